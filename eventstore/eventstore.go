@@ -1,0 +1,58 @@
+// Package eventstore keeps every processed event for queries: timelines,
+// funnels, journeys. A [Store] is append-mostly and idempotent: an event is
+// identified by its source and messageId, and storing it twice keeps one.
+//
+// Implementations: eventstore/duckdb (embedded default). Every
+// implementation must pass the contract suite in eventstore/storetest.
+package eventstore
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"tandem/event"
+)
+
+// ErrNotFound is returned when no event matches.
+var ErrNotFound = errors.New("eventstore: not found")
+
+// ErrBadCursor is returned for a cursor this store did not issue.
+var ErrBadCursor = errors.New("eventstore: bad cursor")
+
+// Store keeps events.
+type Store interface {
+	// Append stores events atomically (all or none). An event whose
+	// (SourceID, MessageID) is already stored, or repeated within events,
+	// is stored once; the first one stored wins. It returns how many events
+	// were newly stored.
+	Append(ctx context.Context, events []event.Event) (int, error)
+	// Get returns the event with messageID; sourceID narrows it when not
+	// empty. Several sources may use the same messageId: then all match.
+	Get(ctx context.Context, sourceID, messageID string) ([]event.Event, error)
+	// List returns events matching q, oldest first by event time (ties by
+	// source and messageId), a page at a time.
+	List(ctx context.Context, q Query) (Page, error)
+	// Count returns the number of stored events.
+	Count(ctx context.Context) (int64, error)
+	// Close releases the store.
+	Close() error
+}
+
+// Query filters List. Zero fields do not filter.
+type Query struct {
+	SourceID string
+	Profile  string // matches userId or anonymousId (until identity resolution adds profiles)
+	Type     string
+	Name     string    // track event name, page or screen name
+	From     time.Time // event time >= From
+	To       time.Time // event time < To
+	Limit    int       // page size; 0 means 100, capped at 1000
+	Cursor   string    // opaque, from Page.Next
+}
+
+// Page is one page of List.
+type Page struct {
+	Events []event.Event
+	Next   string // cursor for the next page; empty when there is none
+}
