@@ -1,0 +1,296 @@
+package collect
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/base64"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	json "github.com/goccy/go-json"
+
+	"tandem/apierror"
+	"tandem/event"
+	"tandem/eventlog"
+	"tandem/metrics"
+)
+
+// Source is what collection needs to know of the source a write key names.
+type Source struct {
+	ID       string
+	Approval string // only "approved" sources may send
+}
+
+// ErrUnknownKey is returned by a [Sources] lookup for a key no source has.
+var ErrUnknownKey = errors.New("collect: unknown write key")
+
+// Sources resolves write keys. Implementations compare keys in constant time
+// and may cache.
+type Sources interface {
+	LookupWriteKey(ctx context.Context, key string) (Source, error)
+}
+
+// Appender makes a chunk of log entries durable; it is usually an
+// [eventlog.Committer], which groups concurrent requests into one fsync.
+type Appender interface {
+	Append(ctx context.Context, entries []byte) error
+}
+
+// Options configure a [Handler].
+type Options struct {
+	Sources  Sources
+	Log      Appender
+	Limiter  *Limiter         // per-source rate limit; nil means none
+	Metrics  *metrics.Registry // nil means a private registry
+	Logger   *slog.Logger
+	Now      func() time.Time
+}
+
+// Handler serves the collection endpoints.
+type Handler struct {
+	opts Options
+	mux  *http.ServeMux
+
+	requests    *metrics.CounterVec
+	accepted    *metrics.CounterVec
+	quarantined *metrics.CounterVec
+	bufs        sync.Pool
+}
+
+// New returns the collection handler.
+func New(opts Options) *Handler {
+	if opts.Metrics == nil {
+		opts.Metrics = metrics.NewRegistry()
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	h := &Handler{opts: opts, mux: http.NewServeMux()}
+	h.requests = opts.Metrics.NewCounterVec("tandem_collect_requests_total", "Collection requests by endpoint and HTTP status.", "endpoint", "status")
+	h.accepted = opts.Metrics.NewCounterVec("tandem_events_accepted_total", "Valid events made durable in the event log, by source.", "source")
+	h.quarantined = opts.Metrics.NewCounterVec("tandem_events_quarantined_total", "Invalid events made durable and sent to the quarantine, by reason.", "code")
+	for _, t := range event.Types {
+		h.mux.HandleFunc("/v1/"+t, h.serve(t))
+	}
+	h.mux.HandleFunc("/v1/batch", h.serve(""))
+	h.mux.HandleFunc("/v1/import", h.serve(""))
+	return h
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+// reply is the 200 body.
+type reply struct {
+	Success     bool          `json:"success"`
+	Quarantined []quarantined `json:"quarantined,omitempty"`
+}
+
+type quarantined struct {
+	Index   int    `json:"index"`
+	Code    string `json:"code"`
+	Field   string `json:"field,omitempty"`
+	Message string `json:"message"`
+}
+
+func (h *Handler) serve(typ string) http.HandlerFunc {
+	endpoint := "batch"
+	if typ != "" {
+		endpoint = typ
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		status := h.handle(w, r, typ)
+		h.requests.Add(1, endpoint, strconv.Itoa(status))
+	}
+}
+
+func (h *Handler) fail(w http.ResponseWriter, e *apierror.Error) int {
+	apierror.Write(w, e)
+	return e.Status
+}
+
+func (h *Handler) handle(w http.ResponseWriter, r *http.Request, typ string) int {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		return h.fail(w, apierror.ErrMethod)
+	}
+	receivedAt := h.opts.Now().UTC()
+	ctx := r.Context()
+
+	// A key in the Authorization header is checked before the body is read,
+	// so a wrong key costs nothing.
+	key, hasHeader, aerr := basicUser(r)
+	if aerr != nil {
+		return h.fail(w, aerr)
+	}
+	var src Source
+	if hasHeader {
+		var e *apierror.Error
+		if src, e = h.lookup(ctx, key); e != nil {
+			return h.fail(w, e)
+		}
+	}
+
+	buf := h.getBuf()
+	defer h.putBuf(buf)
+	if e := readBody(r, buf); e != nil {
+		return h.fail(w, e)
+	}
+	var req *event.Request
+	var err error
+	if typ == "" {
+		req, err = event.ParseBatch(buf.Bytes(), receivedAt)
+	} else {
+		req, err = event.ParseSingle(typ, buf.Bytes(), receivedAt)
+	}
+	if err != nil {
+		var re *event.RequestError
+		if errors.As(err, &re) {
+			return h.fail(w, &apierror.Error{Status: re.Status, Code: re.Code, Field: re.Field, Message: re.Message})
+		}
+		return h.fail(w, apierror.ErrInternal)
+	}
+	if !hasHeader {
+		if req.WriteKey == "" {
+			return h.fail(w, &apierror.Error{Status: 401, Code: "unauthenticated", Message: "no write key: send it as the Basic-auth user name or as writeKey in the body"})
+		}
+		var e *apierror.Error
+		if src, e = h.lookup(ctx, req.WriteKey); e != nil {
+			return h.fail(w, e)
+		}
+	}
+	n := req.Count()
+	if h.opts.Limiter != nil {
+		if ok, retry := h.opts.Limiter.Allow(src.ID, n, receivedAt); !ok {
+			return h.fail(w, &apierror.Error{Status: 429, Code: "rate_limited",
+				Message: "this source is sending faster than its rate limit", RetryAfter: retry})
+		}
+	}
+	for i := range req.Problems {
+		req.Problems[i].SourceID = src.ID
+	}
+	chunk := event.AppendEntries(make([]byte, 0, buf.Len()+n*160), src.ID, req.Events, req.Problems)
+	if err := h.opts.Log.Append(ctx, chunk); err != nil {
+		if ctx.Err() != nil {
+			// The client went away; it will retry and dedup keeps one copy.
+			return 499
+		}
+		if errors.Is(err, eventlog.ErrUnavailable) || errors.Is(err, eventlog.ErrClosed) {
+			h.opts.Logger.Warn("event log cannot take writes", "err", err.Error())
+		} else {
+			h.opts.Logger.Error("event log append failed", "err", err.Error())
+		}
+		return h.fail(w, apierror.ErrUnavailable)
+	}
+	if len(req.Events) > 0 {
+		h.accepted.Add(uint64(len(req.Events)), src.ID)
+	}
+	out := reply{Success: true}
+	for _, p := range req.Problems {
+		h.quarantined.Add(1, p.Code)
+		out.Quarantined = append(out.Quarantined, quarantined{Index: p.Index, Code: p.Code, Field: p.Field, Message: p.Message})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if len(out.Quarantined) == 0 {
+		_, _ = io.WriteString(w, `{"success":true}`)
+		return 200
+	}
+	b, _ := json.Marshal(out)
+	_, _ = w.Write(b)
+	return 200
+}
+
+func (h *Handler) lookup(ctx context.Context, key string) (Source, *apierror.Error) {
+	src, err := h.opts.Sources.LookupWriteKey(ctx, key)
+	if errors.Is(err, ErrUnknownKey) {
+		return Source{}, &apierror.Error{Status: 401, Code: "unauthenticated", Message: "unknown write key"}
+	}
+	if err != nil {
+		h.opts.Logger.Error("write key lookup failed", "err", err.Error())
+		return Source{}, apierror.ErrUnavailable
+	}
+	if src.Approval != "approved" {
+		return Source{}, &apierror.Error{Status: 403, Code: "source_not_approved",
+			Message: "this source is " + src.Approval + "; it may send data once approved"}
+	}
+	return src, nil
+}
+
+// basicUser returns the Basic-auth user name, if the request has a Basic
+// Authorization header.
+func basicUser(r *http.Request) (string, bool, *apierror.Error) {
+	auth := r.Header.Get("Authorization")
+	if auth == "" {
+		return "", false, nil
+	}
+	const prefix = "Basic "
+	if len(auth) < len(prefix) || !strings.EqualFold(auth[:len(prefix)], prefix) {
+		return "", false, &apierror.Error{Status: 401, Code: "unauthenticated", Field: "Authorization", Message: "use Basic auth with the write key as user name"}
+	}
+	dec, err := base64.StdEncoding.DecodeString(strings.TrimSpace(auth[len(prefix):]))
+	if err != nil {
+		return "", false, &apierror.Error{Status: 401, Code: "unauthenticated", Field: "Authorization", Message: "Basic credentials are not valid base64"}
+	}
+	user, _, _ := strings.Cut(string(dec), ":")
+	if user == "" {
+		return "", false, &apierror.Error{Status: 401, Code: "unauthenticated", Field: "Authorization", Message: "empty write key"}
+	}
+	return user, true, nil
+}
+
+// readBody reads the request body into buf, gunzipping by Content-Encoding
+// (whatever the Content-Type says: some SDKs send gzip under a form type).
+func readBody(r *http.Request, buf *bytes.Buffer) *apierror.Error {
+	tooLarge := &apierror.Error{Status: 413, Code: "too_large",
+		Message: "request body over " + strconv.Itoa(event.MaxRequestBytes/1024) + " KB"}
+	if r.ContentLength > event.MaxRequestBytes {
+		return tooLarge
+	}
+	body := io.LimitReader(r.Body, event.MaxRequestBytes+1)
+	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
+	case "", "identity":
+		if _, err := buf.ReadFrom(body); err != nil {
+			return &apierror.Error{Status: 400, Code: "invalid_body", Message: "could not read body"}
+		}
+	case "gzip":
+		zr, err := gzip.NewReader(body)
+		if err != nil {
+			return &apierror.Error{Status: 400, Code: "invalid_gzip", Field: "Content-Encoding", Message: "body is not valid gzip"}
+		}
+		if _, err := buf.ReadFrom(io.LimitReader(zr, event.MaxRequestBytes+1)); err != nil {
+			if buf.Len() > event.MaxRequestBytes {
+				return tooLarge
+			}
+			return &apierror.Error{Status: 400, Code: "invalid_gzip", Field: "Content-Encoding", Message: "body is not valid gzip"}
+		}
+	default:
+		return &apierror.Error{Status: 400, Code: "unsupported_encoding", Field: "Content-Encoding", Message: "only gzip is supported, not " + strconv.Quote(enc)}
+	}
+	if buf.Len() > event.MaxRequestBytes {
+		return tooLarge
+	}
+	return nil
+}
+
+func (h *Handler) getBuf() *bytes.Buffer {
+	if b, ok := h.bufs.Get().(*bytes.Buffer); ok {
+		b.Reset()
+		return b
+	}
+	return new(bytes.Buffer)
+}
+
+func (h *Handler) putBuf(b *bytes.Buffer) {
+	if b.Cap() <= 2*event.MaxRequestBytes {
+		h.bufs.Put(b)
+	}
+}

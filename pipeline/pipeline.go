@@ -1,0 +1,280 @@
+// Package pipeline carries events from the event log to the stores: a
+// durable consumer reads log records in order, writes their valid events to
+// the event store in large batches and their invalid ones to the quarantine,
+// then acknowledges the records.
+//
+// Effects are idempotent, so a crash between writing and acknowledging only
+// causes a redelivery that changes nothing: the event store keeps one event
+// per (source, messageId) and the quarantine one entry per (log sequence,
+// position). Later stages (identity, profiles, audiences, destinations) slot
+// in as further steps of [Pipeline.process] under the same rule.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"tandem/event"
+	"tandem/eventlog"
+	"tandem/eventstore"
+	"tandem/metrics"
+)
+
+// Quarantine keeps events that failed validation or processing.
+type Quarantine interface {
+	// Add stores problems found in the log record logSeq; adding the same
+	// record's problems again stores nothing new.
+	Add(ctx context.Context, logSeq uint64, problems []event.Problem) error
+}
+
+// Options configure a [Pipeline].
+type Options struct {
+	Log        eventlog.Log
+	Events     eventstore.Store
+	Quarantine Quarantine
+	Consumer   string        // durable consumer name; default "pipeline"
+	MaxRecords int           // records per fetch; default 256
+	MaxEvents  int           // events per event-store batch; default 20000
+	Wait       time.Duration // how long a fetch waits for the first record; default 200ms
+	Metrics    *metrics.Registry
+	Logger     *slog.Logger
+}
+
+// Pipeline is the processing loop.
+type Pipeline struct {
+	opts     Options
+	consumer eventlog.Consumer
+	lag      atomic.Int64
+
+	stored      *metrics.Counter
+	duplicates  *metrics.Counter
+	quarantined *metrics.CounterVec
+	records     *metrics.Counter
+	batchSecs   *metrics.Histogram
+}
+
+// New prepares a pipeline; [Pipeline.Run] starts it.
+func New(ctx context.Context, opts Options) (*Pipeline, error) {
+	if opts.Consumer == "" {
+		opts.Consumer = "pipeline"
+	}
+	if opts.MaxRecords <= 0 {
+		opts.MaxRecords = 256
+	}
+	if opts.MaxEvents <= 0 {
+		opts.MaxEvents = 20000
+	}
+	if opts.Wait <= 0 {
+		opts.Wait = 200 * time.Millisecond
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = metrics.NewRegistry()
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	c, err := opts.Log.Consumer(ctx, opts.Consumer)
+	if err != nil {
+		return nil, fmt.Errorf("pipeline: open consumer: %w", err)
+	}
+	p := &Pipeline{opts: opts, consumer: c}
+	p.lag.Store(-1)
+	m := opts.Metrics
+	p.stored = m.NewCounter("tandem_pipeline_events_stored_total", "Events written to the event store.")
+	p.duplicates = m.NewCounter("tandem_pipeline_events_duplicate_total", "Events skipped because their source and messageId were already stored.")
+	p.quarantined = m.NewCounterVec("tandem_pipeline_events_quarantined_total", "Events put in the quarantine by the pipeline, by reason.", "code")
+	p.records = m.NewCounter("tandem_pipeline_records_total", "Event log records processed.")
+	p.batchSecs = m.NewHistogram("tandem_pipeline_batch_seconds", "Time to process one batch of log records.", metrics.DefBuckets)
+	m.NewGaugeFunc("tandem_pipeline_lag_records", "Event log records not yet processed (-1 before the first reading).", func() float64 { return float64(p.lag.Load()) })
+	return p, nil
+}
+
+// Lag is the last measured number of unprocessed log records, -1 if unknown.
+func (p *Pipeline) Lag() int64 { return p.lag.Load() }
+
+// Run processes records until ctx is done. A batch in progress is finished
+// before Run returns, so a stop loses nothing and repeats nothing.
+func (p *Pipeline) Run(ctx context.Context) error {
+	defer p.consumer.Close()
+	lagTick := time.NewTicker(time.Second)
+	defer lagTick.Stop()
+	p.measureLag()
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		select {
+		case <-lagTick.C:
+			p.measureLag()
+		default:
+		}
+		msgs, err := p.consumer.Fetch(ctx, p.opts.MaxRecords, p.opts.Wait)
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			p.opts.Logger.Warn("pipeline fetch failed", "err", err.Error())
+			sleep(ctx, backoff)
+			continue
+		}
+		if len(msgs) == 0 {
+			continue
+		}
+		// Finish the batch even if ctx ends meanwhile.
+		if err := p.process(context.WithoutCancel(ctx), msgs); err != nil {
+			p.opts.Logger.Error("pipeline batch failed; will retry", "err", err.Error())
+			sleep(ctx, backoff)
+			backoff = min(2*backoff, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+	}
+	p.measureLag()
+	return nil
+}
+
+// Drain processes until the log has nothing pending, or ctx ends.
+func (p *Pipeline) Drain(ctx context.Context) error {
+	for {
+		msgs, err := p.consumer.Fetch(ctx, p.opts.MaxRecords, 50*time.Millisecond)
+		if err != nil {
+			return err
+		}
+		if len(msgs) == 0 {
+			n, err := p.consumer.Pending(ctx)
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				p.lag.Store(0)
+				return nil
+			}
+			continue
+		}
+		if err := p.process(ctx, msgs); err != nil {
+			return err
+		}
+	}
+}
+
+func (p *Pipeline) measureLag() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if n, err := p.consumer.Pending(ctx); err == nil {
+		p.lag.Store(int64(n))
+	}
+}
+
+// process handles one fetched run of records: quarantine first (idempotent
+// per record), then events in batches of at most MaxEvents, then the acks.
+func (p *Pipeline) process(ctx context.Context, msgs []eventlog.Message) error {
+	start := time.Now()
+	var batch []event.Event
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		if err := p.store(ctx, batch); err != nil {
+			return err
+		}
+		batch = batch[:0]
+		return nil
+	}
+	for _, m := range msgs {
+		events, problems, err := event.DecodeRecord(m.Data)
+		if err != nil {
+			// Never drop: keep the whole record, undecoded, with the reason.
+			problems = []event.Problem{{Code: "corrupt_record", Message: err.Error(), Raw: m.Data, ReceivedAt: time.Now().UTC()}}
+			events = nil
+		}
+		if len(problems) > 0 {
+			if err := p.opts.Quarantine.Add(ctx, m.Seq, problems); err != nil {
+				return fmt.Errorf("pipeline: quarantine record %d: %w", m.Seq, err)
+			}
+			for _, pr := range problems {
+				p.quarantined.Add(1, pr.Code)
+			}
+		}
+		batch = append(batch, events...)
+		if len(batch) >= p.opts.MaxEvents {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	if err := p.consumer.Ack(ctx, msgs...); err != nil {
+		// Effects are idempotent: a redelivery after a lost ack is harmless.
+		p.opts.Logger.Warn("pipeline ack failed", "err", err.Error())
+	}
+	p.records.Add(uint64(len(msgs)))
+	p.batchSecs.Observe(time.Since(start).Seconds())
+	return nil
+}
+
+// store writes a batch to the event store. If the batch as a whole keeps
+// failing, events are tried one by one and those that fail alone go to the
+// quarantine, so one poisonous event cannot block the pipeline.
+func (p *Pipeline) store(ctx context.Context, batch []event.Event) error {
+	n, err := p.opts.Events.Append(ctx, batch)
+	if err == nil {
+		p.stored.Add(uint64(n))
+		p.duplicates.Add(uint64(len(batch) - n))
+		return nil
+	}
+	if ctx.Err() != nil {
+		return err
+	}
+	p.opts.Logger.Warn("event store batch failed; retrying event by event", "events", len(batch), "err", err.Error())
+	for i := range batch {
+		n, err1 := p.opts.Events.Append(ctx, batch[i:i+1])
+		if err1 == nil {
+			p.stored.Add(uint64(n))
+			p.duplicates.Add(uint64(1 - n))
+			continue
+		}
+		if errors.Is(err1, context.Canceled) || errors.Is(err1, context.DeadlineExceeded) {
+			return err1
+		}
+		// If even a tiny write fails, the store itself is down: retry later.
+		if _, probe := p.opts.Events.Count(ctx); probe != nil {
+			return fmt.Errorf("pipeline: event store unavailable: %w", err1)
+		}
+		e := batch[i]
+		pr := event.Problem{SourceID: e.SourceID, MessageID: e.MessageID, ReceivedAt: e.ReceivedAt,
+			Code: "processing_failed", Message: "event store rejected the event: " + err1.Error(), Raw: e.Raw}
+		// Key the entry by the event's identity so a retry adds it once.
+		if err := p.opts.Quarantine.Add(ctx, processingSeq(e), []event.Problem{pr}); err != nil {
+			return fmt.Errorf("pipeline: quarantine failed event: %w", err)
+		}
+		p.quarantined.Add(1, pr.Code)
+	}
+	return nil
+}
+
+// processingSeq gives events that failed in processing a stable quarantine
+// key outside the log's sequence space (bit 62 set; logs never get that far).
+func processingSeq(e event.Event) uint64 {
+	h := uint64(14695981039346656037)
+	for _, s := range []string{e.SourceID, "\x00", e.MessageID} {
+		for i := 0; i < len(s); i++ {
+			h ^= uint64(s[i])
+			h *= 1099511628211
+		}
+	}
+	return h&(1<<62-1) | 1<<62
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
