@@ -37,6 +37,8 @@ type Config struct {
 
 	DestinationAllow []string `yaml:"destination_allow"` // CIDRs destinations may reach despite the SSRF guard
 
+	Pipeline bool `yaml:"pipeline"` // run the processing pipeline on this node
+
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	LogLevel        string        `yaml:"log_level"` // debug, info, warn, error
 
@@ -52,6 +54,7 @@ func Default() Config {
 		LogMaxAge:       7 * 24 * time.Hour,
 		SourceRateLimit: 100000,
 		SourceBurst:     200000,
+		Pipeline:        true,
 		ShutdownTimeout: 30 * time.Second,
 		LogLevel:        "info",
 	}
@@ -80,6 +83,7 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 		maxAge, shutdown                                                  time.Duration
 		rate                                                              float64
 		burst                                                             int
+		pipeline                                                          bool
 	)
 	fs.StringVar(&dataDir, "data-dir", c.DataDir, "directory for the embedded event log, state store and event store (TANDEM_DATA_DIR)")
 	fs.StringVar(&addr, "addr", c.Addr, "HOST:PORT to listen on (TANDEM_ADDR)")
@@ -93,6 +97,7 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	fs.Float64Var(&rate, "source-rate-limit", c.SourceRateLimit, "events per second one source may send; 0 disables (TANDEM_SOURCE_RATE_LIMIT)")
 	fs.IntVar(&burst, "source-burst", c.SourceBurst, "events one source may send in a burst (TANDEM_SOURCE_BURST)")
 	fs.StringVar(&allow, "destination-allow", "", "CIDRs destinations may reach despite the SSRF guard, comma-separated (TANDEM_DESTINATION_ALLOW)")
+	fs.BoolVar(&pipeline, "pipeline", c.Pipeline, "run the processing pipeline on this node; false makes a collection-only node (TANDEM_PIPELINE)")
 	fs.DurationVar(&shutdown, "shutdown-timeout", c.ShutdownTimeout, "how long SIGTERM waits for in-flight work (TANDEM_SHUTDOWN_TIMEOUT)")
 	fs.StringVar(&level, "log-level", c.LogLevel, "debug, info, warn or error (TANDEM_LOG_LEVEL)")
 	if err := fs.Parse(args); err != nil {
@@ -171,6 +176,15 @@ func (c *Config) set(name, val string) error {
 		c.ShutdownTimeout, err = time.ParseDuration(val)
 	case "log-level":
 		c.LogLevel = val
+	case "pipeline":
+		switch strings.ToLower(val) {
+		case "true", "1", "yes", "on":
+			c.Pipeline = true
+		case "false", "0", "no", "off":
+			c.Pipeline = false
+		default:
+			err = errors.New("not a boolean")
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("invalid value %q", val)

@@ -8,7 +8,8 @@ import (
 	"strconv"
 	"time"
 
-	json "github.com/goccy/go-json"
+	"encoding/json"
+	"unicode/utf8"
 )
 
 // RequestError is a fault of the whole request: nothing of it may be stored.
@@ -39,59 +40,93 @@ type Request struct {
 // Count is the number of events the request carried.
 func (r *Request) Count() int { return len(r.Events) + len(r.Problems) }
 
-// wireBatch is the shape of a /v1/batch body.
-type wireBatch struct {
-	Batch    json.RawMessage `json:"batch"`
-	WriteKey json.RawMessage `json:"writeKey"`
-	SentAt   json.RawMessage `json:"sentAt"`
+// rawField is a top-level field's value as it appears in the body; nil
+// when the field is absent.
+type rawField = []byte
+
+// wireEvent holds the top-level fields of one event that tandem lifts out or
+// checks; everything else stays in the raw bytes untouched. Keys match
+// exactly, as in the Segment spec.
+type wireEvent struct {
+	Type, UserID, AnonymousID, Event, Name, MessageID         rawField
+	Timestamp, OriginalTimestamp, SentAt, GroupID, PreviousID rawField
+	WriteKey, Properties, Traits, Context, Integrations       rawField
 }
 
-// wireEvent holds the fields of one event that tandem lifts out or checks.
-// Everything else stays in the raw bytes untouched.
-type wireEvent struct {
-	Type              json.RawMessage `json:"type"`
-	UserID            json.RawMessage `json:"userId"`
-	AnonymousID       json.RawMessage `json:"anonymousId"`
-	Event             json.RawMessage `json:"event"`
-	Name              json.RawMessage `json:"name"`
-	MessageID         json.RawMessage `json:"messageId"`
-	Timestamp         json.RawMessage `json:"timestamp"`
-	OriginalTimestamp json.RawMessage `json:"originalTimestamp"`
-	SentAt            json.RawMessage `json:"sentAt"`
-	GroupID           json.RawMessage `json:"groupId"`
-	PreviousID        json.RawMessage `json:"previousId"`
-	WriteKey          json.RawMessage `json:"writeKey"`
-	Properties        json.RawMessage `json:"properties"`
-	Traits            json.RawMessage `json:"traits"`
-	Context           json.RawMessage `json:"context"`
-	Integrations      json.RawMessage `json:"integrations"`
+func (w *wireEvent) set(key, val []byte) {
+	switch string(key) {
+	case `"type"`:
+		w.Type = val
+	case `"userId"`:
+		w.UserID = val
+	case `"anonymousId"`:
+		w.AnonymousID = val
+	case `"event"`:
+		w.Event = val
+	case `"name"`:
+		w.Name = val
+	case `"messageId"`:
+		w.MessageID = val
+	case `"timestamp"`:
+		w.Timestamp = val
+	case `"originalTimestamp"`:
+		w.OriginalTimestamp = val
+	case `"sentAt"`:
+		w.SentAt = val
+	case `"groupId"`:
+		w.GroupID = val
+	case `"previousId"`:
+		w.PreviousID = val
+	case `"writeKey"`:
+		w.WriteKey = val
+	case `"properties"`:
+		w.Properties = val
+	case `"traits"`:
+		w.Traits = val
+	case `"context"`:
+		w.Context = val
+	case `"integrations"`:
+		w.Integrations = val
+	}
 }
 
 // ParseBatch parses a /v1/batch (or /v1/import) body received at receivedAt.
 func ParseBatch(body []byte, receivedAt time.Time) (*Request, error) {
-	body = bytes.TrimSpace(body)
-	if len(body) == 0 || body[0] != '{' {
+	i := skipSpace(body, 0)
+	if i >= len(body) || body[i] != '{' {
 		return nil, &RequestError{Status: 400, Code: "invalid_body", Message: "body is not a JSON object"}
 	}
-	if !json.Valid(body) {
+	var batch, writeKey, sentAt rawField
+	var items [][]byte
+	var batchErr bool
+	end, err := scanObject(body, i, 1, func(key, val []byte) {
+		switch string(key) {
+		case `"batch"`:
+			batch = val
+			items = items[:0]
+			batchErr = false
+			if val[0] == '[' {
+				if _, err := scanArray(val, 0, 2, func(v []byte) { items = append(items, v) }); err != nil {
+					batchErr = true
+				}
+			}
+		case `"writeKey"`:
+			writeKey = val
+		case `"sentAt"`:
+			sentAt = val
+		}
+	})
+	if err != nil || batchErr || skipSpace(body, end) != len(body) {
 		return nil, &RequestError{Status: 400, Code: "invalid_json", Message: "body is not valid JSON"}
 	}
-	var wb wireBatch
-	if err := json.Unmarshal(body, &wb); err != nil {
-		return nil, &RequestError{Status: 400, Code: "invalid_body", Message: "body is not a batch object: " + err.Error()}
-	}
-	wk, ok := jsonString(wb.WriteKey)
+	wk, ok := jsonString(writeKey)
 	if !ok {
 		return nil, &RequestError{Status: 400, Code: "invalid_field", Field: "writeKey", Message: "must be a string"}
 	}
-	if isAbsent(wb.Batch) {
+	if isAbsent(batch) {
 		return nil, &RequestError{Status: 400, Code: "missing_field", Field: "batch", Message: "batch is required"}
 	}
-	if wb.Batch[0] != '[' {
-		return nil, &RequestError{Status: 400, Code: "invalid_field", Field: "batch", Message: "must be an array of events"}
-	}
-	var items []json.RawMessage
-	if err := json.Unmarshal(wb.Batch, &items); err != nil {
+	if batch[0] != '[' {
 		return nil, &RequestError{Status: 400, Code: "invalid_field", Field: "batch", Message: "must be an array of events"}
 	}
 	if len(items) > MaxBatchEvents {
@@ -99,8 +134,8 @@ func ParseBatch(body []byte, receivedAt time.Time) (*Request, error) {
 			Message: fmt.Sprintf("%d events in one request, at most %d allowed", len(items), MaxBatchEvents)}
 	}
 	var batchSentAt time.Time
-	if !isAbsent(wb.SentAt) {
-		t, ok := parseTime(wb.SentAt)
+	if !isAbsent(sentAt) {
+		t, ok := parseTime(sentAt)
 		if !ok {
 			return nil, &RequestError{Status: 400, Code: "invalid_field", Field: "sentAt", Message: "not an RFC 3339 time string"}
 		}
@@ -125,31 +160,54 @@ func ParseBatch(body []byte, receivedAt time.Time) (*Request, error) {
 // siblings); typ is the endpoint's event type and wins over any "type" in
 // the body.
 func ParseSingle(typ string, body []byte, receivedAt time.Time) (*Request, error) {
-	body = bytes.TrimSpace(body)
+	body = trimSpace(body)
 	if len(body) == 0 || body[0] != '{' {
 		return nil, &RequestError{Status: 400, Code: "invalid_body", Message: "body is not a JSON object"}
 	}
-	if !json.Valid(body) {
+	if !validDocument(body) {
 		return nil, &RequestError{Status: 400, Code: "invalid_json", Message: "body is not valid JSON"}
 	}
 	req := &Request{}
-	var we struct {
-		WriteKey json.RawMessage `json:"writeKey"`
-	}
-	if err := json.Unmarshal(body, &we); err == nil {
-		if wk, ok := jsonString(we.WriteKey); ok {
-			req.WriteKey = wk
-		} else {
-			return nil, &RequestError{Status: 400, Code: "invalid_field", Field: "writeKey", Message: "must be a string"}
-		}
-	}
 	ev, p := parseEvent(body, typ, "", time.Time{}, receivedAt, newIDSource(1))
 	if p != nil {
 		req.Problems = append(req.Problems, *p)
 	} else {
 		req.Events = append(req.Events, ev)
 	}
+	// The write key may sit in the body even when the event is invalid.
+	var wk rawField
+	_, _ = scanObject(body, 0, 1, func(key, val []byte) {
+		if string(key) == `"writeKey"` {
+			wk = val
+		}
+	})
+	s, ok := jsonString(wk)
+	if !ok {
+		return nil, &RequestError{Status: 400, Code: "invalid_field", Field: "writeKey", Message: "must be a string"}
+	}
+	req.WriteKey = s
 	return req, nil
+}
+
+func trimSpace(b []byte) []byte {
+	i := skipSpace(b, 0)
+	j := len(b)
+	for j > i && isSpace(b[j-1]) {
+		j--
+	}
+	return b[i:j]
+}
+
+// ParseEvent validates one standalone event object (its type taken from its
+// "type" field), as received at receivedAt. When the event has no messageId,
+// defaultID is used, or a random one if defaultID is empty: a replay passes
+// a stable id so that replaying twice stores one event.
+func ParseEvent(raw []byte, receivedAt time.Time, defaultID string) (Event, *Problem) {
+	ids := newIDSource(1)
+	if defaultID != "" {
+		ids.fixed = defaultID
+	}
+	return parseEvent(raw, "", "", time.Time{}, receivedAt, ids)
 }
 
 // parseEvent validates one event. forcedType, when set, is the endpoint's
@@ -173,8 +231,12 @@ func parseEvent(raw []byte, forcedType, prefix string, batchSentAt, receivedAt t
 	if len(raw) == 0 || raw[0] != '{' {
 		return fail("invalid_type", "", "event must be a JSON object")
 	}
+	if !utf8.Valid(raw) {
+		return fail("invalid_encoding", "", "event is not valid UTF-8")
+	}
 	var w wireEvent
-	if err := json.Unmarshal(raw, &w); err != nil {
+	// raw was validated as part of its request: this pass only picks fields.
+	if _, err := scanObject(raw, 0, 1, w.set); err != nil {
 		return fail("invalid_json", "", "event is not a valid JSON object")
 	}
 	ev := Event{ReceivedAt: receivedAt, Raw: raw}
@@ -202,7 +264,7 @@ func parseEvent(raw []byte, forcedType, prefix string, batchSentAt, receivedAt t
 		}
 	}
 	for _, f := range []struct {
-		raw  json.RawMessage
+		raw  rawField
 		name string
 		dst  *string
 	}{
@@ -242,7 +304,7 @@ func parseEvent(raw []byte, forcedType, prefix string, batchSentAt, receivedAt t
 		return fail("missing_field", "userId", "userId or anonymousId is required")
 	}
 	for _, f := range []struct {
-		raw  json.RawMessage
+		raw  rawField
 		name string
 	}{{w.Properties, "properties"}, {w.Traits, "traits"}, {w.Context, "context"}, {w.Integrations, "integrations"}} {
 		if !isAbsent(f.raw) && f.raw[0] != '{' {
@@ -253,6 +315,14 @@ func parseEvent(raw []byte, forcedType, prefix string, batchSentAt, receivedAt t
 		return fail("invalid_field", "messageId", "longer than 256 characters")
 	}
 	var ts, ots time.Time
+	for _, f := range []struct {
+		raw  rawField
+		name string
+	}{{w.Timestamp, "timestamp"}, {w.OriginalTimestamp, "originalTimestamp"}, {w.SentAt, "sentAt"}} {
+		if !isAbsent(f.raw) && f.raw[0] != '"' {
+			return fail("invalid_type", f.name, "must be an RFC 3339 time string")
+		}
+	}
 	if !isAbsent(w.Timestamp) {
 		if ts, ok = parseTime(w.Timestamp); !ok {
 			return fail("invalid_timestamp", "timestamp", "not an RFC 3339 time string")
@@ -302,12 +372,12 @@ func knownType(t string) bool {
 }
 
 // isAbsent reports whether a field was missing or JSON null.
-func isAbsent(r json.RawMessage) bool {
+func isAbsent(r rawField) bool {
 	return len(r) == 0 || (len(r) == 4 && string(r) == "null")
 }
 
 // jsonString decodes a JSON string field; absent or null gives "", true.
-func jsonString(r json.RawMessage) (string, bool) {
+func jsonString(r rawField) (string, bool) {
 	if isAbsent(r) {
 		return "", true
 	}
@@ -325,7 +395,7 @@ func jsonString(r json.RawMessage) (string, bool) {
 	return s, true
 }
 
-func parseTime(r json.RawMessage) (time.Time, bool) {
+func parseTime(r rawField) (time.Time, bool) {
 	s, ok := jsonString(r)
 	if !ok || s == "" {
 		return time.Time{}, false
@@ -347,12 +417,16 @@ func truncate(s string, n int) string {
 // idSource hands out random UUIDv4 message ids, drawing the randomness for a
 // whole request at once.
 type idSource struct {
-	buf []byte
+	buf   []byte
+	fixed string // when set, the only id handed out
 }
 
 func newIDSource(n int) *idSource { return &idSource{} }
 
 func (s *idSource) next() string {
+	if s.fixed != "" {
+		return s.fixed
+	}
 	if len(s.buf) < 16 {
 		s.buf = make([]byte, 16*64)
 		if _, err := rand.Read(s.buf); err != nil {

@@ -1,0 +1,315 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"time"
+	"unicode/utf8"
+
+	"tandem/access"
+	"tandem/apierror"
+	"tandem/event"
+	"tandem/eventstore"
+	"tandem/governance"
+	"tandem/quarantine"
+)
+
+func (a *API) me(w http.ResponseWriter, r *http.Request) error {
+	return writeJSON(w, 200, userFrom(r.Context()))
+}
+
+func (a *API) createUser(w http.ResponseWriter, r *http.Request) error {
+	var in struct {
+		Name string `json:"name"`
+		Role string `json:"role"`
+	}
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	u, token, err := a.opts.Access.CreateUser(r.Context(), in.Name, access.Role(in.Role))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, 201, struct {
+		access.User
+		Token string `json:"token"`
+	}{u, token})
+}
+
+func (a *API) listUsers(w http.ResponseWriter, r *http.Request) error {
+	limit, cursor, err := page(r)
+	if err != nil {
+		return err
+	}
+	users, next, err := a.opts.Access.ListUsers(r.Context(), limit, cursor)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, 200, list[access.User]{Items: nonNil(users), Next: next})
+}
+
+func (a *API) createSource(w http.ResponseWriter, r *http.Request) error {
+	var in struct {
+		Name           string   `json:"name"`
+		Kind           string   `json:"kind"`
+		Owner          string   `json:"owner"`
+		Purpose        string   `json:"purpose"`
+		DataCategories []string `json:"dataCategories"`
+		MonthlyCost    float64  `json:"monthlyCost"`
+	}
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	src, key, err := a.opts.Governance.CreateSource(r.Context(), governance.Source{
+		Name: in.Name, Kind: in.Kind, Owner: in.Owner, Purpose: in.Purpose,
+		DataCategories: in.DataCategories, MonthlyCost: in.MonthlyCost,
+	}, userFrom(r.Context()))
+	if err != nil {
+		return err
+	}
+	a.opts.Logger.Info("source created", "source", src.ID, "by", userFrom(r.Context()).ID, "approval", src.Approval)
+	return writeJSON(w, 201, struct {
+		governance.Source
+		WriteKey string `json:"writeKey"`
+	}{src, key})
+}
+
+func (a *API) listSources(w http.ResponseWriter, r *http.Request) error {
+	limit, cursor, err := page(r)
+	if err != nil {
+		return err
+	}
+	srcs, next, err := a.opts.Governance.ListSources(r.Context(), limit, cursor)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, 200, list[governance.Source]{Items: nonNil(srcs), Next: next})
+}
+
+func (a *API) getSource(w http.ResponseWriter, r *http.Request) error {
+	src, err := a.opts.Governance.GetSource(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, 200, src)
+}
+
+func (a *API) decideSource(w http.ResponseWriter, r *http.Request) error {
+	var in struct {
+		Decision string `json:"decision"`
+		Comment  string `json:"comment"`
+	}
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	src, err := a.opts.Governance.Decide(r.Context(), r.PathValue("id"), in.Decision, in.Comment, userFrom(r.Context()))
+	if errors.Is(err, governance.ErrForbidden) {
+		return &apierror.Error{Status: 403, Code: "forbidden", Message: err.Error()}
+	}
+	if err != nil {
+		return err
+	}
+	a.opts.Logger.Info("source approval decided", "source", src.ID, "by", userFrom(r.Context()).ID, "approval", src.Approval)
+	return writeJSON(w, 200, src)
+}
+
+func (a *API) listDecisions(w http.ResponseWriter, r *http.Request) error {
+	if _, err := a.opts.Governance.GetSource(r.Context(), r.PathValue("id")); err != nil {
+		return err
+	}
+	ds, err := a.opts.Governance.ListDecisions(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, 200, list[governance.Decision]{Items: nonNil(ds)})
+}
+
+func (a *API) listEvents(w http.ResponseWriter, r *http.Request) error {
+	limit, cursor, err := page(r)
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	from, err := timeParam(r, "from")
+	if err != nil {
+		return err
+	}
+	to, err := timeParam(r, "to")
+	if err != nil {
+		return err
+	}
+	if typ := q.Get("type"); typ != "" && !isType(typ) {
+		return apierror.Field("type", "invalid_field", "want identify, track, page, screen, group or alias")
+	}
+	p, err := a.opts.Events.List(r.Context(), eventstore.Query{
+		SourceID: q.Get("source"), Profile: q.Get("profile"), Type: q.Get("type"), Name: q.Get("event"),
+		From: from, To: to, Limit: limit, Cursor: cursor,
+	})
+	if err != nil {
+		return err
+	}
+	out := list[json.RawMessage]{Items: make([]json.RawMessage, 0, len(p.Events)), Next: p.Next}
+	for _, e := range p.Events {
+		out.Items = append(out.Items, Render(e))
+	}
+	return writeJSON(w, 200, out)
+}
+
+func (a *API) getEvent(w http.ResponseWriter, r *http.Request) error {
+	evs, err := a.opts.Events.Get(r.Context(), r.URL.Query().Get("source"), r.PathValue("messageId"))
+	if err != nil {
+		return err
+	}
+	if len(evs) > 1 {
+		items := make([]json.RawMessage, 0, len(evs))
+		for _, e := range evs {
+			items = append(items, Render(e))
+		}
+		return &apierror.Error{Status: 409, Code: "ambiguous", Field: "source",
+			Message: "several sources sent this messageId; add ?source=ID"}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, err = w.Write(Render(evs[0]))
+	return err
+}
+
+func isType(t string) bool {
+	for _, k := range event.Types {
+		if k == t {
+			return true
+		}
+	}
+	return false
+}
+
+// Render returns the event as Segment-spec JSON: the fields the client sent,
+// with the server's messageId, receivedAt, corrected timestamp and the
+// client's originalTimestamp, plus the sourceId.
+func Render(e event.Event) json.RawMessage {
+	m := map[string]json.RawMessage{}
+	_ = json.Unmarshal(e.Raw, &m)
+	delete(m, "writeKey")
+	str := func(s string) json.RawMessage { b, _ := json.Marshal(s); return b }
+	tm := func(t time.Time) json.RawMessage { return str(t.UTC().Format(time.RFC3339Nano)) }
+	m["messageId"] = str(e.MessageID)
+	m["type"] = str(e.Type)
+	m["sourceId"] = str(e.SourceID)
+	m["timestamp"] = tm(e.Timestamp)
+	m["receivedAt"] = tm(e.ReceivedAt)
+	if !e.OriginalTimestamp.IsZero() {
+		m["originalTimestamp"] = tm(e.OriginalTimestamp)
+	}
+	if !e.SentAt.IsZero() {
+		m["sentAt"] = tm(e.SentAt)
+	}
+	b, _ := json.Marshal(m)
+	return b
+}
+
+// quarantined is a quarantine entry as the API shows it: the raw payload as
+// JSON when it is JSON, else as a string.
+type quarantined struct {
+	quarantine.Entry
+	Raw json.RawMessage `json:"raw"`
+}
+
+func (a *API) listQuarantine(w http.ResponseWriter, r *http.Request) error {
+	limit, cursor, err := page(r)
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	entries, next, err := a.opts.Quarantine.List(r.Context(), quarantine.Filter{SourceID: q.Get("source"), Code: q.Get("code"), Status: q.Get("status")}, limit, cursor)
+	if err != nil {
+		return err
+	}
+	out := list[quarantined]{Items: make([]quarantined, 0, len(entries)), Next: next}
+	for _, e := range entries {
+		out.Items = append(out.Items, quarantined{Entry: e, Raw: rawJSON(e.Raw)})
+	}
+	return writeJSON(w, 200, out)
+}
+
+func rawJSON(b []byte) json.RawMessage {
+	if len(b) > 0 && json.Valid(b) {
+		var buf bytes.Buffer
+		if json.Compact(&buf, b) == nil {
+			return buf.Bytes()
+		}
+	}
+	if !utf8.Valid(b) {
+		b = bytes.ToValidUTF8(b, []byte("\uFFFD"))
+	}
+	s, _ := json.Marshal(string(b))
+	return s
+}
+
+type replayResult struct {
+	ID      string `json:"id"`
+	Status  string `json:"status"` // replayed, invalid, not_found, already_replayed
+	Code    string `json:"code,omitempty"`
+	Field   string `json:"field,omitempty"`
+	Message string `json:"message,omitempty"`
+}
+
+// replayQuarantine validates held events again and sends those that now
+// pass through the log and pipeline like new ones, keeping their original
+// receivedAt. An event without a messageId gets one derived from its
+// quarantine entry, so replaying twice still stores it once.
+func (a *API) replayQuarantine(w http.ResponseWriter, r *http.Request) error {
+	var in struct {
+		IDs []string `json:"ids"`
+	}
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	if len(in.IDs) == 0 || len(in.IDs) > 1000 {
+		return apierror.Field("ids", "invalid_field", "give 1 to 1000 quarantine entry ids")
+	}
+	results := make([]replayResult, 0, len(in.IDs))
+	var replayed []string
+	for _, id := range in.IDs {
+		e, err := a.opts.Quarantine.Get(r.Context(), id)
+		if err != nil {
+			if isNotFound(err) {
+				results = append(results, replayResult{ID: id, Status: "not_found"})
+				continue
+			}
+			return err
+		}
+		if e.Status == quarantine.Replayed {
+			results = append(results, replayResult{ID: id, Status: "already_replayed"})
+			continue
+		}
+		if e.SourceID == "" {
+			results = append(results, replayResult{ID: id, Status: "invalid", Code: e.Code, Message: "entry has no source; it cannot be replayed"})
+			continue
+		}
+		ev, p := event.ParseEvent(e.Raw, e.ReceivedAt, "replay-"+e.ID)
+		if p != nil {
+			results = append(results, replayResult{ID: id, Status: "invalid", Code: p.Code, Field: p.Field, Message: p.Message})
+			continue
+		}
+		ev.SourceID = e.SourceID
+		if err := a.opts.Log.Append(r.Context(), event.AppendEntries(nil, e.SourceID, []event.Event{ev}, nil)); err != nil {
+			return apierror.ErrUnavailable
+		}
+		replayed = append(replayed, id)
+		results = append(results, replayResult{ID: id, Status: "replayed"})
+	}
+	if len(replayed) > 0 {
+		if _, err := a.opts.Quarantine.MarkReplayed(r.Context(), replayed...); err != nil {
+			return err
+		}
+	}
+	return writeJSON(w, 200, list[replayResult]{Items: results})
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}

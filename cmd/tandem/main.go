@@ -1,0 +1,77 @@
+// Command tandem is the customer data and journey platform: one binary that
+// collects, joins, analyses and governs customer events.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"tandem/bench"
+	"tandem/config"
+	"tandem/server"
+	"tandem/version"
+)
+
+const usage = `tandem — self-hosted customer data and journey platform
+
+Usage:
+  tandem serve [--data-dir DIR] [--addr HOST:PORT] [--config FILE] [flags]
+  tandem bench ingest [flags]
+  tandem version
+
+Run "tandem COMMAND --help" for a command's flags. Every flag can also be
+set with an environment variable TANDEM_<FLAG> (e.g. TANDEM_DATA_DIR).
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		return serve(args[1:], stderr)
+	case "bench":
+		return bench.Main(args[1:], stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "tandem", version.Version)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	case "import", "apply":
+		fmt.Fprintf(stderr, "tandem %s: not available in this version yet\n", args[0])
+		return 2
+	default:
+		fmt.Fprintf(stderr, "tandem: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+}
+
+func serve(args []string, stderr io.Writer) int {
+	cfg, err := config.Load(args, os.Getenv, stderr)
+	if errors.Is(err, config.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "tandem serve: %v\n", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	logger := server.NewLogger(stderr, cfg.LogLevel)
+	if err := server.Run(ctx, cfg, logger); err != nil {
+		logger.Error("tandem stopped", "err", err.Error())
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,76 @@
+package event
+
+import (
+	"testing"
+	"time"
+)
+
+// FuzzParseBatch checks, for any body, that parsing never panics, that a
+// readable request accounts for every event exactly once (valid or
+// quarantined, never dropped), and that what it accepts survives the log
+// record round trip.
+func FuzzParseBatch(f *testing.F) {
+	for _, s := range []string{
+		`{"batch":[{"type":"track","event":"A","userId":"u"}]}`,
+		`{"batch":[{"type":"identify","userId":"u","traits":{"email":"a@b.c"},"timestamp":"2026-01-01T00:00:00Z","sentAt":"2026-01-01T00:00:01Z"}],"writeKey":"k"}`,
+		`{"batch":[{"type":"page","anonymousId":"a","name":"\u00e9"},{"type":"nope"},1,"x",null,[]]}`,
+		`{"batch":[{"type":"alias","userId":"u","previousId":"p","messageId":"m\"1"}],"sentAt":"2026-01-01T00:00:01+02:00"}`,
+		`{"batch":[]}`, `{}`, `[]`, `{"batch":[{"type":"track","userId":"u","event":"e","properties":{"a":[1,{"b":null}]}}]}`,
+	} {
+		f.Add([]byte(s))
+	}
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req, err := ParseBatch(body, now)
+		if err != nil {
+			if _, ok := err.(*RequestError); !ok {
+				t.Fatalf("error of type %T", err)
+			}
+			return
+		}
+		seen := map[int]bool{}
+		for _, p := range req.Problems {
+			if seen[p.Index] || p.Code == "" || p.Message == "" {
+				t.Fatalf("bad problem %+v", p)
+			}
+			seen[p.Index] = true
+		}
+		for _, e := range req.Events {
+			if e.MessageID == "" || e.Type == "" || (e.UserID == "" && e.AnonymousID == "") || e.Timestamp.IsZero() {
+				t.Fatalf("invalid event accepted: %+v", e)
+			}
+		}
+		rec := EncodeRecord("s", req.Events, req.Problems)
+		evs, probs, err := DecodeRecord(rec)
+		if err != nil || len(evs) != len(req.Events) || len(probs) != len(req.Problems) {
+			t.Fatalf("record round trip: %v %d/%d %d/%d", err, len(evs), len(req.Events), len(probs), len(req.Problems))
+		}
+	})
+}
+
+// FuzzDecodeRecord checks that no byte string crashes the record decoder.
+func FuzzDecodeRecord(f *testing.F) {
+	f.Add(EncodeRecord("s", []Event{{MessageID: "m", Type: "track", Raw: []byte("{}")}}, nil))
+	f.Add([]byte("TRC\x01\x01\xff\xff\xff\xff\x0f"))
+	f.Fuzz(func(t *testing.T, rec []byte) {
+		_, _, _ = DecodeRecord(rec)
+	})
+}
+
+func BenchmarkParseBatch(b *testing.B) {
+	body := []byte(`{"batch":[`)
+	for i := 0; i < 100; i++ {
+		if i > 0 {
+			body = append(body, ',')
+		}
+		body = append(body, `{"type":"track","event":"Product Viewed","userId":"user-12345","messageId":"msg-000000000001","timestamp":"2026-01-01T00:00:00.000Z","properties":{"sku":"A-1","price":12.5},"context":{"library":{"name":"bench"}}}`...)
+	}
+	body = append(body, `],"sentAt":"2026-01-01T00:00:01.000Z"}`...)
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		if _, err := ParseBatch(body, time.Now()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*100)/b.Elapsed().Seconds(), "events/s")
+}

@@ -1,0 +1,324 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"tandem/access"
+	"tandem/api"
+	"tandem/collect"
+	"tandem/config"
+	"tandem/eventlog"
+	"tandem/eventlog/jetstream"
+	"tandem/eventstore"
+	"tandem/eventstore/duckdb"
+	"tandem/governance"
+	"tandem/metrics"
+	"tandem/pipeline"
+	"tandem/quarantine"
+	"tandem/statestore"
+	"tandem/statestore/sqlite"
+	"tandem/version"
+)
+
+// Run serves until ctx is done, then shuts down gracefully: it stops
+// accepting, lets in-flight requests finish (their events are fsync'd
+// before they are answered), finishes the pipeline's current batch and
+// closes the stores. A nil error means a clean stop.
+func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	s, err := Open(ctx, cfg, logger)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Server is a running tandem node.
+type Server struct {
+	cfg    config.Config
+	logger *slog.Logger
+
+	Log        eventlog.Log
+	Committer  *eventlog.Committer
+	Events     eventstore.Store
+	State      *statestore.DB
+	Access     *access.Store
+	Governance *governance.Store
+	Quarantine *quarantine.Store
+	Pipeline   *pipeline.Pipeline
+	Metrics    *metrics.Registry
+
+	handler http.Handler
+}
+
+// Open opens every backend and prepares the handlers, without serving.
+func Open(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Server, err error) {
+	s := &Server{cfg: cfg, logger: logger, Metrics: metrics.NewRegistry()}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	if err := s.openLog(); err != nil {
+		return nil, err
+	}
+	if cfg.State != "" {
+		return nil, &config.UsageError{Key: "state", Message: "the PostgreSQL state store is not available in this version"}
+	}
+	if s.State, err = sqlite.Open(filepath.Join(cfg.DataDir, "state.db")); err != nil {
+		return nil, fmt.Errorf("state store: %w", err)
+	}
+	var migs []statestore.Migration
+	migs = append(migs, access.Migrations()...)
+	migs = append(migs, governance.Migrations()...)
+	migs = append(migs, quarantine.Migrations()...)
+	if err := s.State.Migrate(ctx, migs...); err != nil {
+		return nil, fmt.Errorf("state store: %w", err)
+	}
+	s.Access = access.NewStore(s.State)
+	s.Governance = governance.NewStore(s.State)
+	s.Quarantine = quarantine.NewStore(s.State)
+	if cfg.Events != "" {
+		return nil, &config.UsageError{Key: "events", Message: "the ClickHouse event store is not available in this version"}
+	}
+	if s.Events, err = duckdb.Open(filepath.Join(cfg.DataDir, "events.duckdb")); err != nil {
+		return nil, fmt.Errorf("event store: %w", err)
+	}
+	if err := s.bootstrap(ctx); err != nil {
+		return nil, err
+	}
+	s.instrument()
+	if cfg.Pipeline {
+		s.Pipeline, err = pipeline.New(ctx, pipeline.Options{
+			Log: s.Log, Events: s.Events, Quarantine: s.Quarantine, Metrics: s.Metrics, Logger: logger,
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	s.handler = s.routes()
+	return s, nil
+}
+
+func (s *Server) openLog() error {
+	fsync := s.Metrics.NewHistogram("tandem_log_append_seconds", "Time to append one record to the event log and fsync it.", metrics.DefBuckets)
+	recs := s.Metrics.NewCounterVec("tandem_log_records_total", "Event log records appended, by result.", "result")
+	chunks := s.Metrics.NewCounter("tandem_log_requests_grouped_total", "Collection requests written to the event log (several share one record and one fsync).")
+	bytes := s.Metrics.NewCounter("tandem_log_bytes_total", "Bytes appended to the event log.")
+	var err error
+	if s.cfg.Log != "" {
+		s.Log, err = jetstream.Open(s.cfg.Log, jetstream.Options{MaxBytes: s.cfg.LogMaxBytes, MaxAge: s.cfg.LogMaxAge, Logger: s.logger})
+	} else {
+		s.Log, err = jetstream.OpenEmbedded(jetstream.EmbeddedOptions{
+			Dir: filepath.Join(s.cfg.DataDir, "log"), MaxBytes: s.cfg.LogMaxBytes, MaxAge: s.cfg.LogMaxAge, Logger: s.logger,
+		})
+	}
+	if err != nil {
+		return fmt.Errorf("event log: %w", err)
+	}
+	s.Committer = eventlog.NewCommitter(s.Log, eventlog.CommitterOptions{
+		OnAppend: func(d time.Duration, n int, c int, err error) {
+			if err != nil {
+				recs.Add(1, "error")
+				return
+			}
+			recs.Add(1, "ok")
+			fsync.Observe(d.Seconds())
+			chunks.Add(uint64(c))
+			bytes.Add(uint64(n))
+		},
+	})
+	return nil
+}
+
+func (s *Server) instrument() {
+	s.Metrics.NewGaugeFunc("tandem_build_info", "Always 1; the version is in the tandem_version metric name's help.", func() float64 { return 1 })
+	s.Metrics.NewGaugeFunc("tandem_ready", "1 when this node can accept and persist events.", func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if s.ready(ctx) == nil {
+			return 1
+		}
+		return 0
+	})
+}
+
+// ready is nil when the node can accept and persist events.
+func (s *Server) ready(ctx context.Context) error {
+	if err := s.Log.Ready(ctx); err != nil {
+		return err
+	}
+	return s.State.Ping(ctx)
+}
+
+// Handler is the node's whole HTTP surface.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/v1/", collect.New(collect.Options{
+		Sources: newSourceCache(s.Governance, 2*time.Second),
+		Log:     s.Committer,
+		Limiter: collect.NewLimiter(s.cfg.SourceRateLimit, s.cfg.SourceBurst),
+		Metrics: s.Metrics,
+		Logger:  s.logger,
+	}))
+	mux.Handle("/api/v1/", api.New(api.Options{
+		Access: s.Access, Governance: s.Governance, Quarantine: s.Quarantine,
+		Events: s.Events, Log: s.Committer, Logger: s.logger,
+	}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"status":"ok","version":%q}`+"\n", version.Version)
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := s.ready(ctx); err != nil {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(503)
+			fmt.Fprintf(w, `{"error":{"code":"not_ready","message":%q}}`+"\n", err.Error())
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintln(w, `{"status":"ready"}`)
+	})
+	mux.Handle("GET /metrics", s.Metrics.Handler())
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(404)
+		fmt.Fprintln(w, `{"error":{"code":"not_found","message":"no such endpoint; see /api/v1/openapi.json"}}`)
+	})
+	return mux
+}
+
+// Serve serves on ln until ctx is done, then shuts down.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	hs := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+	pctx, stopPipeline := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	if s.Pipeline != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = s.Pipeline.Run(pctx)
+		}()
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	s.logger.Info("tandem ready", "addr", ln.Addr().String(), "data_dir", s.cfg.DataDir, "version", version.Version,
+		"pipeline", s.Pipeline != nil)
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	s.logger.Info("shutting down: no new requests; finishing in-flight ones")
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		s.logger.Warn("in-flight requests did not finish in time", "err", err.Error())
+	}
+	stopPipeline()
+	wg.Wait()
+	s.close()
+	s.logger.Info("stopped")
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return serveErr
+	}
+	return nil
+}
+
+// Close releases every backend (for callers that did not Serve).
+func (s *Server) Close() { s.close() }
+
+func (s *Server) close() {
+	if s.Committer != nil {
+		_ = s.Committer.Close()
+		s.Committer = nil
+	}
+	if s.Events != nil {
+		_ = s.Events.Close()
+		s.Events = nil
+	}
+	if s.State != nil {
+		_ = s.State.Close()
+		s.State = nil
+	}
+	if s.Log != nil {
+		_ = s.Log.Close()
+		s.Log = nil
+	}
+}
+
+// sourceCache resolves write keys through governance, caching each answer
+// briefly so the hot path rarely touches the state store; approval changes
+// take effect within ttl.
+type sourceCache struct {
+	gov *governance.Store
+	ttl time.Duration
+	mu  sync.Mutex
+	m   map[[32]byte]cached
+}
+
+type cached struct {
+	keyHash [32]byte
+	src     collect.Source
+	err     error
+	until   time.Time
+}
+
+func newSourceCache(g *governance.Store, ttl time.Duration) *sourceCache {
+	return &sourceCache{gov: g, ttl: ttl, m: map[[32]byte]cached{}}
+}
+
+func (c *sourceCache) LookupWriteKey(ctx context.Context, key string) (collect.Source, error) {
+	h := sha256.Sum256([]byte(key))
+	now := time.Now()
+	c.mu.Lock()
+	e, ok := c.m[h]
+	c.mu.Unlock()
+	if ok && now.Before(e.until) && subtle.ConstantTimeCompare(e.keyHash[:], h[:]) == 1 {
+		return e.src, e.err
+	}
+	src, err := c.gov.SourceByWriteKey(ctx, key)
+	switch {
+	case errors.Is(err, governance.ErrUnknownKey):
+		err = collect.ErrUnknownKey
+	case err != nil:
+		return collect.Source{}, err // not cached: a store hiccup should not stick
+	}
+	e = cached{keyHash: h, src: collect.Source{ID: src.ID, Approval: src.Approval}, err: err, until: now.Add(c.ttl)}
+	c.mu.Lock()
+	if len(c.m) > 100000 {
+		clear(c.m) // bound memory against floods of random keys
+	}
+	c.m[h] = e
+	c.mu.Unlock()
+	return e.src, e.err
+}
