@@ -1,0 +1,89 @@
+package access
+
+import "strings"
+
+// Role is what a user is for; it decides what the user may do (see [Can]).
+type Role string
+
+// The roles. There are exactly these.
+const (
+	RoleAdmin     Role = "admin"     // everything, including users
+	RoleIT        Role = "it"        // runs the platform: sources, approvals, events, quarantine
+	RoleMarketing Role = "marketing" // reads events and the catalogue
+	RoleAnalyst   Role = "analyst"   // reads events and the catalogue
+	RolePrivacy   Role = "privacy"   // data protection: reads events, quarantine, catalogue
+	RoleService   Role = "service"   // machine accounts: read the catalogue
+	RoleSales     Role = "sales"     // reads the catalogue
+)
+
+// Roles lists every role.
+var Roles = []Role{RoleAdmin, RoleIT, RoleMarketing, RoleAnalyst, RolePrivacy, RoleService, RoleSales}
+
+// Valid reports whether r is one of [Roles].
+func (r Role) Valid() bool {
+	_, ok := grants[r]
+	return ok
+}
+
+func roleList() string {
+	names := make([]string, len(Roles))
+	for i, r := range Roles {
+		names[i] = string(r)
+	}
+	return strings.Join(names, ", ")
+}
+
+// Permission is something a role may be allowed to do. Its value is a
+// stable name for logs and error messages.
+type Permission string
+
+// The permissions.
+const (
+	ManageUsers      Permission = "users:manage"      // create and list users
+	ManageSources    Permission = "sources:manage"    // create sources (and, later, change them)
+	DecideApprovals  Permission = "approvals:decide"  // approve or reject sources and destinations
+	ReadEvents       Permission = "events:read"       // read events and profiles
+	ReadQuarantine   Permission = "quarantine:read"   // list quarantined events (they hold raw payloads)
+	ReplayQuarantine Permission = "quarantine:replay" // replay quarantined events
+	ReadCatalog      Permission = "catalog:read"      // read the catalogue: sources, destinations, flows
+)
+
+// Permissions lists every permission.
+var Permissions = []Permission{ManageUsers, ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog}
+
+// grants is the authorization table (see Can).
+var grants = map[Role][]Permission{
+	RoleAdmin:     Permissions,
+	RoleIT:        {ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog},
+	RoleMarketing: {ReadEvents, ReadCatalog},
+	RoleAnalyst:   {ReadEvents, ReadCatalog},
+	RolePrivacy:   {ReadEvents, ReadQuarantine, ReadCatalog},
+	RoleService:   {ReadCatalog},
+	RoleSales:     {ReadCatalog},
+}
+
+// Can reports whether a user with role may do p. The table:
+//
+//	role       users  sources  approvals  events  quarantine     catalog
+//	                  manage   decide     read    read  replay   read
+//	admin      yes    yes      yes        yes     yes   yes      yes
+//	it         -      yes      yes        yes     yes   yes      yes
+//	marketing  -      -        -          yes     -     -        yes
+//	analyst    -      -        -          yes     -     -        yes
+//	privacy    -      -        -          yes     yes   -        yes
+//	service    -      -        -          -       -     -        yes
+//	sales      -      -        -          -       -     -        yes
+//
+// That is: admin may do everything; it runs sources, approvals, events and
+// the quarantine; analyst and marketing read events and the catalogue;
+// privacy reads events and the quarantine (and the catalogue, which is its
+// record of processing); service and sales read the catalogue only. An
+// unknown role may do nothing.
+func Can(role Role, p Permission) bool {
+	for _, g := range grants[role] {
+		if g == p {
+			return true
+		}
+	}
+	return false
+}

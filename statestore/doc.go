@@ -1,0 +1,44 @@
+// Package statestore is tandem's SQL state store: the relational database
+// that holds the platform's own state (users, tokens, sources, approvals,
+// quarantined events, …), shared by every concept package.
+//
+// A [DB] wraps a [database/sql.DB] together with a [Dialect] that hides the
+// differences between backends (SQLite embedded by default, PostgreSQL for
+// server deployments):
+//
+//   - Concept packages write queries with `?` placeholders; [DB.Exec],
+//     [DB.Query], [DB.QueryRow] and the same methods of [Tx] rebind them for
+//     the backend (PostgreSQL gets $1..$n, see [RebindDollar]).
+//   - A unique or primary-key violation is reported as an error that
+//     matches [ErrConflict] with [errors.Is] (the driver's error stays
+//     reachable with [errors.As]); [Dialect.IsConflict] tests raw driver
+//     errors.
+//   - A [Row] that matches nothing scans to an error matching [ErrNotFound]
+//     (and [database/sql.ErrNoRows]).
+//   - Backends that allow a single writer (SQLite) are opened with
+//     [WithSingleWriter]: every [DB.Exec] and [DB.Tx] then takes a write
+//     slot first, so concurrent writers queue in the process instead of
+//     failing with SQLITE_BUSY.
+//
+// # Migrations
+//
+// Each concept package owns its tables and exposes its ordered
+// [Migration]s; the process applies them with [DB.Migrate]. Each migration
+// runs once, in its own transaction, and is recorded (with a checksum of its
+// SQL) in the schema_migrations table; re-running Migrate is a no-op, and
+// changing the SQL of an applied migration is reported as an error.
+//
+// Migration SQL must be portable between SQLite and PostgreSQL 15: TEXT,
+// BIGINT, DOUBLE PRECISION; text primary keys (see [NewID]) rather than
+// auto-increment columns; INSERT … ON CONFLICT … DO NOTHING; times as
+// BIGINT nanoseconds (see [TimeToDB]). Where a type must differ (BLOB in
+// SQLite, BYTEA in PostgreSQL) a migration gives the variant per dialect in
+// [Migration.DialectSQL]. Cross-package foreign keys are avoided so that
+// packages migrate independently.
+//
+// # Contract
+//
+// Every backend must pass the contract suite in statestore/statetest, which
+// also runs the suites of the concept packages (access, governance,
+// quarantine) against it.
+package statestore

@@ -1,0 +1,140 @@
+// Package sqlite opens tandem's embedded state store: a SQLite database
+// file (through github.com/mattn/go-sqlite3) wrapped as a [statestore.DB].
+//
+// Every connection is set up for durability and privacy: WAL journal,
+// synchronous=FULL (a commit is fsync'd before it returns), foreign keys
+// on, secure_delete on (deleted rows are overwritten with zeros so erased
+// personal data does not linger in free pages), and a busy timeout.
+// Writers are serialized in the process (see [statestore.WithSingleWriter])
+// and transactions begin IMMEDIATE, so concurrent writers queue instead of
+// failing with SQLITE_BUSY; readers run concurrently beside the writer.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/mattn/go-sqlite3"
+
+	"tandem/statestore"
+)
+
+// BusyTimeout bounds how long a writer waits: for the write slot in the
+// process, and (as SQLite's busy_timeout) for a lock held by another
+// process.
+const BusyTimeout = 10 * time.Second
+
+// maxConns is the size of the connection pool: one writer at a time plus
+// concurrent readers.
+const maxConns = 8
+
+// Dialect is the SQLite [statestore.Dialect].
+type Dialect struct{}
+
+// Name returns [statestore.SQLite].
+func (Dialect) Name() string { return statestore.SQLite }
+
+// Rebind returns query unchanged: SQLite takes `?` placeholders.
+func (Dialect) Rebind(query string) string { return query }
+
+// IsConflict reports whether err is a SQLite UNIQUE or PRIMARY KEY
+// constraint violation.
+func (Dialect) IsConflict(err error) bool {
+	var e sqlite3.Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	return e.ExtendedCode == sqlite3.ErrConstraintUnique || e.ExtendedCode == sqlite3.ErrConstraintPrimaryKey
+}
+
+// Open opens (creating it if needed, with mode 0600) the SQLite database at
+// path. It checks that the durability settings took effect and fails
+// otherwise: a store that could acknowledge before data is on disk is
+// refused.
+func Open(path string) (*statestore.DB, error) {
+	if path == "" || path == ":memory:" || strings.HasPrefix(path, "file:") {
+		return nil, fmt.Errorf("sqlite: open %q: need a file path", path)
+	}
+	if strings.ContainsAny(path, "?#") {
+		// The driver reads parameters after '?'.
+		return nil, fmt.Errorf("sqlite: open %q: path may not contain '?' or '#'", path)
+	}
+	// Create the file ourselves so that it, and the -wal and -shm files
+	// SQLite gives the same mode, are private: they hold token hashes and
+	// personal data.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("sqlite: open: %w", err)
+	}
+
+	dsn := path + "?" + strings.Join([]string{
+		"_journal_mode=WAL",
+		"_synchronous=FULL",
+		"_foreign_keys=on",
+		"_secure_delete=on",
+		"_txlock=immediate",
+		fmt.Sprintf("_busy_timeout=%d", BusyTimeout.Milliseconds()),
+	}, "&")
+	sqlDB, err := sql.Open("sqlite3", dsn) // the name mattn/go-sqlite3 registers
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open: %w", err)
+	}
+	sqlDB.SetMaxOpenConns(maxConns)
+	sqlDB.SetMaxIdleConns(maxConns)
+	sqlDB.SetConnMaxIdleTime(0)
+	sqlDB.SetConnMaxLifetime(0)
+
+	db := statestore.New(sqlDB, Dialect{}, statestore.WithSingleWriter(BusyTimeout))
+	ctx, cancel := context.WithTimeout(context.Background(), BusyTimeout)
+	defer cancel()
+	if err := checkSettings(ctx, db); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	return db, nil
+}
+
+// checkSettings verifies, on one pooled connection, that the pragmas the
+// DSN asked for are in force.
+func checkSettings(ctx context.Context, db *statestore.DB) error {
+	want := []struct{ pragma, value string }{
+		{"journal_mode", "wal"},
+		{"synchronous", "2"}, // FULL
+		{"foreign_keys", "1"},
+		{"secure_delete", "1"},
+	}
+	conn, err := db.SQL().Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	for _, w := range want {
+		var got string
+		if err := conn.QueryRowContext(ctx, "PRAGMA "+w.pragma).Scan(&got); err != nil {
+			return fmt.Errorf("read %s: %w", w.pragma, err)
+		}
+		if !strings.EqualFold(got, w.value) {
+			return fmt.Errorf("%s is %q, want %q", w.pragma, got, w.value)
+		}
+	}
+	return nil
+}
+
+// Checkpoint copies the write-ahead log into the database file and
+// truncates it, so that pages of deleted rows (already zeroed in the
+// database by secure_delete) no longer remain in the log. Use it after
+// erasing personal data.
+func Checkpoint(ctx context.Context, db *statestore.DB) error {
+	if _, err := db.Exec(ctx, "PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
+		return fmt.Errorf("sqlite: checkpoint: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,177 @@
+package sqlite_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"tandem/statestore"
+	"tandem/statestore/sqlite"
+	"tandem/statestore/statetest"
+)
+
+func open(t *testing.T) *statestore.DB {
+	t.Helper()
+	db, err := sqlite.Open(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func TestContract(t *testing.T) {
+	statetest.Run(t, open)
+}
+
+func TestPragmas(t *testing.T) {
+	db := open(t)
+	ctx := context.Background()
+	// Every pooled connection has the settings, not just the first.
+	conns := make([]interface{ Close() error }, 0, 4)
+	for range 4 {
+		c, err := db.SQL().Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		for _, tc := range []struct{ pragma, want string }{
+			{"journal_mode", "wal"},
+			{"synchronous", "2"},
+			{"foreign_keys", "1"},
+			{"secure_delete", "1"},
+			{"busy_timeout", "10000"},
+		} {
+			var got string
+			if err := c.QueryRowContext(ctx, "PRAGMA "+tc.pragma).Scan(&got); err != nil {
+				t.Fatalf("PRAGMA %s: %v", tc.pragma, err)
+			}
+			if !strings.EqualFold(got, tc.want) {
+				t.Errorf("PRAGMA %s = %q, want %q", tc.pragma, got, tc.want)
+			}
+		}
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	if db.Dialect().Name() != statestore.SQLite {
+		t.Errorf("dialect %q", db.Dialect().Name())
+	}
+}
+
+func TestFileMode(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	db, err := sqlite.Open(path)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(context.Background(), `CREATE TABLE t (id TEXT PRIMARY KEY)`); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{path, path + "-wal"} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if mode := fi.Mode().Perm(); mode&0o077 != 0 {
+			t.Errorf("%s has mode %v, want no group or other access", filepath.Base(p), mode)
+		}
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, path := range []string{
+		"",
+		":memory:",
+		"file:x.db",
+		filepath.Join(dir, "what?.db"),
+		filepath.Join(dir, "missing-dir", "state.db"),
+		dir, // a directory
+	} {
+		if db, err := sqlite.Open(path); err == nil {
+			db.Close()
+			t.Errorf("Open(%q) succeeded", path)
+		}
+	}
+}
+
+func TestReopen(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "state.db")
+	mig := statestore.Migration{Package: "p", Version: 1, SQL: `CREATE TABLE p_items (id TEXT PRIMARY KEY)`}
+	for i := range 2 {
+		db, err := sqlite.Open(path)
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		if err := db.Migrate(ctx, mig); err != nil {
+			t.Fatalf("Migrate (open %d): %v", i+1, err)
+		}
+		if _, err := db.Exec(ctx, `INSERT INTO p_items (id) VALUES (?)`, statestore.NewID("p")); err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		if err := db.QueryRow(ctx, `SELECT COUNT(*) FROM p_items`).Scan(&n); err != nil || n != i+1 {
+			t.Fatalf("open %d: %d rows, %v", i+1, n, err)
+		}
+		db.Close()
+	}
+}
+
+// TestSecureDelete checks that deleted personal data does not linger in
+// the database or its write-ahead log once checkpointed.
+func TestSecureDelete(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "state.db")
+	db, err := sqlite.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	marker := "erase-me-4f9c2b7d-jane.doe@example.com"
+	for _, q := range []string{
+		`CREATE TABLE people (id TEXT PRIMARY KEY, email TEXT NOT NULL)`,
+		`INSERT INTO people (id, email) VALUES ('keep', 'someone@example.com')`,
+	} {
+		if _, err := db.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.Exec(ctx, `INSERT INTO people (id, email) VALUES (?, ?)`, "gone", marker); err != nil {
+		t.Fatal(err)
+	}
+	if err := sqlite.Checkpoint(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	if !fileContains(t, path, marker) {
+		t.Fatal("marker not in the database file before deletion; the test proves nothing")
+	}
+	if _, err := db.Exec(ctx, `DELETE FROM people WHERE id = ?`, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	if err := sqlite.Checkpoint(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{path, path + "-wal"} {
+		if fileContains(t, p, marker) {
+			t.Errorf("deleted data still in %s", filepath.Base(p))
+		}
+	}
+}
+
+func fileContains(t *testing.T, path, s string) bool {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		return false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bytes.Contains(b, []byte(s))
+}

@@ -1,0 +1,271 @@
+package statestore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ErrNotFound is matched (with [errors.Is]) by errors for a row that does
+// not exist. Concept packages wrap it: the API answers 404.
+var ErrNotFound = errors.New("statestore: not found")
+
+// ErrConflict is matched by errors for a unique or primary-key violation.
+// Concept packages wrap it: the API answers 409.
+var ErrConflict = errors.New("statestore: conflict")
+
+// ErrBusy is returned when a write could not get the single write slot of a
+// [WithSingleWriter] database in time.
+var ErrBusy = errors.New("statestore: busy")
+
+// ErrBadCursor is matched by errors for a pagination cursor this store did
+// not issue.
+var ErrBadCursor = errors.New("statestore: bad cursor")
+
+// Dialect names, as returned by [Dialect.Name].
+const (
+	SQLite   = "sqlite"
+	Postgres = "postgres"
+)
+
+// Dialect is what differs between SQL backends.
+type Dialect interface {
+	// Name is the backend's name: [SQLite] or [Postgres]. It selects
+	// [Migration.DialectSQL] variants.
+	Name() string
+	// Rebind rewrites a query written with `?` placeholders into the
+	// backend's placeholder syntax. `?` inside string literals, quoted
+	// identifiers and comments is left alone.
+	Rebind(query string) string
+	// IsConflict reports whether err, as returned by the driver, is a unique
+	// or primary-key constraint violation.
+	IsConflict(err error) bool
+}
+
+// DB is a state store database: a [sql.DB] with its [Dialect]. It is safe
+// for concurrent use.
+type DB struct {
+	db      *sql.DB
+	dialect Dialect
+	// writeSlot, when not nil, serializes writers (see WithSingleWriter).
+	writeSlot    chan struct{}
+	writeTimeout time.Duration
+}
+
+// Option configures a [DB] made by [New].
+type Option func(*DB)
+
+// WithSingleWriter makes the DB let one writer at a time reach the database:
+// [DB.Exec] and [DB.Tx] first take a write slot, waiting up to timeout (or
+// until their context ends) and failing with [ErrBusy] after that. Use it
+// for backends such as SQLite that allow a single writer, so that
+// concurrent writers queue in the process, in order, instead of spinning on
+// the database's lock. Reads ([DB.Query], [DB.QueryRow]) are not
+// serialized.
+func WithSingleWriter(timeout time.Duration) Option {
+	return func(db *DB) {
+		db.writeSlot = make(chan struct{}, 1)
+		db.writeTimeout = timeout
+	}
+}
+
+// New returns a DB over db, which speaks d. The DB owns db: [DB.Close]
+// closes it.
+func New(db *sql.DB, d Dialect, opts ...Option) *DB {
+	s := &DB{db: db, dialect: d}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// Dialect returns the database's dialect.
+func (db *DB) Dialect() Dialect { return db.dialect }
+
+// SQL returns the underlying [sql.DB], for what the helpers do not cover.
+// Queries sent through it are not rebound, and writes through it bypass the
+// single-writer discipline.
+func (db *DB) SQL() *sql.DB { return db.db }
+
+// Close closes the database.
+func (db *DB) Close() error { return db.db.Close() }
+
+// Ping checks that the database can be reached (for readiness checks).
+func (db *DB) Ping(ctx context.Context) error {
+	if err := db.db.PingContext(ctx); err != nil {
+		return fmt.Errorf("statestore: ping: %w", err)
+	}
+	return nil
+}
+
+// acquire takes the write slot, if the DB has one. The returned function
+// releases it.
+func (db *DB) acquire(ctx context.Context) (release func(), err error) {
+	if db.writeSlot == nil {
+		return func() {}, nil
+	}
+	select {
+	case db.writeSlot <- struct{}{}:
+		return db.releaseSlot, nil
+	default:
+	}
+	var timeout <-chan time.Time
+	if db.writeTimeout > 0 {
+		t := time.NewTimer(db.writeTimeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case db.writeSlot <- struct{}{}:
+		return db.releaseSlot, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("statestore: waiting to write: %w", ctx.Err())
+	case <-timeout:
+		return nil, fmt.Errorf("%w: no write slot within %v", ErrBusy, db.writeTimeout)
+	}
+}
+
+func (db *DB) releaseSlot() { <-db.writeSlot }
+
+// Exec runs a statement that changes the database. Its `?` placeholders are
+// rebound for the dialect. A constraint violation matches [ErrConflict].
+func (db *DB) Exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	release, err := db.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	res, err := db.db.ExecContext(ctx, db.dialect.Rebind(query), args...)
+	return res, db.mapErr(err)
+}
+
+// Query runs a query that returns rows. Its `?` placeholders are rebound for
+// the dialect. Use it for reads: it does not take the write slot of a
+// single-writer DB (use [DB.Tx] for INSERT … RETURNING).
+func (db *DB) Query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	rows, err := db.db.QueryContext(ctx, db.dialect.Rebind(query), args...)
+	return rows, db.mapErr(err)
+}
+
+// QueryRow runs a query expected to return at most one row. Its `?`
+// placeholders are rebound for the dialect; see [Row.Scan] for errors.
+func (db *DB) QueryRow(ctx context.Context, query string, args ...any) *Row {
+	return &Row{row: db.db.QueryRowContext(ctx, db.dialect.Rebind(query), args...), db: db}
+}
+
+// Tx runs fn in a transaction. The transaction commits when fn returns nil
+// and rolls back when fn returns an error or panics (the panic then goes
+// on). On a single-writer DB the transaction holds the write slot
+// throughout, so fn must use tx, not db, for its queries: a db.Exec inside
+// fn would wait for the slot fn holds.
+func (db *DB) Tx(ctx context.Context, fn func(tx *Tx) error) error {
+	release, err := db.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	sqlTx, err := db.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("statestore: begin: %w", db.mapErr(err))
+	}
+	tx := &Tx{tx: sqlTx, db: db}
+	committed := false
+	defer func() {
+		if !committed {
+			// Rolling back after a failed statement or a panic; the
+			// original error (or panic) is what matters.
+			_ = sqlTx.Rollback()
+		}
+	}()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	committed = true
+	if err := sqlTx.Commit(); err != nil {
+		return fmt.Errorf("statestore: commit: %w", db.mapErr(err))
+	}
+	return nil
+}
+
+// Tx is a transaction started by [DB.Tx].
+type Tx struct {
+	tx *sql.Tx
+	db *DB
+}
+
+// Dialect returns the dialect of the transaction's database.
+func (tx *Tx) Dialect() Dialect { return tx.db.dialect }
+
+// Exec runs a statement in the transaction, rebinding its placeholders.
+func (tx *Tx) Exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	res, err := tx.tx.ExecContext(ctx, tx.db.dialect.Rebind(query), args...)
+	return res, tx.db.mapErr(err)
+}
+
+// Query runs a query in the transaction, rebinding its placeholders.
+func (tx *Tx) Query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	rows, err := tx.tx.QueryContext(ctx, tx.db.dialect.Rebind(query), args...)
+	return rows, tx.db.mapErr(err)
+}
+
+// QueryRow runs a single-row query in the transaction, rebinding its
+// placeholders.
+func (tx *Tx) QueryRow(ctx context.Context, query string, args ...any) *Row {
+	return &Row{row: tx.tx.QueryRowContext(ctx, tx.db.dialect.Rebind(query), args...), db: tx.db}
+}
+
+// Row is the result of QueryRow.
+type Row struct {
+	row *sql.Row
+	db  *DB
+}
+
+// Scan copies the row's columns into dest. When the query matched no row
+// the error matches both [ErrNotFound] and [sql.ErrNoRows]; a constraint
+// violation (from INSERT … RETURNING) matches [ErrConflict].
+func (r *Row) Scan(dest ...any) error {
+	err := r.row.Scan(dest...)
+	if errors.Is(err, sql.ErrNoRows) {
+		return notFoundError{}
+	}
+	return r.db.mapErr(err)
+}
+
+// Err returns the error, if any, of running the query.
+func (r *Row) Err() error { return r.db.mapErr(r.row.Err()) }
+
+// mapErr makes constraint violations match ErrConflict.
+func (db *DB) mapErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	if db.dialect.IsConflict(err) {
+		return &conflictError{err: err}
+	}
+	return err
+}
+
+// conflictError is a driver's unique-violation error that also matches
+// ErrConflict.
+type conflictError struct{ err error }
+
+func (e *conflictError) Error() string        { return "statestore: conflict: " + e.err.Error() }
+func (e *conflictError) Unwrap() error        { return e.err }
+func (e *conflictError) Is(target error) bool { return target == ErrConflict }
+
+// notFoundError matches ErrNotFound and sql.ErrNoRows.
+type notFoundError struct{}
+
+func (notFoundError) Error() string { return ErrNotFound.Error() }
+func (notFoundError) Is(target error) bool {
+	return target == ErrNotFound || target == sql.ErrNoRows
+}
+
+// IsConflict reports whether err is, or wraps, a conflict: either an error
+// already mapped to [ErrConflict] or a raw driver error the dialect
+// recognises.
+func (db *DB) IsConflict(err error) bool {
+	return errors.Is(err, ErrConflict) || (err != nil && db.dialect.IsConflict(err))
+}
