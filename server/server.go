@@ -6,12 +6,14 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"tandem/access"
@@ -35,7 +37,9 @@ import (
 // accepting, lets in-flight requests finish (their events are fsync'd
 // before they are answered), finishes the pipeline's current batch and
 // closes the stores. A nil error means a clean stop.
-func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
+//
+// Once listening it prints to banner (if not nil) how to send a first event.
+func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, banner io.Writer) error {
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
@@ -45,7 +49,31 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		ln.Close()
 		return err
 	}
+	if banner != nil {
+		printBanner(banner, cfg, ln.Addr().String())
+	}
 	return s.Serve(ctx, ln)
+}
+
+// printBanner tells a person how to send and read a first event. It names
+// the files that hold the secrets, never the secrets.
+func printBanner(w io.Writer, cfg config.Config, addr string) {
+	base := "http://" + addr
+	token := "$(cat " + filepath.Join(cfg.DataDir, "admin.token") + ")"
+	if os.Getenv("TANDEM_ADMIN_TOKEN") != "" {
+		token = "$TANDEM_ADMIN_TOKEN"
+	}
+	fmt.Fprintf(w, `tandem %s is running on %s (data in %s)
+
+Send a first event:
+  curl -u "$(cat %s):" -H 'Content-Type: application/json' \
+    -d '{"userId":"user-1","event":"Signed Up","properties":{"plan":"pro"}}' %s/v1/track
+
+Read it back:
+  curl -H "Authorization: Bearer %s" %s/api/v1/events
+
+Stop with Ctrl-C (nothing accepted is lost).
+`, version.Version, base, cfg.DataDir, filepath.Join(cfg.DataDir, "default.writekey"), base, token, base)
 }
 
 // Server is a running tandem node.
@@ -64,6 +92,10 @@ type Server struct {
 	Metrics    *metrics.Registry
 
 	handler http.Handler
+	// lastAppendFailure is when the last log append failed (Unix ns), 0
+	// after a success: a log that just refused a write is not ready even
+	// if its own health check passes (e.g. full for records of this size).
+	lastAppendFailure atomic.Int64
 }
 
 // Open opens every backend and prepares the handlers, without serving.
@@ -138,8 +170,10 @@ func (s *Server) openLog() error {
 		OnAppend: func(d time.Duration, n int, c int, err error) {
 			if err != nil {
 				recs.Add(1, "error")
+				s.lastAppendFailure.Store(time.Now().UnixNano())
 				return
 			}
+			s.lastAppendFailure.Store(0)
 			recs.Add(1, "ok")
 			fsync.Observe(d.Seconds())
 			chunks.Add(uint64(c))
@@ -165,6 +199,9 @@ func (s *Server) instrument() {
 func (s *Server) ready(ctx context.Context) error {
 	if err := s.Log.Ready(ctx); err != nil {
 		return err
+	}
+	if t := s.lastAppendFailure.Load(); t != 0 && time.Since(time.Unix(0, t)) < 5*time.Second {
+		return errors.New("the event log refused the last write")
 	}
 	return s.State.Ping(ctx)
 }

@@ -1,0 +1,76 @@
+package server
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestManagementAuth(t *testing.T) {
+	n := startNode(t, "", nil)
+	checkError(t, n.do("GET", "/api/v1/sources", "", nil, nil), 401, "unauthenticated", "")
+	checkError(t, n.do("GET", "/api/v1/sources", "bearer:tdm_wrong", nil, nil), 401, "unauthenticated", "")
+	checkError(t, n.do("GET", "/api/v1/sources", "basic:"+n.writeKey, nil, nil), 401, "unauthenticated", "")
+
+	r := n.admin("POST", "/api/v1/users", map[string]any{"name": "ana", "role": "analyst"})
+	if r.status != 201 {
+		t.Fatalf("create user: %d %s", r.status, r.body)
+	}
+	analyst := r.json(t)["token"].(string)
+	if !strings.HasPrefix(analyst, "tdm_") {
+		t.Errorf("token %q", analyst)
+	}
+	checkError(t, n.do("POST", "/api/v1/sources", "bearer:"+analyst, []byte(`{"name":"x","kind":"web","owner":"marketing"}`), nil), 403, "forbidden", "")
+	checkError(t, n.do("POST", "/api/v1/users", "bearer:"+analyst, []byte(`{"name":"x","role":"admin"}`), nil), 403, "forbidden", "")
+	if r := n.do("GET", "/api/v1/events", "bearer:"+analyst, nil, nil); r.status != 200 {
+		t.Errorf("analyst reading events: %d %s", r.status, r.body)
+	}
+	checkError(t, n.admin("POST", "/api/v1/users", map[string]any{"name": "x", "role": "overlord"}), 400, "invalid_field", "role")
+	checkError(t, n.admin("POST", "/api/v1/users", map[string]any{"name": 5, "role": "it"}), 400, "invalid_type", "name")
+	checkError(t, n.admin("POST", "/api/v1/users", map[string]any{"name": "x", "role": "it", "extra": 1}), 400, "unknown_field", "extra")
+	checkError(t, n.admin("GET", "/api/v1/events?limit=0", nil), 400, "invalid_field", "limit")
+	checkError(t, n.admin("GET", "/api/v1/events?from=yesterday", nil), 400, "invalid_field", "from")
+	checkError(t, n.admin("GET", "/api/v1/events?cursor=garbage", nil), 400, "invalid_field", "cursor")
+	checkError(t, n.admin("DELETE", "/api/v1/sources", nil), 405, "method_not_allowed", "")
+	checkError(t, n.admin("GET", "/api/v1/nothing-here", nil), 404, "not_found", "")
+	if r := n.do("GET", "/api/v1/openapi.json", "", nil, nil); r.status != 200 || r.json(t)["openapi"] == nil {
+		t.Errorf("openapi: %d", r.status)
+	}
+}
+
+func TestSourceApproval(t *testing.T) {
+	n := startNode(t, "", nil)
+	r := n.admin("POST", "/api/v1/users", map[string]any{"name": "ops", "role": "it"})
+	itToken := r.json(t)["token"].(string)
+	// A source registered by IT (not an admin) waits for approval.
+	r = n.do("POST", "/api/v1/sources", "bearer:"+itToken, []byte(`{"name":"shop","kind":"server","owner":"sales","purpose":"orders","dataCategories":["contact"],"monthlyCost":120}`), nil)
+	if r.status != 201 {
+		t.Fatalf("create: %d %s", r.status, r.body)
+	}
+	src := r.json(t)
+	if src["approval"] != "pending" || src["writeKey"] == "" {
+		t.Fatalf("new source: %v", src)
+	}
+	key := src["writeKey"].(string)
+	checkError(t, n.do("POST", "/v1/track", "basic:"+key, []byte(`{"userId":"u","event":"e"}`), nil), 403, "source_not_approved", "")
+	r = n.admin("POST", "/api/v1/sources/"+src["id"].(string)+"/approvals", map[string]any{"decision": "approve", "comment": "ok"})
+	if r.status != 200 || r.json(t)["approval"] != "approved" {
+		t.Fatalf("approve: %d %s", r.status, r.body)
+	}
+	// The write-key cache expires within seconds.
+	deadline := 0
+	for ; deadline < 50; deadline++ {
+		if r := n.do("POST", "/v1/track", "basic:"+key, []byte(`{"userId":"u","event":"e"}`), nil); r.status == 200 {
+			break
+		}
+		sleepMS(100)
+	}
+	if deadline == 50 {
+		t.Error("approved source still refused after 5s")
+	}
+	checkError(t, n.admin("POST", "/api/v1/sources", map[string]any{"name": "shop", "kind": "web", "owner": "it"}), 409, "conflict", "")
+	checkError(t, n.admin("POST", "/api/v1/sources", map[string]any{"kind": "web", "owner": "it"}), 400, "invalid_field", "name")
+	checkError(t, n.admin("GET", "/api/v1/sources/src_nope", nil), 404, "not_found", "")
+	if r := n.admin("GET", "/api/v1/sources", nil); r.status != 200 || len(r.json(t)["items"].([]any)) != 2 {
+		t.Errorf("list sources: %s", r.body)
+	}
+}
