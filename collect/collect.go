@@ -14,7 +14,7 @@ import (
 	"sync"
 	"time"
 
-	json "github.com/goccy/go-json"
+	"encoding/json"
 
 	"tandem/apierror"
 	"tandem/event"
@@ -45,12 +45,12 @@ type Appender interface {
 
 // Options configure a [Handler].
 type Options struct {
-	Sources  Sources
-	Log      Appender
-	Limiter  *Limiter         // per-source rate limit; nil means none
-	Metrics  *metrics.Registry // nil means a private registry
-	Logger   *slog.Logger
-	Now      func() time.Time
+	Sources Sources
+	Log     Appender
+	Limiter *Limiter          // per-source rate limit; nil means none
+	Metrics *metrics.Registry // nil means a private registry
+	Logger  *slog.Logger
+	Now     func() time.Time
 }
 
 // Handler serves the collection endpoints.
