@@ -39,7 +39,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "serve":
-		return serve(args[1:], stderr)
+		return serve(args[1:], stdout, stderr)
 	case "bench":
 		return bench.Main(args[1:], stdout, stderr)
 	case "version", "--version":
@@ -57,7 +57,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-func serve(args []string, stderr io.Writer) int {
+func serve(args []string, stdout, stderr io.Writer) int {
 	cfg, err := config.Load(args, os.Getenv, stderr)
 	if errors.Is(err, config.ErrHelp) {
 		return 0
@@ -69,7 +69,12 @@ func serve(args []string, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	logger := server.NewLogger(stderr, cfg.LogLevel)
-	if err := server.Run(ctx, cfg, logger); err != nil {
+	if err := server.Run(ctx, cfg, logger, stdout); err != nil {
+		var ue *config.UsageError
+		if errors.As(err, &ue) {
+			fmt.Fprintf(stderr, "tandem serve: %v\n", err)
+			return 2
+		}
 		logger.Error("tandem stopped", "err", err.Error())
 		return 1
 	}
