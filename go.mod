@@ -27,8 +27,12 @@ require (
 	github.com/nats-io/nkeys v0.4.11 // indirect
 	github.com/nats-io/nuid v1.0.1 // indirect
 	github.com/pierrec/lz4/v4 v4.1.25 // indirect
+	github.com/rudderlabs/analytics-go/v4 v4.1.0 // indirect
 	github.com/segmentio/analytics-go/v3 v3.3.0 // indirect
-	github.com/segmentio/backo-go v1.0.0 // indirect
+	github.com/segmentio/backo-go v1.0.1 // indirect
+	github.com/tidwall/gjson v1.14.4 // indirect
+	github.com/tidwall/match v1.1.1 // indirect
+	github.com/tidwall/pretty v1.2.1 // indirect
 	github.com/zeebo/xxh3 v1.1.0 // indirect
 	go.uber.org/automaxprocs v1.6.0 // indirect
 	golang.org/x/crypto v0.43.0 // indirect

@@ -1,0 +1,2 @@
+// Package e2e holds end-to-end tests that run the real tandem binary.
+package e2e
