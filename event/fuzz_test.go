@@ -15,6 +15,7 @@ func FuzzParseBatch(f *testing.F) {
 		`{"batch":[{"type":"identify","userId":"u","traits":{"email":"a@b.c"},"timestamp":"2026-01-01T00:00:00Z","sentAt":"2026-01-01T00:00:01Z"}],"writeKey":"k"}`,
 		`{"batch":[{"type":"page","anonymousId":"a","name":"\u00e9"},{"type":"nope"},1,"x",null,[]]}`,
 		`{"batch":[{"type":"alias","userId":"u","previousId":"p","messageId":"m\"1"}],"sentAt":"2026-01-01T00:00:01+02:00"}`,
+		`{"batch":[{"type":"track","event":"x","userId":"u","context":{"a":1}}],"context":{"b":2,"a":3},"integrations":{"All":false}}`,
 		`{"batch":[]}`, `{}`, `[]`, `{"batch":[{"type":"track","userId":"u","event":"e","properties":{"a":[1,{"b":null}]}}]}`,
 	} {
 		f.Add([]byte(s))
@@ -36,6 +37,9 @@ func FuzzParseBatch(f *testing.F) {
 			seen[p.Index] = true
 		}
 		for _, e := range req.Events {
+			if !validDocument(e.Raw) {
+				t.Fatalf("stored raw event is not valid JSON: %q", e.Raw)
+			}
 			if e.MessageID == "" || e.Type == "" || (e.UserID == "" && e.AnonymousID == "") || e.Timestamp.IsZero() {
 				t.Fatalf("invalid event accepted: %+v", e)
 			}

@@ -96,7 +96,7 @@ func ParseBatch(body []byte, receivedAt time.Time) (*Request, error) {
 	if i >= len(body) || body[i] != '{' {
 		return nil, &RequestError{Status: 400, Code: "invalid_body", Message: "body is not a JSON object"}
 	}
-	var batch, writeKey, sentAt rawField
+	var batch, writeKey, sentAt, bctx, bintegrations rawField
 	var items [][]byte
 	var batchErr bool
 	end, err := scanObject(body, i, 1, func(key, val []byte) {
@@ -114,6 +114,10 @@ func ParseBatch(body []byte, receivedAt time.Time) (*Request, error) {
 			writeKey = val
 		case `"sentAt"`:
 			sentAt = val
+		case `"context"`:
+			bctx = val
+		case `"integrations"`:
+			bintegrations = val
 		}
 	})
 	if err != nil || batchErr || skipSpace(body, end) != len(body) {
@@ -133,6 +137,20 @@ func ParseBatch(body []byte, receivedAt time.Time) (*Request, error) {
 		return nil, &RequestError{Status: 413, Code: "too_many_events", Field: "batch",
 			Message: fmt.Sprintf("%d events in one request, at most %d allowed", len(items), MaxBatchEvents)}
 	}
+	for _, f := range []struct {
+		name string
+		val  rawField
+	}{{"context", bctx}, {"integrations", bintegrations}} {
+		if !isAbsent(f.val) && f.val[0] != '{' {
+			return nil, &RequestError{Status: 400, Code: "invalid_field", Field: f.name, Message: "must be a JSON object"}
+		}
+	}
+	if isAbsent(bctx) || isEmptyObject(bctx) {
+		bctx = nil
+	}
+	if isAbsent(bintegrations) || isEmptyObject(bintegrations) {
+		bintegrations = nil
+	}
 	var batchSentAt time.Time
 	if !isAbsent(sentAt) {
 		t, ok := parseTime(sentAt)
@@ -150,6 +168,14 @@ func ParseBatch(body []byte, receivedAt time.Time) (*Request, error) {
 			p.Index = i
 			req.Problems = append(req.Problems, *p)
 			continue
+		}
+		// A batch's context and integrations apply to each of its events;
+		// the event's own keys win.
+		if bctx != nil {
+			ev.Raw = mergeMember(ev.Raw, "context", bctx)
+		}
+		if bintegrations != nil {
+			ev.Raw = mergeMember(ev.Raw, "integrations", bintegrations)
 		}
 		req.Events = append(req.Events, ev)
 	}

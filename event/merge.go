@@ -1,0 +1,74 @@
+package event
+
+// mergeMember returns a copy of the JSON object obj whose member name holds
+// the members of the object defaults, except those obj's own member name
+// already has (a shallow merge: obj wins). obj and defaults must be valid
+// JSON objects, and obj's member name, if present, an object or null.
+func mergeMember(obj []byte, name string, defaults []byte) []byte {
+	quoted := `"` + name + `"`
+	var cur []byte // the member's current value, if any
+	_, _ = scanObject(obj, 0, 1, func(key, val []byte) {
+		if string(key) == quoted {
+			cur = val
+		}
+	})
+	out := make([]byte, 0, len(obj)+len(defaults)+len(quoted)+2)
+	if cur == nil {
+		// Insert the member first: {"name":defaults, …rest}.
+		out = append(out, '{')
+		out = append(out, quoted...)
+		out = append(out, ':')
+		out = append(out, defaults...)
+		if !isEmptyObject(obj) {
+			out = append(out, ',')
+		}
+		return append(out, obj[1:]...)
+	}
+	merged := defaults
+	if cur[0] == '{' {
+		merged = mergeObjects(cur, defaults)
+	}
+	// Splice the merged value where the current one was.
+	start := offset(obj, cur)
+	out = append(out, obj[:start]...)
+	out = append(out, merged...)
+	return append(out, obj[start+len(cur):]...)
+}
+
+// offset is the position of sub, a subslice of b, within b.
+func offset(b, sub []byte) int {
+	return cap(b) - cap(sub)
+}
+
+// mergeObjects returns own's members followed by those of defaults whose
+// keys own lacks.
+func mergeObjects(own, defaults []byte) []byte {
+	keys := map[string]bool{}
+	_, _ = scanObject(own, 0, 1, func(key, _ []byte) { keys[string(key)] = true })
+	out := make([]byte, 0, len(own)+len(defaults))
+	out = append(out, own[:len(trimSpace(own))-1]...) // own without its closing brace
+	first := isEmptyObject(own)
+	_, _ = scanObject(defaults, 0, 1, func(key, val []byte) {
+		if keys[string(key)] {
+			return
+		}
+		if !first {
+			out = append(out, ',')
+		}
+		first = false
+		out = append(out, key...)
+		out = append(out, ':')
+		out = append(out, val...)
+	})
+	return append(out, '}')
+}
+
+// isEmptyObject reports whether the object b has no members.
+func isEmptyObject(b []byte) bool {
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return false
+	}
+	i = skipSpace(b, i+1)
+	return i < len(b) && b[i] == '}'
+}
