@@ -1,0 +1,264 @@
+package jetstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	jsapi "github.com/nats-io/nats.go/jetstream"
+
+	"tandem/eventlog"
+)
+
+var (
+	ackBody = []byte("+ACK")
+	// releaseBody makes a delivered record deliverable again at once. It is
+	// a NAK with a delay of 1ns rather than a plain NAK because the server
+	// stores a delayed NAK in the consumer's state, so a release survives a
+	// server restart; a plain one only lives in memory.
+	releaseBody = []byte(`-NAK {"delay": 1}`)
+)
+
+// consumer is an eventlog.Consumer on a durable pull consumer.
+type consumer struct {
+	log  *Log
+	jc   jsapi.Consumer
+	name string
+
+	mu     sync.Mutex
+	held   map[uint64]string // stream seq → ack subject of its latest delivery, until acked
+	closed bool
+}
+
+var _ eventlog.Consumer = (*consumer)(nil)
+
+func (c *consumer) check() error {
+	if c.log.closed.Load() {
+		return eventlog.ErrClosed
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return eventlog.ErrClosed
+	}
+	return nil
+}
+
+// Fetch returns the records available now, up to max; when there are none
+// it waits up to wait for the first one and returns as soon as it arrives,
+// with whatever else has arrived by then.
+func (c *consumer) Fetch(ctx context.Context, max int, wait time.Duration) ([]eventlog.Message, error) {
+	if err := c.check(); err != nil {
+		return nil, err
+	}
+	if max <= 0 {
+		return nil, nil
+	}
+	max = min(max, maxAckPending)
+
+	// What is there already, in one round trip.
+	msgs, err := c.fetchNoWait(ctx, nil, max)
+	if err != nil || len(msgs) > 0 || wait <= 0 {
+		return msgs, err
+	}
+
+	// Nothing: wait for one record. A pull request for one is done as soon
+	// as it is served, so none is left open to take later records.
+	cctx, stop := c.log.withConn(ctx)
+	defer stop()
+	wctx, cancel := context.WithTimeout(cctx, wait)
+	defer cancel()
+	batch, err := c.jc.Fetch(1, jsapi.FetchContext(wctx))
+	if err != nil {
+		if errors.Is(wctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+			return nil, nil // wait too short to make a pull request
+		}
+		return nil, c.mapErr(ctx, cause(ctx, cctx, err))
+	}
+	msgs, err = c.collect(msgs, batch)
+	if err != nil && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil && cctx.Err() == nil {
+		err = nil // wait is over
+	}
+	if len(msgs) == 0 {
+		return nil, c.mapErr(ctx, cause(ctx, cctx, err))
+	}
+	// An error after a record arrived shows again on the next call.
+	if max > 1 {
+		// And what came with it.
+		msgs, _ = c.fetchNoWait(ctx, msgs, max-1)
+	}
+	return msgs, nil
+}
+
+// fetchNoWait appends to msgs the records available now, up to max. If it
+// has records to return it does not return an error: that error will show
+// again on the next call.
+func (c *consumer) fetchNoWait(ctx context.Context, msgs []eventlog.Message, max int) ([]eventlog.Message, error) {
+	batch, err := c.jc.FetchNoWait(max)
+	if err != nil {
+		if len(msgs) > 0 {
+			return msgs, nil
+		}
+		return nil, c.mapErr(ctx, err)
+	}
+	n := len(msgs)
+	msgs, err = c.collect(msgs, batch)
+	if err != nil && len(msgs) == n {
+		return msgs, c.mapErr(ctx, err)
+	}
+	return msgs, nil
+}
+
+// collect appends the batch's records to msgs and remembers how to ack
+// them.
+func (c *consumer) collect(msgs []eventlog.Message, batch jsapi.MessageBatch) ([]eventlog.Message, error) {
+	var err error
+	for m := range batch.Messages() {
+		md, merr := m.Metadata()
+		if merr != nil {
+			if err == nil {
+				err = merr
+			}
+			continue // the server delivers it again after AckWait
+		}
+		seq := md.Sequence.Stream
+		c.mu.Lock()
+		c.held[seq] = m.Reply()
+		c.mu.Unlock()
+		msgs = append(msgs, eventlog.Message{Seq: seq, Data: m.Data()})
+	}
+	if err == nil {
+		err = batch.Error()
+	}
+	return msgs, err
+}
+
+func (c *consumer) mapErr(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if c.check() != nil {
+		return eventlog.ErrClosed
+	}
+	return fmt.Errorf("%w: consumer %s: %w", eventlog.ErrUnavailable, c.name, err)
+}
+
+// Ack acknowledges msgs, which must have been returned by this consumer's
+// Fetch. It returns once the server has recorded the acks.
+func (c *consumer) Ack(ctx context.Context, msgs ...eventlog.Message) error {
+	if err := c.check(); err != nil {
+		return err
+	}
+	replies := make([]string, 0, len(msgs))
+	var unknown []uint64
+	c.mu.Lock()
+	for _, m := range msgs {
+		if r, ok := c.held[m.Seq]; ok {
+			replies = append(replies, r)
+		} else {
+			unknown = append(unknown, m.Seq)
+		}
+	}
+	c.mu.Unlock()
+	if err := c.send(ctx, replies, ackBody); err != nil {
+		return c.mapErr(ctx, err)
+	}
+	c.mu.Lock()
+	for _, m := range msgs {
+		delete(c.held, m.Seq)
+	}
+	c.mu.Unlock()
+	if len(unknown) > 0 {
+		return fmt.Errorf("eventlog/jetstream: consumer %s: ack of %d records it does not hold (acked already, or fetched by another consumer), first seq %d", c.name, len(unknown), unknown[0])
+	}
+	return nil
+}
+
+// send sends body to every reply subject and waits for the server's answer
+// to the last. The server handles a consumer's acks in the order they
+// arrive, so that answer means it has handled them all.
+func (c *consumer) send(ctx context.Context, replies []string, body []byte) error {
+	if len(replies) == 0 {
+		return nil
+	}
+	nc := c.log.nc
+	defer c.log.lastAck.Store(time.Now().UnixNano())
+	last := len(replies) - 1
+	for _, r := range replies[:last] {
+		if err := nc.Publish(r, body); err != nil {
+			return err
+		}
+	}
+	cctx, stop := c.log.withConn(ctx)
+	defer stop()
+	if _, ok := cctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		cctx, cancel = context.WithTimeout(cctx, c.log.timeout)
+		defer cancel()
+	}
+	_, err := nc.RequestWithContext(cctx, replies[last], body)
+	return cause(ctx, cctx, err)
+}
+
+// Pending is the number of records not yet delivered plus those delivered
+// and not yet acknowledged.
+func (c *consumer) Pending(ctx context.Context) (uint64, error) {
+	if err := c.check(); err != nil {
+		return 0, err
+	}
+	cctx, stop := c.log.withConn(ctx)
+	defer stop()
+	info, err := c.jc.Info(cctx)
+	if err != nil {
+		return 0, c.mapErr(ctx, cause(ctx, cctx, err))
+	}
+	return info.NumPending + uint64(info.NumAckPending), nil
+}
+
+// Close releases the records this consumer fetched and did not
+// acknowledge, so that the next reader gets them at once rather than after
+// the ack wait, and stops. The consumer's position stays on the server.
+func (c *consumer) Close() error {
+	c.log.forget(c)
+	if c.log.closed.Load() {
+		// Log.Close has released what this consumer held.
+		c.mu.Lock()
+		c.closed = true
+		c.mu.Unlock()
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.log.timeout)
+	defer cancel()
+	_, err := c.release(ctx)
+	return err
+}
+
+// release marks c closed and releases what it holds; it returns the stream
+// sequences of the records released.
+func (c *consumer) release(ctx context.Context) ([]uint64, error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, nil
+	}
+	c.closed = true
+	// In stream order, so that they are delivered again in that order.
+	seqs := slices.Sorted(maps.Keys(c.held))
+	replies := make([]string, len(seqs))
+	for i, seq := range seqs {
+		replies[i] = c.held[seq]
+	}
+	clear(c.held)
+	c.mu.Unlock()
+	if err := c.send(ctx, replies, releaseBody); err != nil {
+		return seqs, fmt.Errorf("eventlog/jetstream: consumer %s: release unacknowledged records: %w", c.name, err)
+	}
+	return seqs, nil
+}

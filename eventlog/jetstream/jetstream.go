@@ -1,0 +1,628 @@
+// Package jetstream implements [eventlog.Log] on NATS JetStream, with an
+// in-process server ([OpenEmbedded]) or an external server or cluster
+// ([Open]).
+//
+// The log is one file-storage stream (default name "TANDEM_EVENTS", subject
+// "tandem.events") with limits retention and discard-new: when MaxBytes is
+// reached Append fails with [eventlog.ErrUnavailable] instead of dropping
+// records no consumer has read. Records leave the stream only by MaxAge.
+// Consumers are durable pull consumers with explicit acks.
+package jetstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	jsapi "github.com/nats-io/nats.go/jetstream"
+
+	"tandem/eventlog"
+)
+
+// Defaults.
+const (
+	DefaultStream         = "TANDEM_EVENTS"
+	DefaultSubject        = "tandem.events"
+	DefaultMaxRecordBytes = 4 << 20
+)
+
+const (
+	// headerRoom is what a published message may carry on top of its
+	// record: the NATS headers the client adds.
+	headerRoom = 4 << 10
+	// embeddedMaxPayload is the embedded server's max_payload, unless a
+	// larger MaxRecordBytes needs more.
+	embeddedMaxPayload = 8 << 20
+	// ackWait is how long a delivered, unacknowledged record waits before it
+	// is delivered again.
+	ackWait = 30 * time.Second
+	// maxAckPending bounds the records a consumer has delivered but not yet
+	// seen acknowledged.
+	maxAckPending = 10000
+	// defaultTimeout bounds requests to the server whose context has no
+	// deadline.
+	defaultTimeout = 5 * time.Second
+	// closeTimeout bounds the release of unacknowledged records by Close.
+	closeTimeout = 2 * time.Second
+	// ackSettle is how long an embedded log's Close waits after the last
+	// ack before it stops the server, when it cannot watch the consumer
+	// state files (see settle.go).
+	ackSettle = time.Second
+	// errCodeMessageTooLarge is JetStream's "message size exceeds maximum
+	// allowed" error code.
+	errCodeMessageTooLarge jsapi.ErrorCode = 10054
+)
+
+// EmbeddedOptions configure [OpenEmbedded].
+type EmbeddedOptions struct {
+	// Dir is the JetStream storage directory. Required. OpenEmbedded locks
+	// it: a second log on the same Dir fails to open until the first is
+	// closed.
+	Dir string
+	// MaxBytes caps the stream's size; when it is reached Append fails with
+	// ErrUnavailable. Zero means unlimited.
+	MaxBytes int64
+	// MaxAge is how long records are kept. Zero means forever.
+	MaxAge time.Duration
+	// MaxRecordBytes is the largest record Append takes. Zero means
+	// DefaultMaxRecordBytes.
+	MaxRecordBytes int
+	// Stream and Subject name the stream; empty means DefaultStream and
+	// DefaultSubject.
+	Stream  string
+	Subject string
+	// Logger receives the server's log. Nil means no logging.
+	Logger *slog.Logger
+}
+
+// Options configure [Open].
+type Options struct {
+	// Replicas is the stream's replication factor. Zero means 1.
+	Replicas int
+	// MaxBytes, MaxAge, MaxRecordBytes, Stream and Subject are as in
+	// [EmbeddedOptions]. MaxRecordBytes zero means DefaultMaxRecordBytes,
+	// lowered to fit the server's max_payload; set max_payload to 8MB on
+	// the servers to keep the default.
+	MaxBytes       int64
+	MaxAge         time.Duration
+	MaxRecordBytes int
+	Stream         string
+	Subject        string
+	// Timeout bounds each request to the servers (an Append, an ack, a
+	// stream info) whose context has no earlier deadline; a request under
+	// way when the connection drops fails at once. Zero means 5s.
+	Timeout time.Duration
+	// Name is the connection's name as the servers show it. Empty means
+	// "tandem".
+	Name string
+	// NATSOptions are added to the connection's options (credentials, TLS,
+	// timeouts...). They must not replace the disconnect and reconnect
+	// handlers, which Open sets.
+	NATSOptions []nats.Option
+	// Logger receives connection events (disconnects, reconnects). Nil
+	// means no logging.
+	Logger *slog.Logger
+}
+
+// Log is an [eventlog.Log] on a JetStream stream.
+type Log struct {
+	nc        *nats.Conn
+	js        jsapi.JetStream
+	stream    jsapi.Stream
+	srv       *server.Server // nil unless embedded
+	lock      *os.File       // the embedded store's lock
+	name      string
+	subject   string
+	maxRecord int
+	timeout   time.Duration
+	pubOpts   []jsapi.PublishOpt
+
+	// mu is held shared by Append and exclusively by Close, so that Close
+	// waits for Appends under way before it closes the connection.
+	mu       sync.RWMutex
+	closed   atomic.Bool
+	lastAck  atomic.Int64 // unix nanoseconds of the last ack or release sent
+	cmu      sync.Mutex
+	consumer map[*consumer]struct{}
+	names    map[string]struct{} // of every consumer opened
+
+	// conn is canceled when the connection drops and replaced when it is
+	// back, so that requests under way fail then instead of after their
+	// timeout. Nil for an embedded log.
+	connMu sync.Mutex
+	conn   context.Context
+	down   context.CancelCauseFunc
+}
+
+var _ eventlog.Log = (*Log)(nil)
+
+type streamOptions struct {
+	name, subject string
+	maxBytes      int64
+	maxAge        time.Duration
+	maxRecord     int
+	replicas      int
+}
+
+// OpenEmbedded starts a JetStream server inside this process, storing in
+// opts.Dir, and opens the log on it. The server syncs every stored message
+// to disk before acknowledging it, so a record whose Append returned nil
+// survives a crash of the process or the machine. The server does not
+// listen on any port.
+func OpenEmbedded(opts EmbeddedOptions) (*Log, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("eventlog/jetstream: EmbeddedOptions.Dir is required")
+	}
+	so := streamOptions{
+		name: opts.Stream, subject: opts.Subject,
+		maxBytes: opts.MaxBytes, maxAge: opts.MaxAge, maxRecord: opts.MaxRecordBytes,
+		replicas: 1,
+	}
+	if err := so.fill(); err != nil {
+		return nil, err
+	}
+	lock, err := lockDir(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	l, err := startEmbedded(opts, so)
+	if err != nil {
+		if lock != nil {
+			lock.Close()
+		}
+		return nil, err
+	}
+	l.lock = lock
+	return l, nil
+}
+
+func startEmbedded(opts EmbeddedOptions, so streamOptions) (*Log, error) {
+	sopts := &server.Options{
+		ServerName: "tandem-embedded",
+		DontListen: true,
+		JetStream:  true,
+		StoreDir:   opts.Dir,
+		SyncAlways: true,
+		MaxPayload: int32(max(embeddedMaxPayload, so.maxRecord+headerRoom)),
+		NoLog:      opts.Logger == nil,
+		NoSigs:     true,
+	}
+	srv, err := server.NewServer(sopts)
+	if err != nil {
+		return nil, fmt.Errorf("eventlog/jetstream: embedded server: %w", err)
+	}
+	if opts.Logger != nil {
+		srv.SetLogger(serverLogger{opts.Logger}, opts.Logger.Enabled(context.Background(), slog.LevelDebug), false)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+		return nil, errors.New("eventlog/jetstream: embedded server did not start")
+	}
+	nc, err := nats.Connect("", nats.InProcessServer(srv), nats.Name("tandem"), nats.ReconnectBufSize(-1))
+	if err != nil {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+		return nil, fmt.Errorf("eventlog/jetstream: connect to embedded server: %w", err)
+	}
+	l, err := open(nc, so, 0)
+	if err != nil {
+		nc.Close()
+		srv.Shutdown()
+		srv.WaitForShutdown()
+		return nil, err
+	}
+	l.srv = srv
+	return l, nil
+}
+
+// Open connects to the NATS server or cluster at url (nats://host:port,
+// several separated by commas) and opens the log there, creating the stream
+// or updating its configuration. For the durability Append promises, the
+// servers must sync every write (jetstream { sync_interval: always }); with
+// Replicas 3 an acknowledged record is moreover on a quorum of servers.
+//
+// The connection reconnects forever; while it is down Append and Fetch fail
+// fast with ErrUnavailable.
+func Open(url string, opts Options) (*Log, error) {
+	so := streamOptions{
+		name: opts.Stream, subject: opts.Subject,
+		maxBytes: opts.MaxBytes, maxAge: opts.MaxAge, maxRecord: opts.MaxRecordBytes,
+		replicas: opts.Replicas,
+	}
+	if so.replicas == 0 {
+		so.replicas = 1
+	}
+	explicitMax := so.maxRecord != 0
+	if err := so.fill(); err != nil {
+		return nil, err
+	}
+	name := opts.Name
+	if name == "" {
+		name = "tandem"
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	var l *Log // set before the handlers can run: they run after Connect returns
+	ready := make(chan struct{})
+	nopts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		// Fail publishes while disconnected rather than buffer them: the
+		// caller answers 503 and the client retries.
+		nats.ReconnectBufSize(-1),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			<-ready
+			logger.Warn("event log disconnected from NATS", "err", fmt.Sprint(err))
+			if l != nil {
+				l.connDown(err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			<-ready
+			logger.Info("event log reconnected to NATS", "server", nc.ConnectedUrlRedacted())
+			if l != nil {
+				l.connUp()
+			}
+		}),
+	}
+	nopts = append(nopts, opts.NATSOptions...)
+	nc, err := nats.Connect(url, nopts...)
+	if err != nil {
+		close(ready)
+		return nil, fmt.Errorf("%w: connect to %s: %w", eventlog.ErrUnavailable, url, err)
+	}
+	if room := int(nc.MaxPayload()) - headerRoom; so.maxRecord > room {
+		if explicitMax {
+			close(ready)
+			nc.Close()
+			return nil, fmt.Errorf("eventlog/jetstream: MaxRecordBytes %d does not fit the server's max_payload %d", so.maxRecord, nc.MaxPayload())
+		}
+		so.maxRecord = room
+	}
+	l, err = open(nc, so, opts.Timeout)
+	if err != nil {
+		close(ready)
+		nc.Close()
+		return nil, err
+	}
+	l.connUp()
+	close(ready)
+	return l, nil
+}
+
+func (so *streamOptions) fill() error {
+	if so.name == "" {
+		so.name = DefaultStream
+	}
+	if so.subject == "" {
+		so.subject = DefaultSubject
+	}
+	if so.maxRecord == 0 {
+		so.maxRecord = DefaultMaxRecordBytes
+	}
+	switch {
+	case so.maxRecord < 0 || so.maxRecord > 64<<20:
+		return fmt.Errorf("eventlog/jetstream: MaxRecordBytes %d out of range", so.maxRecord)
+	case so.maxBytes < 0:
+		return fmt.Errorf("eventlog/jetstream: negative MaxBytes %d", so.maxBytes)
+	case so.maxAge < 0:
+		return fmt.Errorf("eventlog/jetstream: negative MaxAge %v", so.maxAge)
+	case so.replicas < 1 || so.replicas > 5:
+		return fmt.Errorf("eventlog/jetstream: Replicas %d out of range 1..5", so.replicas)
+	}
+	return nil
+}
+
+func open(nc *nats.Conn, so streamOptions, timeout time.Duration) (*Log, error) {
+	if timeout <= 0 {
+		timeout = defaultTimeout
+	}
+	js, err := jsapi.New(nc, jsapi.WithDefaultTimeout(timeout))
+	if err != nil {
+		return nil, fmt.Errorf("eventlog/jetstream: %w", err)
+	}
+	maxBytes := so.maxBytes
+	if maxBytes == 0 {
+		maxBytes = -1
+	}
+	cfg := jsapi.StreamConfig{
+		Name:        so.name,
+		Description: "tandem event log",
+		Subjects:    []string{so.subject},
+		Retention:   jsapi.LimitsPolicy,
+		Discard:     jsapi.DiscardNew,
+		MaxMsgs:     -1,
+		MaxBytes:    maxBytes,
+		MaxAge:      so.maxAge,
+		MaxMsgSize:  int32(so.maxRecord + headerRoom),
+		Storage:     jsapi.FileStorage,
+		Replicas:    so.replicas,
+		// The default: the server stores (and with sync always, syncs)
+		// before it acknowledges.
+		PersistMode: jsapi.DefaultPersistMode,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stream, err := js.CreateOrUpdateStream(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%w: create stream %s: %w", eventlog.ErrUnavailable, so.name, err)
+	}
+	return &Log{
+		nc:        nc,
+		js:        js,
+		stream:    stream,
+		name:      so.name,
+		subject:   so.subject,
+		maxRecord: so.maxRecord,
+		timeout:   timeout,
+		pubOpts:   []jsapi.PublishOpt{jsapi.WithExpectStream(so.name)},
+		consumer:  make(map[*consumer]struct{}),
+		names:     make(map[string]struct{}),
+	}, nil
+}
+
+// MaxRecordBytes is the largest record Append takes.
+func (l *Log) MaxRecordBytes() int { return l.maxRecord }
+
+// Append publishes rec to the stream and waits for the server's
+// acknowledgement, which the server sends only once rec is stored (and, on
+// the embedded server, synced). It returns the record's stream sequence.
+// Failures other than a record too large wrap [eventlog.ErrUnavailable]:
+// storage full, timeout, no server; the record was not stored, or (after a
+// timeout) may have been.
+func (l *Log) Append(ctx context.Context, rec []byte) (uint64, error) {
+	if len(rec) > l.maxRecord {
+		return 0, fmt.Errorf("%w: %d bytes, the log takes at most %d", eventlog.ErrTooLarge, len(rec), l.maxRecord)
+	}
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.closed.Load() {
+		return 0, eventlog.ErrClosed
+	}
+	cctx, stop := l.withConn(ctx)
+	defer stop()
+	ack, err := l.js.Publish(cctx, l.subject, rec, l.pubOpts...)
+	if err != nil {
+		return 0, l.mapErr("append", cause(ctx, cctx, err))
+	}
+	return ack.Sequence, nil
+}
+
+// mapErr turns a NATS error into one of eventlog's. Everything that may
+// pass (storage full, no server, timeouts, a lost connection: JetStream API
+// errors with a 5xx code and all errors that are not JetStream's) wraps
+// ErrUnavailable; JetStream's 4xx errors (a bad request, a conflicting
+// configuration) do not.
+func (l *Log) mapErr(op string, err error) error {
+	var apiErr *jsapi.APIError
+	isAPI := errors.As(err, &apiErr)
+	switch {
+	case isAPI && apiErr.ErrorCode == errCodeMessageTooLarge,
+		errors.Is(err, nats.ErrMaxPayload):
+		return fmt.Errorf("%w: %s: %w", eventlog.ErrTooLarge, op, err)
+	case l.closed.Load():
+		return eventlog.ErrClosed
+	case isAPI && apiErr.Code >= 400 && apiErr.Code < 500:
+		return fmt.Errorf("eventlog/jetstream: %s: %w", op, err)
+	}
+	return fmt.Errorf("%w: %s: %w", eventlog.ErrUnavailable, op, err)
+}
+
+// Consumer opens the named durable pull consumer, creating it at the start
+// of the stream if it does not exist. Names may not contain '.', '*', '>'
+// or white space.
+func (l *Log) Consumer(ctx context.Context, name string) (eventlog.Consumer, error) {
+	if l.closed.Load() {
+		return nil, eventlog.ErrClosed
+	}
+	if name == "" {
+		return nil, errors.New("eventlog/jetstream: empty consumer name")
+	}
+	jc, err := l.js.CreateOrUpdateConsumer(ctx, l.name, jsapi.ConsumerConfig{
+		Name:          name,
+		Durable:       name,
+		Description:   "tandem event log consumer",
+		DeliverPolicy: jsapi.DeliverAllPolicy,
+		AckPolicy:     jsapi.AckExplicitPolicy,
+		AckWait:       ackWait,
+		MaxDeliver:    -1,
+		MaxAckPending: maxAckPending,
+	})
+	if err != nil {
+		if errors.Is(err, jsapi.ErrInvalidConsumerName) {
+			return nil, fmt.Errorf("eventlog/jetstream: consumer %q: %w", name, err)
+		}
+		return nil, l.mapErr("consumer "+name, err)
+	}
+	c := &consumer{log: l, jc: jc, name: name, held: make(map[uint64]string)}
+	l.cmu.Lock()
+	defer l.cmu.Unlock()
+	if l.closed.Load() {
+		return nil, eventlog.ErrClosed
+	}
+	l.consumer[c] = struct{}{}
+	l.names[name] = struct{}{}
+	return c, nil
+}
+
+// Stats describe the stream.
+type Stats struct {
+	Msgs      uint64 // records stored
+	Bytes     uint64 // bytes stored, with JetStream's per-record overhead
+	FirstSeq  uint64
+	LastSeq   uint64
+	Consumers int
+	MaxBytes  int64 // the stream's limit; -1 means none
+}
+
+// Stats reads the stream's state from the server.
+func (l *Log) Stats(ctx context.Context) (Stats, error) {
+	if l.closed.Load() {
+		return Stats{}, eventlog.ErrClosed
+	}
+	cctx, stop := l.withConn(ctx)
+	defer stop()
+	info, err := l.stream.Info(cctx)
+	if err != nil {
+		return Stats{}, l.mapErr("stream info", cause(ctx, cctx, err))
+	}
+	return Stats{
+		Msgs:      info.State.Msgs,
+		Bytes:     info.State.Bytes,
+		FirstSeq:  info.State.FirstSeq,
+		LastSeq:   info.State.LastSeq,
+		Consumers: info.State.Consumers,
+		MaxBytes:  info.Config.MaxBytes,
+	}, nil
+}
+
+// Ready returns nil when the connection is up, the stream answers, and it
+// has room for a record of MaxRecordBytes (or a tenth of MaxBytes, if that
+// is less); otherwise an error wrapping [eventlog.ErrUnavailable].
+func (l *Log) Ready(ctx context.Context) error {
+	if l.closed.Load() {
+		return eventlog.ErrClosed
+	}
+	if !l.nc.IsConnected() {
+		return fmt.Errorf("%w: not connected to NATS (%v)", eventlog.ErrUnavailable, l.nc.Status())
+	}
+	cctx, stop := l.withConn(ctx)
+	defer stop()
+	info, err := l.stream.Info(cctx)
+	if err != nil {
+		return l.mapErr("stream info", cause(ctx, cctx, err))
+	}
+	if limit := info.Config.MaxBytes; limit > 0 {
+		reserve := min(int64(l.maxRecord+headerRoom), limit/10)
+		if int64(info.State.Bytes)+reserve > limit {
+			return fmt.Errorf("%w: storage full: %d of %d bytes used", eventlog.ErrUnavailable, info.State.Bytes, limit)
+		}
+	}
+	return nil
+}
+
+// Close waits for Appends under way, releases the records its consumers
+// hold unacknowledged, closes the connection and, for an embedded log, shuts
+// the server down. It may be called more than once.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	if l.closed.Load() {
+		l.mu.Unlock()
+		return nil
+	}
+	l.closed.Store(true)
+	l.mu.Unlock()
+
+	l.cmu.Lock()
+	cs := make([]*consumer, 0, len(l.consumer))
+	for c := range l.consumer {
+		cs = append(cs, c)
+	}
+	clear(l.consumer)
+	l.cmu.Unlock()
+	var err error
+	released := make(map[string][]uint64)
+	releasedAt := time.Now()
+	if len(cs) > 0 && l.nc.IsConnected() {
+		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+		for _, c := range cs {
+			seqs, rerr := c.release(ctx)
+			released[c.name] = append(released[c.name], seqs...)
+			if rerr != nil && err == nil {
+				err = rerr
+			}
+		}
+		cancel()
+	}
+	if l.srv != nil && l.nc.IsConnected() {
+		l.settle(released, releasedAt)
+	}
+	// Every request made on the connection has had its answer or given
+	// up: nothing is left to flush.
+	l.nc.Close()
+	if l.srv != nil {
+		l.srv.Shutdown()
+		l.srv.WaitForShutdown()
+	}
+	if l.lock != nil {
+		l.lock.Close()
+	}
+	return err
+}
+
+func (l *Log) forget(c *consumer) {
+	l.cmu.Lock()
+	delete(l.consumer, c)
+	l.cmu.Unlock()
+}
+
+// errConnectionLost is the cause of requests failed by a disconnect.
+var errConnectionLost = errors.New("connection to NATS lost")
+
+func (l *Log) connDown(err error) {
+	l.connMu.Lock()
+	defer l.connMu.Unlock()
+	if l.down != nil {
+		l.down(fmt.Errorf("%w: %v", errConnectionLost, err))
+	}
+}
+
+func (l *Log) connUp() {
+	l.connMu.Lock()
+	defer l.connMu.Unlock()
+	if l.down != nil {
+		l.down(nil)
+	}
+	l.conn, l.down = context.WithCancelCause(context.Background())
+}
+
+// withConn returns ctx, also canceled if the connection drops before stop
+// is called.
+func (l *Log) withConn(ctx context.Context) (_ context.Context, stop func()) {
+	l.connMu.Lock()
+	conn := l.conn
+	l.connMu.Unlock()
+	if conn == nil || conn.Err() != nil {
+		// Embedded, or down already: requests fail fast on their own.
+		return ctx, func() {}
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	unregister := context.AfterFunc(conn, func() { cancel(context.Cause(conn)) })
+	return ctx, func() {
+		unregister()
+		cancel(nil)
+	}
+}
+
+// cause returns what ended ctx, a context made by withConn, if its parent
+// did not end: the lost connection.
+func cause(parent, ctx context.Context, err error) error {
+	if err != nil && parent.Err() == nil && ctx.Err() != nil {
+		if c := context.Cause(ctx); c != nil && c != ctx.Err() {
+			return c
+		}
+	}
+	return err
+}
+
+// serverLogger adapts a slog.Logger to the server's Logger.
+type serverLogger struct{ l *slog.Logger }
+
+func (s serverLogger) Noticef(format string, v ...any) { s.l.Info(fmt.Sprintf(format, v...)) }
+func (s serverLogger) Warnf(format string, v ...any)   { s.l.Warn(fmt.Sprintf(format, v...)) }
+func (s serverLogger) Fatalf(format string, v ...any)  { s.l.Error(fmt.Sprintf(format, v...)) }
+func (s serverLogger) Errorf(format string, v ...any)  { s.l.Error(fmt.Sprintf(format, v...)) }
+func (s serverLogger) Debugf(format string, v ...any)  { s.l.Debug(fmt.Sprintf(format, v...)) }
+func (s serverLogger) Tracef(format string, v ...any)  { s.l.Debug(fmt.Sprintf(format, v...)) }
