@@ -253,7 +253,8 @@ func Open(url string, opts Options) (*Log, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	var l *Log // set before the handlers can run: they run after Connect returns
+	// The handlers wait for ready, closed once l is set or Open failed.
+	var l *Log
 	ready := make(chan struct{})
 	nopts := []nats.Option{
 		nats.Name(name),
@@ -313,7 +314,7 @@ func (so *streamOptions) fill() error {
 		so.maxRecord = DefaultMaxRecordBytes
 	}
 	switch {
-	case so.maxRecord < 0 || so.maxRecord > 64<<20:
+	case so.maxRecord < 0 || so.maxRecord > 64<<20-headerRoom:
 		return fmt.Errorf("eventlog/jetstream: MaxRecordBytes %d out of range", so.maxRecord)
 	case so.maxBytes < 0:
 		return fmt.Errorf("eventlog/jetstream: negative MaxBytes %d", so.maxBytes)
@@ -379,9 +380,10 @@ func (l *Log) MaxRecordBytes() int { return l.maxRecord }
 // Append publishes rec to the stream and waits for the server's
 // acknowledgement, which the server sends only once rec is stored (and, on
 // the embedded server, synced). It returns the record's stream sequence.
-// Failures other than a record too large wrap [eventlog.ErrUnavailable]:
-// storage full, timeout, no server; the record was not stored, or (after a
-// timeout) may have been.
+// A record over MaxRecordBytes gets [eventlog.ErrTooLarge], without a
+// request. Failures that may pass wrap [eventlog.ErrUnavailable]: storage
+// full, timeout, no server, connection lost; the record was not stored, or
+// (after a timeout or a lost connection) may have been.
 func (l *Log) Append(ctx context.Context, rec []byte) (uint64, error) {
 	if len(rec) > l.maxRecord {
 		return 0, fmt.Errorf("%w: %d bytes, the log takes at most %d", eventlog.ErrTooLarge, len(rec), l.maxRecord)

@@ -424,20 +424,23 @@ func (p *proxy) freeze() {
 	p.mu.Unlock()
 }
 
-// cut closes every connection and lets new ones through.
+// cut closes every connection, dropping what was held back, and lets new
+// ones through.
 func (p *proxy) cut() {
 	p.mu.Lock()
 	conns := p.conns
 	p.conns = nil
+	p.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+	p.mu.Lock()
 	select {
 	case <-p.hold:
 	default:
 		close(p.hold)
 	}
 	p.mu.Unlock()
-	for _, c := range conns {
-		c.Close()
-	}
 }
 
 // TestExternalDropDuringAppend: an Append waiting for its acknowledgement
