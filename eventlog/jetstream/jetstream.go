@@ -432,7 +432,7 @@ func (l *Log) Consumer(ctx context.Context, name string) (eventlog.Consumer, err
 	if name == "" {
 		return nil, errors.New("eventlog/jetstream: empty consumer name")
 	}
-	jc, err := l.js.CreateOrUpdateConsumer(ctx, l.name, jsapi.ConsumerConfig{
+	cfg := jsapi.ConsumerConfig{
 		Name:          name,
 		Durable:       name,
 		Description:   "tandem event log consumer",
@@ -441,7 +441,11 @@ func (l *Log) Consumer(ctx context.Context, name string) (eventlog.Consumer, err
 		AckWait:       ackWait,
 		MaxDeliver:    -1,
 		MaxAckPending: maxAckPending,
-	})
+	}
+	if err := l.releaseOrphans(ctx, name, &cfg); err != nil {
+		return nil, err
+	}
+	jc, err := l.js.CreateOrUpdateConsumer(ctx, l.name, cfg)
 	if err != nil {
 		if errors.Is(err, jsapi.ErrInvalidConsumerName) {
 			return nil, fmt.Errorf("eventlog/jetstream: consumer %q: %w", name, err)
@@ -457,6 +461,41 @@ func (l *Log) Consumer(ctx context.Context, name string) (eventlog.Consumer, err
 	l.consumer[c] = struct{}{}
 	l.names[name] = struct{}{}
 	return c, nil
+}
+
+// releaseOrphans makes records that a dead process had fetched but not
+// acknowledged deliverable at once, instead of after AckWait. It only
+// applies to an embedded log the first time this process opens the
+// consumer: then nobody else can be holding its records. The consumer is
+// recreated to start after its ack floor; records acknowledged above the
+// floor may come again, which readers tolerate (delivery is at least once).
+func (l *Log) releaseOrphans(ctx context.Context, name string, cfg *jsapi.ConsumerConfig) error {
+	c, err := l.js.Consumer(ctx, l.name, name)
+	if errors.Is(err, jsapi.ErrConsumerNotFound) {
+		return nil
+	}
+	if err != nil {
+		return l.mapErr("consumer "+name, err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return l.mapErr("consumer "+name, err)
+	}
+	// Where a consumer starts cannot be updated: keep what it has.
+	cfg.DeliverPolicy = info.Config.DeliverPolicy
+	cfg.OptStartSeq = info.Config.OptStartSeq
+	l.cmu.Lock()
+	_, seen := l.names[name]
+	l.cmu.Unlock()
+	if l.srv == nil || seen || info.NumAckPending == 0 {
+		return nil
+	}
+	if err := l.js.DeleteConsumer(ctx, l.name, name); err != nil {
+		return l.mapErr("consumer "+name, err)
+	}
+	cfg.DeliverPolicy = jsapi.DeliverByStartSequencePolicy
+	cfg.OptStartSeq = info.AckFloor.Stream + 1
+	return nil
 }
 
 // Stats describe the stream.
