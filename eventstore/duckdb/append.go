@@ -191,12 +191,13 @@ func (s *Store) insert(ctx context.Context, dc driver.Conn, rows []*pending) err
 		}
 		return err
 	}
-	// Record the fingerprints before committing: if the commit fails
-	// after all, extra fingerprints only cost a verification query, while
-	// a missing one would let a duplicate in.
+	// Record the fingerprints and sources before committing: if the commit
+	// fails after all, extra entries only cost a verification query, while
+	// a missing one would let a duplicate in, or hide an event from Get.
 	for _, p := range rows {
 		s.keys[p.hash] = struct{}{}
 	}
+	s.addSources(rows)
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
@@ -229,7 +230,7 @@ func (s *Store) appendRows(ctx context.Context, dc driver.Conn, rows []*pending)
 		vals[9] = nullTime(e.OriginalTimestamp)
 		vals[10] = nullTime(e.SentAt)
 		vals[11] = e.ReceivedAt
-		vals[12] = rawString(e.Raw)
+		vals[12] = rawValue(e.Raw)
 		vals[13] = p.hash
 		if err := app.AppendRow(vals...); err != nil {
 			return errors.Join(fmt.Errorf("append row: %w", err), discard(app))
@@ -269,9 +270,11 @@ func nullTime(t time.Time) driver.Value {
 	return t
 }
 
-func rawString(b []byte) string {
+// rawValue returns b for the appender, which copies it into DuckDB (so no
+// Go copy is needed), with invalid UTF-8 replaced.
+func rawValue(b []byte) []byte {
 	if utf8.Valid(b) {
-		return string(b)
+		return b
 	}
-	return strings.ToValidUTF8(string(b), "\uFFFD")
+	return []byte(strings.ToValidUTF8(string(b), "\uFFFD"))
 }

@@ -268,3 +268,48 @@ func TestCancelStress(t *testing.T) {
 	}
 	t.Logf("%d of 150 Appends cancelled", len(failed))
 }
+
+// With more sources than maxGetSources, Get without a source scans
+// message_id instead of probing fingerprints.
+func TestGetManySources(t *testing.T) {
+	s := openMem(t)
+	ctx := context.Background()
+	evs := []event.Event{testEvent("a", "m", time.Now()), testEvent("b", "m", time.Now()), testEvent("b", "x", time.Now())}
+	if _, err := s.Append(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	for _, many := range []bool{false, true} {
+		if many {
+			for i := range maxGetSources {
+				s.sources[fmt.Sprint("fake-", i)] = struct{}{}
+			}
+		}
+		got, err := s.Get(ctx, "", "m")
+		if err != nil || len(got) != 2 || got[0].SourceID != "a" || got[1].SourceID != "b" {
+			t.Fatalf("many=%v: Get = %v, %v", many, got, err)
+		}
+		if _, err := s.Get(ctx, "", "nope"); !errors.Is(err, eventstore.ErrNotFound) {
+			t.Fatalf("many=%v: Get(nope) = %v", many, err)
+		}
+	}
+}
+
+func TestOpenTwice(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.duckdb")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s2, err := Open(path); err == nil {
+		s2.Close()
+		t.Fatal("second Open of the same file succeeded")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(path)
+	if err != nil {
+		t.Fatalf("Open after Close: %v", err)
+	}
+	s.Close()
+}

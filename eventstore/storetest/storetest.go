@@ -118,6 +118,10 @@ func RunDurable(t *testing.T, open func(t *testing.T, dir string) eventstore.Sto
 		}
 		checkEvents(t, mustGet(t, s, "src-a", "m007"), a[7:8])
 		checkEvents(t, mustGet(t, s, "src-b", "m000"), b[1:2])
+		checkEvents(t, mustGet(t, s, "", "m007"), a[7:8])
+		got := mustGet(t, s, "", "m000")
+		slices.SortFunc(got, func(x, y event.Event) int { return cmp.Compare(x.SourceID, y.SourceID) })
+		checkEvents(t, got, []event.Event{a[0], b[1]})
 		mustAppend(t, s, a, 0)
 	})
 }
