@@ -136,6 +136,7 @@ type loadOptions struct {
 	WriteKey string
 	Duration time.Duration // stop after this long, if > 0
 	Events   int64         // stop once this many events were accepted, if > 0
+	Rate     float64       // offered events/s across all clients, if > 0
 	Phase    string        // for progress lines
 	Progress io.Writer     // nil: none
 }
@@ -227,6 +228,13 @@ func runLoad(ctx context.Context, hc *http.Client, g *generator, opts loadOption
 		go func(st *clientStats, t *template) {
 			defer wg.Done()
 			st.errors = map[string]int64{}
+			// With a rate, each client sends on its own schedule; a client
+			// that falls behind sends at once but builds up no debt.
+			var interval time.Duration
+			next := time.Now()
+			if opts.Rate > 0 {
+				interval = time.Duration(float64(time.Second) * float64(batch) * float64(len(g.templates)) / opts.Rate)
+			}
 			fail := func(key, msg string) {
 				st.errors[key]++
 				if st.firstErr == "" {
@@ -247,6 +255,14 @@ func runLoad(ctx context.Context, hc *http.Client, g *generator, opts loadOption
 						sleep(runCtx, 5*time.Millisecond)
 						continue
 					}
+				}
+				if interval > 0 {
+					if d := time.Until(next); d > 0 {
+						sleep(runCtx, d)
+					} else if -d > interval {
+						next = time.Now()
+					}
+					next = next.Add(interval)
 				}
 				body := &bodyReader{closed: make(chan struct{})}
 				body.Reset(t.next())

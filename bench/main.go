@@ -103,6 +103,7 @@ type options struct {
 	Batch         int           `json:"batch"`
 	Duration      time.Duration `json:"-"`
 	Backlog       int64         `json:"backlog"`
+	Rate          float64       `json:"rate,omitempty"` // offered events/s in the timed HTTP phases; 0: as fast as answered
 	Target        string        `json:"target,omitempty"`
 	WriteKey      string        `json:"-"`
 	SkipBaselines bool          `json:"skipBaselines"`
@@ -115,6 +116,9 @@ func (o options) String() string {
 	s := fmt.Sprintf("--clients %d --batch %d --duration %s --backlog %d", o.Clients, o.Batch, o.Duration, o.Backlog)
 	if o.Target != "" {
 		s += " --target " + o.Target + " --write-key ***"
+	}
+	if o.Rate > 0 {
+		s += fmt.Sprintf(" --rate %.0f", o.Rate)
 	}
 	if o.SkipBaselines {
 		s += " --skip-baselines"
@@ -160,6 +164,7 @@ func ingestMain(args []string, stdout, stderr io.Writer) int {
 	fs.Int64Var(&o.Backlog, "backlog", 1_000_000, "events ingested for the drain phase")
 	fs.StringVar(&o.Target, "target", "", "base URL of a running tandem server to drive instead of starting one (needs --write-key; no server CPU figure, no drain)")
 	fs.StringVar(&o.WriteKey, "write-key", "", "write key of an approved source on --target")
+	fs.Float64Var(&o.Rate, "rate", 0, "offered load in events/s across all clients for the timed HTTP phases (0: each client sends as fast as it is answered); use it to check that the pipeline keeps up with a given rate")
 	fs.BoolVar(&o.SkipBaselines, "skip-baselines", false, "skip the sink and log baselines")
 	fs.BoolVar(&o.SkipDrain, "skip-drain", false, "skip the drain phase")
 	fs.BoolVar(&o.JSON, "json", false, "print the report as one JSON object")
@@ -173,6 +178,8 @@ func ingestMain(args []string, stdout, stderr io.Writer) int {
 		return usageErr(stderr, cmd, "--batch", fmt.Sprintf("must be between 1 and %d", event.MaxBatchEvents))
 	case o.Duration <= 0:
 		return usageErr(stderr, cmd, "--duration", "must be positive")
+	case o.Rate < 0:
+		return usageErr(stderr, cmd, "--rate", "must not be negative")
 	case o.Backlog < 1 && !o.SkipDrain:
 		return usageErr(stderr, cmd, "--backlog", "must be positive (or use --skip-drain)")
 	case o.Target != "" && o.WriteKey == "":

@@ -160,7 +160,7 @@ func (b *bencher) phaseTandem(ctx context.Context, rep *Report) error {
 	}
 
 	sp := startSampler(ctx, srv, time.Second)
-	pr, _, err := b.measured(ctx, "tandem", srv.proc, loadOptions{URL: srv.base + "/v1/batch", WriteKey: srv.writeKey, Duration: b.opts.Duration})
+	pr, _, err := b.measured(ctx, "tandem", srv.proc, loadOptions{URL: srv.base + "/v1/batch", WriteKey: srv.writeKey, Duration: b.opts.Duration, Rate: b.opts.Rate})
 	samples, serr := sp.finish()
 	if pr != nil {
 		rep.Phases = append(rep.Phases, pr)
@@ -202,7 +202,20 @@ func pipelineFrom(samples []sample, err error) *PipelineResult {
 	for _, s := range samples {
 		p.LagMax = max(p.LagMax, s.Lag)
 	}
-	p.Growing = p.LagEnd > p.LagStart && p.LagEnd > 0
+	// The lag wobbles with the pipeline's batching; it is growing when
+	// even its lowest reading in the last third of the phase is above its
+	// highest in the first third.
+	third := max(len(samples)/3, 1)
+	var firstMax, lastMin float64 = 0, -1
+	for _, s := range samples[:third] {
+		firstMax = max(firstMax, s.Lag)
+	}
+	for _, s := range samples[len(samples)-third:] {
+		if lastMin < 0 || s.Lag < lastMin {
+			lastMin = s.Lag
+		}
+	}
+	p.Growing = lastMin > firstMax
 	if err != nil {
 		p.Error = "some scrapes failed: " + err.Error()
 	}
@@ -230,7 +243,7 @@ func (b *bencher) phaseSink(ctx context.Context, rep *Report) error {
 	if err := c.waitReady(ctx, 30*time.Second); err != nil {
 		return err
 	}
-	pr, res, err := b.measured(ctx, "sink", c, loadOptions{URL: c.base + "/v1/batch", WriteKey: "bench", Duration: b.opts.Duration})
+	pr, res, err := b.measured(ctx, "sink", c, loadOptions{URL: c.base + "/v1/batch", WriteKey: "bench", Duration: b.opts.Duration, Rate: b.opts.Rate})
 	exit := c.stop(stopTimeout)
 	if pr != nil {
 		pr.ServerExit = exit
