@@ -287,7 +287,7 @@ func (a *API) replayQuarantine(w http.ResponseWriter, r *http.Request) error {
 			results = append(results, replayResult{ID: id, Status: "invalid", Code: e.Code, Message: "entry has no source; it cannot be replayed"})
 			continue
 		}
-		ev, p := event.ParseEvent(e.Raw, e.ReceivedAt, "replay-"+e.ID)
+		ev, p := event.ParseEvent(e.Type, e.Raw, e.ReceivedAt, "replay-"+e.ID)
 		if p != nil {
 			results = append(results, replayResult{ID: id, Status: "invalid", Code: p.Code, Field: p.Field, Message: p.Message})
 			continue

@@ -45,4 +45,5 @@ type Problem struct {
 	Field      string // the offending field, e.g. batch[3].userId
 	Message    string // human-readable reason
 	Raw        []byte // the event's bytes as sent
+	Type       string // the endpoint's type for single-event endpoints (/v1/track…); "" when the event names its own
 }

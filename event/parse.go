@@ -224,16 +224,17 @@ func trimSpace(b []byte) []byte {
 	return b[i:j]
 }
 
-// ParseEvent validates one standalone event object (its type taken from its
-// "type" field), as received at receivedAt. When the event has no messageId,
+// ParseEvent validates one standalone event object, as received at
+// receivedAt; its type is typ if not empty (as for a single-event
+// endpoint), else its own "type" field. When the event has no messageId,
 // defaultID is used, or a random one if defaultID is empty: a replay passes
 // a stable id so that replaying twice stores one event.
-func ParseEvent(raw []byte, receivedAt time.Time, defaultID string) (Event, *Problem) {
+func ParseEvent(typ string, raw []byte, receivedAt time.Time, defaultID string) (Event, *Problem) {
 	ids := newIDSource(1)
 	if defaultID != "" {
 		ids.fixed = defaultID
 	}
-	return parseEvent(raw, "", "", time.Time{}, receivedAt, ids)
+	return parseEvent(raw, typ, "", time.Time{}, receivedAt, ids)
 }
 
 // parseEvent validates one event. forcedType, when set, is the endpoint's
@@ -249,7 +250,7 @@ func parseEvent(raw []byte, forcedType, prefix string, batchSentAt, receivedAt t
 		return prefix + "." + name
 	}
 	fail := func(code, name, msg string) (Event, *Problem) {
-		return Event{}, &Problem{ReceivedAt: receivedAt, Code: code, Field: field(name), Message: msg, Raw: raw}
+		return Event{}, &Problem{ReceivedAt: receivedAt, Code: code, Field: field(name), Message: msg, Raw: raw, Type: forcedType}
 	}
 	if len(raw) > MaxEventBytes {
 		return fail("too_large", "", fmt.Sprintf("event is %d bytes, at most %d allowed", len(raw), MaxEventBytes))

@@ -62,6 +62,7 @@ func AppendEntries(buf []byte, sourceID string, events []Event, problems []Probl
 		buf = appendString(buf, p.Message)
 		buf = appendTime(buf, p.ReceivedAt)
 		buf = appendBytes(buf, p.Raw)
+		buf = appendString(buf, p.Type)
 	}
 	return buf
 }
@@ -110,6 +111,7 @@ func DecodeRecord(rec []byte) ([]Event, []Problem, error) {
 			p.Message = d.str()
 			p.ReceivedAt = d.time()
 			p.Raw = d.bytes()
+			p.Type = d.str()
 			problems = append(problems, p)
 		default:
 			return nil, nil, fmt.Errorf("%w: unknown entry kind %d", ErrCorrupt, kind)

@@ -51,8 +51,9 @@ type Entry struct {
 	Raw        []byte    `json:"-"`
 	Status     string    `json:"status"` // Held or Replayed
 	ReplayedAt time.Time `json:"replayedAt,omitzero"`
-	LogSeq     uint64    `json:"logSeq"`   // the event-log record it came from
-	Position   int       `json:"position"` // its place among that record's problems
+	LogSeq     uint64    `json:"logSeq"`
+	Type       string    `json:"type,omitempty"` // the endpoint's type, for single-event endpoints   // the event-log record it came from
+	Position   int       `json:"position"`       // its place among that record's problems
 }
 
 // Filter narrows [Store.List] and [Store.Count]; empty fields match all.
@@ -102,10 +103,16 @@ func Migrations() []statestore.Migration {
 		DialectSQL: map[string]string{
 			statestore.Postgres: fmt.Sprintf(tableSQL, "BYTEA"),
 		},
+	}, {
+		// The endpoint's type, for events sent to a single-event endpoint
+		// whose body has no "type": a replay needs it.
+		Package: "quarantine",
+		Version: 2,
+		SQL:     `ALTER TABLE quarantine_entries ADD COLUMN event_type TEXT NOT NULL DEFAULT ''`,
 	}}
 }
 
-// insertChunk is how many entries one INSERT carries (13 parameters each,
+// insertChunk is how many entries one INSERT carries (14 parameters each,
 // well under SQLite's and PostgreSQL's limits).
 const insertChunk = 200
 
@@ -129,15 +136,15 @@ func (s *Store) Add(ctx context.Context, logSeq uint64, problems []event.Problem
 			end := min(start+insertChunk, len(problems))
 			var q strings.Builder
 			q.WriteString(`INSERT INTO quarantine_entries
-				(id, log_seq, pos, source_id, message_id, event_index, code, field, message, received_at, raw, status, replayed_at)
+				(id, log_seq, pos, source_id, message_id, event_index, code, field, message, received_at, raw, status, replayed_at, event_type)
 				VALUES `)
-			args := make([]any, 0, (end-start)*13)
+			args := make([]any, 0, (end-start)*14)
 			for i := start; i < end; i++ {
 				p := &problems[i]
 				if i > start {
 					q.WriteString(", ")
 				}
-				q.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+				q.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 				raw := p.Raw
 				if raw == nil {
 					raw = []byte{}
@@ -145,7 +152,7 @@ func (s *Store) Add(ctx context.Context, logSeq uint64, problems []event.Problem
 				args = append(args, statestore.NewID("qe"), int64(logSeq), i,
 					cleanText(p.SourceID), cleanText(p.MessageID), p.Index,
 					cleanText(p.Code), cleanText(p.Field), cleanText(p.Message),
-					statestore.TimeToDB(p.ReceivedAt), raw, Held, 0)
+					statestore.TimeToDB(p.ReceivedAt), raw, Held, 0, cleanText(p.Type))
 			}
 			q.WriteString(` ON CONFLICT (log_seq, pos) DO NOTHING`)
 			if _, err := tx.Exec(ctx, q.String(), args...); err != nil {
@@ -171,7 +178,7 @@ func cleanText(s string) string {
 	return s
 }
 
-const entryColumns = `id, log_seq, pos, source_id, message_id, event_index, code, field, message, received_at, raw, status, replayed_at`
+const entryColumns = `id, log_seq, pos, source_id, message_id, event_index, code, field, message, received_at, raw, status, replayed_at, event_type`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -179,7 +186,7 @@ func scanEntry(r scanner) (Entry, error) {
 	var e Entry
 	var seq, received, replayed int64
 	if err := r.Scan(&e.ID, &seq, &e.Position, &e.SourceID, &e.MessageID, &e.Index, &e.Code, &e.Field,
-		&e.Message, &received, &e.Raw, &e.Status, &replayed); err != nil {
+		&e.Message, &received, &e.Raw, &e.Status, &replayed, &e.Type); err != nil {
 		return Entry{}, err
 	}
 	if e.Raw == nil {
