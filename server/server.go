@@ -157,10 +157,10 @@ func (s *Server) openLog() error {
 	bytes := s.Metrics.NewCounter("tandem_log_bytes_total", "Bytes appended to the event log.")
 	var err error
 	if s.cfg.Log != "" {
-		s.Log, err = jetstream.Open(s.cfg.Log, jetstream.Options{MaxBytes: s.cfg.LogMaxBytes, MaxAge: s.cfg.LogMaxAge, Logger: s.logger})
+		s.Log, err = jetstream.Open(s.cfg.Log, jetstream.Options{MaxBytes: s.cfg.LogMaxBytes, MaxAge: s.cfg.LogMaxAge, Logger: componentLogger(s.logger, "nats")})
 	} else {
 		s.Log, err = jetstream.OpenEmbedded(jetstream.EmbeddedOptions{
-			Dir: filepath.Join(s.cfg.DataDir, "log"), MaxBytes: s.cfg.LogMaxBytes, MaxAge: s.cfg.LogMaxAge, Logger: s.logger,
+			Dir: filepath.Join(s.cfg.DataDir, "log"), MaxBytes: s.cfg.LogMaxBytes, MaxAge: s.cfg.LogMaxAge, Logger: componentLogger(s.logger, "nats"),
 		})
 	}
 	if err != nil {
