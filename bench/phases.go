@@ -164,7 +164,7 @@ func (b *bencher) phaseTandem(ctx context.Context, rep *Report) error {
 	samples, serr := sp.finish()
 	if pr != nil {
 		rep.Phases = append(rep.Phases, pr)
-		rep.Pipeline = pipelineFrom(samples, serr)
+		rep.Pipeline = pipelineFrom(samples, serr, pr.EventsPerSec)
 	}
 	if srv.proc != nil {
 		exit := srv.proc.stop(stopTimeout)
@@ -185,7 +185,10 @@ func (b *bencher) phaseTandem(ctx context.Context, rep *Report) error {
 }
 
 // pipelineFrom sums up the metrics samples taken during the tandem phase.
-func pipelineFrom(samples []sample, err error) *PipelineResult {
+//
+// The pipeline keeps up when it stores at least 95% of the rate collection
+// accepted; the lag figures show how far behind it was.
+func pipelineFrom(samples []sample, err error, accepted float64) *PipelineResult {
 	p := &PipelineResult{Samples: len(samples)}
 	if len(samples) < 2 {
 		if err == nil {
@@ -202,20 +205,7 @@ func pipelineFrom(samples []sample, err error) *PipelineResult {
 	for _, s := range samples {
 		p.LagMax = max(p.LagMax, s.Lag)
 	}
-	// The lag wobbles with the pipeline's batching; it is growing when
-	// even its lowest reading in the last third of the phase is above its
-	// highest in the first third.
-	third := max(len(samples)/3, 1)
-	var firstMax, lastMin float64 = 0, -1
-	for _, s := range samples[:third] {
-		firstMax = max(firstMax, s.Lag)
-	}
-	for _, s := range samples[len(samples)-third:] {
-		if lastMin < 0 || s.Lag < lastMin {
-			lastMin = s.Lag
-		}
-	}
-	p.Growing = lastMin > firstMax
+	p.Growing = accepted > 0 && p.StoredPerSec < 0.95*accepted
 	if err != nil {
 		p.Error = "some scrapes failed: " + err.Error()
 	}

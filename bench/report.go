@@ -144,9 +144,9 @@ func writeText(w io.Writer, rep *Report) {
 	}
 	if p := rep.Pipeline; p != nil {
 		if p.Samples >= 2 {
-			trend := "not growing"
+			trend := "keeping up with collection"
 			if p.Growing {
-				trend = "growing"
+				trend = "falling behind collection: lag growing"
 			}
 			fmt.Fprintf(w, "pipeline during ingest: %s events stored/s; lag %s → %s records (%s, max %s)\n",
 				group(p.StoredPerSec), lag(p.LagStart), lag(p.LagEnd), trend, lag(p.LagMax))
