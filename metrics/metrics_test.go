@@ -16,7 +16,7 @@ func TestExposition(t *testing.T) {
 	h.Observe(0.005)
 	h.Observe(1)
 	var b strings.Builder
-	r.WriteTo(&b)
+	r.Write(&b)
 	out := b.String()
 	for _, want := range []string{
 		`tandem_requests_total{endpoint="/v1/track",code="200"} 2`,
