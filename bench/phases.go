@@ -46,6 +46,7 @@ func (b *bencher) run(ctx context.Context) *Report {
 	}
 	steps := []step{
 		{"tandem", false, b.phaseTandem},
+		{"collect-only", o.Target != "", b.phaseCollectOnly},
 		{"sink", o.SkipBaselines, b.phaseSink},
 		{"log", o.SkipBaselines, b.phaseLog},
 		{"drain", o.SkipDrain || o.Target != "", b.phaseDrain},
@@ -210,6 +211,35 @@ func pipelineFrom(samples []sample, err error, accepted float64) *PipelineResult
 		p.Error = "some scrapes failed: " + err.Error()
 	}
 	return p
+}
+
+// phaseCollectOnly drives a collection-only tandem node (--pipeline=false):
+// the durable ingest path alone, comparable with the sink, while the
+// "tandem" phase shows a whole node sharing the cores with its pipeline.
+func (b *bencher) phaseCollectOnly(ctx context.Context, rep *Report) error {
+	dir, err := tempDir("collect")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	b.logf("phase collect-only: starting the server with --pipeline=false")
+	srv, err := startServer(ctx, "collection-only server", filepath.Join(dir, "data"), filepath.Join(dir, "server.log"), newToken(), "--pipeline=false")
+	if err != nil {
+		return err
+	}
+	defer srv.proc.kill()
+	if err := srv.createSource(ctx); err != nil {
+		return srv.proc.failure(err)
+	}
+	pr, _, err := b.measured(ctx, "collect-only", srv.proc, loadOptions{URL: srv.base + "/v1/batch", WriteKey: srv.writeKey, Duration: b.opts.Duration, Rate: b.opts.Rate})
+	if pr != nil {
+		rep.Phases = append(rep.Phases, pr)
+		pr.ServerExit = srv.proc.stop(stopTimeout)
+	}
+	if err != nil {
+		return srv.proc.failure(err)
+	}
+	return nil
 }
 
 // phaseSink drives the sink baseline as a child process.

@@ -60,6 +60,9 @@ type PhaseResult struct {
 type Ratios struct {
 	TandemOverSink *float64 `json:"tandemOverSink"`
 	TandemOverLog  *float64 `json:"tandemOverLog"`
+	// The collection-only node (--pipeline=false) against the same baselines.
+	CollectOverSink *float64 `json:"collectOverSink,omitempty"`
+	CollectOverLog  *float64 `json:"collectOverLog,omitempty"`
 }
 
 // PipelineResult is the pipeline's progress during the tandem phase, from
@@ -103,7 +106,8 @@ func ratios(phases []*PhaseResult) Ratios {
 		}
 		return ptr(pa.EventsPerSec / pb.EventsPerSec)
 	}
-	return Ratios{TandemOverSink: div("tandem", "sink"), TandemOverLog: div("tandem", "log")}
+	return Ratios{TandemOverSink: div("tandem", "sink"), TandemOverLog: div("tandem", "log"),
+		CollectOverSink: div("collect-only", "sink"), CollectOverLog: div("collect-only", "log")}
 }
 
 func writeJSON(w io.Writer, rep *Report) error {
@@ -141,6 +145,12 @@ func writeText(w io.Writer, rep *Report) {
 	}
 	if r := rep.Ratios.TandemOverLog; r != nil {
 		fmt.Fprintf(w, "tandem ÷ log baseline: %.2f× events/s\n", *r)
+	}
+	if r := rep.Ratios.CollectOverSink; r != nil {
+		fmt.Fprintf(w, "collect-only ÷ sink:   %.2f× events/s\n", *r)
+	}
+	if r := rep.Ratios.CollectOverLog; r != nil {
+		fmt.Fprintf(w, "collect-only ÷ log:    %.2f× events/s\n", *r)
 	}
 	if p := rep.Pipeline; p != nil {
 		if p.Samples >= 2 {
