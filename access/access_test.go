@@ -1,30 +1,18 @@
 package access_test
 
 import (
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"tandem/access"
 	"tandem/access/accesstest"
-	"tandem/statestore"
-	"tandem/statestore/sqlite"
+	"tandem/statestore/sqlite/sqlitetest"
 )
-
-func open(t *testing.T) *statestore.DB {
-	t.Helper()
-	db, err := sqlite.Open(filepath.Join(t.TempDir(), "state.db"))
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
-}
 
 // TestStore runs the package's suite on SQLite (statetest runs it on every
 // backend).
 func TestStore(t *testing.T) {
-	accesstest.Run(t, open)
+	accesstest.Run(t, sqlitetest.Open)
 }
 
 func TestCan(t *testing.T) {

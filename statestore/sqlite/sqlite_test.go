@@ -10,25 +10,16 @@ import (
 
 	"tandem/statestore"
 	"tandem/statestore/sqlite"
+	"tandem/statestore/sqlite/sqlitetest"
 	"tandem/statestore/statetest"
 )
 
-func open(t *testing.T) *statestore.DB {
-	t.Helper()
-	db, err := sqlite.Open(filepath.Join(t.TempDir(), "state.db"))
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
-}
-
 func TestContract(t *testing.T) {
-	statetest.Run(t, open)
+	statetest.Run(t, sqlitetest.Open)
 }
 
 func TestPragmas(t *testing.T) {
-	db := open(t)
+	db := sqlitetest.Open(t)
 	ctx := context.Background()
 	// Every pooled connection has the settings, not just the first.
 	conns := make([]interface{ Close() error }, 0, 4)
