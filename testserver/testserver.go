@@ -1,0 +1,30 @@
+// Package testserver starts real database and messaging servers on
+// loopback for tests: PostgreSQL, ClickHouse and a NATS cluster, each with
+// its data in a temporary directory that is removed when the test ends.
+//
+// When a server's software is not installed a test is skipped with a
+// message saying what is missing and how to install it, unless the
+// environment says servers are required (TANDEM_TEST_SERVERS=require, as
+// .ci/run sets it): then the test fails, so a CI run can never pass by
+// skipping the server backends.
+package testserver
+
+import (
+	"os"
+	"testing"
+)
+
+// Required reports whether tests must fail, rather than skip, when a server
+// cannot be started.
+func Required() bool { return os.Getenv("TANDEM_TEST_SERVERS") == "require" }
+
+// Unavailable ends t because the server named what cannot run here: a
+// skip with why (and how to install it), or a failure when servers are
+// required.
+func Unavailable(t testing.TB, what, why string) {
+	t.Helper()
+	if Required() {
+		t.Fatalf("%s is required (TANDEM_TEST_SERVERS=require) but unavailable: %s", what, why)
+	}
+	t.Skipf("skipping: %s is not available: %s (set TANDEM_TEST_SERVERS=require to make this a failure)", what, why)
+}
