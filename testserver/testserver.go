@@ -11,6 +11,7 @@ package testserver
 
 import (
 	"os"
+	"sync"
 	"testing"
 )
 
@@ -27,4 +28,33 @@ func Unavailable(t testing.TB, what, why string) {
 		t.Fatalf("%s is required (TANDEM_TEST_SERVERS=require) but unavailable: %s", what, why)
 	}
 	t.Skipf("skipping: %s is not available: %s (set TANDEM_TEST_SERVERS=require to make this a failure)", what, why)
+}
+
+var (
+	stopMu sync.Mutex
+	stops  []func()
+)
+
+// atExit registers stop to run when [Main] ends the test binary. Servers
+// are shared by the tests of one binary (each test gets its own database
+// or stream) because starting one costs seconds.
+func atExit(stop func()) {
+	stopMu.Lock()
+	defer stopMu.Unlock()
+	stops = append(stops, stop)
+}
+
+// Main runs the tests of a package that uses this package's servers and
+// stops the servers afterwards. Call it from TestMain:
+//
+//	func TestMain(m *testing.M) { testserver.Main(m) }
+func Main(m *testing.M) {
+	code := m.Run()
+	stopMu.Lock()
+	for i := len(stops) - 1; i >= 0; i-- {
+		stops[i]()
+	}
+	stops = nil
+	stopMu.Unlock()
+	os.Exit(code)
 }
