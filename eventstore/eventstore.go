@@ -33,6 +33,15 @@ type Store interface {
 	// List returns events matching q, oldest first by event time (ties by
 	// source and messageId), a page at a time.
 	List(ctx context.Context, q Query) (Page, error)
+	// LinkProfiles records, for each link, that the events whose
+	// [ProfileKey] is Key belong to the profile ProfileID, replacing any
+	// earlier link of Key; an empty ProfileID removes the link. Links are
+	// followed when events are read, so events stored before a merge (or
+	// an unmerge) follow it without being rewritten. Applying the same
+	// links again changes nothing.
+	LinkProfiles(ctx context.Context, links []ProfileLink) error
+	// ProfileLinks returns the keys linked to profileID, sorted.
+	ProfileLinks(ctx context.Context, profileID string) ([]string, error)
 	// Count returns the number of stored events.
 	Count(ctx context.Context) (int64, error)
 	// Close releases the store.
@@ -42,7 +51,7 @@ type Store interface {
 // Query filters List. Zero fields do not filter.
 type Query struct {
 	SourceID string
-	Profile  string // matches userId or anonymousId (until identity resolution adds profiles)
+	Profile  string // the event's profile: see [ProfileOf]
 	Type     string
 	Name     string    // track event name, page or screen name
 	From     time.Time // event time >= From
@@ -55,4 +64,36 @@ type Query struct {
 type Page struct {
 	Events []event.Event
 	Next   string // cursor for the next page; empty when there is none
+}
+
+// ProfileLink says that the events whose [ProfileKey] is Key belong to the
+// profile ProfileID.
+type ProfileLink struct {
+	Key       string
+	ProfileID string
+}
+
+// ProfileKey is the identity by which a stored event joins its profile:
+// "user_id:" and the userId when the event has one, else "anonymous_id:"
+// and the anonymousId. Identity resolution links keys to profiles with
+// [Store.LinkProfiles].
+func ProfileKey(userID, anonymousID string) string {
+	if userID != "" {
+		return "user_id:" + userID
+	}
+	return "anonymous_id:" + anonymousID
+}
+
+// ProfileOf is the profile an event belongs to, given the profile its key
+// is linked to ("" when none): the linked profile, or, for an event whose
+// key is not linked (not yet resolved), its userId, else its anonymousId.
+// Query.Profile and the analytics count profiles this way.
+func ProfileOf(linked, userID, anonymousID string) string {
+	if linked != "" {
+		return linked
+	}
+	if userID != "" {
+		return userID
+	}
+	return anonymousID
 }

@@ -167,10 +167,12 @@ func (s *Store) List(ctx context.Context, q eventstore.Query) (eventstore.Page, 
 	}
 	branches := [][]string{where}
 	if q.Profile != "" {
-		p := param(validUTF8(q.Profile))
-		branches = [][]string{
-			append(slices.Clip(where), "user_id = "+p),
-			append(slices.Clip(where), "anonymous_id = "+p, "user_id IS DISTINCT FROM "+p),
+		var err error
+		if branches, err = s.profileBranches(ctx, where, validUTF8(q.Profile), param); err != nil {
+			return eventstore.Page{}, err
+		}
+		if len(branches) == 0 {
+			return eventstore.Page{}, nil
 		}
 	}
 	const order = ` ORDER BY timestamp, source_id, message_id`
@@ -261,4 +263,53 @@ func decodeCursor(s string) (cursor, error) {
 		return cursor{}, eventstore.ErrBadCursor
 	}
 	return c, nil
+}
+
+// profileBranches turns a Profile filter into branches of plain equality
+// and IN conditions (each pushed into the scan; an OR is not): the keys
+// linked to the profile, and the profile as a raw userId or anonymousId of
+// events whose key is not linked (see [eventstore.ProfileOf]).
+func (s *Store) profileBranches(ctx context.Context, where []string, profile string, param func(any) string) ([][]string, error) {
+	keys, err := s.ProfileLinks(ctx, profile)
+	if err != nil {
+		return nil, fmt.Errorf("eventstore/duckdb: list: %w", err)
+	}
+	var users, anons []string
+	for _, k := range keys {
+		if v, ok := strings.CutPrefix(k, "user_id:"); ok {
+			users = append(users, v)
+		} else if v, ok := strings.CutPrefix(k, "anonymous_id:"); ok {
+			anons = append(anons, v)
+		}
+	}
+	for _, k := range []string{eventstore.ProfileKey(profile, ""), eventstore.ProfileKey("", profile)} {
+		var linked int
+		if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM profile_links WHERE key = ?`, k).Scan(&linked); err != nil {
+			return nil, fmt.Errorf("eventstore/duckdb: list: %w", err)
+		}
+		if linked > 0 {
+			continue
+		}
+		if strings.HasPrefix(k, "user_id:") {
+			users = append(users, profile)
+		} else {
+			anons = append(anons, profile)
+		}
+	}
+	var branches [][]string
+	if len(users) > 0 {
+		branches = append(branches, append(slices.Clip(where), "user_id IN ("+params(users, param)+")"))
+	}
+	if len(anons) > 0 {
+		branches = append(branches, append(slices.Clip(where), "user_id IS NULL", "anonymous_id IN ("+params(anons, param)+")"))
+	}
+	return branches, nil
+}
+
+func params(vals []string, param func(any) string) string {
+	ps := make([]string, len(vals))
+	for i, v := range vals {
+		ps[i] = param(v)
+	}
+	return strings.Join(ps, ", ")
 }

@@ -43,6 +43,13 @@ var migrations = []string{
 		payload_key_id     VARCHAR,
 		key_hash           UBIGINT NOT NULL
 	)`,
+	// Version 2: links from an event's profile key (eventstore.ProfileKey)
+	// to its resolved profile, written by identity resolution and followed
+	// at read time.
+	`CREATE TABLE profile_links (
+		key        VARCHAR PRIMARY KEY,
+		profile_id VARCHAR NOT NULL
+	)`,
 }
 
 // migrate creates the schema_version table if needed and applies the

@@ -61,6 +61,7 @@ func Run(t *testing.T, open func(t *testing.T) eventstore.Store) {
 		{"ConcurrentAppend", testConcurrentAppend},
 		{"ConcurrentReadersSeeWholeBatches", testConcurrentReaders},
 		{"AtomicOnCancel", testAtomicOnCancel},
+		{"ProfileLinks", testProfileLinks},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -579,7 +580,7 @@ func testListFilters(t *testing.T, s eventstore.Store) {
 
 func match(e event.Event, q eventstore.Query) bool {
 	return (q.SourceID == "" || e.SourceID == q.SourceID) &&
-		(q.Profile == "" || e.UserID == q.Profile || e.AnonymousID == q.Profile) &&
+		(q.Profile == "" || eventstore.ProfileOf("", e.UserID, e.AnonymousID) == q.Profile) &&
 		(q.Type == "" || e.Type == q.Type) &&
 		(q.Name == "" || e.Name == q.Name) &&
 		(q.From.IsZero() || !e.Timestamp.Before(q.From)) &&
@@ -877,5 +878,87 @@ func testAtomicOnCancel(t *testing.T, s eventstore.Store) {
 	}
 	if !sawErr {
 		t.Log("note: no Append failed on cancellation; atomicity not exercised")
+	}
+}
+
+// testProfileLinks checks that a Profile query follows the links identity
+// resolution writes, including to events stored before the link, and that
+// relinking (an unmerge) and unlinking move events back.
+func testProfileLinks(t *testing.T, s eventstore.Store) {
+	ctx := context.Background()
+	ev := func(msg, uid, aid string, sec int) event.Event {
+		e := fullEvent("src-1", msg, baseTime.Add(time.Duration(sec)*time.Second))
+		e.UserID, e.AnonymousID = uid, aid
+		e.Raw = rawFor(e)
+		return e
+	}
+	evs := []event.Event{
+		ev("m1", "", "anon-a", 1),    // web visit before login
+		ev("m2", "u-1", "anon-a", 2), // login
+		ev("m3", "", "anon-b", 3),    // another device
+		ev("m4", "u-2", "", 4),       // someone else
+		ev("m5", "", "prf-1", 5),     // raw id equal to a profile id, linked elsewhere below
+	}
+	mustAppend(t, s, evs, len(evs))
+	profile := func(p string) []string {
+		t.Helper()
+		var got []string
+		for _, e := range listAll(t, s, eventstore.Query{Profile: p}) {
+			got = append(got, e.MessageID)
+		}
+		return got
+	}
+	link := func(links ...eventstore.ProfileLink) {
+		t.Helper()
+		if err := s.LinkProfiles(ctx, links); err != nil {
+			t.Fatalf("LinkProfiles: %v", err)
+		}
+	}
+	if got := profile("anon-a"); !slices.Equal(got, []string{"m1"}) {
+		t.Fatalf("unlinked Profile anon-a = %v, want [m1] (m2 has a userId)", got)
+	}
+	link(eventstore.ProfileLink{Key: "anonymous_id:anon-a", ProfileID: "prf-1"},
+		eventstore.ProfileLink{Key: "user_id:u-1", ProfileID: "prf-1"},
+		eventstore.ProfileLink{Key: "anonymous_id:anon-b", ProfileID: "prf-1"},
+		eventstore.ProfileLink{Key: "anonymous_id:prf-1", ProfileID: "prf-9"},
+		eventstore.ProfileLink{Key: "user_id:u-2", ProfileID: "prf-2"})
+	if got := profile("prf-1"); !slices.Equal(got, []string{"m1", "m2", "m3"}) {
+		t.Errorf("Profile prf-1 = %v, want [m1 m2 m3]", got)
+	}
+	if got := profile("u-1"); len(got) != 0 {
+		t.Errorf("Profile u-1 (linked) = %v, want none", got)
+	}
+	if got := profile("prf-9"); !slices.Equal(got, []string{"m5"}) {
+		t.Errorf("Profile prf-9 = %v, want [m5]", got)
+	}
+	keys, err := s.ProfileLinks(ctx, "prf-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"anonymous_id:anon-a", "anonymous_id:anon-b", "user_id:u-1"}; !slices.Equal(keys, want) {
+		t.Errorf("ProfileLinks(prf-1) = %v, want %v", keys, want)
+	}
+	// Unmerge: anon-b goes to its own profile; the same links twice and a
+	// repeated key in one call (the last wins) change nothing more.
+	for range 2 {
+		link(eventstore.ProfileLink{Key: "anonymous_id:anon-b", ProfileID: "prf-1"},
+			eventstore.ProfileLink{Key: "anonymous_id:anon-b", ProfileID: "prf-3"})
+	}
+	if got := profile("prf-1"); !slices.Equal(got, []string{"m1", "m2"}) {
+		t.Errorf("after relink Profile prf-1 = %v, want [m1 m2]", got)
+	}
+	if got := profile("prf-3"); !slices.Equal(got, []string{"m3"}) {
+		t.Errorf("after relink Profile prf-3 = %v, want [m3]", got)
+	}
+	// Unlink: the event is found by its raw id again.
+	link(eventstore.ProfileLink{Key: "user_id:u-2"})
+	if got := profile("u-2"); !slices.Equal(got, []string{"m4"}) {
+		t.Errorf("after unlink Profile u-2 = %v, want [m4]", got)
+	}
+	if got := profile("prf-2"); len(got) != 0 {
+		t.Errorf("after unlink Profile prf-2 = %v, want none", got)
+	}
+	if err := s.LinkProfiles(ctx, nil); err != nil {
+		t.Errorf("LinkProfiles(nil): %v", err)
 	}
 }
