@@ -145,6 +145,9 @@ func Open(ctx context.Context, rawURL string) (*statestore.DB, error) {
 // checkSettings refuses a server that could acknowledge a commit before it
 // is safely on disk.
 func checkSettings(ctx context.Context, db *statestore.DB) error {
+	if err := db.SQL().PingContext(ctx); err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
 	for _, s := range []struct {
 		name string
 		ok   func(string) bool
