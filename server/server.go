@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
@@ -29,6 +30,7 @@ import (
 	"tandem/pipeline"
 	"tandem/quarantine"
 	"tandem/statestore"
+	"tandem/statestore/postgres"
 	"tandem/statestore/sqlite"
 	"tandem/version"
 )
@@ -112,11 +114,8 @@ func Open(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Serve
 	if err := s.openLog(); err != nil {
 		return nil, err
 	}
-	if cfg.State != "" {
-		return nil, &config.UsageError{Key: "state", Message: "the PostgreSQL state store is not available in this version"}
-	}
-	if s.State, err = sqlite.Open(filepath.Join(cfg.DataDir, "state.db")); err != nil {
-		return nil, fmt.Errorf("state store: %w", err)
+	if s.State, err = openState(ctx, cfg); err != nil {
+		return nil, err
 	}
 	var migs []statestore.Migration
 	migs = append(migs, access.Migrations()...)
@@ -148,6 +147,27 @@ func Open(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Serve
 	}
 	s.handler = s.routes()
 	return s, nil
+}
+
+// openState opens the state store: PostgreSQL when cfg.State is a
+// postgres:// or postgresql:// URL, else the embedded SQLite file.
+func openState(ctx context.Context, cfg config.Config) (*statestore.DB, error) {
+	if cfg.State == "" {
+		db, err := sqlite.Open(filepath.Join(cfg.DataDir, "state.db"))
+		if err != nil {
+			return nil, fmt.Errorf("state store: %w", err)
+		}
+		return db, nil
+	}
+	if u, err := url.Parse(cfg.State); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		// The URL is not repeated: it may hold a password.
+		return nil, &config.UsageError{Key: "state", Message: "want empty (embedded SQLite) or a postgres:// or postgresql:// URL"}
+	}
+	db, err := postgres.Open(ctx, cfg.State) // its errors hide the password
+	if err != nil {
+		return nil, fmt.Errorf("state store: %w", err)
+	}
+	return db, nil
 }
 
 func (s *Server) openLog() error {
@@ -203,7 +223,17 @@ func (s *Server) ready(ctx context.Context) error {
 	if t := s.lastAppendFailure.Load(); t != 0 && time.Since(time.Unix(0, t)) < 5*time.Second {
 		return errors.New("the event log refused the last write")
 	}
-	return s.State.Ping(ctx)
+	// A short ping: a state store that is away (PostgreSQL restarting)
+	// makes the node not ready until it is back. The cause goes to the
+	// debug log, not to /readyz, which anyone can read: it names hosts
+	// and users.
+	pctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if err := s.State.Ping(pctx); err != nil {
+		s.logger.Debug("state store ping failed", "err", err.Error())
+		return errors.New("the state store does not answer")
+	}
+	return nil
 }
 
 // Handler is the node's whole HTTP surface.

@@ -13,6 +13,9 @@
 //     matches [ErrConflict] with [errors.Is] (the driver's error stays
 //     reachable with [errors.As]); [Dialect.IsConflict] tests raw driver
 //     errors.
+//   - On a [BusyDialect] (PostgreSQL), a transaction the database aborted
+//     because of a concurrent one (serialization failure, deadlock) is
+//     reported as an error that matches [ErrBusy].
 //   - A [Row] that matches nothing scans to an error matching [ErrNotFound]
 //     (and [database/sql.ErrNoRows]).
 //   - Backends that allow a single writer (SQLite) are opened with
@@ -27,6 +30,11 @@
 // runs once, in its own transaction, and is recorded (with a checksum of its
 // SQL) in the schema_migrations table; re-running Migrate is a no-op, and
 // changing the SQL of an applied migration is reported as an error.
+// Several processes may migrate one database at once (nodes starting
+// together against PostgreSQL): each migration's transaction first claims
+// its row in schema_migrations, so it runs once, and a dialect that is a
+// [MigrationLocker] also takes a database-wide lock, so migrations of
+// different processes never interleave.
 //
 // Migration SQL must be portable between SQLite and PostgreSQL 15: TEXT,
 // BIGINT, DOUBLE PRECISION; text primary keys (see [NewID]) rather than

@@ -99,6 +99,14 @@ func (db *DB) createMigrationsTable(ctx context.Context) error {
 // apply runs one migration in a transaction.
 func (db *DB) apply(ctx context.Context, m Migration, script, sum string) error {
 	return db.Tx(ctx, func(tx *Tx) error {
+		if l, ok := db.dialect.(MigrationLocker); ok {
+			// One migrating process at a time: DDL of two processes
+			// interleaved in one database can deadlock, or fail on the
+			// catalog's unique indexes.
+			if _, err := tx.tx.ExecContext(ctx, l.MigrationLockSQL()); err != nil {
+				return fmt.Errorf("statestore: migration %s: lock: %w", m, db.mapErr(err))
+			}
+		}
 		// Claim the migration first: a concurrent migrator that claimed it
 		// already makes this insert do nothing (after waiting for its
 		// commit, in PostgreSQL), and we leave it alone.

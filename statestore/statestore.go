@@ -16,8 +16,11 @@ var ErrNotFound = errors.New("statestore: not found")
 // Concept packages wrap it: the API answers 409.
 var ErrConflict = errors.New("statestore: conflict")
 
-// ErrBusy is returned when a write could not get the single write slot of a
-// [WithSingleWriter] database in time.
+// ErrBusy is matched by errors for a write that could not go ahead because
+// of concurrent ones: it could not get the single write slot of a
+// [WithSingleWriter] database in time, or the database aborted its
+// transaction to resolve a serialization failure or a deadlock (see
+// [BusyDialect]). Trying again later may succeed.
 var ErrBusy = errors.New("statestore: busy")
 
 // ErrBadCursor is matched by errors for a pagination cursor this store did
@@ -42,6 +45,27 @@ type Dialect interface {
 	// IsConflict reports whether err, as returned by the driver, is a unique
 	// or primary-key constraint violation.
 	IsConflict(err error) bool
+}
+
+// BusyDialect is implemented by a [Dialect] whose database aborts
+// transactions that conflict with concurrent ones (PostgreSQL's
+// serialization failures and deadlocks). Errors it recognises match
+// [ErrBusy].
+type BusyDialect interface {
+	Dialect
+	// IsBusy reports whether err, as returned by the driver, aborted a
+	// transaction because of a concurrent one.
+	IsBusy(err error) bool
+}
+
+// MigrationLocker is implemented by a [Dialect] whose database several
+// processes may migrate at once. [DB.Migrate] runs MigrationLockSQL first
+// in each migration's transaction; the statement must block until no other
+// migration holds the lock and hold it until the transaction ends (such as
+// PostgreSQL's pg_advisory_xact_lock).
+type MigrationLocker interface {
+	Dialect
+	MigrationLockSQL() string
 }
 
 // DB is a state store database: a [sql.DB] with its [Dialect]. It is safe
@@ -236,7 +260,8 @@ func (r *Row) Scan(dest ...any) error {
 // Err returns the error, if any, of running the query.
 func (r *Row) Err() error { return r.db.mapErr(r.row.Err()) }
 
-// mapErr makes constraint violations match ErrConflict.
+// mapErr makes constraint violations match ErrConflict, and transactions
+// aborted because of concurrent ones match ErrBusy.
 func (db *DB) mapErr(err error) error {
 	if err == nil {
 		return nil
@@ -244,8 +269,19 @@ func (db *DB) mapErr(err error) error {
 	if db.dialect.IsConflict(err) {
 		return &conflictError{err: err}
 	}
+	if b, ok := db.dialect.(BusyDialect); ok && b.IsBusy(err) {
+		return &busyError{err: err}
+	}
 	return err
 }
+
+// busyError is a driver's error for an aborted transaction that also
+// matches ErrBusy.
+type busyError struct{ err error }
+
+func (e *busyError) Error() string        { return "statestore: busy: " + e.err.Error() }
+func (e *busyError) Unwrap() error        { return e.err }
+func (e *busyError) Is(target error) bool { return target == ErrBusy }
 
 // conflictError is a driver's unique-violation error that also matches
 // ErrConflict.

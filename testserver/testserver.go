@@ -49,6 +49,7 @@ func atExit(stop func()) {
 //
 //	func TestMain(m *testing.M) { testserver.Main(m) }
 func Main(m *testing.M) {
+	mainRunning.Store(true)
 	code := m.Run()
 	stopMu.Lock()
 	for i := len(stops) - 1; i >= 0; i-- {
