@@ -34,7 +34,15 @@ func (s *Server) bootstrap(ctx context.Context) error {
 
 func (s *Server) bootstrapAdmin(ctx context.Context) (admin access.User, err error) {
 	if tok := os.Getenv("TANDEM_ADMIN_TOKEN"); tok != "" {
-		if admin, err = s.Access.CreateUserWithToken(ctx, "admin", access.RoleAdmin, tok); err != nil {
+		admin, err = s.Access.CreateUserWithToken(ctx, "admin", access.RoleAdmin, tok)
+		if errors.Is(err, statestore.ErrConflict) {
+			// Another node sharing the state store bootstrapped the same
+			// admin at the same moment: that admin is ours too.
+			if admin, err = s.Access.Authenticate(ctx, tok); err == nil {
+				return admin, nil
+			}
+		}
+		if err != nil {
 			return admin, fmt.Errorf("bootstrap admin from TANDEM_ADMIN_TOKEN: %w", err)
 		}
 		s.logger.Info("created the first admin with the token from TANDEM_ADMIN_TOKEN")
