@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"tandem/eventlog"
 	"tandem/eventlog/jetstream"
 	"tandem/eventstore"
+	"tandem/eventstore/clickhouse"
 	"tandem/eventstore/duckdb"
 	"tandem/governance"
 	"tandem/metrics"
@@ -128,11 +130,8 @@ func Open(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Serve
 	s.Access = access.NewStore(s.State)
 	s.Governance = governance.NewStore(s.State)
 	s.Quarantine = quarantine.NewStore(s.State)
-	if cfg.Events != "" {
-		return nil, &config.UsageError{Key: "events", Message: "the ClickHouse event store is not available in this version"}
-	}
-	if s.Events, err = duckdb.Open(filepath.Join(cfg.DataDir, "events.duckdb")); err != nil {
-		return nil, fmt.Errorf("event store: %w", err)
+	if err := s.openEvents(ctx); err != nil {
+		return nil, err
 	}
 	if err := s.bootstrap(ctx); err != nil {
 		return nil, err
@@ -148,6 +147,23 @@ func Open(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Serve
 	}
 	s.handler = s.routes()
 	return s, nil
+}
+
+// openEvents opens the event store: ClickHouse for a clickhouse:// URL in
+// cfg.Events, else the embedded DuckDB file in the data directory.
+func (s *Server) openEvents(ctx context.Context) (err error) {
+	switch {
+	case s.cfg.Events == "":
+		s.Events, err = duckdb.Open(filepath.Join(s.cfg.DataDir, "events.duckdb"))
+	case strings.HasPrefix(s.cfg.Events, "clickhouse://"):
+		s.Events, err = clickhouse.Open(ctx, s.cfg.Events)
+	default:
+		return &config.UsageError{Key: "events", Message: "want empty (embedded) or a clickhouse:// URL"}
+	}
+	if err != nil {
+		return fmt.Errorf("event store: %w", err)
+	}
+	return nil
 }
 
 func (s *Server) openLog() error {
@@ -203,7 +219,15 @@ func (s *Server) ready(ctx context.Context) error {
 	if t := s.lastAppendFailure.Load(); t != 0 && time.Since(time.Unix(0, t)) < 5*time.Second {
 		return errors.New("the event log refused the last write")
 	}
-	return s.State.Ping(ctx)
+	if err := s.State.Ping(ctx); err != nil {
+		return err
+	}
+	// A server event store (ClickHouse) must answer too; the embedded one
+	// has nothing to ping.
+	if p, ok := s.Events.(interface{ Ping(context.Context) error }); ok {
+		return p.Ping(ctx)
+	}
+	return nil
 }
 
 // Handler is the node's whole HTTP surface.
