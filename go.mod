@@ -3,6 +3,7 @@ module tandem
 go 1.26.8
 
 require (
+	github.com/ClickHouse/clickhouse-go/v2 v2.40.3
 	github.com/duckdb/duckdb-go/v2 v2.10506.0
 	github.com/mattn/go-sqlite3 v1.14.32
 	github.com/nats-io/nats-server/v2 v2.12.1
@@ -14,7 +15,6 @@ require (
 
 require (
 	github.com/ClickHouse/ch-go v0.68.0 // indirect
-	github.com/ClickHouse/clickhouse-go/v2 v2.40.3 // indirect
 	github.com/andybalholm/brotli v1.2.0 // indirect
 	github.com/antithesishq/antithesis-sdk-go v0.4.3-default-no-op // indirect
 	github.com/apache/arrow-go/v18 v18.5.1 // indirect
