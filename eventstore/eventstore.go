@@ -2,7 +2,8 @@
 // funnels, journeys. A [Store] is append-mostly and idempotent: an event is
 // identified by its source and messageId, and storing it twice keeps one.
 //
-// Implementations: eventstore/duckdb (embedded default). Every
+// Implementations: eventstore/duckdb (embedded default) and
+// eventstore/clickhouse (a ClickHouse server, for scale-out). Every
 // implementation must pass the contract suite in eventstore/storetest.
 package eventstore
 

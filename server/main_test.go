@@ -6,6 +6,6 @@ import (
 	"tandem/testserver"
 )
 
-// TestMain stops the database servers some tests start (PostgreSQL for
-// the state store) when the tests end.
+// TestMain stops the servers (PostgreSQL, ClickHouse, …) that tests
+// started through testserver once every test has run.
 func TestMain(m *testing.M) { testserver.Main(m) }

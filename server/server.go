@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,6 +25,7 @@ import (
 	"tandem/eventlog"
 	"tandem/eventlog/jetstream"
 	"tandem/eventstore"
+	"tandem/eventstore/clickhouse"
 	"tandem/eventstore/duckdb"
 	"tandem/governance"
 	"tandem/metrics"
@@ -127,11 +129,8 @@ func Open(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Serve
 	s.Access = access.NewStore(s.State)
 	s.Governance = governance.NewStore(s.State)
 	s.Quarantine = quarantine.NewStore(s.State)
-	if cfg.Events != "" {
-		return nil, &config.UsageError{Key: "events", Message: "the ClickHouse event store is not available in this version"}
-	}
-	if s.Events, err = duckdb.Open(filepath.Join(cfg.DataDir, "events.duckdb")); err != nil {
-		return nil, fmt.Errorf("event store: %w", err)
+	if err := s.openEvents(ctx); err != nil {
+		return nil, err
 	}
 	if err := s.bootstrap(ctx); err != nil {
 		return nil, err
@@ -168,6 +167,23 @@ func openState(ctx context.Context, cfg config.Config) (*statestore.DB, error) {
 		return nil, fmt.Errorf("state store: %w", err)
 	}
 	return db, nil
+}
+
+// openEvents opens the event store: ClickHouse for a clickhouse:// URL in
+// cfg.Events, else the embedded DuckDB file in the data directory.
+func (s *Server) openEvents(ctx context.Context) (err error) {
+	switch {
+	case s.cfg.Events == "":
+		s.Events, err = duckdb.Open(filepath.Join(s.cfg.DataDir, "events.duckdb"))
+	case strings.HasPrefix(s.cfg.Events, "clickhouse://"):
+		s.Events, err = clickhouse.Open(ctx, s.cfg.Events)
+	default:
+		return &config.UsageError{Key: "events", Message: "want empty (embedded) or a clickhouse:// URL"}
+	}
+	if err != nil {
+		return fmt.Errorf("event store: %w", err)
+	}
+	return nil
 }
 
 func (s *Server) openLog() error {
@@ -223,15 +239,23 @@ func (s *Server) ready(ctx context.Context) error {
 	if t := s.lastAppendFailure.Load(); t != 0 && time.Since(time.Unix(0, t)) < 5*time.Second {
 		return errors.New("the event log refused the last write")
 	}
-	// A short ping: a state store that is away (PostgreSQL restarting)
-	// makes the node not ready until it is back. The cause goes to the
-	// debug log, not to /readyz, which anyone can read: it names hosts
-	// and users.
+	// Short pings: a store that is away (PostgreSQL or ClickHouse
+	// restarting) makes the node not ready until it is back. The cause
+	// goes to the debug log, not to /readyz, which anyone can read: it
+	// names hosts and users.
 	pctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	if err := s.State.Ping(pctx); err != nil {
 		s.logger.Debug("state store ping failed", "err", err.Error())
 		return errors.New("the state store does not answer")
+	}
+	// A server event store (ClickHouse) must answer too; the embedded one
+	// has nothing to ping.
+	if p, ok := s.Events.(interface{ Ping(context.Context) error }); ok {
+		if err := p.Ping(pctx); err != nil {
+			s.logger.Debug("event store ping failed", "err", err.Error())
+			return errors.New("the event store does not answer")
+		}
 	}
 	return nil
 }
