@@ -1,0 +1,376 @@
+// Package duckdb answers analytics queries over the embedded DuckDB event
+// store (eventstore/duckdb): funnels in SQL (see [Backend.Funnel]), the
+// rest through the Go engine over a streaming [analytics.Source].
+package duckdb
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"tandem/analytics"
+)
+
+// Backend is the DuckDB [analytics.Backend]. It is also an
+// [analytics.Source] (Scan), and the embedded Engine answers what has no
+// SQL path over it.
+type Backend struct {
+	analytics.Engine
+	db *sql.DB
+}
+
+var _ analytics.Backend = (*Backend)(nil)
+
+// New returns a Backend over db, a database with eventstore/duckdb's
+// events and profile_links tables.
+func New(db *sql.DB) *Backend {
+	b := &Backend{db: db}
+	b.Src = b
+	return b
+}
+
+// fromEvents joins each event to its profile link; profileExpr is then the
+// event's profile (eventstore.ProfileOf).
+const (
+	fromEvents = `events e LEFT JOIN profile_links l ON l.key = (CASE WHEN e.user_id IS NOT NULL THEN 'user_id:' || e.user_id ELSE 'anonymous_id:' || e.anonymous_id END)`
+	profileExpr = `coalesce(l.profile_id, e.user_id, e.anonymous_id)`
+)
+
+// maxConditions is the most conditions a scan takes: masks are BIGINT.
+const maxConditions = 62
+
+// query accumulates SQL parameters, numbered so that the order in which
+// the SQL is assembled does not matter.
+type query struct{ args []any }
+
+func (q *query) param(v any) string {
+	q.args = append(q.args, v)
+	return "$" + strconv.Itoa(len(q.args))
+}
+
+// ceilMicro rounds t up to the store's microsecond precision, as the
+// event store's List does.
+func ceilMicro(t time.Time) time.Time {
+	if t.Nanosecond()%1000 == 0 {
+		return t
+	}
+	return t.Truncate(time.Microsecond).Add(time.Microsecond)
+}
+
+// rangeSQL restricts e.timestamp to r.
+func (q *query) rangeSQL(r analytics.Range) string {
+	return "e.timestamp >= " + q.param(ceilMicro(r.From)) + " AND e.timestamp < " + q.param(ceilMicro(r.To))
+}
+
+// propPath is the JSON path of properties.<name>.
+func propPath(name string) string { return `$.properties."` + name + `"` }
+
+// condSQL is a boolean SQL expression for c over events e.
+func (q *query) condSQL(c analytics.Condition) string {
+	parts := []string{"e.name = " + q.param(c.Event)}
+	for _, f := range c.Where {
+		parts = append(parts, "coalesce("+q.filterSQL(f)+", false)")
+	}
+	return "(" + strings.Join(parts, " AND ") + ")"
+}
+
+func (q *query) filterSQL(f analytics.Filter) string {
+	x := "json_extract_string(e.raw, " + q.param(propPath(f.Property)) + ")"
+	eq := func(v any) string {
+		if n, ok := v.(float64); ok {
+			return "TRY_CAST(" + x + " AS DOUBLE) = " + q.param(n)
+		}
+		return x + " = " + q.param(analytics.ScalarString(v))
+	}
+	switch f.Op {
+	case "eq":
+		return eq(f.Value)
+	case "neq":
+		return "NOT coalesce(" + eq(f.Value) + ", false)"
+	case "in":
+		var ors []string
+		for _, v := range f.Value.([]any) {
+			ors = append(ors, "coalesce("+eq(v)+", false)")
+		}
+		return "(" + strings.Join(ors, " OR ") + ")"
+	case "contains":
+		return "contains(" + x + ", " + q.param(f.Value.(string)) + ")"
+	case "gt", "gte", "lt", "lte":
+		op := map[string]string{"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[f.Op]
+		return "TRY_CAST(" + x + " AS DOUBLE) " + op + " " + q.param(f.Value.(float64))
+	case "exists":
+		return x + " IS NOT NULL"
+	case "not_exists":
+		return x + " IS NULL"
+	}
+	panic("analytics/duckdb: unvalidated filter op " + f.Op)
+}
+
+// maskSQL is a BIGINT whose bit i says the event satisfies conds[i].
+func (q *query) maskSQL(conds []analytics.Condition) string {
+	parts := make([]string, len(conds))
+	for i, c := range conds {
+		parts[i] = fmt.Sprintf("(CASE WHEN %s THEN %d ELSE 0 END)", q.condSQL(c), int64(1)<<i)
+	}
+	return "(" + strings.Join(parts, " | ") + ")::BIGINT"
+}
+
+// namesSQL lists the distinct event names of conds for an IN filter that
+// lets DuckDB skip other events cheaply.
+func (q *query) namesSQL(conds []analytics.Condition) string {
+	seen := map[string]bool{}
+	var ps []string
+	for _, c := range conds {
+		if !seen[c.Event] {
+			seen[c.Event] = true
+			ps = append(ps, q.param(c.Event))
+		}
+	}
+	return "e.name IN (" + strings.Join(ps, ", ") + ")"
+}
+
+// traitSQL is a query of (p, v): each profile's latest value of trait
+// before to (ties: the greatest value).
+func (q *query) traitSQL(trait string, to time.Time) string {
+	return `SELECT p, arg_max(v, (t, v)) AS v FROM (
+		SELECT ` + profileExpr + ` AS p, e.timestamp AS t,
+			coalesce(CASE WHEN e.type = 'identify' THEN json_extract_string(e.raw, ` + q.param(`$.traits."`+trait+`"`) + `) END,
+				json_extract_string(e.raw, ` + q.param(`$.context.traits."`+trait+`"`) + `)) AS v
+		FROM ` + fromEvents + ` WHERE e.timestamp < ` + q.param(ceilMicro(to)) + `
+	) WHERE v IS NOT NULL GROUP BY p`
+}
+
+// Scan implements [analytics.Source]: one query ordered by profile and
+// time, cut into sequences as the rows arrive, so memory holds one
+// profile's events.
+func (b *Backend) Scan(ctx context.Context, spec analytics.ScanSpec, fn func(*analytics.Sequence) error) error {
+	if len(spec.Conditions) == 0 || len(spec.Conditions) > maxConditions {
+		return fmt.Errorf("analytics/duckdb: scan takes 1 to %d conditions, not %d", maxConditions, len(spec.Conditions))
+	}
+	var q query
+	cols := "p, t, m"
+	inner := profileExpr + " AS p, epoch_us(e.timestamp) AS t, " + q.maskSQL(spec.Conditions) + " AS m"
+	if spec.Names {
+		cols += ", name"
+		inner += ", e.name AS name"
+	}
+	if spec.Property != "" {
+		cols += ", prop"
+		inner += ", json_extract_string(e.raw, " + q.param(propPath(spec.Property)) + ") AS prop"
+	}
+	where := q.rangeSQL(spec.Range)
+	if spec.All {
+		where += " AND e.name IS NOT NULL AND e.type IN ('track', 'page', 'screen')"
+	} else {
+		where += " AND " + q.namesSQL(spec.Conditions)
+	}
+	s := "WITH ev AS (SELECT " + inner + " FROM " + fromEvents + " WHERE " + where + ")"
+	if spec.All {
+		s += " SELECT " + cols + " FROM ev WHERE p IN (SELECT p FROM ev WHERE m <> 0)"
+	} else {
+		s += " SELECT " + cols + " FROM ev WHERE m <> 0"
+	}
+	if spec.Trait != "" {
+		s = "WITH x AS (" + s + "), tr AS (" + q.traitSQL(spec.Trait, spec.To) + ") SELECT x.*, tr.v FROM x LEFT JOIN tr USING (p)"
+	}
+	s = "SELECT * FROM (" + s + ") ORDER BY p, t, m"
+	rows, err := b.db.QueryContext(ctx, s, q.args...)
+	if err != nil {
+		return fmt.Errorf("analytics/duckdb: scan: %w", err)
+	}
+	defer rows.Close()
+	var (
+		seq   analytics.Sequence
+		open  bool
+		p     string
+		pt    analytics.Point
+		name  sql.NullString
+		prop  sql.NullString
+		trait sql.NullString
+	)
+	dest := []any{&p, &pt.T, &pt.Mask}
+	if spec.Names {
+		dest = append(dest, &name)
+	}
+	if spec.Property != "" {
+		dest = append(dest, &prop)
+	}
+	if spec.Trait != "" {
+		dest = append(dest, &trait)
+	}
+	for rows.Next() {
+		if err := rows.Scan(dest...); err != nil {
+			return fmt.Errorf("analytics/duckdb: scan: %w", err)
+		}
+		if open && p != seq.Profile {
+			if err := fn(&seq); err != nil {
+				return err
+			}
+			open = false
+		}
+		if !open {
+			seq = analytics.Sequence{Profile: p, Points: seq.Points[:0]}
+			if trait.Valid {
+				v := trait.String
+				seq.Trait = &v
+			}
+			open = true
+		}
+		x := analytics.Point{T: pt.T, Mask: pt.Mask, Name: name.String}
+		if prop.Valid {
+			v := prop.String
+			x.Prop = &v
+		}
+		seq.Points = append(seq.Points, x)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("analytics/duckdb: scan: %w", err)
+	}
+	if open {
+		return fn(&seq)
+	}
+	return nil
+}
+
+// Funnel answers in one SQL query when it can (see FunnelSQL), else
+// through the Go engine.
+func (b *Backend) Funnel(ctx context.Context, fq *analytics.FunnelQuery) (*analytics.FunnelResult, error) {
+	s, args, ok := FunnelSQL(fq)
+	if !ok {
+		return b.Engine.Funnel(ctx, fq)
+	}
+	rows, err := b.db.QueryContext(ctx, s, args...)
+	if err != nil {
+		return nil, fmt.Errorf("analytics/duckdb: funnel: %w", err)
+	}
+	defer rows.Close()
+	n := len(fq.Steps)
+	res := &analytics.FunnelResult{}
+	for rows.Next() {
+		var (
+			total   bool
+			group   sql.NullString
+			counts  = make([]int64, n)
+			medians = make([]sql.NullFloat64, n-1)
+		)
+		dest := []any{&total, &group}
+		for i := range counts {
+			dest = append(dest, &counts[i])
+		}
+		for i := range medians {
+			dest = append(dest, &medians[i])
+		}
+		if err := rows.Scan(dest...); err != nil {
+			return nil, fmt.Errorf("analytics/duckdb: funnel: %w", err)
+		}
+		ms := make([]*float64, n)
+		for i, m := range medians {
+			if m.Valid {
+				v := m.Float64
+				ms[i+1] = &v
+			}
+		}
+		steps := analytics.StepResults(fq, counts, ms)
+		if total {
+			res.Steps = steps
+			continue
+		}
+		var v *string
+		if group.Valid {
+			g := group.String
+			v = &g
+		}
+		res.Breakdown = append(res.Breakdown, analytics.FunnelBreakdown{Value: v, Steps: steps})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("analytics/duckdb: funnel: %w", err)
+	}
+	if res.Steps == nil { // no rows at all: no profile entered
+		res.Steps = analytics.StepResults(fq, make([]int64, n), make([]*float64, n))
+	}
+	if fq.Breakdown != nil {
+		analytics.SortBreakdown(res.Breakdown)
+	}
+	return res, nil
+}
+
+// FunnelSQL is the SQL of a funnel, or ok false when the query needs the
+// Go engine: a non-strict funnel in which two steps name the same event
+// (then one event may satisfy two steps, and events of one instant must be
+// matched to steps, which SQL here does not do).
+//
+// The query reduces each profile in SQL; only one row per breakdown group
+// comes back. For each step-1 event (a possible chain start) it follows
+// the earliest next-step event: at or after the previous step (strictly
+// after when strict), within the window from the start. Chasing the
+// earliest event from each start reaches the deepest step that start can
+// reach (an exchange argument: a later choice never helps), and when steps
+// name distinct events, or when strict, a chain can never take one event
+// twice. A profile's depth is the deepest over its starts, and its times
+// are the chain from the latest start reaching that depth, which is the
+// chain the Go engine reports.
+func FunnelSQL(fq *analytics.FunnelQuery) (string, []any, bool) {
+	if !fq.Strict && fq.Overlapping() {
+		return "", nil, false
+	}
+	var q query
+	n := len(fq.Steps)
+	conds := fq.Conditions()
+	op := ">="
+	if fq.Strict {
+		op = ">"
+	}
+	w := strconv.FormatInt(fq.Window.Micros, 10)
+	bv := "NULL::VARCHAR"
+	if fq.Breakdown != nil && fq.Breakdown.Property != "" {
+		bv = "CASE WHEN m & 1 <> 0 THEN json_extract_string(raw, " + q.param(propPath(fq.Breakdown.Property)) + ") END"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "WITH ev0 AS (SELECT %s AS p, epoch_us(e.timestamp) AS t, %s AS m, e.raw AS raw FROM %s WHERE %s AND %s),\n",
+		profileExpr, q.maskSQL(conds), fromEvents, q.rangeSQL(fq.Range), q.namesSQL(conds))
+	fmt.Fprintf(&b, "ev AS (SELECT p, t, m, %s AS bv FROM ev0 WHERE m <> 0),\n", bv)
+	b.WriteString("j1 AS (SELECT p, bv, t AS t1 FROM ev WHERE m & 1 <> 0)")
+	for k := 2; k <= n; k++ {
+		prevCols := "j.p, j.bv"
+		for i := 1; i < k; i++ {
+			prevCols += fmt.Sprintf(", j.t%d", i)
+		}
+		fmt.Fprintf(&b, ",\nj%d AS (SELECT %s, min(x.t) AS t%d FROM j%d j LEFT JOIN (SELECT p, t FROM ev WHERE m & %d <> 0) x ON x.p = j.p AND x.t %s j.t%d AND x.t <= j.t1 + %s GROUP BY ALL)",
+			k, prevCols, k, k-1, int64(1)<<(k-1), op, k-1, w)
+	}
+	depth := "1"
+	fields := "t1 := t1"
+	for k := 2; k <= n; k++ {
+		depth += fmt.Sprintf(" + (t%d IS NOT NULL)::INT", k)
+		fields += fmt.Sprintf(", t%d := t%d", k, k)
+	}
+	group := "NULL::VARCHAR"
+	if fq.Breakdown != nil && fq.Breakdown.Property != "" {
+		group = "arg_min_null(bv, (t1, bv IS NOT NULL, bv))"
+	}
+	fmt.Fprintf(&b, ",\nper AS (SELECT p, arg_max(struct_pack(d := %s, %s), (%s, t1)) AS c, %s AS g FROM j%d GROUP BY p)", depth, fields, depth, group, n)
+	from := "per"
+	if fq.Breakdown != nil && fq.Breakdown.Trait != "" {
+		fmt.Fprintf(&b, ",\ntr AS (%s)", q.traitSQL(fq.Breakdown.Trait, fq.To))
+		from = "(SELECT per.p, per.c, tr.v AS g FROM per LEFT JOIN tr USING (p))"
+	}
+	if fq.Breakdown == nil {
+		b.WriteString("\nSELECT true AS total, NULL::VARCHAR AS g")
+	} else {
+		b.WriteString("\nSELECT grouping(g) = 1 AS total, g")
+	}
+	for k := 1; k <= n; k++ {
+		fmt.Fprintf(&b, ", count(*) FILTER (WHERE c.d >= %d)", k)
+	}
+	for k := 2; k <= n; k++ {
+		fmt.Fprintf(&b, ", median((c.t%d - c.t%d) / 1e6)", k, k-1)
+	}
+	fmt.Fprintf(&b, " FROM %s", from)
+	if fq.Breakdown != nil {
+		b.WriteString(" GROUP BY GROUPING SETS ((), (g))")
+	}
+	return b.String(), q.args, true
+}
