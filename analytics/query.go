@@ -149,6 +149,7 @@ func ScalarString(v any) string {
 type Duration struct {
 	Micros int64
 	set    bool
+	bad    string // why the JSON value is not a duration; Validate reports it
 }
 
 // Seconds returns d as a Duration of n seconds.
@@ -159,26 +160,41 @@ func (d Duration) Std() time.Duration { return time.Duration(d.Micros) * time.Mi
 
 // UnmarshalJSON reads a number of seconds or a duration string.
 func (d *Duration) UnmarshalJSON(b []byte) error {
+	// Errors are kept for Validate, which names the field.
 	var v any
 	if err := json.Unmarshal(b, &v); err != nil {
 		return err
 	}
 	switch v := v.(type) {
 	case float64:
-		if math.IsNaN(v) || math.Abs(v) > 1e12 {
-			return fmt.Errorf("out of range")
+		if math.Abs(v) > 1e12 {
+			*d = Duration{set: true, bad: "out of range"}
+			return nil
 		}
 		*d = Duration{Micros: int64(math.Round(v * 1e6)), set: true}
 		return nil
 	case string:
 		x, err := ParseDuration(v)
 		if err != nil {
-			return err
+			*d = Duration{set: true, bad: err.Error()}
+			return nil
 		}
 		*d = x
 		return nil
 	}
-	return fmt.Errorf("want seconds or a duration such as \"7d\"")
+	*d = Duration{set: true, bad: "want seconds or a duration such as \"7d\""}
+	return nil
+}
+
+// check reports a bad or negative duration as field's error.
+func (d Duration) check(field string) error {
+	if d.bad != "" {
+		return fieldErr(field, "%s", d.bad)
+	}
+	if d.Micros < 0 {
+		return fieldErr(field, "must not be negative")
+	}
+	return nil
 }
 
 // MarshalJSON writes seconds.
@@ -281,8 +297,8 @@ func (q *FunnelQuery) Validate(now time.Time) error {
 	if !q.Window.set {
 		return fieldErr("window", "is required (seconds, or a duration such as \"7d\")")
 	}
-	if q.Window.Micros < 0 {
-		return fieldErr("window", "must not be negative")
+	if err := q.Window.check("window"); err != nil {
+		return err
 	}
 	if err := q.Breakdown.validate(); err != nil {
 		return err
@@ -390,8 +406,8 @@ func (q *JourneyQuery) Validate(now time.Time, stages []Stage) error {
 	if !q.Within.set {
 		q.Within = Seconds(14 * 86400)
 	}
-	if q.Within.Micros < 0 {
-		return fieldErr("within", "must not be negative")
+	if err := q.Within.check("within"); err != nil {
+		return err
 	}
 	if q.Sample == 0 {
 		q.Sample = defaultSample
