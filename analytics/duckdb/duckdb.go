@@ -35,7 +35,7 @@ func New(db *sql.DB) *Backend {
 // fromEvents joins each event to its profile link; profileExpr is then the
 // event's profile (eventstore.ProfileOf).
 const (
-	fromEvents = `events e LEFT JOIN profile_links l ON l.key = (CASE WHEN e.user_id IS NOT NULL THEN 'user_id:' || e.user_id ELSE 'anonymous_id:' || e.anonymous_id END)`
+	fromEvents  = `events e LEFT JOIN profile_links l ON l.key = (CASE WHEN e.user_id IS NOT NULL THEN 'user_id:' || e.user_id ELSE 'anonymous_id:' || e.anonymous_id END)`
 	profileExpr = `coalesce(l.profile_id, e.user_id, e.anonymous_id)`
 )
 

@@ -4,8 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"math"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -112,4 +112,3 @@ func sameSteps(a, b []analytics.FunnelStepResult) bool {
 	}
 	return true
 }
-
