@@ -229,21 +229,50 @@ func ParseDuration(s string) (Duration, error) {
 	return Duration{Micros: us, set: true}, nil
 }
 
+// Time is an instant in a query, RFC 3339 in JSON. A bad value is kept
+// for Validate, which names the field.
+type Time struct {
+	time.Time
+	bad bool
+}
+
+// At wraps t.
+func At(t time.Time) Time { return Time{Time: t} }
+
+// UnmarshalJSON reads an RFC 3339 string.
+func (t *Time) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		if x, err := time.Parse(time.RFC3339Nano, s); err == nil {
+			*t = Time{Time: x}
+			return nil
+		}
+	}
+	*t = Time{bad: true}
+	return nil
+}
+
 // Range is the time range a query reads: events with From <= time < To.
 // Zero To means now; zero From means To minus 30 days.
 type Range struct {
-	From time.Time `json:"from"`
-	To   time.Time `json:"to"`
+	From Time `json:"from"`
+	To   Time `json:"to"`
 }
 
 func (r *Range) fill(now time.Time) error {
+	if r.From.bad {
+		return fieldErr("from", "not an RFC 3339 time")
+	}
+	if r.To.bad {
+		return fieldErr("to", "not an RFC 3339 time")
+	}
 	if r.To.IsZero() {
-		r.To = now
+		r.To = At(now)
 	}
 	if r.From.IsZero() {
-		r.From = r.To.Add(-DefaultRange)
+		r.From = At(r.To.Add(-DefaultRange))
 	}
-	if !r.From.Before(r.To) {
+	if !r.From.Before(r.To.Time) {
 		return fieldErr("to", "must be after from")
 	}
 	return nil

@@ -62,7 +62,7 @@ func ceilMicro(t time.Time) time.Time {
 
 // rangeSQL restricts e.timestamp to r.
 func (q *query) rangeSQL(r analytics.Range) string {
-	return "e.timestamp >= " + q.param(ceilMicro(r.From)) + " AND e.timestamp < " + q.param(ceilMicro(r.To))
+	return "e.timestamp >= " + q.param(ceilMicro(r.From.Time)) + " AND e.timestamp < " + q.param(ceilMicro(r.To.Time))
 }
 
 // propPath is the JSON path of properties.<name>.
@@ -174,7 +174,7 @@ func (b *Backend) Scan(ctx context.Context, spec analytics.ScanSpec, fn func(*an
 		s += " SELECT " + cols + " FROM ev WHERE m <> 0"
 	}
 	if spec.Trait != "" {
-		s = "WITH x AS (" + s + "), tr AS (" + q.traitSQL(spec.Trait, spec.To) + ") SELECT x.*, tr.v FROM x LEFT JOIN tr USING (p)"
+		s = "WITH x AS (" + s + "), tr AS (" + q.traitSQL(spec.Trait, spec.To.Time) + ") SELECT x.*, tr.v FROM x LEFT JOIN tr USING (p)"
 	}
 	s = "SELECT * FROM (" + s + ") ORDER BY p, t, m"
 	rows, err := b.db.QueryContext(ctx, s, q.args...)
@@ -354,7 +354,7 @@ func FunnelSQL(fq *analytics.FunnelQuery) (string, []any, bool) {
 	fmt.Fprintf(&b, ",\nper AS (SELECT p, arg_max(struct_pack(d := %s, %s), (%s, t1)) AS c, %s AS g FROM j%d GROUP BY p)", depth, fields, depth, group, n)
 	from := "per"
 	if fq.Breakdown != nil && fq.Breakdown.Trait != "" {
-		fmt.Fprintf(&b, ",\ntr AS (%s)", q.traitSQL(fq.Breakdown.Trait, fq.To))
+		fmt.Fprintf(&b, ",\ntr AS (%s)", q.traitSQL(fq.Breakdown.Trait, fq.To.Time))
 		from = "(SELECT per.p, per.c, tr.v AS g FROM per LEFT JOIN tr USING (p))"
 	}
 	if fq.Breakdown == nil {

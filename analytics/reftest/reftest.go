@@ -239,8 +239,8 @@ func Random(r *rand.Rand, o Options) Case {
 	}
 	c.Query.Window = analytics.Seconds(int64(r.IntN(o.MaxSeconds/2 + 1)))
 	c.Query.Strict = o.StrictToo && r.IntN(3) == 0
-	c.Query.From = Base.Add(time.Duration(r.IntN(3)) * time.Second)
-	c.Query.To = Base.Add(time.Duration(o.MaxSeconds-r.IntN(3)) * time.Second)
+	c.Query.From = analytics.At(Base.Add(time.Duration(r.IntN(3)) * time.Second))
+	c.Query.To = analytics.At(Base.Add(time.Duration(o.MaxSeconds-r.IntN(3)) * time.Second))
 	return c
 }
 
