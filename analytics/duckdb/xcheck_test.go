@@ -13,6 +13,7 @@ import (
 	adb "tandem/analytics/duckdb"
 	"tandem/analytics/reftest"
 	"tandem/event"
+	"tandem/eventstore"
 	"tandem/eventstore/duckdb"
 )
 
@@ -63,6 +64,13 @@ func TestFunnelCrossCheck(t *testing.T) {
 	engine := &analytics.Engine{Src: backend}
 	sqlCases := 0
 	for i := range cases {
+		if i == len(cases)/2 {
+			// The second half with a profile link present (to nobody's
+			// events), so that the backend's SQL joins profile_links.
+			if err := store.LinkProfiles(ctx, []eventstore.ProfileLink{{Key: "user_id:nobody", ProfileID: "x"}}); err != nil {
+				t.Fatal(err)
+			}
+		}
 		c := &cases[i]
 		want := reftest.Expected(c)
 		for name, b := range map[string]analytics.Backend{"backend": backend, "engine": engine} {
