@@ -58,6 +58,9 @@ func (c *Condition) validate(field string) error {
 	if c.Event == "" {
 		return fieldErr(field+".event", "must not be empty")
 	}
+	if strings.ContainsRune(c.Event, 0) {
+		return fieldErr(field+".event", "must not contain NUL")
+	}
 	if len(c.Where) > MaxWhere {
 		return fieldErr(field+".where", "at most %d filters", MaxWhere)
 	}
@@ -89,8 +92,8 @@ func (f *Filter) validate(field string) error {
 			}
 		}
 	case "contains":
-		if _, ok := f.Value.(string); !ok {
-			return fieldErr(field+".value", "must be a string")
+		if v, ok := f.Value.(string); !ok || strings.ContainsRune(v, 0) {
+			return fieldErr(field+".value", "must be a string (without NUL)")
 		}
 	case "gt", "gte", "lt", "lte":
 		if _, ok := f.Value.(float64); !ok {
@@ -104,8 +107,10 @@ func (f *Filter) validate(field string) error {
 }
 
 func scalar(v any) bool {
-	switch v.(type) {
-	case string, float64, bool:
+	switch v := v.(type) {
+	case string:
+		return !strings.ContainsRune(v, 0)
+	case float64, bool:
 		return true
 	}
 	return false
@@ -472,8 +477,8 @@ func ValidateStages(stages []Stage, prefix string) error {
 			return fieldErr(f+".events", "at least one event is required")
 		}
 		for j, e := range s.Events {
-			if e == "" {
-				return fieldErr(fmt.Sprintf("%s.events[%d]", f, j), "must not be empty")
+			if e == "" || strings.ContainsRune(e, 0) {
+				return fieldErr(fmt.Sprintf("%s.events[%d]", f, j), "must not be empty or contain NUL")
 			}
 		}
 	}
