@@ -359,9 +359,14 @@ func funnelSQL(fq *analytics.FunnelQuery, linked bool) (string, []any, bool) {
 	fmt.Fprintf(&b, "WITH ev0 AS (SELECT %s AS p, epoch_us(e.timestamp) AS t, %s AS m, e.raw AS raw FROM %s WHERE %s AND %s),\n",
 		prof, q.maskSQL(conds), from, q.rangeSQL(fq.Range), q.namesSQL(conds))
 	fmt.Fprintf(&b, "ev AS (SELECT p, t, m, %s AS bv FROM ev0 WHERE m <> 0),\n", bv)
-	b.WriteString("j1 AS (SELECT p, bv, t AS t1 FROM ev WHERE m & 1 <> 0)")
+	// bv rides along the joins only when a property breakdown needs it.
+	carry, jcarry := "", ""
+	if fq.Breakdown != nil && fq.Breakdown.Property != "" {
+		carry, jcarry = ", bv", ", j.bv"
+	}
+	b.WriteString("j1 AS (SELECT p" + carry + ", t AS t1 FROM ev WHERE m & 1 <> 0)")
 	for k := 2; k <= n; k++ {
-		prevCols := "j.p, j.bv"
+		prevCols := "j.p" + jcarry
 		for i := 1; i < k; i++ {
 			prevCols += fmt.Sprintf(", j.t%d", i)
 		}
