@@ -1,6 +1,12 @@
 // Package duckdb answers analytics queries over the embedded DuckDB event
-// store (eventstore/duckdb): funnels in SQL (see [Backend.Funnel]), the
-// rest through the Go engine over a streaming [analytics.Source].
+// store (eventstore/duckdb): funnels and journeys in one SQL query each
+// (see [FunnelSQL] and [Backend.Journey]), paths and retention through the
+// Go engine over [Backend.Scan], a streaming [analytics.Source].
+//
+// Queries run on the store's connection pool and so with its DuckDB
+// settings: `tandem serve` keeps one worker thread for the whole store
+// (measured best for ingest, which shares the machine); `tandem bench
+// funnel` measures with --threads (default: the number of cores).
 package duckdb
 
 import (
@@ -38,6 +44,25 @@ const (
 	fromEvents  = `events e LEFT JOIN profile_links l ON l.key = (CASE WHEN e.user_id IS NOT NULL THEN 'user_id:' || e.user_id ELSE 'anonymous_id:' || e.anonymous_id END)`
 	profileExpr = `coalesce(l.profile_id, e.user_id, e.anonymous_id)`
 )
+
+// linked reports whether any profile link exists. With none (identity
+// resolution not in use, or not yet), an event's profile is its user or
+// anonymous id and queries leave out the join to profile_links: about a
+// fifth of a funnel's time over 10 M events.
+func (b *Backend) linked(ctx context.Context) (bool, error) {
+	var n int64
+	err := b.db.QueryRowContext(ctx, "SELECT count(*) FROM (SELECT 1 FROM profile_links LIMIT 1)").Scan(&n)
+	return n > 0, err
+}
+
+// profileSource is the profile expression and the FROM clause for events
+// e, with or without the links join.
+func profileSource(linked bool) (profile, from string) {
+	if linked {
+		return profileExpr, fromEvents
+	}
+	return "coalesce(e.user_id, e.anonymous_id)", "events e"
+}
 
 // maxConditions is the most conditions a scan takes: masks are BIGINT.
 const maxConditions = 62
@@ -147,12 +172,13 @@ func (q *query) namesSQL(conds []analytics.Condition) string {
 
 // traitSQL is a query of (p, v): each profile's latest value of trait
 // before to (ties: the greatest value).
-func (q *query) traitSQL(trait string, to time.Time) string {
+func (q *query) traitSQL(trait string, to time.Time, linked bool) string {
+	prof, from := profileSource(linked)
 	return `SELECT p, arg_max(v, (t, v)) AS v FROM (
-		SELECT ` + profileExpr + ` AS p, e.timestamp AS t,
+		SELECT ` + prof + ` AS p, e.timestamp AS t,
 			coalesce(CASE WHEN e.type = 'identify' THEN json_extract_string(e.raw, ` + q.param(`$.traits."`+trait+`"`) + `) END,
 				json_extract_string(e.raw, ` + q.param(`$.context.traits."`+trait+`"`) + `)) AS v
-		FROM ` + fromEvents + ` WHERE e.timestamp < ` + q.param(ceilMicro(to)) + `
+		FROM ` + from + ` WHERE e.timestamp < ` + q.param(ceilMicro(to)) + `
 	) WHERE v IS NOT NULL GROUP BY p`
 }
 
@@ -163,9 +189,14 @@ func (b *Backend) Scan(ctx context.Context, spec analytics.ScanSpec, fn func(*an
 	if len(spec.Conditions) == 0 || len(spec.Conditions) > maxConditions {
 		return fmt.Errorf("analytics/duckdb: scan takes 1 to %d conditions, not %d", maxConditions, len(spec.Conditions))
 	}
+	linked, err := b.linked(ctx)
+	if err != nil {
+		return fmt.Errorf("analytics/duckdb: scan: %w", err)
+	}
+	prof, from := profileSource(linked)
 	var q query
 	cols := "p, t, m"
-	inner := profileExpr + " AS p, epoch_us(e.timestamp) AS t, " + q.maskSQL(spec.Conditions) + " AS m"
+	inner := prof + " AS p, epoch_us(e.timestamp) AS t, " + q.maskSQL(spec.Conditions) + " AS m"
 	if spec.Names {
 		cols += ", name"
 		inner += ", e.name AS name"
@@ -180,14 +211,14 @@ func (b *Backend) Scan(ctx context.Context, spec analytics.ScanSpec, fn func(*an
 	} else {
 		where += " AND " + q.namesSQL(spec.Conditions)
 	}
-	s := "WITH ev AS (SELECT " + inner + " FROM " + fromEvents + " WHERE " + where + ")"
+	s := "WITH ev AS (SELECT " + inner + " FROM " + from + " WHERE " + where + ")"
 	if spec.All {
 		s += " SELECT " + cols + " FROM ev WHERE p IN (SELECT p FROM ev WHERE m <> 0)"
 	} else {
 		s += " SELECT " + cols + " FROM ev WHERE m <> 0"
 	}
 	if spec.Trait != "" {
-		s = "WITH x AS (" + s + "), tr AS (" + q.traitSQL(spec.Trait, spec.To.Time) + ") SELECT x.*, tr.v FROM x LEFT JOIN tr USING (p)"
+		s = "WITH x AS (" + s + "), tr AS (" + q.traitSQL(spec.Trait, spec.To.Time, linked) + ") SELECT x.*, tr.v FROM x LEFT JOIN tr USING (p)"
 	}
 	s = "SELECT * FROM (" + s + ") ORDER BY p, t, m"
 	rows, err := b.db.QueryContext(ctx, s, q.args...)
@@ -251,14 +282,11 @@ func (b *Backend) Scan(ctx context.Context, spec analytics.ScanSpec, fn func(*an
 // Funnel answers in one SQL query when it can (see FunnelSQL), else
 // through the Go engine.
 func (b *Backend) Funnel(ctx context.Context, fq *analytics.FunnelQuery) (*analytics.FunnelResult, error) {
-	// With no profile links at all (identity resolution not in use, or
-	// not yet), an event's profile is its user or anonymous id and the
-	// join to profile_links can go: about a fifth of the query's time.
-	var links int64
-	if err := b.db.QueryRowContext(ctx, "SELECT count(*) FROM (SELECT 1 FROM profile_links LIMIT 1)").Scan(&links); err != nil {
+	linked, err := b.linked(ctx)
+	if err != nil {
 		return nil, fmt.Errorf("analytics/duckdb: funnel: %w", err)
 	}
-	s, args, ok := funnelSQL(fq, links > 0)
+	s, args, ok := funnelSQL(fq, linked)
 	if !ok {
 		return b.Engine.Funnel(ctx, fq)
 	}
@@ -352,10 +380,7 @@ func funnelSQL(fq *analytics.FunnelQuery, linked bool) (string, []any, bool) {
 		bv = "CASE WHEN m & 1 <> 0 THEN json_extract_string(raw, " + q.param(propPath(fq.Breakdown.Property)) + ") END"
 	}
 	var b strings.Builder
-	prof, from := profileExpr, fromEvents
-	if !linked {
-		prof, from = "coalesce(e.user_id, e.anonymous_id)", "events e"
-	}
+	prof, from := profileSource(linked)
 	fmt.Fprintf(&b, "WITH ev0 AS (SELECT %s AS p, epoch_us(e.timestamp) AS t, %s AS m, e.raw AS raw FROM %s WHERE %s AND %s),\n",
 		prof, q.maskSQL(conds), from, q.rangeSQL(fq.Range), q.namesSQL(conds))
 	fmt.Fprintf(&b, "ev AS (SELECT p, t, m, %s AS bv FROM ev0 WHERE m <> 0),\n", bv)
@@ -386,7 +411,7 @@ func funnelSQL(fq *analytics.FunnelQuery, linked bool) (string, []any, bool) {
 	fmt.Fprintf(&b, ",\nper AS (SELECT p, arg_max(struct_pack(d := %s, %s), (%s, t1)) AS c, %s AS g FROM j%d GROUP BY p)", depth, fields, depth, group, n)
 	from = "per"
 	if fq.Breakdown != nil && fq.Breakdown.Trait != "" {
-		fmt.Fprintf(&b, ",\ntr AS (%s)", q.traitSQL(fq.Breakdown.Trait, fq.To.Time))
+		fmt.Fprintf(&b, ",\ntr AS (%s)", q.traitSQL(fq.Breakdown.Trait, fq.To.Time, linked))
 		from = "(SELECT per.p, per.c, tr.v AS g FROM per LEFT JOIN tr USING (p))"
 	}
 	if fq.Breakdown == nil {
@@ -419,15 +444,34 @@ func (b *Backend) Journey(ctx context.Context, jq *analytics.JourneyQuery) (*ana
 			names = append(names, q.param(e))
 		}
 	}
-	var sb strings.Builder
-	fmt.Fprintf(&sb, "WITH ev AS (SELECT %s AS p, epoch_us(e.timestamp) AS t, e.name AS name FROM %s WHERE %s AND e.name IN (%s)),\nper AS (SELECT p",
-		profileExpr, fromEvents, q.rangeSQL(jq.Range), strings.Join(names, ", "))
+	// Each event's stages as a bitmask, computed once per event from its
+	// name (a name may belong to several stages).
+	stagesOf := map[string]int64{}
+	var order []string
 	for k, s := range jq.Stages {
-		ps := make([]string, len(s.Events))
-		for i, e := range s.Events {
-			ps[i] = q.param(e)
+		for _, e := range s.Events {
+			if _, ok := stagesOf[e]; !ok {
+				order = append(order, e)
+			}
+			stagesOf[e] |= 1 << k
 		}
-		fmt.Fprintf(&sb, ", min(t) FILTER (WHERE name IN (%s)) AS s%d", strings.Join(ps, ", "), k)
+	}
+	var mask strings.Builder
+	mask.WriteString("CASE e.name")
+	for _, e := range order {
+		fmt.Fprintf(&mask, " WHEN %s THEN %d", q.param(e), stagesOf[e])
+	}
+	mask.WriteString(" ELSE 0 END")
+	linked, err := b.linked(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("analytics/duckdb: journey: %w", err)
+	}
+	prof, from := profileSource(linked)
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "WITH ev AS (SELECT %s AS p, epoch_us(e.timestamp) AS t, %s AS m FROM %s WHERE %s AND e.name IN (%s)),\nper AS (SELECT p",
+		prof, mask.String(), from, q.rangeSQL(jq.Range), strings.Join(names, ", "))
+	for k := range jq.Stages {
+		fmt.Fprintf(&sb, ", min(t) FILTER (WHERE m & %d <> 0) AS s%d", int64(1)<<k, k)
 	}
 	sb.WriteString(" FROM ev GROUP BY p)\nSELECT ")
 	within := strconv.FormatInt(jq.Within.Micros, 10)
