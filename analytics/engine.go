@@ -3,7 +3,6 @@ package analytics
 import (
 	"cmp"
 	"context"
-	"fmt"
 	"slices"
 	"strconv"
 	"time"
@@ -279,7 +278,7 @@ func nonNil(s []string) []string {
 	return s
 }
 
-// StageConditions are the conditions a journey scans: one per stage, an
+// stageSpec is what a journey scans: one per stage, an
 // event of any of the stage's names (expanded by the backend).
 func stageSpec(q *JourneyQuery) ScanSpec {
 	spec := ScanSpec{Range: q.Range}
@@ -294,9 +293,6 @@ func stageSpec(q *JourneyQuery) ScanSpec {
 // Journey implements [Backend].
 func (e *Engine) Journey(ctx context.Context, q *JourneyQuery) (*JourneyResult, error) {
 	spec := stageSpec(q)
-	if len(spec.Conditions) > 64 {
-		return nil, fieldErr("stages", "at most 64 stage events in all")
-	}
 	// stageOf maps condition bits to stage bits.
 	stageOf := make([]int, 0, len(spec.Conditions))
 	for k, s := range q.Stages {
@@ -511,19 +507,4 @@ func NewCohort(start time.Time, profiles int64, returned []int64) Cohort {
 		}
 	}
 	return c
-}
-
-// Validate is a convenience for callers holding any query.
-func Validate(q any, now time.Time, stages []Stage) error {
-	switch q := q.(type) {
-	case *FunnelQuery:
-		return q.Validate(now)
-	case *JourneyQuery:
-		return q.Validate(now, stages)
-	case *PathsQuery:
-		return q.Validate(now)
-	case *RetentionQuery:
-		return q.Validate(now)
-	}
-	return fmt.Errorf("analytics: unknown query %T", q)
 }

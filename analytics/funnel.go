@@ -1,9 +1,6 @@
 package analytics
 
-import (
-	"math/bits"
-	"slices"
-)
+import "slices"
 
 // ProfileFunnel is one profile's funnel outcome: Depth, the deepest step
 // any chain reached (0: none), and Times, the event times (µs) of the
@@ -268,6 +265,3 @@ func Quantile(xs []float64, q float64) *float64 {
 	}
 	return &v
 }
-
-// lowestStep is the first step an event satisfies, for ordering.
-func lowestStep(m uint64) int { return bits.TrailingZeros64(m) }

@@ -11,13 +11,16 @@ import (
 
 // Limits on queries.
 const (
-	MaxSteps      = 20  // funnel steps
-	MaxWhere      = 10  // property filters per condition
-	MaxPathSteps  = 10  // path depth
-	MaxPeriods    = 60  // retention periods
-	MaxSample     = 100 // sample profile ids per hand-off
-	DefaultRange  = 30 * 24 * time.Hour
-	defaultSample = 10
+	MaxSteps     = 20  // funnel steps
+	MaxWhere     = 10  // property filters per condition
+	MaxPathSteps = 10  // path depth
+	MaxPeriods   = 60  // retention periods
+	MaxSample    = 100 // sample profile ids per hand-off
+	// MaxStageEvents bounds a lifecycle's events in all (each becomes a
+	// condition of a scan).
+	MaxStageEvents = 60
+	DefaultRange   = 30 * 24 * time.Hour
+	defaultSample  = 10
 )
 
 // FieldError is a bad query; Field names the JSON field at fault, as
@@ -459,6 +462,13 @@ func ValidateStages(stages []Stage, prefix string) error {
 	}
 	if len(stages) > 30 {
 		return fieldErr(prefix, "at most 30 stages")
+	}
+	total := 0
+	for _, s := range stages {
+		total += len(s.Events)
+	}
+	if total > MaxStageEvents {
+		return fieldErr(prefix, "at most %d events over all stages", MaxStageEvents)
 	}
 	names := map[string]bool{}
 	for i, s := range stages {

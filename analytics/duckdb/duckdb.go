@@ -220,7 +220,11 @@ func (b *Backend) Scan(ctx context.Context, spec analytics.ScanSpec, fn func(*an
 	if spec.Trait != "" {
 		s = "WITH x AS (" + s + "), tr AS (" + q.traitSQL(spec.Trait, spec.To.Time, linked) + ") SELECT x.*, tr.v FROM x LEFT JOIN tr USING (p)"
 	}
-	s = "SELECT * FROM (" + s + ") ORDER BY p, t, m"
+	order := "p, t, m"
+	if spec.Names {
+		order += ", name" // simultaneous events in a stable order for paths
+	}
+	s = "SELECT * FROM (" + s + ") ORDER BY " + order
 	rows, err := b.db.QueryContext(ctx, s, q.args...)
 	if err != nil {
 		return fmt.Errorf("analytics/duckdb: scan: %w", err)
