@@ -46,36 +46,39 @@ const (
 	ReadQuarantine   Permission = "quarantine:read"   // list quarantined events (they hold raw payloads)
 	ReplayQuarantine Permission = "quarantine:replay" // replay quarantined events
 	ReadCatalog      Permission = "catalog:read"      // read the catalogue: sources, destinations, flows
+	ReadAnalytics    Permission = "analytics:read"    // funnels, paths, retention, journeys (counts, sample profile ids)
 )
 
 // Permissions lists every permission.
-var Permissions = []Permission{ManageUsers, ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog}
+var Permissions = []Permission{ManageUsers, ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics}
 
 // grants is the authorization table (see Can).
 var grants = map[Role][]Permission{
 	RoleAdmin:     Permissions,
-	RoleIT:        {ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog},
-	RoleMarketing: {ReadEvents, ReadCatalog},
-	RoleAnalyst:   {ReadEvents, ReadCatalog},
+	RoleIT:        {ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics},
+	RoleMarketing: {ReadEvents, ReadCatalog, ReadAnalytics},
+	RoleAnalyst:   {ReadEvents, ReadCatalog, ReadAnalytics},
 	RolePrivacy:   {ReadEvents, ReadQuarantine, ReadCatalog},
-	RoleService:   {ReadCatalog},
-	RoleSales:     {ReadCatalog},
+	RoleService:   {ReadCatalog, ReadAnalytics},
+	RoleSales:     {ReadCatalog, ReadAnalytics},
 }
 
 // Can reports whether a user with role may do p. The table:
 //
-//	role       users  sources  approvals  events  quarantine     catalog
-//	                  manage   decide     read    read  replay   read
-//	admin      yes    yes      yes        yes     yes   yes      yes
-//	it         -      yes      yes        yes     yes   yes      yes
-//	marketing  -      -        -          yes     -     -        yes
-//	analyst    -      -        -          yes     -     -        yes
-//	privacy    -      -        -          yes     yes   -        yes
-//	service    -      -        -          -       -     -        yes
-//	sales      -      -        -          -       -     -        yes
+//	role       users  sources  approvals  events  quarantine     catalog  analytics
+//	                  manage   decide     read    read  replay   read     read
+//	admin      yes    yes      yes        yes     yes   yes      yes      yes
+//	it         -      yes      yes        yes     yes   yes      yes      yes
+//	marketing  -      -        -          yes     -     -        yes      yes
+//	analyst    -      -        -          yes     -     -        yes      yes
+//	privacy    -      -        -          yes     yes   -        yes      -
+//	service    -      -        -          -       -     -        yes      yes
+//	sales      -      -        -          -       -     -        yes      yes
 //
 // That is: admin may do everything; it runs sources, approvals, events and
 // the quarantine; analyst and marketing read events and the catalogue;
+// every role but privacy reads the analytics (aggregates over the journey,
+// with a few sample profile ids per hand-off);
 // privacy reads events and the quarantine (and the catalogue, which is its
 // record of processing); service and sales read the catalogue only. An
 // unknown role may do nothing.

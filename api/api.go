@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"tandem/access"
+	"tandem/analytics"
 	"tandem/apierror"
 	"tandem/eventstore"
 	"tandem/governance"
@@ -36,6 +37,10 @@ type Options struct {
 	Events     eventstore.Store
 	Log        Appender
 	Logger     *slog.Logger
+	// Analytics answers /analytics/*; Stages is the configured lifecycle
+	// the journey reports on.
+	Analytics analytics.Backend
+	Stages    []analytics.Stage
 }
 
 // API is the management API handler.
@@ -72,6 +77,7 @@ func New(opts Options) *API {
 	a.route("/api/v1/events/{messageId}", map[string]handler{"GET": a.need(access.ReadEvents, a.getEvent)})
 	a.route("/api/v1/quarantine", map[string]handler{"GET": a.need(access.ReadQuarantine, a.listQuarantine)})
 	a.route("/api/v1/quarantine/replay", map[string]handler{"POST": a.need(access.ReplayQuarantine, a.replayQuarantine)})
+	a.analyticsRoutes()
 	a.mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		apierror.Write(w, apierror.ErrNotFound)
 	})

@@ -527,3 +527,18 @@ func TestWriteReport(t *testing.T) {
 		t.Errorf("json: %s", out.String())
 	}
 }
+
+func TestBenchFunnelSmall(t *testing.T) {
+	var out, errb bytes.Buffer
+	code := Main([]string{"funnel", "--events", "30000", "--profiles", "3000", "--runs", "1", "--json"}, &out, &errb)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	var rep FunnelReport
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Stored != 30000 || !rep.SameAnswer || len(rep.Funnel) != 4 || rep.Funnel[0].Profiles == 0 || rep.Ratio == nil || len(rep.Queries) != 4 {
+		t.Errorf("report: %s", out.Bytes())
+	}
+}

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"tandem/analytics"
 )
 
 // Config is everything `tandem serve` needs.
@@ -39,10 +41,31 @@ type Config struct {
 
 	Pipeline bool `yaml:"pipeline"` // run the processing pipeline on this node
 
+	// Journey is the lifecycle the journey analytics report on.
+	Journey Journey `yaml:"journey"`
+
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	LogLevel        string        `yaml:"log_level"` // debug, info, warn, error
 
 	File string `yaml:"-"` // the --config file, if any
+}
+
+// Journey configures the lifecycle: stages in order, each reached by any of
+// its events and owned by a department.
+type Journey struct {
+	Stages []analytics.Stage `yaml:"stages"`
+}
+
+// DefaultStages is the lifecycle used when the configuration names none.
+func DefaultStages() []analytics.Stage {
+	return []analytics.Stage{
+		{Name: "awareness", Department: "marketing", Events: []string{"Ad Clicked", "Campaign Clicked", "Email Opened"}},
+		{Name: "consideration", Department: "marketing", Events: []string{"Product Viewed", "Signed Up", "Demo Requested"}},
+		{Name: "purchase", Department: "sales", Events: []string{"Order Completed"}},
+		{Name: "delivery", Department: "operations", Events: []string{"Order Shipped", "Order Delivered"}},
+		{Name: "service", Department: "service", Events: []string{"Ticket Opened", "Ticket Resolved"}},
+		{Name: "loyalty", Department: "marketing", Events: []string{"Order Repeated", "Referral Sent", "Review Submitted"}},
+	}
 }
 
 // Default returns the built-in defaults.
@@ -57,6 +80,7 @@ func Default() Config {
 		Pipeline:        true,
 		ShutdownTimeout: 30 * time.Second,
 		LogLevel:        "info",
+		Journey:         Journey{Stages: DefaultStages()},
 	}
 }
 
@@ -199,6 +223,14 @@ func (c *Config) loadFile(path string) error {
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
+	// A file that sets journey.stages replaces the default lifecycle
+	// rather than merging into it.
+	c.Journey.Stages = nil
+	defer func() {
+		if c.Journey.Stages == nil {
+			c.Journey.Stages = DefaultStages()
+		}
+	}()
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
 		return &UsageError{Key: path, Message: err.Error()}
 	}
@@ -249,6 +281,13 @@ func (c *Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		return &UsageError{Key: "log_level", Message: "want debug, info, warn or error"}
+	}
+	if err := analytics.ValidateStages(c.Journey.Stages, "journey.stages"); err != nil {
+		var fe *analytics.FieldError
+		if errors.As(err, &fe) {
+			return &UsageError{Key: fe.Field, Message: fe.Message}
+		}
+		return err
 	}
 	return nil
 }

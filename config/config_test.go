@@ -54,6 +54,7 @@ func TestBad(t *testing.T) {
 		{args: []string{"--state", "mysql://x"}, key: "state"},
 		{args: []string{"--config", "testdata/missing.yaml"}, key: "--config"},
 		{args: []string{"extra"}, key: "flags"},
+		{args: []string{"--config", "testdata/journey.bad.yaml"}, key: "journey.stages[1].department", msg: "must not be empty"},
 	} {
 		_, err := Load(tc.args, env(tc.env), io.Discard)
 		var ue *UsageError
@@ -64,5 +65,22 @@ func TestBad(t *testing.T) {
 		if ue.Key != tc.key || !strings.Contains(ue.Message, tc.msg) {
 			t.Errorf("%v %v: got %q, want key %q with %q", tc.args, tc.env, ue.Error(), tc.key, tc.msg)
 		}
+	}
+}
+
+func TestJourneyConfig(t *testing.T) {
+	c, err := Load([]string{"--config", "testdata/good.yaml"}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Journey.Stages) != 6 || c.Journey.Stages[2].Department != "sales" {
+		t.Errorf("default lifecycle: %+v", c.Journey.Stages)
+	}
+	c, err = Load([]string{"--config", "testdata/journey.yaml"}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Journey.Stages) != 2 || c.Journey.Stages[1].Events[0] != "Contract Signed" {
+		t.Errorf("configured lifecycle: %+v", c.Journey.Stages)
 	}
 }

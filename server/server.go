@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"tandem/access"
+	adb "tandem/analytics/duckdb"
 	"tandem/api"
 	"tandem/collect"
 	"tandem/config"
@@ -272,10 +273,14 @@ func (s *Server) routes() http.Handler {
 		Metrics: s.Metrics,
 		Logger:  s.logger,
 	}))
-	mux.Handle("/api/v1/", api.New(api.Options{
+	opts := api.Options{
 		Access: s.Access, Governance: s.Governance, Quarantine: s.Quarantine,
-		Events: s.Events, Log: s.Committer, Logger: s.logger,
-	}))
+		Events: s.Events, Log: s.Committer, Logger: s.logger, Stages: s.cfg.Journey.Stages,
+	}
+	if d, ok := s.Events.(*duckdb.Store); ok {
+		opts.Analytics = adb.New(d.DB())
+	}
+	mux.Handle("/api/v1/", api.New(opts))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"status":"ok","version":%q}`+"\n", version.Version)

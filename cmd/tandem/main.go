@@ -21,7 +21,7 @@ const usage = `tandem — self-hosted customer data and journey platform
 
 Usage:
   tandem serve [--data-dir DIR] [--addr HOST:PORT] [--config FILE] [flags]
-  tandem bench ingest [flags]
+  tandem bench ingest|funnel [flags]
   tandem version
 
 Run "tandem COMMAND --help" for a command's flags. Every flag can also be

@@ -1,0 +1,97 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+	"time"
+
+	"tandem/access"
+	"tandem/analytics"
+	"tandem/apierror"
+)
+
+// analyticsRoutes registers the journey analytics: each a POST of a query
+// (see package analytics for the semantics) answered with its result.
+func (a *API) analyticsRoutes() {
+	a.route("/api/v1/analytics/funnel", map[string]handler{"POST": a.need(access.ReadAnalytics, a.funnel)})
+	a.route("/api/v1/analytics/journey", map[string]handler{"POST": a.need(access.ReadAnalytics, a.journey)})
+	a.route("/api/v1/analytics/paths", map[string]handler{"POST": a.need(access.ReadAnalytics, a.paths)})
+	a.route("/api/v1/analytics/retention", map[string]handler{"POST": a.need(access.ReadAnalytics, a.retention)})
+}
+
+// analyticsQuery decodes and validates a query; validate names the field
+// at fault.
+func (a *API) analyticsQuery(r *http.Request, q any, validate func(time.Time) error) error {
+	if a.opts.Analytics == nil {
+		return apierror.New(503, "unavailable", "analytics are not available on this node")
+	}
+	if err := decode(r, q); err != nil {
+		return err
+	}
+	if err := validate(time.Now()); err != nil {
+		var fe *analytics.FieldError
+		if errors.As(err, &fe) {
+			return apierror.Field(fe.Field, "invalid_field", fe.Message)
+		}
+		return err
+	}
+	return nil
+}
+
+// analyticsErr maps the engine's own field errors (limits found while
+// answering) to the error shape.
+func analyticsErr(err error) error {
+	var fe *analytics.FieldError
+	if errors.As(err, &fe) {
+		return apierror.Field(fe.Field, "invalid_field", fe.Message)
+	}
+	return err
+}
+
+func (a *API) funnel(w http.ResponseWriter, r *http.Request) error {
+	var q analytics.FunnelQuery
+	if err := a.analyticsQuery(r, &q, q.Validate); err != nil {
+		return err
+	}
+	res, err := a.opts.Analytics.Funnel(r.Context(), &q)
+	if err != nil {
+		return analyticsErr(err)
+	}
+	return writeJSON(w, 200, res)
+}
+
+func (a *API) journey(w http.ResponseWriter, r *http.Request) error {
+	var q analytics.JourneyQuery
+	if err := a.analyticsQuery(r, &q, func(now time.Time) error { return q.Validate(now, a.opts.Stages) }); err != nil {
+		return err
+	}
+	res, err := a.opts.Analytics.Journey(r.Context(), &q)
+	if err != nil {
+		return analyticsErr(err)
+	}
+	return writeJSON(w, 200, res)
+}
+
+func (a *API) paths(w http.ResponseWriter, r *http.Request) error {
+	var q analytics.PathsQuery
+	if err := a.analyticsQuery(r, &q, q.Validate); err != nil {
+		return err
+	}
+	res, err := a.opts.Analytics.Paths(r.Context(), &q)
+	if err != nil {
+		return analyticsErr(err)
+	}
+	return writeJSON(w, 200, res)
+}
+
+func (a *API) retention(w http.ResponseWriter, r *http.Request) error {
+	var q analytics.RetentionQuery
+	if err := a.analyticsQuery(r, &q, q.Validate); err != nil {
+		return err
+	}
+	res, err := a.opts.Analytics.Retention(r.Context(), &q)
+	if err != nil {
+		return analyticsErr(err)
+	}
+	return writeJSON(w, 200, res)
+}

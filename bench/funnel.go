@@ -1,0 +1,484 @@
+package bench
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"tandem/analytics"
+	adb "tandem/analytics/duckdb"
+	"tandem/config"
+	"tandem/eventstore/duckdb"
+)
+
+const funnelUsage = `Usage: tandem bench funnel [flags]
+
+Measures the journey analytics on the embedded DuckDB event store. It
+generates --events track events over --profiles profiles and --names event
+names spread over --days days, written straight into a fresh event store
+with one INSERT … SELECT per million events (not through the HTTP API:
+loading is not what is measured), then times, --runs times each:
+
+  funnel     a 4-step funnel with a --window window, through tandem's
+             analytics backend (the same code the API runs)
+  plain-sql  the fastest plain SQL found for the same funnel counts over the
+             same table (self-joins chasing the earliest next step; see
+             docs/analytics.md), in the same run, for comparison
+  journey    the default lifecycle's journey report
+  retention  weekly retention, Signed Up → Login
+
+Each query runs once untimed first (the first read of the new database
+file fills DuckDB's buffers). It reports the best and median times, the funnel's answer (and whether the
+plain SQL gave the same counts), and the process's peak resident memory
+during each query. It never fails on the figures.
+
+Flags:
+`
+
+// funnelOptions are the flags of `tandem bench funnel`.
+type funnelOptions struct {
+	Events   int64         `json:"events"`
+	Profiles int64         `json:"profiles"`
+	Names    int           `json:"names"`
+	Days     int           `json:"days"`
+	Window   time.Duration `json:"-"`
+	Runs     int           `json:"runs"`
+	Threads  int           `json:"threads"`
+	Dir      string        `json:"dir,omitempty"`
+	Keep     bool          `json:"keep"`
+	JSON     bool          `json:"json"`
+}
+
+// benchNames are the generated events' names; the funnel takes the first
+// four, retention "Signed Up" and "Login", the journey the default
+// lifecycle's (most of them are here).
+var benchNames = []string{
+	"Product Viewed", "Product Added", "Checkout Started", "Order Completed",
+	"Signed Up", "Login", "Ad Clicked", "Email Opened", "Campaign Clicked", "Demo Requested",
+	"Order Shipped", "Order Delivered", "Ticket Opened", "Ticket Resolved", "Order Repeated",
+	"Referral Sent", "Review Submitted", "Search", "Cart Viewed", "Page Scrolled",
+}
+
+// FunnelReport is everything one `tandem bench funnel` measured.
+type FunnelReport struct {
+	Command      string          `json:"command"`
+	Flags        funnelOptions   `json:"flags"`
+	Window       string          `json:"window"`
+	GOMAXPROCS   int             `json:"gomaxprocs"`
+	NumCPU       int             `json:"numCpu"`
+	Go           string          `json:"go"`
+	DuckDB       string          `json:"duckdb"`
+	Dir          string          `json:"dir"`
+	LoadSeconds  float64         `json:"loadSeconds"`
+	Stored       int64           `json:"storedEvents"`
+	Queries      []*QueryTiming  `json:"queries"`
+	Funnel       []FunnelStepFig `json:"funnel"`
+	PlainSQL     []int64         `json:"plainSqlCounts"`
+	SameAnswer   bool            `json:"sameAnswer"`
+	Ratio        *float64        `json:"funnelOverPlainSql"` // best over best
+	MedianRatio  *float64        `json:"funnelOverPlainSqlMedian"`
+	PlainSQLText string          `json:"plainSql"`
+	Failures     []string        `json:"failures,omitempty"`
+}
+
+// FunnelStepFig is one step of the measured funnel's answer.
+type FunnelStepFig struct {
+	Name     string   `json:"name"`
+	Profiles int64    `json:"profiles"`
+	Median   *float64 `json:"medianSecondsFromPrevious"`
+}
+
+// QueryTiming is one timed query.
+type QueryTiming struct {
+	Name      string    `json:"name"`
+	Seconds   []float64 `json:"seconds"`
+	Best      float64   `json:"bestSeconds"`
+	Median    float64   `json:"medianSeconds"`
+	PeakRSSMB *float64  `json:"peakRssMB"` // process peak RSS during the runs
+	Error     string    `json:"error,omitempty"`
+}
+
+func funnelMain(args []string, stdout, stderr io.Writer) int {
+	const cmd = "tandem bench funnel"
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	var o funnelOptions
+	fs.Int64Var(&o.Events, "events", 10_000_000, "events to generate")
+	fs.Int64Var(&o.Profiles, "profiles", 1_000_000, "profiles the events belong to")
+	fs.IntVar(&o.Names, "names", 20, fmt.Sprintf("distinct event names (4 to %d)", len(benchNames)))
+	fs.IntVar(&o.Days, "days", 90, "days the events span")
+	fs.DurationVar(&o.Window, "window", 7*24*time.Hour, "the funnel's conversion window")
+	fs.IntVar(&o.Runs, "runs", 5, "timed runs of each query")
+	fs.IntVar(&o.Threads, "threads", runtime.NumCPU(), "DuckDB worker threads for the queries (tandem serve runs its store with 1)")
+	fs.StringVar(&o.Dir, "dir", "", "directory for the database (default: a new temporary directory)")
+	fs.BoolVar(&o.Keep, "keep", false, "keep the database afterwards")
+	fs.BoolVar(&o.JSON, "json", false, "print the report as one JSON object")
+	if code, ok := parseFlags(fs, args, funnelUsage, stdout, stderr); !ok {
+		return code
+	}
+	switch {
+	case o.Events < 1:
+		return usageErr(stderr, cmd, "--events", "must be positive")
+	case o.Profiles < 1:
+		return usageErr(stderr, cmd, "--profiles", "must be positive")
+	case o.Names < 4 || o.Names > len(benchNames):
+		return usageErr(stderr, cmd, "--names", fmt.Sprintf("must be between 4 and %d", len(benchNames)))
+	case o.Days < 1:
+		return usageErr(stderr, cmd, "--days", "must be positive")
+	case o.Window < 0:
+		return usageErr(stderr, cmd, "--window", "must not be negative")
+	case o.Runs < 1:
+		return usageErr(stderr, cmd, "--runs", "must be positive")
+	case o.Threads < 1:
+		return usageErr(stderr, cmd, "--threads", "must be positive")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	rep := runFunnelBench(ctx, o, stderr)
+	if o.JSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", cmd, err)
+			return 1
+		}
+	} else {
+		writeFunnelText(stdout, rep)
+	}
+	if len(rep.Failures) > 0 {
+		return 1
+	}
+	return 0
+}
+
+func runFunnelBench(ctx context.Context, o funnelOptions, progress io.Writer) *FunnelReport {
+	logf := func(format string, args ...any) { fmt.Fprintf(progress, format+"\n", args...) }
+	rep := &FunnelReport{Command: "tandem bench funnel", Flags: o, Window: o.Window.String(),
+		GOMAXPROCS: runtime.GOMAXPROCS(0), NumCPU: runtime.NumCPU(), Go: runtime.Version()}
+	fail := func(err error) *FunnelReport {
+		rep.Failures = append(rep.Failures, err.Error())
+		return rep
+	}
+	dir := o.Dir
+	if dir == "" {
+		var err error
+		if dir, err = tempDir("funnel"); err != nil {
+			return fail(err)
+		}
+	} else if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fail(err)
+	}
+	if !o.Keep {
+		defer os.RemoveAll(dir)
+	}
+	rep.Dir = dir
+	path := filepath.Join(dir, "events.duckdb")
+	_ = os.Remove(path)
+	_ = os.Remove(path + ".wal")
+	store, err := duckdb.Open(path)
+	if err != nil {
+		return fail(err)
+	}
+	defer store.Close()
+	db := store.DB()
+	_ = db.QueryRowContext(ctx, "SELECT version()").Scan(&rep.DuckDB)
+
+	// Load: more threads than queries get, to be quick about it.
+	if _, err := db.ExecContext(ctx, fmt.Sprintf("SET GLOBAL threads = %d", runtime.NumCPU())); err != nil {
+		return fail(err)
+	}
+	start := time.Now()
+	if err := generate(ctx, db, o, logf); err != nil {
+		return fail(fmt.Errorf("generate: %w", err))
+	}
+	rep.LoadSeconds = time.Since(start).Seconds()
+	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM events").Scan(&rep.Stored); err != nil {
+		return fail(err)
+	}
+	logf("loaded %d events in %.1fs", rep.Stored, rep.LoadSeconds)
+	if _, err := db.ExecContext(ctx, fmt.Sprintf("SET GLOBAL threads = %d", o.Threads)); err != nil {
+		return fail(err)
+	}
+
+	backend := adb.New(db)
+	from := benchBase
+	to := benchBase.Add(time.Duration(o.Days) * 24 * time.Hour)
+	fq := &analytics.FunnelQuery{Window: analytics.Seconds(int64(o.Window / time.Second))}
+	for _, n := range benchNames[:4] {
+		fq.Steps = append(fq.Steps, analytics.FunnelStep{Condition: analytics.Condition{Event: n}})
+	}
+	fq.From, fq.To = analytics.At(from), analytics.At(to)
+	if err := fq.Validate(time.Now()); err != nil {
+		return fail(err)
+	}
+	plain := PlainFunnelSQL(benchNames[:4], o.Window.Microseconds(), from, to)
+	rep.PlainSQLText = plain
+
+	funnelT := &QueryTiming{Name: "funnel"}
+	plainT := &QueryTiming{Name: "plain-sql"}
+	var fres *analytics.FunnelResult
+	// One untimed run of each first: the first read of a fresh database
+	// file loads it into DuckDB's buffers, which is not what is measured.
+	logf("warm-up run (not timed)")
+	if _, err := backend.Funnel(ctx, fq); err != nil {
+		return fail(err)
+	}
+	if _, err := runPlain(ctx, db, plain); err != nil {
+		return fail(err)
+	}
+	for i := 0; i < o.Runs; i++ {
+		// Alternate, so that both see the same machine conditions.
+		timeOne(ctx, funnelT, func() error {
+			r, err := backend.Funnel(ctx, fq)
+			fres = r
+			return err
+		})
+		timeOne(ctx, plainT, func() error {
+			counts, err := runPlain(ctx, db, plain)
+			rep.PlainSQL = counts
+			return err
+		})
+		logf("run %d: funnel %.3fs, plain SQL %.3fs", i+1, last(funnelT.Seconds), last(plainT.Seconds))
+	}
+	if fres != nil {
+		rep.SameAnswer = len(rep.PlainSQL) == len(fres.Steps)
+		for k, s := range fres.Steps {
+			rep.Funnel = append(rep.Funnel, FunnelStepFig{Name: s.Name, Profiles: s.Profiles, Median: s.MedianSeconds})
+			if k < len(rep.PlainSQL) && rep.PlainSQL[k] != s.Profiles {
+				rep.SameAnswer = false
+			}
+		}
+	}
+	finish(funnelT)
+	finish(plainT)
+	if funnelT.Error == "" && plainT.Error == "" && plainT.Best > 0 {
+		rep.Ratio = ptr(funnelT.Best / plainT.Best)
+		rep.MedianRatio = ptr(funnelT.Median / plainT.Median)
+	}
+
+	jq := &analytics.JourneyQuery{Within: analytics.Seconds(14 * 86400), Range: analytics.Range{From: analytics.At(from), To: analytics.At(to)}}
+	if err := jq.Validate(time.Now(), config.DefaultStages()); err != nil {
+		return fail(err)
+	}
+	journeyT := &QueryTiming{Name: "journey"}
+	rq := &analytics.RetentionQuery{Start: analytics.Condition{Event: "Signed Up"}, Return: analytics.Condition{Event: "Login"},
+		Period: "week", Periods: 8, Range: analytics.Range{From: analytics.At(from), To: analytics.At(to)}}
+	if err := rq.Validate(time.Now()); err != nil {
+		return fail(err)
+	}
+	retT := &QueryTiming{Name: "retention"}
+	for i := 0; i < o.Runs; i++ {
+		timeOne(ctx, journeyT, func() error { _, err := backend.Journey(ctx, jq); return err })
+		timeOne(ctx, retT, func() error { _, err := backend.Retention(ctx, rq); return err })
+		logf("run %d: journey %.3fs, retention %.3fs", i+1, last(journeyT.Seconds), last(retT.Seconds))
+	}
+	finish(journeyT)
+	finish(retT)
+	rep.Queries = []*QueryTiming{funnelT, plainT, journeyT, retT}
+	for _, q := range rep.Queries {
+		if q.Error != "" {
+			rep.Failures = append(rep.Failures, q.Name+": "+q.Error)
+		}
+	}
+	return rep
+}
+
+// benchBase is when generated events start.
+var benchBase = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// generate inserts the events in chunks of a million, in SQL. Each
+// profile is active for two weeks that start at a random day of the span;
+// its events fall at random microseconds in those weeks (so a profile's
+// events have distinct times in practice) and take uniformly random names.
+func generate(ctx context.Context, db *sql.DB, o funnelOptions, logf func(string, ...any)) error {
+	names := make([]string, o.Names)
+	for i, n := range benchNames[:o.Names] {
+		names[i] = "'" + n + "'"
+	}
+	span := int64(o.Days) * 86400e6
+	active := min(span, 14*86400e6)
+	const chunk = 1_000_000
+	for lo := int64(0); lo < o.Events; lo += chunk {
+		hi := min(lo+chunk, o.Events)
+		q := fmt.Sprintf(`INSERT INTO events (source_id, message_id, type, name, user_id, timestamp, received_at, raw, key_hash)
+			SELECT 'bench', 'b' || i, 'track', name, uid, ts, ts,
+				'{"type":"track","event":"' || name || '","userId":"' || uid || '","properties":{"plan":"p' || (i %% 3) || '"}}',
+				hash(i * 37 + 5)
+			FROM (SELECT i, name, uid,
+					TIMESTAMPTZ '%s' + to_microseconds((((hash(p * 7 + 1) >> 11) %% %d) + ((hash(i * 13 + 3) >> 11) %% %d))::BIGINT) AS ts
+				FROM (SELECT i, [%s][1 + ((hash(i * 17 + 2) >> 23) %% %d)::INT] AS name, ((hash(i * 29 + 4) >> 5) %% %d)::BIGINT AS p, 'u' || p AS uid
+					FROM range(%d, %d) t(i)))`,
+			benchBase.Format(time.RFC3339), span-active+1, active, strings.Join(names, ", "), o.Names, o.Profiles, lo, hi)
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			return err
+		}
+		logf("generated %d/%d events", hi, o.Events)
+	}
+	_, err := db.ExecContext(ctx, "CHECKPOINT")
+	return err
+}
+
+// PlainFunnelSQL is the baseline: the fastest plain SQL found for a
+// funnel's per-step profile counts on data without equal times. For each
+// step-1 event it joins the earliest event of each next step after the
+// previous one and within the window of the start, then takes each
+// profile's deepest chain. It has no profile links, no property filters,
+// no medians, and does not handle equal times or repeated steps.
+func PlainFunnelSQL(steps []string, windowMicros int64, from, to time.Time) string {
+	var b strings.Builder
+	quoted := make([]string, len(steps))
+	for i, s := range steps {
+		quoted[i] = "'" + strings.ReplaceAll(s, "'", "''") + "'"
+	}
+	fmt.Fprintf(&b, "WITH ev AS (SELECT user_id AS p, epoch_us(timestamp) AS t, name FROM events WHERE timestamp >= '%s' AND timestamp < '%s' AND name IN (%s))",
+		from.Format(time.RFC3339Nano), to.Format(time.RFC3339Nano), strings.Join(quoted, ", "))
+	fmt.Fprintf(&b, ",\nj1 AS (SELECT p, t AS t1 FROM ev WHERE name = %s)", quoted[0])
+	cols := "j.p, j.t1"
+	for k := 2; k <= len(steps); k++ {
+		fmt.Fprintf(&b, ",\nj%d AS (SELECT %s, min(x.t) AS t%d FROM j%d j LEFT JOIN (SELECT p, t FROM ev WHERE name = %s) x ON x.p = j.p AND x.t > j.t%d AND x.t <= j.t1 + %d GROUP BY ALL)",
+			k, cols, k, k-1, quoted[k-1], k-1, windowMicros)
+		cols += fmt.Sprintf(", j.t%d", k)
+	}
+	depth := "1"
+	for k := 2; k <= len(steps); k++ {
+		depth += fmt.Sprintf(" + (t%d IS NOT NULL)::INT", k)
+	}
+	fmt.Fprintf(&b, ",\nper AS (SELECT p, max(%s) AS d FROM j%d GROUP BY p)\nSELECT ", depth, len(steps))
+	for k := 1; k <= len(steps); k++ {
+		if k > 1 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "count(*) FILTER (WHERE d >= %d)", k)
+	}
+	b.WriteString(" FROM per")
+	return b.String()
+}
+
+func runPlain(ctx context.Context, db *sql.DB, q string) ([]int64, error) {
+	rows, err := db.QueryContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	cols, _ := rows.Columns()
+	counts := make([]int64, len(cols))
+	dest := make([]any, len(cols))
+	for i := range counts {
+		dest[i] = &counts[i]
+	}
+	for rows.Next() {
+		if err := rows.Scan(dest...); err != nil {
+			return nil, err
+		}
+	}
+	return counts, rows.Err()
+}
+
+// timeOne runs f once, adding its time and the process's peak RSS.
+func timeOne(ctx context.Context, t *QueryTiming, f func() error) {
+	if t.Error != "" || ctx.Err() != nil {
+		return
+	}
+	resetPeakRSS()
+	start := time.Now()
+	err := f()
+	d := time.Since(start)
+	if err != nil {
+		t.Error = err.Error()
+		return
+	}
+	t.Seconds = append(t.Seconds, d.Seconds())
+	if mb, ok := peakRSSMB(); ok && (t.PeakRSSMB == nil || mb > *t.PeakRSSMB) {
+		t.PeakRSSMB = &mb
+	}
+}
+
+func finish(t *QueryTiming) {
+	if len(t.Seconds) == 0 {
+		return
+	}
+	s := slices.Clone(t.Seconds)
+	slices.Sort(s)
+	t.Best = s[0]
+	t.Median = s[len(s)/2]
+	if len(s)%2 == 0 {
+		t.Median = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+}
+
+func last(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	return xs[len(xs)-1]
+}
+
+// resetPeakRSS resets the kernel's peak-RSS mark of this process (Linux;
+// elsewhere a no-op, and the peak then covers the whole run).
+func resetPeakRSS() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) }
+
+// peakRSSMB reads the process's peak RSS (VmHWM) in MB (Linux only).
+func peakRSSMB() (float64, bool) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
+			if err != nil {
+				return 0, false
+			}
+			return kb / 1024, true
+		}
+	}
+	return 0, false
+}
+
+func writeFunnelText(w io.Writer, rep *FunnelReport) {
+	o := rep.Flags
+	fmt.Fprintf(w, "%s: %d events over %d profiles, %d names, %d days; window %s; %d runs; DuckDB %s with %d threads\n",
+		rep.Command, o.Events, o.Profiles, o.Names, o.Days, rep.Window, o.Runs, rep.DuckDB, o.Threads)
+	fmt.Fprintf(w, "GOMAXPROCS %d, NumCPU %d, %s, dir %s; loaded %d events in %.1fs (INSERT … SELECT, not the HTTP API)\n\n",
+		rep.GOMAXPROCS, rep.NumCPU, rep.Go, rep.Dir, rep.Stored, rep.LoadSeconds)
+	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.AlignRight|tabwriter.Debug)
+	fmt.Fprintln(tw, "query \t best s \t median s \t runs \t peak RSS MB \t")
+	for _, q := range rep.Queries {
+		rss := "-"
+		if q.PeakRSSMB != nil {
+			rss = fmt.Sprintf("%.0f", *q.PeakRSSMB)
+		}
+		if q.Error != "" {
+			fmt.Fprintf(tw, "%s \t error: %s \t \t \t \t\n", q.Name, q.Error)
+			continue
+		}
+		fmt.Fprintf(tw, "%s \t %.3f \t %.3f \t %d \t %s \t\n", q.Name, q.Best, q.Median, len(q.Seconds), rss)
+	}
+	tw.Flush()
+	if rep.Ratio != nil {
+		fmt.Fprintf(w, "\nfunnel / plain SQL: %.2f× (best), %.2f× (median); same counts: %v\n", *rep.Ratio, *rep.MedianRatio, rep.SameAnswer)
+	}
+	fmt.Fprintln(w, "\nfunnel answer:")
+	for _, s := range rep.Funnel {
+		m := "-"
+		if s.Median != nil {
+			m = fmt.Sprintf("%.0fs", *s.Median)
+		}
+		fmt.Fprintf(w, "  %-18s %10d  median from previous %s\n", s.Name, s.Profiles, m)
+	}
+	for _, f := range rep.Failures {
+		fmt.Fprintf(w, "FAILED: %s\n", f)
+	}
+}
