@@ -46,15 +46,16 @@ const (
 	ReadQuarantine   Permission = "quarantine:read"   // list quarantined events (they hold raw payloads)
 	ReplayQuarantine Permission = "quarantine:replay" // replay quarantined events
 	ReadCatalog      Permission = "catalog:read"      // read the catalogue: sources, destinations, flows
+	RunImports       Permission = "imports:run"       // bulk-import files into a source and read their reports
 )
 
 // Permissions lists every permission.
-var Permissions = []Permission{ManageUsers, ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog}
+var Permissions = []Permission{ManageUsers, ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, RunImports}
 
 // grants is the authorization table (see Can).
 var grants = map[Role][]Permission{
 	RoleAdmin:     Permissions,
-	RoleIT:        {ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog},
+	RoleIT:        {ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, RunImports},
 	RoleMarketing: {ReadEvents, ReadCatalog},
 	RoleAnalyst:   {ReadEvents, ReadCatalog},
 	RolePrivacy:   {ReadEvents, ReadQuarantine, ReadCatalog},
@@ -64,18 +65,19 @@ var grants = map[Role][]Permission{
 
 // Can reports whether a user with role may do p. The table:
 //
-//	role       users  sources  approvals  events  quarantine     catalog
-//	                  manage   decide     read    read  replay   read
-//	admin      yes    yes      yes        yes     yes   yes      yes
-//	it         -      yes      yes        yes     yes   yes      yes
-//	marketing  -      -        -          yes     -     -        yes
-//	analyst    -      -        -          yes     -     -        yes
-//	privacy    -      -        -          yes     yes   -        yes
-//	service    -      -        -          -       -     -        yes
-//	sales      -      -        -          -       -     -        yes
+//	role       users  sources  approvals  events  quarantine     catalog  imports
+//	                  manage   decide     read    read  replay   read     run
+//	admin      yes    yes      yes        yes     yes   yes      yes      yes
+//	it         -      yes      yes        yes     yes   yes      yes      yes
+//	marketing  -      -        -          yes     -     -        yes      -
+//	analyst    -      -        -          yes     -     -        yes      -
+//	privacy    -      -        -          yes     yes   -        yes      -
+//	service    -      -        -          -       -     -        yes      -
+//	sales      -      -        -          -       -     -        yes      -
 //
-// That is: admin may do everything; it runs sources, approvals, events and
-// the quarantine; analyst and marketing read events and the catalogue;
+// That is: admin may do everything; it runs sources, approvals, events,
+// the quarantine and bulk imports; analyst and marketing read events and
+// the catalogue;
 // privacy reads events and the quarantine (and the catalogue, which is its
 // record of processing); service and sales read the catalogue only. An
 // unknown role may do nothing.

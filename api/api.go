@@ -16,6 +16,7 @@ import (
 	"tandem/apierror"
 	"tandem/eventstore"
 	"tandem/governance"
+	"tandem/imports"
 	"tandem/quarantine"
 	"tandem/statestore"
 )
@@ -35,6 +36,7 @@ type Options struct {
 	Quarantine *quarantine.Store
 	Events     eventstore.Store
 	Log        Appender
+	Imports    *imports.Service // nil: the import endpoints answer 503
 	Logger     *slog.Logger
 }
 
@@ -72,6 +74,7 @@ func New(opts Options) *API {
 	a.route("/api/v1/events/{messageId}", map[string]handler{"GET": a.need(access.ReadEvents, a.getEvent)})
 	a.route("/api/v1/quarantine", map[string]handler{"GET": a.need(access.ReadQuarantine, a.listQuarantine)})
 	a.route("/api/v1/quarantine/replay", map[string]handler{"POST": a.need(access.ReplayQuarantine, a.replayQuarantine)})
+	a.importRoutes()
 	a.mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		apierror.Write(w, apierror.ErrNotFound)
 	})

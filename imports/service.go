@@ -17,6 +17,7 @@ import (
 
 	"tandem/access"
 	"tandem/event"
+	"tandem/eventlog"
 	"tandem/governance"
 	"tandem/statestore"
 )
@@ -64,7 +65,13 @@ type Options struct {
 	// SaveEvery is how often a running import's progress is written to
 	// the state store; default 500ms.
 	SaveEvery time.Duration
-	Now       func() time.Time
+	// AppendRetries is how often a failed append is tried again (the
+	// rows' messageIds make a repeat harmless) before the import stops
+	// as interrupted; default 5, with backoff from RetryBackoff (default
+	// 200ms) doubling up to 5s.
+	AppendRetries int
+	RetryBackoff  time.Duration
+	Now           func() time.Time
 }
 
 // Service runs imports: it creates them, streams their data through a
@@ -93,6 +100,12 @@ func NewService(opts Options) *Service {
 	}
 	if opts.SaveEvery <= 0 {
 		opts.SaveEvery = 500 * time.Millisecond
+	}
+	if opts.AppendRetries <= 0 {
+		opts.AppendRetries = 5
+	}
+	if opts.RetryBackoff <= 0 {
+		opts.RetryBackoff = 200 * time.Millisecond
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -620,7 +633,7 @@ func (s *Service) importRows(ctx context.Context, ru *run, body io.Reader) (stri
 			close(pc.done)
 		} else {
 			go func() {
-				pc.err = s.opts.Log.Append(ctx, pc.entries)
+				pc.err = s.append(ctx, rec.ID, pc.entries)
 				close(pc.done)
 			}()
 		}
@@ -675,6 +688,21 @@ func (s *Service) importRows(ctx context.Context, ru *run, body io.Reader) (stri
 		return "log_unavailable", "the event log did not take the rows; send the data again to resume", nil
 	}
 	return code, msg, nil
+}
+
+// append makes entries durable, retrying what may pass (an overloaded or
+// briefly unavailable log).
+func (s *Service) append(ctx context.Context, id string, entries []byte) error {
+	backoff := s.opts.RetryBackoff
+	for try := 0; ; try++ {
+		err := s.opts.Log.Append(ctx, entries)
+		if err == nil || try >= s.opts.AppendRetries || errors.Is(err, eventlog.ErrTooLarge) || errors.Is(err, eventlog.ErrClosed) {
+			return err
+		}
+		s.opts.Logger.Warn("import append failed; retrying", "import", id, "err", err.Error(), "retry_in", backoff.String())
+		time.Sleep(backoff)
+		backoff = min(2*backoff, 5*time.Second)
+	}
 }
 
 // readFailure describes an error reading the data.

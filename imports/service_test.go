@@ -99,6 +99,7 @@ func newFixture(t *testing.T, opts Options) *fixture {
 	}
 	f := &fixture{log: &memLog{}, quar: quarantine.NewStore(db), source: src, admin: admin}
 	opts.DB, opts.Log, opts.Quarantine, opts.Sources = db, f.log, f.quar, gov
+	opts.RetryBackoff = time.Millisecond
 	f.svc = NewService(opts)
 	return f
 }
@@ -154,8 +155,8 @@ func path(m map[string]any, keys ...string) any {
 func TestExamples(t *testing.T) {
 	for _, tc := range []struct {
 		dir, mapping, data string
-		rows                int
-		check               func(t *testing.T, evs []event.Event)
+		rows               int
+		check              func(t *testing.T, evs []event.Event)
 	}{
 		{"call-centre", "mapping.yaml", "contacts.csv", 5, func(t *testing.T, evs []event.Event) {
 			e := evs[0]

@@ -25,6 +25,7 @@ import (
 	"tandem/eventstore"
 	"tandem/eventstore/duckdb"
 	"tandem/governance"
+	"tandem/imports"
 	"tandem/metrics"
 	"tandem/pipeline"
 	"tandem/quarantine"
@@ -88,6 +89,7 @@ type Server struct {
 	Access     *access.Store
 	Governance *governance.Store
 	Quarantine *quarantine.Store
+	Imports    *imports.Service
 	Pipeline   *pipeline.Pipeline
 	Metrics    *metrics.Registry
 
@@ -122,12 +124,15 @@ func Open(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Serve
 	migs = append(migs, access.Migrations()...)
 	migs = append(migs, governance.Migrations()...)
 	migs = append(migs, quarantine.Migrations()...)
+	migs = append(migs, imports.Migrations()...)
 	if err := s.State.Migrate(ctx, migs...); err != nil {
 		return nil, fmt.Errorf("state store: %w", err)
 	}
 	s.Access = access.NewStore(s.State)
 	s.Governance = governance.NewStore(s.State)
 	s.Quarantine = quarantine.NewStore(s.State)
+	s.Imports = imports.NewService(imports.Options{DB: s.State, Log: s.Committer, Quarantine: s.Quarantine,
+		Sources: s.Governance, Logger: logger, ChunkBytes: min(1<<20, s.Log.MaxRecordBytes()/2)})
 	if cfg.Events != "" {
 		return nil, &config.UsageError{Key: "events", Message: "the ClickHouse event store is not available in this version"}
 	}
@@ -220,7 +225,7 @@ func (s *Server) routes() http.Handler {
 	}))
 	mux.Handle("/api/v1/", api.New(api.Options{
 		Access: s.Access, Governance: s.Governance, Quarantine: s.Quarantine,
-		Events: s.Events, Log: s.Committer, Logger: s.logger,
+		Events: s.Events, Log: s.Committer, Imports: s.Imports, Logger: s.logger,
 	}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
