@@ -58,9 +58,9 @@ type Options struct {
 	Logger     *slog.Logger
 	// ChunkBytes bounds the log entries of one append; default 1 MiB.
 	ChunkBytes int
-	// ChunkRows bounds the rows of one append; default 2000.
+	// ChunkRows bounds the rows of one append; default 4000.
 	ChunkRows int
-	// InFlight is how many appends may wait for the log at once; default 4.
+	// InFlight is how many appends may wait for the log at once; default 8.
 	InFlight int
 	// SaveEvery is how often a running import's progress is written to
 	// the state store; default 500ms.
@@ -93,10 +93,10 @@ func NewService(opts Options) *Service {
 		opts.ChunkBytes = 1 << 20
 	}
 	if opts.ChunkRows <= 0 {
-		opts.ChunkRows = 2000
+		opts.ChunkRows = 4000
 	}
 	if opts.InFlight <= 0 {
-		opts.InFlight = 4
+		opts.InFlight = 8
 	}
 	if opts.SaveEvery <= 0 {
 		opts.SaveEvery = 500 * time.Millisecond
