@@ -93,7 +93,7 @@ func FuzzCSVRows(f *testing.F) {
 }
 
 func FuzzNDJSONRows(f *testing.F) {
-	f.Add([]byte(`{"id":1,"name":"Visit","at":"01.02.2024 10:00","email":"A@B.c","amount":1.5,"n":2,"ok":true,"note":{"x":[1]},"channel":"web"}` + "\n\n" + `{"id":"2"}`), false)
+	f.Add([]byte(`{"id":1,"name":"Visit","at":"01.02.2024 10:00","email":"A@B.c","amount":1.5,"n":2,"ok":true,"note":{"x":[1]},"channel":"web"}`+"\n\n"+`{"id":"2"}`), false)
 	f.Add([]byte(`{"type":"track","event":"E","userId":"u","timestamp":"2024-01-01T00:00:00Z"}`+"\n"+`[1]`+"\n"+"\xff\n"), true)
 	m, err := ParseMapping([]byte(strings.ReplaceAll(fuzzMapping, "amount: {column: amount, type: number}", "amount: amount")))
 	if err != nil {
