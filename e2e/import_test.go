@@ -60,7 +60,7 @@ func TestImportKilledServerResumes(t *testing.T) {
 		"purpose": "call-centre contacts", "dataCategories": []string{"contact"}, "monthlyCost": 0}); code != 201 {
 		t.Fatalf("create source: %d %s", code, body)
 	}
-	const rows = 100_000
+	const rows = 300_000
 	data := filepath.Join(dir, "contacts.csv")
 	writeContacts(t, data, rows)
 	mapping := filepath.Join(dir, "mapping.yaml")
@@ -99,7 +99,7 @@ func TestImportKilledServerResumes(t *testing.T) {
 		if st.Status == "completed" {
 			t.Fatalf("the import finished before the kill: make the file larger\n%s", err1.String())
 		}
-		if imported >= rows/10 {
+		if imported >= rows/4 {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -128,7 +128,7 @@ func TestImportKilledServerResumes(t *testing.T) {
 	if err != nil {
 		t.Fatalf("second run: %v\n%s", err, out)
 	}
-	if !strings.Contains(string(out), "resuming import "+id) || !strings.Contains(string(out), "import "+id+" completed: 100,000 rows imported, 0 failed") {
+	if !strings.Contains(string(out), "resuming import "+id) || !strings.Contains(string(out), "import "+id+" completed: 300,000 rows imported, 0 failed") {
 		t.Fatalf("second run did not resume and complete:\n%s", out)
 	}
 	code, body := s.admin("GET", "/api/v1/imports/"+id, nil)

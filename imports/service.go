@@ -63,7 +63,7 @@ type Options struct {
 	// InFlight is how many appends may wait for the log at once; default 8.
 	InFlight int
 	// SaveEvery is how often a running import's progress is written to
-	// the state store; default 500ms.
+	// the state store; default 250ms.
 	SaveEvery time.Duration
 	// AppendRetries is how often a failed append is tried again (the
 	// rows' messageIds make a repeat harmless) before the import stops
@@ -99,7 +99,7 @@ func NewService(opts Options) *Service {
 		opts.InFlight = 8
 	}
 	if opts.SaveEvery <= 0 {
-		opts.SaveEvery = 500 * time.Millisecond
+		opts.SaveEvery = 250 * time.Millisecond
 	}
 	if opts.AppendRetries <= 0 {
 		opts.AppendRetries = 5
