@@ -47,15 +47,16 @@ const (
 	ReplayQuarantine Permission = "quarantine:replay" // replay quarantined events
 	ReadCatalog      Permission = "catalog:read"      // read the catalogue: sources, destinations, flows
 	ReadAnalytics    Permission = "analytics:read"    // funnels, paths, retention, journeys (counts, sample profile ids)
+	RunImports       Permission = "imports:run"       // bulk-import files into a source and read their reports
 )
 
 // Permissions lists every permission.
-var Permissions = []Permission{ManageUsers, ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics}
+var Permissions = []Permission{ManageUsers, ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports}
 
 // grants is the authorization table (see Can).
 var grants = map[Role][]Permission{
 	RoleAdmin:     Permissions,
-	RoleIT:        {ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics},
+	RoleIT:        {ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports},
 	RoleMarketing: {ReadEvents, ReadCatalog, ReadAnalytics},
 	RoleAnalyst:   {ReadEvents, ReadCatalog, ReadAnalytics},
 	RolePrivacy:   {ReadEvents, ReadQuarantine, ReadCatalog},
@@ -65,22 +66,23 @@ var grants = map[Role][]Permission{
 
 // Can reports whether a user with role may do p. The table:
 //
-//	role       users  sources  approvals  events  quarantine     catalog  analytics
-//	                  manage   decide     read    read  replay   read     read
-//	admin      yes    yes      yes        yes     yes   yes      yes      yes
-//	it         -      yes      yes        yes     yes   yes      yes      yes
-//	marketing  -      -        -          yes     -     -        yes      yes
-//	analyst    -      -        -          yes     -     -        yes      yes
-//	privacy    -      -        -          yes     yes   -        yes      -
-//	service    -      -        -          -       -     -        yes      yes
-//	sales      -      -        -          -       -     -        yes      yes
+//	role       users  sources  approvals  events  quarantine     catalog  analytics  imports
+//	                  manage   decide     read    read  replay   read     read       run
+//	admin      yes    yes      yes        yes     yes   yes      yes      yes        yes
+//	it         -      yes      yes        yes     yes   yes      yes      yes        yes
+//	marketing  -      -        -          yes     -     -        yes      yes        -
+//	analyst    -      -        -          yes     -     -        yes      yes        -
+//	privacy    -      -        -          yes     yes   -        yes      -          -
+//	service    -      -        -          -       -     -        yes      yes        -
+//	sales      -      -        -          -       -     -        yes      yes        -
 //
-// That is: admin may do everything; it runs sources, approvals, events and
-// the quarantine; analyst and marketing read events and the catalogue;
-// every role but privacy reads the analytics (aggregates over the journey,
-// with a few sample profile ids per hand-off);
+// That is: admin may do everything; it runs sources, approvals, events,
+// the quarantine and bulk imports; analyst and marketing read events and
+// the catalogue; every role but privacy reads the analytics (aggregates
+// over the journey, with a few sample profile ids per hand-off);
 // privacy reads events and the quarantine (and the catalogue, which is its
-// record of processing); service and sales read the catalogue only. An
+// record of processing); service and sales read the catalogue and the
+// analytics. An
 // unknown role may do nothing.
 func Can(role Role, p Permission) bool {
 	for _, g := range grants[role] {

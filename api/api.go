@@ -17,6 +17,7 @@ import (
 	"tandem/apierror"
 	"tandem/eventstore"
 	"tandem/governance"
+	"tandem/imports"
 	"tandem/quarantine"
 	"tandem/statestore"
 )
@@ -36,6 +37,7 @@ type Options struct {
 	Quarantine *quarantine.Store
 	Events     eventstore.Store
 	Log        Appender
+	Imports    *imports.Service // nil: the import endpoints answer 503
 	Logger     *slog.Logger
 	// Analytics answers /analytics/*; Stages is the configured lifecycle
 	// the journey reports on.
@@ -78,6 +80,7 @@ func New(opts Options) *API {
 	a.route("/api/v1/quarantine", map[string]handler{"GET": a.need(access.ReadQuarantine, a.listQuarantine)})
 	a.route("/api/v1/quarantine/replay", map[string]handler{"POST": a.need(access.ReplayQuarantine, a.replayQuarantine)})
 	a.analyticsRoutes()
+	a.importRoutes()
 	a.mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		apierror.Write(w, apierror.ErrNotFound)
 	})

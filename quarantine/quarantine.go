@@ -131,7 +131,40 @@ func (s *Store) Add(ctx context.Context, logSeq uint64, problems []event.Problem
 	if logSeq > math.MaxInt64 {
 		return fmt.Errorf("quarantine: add: log sequence %d out of range", logSeq)
 	}
-	err := s.db.Tx(ctx, func(tx *statestore.Tx) error {
+	err := s.add(ctx, func(int) (uint64, int) { return logSeq, -1 }, problems)
+	if err != nil {
+		return fmt.Errorf("quarantine: add %d entries of record %d: %w", len(problems), logSeq, err)
+	}
+	return nil
+}
+
+// AddKeyed quarantines problems that did not come from an event-log
+// record (rows of a bulk import, say), each under its own key, in one
+// transaction. keys[i] identifies problems[i] (it is stored as the log
+// sequence, with position 0), so adding the same key again stores nothing
+// new. Keys must be above the log's sequence space: bit 62 set.
+func (s *Store) AddKeyed(ctx context.Context, keys []uint64, problems []event.Problem) error {
+	if len(keys) != len(problems) {
+		return fmt.Errorf("quarantine: add keyed: %d keys for %d problems", len(keys), len(problems))
+	}
+	for _, k := range keys {
+		if k > math.MaxInt64 || k < 1<<62 {
+			return fmt.Errorf("quarantine: add keyed: key %d outside the keyed range", k)
+		}
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	if err := s.add(ctx, func(i int) (uint64, int) { return keys[i], 0 }, problems); err != nil {
+		return fmt.Errorf("quarantine: add %d keyed entries: %w", len(problems), err)
+	}
+	return nil
+}
+
+// add inserts problems; key gives each its (log sequence, position), a
+// position of -1 meaning its index in problems.
+func (s *Store) add(ctx context.Context, key func(i int) (uint64, int), problems []event.Problem) error {
+	return s.db.Tx(ctx, func(tx *statestore.Tx) error {
 		for start := 0; start < len(problems); start += insertChunk {
 			end := min(start+insertChunk, len(problems))
 			var q strings.Builder
@@ -149,7 +182,11 @@ func (s *Store) Add(ctx context.Context, logSeq uint64, problems []event.Problem
 				if raw == nil {
 					raw = []byte{}
 				}
-				args = append(args, statestore.NewID("qe"), int64(logSeq), i,
+				seq, pos := key(i)
+				if pos < 0 {
+					pos = i
+				}
+				args = append(args, statestore.NewID("qe"), int64(seq), pos,
 					cleanText(p.SourceID), cleanText(p.MessageID), p.Index,
 					cleanText(p.Code), cleanText(p.Field), cleanText(p.Message),
 					statestore.TimeToDB(p.ReceivedAt), raw, Held, 0, cleanText(p.Type))
@@ -161,10 +198,6 @@ func (s *Store) Add(ctx context.Context, logSeq uint64, problems []event.Problem
 		}
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("quarantine: add %d entries of record %d: %w", len(problems), logSeq, err)
-	}
-	return nil
 }
 
 // cleanText makes s storable in any backend's text column.

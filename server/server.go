@@ -29,6 +29,7 @@ import (
 	"tandem/eventstore/clickhouse"
 	"tandem/eventstore/duckdb"
 	"tandem/governance"
+	"tandem/imports"
 	"tandem/metrics"
 	"tandem/pipeline"
 	"tandem/quarantine"
@@ -93,6 +94,7 @@ type Server struct {
 	Access     *access.Store
 	Governance *governance.Store
 	Quarantine *quarantine.Store
+	Imports    *imports.Service
 	Pipeline   *pipeline.Pipeline
 	Metrics    *metrics.Registry
 
@@ -124,12 +126,15 @@ func Open(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Serve
 	migs = append(migs, access.Migrations()...)
 	migs = append(migs, governance.Migrations()...)
 	migs = append(migs, quarantine.Migrations()...)
+	migs = append(migs, imports.Migrations()...)
 	if err := s.State.Migrate(ctx, migs...); err != nil {
 		return nil, fmt.Errorf("state store: %w", err)
 	}
 	s.Access = access.NewStore(s.State)
 	s.Governance = governance.NewStore(s.State)
 	s.Quarantine = quarantine.NewStore(s.State)
+	s.Imports = imports.NewService(imports.Options{DB: s.State, Log: s.Committer, Quarantine: s.Quarantine,
+		Sources: s.Governance, Logger: logger, ChunkBytes: min(1<<20, s.Log.MaxRecordBytes()/2)})
 	if err := s.openEvents(ctx); err != nil {
 		return nil, err
 	}
@@ -275,7 +280,7 @@ func (s *Server) routes() http.Handler {
 	}))
 	opts := api.Options{
 		Access: s.Access, Governance: s.Governance, Quarantine: s.Quarantine,
-		Events: s.Events, Log: s.Committer, Logger: s.logger, Stages: s.cfg.Journey.Stages,
+		Events: s.Events, Log: s.Committer, Imports: s.Imports, Logger: s.logger, Stages: s.cfg.Journey.Stages,
 	}
 	if d, ok := s.Events.(*duckdb.Store); ok {
 		opts.Analytics = adb.New(d.DB())

@@ -13,6 +13,7 @@ import (
 
 	"tandem/bench"
 	"tandem/config"
+	"tandem/imports/importcmd"
 	"tandem/server"
 	"tandem/version"
 )
@@ -21,7 +22,8 @@ const usage = `tandem — self-hosted customer data and journey platform
 
 Usage:
   tandem serve [--data-dir DIR] [--addr HOST:PORT] [--config FILE] [flags]
-  tandem bench ingest|funnel [flags]
+  tandem import --source NAME|ID [--format csv|ndjson] [--mapping FILE] FILE|-
+  tandem bench ingest|funnel|import [flags]
   tandem version
 
 Run "tandem COMMAND --help" for a command's flags. Every flag can also be
@@ -48,7 +50,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
-	case "import", "apply":
+	case "import":
+		return importcmd.Main(args[1:], os.Getenv, os.Stdin, stdout, stderr)
+	case "apply":
 		fmt.Fprintf(stderr, "tandem %s: not available in this version yet\n", args[0])
 		return 2
 	default:

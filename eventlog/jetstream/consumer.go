@@ -58,7 +58,10 @@ func (c *consumer) Fetch(ctx context.Context, max int, wait time.Duration) ([]ev
 	if max <= 0 {
 		return nil, nil
 	}
-	max = min(max, maxAckPending)
+	// One fetch is delivered in one go: at most fetchBudget bytes of
+	// full-size records, or the connection's outbound buffer overflows
+	// (a bulk import fills records to MaxRecordBytes).
+	max = min(max, maxAckPending, fetchBudget/c.log.maxRecord+1)
 
 	// What is there already, in one round trip.
 	msgs, err := c.fetchNoWait(ctx, nil, max)

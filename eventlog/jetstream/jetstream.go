@@ -46,6 +46,10 @@ const (
 	// maxAckPending bounds the records a consumer has delivered but not yet
 	// seen acknowledged.
 	maxAckPending = 10000
+	// fetchBudget bounds the bytes one Fetch may ask for, counting every
+	// record at the log's MaxRecordBytes; NATS's outbound buffer per
+	// connection is 64 MiB.
+	fetchBudget = 32 << 20
 	// defaultTimeout bounds requests to the server whose context has no
 	// deadline.
 	defaultTimeout = 5 * time.Second
