@@ -462,7 +462,7 @@ func TestMainUsage(t *testing.T) {
 		err  string // in stderr
 	}{
 		{nil, 2, "", "Usage"},
-		{[]string{"funnel"}, 2, "", "not available in this version yet"},
+		{[]string{"funnel", "--runs", "0"}, 2, "", "--runs"},
 		{[]string{"identity"}, 2, "", "not available in this version yet"},
 		{[]string{"delivery"}, 2, "", "not available in this version yet"},
 		{[]string{"nope"}, 2, "", "unknown command"},

@@ -397,8 +397,16 @@ type run struct {
 
 	read, imported, failed, bytes atomic.Int64
 	start                         time.Time
-	startRows                     int64 // rows done when this attempt started
-	startBytes                    int64 // data bytes before the resume point
+	startRows                     int64         // rows done when this attempt started
+	startBytes                    int64         // data bytes before the resume point
+	done                          chan struct{} // closed when the attempt is no longer active
+}
+
+// ended reports whether the attempt has reached its final status.
+func (ru *run) ended() bool {
+	ru.mu.Lock()
+	defer ru.mu.Unlock()
+	return ru.rec.Status != Running
 }
 
 func (ru *run) status(now time.Time) Status {
@@ -448,36 +456,68 @@ func (s *Service) Run(ctx context.Context, id string, body io.Reader, size int64
 	if err != nil {
 		return Status{}, err
 	}
-	ru := &run{rec: rec, start: s.opts.Now()}
-	s.mu.Lock()
-	if s.active[id] != nil {
+	ru := &run{rec: record{Status: Running}, start: s.opts.Now(), done: make(chan struct{})}
+	for {
+		s.mu.Lock()
+		prev := s.active[id]
+		if prev == nil {
+			s.active[id] = ru
+			s.mu.Unlock()
+			break
+		}
 		s.mu.Unlock()
+		// An attempt that has ended (its final status is already
+		// visible) is only being put away: wait for it rather than
+		// refuse a client that saw the status and sent the data again.
+		if prev.ended() {
+			select {
+			case <-prev.done:
+				continue
+			case <-ctx.Done():
+				return Status{}, ctx.Err()
+			}
+		}
 		return Status{}, ErrBusy
 	}
-	s.active[id] = ru
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.active, id)
-		s.mu.Unlock()
-	}()
+	var once sync.Once
+	release := func() {
+		once.Do(func() {
+			s.mu.Lock()
+			delete(s.active, id)
+			s.mu.Unlock()
+			close(ru.done)
+		})
+	}
+	defer release()
+	// Read the record again now that this attempt owns the import: a
+	// previous attempt may have saved its end meanwhile.
+	if rec, err = s.store.get(ctx, id); err != nil {
+		return Status{}, err
+	}
+	ru.mu.Lock()
+	ru.rec = rec
+	ru.rec.Status = Running
+	ru.mu.Unlock()
 	if _, err := s.resolveSource(ctx, rec.SourceID); err != nil {
 		return Status{}, err
 	}
 
 	ctx = context.WithoutCancel(ctx) // what was read is finished even if the client goes away
 	now := s.opts.Now().UTC()
+	ru.mu.Lock()
 	ru.rec.Status, ru.rec.Attempts, ru.rec.StartedAt, ru.rec.UpdatedAt = Running, rec.Attempts+1, now, now
 	ru.rec.FinishedAt, ru.rec.ErrCode, ru.rec.ErrMessage = time.Time{}, "", ""
 	if size > 0 {
 		ru.rec.BytesTotal = size
 	}
+	started := ru.rec
+	ru.mu.Unlock()
 	ru.imported.Store(rec.Imported)
 	ru.failed.Store(rec.Failed)
 	ru.startRows = rec.Imported + rec.Failed
 	ru.startBytes = rec.ResumeOffset
 	ru.read.Store(ru.startRows)
-	if err := s.store.saveProgress(ctx, ru.rec); err != nil {
+	if err := s.store.saveProgress(ctx, started); err != nil {
 		return Status{}, err
 	}
 	s.opts.Logger.Info("import started", "import", id, "source", rec.SourceID, "attempt", ru.rec.Attempts,
@@ -506,9 +546,7 @@ func (s *Service) Run(ctx context.Context, id string, body io.Reader, size int64
 	}
 	s.opts.Logger.Info("import ended", "import", id, "status", final.Status, "rows_imported", final.Imported,
 		"rows_failed", final.Failed, "code", code)
-	s.mu.Lock()
-	delete(s.active, id)
-	s.mu.Unlock()
+	release()
 	st, err := s.Get(ctx, id)
 	if err != nil {
 		return Status{}, err
