@@ -242,8 +242,10 @@ func (r *resolver) apply(l link, ids []string) {
 			readded = append(readded, d)
 		}
 	}
+	var home *resolved
 	if len(kept) > 0 {
 		r.join(l, kept)
+		home = r.res.of[kept[0]]
 	}
 	for i, d := range dropped {
 		if slices.Contains(readded, d) {
@@ -253,8 +255,10 @@ func (r *resolver) apply(l link, ids []string) {
 		// Record the decision in every profile the merge would have
 		// touched, so each side's explanation shows it.
 		targets := matchedAtDrop[i]
-		if p := r.res.of[d]; p != nil && !slices.Contains(targets, p) {
-			targets = append(targets, p)
+		for _, p := range []*resolved{r.res.of[d], home} {
+			if p != nil && !slices.Contains(targets, p) {
+				targets = append(targets, p)
+			}
 		}
 		for _, p := range uniqueAlive(r, targets) {
 			others := []string{}
