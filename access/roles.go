@@ -46,39 +46,44 @@ const (
 	ReadQuarantine   Permission = "quarantine:read"   // list quarantined events (they hold raw payloads)
 	ReplayQuarantine Permission = "quarantine:replay" // replay quarantined events
 	ReadCatalog      Permission = "catalog:read"      // read the catalogue: sources, destinations, flows
+	ReadProfiles     Permission = "profiles:read"     // look up profiles, their timelines and explanations
+	UnmergeProfiles  Permission = "profiles:unmerge"  // split a profile (a decision about a person's data)
 )
 
 // Permissions lists every permission.
-var Permissions = []Permission{ManageUsers, ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog}
+var Permissions = []Permission{ManageUsers, ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadProfiles, UnmergeProfiles}
 
 // grants is the authorization table (see Can).
 var grants = map[Role][]Permission{
 	RoleAdmin:     Permissions,
 	RoleIT:        {ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog},
-	RoleMarketing: {ReadEvents, ReadCatalog},
-	RoleAnalyst:   {ReadEvents, ReadCatalog},
-	RolePrivacy:   {ReadEvents, ReadQuarantine, ReadCatalog},
-	RoleService:   {ReadCatalog},
-	RoleSales:     {ReadCatalog},
+	RoleMarketing: {ReadEvents, ReadCatalog, ReadProfiles},
+	RoleAnalyst:   {ReadEvents, ReadCatalog, ReadProfiles},
+	RolePrivacy:   {ReadEvents, ReadQuarantine, ReadCatalog, ReadProfiles, UnmergeProfiles},
+	RoleService:   {ReadCatalog, ReadProfiles},
+	RoleSales:     {ReadCatalog, ReadProfiles},
 }
 
 // Can reports whether a user with role may do p. The table:
 //
-//	role       users  sources  approvals  events  quarantine     catalog
-//	                  manage   decide     read    read  replay   read
-//	admin      yes    yes      yes        yes     yes   yes      yes
-//	it         -      yes      yes        yes     yes   yes      yes
-//	marketing  -      -        -          yes     -     -        yes
-//	analyst    -      -        -          yes     -     -        yes
-//	privacy    -      -        -          yes     yes   -        yes
-//	service    -      -        -          -       -     -        yes
-//	sales      -      -        -          -       -     -        yes
+//	role       users  sources  approvals  events  quarantine     catalog  profiles
+//	                  manage   decide     read    read  replay   read     read  unmerge
+//	admin      yes    yes      yes        yes     yes   yes      yes      yes   yes
+//	it         -      yes      yes        yes     yes   yes      yes      -     -
+//	marketing  -      -        -          yes     -     -        yes      yes   -
+//	analyst    -      -        -          yes     -     -        yes      yes   -
+//	privacy    -      -        -          yes     yes   -        yes      yes   yes
+//	service    -      -        -          -       -     -        yes      yes   -
+//	sales      -      -        -          -       -     -        yes      yes   -
 //
 // That is: admin may do everything; it runs sources, approvals, events and
 // the quarantine; analyst and marketing read events and the catalogue;
 // privacy reads events and the quarantine (and the catalogue, which is its
-// record of processing); service and sales read the catalogue only. An
-// unknown role may do nothing.
+// record of processing); service and sales read the catalogue. Every role
+// but it reads profiles (customer service and sales look customers up; it
+// runs the platform, not the customer relationship); only admin and privacy
+// may unmerge, a decision about a person's data. An unknown role may do
+// nothing.
 func Can(role Role, p Permission) bool {
 	for _, g := range grants[role] {
 		if g == p {

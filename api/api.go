@@ -16,6 +16,7 @@ import (
 	"tandem/apierror"
 	"tandem/eventstore"
 	"tandem/governance"
+	"tandem/identity"
 	"tandem/quarantine"
 	"tandem/statestore"
 )
@@ -36,6 +37,8 @@ type Options struct {
 	Events     eventstore.Store
 	Log        Appender
 	Logger     *slog.Logger
+	Identity   *identity.Store // nil: the profile endpoints answer 503
+	Auditor    Auditor         // nil: profile reads are not recorded
 }
 
 // API is the management API handler.
@@ -58,6 +61,9 @@ func New(opts Options) *API {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.Auditor == nil {
+		opts.Auditor = noAudit{}
+	}
 	a := &API{opts: opts, mux: http.NewServeMux()}
 	a.mux.HandleFunc("/api/v1/openapi.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -72,6 +78,7 @@ func New(opts Options) *API {
 	a.route("/api/v1/events/{messageId}", map[string]handler{"GET": a.need(access.ReadEvents, a.getEvent)})
 	a.route("/api/v1/quarantine", map[string]handler{"GET": a.need(access.ReadQuarantine, a.listQuarantine)})
 	a.route("/api/v1/quarantine/replay", map[string]handler{"POST": a.need(access.ReplayQuarantine, a.replayQuarantine)})
+	a.profileRoutes()
 	a.mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		apierror.Write(w, apierror.ErrNotFound)
 	})

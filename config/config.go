@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"tandem/identity"
 )
 
 // Config is everything `tandem serve` needs.
@@ -42,6 +44,10 @@ type Config struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	LogLevel        string        `yaml:"log_level"` // debug, info, warn, error
 
+	// Identity are the identity resolution rules (see docs/identity.md);
+	// only the config file sets them.
+	Identity identity.Rules `yaml:"identity"`
+
 	File string `yaml:"-"` // the --config file, if any
 }
 
@@ -57,6 +63,7 @@ func Default() Config {
 		Pipeline:        true,
 		ShutdownTimeout: 30 * time.Second,
 		LogLevel:        "info",
+		Identity:        identity.DefaultRules(),
 	}
 }
 
@@ -249,6 +256,13 @@ func (c *Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		return &UsageError{Key: "log_level", Message: "want debug, info, warn or error"}
+	}
+	if err := c.Identity.Validate(); err != nil {
+		var ve *identity.ValidationError
+		if errors.As(err, &ve) {
+			return &UsageError{Key: ve.Key, Message: ve.Message}
+		}
+		return &UsageError{Key: "identity", Message: err.Error()}
 	}
 	return nil
 }

@@ -89,7 +89,7 @@ func TestOrderIndependence(t *testing.T) {
 		}
 		type spec struct {
 			user, anon, email, phone, prev string
-			at                          int
+			at                             int
 		}
 		vals := func(label string, n int) string {
 			v := rapid.IntRange(-1, n).Draw(rt, label)

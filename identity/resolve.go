@@ -91,13 +91,13 @@ type Step struct {
 	SourceID   string    `json:"sourceId"`
 	MessageID  string    `json:"messageId"`
 	EventType  string    `json:"eventType"`
-	Identifier string    `json:"identifier"`          // the identifier that joined, was dropped or detached; for a merge the other profile's first identifier
-	Via        []string  `json:"via,omitempty"`       // identifiers of the event already in the profile(s), through which it linked
-	Profile    string    `json:"profile,omitempty"`   // merged: the profile absorbed; dropped: the profile the merge would have joined
-	MergeID    string    `json:"mergeId,omitempty"`   // merged: what POST …/unmerge takes
-	Rule       string    `json:"rule"`                // the rule that decided
-	Decision   string    `json:"decision,omitempty"`  // the manual decision involved, if any
-	Text       string    `json:"text"`                // the step as a sentence
+	Identifier string    `json:"identifier"`         // the identifier that joined, was dropped or detached; for a merge the other profile's first identifier
+	Via        []string  `json:"via,omitempty"`      // identifiers of the event already in the profile(s), through which it linked
+	Profile    string    `json:"profile,omitempty"`  // merged: the profile absorbed; dropped: the profile the merge would have joined
+	MergeID    string    `json:"mergeId,omitempty"`  // merged: what POST …/unmerge takes
+	Rule       string    `json:"rule"`               // the rule that decided
+	Decision   string    `json:"decision,omitempty"` // the manual decision involved, if any
+	Text       string    `json:"text"`               // the step as a sentence
 
 	seq        int
 	keepAnchor string // merged: the first identifier of each side

@@ -25,6 +25,7 @@ import (
 	"tandem/eventstore"
 	"tandem/eventstore/duckdb"
 	"tandem/governance"
+	"tandem/identity"
 	"tandem/metrics"
 	"tandem/pipeline"
 	"tandem/quarantine"
@@ -88,6 +89,7 @@ type Server struct {
 	Access     *access.Store
 	Governance *governance.Store
 	Quarantine *quarantine.Store
+	Identity   *identity.Store
 	Pipeline   *pipeline.Pipeline
 	Metrics    *metrics.Registry
 
@@ -122,6 +124,7 @@ func Open(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Serve
 	migs = append(migs, access.Migrations()...)
 	migs = append(migs, governance.Migrations()...)
 	migs = append(migs, quarantine.Migrations()...)
+	migs = append(migs, identity.Migrations()...)
 	if err := s.State.Migrate(ctx, migs...); err != nil {
 		return nil, fmt.Errorf("state store: %w", err)
 	}
@@ -134,13 +137,16 @@ func Open(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Serve
 	if s.Events, err = duckdb.Open(filepath.Join(cfg.DataDir, "events.duckdb")); err != nil {
 		return nil, fmt.Errorf("event store: %w", err)
 	}
+	if s.Identity, err = identity.NewStore(ctx, s.State, identity.Options{Rules: cfg.Identity, Links: s.Events}); err != nil {
+		return nil, fmt.Errorf("identity: %w", err)
+	}
 	if err := s.bootstrap(ctx); err != nil {
 		return nil, err
 	}
 	s.instrument()
 	if cfg.Pipeline {
 		s.Pipeline, err = pipeline.New(ctx, pipeline.Options{
-			Log: s.Log, Events: s.Events, Quarantine: s.Quarantine, Metrics: s.Metrics, Logger: logger,
+			Log: s.Log, Events: s.Events, Quarantine: s.Quarantine, Identity: s.Identity, Metrics: s.Metrics, Logger: logger,
 		})
 		if err != nil {
 			return nil, err
@@ -220,7 +226,7 @@ func (s *Server) routes() http.Handler {
 	}))
 	mux.Handle("/api/v1/", api.New(api.Options{
 		Access: s.Access, Governance: s.Governance, Quarantine: s.Quarantine,
-		Events: s.Events, Log: s.Committer, Logger: s.logger,
+		Events: s.Events, Log: s.Committer, Logger: s.logger, Identity: s.Identity,
 	}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
