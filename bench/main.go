@@ -40,6 +40,8 @@ const benchUsage = `Usage: tandem bench COMMAND [flags]
 Commands:
   ingest    collection throughput: tandem against a plain fsync sink and the
             bare event log, pipeline progress, backlog drain
+  identity  identity resolution over a generated identity load, against
+            the event store alone
 
 Run "tandem bench COMMAND --help" for a command's flags.
 `
@@ -56,7 +58,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return ingestMain(args[1:], stdout, stderr)
 	case "sink":
 		return sinkMain(args[1:], stdout, stderr)
-	case "funnel", "identity", "delivery":
+	case "identity":
+		return identityMain(args[1:], stdout, stderr)
+	case "funnel", "delivery":
 		fmt.Fprintf(stderr, "tandem bench %s: not available in this version yet\n", args[0])
 		return 2
 	case "help", "-h", "-help", "--help":

@@ -217,7 +217,7 @@ func strip(id, prefix string) string {
 	typ, v := splitIdent(id)
 	v = strings.TrimPrefix(v, prefix)
 	if typ == Phone {
-		v = v[strings.Index(v, "555"):]
+		v = v[strings.LastIndex(v, "0555")+1:]
 	}
 	return typ + ":" + v
 }

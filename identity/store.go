@@ -486,26 +486,64 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link) (
 		roots = append(roots, r)
 	}
 	slices.Sort(roots)
-	compOf := map[string]string{} // union-find root → component
-	var resolveComps []string
+	todoOf := map[string][]link{}
+	for _, l := range todo {
+		r := uf.find(keyOf(l.ids[0]))
+		todoOf[r] = append(todoOf[r], l)
+	}
+	// Everything stored about the components involved, in bulk.
+	var existing []string
 	for _, r := range roots {
-		var comps, fresh []string
+		for _, k := range groups[r] {
+			if kind, v, _ := strings.Cut(k, "\x00"); kind == "c" {
+				existing = append(existing, v)
+			}
+		}
+	}
+	linksOf, nodesOf, err := s.loadComponents(ctx, tx, existing)
+	if err != nil {
+		return nil, err
+	}
+	var allIDs []string
+	for _, ns := range nodesOf {
+		for id := range ns {
+			allIDs = append(allIDs, id)
+		}
+	}
+	for _, k := range uf.keys() {
+		if kind, v, _ := strings.Cut(k, "\x00"); kind == "n" {
+			allIDs = append(allIDs, v)
+		}
+	}
+	slices.Sort(allIDs)
+	decs, err := s.decisions(ctx, tx, allIDs)
+	if err != nil {
+		return nil, err
+	}
+
+	type newNode struct{ id, comp, profile string }
+	var newComps []string
+	var fresh []newNode
+	var changed [][2]string // ident, profile
+	var profiles [][2]string
+	var out []eventstore.ProfileLink
+	compOf := map[string]string{} // union-find root → component
+	for _, r := range roots {
+		var comps, freshIDs []string
 		for _, k := range groups[r] {
 			kind, v, _ := strings.Cut(k, "\x00")
 			if kind == "c" {
 				comps = append(comps, v)
 			} else {
-				fresh = append(fresh, v)
+				freshIDs = append(freshIDs, v)
 			}
 		}
 		slices.Sort(comps)
-		slices.Sort(fresh)
+		slices.Sort(freshIDs)
 		var target string
 		if len(comps) == 0 {
 			target = statestore.NewID("cmp")
-			if _, err := tx.Exec(ctx, `INSERT INTO identity_components (component) VALUES (?)`, target); err != nil {
-				return nil, fmt.Errorf("identity: new component: %w", err)
-			}
+			newComps = append(newComps, target)
 		} else {
 			target = comps[0]
 			for _, c := range comps[1:] {
@@ -522,19 +560,91 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link) (
 				}
 			}
 		}
-		for start := 0; start < len(fresh); start += chunk {
-			part := fresh[start:min(start+chunk, len(fresh))]
-			args := make([]any, 0, 5*len(part))
-			for _, id := range part {
-				args = append(args, id, target, "", int64(math.MaxInt64), int64(math.MinInt64))
-			}
-			// Seen times are set by touch, after, which only widens them.
-			if _, err := tx.Exec(ctx, `INSERT INTO identity_nodes (ident, component, profile_id, first_seen, last_seen) VALUES `+placeholders(len(part), 5), args...); err != nil {
-				return nil, fmt.Errorf("identity: new identifiers: %w", err)
+		compOf[r] = target
+		// The component's links: stored ones, replaced by this batch's
+		// earlier events for the same sets.
+		byHash := map[string]link{}
+		for _, c := range comps {
+			for h, l := range linksOf[c] {
+				byHash[h] = l
 			}
 		}
-		compOf[r] = target
-		resolveComps = append(resolveComps, target)
+		for _, l := range todoOf[r] {
+			h := setHash(l.ids)
+			if old, ok := byHash[h]; !ok || l.less(old) < 0 {
+				byHash[h] = l
+			}
+		}
+		links := make([]link, 0, len(byHash))
+		for _, l := range byHash {
+			links = append(links, l)
+		}
+		old := map[string]string{}
+		for _, c := range comps {
+			for id, p := range nodesOf[c] {
+				old[id] = p
+			}
+		}
+		var mine []Decision
+		for _, d := range decs {
+			if _, ok := old[d.A]; ok || slices.Contains(freshIDs, d.A) {
+				mine = append(mine, d)
+			}
+		}
+		res := s.c.resolve(links, mine, s.pid)
+		profileOf := func(id string) string {
+			if p := res.of[id]; p != nil {
+				return p.id
+			}
+			return ""
+		}
+		for _, id := range freshIDs {
+			p := profileOf(id)
+			fresh = append(fresh, newNode{id, target, p})
+			if typ, _ := splitIdent(id); p != "" && (typ == UserID || typ == AnonymousID) {
+				out = append(out, eventstore.ProfileLink{Key: id, ProfileID: p})
+			}
+		}
+		ids := make([]string, 0, len(old))
+		for id := range old {
+			ids = append(ids, id)
+		}
+		slices.Sort(ids)
+		for _, id := range ids {
+			p := profileOf(id)
+			if p == old[id] {
+				continue
+			}
+			changed = append(changed, [2]string{id, p})
+			if typ, _ := splitIdent(id); typ == UserID || typ == AnonymousID {
+				out = append(out, eventstore.ProfileLink{Key: id, ProfileID: p})
+			}
+		}
+		for _, p := range res.profiles {
+			profiles = append(profiles, [2]string{p.id, p.anchor})
+		}
+	}
+	for start := 0; start < len(newComps); start += chunk {
+		part := newComps[start:min(start+chunk, len(newComps))]
+		if _, err := tx.Exec(ctx, `INSERT INTO identity_components (component) VALUES `+placeholders(len(part), 1), anys(part)...); err != nil {
+			return nil, fmt.Errorf("identity: new components: %w", err)
+		}
+	}
+	for start := 0; start < len(fresh); start += chunk {
+		part := fresh[start:min(start+chunk, len(fresh))]
+		args := make([]any, 0, 5*len(part))
+		for _, n := range part {
+			args = append(args, n.id, n.comp, n.profile, int64(math.MaxInt64), int64(math.MinInt64))
+		}
+		// Seen times are set by touch, after, which only widens them.
+		if _, err := tx.Exec(ctx, `INSERT INTO identity_nodes (ident, component, profile_id, first_seen, last_seen) VALUES `+placeholders(len(part), 5), args...); err != nil {
+			return nil, fmt.Errorf("identity: new identifiers: %w", err)
+		}
+	}
+	for _, c := range changed {
+		if _, err := tx.Exec(ctx, `UPDATE identity_nodes SET profile_id = ? WHERE ident = ?`, c[1], c[0]); err != nil {
+			return nil, fmt.Errorf("identity: store profile: %w", err)
+		}
 	}
 	// Store the links.
 	slices.SortFunc(todo, func(a, b link) int { return strings.Compare(setHash(a.ids), setHash(b.ids)) })
@@ -554,15 +664,82 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link) (
 			return nil, fmt.Errorf("identity: store links: %w", err)
 		}
 	}
-	var out []eventstore.ProfileLink
-	for _, c := range resolveComps {
-		pl, err := s.reresolve(ctx, tx, c)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, pl...)
+	if err := s.storeProfileIDs(ctx, tx, profiles); err != nil {
+		return nil, err
 	}
 	return out, nil
+}
+
+func (s *Store) storeProfileIDs(ctx context.Context, tx *statestore.Tx, profiles [][2]string) error {
+	slices.SortFunc(profiles, func(a, b [2]string) int { return strings.Compare(a[0], b[0]) })
+	profiles = slices.Compact(profiles)
+	for start := 0; start < len(profiles); start += chunk {
+		part := profiles[start:min(start+chunk, len(profiles))]
+		args := make([]any, 0, 2*len(part))
+		for _, p := range part {
+			args = append(args, p[0], p[1])
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO identity_profile_ids (profile_id, anchor) VALUES `+placeholders(len(part), 2)+` ON CONFLICT (profile_id) DO NOTHING`, args...); err != nil {
+			return fmt.Errorf("identity: store profile ids: %w", err)
+		}
+	}
+	return nil
+}
+
+// loadComponents reads the links (by set hash) and the nodes (identifier →
+// profile) of components.
+func (s *Store) loadComponents(ctx context.Context, tx *statestore.Tx, comps []string) (map[string]map[string]link, map[string]map[string]string, error) {
+	linksOf := map[string]map[string]link{}
+	nodesOf := map[string]map[string]string{}
+	for start := 0; start < len(comps); start += chunk {
+		part := comps[start:min(start+chunk, len(comps))]
+		rows, err := tx.Query(ctx, `SELECT component, set_hash, idents, event_time, source_id, message_id, event_type FROM identity_links WHERE component IN `+inList(len(part)), anys(part)...)
+		if err != nil {
+			return nil, nil, fmt.Errorf("identity: read components: %w", err)
+		}
+		for rows.Next() {
+			var c, h, js string
+			var at int64
+			var l link
+			if err := rows.Scan(&c, &h, &js, &at, &l.source, &l.msg, &l.typ); err != nil {
+				rows.Close()
+				return nil, nil, fmt.Errorf("identity: read components: %w", err)
+			}
+			if err := json.Unmarshal([]byte(js), &l.ids); err != nil {
+				rows.Close()
+				return nil, nil, fmt.Errorf("identity: read components: %w", err)
+			}
+			l.at = time.Unix(0, at).UTC()
+			if linksOf[c] == nil {
+				linksOf[c] = map[string]link{}
+			}
+			linksOf[c][h] = l
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, nil, fmt.Errorf("identity: read components: %w", err)
+		}
+		rows, err = tx.Query(ctx, `SELECT component, ident, profile_id FROM identity_nodes WHERE component IN `+inList(len(part)), anys(part)...)
+		if err != nil {
+			return nil, nil, fmt.Errorf("identity: read components: %w", err)
+		}
+		for rows.Next() {
+			var c, id, p string
+			if err := rows.Scan(&c, &id, &p); err != nil {
+				rows.Close()
+				return nil, nil, fmt.Errorf("identity: read components: %w", err)
+			}
+			if nodesOf[c] == nil {
+				nodesOf[c] = map[string]string{}
+			}
+			nodesOf[c][id] = p
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, nil, fmt.Errorf("identity: read components: %w", err)
+		}
+	}
+	return linksOf, nodesOf, nil
 }
 
 // component reads everything resolution needs about one component.
@@ -681,15 +858,12 @@ func (s *Store) reresolve(ctx context.Context, tx *statestore.Tx, comp string) (
 			out = append(out, eventstore.ProfileLink{Key: id, ProfileID: now})
 		}
 	}
-	for start := 0; start < len(res.profiles); start += chunk {
-		part := res.profiles[start:min(start+chunk, len(res.profiles))]
-		args := make([]any, 0, 2*len(part))
-		for _, p := range part {
-			args = append(args, p.id, p.anchor)
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO identity_profile_ids (profile_id, anchor) VALUES `+placeholders(len(part), 2)+` ON CONFLICT (profile_id) DO NOTHING`, args...); err != nil {
-			return nil, fmt.Errorf("identity: store profile ids: %w", err)
-		}
+	var profiles [][2]string
+	for _, p := range res.profiles {
+		profiles = append(profiles, [2]string{p.id, p.anchor})
+	}
+	if err := s.storeProfileIDs(ctx, tx, profiles); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
