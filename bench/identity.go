@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -44,14 +45,15 @@ Flags:
 
 // IdentityReport is what `tandem bench identity` measured.
 type IdentityReport struct {
-	Command    string           `json:"command"`
-	Events     int              `json:"events"`
-	Batch      int              `json:"batch"`
-	GOMAXPROCS int              `json:"gomaxprocs"`
-	NumCPU     int              `json:"numCpu"`
-	Go         string           `json:"go"`
-	Phases     []IdentityPhase  `json:"phases"`
-	Load       identityLoadInfo `json:"load"`
+	Command     string           `json:"command"`
+	Events      int              `json:"events"`
+	PersonEvery int              `json:"personEvery"`
+	Batch       int              `json:"batch"`
+	GOMAXPROCS  int              `json:"gomaxprocs"`
+	NumCPU      int              `json:"numCpu"`
+	Go          string           `json:"go"`
+	Phases      []IdentityPhase  `json:"phases"`
+	Load        identityLoadInfo `json:"load"`
 }
 
 // IdentityPhase is one phase's figures.
@@ -85,27 +87,43 @@ func identityMain(args []string, stdout, stderr io.Writer) int {
 	batch := fs.Int("batch", 20000, "events per batch (the pipeline's batch size)")
 	jsonOut := fs.Bool("json", false, "print the report as one JSON object")
 	skipBase := fs.Bool("skip-baseline", false, "skip the store-only baseline")
+	every := fs.Int("person-every", 25, "a new person arrives every this many events (each person is active for the next 20,000 arrivals)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	if code, ok := parseFlags(fs, args, identityUsage, stdout, stderr); !ok {
 		return code
 	}
 	if *n < 1 {
 		return usageErr(stderr, cmd, "--events", "must be positive")
 	}
+	if *every < 1 {
+		return usageErr(stderr, cmd, "--person-every", "must be positive")
+	}
 	if *batch < 1 {
 		return usageErr(stderr, cmd, "--batch", "must be positive")
 	}
-	rep := IdentityReport{Command: cmd, Events: *n, Batch: *batch, GOMAXPROCS: runtime.GOMAXPROCS(0), NumCPU: runtime.NumCPU(),
+	rep := IdentityReport{Command: cmd, Events: *n, PersonEvery: *every, Batch: *batch, GOMAXPROCS: runtime.GOMAXPROCS(0), NumCPU: runtime.NumCPU(),
 		Go: runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH}
 	ctx := context.Background()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return usageErr(stderr, cmd, "--cpuprofile", err.Error())
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return usageErr(stderr, cmd, "--cpuprofile", err.Error())
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if !*skipBase {
-		ph, _, err := runIdentityPhase(ctx, "store", *n, *batch, false, stderr)
+		ph, _, err := runIdentityPhase(ctx, "store", *n, *batch, *every, false, stderr)
 		if err != nil {
 			fmt.Fprintf(stderr, "%s: store phase: %v\n", cmd, err)
 			return 1
 		}
 		rep.Phases = append(rep.Phases, ph)
 	}
-	ph, info, err := runIdentityPhase(ctx, "identity", *n, *batch, true, stderr)
+	ph, info, err := runIdentityPhase(ctx, "identity", *n, *batch, *every, true, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: identity phase: %v\n", cmd, err)
 		return 1
@@ -138,7 +156,7 @@ func identityMain(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func runIdentityPhase(ctx context.Context, name string, n, batch int, withIdentity bool, progress io.Writer) (IdentityPhase, identityLoadInfo, error) {
+func runIdentityPhase(ctx context.Context, name string, n, batch, every int, withIdentity bool, progress io.Writer) (IdentityPhase, identityLoadInfo, error) {
 	ph := IdentityPhase{Name: name, Events: n}
 	dir, err := tempDir("identity-" + name)
 	if err != nil {
@@ -172,7 +190,7 @@ func runIdentityPhase(ctx context.Context, name string, n, batch int, withIdenti
 			_ = db.QueryRow(ctx, `SELECT COUNT(*) FROM identity_nodes`).Scan(&ph.IdentifiersSeen)
 		}
 	}
-	g := newIdentityLoad()
+	g := newIdentityLoad(every)
 	buf := make([]event.Event, 0, batch)
 	start := time.Now()
 	var resolve time.Duration
@@ -226,24 +244,25 @@ func sampleMemory(events int) memorySample {
 }
 
 // identityLoad generates events procedurally, keeping nothing per event or
-// per person: memory stays flat however many it makes. People arrive one
-// every ten events and stay active for a window of 20,000 arrivals.
+// per person: memory stays flat however many it makes. A person arrives
+// every `every` events and stays active for a window of 20,000 arrivals.
 type identityLoad struct {
-	i    int
-	rng  *rand.Rand
-	t0   time.Time
-	info identityLoadInfo
+	i     int
+	every int
+	rng   *rand.Rand
+	t0    time.Time
+	info  identityLoadInfo
 }
 
-func newIdentityLoad() *identityLoad {
-	return &identityLoad{rng: rand.New(rand.NewPCG(1, 2)), t0: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
+func newIdentityLoad(every int) *identityLoad {
+	return &identityLoad{every: every, rng: rand.New(rand.NewPCG(1, 2)), t0: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
 }
 
 const activeWindow = 20000
 
 func (g *identityLoad) next() event.Event {
 	g.i++
-	base := g.i / 10
+	base := g.i / g.every
 	p := base + g.rng.IntN(activeWindow)
 	e := event.Event{SourceID: "bench", MessageID: "m" + strconv.Itoa(g.i)}
 	// Event time: ~10 ms apart, jittered up to an hour back.

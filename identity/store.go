@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -244,6 +245,7 @@ func (s *Store) Resolve(ctx context.Context, events []event.Event) error {
 	}
 	slices.Sort(pending)
 	err := s.tx(ctx, func(tx *statestore.Tx) error {
+		seen := maps.Clone(seen) // integrate takes from it; a retry starts afresh
 		var todo []link
 		if len(pending) > 0 {
 			stored, err := s.storedLinks(ctx, tx, pending)
@@ -261,7 +263,7 @@ func (s *Store) Resolve(ctx context.Context, events []event.Event) error {
 		var plinks []eventstore.ProfileLink
 		if len(todo) > 0 {
 			var err error
-			if plinks, err = s.integrate(ctx, tx, todo); err != nil {
+			if plinks, err = s.integrate(ctx, tx, todo, seen); err != nil {
 				return err
 			}
 		}
@@ -428,7 +430,7 @@ func (s *Store) lockComponents(ctx context.Context, tx *statestore.Tx, comps []s
 // event): merges the components they connect, stores them, and resolves
 // each resulting component again. It returns the event-key links that
 // changed.
-func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link) ([]eventstore.ProfileLink, error) {
+func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, seen map[string][2]int64) ([]eventstore.ProfileLink, error) {
 	var ids []string
 	for _, l := range todo {
 		ids = append(ids, l.ids...)
@@ -624,6 +626,10 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link) (
 			profiles = append(profiles, [2]string{p.id, p.anchor})
 		}
 	}
+	// The component rows exist for row locks; SQLite has a single writer.
+	if !s.pg {
+		newComps = nil
+	}
 	for start := 0; start < len(newComps); start += chunk {
 		part := newComps[start:min(start+chunk, len(newComps))]
 		if _, err := tx.Exec(ctx, `INSERT INTO identity_components (component) VALUES `+placeholders(len(part), 1), anys(part)...); err != nil {
@@ -634,9 +640,13 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link) (
 		part := fresh[start:min(start+chunk, len(fresh))]
 		args := make([]any, 0, 5*len(part))
 		for _, n := range part {
-			args = append(args, n.id, n.comp, n.profile, int64(math.MaxInt64), int64(math.MinInt64))
+			r, ok := seen[n.id]
+			if !ok {
+				r = [2]int64{math.MaxInt64, math.MinInt64}
+			}
+			args = append(args, n.id, n.comp, n.profile, r[0], r[1])
+			delete(seen, n.id) // touch need not widen them again
 		}
-		// Seen times are set by touch, after, which only widens them.
 		if _, err := tx.Exec(ctx, `INSERT INTO identity_nodes (ident, component, profile_id, first_seen, last_seen) VALUES `+placeholders(len(part), 5), args...); err != nil {
 			return nil, fmt.Errorf("identity: new identifiers: %w", err)
 		}
