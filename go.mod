@@ -10,6 +10,7 @@ require (
 	github.com/rudderlabs/analytics-go/v4 v4.1.0
 	github.com/segmentio/analytics-go/v3 v3.3.0
 	gopkg.in/yaml.v3 v3.0.1
+	pgregory.net/rapid v1.2.0
 )
 
 require (
@@ -49,5 +50,4 @@ require (
 	golang.org/x/tools v0.41.0 // indirect
 	golang.org/x/xerrors v0.0.0-20240903120638-7835f813f4da // indirect
 	gopkg.in/check.v1 v1.0.0-20180628173108-788fd7840127 // indirect
-	pgregory.net/rapid v1.2.0 // indirect
 )
