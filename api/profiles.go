@@ -191,3 +191,28 @@ func (a *API) unmergeProfile(w http.ResponseWriter, r *http.Request) error {
 		Profiles []profileView     `json:"profiles"`
 	}{res.Decision, views})
 }
+
+// profileParam maps the profile filter of GET /events to a resolved
+// profile: a profile id (following merges), or else a userId or
+// anonymousId, as before identity resolution ran, standing for the profile
+// that holds it. Anything else is passed on unchanged.
+func (a *API) profileParam(ctx context.Context, v string) (string, error) {
+	if v == "" || a.opts.Identity == nil {
+		return v, nil
+	}
+	if id, err := a.opts.Identity.Current(ctx, v); err == nil {
+		return id, nil
+	} else if !isNotFound(err) {
+		return "", err
+	}
+	for _, typ := range []string{identity.UserID, identity.AnonymousID} {
+		p, err := a.opts.Identity.Lookup(ctx, typ, v)
+		if err == nil {
+			return p.ID, nil
+		}
+		if !isNotFound(err) {
+			return "", err
+		}
+	}
+	return v, nil
+}
