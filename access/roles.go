@@ -48,33 +48,35 @@ const (
 	ReadCatalog      Permission = "catalog:read"      // read the catalogue: sources, destinations, flows
 	ReadAnalytics    Permission = "analytics:read"    // funnels, paths, retention, journeys (counts, sample profile ids)
 	RunImports       Permission = "imports:run"       // bulk-import files into a source and read their reports
+	ReadProfiles     Permission = "profiles:read"     // look up profiles, their timelines and explanations
+	UnmergeProfiles  Permission = "profiles:unmerge"  // split a profile (a decision about a person's data)
 )
 
 // Permissions lists every permission.
-var Permissions = []Permission{ManageUsers, ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports}
+var Permissions = []Permission{ManageUsers, ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadProfiles, UnmergeProfiles}
 
 // grants is the authorization table (see Can).
 var grants = map[Role][]Permission{
 	RoleAdmin:     Permissions,
 	RoleIT:        {ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports},
-	RoleMarketing: {ReadEvents, ReadCatalog, ReadAnalytics},
-	RoleAnalyst:   {ReadEvents, ReadCatalog, ReadAnalytics},
-	RolePrivacy:   {ReadEvents, ReadQuarantine, ReadCatalog},
-	RoleService:   {ReadCatalog, ReadAnalytics},
-	RoleSales:     {ReadCatalog, ReadAnalytics},
+	RoleMarketing: {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles},
+	RoleAnalyst:   {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles},
+	RolePrivacy:   {ReadEvents, ReadQuarantine, ReadCatalog, ReadProfiles, UnmergeProfiles},
+	RoleService:   {ReadCatalog, ReadAnalytics, ReadProfiles},
+	RoleSales:     {ReadCatalog, ReadAnalytics, ReadProfiles},
 }
 
 // Can reports whether a user with role may do p. The table:
 //
-//	role       users  sources  approvals  events  quarantine     catalog  analytics  imports
-//	                  manage   decide     read    read  replay   read     read       run
-//	admin      yes    yes      yes        yes     yes   yes      yes      yes        yes
-//	it         -      yes      yes        yes     yes   yes      yes      yes        yes
-//	marketing  -      -        -          yes     -     -        yes      yes        -
-//	analyst    -      -        -          yes     -     -        yes      yes        -
-//	privacy    -      -        -          yes     yes   -        yes      -          -
-//	service    -      -        -          -       -     -        yes      yes        -
-//	sales      -      -        -          -       -     -        yes      yes        -
+//	role       users  sources  approvals  events  quarantine     catalog  analytics  imports  profiles
+//	                  manage   decide     read    read  replay   read     read       run      read  unmerge
+//	admin      yes    yes      yes        yes     yes   yes      yes      yes        yes      yes   yes
+//	it         -      yes      yes        yes     yes   yes      yes      yes        yes      -     -
+//	marketing  -      -        -          yes     -     -        yes      yes        -        yes   -
+//	analyst    -      -        -          yes     -     -        yes      yes        -        yes   -
+//	privacy    -      -        -          yes     yes   -        yes      -          -        yes   yes
+//	service    -      -        -          -       -     -        yes      yes        -        yes   -
+//	sales      -      -        -          -       -     -        yes      yes        -        yes   -
 //
 // That is: admin may do everything; it runs sources, approvals, events,
 // the quarantine and bulk imports; analyst and marketing read events and
@@ -82,8 +84,10 @@ var grants = map[Role][]Permission{
 // over the journey, with a few sample profile ids per hand-off);
 // privacy reads events and the quarantine (and the catalogue, which is its
 // record of processing); service and sales read the catalogue and the
-// analytics. An
-// unknown role may do nothing.
+// analytics. Every role but it reads profiles (customer service and sales
+// look customers up; it runs the platform, not the customer
+// relationship); only admin and privacy may unmerge, a decision about a
+// person's data. An unknown role may do nothing.
 func Can(role Role, p Permission) bool {
 	for _, g := range grants[role] {
 		if g == p {

@@ -18,6 +18,7 @@ import (
 	"tandem/eventstore"
 	"tandem/governance"
 	"tandem/imports"
+	"tandem/identity"
 	"tandem/quarantine"
 	"tandem/statestore"
 )
@@ -43,6 +44,8 @@ type Options struct {
 	// the journey reports on.
 	Analytics analytics.Backend
 	Stages    []analytics.Stage
+	Identity   *identity.Store // nil: the profile endpoints answer 503
+	Auditor    Auditor         // nil: profile reads are not recorded
 }
 
 // API is the management API handler.
@@ -65,6 +68,9 @@ func New(opts Options) *API {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.Auditor == nil {
+		opts.Auditor = noAudit{}
+	}
 	a := &API{opts: opts, mux: http.NewServeMux()}
 	a.mux.HandleFunc("/api/v1/openapi.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -81,6 +87,7 @@ func New(opts Options) *API {
 	a.route("/api/v1/quarantine/replay", map[string]handler{"POST": a.need(access.ReplayQuarantine, a.replayQuarantine)})
 	a.analyticsRoutes()
 	a.importRoutes()
+	a.profileRoutes()
 	a.mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		apierror.Write(w, apierror.ErrNotFound)
 	})

@@ -143,8 +143,12 @@ func (a *API) listEvents(w http.ResponseWriter, r *http.Request) error {
 	if typ := q.Get("type"); typ != "" && !isType(typ) {
 		return apierror.Field("type", "invalid_field", "want identify, track, page, screen, group or alias")
 	}
+	profile, err := a.profileParam(r.Context(), q.Get("profile"))
+	if err != nil {
+		return err
+	}
 	p, err := a.opts.Events.List(r.Context(), eventstore.Query{
-		SourceID: q.Get("source"), Profile: q.Get("profile"), Type: q.Get("type"), Name: q.Get("event"),
+		SourceID: q.Get("source"), Profile: profile, Type: q.Get("type"), Name: q.Get("event"),
 		From: from, To: to, Limit: limit, Cursor: cursor,
 	})
 	if err != nil {

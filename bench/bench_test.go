@@ -463,7 +463,10 @@ func TestMainUsage(t *testing.T) {
 	}{
 		{nil, 2, "", "Usage"},
 		{[]string{"funnel", "--runs", "0"}, 2, "", "--runs"},
-		{[]string{"identity"}, 2, "", "not available in this version yet"},
+		{[]string{"identity", "--help"}, 0, "-person-every", ""},
+		{[]string{"identity", "--events", "0"}, 2, "", "--events"},
+		{[]string{"identity", "--person-every", "0"}, 2, "", "--person-every"},
+		{[]string{"identity", "--events", "3000", "--batch", "500", "--json"}, 0, `"resolvedPerSec"`, ""},
 		{[]string{"delivery"}, 2, "", "not available in this version yet"},
 		{[]string{"nope"}, 2, "", "unknown command"},
 		{[]string{"ingest", "--help"}, 0, "-clients", ""},

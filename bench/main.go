@@ -44,6 +44,8 @@ Commands:
             against the plain SQL baseline, a journey, retention
   import    bulk import of a generated CSV file (1M rows, 3 identifiers) into
             a real server: rows/s, CPU, peak RSS, against encoding/csv alone
+  identity  identity resolution over a generated identity load, against
+            the event store alone
 
 Run "tandem bench COMMAND --help" for a command's flags.
 `
@@ -64,7 +66,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return funnelMain(args[1:], stdout, stderr)
 	case "import":
 		return importMain(args[1:], stdout, stderr)
-	case "identity", "delivery":
+	case "identity":
+		return identityMain(args[1:], stdout, stderr)
+	case "delivery":
 		fmt.Fprintf(stderr, "tandem bench %s: not available in this version yet\n", args[0])
 		return 2
 	case "help", "-h", "-help", "--help":

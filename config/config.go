@@ -18,6 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"tandem/analytics"
+	"tandem/identity"
 )
 
 // Config is everything `tandem serve` needs.
@@ -46,6 +47,10 @@ type Config struct {
 
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	LogLevel        string        `yaml:"log_level"` // debug, info, warn, error
+
+	// Identity are the identity resolution rules (see docs/identity.md);
+	// only the config file sets them.
+	Identity identity.Rules `yaml:"identity"`
 
 	File string `yaml:"-"` // the --config file, if any
 }
@@ -81,6 +86,7 @@ func Default() Config {
 		ShutdownTimeout: 30 * time.Second,
 		LogLevel:        "info",
 		Journey:         Journey{Stages: DefaultStages()},
+		Identity:        identity.DefaultRules(),
 	}
 }
 
@@ -288,6 +294,13 @@ func (c *Config) Validate() error {
 			return &UsageError{Key: fe.Field, Message: fe.Message}
 		}
 		return err
+	}
+	if err := c.Identity.Validate(); err != nil {
+		var ve *identity.ValidationError
+		if errors.As(err, &ve) {
+			return &UsageError{Key: ve.Key, Message: ve.Message}
+		}
+		return &UsageError{Key: "identity", Message: err.Error()}
 	}
 	return nil
 }

@@ -55,6 +55,8 @@ func TestBad(t *testing.T) {
 		{args: []string{"--config", "testdata/missing.yaml"}, key: "--config"},
 		{args: []string{"extra"}, key: "flags"},
 		{args: []string{"--config", "testdata/journey.bad.yaml"}, key: "journey.stages[1].department", msg: "must not be empty"},
+		{args: []string{"--config", "testdata/identity.bad.yaml"}, key: "identity.types[2].priority", msg: "also the priority of crm_id"},
+		{args: []string{"--config", "testdata/identity_limit.bad.yaml"}, key: "identity.types[1].limit", msg: "0 (no limit) or more"},
 	} {
 		_, err := Load(tc.args, env(tc.env), io.Discard)
 		var ue *UsageError

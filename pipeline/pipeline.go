@@ -31,11 +31,19 @@ type Quarantine interface {
 	Add(ctx context.Context, logSeq uint64, problems []event.Problem) error
 }
 
+// Resolver is identity resolution: it takes a batch of valid events into
+// the identity graph and links their profile keys in the event store,
+// idempotently, before the events are stored.
+type Resolver interface {
+	Resolve(ctx context.Context, events []event.Event) error
+}
+
 // Options configure a [Pipeline].
 type Options struct {
 	Log        eventlog.Log
 	Events     eventstore.Store
 	Quarantine Quarantine
+	Identity   Resolver      // nil: no identity resolution
 	Consumer   string        // durable consumer name; default "pipeline"
 	MaxRecords int           // records per fetch; default 256
 	MaxEvents  int           // events per event-store batch; default 20000
@@ -262,6 +270,13 @@ func (p *Pipeline) process(ctx context.Context, msgs []eventlog.Message) error {
 // failing, events are tried one by one and those that fail alone go to the
 // quarantine, so one poisonous event cannot block the pipeline.
 func (p *Pipeline) store(ctx context.Context, batch []event.Event) error {
+	if p.opts.Identity != nil {
+		// Before the events are stored, so that a stored event's key is
+		// already linked to its profile.
+		if err := p.opts.Identity.Resolve(ctx, batch); err != nil {
+			return fmt.Errorf("pipeline: identity: %w", err)
+		}
+	}
 	n, err := p.opts.Events.Append(ctx, batch)
 	if err == nil {
 		p.stored.Add(uint64(n))

@@ -30,6 +30,7 @@ import (
 	"tandem/eventstore/duckdb"
 	"tandem/governance"
 	"tandem/imports"
+	"tandem/identity"
 	"tandem/metrics"
 	"tandem/pipeline"
 	"tandem/quarantine"
@@ -95,6 +96,7 @@ type Server struct {
 	Governance *governance.Store
 	Quarantine *quarantine.Store
 	Imports    *imports.Service
+	Identity   *identity.Store
 	Pipeline   *pipeline.Pipeline
 	Metrics    *metrics.Registry
 
@@ -127,6 +129,7 @@ func Open(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Serve
 	migs = append(migs, governance.Migrations()...)
 	migs = append(migs, quarantine.Migrations()...)
 	migs = append(migs, imports.Migrations()...)
+	migs = append(migs, identity.Migrations()...)
 	if err := s.State.Migrate(ctx, migs...); err != nil {
 		return nil, fmt.Errorf("state store: %w", err)
 	}
@@ -138,13 +141,16 @@ func Open(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Serve
 	if err := s.openEvents(ctx); err != nil {
 		return nil, err
 	}
+	if s.Identity, err = identity.NewStore(ctx, s.State, identity.Options{Rules: cfg.Identity, Links: s.Events}); err != nil {
+		return nil, fmt.Errorf("identity: %w", err)
+	}
 	if err := s.bootstrap(ctx); err != nil {
 		return nil, err
 	}
 	s.instrument()
 	if cfg.Pipeline {
 		s.Pipeline, err = pipeline.New(ctx, pipeline.Options{
-			Log: s.Log, Events: s.Events, Quarantine: s.Quarantine, Metrics: s.Metrics, Logger: logger,
+			Log: s.Log, Events: s.Events, Quarantine: s.Quarantine, Identity: s.Identity, Metrics: s.Metrics, Logger: logger,
 		})
 		if err != nil {
 			return nil, err
@@ -281,6 +287,7 @@ func (s *Server) routes() http.Handler {
 	opts := api.Options{
 		Access: s.Access, Governance: s.Governance, Quarantine: s.Quarantine,
 		Events: s.Events, Log: s.Committer, Imports: s.Imports, Logger: s.logger, Stages: s.cfg.Journey.Stages,
+		Identity: s.Identity,
 	}
 	if d, ok := s.Events.(*duckdb.Store); ok {
 		opts.Analytics = adb.New(d.DB())

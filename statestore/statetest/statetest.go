@@ -22,6 +22,7 @@ import (
 
 	"tandem/access/accesstest"
 	"tandem/governance/governancetest"
+	"tandem/identity/identitytest"
 	"tandem/quarantine/quarantinetest"
 	"tandem/statestore"
 )
@@ -43,6 +44,7 @@ func Run(t *testing.T, open func(t *testing.T) *statestore.DB) {
 	t.Run("access", func(t *testing.T) { t.Parallel(); accesstest.Run(t, open) })
 	t.Run("governance", func(t *testing.T) { t.Parallel(); governancetest.Run(t, open) })
 	t.Run("quarantine", func(t *testing.T) { t.Parallel(); quarantinetest.Run(t, open) })
+	t.Run("identity", func(t *testing.T) { t.Parallel(); identitytest.Run(t, open) })
 }
 
 func count(t *testing.T, db *statestore.DB, query string, args ...any) int {

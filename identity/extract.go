@@ -1,0 +1,150 @@
+package identity
+
+import (
+	"bytes"
+	"encoding/json"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"tandem/event"
+	"tandem/eventstore"
+)
+
+// observation is what one event tells identity resolution.
+type observation struct {
+	ids    []string // normalised, non-blocked identifiers, in priority order (see sortIdents)
+	key    string   // the event store's profile key of the event
+	at     time.Time
+	source string
+	msg    string
+	traits map[string]json.RawMessage // profile traits the event sets
+}
+
+// rawFields are the parts of an event's JSON that identity reads.
+type rawFields struct {
+	Traits  map[string]json.RawMessage `json:"traits"`
+	Context struct {
+		Traits      map[string]json.RawMessage `json:"traits"`
+		ExternalIDs []struct {
+			ID   json.RawMessage `json:"id"`
+			Type string          `json:"type"`
+		} `json:"externalIds"`
+	} `json:"context"`
+}
+
+// observe extracts an event's identifiers and traits.
+func (c *compiled) observe(e *event.Event) observation {
+	o := observation{key: eventstore.ProfileKey(e.UserID, e.AnonymousID), at: e.Timestamp, source: e.SourceID, msg: e.MessageID}
+	add := func(typ, raw string) {
+		if _, known := c.rank[typ]; !known {
+			return
+		}
+		v, ok := c.normalize(typ, raw)
+		if !ok || c.isBlocked(raw, v) {
+			return
+		}
+		o.ids = append(o.ids, Ident(typ, v))
+	}
+	add(UserID, e.UserID)
+	add(AnonymousID, e.AnonymousID)
+	if e.Type == "alias" {
+		// previousId is the id the person had before; most often the
+		// anonymous id of the visit before sign-up (see docs/identity.md).
+		add(AnonymousID, e.PreviousID)
+	}
+	raw := e.Raw
+	if bytes.Contains(raw, []byte(`"traits"`)) || bytes.Contains(raw, []byte(`"externalIds"`)) {
+		var f rawFields
+		if json.Unmarshal(raw, &f) == nil {
+			c.fromTraits(f.Context.Traits, add)
+			for _, x := range f.Context.ExternalIDs {
+				if x.Type != UserID && x.Type != AnonymousID {
+					if s, ok := scalar(x.ID); ok {
+						add(x.Type, s)
+					}
+				}
+			}
+			o.traits = map[string]json.RawMessage{}
+			for k, v := range f.Context.Traits {
+				o.traits[k] = v
+			}
+			switch e.Type {
+			case "identify":
+				c.fromTraits(f.Traits, add)
+				for k, v := range f.Traits {
+					o.traits[k] = v
+				}
+			case "group":
+				g, _ := json.Marshal(struct {
+					ID     string                     `json:"id"`
+					Traits map[string]json.RawMessage `json:"traits,omitempty"`
+				}{e.GroupID, f.Traits})
+				o.traits["group"] = g
+			}
+			if len(o.traits) == 0 {
+				o.traits = nil
+			}
+		}
+	} else if e.Type == "group" && e.GroupID != "" {
+		g, _ := json.Marshal(struct {
+			ID string `json:"id"`
+		}{e.GroupID})
+		o.traits = map[string]json.RawMessage{"group": g}
+	}
+	o.ids = c.sortIdents(o.ids)
+	return o
+}
+
+// fromTraits adds the identifiers of every configured type (other than
+// user_id and anonymous_id, which come from the event's own fields) found
+// among traits.
+func (c *compiled) fromTraits(traits map[string]json.RawMessage, add func(typ, raw string)) {
+	if len(traits) == 0 {
+		return
+	}
+	for _, t := range c.rules.Types {
+		if t.Name == UserID || t.Name == AnonymousID {
+			continue
+		}
+		if v, ok := traits[t.Name]; ok {
+			if s, ok := scalar(v); ok {
+				add(t.Name, s)
+			}
+		}
+	}
+}
+
+// scalar returns a JSON string or number as text.
+func scalar(v json.RawMessage) (string, bool) {
+	v = bytes.TrimSpace(v)
+	if len(v) == 0 {
+		return "", false
+	}
+	if v[0] == '"' {
+		var s string
+		if json.Unmarshal(v, &s) != nil {
+			return "", false
+		}
+		return s, true
+	}
+	if _, err := strconv.ParseFloat(string(v), 64); err == nil {
+		return string(v), true
+	}
+	return "", false
+}
+
+// sortIdents orders identifiers by type priority (highest first), then
+// value, without duplicates.
+func (c *compiled) sortIdents(ids []string) []string {
+	slices.SortFunc(ids, func(a, b string) int {
+		ta, _ := splitIdent(a)
+		tb, _ := splitIdent(b)
+		if d := c.rank[ta] - c.rank[tb]; d != 0 {
+			return d
+		}
+		return strings.Compare(a, b)
+	})
+	return slices.Compact(ids)
+}

@@ -1,0 +1,434 @@
+package identity
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"tandem/statestore"
+)
+
+// ErrNotFound matches (with errors.Is) both this and
+// [statestore.ErrNotFound]: no such profile or identifier.
+var ErrNotFound = fmt.Errorf("identity: profile not found: %w", statestore.ErrNotFound)
+
+// FieldError names the request field at fault.
+type FieldError = statestore.FieldError
+
+// Identifier is one identifier of a profile.
+type Identifier struct {
+	Type  string `json:"type"`
+	Value string `json:"value"`
+}
+
+// Profile is a unified customer profile.
+type Profile struct {
+	ID          string       `json:"id"`
+	Identifiers []Identifier `json:"identifiers"` // by type priority, then value
+	// Traits are the latest value of each trait set by identify (traits
+	// and context.traits), any event's context.traits, or group (as
+	// "group"), last write winning by event time, ties by messageId.
+	Traits    map[string]json.RawMessage `json:"traits"`
+	FirstSeen time.Time                  `json:"firstSeen"`
+	LastSeen  time.Time                  `json:"lastSeen"`
+	// Counters are computed per profile; later features add their own.
+	Counters map[string]int64 `json:"counters"`
+	// RedirectedFrom is the id asked for when it belonged to a profile
+	// since merged into this one.
+	RedirectedFrom string `json:"redirectedFrom,omitempty"`
+}
+
+// Explanation answers "why are these one person?".
+type Explanation struct {
+	ID          string       `json:"id"`
+	Summary     string       `json:"summary"`
+	Identifiers []Identifier `json:"identifiers"`
+	Steps       []Step       `json:"steps"`     // in the order the rules applied them
+	Decisions   []Decision   `json:"decisions"` // manual decisions about its identifiers
+}
+
+// Lookup returns the profile that holds the identifier typ:value (value as
+// sent; it is normalised as events' values are).
+func (s *Store) Lookup(ctx context.Context, typ, value string) (Profile, error) {
+	if _, ok := s.c.rank[typ]; !ok {
+		return Profile{}, &FieldError{Field: "identifier", Message: fmt.Sprintf("unknown identifier type %q; the configured types are %s", typ, s.typeNames())}
+	}
+	v, ok := s.c.normalize(typ, value)
+	if !ok || s.c.isBlocked(value, v) {
+		return Profile{}, ErrNotFound
+	}
+	var pid string
+	err := s.db.QueryRow(ctx, `SELECT profile_id FROM identity_nodes WHERE ident = ?`, Ident(typ, v)).Scan(&pid)
+	if err != nil || pid == "" {
+		if err == nil || isNotFound(err) {
+			return Profile{}, ErrNotFound
+		}
+		return Profile{}, fmt.Errorf("identity: lookup: %w", err)
+	}
+	return s.Profile(ctx, pid)
+}
+
+func (s *Store) typeNames() string {
+	var names []string
+	for _, t := range s.c.rules.Types {
+		names = append(names, t.Name)
+	}
+	return strings.Join(names, ", ")
+}
+
+func isNotFound(err error) bool { return errors.Is(err, statestore.ErrNotFound) }
+
+// current returns the id of the profile now holding id's first
+// identifier when id was merged away, or id itself.
+func (s *Store) current(ctx context.Context, id string) (cur string, redirected bool, err error) {
+	var n int
+	if err := s.db.QueryRow(ctx, `SELECT COUNT(*) FROM identity_nodes WHERE profile_id = ?`, id).Scan(&n); err != nil {
+		return "", false, fmt.Errorf("identity: read profile: %w", err)
+	}
+	if n > 0 {
+		return id, false, nil
+	}
+	var anchor string
+	if err := s.db.QueryRow(ctx, `SELECT anchor FROM identity_profile_ids WHERE profile_id = ?`, id).Scan(&anchor); err != nil {
+		if isNotFound(err) {
+			return "", false, ErrNotFound
+		}
+		return "", false, fmt.Errorf("identity: read profile: %w", err)
+	}
+	if err := s.db.QueryRow(ctx, `SELECT profile_id FROM identity_nodes WHERE ident = ?`, anchor).Scan(&cur); err != nil || cur == "" || cur == id {
+		if err == nil || isNotFound(err) {
+			return "", false, ErrNotFound
+		}
+		return "", false, fmt.Errorf("identity: read profile: %w", err)
+	}
+	return cur, true, nil
+}
+
+// Current returns the id under which profile id is now known: id itself,
+// or the profile it was merged into. It fails with [ErrNotFound].
+func (s *Store) Current(ctx context.Context, id string) (string, error) {
+	cur, _, err := s.current(ctx, id)
+	return cur, err
+}
+
+// Profile returns profile id, following a merge if id was merged away.
+func (s *Store) Profile(ctx context.Context, id string) (Profile, error) {
+	cur, redirected, err := s.current(ctx, id)
+	if err != nil {
+		return Profile{}, err
+	}
+	p := Profile{ID: cur, Traits: map[string]json.RawMessage{}, Counters: map[string]int64{}}
+	if redirected {
+		p.RedirectedFrom = id
+	}
+	rows, err := s.db.Query(ctx, `SELECT ident, first_seen, last_seen FROM identity_nodes WHERE profile_id = ?`, cur)
+	if err != nil {
+		return Profile{}, fmt.Errorf("identity: read profile: %w", err)
+	}
+	var ids []string
+	var first, last int64
+	for rows.Next() {
+		var id string
+		var f, l int64
+		if err := rows.Scan(&id, &f, &l); err != nil {
+			rows.Close()
+			return Profile{}, fmt.Errorf("identity: read profile: %w", err)
+		}
+		ids = append(ids, id)
+		if len(ids) == 1 || f < first {
+			first = f
+		}
+		if len(ids) == 1 || l > last {
+			last = l
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return Profile{}, fmt.Errorf("identity: read profile: %w", err)
+	}
+	if len(ids) == 0 {
+		return Profile{}, ErrNotFound
+	}
+	ids = s.c.sortIdents(ids)
+	p.Identifiers = identifiers(ids)
+	p.FirstSeen, p.LastSeen = time.Unix(0, first).UTC(), time.Unix(0, last).UTC()
+	p.Counters["identifiers"] = int64(len(ids))
+	var keys []string
+	for _, id := range ids {
+		typ, _ := splitIdent(id)
+		p.Counters[typ+"s"]++
+		if typ == UserID || typ == AnonymousID {
+			keys = append(keys, id)
+		}
+	}
+	type lww struct {
+		at  int64
+		msg string
+	}
+	best := map[string]lww{}
+	for start := 0; start < len(keys); start += chunk {
+		part := keys[start:min(start+chunk, len(keys))]
+		rows, err := s.db.Query(ctx, `SELECT name, value, event_time, message_id FROM identity_traits WHERE ekey IN `+inList(len(part)), anys(part)...)
+		if err != nil {
+			return Profile{}, fmt.Errorf("identity: read traits: %w", err)
+		}
+		for rows.Next() {
+			var name, value, msg string
+			var at int64
+			if err := rows.Scan(&name, &value, &at, &msg); err != nil {
+				rows.Close()
+				return Profile{}, fmt.Errorf("identity: read traits: %w", err)
+			}
+			if b, ok := best[name]; ok && (at < b.at || (at == b.at && msg <= b.msg)) {
+				continue
+			}
+			best[name] = lww{at, msg}
+			p.Traits[name] = json.RawMessage(value)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return Profile{}, fmt.Errorf("identity: read traits: %w", err)
+		}
+	}
+	return p, nil
+}
+
+func identifiers(ids []string) []Identifier {
+	out := make([]Identifier, 0, len(ids))
+	for _, id := range ids {
+		t, v := splitIdent(id)
+		out = append(out, Identifier{Type: t, Value: v})
+	}
+	return out
+}
+
+// componentOf returns the component of profile id (not following merges).
+func (s *Store) componentOf(ctx context.Context, q interface {
+	QueryRow(ctx context.Context, query string, args ...any) *statestore.Row
+}, id string) (string, error) {
+	var comp string
+	err := q.QueryRow(ctx, `SELECT component FROM identity_nodes WHERE profile_id = ? LIMIT 1`, id).Scan(&comp)
+	if isNotFound(err) {
+		return "", ErrNotFound
+	}
+	if err != nil {
+		return "", fmt.Errorf("identity: read profile: %w", err)
+	}
+	return comp, nil
+}
+
+// Explain returns the chain of events and rules that made profile id.
+func (s *Store) Explain(ctx context.Context, id string) (Explanation, error) {
+	cur, _, err := s.current(ctx, id)
+	if err != nil {
+		return Explanation{}, err
+	}
+	comp, err := s.componentOf(ctx, s.db, cur)
+	if err != nil {
+		return Explanation{}, err
+	}
+	links, _, decs, err := s.component(ctx, s.db, comp)
+	if err != nil {
+		return Explanation{}, err
+	}
+	res := s.c.resolve(links, decs, s.pid)
+	for _, p := range res.profiles {
+		if p.id != cur {
+			continue
+		}
+		ids := s.c.sortIdents(slices.Clone(p.idents))
+		var mine []Decision
+		for _, d := range decs {
+			if slices.Contains(p.idents, d.A) || slices.Contains(p.idents, d.B) {
+				mine = append(mine, d)
+			}
+		}
+		return Explanation{ID: cur, Summary: summary(p), Identifiers: identifiers(ids), Steps: nonNil(p.steps), Decisions: nonNil(mine)}, nil
+	}
+	// The stored assignment and a fresh resolution disagree only while a
+	// concurrent change commits.
+	return Explanation{}, ErrNotFound
+}
+
+func summary(p *resolved) string {
+	var joined, merged, dropped int
+	var events []string
+	for _, s := range p.steps {
+		switch s.Kind {
+		case StepJoined:
+			joined++
+		case StepMerged:
+			merged++
+		case StepDropped:
+			dropped++
+		}
+		if !slices.Contains(events, s.MessageID) {
+			events = append(events, s.MessageID)
+		}
+	}
+	s := fmt.Sprintf("%d identifiers are one person: the profile started with %s; %d identifiers joined it through events that carried them together with one already in it, and %d other profiles were merged into it through shared identifiers (%d events in the chain).",
+		len(p.idents), p.anchor, joined, merged, len(events))
+	if dropped > 0 {
+		s += fmt.Sprintf(" %d identifiers were kept out by the rules.", dropped)
+	}
+	return s
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// Unmerge is a request to split a profile.
+type Unmerge struct {
+	// MergeID names a merge step of the profile's explanation: the two
+	// sides it joined are kept apart from now on.
+	MergeID string
+	// Identifier (type and value) is removed from the profile and kept in
+	// a profile of its own from now on. Give MergeID or Identifier.
+	Identifier *Identifier
+	Reason     string
+	By         string // the user deciding
+}
+
+// UnmergeResult is what an unmerge decided and the profiles after it.
+type UnmergeResult struct {
+	Decision Decision  `json:"decision"`
+	Profiles []Profile `json:"profiles"`
+}
+
+// Unmerge records a manual decision that splits profile id, resolves its
+// component again and relinks the events of the identifiers that moved.
+// Taking the same decision twice changes nothing the second time.
+func (s *Store) Unmerge(ctx context.Context, id string, u Unmerge) (UnmergeResult, error) {
+	if (u.MergeID == "") == (u.Identifier == nil) {
+		return UnmergeResult{}, &FieldError{Field: "mergeId", Message: "give either mergeId (from the explanation) or identifier"}
+	}
+	var d Decision
+	var sides []string
+	err := s.tx(ctx, func(tx *statestore.Tx) error {
+		comp, err := s.componentOf(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if err := s.lockComponents(ctx, tx, []string{comp}); err != nil {
+			return err
+		}
+		if c2, err := s.componentOf(ctx, tx, id); err != nil || c2 != comp {
+			if err != nil {
+				return err
+			}
+			return errRetry
+		}
+		links, _, decs, err := s.component(ctx, tx, comp)
+		if err != nil {
+			return err
+		}
+		res := s.c.resolve(links, decs, s.pid)
+		var p *resolved
+		for _, q := range res.profiles {
+			if q.id == id {
+				p = q
+			}
+		}
+		if p == nil {
+			return ErrNotFound
+		}
+		if u.MergeID != "" {
+			for _, st := range p.steps {
+				if st.Kind == StepMerged && st.MergeID == u.MergeID {
+					d = Decision{Kind: KindApart, A: st.keepAnchor, B: st.joinAnchor}
+					sides = []string{st.keepAnchor, st.joinAnchor}
+				}
+			}
+			if d.Kind == "" {
+				return &FieldError{Field: "mergeId", Message: "no merge with this id in the profile's explanation"}
+			}
+		} else {
+			typ := u.Identifier.Type
+			if _, ok := s.c.rank[typ]; !ok {
+				return &FieldError{Field: "identifier.type", Message: fmt.Sprintf("unknown identifier type %q", typ)}
+			}
+			v, _ := s.c.normalize(typ, u.Identifier.Value)
+			ident := Ident(typ, v)
+			if !slices.Contains(p.idents, ident) {
+				return &FieldError{Field: "identifier", Message: "the profile has no such identifier"}
+			}
+			if len(p.idents) == 1 {
+				return &FieldError{Field: "identifier", Message: "it is the profile's only identifier: nothing to separate"}
+			}
+			d = Decision{Kind: KindDetach, A: ident}
+			sides = []string{ident}
+			for _, other := range p.idents {
+				if other != ident {
+					sides = append(sides, other)
+					break
+				}
+			}
+		}
+		d.ID = decisionID(d.Kind, d.A, d.B)
+		d.By, d.Reason, d.CreatedAt = u.By, u.Reason, time.Now().UTC()
+		if _, err := tx.Exec(ctx, `INSERT INTO identity_decisions (id, kind, a, b, created_by, reason, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+			d.ID, d.Kind, d.A, d.B, d.By, d.Reason, statestore.TimeToDB(d.CreatedAt)); err != nil {
+			return fmt.Errorf("identity: record decision: %w", err)
+		}
+		plinks, err := s.reresolve(ctx, tx, comp)
+		if err != nil {
+			return err
+		}
+		return s.link(ctx, plinks)
+	})
+	if err != nil {
+		return UnmergeResult{}, err
+	}
+	out := UnmergeResult{Decision: d}
+	for _, ident := range sides {
+		var pid string
+		if err := s.db.QueryRow(ctx, `SELECT profile_id FROM identity_nodes WHERE ident = ?`, ident).Scan(&pid); err != nil {
+			return UnmergeResult{}, fmt.Errorf("identity: read profile: %w", err)
+		}
+		if pid == "" || slices.ContainsFunc(out.Profiles, func(p Profile) bool { return p.ID == pid }) {
+			continue
+		}
+		p, err := s.Profile(ctx, pid)
+		if err != nil {
+			return UnmergeResult{}, err
+		}
+		out.Profiles = append(out.Profiles, p)
+	}
+	return out, nil
+}
+
+// Partition returns every profile's identifiers, sorted: for tests and
+// diagnostics on small graphs.
+func (s *Store) Partition(ctx context.Context) ([][]string, error) {
+	rows, err := s.db.Query(ctx, `SELECT profile_id, ident FROM identity_nodes WHERE profile_id <> '' ORDER BY profile_id, ident`)
+	if err != nil {
+		return nil, fmt.Errorf("identity: partition: %w", err)
+	}
+	defer rows.Close()
+	var out [][]string
+	last := ""
+	for rows.Next() {
+		var pid, id string
+		if err := rows.Scan(&pid, &id); err != nil {
+			return nil, fmt.Errorf("identity: partition: %w", err)
+		}
+		if pid != last || len(out) == 0 {
+			out = append(out, nil)
+			last = pid
+		}
+		out[len(out)-1] = append(out[len(out)-1], id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("identity: partition: %w", err)
+	}
+	slices.SortFunc(out, func(a, b []string) int { return slices.Compare(a, b) })
+	return out, nil
+}
