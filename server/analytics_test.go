@@ -3,8 +3,6 @@ package server
 import (
 	"encoding/json"
 	"testing"
-
-	"tandem/eventstore"
 )
 
 // TestAnalyticsAPI sends events through the collection API and asks the
@@ -54,13 +52,13 @@ func TestAnalyticsAPI(t *testing.T) {
 	if got := steps(); len(got) != 3 || got[0] != 2 || got[1] != 2 || got[2] != 0 {
 		t.Errorf("before the merge: %v, want [2 2 0]", got)
 	}
-	// Identity resolution links the visitor to ana after the events were
-	// stored; the funnel follows.
-	if err := n.srv.Events.LinkProfiles(t.Context(), []eventstore.ProfileLink{
-		{Key: "anonymous_id:v1", ProfileID: "P1"}, {Key: "user_id:ana", ProfileID: "P1"},
-	}); err != nil {
-		t.Fatal(err)
+	// Identity resolution joins the visitor to ana when she logs in, after
+	// the events were stored; the funnel follows.
+	login := `{"type":"identify","anonymousId":"v1","userId":"ana","timestamp":"2024-03-05T10:30:00Z"}`
+	if r := n.do("POST", "/v1/identify", "basic:"+n.writeKey, []byte(login), nil); r.status != 200 {
+		t.Fatalf("identify: %d %s", r.status, r.body)
 	}
+	n.drain()
 	if got := steps(); len(got) != 3 || got[0] != 2 || got[1] != 2 || got[2] != 1 {
 		t.Errorf("after the merge: %v, want [2 2 1]", got)
 	}
@@ -87,7 +85,7 @@ func TestAnalyticsAPI(t *testing.T) {
 	if len(j.Stages) != 6 || j.Stages[0].Name != "awareness" || j.Stages[0].Profiles != 2 || j.Stages[2].Profiles != 2 {
 		t.Errorf("journey stages: %s", r.body)
 	}
-	// ben bought before considering: stuck at marketing→sales; P1 bought
+	// ben bought before considering: stuck at marketing→sales; ana bought
 	// within the day.
 	var ms *struct {
 		Boundary string   `json:"boundary"`
@@ -99,7 +97,14 @@ func TestAnalyticsAPI(t *testing.T) {
 			ms = &j.Gaps[i]
 		}
 	}
-	if ms == nil || ms.Stuck != 1 || len(ms.Sample) != 1 || ms.Sample[0] != "ben" {
+	lookup := n.admin("GET", "/api/v1/profiles/lookup?identifier=user_id:ben", nil)
+	var ben struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(lookup.body, &ben); err != nil || ben.ID == "" {
+		t.Fatalf("lookup ben: %d %s", lookup.status, lookup.body)
+	}
+	if ms == nil || ms.Stuck != 1 || len(ms.Sample) != 1 || ms.Sample[0] != ben.ID {
 		t.Errorf("marketing→sales gap: %s", r.body)
 	}
 

@@ -326,7 +326,7 @@ func TestImportInterruptedAndResumed(t *testing.T) {
 	var mid importStatus
 	for {
 		mid = decodeStatus(t, n.admin("GET", "/api/v1/imports/"+st.ID, nil))
-		if mid.Status != "running" || time.Now().After(deadline) {
+		if (mid.Status != "running" && mid.Status != "waiting") || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
