@@ -27,7 +27,7 @@ const natsModule = "github.com/nats-io/nats-server/v2"
 // message synced to disk before it is acknowledged (sync_interval: always).
 // The servers are stopped when the test that started them ends.
 type NATSCluster struct {
-	t     testing.TB
+	t     testing.TB // nil when shared
 	bin   string
 	nodes []*natsNode
 }
@@ -50,15 +50,47 @@ func StartNATSCluster(t testing.TB, n int) *NATSCluster {
 	if n < 1 {
 		t.Fatalf("StartNATSCluster: %d nodes", n)
 	}
+	c, err := startNATSClusterRetry(t, n, false)
+	if err != nil {
+		t.Fatalf("start NATS cluster: %v", err)
+	}
+	return c
+}
+
+var shared struct {
+	mu      sync.Mutex
+	cluster *NATSCluster
+	err     error
+}
+
+// SharedNATSCluster returns a three-node cluster like [StartNATSCluster]'s,
+// started by the first test of the test binary that asks and shared by
+// all: each test must use streams of its own and must not stop nodes (it
+// cannot Kill or Restart them). [Main] stops it.
+func SharedNATSCluster(t testing.TB) *NATSCluster {
+	t.Helper()
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if shared.cluster == nil && shared.err == nil {
+		shared.cluster, shared.err = startNATSClusterRetry(t, 3, true)
+	}
+	if shared.err != nil {
+		t.Fatalf("start shared NATS cluster: %v", shared.err)
+	}
+	return shared.cluster
+}
+
+func startNATSClusterRetry(t testing.TB, n int, isShared bool) (*NATSCluster, error) {
+	t.Helper()
 	bin, err := natsServerBinary()
 	if err != nil {
 		Unavailable(t, "NATS cluster", err.Error())
 	}
 	var lastErr error
 	for range 3 {
-		c, err := startNATSCluster(t, bin, n)
+		c, err := startNATSCluster(t, bin, n, isShared)
 		if err == nil {
-			return c
+			return c, nil
 		}
 		lastErr = err
 		// A free port may have been taken between choosing and binding it:
@@ -67,18 +99,29 @@ func StartNATSCluster(t testing.TB, n int) *NATSCluster {
 			break
 		}
 	}
-	t.Fatalf("start NATS cluster: %v", lastErr)
-	return nil
+	return nil, lastErr
 }
 
-func startNATSCluster(t testing.TB, bin string, n int) (*NATSCluster, error) {
+func startNATSCluster(t testing.TB, bin string, n int, isShared bool) (*NATSCluster, error) {
 	c := &NATSCluster{t: t, bin: bin}
+	if isShared {
+		c.t = nil
+	}
 	ports, err := freePorts(3 * n)
 	if err != nil {
 		return nil, err
 	}
+	var dirs []string
 	for i := range n {
-		dir := t.TempDir()
+		var dir string
+		if isShared {
+			if dir, err = os.MkdirTemp("", "tandem-nats-"); err != nil {
+				return nil, err
+			}
+			dirs = append(dirs, dir)
+		} else {
+			dir = t.TempDir()
+		}
 		c.nodes = append(c.nodes, &natsNode{
 			name: fmt.Sprintf("n%d", i),
 			port: ports[3*i], route: ports[3*i+1], monitor: ports[3*i+2],
@@ -96,14 +139,21 @@ func startNATSCluster(t testing.TB, bin string, n int) (*NATSCluster, error) {
 			return
 		}
 		stopped = true
-		if t.Failed() {
+		if c.t != nil && c.t.Failed() {
 			c.logTails()
 		}
 		for _, nd := range c.nodes {
 			nd.kill()
 		}
+		for _, dir := range dirs {
+			os.RemoveAll(dir)
+		}
 	}
-	t.Cleanup(stop)
+	if isShared {
+		atExit(stop)
+	} else {
+		t.Cleanup(stop)
+	}
 	for _, nd := range c.nodes {
 		if err := nd.start(bin); err != nil {
 			stop()
@@ -181,6 +231,7 @@ func (c *NATSCluster) NodeIndex(name string) int {
 
 // Kill stops node i with SIGKILL and waits until it has exited.
 func (c *NATSCluster) Kill(i int) {
+	c.private()
 	c.t.Helper()
 	c.nodes[i].kill()
 }
@@ -189,6 +240,7 @@ func (c *NATSCluster) Kill(i int) {
 // It returns once the node takes connections and, when a majority of the
 // nodes run, the cluster has a meta leader again.
 func (c *NATSCluster) Restart(i int) {
+	c.private()
 	c.t.Helper()
 	nd := c.nodes[i]
 	if nd.running() {
@@ -197,7 +249,7 @@ func (c *NATSCluster) Restart(i int) {
 	if err := nd.start(c.bin); err != nil {
 		c.t.Fatalf("restart NATS node %s: %v", nd.name, err)
 	}
-	if err := c.waitListening(30 * time.Second); err != nil {
+	if err := nd.waitListening(time.Now().Add(30 * time.Second)); err != nil {
 		c.t.Fatalf("restart NATS node %s: %v", nd.name, err)
 	}
 	running := 0
@@ -213,11 +265,18 @@ func (c *NATSCluster) Restart(i int) {
 	}
 }
 
+func (c *NATSCluster) private() {
+	if c.t == nil {
+		panic("testserver: the shared NATS cluster's nodes cannot be stopped; use StartNATSCluster")
+	}
+}
+
 // Running reports whether node i's process is running.
 func (c *NATSCluster) Running(i int) bool { return c.nodes[i].running() }
 
 // WaitMetaLeader waits until every running node names the same running
-// node as the JetStream meta leader.
+// node as the JetStream meta leader, and that leader sees every running
+// node as current: replicated streams can then be placed.
 func (c *NATSCluster) WaitMetaLeader(d time.Duration) error {
 	deadline := time.Now().Add(d)
 	hc := &http.Client{Timeout: 2 * time.Second}
@@ -247,7 +306,12 @@ func (c *NATSCluster) metaLeader(hc *http.Client) (string, error) {
 		}
 		var jsz struct {
 			Meta *struct {
-				Leader string `json:"leader"`
+				Leader   string `json:"leader"`
+				Replicas []struct {
+					Name    string `json:"name"`
+					Current bool   `json:"current"`
+					Offline bool   `json:"offline"`
+				} `json:"replicas"`
 			} `json:"meta_cluster"`
 		}
 		err = json.NewDecoder(resp.Body).Decode(&jsz)
@@ -263,6 +327,15 @@ func (c *NATSCluster) metaLeader(hc *http.Client) (string, error) {
 			return "", fmt.Errorf("nodes disagree on the meta leader: %s, %s", leader, jsz.Meta.Leader)
 		}
 		leader = jsz.Meta.Leader
+		if leader == nd.name {
+			// The leader places replicated streams on the peers it
+			// sees: every running one must be current.
+			for _, p := range jsz.Meta.Replicas {
+				if i := c.NodeIndex(p.Name); i >= 0 && c.nodes[i].running() && (!p.Current || p.Offline) {
+					return "", fmt.Errorf("meta leader %s does not see %s as current", leader, p.Name)
+				}
+			}
+		}
 	}
 	if i := c.NodeIndex(leader); i < 0 || !c.nodes[i].running() {
 		return "", fmt.Errorf("meta leader %q is not running", leader)
@@ -270,30 +343,33 @@ func (c *NATSCluster) metaLeader(hc *http.Client) (string, error) {
 	return leader, nil
 }
 
-// waitListening waits until every running node takes TCP connections on
-// its client port.
+// waitListening waits until every node takes TCP connections on its
+// client port.
 func (c *NATSCluster) waitListening(d time.Duration) error {
 	deadline := time.Now().Add(d)
 	for _, nd := range c.nodes {
-		for {
-			if !nd.running() {
-				if nd.exited() {
-					return fmt.Errorf("nats-server %s exited: %s", nd.name, nd.logTail(5))
-				}
-				break
-			}
-			conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", nd.port), time.Second)
-			if err == nil {
-				conn.Close()
-				break
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("nats-server %s not listening within %s: %s", nd.name, d, nd.logTail(5))
-			}
-			time.Sleep(20 * time.Millisecond)
+		if err := nd.waitListening(deadline); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+func (nd *natsNode) waitListening(deadline time.Time) error {
+	for {
+		if nd.exited() {
+			return fmt.Errorf("nats-server %s exited: %s", nd.name, nd.logTail(5))
+		}
+		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", nd.port), time.Second)
+		if err == nil {
+			conn.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nats-server %s not listening: %s", nd.name, nd.logTail(5))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // logTails logs the end of every node's log.
