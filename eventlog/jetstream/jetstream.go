@@ -444,6 +444,15 @@ func (l *Log) Append(ctx context.Context, rec []byte) (uint64, error) {
 	if l.closed.Load() {
 		return 0, eventlog.ErrClosed
 	}
+	if l.srv == nil {
+		// A server that lost its stream's leader holds a publish until a
+		// new one is elected, which takes seconds: fail after Timeout
+		// (unless ctx ends sooner), so that collection answers 503 and
+		// clients retry, rather than holding their requests.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, l.timeout)
+		defer cancel()
+	}
 	cctx, stop := l.withConn(ctx)
 	defer stop()
 	ack, err := l.js.Publish(cctx, l.subject, rec, l.pubOpts...)
