@@ -35,6 +35,10 @@ type Config struct {
 	LogMaxBytes int64         `yaml:"log_max_bytes"` // 0: no limit but the disk
 	LogMaxAge   time.Duration `yaml:"log_max_age"`   // how long processed records stay in the log
 
+	// External log (--log nats://…) only.
+	LogReplicas int           `yaml:"log_replicas"` // stream replicas; 0: 3 if Log names 3+ servers, else 1
+	LogAckWait  time.Duration `yaml:"log_ack_wait"` // how long records a dead node held wait for another
+
 	SourceRateLimit float64 `yaml:"source_rate_limit"` // events per second per source; 0 disables
 	SourceBurst     int     `yaml:"source_burst"`      // events
 
@@ -80,6 +84,7 @@ func Default() Config {
 		Addr:            "127.0.0.1:8080",
 		LogSync:         "always",
 		LogMaxAge:       7 * 24 * time.Hour,
+		LogAckWait:      30 * time.Second,
 		SourceRateLimit: 100000,
 		SourceBurst:     200000,
 		Pipeline:        true,
@@ -110,9 +115,9 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	var (
 		dataDir, addr, file, logURL, state, events, logSync, allow, level string
 		maxBytes                                                          int64
-		maxAge, shutdown                                                  time.Duration
+		maxAge, shutdown, ackWait                                         time.Duration
 		rate                                                              float64
-		burst                                                             int
+		burst, replicas                                                   int
 		pipeline                                                          bool
 	)
 	fs.StringVar(&dataDir, "data-dir", c.DataDir, "directory for the embedded event log, state store and event store (TANDEM_DATA_DIR)")
@@ -124,6 +129,8 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	fs.StringVar(&logSync, "log-sync", c.LogSync, "when the event log acknowledges: only \"always\" (after fsync) is accepted (TANDEM_LOG_SYNC)")
 	fs.Int64Var(&maxBytes, "log-max-bytes", 0, "cap on event log size in bytes; when full, collection answers 503 (TANDEM_LOG_MAX_BYTES)")
 	fs.DurationVar(&maxAge, "log-max-age", c.LogMaxAge, "how long records stay in the event log (TANDEM_LOG_MAX_AGE)")
+	fs.IntVar(&replicas, "log-replicas", c.LogReplicas, "replicas of the external event log's stream; 0: 3 when --log names three or more servers, else 1 (TANDEM_LOG_REPLICAS)")
+	fs.DurationVar(&ackWait, "log-ack-wait", c.LogAckWait, "external event log: how long records fetched by a node that died wait before another node processes them (TANDEM_LOG_ACK_WAIT)")
 	fs.Float64Var(&rate, "source-rate-limit", c.SourceRateLimit, "events per second one source may send; 0 disables (TANDEM_SOURCE_RATE_LIMIT)")
 	fs.IntVar(&burst, "source-burst", c.SourceBurst, "events one source may send in a burst (TANDEM_SOURCE_BURST)")
 	fs.StringVar(&allow, "destination-allow", "", "CIDRs destinations may reach despite the SSRF guard, comma-separated (TANDEM_DESTINATION_ALLOW)")
@@ -196,6 +203,10 @@ func (c *Config) set(name, val string) error {
 		_, err = fmt.Sscan(val, &c.LogMaxBytes)
 	case "log-max-age":
 		c.LogMaxAge, err = time.ParseDuration(val)
+	case "log-replicas":
+		_, err = fmt.Sscan(val, &c.LogReplicas)
+	case "log-ack-wait":
+		c.LogAckWait, err = time.ParseDuration(val)
 	case "source-rate-limit":
 		_, err = fmt.Sscan(val, &c.SourceRateLimit)
 	case "source-burst":
@@ -268,6 +279,12 @@ func (c *Config) Validate() error {
 	}
 	if c.LogMaxAge < 0 {
 		return &UsageError{Key: "log_max_age", Message: "must not be negative"}
+	}
+	if c.LogReplicas < 0 || c.LogReplicas > 5 {
+		return &UsageError{Key: "log_replicas", Message: "want 0 (automatic) or 1 to 5"}
+	}
+	if c.LogAckWait < time.Second {
+		return &UsageError{Key: "log_ack_wait", Message: "must be at least 1s"}
 	}
 	if c.SourceRateLimit < 0 {
 		return &UsageError{Key: "source_rate_limit", Message: "must not be negative"}

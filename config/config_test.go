@@ -51,6 +51,8 @@ func TestBad(t *testing.T) {
 		{env: map[string]string{"TANDEM_LOG_SYNC": "2m"}, key: "log_sync"},
 		{args: []string{"--addr", "nope"}, key: "addr"},
 		{env: map[string]string{"TANDEM_LOG_MAX_AGE": "soon"}, key: "TANDEM_LOG_MAX_AGE", msg: "invalid value"},
+		{args: []string{"--log-replicas", "7"}, key: "log_replicas", msg: "1 to 5"},
+		{env: map[string]string{"TANDEM_LOG_ACK_WAIT": "100ms"}, key: "log_ack_wait", msg: "at least 1s"},
 		{args: []string{"--state", "mysql://x"}, key: "state"},
 		{args: []string{"--config", "testdata/missing.yaml"}, key: "--config"},
 		{args: []string{"extra"}, key: "flags"},

@@ -205,7 +205,10 @@ func (s *Server) openLog() error {
 	bytes := s.Metrics.NewCounter("tandem_log_bytes_total", "Bytes appended to the event log.")
 	var err error
 	if s.cfg.Log != "" {
-		s.Log, err = jetstream.Open(s.cfg.Log, jetstream.Options{MaxBytes: s.cfg.LogMaxBytes, MaxAge: s.cfg.LogMaxAge, Logger: componentLogger(s.logger, "nats")})
+		s.Log, err = jetstream.Open(s.cfg.Log, jetstream.Options{
+			Replicas: logReplicas(s.cfg), AckWait: s.cfg.LogAckWait,
+			MaxBytes: s.cfg.LogMaxBytes, MaxAge: s.cfg.LogMaxAge, Logger: componentLogger(s.logger, "nats"),
+		})
 	} else {
 		s.Log, err = jetstream.OpenEmbedded(jetstream.EmbeddedOptions{
 			Dir: filepath.Join(s.cfg.DataDir, "log"), MaxBytes: s.cfg.LogMaxBytes, MaxAge: s.cfg.LogMaxAge, Logger: componentLogger(s.logger, "nats"),
@@ -229,6 +232,19 @@ func (s *Server) openLog() error {
 		},
 	})
 	return nil
+}
+
+// logReplicas is the stream replication the configuration asks for: what
+// --log-replicas says, or by default 3 when --log names three or more
+// servers (a cluster) and 1 otherwise.
+func logReplicas(cfg config.Config) int {
+	if cfg.LogReplicas > 0 {
+		return cfg.LogReplicas
+	}
+	if len(strings.Split(cfg.Log, ",")) >= 3 {
+		return 3
+	}
+	return 1
 }
 
 func (s *Server) instrument() {

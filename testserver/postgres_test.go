@@ -11,7 +11,6 @@ import (
 	"tandem/testserver"
 )
 
-func TestMain(m *testing.M) { testserver.Main(m) }
 
 func connect(t *testing.T, u string) *pgx.Conn {
 	t.Helper()

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	jsapi "github.com/nats-io/nats.go/jetstream"
 
 	"tandem/eventlog"
@@ -22,6 +23,10 @@ var (
 	// server restart; a plain one only lives in memory.
 	releaseBody = []byte(`-NAK {"delay": 1}`)
 )
+
+// noResponderGrace is how long Fetch keeps trying, even when not asked to
+// wait, while no server answers for the consumer.
+const noResponderGrace = time.Second
 
 // consumer is an eventlog.Consumer on a durable pull consumer.
 type consumer struct {
@@ -64,9 +69,28 @@ func (c *consumer) Fetch(ctx context.Context, max int, wait time.Duration) ([]ev
 	max = min(max, maxAckPending, fetchBudget/c.log.maxRecord+1)
 
 	// What is there already, in one round trip.
+	start := time.Now()
+	grace := noResponderGrace
+	if wait > grace {
+		grace = wait
+	}
 	msgs, err := c.fetchNoWait(ctx, nil, max)
+	for errors.Is(err, nats.ErrNoResponders) && time.Since(start) < grace {
+		// No server takes this consumer's requests: its leader is being
+		// elected, or it has just been, and the cluster has not yet
+		// heard where. Usually over in moments.
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		msgs, err = c.fetchNoWait(ctx, nil, max)
+	}
 	if err != nil || len(msgs) > 0 || wait <= 0 {
 		return msgs, err
+	}
+	if wait -= time.Since(start); wait <= 0 {
+		return nil, nil
 	}
 
 	// Nothing: wait for one record. A pull request for one is done as soon

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,8 +42,12 @@ const (
 	// larger MaxRecordBytes needs more.
 	embeddedMaxPayload = 8 << 20
 	// ackWait is how long a delivered, unacknowledged record waits before it
-	// is delivered again.
+	// is delivered again, unless Options.AckWait says otherwise.
 	ackWait = 30 * time.Second
+	// openTimeout bounds Open's creation of the stream and Consumer's of a
+	// consumer, retries included: a cluster that has just started may
+	// need seconds to elect its leaders.
+	openTimeout = 30 * time.Second
 	// maxAckPending bounds the records a consumer has delivered but not yet
 	// seen acknowledged.
 	maxAckPending = 10000
@@ -62,6 +67,10 @@ const (
 	// errCodeMessageTooLarge is JetStream's "message size exceeds maximum
 	// allowed" error code.
 	errCodeMessageTooLarge jsapi.ErrorCode = 10054
+	// errCodeNoPeers is JetStream's "no suitable peers for placement": a
+	// replicated stream asked for more servers than are known to be up,
+	// as happens while a cluster starts.
+	errCodeNoPeers jsapi.ErrorCode = 10005
 )
 
 // EmbeddedOptions configure [OpenEmbedded].
@@ -88,7 +97,10 @@ type EmbeddedOptions struct {
 
 // Options configure [Open].
 type Options struct {
-	// Replicas is the stream's replication factor. Zero means 1.
+	// Replicas is the stream's replication factor. Zero means 1. Open
+	// raises an existing stream's replication to Replicas but never lowers
+	// it, so that a node configured with fewer replicas cannot make a
+	// stream that others share less durable.
 	Replicas int
 	// MaxBytes, MaxAge, MaxRecordBytes, Stream and Subject are as in
 	// [EmbeddedOptions]. MaxRecordBytes zero means DefaultMaxRecordBytes,
@@ -103,6 +115,14 @@ type Options struct {
 	// stream info) whose context has no earlier deadline; a request under
 	// way when the connection drops fails at once. Zero means 5s.
 	Timeout time.Duration
+	// AckWait is how long a record fetched and not acknowledged waits
+	// before the server delivers it again, to any reader of the same
+	// consumer: how long the records held by a tandem node that died wait
+	// for another node to take them over. It must comfortably exceed the
+	// time a reader takes to process what it fetched, or records are
+	// processed twice. Every node sharing a consumer should use the same
+	// value: the last to open the consumer sets it. Zero means 30s.
+	AckWait time.Duration
 	// Name is the connection's name as the servers show it. Empty means
 	// "tandem".
 	Name string
@@ -126,6 +146,7 @@ type Log struct {
 	subject   string
 	maxRecord int
 	timeout   time.Duration
+	ackWait   time.Duration
 	pubOpts   []jsapi.PublishOpt
 
 	// mu is held shared by Append and exclusively by Close, so that Close
@@ -153,6 +174,7 @@ type streamOptions struct {
 	maxAge        time.Duration
 	maxRecord     int
 	replicas      int
+	ackWait       time.Duration
 }
 
 // OpenEmbedded starts a JetStream server inside this process, storing in
@@ -240,7 +262,7 @@ func Open(url string, opts Options) (*Log, error) {
 	so := streamOptions{
 		name: opts.Stream, subject: opts.Subject,
 		maxBytes: opts.MaxBytes, maxAge: opts.MaxAge, maxRecord: opts.MaxRecordBytes,
-		replicas: opts.Replicas,
+		replicas: opts.Replicas, ackWait: opts.AckWait,
 	}
 	if so.replicas == 0 {
 		so.replicas = 1
@@ -317,6 +339,9 @@ func (so *streamOptions) fill() error {
 	if so.maxRecord == 0 {
 		so.maxRecord = DefaultMaxRecordBytes
 	}
+	if so.ackWait == 0 {
+		so.ackWait = ackWait
+	}
 	switch {
 	case so.maxRecord < 0 || so.maxRecord > 64<<20-headerRoom:
 		return fmt.Errorf("eventlog/jetstream: MaxRecordBytes %d out of range", so.maxRecord)
@@ -326,6 +351,8 @@ func (so *streamOptions) fill() error {
 		return fmt.Errorf("eventlog/jetstream: negative MaxAge %v", so.maxAge)
 	case so.replicas < 1 || so.replicas > 5:
 		return fmt.Errorf("eventlog/jetstream: Replicas %d out of range 1..5", so.replicas)
+	case so.ackWait < time.Second:
+		return fmt.Errorf("eventlog/jetstream: AckWait %v is under a second", so.ackWait)
 	}
 	return nil
 }
@@ -358,9 +385,32 @@ func open(nc *nats.Conn, so streamOptions, timeout time.Duration) (*Log, error) 
 		// before it acknowledges.
 		PersistMode: jsapi.DefaultPersistMode,
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	stream, err := js.CreateOrUpdateStream(ctx, cfg)
+	var stream jsapi.Stream
+	err = retry(context.Background(), timeout, func(ctx context.Context) (err error) {
+		if stream == nil {
+			c := cfg
+			cur, err := js.Stream(ctx, cfg.Name)
+			switch {
+			case err == nil:
+				c.Replicas = max(c.Replicas, cur.CachedInfo().Config.Replicas)
+			case !errors.Is(err, jsapi.ErrStreamNotFound):
+				return err
+			}
+			if stream, err = js.CreateOrUpdateStream(ctx, c); err != nil {
+				return err
+			}
+			if hasLeader(stream.CachedInfo().Cluster) {
+				return nil
+			}
+		}
+		// Created, but its leader is still being elected: until then
+		// every Append would fail.
+		info, err := stream.Info(ctx)
+		if err == nil && !hasLeader(info.Cluster) {
+			err = errNoLeader
+		}
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: create stream %s: %w", eventlog.ErrUnavailable, so.name, err)
 	}
@@ -372,6 +422,7 @@ func open(nc *nats.Conn, so streamOptions, timeout time.Duration) (*Log, error) 
 		subject:   so.subject,
 		maxRecord: so.maxRecord,
 		timeout:   timeout,
+		ackWait:   so.ackWait,
 		pubOpts:   []jsapi.PublishOpt{jsapi.WithExpectStream(so.name)},
 		consumer:  make(map[*consumer]struct{}),
 		names:     make(map[string]struct{}),
@@ -396,6 +447,15 @@ func (l *Log) Append(ctx context.Context, rec []byte) (uint64, error) {
 	defer l.mu.RUnlock()
 	if l.closed.Load() {
 		return 0, eventlog.ErrClosed
+	}
+	if l.srv == nil {
+		// A server that lost its stream's leader holds a publish until a
+		// new one is elected, which takes seconds: fail after Timeout
+		// (unless ctx ends sooner), so that collection answers 503 and
+		// clients retry, rather than holding their requests.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, l.timeout)
+		defer cancel()
 	}
 	cctx, stop := l.withConn(ctx)
 	defer stop()
@@ -442,14 +502,30 @@ func (l *Log) Consumer(ctx context.Context, name string) (eventlog.Consumer, err
 		Description:   "tandem event log consumer",
 		DeliverPolicy: jsapi.DeliverAllPolicy,
 		AckPolicy:     jsapi.AckExplicitPolicy,
-		AckWait:       ackWait,
+		AckWait:       l.ackWait,
 		MaxDeliver:    -1,
 		MaxAckPending: maxAckPending,
 	}
 	if err := l.releaseOrphans(ctx, name, &cfg); err != nil {
 		return nil, err
 	}
-	jc, err := l.js.CreateOrUpdateConsumer(ctx, l.name, cfg)
+	var jc jsapi.Consumer
+	err := retry(ctx, l.timeout, func(ctx context.Context) (err error) {
+		if jc == nil {
+			if jc, err = l.js.CreateOrUpdateConsumer(ctx, l.name, cfg); err != nil {
+				return err
+			}
+			if hasLeader(jc.CachedInfo().Cluster) {
+				return nil
+			}
+		}
+		// Until its leader is elected the consumer delivers nothing.
+		info, err := jc.Info(ctx)
+		if err == nil && !hasLeader(info.Cluster) {
+			err = errNoLeader
+		}
+		return err
+	})
 	if err != nil {
 		if errors.Is(err, jsapi.ErrInvalidConsumerName) {
 			return nil, fmt.Errorf("eventlog/jetstream: consumer %q: %w", name, err)
@@ -474,14 +550,17 @@ func (l *Log) Consumer(ctx context.Context, name string) (eventlog.Consumer, err
 // recreated to start after its ack floor; records acknowledged above the
 // floor may come again, which readers tolerate (delivery is at least once).
 func (l *Log) releaseOrphans(ctx context.Context, name string, cfg *jsapi.ConsumerConfig) error {
-	c, err := l.js.Consumer(ctx, l.name, name)
+	var info *jsapi.ConsumerInfo
+	err := retry(ctx, l.timeout, func(ctx context.Context) error {
+		c, err := l.js.Consumer(ctx, l.name, name)
+		if err == nil {
+			info = c.CachedInfo()
+		}
+		return err
+	})
 	if errors.Is(err, jsapi.ErrConsumerNotFound) {
 		return nil
 	}
-	if err != nil {
-		return l.mapErr("consumer "+name, err)
-	}
-	info, err := c.Info(ctx)
 	if err != nil {
 		return l.mapErr("consumer "+name, err)
 	}
@@ -502,6 +581,65 @@ func (l *Log) releaseOrphans(ctx context.Context, name string, cfg *jsapi.Consum
 	return nil
 }
 
+// retry calls op until it succeeds, fails in a way a retry cannot mend, or
+// openTimeout has passed (or ctx ended). Each call gets a context bounded by
+// a second, then twice as long each time up to timeout, so that a request
+// nobody answers does not use up the whole time: a cluster's meta leader
+// leaves some of several concurrent creations of one stream unanswered.
+//
+// Worth a retry: whatever may pass while a cluster starts or elects leaders
+// (JetStream's 5xx errors, "no suitable peers", no responders, timeouts, a
+// lost connection, no leader yet), and "stream name already in use", which
+// a concurrent Open of the same stream with another configuration causes:
+// the retry then updates that stream.
+func retry(ctx context.Context, timeout time.Duration, op func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, openTimeout)
+	defer cancel()
+	wait := 50 * time.Millisecond
+	attempt := min(time.Second, timeout)
+	for {
+		octx, ocancel := context.WithTimeout(ctx, attempt)
+		err := op(octx)
+		ocancel()
+		attempt = min(2*attempt, timeout)
+		if err == nil {
+			return nil
+		}
+		if !transient(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
+}
+
+// errNoLeader is retried: a stream or consumer just created elects its
+// leader within moments.
+var errNoLeader = errors.New("no leader elected yet")
+
+// hasLeader reports whether a stream or consumer has a leader; one that is
+// not replicated (no cluster, or a single server) always has.
+func hasLeader(cl *jsapi.ClusterInfo) bool {
+	return cl == nil || cl.Leader != ""
+}
+
+func transient(err error) bool {
+	if errors.Is(err, errNoLeader) {
+		return true
+	}
+	var apiErr *jsapi.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.Code >= 500 || apiErr.ErrorCode == jsapi.JSErrCodeStreamNameInUse || apiErr.ErrorCode == errCodeNoPeers
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrDisconnected) ||
+		errors.Is(err, nats.ErrConnectionReconnecting)
+}
+
 // Stats describe the stream.
 type Stats struct {
 	Msgs      uint64 // records stored
@@ -510,6 +648,7 @@ type Stats struct {
 	LastSeq   uint64
 	Consumers int
 	MaxBytes  int64 // the stream's limit; -1 means none
+	Replicas  int
 }
 
 // Stats reads the stream's state from the server.
@@ -530,6 +669,7 @@ func (l *Log) Stats(ctx context.Context) (Stats, error) {
 		LastSeq:   info.State.LastSeq,
 		Consumers: info.State.Consumers,
 		MaxBytes:  info.Config.MaxBytes,
+		Replicas:  info.Config.Replicas,
 	}, nil
 }
 
@@ -549,11 +689,48 @@ func (l *Log) Ready(ctx context.Context) error {
 	if err != nil {
 		return l.mapErr("stream info", cause(ctx, cctx, err))
 	}
+	if err := quorum(info); err != nil {
+		return err
+	}
 	if limit := info.Config.MaxBytes; limit > 0 {
 		reserve := min(int64(l.maxRecord+headerRoom), limit/10)
 		if int64(info.State.Bytes)+reserve > limit {
 			return fmt.Errorf("%w: storage full: %d of %d bytes used", eventlog.ErrUnavailable, info.State.Bytes, limit)
 		}
+	}
+	return nil
+}
+
+// peerSilence is how long a replica may go unheard of by the stream's
+// leader and still count towards its quorum.
+const peerSilence = 5 * time.Second
+
+// quorum returns an error wrapping ErrUnavailable when a replicated stream
+// has no leader, or its leader has not heard lately from enough replicas
+// to store a record: Appends would then time out, so the log is not ready.
+func quorum(info *jsapi.StreamInfo) error {
+	cl := info.Cluster
+	if cl == nil || info.Config.Replicas <= 1 {
+		return nil
+	}
+	if cl.Leader == "" {
+		return fmt.Errorf("%w: stream %s has no leader", eventlog.ErrUnavailable, info.Config.Name)
+	}
+	live := 1 // the leader
+	var gone []string
+	for _, p := range cl.Replicas {
+		if p == nil {
+			continue
+		}
+		if !p.Offline && p.Active < peerSilence {
+			live++
+		} else {
+			gone = append(gone, fmt.Sprintf("%s (last seen %s ago)", p.Name, p.Active.Round(time.Second)))
+		}
+	}
+	if need := info.Config.Replicas/2 + 1; live < need {
+		return fmt.Errorf("%w: stream %s has %d of the %d replicas a write needs; unreachable: %s",
+			eventlog.ErrUnavailable, info.Config.Name, live, need, strings.Join(gone, ", "))
 	}
 	return nil
 }
