@@ -9,7 +9,6 @@ import (
 	ch "github.com/ClickHouse/clickhouse-go/v2"
 )
 
-
 // chCount runs a count query against addr as the default user.
 func chCount(t *testing.T, addr, q string) (uint64, error) {
 	t.Helper()

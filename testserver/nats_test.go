@@ -8,7 +8,6 @@ import (
 	"time"
 )
 
-
 // TestNATSCluster: three nodes form a JetStream cluster that syncs every
 // write; a killed node comes back on the same ports with its data.
 func TestNATSCluster(t *testing.T) {

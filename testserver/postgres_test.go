@@ -11,7 +11,6 @@ import (
 	"tandem/testserver"
 )
 
-
 func connect(t *testing.T, u string) *pgx.Conn {
 	t.Helper()
 	c, err := pgx.Connect(context.Background(), u)
