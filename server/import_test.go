@@ -9,6 +9,7 @@ import (
 	"io"
 	"mime/multipart"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +18,7 @@ import (
 
 	"tandem/config"
 	"tandem/event"
+	"tandem/identity"
 )
 
 // importSource creates an approved source of kind import and returns its id.
@@ -423,5 +425,67 @@ func TestImportMillionRows(t *testing.T) {
 	// The bootstrap writes nothing to the log, so every event is a row.
 	if len(seen) != rows {
 		t.Fatalf("%d events in the log, want %d", len(seen), rows)
+	}
+}
+
+// TestImportedContactJoinsWebProfile: a call-centre contact imported with
+// the caller's phone number lands on the profile of the web visitor who
+// gave the same number (written differently) when they signed up.
+func TestImportedContactJoinsWebProfile(t *testing.T) {
+	n := startNode(t, "", func(c *config.Config) {
+		// The CRM account is a declared identifier type, below phone.
+		c.Identity.Types = append(c.Identity.Types, identity.Type{Name: "crm_id", Priority: 5, Limit: 1})
+	})
+	n.importSource("offline")
+	web := `{"userId":"web-anna","anonymousId":"browser-1","traits":{"phone":"+49 (30) 123-4567","email":"Anna.Schmidt@example.com "},"timestamp":"2024-04-20T08:00:00Z"}`
+	if r := n.do("POST", "/v1/identify", "basic:"+n.writeKey, []byte(web), nil); r.status != 200 {
+		t.Fatalf("identify: %d %s", r.status, r.body)
+	}
+	r := n.multipartImport("source=offline", example(t, "call-centre", "mapping.yaml"), example(t, "call-centre", "contacts.csv"))
+	if st := decodeStatus(t, r); r.status != 201 || st.Status != "completed" {
+		t.Fatalf("import: %d %s", r.status, r.body)
+	}
+	n.drain()
+	lookup := func(identifier string) string {
+		t.Helper()
+		r := n.admin("GET", "/api/v1/profiles/lookup?identifier="+url.QueryEscape(identifier), nil)
+		var p struct {
+			ID string `json:"id"`
+		}
+		if err := json.Unmarshal(r.body, &p); err != nil || r.status != 200 || p.ID == "" {
+			t.Fatalf("lookup %s: %d %s", identifier, r.status, r.body)
+		}
+		return p.ID
+	}
+	webProfile := lookup("user_id:web-anna")
+	if got := lookup("phone:+49301234567"); got != webProfile {
+		t.Fatalf("the caller's phone is on profile %s, the web visitor is %s", got, webProfile)
+	}
+	if got := lookup("crm_id:CRM-5521"); got != webProfile {
+		t.Errorf("the contact's CRM id is on profile %s, want the web profile %s", got, webProfile)
+	}
+	// The timeline of the web profile holds her calls.
+	r = n.admin("GET", "/api/v1/profiles/"+webProfile+"/events", nil)
+	var page struct {
+		Items []map[string]any `json:"items"`
+	}
+	if err := json.Unmarshal(r.body, &page); err != nil || r.status != 200 {
+		t.Fatalf("profile events: %d %s", r.status, r.body)
+	}
+	var calls, identifies int
+	for _, e := range page.Items {
+		switch {
+		case e["event"] == "Call Centre Contact" && e["channel"] == "call-centre":
+			calls++
+		case e["type"] == "identify":
+			identifies++
+		}
+	}
+	if calls != 2 || identifies != 1 { // Anna called twice (contacts C-1001 and C-1005)
+		t.Errorf("web profile timeline has %d calls and %d identifies, want 2 and 1: %s", calls, identifies, r.body)
+	}
+	// Another caller (a different number) stays apart.
+	if other := lookup("phone:+49897654321"); other == webProfile {
+		t.Errorf("an unrelated caller joined the web profile")
 	}
 }
