@@ -118,6 +118,19 @@ func runClickHouseFunnelBench(ctx context.Context, o funnelOptions, progress io.
 		rep.Stored = n
 	}
 	logf("loaded %d events in %.1fs", rep.Stored, rep.LoadSeconds)
+	// Background merges of the fresh parts would compete with the first
+	// queries; a settled table is what a running deployment queries.
+	settle := time.Now()
+	for time.Since(settle) < 5*time.Minute && ctx.Err() == nil {
+		var merges uint64
+		if err := conn.QueryRow(ctx, "SELECT count() FROM system.merges WHERE database = "+clickhouse.Quote(db)).Scan(&merges); err != nil || merges == 0 {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	var parts uint64
+	_ = conn.QueryRow(ctx, "SELECT count() FROM system.parts WHERE active AND database = "+clickhouse.Quote(db)+" AND table = 'events'").Scan(&parts)
+	logf("background merges settled after %.1fs: %d active parts", time.Since(settle).Seconds(), parts)
 
 	backend := ach.New(store)
 	from := benchBase

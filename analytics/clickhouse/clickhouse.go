@@ -322,11 +322,9 @@ func (b *Backend) journey(ctx context.Context, jq *analytics.JourneyQuery) (*ana
 		in := "name IN (" + strings.Join(names, ", ") + ")"
 		cols[k] = "if(countIf(" + in + ") > 0, minIf(timestamp, " + in + "), toInt64(-1))"
 	}
+	// One query, not buckets: the server keeps a fixed-size state per
+	// profile (a count and a minimum per stage), not its events.
 	where := rangeSQL(jq.Range) + " AND name IN (" + strings.Join(all, ", ") + ")"
-	n, err := b.buckets(ctx, where)
-	if err != nil {
-		return nil, err
-	}
 	agg := analytics.NewJourneyAgg(jq)
 	st := make(analytics.StageTimes, len(jq.Stages))
 	var p string
@@ -334,23 +332,20 @@ func (b *Backend) journey(ctx context.Context, jq *analytics.JourneyQuery) (*ana
 	for k := range st {
 		dest = append(dest, &st[k])
 	}
-	for i := 0; i < n; i++ {
-		q := "SELECT _p, " + strings.Join(cols, ", ") + " FROM " + b.fromSQL(linked, "timestamp, name", where) + " WHERE " + bucketSQL(i, n) + " GROUP BY _p"
-		rows, err := b.conn.Query(ctx, q)
-		if err != nil {
+	q := "SELECT _p, " + strings.Join(cols, ", ") + " FROM " + b.fromSQL(linked, "timestamp, name", where) + " GROUP BY _p"
+	rows, err := b.conn.Query(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := rows.Scan(dest...); err != nil {
 			return nil, err
 		}
-		for rows.Next() {
-			if err := rows.Scan(dest...); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			agg.Add(p, st)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, err
-		}
+		agg.Add(p, st)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
 	}
 	return agg.Result(), nil
 }

@@ -8,16 +8,21 @@ import (
 	"math"
 	"math/rand/v2"
 	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"tandem/analytics"
 	ach "tandem/analytics/clickhouse"
+	adb "tandem/analytics/duckdb"
 	"tandem/analytics/reftest"
 	"tandem/analytics/scripttest"
 	"tandem/event"
 	"tandem/eventstore"
 	"tandem/eventstore/clickhouse"
+	"tandem/eventstore/duckdb"
 	"tandem/testserver"
 )
 
@@ -159,4 +164,127 @@ func sameSteps(a, b []analytics.FunnelStepResult) bool {
 		}
 	}
 	return true
+}
+
+// TestAgainstDuckDB stores the same random events and links in the
+// ClickHouse store and in an embedded DuckDB store, and compares every
+// journey, paths and retention answer (and funnels with breakdowns) of
+// the two backends.
+func TestAgainstDuckDB(t *testing.T) {
+	chs := open(t)
+	dds, err := duckdb.Open(":memory:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dds.Close()
+	ctx := context.Background()
+	r := rand.New(rand.NewPCG(21, 23))
+	names := []string{"Ad Clicked", "Product Viewed", "Order Completed", "Order Delivered", "Ticket Opened", "Login"}
+	base := time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC)
+	var evs []event.Event
+	for i := 0; i < 3000; i++ {
+		p := fmt.Sprintf("u%d", r.IntN(200))
+		ts := base.Add(time.Duration(r.Int64N(20*86400)) * time.Second)
+		name := names[r.IntN(len(names))]
+		typ := "track"
+		if r.IntN(10) == 0 {
+			typ = "page"
+		}
+		raw, _ := json.Marshal(map[string]any{"type": typ, "event": name, "userId": p,
+			"properties": map[string]any{"plan": fmt.Sprintf("p%d", r.IntN(3)), "n": r.IntN(5)},
+			"context":    map[string]any{"traits": map[string]any{"tier": fmt.Sprintf("t%d", r.IntN(2))}}})
+		evs = append(evs, event.Event{SourceID: "src", MessageID: fmt.Sprintf("m%d", i), Type: typ, Name: name,
+			UserID: p, Timestamp: ts, ReceivedAt: ts, Raw: raw})
+	}
+	var links []eventstore.ProfileLink
+	for i := 0; i < 40; i++ {
+		links = append(links, eventstore.ProfileLink{Key: fmt.Sprintf("user_id:u%d", r.IntN(200)), ProfileID: fmt.Sprintf("P%d", r.IntN(15))})
+	}
+	for _, s := range []scripttest.Store{chs, dds} {
+		if _, err := s.Append(ctx, evs); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.LinkProfiles(ctx, links); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cb := ach.New(chs)
+	cb.BucketRows = 700 // several buckets
+	db := adb.New(dds.DB())
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	rng := analytics.Range{From: analytics.At(base.Add(2 * 86400 * time.Second)), To: analytics.At(base.Add(18 * 86400 * time.Second))}
+	cond := func(i int) analytics.Condition { return analytics.Condition{Event: names[i%len(names)]} }
+	compared := 0
+	check := func(what string, run func(analytics.Backend) (any, error)) {
+		t.Helper()
+		a, err := run(cb)
+		if err != nil {
+			t.Fatalf("%s: clickhouse: %v", what, err)
+		}
+		b, err := run(db)
+		if err != nil {
+			t.Fatalf("%s: duckdb: %v", what, err)
+		}
+		// Quantiles are computed by different formulas (Go, DuckDB's
+		// quantile_cont): equal to a millisecond.
+		if x, y := roundSeconds(scripttest.Render(a)), roundSeconds(scripttest.Render(b)); x != y {
+			t.Fatalf("%s: answers differ\nclickhouse:\n%s\nduckdb:\n%s", what, x, y)
+		}
+		compared++
+	}
+	for i := 0; i < 12; i++ {
+		jq := &analytics.JourneyQuery{Within: analytics.Seconds(int64(1+r.IntN(5)) * 86400), Range: rng}
+		if err := jq.Validate(now, scripttestStages); err != nil {
+			t.Fatal(err)
+		}
+		check(fmt.Sprintf("journey %d", i), func(b analytics.Backend) (any, error) { return b.Journey(ctx, jq) })
+		pq := &analytics.PathsQuery{Start: cond(i), Steps: 1 + r.IntN(4), Range: rng}
+		if i%2 == 1 {
+			pq.Direction = "previous"
+		}
+		if err := pq.Validate(now); err != nil {
+			t.Fatal(err)
+		}
+		check(fmt.Sprintf("paths %d", i), func(b analytics.Backend) (any, error) { return b.Paths(ctx, pq) })
+		rq := &analytics.RetentionQuery{Start: cond(i), Return: cond(i + 1 + r.IntN(3)), Period: []string{"day", "week"}[i%2],
+			Timezone: []string{"UTC", "America/New_York", "Asia/Tokyo"}[i%3], Range: rng}
+		if err := rq.Validate(now); err != nil {
+			t.Fatal(err)
+		}
+		check(fmt.Sprintf("retention %d", i), func(b analytics.Backend) (any, error) { return b.Retention(ctx, rq) })
+		fq := &analytics.FunnelQuery{Window: analytics.Seconds(int64(r.IntN(4)) * 86400), Range: rng}
+		for k := 0; k < 2+r.IntN(3); k++ {
+			st := analytics.FunnelStep{Condition: cond(i + k)}
+			if r.IntN(3) == 0 {
+				st.Where = []analytics.Filter{{Property: "n", Op: "gte", Value: float64(r.IntN(5))}}
+			}
+			fq.Steps = append(fq.Steps, st)
+		}
+		fq.Breakdown = []*analytics.Breakdown{nil, {Property: "plan"}, {Trait: "tier"}}[i%3]
+		if err := fq.Validate(now); err != nil {
+			t.Fatal(err)
+		}
+		check(fmt.Sprintf("funnel %d", i), func(b analytics.Backend) (any, error) { return b.Funnel(ctx, fq) })
+	}
+	t.Logf("%d answers over %d events and %d links: ClickHouse and DuckDB backends agree on all", compared, len(evs), len(links))
+}
+
+var secondsRE = regexp.MustCompile(`[0-9.]+s\b`)
+
+func roundSeconds(s string) string {
+	return secondsRE.ReplaceAllStringFunc(s, func(x string) string {
+		f, err := strconv.ParseFloat(strings.TrimSuffix(x, "s"), 64)
+		if err != nil {
+			return x
+		}
+		return strconv.FormatFloat(f, 'f', 3, 64) + "s"
+	})
+}
+
+var scripttestStages = []analytics.Stage{
+	{Name: "awareness", Department: "marketing", Events: []string{"Ad Clicked"}},
+	{Name: "consideration", Department: "marketing", Events: []string{"Product Viewed"}},
+	{Name: "purchase", Department: "sales", Events: []string{"Order Completed"}},
+	{Name: "delivery", Department: "operations", Events: []string{"Order Delivered"}},
+	{Name: "service", Department: "service", Events: []string{"Ticket Opened"}},
 }

@@ -25,7 +25,8 @@
 //
 // Journeys reduce in SQL: each profile's first time at each stage is a
 // minIf per stage, and the client adds those rows to an
-// [analytics.JourneyAgg], exactly the engine's rules. Funnels, paths and
+// [analytics.JourneyAgg], exactly the engine's rules. That query is not
+// bucketed: the server keeps a fixed-size state per profile. Funnels, paths and
 // retention go through the embedded [analytics.Engine] over Scan.
 // ClickHouse's windowFunnel is not used: it agrees with tandem's funnels
 // only on data without equal times and without repeated steps (18.16
