@@ -40,6 +40,17 @@ loading is not what is measured), then times, --runs times each:
   journey    the default lifecycle's journey report
   retention  weekly retention, Signed Up → Login
 
+With --events clickhouse://HOST:PORT/DB (the value may also be a number:
+how many events; give --events twice for both) the same shape of data is
+generated inside ClickHouse (INSERT … SELECT over numbers(), a million rows
+a statement) into an empty database, and the queries run through the
+ClickHouse analytics backend (tandem serve --events clickhouse://…); the
+baseline is then ClickHouse's own windowFunnel over the same rows, whose
+tie rules differ from tandem's (it orders equal times by arrival; on this
+data equal times are rare, so the counts should agree). --compare-embedded
+runs the DuckDB benchmark too, in the same process with the same flags (its
+own generated data: same distributions, not the same rows).
+
 Each query runs once untimed first (the first read of the new database
 file fills DuckDB's buffers). It reports the best and median times, the funnel's answer (and whether the
 plain SQL gave the same counts), and the process's peak resident memory
@@ -58,8 +69,11 @@ type funnelOptions struct {
 	Runs     int           `json:"runs"`
 	Threads  int           `json:"threads"`
 	Dir      string        `json:"dir,omitempty"`
-	Keep     bool          `json:"keep"`
-	JSON     bool          `json:"json"`
+	// EventsURL is the ClickHouse database to bench, "" for DuckDB.
+	EventsURL       string `json:"eventsUrl,omitempty"`
+	CompareEmbedded bool   `json:"compareEmbedded,omitempty"`
+	Keep            bool   `json:"keep"`
+	JSON            bool   `json:"json"`
 }
 
 // benchNames are the generated events' names; the funnel takes the first
@@ -92,6 +106,11 @@ type FunnelReport struct {
 	MedianRatio  *float64        `json:"funnelOverPlainSqlMedian"`
 	PlainSQLText string          `json:"plainSql"`
 	Failures     []string        `json:"failures,omitempty"`
+	// ClickHouse is the server's version when the ClickHouse backend was
+	// measured; the baseline is then windowFunnel, and Embedded holds the
+	// DuckDB run of --compare-embedded.
+	ClickHouse string        `json:"clickhouse,omitempty"`
+	Embedded   *FunnelReport `json:"embedded,omitempty"`
 }
 
 // FunnelStepFig is one step of the measured funnel's answer.
@@ -115,7 +134,9 @@ func funnelMain(args []string, stdout, stderr io.Writer) int {
 	const cmd = "tandem bench funnel"
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	var o funnelOptions
-	fs.Int64Var(&o.Events, "events", 10_000_000, "events to generate")
+	o.Events = 10_000_000
+	fs.Var(eventsFlag{&o}, "events", "events to generate (a number), or the ClickHouse database to bench (clickhouse://HOST:PORT/DB); give twice for both")
+	fs.BoolVar(&o.CompareEmbedded, "compare-embedded", false, "with a ClickHouse --events: run the embedded DuckDB benchmark too, with the same flags")
 	fs.Int64Var(&o.Profiles, "profiles", 1_000_000, "profiles the events belong to")
 	fs.IntVar(&o.Names, "names", 20, fmt.Sprintf("distinct event names (4 to %d)", len(benchNames)))
 	fs.IntVar(&o.Days, "days", 90, "days the events span")
@@ -146,7 +167,15 @@ func funnelMain(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	rep := runFunnelBench(ctx, o, stderr)
+	var rep *FunnelReport
+	if o.EventsURL != "" {
+		rep = runClickHouseFunnelBench(ctx, o, stderr)
+		if o.CompareEmbedded {
+			rep.Embedded = runFunnelBench(ctx, o, stderr)
+		}
+	} else {
+		rep = runFunnelBench(ctx, o, stderr)
+	}
 	if o.JSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -157,7 +186,7 @@ func funnelMain(args []string, stdout, stderr io.Writer) int {
 	} else {
 		writeFunnelText(stdout, rep)
 	}
-	if len(rep.Failures) > 0 {
+	if len(rep.Failures) > 0 || (rep.Embedded != nil && len(rep.Embedded.Failures) > 0) {
 		return 1
 	}
 	return 0
@@ -449,10 +478,19 @@ func peakRSSMB() (float64, bool) {
 
 func writeFunnelText(w io.Writer, rep *FunnelReport) {
 	o := rep.Flags
-	fmt.Fprintf(w, "%s: %d events over %d profiles, %d names, %d days; window %s; %d runs; DuckDB %s with %d threads\n",
-		rep.Command, o.Events, o.Profiles, o.Names, o.Days, rep.Window, o.Runs, rep.DuckDB, o.Threads)
-	fmt.Fprintf(w, "GOMAXPROCS %d, NumCPU %d, %s, dir %s; loaded %d events in %.1fs (INSERT … SELECT, not the HTTP API)\n\n",
-		rep.GOMAXPROCS, rep.NumCPU, rep.Go, rep.Dir, rep.Stored, rep.LoadSeconds)
+	engine := fmt.Sprintf("DuckDB %s with %d threads", rep.DuckDB, o.Threads)
+	baseline := "plain SQL"
+	if rep.ClickHouse != "" {
+		engine, baseline = "ClickHouse "+rep.ClickHouse, "windowFunnel"
+	}
+	fmt.Fprintf(w, "%s: %d events over %d profiles, %d names, %d days; window %s; %d runs; %s\n",
+		rep.Command, o.Events, o.Profiles, o.Names, o.Days, rep.Window, o.Runs, engine)
+	where := "dir"
+	if rep.ClickHouse != "" {
+		where = "database"
+	}
+	fmt.Fprintf(w, "GOMAXPROCS %d, NumCPU %d, %s, %s %s; loaded %d events in %.1fs (INSERT … SELECT, not the HTTP API)\n\n",
+		rep.GOMAXPROCS, rep.NumCPU, rep.Go, where, rep.Dir, rep.Stored, rep.LoadSeconds)
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.AlignRight|tabwriter.Debug)
 	fmt.Fprintln(tw, "query \t best s \t median s \t runs \t peak RSS MB \t")
 	for _, q := range rep.Queries {
@@ -468,7 +506,7 @@ func writeFunnelText(w io.Writer, rep *FunnelReport) {
 	}
 	tw.Flush()
 	if rep.Ratio != nil {
-		fmt.Fprintf(w, "\nfunnel / plain SQL: %.2f× (best), %.2f× (median); same counts: %v\n", *rep.Ratio, *rep.MedianRatio, rep.SameAnswer)
+		fmt.Fprintf(w, "\nfunnel / %s: %.2f× (best), %.2f× (median); same counts: %v\n", baseline, *rep.Ratio, *rep.MedianRatio, rep.SameAnswer)
 	}
 	fmt.Fprintln(w, "\nfunnel answer:")
 	for _, s := range rep.Funnel {
@@ -480,5 +518,9 @@ func writeFunnelText(w io.Writer, rep *FunnelReport) {
 	}
 	for _, f := range rep.Failures {
 		fmt.Fprintf(w, "FAILED: %s\n", f)
+	}
+	if rep.Embedded != nil {
+		fmt.Fprintln(w, "\n--compare-embedded:")
+		writeFunnelText(w, rep.Embedded)
 	}
 }

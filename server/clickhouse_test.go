@@ -53,6 +53,12 @@ func TestClickHouseEventStore(t *testing.T) {
 	if r := n.do("GET", "/readyz", "", nil, nil); r.status != 200 {
 		t.Errorf("readyz: %d %s", r.status, r.body)
 	}
+	// Analytics answer from the ClickHouse backend.
+	funnel := map[string]any{"steps": []any{map[string]any{"event": "Ordered"}, map[string]any{"event": "Ordered"}},
+		"window": 60, "from": "2026-01-02T00:00:00Z", "to": "2026-01-03T00:00:00Z"}
+	if r := n.admin("POST", "/api/v1/analytics/funnel", funnel); r.status != 200 || !strings.Contains(string(r.body), `"profiles":3`) {
+		t.Errorf("funnel on ClickHouse: %d %s", r.status, r.body)
+	}
 
 	// Another node (its own data dir and log) on the same ClickHouse
 	// database reads the same events.

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"tandem/access"
+	ach "tandem/analytics/clickhouse"
 	adb "tandem/analytics/duckdb"
 	"tandem/api"
 	"tandem/collect"
@@ -305,8 +306,11 @@ func (s *Server) routes() http.Handler {
 		Events: s.Events, Log: s.Committer, Imports: s.Imports, Logger: s.logger, Stages: s.cfg.Journey.Stages,
 		Identity: s.Identity,
 	}
-	if d, ok := s.Events.(*duckdb.Store); ok {
-		opts.Analytics = adb.New(d.DB())
+	switch e := s.Events.(type) {
+	case *duckdb.Store:
+		opts.Analytics = adb.New(e.DB())
+	case *clickhouse.Store:
+		opts.Analytics = ach.New(e)
 	}
 	mux.Handle("/api/v1/", api.New(opts))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

@@ -1,0 +1,37 @@
+// Package clickhouse answers analytics queries over the ClickHouse event
+// store (eventstore/clickhouse), keeping to the SQL of ClickHouse 18.16.
+//
+// # How it reads
+//
+// [Backend.Scan] is an [analytics.Source]: one GROUP BY query per bucket
+// of profiles returns each profile's events as parallel arrays (times,
+// condition masks, and names or JSON where needed), so the server never
+// sorts the whole range and the client holds one profile at a time. An
+// event's profile is eventstore.ProfileOf its profile key's latest link
+// (argMax over profile_links' versions, joined with ANY LEFT JOIN), its
+// user id and its anonymous id; the join is left out while no link
+// exists. Profiles are split into buckets by a hash of the resolved
+// profile (never of the key, which would cut a merged profile in two),
+// one bucket per BucketRows matching events, which bounds the server's
+// memory as well.
+//
+// Property filters are evaluated in Go on the event's JSON: 18.16 has no
+// JSON path functions (JSONExtract came later), and its visitParam
+// functions find a key anywhere in the document, not under properties.
+// Only events whose name belongs to a filtered condition bring their JSON
+// back; the masks of unfiltered conditions are computed in SQL.
+//
+// # Native paths, and where ClickHouse's own functions do not fit
+//
+// Journeys reduce in SQL: each profile's first time at each stage is a
+// minIf per stage, and the client adds those rows to an
+// [analytics.JourneyAgg], exactly the engine's rules. That query is not
+// bucketed: the server keeps a fixed-size state per profile. Funnels, paths and
+// retention go through the embedded [analytics.Engine] over Scan.
+// ClickHouse's windowFunnel is not used: it agrees with tandem's funnels
+// only on data without equal times and without repeated steps (18.16
+// orders equal times by arrival and lets one event satisfy only its first
+// matching condition), it has no strict mode in 18.16 and no step times,
+// so answers would change with the data's shape. `tandem bench funnel
+// --events clickhouse://…` times it next to the backend as a baseline.
+package clickhouse
