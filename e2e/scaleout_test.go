@@ -153,7 +153,7 @@ func TestScaleOut(t *testing.T) {
 		d := waitReadyz(t, s, 503, 15*time.Second)
 		t.Logf("3. node %d not ready %s after PostgreSQL stopped", i, d.Round(time.Millisecond))
 	}
-	time.Sleep(2 * time.Second) // let the pipelines meet the outage
+	time.Sleep(3 * time.Second) // let the pipelines meet the outage
 	if err := so.pg.Start(); err != nil {
 		t.Fatalf("start PostgreSQL: %v", err)
 	}
@@ -164,12 +164,23 @@ func TestScaleOut(t *testing.T) {
 	}
 	rl.waitAckedMore(t, 20, 30*time.Second)
 	rl.finish()
+	for i, s := range so.nodes {
+		t.Logf("3. node %d: %d pipeline batches failed and were retried", i, strings.Count(s.stderr.String(), "pipeline batch failed"))
+	}
 	t.Logf("3. done in %s", time.Since(phase).Round(time.Millisecond))
 
 	// 4. Concurrent identity merges.
 	phase = time.Now()
-	groups := sendMergeGroups(t, so.nodes, "grp", 40)
+	var before [2]float64
+	for i, s := range so.nodes {
+		before[i], _ = s.metric("tandem_pipeline_records_total")
+	}
+	groups := sendMergeGroups(t, so.nodes, "grp", 60)
 	waitConsumerDone(t, nc.URL(), clusterAckWait+30*time.Second)
+	for i, s := range so.nodes {
+		n, _ := s.metric("tandem_pipeline_records_total")
+		t.Logf("4. node %d's pipeline processed %v of the merge events' log records", i, n-before[i])
+	}
 	checkMergeGroups(t, so.nodes, groups)
 	t.Logf("4. done in %s", time.Since(phase).Round(time.Millisecond))
 
@@ -295,7 +306,7 @@ func checkExactlyOnce(t *testing.T, st *loadStats, chURL string, s *server, pref
 // what was sent and acknowledged: none of the acknowledged missing, none
 // stored twice, none stored that was never sent. Events sent without an
 // answer may be stored or not, but once at most.
-func checkCounts(t *testing.T, where string, st *loadStats, counts map[string]int) {
+func checkCounts(t testing.TB, where string, st *loadStats, counts map[string]int) {
 	t.Helper()
 	var missing, dups, unsent []string
 	total := 0
@@ -542,4 +553,50 @@ func checkMergeGroups(t *testing.T, nodes [2]*server, groups []mergeGroup) {
 		t.Errorf("%d of %d groups split over several profiles", bad, len(groups))
 	}
 	t.Logf("4. %d groups, each one profile (same answer from both nodes), %d distinct profiles", len(groups), len(seen))
+}
+
+// errRecorder is a testing.TB that records errors instead of failing.
+type errRecorder struct {
+	testing.TB
+	errs []string
+}
+
+func (r *errRecorder) Helper()                   {}
+func (r *errRecorder) Logf(string, ...any)       {}
+func (r *errRecorder) Errorf(f string, a ...any) { r.errs = append(r.errs, fmt.Sprintf(f, a...)) }
+
+// TestScaleOutCheckCatchesLossAndDuplicates makes sure the exactly-once
+// check of TestScaleOut can fail: it must see an acknowledged event that
+// is missing, one stored twice and one never sent, and accept an event
+// sent without an answer being stored once or not at all.
+func TestScaleOutCheckCatchesLossAndDuplicates(t *testing.T) {
+	st := newLoadStats()
+	for _, id := range []string{"a", "b", "c", "d"} {
+		st.sent[id] = true
+		st.acked[id] = true
+	}
+	st.sent["unanswered"] = true
+	st.sent["unanswered2"] = true
+	for _, c := range []struct {
+		name   string
+		counts map[string]int
+		want   []string // prefixes of the errors, in order
+	}{
+		{"exact", map[string]int{"a": 1, "b": 1, "c": 1, "d": 1, "unanswered": 1}, nil},
+		{"lost", map[string]int{"a": 1, "b": 1, "d": 1}, []string{"LOST"}},
+		{"duplicated", map[string]int{"a": 1, "b": 2, "c": 1, "d": 1}, []string{"DUPLICATED"}},
+		{"unanswered twice", map[string]int{"a": 1, "b": 1, "c": 1, "d": 1, "unanswered2": 2}, []string{"DUPLICATED"}},
+		{"never sent", map[string]int{"a": 1, "b": 1, "c": 1, "d": 1, "z": 1}, []string{"ClickHouse holds 1 messageIds never sent"}},
+		{"all wrong", map[string]int{"a": 3, "z": 1}, []string{"LOST", "DUPLICATED", "ClickHouse holds"}},
+	} {
+		r := &errRecorder{TB: t}
+		checkCounts(r, "ClickHouse", st, c.counts)
+		ok := len(r.errs) == len(c.want)
+		for i := 0; ok && i < len(c.want); i++ {
+			ok = strings.HasPrefix(r.errs[i], c.want[i])
+		}
+		if !ok {
+			t.Errorf("%s: errors %q, want ones starting %q", c.name, r.errs, c.want)
+		}
+	}
 }
