@@ -26,23 +26,28 @@ type scaleOut struct {
 	nats  *testserver.NATSCluster
 	pg    *testserver.PostgresServer
 	b     backends
-	dirs  [2]string
-	nodes [2]*server
+	dirs  []string
+	nodes []*server
+	extra []string // flags every node gets
 }
 
-func startScaleOut(t *testing.T) *scaleOut {
+// startScaleOut starts the servers and n tandem nodes on them, each with
+// the extra flags.
+func startScaleOut(t *testing.T, n int, extra ...string) *scaleOut {
 	t.Helper()
 	started := time.Now()
 	nc := testserver.StartNATSCluster(t, 3)
 	pg := testserver.PostgresInstance(t)
-	so := &scaleOut{nats: nc, pg: pg,
+	so := &scaleOut{nats: nc, pg: pg, extra: extra,
 		b: backends{Log: nc.URL(), State: pg.NewDatabase(t), Events: testserver.ClickHouse(t)}}
-	so.dirs = [2]string{t.TempDir(), t.TempDir()}
+	for range n {
+		so.dirs = append(so.dirs, t.TempDir())
+	}
 
 	// The first node bootstraps the shared state store (the admin of
 	// TANDEM_ADMIN_TOKEN and its own "default" source, whose key only
 	// its data dir has); a source made through the API serves both.
-	a := startClusterNode(t, so.dirs[0], so.b)
+	a := startClusterNode(t, so.dirs[0], so.b, extra...)
 	status, body := a.admin("POST", "/api/v1/sources", map[string]any{"name": "scale-out", "kind": "server",
 		"owner": "it", "purpose": "scale-out test load"})
 	var src struct {
@@ -57,16 +62,18 @@ func startScaleOut(t *testing.T) *scaleOut {
 	}
 	so.b.Key = src.WriteKey
 	a.writeKey = src.WriteKey
-	so.nodes[0] = a
-	so.nodes[1] = startClusterNode(t, so.dirs[1], so.b)
-	t.Logf("set-up: 3 NATS nodes, PostgreSQL, ClickHouse and 2 tandem nodes in %s", time.Since(started).Round(time.Millisecond))
+	so.nodes = []*server{a}
+	for _, dir := range so.dirs[1:] {
+		so.nodes = append(so.nodes, startClusterNode(t, dir, so.b, extra...))
+	}
+	t.Logf("set-up: 3 NATS nodes, PostgreSQL, ClickHouse and %d tandem nodes in %s", n, time.Since(started).Round(time.Millisecond))
 	return so
 }
 
 // restart starts node i again on its data dir, after a kill.
 func (so *scaleOut) restart(t *testing.T, i int) {
 	t.Helper()
-	so.nodes[i] = startClusterNode(t, so.dirs[i], so.b)
+	so.nodes[i] = startClusterNode(t, so.dirs[i], so.b, so.extra...)
 }
 
 // TestScaleOut runs tandem as it is scaled out: three NATS servers,
@@ -92,7 +99,7 @@ func (so *scaleOut) restart(t *testing.T, i int) {
 // nothing went to the quarantine.
 func TestScaleOut(t *testing.T) {
 	testStart := time.Now()
-	so := startScaleOut(t)
+	so := startScaleOut(t, 2)
 	nc := so.nats
 	var loads []*retryLoad
 
@@ -395,7 +402,7 @@ type mergeGroup struct {
 // second device a2 carrying the e-mail, node 1 gets a track from a1 with
 // the e-mail and identify{userId u, traits.email}. Any one of the four
 // joins the group only with the others; together they make one profile.
-func sendMergeGroups(t *testing.T, nodes [2]*server, prefix string, n int) []mergeGroup {
+func sendMergeGroups(t *testing.T, nodes []*server, prefix string, n int) []mergeGroup {
 	t.Helper()
 	base := time.Date(2025, 3, 1, 9, 0, 0, 0, time.UTC)
 	groups := make([]mergeGroup, n)
@@ -468,7 +475,7 @@ func sendMergeGroups(t *testing.T, nodes [2]*server, prefix string, n int) []mer
 // group looks up the same profile, that this profile holds exactly the
 // group's identifiers and events, that the groups' profiles are distinct,
 // and that each explains itself.
-func checkMergeGroups(t *testing.T, nodes [2]*server, groups []mergeGroup) {
+func checkMergeGroups(t *testing.T, nodes []*server, groups []mergeGroup) {
 	t.Helper()
 	seen := map[string]int{} // profile id -> group
 	bad := 0
