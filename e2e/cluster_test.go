@@ -32,6 +32,11 @@ type backends struct {
 	Log    string // nats://…
 	State  string // postgres://…
 	Events string // clickhouse://…
+	// Key is the write key of a source in the shared state store, which
+	// every node's clients send with. Empty: each node's own "default"
+	// source, whose key bootstrap wrote to its data dir (only the node
+	// that bootstraps a shared state store has that file).
+	Key string
 }
 
 func (b backends) args() []string {
@@ -54,7 +59,7 @@ const clusterAckWait = 8 * time.Second
 func startClusterNode(t *testing.T, dir string, b backends, extra ...string) *server {
 	t.Helper()
 	args := append(b.args(), "--log-ack-wait", clusterAckWait.String())
-	return startServer(t, dir, serverOpts{args: append(args, extra...)})
+	return startServer(t, dir, serverOpts{args: append(args, extra...), writeKey: b.Key})
 }
 
 // retryLoad sends /v1/batch requests of distinct track events from several
@@ -281,6 +286,19 @@ func streamInfo(t *testing.T, url string) *jsapi.StreamInfo {
 	return s.CachedInfo()
 }
 
+// pipelineConsumer reads the state of the pipeline's durable consumer,
+// which every node's pipeline shares.
+func pipelineConsumer(t *testing.T, js jsapi.JetStream) *jsapi.ConsumerInfo {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	c, err := js.Consumer(ctx, jetstream.DefaultStream, "pipeline")
+	if err != nil {
+		t.Fatalf("consumer info: %v", err)
+	}
+	return c.CachedInfo()
+}
+
 func jsClient(t *testing.T, url string) (jsapi.JetStream, *nats.Conn) {
 	t.Helper()
 	nc, err := nats.Connect(url, nats.Name("e2e-observer"))
@@ -372,63 +390,7 @@ func TestNATSTwoNodesShareThePipeline(t *testing.T) {
 		t.Errorf("the pipeline's work is not shared: A processed %v records, B %v", recA, recB)
 	}
 
-	// Freeze A, so that what it fetched and has not acknowledged stays
-	// so, and let B acknowledge everything it can.
-	if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	rl.markDown(a)
-	frozen := time.Now()
-	js, obs := jsClient(t, nc.URL())
-	defer obs.Close()
-	consumer := func() *jsapi.ConsumerInfo {
-		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-		defer cancel()
-		c, err := js.Consumer(ctx, jetstream.DefaultStream, "pipeline")
-		if err != nil {
-			t.Fatalf("consumer info: %v", err)
-		}
-		return c.CachedInfo()
-	}
-	// No new batches; those under way finish on B (or, sent to the frozen
-	// A, once A is killed and they are retried on B).
-	rl.stop()
-	var held int
-	for {
-		ci := consumer()
-		since := time.Since(frozen)
-		if ci.NumPending == 0 && since > 2500*time.Millisecond {
-			// B has had everything and had time to acknowledge what it
-			// took: what is left unacknowledged is A's, and stays so
-			// until the ack wait passes.
-			held = ci.NumAckPending
-			break
-		}
-		if since > clusterAckWait*3/4 {
-			t.Fatalf("B did not catch up while A was frozen: %d records pending, %d unacknowledged", ci.NumPending, ci.NumAckPending)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if held == 0 {
-		t.Fatal("A held no unacknowledged records when frozen: the takeover is not exercised")
-	}
-	a.kill() // SIGKILL
-	killed := time.Now()
-	t.Logf("A killed with SIGKILL %s after it was frozen, holding %d unacknowledged records", killed.Sub(frozen).Round(time.Millisecond), held)
-
-	// B takes them over once the ack wait has passed.
-	for {
-		ci := consumer()
-		if ci.NumPending == 0 && ci.NumAckPending == 0 {
-			t.Logf("B acknowledged A's records %s after A was frozen (ack wait %s)", time.Since(frozen).Round(time.Millisecond), clusterAckWait)
-			break
-		}
-		if time.Since(killed) > clusterAckWait+20*time.Second {
-			t.Fatalf("A's records not taken over %s after the kill: %d pending, %d unacknowledged",
-				time.Since(killed).Round(time.Millisecond), ci.NumPending, ci.NumAckPending)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	killHolding(t, nc.URL(), a, rl)
 
 	rl.finish()
 	t.Logf("load: %s", rl.summary())
@@ -437,6 +399,61 @@ func TestNATSTwoNodesShareThePipeline(t *testing.T) {
 	// What A stored before it died, read by a restart without pipeline.
 	a = startClusterNode(t, dirA, b, "--pipeline=false")
 	checkUnion(t, rl.st, a, bb)
+}
+
+// killHolding kills node a while it holds log records it fetched and has
+// not acknowledged, and waits until the other nodes on the NATS cluster at
+// natsURL have processed them (after the log's ack wait). It freezes a
+// with SIGSTOP first, so that what a holds stays so; stops the load's new
+// batches (those under way finish on the other nodes), waits until the
+// others have acknowledged everything else, then sends SIGKILL. It fails
+// t if a held nothing, since the take-over would then not be exercised.
+func killHolding(t *testing.T, natsURL string, a *server, rl *retryLoad) {
+	t.Helper()
+	if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	rl.markDown(a)
+	frozen := time.Now()
+	js, obs := jsClient(t, natsURL)
+	defer obs.Close()
+	consumer := func() *jsapi.ConsumerInfo { return pipelineConsumer(t, js) }
+	rl.stop()
+	var held int
+	for {
+		ci := consumer()
+		since := time.Since(frozen)
+		if ci.NumPending == 0 && since > 2500*time.Millisecond {
+			// The others have had everything and had time to acknowledge
+			// what they took: what is left unacknowledged is a's, and
+			// stays so until the ack wait passes.
+			held = ci.NumAckPending
+			break
+		}
+		if since > clusterAckWait*3/4 {
+			t.Fatalf("the other nodes did not catch up while the node was frozen: %d records pending, %d unacknowledged", ci.NumPending, ci.NumAckPending)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if held == 0 {
+		t.Fatal("the frozen node held no unacknowledged records: the take-over is not exercised")
+	}
+	a.kill() // SIGKILL
+	killed := time.Now()
+	t.Logf("node killed with SIGKILL %s after it was frozen, holding %d unacknowledged records", killed.Sub(frozen).Round(time.Millisecond), held)
+
+	for {
+		ci := consumer()
+		if ci.NumPending == 0 && ci.NumAckPending == 0 {
+			t.Logf("the other nodes acknowledged its records %s after it was frozen (ack wait %s)", time.Since(frozen).Round(time.Millisecond), clusterAckWait)
+			return
+		}
+		if time.Since(killed) > clusterAckWait+20*time.Second {
+			t.Fatalf("the killed node's records not taken over %s after the kill: %d pending, %d unacknowledged",
+				time.Since(killed).Round(time.Millisecond), ci.NumPending, ci.NumAckPending)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // checkUnion checks the union of the nodes' event stores: every

@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"tandem/testserver"
 )
 
 // binPath is the tandem binary built once by TestMain.
@@ -56,7 +58,9 @@ func runMain(m *testing.M) int {
 	if testing.Verbose() {
 		fmt.Fprintf(os.Stderr, "e2e: built %s in %s\n", binPath, time.Since(start).Round(time.Millisecond))
 	}
-	return m.Run()
+	// Through testserver, which stops the PostgreSQL and ClickHouse
+	// servers the tests share once they are done.
+	return testserver.Run(m)
 }
 
 // moduleRoot is the directory of the go.mod that holds this package.
@@ -122,6 +126,10 @@ type server struct {
 type serverOpts struct {
 	noAdminEnv bool     // do not set TANDEM_ADMIN_TOKEN
 	args       []string // extra flags for serve
+	// writeKey is the write key the test sends with. Empty means the
+	// default source's, read from DIR/default.writekey; a node that joins
+	// a shared state store another node bootstrapped has no such file.
+	writeKey string
 }
 
 // cleanEnv is the test's environment without TANDEM_* variables, so that
@@ -203,6 +211,10 @@ func tryStart(t *testing.T, dir string, o serverOpts) (*server, error) {
 	if err := s.waitReady(60 * time.Second); err != nil {
 		s.kill()
 		return nil, fmt.Errorf("%w\nstderr (tail):\n%s", err, tail(s.stderr.String(), 15))
+	}
+	if o.writeKey != "" {
+		s.writeKey = o.writeKey
+		return s, nil
 	}
 	key, err := os.ReadFile(filepath.Join(dir, "default.writekey"))
 	if err != nil {

@@ -48,7 +48,12 @@ func atExit(stop func()) {
 // stops the servers afterwards. Call it from TestMain:
 //
 //	func TestMain(m *testing.M) { testserver.Main(m) }
-func Main(m *testing.M) {
+func Main(m *testing.M) { os.Exit(Run(m)) }
+
+// Run is [Main] for a TestMain that has more to do after the tests (such
+// as removing files it made): it runs the tests, stops the servers and
+// returns the exit code instead of exiting.
+func Run(m *testing.M) int {
 	mainRunning.Store(true)
 	code := m.Run()
 	stopMu.Lock()
@@ -57,5 +62,5 @@ func Main(m *testing.M) {
 	}
 	stops = nil
 	stopMu.Unlock()
-	os.Exit(code)
+	return code
 }
