@@ -17,8 +17,8 @@ import (
 	"tandem/apierror"
 	"tandem/eventstore"
 	"tandem/governance"
-	"tandem/imports"
 	"tandem/identity"
+	"tandem/imports"
 	"tandem/quarantine"
 	"tandem/statestore"
 )
@@ -44,8 +44,8 @@ type Options struct {
 	// the journey reports on.
 	Analytics analytics.Backend
 	Stages    []analytics.Stage
-	Identity   *identity.Store // nil: the profile endpoints answer 503
-	Auditor    Auditor         // nil: profile reads are not recorded
+	Identity  *identity.Store // nil: the profile endpoints answer 503
+	Auditor   Auditor         // nil: profile reads are not recorded
 }
 
 // API is the management API handler.
@@ -229,7 +229,7 @@ func page(r *http.Request) (int, string, error) {
 }
 
 type list[T any] struct {
-	Items []T  `json:"items"`
+	Items []T    `json:"items"`
 	Next  string `json:"next,omitempty"`
 }
 
@@ -244,7 +244,6 @@ func timeParam(r *http.Request, name string) (time.Time, error) {
 	}
 	return t, nil
 }
-
 
 func isNotFound(err error) bool {
 	return errors.Is(err, statestore.ErrNotFound) || errors.Is(err, eventstore.ErrNotFound)

@@ -54,8 +54,8 @@ type Options struct {
 	// disturb collection's own fsyncs less. Default 500ms.
 	Linger   time.Duration
 	MaxBytes int // record bytes that end a gathering early; default 8 MiB
-	Metrics    *metrics.Registry
-	Logger     *slog.Logger
+	Metrics  *metrics.Registry
+	Logger   *slog.Logger
 }
 
 // Pipeline is the processing loop.
@@ -287,6 +287,7 @@ func (p *Pipeline) store(ctx context.Context, batch []event.Event) error {
 		return err
 	}
 	p.opts.Logger.Warn("event store batch failed; retrying event by event", "events", len(batch), "err", err.Error())
+	paused := false
 	for i := range batch {
 		n, err1 := p.opts.Events.Append(ctx, batch[i:i+1])
 		if err1 == nil {
@@ -300,6 +301,23 @@ func (p *Pipeline) store(ctx context.Context, batch []event.Event) error {
 		// If even a tiny write fails, the store itself is down: retry later.
 		if _, probe := p.opts.Events.Count(ctx); probe != nil {
 			return fmt.Errorf("pipeline: event store unavailable: %w", err1)
+		}
+		// A server store may fail one write and answer the next (a
+		// restart, a lost connection): try once more before deciding the
+		// event itself is at fault.
+		// One pause per batch: a batch of truly bad events costs no more.
+		if !paused {
+			paused = true
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Second):
+			}
+		}
+		if n, err2 := p.opts.Events.Append(ctx, batch[i:i+1]); err2 == nil {
+			p.stored.Add(uint64(n))
+			p.duplicates.Add(uint64(1 - n))
+			continue
 		}
 		e := batch[i]
 		pr := event.Problem{SourceID: e.SourceID, MessageID: e.MessageID, ReceivedAt: e.ReceivedAt,
@@ -334,4 +352,3 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-t.C:
 	}
 }
-
