@@ -118,6 +118,10 @@ func (p *Pipeline) Lag() int64 { return p.lag.Load() }
 
 // Run processes records until ctx is done. A batch in progress is finished
 // before Run returns, so a stop loses nothing and repeats nothing.
+// retryInPlace is how long a failed batch is retried before it is left to
+// the log's redelivery; below the log's default AckWait (30 s).
+const retryInPlace = 20 * time.Second
+
 func (p *Pipeline) Run(ctx context.Context) error {
 	defer p.consumer.Close()
 	lagTick := time.NewTicker(time.Second)
@@ -142,14 +146,24 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		if len(msgs) == 0 {
 			continue
 		}
-		// Finish the batch even if ctx ends meanwhile.
-		if err := p.process(context.WithoutCancel(ctx), msgs); err != nil {
+		// Finish the batch even if ctx ends meanwhile. A failed batch (a
+		// store restarting) is retried here, its records still held, for
+		// up to retryInPlace; after that it is left unacked and the log
+		// delivers it again (to this node or another).
+		start := time.Now()
+		for {
+			err := p.process(context.WithoutCancel(ctx), msgs)
+			if err == nil {
+				backoff = 100 * time.Millisecond
+				break
+			}
 			p.opts.Logger.Error("pipeline batch failed; will retry", "err", err.Error())
 			sleep(ctx, backoff)
 			backoff = min(2*backoff, 5*time.Second)
-			continue
+			if ctx.Err() != nil || time.Since(start) > retryInPlace {
+				break
+			}
 		}
-		backoff = 100 * time.Millisecond
 	}
 	p.measureLag()
 	return nil
