@@ -241,7 +241,31 @@ func runFunnelBench(ctx context.Context, o funnelOptions, progress io.Writer) *F
 		return fail(err)
 	}
 
-	backend := adb.New(db)
+	plain := func(from, to time.Time) string {
+		return PlainFunnelSQL(benchNames[:4], o.Window.Microseconds(), from, to)
+	}
+	run := func(ctx context.Context, q string) ([]int64, error) { return runPlain(ctx, db, q) }
+	if err := timeQueries(ctx, adb.New(db), baseline{name: "plain-sql", label: "plain SQL", sql: plain, run: run}, o, rep, logf); err != nil {
+		return fail(err)
+	}
+	return rep
+}
+
+// baseline is the plain query a benchmark's funnel is timed against: it
+// gives the same per-step profile counts on the generated data.
+type baseline struct {
+	name  string                                                   // of its QueryTiming
+	label string                                                   // in progress lines
+	sql   func(from, to time.Time) string                          // the query for the funnel's span
+	run   func(ctx context.Context, query string) ([]int64, error) // the profiles reaching each step
+}
+
+// timeQueries times, o.Runs times each after one untimed run, the 4-step
+// funnel through backend alternately with base, then the default
+// lifecycle's journey and weekly retention (Signed Up → Login), over the
+// generated span; it fills rep's timings, answers and failures. An error
+// is one that stops the benchmark (an invalid query, a failed warm-up).
+func timeQueries(ctx context.Context, backend analytics.Backend, base baseline, o funnelOptions, rep *FunnelReport, logf func(string, ...any)) error {
 	from := benchBase
 	to := benchBase.Add(time.Duration(o.Days) * 24 * time.Hour)
 	fq := &analytics.FunnelQuery{Window: analytics.Seconds(int64(o.Window / time.Second))}
@@ -250,22 +274,23 @@ func runFunnelBench(ctx context.Context, o funnelOptions, progress io.Writer) *F
 	}
 	fq.From, fq.To = analytics.At(from), analytics.At(to)
 	if err := fq.Validate(time.Now()); err != nil {
-		return fail(err)
+		return err
 	}
-	plain := PlainFunnelSQL(benchNames[:4], o.Window.Microseconds(), from, to)
-	rep.PlainSQLText = plain
+	baseSQL := base.sql(from, to)
+	rep.PlainSQLText = baseSQL
 
 	funnelT := &QueryTiming{Name: "funnel"}
-	plainT := &QueryTiming{Name: "plain-sql"}
+	baseT := &QueryTiming{Name: base.name}
 	var fres *analytics.FunnelResult
 	// One untimed run of each first: the first read of a fresh database
-	// file loads it into DuckDB's buffers, which is not what is measured.
+	// file loads it into the database's buffers, which is not what is
+	// measured.
 	logf("warm-up run (not timed)")
 	if _, err := backend.Funnel(ctx, fq); err != nil {
-		return fail(err)
+		return err
 	}
-	if _, err := runPlain(ctx, db, plain); err != nil {
-		return fail(err)
+	if _, err := base.run(ctx, baseSQL); err != nil {
+		return err
 	}
 	for i := 0; i < o.Runs; i++ {
 		// Alternate, so that both see the same machine conditions.
@@ -274,12 +299,12 @@ func runFunnelBench(ctx context.Context, o funnelOptions, progress io.Writer) *F
 			fres = r
 			return err
 		})
-		timeOne(ctx, plainT, func() error {
-			counts, err := runPlain(ctx, db, plain)
+		timeOne(ctx, baseT, func() error {
+			counts, err := base.run(ctx, baseSQL)
 			rep.PlainSQL = counts
 			return err
 		})
-		logf("run %d: funnel %.3fs, plain SQL %.3fs", i+1, last(funnelT.Seconds), last(plainT.Seconds))
+		logf("run %d: funnel %.3fs, %s %.3fs", i+1, last(funnelT.Seconds), base.label, last(baseT.Seconds))
 	}
 	if fres != nil {
 		rep.SameAnswer = len(rep.PlainSQL) == len(fres.Steps)
@@ -291,22 +316,22 @@ func runFunnelBench(ctx context.Context, o funnelOptions, progress io.Writer) *F
 		}
 	}
 	finish(funnelT)
-	finish(plainT)
-	if funnelT.Error == "" && plainT.Error == "" && plainT.Best > 0 {
-		rep.Ratio = ptr(funnelT.Best / plainT.Best)
-		rep.MedianRatio = ptr(funnelT.Median / plainT.Median)
+	finish(baseT)
+	if funnelT.Error == "" && baseT.Error == "" && baseT.Best > 0 {
+		rep.Ratio = ptr(funnelT.Best / baseT.Best)
+		rep.MedianRatio = ptr(funnelT.Median / baseT.Median)
 	}
 
 	jq := &analytics.JourneyQuery{Within: analytics.Seconds(14 * 86400), Range: analytics.Range{From: analytics.At(from), To: analytics.At(to)}}
 	if err := jq.Validate(time.Now(), config.DefaultStages()); err != nil {
-		return fail(err)
+		return err
 	}
-	journeyT := &QueryTiming{Name: "journey"}
 	rq := &analytics.RetentionQuery{Start: analytics.Condition{Event: "Signed Up"}, Return: analytics.Condition{Event: "Login"},
 		Period: "week", Periods: 8, Range: analytics.Range{From: analytics.At(from), To: analytics.At(to)}}
 	if err := rq.Validate(time.Now()); err != nil {
-		return fail(err)
+		return err
 	}
+	journeyT := &QueryTiming{Name: "journey"}
 	retT := &QueryTiming{Name: "retention"}
 	for i := 0; i < o.Runs; i++ {
 		timeOne(ctx, journeyT, func() error { _, err := backend.Journey(ctx, jq); return err })
@@ -315,13 +340,13 @@ func runFunnelBench(ctx context.Context, o funnelOptions, progress io.Writer) *F
 	}
 	finish(journeyT)
 	finish(retT)
-	rep.Queries = []*QueryTiming{funnelT, plainT, journeyT, retT}
+	rep.Queries = []*QueryTiming{funnelT, baseT, journeyT, retT}
 	for _, q := range rep.Queries {
 		if q.Error != "" {
 			rep.Failures = append(rep.Failures, q.Name+": "+q.Error)
 		}
 	}
-	return rep
+	return nil
 }
 
 // benchBase is when generated events start.

@@ -14,9 +14,7 @@ import (
 	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
-	"tandem/analytics"
 	ach "tandem/analytics/clickhouse"
-	"tandem/config"
 	"tandem/eventstore/clickhouse"
 )
 
@@ -132,82 +130,12 @@ func runClickHouseFunnelBench(ctx context.Context, o funnelOptions, progress io.
 	_ = conn.QueryRow(ctx, "SELECT count() FROM system.parts WHERE active AND database = "+clickhouse.Quote(db)+" AND table = 'events'").Scan(&parts)
 	logf("background merges settled after %.1fs: %d active parts", time.Since(settle).Seconds(), parts)
 
-	backend := ach.New(store)
-	from := benchBase
-	to := benchBase.Add(time.Duration(o.Days) * 24 * time.Hour)
-	fq := &analytics.FunnelQuery{Window: analytics.Seconds(int64(o.Window / time.Second))}
-	for _, n := range benchNames[:4] {
-		fq.Steps = append(fq.Steps, analytics.FunnelStep{Condition: analytics.Condition{Event: n}})
+	windowFunnel := func(from, to time.Time) string {
+		return WindowFunnelSQL(events, benchNames[:4], int64(o.Window/time.Second), from, to)
 	}
-	fq.From, fq.To = analytics.At(from), analytics.At(to)
-	if err := fq.Validate(time.Now()); err != nil {
+	run := func(ctx context.Context, q string) ([]int64, error) { return runWindowFunnel(ctx, conn, q, 4) } // the funnel's 4 steps
+	if err := timeQueries(ctx, ach.New(store), baseline{name: "windowFunnel", label: "windowFunnel", sql: windowFunnel, run: run}, o, rep, logf); err != nil {
 		return fail(err)
-	}
-	base := WindowFunnelSQL(events, benchNames[:4], int64(o.Window/time.Second), from, to)
-	rep.PlainSQLText = base
-
-	funnelT := &QueryTiming{Name: "funnel"}
-	baseT := &QueryTiming{Name: "windowFunnel"}
-	var fres *analytics.FunnelResult
-	logf("warm-up run (not timed)")
-	if _, err := backend.Funnel(ctx, fq); err != nil {
-		return fail(err)
-	}
-	if _, err := runWindowFunnel(ctx, conn, base, len(fq.Steps)); err != nil {
-		return fail(err)
-	}
-	for i := 0; i < o.Runs; i++ {
-		timeOne(ctx, funnelT, func() error {
-			r, err := backend.Funnel(ctx, fq)
-			fres = r
-			return err
-		})
-		timeOne(ctx, baseT, func() error {
-			counts, err := runWindowFunnel(ctx, conn, base, len(fq.Steps))
-			rep.PlainSQL = counts
-			return err
-		})
-		logf("run %d: funnel %.3fs, windowFunnel %.3fs", i+1, last(funnelT.Seconds), last(baseT.Seconds))
-	}
-	if fres != nil {
-		rep.SameAnswer = len(rep.PlainSQL) == len(fres.Steps)
-		for k, s := range fres.Steps {
-			rep.Funnel = append(rep.Funnel, FunnelStepFig{Name: s.Name, Profiles: s.Profiles, Median: s.MedianSeconds})
-			if k < len(rep.PlainSQL) && rep.PlainSQL[k] != s.Profiles {
-				rep.SameAnswer = false
-			}
-		}
-	}
-	finish(funnelT)
-	finish(baseT)
-	if funnelT.Error == "" && baseT.Error == "" && baseT.Best > 0 {
-		rep.Ratio = ptr(funnelT.Best / baseT.Best)
-		rep.MedianRatio = ptr(funnelT.Median / baseT.Median)
-	}
-
-	jq := &analytics.JourneyQuery{Within: analytics.Seconds(14 * 86400), Range: analytics.Range{From: analytics.At(from), To: analytics.At(to)}}
-	if err := jq.Validate(time.Now(), config.DefaultStages()); err != nil {
-		return fail(err)
-	}
-	rq := &analytics.RetentionQuery{Start: analytics.Condition{Event: "Signed Up"}, Return: analytics.Condition{Event: "Login"},
-		Period: "week", Periods: 8, Range: analytics.Range{From: analytics.At(from), To: analytics.At(to)}}
-	if err := rq.Validate(time.Now()); err != nil {
-		return fail(err)
-	}
-	journeyT := &QueryTiming{Name: "journey"}
-	retT := &QueryTiming{Name: "retention"}
-	for i := 0; i < o.Runs; i++ {
-		timeOne(ctx, journeyT, func() error { _, err := backend.Journey(ctx, jq); return err })
-		timeOne(ctx, retT, func() error { _, err := backend.Retention(ctx, rq); return err })
-		logf("run %d: journey %.3fs, retention %.3fs", i+1, last(journeyT.Seconds), last(retT.Seconds))
-	}
-	finish(journeyT)
-	finish(retT)
-	rep.Queries = []*QueryTiming{funnelT, baseT, journeyT, retT}
-	for _, q := range rep.Queries {
-		if q.Error != "" {
-			rep.Failures = append(rep.Failures, q.Name+": "+q.Error)
-		}
 	}
 	return rep
 }

@@ -61,6 +61,21 @@ type Query struct {
 	Cursor   string    // opaque, from Page.Next
 }
 
+// Page sizes of List: see [Query.Limit].
+const (
+	DefaultLimit = 100
+	MaxLimit     = 1000
+)
+
+// PageSize is the number of events a List page holds at most: q.Limit,
+// [DefaultLimit] when it is not positive, capped at [MaxLimit].
+func (q Query) PageSize() int {
+	if q.Limit <= 0 {
+		return DefaultLimit
+	}
+	return min(q.Limit, MaxLimit)
+}
+
 // Page is one page of List.
 type Page struct {
 	Events []event.Event

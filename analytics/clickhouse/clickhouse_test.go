@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"path/filepath"
 	"regexp"
@@ -65,11 +64,6 @@ func TestScripts(t *testing.T) {
 // its own event names and profiles) and compares the backend's funnel
 // answers with the brute-force reference.
 func TestFunnelCrossCheck(t *testing.T) {
-	shapes := []reftest.Options{
-		{Profiles: 5, Events: 8, Names: 4, Steps: 4, Ties: false, Filters: true, StrictToo: true, MaxSeconds: 20},
-		{Profiles: 5, Events: 8, Names: 4, Steps: 4, Ties: true, Filters: true, StrictToo: true, MaxSeconds: 8},
-		{Profiles: 4, Events: 8, Names: 3, Steps: 4, Ties: true, Repeats: true, Filters: true, StrictToo: true, MaxSeconds: 6},
-	}
 	perShape := 200
 	if testing.Short() {
 		perShape = 30
@@ -77,25 +71,7 @@ func TestFunnelCrossCheck(t *testing.T) {
 	store := open(t)
 	ctx := context.Background()
 	r := rand.New(rand.NewPCG(13, 17))
-	var cases []reftest.Case
-	var evs []event.Event
-	for si, o := range shapes {
-		for i := 0; i < perShape; i++ {
-			c := reftest.Random(r, o)
-			prefix := fmt.Sprintf("s%dc%d.", si, i)
-			for j := range c.Events {
-				c.Events[j].Profile = prefix + c.Events[j].Profile
-				c.Events[j].Name = prefix + c.Events[j].Name
-			}
-			for j := range c.Query.Steps {
-				c.Query.Steps[j].Event = prefix + c.Query.Steps[j].Event
-			}
-			cases = append(cases, c)
-			for _, e := range c.Events {
-				evs = append(evs, storedEvent(e))
-			}
-		}
-	}
+	cases, evs := reftest.Cases(r, reftest.Shapes, perShape)
 	if _, err := store.Append(ctx, evs); err != nil {
 		t.Fatal(err)
 	}
@@ -130,40 +106,11 @@ func TestFunnelCrossCheck(t *testing.T) {
 		if err != nil {
 			t.Fatalf("case %d: %v", i, err)
 		}
-		if !sameSteps(got.Steps, want.Steps) {
-			g, _ := json.Marshal(got.Steps)
-			w, _ := json.Marshal(want.Steps)
-			t.Fatalf("case %d:\ngot  %s\nwant %s\nquery %+v\nevents %+v", i, g, w, q, c.Events)
+		if d := reftest.DiffSteps(got.Steps, want.Steps); d != "" {
+			t.Fatalf("case %d:\n%s\nquery %+v\nevents %+v", i, d, q, c.Events)
 		}
 	}
 	t.Logf("%d cases (%d events, %d relinked profiles): the ClickHouse backend's funnels equal the reference on all", len(cases), len(evs), links)
-}
-
-func storedEvent(e reftest.Event) event.Event {
-	ts := time.UnixMicro(e.T).UTC()
-	raw, _ := json.Marshal(map[string]any{"type": "track", "event": e.Name, "userId": e.Profile, "properties": e.Props})
-	return event.Event{SourceID: "src", MessageID: fmt.Sprintf("m%s-%d", e.Profile, e.Seq), Type: "track", Name: e.Name,
-		UserID: e.Profile, Timestamp: ts, ReceivedAt: ts, Raw: raw}
-}
-
-// sameSteps compares funnel steps, medians to a microsecond.
-func sameSteps(a, b []analytics.FunnelStepResult) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		x, y := a[i], b[i]
-		if x.Name != y.Name || x.Profiles != y.Profiles || x.Conversion != y.Conversion || x.FromPrevious != y.FromPrevious {
-			return false
-		}
-		if (x.MedianSeconds == nil) != (y.MedianSeconds == nil) {
-			return false
-		}
-		if x.MedianSeconds != nil && math.Abs(*x.MedianSeconds-*y.MedianSeconds) > 1e-6 {
-			return false
-		}
-	}
-	return true
 }
 
 // TestAgainstDuckDB stores the same random events and links in the

@@ -5,6 +5,8 @@
 // The reference enumerates every chain of distinct events by brute force,
 // so it is only fit for small profiles; it shares no code with the
 // engines, and evaluates property filters on the events' JSON itself.
+// [Cases], [StoredEvent] and [DiffSteps] are what the backends'
+// cross-checks share: random cases in one store, and the comparison.
 package reftest
 
 import (

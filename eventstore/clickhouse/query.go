@@ -2,8 +2,6 @@ package clickhouse
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/binary"
 	"fmt"
 	"strings"
 	"time"
@@ -14,12 +12,6 @@ import (
 
 	"tandem/event"
 	"tandem/eventstore"
-)
-
-// Page sizes of List.
-const (
-	defaultLimit = 100
-	maxLimit     = 1000
 )
 
 // selectColumns are read by scanEvent, in order.
@@ -119,11 +111,7 @@ func (s *Store) List(ctx context.Context, q eventstore.Query) (eventstore.Page, 
 	if s.closed.Load() {
 		return eventstore.Page{}, ErrClosed
 	}
-	limit := q.Limit
-	if limit <= 0 {
-		limit = defaultLimit
-	}
-	limit = min(limit, maxLimit)
+	limit := q.PageSize()
 
 	var where []string
 	var tables []*ext.Table
@@ -137,17 +125,17 @@ func (s *Store) List(ctx context.Context, q eventstore.Query) (eventstore.Page, 
 		where = append(where, "name = "+quote(q.Name))
 	}
 	if !q.From.IsZero() {
-		where = append(where, "timestamp >= "+int64Lit(ceilMicro(q.From).UnixMicro()))
+		where = append(where, "timestamp >= "+int64Lit(eventstore.CeilMicro(q.From).UnixMicro()))
 	}
 	if !q.To.IsZero() {
-		where = append(where, "timestamp < "+int64Lit(ceilMicro(q.To).UnixMicro()))
+		where = append(where, "timestamp < "+int64Lit(eventstore.CeilMicro(q.To).UnixMicro()))
 	}
 	if q.Cursor != "" {
-		c, err := decodeCursor(q.Cursor)
+		c, err := eventstore.DecodeCursor(q.Cursor, cursorTag)
 		if err != nil {
 			return eventstore.Page{}, err
 		}
-		ts, src, msg := int64Lit(c.ts), quote(c.src), quote(c.msg)
+		ts, src, msg := int64Lit(c.Micros), quote(c.Source), quote(c.MessageID)
 		// The plain "timestamp >= ts" prunes partitions by their min/max
 		// time; the rest is the exact (ts, src, msg) > cursor test.
 		where = append(where, fmt.Sprintf(`timestamp >= %[1]s AND (timestamp > %[1]s OR (timestamp = %[1]s AND (source_id > %[2]s OR (source_id = %[2]s AND message_id > %[3]s))))`, ts, src, msg))
@@ -230,7 +218,7 @@ func (s *Store) List(ctx context.Context, q eventstore.Query) (eventstore.Page, 
 	out := eventstore.Page{Events: evs}
 	if n > limit {
 		last := &evs[len(evs)-1]
-		out.Next = encodeCursor(cursor{ts: last.Timestamp.UnixMicro(), src: last.SourceID, msg: last.MessageID})
+		out.Next = eventstore.Cursor{Micros: last.Timestamp.UnixMicro(), Source: last.SourceID, MessageID: last.MessageID}.Encode(cursorTag)
 	}
 	return out, nil
 }
@@ -269,50 +257,5 @@ func (s *Store) profileKeys(ctx context.Context, profile string) ([]string, erro
 	return keys, nil
 }
 
-// ceilMicro rounds t up to a whole microsecond, the stored precision: a
-// stored (truncated) time is >= t exactly when it is >= ceilMicro(t).
-func ceilMicro(t time.Time) time.Time {
-	if t.Nanosecond()%1000 == 0 {
-		return t
-	}
-	return t.Truncate(time.Microsecond).Add(time.Microsecond)
-}
-
-// cursor is the key of the last event of a page; ts in Unix microseconds.
-type cursor struct {
-	ts       int64
-	src, msg string
-}
-
-// cursorTag starts every encoded cursor of this store.
+// cursorTag starts every cursor of this store (see [eventstore.Cursor]).
 const cursorTag = 0xc1
-
-// encodeCursor returns base64url(tag, varint ts, uvarint len(src), src, msg).
-func encodeCursor(c cursor) string {
-	b := make([]byte, 0, 1+2*binary.MaxVarintLen64+len(c.src)+len(c.msg))
-	b = append(b, cursorTag)
-	b = binary.AppendVarint(b, c.ts)
-	b = binary.AppendUvarint(b, uint64(len(c.src)))
-	b = append(b, c.src...)
-	b = append(b, c.msg...)
-	return base64.RawURLEncoding.EncodeToString(b)
-}
-
-func decodeCursor(s string) (cursor, error) {
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil || len(b) < 1 || b[0] != cursorTag {
-		return cursor{}, eventstore.ErrBadCursor
-	}
-	b = b[1:]
-	ts, n := binary.Varint(b)
-	if n <= 0 {
-		return cursor{}, eventstore.ErrBadCursor
-	}
-	b = b[n:]
-	srcLen, n := binary.Uvarint(b)
-	if n <= 0 || srcLen > uint64(len(b)-n) {
-		return cursor{}, eventstore.ErrBadCursor
-	}
-	b = b[n:]
-	return cursor{ts: ts, src: string(b[:srcLen]), msg: string(b[srcLen:])}, nil
-}

@@ -143,70 +143,52 @@ func TestClosed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatalf("second Close: %v", err)
-	}
-	ctx := context.Background()
-	if _, err := s.Append(ctx, []event.Event{testEvent("s", "m", time.Now())}); !errors.Is(err, ErrClosed) {
-		t.Errorf("Append after Close: %v", err)
-	}
-	if _, err := s.Get(ctx, "s", "m"); !errors.Is(err, ErrClosed) {
-		t.Errorf("Get after Close: %v", err)
-	}
-	if _, err := s.List(ctx, eventstore.Query{}); !errors.Is(err, ErrClosed) {
-		t.Errorf("List after Close: %v", err)
-	}
-	if _, err := s.Count(ctx); !errors.Is(err, ErrClosed) {
-		t.Errorf("Count after Close: %v", err)
-	}
+	storetest.RunClosed(t, s, ErrClosed)
 }
 
 func TestCursorRoundTrip(t *testing.T) {
-	for _, c := range []cursor{
-		{ts: time.Date(2025, 1, 2, 3, 4, 5, 6000, time.UTC), src: "src", msg: "msg"},
-		{ts: time.Time{}.UTC(), src: "", msg: ""},
-		{ts: time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC), src: "ü/🎉", msg: "a\x00b"},
+	for _, ts := range []time.Time{
+		time.Date(2025, 1, 2, 3, 4, 5, 6000, time.UTC),
+		time.Time{}.UTC(),
+		time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC),
 	} {
-		got, err := decodeCursor(encodeCursor(c))
-		if err != nil || !got.ts.Equal(c.ts) || got.src != c.src || got.msg != c.msg {
-			t.Errorf("decode(encode(%+v)) = %+v, %v", c, got, err)
+		c := eventstore.Cursor{Micros: ts.UnixMicro(), Source: "ü/🎉", MessageID: "a\x00b"}
+		got, gotTS, err := decodeCursor(c.Encode(cursorVersion))
+		if err != nil || got != c || !gotTS.Equal(ts) {
+			t.Errorf("decode(encode(%+v)) = %+v, %v, %v", c, got, gotTS, err)
 		}
 	}
 }
 
+// Cursors issued before the encoding moved to package eventstore still
+// decode: the bytes are the same.
+func TestCursorCompatible(t *testing.T) {
+	const old = "AYzNyKONrJUGA3NyY21zZw" // {2025-01-02T03:04:05.000006Z, "src", "msg"}
+	want := eventstore.Cursor{Micros: time.Date(2025, 1, 2, 3, 4, 5, 6000, time.UTC).UnixMicro(), Source: "src", MessageID: "msg"}
+	if got := want.Encode(cursorVersion); got != old {
+		t.Errorf("Encode = %s, want %s", got, old)
+	}
+	if got, _, err := decodeCursor(old); err != nil || got != want {
+		t.Errorf("decodeCursor(%s) = %+v, %v", old, got, err)
+	}
+}
+
 func FuzzDecodeCursor(f *testing.F) {
-	f.Add(encodeCursor(cursor{ts: time.Now(), src: "s", msg: "m"}))
+	f.Add(eventstore.Cursor{Micros: time.Now().UnixMicro(), Source: "s", MessageID: "m"}.Encode(cursorVersion))
 	f.Add("AAAA")
+	f.Add(eventstore.Cursor{Micros: 1, Source: "\xff", MessageID: "m"}.Encode(cursorVersion))
 	f.Fuzz(func(t *testing.T, s string) {
-		c, err := decodeCursor(s)
+		c, ts, err := decodeCursor(s)
 		if err != nil {
 			if !errors.Is(err, eventstore.ErrBadCursor) {
 				t.Fatalf("error %v is not ErrBadCursor", err)
 			}
 			return
 		}
-		if d, err := decodeCursor(encodeCursor(c)); err != nil || d != c {
+		if d, dts, err := decodeCursor(c.Encode(cursorVersion)); err != nil || d != c || !dts.Equal(ts) {
 			t.Fatalf("re-encoding %+v: %+v, %v", c, d, err)
 		}
 	})
-}
-
-func TestCeilMicro(t *testing.T) {
-	base := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
-	for _, c := range []struct{ in, want time.Time }{
-		{base, base},
-		{base.Add(time.Nanosecond), base.Add(time.Microsecond)},
-		{base.Add(999 * time.Nanosecond), base.Add(time.Microsecond)},
-		{base.Add(time.Microsecond), base.Add(time.Microsecond)},
-		{base.Add(-time.Nanosecond), base},
-	} {
-		if got := ceilMicro(c.in); !got.Equal(c.want) {
-			t.Errorf("ceilMicro(%v) = %v, want %v", c.in, got, c.want)
-		}
-	}
 }
 
 // A From/To with nanoseconds selects by the stored, microsecond, times.

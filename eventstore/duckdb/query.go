@@ -3,8 +3,6 @@ package duckdb
 import (
 	"context"
 	"database/sql"
-	"encoding/base64"
-	"encoding/binary"
 	"fmt"
 	"slices"
 	"strconv"
@@ -16,12 +14,6 @@ import (
 
 	"tandem/event"
 	"tandem/eventstore"
-)
-
-// Page sizes of List.
-const (
-	defaultLimit = 100
-	maxLimit     = 1000
 )
 
 // maxGetSources is the most sources for which Get without a source looks
@@ -128,11 +120,7 @@ func (s *Store) List(ctx context.Context, q eventstore.Query) (eventstore.Page, 
 	if s.closed.Load() {
 		return eventstore.Page{}, ErrClosed
 	}
-	limit := q.Limit
-	if limit <= 0 {
-		limit = defaultLimit
-	}
-	limit = min(limit, maxLimit)
+	limit := q.PageSize()
 
 	var args []any
 	param := func(v any) string {
@@ -150,17 +138,17 @@ func (s *Store) List(ctx context.Context, q eventstore.Query) (eventstore.Page, 
 		where = append(where, "name = "+param(validUTF8(q.Name)))
 	}
 	if !q.From.IsZero() {
-		where = append(where, "timestamp >= "+param(ceilMicro(q.From)))
+		where = append(where, "timestamp >= "+param(eventstore.CeilMicro(q.From)))
 	}
 	if !q.To.IsZero() {
-		where = append(where, "timestamp < "+param(ceilMicro(q.To)))
+		where = append(where, "timestamp < "+param(eventstore.CeilMicro(q.To)))
 	}
 	if q.Cursor != "" {
-		c, err := decodeCursor(q.Cursor)
+		c, cts, err := decodeCursor(q.Cursor)
 		if err != nil {
 			return eventstore.Page{}, err
 		}
-		ts, src, msg := param(c.ts), param(c.src), param(c.msg)
+		ts, src, msg := param(cts), param(c.Source), param(c.MessageID)
 		// The plain "timestamp >= ts" lets DuckDB skip row groups by their
 		// zone maps; the rest is the exact (ts, src, msg) > cursor test.
 		where = append(where, fmt.Sprintf(`timestamp >= %[1]s AND (timestamp > %[1]s OR (timestamp = %[1]s AND (source_id > %[2]s OR (source_id = %[2]s AND message_id > %[3]s))))`, ts, src, msg))
@@ -207,62 +195,27 @@ func (s *Store) List(ctx context.Context, q eventstore.Query) (eventstore.Page, 
 	if len(page.Events) > limit {
 		page.Events = page.Events[:limit]
 		last := &page.Events[limit-1]
-		page.Next = encodeCursor(cursor{ts: last.Timestamp, src: last.SourceID, msg: last.MessageID})
+		page.Next = eventstore.Cursor{Micros: last.Timestamp.UnixMicro(), Source: last.SourceID, MessageID: last.MessageID}.Encode(cursorVersion)
 	}
 	return page, nil
 }
 
-// ceilMicro rounds t up to a whole microsecond, the stored precision: a
-// stored (truncated) time is >= t exactly when it is >= ceilMicro(t).
-func ceilMicro(t time.Time) time.Time {
-	if t.Nanosecond()%1000 == 0 {
-		return t
-	}
-	return t.Truncate(time.Microsecond).Add(time.Microsecond)
-}
-
-// cursor is the key of the last event of a page.
-type cursor struct {
-	ts       time.Time
-	src, msg string
-}
-
-// cursorVersion starts every encoded cursor.
+// cursorVersion starts every cursor of this store (see [eventstore.Cursor]).
 const cursorVersion = 1
 
-// encodeCursor returns base64url(version, varint unix micros, uvarint
-// len(src), src, msg).
-func encodeCursor(c cursor) string {
-	b := make([]byte, 0, 1+binary.MaxVarintLen64*2+len(c.src)+len(c.msg))
-	b = append(b, cursorVersion)
-	b = binary.AppendVarint(b, c.ts.UnixMicro())
-	b = binary.AppendUvarint(b, uint64(len(c.src)))
-	b = append(b, c.src...)
-	b = append(b, c.msg...)
-	return base64.RawURLEncoding.EncodeToString(b)
-}
-
-func decodeCursor(s string) (cursor, error) {
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil || len(b) < 1 || b[0] != cursorVersion {
-		return cursor{}, eventstore.ErrBadCursor
+// decodeCursor reads a cursor of this store, and its time: the key
+// strings must be valid UTF-8 and the time one that time.Time and DuckDB
+// hold.
+func decodeCursor(s string) (eventstore.Cursor, time.Time, error) {
+	c, err := eventstore.DecodeCursor(s, cursorVersion)
+	if err != nil {
+		return eventstore.Cursor{}, time.Time{}, err
 	}
-	b = b[1:]
-	micros, n := binary.Varint(b)
-	if n <= 0 {
-		return cursor{}, eventstore.ErrBadCursor
+	ts := time.UnixMicro(c.Micros).UTC()
+	if !utf8.ValidString(c.Source) || !utf8.ValidString(c.MessageID) || ts.Year() < -290000 || ts.Year() > 290000 {
+		return eventstore.Cursor{}, time.Time{}, eventstore.ErrBadCursor
 	}
-	b = b[n:]
-	srcLen, n := binary.Uvarint(b)
-	if n <= 0 || srcLen > uint64(len(b)-n) {
-		return cursor{}, eventstore.ErrBadCursor
-	}
-	b = b[n:]
-	c := cursor{ts: time.UnixMicro(micros).UTC(), src: string(b[:srcLen]), msg: string(b[srcLen:])}
-	if !utf8.ValidString(c.src) || !utf8.ValidString(c.msg) || c.ts.Year() < -290000 || c.ts.Year() > 290000 {
-		return cursor{}, eventstore.ErrBadCursor
-	}
-	return c, nil
+	return c, ts, nil
 }
 
 // profileBranches turns a Profile filter into branches of plain equality
