@@ -79,6 +79,8 @@ type retryLoad struct {
 	longest time.Duration // longest time from a batch's first try to its 200
 	stop    context.CancelFunc
 	wg      sync.WaitGroup
+	prefix  string
+	resumed int // times resume started the clients again
 }
 
 const (
@@ -92,8 +94,13 @@ const (
 func startRetryLoad(t *testing.T, prefix string, nodes ...*server) *retryLoad {
 	ctx, cancel := context.WithCancel(context.Background())
 	rl := &retryLoad{st: newLoadStats(), nodes: nodes, down: map[*server]bool{},
-		status: map[int]int{}, retryAt: map[int]int{}, stop: cancel}
+		status: map[int]int{}, retryAt: map[int]int{}, stop: cancel, prefix: prefix}
 	t.Cleanup(rl.finish)
+	rl.launch(ctx, prefix)
+	return rl
+}
+
+func (rl *retryLoad) launch(ctx context.Context, prefix string) {
 	for c := range retryClients {
 		rl.wg.Add(1)
 		go func() {
@@ -101,13 +108,34 @@ func startRetryLoad(t *testing.T, prefix string, nodes ...*server) *retryLoad {
 			rl.client(ctx, prefix, c)
 		}()
 	}
-	return rl
+}
+
+// resume starts sending again after stop (with new messageIds, into the
+// same record of what was acknowledged), to every node not marked down.
+func (rl *retryLoad) resume() {
+	ctx, cancel := context.WithCancel(context.Background())
+	rl.mu.Lock()
+	rl.stop = cancel
+	rl.resumed++
+	prefix := fmt.Sprintf("%s-r%d", rl.prefix, rl.resumed)
+	rl.mu.Unlock()
+	rl.launch(ctx, prefix)
+}
+
+// markUp undoes markDown.
+func (rl *retryLoad) markUp(s *server) {
+	rl.mu.Lock()
+	delete(rl.down, s)
+	rl.mu.Unlock()
 }
 
 // finish stops sending new batches and waits until every batch under way
 // is acknowledged or given up.
 func (rl *retryLoad) finish() {
-	rl.stop()
+	rl.mu.Lock()
+	stop := rl.stop
+	rl.mu.Unlock()
+	stop()
 	rl.wg.Wait()
 }
 
@@ -410,37 +438,34 @@ func TestNATSTwoNodesShareThePipeline(t *testing.T) {
 // t if a held nothing, since the take-over would then not be exercised.
 func killHolding(t *testing.T, natsURL string, a *server, rl *retryLoad) {
 	t.Helper()
-	if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	rl.markDown(a)
-	frozen := time.Now()
 	js, obs := jsClient(t, natsURL)
 	defer obs.Close()
 	consumer := func() *jsapi.ConsumerInfo { return pipelineConsumer(t, js) }
-	rl.stop()
-	var held int
-	for {
-		ci := consumer()
-		since := time.Since(frozen)
-		if ci.NumPending == 0 && since > 2500*time.Millisecond {
-			// The others have had everything and had time to acknowledge
-			// what they took: what is left unacknowledged is a's, and
-			// stays so until the ack wait passes.
-			held = ci.NumAckPending
+	// The node may be caught between batches (on a busy machine, often):
+	// then let it run under load again and freeze it anew.
+	const attempts = 5
+	var frozen time.Time
+	for attempt := 1; ; attempt++ {
+		var held int
+		frozen, held = freezeHolding(t, a, rl, consumer)
+		if held > 0 {
+			a.kill() // SIGKILL
+			t.Logf("node killed with SIGKILL %s after it was frozen (attempt %d), holding %d unacknowledged records",
+				time.Since(frozen).Round(time.Millisecond), attempt, held)
 			break
 		}
-		if since > clusterAckWait*3/4 {
-			t.Fatalf("the other nodes did not catch up while the node was frozen: %d records pending, %d unacknowledged", ci.NumPending, ci.NumAckPending)
+		if attempt == attempts {
+			t.Fatalf("in %d attempts the frozen node never held unacknowledged records: the take-over is not exercised", attempts)
 		}
-		time.Sleep(100 * time.Millisecond)
+		t.Logf("attempt %d: the frozen node held no unacknowledged records; resuming it under load", attempt)
+		if err := a.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+		rl.markUp(a)
+		rl.resume()
+		time.Sleep(1500 * time.Millisecond)
 	}
-	if held == 0 {
-		t.Fatal("the frozen node held no unacknowledged records: the take-over is not exercised")
-	}
-	a.kill() // SIGKILL
 	killed := time.Now()
-	t.Logf("node killed with SIGKILL %s after it was frozen, holding %d unacknowledged records", killed.Sub(frozen).Round(time.Millisecond), held)
 
 	for {
 		ci := consumer()
@@ -453,6 +478,36 @@ func killHolding(t *testing.T, natsURL string, a *server, rl *retryLoad) {
 				time.Since(killed).Round(time.Millisecond), ci.NumPending, ci.NumAckPending)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// freezeHolding stops node a (SIGSTOP) and the load, waits until the other
+// nodes have taken and acknowledged everything else, and returns when it
+// froze a and how many records a holds unacknowledged.
+func freezeHolding(t *testing.T, a *server, rl *retryLoad, consumer func() *jsapi.ConsumerInfo) (time.Time, int) {
+	t.Helper()
+	if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	rl.markDown(a)
+	frozen := time.Now()
+	rl.mu.Lock()
+	stop := rl.stop
+	rl.mu.Unlock()
+	stop()
+	for {
+		ci := consumer()
+		since := time.Since(frozen)
+		if ci.NumPending == 0 && since > 2500*time.Millisecond {
+			// The others have had everything and had time to acknowledge
+			// what they took: what is left unacknowledged is a's, and
+			// stays so until the ack wait passes.
+			return frozen, ci.NumAckPending
+		}
+		if since > clusterAckWait*3/4 {
+			t.Fatalf("the other nodes did not catch up while the node was frozen: %d records pending, %d unacknowledged", ci.NumPending, ci.NumAckPending)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
