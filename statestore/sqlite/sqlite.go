@@ -81,6 +81,7 @@ func Open(path string) (*statestore.DB, error) {
 		"_foreign_keys=on",
 		"_secure_delete=on",
 		"_txlock=immediate",
+		"_cache_size=-65536",
 		fmt.Sprintf("_busy_timeout=%d", BusyTimeout.Milliseconds()),
 	}, "&")
 	sqlDB, err := sql.Open("sqlite3", dsn) // the name mattn/go-sqlite3 registers
