@@ -69,3 +69,53 @@ func (c *setCache) put(h string, l link) {
 	}
 	c.young[h] = e
 }
+
+// seenCache remembers, for identifiers, a range of event times that their
+// stored first/last-seen times are known to cover, so that a batch only
+// widens the identifiers whose range it actually widens: a returning
+// visitor's events usually fall inside what is stored already. Like
+// setCache it holds at most size entries in two generations.
+//
+// Stored ranges only ever widen, so a remembered range (even one
+// remembered before another node widened it further) never claims more
+// than is stored.
+type seenCache struct {
+	mu         sync.Mutex
+	young, old map[string][2]int64
+	half       int
+}
+
+func newSeenCache(size int) *seenCache {
+	return &seenCache{young: map[string][2]int64{}, old: map[string][2]int64{}, half: max(size/2, 1)}
+}
+
+func (c *seenCache) get(id string) ([2]int64, bool) {
+	if r, ok := c.young[id]; ok {
+		return r, true
+	}
+	r, ok := c.old[id]
+	return r, ok
+}
+
+// covers reports whether id's stored range is known to hold r.
+func (c *seenCache) covers(id string, r [2]int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k, ok := c.get(id)
+	return ok && k[0] <= r[0] && k[1] >= r[1]
+}
+
+// put records that id's stored range holds r (after the commit that
+// stored it).
+func (c *seenCache) put(id string, r [2]int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if k, ok := c.get(id); ok {
+		r = [2]int64{min(k[0], r[0]), max(k[1], r[1])}
+	}
+	if _, ok := c.young[id]; !ok && len(c.young) >= c.half {
+		c.old = c.young
+		c.young = make(map[string][2]int64, c.half)
+	}
+	c.young[id] = r
+}

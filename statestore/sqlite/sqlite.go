@@ -81,6 +81,12 @@ func Open(path string) (*statestore.DB, error) {
 		"_foreign_keys=on",
 		"_secure_delete=on",
 		"_txlock=immediate",
+		// A page cache of 64 MiB per connection (the default is 2 MiB):
+		// identity resolution reads and writes random pages of its
+		// tables, and with the default cache most of them came from the
+		// file again (tandem bench identity: about 9,500 → 12,900
+		// events/s). Bounded: it does not grow with the data.
+		"_cache_size=-65536",
 		fmt.Sprintf("_busy_timeout=%d", BusyTimeout.Milliseconds()),
 	}, "&")
 	sqlDB, err := sql.Open("sqlite3", dsn) // the name mattn/go-sqlite3 registers
