@@ -186,8 +186,10 @@ func runIdentityPhase(ctx context.Context, name string, n, batch, every int, wit
 			_ = db.Close()
 		}()
 		count = func() {
-			_ = db.QueryRow(ctx, `SELECT COUNT(DISTINCT profile_id) FROM identity_nodes`).Scan(&ph.Profiles)
-			_ = db.QueryRow(ctx, `SELECT COUNT(*) FROM identity_nodes`).Scan(&ph.IdentifiersSeen)
+			if parts, err := ids.Partition(ctx); err == nil {
+				ph.Profiles = int64(len(parts))
+			}
+			_ = db.QueryRow(ctx, `SELECT COUNT(*) FROM identity_idents`).Scan(&ph.IdentifiersSeen)
 		}
 	}
 	g := newIdentityLoad(every)

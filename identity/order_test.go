@@ -3,6 +3,7 @@ package identity
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -183,7 +184,7 @@ func TestOrderIndependence(t *testing.T) {
 				}
 				perm = perm[k:]
 			}
-			got, byIdent := storedPartition(rt, db, prefix)
+			got, byIdent := storedPartition(rt, st, db, prefix)
 			if !slices.EqualFunc(got, want, slices.Equal) {
 				rt.Fatalf("arrival order %s: partition\n got %v\nwant %v", run, got, want)
 			}
@@ -222,18 +223,30 @@ func strip(id, prefix string) string {
 	return typ + ":" + v
 }
 
-func storedPartition(rt *rapid.T, db *statestore.DB, prefix string) ([][]string, map[string]string) {
-	rows, err := db.Query(context.Background(), `SELECT ident, profile_id FROM identity_nodes WHERE ident LIKE ? OR ident LIKE ? OR ident LIKE ? OR ident LIKE ?`,
+func storedPartition(rt *rapid.T, st *Store, db *statestore.DB, prefix string) ([][]string, map[string]string) {
+	ctx := context.Background()
+	rows, err := db.Query(ctx, `SELECT ident FROM identity_idents WHERE ident LIKE ? OR ident LIKE ? OR ident LIKE ? OR ident LIKE ?`,
 		"user_id:"+prefix+"%", "anonymous_id:"+prefix+"%", "email:"+prefix+"%", "phone:+"+strings.TrimSuffix(strings.TrimPrefix(prefix, "c"), "-")+"0555%")
 	if err != nil {
 		rt.Fatal(err)
 	}
-	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rt.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
 	groups := map[string][]string{}
 	byIdent := map[string]string{}
-	for rows.Next() {
-		var id, pid string
-		if err := rows.Scan(&id, &pid); err != nil {
+	for _, id := range ids {
+		pid, err := st.profileOf(ctx, id)
+		if errors.Is(err, ErrNotFound) {
+			pid, err = "", nil
+		}
+		if err != nil {
 			rt.Fatal(err)
 		}
 		byIdent[id] = pid

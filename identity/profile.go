@@ -61,13 +61,9 @@ func (s *Store) Lookup(ctx context.Context, typ, value string) (Profile, error) 
 	if !ok || s.c.isBlocked(value, v) {
 		return Profile{}, ErrNotFound
 	}
-	var pid string
-	err := s.db.QueryRow(ctx, `SELECT profile_id FROM identity_nodes WHERE ident = ?`, Ident(typ, v)).Scan(&pid)
-	if err != nil || pid == "" {
-		if err == nil || isNotFound(err) {
-			return Profile{}, ErrNotFound
-		}
-		return Profile{}, fmt.Errorf("identity: lookup: %w", err)
+	pid, err := s.profileOf(ctx, Ident(typ, v))
+	if err != nil {
+		return Profile{}, err
 	}
 	return s.Profile(ctx, pid)
 }
@@ -82,76 +78,117 @@ func (s *Store) typeNames() string {
 
 func isNotFound(err error) bool { return errors.Is(err, statestore.ErrNotFound) }
 
-// current returns the id of the profile now holding id's first
-// identifier when id was merged away, or id itself.
-func (s *Store) current(ctx context.Context, id string) (cur string, redirected bool, err error) {
-	var n int
-	if err := s.db.QueryRow(ctx, `SELECT COUNT(*) FROM identity_nodes WHERE profile_id = ?`, id).Scan(&n); err != nil {
-		return "", false, fmt.Errorf("identity: read profile: %w", err)
+// profileOf returns the profile that holds identifier ident.
+func (s *Store) profileOf(ctx context.Context, ident string) (string, error) {
+	comp, err := s.componentOfIdent(ctx, s.db, ident)
+	if err != nil {
+		return "", err
 	}
-	if n > 0 {
-		return id, false, nil
+	g, err := s.graph(ctx, s.db, comp, false)
+	if errors.Is(err, errRetry) {
+		return "", ErrNotFound
 	}
-	var anchor string
-	if err := s.db.QueryRow(ctx, `SELECT anchor FROM identity_profile_ids WHERE profile_id = ?`, id).Scan(&anchor); err != nil {
+	if err != nil {
+		return "", err
+	}
+	pid := g.profileOf(ident)
+	if pid == "" {
+		return "", ErrNotFound
+	}
+	return pid, nil
+}
+
+func (s *Store) componentOfIdent(ctx context.Context, q rowQuerier, ident string) (string, error) {
+	var comp string
+	if err := q.QueryRow(ctx, `SELECT component FROM identity_idents WHERE ident = ?`, ident).Scan(&comp); err != nil {
 		if isNotFound(err) {
-			return "", false, ErrNotFound
+			return "", ErrNotFound
 		}
-		return "", false, fmt.Errorf("identity: read profile: %w", err)
+		return "", fmt.Errorf("identity: read identifier: %w", err)
 	}
-	if err := s.db.QueryRow(ctx, `SELECT profile_id FROM identity_nodes WHERE ident = ?`, anchor).Scan(&cur); err != nil || cur == "" || cur == id {
-		if err == nil || isNotFound(err) {
-			return "", false, ErrNotFound
+	return comp, nil
+}
+
+type rowQuerier interface {
+	QueryRow(ctx context.Context, query string, args ...any) *statestore.Row
+}
+
+// locate finds profile id: the component holding the identifier that
+// started it, and the id of the profile that identifier is in now (id
+// itself, or the profile id was merged into).
+func (s *Store) locate(ctx context.Context, q interface {
+	querier
+	rowQuerier
+}, id string, lock bool) (cur, comp string, g *graph, err error) {
+	var anchor string
+	if err := q.QueryRow(ctx, `SELECT anchor FROM identity_profile_ids WHERE profile_id = ?`, id).Scan(&anchor); err != nil {
+		if isNotFound(err) {
+			return "", "", nil, ErrNotFound
 		}
-		return "", false, fmt.Errorf("identity: read profile: %w", err)
+		return "", "", nil, fmt.Errorf("identity: read profile: %w", err)
 	}
-	return cur, true, nil
+	if comp, err = s.componentOfIdent(ctx, q, anchor); err != nil {
+		return "", "", nil, err
+	}
+	if g, err = s.graph(ctx, q, comp, lock); err != nil {
+		if errors.Is(err, errRetry) && !lock {
+			return "", "", nil, ErrNotFound // merged away this instant
+		}
+		return "", "", nil, err
+	}
+	if cur = g.profileOf(anchor); cur == "" {
+		return "", "", nil, ErrNotFound
+	}
+	return cur, comp, g, nil
 }
 
 // Current returns the id under which profile id is now known: id itself,
 // or the profile it was merged into. It fails with [ErrNotFound].
 func (s *Store) Current(ctx context.Context, id string) (string, error) {
-	cur, _, err := s.current(ctx, id)
+	cur, _, _, err := s.locate(ctx, s.db, id, false)
 	return cur, err
 }
 
 // Profile returns profile id, following a merge if id was merged away.
 func (s *Store) Profile(ctx context.Context, id string) (Profile, error) {
-	cur, redirected, err := s.current(ctx, id)
+	cur, _, g, err := s.locate(ctx, s.db, id, false)
 	if err != nil {
 		return Profile{}, err
 	}
 	p := Profile{ID: cur, Traits: map[string]json.RawMessage{}, Counters: map[string]int64{}}
-	if redirected {
+	if cur != id {
 		p.RedirectedFrom = id
 	}
-	rows, err := s.db.Query(ctx, `SELECT ident, first_seen, last_seen FROM identity_nodes WHERE profile_id = ?`, cur)
-	if err != nil {
-		return Profile{}, fmt.Errorf("identity: read profile: %w", err)
-	}
-	var ids []string
-	var first, last int64
-	for rows.Next() {
-		var id string
-		var f, l int64
-		if err := rows.Scan(&id, &f, &l); err != nil {
-			rows.Close()
-			return Profile{}, fmt.Errorf("identity: read profile: %w", err)
-		}
-		ids = append(ids, id)
-		if len(ids) == 1 || f < first {
-			first = f
-		}
-		if len(ids) == 1 || l > last {
-			last = l
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return Profile{}, fmt.Errorf("identity: read profile: %w", err)
-	}
+	ids := g.members(cur)
 	if len(ids) == 0 {
 		return Profile{}, ErrNotFound
+	}
+	var first, last int64
+	got := false
+	for start := 0; start < len(ids); start += chunk {
+		part := ids[start:min(start+chunk, len(ids))]
+		rows, err := s.db.Query(ctx, `SELECT first_seen, last_seen FROM identity_idents WHERE ident IN `+inList(len(part)), anys(part)...)
+		if err != nil {
+			return Profile{}, fmt.Errorf("identity: read profile: %w", err)
+		}
+		for rows.Next() {
+			var f, l int64
+			if err := rows.Scan(&f, &l); err != nil {
+				rows.Close()
+				return Profile{}, fmt.Errorf("identity: read profile: %w", err)
+			}
+			if !got || f < first {
+				first = f
+			}
+			if !got || l > last {
+				last = l
+			}
+			got = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return Profile{}, fmt.Errorf("identity: read profile: %w", err)
+		}
 	}
 	ids = s.c.sortIdents(ids)
 	p.Identifiers = identifiers(ids)
@@ -206,36 +243,17 @@ func identifiers(ids []string) []Identifier {
 	return out
 }
 
-// componentOf returns the component of profile id (not following merges).
-func (s *Store) componentOf(ctx context.Context, q interface {
-	QueryRow(ctx context.Context, query string, args ...any) *statestore.Row
-}, id string) (string, error) {
-	var comp string
-	err := q.QueryRow(ctx, `SELECT component FROM identity_nodes WHERE profile_id = ? LIMIT 1`, id).Scan(&comp)
-	if isNotFound(err) {
-		return "", ErrNotFound
-	}
-	if err != nil {
-		return "", fmt.Errorf("identity: read profile: %w", err)
-	}
-	return comp, nil
-}
-
 // Explain returns the chain of events and rules that made profile id.
 func (s *Store) Explain(ctx context.Context, id string) (Explanation, error) {
-	cur, _, err := s.current(ctx, id)
+	cur, _, g, err := s.locate(ctx, s.db, id, false)
 	if err != nil {
 		return Explanation{}, err
 	}
-	comp, err := s.componentOf(ctx, s.db, cur)
+	decs, err := s.decisions(ctx, s.db, g.idents)
 	if err != nil {
 		return Explanation{}, err
 	}
-	links, _, decs, err := s.component(ctx, s.db, comp)
-	if err != nil {
-		return Explanation{}, err
-	}
-	res := s.c.resolve(links, decs, s.pid)
+	res := s.c.resolve(g.links, decs, s.pid)
 	for _, p := range res.profiles {
 		if p.id != cur {
 			continue
@@ -313,24 +331,24 @@ func (s *Store) Unmerge(ctx context.Context, id string, u Unmerge) (UnmergeResul
 	var d Decision
 	var sides []string
 	err := s.tx(ctx, func(tx *statestore.Tx) error {
-		comp, err := s.componentOf(ctx, tx, id)
+		cur, comp, g, err := s.locate(ctx, tx, id, true)
 		if err != nil {
 			return err
 		}
-		if err := s.lockComponents(ctx, tx, []string{comp}); err != nil {
-			return err
+		if cur != id {
+			return ErrNotFound // merged into another profile
 		}
-		if c2, err := s.componentOf(ctx, tx, id); err != nil || c2 != comp {
+		if c2, err := s.componentOfIdent(ctx, tx, g.idents[0]); err != nil || c2 != comp {
 			if err != nil {
 				return err
 			}
 			return errRetry
 		}
-		links, _, decs, err := s.component(ctx, tx, comp)
+		decs, err := s.decisions(ctx, tx, g.idents)
 		if err != nil {
 			return err
 		}
-		res := s.c.resolve(links, decs, s.pid)
+		res := s.c.resolve(g.links, decs, s.pid)
 		var p *resolved
 		for _, q := range res.profiles {
 			if q.id == id {
@@ -378,7 +396,7 @@ func (s *Store) Unmerge(ctx context.Context, id string, u Unmerge) (UnmergeResul
 			d.ID, d.Kind, d.A, d.B, d.By, d.Reason, statestore.TimeToDB(d.CreatedAt)); err != nil {
 			return fmt.Errorf("identity: record decision: %w", err)
 		}
-		plinks, err := s.reresolve(ctx, tx, comp)
+		plinks, err := s.reresolve(ctx, tx, comp, g)
 		if err != nil {
 			return err
 		}
@@ -389,11 +407,14 @@ func (s *Store) Unmerge(ctx context.Context, id string, u Unmerge) (UnmergeResul
 	}
 	out := UnmergeResult{Decision: d}
 	for _, ident := range sides {
-		var pid string
-		if err := s.db.QueryRow(ctx, `SELECT profile_id FROM identity_nodes WHERE ident = ?`, ident).Scan(&pid); err != nil {
-			return UnmergeResult{}, fmt.Errorf("identity: read profile: %w", err)
+		pid, err := s.profileOf(ctx, ident)
+		if errors.Is(err, ErrNotFound) {
+			continue
 		}
-		if pid == "" || slices.ContainsFunc(out.Profiles, func(p Profile) bool { return p.ID == pid }) {
+		if err != nil {
+			return UnmergeResult{}, err
+		}
+		if slices.ContainsFunc(out.Profiles, func(p Profile) bool { return p.ID == pid }) {
 			continue
 		}
 		p, err := s.Profile(ctx, pid)
@@ -408,27 +429,49 @@ func (s *Store) Unmerge(ctx context.Context, id string, u Unmerge) (UnmergeResul
 // Partition returns every profile's identifiers, sorted: for tests and
 // diagnostics on small graphs.
 func (s *Store) Partition(ctx context.Context) ([][]string, error) {
-	rows, err := s.db.Query(ctx, `SELECT profile_id, ident FROM identity_nodes WHERE profile_id <> '' ORDER BY profile_id, ident`)
+	of, err := s.assignment(ctx)
+	if err != nil {
+		return nil, err
+	}
+	groups := map[string][]string{}
+	for id, pid := range of {
+		if pid != "" {
+			groups[pid] = append(groups[pid], id)
+		}
+	}
+	out := make([][]string, 0, len(groups))
+	for _, g := range groups {
+		slices.Sort(g)
+		out = append(out, g)
+	}
+	slices.SortFunc(out, func(a, b []string) int { return slices.Compare(a, b) })
+	return out, nil
+}
+
+// assignment returns every identifier's profile ("" for none).
+func (s *Store) assignment(ctx context.Context) (map[string]string, error) {
+	rows, err := s.db.Query(ctx, `SELECT component, data FROM identity_components`)
 	if err != nil {
 		return nil, fmt.Errorf("identity: partition: %w", err)
 	}
 	defer rows.Close()
-	var out [][]string
-	last := ""
+	out := map[string]string{}
 	for rows.Next() {
-		var pid, id string
-		if err := rows.Scan(&pid, &id); err != nil {
+		var c string
+		var data []byte
+		if err := rows.Scan(&c, &data); err != nil {
 			return nil, fmt.Errorf("identity: partition: %w", err)
 		}
-		if pid != last || len(out) == 0 {
-			out = append(out, nil)
-			last = pid
+		g, err := decodeGraph(data)
+		if err != nil {
+			return nil, fmt.Errorf("identity: component %s: %w", c, err)
 		}
-		out[len(out)-1] = append(out[len(out)-1], id)
+		for _, id := range g.idents {
+			out[id] = g.profileOf(id)
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("identity: partition: %w", err)
 	}
-	slices.SortFunc(out, func(a, b []string) int { return slices.Compare(a, b) })
 	return out, nil
 }

@@ -112,7 +112,6 @@ type resolved struct {
 	counts map[string]int
 	steps  []Step
 	order  int
-	merged []string // ids of the profiles it absorbed
 }
 
 // resolution is a component's partition into profiles.
@@ -130,14 +129,28 @@ type resolver struct {
 	res    resolution
 	order  int
 	seq    int
+	// explain: record the steps that explain each profile. Without it,
+	// resolution only partitions (the pipeline's case).
+	explain bool
 }
 
 // resolve partitions the identifiers of links into profiles: it replays
 // the links in (event time, source, messageId) order under the rules and
-// the decisions. The result depends only on the set of links, the rules
-// and the decisions, never on the order events arrived in.
+// the decisions, and records the steps that explain each profile. The
+// result depends only on the set of links, the rules and the decisions,
+// never on the order events arrived in.
 func (c *compiled) resolve(links []link, decisions []Decision, pid func(string) string) resolution {
-	r := &resolver{c: c, pid: pid, detach: map[string]Decision{}, res: resolution{of: map[string]*resolved{}}}
+	return c.replay(links, decisions, pid, true)
+}
+
+// partition is resolve without the explanations: the same profiles,
+// cheaper.
+func (c *compiled) partition(links []link, decisions []Decision, pid func(string) string) resolution {
+	return c.replay(links, decisions, pid, false)
+}
+
+func (c *compiled) replay(links []link, decisions []Decision, pid func(string) string, explain bool) resolution {
+	r := &resolver{c: c, pid: pid, detach: map[string]Decision{}, res: resolution{of: map[string]*resolved{}}, explain: explain}
 	for _, d := range decisions {
 		switch d.Kind {
 		case KindApart:
@@ -174,6 +187,9 @@ func (c *compiled) resolve(links []link, decisions []Decision, pid func(string) 
 }
 
 func (r *resolver) step(p *resolved, s Step, l link) {
+	if !r.explain {
+		return
+	}
 	r.seq++
 	s.seq = r.seq
 	s.At, s.SourceID, s.MessageID, s.EventType = l.at, l.source, l.msg, l.typ
@@ -200,6 +216,9 @@ func (r *resolver) applyDetached(l link, id string, d Decision) {
 		return
 	}
 	p := r.create(l, id)
+	if !r.explain {
+		return
+	}
 	r.step(p, Step{Kind: StepDetached, Identifier: id, Rule: "unmerge: kept apart from every other identifier", Decision: d.ID,
 		Text: fmt.Sprintf("%s is kept in a profile of its own by unmerge decision %s; first seen in %s event %s at %s", id, d.ID, l.typ, l.msg, stamp(l.at))}, l)
 }
@@ -246,6 +265,9 @@ func (r *resolver) apply(l link, ids []string) {
 	if len(kept) > 0 {
 		r.join(l, kept)
 		home = r.res.of[kept[0]]
+	}
+	if !r.explain {
+		return
 	}
 	for i, d := range dropped {
 		if slices.Contains(readded, d) {
@@ -342,8 +364,10 @@ func (r *resolver) join(l link, ids []string) {
 	var p *resolved
 	if len(matched) == 0 {
 		p = r.create(l, newIDs[0])
-		r.step(p, Step{Kind: StepCreated, Identifier: newIDs[0], Rule: "first seen",
-			Text: fmt.Sprintf("profile started by %s event %s at %s with %s", l.typ, l.msg, stamp(l.at), newIDs[0])}, l)
+		if r.explain {
+			r.step(p, Step{Kind: StepCreated, Identifier: newIDs[0], Rule: "first seen",
+				Text: fmt.Sprintf("profile started by %s event %s at %s with %s", l.typ, l.msg, stamp(l.at), newIDs[0])}, l)
+		}
 		newIDs = newIDs[1:]
 	} else {
 		p = matched[0]
@@ -352,6 +376,10 @@ func (r *resolver) join(l link, ids []string) {
 		}
 	}
 	for _, id := range newIDs {
+		if !r.explain {
+			r.add(p, id)
+			continue
+		}
 		via := r.inProfile(ids, p, id)
 		r.add(p, id)
 		r.step(p, Step{Kind: StepJoined, Identifier: id, Via: via, Rule: "seen together in one event",
@@ -372,13 +400,18 @@ func (r *resolver) inProfile(ids []string, p *resolved, except string) []string 
 
 // merge moves q into p.
 func (r *resolver) merge(l link, ids []string, p, q *resolved) {
+	if !r.explain {
+		for _, id := range q.idents {
+			r.add(p, id)
+		}
+		return
+	}
 	viaP := r.inProfile(ids, p, "")
 	viaQ := r.inProfile(ids, q, "")
 	for _, id := range q.idents {
 		r.add(p, id)
 	}
 	p.steps = append(p.steps, q.steps...)
-	p.merged = append(append(p.merged, q.merged...), q.id)
 	mid := "mrg_" + shortHash(l.source, l.msg, p.anchor, q.anchor)
 	r.step(p, Step{Kind: StepMerged, Identifier: q.anchor, Via: append(slices.Clone(viaP), viaQ...), Profile: q.id, MergeID: mid,
 		Rule: "shared identifier", keepAnchor: p.anchor, joinAnchor: q.anchor,

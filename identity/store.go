@@ -77,6 +77,9 @@ func NewStore(ctx context.Context, db *statestore.DB, opts Options) (*Store, err
 	if s.secret, err = hex.DecodeString(hx); err != nil {
 		return nil, fmt.Errorf("identity: profile id key: %w", err)
 	}
+	if err := s.upgrade(ctx); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -84,7 +87,25 @@ func NewStore(ctx context.Context, db *statestore.DB, opts Options) (*Store, err
 func (s *Store) Rules() Rules { return s.c.rules }
 
 // Migrations returns the package's schema migrations.
+//
+// Version 1 stored a row per identifier and per link; version 2 stores a
+// row per component (identity_components.data, see [graph]) and a narrow
+// row per identifier (its component and seen times). [NewStore] moves a
+// version 1 graph into the version 2 tables once and drops the old ones.
 func Migrations() []statestore.Migration {
+	v2 := `
+DROP TABLE identity_components;
+CREATE TABLE identity_components (
+	component TEXT PRIMARY KEY,
+	data %s NOT NULL
+);
+CREATE TABLE identity_idents (
+	ident TEXT PRIMARY KEY,
+	component TEXT NOT NULL,
+	first_seen BIGINT NOT NULL,
+	last_seen BIGINT NOT NULL
+);
+`
 	return []statestore.Migration{{Package: "identity", Version: 1, SQL: `
 CREATE TABLE identity_nodes (
 	ident TEXT PRIMARY KEY,
@@ -135,7 +156,127 @@ CREATE TABLE identity_settings (
 	name TEXT PRIMARY KEY,
 	value TEXT NOT NULL
 );
-`}}
+`}, {Package: "identity", Version: 2, SQL: fmt.Sprintf(v2, "BLOB"),
+		DialectSQL: map[string]string{statestore.Postgres: fmt.Sprintf(v2, "BYTEA")}}}
+}
+
+// upgrade moves a graph stored in the version 1 tables (a row per
+// identifier and per link) into the version 2 ones, keeping every
+// identifier's profile, and drops the old tables; once, in one
+// transaction, a thousand components at a time.
+func (s *Store) upgrade(ctx context.Context) error {
+	return s.db.Tx(ctx, func(tx *statestore.Tx) error {
+		res, err := tx.Exec(ctx, `INSERT INTO identity_settings (name, value) VALUES ('graph_format', '2') ON CONFLICT (name) DO NOTHING`)
+		if err != nil {
+			return fmt.Errorf("identity: upgrade: %w", err)
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return err // done already (by this node or another)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO identity_idents (ident, component, first_seen, last_seen) SELECT ident, component, first_seen, last_seen FROM identity_nodes`); err != nil {
+			return fmt.Errorf("identity: upgrade: %w", err)
+		}
+		after := ""
+		for {
+			var comps []string
+			rows, err := tx.Query(ctx, `SELECT DISTINCT component FROM identity_nodes WHERE component > ? ORDER BY component LIMIT 1000`, after)
+			if err != nil {
+				return fmt.Errorf("identity: upgrade: %w", err)
+			}
+			for rows.Next() {
+				var c string
+				if err := rows.Scan(&c); err != nil {
+					rows.Close()
+					return fmt.Errorf("identity: upgrade: %w", err)
+				}
+				comps = append(comps, c)
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return fmt.Errorf("identity: upgrade: %w", err)
+			}
+			if len(comps) == 0 {
+				break
+			}
+			after = comps[len(comps)-1]
+			if err := s.upgradeComponents(ctx, tx, comps); err != nil {
+				return err
+			}
+		}
+		for _, q := range []string{`DROP TABLE identity_links`, `DROP TABLE identity_nodes`} {
+			if _, err := tx.Exec(ctx, q); err != nil {
+				return fmt.Errorf("identity: upgrade: %w", err)
+			}
+		}
+		return nil
+	})
+}
+
+func (s *Store) upgradeComponents(ctx context.Context, tx *statestore.Tx, comps []string) error {
+	linksOf := map[string][]link{}
+	rows, err := tx.Query(ctx, `SELECT component, idents, event_time, source_id, message_id, event_type FROM identity_links WHERE component IN `+inList(len(comps)), anys(comps)...)
+	if err != nil {
+		return fmt.Errorf("identity: upgrade: %w", err)
+	}
+	for rows.Next() {
+		var c, js string
+		var at int64
+		var l link
+		if err := rows.Scan(&c, &js, &at, &l.source, &l.msg, &l.typ); err != nil {
+			rows.Close()
+			return fmt.Errorf("identity: upgrade: %w", err)
+		}
+		if err := json.Unmarshal([]byte(js), &l.ids); err != nil {
+			rows.Close()
+			return fmt.Errorf("identity: upgrade: %w", err)
+		}
+		l.at = time.Unix(0, at).UTC()
+		linksOf[c] = append(linksOf[c], l)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("identity: upgrade: %w", err)
+	}
+	type member struct{ id, profile string }
+	nodesOf := map[string][]member{}
+	rows, err = tx.Query(ctx, `SELECT component, ident, profile_id FROM identity_nodes WHERE component IN `+inList(len(comps)), anys(comps)...)
+	if err != nil {
+		return fmt.Errorf("identity: upgrade: %w", err)
+	}
+	for rows.Next() {
+		var c string
+		var m member
+		if err := rows.Scan(&c, &m.id, &m.profile); err != nil {
+			rows.Close()
+			return fmt.Errorf("identity: upgrade: %w", err)
+		}
+		nodesOf[c] = append(nodesOf[c], m)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("identity: upgrade: %w", err)
+	}
+	for start := 0; start < len(comps); start += 100 {
+		part := comps[start:min(start+100, len(comps))]
+		args := make([]any, 0, 2*len(part))
+		for _, c := range part {
+			// The stored assignment, as it is: a resolution under
+			// today's rules happens when the component next changes.
+			res := resolution{of: map[string]*resolved{}}
+			var ids []string
+			for _, m := range nodesOf[c] {
+				ids = append(ids, m.id)
+				if m.profile != "" {
+					res.of[m.id] = &resolved{id: m.profile}
+				}
+			}
+			args = append(args, c, newGraph(ids, linksOf[c], res).encode())
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO identity_components (component, data) VALUES `+placeholders(len(part), 2), args...); err != nil {
+			return fmt.Errorf("identity: upgrade: %w", err)
+		}
+	}
+	return nil
 }
 
 // pid is the profile id of a profile started by anchor.
@@ -201,18 +342,13 @@ func retryable(err error) bool {
 // Resolve takes one pipeline batch of valid events into the identity
 // graph: it records each distinct set of identifiers seen together (with
 // the earliest event carrying it), merges the components they connect,
-// resolves every changed component again, stores traits, and tells the
-// Linker the new profile of every event key whose profile changed, all in
-// one transaction. Resolving the same events again changes nothing.
+// resolves every changed component again, stores traits and seen times,
+// and tells the Linker the new profile of every event key whose profile
+// changed, all in one transaction. Resolving the same events again
+// changes nothing.
 func (s *Store) Resolve(ctx context.Context, events []event.Event) error {
 	sets := map[string]link{}
 	seen := map[string][2]int64{}
-	type traitKey struct{ ekey, name string }
-	type traitVal struct {
-		value json.RawMessage
-		at    int64
-		msg   string
-	}
 	traits := map[traitKey]traitVal{}
 	for i := range events {
 		o := s.c.observe(&events[i])
@@ -239,69 +375,42 @@ func (s *Store) Resolve(ctx context.Context, events []event.Event) error {
 			sets[h] = l
 		}
 	}
-	var pending []string
+	var pending []link
 	for h, l := range sets {
-		if !s.cache.covers(h, l) {
-			pending = append(pending, h)
+		if s.cache.covers(h, l) {
+			delete(sets, h) // nothing to remember anew
+		} else {
+			pending = append(pending, l)
 		}
 	}
-	slices.Sort(pending)
+	for id, r := range seen {
+		if s.seen.covers(id, r) {
+			delete(seen, id)
+		}
+	}
+	slices.SortFunc(pending, link.less)
 	err := s.tx(ctx, func(tx *statestore.Tx) error {
 		seen := maps.Clone(seen) // integrate takes from it; a retry starts afresh
-		var todo []link
-		if len(pending) > 0 {
-			stored, err := s.storedLinks(ctx, tx, pending)
-			if err != nil {
-				return err
-			}
-			for _, h := range pending {
-				l := sets[h]
-				if old, ok := stored[h]; ok && old.less(l) <= 0 {
-					continue
-				}
-				todo = append(todo, l)
-			}
-		}
 		var plinks []eventstore.ProfileLink
-		if len(todo) > 0 {
+		if len(pending) > 0 {
 			var err error
-			if plinks, err = s.integrate(ctx, tx, todo, seen); err != nil {
+			if plinks, err = s.integrate(ctx, tx, pending, seen); err != nil {
 				return err
 			}
 		}
-		for id, r := range seen {
-			if s.seen.covers(id, r) {
-				delete(seen, id)
-			}
+		// The event store links profile keys on the other core while
+		// the state store writes seen times and traits; the transaction
+		// commits only if both succeed.
+		linked := make(chan error, 1)
+		go func() { linked <- s.link(ctx, plinks) }()
+		err := s.touch(ctx, tx, seen)
+		if err == nil {
+			err = s.storeTraits(ctx, tx, traits)
 		}
-		if err := s.touch(ctx, tx, seen); err != nil {
-			return err
+		if lerr := <-linked; err == nil {
+			err = lerr
 		}
-		tks := make([]traitKey, 0, len(traits))
-		for k := range traits {
-			tks = append(tks, k)
-		}
-		slices.SortFunc(tks, func(a, b traitKey) int {
-			if c := strings.Compare(a.ekey, b.ekey); c != 0 {
-				return c
-			}
-			return strings.Compare(a.name, b.name)
-		})
-		for start := 0; start < len(tks); start += chunk {
-			part := tks[start:min(start+chunk, len(tks))]
-			args := make([]any, 0, 5*len(part))
-			for _, k := range part {
-				v := traits[k]
-				args = append(args, k.ekey, k.name, string(v.value), v.at, v.msg)
-			}
-			if _, err := tx.Exec(ctx, `INSERT INTO identity_traits (ekey, name, value, event_time, message_id) VALUES `+placeholders(len(part), 5)+`
-				ON CONFLICT (ekey, name) DO UPDATE SET value = excluded.value, event_time = excluded.event_time, message_id = excluded.message_id
-				WHERE excluded.event_time > identity_traits.event_time
-				   OR (excluded.event_time = identity_traits.event_time AND excluded.message_id > identity_traits.message_id)`, args...); err != nil {
-				return fmt.Errorf("identity: store traits: %w", err)
-			}
-		}
-		return s.link(ctx, plinks)
+		return err
 	})
 	if err != nil {
 		return err
@@ -311,6 +420,44 @@ func (s *Store) Resolve(ctx context.Context, events []event.Event) error {
 	}
 	for id, r := range seen {
 		s.seen.put(id, r)
+	}
+	return nil
+}
+
+// traitKey is a trait of an event key; traitVal its latest value.
+type traitKey struct{ ekey, name string }
+
+type traitVal struct {
+	value json.RawMessage
+	at    int64
+	msg   string
+}
+
+// storeTraits writes traits whose value is later than the stored one.
+func (s *Store) storeTraits(ctx context.Context, tx *statestore.Tx, traits map[traitKey]traitVal) error {
+	tks := make([]traitKey, 0, len(traits))
+	for k := range traits {
+		tks = append(tks, k)
+	}
+	slices.SortFunc(tks, func(a, b traitKey) int {
+		if c := strings.Compare(a.ekey, b.ekey); c != 0 {
+			return c
+		}
+		return strings.Compare(a.name, b.name)
+	})
+	for start := 0; start < len(tks); start += chunk {
+		part := tks[start:min(start+chunk, len(tks))]
+		args := make([]any, 0, 5*len(part))
+		for _, k := range part {
+			v := traits[k]
+			args = append(args, k.ekey, k.name, string(v.value), v.at, v.msg)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO identity_traits (ekey, name, value, event_time, message_id) VALUES `+placeholders(len(part), 5)+`
+			ON CONFLICT (ekey, name) DO UPDATE SET value = excluded.value, event_time = excluded.event_time, message_id = excluded.message_id
+			WHERE excluded.event_time > identity_traits.event_time
+			   OR (excluded.event_time = identity_traits.event_time AND excluded.message_id > identity_traits.message_id)`, args...); err != nil {
+			return fmt.Errorf("identity: store traits: %w", err)
+		}
 	}
 	return nil
 }
@@ -325,34 +472,6 @@ func (s *Store) link(ctx context.Context, plinks []eventstore.ProfileLink) error
 	return nil
 }
 
-// storedLinks returns the stored earliest event of each of the sets.
-func (s *Store) storedLinks(ctx context.Context, tx *statestore.Tx, hashes []string) (map[string]link, error) {
-	out := map[string]link{}
-	for start := 0; start < len(hashes); start += chunk {
-		part := hashes[start:min(start+chunk, len(hashes))]
-		rows, err := tx.Query(ctx, `SELECT set_hash, event_time, source_id, message_id FROM identity_links WHERE set_hash IN `+inList(len(part)), anys(part)...)
-		if err != nil {
-			return nil, fmt.Errorf("identity: read links: %w", err)
-		}
-		for rows.Next() {
-			var h string
-			var l link
-			var at int64
-			if err := rows.Scan(&h, &at, &l.source, &l.msg); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("identity: read links: %w", err)
-			}
-			l.at = time.Unix(0, at).UTC()
-			out[h] = l
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("identity: read links: %w", err)
-		}
-	}
-	return out, nil
-}
-
 // touch widens the first/last-seen times of identifiers (all exist).
 func (s *Store) touch(ctx context.Context, tx *statestore.Tx, seen map[string][2]int64) error {
 	ids := make([]string, 0, len(seen))
@@ -362,84 +481,155 @@ func (s *Store) touch(ctx context.Context, tx *statestore.Tx, seen map[string][2
 	slices.Sort(ids)
 	for start := 0; start < len(ids); start += chunk {
 		part := ids[start:min(start+chunk, len(ids))]
-		args := make([]any, 0, 5*len(part))
+		args := make([]any, 0, 4*len(part))
 		for _, id := range part {
 			r := seen[id]
-			args = append(args, id, "", "", r[0], r[1])
+			args = append(args, id, "", r[0], r[1])
 		}
 		// Every identifier here was stored by this batch or an earlier
 		// one, so the insert never happens: this is a multi-row update.
-		if _, err := tx.Exec(ctx, `INSERT INTO identity_nodes (ident, component, profile_id, first_seen, last_seen) VALUES `+placeholders(len(part), 5)+`
+		if _, err := tx.Exec(ctx, `INSERT INTO identity_idents (ident, component, first_seen, last_seen) VALUES `+placeholders(len(part), 4)+`
 			ON CONFLICT (ident) DO UPDATE SET
-				first_seen = CASE WHEN excluded.first_seen < identity_nodes.first_seen THEN excluded.first_seen ELSE identity_nodes.first_seen END,
-				last_seen = CASE WHEN excluded.last_seen > identity_nodes.last_seen THEN excluded.last_seen ELSE identity_nodes.last_seen END`, args...); err != nil {
+				first_seen = CASE WHEN excluded.first_seen < identity_idents.first_seen THEN excluded.first_seen ELSE identity_idents.first_seen END,
+				last_seen = CASE WHEN excluded.last_seen > identity_idents.last_seen THEN excluded.last_seen ELSE identity_idents.last_seen END`, args...); err != nil {
 			return fmt.Errorf("identity: update seen times: %w", err)
 		}
 	}
 	return nil
 }
 
-type node struct {
-	component string
-	profile   string
-}
-
-// loadNodes reads the nodes of ids that exist.
-func (s *Store) loadNodes(ctx context.Context, tx *statestore.Tx, ids []string) (map[string]node, error) {
-	out := make(map[string]node, len(ids))
+// componentsOf reads the component of each of ids that exists.
+func (s *Store) componentsOf(ctx context.Context, q querier, ids []string) (map[string]string, error) {
+	out := make(map[string]string, len(ids))
 	for start := 0; start < len(ids); start += chunk {
 		part := ids[start:min(start+chunk, len(ids))]
-		rows, err := tx.Query(ctx, `SELECT ident, component, profile_id FROM identity_nodes WHERE ident IN `+inList(len(part)), anys(part)...)
+		rows, err := q.Query(ctx, `SELECT ident, component FROM identity_idents WHERE ident IN `+inList(len(part)), anys(part)...)
 		if err != nil {
-			return nil, fmt.Errorf("identity: read nodes: %w", err)
+			return nil, fmt.Errorf("identity: read identifiers: %w", err)
 		}
 		for rows.Next() {
-			var id string
-			var n node
-			if err := rows.Scan(&id, &n.component, &n.profile); err != nil {
+			var id, c string
+			if err := rows.Scan(&id, &c); err != nil {
 				rows.Close()
-				return nil, fmt.Errorf("identity: read nodes: %w", err)
+				return nil, fmt.Errorf("identity: read identifiers: %w", err)
 			}
-			out[id] = n
+			out[id] = c
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("identity: read nodes: %w", err)
+			return nil, fmt.Errorf("identity: read identifiers: %w", err)
 		}
 	}
 	return out, nil
 }
 
-// lockComponents takes the row locks of components (PostgreSQL: another
-// node resolving one of them waits). SQLite has a single writer already.
-func (s *Store) lockComponents(ctx context.Context, tx *statestore.Tx, comps []string) error {
-	if !s.pg || len(comps) == 0 {
-		return nil
+// graphs reads components (sorted), taking their row locks on
+// PostgreSQL when lock is set (another node resolving one of them waits;
+// SQLite has a single writer already). A component missing from the
+// result was merged away meanwhile.
+func (s *Store) graphs(ctx context.Context, q querier, comps []string, lock bool) (map[string]*graph, error) {
+	out := make(map[string]*graph, len(comps))
+	suffix := ""
+	if lock && s.pg {
+		suffix = ` ORDER BY component FOR UPDATE`
 	}
-	comps = slices.Clone(comps)
-	slices.Sort(comps)
 	for start := 0; start < len(comps); start += chunk {
 		part := comps[start:min(start+chunk, len(comps))]
-		rows, err := tx.Query(ctx, `SELECT component FROM identity_components WHERE component IN `+inList(len(part))+` ORDER BY component FOR UPDATE`, anys(part)...)
+		rows, err := q.Query(ctx, `SELECT component, data FROM identity_components WHERE component IN `+inList(len(part))+suffix, anys(part)...)
 		if err != nil {
-			return fmt.Errorf("identity: lock components: %w", err)
+			return nil, fmt.Errorf("identity: read components: %w", err)
 		}
-		n := 0
 		for rows.Next() {
-			n++
+			var c string
+			var data []byte
+			if err := rows.Scan(&c, &data); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("identity: read components: %w", err)
+			}
+			g, err := decodeGraph(data)
+			if err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("identity: component %s: %w", c, err)
+			}
+			out[c] = g
 		}
 		rows.Close()
-		if n != len(part) {
-			return errRetry // one was merged away meanwhile
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("identity: read components: %w", err)
 		}
 	}
-	return nil
+	return out, nil
+}
+
+// graph reads one component.
+func (s *Store) graph(ctx context.Context, q querier, comp string, lock bool) (*graph, error) {
+	gs, err := s.graphs(ctx, q, []string{comp}, lock)
+	if err != nil {
+		return nil, err
+	}
+	g, ok := gs[comp]
+	if !ok {
+		return nil, errRetry // merged away since its identifiers were read
+	}
+	return g, nil
+}
+
+// lockedGraphs reads the components of ids and locks them, so that what
+// it returns stays true until the transaction ends: on PostgreSQL it reads
+// the identifiers again after locking and asks for a retry if another
+// node moved one meanwhile.
+func (s *Store) lockedGraphs(ctx context.Context, tx *statestore.Tx, ids []string) (map[string]string, map[string]*graph, error) {
+	compOf, err := s.componentsOf(ctx, tx, ids)
+	if err != nil {
+		return nil, nil, err
+	}
+	comps := make([]string, 0, len(compOf))
+	for _, c := range compOf {
+		comps = append(comps, c)
+	}
+	slices.Sort(comps)
+	comps = slices.Compact(comps)
+	graphs, err := s.graphs(ctx, tx, comps, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(graphs) != len(comps) {
+		if !s.pg {
+			return nil, nil, fmt.Errorf("identity: %w: an identifier names a missing component", errBadGraph)
+		}
+		return nil, nil, errRetry // merged away meanwhile
+	}
+	if s.pg {
+		again, err := s.componentsOf(ctx, tx, ids)
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(again) != len(compOf) {
+			return nil, nil, errRetry
+		}
+		for id, c := range again {
+			if compOf[id] != c {
+				return nil, nil, errRetry
+			}
+		}
+	}
+	return compOf, graphs, nil
+}
+
+// rewrite is a component changed by a resolution.
+type rewrite struct {
+	comp   string
+	g      *graph
+	res    resolution
+	before map[string]string // identifier → profile before ("" none), for those stored already
+	fresh  []string          // identifiers new to the graph
+	moved  []string          // identifiers of components it absorbed
 }
 
 // integrate adds new links (sets not stored, or stored with a later
-// event): merges the components they connect, stores them, and resolves
-// each resulting component again. It returns the event-key links that
-// changed.
+// event, sorted): merges the components they connect, resolves each
+// resulting component again and stores it. It returns the event-key links
+// that changed.
 func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, seen map[string][2]int64) ([]eventstore.ProfileLink, error) {
 	var ids []string
 	for _, l := range todo {
@@ -447,46 +637,54 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 	}
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
-	nodes, err := s.loadNodes(ctx, tx, ids)
+	compOf, graphs, err := s.lockedGraphs(ctx, tx, ids)
 	if err != nil {
 		return nil, err
 	}
-	if s.pg {
-		var comps []string
-		for _, n := range nodes {
-			comps = append(comps, n.component)
-		}
-		slices.Sort(comps)
-		if err := s.lockComponents(ctx, tx, slices.Compact(comps)); err != nil {
-			return nil, err
-		}
-		again, err := s.loadNodes(ctx, tx, ids)
-		if err != nil {
-			return nil, err
-		}
-		if len(again) != len(nodes) {
-			return nil, errRetry
-		}
-		for id, n := range again {
-			if nodes[id].component != n.component {
-				return nil, errRetry
+	// Links whose set is stored with an event no later change nothing.
+	stored := map[string]map[string]link{}
+	storedLink := func(c string, key string) (link, bool) {
+		m, ok := stored[c]
+		if !ok {
+			m = make(map[string]link, len(graphs[c].links))
+			for _, l := range graphs[c].links {
+				m[linkKey(l.ids)] = l
 			}
+			stored[c] = m
 		}
+		l, ok := m[key]
+		return l, ok
+	}
+	todo = slices.DeleteFunc(slices.Clone(todo), func(l link) bool {
+		c, ok := compOf[l.ids[0]]
+		if !ok {
+			return false
+		}
+		old, ok := storedLink(c, linkKey(l.ids))
+		return ok && old.less(l) <= 0
+	})
+	if len(todo) == 0 {
+		return nil, nil
 	}
 	// Union the components (and new identifiers) each link connects.
 	uf := newUnionFind()
 	keyOf := func(id string) string {
-		if n, ok := nodes[id]; ok {
-			return "c\x00" + n.component
+		if c, ok := compOf[id]; ok {
+			return "c\x00" + c
 		}
 		return "n\x00" + id
 	}
+	todoOf := map[string][]link{}
 	for _, l := range todo {
 		first := keyOf(l.ids[0])
 		uf.add(first)
 		for _, id := range l.ids[1:] {
 			uf.union(first, keyOf(id))
 		}
+	}
+	for _, l := range todo {
+		r := uf.find(keyOf(l.ids[0]))
+		todoOf[r] = append(todoOf[r], l)
 	}
 	groups := map[string][]string{}
 	for _, k := range uf.keys() {
@@ -498,29 +696,9 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 		roots = append(roots, r)
 	}
 	slices.Sort(roots)
-	todoOf := map[string][]link{}
-	for _, l := range todo {
-		r := uf.find(keyOf(l.ids[0]))
-		todoOf[r] = append(todoOf[r], l)
-	}
-	// Everything stored about the components involved, in bulk.
-	var existing []string
-	for _, r := range roots {
-		for _, k := range groups[r] {
-			if kind, v, _ := strings.Cut(k, "\x00"); kind == "c" {
-				existing = append(existing, v)
-			}
-		}
-	}
-	linksOf, nodesOf, err := s.loadComponents(ctx, tx, existing)
-	if err != nil {
-		return nil, err
-	}
 	var allIDs []string
-	for _, ns := range nodesOf {
-		for id := range ns {
-			allIDs = append(allIDs, id)
-		}
+	for _, g := range graphs {
+		allIDs = append(allIDs, g.idents...)
 	}
 	for _, k := range uf.keys() {
 		if kind, v, _ := strings.Cut(k, "\x00"); kind == "n" {
@@ -532,14 +710,8 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 	if err != nil {
 		return nil, err
 	}
-
-	type newNode struct{ id, comp, profile string }
-	var newComps []string
-	var fresh []newNode
-	var changed [][2]string // ident, profile
-	var profiles [][2]string
-	var out []eventstore.ProfileLink
-	compOf := map[string]string{} // union-find root → component
+	var rewrites []rewrite
+	var absorbed []string
 	for _, r := range roots {
 		var comps, freshIDs []string
 		for _, k := range groups[r] {
@@ -552,143 +724,161 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 		}
 		slices.Sort(comps)
 		slices.Sort(freshIDs)
-		var target string
+		w := rewrite{fresh: freshIDs, before: map[string]string{}}
 		if len(comps) == 0 {
-			target = statestore.NewID("cmp")
-			newComps = append(newComps, target)
+			w.comp = statestore.NewID("cmp")
 		} else {
 			// The largest component absorbs the others: a merge
-			// rewrites the rows of the smaller ones only.
-			size := func(c string) int { return len(nodesOf[c]) + len(linksOf[c]) }
-			target = comps[0]
+			// rewrites the identifier rows of the smaller ones only.
+			w.comp = comps[0]
 			for _, c := range comps[1:] {
-				if size(c) > size(target) {
-					target = c
-				}
-			}
-			if len(comps) > 1 {
-				moved := slices.DeleteFunc(slices.Clone(comps), func(c string) bool { return c == target })
-				if err := s.moveComponents(ctx, tx, target, moved); err != nil {
-					return nil, err
+				if graphs[c].size() > graphs[w.comp].size() {
+					w.comp = c
 				}
 			}
 		}
-		compOf[r] = target
 		// The component's links: stored ones, replaced by this batch's
 		// earlier events for the same sets.
-		byHash := map[string]link{}
+		byKey := map[string]link{}
+		var idents []string
 		for _, c := range comps {
-			for h, l := range linksOf[c] {
-				byHash[h] = l
+			g := graphs[c]
+			for _, l := range g.links {
+				byKey[linkKey(l.ids)] = l
+			}
+			for i, id := range g.idents {
+				idents = append(idents, id)
+				if k := g.profile[i]; k >= 0 {
+					w.before[id] = g.pids[k]
+				} else {
+					w.before[id] = ""
+				}
+			}
+			if c != w.comp {
+				absorbed = append(absorbed, c)
+				w.moved = append(w.moved, g.idents...)
 			}
 		}
 		for _, l := range todoOf[r] {
-			h := setHash(l.ids)
-			if old, ok := byHash[h]; !ok || l.less(old) < 0 {
-				byHash[h] = l
+			k := linkKey(l.ids)
+			if old, ok := byKey[k]; !ok || l.less(old) < 0 {
+				byKey[k] = l
 			}
 		}
-		links := make([]link, 0, len(byHash))
-		for _, l := range byHash {
+		links := make([]link, 0, len(byKey))
+		for _, l := range byKey {
 			links = append(links, l)
 		}
-		old := map[string]string{}
-		for _, c := range comps {
-			for id, p := range nodesOf[c] {
-				old[id] = p
-			}
-		}
+		idents = append(idents, freshIDs...)
 		var mine []Decision
 		for _, d := range decs {
-			if _, ok := old[d.A]; ok || slices.Contains(freshIDs, d.A) {
+			if _, ok := w.before[d.A]; ok || slices.Contains(freshIDs, d.A) {
 				mine = append(mine, d)
 			}
 		}
-		res := s.c.resolve(links, mine, s.pid)
-		profileOf := func(id string) string {
-			if p := res.of[id]; p != nil {
-				return p.id
-			}
-			return ""
+		w.res = s.c.partition(links, mine, s.pid)
+		w.g = newGraph(idents, links, w.res)
+		rewrites = append(rewrites, w)
+	}
+	out, err := s.store(ctx, tx, rewrites, seen)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.dropComponents(ctx, tx, absorbed); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// store writes rewritten components: their rows, the component of every
+// identifier that is new or moved, the ids of new profiles. It returns
+// the event-key links that changed. seen gives new identifiers their
+// first seen times (and loses them: touch need not widen them again).
+func (s *Store) store(ctx context.Context, tx *statestore.Tx, rewrites []rewrite, seen map[string][2]int64) ([]eventstore.ProfileLink, error) {
+	type identRow struct {
+		id, comp string
+		r        [2]int64
+	}
+	var fresh []identRow
+	var moved [][2]string // ident, component
+	var profiles [][2]string
+	var out []eventstore.ProfileLink
+	var args []any
+	flush := func(n int) error {
+		if n == 0 {
+			return nil
 		}
-		for _, id := range freshIDs {
-			p := profileOf(id)
-			fresh = append(fresh, newNode{id, target, p})
-			if typ, _ := splitIdent(id); p != "" && (typ == UserID || typ == AnonymousID) {
-				out = append(out, eventstore.ProfileLink{Key: id, ProfileID: p})
-			}
+		_, err := tx.Exec(ctx, `INSERT INTO identity_components (component, data) VALUES `+placeholders(n, 2)+`
+			ON CONFLICT (component) DO UPDATE SET data = excluded.data`, args...)
+		args = args[:0]
+		if err != nil {
+			return fmt.Errorf("identity: store components: %w", err)
 		}
-		ids := make([]string, 0, len(old))
-		for id := range old {
-			ids = append(ids, id)
-		}
-		slices.Sort(ids)
-		for _, id := range ids {
-			p := profileOf(id)
-			if p == old[id] {
-				continue
+		return nil
+	}
+	const graphsPerStatement = 100 // each row may be kilobytes
+	n := 0
+	for _, w := range rewrites {
+		args = append(args, w.comp, w.g.encode())
+		if n++; n == graphsPerStatement {
+			if err := flush(n); err != nil {
+				return nil, err
 			}
-			changed = append(changed, [2]string{id, p})
-			if typ, _ := splitIdent(id); typ == UserID || typ == AnonymousID {
-				out = append(out, eventstore.ProfileLink{Key: id, ProfileID: p})
-			}
+			n = 0
 		}
-		// A profile id some node held already was stored with it.
+		for _, id := range w.fresh {
+			r, ok := seen[id]
+			if !ok {
+				r = [2]int64{math.MaxInt64, math.MinInt64}
+			}
+			fresh = append(fresh, identRow{id, w.comp, r})
+			delete(seen, id)
+		}
 		known := map[string]bool{}
-		for _, p := range old {
-			known[p] = true
+		for i, id := range w.g.idents {
+			now := ""
+			if k := w.g.profile[i]; k >= 0 {
+				now = w.g.pids[k]
+			}
+			was, existed := w.before[id]
+			if existed {
+				known[was] = true
+				if was == now {
+					continue
+				}
+			}
+			if typ, _ := splitIdent(id); typ == UserID || typ == AnonymousID {
+				if existed || now != "" {
+					out = append(out, eventstore.ProfileLink{Key: id, ProfileID: now})
+				}
+			}
 		}
-		for _, p := range res.profiles {
+		for _, id := range w.moved {
+			moved = append(moved, [2]string{id, w.comp})
+		}
+		// A profile id some identifier held already was stored with it.
+		for _, p := range w.res.profiles {
 			if !known[p.id] {
 				profiles = append(profiles, [2]string{p.id, p.anchor})
 			}
 		}
 	}
-	// The component rows exist for row locks; SQLite has a single writer.
-	if !s.pg {
-		newComps = nil
+	if err := flush(n); err != nil {
+		return nil, err
 	}
-	for start := 0; start < len(newComps); start += chunk {
-		part := newComps[start:min(start+chunk, len(newComps))]
-		if _, err := tx.Exec(ctx, `INSERT INTO identity_components (component) VALUES `+placeholders(len(part), 1), anys(part)...); err != nil {
-			return nil, fmt.Errorf("identity: new components: %w", err)
-		}
-	}
+	slices.SortFunc(fresh, func(a, b identRow) int { return strings.Compare(a.id, b.id) })
 	for start := 0; start < len(fresh); start += chunk {
 		part := fresh[start:min(start+chunk, len(fresh))]
-		args := make([]any, 0, 5*len(part))
-		for _, n := range part {
-			r, ok := seen[n.id]
-			if !ok {
-				r = [2]int64{math.MaxInt64, math.MinInt64}
-			}
-			args = append(args, n.id, n.comp, n.profile, r[0], r[1])
-			delete(seen, n.id) // touch need not widen them again
+		args := make([]any, 0, 4*len(part))
+		for _, f := range part {
+			args = append(args, f.id, f.comp, f.r[0], f.r[1])
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO identity_nodes (ident, component, profile_id, first_seen, last_seen) VALUES `+placeholders(len(part), 5), args...); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO identity_idents (ident, component, first_seen, last_seen) VALUES `+placeholders(len(part), 4), args...); err != nil {
 			return nil, fmt.Errorf("identity: new identifiers: %w", err)
 		}
 	}
-	if err := s.storeProfiles(ctx, tx, changed); err != nil {
+	if err := s.move(ctx, tx, moved); err != nil {
 		return nil, err
-	}
-	// Store the links.
-	slices.SortFunc(todo, func(a, b link) int { return strings.Compare(setHash(a.ids), setHash(b.ids)) })
-	for start := 0; start < len(todo); start += chunk {
-		part := todo[start:min(start+chunk, len(todo))]
-		args := make([]any, 0, 7*len(part))
-		for _, l := range part {
-			js, _ := json.Marshal(l.ids)
-			args = append(args, setHash(l.ids), compOf[uf.find(keyOf(l.ids[0]))], string(js), l.at.UnixNano(), l.source, l.msg, l.typ)
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO identity_links (set_hash, component, idents, event_time, source_id, message_id, event_type) VALUES `+placeholders(len(part), 7)+`
-			ON CONFLICT (set_hash) DO UPDATE SET event_time = excluded.event_time, source_id = excluded.source_id,
-				message_id = excluded.message_id, event_type = excluded.event_type
-			WHERE excluded.event_time < identity_links.event_time
-			   OR (excluded.event_time = identity_links.event_time AND (excluded.source_id < identity_links.source_id
-			       OR (excluded.source_id = identity_links.source_id AND excluded.message_id < identity_links.message_id)))`, args...); err != nil {
-			return nil, fmt.Errorf("identity: store links: %w", err)
-		}
 	}
 	if err := s.storeProfileIDs(ctx, tx, profiles); err != nil {
 		return nil, err
@@ -696,38 +886,31 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 	return out, nil
 }
 
-// moveComponents merges the components moved into target.
-func (s *Store) moveComponents(ctx context.Context, tx *statestore.Tx, target string, moved []string) error {
+// move sets the component of identifiers whose component was absorbed: a
+// multi-row update, written as an upsert whose insert never happens.
+func (s *Store) move(ctx context.Context, tx *statestore.Tx, moved [][2]string) error {
+	slices.SortFunc(moved, func(a, b [2]string) int { return strings.Compare(a[0], b[0]) })
 	for start := 0; start < len(moved); start += chunk {
 		part := moved[start:min(start+chunk, len(moved))]
-		args := append([]any{target}, anys(part)...)
-		for _, q := range []string{
-			`UPDATE identity_nodes SET component = ? WHERE component IN ` + inList(len(part)),
-			`UPDATE identity_links SET component = ? WHERE component IN ` + inList(len(part)),
-		} {
-			if _, err := tx.Exec(ctx, q, args...); err != nil {
-				return fmt.Errorf("identity: merge components: %w", err)
-			}
+		args := make([]any, 0, 4*len(part))
+		for _, m := range part {
+			args = append(args, m[0], m[1], 0, 0)
 		}
-		if _, err := tx.Exec(ctx, `DELETE FROM identity_components WHERE component IN `+inList(len(part)), anys(part)...); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO identity_idents (ident, component, first_seen, last_seen) VALUES `+placeholders(len(part), 4)+`
+			ON CONFLICT (ident) DO UPDATE SET component = excluded.component`, args...); err != nil {
 			return fmt.Errorf("identity: merge components: %w", err)
 		}
 	}
 	return nil
 }
 
-// storeProfiles sets the profile of identifiers (which all exist): a
-// multi-row update, written as an upsert whose insert never happens.
-func (s *Store) storeProfiles(ctx context.Context, tx *statestore.Tx, changed [][2]string) error {
-	for start := 0; start < len(changed); start += chunk {
-		part := changed[start:min(start+chunk, len(changed))]
-		args := make([]any, 0, 5*len(part))
-		for _, c := range part {
-			args = append(args, c[0], "", c[1], 0, 0)
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO identity_nodes (ident, component, profile_id, first_seen, last_seen) VALUES `+placeholders(len(part), 5)+`
-			ON CONFLICT (ident) DO UPDATE SET profile_id = excluded.profile_id`, args...); err != nil {
-			return fmt.Errorf("identity: store profile: %w", err)
+// dropComponents deletes the rows of components merged into others.
+func (s *Store) dropComponents(ctx context.Context, tx *statestore.Tx, comps []string) error {
+	slices.Sort(comps)
+	for start := 0; start < len(comps); start += chunk {
+		part := comps[start:min(start+chunk, len(comps))]
+		if _, err := tx.Exec(ctx, `DELETE FROM identity_components WHERE component IN `+inList(len(part)), anys(part)...); err != nil {
+			return fmt.Errorf("identity: merge components: %w", err)
 		}
 	}
 	return nil
@@ -747,112 +930,6 @@ func (s *Store) storeProfileIDs(ctx context.Context, tx *statestore.Tx, profiles
 		}
 	}
 	return nil
-}
-
-// loadComponents reads the links (by set hash) and the nodes (identifier →
-// profile) of components.
-func (s *Store) loadComponents(ctx context.Context, tx *statestore.Tx, comps []string) (map[string]map[string]link, map[string]map[string]string, error) {
-	linksOf := map[string]map[string]link{}
-	nodesOf := map[string]map[string]string{}
-	for start := 0; start < len(comps); start += chunk {
-		part := comps[start:min(start+chunk, len(comps))]
-		rows, err := tx.Query(ctx, `SELECT component, set_hash, idents, event_time, source_id, message_id, event_type FROM identity_links WHERE component IN `+inList(len(part)), anys(part)...)
-		if err != nil {
-			return nil, nil, fmt.Errorf("identity: read components: %w", err)
-		}
-		for rows.Next() {
-			var c, h, js string
-			var at int64
-			var l link
-			if err := rows.Scan(&c, &h, &js, &at, &l.source, &l.msg, &l.typ); err != nil {
-				rows.Close()
-				return nil, nil, fmt.Errorf("identity: read components: %w", err)
-			}
-			if err := json.Unmarshal([]byte(js), &l.ids); err != nil {
-				rows.Close()
-				return nil, nil, fmt.Errorf("identity: read components: %w", err)
-			}
-			l.at = time.Unix(0, at).UTC()
-			if linksOf[c] == nil {
-				linksOf[c] = map[string]link{}
-			}
-			linksOf[c][h] = l
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, nil, fmt.Errorf("identity: read components: %w", err)
-		}
-		rows, err = tx.Query(ctx, `SELECT component, ident, profile_id FROM identity_nodes WHERE component IN `+inList(len(part)), anys(part)...)
-		if err != nil {
-			return nil, nil, fmt.Errorf("identity: read components: %w", err)
-		}
-		for rows.Next() {
-			var c, id, p string
-			if err := rows.Scan(&c, &id, &p); err != nil {
-				rows.Close()
-				return nil, nil, fmt.Errorf("identity: read components: %w", err)
-			}
-			if nodesOf[c] == nil {
-				nodesOf[c] = map[string]string{}
-			}
-			nodesOf[c][id] = p
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, nil, fmt.Errorf("identity: read components: %w", err)
-		}
-	}
-	return linksOf, nodesOf, nil
-}
-
-// component reads everything resolution needs about one component.
-func (s *Store) component(ctx context.Context, tx querier, comp string) ([]link, map[string]node, []Decision, error) {
-	rows, err := tx.Query(ctx, `SELECT idents, event_time, source_id, message_id, event_type FROM identity_links WHERE component = ?`, comp)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("identity: read component: %w", err)
-	}
-	var links []link
-	for rows.Next() {
-		var js string
-		var at int64
-		var l link
-		if err := rows.Scan(&js, &at, &l.source, &l.msg, &l.typ); err != nil {
-			rows.Close()
-			return nil, nil, nil, fmt.Errorf("identity: read component: %w", err)
-		}
-		if err := json.Unmarshal([]byte(js), &l.ids); err != nil {
-			rows.Close()
-			return nil, nil, nil, fmt.Errorf("identity: read component: %w", err)
-		}
-		l.at = time.Unix(0, at).UTC()
-		links = append(links, l)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, nil, nil, fmt.Errorf("identity: read component: %w", err)
-	}
-	rows, err = tx.Query(ctx, `SELECT ident, profile_id FROM identity_nodes WHERE component = ?`, comp)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("identity: read component: %w", err)
-	}
-	nodes := map[string]node{}
-	var ids []string
-	for rows.Next() {
-		var id string
-		n := node{component: comp}
-		if err := rows.Scan(&id, &n.profile); err != nil {
-			rows.Close()
-			return nil, nil, nil, fmt.Errorf("identity: read component: %w", err)
-		}
-		nodes[id] = n
-		ids = append(ids, id)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, nil, nil, fmt.Errorf("identity: read component: %w", err)
-	}
-	decs, err := s.decisions(ctx, tx, ids)
-	return links, nodes, decs, err
 }
 
 type querier interface {
@@ -910,43 +987,23 @@ func (s *Store) decisions(ctx context.Context, tx querier, ids []string) ([]Deci
 	return out, nil
 }
 
-// reresolve resolves a component again and stores each identifier's
-// profile, returning the event-key links that changed.
-func (s *Store) reresolve(ctx context.Context, tx *statestore.Tx, comp string) ([]eventstore.ProfileLink, error) {
-	links, nodes, decs, err := s.component(ctx, tx, comp)
+// reresolve resolves a component (locked by the caller) again and stores
+// it, returning the event-key links that changed.
+func (s *Store) reresolve(ctx context.Context, tx *statestore.Tx, comp string, g *graph) ([]eventstore.ProfileLink, error) {
+	decs, err := s.decisions(ctx, tx, g.idents)
 	if err != nil {
 		return nil, err
 	}
-	res := s.c.resolve(links, decs, s.pid)
-	ids := make([]string, 0, len(nodes))
-	for id := range nodes {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	var out []eventstore.ProfileLink
-	for _, id := range ids {
-		now := ""
-		if p := res.of[id]; p != nil {
-			now = p.id
-		}
-		if now == nodes[id].profile {
-			continue
-		}
-		if _, err := tx.Exec(ctx, `UPDATE identity_nodes SET profile_id = ? WHERE ident = ?`, now, id); err != nil {
-			return nil, fmt.Errorf("identity: store profile: %w", err)
-		}
-		if typ, _ := splitIdent(id); typ == UserID || typ == AnonymousID {
-			out = append(out, eventstore.ProfileLink{Key: id, ProfileID: now})
+	w := rewrite{comp: comp, before: map[string]string{}}
+	for i, id := range g.idents {
+		w.before[id] = ""
+		if k := g.profile[i]; k >= 0 {
+			w.before[id] = g.pids[k]
 		}
 	}
-	var profiles [][2]string
-	for _, p := range res.profiles {
-		profiles = append(profiles, [2]string{p.id, p.anchor})
-	}
-	if err := s.storeProfileIDs(ctx, tx, profiles); err != nil {
-		return nil, err
-	}
-	return out, nil
+	w.res = s.c.partition(g.links, decs, s.pid)
+	w.g = newGraph(g.idents, g.links, w.res)
+	return s.store(ctx, tx, []rewrite{w}, nil)
 }
 
 // unionFind is a small disjoint-set over strings.
