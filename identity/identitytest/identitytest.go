@@ -4,7 +4,11 @@
 package identitytest
 
 import (
+	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -24,6 +28,84 @@ func Run(t *testing.T, open func(t *testing.T) *statestore.DB) {
 	t.Run("ResolveExplainUnmerge", func(t *testing.T) { t.Parallel(); testRoundTrip(t, open) })
 	t.Run("Redelivery", func(t *testing.T) { t.Parallel(); testRedelivery(t, open) })
 	t.Run("ConcurrentResolvers", func(t *testing.T) { t.Parallel(); testConcurrent(t, open) })
+	t.Run("UpgradeFromVersion1", func(t *testing.T) { t.Parallel(); testUpgrade(t, open) })
+}
+
+// testUpgrade stores a graph the way schema version 1 did (a row per
+// identifier and per link), then opens a Store: every identifier keeps its
+// profile and seen times, explanations and new events work, and the old
+// tables are gone.
+func testUpgrade(t *testing.T, open func(t *testing.T) *statestore.DB) {
+	ctx := context.Background()
+	db := open(t)
+	if err := db.Migrate(ctx, identity.Migrations()[0]); err != nil {
+		t.Fatal(err)
+	}
+	ms := func(min int) int64 { return t0.Add(time.Duration(min) * time.Minute).UnixNano() }
+	// The profile id key, as version 1 stored it, and the ids it gave.
+	key := bytes.Repeat([]byte{7}, 32)
+	pid := func(anchor string) string {
+		m := hmac.New(sha256.New, key)
+		m.Write([]byte(anchor))
+		return "prf_" + hex.EncodeToString(m.Sum(nil)[:12])
+	}
+	p1, p2 := pid("anonymous_id:a1"), pid("email:x@example.com")
+	for _, q := range []struct {
+		sql  string
+		args []any
+	}{
+		{`INSERT INTO identity_links (set_hash, component, idents, event_time, source_id, message_id, event_type) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			[]any{"h1", "cmp_old1", `["anonymous_id:a1"]`, ms(0), "src", "m0", "page"}},
+		{`INSERT INTO identity_links (set_hash, component, idents, event_time, source_id, message_id, event_type) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			[]any{"h2", "cmp_old1", `["user_id:u1","anonymous_id:a1"]`, ms(1), "src", "m1", "identify"}},
+		{`INSERT INTO identity_links (set_hash, component, idents, event_time, source_id, message_id, event_type) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			[]any{"h3", "cmp_old2", `["email:x@example.com"]`, ms(2), "src", "m2", "identify"}},
+		{`INSERT INTO identity_nodes (ident, component, profile_id, first_seen, last_seen) VALUES (?, ?, ?, ?, ?), (?, ?, ?, ?, ?), (?, ?, ?, ?, ?)`,
+			[]any{"anonymous_id:a1", "cmp_old1", p1, ms(0), ms(9), "user_id:u1", "cmp_old1", p1, ms(1), ms(1), "email:x@example.com", "cmp_old2", p2, ms(2), ms(2)}},
+		{`INSERT INTO identity_profile_ids (profile_id, anchor) VALUES (?, ?), (?, ?)`,
+			[]any{p1, "anonymous_id:a1", p2, "email:x@example.com"}},
+		{`INSERT INTO identity_settings (name, value) VALUES ('profile_id_key', ?)`, []any{hex.EncodeToString(key)}},
+	} {
+		if _, err := db.Exec(ctx, q.sql, q.args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l := &links{m: map[string]string{}}
+	s := newStore(t, db, l)
+	p, err := s.Lookup(ctx, identity.UserID, "u1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.ID != p1 || len(p.Identifiers) != 2 || !p.FirstSeen.Equal(t0) || !p.LastSeen.Equal(t0.Add(9*time.Minute)) {
+		t.Fatalf("upgraded profile %+v", p)
+	}
+	if q, err := s.Lookup(ctx, identity.Email, "x@example.com"); err != nil || q.ID != p2 {
+		t.Fatalf("upgraded profile %+v, %v", q, err)
+	}
+	x, err := s.Explain(ctx, p1)
+	if err != nil || len(x.Steps) != 2 || x.Steps[1].Kind != identity.StepJoined {
+		t.Fatalf("explain after upgrade: %+v, %v", x, err)
+	}
+	if _, err := db.Exec(ctx, `SELECT 1 FROM identity_nodes`); err == nil {
+		t.Error("identity_nodes still exists after the upgrade")
+	}
+	// A second start finds nothing to upgrade; new events join the
+	// upgraded components.
+	s = newStore(t, db, l)
+	if err := s.Resolve(ctx, []event.Event{ev("m3", 3, "identify", "u1", "", map[string]any{"email": "x@example.com"})}); err != nil {
+		t.Fatal(err)
+	}
+	parts, err := s.Partition(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [][]string{{"anonymous_id:a1", "email:x@example.com", "user_id:u1"}}
+	if !slices.EqualFunc(parts, want, slices.Equal) {
+		t.Fatalf("partition %v, want %v", parts, want)
+	}
+	if q, err := s.Lookup(ctx, identity.Email, "x@example.com"); err != nil || q.ID != p1 {
+		t.Fatalf("after the merge the e-mail is in %+v (%v), want %s", q, err, p1)
+	}
 }
 
 type links struct {
