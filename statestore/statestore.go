@@ -76,6 +76,8 @@ type DB struct {
 	// writeSlot, when not nil, serializes writers (see WithSingleWriter).
 	writeSlot    chan struct{}
 	writeTimeout time.Duration
+	afterWrite   func()
+	closer       func()
 }
 
 // Option configures a [DB] made by [New].
@@ -93,6 +95,19 @@ func WithSingleWriter(timeout time.Duration) Option {
 		db.writeSlot = make(chan struct{}, 1)
 		db.writeTimeout = timeout
 	}
+}
+
+// WithAfterWrite has fn called after each successful [DB.Exec] and each
+// committed [DB.Tx]: SQLite uses it to
+// copy its write-ahead log into the database file in the background. fn
+// must not block.
+func WithAfterWrite(fn func()) Option {
+	return func(db *DB) { db.afterWrite = fn }
+}
+
+// WithCloser has fn called by [DB.Close] before the database closes.
+func WithCloser(fn func()) Option {
+	return func(db *DB) { db.closer = fn }
 }
 
 // New returns a DB over db, which speaks d. The DB owns db: [DB.Close]
@@ -114,7 +129,12 @@ func (db *DB) Dialect() Dialect { return db.dialect }
 func (db *DB) SQL() *sql.DB { return db.db }
 
 // Close closes the database.
-func (db *DB) Close() error { return db.db.Close() }
+func (db *DB) Close() error {
+	if db.closer != nil {
+		db.closer()
+	}
+	return db.db.Close()
+}
 
 // Ping checks that the database can be reached (for readiness checks).
 func (db *DB) Ping(ctx context.Context) error {
@@ -160,8 +180,11 @@ func (db *DB) Exec(ctx context.Context, query string, args ...any) (sql.Result, 
 	if err != nil {
 		return nil, err
 	}
-	defer release()
 	res, err := db.db.ExecContext(ctx, db.dialect.Rebind(query), args...)
+	release()
+	if err == nil && db.afterWrite != nil {
+		db.afterWrite()
+	}
 	return res, db.mapErr(err)
 }
 
@@ -209,6 +232,9 @@ func (db *DB) Tx(ctx context.Context, fn func(tx *Tx) error) error {
 	committed = true
 	if err := sqlTx.Commit(); err != nil {
 		return fmt.Errorf("statestore: commit: %w", db.mapErr(err))
+	}
+	if db.afterWrite != nil {
+		db.afterWrite()
 	}
 	return nil
 }

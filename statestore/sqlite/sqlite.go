@@ -8,6 +8,16 @@
 // Writers are serialized in the process (see [statestore.WithSingleWriter])
 // and transactions begin IMMEDIATE, so concurrent writers queue instead of
 // failing with SQLITE_BUSY; readers run concurrently beside the writer.
+//
+// A commit only appends to the write-ahead log (and fsyncs it): copying
+// the log into the database file (a checkpoint) happens after each write
+// in a goroutine that takes the write slot like a writer, instead of
+// inside the commit that happened to fill the log (SQLite's automatic
+// checkpoint, turned off here). The caller gets its answer sooner and the
+// copy overlaps with whatever it does next; readers are never blocked;
+// the next writer waits for the copy, so the log starts again from its
+// beginning and stays small. The log is fsync'd before each commit
+// returns either way, so a commit is as durable as before.
 package sqlite
 
 import (
@@ -17,6 +27,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mattn/go-sqlite3"
@@ -89,7 +101,7 @@ func Open(path string) (*statestore.DB, error) {
 		"_cache_size=-65536",
 		fmt.Sprintf("_busy_timeout=%d", BusyTimeout.Milliseconds()),
 	}, "&")
-	sqlDB, err := sql.Open("sqlite3", dsn) // the name mattn/go-sqlite3 registers
+	sqlDB, err := sql.Open(driverName, dsn)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open: %w", err)
 	}
@@ -98,7 +110,9 @@ func Open(path string) (*statestore.DB, error) {
 	sqlDB.SetConnMaxIdleTime(0)
 	sqlDB.SetConnMaxLifetime(0)
 
-	db := statestore.New(sqlDB, Dialect{}, statestore.WithSingleWriter(BusyTimeout))
+	cp := &checkpointer{kicks: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+	db := statestore.New(sqlDB, Dialect{}, statestore.WithSingleWriter(BusyTimeout), statestore.WithAfterWrite(cp.kick), statestore.WithCloser(cp.stop))
+	go cp.run(db)
 	ctx, cancel := context.WithTimeout(context.Background(), BusyTimeout)
 	defer cancel()
 	if err := checkSettings(ctx, db); err != nil {
@@ -116,6 +130,7 @@ func checkSettings(ctx context.Context, db *statestore.DB) error {
 		{"synchronous", "2"}, // FULL
 		{"foreign_keys", "1"},
 		{"secure_delete", "1"},
+		{"wal_autocheckpoint", "0"}, // the checkpointer does it
 	}
 	conn, err := db.SQL().Conn(ctx)
 	if err != nil {
@@ -143,4 +158,61 @@ func Checkpoint(ctx context.Context, db *statestore.DB) error {
 		return fmt.Errorf("sqlite: checkpoint: %w", err)
 	}
 	return nil
+}
+
+// driverName is mattn/go-sqlite3's driver with tandem's per-connection
+// settings that the DSN cannot carry.
+const driverName = "sqlite3_tandem"
+
+func init() {
+	sql.Register(driverName, &sqlite3.SQLiteDriver{ConnectHook: func(c *sqlite3.SQLiteConn) error {
+		_, err := c.Exec("PRAGMA wal_autocheckpoint = 0", nil)
+		return err
+	}})
+}
+
+// checkpointer copies the write-ahead log into the database file: kicked
+// after each write, it runs one passive checkpoint at a time (kicks while
+// one waits or runs coalesce into the next).
+type checkpointer struct {
+	kicks chan struct{}
+	quit  chan struct{}
+	done  chan struct{}
+	once  sync.Once
+	busy  atomic.Bool // its own Exec kicks nothing
+}
+
+func (c *checkpointer) run(db *statestore.DB) {
+	defer close(c.done)
+	for {
+		select {
+		case <-c.quit:
+			return
+		case <-c.kicks:
+		}
+		// Through the write slot, so that no writer appends to the log
+		// while it is copied. A failure (the database closing, a full
+		// disk) leaves the log to the next kick; writes report their
+		// own errors.
+		c.busy.Store(true)
+		_, _ = db.Exec(context.Background(), "PRAGMA wal_checkpoint(PASSIVE)")
+		c.busy.Store(false)
+	}
+}
+
+func (c *checkpointer) kick() {
+	if c.busy.Load() {
+		return
+	}
+	select {
+	case c.kicks <- struct{}{}:
+	default:
+	}
+}
+
+// stop ends the checkpointer before the database closes (closing the
+// last connection checkpoints what is left).
+func (c *checkpointer) stop() {
+	c.once.Do(func() { close(c.quit) })
+	<-c.done
 }

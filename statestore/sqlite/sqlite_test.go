@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"tandem/statestore"
 	"tandem/statestore/sqlite"
@@ -35,6 +36,7 @@ func TestPragmas(t *testing.T) {
 			{"foreign_keys", "1"},
 			{"secure_delete", "1"},
 			{"busy_timeout", "10000"},
+			{"wal_autocheckpoint", "0"},
 		} {
 			var got string
 			if err := c.QueryRowContext(ctx, "PRAGMA "+tc.pragma).Scan(&got); err != nil {
@@ -165,4 +167,51 @@ func fileContains(t *testing.T, path, s string) bool {
 		t.Fatal(err)
 	}
 	return bytes.Contains(b, []byte(s))
+}
+
+// TestBackgroundCheckpoint: commits append to the write-ahead log only;
+// the log reaches the database file in the background while the database
+// stays open, and the log does not grow without bound.
+func TestBackgroundCheckpoint(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	db, err := sqlite.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	if _, err := db.Exec(ctx, `CREATE TABLE blobs (id INTEGER PRIMARY KEY, b BLOB NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	size := func(p string) int64 {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return 0
+		}
+		return fi.Size()
+	}
+	before := size(path)
+	row := bytes.Repeat([]byte{1}, 4000)
+	var maxWAL int64
+	for i := range 2000 {
+		if err := db.Tx(ctx, func(tx *statestore.Tx) error {
+			_, err := tx.Exec(ctx, `INSERT INTO blobs (id, b) VALUES (?, ?)`, i, row)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		maxWAL = max(maxWAL, size(path+"-wal"))
+	}
+	// About 8 MB were committed. Without checkpoints the database file
+	// would keep its first pages and the log would hold all of it.
+	deadline := time.Now().Add(10 * time.Second)
+	for size(path) < before+6<<20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("database file %d bytes (was %d), log %d: the log was not copied in the background", size(path), before, size(path+"-wal"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if maxWAL > 6<<20 {
+		t.Errorf("the log grew to %d bytes: checkpoints did not keep up with 4 kB commits", maxWAL)
+	}
 }
