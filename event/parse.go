@@ -262,8 +262,11 @@ func parseEvent(raw []byte, forcedType, prefix string, batchSentAt, receivedAt t
 		return fail("invalid_encoding", "", "event is not valid UTF-8")
 	}
 	var w wireEvent
-	// raw was validated as part of its request: this pass only picks fields.
-	if _, err := scanObject(raw, 0, 1, w.set); err != nil {
+	// Within a request, raw is exactly one member of a validated body; on
+	// its own (ParseEvent: an imported line) it may carry anything after
+	// the object, which is refused rather than stored as part of it.
+	end, err := scanObject(raw, 0, 1, w.set)
+	if err != nil || len(bytes.TrimSpace(raw[end:])) != 0 {
 		return fail("invalid_json", "", "event is not a valid JSON object")
 	}
 	ev := Event{ReceivedAt: receivedAt, Raw: raw}

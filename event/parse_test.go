@@ -199,3 +199,18 @@ func equalEvent(a, b Event) bool {
 	jb, _ := json.Marshal(b)
 	return bytes.Equal(ja, jb)
 }
+
+// TestParseEventTrailingData: an event on its own (an imported line) with
+// anything but white space after the object is refused, not stored with
+// the extra bytes as its raw JSON.
+func TestParseEventTrailingData(t *testing.T) {
+	at := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, raw := range []string{`{"type":"track","event":"x","userId":"u"}00`, `{"type":"track","event":"x","userId":"u"} {}`} {
+		if _, p := ParseEvent("", []byte(raw), at, "m1"); p == nil || p.Code != "invalid_json" {
+			t.Errorf("%s: problem %+v, want invalid_json", raw, p)
+		}
+	}
+	if _, p := ParseEvent("", []byte(`{"type":"track","event":"x","userId":"u"}`+" \n"), at, "m1"); p != nil {
+		t.Errorf("trailing white space refused: %+v", p)
+	}
+}
