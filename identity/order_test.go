@@ -70,7 +70,7 @@ func fastDB(t *testing.T) *statestore.DB {
 // identifier values, so one database serves every case.
 func TestOrderIndependence(t *testing.T) {
 	if f := flag.Lookup("rapid.checks"); f != nil && f.Value.String() == f.DefValue && !testing.Short() {
-		_ = f.Value.Set("1000")
+		_ = f.Value.Set("3000")
 		defer f.Value.Set(f.DefValue)
 	}
 	db := fastDB(t)
