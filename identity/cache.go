@@ -16,7 +16,7 @@ import (
 // an event's still proves the event changes nothing.
 type setCache struct {
 	mu         sync.Mutex
-	young, old map[string]cachedLink
+	young, old map[setKey]cachedLink
 	half       int
 	seed       maphash.Seed
 }
@@ -27,7 +27,7 @@ type cachedLink struct {
 }
 
 func newSetCache(size int) *setCache {
-	return &setCache{young: map[string]cachedLink{}, old: map[string]cachedLink{}, half: max(size/2, 1), seed: maphash.MakeSeed()}
+	return &setCache{young: map[setKey]cachedLink{}, old: map[setKey]cachedLink{}, half: max(size/2, 1), seed: maphash.MakeSeed()}
 }
 
 func (c *setCache) eventHash(l link) uint64 {
@@ -36,7 +36,7 @@ func (c *setCache) eventHash(l link) uint64 {
 
 // covers reports whether the set h is known with an event no later than
 // l's, so that l changes nothing.
-func (c *setCache) covers(h string, l link) bool {
+func (c *setCache) covers(h setKey, l link) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.young[h]
@@ -51,7 +51,7 @@ func (c *setCache) covers(h string, l link) bool {
 
 // put records that set h's earliest event is no later than l. Calls are
 // made with stored facts only (after the commit).
-func (c *setCache) put(h string, l link) {
+func (c *setCache) put(h setKey, l link) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	at := l.at.UnixNano()
@@ -65,7 +65,7 @@ func (c *setCache) put(h string, l link) {
 	}
 	if len(c.young) >= c.half {
 		c.old = c.young
-		c.young = make(map[string]cachedLink, c.half)
+		c.young = make(map[setKey]cachedLink, c.half)
 	}
 	c.young[h] = e
 }
@@ -79,43 +79,57 @@ func (c *setCache) put(h string, l link) {
 // Stored ranges only ever widen, so a remembered range (even one
 // remembered before another node widened it further) never claims more
 // than is stored.
+//
+// Identifiers are remembered by 128 bits of two keyed hashes, not as
+// strings: no pointers for the garbage collector to follow, and a
+// collision (which would skip one seen-time update) has a chance of about
+// 2^-90 among 200,000 entries.
 type seenCache struct {
 	mu         sync.Mutex
-	young, old map[string][2]int64
+	young, old map[identKey][2]int64
 	half       int
+	s1, s2     maphash.Seed
 }
+
+type identKey [2]uint64
 
 func newSeenCache(size int) *seenCache {
-	return &seenCache{young: map[string][2]int64{}, old: map[string][2]int64{}, half: max(size/2, 1)}
+	return &seenCache{young: map[identKey][2]int64{}, old: map[identKey][2]int64{}, half: max(size/2, 1), s1: maphash.MakeSeed(), s2: maphash.MakeSeed()}
 }
 
-func (c *seenCache) get(id string) ([2]int64, bool) {
-	if r, ok := c.young[id]; ok {
+func (c *seenCache) key(id string) identKey {
+	return identKey{maphash.String(c.s1, id), maphash.String(c.s2, id)}
+}
+
+func (c *seenCache) get(k identKey) ([2]int64, bool) {
+	if r, ok := c.young[k]; ok {
 		return r, true
 	}
-	r, ok := c.old[id]
+	r, ok := c.old[k]
 	return r, ok
 }
 
 // covers reports whether id's stored range is known to hold r.
 func (c *seenCache) covers(id string, r [2]int64) bool {
+	key := c.key(id)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	k, ok := c.get(id)
+	k, ok := c.get(key)
 	return ok && k[0] <= r[0] && k[1] >= r[1]
 }
 
 // put records that id's stored range holds r (after the commit that
 // stored it).
 func (c *seenCache) put(id string, r [2]int64) {
+	key := c.key(id)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if k, ok := c.get(id); ok {
+	if k, ok := c.get(key); ok {
 		r = [2]int64{min(k[0], r[0]), max(k[1], r[1])}
 	}
-	if _, ok := c.young[id]; !ok && len(c.young) >= c.half {
+	if _, ok := c.young[key]; !ok && len(c.young) >= c.half {
 		c.old = c.young
-		c.young = make(map[string][2]int64, c.half)
+		c.young = make(map[identKey][2]int64, c.half)
 	}
-	c.young[id] = r
+	c.young[key] = r
 }

@@ -14,10 +14,11 @@ import (
 // profile), so that reading or changing a component is one row, however
 // many identifiers and links it has.
 type graph struct {
-	idents  []string // every identifier of the component, sorted
-	profile []int32  // per identifier: index into pids, -1 for none
-	pids    []string // profile ids, in order of first use
-	links   []link   // ids are strings of idents
+	idents  []string       // every identifier of the component, sorted
+	profile []int32        // per identifier: index into pids, -1 for none
+	pids    []string       // profile ids, in order of first use
+	links   []link         // ids are strings of idents
+	index   map[string]int // linkKey → position in links, built when needed
 }
 
 // newGraph builds the graph of links partitioned as res decided; idents
@@ -70,6 +71,29 @@ func (g *graph) members(pid string) []string {
 		}
 	}
 	return out
+}
+
+// linkOf returns the stored link of the identifier set ids (priority
+// order), if the component has one.
+func (g *graph) linkOf(ids []string) (link, bool) {
+	if len(g.links) <= 16 {
+		for _, l := range g.links {
+			if slices.Equal(l.ids, ids) {
+				return l, true
+			}
+		}
+		return link{}, false
+	}
+	if g.index == nil {
+		g.index = make(map[string]int, len(g.links))
+		for i, l := range g.links {
+			g.index[linkKey(l.ids)] = i
+		}
+	}
+	if i, ok := g.index[linkKey(ids)]; ok {
+		return g.links[i], true
+	}
+	return link{}, false
 }
 
 // size is how much rewriting the component costs: the larger of two

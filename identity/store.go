@@ -286,13 +286,20 @@ func (s *Store) pid(anchor string) string {
 	return "prf_" + hex.EncodeToString(m.Sum(nil)[:12])
 }
 
-func setHash(ids []string) string {
+// setKey identifies a set of identifiers in memory (the caches, a
+// batch's sets): 128 bits of a hash, with no pointers for the garbage
+// collector to follow.
+type setKey [16]byte
+
+func setHash(ids []string) setKey {
 	h := sha256.New()
 	for _, id := range ids {
 		h.Write([]byte(id))
 		h.Write([]byte{0})
 	}
-	return hex.EncodeToString(h.Sum(nil)[:16])
+	var k setKey
+	copy(k[:], h.Sum(nil))
+	return k
 }
 
 // chunk is how many rows or values one statement carries.
@@ -347,7 +354,7 @@ func retryable(err error) bool {
 // changed, all in one transaction. Resolving the same events again
 // changes nothing.
 func (s *Store) Resolve(ctx context.Context, events []event.Event) error {
-	sets := map[string]link{}
+	sets := map[setKey]link{}
 	seen := map[string][2]int64{}
 	traits := map[traitKey]traitVal{}
 	for i := range events {
@@ -642,25 +649,12 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 		return nil, err
 	}
 	// Links whose set is stored with an event no later change nothing.
-	stored := map[string]map[string]link{}
-	storedLink := func(c string, key string) (link, bool) {
-		m, ok := stored[c]
-		if !ok {
-			m = make(map[string]link, len(graphs[c].links))
-			for _, l := range graphs[c].links {
-				m[linkKey(l.ids)] = l
-			}
-			stored[c] = m
-		}
-		l, ok := m[key]
-		return l, ok
-	}
 	todo = slices.DeleteFunc(slices.Clone(todo), func(l link) bool {
 		c, ok := compOf[l.ids[0]]
 		if !ok {
 			return false
 		}
-		old, ok := storedLink(c, linkKey(l.ids))
+		old, ok := graphs[c].linkOf(l.ids)
 		return ok && old.less(l) <= 0
 	})
 	if len(todo) == 0 {
