@@ -316,15 +316,25 @@ func streamInfo(t *testing.T, url string) *jsapi.StreamInfo {
 
 // pipelineConsumer reads the state of the pipeline's durable consumer,
 // which every node's pipeline shares.
+// pipelineConsumer reads the pipeline consumer's state. Right after a
+// NATS node is killed the consumer may have no leader for some seconds
+// (its own election follows the stream's), so it asks again for up to 30
+// seconds before failing t.
 func pipelineConsumer(t *testing.T, js jsapi.JetStream) *jsapi.ConsumerInfo {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-	defer cancel()
-	c, err := js.Consumer(ctx, jetstream.DefaultStream, "pipeline")
-	if err != nil {
-		t.Fatalf("consumer info: %v", err)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		c, err := js.Consumer(ctx, jetstream.DefaultStream, "pipeline")
+		cancel()
+		if err == nil {
+			return c.CachedInfo()
+		}
+		if time.Now().After(deadline) || t.Context().Err() != nil {
+			t.Fatalf("consumer info: %v", err)
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
-	return c.CachedInfo()
 }
 
 func jsClient(t *testing.T, url string) (jsapi.JetStream, *nats.Conn) {
