@@ -311,7 +311,10 @@ func TestClusterQuorumLoss(t *testing.T) {
 			t.Fatalf("Append without a quorum took %s", d)
 		}
 	}
-	// Ready says so, soon, and keeps saying so.
+	// Ready says so, soon, and keeps saying so. Within peerSilence of the
+	// loss the leader may not have noticed yet (and a client that
+	// reconnects meanwhile may hear "ready" once more); after it, a "ready"
+	// that follows a "not ready" is a failure.
 	notReady := 0
 	for notReady < 3 {
 		rctx, cancel := context.WithTimeout(ctx, time.Second)
@@ -329,6 +332,9 @@ func TestClusterQuorumLoss(t *testing.T) {
 				t.Logf("not ready %s after losing the quorum: %v", time.Since(down).Round(10*time.Millisecond), err)
 			}
 			notReady++
+		case notReady > 0 && time.Since(down) < 6*time.Second: // the log's peerSilence (5 s) and a second
+			t.Logf("ready again %s after losing the quorum (the leader has not noticed yet)", time.Since(down).Round(10*time.Millisecond))
+			notReady = 0
 		case notReady > 0:
 			t.Fatalf("Ready nil again without a quorum, %s after losing it", time.Since(down).Round(10*time.Millisecond))
 		case time.Since(down) > 20*time.Second:
