@@ -44,6 +44,17 @@ type Config struct {
 
 	DestinationAllow []string `yaml:"destination_allow"` // CIDRs destinations may reach despite the SSRF guard
 
+	// PublicURL is the address browsers and SDKs reach this node at (used in
+	// the SDK settings documents); empty means the request's own host.
+	PublicURL string `yaml:"public_url"`
+	// TrustedProxies are the CIDRs whose X-Forwarded-For is believed when
+	// the server sets context.ip.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+
+	// Overload bounds: collection answers 503 with Retry-After beyond them.
+	MaxInflight int   `yaml:"max_inflight"`     // collection requests being served at once
+	QueueBytes  int64 `yaml:"log_queue_bytes"` // bytes waiting for the event log
+
 	Pipeline bool `yaml:"pipeline"` // run the processing pipeline on this node
 
 	// Journey is the lifecycle the journey analytics report on.
@@ -87,6 +98,8 @@ func Default() Config {
 		LogAckWait:      30 * time.Second,
 		SourceRateLimit: 100000,
 		SourceBurst:     200000,
+		MaxInflight:     4096,
+		QueueBytes:      256 << 20,
 		Pipeline:        true,
 		ShutdownTimeout: 30 * time.Second,
 		LogLevel:        "info",
