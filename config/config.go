@@ -52,7 +52,7 @@ type Config struct {
 	TrustedProxies []string `yaml:"trusted_proxies"`
 
 	// Overload bounds: collection answers 503 with Retry-After beyond them.
-	MaxInflight int   `yaml:"max_inflight"`     // collection requests being served at once
+	MaxInflight int   `yaml:"max_inflight"`    // collection requests being served at once
 	QueueBytes  int64 `yaml:"log_queue_bytes"` // bytes waiting for the event log
 
 	Pipeline bool `yaml:"pipeline"` // run the processing pipeline on this node
