@@ -62,7 +62,7 @@ func (a *API) audit(r *http.Request, action, id string) error {
 
 func (a *API) identityStore() (*identity.Store, error) {
 	if a.opts.Identity == nil {
-		return nil, apierror.New(503, "unavailable", "identity resolution is not running on this node")
+		return nil, apierror.Of(apierror.CodeUnavailable, "identity resolution is not running on this node")
 	}
 	return a.opts.Identity, nil
 }
@@ -74,7 +74,7 @@ func (a *API) lookupProfile(w http.ResponseWriter, r *http.Request) error {
 	}
 	typ, val, ok := strings.Cut(r.URL.Query().Get("identifier"), ":")
 	if !ok || typ == "" || val == "" {
-		return apierror.Field("identifier", "invalid_field", "want TYPE:VALUE, e.g. email:ann@example.com")
+		return apierror.Field("identifier", apierror.CodeInvalidField, "want TYPE:VALUE, e.g. email:ann@example.com")
 	}
 	p, err := st.Lookup(r.Context(), typ, val)
 	if err != nil {
@@ -127,7 +127,7 @@ func (a *API) profileEvents(w http.ResponseWriter, r *http.Request) error {
 	}
 	q := r.URL.Query()
 	if typ := q.Get("type"); typ != "" && !isType(typ) {
-		return apierror.Field("type", "invalid_field", "want identify, track, page, screen, group or alias")
+		return apierror.Field("type", apierror.CodeInvalidField, "want identify, track, page, screen, group or alias")
 	}
 	if err := a.audit(r, "events", id); err != nil {
 		return err
@@ -169,7 +169,7 @@ func (a *API) unmergeProfile(w http.ResponseWriter, r *http.Request) error {
 		Identifier *identity.Identifier `json:"identifier"`
 		Reason     string               `json:"reason"`
 	}
-	if err := decode(r, &in); err != nil {
+	if err := decode(w, r, &in); err != nil {
 		return err
 	}
 	id := r.PathValue("id")

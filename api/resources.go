@@ -3,7 +3,6 @@ package api
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"time"
 	"unicode/utf8"
@@ -25,7 +24,7 @@ func (a *API) createUser(w http.ResponseWriter, r *http.Request) error {
 		Name string `json:"name"`
 		Role string `json:"role"`
 	}
-	if err := decode(r, &in); err != nil {
+	if err := decode(w, r, &in); err != nil {
 		return err
 	}
 	u, token, err := a.opts.Access.CreateUser(r.Context(), in.Name, access.Role(in.Role))
@@ -59,7 +58,7 @@ func (a *API) createSource(w http.ResponseWriter, r *http.Request) error {
 		DataCategories []string `json:"dataCategories"`
 		MonthlyCost    float64  `json:"monthlyCost"`
 	}
-	if err := decode(r, &in); err != nil {
+	if err := decode(w, r, &in); err != nil {
 		return err
 	}
 	src, key, err := a.opts.Governance.CreateSource(r.Context(), governance.Source{
@@ -101,13 +100,10 @@ func (a *API) decideSource(w http.ResponseWriter, r *http.Request) error {
 		Decision string `json:"decision"`
 		Comment  string `json:"comment"`
 	}
-	if err := decode(r, &in); err != nil {
+	if err := decode(w, r, &in); err != nil {
 		return err
 	}
 	src, err := a.opts.Governance.Decide(r.Context(), r.PathValue("id"), in.Decision, in.Comment, userFrom(r.Context()))
-	if errors.Is(err, governance.ErrForbidden) {
-		return &apierror.Error{Status: 403, Code: "forbidden", Message: err.Error()}
-	}
 	if err != nil {
 		return err
 	}
@@ -141,7 +137,7 @@ func (a *API) listEvents(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if typ := q.Get("type"); typ != "" && !isType(typ) {
-		return apierror.Field("type", "invalid_field", "want identify, track, page, screen, group or alias")
+		return apierror.Field("type", apierror.CodeInvalidField, "want identify, track, page, screen, group or alias")
 	}
 	profile, err := a.profileParam(r.Context(), q.Get("profile"))
 	if err != nil {
@@ -167,12 +163,11 @@ func (a *API) getEvent(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if len(evs) > 1 {
-		items := make([]json.RawMessage, 0, len(evs))
-		for _, e := range evs {
-			items = append(items, Render(e))
+		e := apierror.Field("source", apierror.CodeAmbiguous, "several sources sent this messageId; add ?source= one of the matches")
+		for _, ev := range evs {
+			e.Matches = append(e.Matches, apierror.Match{Source: ev.SourceID, MessageID: ev.MessageID})
 		}
-		return &apierror.Error{Status: 409, Code: "ambiguous", Field: "source",
-			Message: "several sources sent this messageId; add ?source=ID"}
+		return e
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_, err = w.Write(Render(evs[0]))
@@ -266,11 +261,11 @@ func (a *API) replayQuarantine(w http.ResponseWriter, r *http.Request) error {
 	var in struct {
 		IDs []string `json:"ids"`
 	}
-	if err := decode(r, &in); err != nil {
+	if err := decode(w, r, &in); err != nil {
 		return err
 	}
 	if len(in.IDs) == 0 || len(in.IDs) > 1000 {
-		return apierror.Field("ids", "invalid_field", "give 1 to 1000 quarantine entry ids")
+		return apierror.Field("ids", apierror.CodeInvalidField, "give 1 to 1000 quarantine entry ids")
 	}
 	results := make([]replayResult, 0, len(in.IDs))
 	var replayed []string

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,8 +23,10 @@ import (
 	ach "tandem/analytics/clickhouse"
 	adb "tandem/analytics/duckdb"
 	"tandem/api"
+	"tandem/apierror"
 	"tandem/collect"
 	"tandem/config"
+	"tandem/event"
 	"tandem/eventlog"
 	"tandem/eventlog/jetstream"
 	"tandem/eventstore"
@@ -313,30 +316,67 @@ func (s *Server) routes() http.Handler {
 		opts.Analytics = ach.New(e)
 	}
 	mux.Handle("/api/v1/", api.New(opts))
+	mux.HandleFunc("/api/v1", func(w http.ResponseWriter, r *http.Request) { apierror.Write(w, api.NotFound(r)) })
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"status":"ok","version":%q}`+"\n", version.Version)
+		writeJSON(w, 200, map[string]string{"status": "ok", "version": version.Version})
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		if err := s.ready(ctx); err != nil {
-			w.Header().Set("Content-Type", "application/json")
-			w.Header().Set("Retry-After", "1")
-			w.WriteHeader(503)
-			fmt.Fprintf(w, `{"error":{"code":"not_ready","message":%q}}`+"\n", err.Error())
+			e := apierror.Of(apierror.CodeNotReady, err.Error())
+			e.RetryAfter = 1
+			apierror.Write(w, e)
 			return
 		}
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintln(w, `{"status":"ready"}`)
+		writeJSON(w, 200, map[string]string{"status": "ready"})
 	})
 	mux.Handle("GET /metrics", s.Metrics.Handler())
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(404)
-		fmt.Fprintln(w, `{"error":{"code":"not_found","message":"no such endpoint; see /api/v1/openapi.json"}}`)
-	})
-	return mux
+	// No catch-all "/": with one, a known path with the wrong method
+	// would be a 404. The mux's own 404s and 405s (with Allow) are turned
+	// into the error shape by apierror.Handler.
+	mux.HandleFunc("/{$}", func(w http.ResponseWriter, r *http.Request) { apierror.Write(w, rootNotFound(r)) })
+	mux.HandleFunc("/v1", func(w http.ResponseWriter, r *http.Request) { apierror.Write(w, collectNotFound(r)) })
+	mux.HandleFunc("/v1/{$}", func(w http.ResponseWriter, r *http.Request) { apierror.Write(w, collectNotFound(r)) })
+	return apierror.Handler(mux, notFound)
+}
+
+// notFound is the 404 for a path no handler takes, by the part of the
+// API it is under.
+func notFound(r *http.Request) *apierror.Error {
+	switch p := r.URL.Path; {
+	case p == "/":
+		return rootNotFound(r)
+	case p == "/v1" || strings.HasPrefix(p, "/v1/"):
+		return collectNotFound(r)
+	case strings.HasPrefix(p, "/api/v1/"):
+		return api.NotFound(r)
+	}
+	return apierror.Of(apierror.CodeNotFound, "no such endpoint; the endpoints are listed in GET /api/v1/openapi.json")
+}
+
+// rootNotFound answers "/": people open it in a browser first.
+func rootNotFound(*http.Request) *apierror.Error {
+	return apierror.Of(apierror.CodeNotFound, "tandem "+version.Version+" has no web UI; "+
+		"its HTTP API is described in GET /api/v1/openapi.json and in the docs (README.md, docs/errors.md): "+
+		"collection under /v1/, management under /api/v1/, and /healthz, /readyz, /metrics")
+}
+
+// collectNotFound answers a path under /v1 that is no collection endpoint.
+func collectNotFound(*http.Request) *apierror.Error {
+	eps := make([]string, 0, len(event.Types)+2)
+	for _, t := range event.Types {
+		eps = append(eps, "/v1/"+t)
+	}
+	eps = append(eps, "/v1/batch", "/v1/import")
+	return apierror.Of(apierror.CodeNotFound, "no collection endpoint here; send events with POST to "+
+		strings.Join(eps, ", ")+" (see GET /api/v1/openapi.json)")
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
 }
 
 // Serve serves on ln until ctx is done, then shuts down.
