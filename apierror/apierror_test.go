@@ -116,6 +116,13 @@ func TestHandler(t *testing.T) {
 	outer.HandleFunc("GET /own", func(w http.ResponseWriter, r *http.Request) {
 		apierror.Write(w, apierror.Of(apierror.CodeNotFound, "no such widget"))
 	})
+	outer.HandleFunc("GET /hints", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusNotFound)
+		io.WriteString(w, "404 page not found\n")
+	})
 	outer.HandleFunc("GET /stream", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "a")
 		if err := http.NewResponseController(w).Flush(); err != nil {
@@ -139,6 +146,7 @@ func TestHandler(t *testing.T) {
 		{"POST", "/ok", 405, "method_not_allowed", "", "GET, HEAD"},
 		{"GET", "/in/thing", 405, "method_not_allowed", "", "POST"},
 		{"GET", "/own", 404, "not_found", "no such widget", ""},
+		{"GET", "/hints", 404, "not_found", "nothing at /hints", ""},
 	} {
 		resp, s, body := serve(t, h, tc.method, tc.path)
 		if resp.StatusCode != tc.status || s.Error.Code != tc.code || (tc.msg != "" && s.Error.Message != tc.msg) {

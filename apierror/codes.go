@@ -9,7 +9,7 @@ const (
 	CodeAmbiguous = "ambiguous"
 	// CodeConflict (409): A resource with these values already exists, e.g. a user or a source with that name.
 	CodeConflict = "conflict"
-	// CodeForbidden (403): The caller's role may not do this, or a governance rule forbids it (e.g. deciding on a source one created).
+	// CodeForbidden (403): The caller's role may not do this (e.g. an analyst deciding a source's approval); the message names the role and the permission.
 	CodeForbidden = "forbidden"
 	// CodeImportRunning (409): This import is running on this node; wait for it (`GET /api/v1/imports/{id}`) before sending its data again.
 	CodeImportRunning = "import_running"
@@ -57,7 +57,7 @@ const (
 var table = []Entry{
 	{Code: CodeAmbiguous, Status: 409, Description: "Several sources sent an event with this messageId. The answer lists them in `matches` (source and messageId of each); ask again with `?source=ID`."},
 	{Code: CodeConflict, Status: 409, Description: "A resource with these values already exists, e.g. a user or a source with that name."},
-	{Code: CodeForbidden, Status: 403, Description: "The caller's role may not do this, or a governance rule forbids it (e.g. deciding on a source one created)."},
+	{Code: CodeForbidden, Status: 403, Description: "The caller's role may not do this (e.g. an analyst deciding a source's approval); the message names the role and the permission."},
 	{Code: CodeImportRunning, Status: 409, Description: "This import is running on this node; wait for it (`GET /api/v1/imports/{id}`) before sending its data again."},
 	{Code: CodeInternal, Status: 500, Description: "A fault of the server; the log has the cause. Nothing is known about the request's effect."},
 	{Code: CodeInvalidBody, Status: 400, Description: "The body cannot be taken as the request's shape: not a JSON object, missing where one is required, or a multipart body without its parts."},

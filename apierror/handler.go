@@ -32,6 +32,10 @@ func (w *shapeWriter) WriteHeader(status int) {
 	if w.wrote {
 		return
 	}
+	if status < 200 {
+		w.ResponseWriter.WriteHeader(status) // informational: the answer follows
+		return
+	}
 	w.wrote = true
 	if (status == http.StatusNotFound || status == http.StatusMethodNotAllowed) &&
 		strings.HasPrefix(w.Header().Get("Content-Type"), "text/plain") {
