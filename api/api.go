@@ -170,7 +170,7 @@ func (a *API) need(p access.Permission, h handler) handler {
 // logging the cause of a 500.
 func (a *API) writeErr(w http.ResponseWriter, r *http.Request, err error) {
 	ae := apierror.From(err)
-	if ae.Status >= 500 && ae.Code == apierror.CodeInternal {
+	if ae.Code == apierror.CodeInternal {
 		a.opts.Logger.Error("management API error", "path", r.URL.Path, "err", err.Error())
 	}
 	apierror.Write(w, ae)
