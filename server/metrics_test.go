@@ -87,12 +87,12 @@ func TestMetricsScrape(t *testing.T) {
 		}
 	}
 	for key, want := range map[string]float64{
-		`tandem_collect_requests_total{endpoint="batch",status="200"}`: 1,
-		`tandem_collect_requests_total{endpoint="track",status="401"}`: 1,
+		`tandem_collect_requests_total{endpoint="batch",status="200"}`:       1,
+		`tandem_collect_requests_total{endpoint="track",status="401"}`:       1,
 		`tandem_events_accepted_total{source="` + n.defaultSourceID() + `"}`: 1,
-		`tandem_pipeline_events_stored_total`:                            1,
-		`tandem_log_records_total{result="ok"}`:                           1,
-		`tandem_ready`:                                                    1,
+		`tandem_pipeline_events_stored_total`:                                1,
+		`tandem_log_records_total{result="ok"}`:                              1,
+		`tandem_ready`:                                                       1,
 	} {
 		if got, ok := series[key]; !ok || got != want {
 			t.Errorf("%s = %v (present %v), want %v", key, got, ok, want)
