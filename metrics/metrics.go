@@ -197,10 +197,9 @@ func (r *Registry) NewInfo(name, help string, labels map[string]string) {
 
 // DefBuckets are upper bounds in seconds from 100µs to 10s, roughly three
 // per decade. The bottom resolves one local fsync on fast storage (a few
-// hundred µs); the top is past any wait a healthy node has (a collection
-// request's log append gives up well before), so anything in +Inf is an
-// outage rather than a slow moment. docs/operations.md lists the buckets of
-// each histogram.
+// hundred µs); the top is far past what a healthy log append or pipeline
+// batch takes, so anything in +Inf is an outage rather than a slow moment.
+// docs/operations.md lists the buckets of each histogram and why.
 var DefBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 
 // Histogram counts observations into fixed buckets.
