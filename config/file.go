@@ -122,19 +122,78 @@ func (c *Config) decodeNested(path string, b []byte) error {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&file); err != nil {
-		return yamlError(path, err)
+		ue := yamlError(path, err).(*UsageError)
+		if key := wrongKey(b, err); key != "" {
+			ue.Key += ": " + key
+		}
+		return ue
 	}
 	return nil
 }
 
-func kindName(k yaml.Kind) string {
-	switch k {
-	case yaml.SequenceNode:
-		return "list"
-	case yaml.MappingNode:
-		return "mapping"
+// wrongKey finds the path of the key whose value the yaml package refused
+// for its type, or of the mapping holding an unknown key, or "".
+func wrongKey(b []byte, err error) string {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) || len(te.Errors) == 0 {
+		return ""
 	}
-	return "value"
+	m := yamlLine.FindStringSubmatch(te.Errors[0])
+	if m == nil {
+		return ""
+	}
+	line, _ := strconv.Atoi(m[1])
+	var root yaml.Node
+	if yaml.Unmarshal(b, &root) != nil || len(root.Content) == 0 {
+		return ""
+	}
+	if u := yamlUnknown.FindStringSubmatch(m[2]); u != nil {
+		// The key is in the message; name the mapping it is in.
+		p := keyAt(root.Content[0], "", func(k, _ *yaml.Node) bool { return k.Line == line && k.Value == u[1] })
+		p = strings.TrimSuffix(p, u[1])
+		return strings.TrimSuffix(p, ".")
+	}
+	w := yamlWrongTyp.FindStringSubmatch(m[2])
+	if w == nil {
+		return ""
+	}
+	return keyAt(root.Content[0], "", func(k, v *yaml.Node) bool {
+		switch w[1] {
+		case "seq":
+			return v.Line == line && v.Kind == yaml.SequenceNode
+		case "map":
+			return v.Line == line && v.Kind == yaml.MappingNode
+		}
+		return v.Line == line && v.Kind == yaml.ScalarNode && v.Value == w[2]
+	})
+}
+
+// keyAt finds the path (identity.types[0].limit) of the first, innermost
+// key in n for which match holds, or "".
+func keyAt(n *yaml.Node, path string, match func(k, v *yaml.Node) bool) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			p := k.Value
+			if path != "" {
+				p = path + "." + k.Value
+			}
+			if found := keyAt(v, p, match); found != "" {
+				return found // the innermost key
+			}
+			if match(k, v) {
+				return p
+			}
+		}
+	case yaml.SequenceNode:
+		for i, item := range n.Content {
+			if found := keyAt(item, fmt.Sprintf("%s[%d]", path, i), match); found != "" {
+				return found
+			}
+		}
+	}
+	return ""
 }
 
 var (
@@ -218,4 +277,13 @@ func lineOf(root *yaml.Node, key string) int {
 		}
 	}
 	return line
+}
+func kindName(k yaml.Kind) string {
+	switch k {
+	case yaml.SequenceNode:
+		return "list"
+	case yaml.MappingNode:
+		return "mapping"
+	}
+	return "value"
 }
