@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"tandem/event"
+	"tandem/metrics"
 )
 
 type wireBody struct {
@@ -172,6 +173,12 @@ tandem_pipeline_batch_seconds_bucket{le="+Inf"} 4
 tandem_pipeline_batch_seconds_sum 1.5e-3
 weird NaN
 big +Inf
+# TYPE append_seconds histogram
+append_seconds_bucket{le="0.001"} 3
+append_seconds_bucket{le="+Inf"} 5
+append_seconds_sum 0.25
+append_seconds_count 5
+escaped{v="back\\slash \"q\" line\nbreak"} 9
 `
 	m, err := parseProm(strings.NewReader(text))
 	if err != nil {
@@ -190,6 +197,11 @@ big +Inf
 	check(`tandem_collect_requests_total{endpoint="batch",status="503"}`, 2)
 	check(`odd_labels{path="/a b}c",q="say \"hi\" }"}`, 7)
 	check("tandem_pipeline_batch_seconds_sum", 0.0015)
+	check(`append_seconds_bucket{le="0.001"}`, 3)
+	check(`append_seconds_bucket{le="+Inf"}`, 5)
+	check("append_seconds_count", 5)
+	check("append_seconds_sum", 0.25)
+	check(`escaped{v="back\\slash \"q\" line\nbreak"}`, 9)
 	if _, ok := promSum(m, "missing_total"); ok {
 		t.Error("found a metric that is not there")
 	}
@@ -203,10 +215,45 @@ big +Inf
 		"x abc\n",
 		"x 1 2 3\n",
 		"{a=\"1\"} 3\n",
+		"x{a=\"tab\\there\"} 3\n", // \t is no escape the format knows
+		"# TYPE h histogram\nh_bucket{le=\"x\"} 1\n",
 	} {
 		if _, err := parseProm(strings.NewReader(bad)); err == nil {
 			t.Errorf("parseProm(%q) succeeded", bad)
 		}
+	}
+}
+
+// TestParsePromReadsTandem reads what tandem's own registry writes, the
+// runtime collectors included, as the bench does from a child server.
+func TestParsePromReadsTandem(t *testing.T) {
+	r := metrics.NewRegistry()
+	r.AddRuntime()
+	r.NewCounter(metricStored, "Stored.").Add(1_234_567)
+	r.NewGaugeFunc(metricLag, "Lag.", func() float64 { return 42 })
+	r.NewCounterVec("tandem_things_total", "Things.", "v").Add(2, "odd \"value\"\n\\")
+	r.NewHistogram("tandem_x_seconds", "X.", []float64{0.5}).Observe(0.1)
+	var b bytes.Buffer
+	if err := r.Write(&b); err != nil {
+		t.Fatal(err)
+	}
+	m, err := parseProm(&b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]float64{
+		metricStored: 1_234_567,
+		metricLag:    42,
+		`tandem_things_total{v="odd \"value\"\n\\"}`: 2,
+		`tandem_x_seconds_bucket{le="0.5"}`:          1,
+		"tandem_x_seconds_count":                     1,
+	} {
+		if got, ok := promSum(m, name); !ok || got != want {
+			t.Errorf("%s = %v (found %v), want %v", name, got, ok, want)
+		}
+	}
+	if _, ok := promSum(m, "go_goroutines"); !ok {
+		t.Error("no go_goroutines")
 	}
 }
 

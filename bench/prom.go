@@ -1,15 +1,17 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
+	"sort"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // Metric names the bench reads from the server.
@@ -18,61 +20,61 @@ const (
 	metricLag    = "tandem_pipeline_lag_records"
 )
 
-// parseProm parses the Prometheus text exposition format. Each series is
-// keyed by its name followed by its label set as written, e.g.
-// `requests_total{code="200"}`; comments and blank lines are skipped.
+// parseProm reads a Prometheus text exposition with the Prometheus parser
+// and flattens it into one value per series, as PromQL sees them: a
+// histogram becomes its _bucket{le=…}, _sum and _count series. Each series
+// is keyed by its name and its labels sorted by name, values escaped as the
+// format writes them, e.g. `requests_total{code="200",path="/a"}`.
 func parseProm(r io.Reader) (map[string]float64, error) {
-	out := map[string]float64{}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64*1024), 4<<20)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		key, rest, err := splitSeries(line)
-		if err != nil {
-			return nil, fmt.Errorf("metrics line %d: %w", n, err)
-		}
-		fields := strings.Fields(rest)
-		if len(fields) < 1 || len(fields) > 2 {
-			return nil, fmt.Errorf("metrics line %d: want a value and an optional timestamp", n)
-		}
-		v, err := strconv.ParseFloat(fields[0], 64)
-		if err != nil {
-			return nil, fmt.Errorf("metrics line %d: bad value %q", n, fields[0])
-		}
-		out[key] = v
+	p := expfmt.NewTextParser(model.LegacyValidation)
+	mfs, err := p.TextToMetricFamilies(r)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
 	}
-	return out, sc.Err()
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		samples, err := expfmt.ExtractSamples(&expfmt.DecodeOptions{Timestamp: model.Now()}, mf)
+		if err != nil {
+			return nil, fmt.Errorf("metrics: %s: %w", mf.GetName(), err)
+		}
+		for _, s := range samples {
+			out[seriesKey(s.Metric)] = float64(s.Value)
+		}
+	}
+	return out, nil
 }
 
-// splitSeries splits a sample line into the series (name and labels) and
-// the rest. Label values may hold spaces, braces and escaped quotes.
-func splitSeries(line string) (series, rest string, err error) {
-	i := strings.IndexAny(line, "{ \t")
-	if i == 0 {
-		return "", "", fmt.Errorf("no metric name")
-	}
-	if i < 0 {
-		return "", "", fmt.Errorf("no value")
-	}
-	if line[i] != '{' {
-		return line[:i], line[i:], nil
-	}
-	inQuote := false
-	for j := i + 1; j < len(line); j++ {
-		switch c := line[j]; {
-		case inQuote && c == '\\':
-			j++
-		case c == '"':
-			inQuote = !inQuote
-		case !inQuote && c == '}':
-			return line[:j+1], line[j+1:], nil
+// seriesKey writes a series as the exposition would, labels sorted.
+func seriesKey(m model.Metric) string {
+	names := make([]string, 0, len(m))
+	for k := range m {
+		if k != model.MetricNameLabel {
+			names = append(names, string(k))
 		}
 	}
-	return "", "", fmt.Errorf("unterminated label set")
+	name := string(m[model.MetricNameLabel])
+	if len(names) == 0 {
+		return name
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	b.WriteString(name)
+	b.WriteByte('{')
+	for i, k := range names {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(k)
+		b.WriteString(`="`)
+		b.WriteString(labelEscaper.Replace(string(m[model.LabelName(k)])))
+		b.WriteByte('"')
+	}
+	b.WriteByte('}')
+	return b.String()
 }
+
+// labelEscaper escapes a label value as the text format does.
+var labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
 
 // promSum returns the sum of every series of metric name (the one value of
 // an unlabelled metric), and whether there was any.

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -252,7 +253,9 @@ func logReplicas(cfg config.Config) int {
 }
 
 func (s *Server) instrument() {
-	s.Metrics.NewGaugeFunc("tandem_build_info", "Always 1; the version is in the tandem_version metric name's help.", func() float64 { return 1 })
+	s.Metrics.AddRuntime()
+	s.Metrics.NewInfo("tandem_build_info", "Always 1; the labels name the tandem version and the Go version that built it.",
+		map[string]string{"version": version.Version, "goversion": runtime.Version()})
 	s.Metrics.NewGaugeFunc("tandem_ready", "1 when this node can accept and persist events.", func() float64 {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
