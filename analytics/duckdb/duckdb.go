@@ -110,41 +110,29 @@ func propPath(name string) string { return `$.properties."` + name + `"` }
 func (q *query) condSQL(c analytics.Condition) string {
 	parts := []string{"e.name = " + q.param(c.Event)}
 	for _, f := range c.Where {
-		parts = append(parts, "coalesce("+q.filterSQL(f)+", false)")
+		parts = append(parts, q.filterSQL(f))
 	}
 	return "(" + strings.Join(parts, " AND ") + ")"
 }
 
+// filterSQL is f as a boolean that is never NULL: its [analytics.Test]
+// rendered with DuckDB's spelling of each primitive over the property's
+// text (json_extract_string: NULL when missing or JSON null).
 func (q *query) filterSQL(f analytics.Filter) string {
 	x := "json_extract_string(e.raw, " + q.param(propPath(f.Property)) + ")"
-	eq := func(v any) string {
-		if n, ok := v.(float64); ok {
-			return "TRY_CAST(" + x + " AS DOUBLE) = " + q.param(n)
+	return f.Test().SQL(func(t analytics.Test) string {
+		switch t.Kind {
+		case analytics.Present:
+			return x + " IS NOT NULL"
+		case analytics.TextEq:
+			return x + " = " + q.param(t.Text)
+		case analytics.TextContains:
+			return "contains(" + x + ", " + q.param(t.Text) + ")"
+		case analytics.NumCmp:
+			return "TRY_CAST(" + x + " AS DOUBLE) " + t.Cmp + " " + q.param(t.Num)
 		}
-		return x + " = " + q.param(analytics.ScalarString(v))
-	}
-	switch f.Op {
-	case "eq":
-		return eq(f.Value)
-	case "neq":
-		return "NOT coalesce(" + eq(f.Value) + ", false)"
-	case "in":
-		var ors []string
-		for _, v := range f.Value.([]any) {
-			ors = append(ors, "coalesce("+eq(v)+", false)")
-		}
-		return "(" + strings.Join(ors, " OR ") + ")"
-	case "contains":
-		return "contains(" + x + ", " + q.param(f.Value.(string)) + ")"
-	case "gt", "gte", "lt", "lte":
-		op := map[string]string{"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[f.Op]
-		return "TRY_CAST(" + x + " AS DOUBLE) " + op + " " + q.param(f.Value.(float64))
-	case "exists":
-		return x + " IS NOT NULL"
-	case "not_exists":
-		return x + " IS NULL"
-	}
-	panic("analytics/duckdb: unvalidated filter op " + f.Op)
+		panic(fmt.Sprintf("analytics/duckdb: no primitive %d", t.Kind))
+	})
 }
 
 // maskSQL is a BIGINT whose bit i says the event satisfies conds[i].
