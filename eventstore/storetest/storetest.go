@@ -62,6 +62,8 @@ func Run(t *testing.T, open func(t *testing.T) eventstore.Store) {
 		{"ConcurrentReadersSeeWholeBatches", testConcurrentReaders},
 		{"AtomicOnCancel", testAtomicOnCancel},
 		{"ProfileLinks", testProfileLinks},
+		{"Ping", testPing},
+		{"Analytics", testAnalytics},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
