@@ -21,8 +21,7 @@ import (
 	"time"
 
 	"tandem/access"
-	ach "tandem/analytics/clickhouse"
-	adb "tandem/analytics/duckdb"
+	"tandem/analytics"
 	"tandem/api"
 	"tandem/apierror"
 	"tandem/collect"
@@ -284,13 +283,9 @@ func (s *Server) ready(ctx context.Context) error {
 		s.logger.Debug("state store ping failed", "err", err.Error())
 		return errors.New("the state store does not answer")
 	}
-	// A server event store (ClickHouse) must answer too; the embedded one
-	// has nothing to ping.
-	if p, ok := s.Events.(interface{ Ping(context.Context) error }); ok {
-		if err := p.Ping(pctx); err != nil {
-			s.logger.Debug("event store ping failed", "err", err.Error())
-			return errors.New("the event store does not answer")
-		}
+	if err := s.Events.Ping(pctx); err != nil {
+		s.logger.Debug("event store ping failed", "err", err.Error())
+		return errors.New("the event store does not answer")
 	}
 	return nil
 }
@@ -312,11 +307,8 @@ func (s *Server) routes() http.Handler {
 		Events: s.Events, Log: s.Committer, Imports: s.Imports, Logger: s.logger, Stages: s.cfg.Journey.Stages,
 		Identity: s.Identity,
 	}
-	switch e := s.Events.(type) {
-	case *duckdb.Store:
-		opts.Analytics = adb.New(e.DB())
-	case *clickhouse.Store:
-		opts.Analytics = ach.New(e)
+	if p, ok := s.Events.(analytics.Provider); ok {
+		opts.Analytics = p.Analytics()
 	}
 	mux.Handle("/api/v1/", api.New(opts))
 	mux.HandleFunc("/api/v1", func(w http.ResponseWriter, r *http.Request) { apierror.Write(w, api.NotFound(r)) })
