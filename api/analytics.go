@@ -28,7 +28,7 @@ func (a *API) analyticsQuery(w http.ResponseWriter, r *http.Request, q any, vali
 		return err
 	}
 	// A FieldError (here or from the engine, which finds some limits while
-	// answering) becomes a 400 naming the field in apierror.From.
+	// answering) becomes a 400 naming the field in errorShape.
 	return validate(time.Now())
 }
 

@@ -166,10 +166,10 @@ func (a *API) need(p access.Permission, h handler) handler {
 	}
 }
 
-// writeErr writes err in the one error shape (see [apierror.From]),
+// writeErr writes err in the one error shape (see errorShape),
 // logging the cause of a 500.
 func (a *API) writeErr(w http.ResponseWriter, r *http.Request, err error) {
-	ae := apierror.From(err)
+	ae := errorShape(err)
 	if ae.Code == apierror.CodeInternal {
 		a.opts.Logger.Error("management API error", "path", r.URL.Path, "err", err.Error())
 	}

@@ -7,9 +7,9 @@
 // Error.code enum. A test fails when a code in use is missing from the
 // table or a table entry is used nowhere.
 //
-// The packages below the HTTP layer return their own errors; [From] turns
-// any of them into the shape, so they need not (and must not) import this
-// package.
+// The packages below the HTTP layer return their own errors; the API layer
+// turns them into the shape. This package imports none of them, so any
+// package may use it.
 package apierror
 
 //go:generate go run gen.go
@@ -22,13 +22,6 @@ import (
 	"strconv"
 	"strings"
 
-	"tandem/access"
-	"tandem/analytics"
-	"tandem/event"
-	"tandem/eventstore"
-	"tandem/governance"
-	"tandem/imports"
-	"tandem/statestore"
 )
 
 // Error is an error a client sees.
@@ -110,11 +103,14 @@ func Field(field, code, message string) *Error {
 	return &Error{Status: st, Code: code, Field: field, Message: message}
 }
 
-// From turns any error into the error shape: an *Error (anywhere in the
-// chain) as it is; the validation errors and sentinels of the packages
-// below the API by their meaning; context deadlines as 503; anything else
-// as 500 internal, which the caller should log (the client learns nothing
-// of the cause). From(nil) is nil.
+// From turns an error into the error shape: an *Error (anywhere in the
+// chain) as it is; a body over its limit as 413; context deadlines and
+// cancellations as 503; anything else as 500 internal, which the caller
+// should log (the client learns nothing of the cause). From(nil) is nil.
+//
+// The packages below the HTTP layer return their own errors and sentinels;
+// the API layer maps those by their meaning first (api's errorShape) and
+// hands the rest to From, so this package imports none of them.
 func From(err error) *Error {
 	if err == nil {
 		return nil
@@ -122,49 +118,23 @@ func From(err error) *Error {
 	var (
 		ae  *Error
 		mbe *http.MaxBytesError
-		sfe *statestore.FieldError
-		afe *analytics.FieldError
-		me  *imports.MappingError
-		re  *event.RequestError
 	)
 	switch {
 	case errors.As(err, &ae):
 		return ae
 	case errors.As(err, &mbe):
 		return TooLarge(mbe.Limit)
-	case errors.As(err, &re):
-		return &Error{Status: re.Status, Code: re.Code, Field: re.Field, Message: re.Message}
-	case errors.Is(err, statestore.ErrBadCursor), errors.Is(err, eventstore.ErrBadCursor):
-		return Field("cursor", CodeInvalidField, "not a cursor this endpoint issued")
-	case errors.As(err, &sfe):
-		return Field(sfe.Field, CodeInvalidField, sfe.Message)
-	case errors.As(err, &afe):
-		return Field(afe.Field, CodeInvalidField, afe.Message)
-	case errors.As(err, &me):
-		return Field(me.Field, CodeInvalidMapping, me.Message)
-	case errors.Is(err, statestore.ErrNotFound), errors.Is(err, eventstore.ErrNotFound):
-		return Of(CodeNotFound, "no such resource")
-	case errors.Is(err, statestore.ErrConflict):
-		return Of(CodeConflict, "a resource with these values already exists")
-	case errors.Is(err, imports.ErrBusy):
-		return Of(CodeImportRunning, "this import is running; wait for it (GET /api/v1/imports/{id}) before sending its data again")
-	case errors.Is(err, governance.ErrForbidden):
-		return Of(CodeForbidden, after(err, governance.ErrForbidden))
-	case errors.Is(err, access.ErrUnauthenticated):
-		return Of(CodeUnauthenticated, "missing or invalid credentials")
-	case errors.Is(err, imports.ErrNotApproved):
-		return Field("source", CodeSourceNotApproved, after(err, imports.ErrNotApproved))
-	case errors.Is(err, statestore.ErrBusy), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		e := *ErrUnavailable
 		return &e
 	}
 	return Of(CodeInternal, "internal error")
 }
 
-// after is err's message after the sentinel's, e.g. "source x is
+// After is err's message after the sentinel's, e.g. "source x is
 // pending" from "imports: source not approved: source x is pending"; the
 // sentinel's own words, without its package prefix, if nothing follows.
-func after(err, sentinel error) string {
+func After(err, sentinel error) string {
 	msg, s := err.Error(), sentinel.Error()
 	if rest, ok := strings.CutPrefix(msg, s+": "); ok && rest != "" {
 		return rest
