@@ -51,13 +51,17 @@ func mustRead(name string) string {
 // telling the bundle where tandem is, then the unmodified bundle.
 //
 // analytics-next finds its "CDN" (where it fetches its settings and its
-// lazily loaded chunks) in window.analytics._cdn, else from the src of the
+// lazily loaded chunks) in window.analytics._cdn (what the snippet's
+// useHostForBundles option sets), else from the src of the
 // snippet's script tag, but only for https:// addresses, else falls back to
 // the vendor's CDN. The prelude sets _cdn (unless the page did), so a page
 // served over http, or one loading the script through a proxy, still talks
 // only to tandem.
 func Bundle(base string) []byte {
-	prelude := "!function(){var a=window.analytics;if(a&&!a._cdn)a._cdn=" + jsString(base) + "}();\n"
+	// The snippet names its global in the script tag's
+	// data-global-segment-analytics-key (default "analytics").
+	prelude := `!function(){var s=document.currentScript,k=s&&s.getAttribute("data-global-segment-analytics-key")||"analytics",a=window[k];if(a&&!a._cdn)a._cdn=` +
+		jsString(base) + "}();\n"
 	out := make([]byte, 0, len(prelude)+len(bundle))
 	out = append(out, prelude...)
 	return append(out, bundle...)
