@@ -79,7 +79,19 @@ func isEmptyObject(b []byte) bool {
 // cur is obj's member name as found (nil when absent). When cur already has
 // every member of defaults, obj itself is returned, not a copy.
 func addDefaults(obj, cur []byte, name string, defaults []byte) []byte {
-	if isAbsent(cur) {
+	if cur == nil {
+		// Insert the member first: {"name":defaults, …rest}.
+		out := make([]byte, 0, len(obj)+len(name)+len(defaults)+4)
+		out = append(out, '{', '"')
+		out = append(out, name...)
+		out = append(out, '"', ':')
+		out = append(out, defaults...)
+		if !isEmptyObject(obj) {
+			out = append(out, ',')
+		}
+		return append(out, obj[skipSpace(obj, 0)+1:]...)
+	}
+	if isAbsent(cur) { // null
 		return mergeMember(obj, name, defaults)
 	}
 	if cur[0] != '{' || hasAllMembers(cur, defaults) {
