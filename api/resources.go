@@ -102,16 +102,13 @@ func (a *API) updateSource(w http.ResponseWriter, r *http.Request) error {
 	var in struct {
 		AllowedOrigins *[]string `json:"allowedOrigins"`
 	}
-	if err := decode(r, &in); err != nil {
+	if err := decode(w, r, &in); err != nil {
 		return err
 	}
 	if in.AllowedOrigins == nil {
 		return apierror.Field("allowedOrigins", "missing_field", "nothing to change: send allowedOrigins (an empty list allows every origin)")
 	}
 	src, err := a.opts.Governance.SetAllowedOrigins(r.Context(), r.PathValue("id"), *in.AllowedOrigins, userFrom(r.Context()))
-	if errors.Is(err, governance.ErrForbidden) {
-		return &apierror.Error{Status: 403, Code: "forbidden", Message: err.Error()}
-	}
 	if err != nil {
 		return err
 	}
