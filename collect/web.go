@@ -43,9 +43,9 @@ func (h *Handler) webRoutes() {
 	h.mux.HandleFunc("GET /sourceConfig/", h.rudderSourceConfig)
 	h.mux.HandleFunc("/beacon/v1/batch", h.serve(endpoint{name: "beacon", enrich: true, queryKey: true}))
 	h.mux.HandleFunc("/rsaMetrics", h.sdkMetricsReport("rsaMetrics"))
-	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		apierror.Write(w, &apierror.Error{Status: 404, Code: "not_found", Message: "no such endpoint; see /api/v1/openapi.json"})
-	})
+	// No catch-all: the mux's own 404s and 405s (with Allow) are turned
+	// into the error shape, naming the collection endpoints, by the
+	// server's apierror.Handler.
 }
 
 // sdkMetricsReport accepts an SDK's report of its own metrics, whatever
