@@ -9,6 +9,7 @@ require (
 	github.com/mattn/go-sqlite3 v1.14.32
 	github.com/nats-io/nats-server/v2 v2.12.1
 	github.com/nats-io/nats.go v1.47.0
+	github.com/nyaruka/phonenumbers v1.8.1
 	github.com/rudderlabs/analytics-go/v4 v4.1.0
 	github.com/segmentio/analytics-go/v3 v3.3.0
 	gopkg.in/yaml.v3 v3.0.1
@@ -66,6 +67,7 @@ require (
 	golang.org/x/time v0.14.0 // indirect
 	golang.org/x/tools v0.41.0 // indirect
 	golang.org/x/xerrors v0.0.0-20240903120638-7835f813f4da // indirect
+	google.golang.org/protobuf v1.36.11 // indirect
 )
 
 tool github.com/nats-io/nats-server/v2
