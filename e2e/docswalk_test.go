@@ -62,7 +62,7 @@ import (
 // a command: each must match a line of the command's stdout, in order,
 // where "…" matches any text. A command whose output does not match yet is
 // run again for up to 10 s (the pipeline stores an event a moment after
-// collection acknowledged it). A command that exits non-zero or whose
+// collection acknowledged it), unless it sends data (curl -d, -F, -X). A command that exits non-zero or whose
 // output never matches fails the walk of its doc with the file, the line,
 // the command and its output.
 func TestDocsWalk(t *testing.T) {
@@ -203,24 +203,27 @@ func splitCommands(file string, first int, body []string) []docCommand {
 			cmds = append(cmds, docCommand{file: file, line: first + i, text: l})
 			cur = &cmds[len(cmds)-1]
 		}
-		open = strings.HasSuffix(t, "\\") || strings.Count(stripDoubleQuoted(cur.text), "'")%2 == 1
+		open = strings.HasSuffix(t, "\\") || unclosedQuote(cur.text)
 	}
 	return cmds
 }
 
-// stripDoubleQuoted drops "…" strings (where a ' is just a character).
-func stripDoubleQuoted(s string) string {
-	var b strings.Builder
-	in := false
-	for _, r := range s {
-		switch {
-		case r == '"':
-			in = !in
-		case !in:
-			b.WriteRune(r)
+// unclosedQuote reports whether s ends inside a '…' or "…" string.
+func unclosedQuote(s string) bool {
+	var single, double bool
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case single:
+			single = c != '\''
+		case c == '\\':
+			i++ // the next character is literal (a line break continues the line)
+		case c == '"':
+			double = !double
+		case c == '\'' && !double:
+			single = true
 		}
 	}
-	return b.String()
+	return single || double
 }
 
 var serveRE = regexp.MustCompile(`(^|[\s;&|(])(\./)?tandem\s+serve\b`)
@@ -362,6 +365,10 @@ func (w *walk) stopServer() {
 	w.server = nil
 }
 
+// sendsData matches commands that change something (a curl that sends a
+// body or a method): they run once, never again to wait for output.
+var sendsData = regexp.MustCompile(`\s(-d|--data\S*|-F|--form|-T|-X|--request)\s`)
+
 // run runs one command and checks its exit code and documented output.
 func (w *walk) run(c docCommand) {
 	w.t.Helper()
@@ -386,7 +393,7 @@ func (w *walk) run(c docCommand) {
 		if missing == "" {
 			return
 		}
-		if time.Now().After(deadline) {
+		if time.Now().After(deadline) || sendsData.MatchString(text) {
 			w.t.Fatalf("%s: the output of\n%s\ndoes not match the documented\n%s\nno line matches %q (… matches any text)\nstdout:\n%s\nstderr:\n%s",
 				c.where(), indent(c.text), indent("# "+strings.Join(c.want, "\n# ")), missing, indent(stdout.String()), indent(stderr.String()))
 		}
@@ -472,6 +479,21 @@ func TestDocsWalkParser(t *testing.T) {
 	}
 	if r := blocks[2].runnable(); len(r) != 1 || r[0].text != "tandem serve" || blocks[2].cmds[1].skip != "the whole suite" {
 		t.Errorf("partly skipped block: %+v", blocks[2])
+	}
+	for _, tc := range []struct {
+		s    string
+		open bool
+	}{
+		{`curl -d '{"a":`, true},
+		{`curl -d '{"a":1}'`, false},
+		{`X=$(curl -s x | sed 's/.*"token":"\([^"]*\)".*/\1/')`, false},
+		{`curl -d "{\"ids\":[\"$Q\"]}" x`, false},
+		{`echo "it's"`, false},
+		{`echo "a`, true},
+	} {
+		if got := unclosedQuote(tc.s); got != tc.open {
+			t.Errorf("unclosedQuote(%s) = %v", tc.s, got)
+		}
 	}
 	os.WriteFile(path, []byte("<!-- docs-walk: skip -->\n```sh\nx\n```\n"), 0o644)
 	if _, err := parseDoc(path, "doc.md"); err == nil || !strings.Contains(err.Error(), "doc.md:1") {
