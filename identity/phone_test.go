@@ -2,6 +2,7 @@ package identity
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 )
 
@@ -64,4 +65,25 @@ func TestPhoneRegionValidation(t *testing.T) {
 	if err := rules.Validate(); err != nil || rules.PhoneRegion != "DE" {
 		t.Errorf("matching region and code: %v, region %q", err, rules.PhoneRegion)
 	}
+}
+
+// BenchmarkPhone measures a phone identifier's normalisation: parsed (a
+// new number each time) and through the cache (numbers that come back).
+func BenchmarkPhone(b *testing.B) {
+	rules := DefaultRules()
+	rules.PhoneRegion = "DE"
+	c, err := compile(rules)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("parse", func(b *testing.B) {
+		for i := range b.N {
+			normalizePhone(fmt.Sprintf("0171 %07d", i%10000000), "DE")
+		}
+	})
+	b.Run("cached", func(b *testing.B) {
+		for i := range b.N {
+			c.normalize(Phone, fmt.Sprintf("0171 %07d", i%100))
+		}
+	})
 }
