@@ -66,6 +66,11 @@ import (
 // output never matches fails the walk of its doc with the file, the line,
 // the command and its output.
 func TestDocsWalk(t *testing.T) {
+	for _, tool := range []string{"bash", "curl", "sed"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("the docs' commands need %s, which is not installed here (on Debian: apt-get install %s)", tool, tool)
+		}
+	}
 	root, err := moduleRoot()
 	if err != nil {
 		t.Fatal(err)
