@@ -66,4 +66,3 @@ func TestErrorShape(t *testing.T) {
 		t.Errorf("unavailable without Retry-After")
 	}
 }
-

@@ -2,7 +2,10 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"time"
 	"unicode/utf8"
@@ -13,7 +16,31 @@ import (
 	"tandem/eventstore"
 	"tandem/governance"
 	"tandem/quarantine"
+	"tandem/statestore"
 )
+
+// sourceParam resolves a source given by id or name (the ?source= filter)
+// to its id; "" stays "" (no filter). An unknown source is a 400 naming
+// "source", never an empty answer.
+func (a *API) sourceParam(ctx context.Context, ref string) (string, error) {
+	if ref == "" {
+		return "", nil
+	}
+	src, err := a.opts.Governance.SourceByRef(ctx, ref)
+	if errors.Is(err, statestore.ErrNotFound) {
+		return "", apierror.Field("source", "invalid_field", fmt.Sprintf("no source with id or name %q (GET /api/v1/sources lists them)", ref))
+	}
+	if err != nil {
+		return "", err
+	}
+	return src.ID, nil
+}
+
+// sourceByPath is the source named by the {id} of a path: its id or its
+// name.
+func (a *API) sourceByPath(r *http.Request) (governance.Source, error) {
+	return a.opts.Governance.SourceByRef(r.Context(), r.PathValue("id"))
+}
 
 func (a *API) me(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, 200, userFrom(r.Context()))
@@ -89,7 +116,7 @@ func (a *API) listSources(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) getSource(w http.ResponseWriter, r *http.Request) error {
-	src, err := a.opts.Governance.GetSource(r.Context(), r.PathValue("id"))
+	src, err := a.sourceByPath(r)
 	if err != nil {
 		return err
 	}
@@ -108,7 +135,11 @@ func (a *API) updateSource(w http.ResponseWriter, r *http.Request) error {
 	if in.AllowedOrigins == nil {
 		return apierror.Field("allowedOrigins", "missing_field", "nothing to change: send allowedOrigins (an empty list allows every origin)")
 	}
-	src, err := a.opts.Governance.SetAllowedOrigins(r.Context(), r.PathValue("id"), *in.AllowedOrigins, userFrom(r.Context()))
+	src, err := a.sourceByPath(r)
+	if err != nil {
+		return err
+	}
+	src, err = a.opts.Governance.SetAllowedOrigins(r.Context(), src.ID, *in.AllowedOrigins, userFrom(r.Context()))
 	if err != nil {
 		return err
 	}
@@ -124,7 +155,11 @@ func (a *API) decideSource(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(w, r, &in); err != nil {
 		return err
 	}
-	src, err := a.opts.Governance.Decide(r.Context(), r.PathValue("id"), in.Decision, in.Comment, userFrom(r.Context()))
+	src, err := a.sourceByPath(r)
+	if err != nil {
+		return err
+	}
+	src, err = a.opts.Governance.Decide(r.Context(), src.ID, in.Decision, in.Comment, userFrom(r.Context()))
 	if err != nil {
 		return err
 	}
@@ -133,10 +168,11 @@ func (a *API) decideSource(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) listDecisions(w http.ResponseWriter, r *http.Request) error {
-	if _, err := a.opts.Governance.GetSource(r.Context(), r.PathValue("id")); err != nil {
+	src, err := a.sourceByPath(r)
+	if err != nil {
 		return err
 	}
-	ds, err := a.opts.Governance.ListDecisions(r.Context(), r.PathValue("id"))
+	ds, err := a.opts.Governance.ListDecisions(r.Context(), src.ID)
 	if err != nil {
 		return err
 	}
@@ -164,8 +200,12 @@ func (a *API) listEvents(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	source, err := a.sourceParam(r.Context(), q.Get("source"))
+	if err != nil {
+		return err
+	}
 	p, err := a.opts.Events.List(r.Context(), eventstore.Query{
-		SourceID: q.Get("source"), Profile: profile, Type: q.Get("type"), Name: q.Get("event"),
+		SourceID: source, Profile: profile, Type: q.Get("type"), Name: q.Get("event"),
 		From: from, To: to, Limit: limit, Cursor: cursor,
 	})
 	if err != nil {
@@ -179,7 +219,11 @@ func (a *API) listEvents(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) getEvent(w http.ResponseWriter, r *http.Request) error {
-	evs, err := a.opts.Events.Get(r.Context(), r.URL.Query().Get("source"), r.PathValue("messageId"))
+	source, err := a.sourceParam(r.Context(), r.URL.Query().Get("source"))
+	if err != nil {
+		return err
+	}
+	evs, err := a.opts.Events.Get(r.Context(), source, r.PathValue("messageId"))
 	if err != nil {
 		return err
 	}
@@ -241,7 +285,11 @@ func (a *API) listQuarantine(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	q := r.URL.Query()
-	entries, next, err := a.opts.Quarantine.List(r.Context(), quarantine.Filter{SourceID: q.Get("source"), Code: q.Get("code"), Status: q.Get("status")}, limit, cursor)
+	source, err := a.sourceParam(r.Context(), q.Get("source"))
+	if err != nil {
+		return err
+	}
+	entries, next, err := a.opts.Quarantine.List(r.Context(), quarantine.Filter{SourceID: source, Code: q.Get("code"), Status: q.Get("status")}, limit, cursor)
 	if err != nil {
 		return err
 	}

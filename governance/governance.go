@@ -113,13 +113,20 @@ type Decision struct {
 	DecidedAt time.Time `json:"decidedAt"`
 }
 
-// Store keeps sources and approval decisions.
+// Store keeps sources and approval decisions. Every method that changes a
+// source (its approval, its write key) must call forgetKeys after its
+// transaction, so [Store.LookupWriteKey] sees the change at once.
 type Store struct {
-	db *statestore.DB
+	db   *statestore.DB
+	keys *keyCache
 }
 
 // NewStore returns a Store over db, whose [Migrations] must be applied.
-func NewStore(db *statestore.DB) *Store { return &Store{db: db} }
+// Nodes of one deployment each have their own Store over the shared
+// database (see [WriteKeyTTL]).
+func NewStore(db *statestore.DB) *Store {
+	return &Store{db: db, keys: &keyCache{ttl: WriteKeyTTL, m: map[[32]byte]cachedKey{}}}
+}
 
 // Migrations returns the package's schema migrations, for
 // [statestore.DB.Migrate]. The approvals table is shared by every kind of
@@ -225,6 +232,7 @@ func (s *Store) CreateSource(ctx context.Context, src Source, by access.User) (S
 	if err != nil {
 		return Source{}, "", fmt.Errorf("governance: create source: %w", err)
 	}
+	s.forgetKeys()
 	return src, key, nil
 }
 
@@ -265,6 +273,23 @@ func (s *Store) GetSource(ctx context.Context, id string) (Source, error) {
 	src, err := scanSource(s.db.QueryRow(ctx, `SELECT `+sourceColumns+` FROM governance_sources WHERE id = ?`, id))
 	if err != nil {
 		return Source{}, fmt.Errorf("governance: get source %q: %w", id, err)
+	}
+	return src, nil
+}
+
+// SourceByRef returns the source whose id is ref or, failing that, whose
+// name is ref (ignoring case and surrounding space), or an error matching
+// [statestore.ErrNotFound]. Wherever the API takes a source id, it takes a
+// name through this.
+func (s *Store) SourceByRef(ctx context.Context, ref string) (Source, error) {
+	src, err := s.GetSource(ctx, ref)
+	if !errors.Is(err, statestore.ErrNotFound) {
+		return src, err
+	}
+	src, err = scanSource(s.db.QueryRow(ctx, `SELECT `+sourceColumns+` FROM governance_sources WHERE name_key = ?`,
+		nameKey(strings.TrimSpace(ref))))
+	if err != nil {
+		return Source{}, fmt.Errorf("governance: no source with id or name %q: %w", ref, err)
 	}
 	return src, nil
 }
@@ -399,6 +424,7 @@ func (s *Store) Decide(ctx context.Context, id, decision, comment string, by acc
 		src.Approval = to
 		return nil
 	})
+	s.forgetKeys() // even on error: the transaction may have committed
 	if err != nil {
 		return Source{}, fmt.Errorf("governance: decide on source %q: %w", id, err)
 	}
@@ -585,6 +611,7 @@ func (s *Store) SetAllowedOrigins(ctx context.Context, id string, origins []stri
 	}
 	res, err := s.db.Exec(ctx, `UPDATE governance_sources SET allowed_origins = ?, updated_at = ? WHERE id = ?`,
 		string(b), statestore.TimeToDB(time.Now().UTC()), id)
+	s.forgetKeys() // collection checks origins from the cached source
 	if err != nil {
 		return Source{}, fmt.Errorf("governance: update source %q: %w", id, err)
 	}

@@ -2,8 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -301,7 +299,7 @@ func (s *Server) Handler() http.Handler { return s.handler }
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	ch := collect.New(collect.Options{
-		Sources:        newSourceCache(s.Governance, 2*time.Second),
+		Sources:        writeKeys{s.Governance},
 		Log:            s.Committer,
 		Limiter:        collect.NewLimiter(s.cfg.SourceRateLimit, s.cfg.SourceBurst),
 		Metrics:        s.Metrics,
@@ -449,49 +447,18 @@ func (s *Server) close() {
 	}
 }
 
-// sourceCache resolves write keys through governance, caching each answer
-// briefly so the hot path rarely touches the state store; approval changes
-// take effect within ttl.
-type sourceCache struct {
-	gov *governance.Store
-	ttl time.Duration
-	mu  sync.Mutex
-	m   map[[32]byte]cached
-}
+// writeKeys resolves write keys for collection through governance's
+// cache: a change to a source takes effect at once on this node and within
+// governance.WriteKeyTTL on the others.
+type writeKeys struct{ gov *governance.Store }
 
-type cached struct {
-	keyHash [32]byte
-	src     collect.Source
-	err     error
-	until   time.Time
-}
-
-func newSourceCache(g *governance.Store, ttl time.Duration) *sourceCache {
-	return &sourceCache{gov: g, ttl: ttl, m: map[[32]byte]cached{}}
-}
-
-func (c *sourceCache) LookupWriteKey(ctx context.Context, key string) (collect.Source, error) {
-	h := sha256.Sum256([]byte(key))
-	now := time.Now()
-	c.mu.Lock()
-	e, ok := c.m[h]
-	c.mu.Unlock()
-	if ok && now.Before(e.until) && subtle.ConstantTimeCompare(e.keyHash[:], h[:]) == 1 {
-		return e.src, e.err
+func (w writeKeys) LookupWriteKey(ctx context.Context, key string) (collect.Source, error) {
+	src, err := w.gov.LookupWriteKey(ctx, key)
+	if errors.Is(err, governance.ErrUnknownKey) {
+		return collect.Source{}, collect.ErrUnknownKey
 	}
-	src, err := c.gov.SourceByWriteKey(ctx, key)
-	switch {
-	case errors.Is(err, governance.ErrUnknownKey):
-		err = collect.ErrUnknownKey
-	case err != nil:
-		return collect.Source{}, err // not cached: a store hiccup should not stick
+	if err != nil {
+		return collect.Source{}, err
 	}
-	e = cached{keyHash: h, src: collect.Source{ID: src.ID, Name: src.Name, Approval: src.Approval, AllowedOrigins: src.AllowedOrigins}, err: err, until: now.Add(c.ttl)}
-	c.mu.Lock()
-	if len(c.m) > 100000 {
-		clear(c.m) // bound memory against floods of random keys
-	}
-	c.m[h] = e
-	c.mu.Unlock()
-	return e.src, e.err
+	return collect.Source{ID: src.ID, Name: src.Name, Approval: src.Approval, AllowedOrigins: src.AllowedOrigins}, nil
 }

@@ -22,9 +22,15 @@ const usage = `tandem — self-hosted customer data and journey platform
 
 Usage:
   tandem serve [--data-dir DIR] [--addr HOST:PORT] [--config FILE] [flags]
+      run a node: collection, pipeline, management API
   tandem import --source NAME|ID [--format csv|ndjson] [--mapping FILE] FILE|-
-  tandem bench ingest|funnel|import [flags]
+      import a CSV or NDJSON file of offline touchpoints into a running node
+  tandem bench ingest|funnel|import|identity [flags]
+      measure collection, analytics, bulk import, identity resolution
   tandem version
+      print the version
+  tandem help
+      print this
 
 Run "tandem COMMAND --help" for a command's flags. Every flag can also be
 set with an environment variable TANDEM_<FLAG> (e.g. TANDEM_DATA_DIR).

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"tandem/access"
 	"tandem/governance"
@@ -29,6 +30,68 @@ func Run(t *testing.T, open func(t *testing.T) *statestore.DB) {
 	t.Run("GetList", func(t *testing.T) { t.Parallel(); testGetList(t, newEnv(t, open)) })
 	t.Run("Decide", func(t *testing.T) { t.Parallel(); testDecide(t, newEnv(t, open)) })
 	t.Run("AllowedOrigins", func(t *testing.T) { t.Parallel(); testAllowedOrigins(t, newEnv(t, open)) })
+	t.Run("SourceByRef", func(t *testing.T) { t.Parallel(); testSourceByRef(t, newEnv(t, open)) })
+	t.Run("WriteKeyCache", func(t *testing.T) { t.Parallel(); testWriteKeyCache(t, newEnv(t, open)) })
+}
+
+// testSourceByRef: a source is found by its id or its name, in any case.
+func testSourceByRef(t *testing.T, e *env) {
+	ctx := context.Background()
+	src, _, err := e.s.CreateSource(ctx, valid("Call Centre"), e.users[access.RoleAdmin])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ref := range []string{src.ID, "Call Centre", "call centre", " CALL CENTRE "} {
+		got, err := e.s.SourceByRef(ctx, ref)
+		if err != nil || got.ID != src.ID {
+			t.Errorf("SourceByRef(%q) = %s, %v; want %s", ref, got.ID, err, src.ID)
+		}
+	}
+	for _, ref := range []string{"", "call", "src_nope"} {
+		if _, err := e.s.SourceByRef(ctx, ref); !errors.Is(err, statestore.ErrNotFound) {
+			t.Errorf("SourceByRef(%q): %v, want ErrNotFound", ref, err)
+		}
+	}
+}
+
+// testWriteKeyCache: a decision takes effect at once for lookups through
+// the Store that made it, and within the cache's lifetime for another
+// node's Store over the same database.
+func testWriteKeyCache(t *testing.T, e *env) {
+	ctx := context.Background()
+	other := governance.NewStore(e.db) // a second node
+	const ttl = 300 * time.Millisecond
+	other.SetWriteKeyTTL(ttl)
+	src, key, err := e.s.CreateSource(ctx, valid("shop"), e.users[access.RoleIT])
+	if err != nil {
+		t.Fatal(err)
+	}
+	approval := func(s *governance.Store) string {
+		t.Helper()
+		got, err := s.LookupWriteKey(ctx, key)
+		if err != nil {
+			t.Fatalf("LookupWriteKey: %v", err)
+		}
+		return got.Approval
+	}
+	if a, b := approval(e.s), approval(other); a != governance.Pending || b != governance.Pending {
+		t.Fatalf("new source: %s on its node, %s on the other; want pending", a, b)
+	}
+	for _, step := range []struct{ decision, want string }{{governance.Approve, governance.Approved}, {governance.Reject, governance.Rejected}} {
+		if _, err := e.s.Decide(ctx, src.ID, step.decision, "", e.users[access.RoleAdmin]); err != nil {
+			t.Fatal(err)
+		}
+		if got := approval(e.s); got != step.want {
+			t.Errorf("after %s, the deciding node sees %s; want %s at once", step.decision, got, step.want)
+		}
+		time.Sleep(ttl + 50*time.Millisecond)
+		if got := approval(other); got != step.want {
+			t.Errorf("after %s and the cache's lifetime, the other node sees %s; want %s", step.decision, got, step.want)
+		}
+	}
+	if _, err := e.s.LookupWriteKey(ctx, governance.WriteKeyPrefix+"nope"); !errors.Is(err, governance.ErrUnknownKey) {
+		t.Errorf("unknown key: %v", err)
+	}
 }
 
 type env struct {
