@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"tandem/audit/auditcmd"
 	"tandem/bench"
 	"tandem/config"
 	"tandem/imports/importcmd"
@@ -23,6 +24,7 @@ const usage = `tandem — self-hosted customer data and journey platform
 Usage:
   tandem serve [--data-dir DIR] [--addr HOST:PORT] [--config FILE] [flags]
   tandem import --source NAME|ID [--format csv|ndjson] [--mapping FILE] FILE|-
+  tandem audit verify [--data-dir DIR | --state URL]
   tandem bench ingest|funnel|import [flags]
   tandem version
 
@@ -52,6 +54,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "import":
 		return importcmd.Main(args[1:], os.Getenv, os.Stdin, stdout, stderr)
+	case "audit":
+		return auditcmd.Main(args[1:], os.Getenv, stdout, stderr)
 	case "apply":
 		fmt.Fprintf(stderr, "tandem %s: not available in this version yet\n", args[0])
 		return 2
