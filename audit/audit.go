@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"tandem/statestore"
 )
@@ -165,8 +166,12 @@ func (l *Log) AppendTx(ctx context.Context, tx *statestore.Tx, recs ...Record) (
 	return entries, nil
 }
 
-// prepare checks a record and encodes its payloads canonically.
+// prepare checks a record, makes its text storable (valid UTF-8 without
+// NUL, which PostgreSQL refuses) and encodes its payloads canonically.
 func prepare(r Record) (Entry, error) {
+	for _, f := range []*string{&r.Actor, &r.Action, &r.Resource, &r.Subject, &r.ChangeRequest} {
+		*f = strings.ReplaceAll(strings.ToValidUTF8(*f, "\uFFFD"), "\x00", "\uFFFD")
+	}
 	for _, f := range []struct{ name, v string }{{"actor", r.Actor}, {"action", r.Action}, {"resource", r.Resource},
 		{"subject", r.Subject}, {"changeRequest", r.ChangeRequest}} {
 		if len(f.v) > MaxFieldLen {
@@ -311,8 +316,15 @@ func Hash(e Entry) string {
 	return hex.EncodeToString(sum[:])
 }
 
+// quote encodes s for the hash. Text that is not valid UTF-8 (which
+// Append never stores, so it was written by someone else) is encoded as
+// its bytes: JSON would turn every invalid byte into the same U+FFFD, and
+// such an edit would keep the hash.
 func quote(s string) []byte {
-	b, _ := canonical(s) // a string always marshals
+	if !utf8.ValidString(s) {
+		return []byte(`{"invalidUTF8":"` + hex.EncodeToString([]byte(s)) + `"}`)
+	}
+	b, _ := canonical(s) // a valid string always marshals
 	return b
 }
 

@@ -92,6 +92,13 @@ func TestHashCoversEveryField(t *testing.T) {
 			t.Errorf("changing %s leaves the hash as it was", name)
 		}
 	}
+	// Invalid UTF-8 is hashed as bytes: two different invalid strings,
+	// which JSON would both turn into U+FFFD, hash differently.
+	a, b := e, e
+	a.Actor, b.Actor = "usr_\xff", "usr_\xfe"
+	if audit.Hash(a) == audit.Hash(b) {
+		t.Error("different invalid UTF-8 hashes the same")
+	}
 	c := e
 	c.Hash = "anything"
 	if audit.Hash(c) != base {

@@ -75,7 +75,7 @@ func (l *Log) Verify(ctx context.Context, progress func(done, total int64)) (Rep
 			Message: fmt.Sprintf("the log's head is at entry %d but the last entry is %d: entries %d to %d were deleted", rep.Head, prevSeq, prevSeq+1, rep.Head)}
 	case prevHash != rep.Hash:
 		rep.Broken = &Break{Seq: prevSeq, Kind: Edited,
-			Message: "the last entry's hash is not the one the log's head recorded: it was rewritten"}
+			Message: "the last entry's hash is not the one the log's head recorded: the entry was rewritten, or the head moved back"}
 	}
 	return rep, nil
 }

@@ -219,6 +219,16 @@ func testNoSecrets(t *testing.T, open func(t *testing.T) *statestore.DB) {
 		t.Errorf("after = %s: want the write key's digest and the plan", after)
 	}
 	MustVerify(t, l, 1)
+
+	// Text PostgreSQL would refuse is stored replaced, and still verifies.
+	es, err := l.Append(ctx, audit.Record{Actor: "usr_\xff", Action: "events.read", Resource: "event/web/m\x00"})
+	if err != nil {
+		t.Fatalf("Append with invalid text: %v", err)
+	}
+	if es[0].Actor != "usr_\uFFFD" || es[0].Resource != "event/web/m\uFFFD" {
+		t.Errorf("stored %q %q", es[0].Actor, es[0].Resource)
+	}
+	MustVerify(t, l, 2)
 }
 
 func testRefused(t *testing.T, open func(t *testing.T) *statestore.DB) {
