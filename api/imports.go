@@ -62,7 +62,9 @@ func (a *API) createImport(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		a.recordImport(r, "import.create", st, created)
+		if created {
+			a.recordImport(r, "import.create", st)
+		}
 		return writeJSON(w, map[bool]int{true: 201, false: 200}[created], st)
 	}
 	return a.oneShotImport(w, r, ct)
@@ -116,12 +118,14 @@ func (a *API) oneShotImport(w http.ResponseWriter, r *http.Request, ct string) e
 	if err != nil {
 		return err
 	}
-	a.recordImport(r, "import.create", st, created)
+	if created {
+		a.recordImport(r, "import.create", st)
+	}
 	st, err = a.opts.Imports.Run(r.Context(), st.ID, a.rollingDeadline(w, body), size)
 	if err != nil {
 		return err
 	}
-	a.recordImport(r, "import.run", st, true)
+	a.recordImport(r, "import.run", st)
 	if err := a.recordImportErrorsRead(r, st); err != nil {
 		return err
 	}
@@ -136,7 +140,7 @@ func (a *API) importData(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	a.recordImport(r, "import.run", st, true)
+	a.recordImport(r, "import.run", st)
 	if err := a.recordImportErrorsRead(r, st); err != nil {
 		return err
 	}
@@ -219,13 +223,10 @@ func (d *deadlineReader) Read(p []byte) (int, error) {
 	return d.r.Read(p)
 }
 
-// recordImport records an import created (when created is true: asking
+// recordImport records an import created (only when it is new: asking
 // again with the same key finds the same import and changes nothing) or
 // run, with its counts; never its mapping or data.
-func (a *API) recordImport(r *http.Request, action string, st imports.Status, created bool) {
-	if !created {
-		return
-	}
+func (a *API) recordImport(r *http.Request, action string, st imports.Status) {
 	after := map[string]any{"id": st.ID, "sourceId": st.SourceID, "format": st.Format, "status": st.Status}
 	if action == "import.run" {
 		after["rowsImported"], after["rowsFailed"], after["rowsSkipped"] = st.RowsImported, st.RowsFailed, st.RowsSkipped
