@@ -50,33 +50,34 @@ const (
 	RunImports       Permission = "imports:run"       // bulk-import files into a source and read their reports
 	ReadProfiles     Permission = "profiles:read"     // look up profiles, their timelines and explanations
 	UnmergeProfiles  Permission = "profiles:unmerge"  // split a profile (a decision about a person's data)
+	ReadAudit        Permission = "audit:read"        // read the audit log: who changed what, who read whose data
 )
 
 // Permissions lists every permission.
-var Permissions = []Permission{ManageUsers, ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadProfiles, UnmergeProfiles}
+var Permissions = []Permission{ManageUsers, ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadProfiles, UnmergeProfiles, ReadAudit}
 
 // grants is the authorization table (see Can).
 var grants = map[Role][]Permission{
 	RoleAdmin:     Permissions,
-	RoleIT:        {ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports},
+	RoleIT:        {ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadAudit},
 	RoleMarketing: {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles},
 	RoleAnalyst:   {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles},
-	RolePrivacy:   {ReadEvents, ReadQuarantine, ReadCatalog, ReadProfiles, UnmergeProfiles},
+	RolePrivacy:   {ReadEvents, ReadQuarantine, ReadCatalog, ReadProfiles, UnmergeProfiles, ReadAudit},
 	RoleService:   {ReadCatalog, ReadAnalytics, ReadProfiles},
 	RoleSales:     {ReadCatalog, ReadAnalytics, ReadProfiles},
 }
 
 // Can reports whether a user with role may do p. The table:
 //
-//	role       users  sources  approvals  events  quarantine     catalog  analytics  imports  profiles
-//	                  manage   decide     read    read  replay   read     read       run      read  unmerge
-//	admin      yes    yes      yes        yes     yes   yes      yes      yes        yes      yes   yes
-//	it         -      yes      yes        yes     yes   yes      yes      yes        yes      -     -
-//	marketing  -      -        -          yes     -     -        yes      yes        -        yes   -
-//	analyst    -      -        -          yes     -     -        yes      yes        -        yes   -
-//	privacy    -      -        -          yes     yes   -        yes      -          -        yes   yes
-//	service    -      -        -          -       -     -        yes      yes        -        yes   -
-//	sales      -      -        -          -       -     -        yes      yes        -        yes   -
+//	role       users  sources  approvals  events  quarantine     catalog  analytics  imports  profiles       audit
+//	                  manage   decide     read    read  replay   read     read       run      read  unmerge  read
+//	admin      yes    yes      yes        yes     yes   yes      yes      yes        yes      yes   yes      yes
+//	it         -      yes      yes        yes     yes   yes      yes      yes        yes      -     -        yes
+//	marketing  -      -        -          yes     -     -        yes      yes        -        yes   -        -
+//	analyst    -      -        -          yes     -     -        yes      yes        -        yes   -        -
+//	privacy    -      -        -          yes     yes   -        yes      -          -        yes   yes      yes
+//	service    -      -        -          -       -     -        yes      yes        -        yes   -        -
+//	sales      -      -        -          -       -     -        yes      yes        -        yes   -        -
 //
 // That is: admin may do everything; it runs sources, approvals, events,
 // the quarantine and bulk imports; analyst and marketing read events and
@@ -87,7 +88,10 @@ var grants = map[Role][]Permission{
 // analytics. Every role but it reads profiles (customer service and sales
 // look customers up; it runs the platform, not the customer
 // relationship); only admin and privacy may unmerge, a decision about a
-// person's data. An unknown role may do nothing.
+// person's data. The audit log (who changed what, who read whose data) is
+// read by admin, it (which answers for the platform's changes) and privacy
+// (which answers for reads of personal data). An unknown role may do
+// nothing.
 func Can(role Role, p Permission) bool {
 	for _, g := range grants[role] {
 		if g == p {

@@ -16,6 +16,7 @@ import (
 	"tandem/access"
 	"tandem/analytics"
 	"tandem/apierror"
+	"tandem/audit"
 	"tandem/eventstore"
 	"tandem/governance"
 	"tandem/identity"
@@ -46,7 +47,10 @@ type Options struct {
 	Analytics analytics.Backend
 	Stages    []analytics.Stage
 	Identity  *identity.Store // nil: the profile endpoints answer 503
-	Auditor   Auditor         // nil: profile reads are not recorded
+	Auditor   Auditor         // nil: profile reads go to Audit
+	// Audit records changes and reads of personal data, and answers GET
+	// /audit. nil: nothing is recorded and GET /audit answers 503.
+	Audit *audit.Log
 }
 
 // API is the management API handler.
@@ -72,6 +76,9 @@ func New(opts Options) *API {
 	}
 	if opts.Auditor == nil {
 		opts.Auditor = noAudit{}
+		if opts.Audit != nil {
+			opts.Auditor = logAuditor{opts.Audit}
+		}
 	}
 	a := &API{opts: opts, mux: http.NewServeMux()}
 	a.handler = apierror.Handler(a.mux, NotFound)
@@ -96,6 +103,7 @@ func New(opts Options) *API {
 	a.analyticsRoutes()
 	a.importRoutes()
 	a.profileRoutes()
+	a.auditRoutes()
 	a.mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		apierror.Write(w, NotFound(r))
 	})

@@ -10,6 +10,7 @@ import (
 
 	"tandem/access"
 	"tandem/apierror"
+	"tandem/audit"
 	"tandem/imports"
 )
 
@@ -60,6 +61,9 @@ func (a *API) createImport(w http.ResponseWriter, r *http.Request) error {
 		}, userFrom(r.Context()))
 		if err != nil {
 			return err
+		}
+		if created {
+			a.recordImport(r, "import.create", st)
 		}
 		return writeJSON(w, map[bool]int{true: 201, false: 200}[created], st)
 	}
@@ -114,8 +118,15 @@ func (a *API) oneShotImport(w http.ResponseWriter, r *http.Request, ct string) e
 	if err != nil {
 		return err
 	}
+	if created {
+		a.recordImport(r, "import.create", st)
+	}
 	st, err = a.opts.Imports.Run(r.Context(), st.ID, a.rollingDeadline(w, body), size)
 	if err != nil {
+		return err
+	}
+	a.recordImport(r, "import.run", st)
+	if err := a.recordImportErrorsRead(r, st); err != nil {
 		return err
 	}
 	return writeJSON(w, map[bool]int{true: 201, false: 200}[created], st)
@@ -129,6 +140,10 @@ func (a *API) importData(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	a.recordImport(r, "import.run", st)
+	if err := a.recordImportErrorsRead(r, st); err != nil {
+		return err
+	}
 	return writeJSON(w, 200, st)
 }
 
@@ -138,6 +153,9 @@ func (a *API) getImport(w http.ResponseWriter, r *http.Request) error {
 	}
 	st, err := a.opts.Imports.Get(r.Context(), r.PathValue("id"))
 	if err != nil {
+		return err
+	}
+	if err := a.recordImportErrorsRead(r, st); err != nil {
 		return err
 	}
 	return writeJSON(w, 200, st)
@@ -154,6 +172,13 @@ func (a *API) listImportErrors(w http.ResponseWriter, r *http.Request) error {
 	errs, next, err := a.opts.Imports.Errors(r.Context(), r.PathValue("id"), limit, cursor)
 	if err != nil {
 		return err
+	}
+	if len(errs) > 0 {
+		// Row errors quote the rows' values.
+		if err := a.recordRead(r, audit.Record{Action: "import.errors.read", Resource: "import/" + r.PathValue("id"),
+			After: map[string]any{"count": len(errs)}}); err != nil {
+			return err
+		}
 	}
 	return writeJSON(w, 200, list[imports.RowError]{Items: errs, Next: next})
 }
@@ -196,4 +221,25 @@ func (d *deadlineReader) Read(p []byte) (int, error) {
 		_ = d.rc.SetReadDeadline(now.Add(time.Minute))
 	}
 	return d.r.Read(p)
+}
+
+// recordImport records an import created (only when it is new: asking
+// again with the same key finds the same import and changes nothing) or
+// run, with its counts; never its mapping or data.
+func (a *API) recordImport(r *http.Request, action string, st imports.Status) {
+	after := map[string]any{"id": st.ID, "sourceId": st.SourceID, "format": st.Format, "status": st.Status}
+	if action == "import.run" {
+		after["rowsImported"], after["rowsFailed"], after["rowsSkipped"] = st.RowsImported, st.RowsFailed, st.RowsSkipped
+	}
+	a.recordChange(r, audit.Record{Action: action, Resource: "import/" + st.ID, After: after})
+}
+
+// recordImportErrorsRead records that an import's first row errors, which
+// quote the rows' values, are about to be shown.
+func (a *API) recordImportErrorsRead(r *http.Request, st imports.Status) error {
+	if len(st.Errors) == 0 {
+		return nil
+	}
+	return a.recordRead(r, audit.Record{Action: "import.errors.read", Resource: "import/" + st.ID,
+		After: map[string]any{"count": len(st.Errors)}})
 }

@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 
 	"tandem/access"
 	"tandem/apierror"
+	"tandem/audit"
 	"tandem/event"
 	"tandem/eventstore"
 	"tandem/governance"
@@ -58,6 +60,7 @@ func (a *API) createUser(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	a.recordChange(r, audit.Record{Action: "user.create", Resource: "user/" + u.ID, After: map[string]any{"id": u.ID, "role": u.Role}})
 	return writeJSON(w, 201, struct {
 		access.User
 		Token string `json:"token"`
@@ -97,6 +100,11 @@ func (a *API) createSource(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	a.opts.Logger.Info("source created", "source", src.ID, "by", userFrom(r.Context()).ID, "approval", src.Approval)
+	a.recordChange(r, audit.Record{Action: "source.create", Resource: "source/" + src.ID,
+		After: struct {
+			governance.Source
+			WriteKeyDigest string `json:"writeKeyDigest"`
+		}{src, audit.Digest(key)}})
 	return writeJSON(w, 201, struct {
 		governance.Source
 		WriteKey string `json:"writeKey"`
@@ -139,10 +147,13 @@ func (a *API) updateSource(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	before := map[string]any{"allowedOrigins": src.AllowedOrigins}
 	src, err = a.opts.Governance.SetAllowedOrigins(r.Context(), src.ID, *in.AllowedOrigins, userFrom(r.Context()))
 	if err != nil {
 		return err
 	}
+	a.recordChange(r, audit.Record{Action: "source.update", Resource: "source/" + src.ID, Before: before,
+		After: map[string]any{"allowedOrigins": src.AllowedOrigins}})
 	a.opts.Logger.Info("source allowed origins changed", "source", src.ID, "by", userFrom(r.Context()).ID, "origins", len(src.AllowedOrigins))
 	return writeJSON(w, 200, src)
 }
@@ -159,11 +170,14 @@ func (a *API) decideSource(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	before := map[string]string{"approval": src.Approval}
 	src, err = a.opts.Governance.Decide(r.Context(), src.ID, in.Decision, in.Comment, userFrom(r.Context()))
 	if err != nil {
 		return err
 	}
 	a.opts.Logger.Info("source approval decided", "source", src.ID, "by", userFrom(r.Context()).ID, "approval", src.Approval)
+	a.recordChange(r, audit.Record{Action: "source.approval", Resource: "source/" + src.ID, Before: before,
+		After: map[string]string{"approval": src.Approval, "decision": in.Decision, "comment": in.Comment}})
 	return writeJSON(w, 200, src)
 }
 
@@ -211,6 +225,14 @@ func (a *API) listEvents(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	after := map[string]any{"filter": query(r, "type", "event", "source", "from", "to"), "count": len(p.Events)}
+	subject := subjectOf(profile)
+	if v := q.Get("profile"); v != "" && subject == "" {
+		after["profileDigest"] = audit.Digest(v) // no profile: the value may be an e-mail address
+	}
+	if err := a.recordRead(r, audit.Record{Action: "events.list", Resource: "events", Subject: subject, After: after}); err != nil {
+		return err
+	}
 	out := list[json.RawMessage]{Items: make([]json.RawMessage, 0, len(p.Events)), Next: p.Next}
 	for _, e := range p.Events {
 		out.Items = append(out.Items, Render(e))
@@ -233,6 +255,17 @@ func (a *API) getEvent(w http.ResponseWriter, r *http.Request) error {
 			e.Matches = append(e.Matches, apierror.Match{Source: ev.SourceID, MessageID: ev.MessageID})
 		}
 		return e
+	}
+	subject := ""
+	if id := cmp.Or(evs[0].UserID, evs[0].AnonymousID); id != "" {
+		p, err := a.profileParam(r.Context(), id)
+		if err != nil {
+			return err
+		}
+		subject = subjectOf(p)
+	}
+	if err := a.recordRead(r, audit.Record{Action: "events.read", Resource: "event/" + evs[0].SourceID + "/" + evs[0].MessageID, Subject: subject}); err != nil {
+		return err
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_, err = w.Write(Render(evs[0]))
@@ -294,8 +327,16 @@ func (a *API) listQuarantine(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	out := list[quarantined]{Items: make([]quarantined, 0, len(entries)), Next: next}
+	ids := make([]string, 0, len(entries))
 	for _, e := range entries {
 		out.Items = append(out.Items, quarantined{Entry: e, Raw: rawJSON(e.Raw)})
+		ids = append(ids, e.ID)
+	}
+	// Quarantined payloads are raw events, personal data included; the
+	// entry names which were shown.
+	if err := a.recordRead(r, audit.Record{Action: "quarantine.list", Resource: "quarantine",
+		After: map[string]any{"filter": query(r, "source", "code", "status"), "ids": ids}}); err != nil {
+		return err
 	}
 	return writeJSON(w, 200, out)
 }
@@ -372,6 +413,11 @@ func (a *API) replayQuarantine(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
+	outcome := make([]map[string]string, 0, len(results))
+	for _, res := range results {
+		outcome = append(outcome, map[string]string{"id": res.ID, "status": res.Status, "code": res.Code})
+	}
+	a.recordChange(r, audit.Record{Action: "quarantine.replay", Resource: "quarantine", After: map[string]any{"results": outcome}})
 	return writeJSON(w, 200, list[replayResult]{Items: results})
 }
 

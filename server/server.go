@@ -23,6 +23,7 @@ import (
 	"tandem/analytics"
 	"tandem/api"
 	"tandem/apierror"
+	"tandem/audit"
 	"tandem/collect"
 	"tandem/config"
 	"tandem/event"
@@ -100,6 +101,7 @@ type Server struct {
 	Quarantine *quarantine.Store
 	Imports    *imports.Service
 	Identity   *identity.Store
+	Audit      *audit.Log
 	Pipeline   *pipeline.Pipeline
 	Metrics    *metrics.Registry
 
@@ -137,12 +139,14 @@ func Open(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Serve
 	migs = append(migs, quarantine.Migrations()...)
 	migs = append(migs, imports.Migrations()...)
 	migs = append(migs, identity.Migrations()...)
+	migs = append(migs, audit.Migrations()...)
 	if err := s.State.Migrate(ctx, migs...); err != nil {
 		return nil, fmt.Errorf("state store: %w", err)
 	}
 	s.Access = access.NewStore(s.State)
 	s.Governance = governance.NewStore(s.State)
 	s.Quarantine = quarantine.NewStore(s.State)
+	s.Audit = audit.New(s.State)
 	s.Imports = imports.NewService(imports.Options{DB: s.State, Log: s.Committer, Quarantine: s.Quarantine,
 		Sources: s.Governance, Logger: logger, ChunkBytes: min(1<<20, s.Log.MaxRecordBytes()/2)})
 	if err := s.openEvents(ctx); err != nil {
@@ -313,7 +317,7 @@ func (s *Server) routes() http.Handler {
 	opts := api.Options{
 		Access: s.Access, Governance: s.Governance, Quarantine: s.Quarantine,
 		Events: s.Events, Log: s.Committer, Imports: s.Imports, Logger: s.logger, Stages: s.cfg.Journey.Stages,
-		Identity: s.Identity,
+		Identity: s.Identity, Audit: s.Audit,
 	}
 	if p, ok := s.Events.(analytics.Provider); ok {
 		opts.Analytics = p.Analytics()

@@ -3,7 +3,7 @@
 // packages rely on (migrations, conflicts, transactions, concurrent writers,
 // placeholder rebinding).
 //
-// The concept packages (access, governance, quarantine, identity) each
+// The concept packages (access, governance, quarantine, identity, audit) each
 // have their own suite (access/accesstest, …), and their tests run it on
 // every backend with [Each]: a new backend is added to Each, and so is
 // tested with everything that runs on it. This package imports no concept
