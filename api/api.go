@@ -17,6 +17,7 @@ import (
 	"tandem/analytics"
 	"tandem/apierror"
 	"tandem/eventstore"
+	"tandem/experiment"
 	"tandem/governance"
 	"tandem/identity"
 	"tandem/imports"
@@ -47,6 +48,10 @@ type Options struct {
 	Stages    []analytics.Stage
 	Identity  *identity.Store // nil: the profile endpoints answer 503
 	Auditor   Auditor         // nil: profile reads are not recorded
+	// Experiments are the A/B test definitions; ExperimentSums computes
+	// their results (nil: the results answer 503).
+	Experiments    *experiment.Store
+	ExperimentSums experiment.Aggregator
 }
 
 // API is the management API handler.
@@ -96,6 +101,7 @@ func New(opts Options) *API {
 	a.analyticsRoutes()
 	a.importRoutes()
 	a.profileRoutes()
+	a.experimentRoutes()
 	a.mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		apierror.Write(w, NotFound(r))
 	})

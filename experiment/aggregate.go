@@ -239,3 +239,18 @@ func propNumber(p *string) float64 {
 	}
 	return f
 }
+
+// AggregatorFor is the aggregator for an event store: its own when it is
+// a [Provider] (DuckDB: SQL), else a [ScanAggregator] over its analytics
+// backend when that streams profiles (ClickHouse: the Go path), else nil.
+func AggregatorFor(store any) Aggregator {
+	if p, ok := store.(Provider); ok {
+		return p.Experiments()
+	}
+	if p, ok := store.(analytics.Provider); ok {
+		if src, ok := p.Analytics().(analytics.Source); ok {
+			return ScanAggregator{Src: src}
+		}
+	}
+	return nil
+}
