@@ -15,7 +15,7 @@ import (
 // exposed profiles in the embedded event store: each profile saw the
 // experiment on the web as an anonymous visitor and is linked (identity
 // resolution) to a customer number under which about 10 % bought after
-// exposure and 5 % before it; 2,000,000 profile links, 1,150,000 events.
+// exposure and 5 % before it; 2,000,000 profile links, about 1,155,000 events.
 // The data is generated inside DuckDB (INSERT … SELECT), not through the
 // API. Sub-benchmarks set DuckDB's worker threads: `tandem serve` runs its
 // store with 1.
