@@ -25,7 +25,7 @@ func moments(n int, f func(i int) (y, x float64)) stats.Moments {
 func TestFromSums(t *testing.T) {
 	e := &experiment.Experiment{ID: "exp_1", Key: "k", Control: "a",
 		Variations: []experiment.Variation{{Key: "a", Weight: 1}, {Key: "b", Weight: 1}},
-		Metrics: []experiment.Metric{{Name: "conv", Kind: experiment.Conversion, Event: "x"}, {Name: "rev", Kind: experiment.Revenue, Event: "x", Property: "v"}}}
+		Metrics:    []experiment.Metric{{Name: "conv", Kind: experiment.Conversion, Event: "x"}, {Name: "rev", Kind: experiment.Revenue, Event: "x", Property: "v"}}}
 	// 1000 and 1100 units (SRM against 50/50: p ≈ 0.03, not flagged).
 	ca := moments(1000, func(i int) (float64, float64) { return b2f(i%10 == 0), 0 })
 	cb := moments(1100, func(i int) (float64, float64) { return b2f(i%8 == 0), 0 })
