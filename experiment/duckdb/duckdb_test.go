@@ -13,10 +13,15 @@ import (
 	adb "tandem/analytics/duckdb"
 	"tandem/event"
 	"tandem/eventstore"
+	"tandem/eventstore/clickhouse"
 	"tandem/eventstore/duckdb"
 	"tandem/experiment"
 	"tandem/experiment/stats"
+	"tandem/testserver"
 )
+
+// TestMain stops the ClickHouse server TestRulesClickHouse started.
+func TestMain(m *testing.M) { testserver.Main(m) }
 
 var t0 = time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)
 
@@ -91,6 +96,41 @@ func ys(vals ...[2]float64) stats.Moments {
 // through the SQL path and the Go path.
 func TestRules(t *testing.T) {
 	s := open(t)
+	want := storeRules(t, s)
+	sq, gs := both(t, s, spec())
+	for name, got := range map[string]*experiment.Sums{"SQL": sq, "Go": gs} {
+		if !sameSums(got, want) {
+			t.Errorf("%s sums:\n got %+v\nwant %+v", name, got, want)
+		}
+	}
+}
+
+// TestRulesClickHouse: on the ClickHouse event store, results go through
+// the Go path over its analytics backend, with the same answers.
+func TestRulesClickHouse(t *testing.T) {
+	ctx := context.Background()
+	s, err := clickhouse.Open(ctx, testserver.ClickHouse(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	want := storeRules(t, s)
+	agg := experiment.AggregatorFor(s)
+	if _, ok := agg.(experiment.ScanAggregator); !ok {
+		t.Fatalf("ClickHouse aggregator is %T, want the Go path", agg)
+	}
+	got, err := agg.Aggregate(ctx, spec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sameSums(got, want) {
+		t.Errorf("ClickHouse sums:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+// storeRules stores the hand-made profiles in s and returns their sums.
+func storeRules(t *testing.T, s eventstore.Store) *experiment.Sums {
+	t.Helper()
 	h := time.Hour
 	d := 24 * h
 	evs := []ev{
@@ -129,7 +169,7 @@ func TestRules(t *testing.T) {
 	if err := s.LinkProfiles(ctx, []eventstore.ProfileLink{{Key: "anonymous_id:a7", ProfileID: "P7"}, {Key: "user_id:u7", ProfileID: "P7"}}); err != nil {
 		t.Fatal(err)
 	}
-	want := &experiment.Sums{
+	return &experiment.Sums{
 		Units:    []int64{2, 3},
 		Excluded: 1,
 		Metrics: [][]stats.Moments{
@@ -137,12 +177,6 @@ func TestRules(t *testing.T) {
 			{ys([2]float64{15.5, 0}, [2]float64{0, 30}), ys([2]float64{20, 0}, [2]float64{7, 0}, [2]float64{3, 0})},
 			{ys([2]float64{2, 0}, [2]float64{0, 0}), ys([2]float64{0, 0}, [2]float64{0, 0}, [2]float64{0, 0})},
 		},
-	}
-	sq, gs := both(t, s, spec())
-	for name, got := range map[string]*experiment.Sums{"SQL": sq, "Go": gs} {
-		if !sameSums(got, want) {
-			t.Errorf("%s sums:\n got %+v\nwant %+v", name, got, want)
-		}
 	}
 }
 
