@@ -218,8 +218,14 @@ func (e *Experiment) Normalize(now time.Time) error {
 			return fieldErr(f+".window", "must not be negative")
 		}
 	}
+	// Event times are stored to the microsecond: so are the bounds.
 	if e.From.IsZero() {
-		e.From = now.UTC().Truncate(time.Microsecond)
+		e.From = now
+	}
+	e.From = e.From.UTC().Truncate(time.Microsecond)
+	if e.To != nil {
+		to := e.To.UTC().Truncate(time.Microsecond)
+		e.To = &to
 	}
 	if e.To != nil && !e.To.After(e.From) {
 		return fieldErr("to", "must be after from")
@@ -241,7 +247,7 @@ func (e *Experiment) End(now time.Time) time.Time {
 	if e.To != nil && e.To.Before(now) {
 		return *e.To
 	}
-	return now
+	return now.UTC().Truncate(time.Microsecond)
 }
 
 // Weights are the planned weights in the order of Variations.
