@@ -18,6 +18,7 @@ import (
 	"tandem/apierror"
 	"tandem/audit"
 	"tandem/eventstore"
+	"tandem/experiment"
 	"tandem/governance"
 	"tandem/identity"
 	"tandem/imports"
@@ -51,6 +52,10 @@ type Options struct {
 	// Audit records changes and reads of personal data, and answers GET
 	// /audit. nil: nothing is recorded and GET /audit answers 503.
 	Audit *audit.Log
+	// Experiments are the A/B test definitions; ExperimentSums computes
+	// their results (nil: the results answer 503).
+	Experiments    *experiment.Store
+	ExperimentSums experiment.Aggregator
 }
 
 // API is the management API handler.
@@ -104,6 +109,7 @@ func New(opts Options) *API {
 	a.importRoutes()
 	a.profileRoutes()
 	a.auditRoutes()
+	a.experimentRoutes()
 	a.mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		apierror.Write(w, NotFound(r))
 	})

@@ -87,6 +87,25 @@ func tokenOK(s string) bool {
 	return true
 }
 
+// CORS wraps a browser-facing handler outside collection (experiment
+// assignment) in the same CORS handling: preflights answered 204, the
+// answer headers on every answer, errors included. The handler checks the
+// source's allowed origins itself with [CheckOrigin] once it knows the
+// write key.
+func CORS(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cors(w, r)
+		if r.Method == http.MethodOptions {
+			preflight(w, r)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// CheckOrigin is [checkOrigin] for handlers outside this package.
+func CheckOrigin(r *http.Request, src Source) *apierror.Error { return checkOrigin(r, src) }
+
 // checkOrigin refuses a request from a browser page whose origin the
 // source does not allow. Requests without an Origin header (servers,
 // mobile apps) are not browser requests and are not restricted: the

@@ -32,6 +32,7 @@ import (
 	"tandem/eventstore"
 	"tandem/eventstore/clickhouse"
 	"tandem/eventstore/duckdb"
+	"tandem/experiment"
 	"tandem/governance"
 	"tandem/identity"
 	"tandem/imports"
@@ -140,6 +141,7 @@ func Open(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Serve
 	migs = append(migs, imports.Migrations()...)
 	migs = append(migs, identity.Migrations()...)
 	migs = append(migs, audit.Migrations()...)
+	migs = append(migs, experiment.Migrations()...)
 	if err := s.State.Migrate(ctx, migs...); err != nil {
 		return nil, fmt.Errorf("state store: %w", err)
 	}
@@ -319,9 +321,16 @@ func (s *Server) routes() http.Handler {
 		Events: s.Events, Log: s.Committer, Imports: s.Imports, Logger: s.logger, Stages: s.cfg.Journey.Stages,
 		Identity: s.Identity, Audit: s.Audit,
 	}
+	opts.Experiments, opts.ExperimentSums = experiment.NewStore(s.State), experiment.AggregatorFor(s.Events)
 	if p, ok := s.Events.(analytics.Provider); ok {
 		opts.Analytics = p.Analytics()
 	}
+	// Experiment assignment is a browser path like collection's: wrap it
+	// in the same CORS handling.
+	mux.Handle("/v1/experiments/{key}/assign", collect.CORS(experiment.NewAssignHandler(experiment.AssignOptions{
+		Experiments: opts.Experiments, Sources: writeKeys{s.Governance},
+		Identity: s.Identity, Log: s.Committer, Logger: s.logger,
+	})))
 	mux.Handle("/api/v1/", api.New(opts))
 	mux.HandleFunc("/api/v1", func(w http.ResponseWriter, r *http.Request) { apierror.Write(w, api.NotFound(r)) })
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
