@@ -37,6 +37,8 @@ const (
 	CodeNotReady = "not_ready"
 	// CodeOriginNotAllowed (403): A browser request's `Origin` is not in the source's `allowedOrigins` (collection paths only; requests without an Origin header, from servers and apps, are not restricted).
 	CodeOriginNotAllowed = "origin_not_allowed"
+	// CodeOverloaded (503): The node is taking as much as it can: more collection requests in flight than `--max-inflight`, or more bytes waiting for the event log than `--log-queue-bytes`. Nothing of the request was stored; retry after `Retry-After` seconds.
+	CodeOverloaded = "overloaded"
 	// CodeRateLimited (429): The source is sending faster than its rate limit; retry after the `Retry-After` seconds. Nothing of the request was stored.
 	CodeRateLimited = "rate_limited"
 	// CodeSourceNotApproved (403): The source is pending, rejected or suspended; it may send data (or be imported into) once approved.
@@ -73,6 +75,7 @@ var table = []Entry{
 	{Code: CodeNotFound, Status: 404, Description: "No such resource, or no such endpoint. The message says which; the endpoints are in `GET /api/v1/openapi.json`."},
 	{Code: CodeNotReady, Status: 503, Description: "`GET /readyz`: this node cannot accept and persist events right now (comes with `Retry-After`).", Note: "Means the same as `unavailable`; kept as /readyz's own spelling because monitors match on it."},
 	{Code: CodeOriginNotAllowed, Status: 403, Description: "A browser request's `Origin` is not in the source's `allowedOrigins` (collection paths only; requests without an Origin header, from servers and apps, are not restricted)."},
+	{Code: CodeOverloaded, Status: 503, Description: "The node is taking as much as it can: more collection requests in flight than `--max-inflight`, or more bytes waiting for the event log than `--log-queue-bytes`. Nothing of the request was stored; retry after `Retry-After` seconds."},
 	{Code: CodeRateLimited, Status: 429, Description: "The source is sending faster than its rate limit; retry after the `Retry-After` seconds. Nothing of the request was stored."},
 	{Code: CodeSourceNotApproved, Status: 403, Description: "The source is pending, rejected or suspended; it may send data (or be imported into) once approved."},
 	{Code: CodeTooLarge, Status: 413, Description: "The request body is over the endpoint's limit (500 KB for collection, 1 MiB for management JSON bodies); the message says the limit."},

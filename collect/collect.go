@@ -222,6 +222,9 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request, ep endpoint) in
 	}
 	chunk := event.AppendEntries(make([]byte, 0, buf.Len()+n*160), src.ID, req.Events, req.Problems)
 	if err := h.opts.Log.Append(ctx, chunk); err != nil {
+		if errors.Is(err, eventlog.ErrOverloaded) {
+			return fail(ErrOverloaded) // nothing was queued
+		}
 		if ctx.Err() != nil {
 			// The client went away; it will retry and dedup keeps one copy.
 			return 499

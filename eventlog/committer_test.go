@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -226,40 +227,197 @@ func TestCommitterError(t *testing.T) {
 	}
 }
 
-// TestCommitterContext: a caller whose context ends stops waiting; its
-// chunk is still written.
+// TestCommitterContext: a caller whose context ends stops waiting. Its
+// chunk leaves the queue if the writer had not taken it yet; a chunk in the
+// record being appended is written all the same.
 func TestCommitterContext(t *testing.T) {
 	l := &memLog{max: 1 << 20, gate: make(chan struct{})}
 	cm := eventlog.NewCommitter(l, eventlog.CommitterOptions{})
 	defer cm.Close()
 
-	// The first Append blocks in the log.
+	// The first Append blocks in the log; its caller gives up.
+	fctx, fcancel := context.WithCancel(context.Background())
+	first := make(chan error, 1)
+	go func() { first <- cm.Append(fctx, chunk("first", 1)) }()
+	for l.inFlight.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	fcancel()
+	if err := <-first; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Append whose caller gave up while it was written: %v", err)
+	}
+
+	// The second queues behind it and gives up too, the third keeps
+	// waiting and lands in the same record as the second did.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	third := make(chan error, 1)
+	buf := chunk("second", 1)
+	go func() {
+		for cm.Stats().QueuedBytes < int64(len(chunk("first", 1))+len(buf)) {
+			time.Sleep(time.Millisecond)
+		}
+		third <- cm.Append(context.Background(), chunk("third", 1))
+	}()
+	if err := cm.Append(ctx, buf); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Append with a context that ends: %v", err)
+	}
+	clear(buf) // the committer copied it
+	if err := cm.Append(ctx, chunk("fourth", 1)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Append with an ended context: %v", err)
+	}
+	l.gate <- struct{}{} // the first record
+	l.gate <- struct{}{} // the record the second and third shared
+	if err := <-third; err != nil {
+		t.Fatal(err)
+	}
+	if err := cm.Close(); err != nil {
+		t.Fatal(err)
+	}
+	recs := l.recs()
+	ids := eventIDs(t, recs, l.max)
+	if ids["first-0"] != 1 || ids["second-0"] != 0 || ids["third-0"] != 1 || ids["fourth-0"] != 0 || len(ids) != 2 {
+		t.Fatalf("events written: %v", ids)
+	}
+	if len(recs) != 2 || len(recs[1]) != len(event.RecordHeader)+len(chunk("third", 1)) {
+		t.Fatalf("%d records; the second has %d bytes", len(recs), len(recs[len(recs)-1]))
+	}
+	if st := cm.Stats(); st.Withdrawn != 1 || st.QueuedBytes != 0 {
+		t.Fatalf("stats %+v, want 1 withdrawn and nothing queued", st)
+	}
+}
+
+// TestCommitterWithdrawnBatch: when every caller of a queued record gives
+// up, nothing is written for it.
+func TestCommitterWithdrawnBatch(t *testing.T) {
+	l := &memLog{max: 1 << 20, gate: make(chan struct{})}
+	cm := eventlog.NewCommitter(l, eventlog.CommitterOptions{})
 	first := make(chan error, 1)
 	go func() { first <- cm.Append(context.Background(), chunk("first", 1)) }()
 	for l.inFlight.Load() == 0 {
 		time.Sleep(time.Millisecond)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-	defer cancel()
-	buf := chunk("second", 1)
-	if err := cm.Append(ctx, buf); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Append with a context that ends: %v", err)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for i := range 5 {
+		wg.Go(func() {
+			if err := cm.Append(ctx, chunk(fmt.Sprint("gone", i), 2)); !errors.Is(err, context.Canceled) {
+				t.Errorf("Append: %v", err)
+			}
+		})
 	}
-	clear(buf) // the committer copied it
-	if err := cm.Append(ctx, chunk("third", 1)); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Append with an ended context: %v", err)
+	for cm.Stats().QueuedBytes <= int64(len(chunk("first", 1))) {
+		time.Sleep(time.Millisecond)
 	}
+	cancel()
+	wg.Wait()
 	l.gate <- struct{}{}
 	if err := <-first; err != nil {
 		t.Fatal(err)
 	}
-	l.gate <- struct{}{}
 	if err := cm.Close(); err != nil {
 		t.Fatal(err)
 	}
+	if recs := l.recs(); len(recs) != 1 {
+		t.Fatalf("%d records written, want only the first", len(recs))
+	}
+	if st := cm.Stats(); st.Withdrawn != 5 || st.Records != 1 || st.QueuedBytes != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestCommitterBudget: with MaxQueueBytes reached, Append fails at once
+// with ErrOverloaded and queues nothing; once the log catches up it takes
+// chunks again.
+func TestCommitterBudget(t *testing.T) {
+	l := &memLog{max: 1 << 20, gate: make(chan struct{})}
+	one := len(chunk("c0", 4))
+	var refused atomic.Int64
+	cm := eventlog.NewCommitter(l, eventlog.CommitterOptions{
+		MaxQueueBytes: int64(3 * one),
+		OnOverload:    func(n int) { refused.Add(int64(n)) },
+	})
+	defer cm.Close()
+	errs := make(chan error, 3)
+	for i := range 3 {
+		go func() { errs <- cm.Append(context.Background(), chunk(fmt.Sprint("c", i), 4)) }()
+	}
+	for cm.Stats().QueuedBytes < int64(3*one) {
+		time.Sleep(time.Millisecond)
+	}
+	// Over the budget, whether the first record is being written or not.
+	for i := range 3 {
+		err := cm.Append(context.Background(), chunk(fmt.Sprint("over", i), 4))
+		if !errors.Is(err, eventlog.ErrOverloaded) {
+			t.Fatalf("Append over the budget: %v, want ErrOverloaded", err)
+		}
+	}
+	overBytes := 3 * len(chunk("over0", 4))
+	if st := cm.Stats(); st.Overloaded != 3 || st.QueuedBytes != int64(3*one) || refused.Load() != int64(overBytes) {
+		t.Fatalf("stats %+v, OnOverload saw %d bytes", st, refused.Load())
+	}
+	// A small chunk that fits still goes in.
+	go func() {
+		for range 3 {
+			l.gate <- struct{}{}
+		}
+	}()
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := cm.Stats(); st.QueuedBytes != 0 {
+		t.Fatalf("queued bytes %d after the log caught up", st.QueuedBytes)
+	}
+	// A chunk over the whole budget is taken when nothing else waits.
+	go func() { l.gate <- struct{}{} }()
+	if err := cm.Append(context.Background(), chunk("big", 16)); err != nil {
+		t.Fatalf("Append of a chunk over the budget into an empty queue: %v", err)
+	}
 	ids := eventIDs(t, l.recs(), l.max)
-	if ids["first-0"] != 1 || ids["second-0"] != 1 || ids["third-0"] != 0 {
-		t.Fatalf("events written: %v", ids)
+	for id := range ids {
+		if strings.HasPrefix(id, "over") {
+			t.Fatalf("refused event %s was written", id)
+		}
+	}
+	if len(ids) != 3*4+16 {
+		t.Fatalf("%d events written, want %d", len(ids), 3*4+16)
+	}
+}
+
+// TestCommitterCloseError: an append that fails during Close's final flush
+// makes Close fail.
+func TestCommitterCloseError(t *testing.T) {
+	fail := fmt.Errorf("%w: fsync: input/output error", eventlog.ErrUnavailable)
+	l := &memLog{max: 1 << 20, gate: make(chan struct{}), err: fail}
+	cm := eventlog.NewCommitter(l, eventlog.CommitterOptions{})
+	appended := make(chan error, 1)
+	go func() { appended <- cm.Append(context.Background(), chunk("last", 1)) }()
+	for l.inFlight.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- cm.Close() }()
+	// Close has marked the committer closed once Append refuses.
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+		err := cm.Append(ctx, chunk("x", 1)) // withdrawn if it queues
+		cancel()
+		if errors.Is(err, eventlog.ErrClosed) {
+			break
+		}
+	}
+	l.gate <- struct{}{}
+	if err := <-appended; !errors.Is(err, eventlog.ErrUnavailable) {
+		t.Fatalf("Append: %v", err)
+	}
+	err := <-closed
+	if !errors.Is(err, eventlog.ErrUnavailable) || !strings.Contains(err.Error(), "final flush") {
+		t.Fatalf("Close: %v, want the final flush's failure", err)
+	}
+	if err2 := cm.Close(); err2 == nil || err2.Error() != err.Error() {
+		t.Fatalf("second Close: %v", err2)
 	}
 }
 

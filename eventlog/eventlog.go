@@ -25,6 +25,12 @@ var ErrClosed = errors.New("eventlog: closed")
 // ErrTooLarge is returned by Append for a record over the log's limit.
 var ErrTooLarge = errors.New("eventlog: record too large")
 
+// ErrOverloaded is returned (wrapped) by [Committer.Append] when the bytes
+// already waiting for the log are at the committer's budget: nothing was
+// queued, and trying again once the log has caught up may succeed. The
+// collection API answers it with 503 and Retry-After.
+var ErrOverloaded = errors.New("eventlog: overloaded")
+
 // Log is a durable, ordered log of records.
 type Log interface {
 	// Append stores rec and returns its sequence number. When Append

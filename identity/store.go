@@ -324,26 +324,38 @@ func anys(ss []string) []any {
 // component between reading and locking it.
 var errRetry = errors.New("identity: component changed meanwhile")
 
-// tx runs fn in a transaction, again when it lost a race with another
-// node (PostgreSQL).
+// txAttempts is how often tx tries a transaction that keeps losing races.
+const txAttempts = 8
+
+// tx runs fn in a transaction, and again, after a short pause that grows
+// with each attempt, when it lost a race with a concurrent writer: another
+// node changed a component meanwhile (errRetry), wrote the same row first
+// ([statestore.ErrConflict]), or the database aborted the transaction or
+// had no room for it ([statestore.ErrBusy]: a PostgreSQL serialization
+// failure or deadlock, a SQLite lock not had in time). It gives up at once
+// when ctx ends, pauses included.
 func (s *Store) tx(ctx context.Context, fn func(tx *statestore.Tx) error) error {
 	var err error
-	for attempt := 0; attempt < 8; attempt++ {
+	for attempt := range txAttempts {
 		err = s.db.Tx(ctx, fn)
-		if err == nil || !retryable(err) || ctx.Err() != nil {
+		if err == nil || !retryable(err) || ctx.Err() != nil || attempt == txAttempts-1 {
 			return err
 		}
-		time.Sleep(time.Duration(attempt+1) * 5 * time.Millisecond)
+		t := time.NewTimer(time.Duration(attempt+1) * 5 * time.Millisecond)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w (while waiting to retry after: %w)", ctx.Err(), err)
+		}
 	}
 	return err
 }
 
+// retryable reports whether a transaction that failed with err may pass
+// when run again.
 func retryable(err error) bool {
-	if errors.Is(err, errRetry) || errors.Is(err, statestore.ErrConflict) {
-		return true
-	}
-	msg := err.Error()
-	return strings.Contains(msg, "deadlock detected") || strings.Contains(msg, "could not serialize")
+	return errors.Is(err, errRetry) || errors.Is(err, statestore.ErrConflict) || errors.Is(err, statestore.ErrBusy)
 }
 
 // Resolve takes one pipeline batch of valid events into the identity

@@ -728,18 +728,48 @@ func (s *Service) importRows(ctx context.Context, ru *run, body io.Reader) (stri
 	return code, msg, nil
 }
 
-// append makes entries durable, retrying what may pass (an overloaded or
-// briefly unavailable log).
+// append makes entries durable, retrying what may pass (a briefly
+// unavailable log). An overloaded log (its queue at the byte budget) is not
+// a failure: the import waits for room, as long as its context lasts, so
+// that a bulk load yields to live collection instead of stopping.
 func (s *Service) append(ctx context.Context, id string, entries []byte) error {
 	backoff := s.opts.RetryBackoff
-	for try := 0; ; try++ {
+	wait := overloadWait
+	for try := 0; ; {
 		err := s.opts.Log.Append(ctx, entries)
+		if errors.Is(err, eventlog.ErrOverloaded) {
+			if err := sleepCtx(ctx, wait); err != nil {
+				return err
+			}
+			wait = min(2*wait, time.Second)
+			continue
+		}
+		wait = overloadWait
 		if err == nil || try >= s.opts.AppendRetries || errors.Is(err, eventlog.ErrTooLarge) || errors.Is(err, eventlog.ErrClosed) {
 			return err
 		}
 		s.opts.Logger.Warn("import append failed; retrying", "import", id, "err", err.Error(), "retry_in", backoff.String())
-		time.Sleep(backoff)
+		if err := sleepCtx(ctx, backoff); err != nil {
+			return err
+		}
 		backoff = min(2*backoff, 5*time.Second)
+		try++
+	}
+}
+
+// overloadWait is the first wait of an import whose append found the log's
+// queue full; it doubles up to a second while the queue stays full.
+const overloadWait = 20 * time.Millisecond
+
+// sleepCtx waits d or until ctx ends, whichever is first.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"tandem/access"
 	"tandem/event"
+	"tandem/eventlog"
 	"tandem/governance"
 	"tandem/quarantine"
 	"tandem/statestore"
@@ -35,6 +36,9 @@ type memLog struct {
 	events    []event.Event
 	appends   int
 	failAfter int
+	// overloaded appends are refused with ErrOverloaded first, as a
+	// committer whose queue is full refuses them.
+	overloaded int
 }
 
 var errLogDown = errors.New("memlog: down")
@@ -44,6 +48,10 @@ func (l *memLog) Append(ctx context.Context, entries []byte) error {
 	defer l.mu.Unlock()
 	if l.failAfter > 0 && l.appends >= l.failAfter {
 		return errLogDown
+	}
+	if l.overloaded > 0 {
+		l.overloaded--
+		return fmt.Errorf("%w: queue full", eventlog.ErrOverloaded)
 	}
 	l.appends++
 	evs, probs, err := event.DecodeRecord(append(append([]byte(nil), event.RecordHeader...), entries...))
@@ -391,6 +399,30 @@ func TestResumeAfterLogFailure(t *testing.T) {
 	st = f.importData(t, spec, strings.Replace(data, "u1@", "x1@", 1))
 	if st.Status != Failed || st.Error == nil || st.Error.Code != "resume_mismatch" {
 		t.Fatalf("changed data: %+v", st)
+	}
+}
+
+// TestWaitsWhileLogOverloaded: an import whose appends find the log's
+// queue full waits for room, however long that lasts, instead of counting
+// it as a failure and stopping.
+func TestWaitsWhileLogOverloaded(t *testing.T) {
+	f := newFixture(t, Options{ChunkRows: 100, InFlight: 2})
+	f.log.overloaded = 3 * f.svc.opts.AppendRetries // more than a failing log is retried
+	var b strings.Builder
+	b.WriteString("id,at,email,phone,amount\n")
+	const n = 500
+	for i := range n {
+		fmt.Fprintf(&b, "%d,2024-01-02,u%d@example.com,,%d\n", i, i, i)
+	}
+	st := f.importData(t, Spec{Mapping: []byte(brokenMapping), Key: "overload"}, b.String())
+	if st.Status != Completed || st.RowsImported != n || st.Attempts != 1 {
+		t.Fatalf("import while the log was overloaded: %+v", st)
+	}
+	if evs, _ := f.log.byID(); len(evs) != n {
+		t.Fatalf("%d events in the log, want %d", len(evs), n)
+	}
+	if f.log.overloaded != 0 {
+		t.Fatalf("%d refusals left: the import did not go through them", f.log.overloaded)
 	}
 }
 

@@ -33,6 +33,17 @@ const testAdminToken = "tdm_test-admin-token-0123456789abcdef"
 
 func startNode(t *testing.T, dir string, mutate func(*config.Config)) *node {
 	t.Helper()
+	return startNodeWith(t, dir, mutate, hooks{}, func(err error) {
+		if err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+}
+
+// startNodeWith is startNode with hooks into the server's backends, and
+// checkStop called with Serve's result when the node stops.
+func startNodeWith(t *testing.T, dir string, mutate func(*config.Config), h hooks, checkStop func(error)) *node {
+	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
 	}
@@ -49,7 +60,7 @@ func startNode(t *testing.T, dir string, mutate func(*config.Config)) *node {
 		logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s, err := Open(ctx, cfg, logger)
+	s, err := open(ctx, cfg, logger, h)
 	if err != nil {
 		cancel()
 		t.Fatalf("open: %v", err)
@@ -68,9 +79,7 @@ func startNode(t *testing.T, dir string, mutate func(*config.Config)) *node {
 		}
 		stopped = true
 		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
+		checkStop(<-done)
 	}
 	t.Cleanup(n.stop)
 	key, err := os.ReadFile(filepath.Join(dir, "default.writekey"))

@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -108,27 +107,55 @@ type Server struct {
 
 	handler        http.Handler
 	trustedProxies []netip.Prefix
+	inflight       *collect.InflightLimit
+	lock           *os.File // the data directory's lock, held while open
+	// runPipeline runs the pipeline until its context ends (s.Pipeline.Run;
+	// tests replace it).
+	runPipeline func(context.Context) error
+	hooks       hooks
 	// lastAppendFailure is when the last log append failed (Unix ns), 0
 	// after a success: a log that just refused a write is not ready even
 	// if its own health check passes (e.g. full for records of this size).
 	lastAppendFailure atomic.Int64
 }
 
-// Open opens every backend and prepares the handlers, without serving.
-func Open(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Server, err error) {
-	s := &Server{cfg: cfg, logger: logger, Metrics: metrics.NewRegistry()}
+// Open opens every backend and prepares the handlers, without serving. It
+// first locks the data directory: a second node on the same directory, in
+// this process or another, gets an error naming it.
+func Open(ctx context.Context, cfg config.Config, logger *slog.Logger) (*Server, error) {
+	return open(ctx, cfg, logger, hooks{})
+}
+
+// hooks let tests put themselves between the server and its backends.
+type hooks struct {
+	// wrapLog, when set, wraps the event log the server opened; the
+	// server then writes and reads through the wrapper.
+	wrapLog func(eventlog.Log) eventlog.Log
+	// runPipeline, when set, runs instead of the pipeline's Run.
+	runPipeline func(context.Context) error
+	// beforeClose, when set, is called as the backends start closing.
+	beforeClose func()
+}
+
+func open(ctx context.Context, cfg config.Config, logger *slog.Logger, h hooks) (_ *Server, err error) {
+	s := &Server{cfg: cfg, logger: logger, Metrics: metrics.NewRegistry(), hooks: h}
 	defer func() {
 		if err != nil {
-			s.close()
+			if cerr := s.close(); cerr != nil {
+				logger.Warn("closing after a failed start", "err", cerr.Error())
+			}
 		}
 	}()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data dir: %w", err)
+		return nil, fmt.Errorf("data directory %s: %w", cfg.DataDir, err)
+	}
+	if s.lock, err = lockDataDir(cfg.DataDir); err != nil {
+		return nil, err
 	}
 	if s.trustedProxies, err = collect.ParseTrustedProxies(cfg.TrustedProxies); err != nil {
 		return nil, &config.UsageError{Key: "trusted_proxies", Message: err.Error()}
 	}
-	if err := s.openLog(); err != nil {
+	if err := s.openLog(h); err != nil {
 		return nil, err
 	}
 	if s.State, err = openState(ctx, cfg); err != nil {
@@ -168,6 +195,10 @@ func Open(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Serve
 		if err != nil {
 			return nil, err
 		}
+		s.runPipeline = s.Pipeline.Run
+		if h.runPipeline != nil {
+			s.runPipeline = h.runPipeline
+		}
 	}
 	s.handler = s.routes()
 	return s, nil
@@ -196,41 +227,67 @@ func openState(ctx context.Context, cfg config.Config) (*statestore.DB, error) {
 
 // openEvents opens the event store: ClickHouse for a clickhouse:// URL in
 // cfg.Events, else the embedded DuckDB file in the data directory.
-func (s *Server) openEvents(ctx context.Context) (err error) {
+//
+// s.Events is set only on success: a nil *duckdb.Store in the interface
+// would not compare equal to nil, and close would call its Close.
+func (s *Server) openEvents(ctx context.Context) error {
+	var (
+		store eventstore.Store
+		err   error
+	)
 	switch {
 	case s.cfg.Events == "":
-		s.Events, err = duckdb.Open(filepath.Join(s.cfg.DataDir, "events.duckdb"))
+		var db *duckdb.Store
+		if db, err = duckdb.Open(filepath.Join(s.cfg.DataDir, "events.duckdb")); err == nil {
+			store = db
+		}
 	case strings.HasPrefix(s.cfg.Events, "clickhouse://"):
-		s.Events, err = clickhouse.Open(ctx, s.cfg.Events)
+		var ch *clickhouse.Store
+		if ch, err = clickhouse.Open(ctx, s.cfg.Events); err == nil {
+			store = ch
+		}
 	default:
 		return &config.UsageError{Key: "events", Message: "want empty (embedded) or a clickhouse:// URL"}
 	}
 	if err != nil {
 		return fmt.Errorf("event store: %w", err)
 	}
+	s.Events = store
 	return nil
 }
 
-func (s *Server) openLog() error {
+func (s *Server) openLog(h hooks) error {
 	fsync := s.Metrics.NewHistogram("tandem_log_append_seconds", "Time to append one record to the event log and fsync it.", metrics.DefBuckets)
 	recs := s.Metrics.NewCounterVec("tandem_log_records_total", "Event log records appended, by result.", "result")
 	chunks := s.Metrics.NewCounter("tandem_log_requests_grouped_total", "Collection requests written to the event log (several share one record and one fsync).")
 	bytes := s.Metrics.NewCounter("tandem_log_bytes_total", "Bytes appended to the event log.")
-	var err error
+	full := s.Metrics.NewCounter("tandem_log_queue_full_total", "Appends refused because the bytes waiting for the event log were at --log-queue-bytes (collection answers 503 overloaded; imports wait).")
+	// Never assign a failed Open's nil *jetstream.Log to s.Log: the
+	// interface would hold a typed nil and close would call its Close.
+	var (
+		l   *jetstream.Log
+		err error
+	)
 	if s.cfg.Log != "" {
-		s.Log, err = jetstream.Open(s.cfg.Log, jetstream.Options{
+		l, err = jetstream.Open(s.cfg.Log, jetstream.Options{
 			Replicas: logReplicas(s.cfg), AckWait: s.cfg.LogAckWait,
 			MaxBytes: s.cfg.LogMaxBytes, MaxAge: s.cfg.LogMaxAge, Logger: componentLogger(s.logger, "nats"),
 		})
 	} else {
-		s.Log, err = jetstream.OpenEmbedded(jetstream.EmbeddedOptions{
+		l, err = jetstream.OpenEmbedded(jetstream.EmbeddedOptions{
 			Dir: filepath.Join(s.cfg.DataDir, "log"), MaxBytes: s.cfg.LogMaxBytes, MaxAge: s.cfg.LogMaxAge, Logger: componentLogger(s.logger, "nats"),
 		})
 	}
 	if err != nil {
 		return fmt.Errorf("event log: %w", err)
 	}
+	s.Log = l
+	if h.wrapLog != nil {
+		s.Log = h.wrapLog(l)
+	}
 	s.Committer = eventlog.NewCommitter(s.Log, eventlog.CommitterOptions{
+		MaxQueueBytes: s.cfg.QueueBytes,
+		OnOverload:    func(int) { full.Add(1) },
 		OnAppend: func(d time.Duration, n int, c int, err error) {
 			if err != nil {
 				recs.Add(1, "error")
@@ -243,6 +300,10 @@ func (s *Server) openLog() error {
 			chunks.Add(uint64(c))
 			bytes.Add(uint64(n))
 		},
+	})
+	committer := s.Committer
+	s.Metrics.NewGaugeFunc("tandem_log_queue_bytes", "Bytes waiting for the event log (queued or being appended); bounded by --log-queue-bytes.", func() float64 {
+		return float64(committer.Stats().QueuedBytes)
 	})
 	return nil
 }
@@ -304,7 +365,8 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
-	ch := collect.New(collect.Options{
+	rejected := s.Metrics.NewCounter("tandem_collect_inflight_rejected_total", "Collection requests answered 503 overloaded because --max-inflight requests were already being served.")
+	s.inflight = collect.LimitInflight(collect.New(collect.Options{
 		Sources:        writeKeys{s.Governance},
 		Log:            s.Committer,
 		Limiter:        collect.NewLimiter(s.cfg.SourceRateLimit, s.cfg.SourceBurst),
@@ -312,9 +374,12 @@ func (s *Server) routes() http.Handler {
 		Logger:         s.logger,
 		PublicURL:      s.cfg.PublicURL,
 		TrustedProxies: s.trustedProxies,
+	}), s.cfg.MaxInflight, rejected)
+	s.Metrics.NewGaugeFunc("tandem_collect_inflight", "Collection requests being served now; bounded by --max-inflight.", func() float64 {
+		return float64(s.inflight.InFlight())
 	})
 	for _, p := range collect.Paths {
-		mux.Handle(p, ch)
+		mux.Handle(p, s.inflight)
 	}
 	opts := api.Options{
 		Access: s.Access, Governance: s.Governance, Quarantine: s.Quarantine,
@@ -395,7 +460,11 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// Serve serves on ln until ctx is done, then shuts down.
+// Serve serves on ln until ctx is done, then shuts down. It returns nil
+// after a clean stop; otherwise every failure joined: the listener's, the
+// pipeline's (which also stops the node: a node that collects but no longer
+// processes should be restarted, not left running), and each backend's
+// Close, such as a final flush of the event log that failed.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{
 		Handler:           s.handler,
@@ -405,22 +474,37 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    64 << 10,
 	}
 	pctx, stopPipeline := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	if s.Pipeline != nil {
-		wg.Add(1)
+	defer stopPipeline()
+	var pipeErr chan error // nil without a pipeline: never ready
+	if s.runPipeline != nil {
+		pipeErr = make(chan error, 1)
 		go func() {
-			defer wg.Done()
-			_ = s.Pipeline.Run(pctx)
+			err := s.runPipeline(pctx)
+			if err != nil && pctx.Err() != nil && errors.Is(err, context.Canceled) {
+				err = nil // stopped because we asked it to
+			}
+			if err != nil {
+				s.logger.Error("the pipeline stopped; shutting down", "err", err.Error())
+				err = fmt.Errorf("pipeline: %w", err)
+			}
+			pipeErr <- err
 		}()
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	s.logger.Info("tandem ready", "addr", ln.Addr().String(), "data_dir", s.cfg.DataDir, "version", version.Version,
 		"pipeline", s.Pipeline != nil)
-	var serveErr error
+	var errs []error
+	pipelineDone := false
 	select {
 	case <-ctx.Done():
-	case serveErr = <-errc:
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, err)
+		}
+	case err := <-pipeErr:
+		pipelineDone = true
+		errs = append(errs, err)
 	}
 	s.logger.Info("shutting down: no new requests; finishing in-flight ones")
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
@@ -429,35 +513,61 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.logger.Warn("in-flight requests did not finish in time", "err", err.Error())
 	}
 	stopPipeline()
-	wg.Wait()
-	s.close()
-	s.logger.Info("stopped")
-	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
-		return serveErr
+	if pipeErr != nil && !pipelineDone {
+		errs = append(errs, <-pipeErr)
 	}
-	return nil
+	if err := s.close(); err != nil {
+		s.logger.Error("closing the backends failed", "err", err.Error())
+		errs = append(errs, err)
+	}
+	err := errors.Join(errs...)
+	if err == nil {
+		s.logger.Info("stopped")
+	}
+	return err
 }
 
-// Close releases every backend (for callers that did not Serve).
-func (s *Server) Close() { s.close() }
+// Close releases every backend (for callers that did not Serve) and
+// returns their Close errors joined.
+func (s *Server) Close() error { return s.close() }
 
-func (s *Server) close() {
+// close closes the backends in order (the committer's final flush first,
+// the log last) and then lets go of the data directory. It returns every
+// failure, each naming its backend.
+func (s *Server) close() error {
+	if s.hooks.beforeClose != nil {
+		s.hooks.beforeClose()
+	}
+	var errs []error
 	if s.Committer != nil {
-		_ = s.Committer.Close()
+		if err := s.Committer.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("event log: %w", err))
+		}
 		s.Committer = nil
 	}
 	if s.Events != nil {
-		_ = s.Events.Close()
+		if err := s.Events.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("event store: close: %w", err))
+		}
 		s.Events = nil
 	}
 	if s.State != nil {
-		_ = s.State.Close()
+		if err := s.State.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("state store: close: %w", err))
+		}
 		s.State = nil
 	}
 	if s.Log != nil {
-		_ = s.Log.Close()
+		if err := s.Log.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("event log: close: %w", err))
+		}
 		s.Log = nil
 	}
+	if s.lock != nil {
+		s.lock.Close() // releases the flock; the file stays
+		s.lock = nil
+	}
+	return errors.Join(errs...)
 }
 
 // writeKeys resolves write keys for collection through governance's

@@ -37,6 +37,10 @@ Usage:
 
 Run "tandem COMMAND --help" for a command's flags. Every flag can also be
 set with an environment variable TANDEM_<FLAG> (e.g. TANDEM_DATA_DIR).
+
+Exit status: 0 after a clean stop, 1 on a failure (a backend that cannot be
+opened, a data directory in use, a failed final flush at shutdown), 2 for
+bad usage or configuration.
 `
 
 func main() {
@@ -84,14 +88,31 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	logger := server.NewLogger(stderr, cfg.LogLevel)
-	if err := server.Run(ctx, cfg, logger, stdout); err != nil {
-		var ue *config.UsageError
-		if errors.As(err, &ue) {
-			fmt.Fprintf(stderr, "tandem serve: %v\n", err)
-			return 2
-		}
+	err = server.Run(ctx, cfg, logger, stdout)
+	code := exitCode(err)
+	if code == 1 {
 		logger.Error("tandem stopped", "err", err.Error())
+	}
+	if err != nil {
+		// Also as a plain last line, for a person at a terminal.
+		fmt.Fprintf(stderr, "tandem serve: %v\n", err)
+	}
+	return code
+}
+
+// exitCode is serve's exit status for Run's error: 0 for a clean stop, 2
+// for bad usage or configuration, 1 for anything else (a backend that
+// could not be opened, such as a data directory in use or an unreachable
+// server, or a failure at shutdown, such as a final flush of the event log
+// that failed).
+func exitCode(err error) int {
+	var ue *config.UsageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ue):
+		return 2
+	default:
 		return 1
 	}
-	return 0
 }

@@ -308,7 +308,7 @@ func Open(url string, opts Options) (*Log, error) {
 	nc, err := nats.Connect(url, nopts...)
 	if err != nil {
 		close(ready)
-		return nil, fmt.Errorf("%w: connect to %s: %w", eventlog.ErrUnavailable, url, err)
+		return nil, fmt.Errorf("%w: connect to %s: %w", eventlog.ErrUnavailable, redactURLs(url), err)
 	}
 	if room := int(nc.MaxPayload()) - headerRoom; so.maxRecord > room {
 		if explicitMax {

@@ -64,6 +64,17 @@ func (Dialect) IsConflict(err error) bool {
 	return e.ExtendedCode == sqlite3.ErrConstraintUnique || e.ExtendedCode == sqlite3.ErrConstraintPrimaryKey
 }
 
+// IsBusy reports whether err is SQLite's SQLITE_BUSY or SQLITE_LOCKED: the
+// database was locked (by another process, past the busy timeout) and the
+// statement did not run. Such errors match [statestore.ErrBusy].
+func (Dialect) IsBusy(err error) bool {
+	var e sqlite3.Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	return e.Code == sqlite3.ErrBusy || e.Code == sqlite3.ErrLocked
+}
+
 // Open opens (creating it if needed, with mode 0600) the SQLite database at
 // path. It checks that the durability settings took effect and fails
 // otherwise: a store that could acknowledge before data is on disk is

@@ -3,6 +3,8 @@ package sqlite_test
 import (
 	"bytes"
 	"context"
+	"database/sql"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -213,5 +215,54 @@ func TestBackgroundCheckpoint(t *testing.T) {
 	}
 	if maxWAL > 6<<20 {
 		t.Errorf("the log grew to %d bytes: checkpoints did not keep up with 4 kB commits", maxWAL)
+	}
+}
+
+// TestBusyMatchesErrBusy: a write SQLite refuses because another
+// connection holds the database's write lock matches statestore.ErrBusy,
+// so callers decide to retry with errors.Is, not by reading messages.
+func TestBusyMatchesErrBusy(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	db, err := sqlite.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	if _, err := db.Exec(ctx, "CREATE TABLE t (x INTEGER)"); err != nil {
+		t.Fatal(err)
+	}
+	// A second handle on the file that does not wait for locks.
+	raw, err := sql.Open("sqlite3", path+"?_busy_timeout=0&_txlock=immediate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := statestore.New(raw, sqlite.Dialect{})
+	defer other.Close()
+
+	held := make(chan struct{})
+	release := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- db.Tx(ctx, func(tx *statestore.Tx) error {
+			if _, err := tx.Exec(ctx, "INSERT INTO t VALUES (1)"); err != nil {
+				return err
+			}
+			close(held)
+			<-release
+			return nil
+		})
+	}()
+	<-held
+	_, err = other.Exec(ctx, "INSERT INTO t VALUES (2)")
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(err, statestore.ErrBusy) {
+		t.Fatalf("write while another connection holds the lock: %v, want ErrBusy", err)
+	}
+	if errors.Is(err, statestore.ErrConflict) {
+		t.Fatalf("busy error also matches ErrConflict: %v", err)
 	}
 }
