@@ -94,7 +94,7 @@ func startBrowser(t *testing.T, exe string) *browser {
 		chromedp.Flag("disable-background-networking", true),
 		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"),
 		chromedp.Flag("log-net-log", b.netlog),
-		chromedp.Flag("lang", browserLanguage),
+		chromedp.Flag("accept-lang", browserLanguage), // navigator.language in headless mode
 	)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelTab := chromedp.NewContext(actx)

@@ -168,8 +168,9 @@ func TestBrowserSDKs(t *testing.T) {
 	exe := chromiumPath(t)
 	s := startServer(t, "", serverOpts{})
 	srcID := defaultSourceID(t, s)
-	pages := newPageServer(t, s.url, s.writeKey)
-	tandemHost := strings.TrimPrefix(s.url, "http://")
+	tandemURL := s.url
+	pages := newPageServer(t, tandemURL, s.writeKey)
+	tandemHost := strings.TrimPrefix(tandemURL, "http://")
 	pageHost := strings.TrimPrefix(pages.URL, "http://")
 
 	run := fmt.Sprintf("%d", time.Now().UnixNano())
@@ -234,6 +235,9 @@ func TestBrowserSDKs(t *testing.T) {
 			if info.TimeZone != browserTimeZone {
 				t.Errorf("the browser's time zone is %q, want %q (the check of context.timezone would prove nothing)", info.TimeZone, browserTimeZone)
 			}
+			if info.Language != browserLanguage {
+				t.Errorf("the browser's language is %q, want %q (the check of context.locale would prove little)", info.Language, browserLanguage)
+			}
 			if v.unload {
 				// The beacon queue holds the events (it flushes after 10
 				// events or 10 minutes) until the page is left.
@@ -271,7 +275,7 @@ func TestBrowserSDKs(t *testing.T) {
 			}
 			beacons := 0
 			for _, r := range netReqs {
-				if r.Method == "POST" && r.URL == s.url+"/beacon/v1/batch?writeKey="+url.QueryEscape(s.writeKey) {
+				if r.Method == "POST" && r.URL == tandemURL+"/beacon/v1/batch?writeKey="+url.QueryEscape(s.writeKey) {
 					beacons++
 				}
 			}
