@@ -79,7 +79,7 @@ func New(opts Options) *API {
 	a.route("/api/v1/users", map[string]handler{"POST": a.need(access.ManageUsers, a.createUser), "GET": a.need(access.ManageUsers, a.listUsers)})
 	a.route("/api/v1/me", map[string]handler{"GET": a.me})
 	a.route("/api/v1/sources", map[string]handler{"POST": a.need(access.ManageSources, a.createSource), "GET": a.need(access.ReadCatalog, a.listSources)})
-	a.route("/api/v1/sources/{id}", map[string]handler{"GET": a.need(access.ReadCatalog, a.getSource)})
+	a.route("/api/v1/sources/{id}", map[string]handler{"GET": a.need(access.ReadCatalog, a.getSource), "PATCH": a.need(access.ManageSources, a.updateSource)})
 	a.route("/api/v1/sources/{id}/approvals", map[string]handler{"POST": a.need(access.DecideApprovals, a.decideSource), "GET": a.need(access.ReadCatalog, a.listDecisions)})
 	a.route("/api/v1/events", map[string]handler{"GET": a.need(access.ReadEvents, a.listEvents)})
 	a.route("/api/v1/events/{messageId}", map[string]handler{"GET": a.need(access.ReadEvents, a.getEvent)})

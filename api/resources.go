@@ -58,13 +58,14 @@ func (a *API) createSource(w http.ResponseWriter, r *http.Request) error {
 		Purpose        string   `json:"purpose"`
 		DataCategories []string `json:"dataCategories"`
 		MonthlyCost    float64  `json:"monthlyCost"`
+		AllowedOrigins []string `json:"allowedOrigins"`
 	}
 	if err := decode(r, &in); err != nil {
 		return err
 	}
 	src, key, err := a.opts.Governance.CreateSource(r.Context(), governance.Source{
 		Name: in.Name, Kind: in.Kind, Owner: in.Owner, Purpose: in.Purpose,
-		DataCategories: in.DataCategories, MonthlyCost: in.MonthlyCost,
+		DataCategories: in.DataCategories, MonthlyCost: in.MonthlyCost, AllowedOrigins: in.AllowedOrigins,
 	}, userFrom(r.Context()))
 	if err != nil {
 		return err
@@ -93,6 +94,29 @@ func (a *API) getSource(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	return writeJSON(w, 200, src)
+}
+
+// updateSource changes what may be changed of a source: its allowed
+// origins.
+func (a *API) updateSource(w http.ResponseWriter, r *http.Request) error {
+	var in struct {
+		AllowedOrigins *[]string `json:"allowedOrigins"`
+	}
+	if err := decode(r, &in); err != nil {
+		return err
+	}
+	if in.AllowedOrigins == nil {
+		return apierror.Field("allowedOrigins", "missing_field", "nothing to change: send allowedOrigins (an empty list allows every origin)")
+	}
+	src, err := a.opts.Governance.SetAllowedOrigins(r.Context(), r.PathValue("id"), *in.AllowedOrigins, userFrom(r.Context()))
+	if errors.Is(err, governance.ErrForbidden) {
+		return &apierror.Error{Status: 403, Code: "forbidden", Message: err.Error()}
+	}
+	if err != nil {
+		return err
+	}
+	a.opts.Logger.Info("source allowed origins changed", "source", src.ID, "by", userFrom(r.Context()).ID, "origins", len(src.AllowedOrigins))
 	return writeJSON(w, 200, src)
 }
 

@@ -1,5 +1,7 @@
 package event
 
+import "bytes"
+
 // mergeMember returns a copy of the JSON object obj whose member name holds
 // the members of the object defaults, except those obj's own member name
 // already has (a shallow merge: obj wins). obj and defaults must be valid
@@ -71,4 +73,63 @@ func isEmptyObject(b []byte) bool {
 	}
 	i = skipSpace(b, i+1)
 	return i < len(b) && b[i] == '}'
+}
+
+// addDefaults is [mergeMember] for a caller that has scanned obj already:
+// cur is obj's member name as found (nil when absent). When cur already has
+// every member of defaults, obj itself is returned, not a copy.
+func addDefaults(obj, cur []byte, name string, defaults []byte) []byte {
+	if cur == nil {
+		// Insert the member first: {"name":defaults, …rest}.
+		out := make([]byte, 0, len(obj)+len(name)+len(defaults)+4)
+		out = append(out, '{', '"')
+		out = append(out, name...)
+		out = append(out, '"', ':')
+		out = append(out, defaults...)
+		if !isEmptyObject(obj) {
+			out = append(out, ',')
+		}
+		return append(out, obj[skipSpace(obj, 0)+1:]...)
+	}
+	if isAbsent(cur) { // null
+		return mergeMember(obj, name, defaults)
+	}
+	if cur[0] != '{' || hasAllMembers(cur, defaults) {
+		return obj
+	}
+	merged := mergeObjects(cur, defaults)
+	start := offset(obj, cur)
+	out := make([]byte, 0, len(obj)+len(merged)-len(cur))
+	out = append(out, obj[:start]...)
+	out = append(out, merged...)
+	return append(out, obj[start+len(cur):]...)
+}
+
+// hasAllMembers reports whether the object own has a member of every key of
+// the object defaults.
+func hasAllMembers(own, defaults []byte) bool {
+	var keys [4][]byte
+	n := 0
+	ok := true
+	_, _ = scanObject(defaults, 0, 1, func(key, _ []byte) {
+		if n < len(keys) {
+			keys[n] = key
+		} else {
+			ok = false // more keys than tracked: take the slow path
+		}
+		n++
+	})
+	if !ok {
+		return false
+	}
+	found := 0
+	_, _ = scanObject(own, 0, 1, func(key, _ []byte) {
+		for i := 0; i < n; i++ {
+			if keys[i] != nil && bytes.Equal(keys[i], key) {
+				keys[i] = nil
+				found++
+			}
+		}
+	})
+	return found == n
 }

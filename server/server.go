@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -101,7 +102,8 @@ type Server struct {
 	Pipeline   *pipeline.Pipeline
 	Metrics    *metrics.Registry
 
-	handler http.Handler
+	handler        http.Handler
+	trustedProxies []netip.Prefix
 	// lastAppendFailure is when the last log append failed (Unix ns), 0
 	// after a success: a log that just refused a write is not ready even
 	// if its own health check passes (e.g. full for records of this size).
@@ -118,6 +120,9 @@ func Open(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Serve
 	}()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	if s.trustedProxies, err = collect.ParseTrustedProxies(cfg.TrustedProxies); err != nil {
+		return nil, &config.UsageError{Key: "trusted_proxies", Message: err.Error()}
 	}
 	if err := s.openLog(); err != nil {
 		return nil, err
@@ -294,13 +299,18 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/v1/", collect.New(collect.Options{
-		Sources: newSourceCache(s.Governance, 2*time.Second),
-		Log:     s.Committer,
-		Limiter: collect.NewLimiter(s.cfg.SourceRateLimit, s.cfg.SourceBurst),
-		Metrics: s.Metrics,
-		Logger:  s.logger,
-	}))
+	ch := collect.New(collect.Options{
+		Sources:        newSourceCache(s.Governance, 2*time.Second),
+		Log:            s.Committer,
+		Limiter:        collect.NewLimiter(s.cfg.SourceRateLimit, s.cfg.SourceBurst),
+		Metrics:        s.Metrics,
+		Logger:         s.logger,
+		PublicURL:      s.cfg.PublicURL,
+		TrustedProxies: s.trustedProxies,
+	})
+	for _, p := range collect.Paths {
+		mux.Handle(p, ch)
+	}
 	opts := api.Options{
 		Access: s.Access, Governance: s.Governance, Quarantine: s.Quarantine,
 		Events: s.Events, Log: s.Committer, Imports: s.Imports, Logger: s.logger, Stages: s.cfg.Journey.Stages,
@@ -441,7 +451,7 @@ func (c *sourceCache) LookupWriteKey(ctx context.Context, key string) (collect.S
 	case err != nil:
 		return collect.Source{}, err // not cached: a store hiccup should not stick
 	}
-	e = cached{keyHash: h, src: collect.Source{ID: src.ID, Approval: src.Approval}, err: err, until: now.Add(c.ttl)}
+	e = cached{keyHash: h, src: collect.Source{ID: src.ID, Name: src.Name, Approval: src.Approval, AllowedOrigins: src.AllowedOrigins}, err: err, until: now.Add(c.ttl)}
 	c.mu.Lock()
 	if len(c.m) > 100000 {
 		clear(c.m) // bound memory against floods of random keys
