@@ -22,10 +22,9 @@ import (
 // fetches its settings from tandem and sends there, and every event must
 // be stored with the context the browser gave it. See
 // browser_harness_test.go for how Chromium is run and watched.
-const (
-	analyticsNextVersion = "1.84.3" // served by tandem at /analytics.js/v1/{key}/analytics.min.js
-	rudderStackVersion   = "3.34.1" // e2e/testdata/rudderstack/rsa.js
-)
+// The SDK versions, which the stored context.library must show, are the
+// one tandem embeds and serves (collect/websdk/assets/VERSION) and the one
+// vendored here (e2e/testdata/rudderstack/VERSION, scripts/update-test-sdks).
 
 // pageServer serves the test's web pages from an origin other than
 // tandem's: same loopback address, another port.
@@ -108,13 +107,17 @@ analytics.ready(function () { window.__anonymousId = analytics.user().anonymousI
 // rudderStackPage is a shop page with RudderStack's SDK v3, self-hosted:
 // the bundled build from the page's own server, the data plane and the
 // configuration from tandem. mode=beacon sends with the beacon transport
-// and tracks the page's unloading.
+// and tracks the page's unloading; mode=batch sends with the XHR queue's
+// batching.
 func (p *pageServer) rudderStackPage(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	opts := map[string]any{"configUrl": p.tandem}
-	if q.Get("mode") == "beacon" {
+	switch q.Get("mode") {
+	case "beacon":
 		opts["useBeacon"] = true
 		opts["autoTrack"] = map[string]any{"pageLifecycle": map[string]any{"enabled": true}}
+	case "batch":
+		opts["queueOptions"] = map[string]any{"batch": map[string]any{"enabled": true, "maxItems": 3, "flushInterval": 1000}}
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	fmt.Fprintf(w, `<!doctype html>
@@ -130,6 +133,8 @@ rudder.track("Product Viewed", {"sku": %s, "price": 19.99});
 rudder.ready(function () { window.__anonymousId = rudder.getAnonymousId(); });
 </script></body></html>`, js(p.writeKey), js(p.tandem), js(opts), js(q.Get("user")), js(q.Get("order")))
 }
+
+type sdkVersions struct{ analyticsNext, rudderStack string }
 
 // pageInfo is what the browser itself says, to compare the stored context
 // with.
@@ -166,6 +171,21 @@ type wantEvent struct {
 func TestBrowserSDKs(t *testing.T) {
 	t.Parallel()
 	exe := chromiumPath(t)
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	version := func(path ...string) string {
+		v, err := os.ReadFile(filepath.Join(append([]string{root}, path...)...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(v))
+	}
+	versions := sdkVersions{
+		analyticsNext: version("collect", "websdk", "assets", "VERSION"),
+		rudderStack:   version("e2e", "testdata", "rudderstack", "VERSION"),
+	}
 	s := startServer(t, "", serverOpts{})
 	srcID := defaultSourceID(t, s)
 	tandemURL := s.url
@@ -191,6 +211,9 @@ func TestBrowserSDKs(t *testing.T) {
 		{name: "rudderstack/xhr", path: "/rudderstack", mode: "xhr",
 			wantPaths:   []string{"GET /sourceConfig/", "POST /v1/page", "POST /v1/identify", "POST /v1/track"},
 			wantNoPaths: []string{"POST /beacon/v1/batch"}},
+		{name: "rudderstack/batch", path: "/rudderstack", mode: "batch",
+			wantPaths:   []string{"GET /sourceConfig/", "POST /v1/batch"},
+			wantNoPaths: []string{"POST /v1/page", "POST /v1/identify", "POST /v1/track", "POST /beacon/v1/batch"}},
 		{name: "rudderstack/beacon_unload", path: "/rudderstack", mode: "beacon", unload: true,
 			wantPaths:   []string{"GET /sourceConfig/"},
 			wantNoPaths: []string{"POST /v1/page", "POST /v1/identify", "POST /v1/track", "POST /v1/batch"}},
@@ -312,7 +335,7 @@ func TestBrowserSDKs(t *testing.T) {
 						t.Errorf("%s: properties.timeOnPage = %v, want a positive number", label, props["timeOnPage"])
 					}
 				}
-				checkBrowserContext(t, label, e, info, segment)
+				checkBrowserContext(t, label, e, info, segment, versions)
 				// Everything the browser put in the context is stored as
 				// sent; the server only adds ip.
 				if sentEvent, ok := bodies[id]; ok {
@@ -406,7 +429,7 @@ func subset(t *testing.T, what string, got any, want map[string]any) {
 
 // checkBrowserContext compares a stored event's context with what the
 // browser says about itself.
-func checkBrowserContext(t *testing.T, label string, e map[string]any, info pageInfo, segment bool) {
+func checkBrowserContext(t *testing.T, label string, e map[string]any, info pageInfo, segment bool, versions sdkVersions) {
 	t.Helper()
 	ctx, ok := e["context"].(map[string]any)
 	if !ok {
@@ -428,9 +451,9 @@ func checkBrowserContext(t *testing.T, label string, e map[string]any, info page
 	if str(ctx, "locale") != info.Language {
 		t.Errorf("%s: context.locale = %q, want the browser's %q", label, str(ctx, "locale"), info.Language)
 	}
-	wantTZ, lib, version := info.TimeZone, "analytics.js", "next-"+analyticsNextVersion
+	wantTZ, lib, version := info.TimeZone, "analytics.js", "next-"+versions.analyticsNext
 	if !segment {
-		wantTZ, lib, version = info.GMTOffset, "RudderLabs JavaScript SDK", rudderStackVersion
+		wantTZ, lib, version = info.GMTOffset, "RudderLabs JavaScript SDK", versions.rudderStack
 	}
 	if str(ctx, "timezone") != wantTZ {
 		t.Errorf("%s: context.timezone = %q, want %q", label, str(ctx, "timezone"), wantTZ)
