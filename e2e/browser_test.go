@@ -200,11 +200,15 @@ func TestBrowserSDKs(t *testing.T) {
 		// must have sent through the tab; wantNoPaths must not appear.
 		wantPaths, wantNoPaths []string
 		unload                 bool // navigate away and expect the beacon
+		// ajsAID sets the anonymousId through the page URL's ajs_aid
+		// parameter, which makes analytics-next load one of its lazy
+		// chunks (queryString) from tandem.
+		ajsAID bool
 	}
 	variants := []variant{
 		{name: "segment/default", path: "/segment", mode: "default",
 			wantPaths:   []string{"GET /analytics.js/v1/" + s.writeKey + "/analytics.min.js", "GET /v1/projects/" + s.writeKey + "/settings", "POST /v1/p", "POST /v1/i", "POST /v1/t"},
-			wantNoPaths: []string{"POST /v1/b"}},
+			wantNoPaths: []string{"POST /v1/b"}, ajsAID: true},
 		{name: "segment/batching", path: "/segment", mode: "batching",
 			wantPaths:   []string{"GET /analytics.js/v1/" + s.writeKey + "/analytics.min.js", "GET /v1/projects/" + s.writeKey + "/settings", "POST /v1/b"},
 			wantNoPaths: []string{"POST /v1/p", "POST /v1/i", "POST /v1/t"}},
@@ -238,7 +242,11 @@ func TestBrowserSDKs(t *testing.T) {
 					want = append(want, wantEvent{typ: "track", event: "Page Unloaded", userID: user})
 				}
 			}
-			pageURL := pages.URL + v.path + "?" + url.Values{"mode": {v.mode}, "user": {user}, "order": {order}}.Encode()
+			params := url.Values{"mode": {v.mode}, "user": {user}, "order": {order}}
+			if v.ajsAID {
+				params.Set("ajs_aid", "anon-"+user)
+			}
+			pageURL := pages.URL + v.path + "?" + params.Encode()
 
 			b := startBrowser(t, exe)
 			if err := b.do(20*time.Second, chromedp.Navigate(pageURL)); err != nil {
@@ -285,6 +293,18 @@ func TestBrowserSDKs(t *testing.T) {
 				}
 				sent[r.method+" "+u.Path] = true
 				collectSent(r.body, bodies)
+			}
+			if v.ajsAID {
+				if info.AnonymousID != "anon-"+user {
+					t.Errorf("anonymousId %q, want %q from the URL's ajs_aid", info.AnonymousID, "anon-"+user)
+				}
+				chunk := false
+				for p := range sent {
+					chunk = chunk || strings.HasPrefix(p, "GET /analytics-next/bundles/queryString.bundle.")
+				}
+				if !chunk {
+					t.Errorf("analytics-next did not load its queryString chunk from tandem (sent %v)", keys(sent))
+				}
 			}
 			for _, p := range v.wantPaths {
 				if !sent[p] {
