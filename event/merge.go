@@ -75,61 +75,79 @@ func isEmptyObject(b []byte) bool {
 	return i < len(b) && b[i] == '}'
 }
 
-// addDefaults is [mergeMember] for a caller that has scanned obj already:
-// cur is obj's member name as found (nil when absent). When cur already has
-// every member of defaults, obj itself is returned, not a copy.
-func addDefaults(obj, cur []byte, name string, defaults []byte) []byte {
+// defaultMembers are the members of a defaults object, split once per
+// request.
+type defaultMembers struct {
+	raw        []byte
+	keys, vals [][]byte
+}
+
+// newDefaultMembers splits the JSON object raw; nil for nil.
+func newDefaultMembers(raw []byte) *defaultMembers {
+	if raw == nil {
+		return nil
+	}
+	d := &defaultMembers{raw: raw}
+	_, _ = scanObject(raw, 0, 1, func(key, val []byte) {
+		d.keys = append(d.keys, key)
+		d.vals = append(d.vals, val)
+	})
+	return d
+}
+
+// addDefaults adds to obj's member name (an object, null or absent) the
+// members of d it lacks, for a caller that has scanned obj already: cur is
+// obj's member as found (nil when absent). When nothing is missing, obj
+// itself is returned, not a copy.
+func addDefaults(obj, cur []byte, name string, d *defaultMembers) []byte {
 	if cur == nil {
 		// Insert the member first: {"name":defaults, …rest}.
-		out := make([]byte, 0, len(obj)+len(name)+len(defaults)+4)
+		out := make([]byte, 0, len(obj)+len(name)+len(d.raw)+4)
 		out = append(out, '{', '"')
 		out = append(out, name...)
 		out = append(out, '"', ':')
-		out = append(out, defaults...)
+		out = append(out, d.raw...)
 		if !isEmptyObject(obj) {
 			out = append(out, ',')
 		}
 		return append(out, obj[skipSpace(obj, 0)+1:]...)
 	}
 	if isAbsent(cur) { // null
-		return mergeMember(obj, name, defaults)
+		return mergeMember(obj, name, d.raw)
 	}
-	if cur[0] != '{' || hasAllMembers(cur, defaults) {
+	if cur[0] != '{' || len(d.keys) > 64 {
 		return obj
 	}
-	merged := mergeObjects(cur, defaults)
-	start := offset(obj, cur)
-	out := make([]byte, 0, len(obj)+len(merged)-len(cur))
-	out = append(out, obj[:start]...)
-	out = append(out, merged...)
-	return append(out, obj[start+len(cur):]...)
-}
-
-// hasAllMembers reports whether the object own has a member of every key of
-// the object defaults.
-func hasAllMembers(own, defaults []byte) bool {
-	var keys [4][]byte
-	n := 0
-	ok := true
-	_, _ = scanObject(defaults, 0, 1, func(key, _ []byte) {
-		if n < len(keys) {
-			keys[n] = key
-		} else {
-			ok = false // more keys than tracked: take the slow path
-		}
-		n++
-	})
-	if !ok {
-		return false
-	}
-	found := 0
-	_, _ = scanObject(own, 0, 1, func(key, _ []byte) {
-		for i := 0; i < n; i++ {
-			if keys[i] != nil && bytes.Equal(keys[i], key) {
-				keys[i] = nil
-				found++
+	var present uint64
+	_, _ = scanObject(cur, 0, 1, func(key, _ []byte) {
+		for i, k := range d.keys {
+			if bytes.Equal(k, key) {
+				present |= 1 << i
 			}
 		}
 	})
-	return found == n
+	if present == 1<<len(d.keys)-1 {
+		return obj
+	}
+	start := offset(obj, cur)
+	inner := trimSpace(cur)
+	inner = inner[:len(inner)-1] // without its closing brace
+	first := isEmptyObject(cur)
+	out := make([]byte, 0, len(obj)+len(d.raw)+1)
+	out = append(out, obj[:start]...)
+	out = append(out, inner...)
+	for i, k := range d.keys {
+		if present&(1<<i) != 0 {
+			continue
+		}
+		if !first {
+			out = append(out, ',')
+		}
+		first = false
+		out = append(out, k...)
+		out = append(out, ':')
+		out = append(out, d.vals[i]...)
+	}
+	out = append(out, '}')
+	return append(out, obj[start+len(cur):]...)
 }

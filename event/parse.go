@@ -162,10 +162,11 @@ func ParseBatchContext(body []byte, receivedAt time.Time, ctxDefaults []byte) (*
 	// The server's defaults rank below the batch's context, which ranks
 	// below the event's: folded into the batch context, they cost nothing
 	// more per event; without one, each event takes them directly.
-	evDefaults := ctxDefaults
+	var evDefaults *defaultMembers
 	if bctx != nil && ctxDefaults != nil {
 		bctx = mergeObjects(bctx, ctxDefaults)
-		evDefaults = nil
+	} else {
+		evDefaults = newDefaultMembers(ctxDefaults)
 	}
 	var batchSentAt time.Time
 	if !isAbsent(sentAt) {
@@ -216,7 +217,7 @@ func ParseSingleContext(typ string, body []byte, receivedAt time.Time, ctxDefaul
 		return nil, &RequestError{Status: 400, Code: "invalid_json", Message: "body is not valid JSON"}
 	}
 	req := &Request{}
-	ev, p := parseEvent(body, typ, "", time.Time{}, receivedAt, newIDSource(1), ctxDefaults)
+	ev, p := parseEvent(body, typ, "", time.Time{}, receivedAt, newIDSource(1), newDefaultMembers(ctxDefaults))
 	if p != nil {
 		req.Problems = append(req.Problems, *p)
 	} else {
@@ -263,7 +264,7 @@ func ParseEvent(typ string, raw []byte, receivedAt time.Time, defaultID string) 
 // type. ctxDefaults, when not nil, are context members added to a valid
 // event that lacks them. It returns either a valid event or a problem,
 // never both.
-func parseEvent(raw []byte, forcedType, prefix string, batchSentAt, receivedAt time.Time, ids *idSource, ctxDefaults []byte) (Event, *Problem) {
+func parseEvent(raw []byte, forcedType, prefix string, batchSentAt, receivedAt time.Time, ids *idSource, ctxDefaults *defaultMembers) (Event, *Problem) {
 	field := func(name string) string {
 		if prefix == "" {
 			return name

@@ -28,6 +28,7 @@ func Run(t *testing.T, open func(t *testing.T) *statestore.DB) {
 	t.Run("WriteKeys", func(t *testing.T) { t.Parallel(); testWriteKeys(t, newEnv(t, open)) })
 	t.Run("GetList", func(t *testing.T) { t.Parallel(); testGetList(t, newEnv(t, open)) })
 	t.Run("Decide", func(t *testing.T) { t.Parallel(); testDecide(t, newEnv(t, open)) })
+	t.Run("AllowedOrigins", func(t *testing.T) { t.Parallel(); testAllowedOrigins(t, newEnv(t, open)) })
 }
 
 type env struct {
@@ -163,7 +164,7 @@ func equal(a, b governance.Source) bool {
 	return a.ID == b.ID && a.Name == b.Name && a.Kind == b.Kind && a.Owner == b.Owner &&
 		a.Purpose == b.Purpose && slices.Equal(a.DataCategories, b.DataCategories) &&
 		a.MonthlyCost == b.MonthlyCost && a.Approval == b.Approval && a.CreatedAt.Equal(b.CreatedAt) &&
-		a.CreatedBy == b.CreatedBy
+		a.CreatedBy == b.CreatedBy && slices.Equal(a.AllowedOrigins, b.AllowedOrigins)
 }
 
 func testCreateApproval(t *testing.T, e *env) {
@@ -453,5 +454,58 @@ func testDecide(t *testing.T, e *env) {
 	}
 	if ds, err := e.s.ListDecisions(ctx, other.ID); err != nil || len(ds) != 0 {
 		t.Fatalf("ListDecisions(other) = %v, %v; want none", ds, err)
+	}
+}
+
+func testAllowedOrigins(t *testing.T, e *env) {
+	ctx := context.Background()
+	admin := e.users[access.RoleAdmin]
+	src := valid("shop web")
+	src.AllowedOrigins = []string{" https://Shop.example.com/ ", "https://*.example.org", "https://shop.example.com", "http://localhost:3000"}
+	got, key, err := e.s.CreateSource(ctx, src, admin)
+	if err != nil {
+		t.Fatalf("CreateSource: %v", err)
+	}
+	want := []string{"https://shop.example.com", "https://*.example.org", "http://localhost:3000"}
+	if !slices.Equal(got.AllowedOrigins, want) {
+		t.Fatalf("created with %q, want %q (normalized, no duplicates)", got.AllowedOrigins, want)
+	}
+	if by, err := e.s.SourceByWriteKey(ctx, key); err != nil || !slices.Equal(by.AllowedOrigins, want) {
+		t.Fatalf("SourceByWriteKey: %v %q", err, by.AllowedOrigins)
+	}
+	if plain, _, err := e.s.CreateSource(ctx, valid("no origins"), admin); err != nil || plain.AllowedOrigins == nil || len(plain.AllowedOrigins) != 0 {
+		t.Fatalf("a source without allowed origins: %v %#v", err, plain.AllowedOrigins)
+	}
+	for _, bad := range [][]string{
+		{"shop.example.com"}, {"ftp://shop.example.com"}, {"https://shop.example.com/path"}, {"https://"},
+		{"https://a.example.com:x"}, {"https://user@shop.example.com"}, {"https://*"},
+		slices.Repeat([]string{"https://a.example.com"}, governance.MaxAllowedOrigins+1),
+	} {
+		s := valid("bad origins")
+		s.AllowedOrigins = bad
+		_, _, err := e.s.CreateSource(ctx, s, admin)
+		var fe *governance.FieldError
+		if !errors.As(err, &fe) || fe.Field != "allowedOrigins" {
+			t.Errorf("CreateSource with %.60q: %v, want a field error for allowedOrigins", bad, err)
+		}
+		if _, err := e.s.SetAllowedOrigins(ctx, got.ID, bad, admin); !errors.As(err, &fe) || fe.Field != "allowedOrigins" {
+			t.Errorf("SetAllowedOrigins %.60q: %v", bad, err)
+		}
+	}
+	up, err := e.s.SetAllowedOrigins(ctx, got.ID, []string{"https://new.example.com"}, admin)
+	if err != nil || !slices.Equal(up.AllowedOrigins, []string{"https://new.example.com"}) {
+		t.Fatalf("SetAllowedOrigins: %v %q", err, up.AllowedOrigins)
+	}
+	if g := mustGet(t, e, got.ID); !slices.Equal(g.AllowedOrigins, []string{"https://new.example.com"}) || g.Approval != got.Approval {
+		t.Errorf("after SetAllowedOrigins: %+v", g)
+	}
+	if up, err = e.s.SetAllowedOrigins(ctx, got.ID, nil, admin); err != nil || len(up.AllowedOrigins) != 0 {
+		t.Errorf("clearing: %v %q", err, up.AllowedOrigins)
+	}
+	if _, err := e.s.SetAllowedOrigins(ctx, "src_nope", nil, admin); !errors.Is(err, statestore.ErrNotFound) {
+		t.Errorf("unknown source: %v", err)
+	}
+	if _, err := e.s.SetAllowedOrigins(ctx, got.ID, nil, e.users[access.RoleAnalyst]); !errors.Is(err, governance.ErrForbidden) {
+		t.Errorf("analyst: %v, want forbidden", err)
 	}
 }
