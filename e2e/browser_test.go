@@ -279,9 +279,14 @@ func TestBrowserSDKs(t *testing.T) {
 					t.Fatalf("leave the page: %v", err)
 				}
 			}
-			stored := waitStored(t, s, info.AnonymousID, len(want), 30*time.Second)
+			stored, waitErr := waitStored(t, s, info.AnonymousID, len(want), 30*time.Second)
 			b.close()
+			// The browser's side first: a refused or misdirected request
+			// explains a missing event.
 			reqs, netReqs := b.checkRequests(pageHost, tandemHost)
+			if waitErr != nil {
+				t.Fatal(waitErr)
+			}
 
 			// What went over the wire.
 			sent := map[string]bool{}
@@ -391,21 +396,22 @@ func storedFor(t *testing.T, s *server, anonymousID string) []map[string]any {
 }
 
 // waitStored polls the management API until n events of anonymousId are
-// stored; on time-out it shows the quarantine, where a refused event goes.
-func waitStored(t *testing.T, s *server, anonymousID string, n int, d time.Duration) []map[string]any {
+// stored; on time-out the error shows the quarantine, where a refused
+// event goes.
+func waitStored(t *testing.T, s *server, anonymousID string, n int, d time.Duration) ([]map[string]any, error) {
 	t.Helper()
 	if anonymousID == "" {
-		t.Fatal("the page reported no anonymousId")
+		return nil, fmt.Errorf("the page reported no anonymousId")
 	}
 	deadline := time.Now().Add(d)
 	for {
 		got := storedFor(t, s, anonymousID)
 		if len(got) >= n {
-			return got
+			return got, nil
 		}
 		if time.Now().After(deadline) {
 			_, q := s.admin("GET", "/api/v1/quarantine", nil)
-			t.Fatalf("after %s, %d of %d events of anonymousId %s are stored: %s\nquarantine: %.3000s", d, len(got), n, anonymousID, js(got), q)
+			return nil, fmt.Errorf("after %s, %d of %d events of anonymousId %s are stored: %s\nquarantine: %.3000s", d, len(got), n, anonymousID, js(got), q)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
