@@ -23,7 +23,7 @@ const usage = `tandem — self-hosted customer data and journey platform
 Usage:
   tandem serve [--data-dir DIR] [--addr HOST:PORT] [--config FILE] [flags]
   tandem import --source NAME|ID [--format csv|ndjson] [--mapping FILE] FILE|-
-  tandem bench ingest|funnel|import [flags]
+  tandem bench ingest|funnel|import|identity|dedup [flags]
   tandem version
 
 Run "tandem COMMAND --help" for a command's flags. Every flag can also be
