@@ -25,9 +25,10 @@ func TestDedupExactWithCollidingFingerprints(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
 		run++
 		kept := rapid.UintRange(1, 10).Draw(rt, "keptBits")
-		mask := ^uint64(0) << (64 - kept)
+		// Load the filter in ranges of a few keys, as with many millions.
+		opts := openOptions{fpMask: ^uint64(0) << (64 - kept), loadChunk: int64(rapid.IntRange(1, 100).Draw(rt, "loadChunk"))}
 		path := filepath.Join(dir, fmt.Sprintf("r%d.duckdb", run))
-		s, err := open(path, defaultWidth, mask)
+		s, err := open(path, opts)
 		if err != nil {
 			rt.Fatal(err)
 		}
@@ -51,7 +52,7 @@ func TestDedupExactWithCollidingFingerprints(t *testing.T) {
 				if err := s.Close(); err != nil {
 					rt.Fatal(err)
 				}
-				if s, err = open(path, defaultWidth, mask); err != nil {
+				if s, err = open(path, opts); err != nil {
 					rt.Fatal(err)
 				}
 			}
@@ -92,4 +93,41 @@ func TestDedupExactWithCollidingFingerprints(t *testing.T) {
 			rt.Fatalf("no exact checks with %d-bit hashes: the test hook is not in effect", kept)
 		}
 	})
+}
+
+// Open loads the filter in ranges of key_hash; keys at the edges of the
+// ranges, and at both ends of the hash space, are all loaded.
+func TestLoadKeysRanges(t *testing.T) {
+	s := openMem(t)
+	var hashes []uint64
+	for _, p := range []uint64{0, 1, 2, 7, 100, 2047, 2048, 4094, 4095} {
+		base := p << (64 - partBits)
+		hashes = append(hashes, base, base+1, base|(1<<(64-partBits)-1))
+	}
+	hashes = append(hashes, ^uint64(0))
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i, h := range hashes {
+		if _, err := s.db.Exec(fmt.Sprintf(`INSERT INTO events (source_id, message_id, type, timestamp, received_at, raw, key_hash)
+			VALUES ('s', 'm%d', 'track', ?, ?, '{}', %d::UBIGINT)`, i, h), base, base); err != nil {
+			t.Fatal(err)
+		}
+	}
+	distinct := map[uint64]bool{}
+	for _, h := range hashes {
+		distinct[h>>(64-defaultWidth)] = true
+	}
+	for _, chunk := range []int64{1, 2, 3, 5, 1000} {
+		keys, err := loadKeys(context.Background(), s.db, defaultWidth, ^uint64(0), chunk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range hashes {
+			if !keys.mayContain(h) {
+				t.Errorf("chunk %d: hash %#x not loaded", chunk, h)
+			}
+		}
+		if keys.n != int64(len(distinct)) {
+			t.Errorf("chunk %d: %d fingerprints loaded, want %d", chunk, keys.n, len(distinct))
+		}
+	}
 }

@@ -80,6 +80,9 @@ type Store struct {
 	// a few bits to make fingerprint collisions frequent).
 	fpWidth uint
 	fpMask  uint64
+	// loadChunk is about how many fingerprints Open holds uncompressed
+	// while loading (tests shrink it to load in many ranges).
+	loadChunk int64
 	// dedup counts the exact checks; read by DedupStats.
 	checkedIDs, checkBatches atomic.Int64
 
@@ -99,10 +102,26 @@ var _ eventstore.Store = (*Store)(nil)
 // fingerprints of the stored events. A path of "" or ":memory:" opens a
 // private in-memory database, for tests.
 func Open(path string) (*Store, error) {
-	return open(path, defaultWidth, ^uint64(0))
+	return open(path, openOptions{})
 }
 
-func open(path string, fpWidth uint, fpMask uint64) (*Store, error) {
+// openOptions are test hooks of open; zero fields take the defaults.
+type openOptions struct {
+	fpWidth   uint
+	fpMask    uint64
+	loadChunk int64
+}
+
+func open(path string, o openOptions) (*Store, error) {
+	if o.fpWidth == 0 {
+		o.fpWidth = defaultWidth
+	}
+	if o.fpMask == 0 {
+		o.fpMask = ^uint64(0)
+	}
+	if o.loadChunk == 0 {
+		o.loadChunk = 4 << 20
+	}
 	ctx := context.Background()
 	if strings.Contains(path, "?") {
 		return nil, fmt.Errorf("eventstore/duckdb: open %q: path must not contain '?'", path)
@@ -129,7 +148,7 @@ func open(path string, fpWidth uint, fpMask uint64) (*Store, error) {
 	}
 	db := sql.OpenDB(connector)
 	db.SetMaxIdleConns(8)
-	s := &Store{db: db, file: file, fpWidth: fpWidth, fpMask: fpMask}
+	s := &Store{db: db, file: file, fpWidth: o.fpWidth, fpMask: o.fpMask, loadChunk: o.loadChunk}
 	if err := s.init(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("eventstore/duckdb: open %q: %w", path, err)
@@ -161,7 +180,7 @@ func (s *Store) init(ctx context.Context) error {
 	if err := migrate(ctx, s.db); err != nil {
 		return err
 	}
-	keys, err := loadKeys(ctx, s.db, s.fpWidth, s.fpMask)
+	keys, err := loadKeys(ctx, s.db, s.fpWidth, s.fpMask, s.loadChunk)
 	if err != nil {
 		return err
 	}
@@ -223,27 +242,23 @@ func (s *Store) sourceList(max int) []string {
 // It reads them in ranges of key_hash (one scan of the column per range,
 // each range about loadChunk keys) so that only one range's fingerprints
 // are held uncompressed at a time.
-func loadKeys(ctx context.Context, db *sql.DB, width uint, mask uint64) (*fpSet, error) {
+func loadKeys(ctx context.Context, db *sql.DB, width uint, mask uint64, loadChunk int64) (*fpSet, error) {
 	keys := newFPSet(width)
 	keys.mask = mask
 	var n int64
 	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM events`).Scan(&n); err != nil {
 		return nil, fmt.Errorf("load dedup keys: %w", err)
 	}
-	const loadChunk = 4 << 20
 	ranges := max(1, (n+loadChunk-1)/loadChunk)
 	nparts := int64(len(keys.parts))
 	ranges = min(ranges, nparts)
 	var buf []uint64
 	for r := range ranges {
-		// Partitions [lo, hi): key_hash in [lo<<(64-partBits), hi<<(64-partBits)).
+		// Partitions [lo, hi) (database/sql takes no uint64 above
+		// 2^63, so the range is on the partition number).
 		lo, hi := r*nparts/ranges, (r+1)*nparts/ranges
-		q := `SELECT key_hash FROM events WHERE key_hash >= ?`
-		args := []any{uint64(lo) << (64 - partBits)}
-		if hi < nparts {
-			q += ` AND key_hash < ?`
-			args = append(args, uint64(hi)<<(64-partBits))
-		}
+		q := fmt.Sprintf(`SELECT key_hash FROM events WHERE (key_hash >> %d) >= ? AND (key_hash >> %d) < ?`, 64-partBits, 64-partBits)
+		args := []any{lo, hi}
 		rows, err := db.QueryContext(ctx, q, args...)
 		if err != nil {
 			return nil, fmt.Errorf("load dedup keys: %w", err)

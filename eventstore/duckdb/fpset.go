@@ -34,7 +34,7 @@ type fpSet struct {
 	width uint // fingerprint bits: partBits < width <= partBits+32
 	// mask is applied to every hash first: all ones, except in tests that
 	// keep only a few bits to make fingerprint collisions frequent.
-	mask uint64
+	mask  uint64
 	parts [1 << partBits]fpPart
 	n     int64 // distinct fingerprints held
 }
