@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"time"
 
 	"tandem/event"
@@ -21,8 +23,9 @@ Measures the embedded event store's messageId dedup with a full window, in
 this process, on a temporary DuckDB file (set TMPDIR to choose its disk):
 
   fill      --window events written straight into the events table in SQL
-            (INSERT … SELECT, with the real key_hash), not through Append
-  open      reopen the store: time to load the dedup filter, its size in
+            (INSERT … SELECT, with the real key_hash), not through Append,
+            by a child process
+  open      open the store in this process: time to load the dedup filter, its size in
             bytes per id, Go heap and process RSS
   append    --append new events through Append in --batch-event batches:
             events/s, and how many ids the filter sent to the exact check
@@ -43,6 +46,7 @@ type dedupOptions struct {
 	Batch     int   `json:"batch"`
 	Redeliver int   `json:"redeliver"`
 	JSON      bool  `json:"json"`
+	fillPath  string
 }
 
 // DedupReport is what `tandem bench dedup` measured.
@@ -90,8 +94,18 @@ func dedupMain(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.Batch, "batch", 10_000, "events per Append")
 	fs.IntVar(&o.Redeliver, "redeliver", 5, "batches appended again as a replay")
 	fs.BoolVar(&o.JSON, "json", false, "print the report as one JSON object")
+	// Internal: the fill phase runs in a child process, so that the
+	// memory figures of the measuring process are not those of the fill.
+	fs.StringVar(&o.fillPath, "fill-only", "", "")
 	if code, ok := parseFlags(fs, args, dedupUsage, stdout, stderr); !ok {
 		return code
+	}
+	if o.fillPath != "" {
+		if err := fillFile(context.Background(), o.fillPath, o.Window, func(f string, a ...any) { fmt.Fprintf(stderr, f+"\n", a...) }); err != nil {
+			fmt.Fprintf(stderr, "%s: fill: %v\n", cmd, err)
+			return 1
+		}
+		return 0
 	}
 	switch {
 	case o.Window < 0:
@@ -150,22 +164,21 @@ func runDedupBench(ctx context.Context, o dedupOptions, progress io.Writer) *Ded
 	logf("baseline: %d events appended to an empty store at %.0f/s", rep.Empty.Events, rep.Empty.PerSec)
 
 	path := filepath.Join(dir, "events.duckdb")
-	store, err := duckdb.Open(path)
+	start := time.Now()
+	exe, err := os.Executable()
 	if err != nil {
 		return fail(err)
 	}
-	start := time.Now()
-	if err := fillWindow(ctx, store, o.Window, logf); err != nil {
-		store.Close()
-		return fail(fmt.Errorf("fill: %w", err))
+	child := exec.CommandContext(ctx, exe, "bench", "dedup", "--window", strconv.FormatInt(o.Window, 10), "--fill-only", path)
+	child.Stderr = progress
+	dieWithParent(child)
+	if err := child.Run(); err != nil {
+		return fail(fmt.Errorf("fill (child process): %w", err))
 	}
 	rep.FillSeconds = time.Since(start).Seconds()
-	if err := store.Close(); err != nil {
-		return fail(err)
-	}
 
 	start = time.Now()
-	store, err = duckdb.Open(path)
+	store, err := duckdb.Open(path)
 	if err != nil {
 		return fail(err)
 	}
@@ -238,6 +251,19 @@ func dedupBatch(n int, prefix string, from int) []event.Event {
 			Raw: []byte(`{"type":"track","event":"Viewed"}`)}
 	}
 	return evs
+}
+
+// fillFile creates the store at path and fills it with n events.
+func fillFile(ctx context.Context, path string, n int64, logf func(string, ...any)) error {
+	store, err := duckdb.Open(path)
+	if err != nil {
+		return err
+	}
+	if err := fillWindow(ctx, store, n, logf); err != nil {
+		store.Close()
+		return err
+	}
+	return store.Close()
 }
 
 // fillWindow inserts n events in SQL, a million per statement, with the
