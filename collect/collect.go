@@ -51,6 +51,10 @@ type Options struct {
 	Metrics *metrics.Registry // nil means a private registry
 	Logger  *slog.Logger
 	Now     func() time.Time
+
+	// Backpressure, when set, is asked before each request is read: a
+	// non-nil error (503 overloaded, with Retry-After) refuses it.
+	Backpressure func() *apierror.Error
 }
 
 // Handler serves the collection endpoints.
@@ -122,6 +126,11 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request, typ string) int
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST")
 		return h.fail(w, apierror.ErrMethod)
+	}
+	if h.opts.Backpressure != nil {
+		if e := h.opts.Backpressure(); e != nil {
+			return h.fail(w, e)
+		}
 	}
 	receivedAt := h.opts.Now().UTC()
 	ctx := r.Context()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -101,6 +102,8 @@ type Server struct {
 	Identity   *identity.Store
 	Pipeline   *pipeline.Pipeline
 	Metrics    *metrics.Registry
+	// Lag measures the pipeline's backlog in the log (see backpressure.go).
+	Lag *pipeline.Monitor
 
 	handler http.Handler
 	// lastAppendFailure is when the last log append failed (Unix ns), 0
@@ -150,6 +153,7 @@ func Open(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Serve
 		return nil, err
 	}
 	s.instrument()
+	s.Lag = pipeline.NewMonitor(s.Log, "", s.Metrics)
 	if cfg.Pipeline {
 		s.Pipeline, err = pipeline.New(ctx, pipeline.Options{
 			Log: s.Log, Events: s.Events, Quarantine: s.Quarantine, Identity: s.Identity, Metrics: s.Metrics, Logger: logger,
@@ -303,6 +307,8 @@ func (s *Server) routes() http.Handler {
 		Limiter: collect.NewLimiter(s.cfg.SourceRateLimit, s.cfg.SourceBurst),
 		Metrics: s.Metrics,
 		Logger:  s.logger,
+
+		Backpressure: s.backpressure,
 	}))
 	opts := api.Options{
 		Access: s.Access, Governance: s.Governance, Quarantine: s.Quarantine,
@@ -331,7 +337,10 @@ func (s *Server) routes() http.Handler {
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintln(w, `{"status":"ready"}`)
+		// Ready even when processing lags: collection still takes events
+		// (or refuses them by the --max-pipeline-lag rule, which a load
+		// balancer must not turn into taking the node out).
+		_ = json.NewEncoder(w).Encode(map[string]any{"status": "ready", "pipeline": s.lagDetails()})
 	})
 	mux.Handle("GET /metrics", s.Metrics.Handler())
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -360,6 +369,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			_ = s.Pipeline.Run(pctx)
 		}()
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.Lag.Run(pctx, lagCheckInterval)
+	}()
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	s.logger.Info("tandem ready", "addr", ln.Addr().String(), "data_dir", s.cfg.DataDir, "version", version.Version,
@@ -377,6 +391,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	stopPipeline()
 	wg.Wait()
+	s.Lag.Close()
 	s.close()
 	s.logger.Info("stopped")
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
