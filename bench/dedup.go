@@ -46,7 +46,10 @@ type dedupOptions struct {
 	Batch     int   `json:"batch"`
 	Redeliver int   `json:"redeliver"`
 	JSON      bool  `json:"json"`
-	fillPath  string
+	// MemoryLimit is DuckDB's memory_limit for the measuring store; ""
+	// leaves DuckDB's default (80% of RAM), as `tandem serve` does.
+	MemoryLimit string `json:"duckdbMemoryLimit,omitempty"`
+	fillPath    string
 }
 
 // DedupReport is what `tandem bench dedup` measured.
@@ -94,6 +97,7 @@ func dedupMain(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.Batch, "batch", 10_000, "events per Append")
 	fs.IntVar(&o.Redeliver, "redeliver", 5, "batches appended again as a replay")
 	fs.BoolVar(&o.JSON, "json", false, "print the report as one JSON object")
+	fs.StringVar(&o.MemoryLimit, "duckdb-memory-limit", "", "DuckDB memory_limit of the measured store (e.g. 256MB); empty: DuckDB's default, 80% of RAM, as tandem serve uses")
 	// Internal: the fill phase runs in a child process, so that the
 	// memory figures of the measuring process are not those of the fill.
 	fs.StringVar(&o.fillPath, "fill-only", "", "")
@@ -178,7 +182,7 @@ func runDedupBench(ctx context.Context, o dedupOptions, progress io.Writer) *Ded
 	rep.FillSeconds = time.Since(start).Seconds()
 
 	start = time.Now()
-	store, err := duckdb.Open(path)
+	store, err := duckdb.OpenWithMemoryLimit(path, o.MemoryLimit)
 	if err != nil {
 		return fail(err)
 	}
@@ -292,7 +296,11 @@ func fillWindow(ctx context.Context, s *duckdb.Store, n int64, logf func(string,
 }
 
 func writeDedupText(w io.Writer, r *DedupReport) {
-	fmt.Fprintf(w, "tandem bench dedup --window %d --append %d --batch %d --redeliver %d\n", r.Flags.Window, r.Flags.Append, r.Flags.Batch, r.Flags.Redeliver)
+	fmt.Fprintf(w, "tandem bench dedup --window %d --append %d --batch %d --redeliver %d", r.Flags.Window, r.Flags.Append, r.Flags.Batch, r.Flags.Redeliver)
+	if r.Flags.MemoryLimit != "" {
+		fmt.Fprintf(w, " --duckdb-memory-limit %s", r.Flags.MemoryLimit)
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintf(w, "GOMAXPROCS %d, NumCPU %d, %s; window filled in %.1fs (SQL, not Append)\n\n", r.GOMAXPROCS, r.NumCPU, r.Go, r.FillSeconds)
 	fmt.Fprintf(w, "dedup filter   %d fingerprints of %d bits, %.1f MiB, %.2f bytes/id; loaded in %.1fs\n",
 		r.Fingerprints, r.FingerprintBits, float64(r.FilterBytes)/(1<<20), r.BytesPerID, r.OpenSeconds)

@@ -105,11 +105,19 @@ func Open(path string) (*Store, error) {
 	return open(path, openOptions{})
 }
 
+// OpenWithMemoryLimit is [Open] with DuckDB's memory_limit (its buffer
+// pool, e.g. "256MB") set before anything is read; Open leaves DuckDB's
+// default, 80% of the machine's memory.
+func OpenWithMemoryLimit(path, limit string) (*Store, error) {
+	return open(path, openOptions{memoryLimit: limit})
+}
+
 // openOptions are test hooks of open; zero fields take the defaults.
 type openOptions struct {
-	fpWidth   uint
-	fpMask    uint64
-	loadChunk int64
+	fpWidth     uint
+	fpMask      uint64
+	loadChunk   int64
+	memoryLimit string
 }
 
 func open(path string, o openOptions) (*Store, error) {
@@ -148,6 +156,12 @@ func open(path string, o openOptions) (*Store, error) {
 	}
 	db := sql.OpenDB(connector)
 	db.SetMaxIdleConns(8)
+	if o.memoryLimit != "" {
+		if _, err := db.ExecContext(ctx, "SET GLOBAL memory_limit = ?", o.memoryLimit); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("eventstore/duckdb: open %q: set memory_limit: %w", path, err)
+		}
+	}
 	s := &Store{db: db, file: file, fpWidth: o.fpWidth, fpMask: o.fpMask, loadChunk: o.loadChunk}
 	if err := s.init(ctx); err != nil {
 		db.Close()
