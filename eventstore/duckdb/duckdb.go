@@ -41,6 +41,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -266,7 +267,7 @@ func loadKeys(ctx context.Context, db *sql.DB, width uint, mask uint64, loadChun
 	ranges := max(1, (n+loadChunk-1)/loadChunk)
 	nparts := int64(len(keys.parts))
 	ranges = min(ranges, nparts)
-	var buf []uint64
+	buf := make([]uint64, 0, min(n/ranges+n/ranges/8+1024, 2*loadChunk))
 	for r := range ranges {
 		// Partitions [lo, hi) (database/sql takes no uint64 above
 		// 2^63, so the range is on the partition number).
@@ -292,6 +293,13 @@ func loadKeys(ctx context.Context, db *sql.DB, width uint, mask uint64, loadChun
 			return nil, fmt.Errorf("load dedup keys: %w", err)
 		}
 		keys.load(buf)
+	}
+	if n > loadChunk {
+		// Give the load's garbage (the range buffer, the driver's rows)
+		// back to the system now rather than to the scavenger, over
+		// minutes: the node's resident memory is what operators watch.
+		buf = nil
+		debug.FreeOSMemory()
 	}
 	return keys, nil
 }

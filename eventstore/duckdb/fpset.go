@@ -270,12 +270,12 @@ func (r *bitReader) unary() uint32 {
 }
 
 // load adds many hashes at once (at open): faster than add, and each
-// partition's segment is built once.
+// partition's segment is built once. It overwrites hs.
 func (f *fpSet) load(hs []uint64) {
 	if len(hs) == 0 {
 		return
 	}
-	fps := make([]uint64, len(hs))
+	fps := hs
 	for i, h := range hs {
 		fps[i] = (h & f.mask) >> (64 - f.width)
 	}
