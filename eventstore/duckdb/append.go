@@ -49,7 +49,7 @@ type key struct{ src, msg string }
 //     in-memory filter of stored fingerprints (fpSet): absent means new,
 //     for sure;
 //  3. events whose fingerprint is present (true duplicates, or a
-//     fingerprint collision, about n/2^44 per event) are checked exactly
+//     fingerprint collision, about n/2^48 per event) are checked exactly
 //     with one query on the full key_hash for the whole batch, then on
 //     (source_id, message_id);
 //  4. the new events, sorted by timestamp, go through DuckDB's Appender in

@@ -10,7 +10,7 @@ import (
 // stored"; Append checks the maybes exactly against the key_hash column.
 //
 // A key's fingerprint is the top width bits of its 64-bit key_hash. The
-// top partBits of those pick one of 4096 partitions; the remaining bits
+// top partBits of those pick one of 65,536 partitions; the remaining bits
 // (at most 32) are kept per partition in two parts:
 //
 //   - seg, every remainder of the partition but the recent ones, sorted and
@@ -19,15 +19,16 @@ import (
 //     costs about width-log2(n)+2 bits; every 64th entry is also kept whole,
 //     with its bit offset, so a lookup decodes at most 63 gaps;
 //   - buf, the recent remainders, sorted and uncompressed, merged into seg
-//     when it grows past 1/16 of seg (between 256 and 4096 entries), so
-//     merges stay small and each entry is re-encoded a bounded number of
-//     times on average.
+//     when it reaches 1/16 of seg (between 32 and 1024 entries), so merges
+//     stay small and each entry is re-encoded a bounded number of times on
+//     average.
 //
-// With width 44 and 100 million keys, a partition holds about 24,000
-// remainders of 32 bits: about 19.5 bits per entry in seg, 1 bit in its
-// index, plus the buffers; a lookup of a new key says "maybe" with
-// probability n/2^44 (5.7e-6 at 100 million). See the package
-// documentation for measured figures.
+// With width 48 and 100 million keys, a partition holds about 1,500
+// remainders of 32 bits: about 23 bits per entry in seg, 1 bit in its
+// index, plus the buffers and 112 bytes per partition; a lookup of a new
+// key says "maybe" with probability n/2^48 (3.6e-7 at 100 million, so 0.7%
+// of 20,000-event batches pay the exact check, a scan of key_hash). See
+// `tandem bench dedup` for measured figures.
 //
 // An fpSet is not safe for concurrent use (the Store guards it with wmu).
 type fpSet struct {
@@ -40,11 +41,11 @@ type fpSet struct {
 }
 
 const (
-	partBits = 12
+	partBits = 16
 	// blockLen is the number of entries per indexed block of a segment.
 	blockLen = 64
 	// defaultWidth is the fingerprint width of a Store's filter.
-	defaultWidth = 44
+	defaultWidth = 48
 )
 
 type fpPart struct {
@@ -96,9 +97,13 @@ func (f *fpSet) add(h uint64) {
 	if ok || part.seg.contains(r) {
 		return
 	}
+	limit := min(max(part.seg.n/16, 32), 1024)
+	if part.buf == nil {
+		part.buf = make([]uint32, 0, limit)
+	}
 	part.buf = slices.Insert(part.buf, i, r)
 	f.n++
-	if len(part.buf) >= min(max(part.seg.n/16, 256), 4096) {
+	if len(part.buf) >= limit {
 		part.flush()
 	}
 }

@@ -29,10 +29,10 @@ func TestFPSetModel(t *testing.T) {
 			switch rapid.IntRange(0, 9).Draw(t, "op") {
 			case 0:
 				batch := rapid.SliceOfN(pick, 0, 300).Draw(t, "load")
-				f.load(batch)
 				for _, b := range batch {
 					model[fp(b)] = true
 				}
+				f.load(batch) // overwrites batch
 			case 1, 2, 3, 4:
 				f.add(h)
 				model[fp(h)] = true
