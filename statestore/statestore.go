@@ -147,7 +147,7 @@ func (db *DB) SQL() *sql.DB { return db.db }
 // inside the lock's transaction, so on a single-writer database they do
 // not wait for it). Use it for rare check-then-act sequences that a unique
 // constraint cannot express, such as creating the first admin. ctx bounds
-// the wait for the lock.
+// the wait for the lock. Calls do not nest: fn must not call WithLock.
 func (db *DB) WithLock(ctx context.Context, key int64, fn func() error) error {
 	db.lockMu.Lock()
 	defer db.lockMu.Unlock()
