@@ -46,6 +46,8 @@ Commands:
             a real server: rows/s, CPU, peak RSS, against encoding/csv alone
   identity  identity resolution over a generated identity load, against
             the event store alone
+  dedup     the event store's messageId dedup with a full window: memory
+            per id, load time, append rate against an empty store
 
 Run "tandem bench COMMAND --help" for a command's flags.
 `
@@ -68,6 +70,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return importMain(args[1:], stdout, stderr)
 	case "identity":
 		return identityMain(args[1:], stdout, stderr)
+	case "dedup":
+		return dedupMain(args[1:], stdout, stderr)
 	case "delivery":
 		fmt.Fprintf(stderr, "tandem bench %s: not available in this version yet\n", args[0])
 		return 2

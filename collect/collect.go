@@ -63,6 +63,9 @@ type Options struct {
 	// TrustedProxies are the proxies whose X-Forwarded-For (for
 	// context.ip) and X-Forwarded-Proto are believed.
 	TrustedProxies []netip.Prefix
+	// Backpressure, when set, is asked before each request is read: a
+	// non-nil error (503 overloaded, with Retry-After) refuses it.
+	Backpressure func() *apierror.Error
 }
 
 // Handler serves the collection endpoints.
@@ -149,6 +152,11 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request, ep endpoint) in
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST")
 		return fail(apierror.ErrMethod)
+	}
+	if h.opts.Backpressure != nil {
+		if e := h.opts.Backpressure(); e != nil {
+			return fail(e)
+		}
 	}
 	receivedAt := h.opts.Now().UTC()
 	ctx := r.Context()

@@ -63,6 +63,10 @@ type Config struct {
 	// Overload bounds: collection answers 503 with Retry-After beyond them.
 	MaxInflight int   `yaml:"max_inflight"`    // collection requests being served at once
 	QueueBytes  int64 `yaml:"log_queue_bytes"` // bytes waiting for the event log
+	// MaxPipelineLag: when the oldest unprocessed event has waited longer,
+	// collection answers 503 overloaded; 0 keeps accepting (the log is
+	// durable).
+	MaxPipelineLag time.Duration `yaml:"max_pipeline_lag"`
 
 	Pipeline bool `yaml:"pipeline"` // run the processing pipeline on this node
 
@@ -257,6 +261,9 @@ func (c *Config) Validate() error {
 	}
 	if c.QueueBytes < minQueueBytes {
 		return &UsageError{Key: "log_queue_bytes", Message: fmt.Sprintf("%s: must be at least %s", formatSize(c.QueueBytes), formatSize(minQueueBytes))}
+	}
+	if c.MaxPipelineLag < 0 {
+		return &UsageError{Key: "max_pipeline_lag", Message: fmt.Sprintf("%s: want 0 (keep accepting) or a positive duration", c.MaxPipelineLag)}
 	}
 	if c.MaxInflight < 1 {
 		return &UsageError{Key: "max_inflight", Message: fmt.Sprintf("%d: must be at least 1", c.MaxInflight)}

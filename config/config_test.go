@@ -90,6 +90,7 @@ var flagSamples = map[string]string{
 	"log-ack-wait":      "45s",
 	"log-queue-bytes":   "64MB",
 	"max-inflight":      "100",
+	"max-pipeline-lag":  "2m",
 	"source-rate-limit": "2.5",
 	"source-burst":      "50",
 	"public-url":        "https://cdp.example.com/tandem",

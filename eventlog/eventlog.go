@@ -67,6 +67,19 @@ type Consumer interface {
 	// Pending is the number of records appended but not yet acknowledged
 	// by this consumer: its lag.
 	Pending(ctx context.Context) (uint64, error)
+	// Backlog is Pending with the time the oldest of those records was
+	// appended: how far behind the consumer is.
+	Backlog(ctx context.Context) (Backlog, error)
 	// Close stops reading; the consumer's position is kept.
 	Close() error
+}
+
+// Backlog describes the records a consumer has not acknowledged yet.
+type Backlog struct {
+	// Records is the number of records appended and not acknowledged
+	// (as [Consumer.Pending]).
+	Records uint64
+	// Oldest is when the oldest of them was appended; zero when Records
+	// is 0.
+	Oldest time.Time
 }

@@ -109,7 +109,7 @@ func New(ctx context.Context, opts Options) (*Pipeline, error) {
 	p.quarantined = m.NewCounterVec("tandem_pipeline_events_quarantined_total", "Events put in the quarantine by the pipeline, by reason.", "code")
 	p.records = m.NewCounter("tandem_pipeline_records_total", "Event log records processed.")
 	p.batchSecs = m.NewHistogram("tandem_pipeline_batch_seconds", "Time to process one batch of log records.", metrics.DefBuckets)
-	m.NewGaugeFunc("tandem_pipeline_lag_records", "Event log records not yet processed (-1 before the first reading).", func() float64 { return float64(p.lag.Load()) })
+	// The lag gauges are the Monitor's (every node has one, pipeline or not).
 	return p, nil
 }
 

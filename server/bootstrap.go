@@ -18,7 +18,20 @@ import (
 // DIR/admin.token (mode 0600). Only the path is logged, never the token. It
 // also creates an approved source "default" whose write key goes to
 // DIR/default.writekey, so a first event can be sent right away.
+//
+// Nodes sharing a state store may start at once: the check for a first
+// user and the creations happen under one lock of the state store
+// (PostgreSQL: an advisory lock), so exactly one start bootstraps and the
+// others find its admin.
 func (s *Server) bootstrap(ctx context.Context) error {
+	return s.State.WithLock(ctx, bootstrapLockKey, func() error { return s.bootstrapLocked(ctx) })
+}
+
+// bootstrapLockKey names the bootstrap lock among the state store's
+// advisory locks: "tandem" and "boot" in ASCII.
+const bootstrapLockKey int64 = 0x74616e64_626f6f74
+
+func (s *Server) bootstrapLocked(ctx context.Context) error {
 	n, err := s.Access.CountUsers(ctx)
 	if err != nil {
 		return fmt.Errorf("bootstrap: %w", err)
@@ -26,12 +39,19 @@ func (s *Server) bootstrap(ctx context.Context) error {
 	if n > 0 {
 		return nil
 	}
+	if bootstrapHook != nil {
+		bootstrapHook()
+	}
 	admin, err := s.bootstrapAdmin(ctx)
 	if err != nil {
 		return err
 	}
 	return s.bootstrapSource(ctx, admin)
 }
+
+// bootstrapHook, when set (by tests), runs after a start found no user and
+// before it creates the admin: the moment concurrent starts race.
+var bootstrapHook func()
 
 func (s *Server) bootstrapAdmin(ctx context.Context) (admin access.User, err error) {
 	if tok := os.Getenv("TANDEM_ADMIN_TOKEN"); tok != "" {

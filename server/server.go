@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -104,6 +105,8 @@ type Server struct {
 	Audit      *audit.Log
 	Pipeline   *pipeline.Pipeline
 	Metrics    *metrics.Registry
+	// Lag measures the pipeline's backlog in the log (see backpressure.go).
+	Lag *pipeline.Monitor
 
 	handler        http.Handler
 	trustedProxies []netip.Prefix
@@ -188,6 +191,7 @@ func open(ctx context.Context, cfg config.Config, logger *slog.Logger, h hooks) 
 		return nil, err
 	}
 	s.instrument()
+	s.Lag = pipeline.NewMonitor(s.Log, "", s.Metrics)
 	if cfg.Pipeline {
 		s.Pipeline, err = pipeline.New(ctx, pipeline.Options{
 			Log: s.Log, Events: s.Events, Quarantine: s.Quarantine, Identity: s.Identity, Metrics: s.Metrics, Logger: logger,
@@ -374,6 +378,7 @@ func (s *Server) routes() http.Handler {
 		Logger:         s.logger,
 		PublicURL:      s.cfg.PublicURL,
 		TrustedProxies: s.trustedProxies,
+		Backpressure:   s.backpressure,
 	}), s.cfg.MaxInflight, rejected)
 	s.Metrics.NewGaugeFunc("tandem_collect_inflight", "Collection requests being served now; bounded by --max-inflight.", func() float64 {
 		return float64(s.inflight.InFlight())
@@ -410,7 +415,11 @@ func (s *Server) routes() http.Handler {
 			apierror.Write(w, e)
 			return
 		}
-		writeJSON(w, 200, map[string]string{"status": "ready"})
+		w.Header().Set("Content-Type", "application/json")
+		// Ready even when processing lags: collection still takes events
+		// (or refuses them by the --max-pipeline-lag rule, which a load
+		// balancer must not turn into taking the node out).
+		_ = json.NewEncoder(w).Encode(map[string]any{"status": "ready", "pipeline": s.lagDetails()})
 	})
 	mux.Handle("GET /metrics", s.Metrics.Handler())
 	// No catch-all "/": with one, a known path with the wrong method
@@ -490,6 +499,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			pipeErr <- err
 		}()
 	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.Lag.Run(pctx, lagCheckInterval)
+	}()
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	s.logger.Info("tandem ready", "addr", ln.Addr().String(), "data_dir", s.cfg.DataDir, "version", version.Version,
@@ -516,6 +531,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if pipeErr != nil && !pipelineDone {
 		errs = append(errs, <-pipeErr)
 	}
+	wg.Wait()
+	s.Lag.Close()
 	if err := s.close(); err != nil {
 		s.logger.Error("closing the backends failed", "err", err.Error())
 		errs = append(errs, err)

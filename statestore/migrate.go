@@ -82,9 +82,24 @@ func (db *DB) Migrate(ctx context.Context, migs ...Migration) error {
 	return nil
 }
 
+// createTableLockKey names the lock under which schema_migrations is
+// created: "tandem" and "schm" in ASCII.
+const createTableLockKey int64 = 0x74616e64_7363686d
+
 // createMigrationsTable creates schema_migrations if it does not exist.
+// Processes starting at once on one PostgreSQL database create it one
+// after the other (under a lock): concurrent CREATE TABLE IF NOT EXISTS
+// statements can fail with "already exists" (42P07) or on the catalog's
+// unique index.
 func (db *DB) createMigrationsTable(ctx context.Context) error {
-	_, err := db.Exec(ctx, createMigrationsTable)
+	var err error
+	lockErr := db.WithLock(ctx, createTableLockKey, func() error {
+		_, err = db.Exec(ctx, createMigrationsTable)
+		return nil
+	})
+	if lockErr != nil {
+		return fmt.Errorf("statestore: create schema_migrations: %w", lockErr)
+	}
 	if db.IsConflict(err) {
 		// PostgreSQL: a concurrent CREATE TABLE IF NOT EXISTS can fail on
 		// its catalog's unique index; the table exists now.

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -68,11 +69,23 @@ type MigrationLocker interface {
 	MigrationLockSQL() string
 }
 
+// Locker is implemented by a [Dialect] whose database several processes
+// share (PostgreSQL). [DB.WithLock] runs LockSQL, with the lock's key as
+// its one argument, in a transaction of its own; the statement must block
+// until no other transaction holds that lock and hold it until the
+// transaction ends (such as PostgreSQL's pg_advisory_xact_lock).
+type Locker interface {
+	Dialect
+	LockSQL() string
+}
+
 // DB is a state store database: a [sql.DB] with its [Dialect]. It is safe
 // for concurrent use.
 type DB struct {
 	db      *sql.DB
 	dialect Dialect
+	// lockMu serializes WithLock within the process.
+	lockMu sync.Mutex
 	// writeSlot, when not nil, serializes writers (see WithSingleWriter).
 	writeSlot    chan struct{}
 	writeTimeout time.Duration
@@ -127,6 +140,34 @@ func (db *DB) Dialect() Dialect { return db.dialect }
 // Queries sent through it are not rebound, and writes through it bypass the
 // single-writer discipline.
 func (db *DB) SQL() *sql.DB { return db.db }
+
+// WithLock runs fn while holding the lock named key: exclusive within this
+// process for every dialect and, for a [Locker] dialect, among all
+// processes sharing the database. fn uses db as usual (its writes are not
+// inside the lock's transaction, so on a single-writer database they do
+// not wait for it). Use it for rare check-then-act sequences that a unique
+// constraint cannot express, such as creating the first admin. ctx bounds
+// the wait for the lock. Calls do not nest: fn must not call WithLock.
+func (db *DB) WithLock(ctx context.Context, key int64, fn func() error) error {
+	db.lockMu.Lock()
+	defer db.lockMu.Unlock()
+	l, ok := db.dialect.(Locker)
+	if !ok {
+		return fn()
+	}
+	// The lock's own transaction, outside the write slot: it writes
+	// nothing. Ending it (rollback) releases the lock; if the connection
+	// broke instead, its session ended and the lock with it.
+	tx, err := db.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("statestore: lock: %w", db.mapErr(err))
+	}
+	defer tx.Rollback() //nolint:errcheck // see above
+	if _, err := tx.ExecContext(ctx, db.dialect.Rebind(l.LockSQL()), key); err != nil {
+		return fmt.Errorf("statestore: lock: %w", db.mapErr(err))
+	}
+	return fn()
+}
 
 // Close closes the database.
 func (db *DB) Close() error {

@@ -249,6 +249,43 @@ func (c *consumer) Pending(ctx context.Context) (uint64, error) {
 	return info.NumPending + uint64(info.NumAckPending), nil
 }
 
+// Backlog reads the consumer's info and, when records are pending, the
+// append time of the first unacknowledged one (the one after the ack
+// floor; if retention removed it, the stream's first record).
+func (c *consumer) Backlog(ctx context.Context) (eventlog.Backlog, error) {
+	if err := c.check(); err != nil {
+		return eventlog.Backlog{}, err
+	}
+	cctx, stop := c.log.withConn(ctx)
+	defer stop()
+	info, err := c.jc.Info(cctx)
+	if err != nil {
+		return eventlog.Backlog{}, c.mapErr(ctx, cause(ctx, cctx, err))
+	}
+	b := eventlog.Backlog{Records: info.NumPending + uint64(info.NumAckPending)}
+	if b.Records == 0 {
+		return b, nil
+	}
+	seq := info.AckFloor.Stream + 1
+	msg, err := c.log.stream.GetMsg(cctx, seq)
+	if errors.Is(err, jsapi.ErrMsgNotFound) {
+		var si *jsapi.StreamInfo
+		if si, err = c.log.stream.Info(cctx); err == nil {
+			if si.State.FirstSeq <= seq {
+				// Not removed by retention: an interior gap; the
+				// caller reads again in a moment.
+				return b, nil
+			}
+			msg, err = c.log.stream.GetMsg(cctx, si.State.FirstSeq)
+		}
+	}
+	if err != nil {
+		return eventlog.Backlog{}, c.mapErr(ctx, cause(ctx, cctx, err))
+	}
+	b.Oldest = msg.Time.UTC()
+	return b, nil
+}
+
 // Close releases the records this consumer fetched and did not
 // acknowledge, so that the next reader gets them at once rather than after
 // the ack wait, and stops. The consumer's position stays on the server.

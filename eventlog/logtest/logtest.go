@@ -44,6 +44,7 @@ func Run(t *testing.T, open func(t *testing.T, dir string) eventlog.Log) {
 	t.Run("TooLarge", s.tooLarge)
 	t.Run("AfterClose", s.afterClose)
 	t.Run("Pending", s.pending)
+	t.Run("Backlog", s.backlog)
 	t.Run("FetchEmpty", s.fetchEmpty)
 	t.Run("FetchWakesOnAppend", s.fetchWakes)
 	t.Run("ConcurrentAppends", s.concurrentAppends)
@@ -410,6 +411,42 @@ func (s *suite) pending(t *testing.T) {
 	expectPending(t, c, 6)
 	appendN(t, l, "p2", 3)
 	expectPending(t, c, 9)
+}
+
+// backlog: the oldest unacknowledged record's append time, moving on as
+// records are acknowledged, zero when none is left.
+func (s *suite) backlog(t *testing.T) {
+	l := s.openLog(t, t.TempDir())
+	c := openConsumer(t, l, "reader")
+	if b, err := c.Backlog(t.Context()); err != nil || b.Records != 0 || !b.Oldest.IsZero() {
+		t.Fatalf("Backlog of an empty log = %+v, %v", b, err)
+	}
+	before := time.Now()
+	appendN(t, l, "b1", 2)
+	after := time.Now()
+	time.Sleep(50 * time.Millisecond)
+	mid := time.Now()
+	appendN(t, l, "b2", 2)
+	expectPending(t, c, 4)
+	b, err := c.Backlog(t.Context())
+	if err != nil || b.Records != 4 {
+		t.Fatalf("Backlog = %+v, %v; want 4 records", b, err)
+	}
+	// The server's clock is this machine's; allow for its rounding.
+	if b.Oldest.Before(before.Add(-time.Second)) || b.Oldest.After(after.Add(time.Second)) {
+		t.Fatalf("Oldest = %v, want the first append's time (%v .. %v)", b.Oldest, before, after)
+	}
+	got := fetchN(t, c, 4, 5*time.Second)
+	ack(t, c, got[:2]...)
+	expectPending(t, c, 2)
+	if b, err = c.Backlog(t.Context()); err != nil || b.Records != 2 || b.Oldest.Before(mid.Add(-time.Millisecond)) {
+		t.Fatalf("Backlog after acking the first two = %+v, %v; want 2 records appended after %v", b, err, mid)
+	}
+	ack(t, c, got[2:]...)
+	expectPending(t, c, 0)
+	if b, err = c.Backlog(t.Context()); err != nil || b.Records != 0 || !b.Oldest.IsZero() {
+		t.Fatalf("Backlog after acking all = %+v, %v", b, err)
+	}
 }
 
 func (s *suite) fetchEmpty(t *testing.T) {

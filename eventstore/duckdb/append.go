@@ -45,11 +45,13 @@ type key struct{ src, msg string }
 // 3M rows); a 128-bit hash key behaved the same. Instead:
 //
 //  1. duplicates within the batch are dropped in Go, first one wins;
-//  2. each event's 64-bit fingerprint (keyHash) is looked up in the
-//     in-memory set of stored fingerprints: absent means new, for sure;
+//  2. each event's fingerprint (a prefix of keyHash) is looked up in the
+//     in-memory filter of stored fingerprints (fpSet): absent means new,
+//     for sure;
 //  3. events whose fingerprint is present (true duplicates, or a
-//     fingerprint collision, about n/2^64 per event) are checked exactly
-//     with one query on key_hash for the whole batch;
+//     fingerprint collision, about n/2^48 per event) are checked exactly
+//     with one query on the full key_hash for the whole batch, then on
+//     (source_id, message_id);
 //  4. the new events, sorted by timestamp, go through DuckDB's Appender in
 //     one transaction: all of them are committed or none.
 //
@@ -141,13 +143,15 @@ func keyHash(buf []byte, src, msg string) (uint64, []byte) {
 func (s *Store) dropStored(ctx context.Context, conn *sql.Conn, batch []*pending) ([]*pending, error) {
 	var maybe []uint64
 	for _, p := range batch {
-		if _, ok := s.keys[p.hash]; ok {
+		if s.keys.mayContain(p.hash) {
 			maybe = append(maybe, p.hash)
 		}
 	}
 	if len(maybe) == 0 {
 		return batch, nil
 	}
+	s.checkedIDs.Add(int64(len(maybe)))
+	s.checkBatches.Add(1)
 	rows, err := conn.QueryContext(ctx,
 		`SELECT source_id, message_id FROM events WHERE key_hash IN (SELECT unnest(?::UBIGINT[]))`, maybe)
 	if err != nil {
@@ -195,7 +199,7 @@ func (s *Store) insert(ctx context.Context, dc driver.Conn, rows []*pending) err
 	// fails after all, extra entries only cost a verification query, while
 	// a missing one would let a duplicate in, or hide an event from Get.
 	for _, p := range rows {
-		s.keys[p.hash] = struct{}{}
+		s.keys.add(p.hash)
 	}
 	s.addSources(rows)
 	if err := tx.Commit(); err != nil {

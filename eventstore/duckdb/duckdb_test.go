@@ -95,7 +95,7 @@ func TestFingerprintCollisionIsVerified(t *testing.T) {
 	s := openMem(t)
 	e := testEvent("src", "m1", time.Now())
 	h, _ := keyHash(nil, "src", "m1")
-	s.keys[h] = struct{}{}
+	s.keys.add(h)
 	if n, err := s.Append(context.Background(), []event.Event{e}); err != nil || n != 1 {
 		t.Fatalf("Append = %d, %v; want 1 new", n, err)
 	}

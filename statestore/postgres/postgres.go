@@ -65,7 +65,8 @@ const (
 const migrationLockKey int64 = 0x74616e64_6d696772
 
 // Dialect is the PostgreSQL [statestore.Dialect]. It is also a
-// [statestore.BusyDialect] and a [statestore.MigrationLocker].
+// [statestore.BusyDialect], a [statestore.MigrationLocker] and a
+// [statestore.Locker].
 type Dialect struct{}
 
 // Name returns [statestore.Postgres].
@@ -85,6 +86,10 @@ func (Dialect) IsConflict(err error) bool { return hasCode(err, codeUniqueViolat
 func (Dialect) IsBusy(err error) bool {
 	return hasCode(err, codeSerializationFailure) || hasCode(err, codeDeadlockDetected)
 }
+
+// LockSQL takes the transaction-scoped advisory lock whose key is its
+// argument ([statestore.DB.WithLock]).
+func (Dialect) LockSQL() string { return "SELECT pg_advisory_xact_lock(?)" }
 
 // MigrationLockSQL takes a transaction-scoped advisory lock, held until the
 // migration commits or rolls back, so that nodes starting at once migrate
