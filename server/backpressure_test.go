@@ -63,7 +63,7 @@ func TestLaggingPipelineKeepsAccepting(t *testing.T) {
 	}
 	m := n.do("GET", "/metrics", "", nil, nil)
 	for _, name := range []string{"tandem_pipeline_lag_seconds", "tandem_pipeline_oldest_unprocessed_timestamp_seconds"} {
-		v, ok := metricValue(string(m.body), name)
+		v, ok := scrapeValue(string(m.body), name)
 		if !ok || v <= 1 {
 			t.Errorf("%s = %v (found %v), want > 1", name, v, ok)
 		}
@@ -121,7 +121,7 @@ func TestMaxPipelineLagRefusesThenRecovers(t *testing.T) {
 }
 
 // metricValue reads an unlabelled sample from a text exposition.
-func metricValue(text, name string) (float64, bool) {
+func scrapeValue(text, name string) (float64, bool) {
 	for _, line := range strings.Split(text, "\n") {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
