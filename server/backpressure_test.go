@@ -120,7 +120,7 @@ func TestMaxPipelineLagRefusesThenRecovers(t *testing.T) {
 	}
 }
 
-// metricValue reads an unlabelled sample from a text exposition.
+// scrapeValue reads an unlabelled sample from a text exposition.
 func scrapeValue(text, name string) (float64, bool) {
 	for _, line := range strings.Split(text, "\n") {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
