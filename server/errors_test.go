@@ -51,8 +51,8 @@ func TestEveryMissIsInTheErrorShape(t *testing.T) {
 	// The known endpoints still answer.
 	for _, path := range []string{"/healthz", "/readyz"} {
 		r := n.do("GET", path, "", nil, nil)
-		var body map[string]string
-		if err := json.Unmarshal(r.body, &body); r.status != 200 || err != nil || body["status"] == "" {
+		var body struct{ Status string }
+		if err := json.Unmarshal(r.body, &body); r.status != 200 || err != nil || body.Status == "" {
 			t.Errorf("GET %s: %d %q", path, r.status, r.body)
 		}
 	}
