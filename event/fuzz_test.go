@@ -1,6 +1,8 @@
 package event
 
 import (
+	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -77,4 +79,45 @@ func BenchmarkParseBatch(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N*100)/b.Elapsed().Seconds(), "events/s")
+}
+
+// FuzzParseBatchContext checks, for any body and any User-Agent, that the
+// server's context defaults never make an accepted event invalid JSON,
+// never drop or duplicate an event, and never override what the event
+// itself says.
+func FuzzParseBatchContext(f *testing.F) {
+	f.Add([]byte(`{"batch":[{"type":"track","event":"A","userId":"u"}]}`), "Mozilla/5.0")
+	f.Add([]byte(`{"batch":[{"type":"page","anonymousId":"a","context":{"ip":"1.1.1.1"}},{"type":"track","userId":"u","event":"e","context":null}],"context":{"userAgent":"batch"}}`), "ua \"quoted\" \\")
+	f.Add([]byte(`{"batch":[{"type":"identify","userId":"u","context":[]},{"type":"identify","userId":"u","context":"x"}]}`), "\u2028")
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, body []byte, ua string) {
+		defaults, _ := json.Marshal(map[string]string{"ip": "192.0.2.1", "userAgent": ua})
+		plain, perr := ParseBatch(body, now)
+		req, err := ParseBatchContext(body, now, defaults)
+		if (perr == nil) != (err == nil) {
+			t.Fatalf("with defaults: error %v, without: %v", err, perr)
+		}
+		if err != nil {
+			return
+		}
+		if len(req.Events) != len(plain.Events) || len(req.Problems) != len(plain.Problems) {
+			t.Fatalf("defaults changed the outcome: %d/%d events, %d/%d problems", len(req.Events), len(plain.Events), len(req.Problems), len(plain.Problems))
+		}
+		for i, e := range req.Events {
+			if !validDocument(e.Raw) {
+				t.Fatalf("event with defaults is not valid JSON: %q", e.Raw)
+			}
+			var with, without struct {
+				Context map[string]any `json:"context"`
+			}
+			if json.Unmarshal(e.Raw, &with) != nil || json.Unmarshal(plain.Events[i].Raw, &without) != nil {
+				continue // a context that is not an object is kept as sent
+			}
+			for k, v := range without.Context {
+				if fmt.Sprint(with.Context[k]) != fmt.Sprint(v) {
+					t.Fatalf("context.%s was %v, the defaults made it %v", k, v, with.Context[k])
+				}
+			}
+		}
+	})
 }
