@@ -21,7 +21,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-
 )
 
 // Error is an error a client sees.
