@@ -23,7 +23,7 @@ func TestCan(t *testing.T) {
 	}{
 		{access.RoleAdmin, all},
 		{access.RoleIT, []access.Permission{access.ManageSources, access.DecideApprovals, access.ReadEvents,
-			access.ReadQuarantine, access.ReplayQuarantine, access.ReadCatalog, access.ReadAnalytics, access.RunImports}},
+			access.ReadQuarantine, access.ReplayQuarantine, access.ReadCatalog, access.ReadAnalytics, access.RunImports, access.ManageDestinations}},
 		{access.RoleMarketing, []access.Permission{access.ReadEvents, access.ReadCatalog, access.ReadAnalytics, access.ReadProfiles}},
 		{access.RoleAnalyst, []access.Permission{access.ReadEvents, access.ReadCatalog, access.ReadAnalytics, access.ReadProfiles}},
 		{access.RolePrivacy, []access.Permission{access.ReadEvents, access.ReadQuarantine, access.ReadCatalog, access.ReadProfiles, access.UnmergeProfiles}},

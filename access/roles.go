@@ -50,15 +50,18 @@ const (
 	RunImports       Permission = "imports:run"       // bulk-import files into a source and read their reports
 	ReadProfiles     Permission = "profiles:read"     // look up profiles, their timelines and explanations
 	UnmergeProfiles  Permission = "profiles:unmerge"  // split a profile (a decision about a person's data)
+	// ManageDestinations: create, change and delete destinations, read
+	// their delivery attempts and replay their dead letters.
+	ManageDestinations Permission = "destinations:manage"
 )
 
 // Permissions lists every permission.
-var Permissions = []Permission{ManageUsers, ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadProfiles, UnmergeProfiles}
+var Permissions = []Permission{ManageUsers, ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadProfiles, UnmergeProfiles, ManageDestinations}
 
 // grants is the authorization table (see Can).
 var grants = map[Role][]Permission{
 	RoleAdmin:     Permissions,
-	RoleIT:        {ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports},
+	RoleIT:        {ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ManageDestinations},
 	RoleMarketing: {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles},
 	RoleAnalyst:   {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles},
 	RolePrivacy:   {ReadEvents, ReadQuarantine, ReadCatalog, ReadProfiles, UnmergeProfiles},
@@ -68,18 +71,18 @@ var grants = map[Role][]Permission{
 
 // Can reports whether a user with role may do p. The table:
 //
-//	role       users  sources  approvals  events  quarantine     catalog  analytics  imports  profiles
-//	                  manage   decide     read    read  replay   read     read       run      read  unmerge
-//	admin      yes    yes      yes        yes     yes   yes      yes      yes        yes      yes   yes
-//	it         -      yes      yes        yes     yes   yes      yes      yes        yes      -     -
-//	marketing  -      -        -          yes     -     -        yes      yes        -        yes   -
-//	analyst    -      -        -          yes     -     -        yes      yes        -        yes   -
-//	privacy    -      -        -          yes     yes   -        yes      -          -        yes   yes
-//	service    -      -        -          -       -     -        yes      yes        -        yes   -
-//	sales      -      -        -          -       -     -        yes      yes        -        yes   -
+//	role       users  sources  approvals  events  quarantine     catalog  analytics  imports  profiles       destinations
+//	                  manage   decide     read    read  replay   read     read       run      read  unmerge  manage
+//	admin      yes    yes      yes        yes     yes   yes      yes      yes        yes      yes   yes      yes
+//	it         -      yes      yes        yes     yes   yes      yes      yes        yes      -     -        yes
+//	marketing  -      -        -          yes     -     -        yes      yes        -        yes   -        -
+//	analyst    -      -        -          yes     -     -        yes      yes        -        yes   -        -
+//	privacy    -      -        -          yes     yes   -        yes      -          -        yes   yes      -
+//	service    -      -        -          -       -     -        yes      yes        -        yes   -        -
+//	sales      -      -        -          -       -     -        yes      yes        -        yes   -        -
 //
 // That is: admin may do everything; it runs sources, approvals, events,
-// the quarantine and bulk imports; analyst and marketing read events and
+// the quarantine, bulk imports and destinations; analyst and marketing read events and
 // the catalogue; every role but privacy reads the analytics (aggregates
 // over the journey, with a few sample profile ids per hand-off);
 // privacy reads events and the quarantine (and the catalogue, which is its

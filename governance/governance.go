@@ -109,7 +109,8 @@ type Decision struct {
 
 // Store keeps sources and approval decisions.
 type Store struct {
-	db *statestore.DB
+	db    *statestore.DB
+	types DestinationTypes // checks destination configs; see destinations.go
 }
 
 // NewStore returns a Store over db, whose [Migrations] must be applied.
