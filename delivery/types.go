@@ -241,4 +241,3 @@ func secretKey(cfg, prev map[string]any, key string) (string, error) {
 	}
 	return s, nil
 }
-
