@@ -46,6 +46,7 @@ type Options struct {
 	Stages    []analytics.Stage
 	Identity  *identity.Store // nil: the profile endpoints answer 503
 	Auditor   Auditor         // nil: profile reads are not recorded
+	Delivery  Delivery        // nil: deliveries and replay answer 503
 }
 
 // API is the management API handler.
@@ -88,6 +89,7 @@ func New(opts Options) *API {
 	a.analyticsRoutes()
 	a.importRoutes()
 	a.profileRoutes()
+	a.destinationRoutes()
 	a.mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		apierror.Write(w, apierror.ErrNotFound)
 	})

@@ -25,6 +25,7 @@ import (
 	"tandem/api"
 	"tandem/collect"
 	"tandem/config"
+	"tandem/delivery"
 	"tandem/eventlog"
 	"tandem/eventlog/jetstream"
 	"tandem/eventstore"
@@ -100,6 +101,7 @@ type Server struct {
 	Imports    *imports.Service
 	Identity   *identity.Store
 	Pipeline   *pipeline.Pipeline
+	Delivery   *delivery.Manager // runs (Serve) only where the pipeline does
 	Metrics    *metrics.Registry
 
 	handler http.Handler
@@ -132,6 +134,8 @@ func Open(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Serve
 	migs = append(migs, quarantine.Migrations()...)
 	migs = append(migs, imports.Migrations()...)
 	migs = append(migs, identity.Migrations()...)
+	migs = append(migs, governance.DestinationMigrations()...)
+	migs = append(migs, delivery.Migrations()...)
 	if err := s.State.Migrate(ctx, migs...); err != nil {
 		return nil, fmt.Errorf("state store: %w", err)
 	}
@@ -158,6 +162,12 @@ func Open(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Serve
 			return nil, err
 		}
 	}
+	// Every node checks destination configs; only pipeline nodes deliver.
+	if s.Delivery, err = delivery.New(delivery.Options{Log: s.Log, Governance: s.Governance, DB: s.State,
+		Allow: cfg.DestinationAllow, Metrics: s.Metrics, Logger: logger}); err != nil {
+		return nil, err
+	}
+	s.Governance.SetDestinationTypes(s.Delivery.Types())
 	s.handler = s.routes()
 	return s, nil
 }
@@ -308,6 +318,7 @@ func (s *Server) routes() http.Handler {
 		Access: s.Access, Governance: s.Governance, Quarantine: s.Quarantine,
 		Events: s.Events, Log: s.Committer, Imports: s.Imports, Logger: s.logger, Stages: s.cfg.Journey.Stages,
 		Identity: s.Identity,
+		Delivery: s.Delivery,
 	}
 	switch e := s.Events.(type) {
 	case *duckdb.Store:
@@ -358,6 +369,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		go func() {
 			defer wg.Done()
 			_ = s.Pipeline.Run(pctx)
+		}()
+	}
+	if s.Pipeline != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = s.Delivery.Run(pctx)
 		}()
 	}
 	errc := make(chan error, 1)
