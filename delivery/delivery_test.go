@@ -594,3 +594,38 @@ func TestGuardRefusesLoopback(t *testing.T) {
 		t.Fatalf("receiver reached %d times", rc.reqs.Load())
 	}
 }
+
+// TestForget: a deleted destination's consumer, dead letters and metric
+// series go.
+func TestForget(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t, delivery.RetryPolicy{MaxAttempts: 1}, "127.0.0.0/8")
+	rc := newReceiver(t, func(int64) (int, string, time.Duration) { return 500, "", 0 })
+	d := r.create("gone", rc.srv.URL, nil, r.admin)
+	ids := r.send([]string{"ann"}, 2)
+	waitFor(t, "dead letters", 10*time.Second, func() bool {
+		dls, _ := r.m.DeadLetters(ctx, d.ID, 10, "")
+		return len(dls) == len(ids)
+	})
+	st, err := r.log.Stats(ctx)
+	if err != nil || st.Consumers != 1 {
+		t.Fatalf("consumers before: %+v %v", st, err)
+	}
+	if err := r.gov.DeleteDestination(ctx, d.ID, r.admin); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.m.Forget(ctx, d.ID); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := r.log.Stats(ctx); err != nil || st.Consumers != 0 {
+		t.Fatalf("consumers after: %+v %v", st, err)
+	}
+	if dls, _ := r.m.DeadLetters(ctx, d.ID, 10, ""); len(dls) != 0 {
+		t.Fatalf("dead letters left: %d", len(dls))
+	}
+	var out strings.Builder
+	_ = r.reg.Write(&out)
+	if strings.Contains(out.String(), d.ID) {
+		t.Fatalf("metric series of the deleted destination remain")
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -144,7 +145,7 @@ func (s *webhookSender) Send(ctx context.Context, events []Outgoing) error {
 		if errors.Is(err, guard.ErrRefused) {
 			return &SendError{Msg: err.Error()} // a refused address does not heal by waiting
 		}
-		return fmt.Errorf("POST: %w", stripURL(err))
+		return stripURL(err)
 	}
 	text := guard.ReadLimited(resp.Body, responseLimit)
 	resp.Body.Close()
@@ -192,13 +193,11 @@ func retryAfter(h string, now time.Time) time.Duration {
 }
 
 // stripURL drops the URL from a *url.Error: the URL may carry a token in
-// its query, and errors end up in deliveries and logs.
+// its path or query, and errors end up in deliveries and logs.
 func stripURL(err error) error {
-	var ue interface{ Unwrap() error }
+	var ue *url.Error
 	if errors.As(err, &ue) {
-		if inner := ue.Unwrap(); inner != nil && strings.HasPrefix(err.Error(), "Post ") {
-			return inner
-		}
+		return fmt.Errorf("%s: %w", ue.Op, ue.Err)
 	}
 	return err
 }

@@ -640,6 +640,27 @@ func transient(err error) bool {
 		errors.Is(err, nats.ErrConnectionReconnecting)
 }
 
+// DeleteConsumer removes the named durable consumer and its position (a
+// consumer nobody will read again, such as a deleted destination's). A
+// consumer that does not exist is not an error.
+func (l *Log) DeleteConsumer(ctx context.Context, name string) error {
+	if l.closed.Load() {
+		return eventlog.ErrClosed
+	}
+	cctx, stop := l.withConn(ctx)
+	defer stop()
+	if _, ok := cctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		cctx, cancel = context.WithTimeout(cctx, l.timeout)
+		defer cancel()
+	}
+	err := l.js.DeleteConsumer(cctx, l.name, name)
+	if err != nil && !errors.Is(err, jsapi.ErrConsumerNotFound) {
+		return l.mapErr("delete consumer "+name, cause(ctx, cctx, err))
+	}
+	return nil
+}
+
 // Stats describe the stream.
 type Stats struct {
 	Msgs      uint64 // records stored
