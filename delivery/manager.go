@@ -47,11 +47,11 @@ func (p *RetryPolicy) fill() {
 	}
 }
 
-// backoff is the wait before attempt n+1 after attempt n failed with err:
+// Backoff is the wait before attempt n+1 after attempt n failed with err:
 // the destination's Retry-After when it gave one (up to MaxRetryAfter),
 // else Base·2^(n-1) capped at Max, with jitter (between half and all of
 // it) so that many lanes do not retry in step.
-func (p RetryPolicy) backoff(n int, err error) time.Duration {
+func (p RetryPolicy) Backoff(n int, err error) time.Duration {
 	var se *SendError
 	if errors.As(err, &se) && se.RetryAfter > 0 {
 		return min(se.RetryAfter, p.MaxRetryAfter)
@@ -140,7 +140,7 @@ func New(opts Options) (*Manager, error) {
 	env := Env{Guard: g, Client: func(timeout time.Duration) *http.Client { return g.Client(timeout) }}
 	m := &Manager{
 		opts: opts, guard: g, dead: deadLetters{db: opts.DB},
-		reg:     newRegistry(env, webhook{}),
+		reg:     newRegistry(env, webhook{}, segment{}),
 		workers: map[string]*worker{}, rings: map[string]*ring{}, nudge: make(chan struct{}, 1),
 	}
 	r := opts.Metrics

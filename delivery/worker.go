@@ -269,7 +269,7 @@ func (w *worker) deliver(batch []*item) bool {
 		}
 		w.m.attempts.Add(1, id, "retry")
 		w.record(batch, attempt, "retrying", err, took)
-		if !sleep(w.ctx, policy.backoff(attempt, err)) {
+		if !sleep(w.ctx, policy.Backoff(attempt, err)) {
 			return false
 		}
 	}

@@ -153,3 +153,74 @@ func TestDestinationsAPI(t *testing.T) {
 	checkError(t, n.admin("GET", "/api/v1/destinations/"+id, nil), 404, "not_found", "")
 	checkError(t, n.admin("DELETE", "/api/v1/destinations/"+id, nil), 404, "not_found", "")
 }
+
+// TestSegmentForward: node A forwards to node B through a destination of
+// type segment (B's Segment-compatible collection API and a write key of
+// B); every event sent to A is stored by B, with its messageId, type and
+// properties.
+func TestSegmentForward(t *testing.T) {
+	b := startNode(t, "", nil)
+	a := startNode(t, "", func(c *config.Config) { c.DestinationAllow = []string{"127.0.0.0/8"} })
+	r := a.admin("POST", "/api/v1/destinations", map[string]any{"name": "to B", "type": "segment",
+		"config": map[string]any{"url": b.url, "writeKey": b.writeKey, "batch": 10}, "owner": "IT"})
+	if r.status != 201 || strings.Contains(string(r.body), b.writeKey) {
+		t.Fatalf("create: %d %s", r.status, r.body)
+	}
+	var evs []string
+	var ids []string
+	for i := range 25 {
+		id := fmt.Sprintf("fwd-%02d", i)
+		ids = append(ids, id)
+		evs = append(evs, fmt.Sprintf(`{"type":"track","event":"Forwarded","userId":"u%d","messageId":%q,"properties":{"i":%d}}`, i%3, id, i))
+	}
+	evs = append(evs, `{"type":"identify","userId":"u1","messageId":"fwd-id","traits":{"plan":"pro"}}`)
+	ids = append(ids, "fwd-id")
+	if r := a.do("POST", "/v1/batch", "basic:"+a.writeKey, []byte(`{"batch":[`+strings.Join(evs, ",")+`]}`), nil); r.status != 200 {
+		t.Fatalf("batch to A: %d %s", r.status, r.body)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for _, id := range ids {
+		for {
+			r := b.admin("GET", "/api/v1/events/"+id, nil)
+			if r.status == 200 {
+				e := r.json(t)
+				if id == "fwd-id" && e["type"] != "identify" {
+					t.Errorf("%s: %s", id, r.body)
+				}
+				if id != "fwd-id" && (e["type"] != "track" || !strings.Contains(string(r.body), "Forwarded")) {
+					t.Errorf("%s: %s", id, r.body)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("event %s never reached B (last answer %d %s)", id, r.status, r.body)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	// A bad write key on B's side is a 401: not retried, dead-lettered.
+	r = a.admin("POST", "/api/v1/destinations", map[string]any{"name": "bad key", "type": "segment",
+		"config": map[string]any{"url": b.url, "writeKey": "wk_nope"}, "owner": "IT"})
+	if r.status != 201 {
+		t.Fatalf("create: %d %s", r.status, r.body)
+	}
+	id := r.json(t)["id"].(string)
+	time.Sleep(300 * time.Millisecond)
+	if r := a.do("POST", "/v1/track", "basic:"+a.writeKey, []byte(`{"event":"X","userId":"u9","messageId":"fwd-bad"}`), nil); r.status != 200 {
+		t.Fatalf("track: %d %s", r.status, r.body)
+	}
+	deadline = time.Now().Add(15 * time.Second)
+	for {
+		r := a.admin("GET", "/api/v1/destinations/"+id+"/dead-letters", nil)
+		if r.status == 200 && strings.Contains(string(r.body), "fwd-bad") {
+			if !strings.Contains(string(r.body), "HTTP 401") || strings.Contains(string(r.body), "wk_nope") {
+				t.Fatalf("dead letters: %s", r.body)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no dead letter: %d %s", r.status, r.body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
