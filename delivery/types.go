@@ -15,8 +15,8 @@ import (
 	"tandem/governance"
 )
 
-// Type is a kind of destination (webhook, …). To add one: implement it,
-// and list it in [Registry]'s constructor (newRegistry). A Type is
+// Type is a kind of destination (webhook, segment, nats). To add one:
+// implement it, and list it where [New] builds the registry. A Type is
 // stateless; [Type.Open] makes the [Sender] of one destination.
 type Type interface {
 	// Name is the type as the API names it ("webhook").
@@ -47,6 +47,9 @@ type Sender interface {
 	// Rate is the most Send calls per second, 0 for no limit.
 	Rate() float64
 }
+
+// A Sender that holds connections may implement io.Closer: it is closed
+// when its destination's delivery stops.
 
 // Outgoing is one event as a destination receives it.
 type Outgoing struct {
@@ -187,6 +190,8 @@ func floatKey(cfg map[string]any, key string, lo, hi float64) (float64, error) {
 	}
 	return f, nil
 }
+
+func parseIP(host string) (netip.Addr, error) { return netip.ParseAddr(host) }
 
 // urlKey reads a required http(s) URL and checks it against the guard:
 // its form always, its address when it is a literal IP.

@@ -3,6 +3,7 @@ package delivery
 import (
 	"context"
 	"errors"
+	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -95,6 +96,9 @@ func (w *worker) stop() {
 	close(w.done)
 	w.ackWG.Wait()
 	_ = w.consumer.Close()
+	if c, ok := w.sender.(io.Closer); ok {
+		_ = c.Close()
+	}
 	w.m.opts.Logger.Info("delivery stopped", "destination", w.d.ID)
 }
 

@@ -208,6 +208,12 @@ func CheckURL(u *url.URL) error {
 	if u.Scheme != "http" && u.Scheme != "https" {
 		return fmt.Errorf("%w: scheme %q: only http and https", ErrRefused, u.Scheme)
 	}
+	return CheckHost(u)
+}
+
+// CheckHost is [CheckURL] without the scheme check, for destination types
+// that speak other protocols (nats://).
+func CheckHost(u *url.URL) error {
 	if u.User != nil {
 		return fmt.Errorf("%w: URLs with user information are not allowed", ErrRefused)
 	}
