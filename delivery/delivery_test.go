@@ -629,3 +629,27 @@ func TestForget(t *testing.T) {
 		t.Fatalf("metric series of the deleted destination remain")
 	}
 }
+
+// TestRateLimit: rateLimit 10 spaces requests at least 100 ms apart.
+func TestRateLimit(t *testing.T) {
+	r := newRig(t, delivery.RetryPolicy{}, "127.0.0.0/8")
+	var mu sync.Mutex
+	var times []time.Time
+	rc := newReceiver(t, func(int64) (int, string, time.Duration) {
+		mu.Lock()
+		times = append(times, time.Now())
+		mu.Unlock()
+		return 200, "", 0
+	})
+	r.create("slow", rc.srv.URL, map[string]any{"rateLimit": 10, "concurrency": 2}, r.admin)
+	time.Sleep(200 * time.Millisecond)
+	ids := r.send([]string{"ann", "bob"}, 3)
+	waitFor(t, "delivery", 10*time.Second, func() bool { return rc.hasAll(ids) })
+	mu.Lock()
+	defer mu.Unlock()
+	for i := 1; i < len(times); i++ {
+		if gap := times[i].Sub(times[i-1]); gap < 90*time.Millisecond {
+			t.Fatalf("requests %d and %d only %v apart", i-1, i, gap)
+		}
+	}
+}

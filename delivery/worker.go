@@ -45,6 +45,10 @@ type worker struct {
 	ackWG  sync.WaitGroup
 
 	replaying sync.Map // dead letter id → struct{}
+	// inflight holds the log sequences dispatched and not yet acked: a
+	// record the log delivers again meanwhile (its ack wait passed while a
+	// lane retried) is not dispatched twice; the first dispatch acks it.
+	inflight sync.Map // uint64 → struct{}
 }
 
 // item is one event to deliver: from the log (rec set) or a replayed dead
@@ -140,6 +144,9 @@ func (w *worker) measureLag() {
 
 // dispatch queues a record's events on their lanes; false when stopping.
 func (w *worker) dispatch(msg eventlog.Message) bool {
+	if _, again := w.inflight.LoadOrStore(msg.Seq, struct{}{}); again {
+		return true
+	}
 	events, _, err := event.DecodeRecord(msg.Data)
 	if err != nil {
 		// The pipeline quarantines a corrupt record; nothing to deliver.
@@ -372,6 +379,9 @@ func (w *worker) acker() {
 			// Not lost: the records come again and are delivered twice
 			// (at least once).
 			w.m.opts.Logger.Warn("delivery: ack failed", "destination", w.d.ID, "err", err.Error())
+		}
+		for _, m := range pending {
+			w.inflight.Delete(m.Seq)
 		}
 		pending = pending[:0]
 	}
