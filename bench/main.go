@@ -46,6 +46,8 @@ Commands:
             a real server: rows/s, CPU, peak RSS, against encoding/csv alone
   identity  identity resolution over a generated identity load, against
             the event store alone
+  delivery  collection to webhook latency at a given rate into two
+            destinations, and with one of them slow and failing
 
 Run "tandem bench COMMAND --help" for a command's flags.
 `
@@ -69,8 +71,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	case "identity":
 		return identityMain(args[1:], stdout, stderr)
 	case "delivery":
-		fmt.Fprintf(stderr, "tandem bench %s: not available in this version yet\n", args[0])
-		return 2
+		return deliveryMain(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, benchUsage)
 		return 0
