@@ -40,12 +40,17 @@ type rig struct {
 
 func newRig(t *testing.T, retry delivery.RetryPolicy, allow ...string) *rig {
 	t.Helper()
+	return newRigOn(t, sqlitetest.Open(t), retry, allow...)
+}
+
+// newRigOn is newRig on a given state store.
+func newRigOn(t *testing.T, db *statestore.DB, retry delivery.RetryPolicy, allow ...string) *rig {
+	t.Helper()
 	ctx := context.Background()
 	log, err := jetstream.OpenEmbedded(jetstream.EmbeddedOptions{Dir: filepath.Join(t.TempDir(), "log")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	db := sqlitetest.Open(t)
 	migs := append(append(append(access.Migrations(), governance.Migrations()...), governance.DestinationMigrations()...), delivery.Migrations()...)
 	if err := db.Migrate(ctx, migs...); err != nil {
 		t.Fatal(err)
