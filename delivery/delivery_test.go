@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -46,6 +47,11 @@ func newRig(t *testing.T, retry delivery.RetryPolicy, allow ...string) *rig {
 // newRigOn is newRig on a given state store.
 func newRigOn(t *testing.T, db *statestore.DB, retry delivery.RetryPolicy, allow ...string) *rig {
 	t.Helper()
+	return newRigLogged(t, db, nil, retry, allow...)
+}
+
+func newRigLogged(t *testing.T, db *statestore.DB, logger *slog.Logger, retry delivery.RetryPolicy, allow ...string) *rig {
+	t.Helper()
 	ctx := context.Background()
 	log, err := jetstream.OpenEmbedded(jetstream.EmbeddedOptions{Dir: filepath.Join(t.TempDir(), "log")})
 	if err != nil {
@@ -67,7 +73,7 @@ func newRigOn(t *testing.T, db *statestore.DB, retry delivery.RetryPolicy, allow
 	gov := governance.NewStore(db)
 	reg := metrics.NewRegistry()
 	m, err := delivery.New(delivery.Options{Log: log, Governance: gov, DB: db, Allow: allow, Retry: retry,
-		Poll: 50 * time.Millisecond, Metrics: reg})
+		Poll: 50 * time.Millisecond, Metrics: reg, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -657,4 +663,61 @@ func TestRateLimit(t *testing.T) {
 			t.Fatalf("requests %d and %d only %v apart", i-1, i, gap)
 		}
 	}
+}
+
+// TestNoSecretsInErrors: a URL's token and the signing secret appear in
+// no log line, delivery attempt or dead letter, also when requests time
+// out (Go's client errors quote the URL).
+func TestNoSecretsInErrors(t *testing.T) {
+	ctx := context.Background()
+	var logs syncBuf
+	logger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	r := newRigLogged(t, sqlitetest.Open(t), logger, delivery.RetryPolicy{MaxAttempts: 2, Base: 5 * time.Millisecond}, "127.0.0.0/8")
+	rc := newReceiver(t, func(n int64) (int, string, time.Duration) {
+		if n%2 == 1 {
+			return 200, "", time.Second // times out (timeoutMs 300)
+		}
+		return 500, "", 0
+	})
+	d := r.create("secretive", rc.srv.URL+"/in?token=url-token-123", nil, r.admin)
+	time.Sleep(200 * time.Millisecond)
+	ids := r.send([]string{"ann"}, 2)
+	waitFor(t, "dead letters", 20*time.Second, func() bool {
+		dls, _ := r.m.DeadLetters(ctx, d.ID, 10, "")
+		return len(dls) == len(ids)
+	})
+	dls, _ := r.m.DeadLetters(ctx, d.ID, 10, "")
+	var all strings.Builder
+	for _, dl := range dls {
+		all.WriteString(dl.LastError + "\n")
+	}
+	for _, a := range r.m.Deliveries(d.ID, 0) {
+		all.WriteString(a.Error + "\n")
+	}
+	if !strings.Contains(all.String(), "Timeout") && !strings.Contains(all.String(), "timeout") {
+		t.Errorf("no timeout among the errors:\n%s", all.String())
+	}
+	all.WriteString(logs.String())
+	for _, secret := range []string{"url-token-123", "shh"} {
+		if strings.Contains(all.String(), secret) {
+			t.Errorf("%q appears in errors or logs:\n%s", secret, all.String())
+		}
+	}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
