@@ -20,6 +20,7 @@ import (
 	"tandem/access"
 	"tandem/delivery"
 	"tandem/event"
+	"tandem/eventlog"
 	"tandem/eventlog/jetstream"
 	"tandem/governance"
 	"tandem/metrics"
@@ -720,4 +721,38 @@ func (s *syncBuf) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestReceivedBeforeApprovalSkipped: an event received before the
+// approval is skipped even when the log stored it after (the consumer,
+// which starts a few minutes before the approval through the log's
+// ConsumerFrom, tested in eventlog/jetstream, still reads it).
+func TestReceivedBeforeApprovalSkipped(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t, delivery.RetryPolicy{}, "127.0.0.0/8")
+	rc := newReceiver(t, nil)
+	// An event "received" an hour ago, appended now: stored now, so the
+	// consumer reads it and skips it by receivedAt.
+	old := time.Now().Add(-time.Hour).UTC()
+	ev := event.Event{SourceID: "src_1", MessageID: "old", Type: "track", Name: "x", UserID: "ann", ReceivedAt: old,
+		Raw: []byte(`{"type":"track","event":"x","userId":"ann"}`)}
+	if _, err := r.log.Append(ctx, event.EncodeRecord("src_1", []event.Event{ev}, nil)); err != nil {
+		t.Fatal(err)
+	}
+	d := r.create("late", rc.srv.URL, nil, r.admin)
+	ids := r.send([]string{"ann"}, 2)
+	waitFor(t, "delivery", 10*time.Second, func() bool { return rc.hasAll(ids) })
+	if rc.distinct()["old"] {
+		t.Fatal("an event received before the approval was delivered")
+	}
+	var out strings.Builder
+	_ = r.reg.Write(&out)
+	if !strings.Contains(out.String(), `tandem_delivery_events_total{destination="`+d.ID+`",outcome="before_approval"} 1`) {
+		t.Errorf("metrics:\n%s", out.String())
+	}
+	if _, ok := any(r.log).(interface {
+		ConsumerFrom(context.Context, string, time.Time) (eventlog.Consumer, error)
+	}); !ok {
+		t.Fatal("the jetstream log has no ConsumerFrom")
+	}
 }

@@ -26,6 +26,16 @@ const (
 	storeRetry = time.Second     // wait before retrying a failed dead-letter write
 )
 
+// consumerFrom is a log whose new consumers can start at a time
+// (eventlog/jetstream).
+type consumerFrom interface {
+	ConsumerFrom(ctx context.Context, name string, start time.Time) (eventlog.Consumer, error)
+}
+
+// startMargin is how long before its approval a destination's new
+// consumer starts.
+const startMargin = 5 * time.Minute
+
 // worker delivers one approved destination: a durable consumer on the
 // event log, events spread over ordered lanes by profile key, and acks of
 // each record once all its events are delivered or dead-lettered.
@@ -71,7 +81,15 @@ func (m *Manager) start(ctx context.Context, d governance.Destination) (*worker,
 	if err != nil {
 		return nil, err
 	}
-	c, err := m.opts.Log.Consumer(ctx, ConsumerName(d.ID))
+	var c eventlog.Consumer
+	if from, ok := m.opts.Log.(consumerFrom); ok && d.ApprovedAt != nil {
+		// A new consumer starts near the approval instead of reading the
+		// whole log only to skip it; the margin covers a log server whose
+		// clock is behind (what it lets in is skipped by receivedAt).
+		c, err = from.ConsumerFrom(ctx, ConsumerName(d.ID), d.ApprovedAt.Add(-startMargin))
+	} else {
+		c, err = m.opts.Log.Consumer(ctx, ConsumerName(d.ID))
+	}
 	if err != nil {
 		return nil, err
 	}
