@@ -200,7 +200,7 @@ func (s *Store) CreateDestination(ctx context.Context, d Destination, by access.
 }
 
 func destinationValues(d Destination) ([]any, error) {
-	var enc [6]string
+	var enc [5]string
 	for i, v := range []any{d.Config, d.Filter, d.Mapping, d.DataCategories, d.ConsentPurposes} {
 		b, err := json.Marshal(v)
 		if err != nil {
