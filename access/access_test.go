@@ -6,13 +6,16 @@ import (
 
 	"tandem/access"
 	"tandem/access/accesstest"
-	"tandem/statestore/sqlite/sqlitetest"
+	"tandem/statestore/statetest"
+	"tandem/testserver"
 )
 
-// TestStore runs the package's suite on SQLite (statetest runs it on every
-// backend).
+// TestMain stops the test servers TestStore started.
+func TestMain(m *testing.M) { testserver.Main(m) }
+
+// TestStore runs the package's suite on every state store backend.
 func TestStore(t *testing.T) {
-	accesstest.Run(t, sqlitetest.Open)
+	statetest.Each(t, accesstest.Run)
 }
 
 func TestCan(t *testing.T) {
@@ -23,12 +26,12 @@ func TestCan(t *testing.T) {
 	}{
 		{access.RoleAdmin, all},
 		{access.RoleIT, []access.Permission{access.ManageSources, access.DecideApprovals, access.ReadEvents,
-			access.ReadQuarantine, access.ReplayQuarantine, access.ReadCatalog, access.ReadAnalytics, access.RunImports, access.ManageDestinations}},
-		{access.RoleMarketing, []access.Permission{access.ReadEvents, access.ReadCatalog, access.ReadAnalytics, access.ReadProfiles}},
-		{access.RoleAnalyst, []access.Permission{access.ReadEvents, access.ReadCatalog, access.ReadAnalytics, access.ReadProfiles}},
-		{access.RolePrivacy, []access.Permission{access.ReadEvents, access.ReadQuarantine, access.ReadCatalog, access.ReadProfiles, access.UnmergeProfiles}},
-		{access.RoleService, []access.Permission{access.ReadCatalog, access.ReadAnalytics, access.ReadProfiles}},
-		{access.RoleSales, []access.Permission{access.ReadCatalog, access.ReadAnalytics, access.ReadProfiles}},
+			access.ReadQuarantine, access.ReplayQuarantine, access.ReadCatalog, access.ReadAnalytics, access.RunImports, access.ReadExperiments, access.ReadAudit, access.ManageDestinations}},
+		{access.RoleMarketing, []access.Permission{access.ReadEvents, access.ReadCatalog, access.ReadAnalytics, access.ReadProfiles, access.ManageExperiments, access.ReadExperiments}},
+		{access.RoleAnalyst, []access.Permission{access.ReadEvents, access.ReadCatalog, access.ReadAnalytics, access.ReadProfiles, access.ManageExperiments, access.ReadExperiments}},
+		{access.RolePrivacy, []access.Permission{access.ReadEvents, access.ReadQuarantine, access.ReadCatalog, access.ReadProfiles, access.UnmergeProfiles, access.ReadAudit}},
+		{access.RoleService, []access.Permission{access.ReadCatalog, access.ReadAnalytics, access.ReadProfiles, access.ReadExperiments}},
+		{access.RoleSales, []access.Permission{access.ReadCatalog, access.ReadAnalytics, access.ReadProfiles, access.ReadExperiments}},
 		{access.Role(""), nil},
 		{access.Role("root"), nil},
 		{access.Role("ADMIN"), nil},

@@ -39,47 +39,50 @@ type Permission string
 
 // The permissions.
 const (
-	ManageUsers      Permission = "users:manage"      // create and list users
-	ManageSources    Permission = "sources:manage"    // create sources (and, later, change them)
-	DecideApprovals  Permission = "approvals:decide"  // approve or reject sources and destinations
-	ReadEvents       Permission = "events:read"       // read events and profiles
-	ReadQuarantine   Permission = "quarantine:read"   // list quarantined events (they hold raw payloads)
-	ReplayQuarantine Permission = "quarantine:replay" // replay quarantined events
-	ReadCatalog      Permission = "catalog:read"      // read the catalogue: sources, destinations, flows
-	ReadAnalytics    Permission = "analytics:read"    // funnels, paths, retention, journeys (counts, sample profile ids)
-	RunImports       Permission = "imports:run"       // bulk-import files into a source and read their reports
-	ReadProfiles     Permission = "profiles:read"     // look up profiles, their timelines and explanations
-	UnmergeProfiles  Permission = "profiles:unmerge"  // split a profile (a decision about a person's data)
+	ManageUsers       Permission = "users:manage"       // create and list users
+	ManageSources     Permission = "sources:manage"     // create sources (and, later, change them)
+	DecideApprovals   Permission = "approvals:decide"   // approve or reject sources and destinations
+	ReadEvents        Permission = "events:read"        // read events and profiles
+	ReadQuarantine    Permission = "quarantine:read"    // list quarantined events (they hold raw payloads)
+	ReplayQuarantine  Permission = "quarantine:replay"  // replay quarantined events
+	ReadCatalog       Permission = "catalog:read"       // read the catalogue: sources, destinations, flows
+	ReadAnalytics     Permission = "analytics:read"     // funnels, paths, retention, journeys (counts, sample profile ids)
+	RunImports        Permission = "imports:run"        // bulk-import files into a source and read their reports
+	ReadProfiles      Permission = "profiles:read"      // look up profiles, their timelines and explanations
+	UnmergeProfiles   Permission = "profiles:unmerge"   // split a profile (a decision about a person's data)
+	ManageExperiments Permission = "experiments:manage" // define experiments
+	ReadExperiments   Permission = "experiments:read"   // list experiments and read their results (aggregates)
+	ReadAudit         Permission = "audit:read"         // read the audit log: who changed what, who read whose data
 	// ManageDestinations: create, change and delete destinations, read
 	// their delivery attempts and replay their dead letters.
 	ManageDestinations Permission = "destinations:manage"
 )
 
 // Permissions lists every permission.
-var Permissions = []Permission{ManageUsers, ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadProfiles, UnmergeProfiles, ManageDestinations}
+var Permissions = []Permission{ManageUsers, ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadProfiles, UnmergeProfiles, ManageExperiments, ReadExperiments, ReadAudit, ManageDestinations}
 
 // grants is the authorization table (see Can).
 var grants = map[Role][]Permission{
 	RoleAdmin:     Permissions,
-	RoleIT:        {ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ManageDestinations},
-	RoleMarketing: {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles},
-	RoleAnalyst:   {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles},
-	RolePrivacy:   {ReadEvents, ReadQuarantine, ReadCatalog, ReadProfiles, UnmergeProfiles},
-	RoleService:   {ReadCatalog, ReadAnalytics, ReadProfiles},
-	RoleSales:     {ReadCatalog, ReadAnalytics, ReadProfiles},
+	RoleIT:        {ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadExperiments, ReadAudit, ManageDestinations},
+	RoleMarketing: {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles, ManageExperiments, ReadExperiments},
+	RoleAnalyst:   {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles, ManageExperiments, ReadExperiments},
+	RolePrivacy:   {ReadEvents, ReadQuarantine, ReadCatalog, ReadProfiles, UnmergeProfiles, ReadAudit},
+	RoleService:   {ReadCatalog, ReadAnalytics, ReadProfiles, ReadExperiments},
+	RoleSales:     {ReadCatalog, ReadAnalytics, ReadProfiles, ReadExperiments},
 }
 
 // Can reports whether a user with role may do p. The table:
 //
-//	role       users  sources  approvals  events  quarantine     catalog  analytics  imports  profiles       destinations
-//	                  manage   decide     read    read  replay   read     read       run      read  unmerge  manage
-//	admin      yes    yes      yes        yes     yes   yes      yes      yes        yes      yes   yes      yes
-//	it         -      yes      yes        yes     yes   yes      yes      yes        yes      -     -        yes
-//	marketing  -      -        -          yes     -     -        yes      yes        -        yes   -        -
-//	analyst    -      -        -          yes     -     -        yes      yes        -        yes   -        -
-//	privacy    -      -        -          yes     yes   -        yes      -          -        yes   yes      -
-//	service    -      -        -          -       -     -        yes      yes        -        yes   -        -
-//	sales      -      -        -          -       -     -        yes      yes        -        yes   -        -
+//	role       users  sources  approvals  events  quarantine     catalog  analytics  imports  profiles       experiments  audit  destinations
+//	                  manage   decide     read    read  replay   read     read       run      read  unmerge  manage read  read   manage
+//	admin      yes    yes      yes        yes     yes   yes      yes      yes        yes      yes   yes      yes    yes   yes    yes
+//	it         -      yes      yes        yes     yes   yes      yes      yes        yes      -     -        -      yes   yes    yes
+//	marketing  -      -        -          yes     -     -        yes      yes        -        yes   -        yes    yes   -      -
+//	analyst    -      -        -          yes     -     -        yes      yes        -        yes   -        yes    yes   -      -
+//	privacy    -      -        -          yes     yes   -        yes      -          -        yes   yes      -      -     yes    -
+//	service    -      -        -          -       -     -        yes      yes        -        yes   -        -      yes   -      -
+//	sales      -      -        -          -       -     -        yes      yes        -        yes   -        -      yes   -      -
 //
 // That is: admin may do everything; it runs sources, approvals, events,
 // the quarantine, bulk imports and destinations; analyst and marketing read events and
@@ -90,7 +93,12 @@ var grants = map[Role][]Permission{
 // analytics. Every role but it reads profiles (customer service and sales
 // look customers up; it runs the platform, not the customer
 // relationship); only admin and privacy may unmerge, a decision about a
-// person's data. An unknown role may do nothing.
+// person's data. Marketing and analyst define experiments (A/B tests);
+// whoever reads the analytics reads their results. The audit log (who
+// changed what, who read whose data) is read by admin, it (which answers
+// for the platform's changes) and privacy (which answers for reads of
+// personal data). An unknown role may do
+// nothing.
 func Can(role Role, p Permission) bool {
 	for _, g := range grants[role] {
 		if g == p {

@@ -16,15 +16,18 @@
 // Engine (over its own Scan) for paths, retention, and funnels whose
 // steps repeat an event.
 //
-// Adding a backend (the ClickHouse event store, for one): implement
-// [Source] — filter events to the range and the conditions' names,
-// compute the condition bitmask per event, resolve each event's profile
-// as eventstore.ProfileOf (profile link, else user id, else anonymous id),
-// order by profile and time — and embed an [Engine] over it. Then move
-// queries into native SQL one at a time where it pays (ClickHouse's
-// windowFunnel matches these funnel semantics on data without equal
-// times or repeated steps; for the rest the Engine stays correct), and
-// run the cross-check in analytics/duckdb/xcheck_test.go against it.
+// Adding a backend for a new event store: implement [Source] — filter
+// events to the range and the conditions' names, compute the condition
+// bitmask per event (property filters as [Filter.Test] defines them:
+// evaluate it with [Test.Eval] or render it with [Test.SQL]), resolve each
+// event's profile as eventstore.ProfileOf (profile link, else user id,
+// else anonymous id), order by profile and time — and embed an [Engine]
+// over it. The backend takes the store's handle and table names, not the
+// store; the store builds it over its own tables and offers it as a
+// [Provider], which is how the server finds it. Then move queries into
+// native SQL one at a time where it pays, and run the scripts
+// (analytics/scripttest) and a cross-check with analytics/reftest against
+// it, as analytics/duckdb and analytics/clickhouse do.
 //
 // # Funnels
 //

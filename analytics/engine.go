@@ -17,6 +17,14 @@ type Backend interface {
 	Retention(ctx context.Context, q *RetentionQuery) (*RetentionResult, error)
 }
 
+// Provider is an event store that offers an analytics [Backend] over its
+// own tables (eventstore/duckdb, eventstore/clickhouse). It is optional:
+// the server asks the event store for it, and a store without it serves
+// no analytics.
+type Provider interface {
+	Analytics() Backend
+}
+
 // Point is one event of a profile as the engine sees it.
 type Point struct {
 	T    int64  // event time, µs since the Unix epoch

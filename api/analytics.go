@@ -1,7 +1,6 @@
 package api
 
 import (
-	"errors"
 	"net/http"
 	"time"
 
@@ -21,77 +20,62 @@ func (a *API) analyticsRoutes() {
 
 // analyticsQuery decodes and validates a query; validate names the field
 // at fault.
-func (a *API) analyticsQuery(r *http.Request, q any, validate func(time.Time) error) error {
+func (a *API) analyticsQuery(w http.ResponseWriter, r *http.Request, q any, validate func(time.Time) error) error {
 	if a.opts.Analytics == nil {
-		return apierror.New(503, "unavailable", "analytics are not available on this node")
+		return apierror.Of(apierror.CodeUnavailable, "analytics are not available on this node")
 	}
-	if err := decode(r, q); err != nil {
+	if err := decode(w, r, q); err != nil {
 		return err
 	}
-	if err := validate(time.Now()); err != nil {
-		var fe *analytics.FieldError
-		if errors.As(err, &fe) {
-			return apierror.Field(fe.Field, "invalid_field", fe.Message)
-		}
-		return err
-	}
-	return nil
-}
-
-// analyticsErr maps the engine's own field errors (limits found while
-// answering) to the error shape.
-func analyticsErr(err error) error {
-	var fe *analytics.FieldError
-	if errors.As(err, &fe) {
-		return apierror.Field(fe.Field, "invalid_field", fe.Message)
-	}
-	return err
+	// A FieldError (here or from the engine, which finds some limits while
+	// answering) becomes a 400 naming the field in errorShape.
+	return validate(time.Now())
 }
 
 func (a *API) funnel(w http.ResponseWriter, r *http.Request) error {
 	var q analytics.FunnelQuery
-	if err := a.analyticsQuery(r, &q, q.Validate); err != nil {
+	if err := a.analyticsQuery(w, r, &q, q.Validate); err != nil {
 		return err
 	}
 	res, err := a.opts.Analytics.Funnel(r.Context(), &q)
 	if err != nil {
-		return analyticsErr(err)
+		return err
 	}
 	return writeJSON(w, 200, res)
 }
 
 func (a *API) journey(w http.ResponseWriter, r *http.Request) error {
 	var q analytics.JourneyQuery
-	if err := a.analyticsQuery(r, &q, func(now time.Time) error { return q.Validate(now, a.opts.Stages) }); err != nil {
+	if err := a.analyticsQuery(w, r, &q, func(now time.Time) error { return q.Validate(now, a.opts.Stages) }); err != nil {
 		return err
 	}
 	res, err := a.opts.Analytics.Journey(r.Context(), &q)
 	if err != nil {
-		return analyticsErr(err)
+		return err
 	}
 	return writeJSON(w, 200, res)
 }
 
 func (a *API) paths(w http.ResponseWriter, r *http.Request) error {
 	var q analytics.PathsQuery
-	if err := a.analyticsQuery(r, &q, q.Validate); err != nil {
+	if err := a.analyticsQuery(w, r, &q, q.Validate); err != nil {
 		return err
 	}
 	res, err := a.opts.Analytics.Paths(r.Context(), &q)
 	if err != nil {
-		return analyticsErr(err)
+		return err
 	}
 	return writeJSON(w, 200, res)
 }
 
 func (a *API) retention(w http.ResponseWriter, r *http.Request) error {
 	var q analytics.RetentionQuery
-	if err := a.analyticsQuery(r, &q, q.Validate); err != nil {
+	if err := a.analyticsQuery(w, r, &q, q.Validate); err != nil {
 		return err
 	}
 	res, err := a.opts.Analytics.Retention(r.Context(), &q)
 	if err != nil {
-		return analyticsErr(err)
+		return err
 	}
 	return writeJSON(w, 200, res)
 }

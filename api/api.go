@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -15,7 +16,9 @@ import (
 	"tandem/access"
 	"tandem/analytics"
 	"tandem/apierror"
+	"tandem/audit"
 	"tandem/eventstore"
+	"tandem/experiment"
 	"tandem/governance"
 	"tandem/identity"
 	"tandem/imports"
@@ -45,14 +48,23 @@ type Options struct {
 	Analytics analytics.Backend
 	Stages    []analytics.Stage
 	Identity  *identity.Store // nil: the profile endpoints answer 503
-	Auditor   Auditor         // nil: profile reads are not recorded
-	Delivery  Delivery        // nil: deliveries and replay answer 503
+	Auditor   Auditor         // nil: profile reads go to Audit
+	// Audit records changes and reads of personal data, and answers GET
+	// /audit. nil: nothing is recorded and GET /audit answers 503.
+	Audit *audit.Log
+	// Experiments are the A/B test definitions; ExperimentSums computes
+	// their results (nil: the results answer 503).
+	Experiments    *experiment.Store
+	ExperimentSums experiment.Aggregator
+	// Delivery runs destinations (nil: deliveries and replay answer 503).
+	Delivery Delivery
 }
 
 // API is the management API handler.
 type API struct {
-	opts Options
-	mux  *http.ServeMux
+	opts    Options
+	mux     *http.ServeMux
+	handler http.Handler
 }
 
 type ctxKey struct{}
@@ -71,16 +83,25 @@ func New(opts Options) *API {
 	}
 	if opts.Auditor == nil {
 		opts.Auditor = noAudit{}
+		if opts.Audit != nil {
+			opts.Auditor = logAuditor{opts.Audit}
+		}
 	}
 	a := &API{opts: opts, mux: http.NewServeMux()}
+	a.handler = apierror.Handler(a.mux, NotFound)
 	a.mux.HandleFunc("/api/v1/openapi.json", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			apierror.Write(w, apierror.ErrMethod)
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(openapiDoc)
 	})
 	a.route("/api/v1/users", map[string]handler{"POST": a.need(access.ManageUsers, a.createUser), "GET": a.need(access.ManageUsers, a.listUsers)})
 	a.route("/api/v1/me", map[string]handler{"GET": a.me})
 	a.route("/api/v1/sources", map[string]handler{"POST": a.need(access.ManageSources, a.createSource), "GET": a.need(access.ReadCatalog, a.listSources)})
-	a.route("/api/v1/sources/{id}", map[string]handler{"GET": a.need(access.ReadCatalog, a.getSource)})
+	a.route("/api/v1/sources/{id}", map[string]handler{"GET": a.need(access.ReadCatalog, a.getSource), "PATCH": a.need(access.ManageSources, a.updateSource)})
 	a.route("/api/v1/sources/{id}/approvals", map[string]handler{"POST": a.need(access.DecideApprovals, a.decideSource), "GET": a.need(access.ReadCatalog, a.listDecisions)})
 	a.route("/api/v1/events", map[string]handler{"GET": a.need(access.ReadEvents, a.listEvents)})
 	a.route("/api/v1/events/{messageId}", map[string]handler{"GET": a.need(access.ReadEvents, a.getEvent)})
@@ -89,14 +110,24 @@ func New(opts Options) *API {
 	a.analyticsRoutes()
 	a.importRoutes()
 	a.profileRoutes()
+	a.auditRoutes()
+	a.experimentRoutes()
 	a.destinationRoutes()
 	a.mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
-		apierror.Write(w, apierror.ErrNotFound)
+		apierror.Write(w, NotFound(r))
 	})
 	return a
 }
 
-func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+// NotFound is the 404 for a path under /api/v1 that is no endpoint.
+func NotFound(*http.Request) *apierror.Error {
+	return apierror.Of(apierror.CodeNotFound, "no such endpoint; the management API's endpoints are listed in GET /api/v1/openapi.json")
+}
+
+// ServeHTTP answers the management API; any plain-text 404 or 405 from
+// within (a method pattern added to the mux, say) goes out in the error
+// shape.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.handler.ServeHTTP(w, r) }
 
 // route registers one path with a handler per method, authenticating first
 // and answering unknown methods with 405 in the one error shape.
@@ -105,6 +136,7 @@ func (a *API) route(pattern string, methods map[string]handler) {
 	for m := range methods {
 		allow = append(allow, m)
 	}
+	slices.Sort(allow)
 	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		h, ok := methods[r.Method]
 		if !ok {
@@ -145,31 +177,18 @@ func (a *API) authenticate(r *http.Request) (access.User, *apierror.Error) {
 func (a *API) need(p access.Permission, h handler) handler {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		if !access.Can(userFrom(r.Context()).Role, p) {
-			return &apierror.Error{Status: 403, Code: "forbidden", Message: "role " + string(userFrom(r.Context()).Role) + " may not " + string(p)}
+			return apierror.Of(apierror.CodeForbidden, "role "+string(userFrom(r.Context()).Role)+" may not "+string(p))
 		}
 		return h(w, r)
 	}
 }
 
-// writeErr maps store errors to the one error shape.
+// writeErr writes err in the one error shape (see errorShape),
+// logging the cause of a 500.
 func (a *API) writeErr(w http.ResponseWriter, r *http.Request, err error) {
-	var ae *apierror.Error
-	var fe *statestore.FieldError
-	switch {
-	case errors.As(err, &ae):
-	case errors.As(err, &fe):
-		ae = apierror.Field(fe.Field, "invalid_field", fe.Message)
-	case errors.Is(err, statestore.ErrNotFound), errors.Is(err, eventstore.ErrNotFound):
-		ae = apierror.ErrNotFound
-	case errors.Is(err, statestore.ErrConflict):
-		ae = apierror.New(409, "conflict", "a resource with these values already exists")
-	case errors.Is(err, eventstore.ErrBadCursor), errors.Is(err, statestore.ErrBadCursor):
-		ae = apierror.Field("cursor", "invalid_field", "not a cursor this endpoint issued")
-	case errors.Is(err, statestore.ErrBusy), errors.Is(err, context.DeadlineExceeded):
-		ae = apierror.ErrUnavailable
-	default:
+	ae := errorShape(err)
+	if ae.Code == apierror.CodeInternal {
 		a.opts.Logger.Error("management API error", "path", r.URL.Path, "err", err.Error())
-		ae = apierror.ErrInternal
 	}
 	apierror.Write(w, ae)
 }
@@ -180,24 +199,44 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 	return json.NewEncoder(w).Encode(v)
 }
 
+// MaxBodyBytes bounds a management API JSON body; a larger one is refused
+// with 413 too_large. (Import data is not a JSON body: it streams.)
+const MaxBodyBytes = 1 << 20
+
 // decode reads a JSON body into v, rejecting unknown fields and naming the
-// field of a type error.
-func decode(r *http.Request, v any) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+// field of a type error, and refusing a body over [MaxBodyBytes].
+func decode(w http.ResponseWriter, r *http.Request, v any) error {
+	if r.ContentLength > MaxBodyBytes {
+		return apierror.TooLarge(MaxBodyBytes)
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	err := dec.Decode(v)
+	if err == nil {
+		// Only space may follow the value; reading it also finds a body
+		// over the limit after a value that fits.
+		if _, terr := dec.Token(); !errors.Is(terr, io.EOF) {
+			err = terr
+			if err == nil {
+				err = errors.New("text after the JSON value")
+			}
+		}
+	}
+	if err != nil {
 		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			return apierror.Field(te.Field, "invalid_type", "must be "+jsonKind(te.Type.Kind().String()))
+		var mbe *http.MaxBytesError
+		switch {
+		case errors.As(err, &mbe):
+			return apierror.TooLarge(mbe.Limit)
+		case errors.As(err, &te):
+			return apierror.Field(te.Field, apierror.CodeInvalidType, "must be "+jsonKind(te.Type.Kind().String()))
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+			return apierror.Field(f, apierror.CodeUnknownField, "no such field")
+		case errors.Is(err, io.EOF):
+			return apierror.Of(apierror.CodeInvalidBody, "a JSON body is required")
 		}
-		if msg := err.Error(); strings.HasPrefix(msg, "json: unknown field ") {
-			f := strings.Trim(strings.TrimPrefix(msg, "json: unknown field "), `"`)
-			return apierror.Field(f, "unknown_field", "no such field")
-		}
-		if errors.Is(err, io.EOF) {
-			return apierror.New(400, "invalid_body", "a JSON body is required")
-		}
-		return apierror.New(400, "invalid_json", "body is not valid JSON")
+		return apierror.Of(apierror.CodeInvalidJSON, "body is not valid JSON")
 	}
 	return nil
 }
@@ -223,7 +262,7 @@ func page(r *http.Request) (int, string, error) {
 	if s := r.URL.Query().Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > 1000 {
-			return 0, "", apierror.Field("limit", "invalid_field", "must be an integer from 1 to 1000")
+			return 0, "", apierror.Field("limit", apierror.CodeInvalidField, "must be an integer from 1 to 1000")
 		}
 		limit = n
 	}
@@ -242,7 +281,7 @@ func timeParam(r *http.Request, name string) (time.Time, error) {
 	}
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
-		return time.Time{}, apierror.Field(name, "invalid_field", "not an RFC 3339 time")
+		return time.Time{}, apierror.Field(name, apierror.CodeInvalidField, "not an RFC 3339 time")
 	}
 	return t, nil
 }

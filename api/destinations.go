@@ -7,6 +7,7 @@ import (
 
 	"tandem/access"
 	"tandem/apierror"
+	"tandem/audit"
 	"tandem/delivery"
 	"tandem/governance"
 )
@@ -43,7 +44,7 @@ func (a *API) refreshDelivery() {
 
 func forbidden(err error) error {
 	if errors.Is(err, governance.ErrForbidden) {
-		return &apierror.Error{Status: 403, Code: "forbidden", Message: err.Error()}
+		return &apierror.Error{Status: 403, Code: apierror.CodeForbidden, Message: err.Error()}
 	}
 	return err
 }
@@ -61,7 +62,7 @@ func (a *API) createDestination(w http.ResponseWriter, r *http.Request) error {
 		ConsentPurposes []string                 `json:"consentPurposes"`
 		MonthlyCost     float64                  `json:"monthlyCost"`
 	}
-	if err := decode(r, &in); err != nil {
+	if err := decode(w, r, &in); err != nil {
 		return err
 	}
 	d, err := a.opts.Governance.CreateDestination(r.Context(), governance.Destination{
@@ -73,7 +74,9 @@ func (a *API) createDestination(w http.ResponseWriter, r *http.Request) error {
 	}
 	a.refreshDelivery()
 	a.opts.Logger.Info("destination created", "destination", d.ID, "type", d.Type, "by", userFrom(r.Context()).ID, "approval", d.Approval)
-	return writeJSON(w, 201, a.opts.Governance.Redact(d))
+	shown := a.opts.Governance.Redact(d)
+	a.recordChange(r, audit.Record{Action: "destination.create", Resource: "destination/" + d.ID, After: shown})
+	return writeJSON(w, 201, shown)
 }
 
 func (a *API) listDestinations(w http.ResponseWriter, r *http.Request) error {
@@ -101,7 +104,11 @@ func (a *API) getDestination(w http.ResponseWriter, r *http.Request) error {
 
 func (a *API) updateDestination(w http.ResponseWriter, r *http.Request) error {
 	var p governance.DestinationPatch
-	if err := decode(r, &p); err != nil {
+	if err := decode(w, r, &p); err != nil {
+		return err
+	}
+	before, err := a.opts.Governance.GetDestination(r.Context(), r.PathValue("id"))
+	if err != nil {
 		return err
 	}
 	d, err := a.opts.Governance.UpdateDestination(r.Context(), r.PathValue("id"), p, userFrom(r.Context()))
@@ -110,14 +117,22 @@ func (a *API) updateDestination(w http.ResponseWriter, r *http.Request) error {
 	}
 	a.refreshDelivery()
 	a.opts.Logger.Info("destination changed", "destination", d.ID, "by", userFrom(r.Context()).ID, "approval", d.Approval)
-	return writeJSON(w, 200, a.opts.Governance.Redact(d))
+	shown := a.opts.Governance.Redact(d)
+	a.recordChange(r, audit.Record{Action: "destination.update", Resource: "destination/" + d.ID,
+		Before: a.opts.Governance.Redact(before), After: shown})
+	return writeJSON(w, 200, shown)
 }
 
 func (a *API) deleteDestination(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
+	before, err := a.opts.Governance.GetDestination(r.Context(), id)
+	if err != nil {
+		return err
+	}
 	if err := a.opts.Governance.DeleteDestination(r.Context(), id, userFrom(r.Context())); err != nil {
 		return forbidden(err)
 	}
+	a.recordChange(r, audit.Record{Action: "destination.delete", Resource: "destination/" + id, Before: a.opts.Governance.Redact(before)})
 	if a.opts.Delivery != nil {
 		if err := a.opts.Delivery.Forget(r.Context(), id); err != nil {
 			a.opts.Logger.Warn("destination deleted; its dead letters were not", "destination", id, "err", err.Error())
@@ -133,7 +148,11 @@ func (a *API) decideDestination(w http.ResponseWriter, r *http.Request) error {
 		Decision string `json:"decision"`
 		Comment  string `json:"comment"`
 	}
-	if err := decode(r, &in); err != nil {
+	if err := decode(w, r, &in); err != nil {
+		return err
+	}
+	before, err := a.opts.Governance.GetDestination(r.Context(), r.PathValue("id"))
+	if err != nil {
 		return err
 	}
 	d, err := a.opts.Governance.DecideDestination(r.Context(), r.PathValue("id"), in.Decision, in.Comment, userFrom(r.Context()))
@@ -141,6 +160,9 @@ func (a *API) decideDestination(w http.ResponseWriter, r *http.Request) error {
 		return forbidden(err)
 	}
 	a.refreshDelivery()
+	a.recordChange(r, audit.Record{Action: "destination.approval", Resource: "destination/" + d.ID,
+		Before: map[string]string{"approval": before.Approval},
+		After:  map[string]string{"approval": d.Approval, "decision": in.Decision, "comment": in.Comment}})
 	a.opts.Logger.Info("destination approval decided", "destination", d.ID, "by", userFrom(r.Context()).ID, "approval", d.Approval)
 	return writeJSON(w, 200, a.opts.Governance.Redact(d))
 }
@@ -155,7 +177,7 @@ func (a *API) listDestinationDecisions(w http.ResponseWriter, r *http.Request) e
 
 func (a *API) needDelivery(r *http.Request) error {
 	if a.opts.Delivery == nil {
-		return &apierror.Error{Status: 503, Code: "unavailable", Message: "delivery does not run on this node", RetryAfter: 1}
+		return &apierror.Error{Status: 503, Code: apierror.CodeUnavailable, Message: "delivery does not run on this node", RetryAfter: 1}
 	}
 	_, err := a.opts.Governance.GetDestination(r.Context(), r.PathValue("id"))
 	return err
@@ -198,11 +220,12 @@ func (a *API) replayDestination(w http.ResponseWriter, r *http.Request) error {
 	}
 	n, err := a.opts.Delivery.Replay(r.Context(), r.PathValue("id"))
 	if errors.Is(err, delivery.ErrNotRunning) {
-		return &apierror.Error{Status: 409, Code: "not_delivering", Message: "the destination is not approved, or its delivery has not started yet on this node"}
+		return &apierror.Error{Status: 409, Code: apierror.CodeNotDelivering, Message: "the destination is not approved, or its delivery has not started yet on this node"}
 	}
 	if err != nil {
 		return err
 	}
 	a.opts.Logger.Info("destination dead letters replayed", "destination", r.PathValue("id"), "by", userFrom(r.Context()).ID, "events", n)
+	a.recordChange(r, audit.Record{Action: "destination.replay", Resource: "destination/" + r.PathValue("id"), After: map[string]int{"replaying": n}})
 	return writeJSON(w, 202, map[string]any{"replaying": n})
 }

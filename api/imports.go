@@ -2,16 +2,15 @@ package api
 
 import (
 	"encoding/json"
-	"errors"
 	"io"
 	"mime"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"tandem/access"
 	"tandem/apierror"
+	"tandem/audit"
 	"tandem/imports"
 )
 
@@ -49,7 +48,7 @@ func (a *API) createImport(w http.ResponseWriter, r *http.Request) error {
 	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if ct == "application/json" {
 		var in createImportBody
-		if err := decode(r, &in); err != nil {
+		if err := decode(w, r, &in); err != nil {
 			return err
 		}
 		mapping, err := mappingText(in.Mapping)
@@ -61,7 +60,10 @@ func (a *API) createImport(w http.ResponseWriter, r *http.Request) error {
 			Delimiter: in.Delimiter, Encoding: in.Encoding, Restart: in.Restart, Size: in.Size,
 		}, userFrom(r.Context()))
 		if err != nil {
-			return importErr(err)
+			return err
+		}
+		if created {
+			a.recordImport(r, "import.create", st)
 		}
 		return writeJSON(w, map[bool]int{true: 201, false: 200}[created], st)
 	}
@@ -79,7 +81,7 @@ func (a *API) oneShotImport(w http.ResponseWriter, r *http.Request, ct string) e
 	if s := q.Get("maxErrors"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil {
-			return apierror.Field("maxErrors", "invalid_field", "must be an integer, -1 for no limit")
+			return apierror.Field("maxErrors", apierror.CodeInvalidField, "must be an integer, -1 for no limit")
 		}
 		spec.MaxErrors = &n
 	}
@@ -88,37 +90,44 @@ func (a *API) oneShotImport(w http.ResponseWriter, r *http.Request, ct string) e
 	if ct == "multipart/form-data" {
 		mr, err := r.MultipartReader()
 		if err != nil {
-			return apierror.New(400, "invalid_body", "not a multipart body")
+			return apierror.Of(apierror.CodeInvalidBody, "not a multipart body")
 		}
 		size = -1
 		body = nil
 		for body == nil {
 			part, err := mr.NextPart()
 			if err != nil {
-				return apierror.Field("file", "missing_field", `a multipart import needs a "file" part (after an optional "mapping" part)`)
+				return apierror.Field("file", apierror.CodeMissingField, `a multipart import needs a "file" part (after an optional "mapping" part)`)
 			}
 			switch part.FormName() {
 			case "mapping":
 				b, err := io.ReadAll(io.LimitReader(part, imports.MaxMappingBytes+1))
 				if err != nil {
-					return apierror.New(400, "invalid_body", "could not read the mapping part")
+					return apierror.Of(apierror.CodeInvalidBody, "could not read the mapping part")
 				}
 				spec.Mapping = b
 			case "file":
 				body = part
 			default:
-				return apierror.Field(part.FormName(), "unknown_field", `parts are "mapping" and "file"; other parameters go in the query string`)
+				return apierror.Field(part.FormName(), apierror.CodeUnknownField, `parts are "mapping" and "file"; other parameters go in the query string`)
 			}
 		}
 	}
 	spec.Size = max(size, 0)
 	st, created, err := a.opts.Imports.Create(r.Context(), spec, userFrom(r.Context()))
 	if err != nil {
-		return importErr(err)
+		return err
+	}
+	if created {
+		a.recordImport(r, "import.create", st)
 	}
 	st, err = a.opts.Imports.Run(r.Context(), st.ID, a.rollingDeadline(w, body), size)
 	if err != nil {
-		return importErr(err)
+		return err
+	}
+	a.recordImport(r, "import.run", st)
+	if err := a.recordImportErrorsRead(r, st); err != nil {
+		return err
 	}
 	return writeJSON(w, map[bool]int{true: 201, false: 200}[created], st)
 }
@@ -129,7 +138,11 @@ func (a *API) importData(w http.ResponseWriter, r *http.Request) error {
 	}
 	st, err := a.opts.Imports.Run(r.Context(), r.PathValue("id"), a.rollingDeadline(w, r.Body), r.ContentLength)
 	if err != nil {
-		return importErr(err)
+		return err
+	}
+	a.recordImport(r, "import.run", st)
+	if err := a.recordImportErrorsRead(r, st); err != nil {
+		return err
 	}
 	return writeJSON(w, 200, st)
 }
@@ -140,6 +153,9 @@ func (a *API) getImport(w http.ResponseWriter, r *http.Request) error {
 	}
 	st, err := a.opts.Imports.Get(r.Context(), r.PathValue("id"))
 	if err != nil {
+		return err
+	}
+	if err := a.recordImportErrorsRead(r, st); err != nil {
 		return err
 	}
 	return writeJSON(w, 200, st)
@@ -157,6 +173,13 @@ func (a *API) listImportErrors(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if len(errs) > 0 {
+		// Row errors quote the rows' values.
+		if err := a.recordRead(r, audit.Record{Action: "import.errors.read", Resource: "import/" + r.PathValue("id"),
+			After: map[string]any{"count": len(errs)}}); err != nil {
+			return err
+		}
+	}
 	return writeJSON(w, 200, list[imports.RowError]{Items: errs, Next: next})
 }
 
@@ -169,27 +192,14 @@ func mappingText(raw json.RawMessage) ([]byte, error) {
 	if raw[0] == '"' {
 		var s string
 		if err := json.Unmarshal(raw, &s); err != nil {
-			return nil, apierror.Field("mapping", "invalid_field", "must be an object or a string")
+			return nil, apierror.Field("mapping", apierror.CodeInvalidField, "must be an object or a string")
 		}
 		return []byte(s), nil
 	}
 	if raw[0] != '{' {
-		return nil, apierror.Field("mapping", "invalid_type", "must be an object or a string holding YAML or JSON")
+		return nil, apierror.Field("mapping", apierror.CodeInvalidType, "must be an object or a string holding YAML or JSON")
 	}
 	return raw, nil
-}
-
-func importErr(err error) error {
-	var me *imports.MappingError
-	switch {
-	case errors.As(err, &me):
-		return apierror.Field(me.Field, "invalid_mapping", me.Message)
-	case errors.Is(err, imports.ErrBusy):
-		return apierror.New(409, "import_running", "this import is running; wait for it (GET /api/v1/imports/{id}) before sending its data again")
-	case errors.Is(err, imports.ErrNotApproved):
-		return &apierror.Error{Status: 403, Code: "source_not_approved", Field: "source", Message: strings.TrimPrefix(err.Error(), imports.ErrNotApproved.Error()+": ")}
-	}
-	return err
 }
 
 // rollingDeadline lifts the server's whole-request read timeout for a long
@@ -211,4 +221,25 @@ func (d *deadlineReader) Read(p []byte) (int, error) {
 		_ = d.rc.SetReadDeadline(now.Add(time.Minute))
 	}
 	return d.r.Read(p)
+}
+
+// recordImport records an import created (only when it is new: asking
+// again with the same key finds the same import and changes nothing) or
+// run, with its counts; never its mapping or data.
+func (a *API) recordImport(r *http.Request, action string, st imports.Status) {
+	after := map[string]any{"id": st.ID, "sourceId": st.SourceID, "format": st.Format, "status": st.Status}
+	if action == "import.run" {
+		after["rowsImported"], after["rowsFailed"], after["rowsSkipped"] = st.RowsImported, st.RowsFailed, st.RowsSkipped
+	}
+	a.recordChange(r, audit.Record{Action: action, Resource: "import/" + st.ID, After: after})
+}
+
+// recordImportErrorsRead records that an import's first row errors, which
+// quote the rows' values, are about to be shown.
+func (a *API) recordImportErrorsRead(r *http.Request, st imports.Status) error {
+	if len(st.Errors) == 0 {
+		return nil
+	}
+	return a.recordRead(r, audit.Record{Action: "import.errors.read", Resource: "import/" + st.ID,
+		After: map[string]any{"count": len(st.Errors)}})
 }

@@ -12,11 +12,11 @@ import (
 	"tandem/identity"
 )
 
-// Auditor is told of every read of a person's profile and of every change
-// to one, before the answer is sent: the one hook through which the audit
-// log (a later feature) records who looked at whom. The default does
-// nothing. An error fails the request: a read that cannot be recorded is
-// not served.
+// Auditor is told of every read of a person's profile, before the answer
+// is sent, and of every change to one, after it is made: the hook through
+// which the audit log records who looked at whom (by default the log in
+// [Options].Audit, see logAuditor). An error fails a read: a read that
+// cannot be recorded is not served. A change is made either way.
 type Auditor interface {
 	ProfileAccess(ctx context.Context, a ProfileAccess) error
 }
@@ -26,6 +26,9 @@ type ProfileAccess struct {
 	User      access.User
 	Action    string // "lookup", "read", "events", "explain", "unmerge"
 	ProfileID string
+	// Before and After describe a change (unmerge): ids and kinds, never
+	// identifiers or traits.
+	Before, After any
 }
 
 type noAudit struct{}
@@ -62,7 +65,7 @@ func (a *API) audit(r *http.Request, action, id string) error {
 
 func (a *API) identityStore() (*identity.Store, error) {
 	if a.opts.Identity == nil {
-		return nil, apierror.New(503, "unavailable", "identity resolution is not running on this node")
+		return nil, apierror.Of(apierror.CodeUnavailable, "identity resolution is not running on this node")
 	}
 	return a.opts.Identity, nil
 }
@@ -74,7 +77,7 @@ func (a *API) lookupProfile(w http.ResponseWriter, r *http.Request) error {
 	}
 	typ, val, ok := strings.Cut(r.URL.Query().Get("identifier"), ":")
 	if !ok || typ == "" || val == "" {
-		return apierror.Field("identifier", "invalid_field", "want TYPE:VALUE, e.g. email:ann@example.com")
+		return apierror.Field("identifier", apierror.CodeInvalidField, "want TYPE:VALUE, e.g. email:ann@example.com")
 	}
 	p, err := st.Lookup(r.Context(), typ, val)
 	if err != nil {
@@ -127,7 +130,7 @@ func (a *API) profileEvents(w http.ResponseWriter, r *http.Request) error {
 	}
 	q := r.URL.Query()
 	if typ := q.Get("type"); typ != "" && !isType(typ) {
-		return apierror.Field("type", "invalid_field", "want identify, track, page, screen, group or alias")
+		return apierror.Field("type", apierror.CodeInvalidField, "want identify, track, page, screen, group or alias")
 	}
 	if err := a.audit(r, "events", id); err != nil {
 		return err
@@ -169,13 +172,10 @@ func (a *API) unmergeProfile(w http.ResponseWriter, r *http.Request) error {
 		Identifier *identity.Identifier `json:"identifier"`
 		Reason     string               `json:"reason"`
 	}
-	if err := decode(r, &in); err != nil {
+	if err := decode(w, r, &in); err != nil {
 		return err
 	}
 	id := r.PathValue("id")
-	if err := a.audit(r, "unmerge", id); err != nil {
-		return err
-	}
 	u := userFrom(r.Context())
 	res, err := st.Unmerge(r.Context(), id, identity.Unmerge{MergeID: in.MergeID, Identifier: in.Identifier, Reason: in.Reason, By: u.ID})
 	if err != nil {
@@ -183,8 +183,19 @@ func (a *API) unmergeProfile(w http.ResponseWriter, r *http.Request) error {
 	}
 	a.opts.Logger.Info("profile unmerged", "profile", id, "decision", res.Decision.ID, "kind", res.Decision.Kind, "by", u.ID)
 	views := make([]profileView, 0, len(res.Profiles))
+	ids := make([]string, 0, len(res.Profiles))
 	for _, p := range res.Profiles {
 		views = append(views, view(p))
+		ids = append(ids, p.ID)
+	}
+	// Recorded after the change and before the answer, which shows the
+	// resulting profiles: unrecorded, they are not shown (the unmerge is
+	// made; taking it again changes nothing and is recorded then).
+	if err := a.opts.Auditor.ProfileAccess(context.WithoutCancel(r.Context()), ProfileAccess{User: u, Action: "unmerge", ProfileID: id,
+		Before: map[string]any{"profile": id, "mergeId": in.MergeID},
+		After:  map[string]any{"decision": res.Decision.ID, "kind": res.Decision.Kind, "profiles": ids}}); err != nil {
+		a.opts.Logger.Error("audit log: a completed unmerge was not recorded", "profile", id, "err", err.Error())
+		return apierror.ErrUnavailable
 	}
 	return writeJSON(w, 200, struct {
 		Decision identity.Decision `json:"decision"`

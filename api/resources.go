@@ -2,19 +2,47 @@ package api
 
 import (
 	"bytes"
+	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 	"unicode/utf8"
 
 	"tandem/access"
 	"tandem/apierror"
+	"tandem/audit"
 	"tandem/event"
 	"tandem/eventstore"
 	"tandem/governance"
 	"tandem/quarantine"
+	"tandem/statestore"
 )
+
+// sourceParam resolves a source given by id or name (the ?source= filter)
+// to its id; "" stays "" (no filter). An unknown source is a 400 naming
+// "source", never an empty answer.
+func (a *API) sourceParam(ctx context.Context, ref string) (string, error) {
+	if ref == "" {
+		return "", nil
+	}
+	src, err := a.opts.Governance.SourceByRef(ctx, ref)
+	if errors.Is(err, statestore.ErrNotFound) {
+		return "", apierror.Field("source", "invalid_field", fmt.Sprintf("no source with id or name %q (GET /api/v1/sources lists them)", ref))
+	}
+	if err != nil {
+		return "", err
+	}
+	return src.ID, nil
+}
+
+// sourceByPath is the source named by the {id} of a path: its id or its
+// name.
+func (a *API) sourceByPath(r *http.Request) (governance.Source, error) {
+	return a.opts.Governance.SourceByRef(r.Context(), r.PathValue("id"))
+}
 
 func (a *API) me(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, 200, userFrom(r.Context()))
@@ -25,13 +53,14 @@ func (a *API) createUser(w http.ResponseWriter, r *http.Request) error {
 		Name string `json:"name"`
 		Role string `json:"role"`
 	}
-	if err := decode(r, &in); err != nil {
+	if err := decode(w, r, &in); err != nil {
 		return err
 	}
 	u, token, err := a.opts.Access.CreateUser(r.Context(), in.Name, access.Role(in.Role))
 	if err != nil {
 		return err
 	}
+	a.recordChange(r, audit.Record{Action: "user.create", Resource: "user/" + u.ID, After: map[string]any{"id": u.ID, "role": u.Role}})
 	return writeJSON(w, 201, struct {
 		access.User
 		Token string `json:"token"`
@@ -58,18 +87,24 @@ func (a *API) createSource(w http.ResponseWriter, r *http.Request) error {
 		Purpose        string   `json:"purpose"`
 		DataCategories []string `json:"dataCategories"`
 		MonthlyCost    float64  `json:"monthlyCost"`
+		AllowedOrigins []string `json:"allowedOrigins"`
 	}
-	if err := decode(r, &in); err != nil {
+	if err := decode(w, r, &in); err != nil {
 		return err
 	}
 	src, key, err := a.opts.Governance.CreateSource(r.Context(), governance.Source{
 		Name: in.Name, Kind: in.Kind, Owner: in.Owner, Purpose: in.Purpose,
-		DataCategories: in.DataCategories, MonthlyCost: in.MonthlyCost,
+		DataCategories: in.DataCategories, MonthlyCost: in.MonthlyCost, AllowedOrigins: in.AllowedOrigins,
 	}, userFrom(r.Context()))
 	if err != nil {
 		return err
 	}
 	a.opts.Logger.Info("source created", "source", src.ID, "by", userFrom(r.Context()).ID, "approval", src.Approval)
+	a.recordChange(r, audit.Record{Action: "source.create", Resource: "source/" + src.ID,
+		After: struct {
+			governance.Source
+			WriteKeyDigest string `json:"writeKeyDigest"`
+		}{src, audit.Digest(key)}})
 	return writeJSON(w, 201, struct {
 		governance.Source
 		WriteKey string `json:"writeKey"`
@@ -89,10 +124,37 @@ func (a *API) listSources(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) getSource(w http.ResponseWriter, r *http.Request) error {
-	src, err := a.opts.Governance.GetSource(r.Context(), r.PathValue("id"))
+	src, err := a.sourceByPath(r)
 	if err != nil {
 		return err
 	}
+	return writeJSON(w, 200, src)
+}
+
+// updateSource changes what may be changed of a source: its allowed
+// origins.
+func (a *API) updateSource(w http.ResponseWriter, r *http.Request) error {
+	var in struct {
+		AllowedOrigins *[]string `json:"allowedOrigins"`
+	}
+	if err := decode(w, r, &in); err != nil {
+		return err
+	}
+	if in.AllowedOrigins == nil {
+		return apierror.Field("allowedOrigins", "missing_field", "nothing to change: send allowedOrigins (an empty list allows every origin)")
+	}
+	src, err := a.sourceByPath(r)
+	if err != nil {
+		return err
+	}
+	before := map[string]any{"allowedOrigins": src.AllowedOrigins}
+	src, err = a.opts.Governance.SetAllowedOrigins(r.Context(), src.ID, *in.AllowedOrigins, userFrom(r.Context()))
+	if err != nil {
+		return err
+	}
+	a.recordChange(r, audit.Record{Action: "source.update", Resource: "source/" + src.ID, Before: before,
+		After: map[string]any{"allowedOrigins": src.AllowedOrigins}})
+	a.opts.Logger.Info("source allowed origins changed", "source", src.ID, "by", userFrom(r.Context()).ID, "origins", len(src.AllowedOrigins))
 	return writeJSON(w, 200, src)
 }
 
@@ -101,25 +163,30 @@ func (a *API) decideSource(w http.ResponseWriter, r *http.Request) error {
 		Decision string `json:"decision"`
 		Comment  string `json:"comment"`
 	}
-	if err := decode(r, &in); err != nil {
+	if err := decode(w, r, &in); err != nil {
 		return err
 	}
-	src, err := a.opts.Governance.Decide(r.Context(), r.PathValue("id"), in.Decision, in.Comment, userFrom(r.Context()))
-	if errors.Is(err, governance.ErrForbidden) {
-		return &apierror.Error{Status: 403, Code: "forbidden", Message: err.Error()}
+	src, err := a.sourceByPath(r)
+	if err != nil {
+		return err
 	}
+	before := map[string]string{"approval": src.Approval}
+	src, err = a.opts.Governance.Decide(r.Context(), src.ID, in.Decision, in.Comment, userFrom(r.Context()))
 	if err != nil {
 		return err
 	}
 	a.opts.Logger.Info("source approval decided", "source", src.ID, "by", userFrom(r.Context()).ID, "approval", src.Approval)
+	a.recordChange(r, audit.Record{Action: "source.approval", Resource: "source/" + src.ID, Before: before,
+		After: map[string]string{"approval": src.Approval, "decision": in.Decision, "comment": in.Comment}})
 	return writeJSON(w, 200, src)
 }
 
 func (a *API) listDecisions(w http.ResponseWriter, r *http.Request) error {
-	if _, err := a.opts.Governance.GetSource(r.Context(), r.PathValue("id")); err != nil {
+	src, err := a.sourceByPath(r)
+	if err != nil {
 		return err
 	}
-	ds, err := a.opts.Governance.ListDecisions(r.Context(), r.PathValue("id"))
+	ds, err := a.opts.Governance.ListDecisions(r.Context(), src.ID)
 	if err != nil {
 		return err
 	}
@@ -141,17 +208,29 @@ func (a *API) listEvents(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if typ := q.Get("type"); typ != "" && !isType(typ) {
-		return apierror.Field("type", "invalid_field", "want identify, track, page, screen, group or alias")
+		return apierror.Field("type", apierror.CodeInvalidField, "want identify, track, page, screen, group or alias")
 	}
 	profile, err := a.profileParam(r.Context(), q.Get("profile"))
 	if err != nil {
 		return err
 	}
+	source, err := a.sourceParam(r.Context(), q.Get("source"))
+	if err != nil {
+		return err
+	}
 	p, err := a.opts.Events.List(r.Context(), eventstore.Query{
-		SourceID: q.Get("source"), Profile: profile, Type: q.Get("type"), Name: q.Get("event"),
+		SourceID: source, Profile: profile, Type: q.Get("type"), Name: q.Get("event"),
 		From: from, To: to, Limit: limit, Cursor: cursor,
 	})
 	if err != nil {
+		return err
+	}
+	after := map[string]any{"filter": query(r, "type", "event", "source", "from", "to"), "count": len(p.Events)}
+	subject := subjectOf(profile)
+	if v := q.Get("profile"); v != "" && subject == "" {
+		after["profileDigest"] = audit.Digest(v) // no profile: the value may be an e-mail address
+	}
+	if err := a.recordRead(r, audit.Record{Action: "events.list", Resource: "events", Subject: subject, After: after}); err != nil {
 		return err
 	}
 	out := list[json.RawMessage]{Items: make([]json.RawMessage, 0, len(p.Events)), Next: p.Next}
@@ -162,17 +241,31 @@ func (a *API) listEvents(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) getEvent(w http.ResponseWriter, r *http.Request) error {
-	evs, err := a.opts.Events.Get(r.Context(), r.URL.Query().Get("source"), r.PathValue("messageId"))
+	source, err := a.sourceParam(r.Context(), r.URL.Query().Get("source"))
+	if err != nil {
+		return err
+	}
+	evs, err := a.opts.Events.Get(r.Context(), source, r.PathValue("messageId"))
 	if err != nil {
 		return err
 	}
 	if len(evs) > 1 {
-		items := make([]json.RawMessage, 0, len(evs))
-		for _, e := range evs {
-			items = append(items, Render(e))
+		e := apierror.Field("source", apierror.CodeAmbiguous, "several sources sent this messageId; add ?source= one of the matches")
+		for _, ev := range evs {
+			e.Matches = append(e.Matches, apierror.Match{Source: ev.SourceID, MessageID: ev.MessageID})
 		}
-		return &apierror.Error{Status: 409, Code: "ambiguous", Field: "source",
-			Message: "several sources sent this messageId; add ?source=ID"}
+		return e
+	}
+	subject := ""
+	if id := cmp.Or(evs[0].UserID, evs[0].AnonymousID); id != "" {
+		p, err := a.profileParam(r.Context(), id)
+		if err != nil {
+			return err
+		}
+		subject = subjectOf(p)
+	}
+	if err := a.recordRead(r, audit.Record{Action: "events.read", Resource: "event/" + evs[0].SourceID + "/" + evs[0].MessageID, Subject: subject}); err != nil {
+		return err
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_, err = w.Write(Render(evs[0]))
@@ -225,13 +318,25 @@ func (a *API) listQuarantine(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	q := r.URL.Query()
-	entries, next, err := a.opts.Quarantine.List(r.Context(), quarantine.Filter{SourceID: q.Get("source"), Code: q.Get("code"), Status: q.Get("status")}, limit, cursor)
+	source, err := a.sourceParam(r.Context(), q.Get("source"))
+	if err != nil {
+		return err
+	}
+	entries, next, err := a.opts.Quarantine.List(r.Context(), quarantine.Filter{SourceID: source, Code: q.Get("code"), Status: q.Get("status")}, limit, cursor)
 	if err != nil {
 		return err
 	}
 	out := list[quarantined]{Items: make([]quarantined, 0, len(entries)), Next: next}
+	ids := make([]string, 0, len(entries))
 	for _, e := range entries {
 		out.Items = append(out.Items, quarantined{Entry: e, Raw: rawJSON(e.Raw)})
+		ids = append(ids, e.ID)
+	}
+	// Quarantined payloads are raw events, personal data included; the
+	// entry names which were shown.
+	if err := a.recordRead(r, audit.Record{Action: "quarantine.list", Resource: "quarantine",
+		After: map[string]any{"filter": query(r, "source", "code", "status"), "ids": ids}}); err != nil {
+		return err
 	}
 	return writeJSON(w, 200, out)
 }
@@ -266,11 +371,11 @@ func (a *API) replayQuarantine(w http.ResponseWriter, r *http.Request) error {
 	var in struct {
 		IDs []string `json:"ids"`
 	}
-	if err := decode(r, &in); err != nil {
+	if err := decode(w, r, &in); err != nil {
 		return err
 	}
 	if len(in.IDs) == 0 || len(in.IDs) > 1000 {
-		return apierror.Field("ids", "invalid_field", "give 1 to 1000 quarantine entry ids")
+		return apierror.Field("ids", apierror.CodeInvalidField, "give 1 to 1000 quarantine entry ids")
 	}
 	results := make([]replayResult, 0, len(in.IDs))
 	var replayed []string
@@ -308,6 +413,11 @@ func (a *API) replayQuarantine(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
+	outcome := make([]map[string]string, 0, len(results))
+	for _, res := range results {
+		outcome = append(outcome, map[string]string{"id": res.ID, "status": res.Status, "code": res.Code})
+	}
+	a.recordChange(r, audit.Record{Action: "quarantine.replay", Resource: "quarantine", After: map[string]any{"results": outcome}})
 	return writeJSON(w, 200, list[replayResult]{Items: results})
 }
 

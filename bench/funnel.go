@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"tandem/analytics"
-	adb "tandem/analytics/duckdb"
 	"tandem/config"
 	"tandem/eventstore/duckdb"
 )
@@ -245,7 +244,7 @@ func runFunnelBench(ctx context.Context, o funnelOptions, progress io.Writer) *F
 		return PlainFunnelSQL(benchNames[:4], o.Window.Microseconds(), from, to)
 	}
 	run := func(ctx context.Context, q string) ([]int64, error) { return runPlain(ctx, db, q) }
-	if err := timeQueries(ctx, adb.New(db), baseline{name: "plain-sql", label: "plain SQL", sql: plain, run: run}, o, rep, logf); err != nil {
+	if err := timeQueries(ctx, store.Analytics(), baseline{name: "plain-sql", label: "plain SQL", sql: plain, run: run}, o, rep, logf); err != nil {
 		return fail(err)
 	}
 	return rep

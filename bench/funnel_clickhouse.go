@@ -14,7 +14,6 @@ import (
 	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
-	ach "tandem/analytics/clickhouse"
 	"tandem/eventstore/clickhouse"
 )
 
@@ -134,7 +133,7 @@ func runClickHouseFunnelBench(ctx context.Context, o funnelOptions, progress io.
 		return WindowFunnelSQL(events, benchNames[:4], int64(o.Window/time.Second), from, to)
 	}
 	run := func(ctx context.Context, q string) ([]int64, error) { return runWindowFunnel(ctx, conn, q, 4) } // the funnel's 4 steps
-	if err := timeQueries(ctx, ach.New(store), baseline{name: "windowFunnel", label: "windowFunnel", sql: windowFunnel, run: run}, o, rep, logf); err != nil {
+	if err := timeQueries(ctx, store.Analytics(), baseline{name: "windowFunnel", label: "windowFunnel", sql: windowFunnel, run: run}, o, rep, logf); err != nil {
 		return fail(err)
 	}
 	return rep

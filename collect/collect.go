@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,7 +26,11 @@ import (
 // Source is what collection needs to know of the source a write key names.
 type Source struct {
 	ID       string
+	Name     string
 	Approval string // only "approved" sources may send
+	// AllowedOrigins, when not empty, are the only browser origins (see
+	// [OriginAllowed]) whose pages may send with this source's key.
+	AllowedOrigins []string
 }
 
 // ErrUnknownKey is returned by a [Sources] lookup for a key no source has.
@@ -51,6 +56,13 @@ type Options struct {
 	Metrics *metrics.Registry // nil means a private registry
 	Logger  *slog.Logger
 	Now     func() time.Time
+
+	// PublicURL is the address browsers reach tandem at, for the SDK
+	// settings documents; empty means each request's own scheme and host.
+	PublicURL string
+	// TrustedProxies are the proxies whose X-Forwarded-For (for
+	// context.ip) and X-Forwarded-Proto are believed.
+	TrustedProxies []netip.Prefix
 }
 
 // Handler serves the collection endpoints.
@@ -61,6 +73,7 @@ type Handler struct {
 	requests    *metrics.CounterVec
 	accepted    *metrics.CounterVec
 	quarantined *metrics.CounterVec
+	sdkMetrics  *metrics.CounterVec
 	bufs        sync.Pool
 }
 
@@ -79,15 +92,35 @@ func New(opts Options) *Handler {
 	h.requests = opts.Metrics.NewCounterVec("tandem_collect_requests_total", "Collection requests by endpoint and HTTP status.", "endpoint", "status")
 	h.accepted = opts.Metrics.NewCounterVec("tandem_events_accepted_total", "Valid events made durable in the event log, by source.", "source")
 	h.quarantined = opts.Metrics.NewCounterVec("tandem_events_quarantined_total", "Invalid events made durable and sent to the quarantine, by reason.", "code")
+	h.sdkMetrics = opts.Metrics.NewCounterVec("tandem_collect_sdk_metrics_total", "Requests of browser SDKs reporting their own metrics (/v1/m, /rsaMetrics), accepted and not stored.", "endpoint")
 	for _, t := range event.Types {
-		h.mux.HandleFunc("/v1/"+t, h.serve(t))
+		h.mux.HandleFunc("/v1/"+t, h.serve(endpoint{name: t, typ: t, enrich: true}))
 	}
-	h.mux.HandleFunc("/v1/batch", h.serve(""))
-	h.mux.HandleFunc("/v1/import", h.serve(""))
+	h.mux.HandleFunc("/v1/batch", h.serve(endpoint{name: "batch", enrich: true}))
+	h.mux.HandleFunc("/v1/import", h.serve(endpoint{name: "import"}))
+	h.webRoutes()
 	return h
 }
 
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+// ServeHTTP serves the collection endpoints, with CORS on all of them: a
+// preflight (OPTIONS) is answered here, and every other answer carries the
+// CORS headers of a request with an Origin.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	cors(w, r)
+	if r.Method == http.MethodOptions {
+		preflight(w, r)
+		return
+	}
+	h.mux.ServeHTTP(w, r)
+}
+
+// endpoint describes an event-collecting path.
+type endpoint struct {
+	name     string // the metric label
+	typ      string // the event type of a single-event endpoint; "" for batches
+	enrich   bool   // add context.ip and context.userAgent where absent
+	queryKey bool   // the write key may be in the query (?writeKey=)
+}
 
 // reply is the 200 body.
 type reply struct {
@@ -102,76 +135,85 @@ type quarantined struct {
 	Message string `json:"message"`
 }
 
-func (h *Handler) serve(typ string) http.HandlerFunc {
-	endpoint := "batch"
-	if typ != "" {
-		endpoint = typ
-	}
+func (h *Handler) serve(ep endpoint) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		status := h.handle(w, r, typ)
-		h.requests.Add(1, endpoint, strconv.Itoa(status))
+		status := h.handle(w, r, ep)
+		h.requests.Add(1, ep.name, strconv.Itoa(status))
 	}
 }
 
-func (h *Handler) fail(w http.ResponseWriter, e *apierror.Error) int {
-	apierror.Write(w, e)
-	return e.Status
-}
-
-func (h *Handler) handle(w http.ResponseWriter, r *http.Request, typ string) int {
+func (h *Handler) handle(w http.ResponseWriter, r *http.Request, ep endpoint) int {
+	body := &trackedBody{ReadCloser: r.Body}
+	r.Body = body
+	fail := func(e *apierror.Error) int { return refuse(w, r, body, e) }
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST")
-		return h.fail(w, apierror.ErrMethod)
+		return fail(apierror.ErrMethod)
 	}
 	receivedAt := h.opts.Now().UTC()
 	ctx := r.Context()
 
-	// A key in the Authorization header is checked before the body is read,
-	// so a wrong key costs nothing.
-	key, hasHeader, aerr := basicUser(r)
+	// A key in the Authorization header (or, for the beacon, the query) is
+	// checked before the body is read, so a wrong key costs nothing.
+	key, hasKey, aerr := basicUser(r)
 	if aerr != nil {
-		return h.fail(w, aerr)
+		return fail(aerr)
+	}
+	if !hasKey && ep.queryKey {
+		if key = r.URL.Query().Get("writeKey"); key != "" {
+			hasKey = true
+		}
 	}
 	var src Source
-	if hasHeader {
+	if hasKey {
 		var e *apierror.Error
 		if src, e = h.lookup(ctx, key); e != nil {
-			return h.fail(w, e)
+			return fail(e)
+		}
+		if e := checkOrigin(r, src); e != nil {
+			return fail(e)
 		}
 	}
 
 	buf := h.getBuf()
 	defer h.putBuf(buf)
 	if e := readBody(r, buf); e != nil {
-		return h.fail(w, e)
+		return fail(e)
+	}
+	var ctxDefaults []byte
+	if ep.enrich {
+		ctxDefaults = h.contextDefaults(r)
 	}
 	var req *event.Request
 	var err error
-	if typ == "" {
-		req, err = event.ParseBatch(buf.Bytes(), receivedAt)
+	if ep.typ == "" {
+		req, err = event.ParseBatchContext(buf.Bytes(), receivedAt, ctxDefaults)
 	} else {
-		req, err = event.ParseSingle(typ, buf.Bytes(), receivedAt)
+		req, err = event.ParseSingleContext(ep.typ, buf.Bytes(), receivedAt, ctxDefaults)
 	}
 	if err != nil {
 		var re *event.RequestError
 		if errors.As(err, &re) {
-			return h.fail(w, &apierror.Error{Status: re.Status, Code: re.Code, Field: re.Field, Message: re.Message})
+			return fail(&apierror.Error{Status: re.Status, Code: re.Code, Field: re.Field, Message: re.Message})
 		}
-		return h.fail(w, apierror.ErrInternal)
+		return fail(apierror.ErrInternal)
 	}
-	if !hasHeader {
+	if !hasKey {
 		if req.WriteKey == "" {
-			return h.fail(w, &apierror.Error{Status: 401, Code: "unauthenticated", Message: "no write key: send it as the Basic-auth user name or as writeKey in the body"})
+			return fail(&apierror.Error{Status: 401, Code: "unauthenticated", Message: "no write key: send it as the Basic-auth user name or as writeKey in the body"})
 		}
 		var e *apierror.Error
 		if src, e = h.lookup(ctx, req.WriteKey); e != nil {
-			return h.fail(w, e)
+			return fail(e)
+		}
+		if e := checkOrigin(r, src); e != nil {
+			return fail(e)
 		}
 	}
 	n := req.Count()
 	if h.opts.Limiter != nil {
 		if ok, retry := h.opts.Limiter.Allow(src.ID, n, receivedAt); !ok {
-			return h.fail(w, &apierror.Error{Status: 429, Code: "rate_limited",
+			return fail(&apierror.Error{Status: 429, Code: "rate_limited",
 				Message: "this source is sending faster than its rate limit", RetryAfter: retry})
 		}
 	}
@@ -189,7 +231,7 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request, typ string) int
 		} else {
 			h.opts.Logger.Error("event log append failed", "err", err.Error())
 		}
-		return h.fail(w, apierror.ErrUnavailable)
+		return fail(apierror.ErrUnavailable)
 	}
 	if len(req.Events) > 0 {
 		h.accepted.Add(uint64(len(req.Events)), src.ID)

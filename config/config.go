@@ -1,17 +1,26 @@
-// Package config is tandem's server configuration: defaults, then an
-// optional YAML file, then TANDEM_* environment variables, then flags, each
-// overriding the one before; [Config.Validate] then checks the result and
-// names the flag or key at fault.
+// Package config is tandem's server configuration. [Load] starts from
+// [Default], then applies the YAML file given by --config, then TANDEM_*
+// environment variables, then flags, each overriding the one before, and
+// finally [Config.Validate] checks the result.
+//
+// Every flag is declared once, in flags.go, bound to its field of [Config].
+// Its environment variable (TANDEM_ and the name in upper snake case) and
+// its file key (the name in snake case) go through the same
+// [flag.Value.Set], so a value means the same wherever it is written, and a
+// bad one is a [UsageError] naming where it came from: the flag
+// (--log-max-bytes), the variable (TANDEM_LOG_MAX_BYTES) or the file and
+// line (tandem.yaml:3: log_max_bytes).
 package config
 
 import (
-	"bytes"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
-	"os"
+	"net/netip"
+	"net/url"
 	"strings"
 	"time"
 
@@ -110,7 +119,11 @@ func Default() Config {
 
 // UsageError is a bad flag, variable or key; `serve` exits 2 with it.
 type UsageError struct {
-	Key     string // the flag (--addr), variable (TANDEM_ADDR) or config key (log_sync)
+	// Key names the value at fault where the user wrote it: a flag
+	// (--addr), a variable (TANDEM_ADDR), or a file, line and key
+	// (tandem.yaml:3: addr). [Config.Validate] alone, not knowing where a
+	// value came from, names the file key (addr, journey.stages[1].name).
+	Key     string
 	Message string
 }
 
@@ -120,172 +133,115 @@ func (e *UsageError) Error() string { return e.Key + ": " + e.Message }
 var ErrHelp = flag.ErrHelp
 
 // Load builds the configuration for `tandem serve` from args (without the
-// subcommand), the environment lookup getenv, and the --config file.
+// subcommand), the environment lookup getenv (an empty value counts as
+// unset), and the --config file. --help writes the usage to usage and
+// returns [ErrHelp]; every other error is a *[UsageError].
 func Load(args []string, getenv func(string) string, usage io.Writer) (Config, error) {
-	c := Default()
-	fs := flag.NewFlagSet("tandem serve", flag.ContinueOnError)
-	fs.SetOutput(usage)
-	var (
-		dataDir, addr, file, logURL, state, events, logSync, allow, level string
-		maxBytes                                                          int64
-		maxAge, shutdown, ackWait                                         time.Duration
-		rate                                                              float64
-		burst, replicas                                                   int
-		pipeline                                                          bool
-	)
-	fs.StringVar(&dataDir, "data-dir", c.DataDir, "directory for the embedded event log, state store and event store (TANDEM_DATA_DIR)")
-	fs.StringVar(&addr, "addr", c.Addr, "HOST:PORT to listen on (TANDEM_ADDR)")
-	fs.StringVar(&file, "config", "", "YAML configuration file (TANDEM_CONFIG)")
-	fs.StringVar(&logURL, "log", "", "event log: empty for embedded NATS JetStream, or nats://host:port[,…] (TANDEM_LOG)")
-	fs.StringVar(&state, "state", "", "state store: empty for embedded SQLite, or postgres://… (TANDEM_STATE)")
-	fs.StringVar(&events, "events", "", "event store: empty for embedded DuckDB, or clickhouse://… (TANDEM_EVENTS)")
-	fs.StringVar(&logSync, "log-sync", c.LogSync, "when the event log acknowledges: only \"always\" (after fsync) is accepted (TANDEM_LOG_SYNC)")
-	fs.Int64Var(&maxBytes, "log-max-bytes", 0, "cap on event log size in bytes; when full, collection answers 503 (TANDEM_LOG_MAX_BYTES)")
-	fs.DurationVar(&maxAge, "log-max-age", c.LogMaxAge, "how long records stay in the event log (TANDEM_LOG_MAX_AGE)")
-	fs.IntVar(&replicas, "log-replicas", c.LogReplicas, "replicas of the external event log's stream; 0: 3 when --log names three or more servers, else 1 (TANDEM_LOG_REPLICAS)")
-	fs.DurationVar(&ackWait, "log-ack-wait", c.LogAckWait, "external event log: how long records fetched by a node that died wait before another node processes them (TANDEM_LOG_ACK_WAIT)")
-	fs.Float64Var(&rate, "source-rate-limit", c.SourceRateLimit, "events per second one source may send; 0 disables (TANDEM_SOURCE_RATE_LIMIT)")
-	fs.IntVar(&burst, "source-burst", c.SourceBurst, "events one source may send in a burst (TANDEM_SOURCE_BURST)")
-	fs.StringVar(&allow, "destination-allow", "", "CIDRs destinations may reach despite the SSRF guard, comma-separated (TANDEM_DESTINATION_ALLOW)")
-	fs.BoolVar(&pipeline, "pipeline", c.Pipeline, "run the processing pipeline on this node; false makes a collection-only node (TANDEM_PIPELINE)")
-	fs.DurationVar(&shutdown, "shutdown-timeout", c.ShutdownTimeout, "how long SIGTERM waits for in-flight work (TANDEM_SHUTDOWN_TIMEOUT)")
-	fs.StringVar(&level, "log-level", c.LogLevel, "debug, info, warn or error (TANDEM_LOG_LEVEL)")
-	if err := fs.Parse(args); err != nil {
+	// The command line alone first: it may name the file, and a bad flag
+	// is reported before anything is read.
+	cmdline := Default()
+	cfs := cmdline.flagSet()
+	if err := parseArgs(cfs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return c, ErrHelp
+			printUsage(usage, cfs)
+			return Default(), ErrHelp
 		}
-		return c, &UsageError{Key: "flags", Message: err.Error()}
+		return Default(), err
 	}
-	if fs.NArg() > 0 {
-		return c, &UsageError{Key: "flags", Message: fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+
+	c := Default()
+	fs := c.flagSet()
+	from := map[string]string{} // flag name → where its value was written
+	file, fileFrom := cmdline.File, "--config"
+	if file == "" {
+		file, fileFrom = getenv(envVar("config")), envVar("config")
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	// The config file comes first; env and flags override it.
-	if !set["config"] {
-		file = getenv("TANDEM_CONFIG")
-	}
+	var doc *yaml.Node
 	if file != "" {
-		if err := c.loadFile(file); err != nil {
+		var err error
+		if doc, err = c.loadFile(fs, file, fileFrom, from); err != nil {
 			return c, err
 		}
-		c.File = file
 	}
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
-		if err != nil || f.Name == "config" {
-			return
-		}
-		env := "TANDEM_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		val, from := "", ""
-		switch {
-		case set[f.Name]:
-			val, from = f.Value.String(), "--"+f.Name
-		case getenv(env) != "":
-			val, from = getenv(env), env
-		default:
-			return
-		}
-		if e := c.set(f.Name, val); e != nil {
-			err = &UsageError{Key: from, Message: e.Error()}
+		name := envVar(f.Name)
+		if val := getenv(name); val != "" && err == nil {
+			if msg := set(fs, f.Name, val); msg != "" {
+				err = &UsageError{Key: name, Message: msg}
+			}
+			from[f.Name] = name
 		}
 	})
 	if err != nil {
 		return c, err
 	}
-	return c, c.Validate()
+	// Parsed once already, so this cannot fail.
+	if err := parseArgs(fs, args); err != nil {
+		return c, err
+	}
+	cfs.Visit(func(f *flag.Flag) { from[f.Name] = "--" + f.Name })
+
+	if err := c.Validate(); err != nil {
+		var ue *UsageError
+		if errors.As(err, &ue) {
+			ue.Key = where(ue.Key, from, file, doc)
+		}
+		return c, err
+	}
+	return c, nil
 }
 
-// set assigns one flag's value by name.
-func (c *Config) set(name, val string) error {
-	var err error
-	switch name {
-	case "data-dir":
-		c.DataDir = val
-	case "addr":
-		c.Addr = val
-	case "log":
-		c.Log = val
-	case "state":
-		c.State = val
-	case "events":
-		c.Events = val
-	case "log-sync":
-		c.LogSync = val
-	case "log-max-bytes":
-		_, err = fmt.Sscan(val, &c.LogMaxBytes)
-	case "log-max-age":
-		c.LogMaxAge, err = time.ParseDuration(val)
-	case "log-replicas":
-		_, err = fmt.Sscan(val, &c.LogReplicas)
-	case "log-ack-wait":
-		c.LogAckWait, err = time.ParseDuration(val)
-	case "source-rate-limit":
-		_, err = fmt.Sscan(val, &c.SourceRateLimit)
-	case "source-burst":
-		_, err = fmt.Sscan(val, &c.SourceBurst)
-	case "destination-allow":
-		c.DestinationAllow = splitList(val)
-	case "shutdown-timeout":
-		c.ShutdownTimeout, err = time.ParseDuration(val)
-	case "log-level":
-		c.LogLevel = val
-	case "pipeline":
-		switch strings.ToLower(val) {
-		case "true", "1", "yes", "on":
-			c.Pipeline = true
-		case "false", "0", "no", "off":
-			c.Pipeline = false
-		default:
-			err = errors.New("not a boolean")
+// envVar is the environment variable of a flag: TANDEM_LOG_MAX_BYTES for
+// log-max-bytes.
+func envVar(flagName string) string {
+	return "TANDEM_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// fileKey is the config file key of a flag: log_max_bytes for log-max-bytes.
+func fileKey(flagName string) string { return strings.ReplaceAll(flagName, "-", "_") }
+
+// where turns a key of [Config.Validate] (log_sync, journey.stages[1].name)
+// into the place the user wrote the value: the flag, the variable, or the
+// file and line.
+func where(key string, from map[string]string, file string, doc *yaml.Node) string {
+	top, _, _ := strings.Cut(key, ".")
+	top, _, _ = strings.Cut(top, "[")
+	if w, ok := from[strings.ReplaceAll(top, "_", "-")]; ok && !strings.Contains(top, "-") {
+		return w
+	}
+	if doc != nil {
+		if line := lineOf(doc, key); line > 0 {
+			return fmt.Sprintf("%s:%d: %s", file, line, key)
 		}
 	}
-	if err != nil {
-		return fmt.Errorf("invalid value %q", val)
-	}
-	return nil
+	return key
 }
 
-func (c *Config) loadFile(path string) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return &UsageError{Key: "--config", Message: err.Error()}
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	// A file that sets journey.stages replaces the default lifecycle
-	// rather than merging into it.
-	c.Journey.Stages = nil
-	defer func() {
-		if c.Journey.Stages == nil {
-			c.Journey.Stages = DefaultStages()
-		}
-	}()
-	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
-		return &UsageError{Key: path, Message: err.Error()}
-	}
-	return nil
-}
-
-// Validate checks the configuration, naming the key at fault.
+// Validate checks the configuration, naming the file key at fault.
 func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		return &UsageError{Key: "data_dir", Message: "must not be empty"}
 	}
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
-		return &UsageError{Key: "addr", Message: "want HOST:PORT: " + err.Error()}
+		msg := err.Error()
+		var ae *net.AddrError
+		if errors.As(err, &ae) {
+			msg = ae.Err
+		}
+		return &UsageError{Key: "addr", Message: fmt.Sprintf("%q is not HOST:PORT (%s)", c.Addr, msg)}
 	}
 	if c.LogSync != "always" {
 		return &UsageError{Key: "log_sync", Message: fmt.Sprintf("%q would acknowledge events before they are on disk; tandem only runs with \"always\" (fsync before every acknowledgement)", c.LogSync)}
 	}
 	if c.Log != "" && !strings.HasPrefix(c.Log, "nats://") {
-		return &UsageError{Key: "log", Message: "want empty (embedded) or a nats:// URL"}
+		return &UsageError{Key: "log", Message: fmt.Sprintf("%q is not a nats:// URL (empty: the embedded log)", c.Log)}
 	}
 	if c.State != "" && !strings.HasPrefix(c.State, "postgres://") && !strings.HasPrefix(c.State, "postgresql://") {
-		return &UsageError{Key: "state", Message: "want empty (embedded) or a postgres:// URL"}
+		return &UsageError{Key: "state", Message: fmt.Sprintf("%q is not a postgres:// URL (empty: the embedded state store)", c.State)}
 	}
 	if c.Events != "" && !strings.HasPrefix(c.Events, "clickhouse://") {
-		return &UsageError{Key: "events", Message: "want empty (embedded) or a clickhouse:// URL"}
+		return &UsageError{Key: "events", Message: fmt.Sprintf("%q is not a clickhouse:// URL (empty: the embedded event store)", c.Events)}
 	}
 	if c.LogMaxBytes < 0 {
 		return &UsageError{Key: "log_max_bytes", Message: "must not be negative"}
@@ -294,29 +250,43 @@ func (c *Config) Validate() error {
 		return &UsageError{Key: "log_max_age", Message: "must not be negative"}
 	}
 	if c.LogReplicas < 0 || c.LogReplicas > 5 {
-		return &UsageError{Key: "log_replicas", Message: "want 0 (automatic) or 1 to 5"}
+		return &UsageError{Key: "log_replicas", Message: fmt.Sprintf("%d: want 0 (automatic) or 1 to 5", c.LogReplicas)}
 	}
 	if c.LogAckWait < time.Second {
-		return &UsageError{Key: "log_ack_wait", Message: "must be at least 1s"}
+		return &UsageError{Key: "log_ack_wait", Message: fmt.Sprintf("%s: must be at least 1s", c.LogAckWait)}
 	}
-	if c.SourceRateLimit < 0 {
-		return &UsageError{Key: "source_rate_limit", Message: "must not be negative"}
+	if c.QueueBytes < minQueueBytes {
+		return &UsageError{Key: "log_queue_bytes", Message: fmt.Sprintf("%s: must be at least %s", formatSize(c.QueueBytes), formatSize(minQueueBytes))}
+	}
+	if c.MaxInflight < 1 {
+		return &UsageError{Key: "max_inflight", Message: fmt.Sprintf("%d: must be at least 1", c.MaxInflight)}
+	}
+	if c.SourceRateLimit < 0 || math.IsNaN(c.SourceRateLimit) || math.IsInf(c.SourceRateLimit, 0) {
+		return &UsageError{Key: "source_rate_limit", Message: fmt.Sprintf("%v: want 0 (no limit) or a positive number", c.SourceRateLimit)}
 	}
 	if c.SourceBurst < 0 {
-		return &UsageError{Key: "source_burst", Message: "must not be negative"}
+		return &UsageError{Key: "source_burst", Message: fmt.Sprintf("%d: must not be negative", c.SourceBurst)}
 	}
 	for _, cidr := range c.DestinationAllow {
 		if _, _, err := net.ParseCIDR(cidr); err != nil {
-			return &UsageError{Key: "destination_allow", Message: fmt.Sprintf("%q is not a CIDR", cidr)}
+			return &UsageError{Key: "destination_allow", Message: fmt.Sprintf("%q is not a CIDR (e.g. 127.0.0.0/8)", cidr)}
 		}
 	}
+	for _, p := range c.TrustedProxies {
+		if _, err := ParsePrefix(p); err != nil {
+			return &UsageError{Key: "trusted_proxies", Message: fmt.Sprintf("%q is not a CIDR or an IP address", p)}
+		}
+	}
+	if msg := checkPublicURL(c.PublicURL); msg != "" {
+		return &UsageError{Key: "public_url", Message: fmt.Sprintf("%q %s", c.PublicURL, msg)}
+	}
 	if c.ShutdownTimeout <= 0 {
-		return &UsageError{Key: "shutdown_timeout", Message: "must be positive"}
+		return &UsageError{Key: "shutdown_timeout", Message: fmt.Sprintf("%s: must be positive", c.ShutdownTimeout)}
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
-		return &UsageError{Key: "log_level", Message: "want debug, info, warn or error"}
+		return &UsageError{Key: "log_level", Message: fmt.Sprintf("%q: want debug, info, warn or error", c.LogLevel)}
 	}
 	if err := analytics.ValidateStages(c.Journey.Stages, "journey.stages"); err != nil {
 		var fe *analytics.FieldError
@@ -335,12 +305,40 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
+// minQueueBytes is the least --log-queue-bytes: below it one large batch
+// request could not be queued at all.
+const minQueueBytes = 1 << 20
+
+// ParsePrefix reads one entry of trusted_proxies: a CIDR (10.0.0.0/8,
+// fd00::/8) or a bare IP address, which stands for itself alone (/32 or
+// /128).
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		return netip.ParsePrefix(s)
 	}
-	return out
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// checkPublicURL says what is wrong with a --public-url, or "" when it is
+// empty or an absolute http(s) URL without query or fragment.
+func checkPublicURL(s string) string {
+	if s == "" {
+		return ""
+	}
+	u, err := url.Parse(s)
+	switch {
+	case err != nil || u.Scheme == "" || u.Host == "" || u.Opaque != "":
+		return "is not an absolute URL (want http://host[:port][/path] or https://…)"
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "is not an http or https URL"
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(s, "#"):
+		return "must not have a query or a fragment"
+	case u.User != nil:
+		return "must not carry a user or password"
+	}
+	return ""
 }

@@ -49,9 +49,10 @@ func TestServeRefusesUnsafeConfig(t *testing.T) {
 		code  int
 		names string // the flag or key the message must name
 	}{
-		{"log-sync flag", nil, []string{"--log-sync", "interval"}, 2, "log_sync"},
-		{"log-sync env", []string{"TANDEM_LOG_SYNC=never"}, nil, 2, "log_sync"},
-		{"bad addr", nil, []string{"--addr", "nope"}, 2, "addr"},
+		{"log-sync flag", nil, []string{"--log-sync", "interval"}, 2, "--log-sync"},
+		{"log-sync env", []string{"TANDEM_LOG_SYNC=never"}, nil, 2, "TANDEM_LOG_SYNC"},
+		{"bad addr", nil, []string{"--addr", "nope"}, 2, "--addr"},
+		{"size env", []string{"TANDEM_LOG_MAX_BYTES=10 GB"}, nil, 2, "TANDEM_LOG_MAX_BYTES"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -2,10 +2,12 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -202,5 +204,40 @@ func TestImportUsageErrors(t *testing.T) {
 		if code != 2 || !strings.Contains(stderr, tc.want) {
 			t.Errorf("tandem %s: exit %d, stderr %q; want 2 naming %s", strings.Join(tc.args, " "), code, stderr, tc.want)
 		}
+	}
+}
+
+// TestImportMismatchSaysWhatToFix: a file that does not fit its mapping
+// fails the same way on every run, so the command must say what to fix,
+// not to run it again to resume; with the mapping fixed, it imports.
+func TestImportMismatchSaysWhatToFix(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := startServer(t, dir, serverOpts{})
+	if code, body := s.admin("POST", "/api/v1/sources", map[string]any{"name": "call-log", "kind": "import", "owner": "service"}); code != 201 {
+		t.Fatalf("create source: %d %s", code, body)
+	}
+	data := filepath.Join(dir, "contacts.csv")
+	os.WriteFile(data, []byte("contact_id,started_at,phone,email,topic\nC-1,01.04.2024 10:00:00,+49 30 1234567,a@example.com,x\n"), 0o644)
+	mapping := filepath.Join(dir, "mapping.yaml")
+	os.WriteFile(mapping, []byte(importMapping), 0o644) // maps a column "crm" the file lacks
+	for run := 1; run <= 2; run++ {
+		var stderr bytes.Buffer
+		cmd := importCmd(s, "--source", "call-log", "--mapping", mapping, data)
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+			t.Fatalf("run %d: %v, want exit 2; stderr:\n%s", run, err, stderr.String())
+		}
+		if msg := stderr.String(); strings.Contains(msg, "run the same command again") || !strings.Contains(msg, "crm") ||
+			!strings.Contains(msg, "fix the mapping or the file") {
+			t.Errorf("run %d: stderr does not say what to fix:\n%s", run, msg)
+		}
+	}
+	os.WriteFile(mapping, []byte(strings.Replace(importMapping, ", crm_id: crm", "", 1)), 0o644)
+	out, err := importCmd(s, "--source", "call-log", "--mapping", mapping, data).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "1 rows imported") {
+		t.Fatalf("with the mapping fixed: %v\n%s", err, out)
 	}
 }

@@ -1,5 +1,7 @@
 package event
 
+import "bytes"
+
 // mergeMember returns a copy of the JSON object obj whose member name holds
 // the members of the object defaults, except those obj's own member name
 // already has (a shallow merge: obj wins). obj and defaults must be valid
@@ -71,4 +73,81 @@ func isEmptyObject(b []byte) bool {
 	}
 	i = skipSpace(b, i+1)
 	return i < len(b) && b[i] == '}'
+}
+
+// defaultMembers are the members of a defaults object, split once per
+// request.
+type defaultMembers struct {
+	raw        []byte
+	keys, vals [][]byte
+}
+
+// newDefaultMembers splits the JSON object raw; nil for nil.
+func newDefaultMembers(raw []byte) *defaultMembers {
+	if raw == nil {
+		return nil
+	}
+	d := &defaultMembers{raw: raw}
+	_, _ = scanObject(raw, 0, 1, func(key, val []byte) {
+		d.keys = append(d.keys, key)
+		d.vals = append(d.vals, val)
+	})
+	return d
+}
+
+// addDefaults adds to obj's member name (an object, null or absent) the
+// members of d it lacks, for a caller that has scanned obj already: cur is
+// obj's member as found (nil when absent). When nothing is missing, obj
+// itself is returned, not a copy.
+func addDefaults(obj, cur []byte, name string, d *defaultMembers) []byte {
+	if cur == nil {
+		// Insert the member first: {"name":defaults, …rest}.
+		out := make([]byte, 0, len(obj)+len(name)+len(d.raw)+4)
+		out = append(out, '{', '"')
+		out = append(out, name...)
+		out = append(out, '"', ':')
+		out = append(out, d.raw...)
+		if !isEmptyObject(obj) {
+			out = append(out, ',')
+		}
+		return append(out, obj[skipSpace(obj, 0)+1:]...)
+	}
+	if isAbsent(cur) { // null
+		return mergeMember(obj, name, d.raw)
+	}
+	if cur[0] != '{' || len(d.keys) > 64 {
+		return obj
+	}
+	var present uint64
+	_, _ = scanObject(cur, 0, 1, func(key, _ []byte) {
+		for i, k := range d.keys {
+			if bytes.Equal(k, key) {
+				present |= 1 << i
+			}
+		}
+	})
+	if present == 1<<len(d.keys)-1 {
+		return obj
+	}
+	start := offset(obj, cur)
+	inner := trimSpace(cur)
+	inner = inner[:len(inner)-1] // without its closing brace
+	first := isEmptyObject(cur)
+	out := make([]byte, 0, len(obj)+len(d.raw)+1)
+	out = append(out, obj[:start]...)
+	out = append(out, inner...)
+	for i, k := range d.keys {
+		if present&(1<<i) != 0 {
+			continue
+		}
+		if !first {
+			out = append(out, ',')
+		}
+		first = false
+		out = append(out, k...)
+		out = append(out, ':')
+		out = append(out, d.vals[i]...)
+	}
+	out = append(out, '}')
+	return append(out, obj[start+len(cur):]...)
 }

@@ -92,6 +92,14 @@ func (w *wireEvent) set(key, val []byte) {
 
 // ParseBatch parses a /v1/batch (or /v1/import) body received at receivedAt.
 func ParseBatch(body []byte, receivedAt time.Time) (*Request, error) {
+	return ParseBatchContext(body, receivedAt, nil)
+}
+
+// ParseBatchContext is [ParseBatch] with server-side context defaults: the
+// members of the JSON object ctxDefaults (nil for none; e.g.
+// {"ip":…,"userAgent":…}) are added to each valid event's context where
+// neither the event's own context nor the batch's has them.
+func ParseBatchContext(body []byte, receivedAt time.Time, ctxDefaults []byte) (*Request, error) {
 	i := skipSpace(body, 0)
 	if i >= len(body) || body[i] != '{' {
 		return nil, &RequestError{Status: 400, Code: "invalid_body", Message: "body is not a JSON object"}
@@ -151,6 +159,15 @@ func ParseBatch(body []byte, receivedAt time.Time) (*Request, error) {
 	if isAbsent(bintegrations) || isEmptyObject(bintegrations) {
 		bintegrations = nil
 	}
+	// The server's defaults rank below the batch's context, which ranks
+	// below the event's: folded into the batch context, they cost nothing
+	// more per event; without one, each event takes them directly.
+	var evDefaults *defaultMembers
+	if bctx != nil && ctxDefaults != nil {
+		bctx = mergeObjects(bctx, ctxDefaults)
+	} else {
+		evDefaults = newDefaultMembers(ctxDefaults)
+	}
 	var batchSentAt time.Time
 	if !isAbsent(sentAt) {
 		t, ok := parseTime(sentAt)
@@ -163,7 +180,7 @@ func ParseBatch(body []byte, receivedAt time.Time) (*Request, error) {
 	ids := newIDSource(len(items))
 	for i, raw := range items {
 		prefix := "batch[" + strconv.Itoa(i) + "]"
-		ev, p := parseEvent(raw, "", prefix, batchSentAt, receivedAt, ids)
+		ev, p := parseEvent(raw, "", prefix, batchSentAt, receivedAt, ids, evDefaults)
 		if p != nil {
 			p.Index = i
 			req.Problems = append(req.Problems, *p)
@@ -186,6 +203,12 @@ func ParseBatch(body []byte, receivedAt time.Time) (*Request, error) {
 // siblings); typ is the endpoint's event type and wins over any "type" in
 // the body.
 func ParseSingle(typ string, body []byte, receivedAt time.Time) (*Request, error) {
+	return ParseSingleContext(typ, body, receivedAt, nil)
+}
+
+// ParseSingleContext is [ParseSingle] with server-side context defaults
+// (see [ParseBatchContext]).
+func ParseSingleContext(typ string, body []byte, receivedAt time.Time, ctxDefaults []byte) (*Request, error) {
 	body = trimSpace(body)
 	if len(body) == 0 || body[0] != '{' {
 		return nil, &RequestError{Status: 400, Code: "invalid_body", Message: "body is not a JSON object"}
@@ -194,7 +217,7 @@ func ParseSingle(typ string, body []byte, receivedAt time.Time) (*Request, error
 		return nil, &RequestError{Status: 400, Code: "invalid_json", Message: "body is not valid JSON"}
 	}
 	req := &Request{}
-	ev, p := parseEvent(body, typ, "", time.Time{}, receivedAt, newIDSource(1))
+	ev, p := parseEvent(body, typ, "", time.Time{}, receivedAt, newIDSource(1), newDefaultMembers(ctxDefaults))
 	if p != nil {
 		req.Problems = append(req.Problems, *p)
 	} else {
@@ -234,12 +257,14 @@ func ParseEvent(typ string, raw []byte, receivedAt time.Time, defaultID string) 
 	if defaultID != "" {
 		ids.fixed = defaultID
 	}
-	return parseEvent(raw, typ, "", time.Time{}, receivedAt, ids)
+	return parseEvent(raw, typ, "", time.Time{}, receivedAt, ids, nil)
 }
 
 // parseEvent validates one event. forcedType, when set, is the endpoint's
-// type. It returns either a valid event or a problem, never both.
-func parseEvent(raw []byte, forcedType, prefix string, batchSentAt, receivedAt time.Time, ids *idSource) (Event, *Problem) {
+// type. ctxDefaults, when not nil, are context members added to a valid
+// event that lacks them. It returns either a valid event or a problem,
+// never both.
+func parseEvent(raw []byte, forcedType, prefix string, batchSentAt, receivedAt time.Time, ids *idSource, ctxDefaults *defaultMembers) (Event, *Problem) {
 	field := func(name string) string {
 		if prefix == "" {
 			return name
@@ -388,6 +413,9 @@ func parseEvent(raw []byte, forcedType, prefix string, batchSentAt, receivedAt t
 	}
 	if ev.MessageID == "" {
 		ev.MessageID = ids.next()
+	}
+	if ctxDefaults != nil {
+		ev.Raw = addDefaults(raw, w.Context, "context", ctxDefaults)
 	}
 	return ev, nil
 }

@@ -5,6 +5,8 @@
 // Implementations: eventstore/duckdb (embedded default) and
 // eventstore/clickhouse (a ClickHouse server, for scale-out). Every
 // implementation must pass the contract suite in eventstore/storetest.
+// Each also offers its analytics backend (analytics.Provider: the store
+// says which tables the backend reads); the server asks the store for it.
 package eventstore
 
 import (
@@ -45,6 +47,10 @@ type Store interface {
 	ProfileLinks(ctx context.Context, profileID string) ([]string, error)
 	// Count returns the number of stored events.
 	Count(ctx context.Context) (int64, error)
+	// Ping checks that the store can be reached, for readiness checks:
+	// a server store (ClickHouse) asks its server, an embedded one checks
+	// its handle. After Close it fails.
+	Ping(ctx context.Context) error
 	// Close releases the store.
 	Close() error
 }

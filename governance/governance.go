@@ -73,6 +73,8 @@ const (
 	MaxDataCategories  = 50   // entries
 	MaxDataCategoryLen = 100  // characters per entry
 	MaxCommentLen      = 2000 // characters of a decision comment
+	MaxAllowedOrigins  = 100  // entries of allowedOrigins
+	maxOriginLen       = 300  // characters per allowed origin
 )
 
 const (
@@ -82,14 +84,18 @@ const (
 
 // Source is a tool or app that sends data to tandem.
 type Source struct {
-	ID             string    `json:"id"`
-	Name           string    `json:"name"`           // unique, case-insensitively
-	Kind           string    `json:"kind"`           // e.g. web, ios, android, server, crm
-	Owner          string    `json:"owner"`          // the department that owns it
-	Purpose        string    `json:"purpose"`        // why it collects data
-	DataCategories []string  `json:"dataCategories"` // e.g. contact, behavioural, payment
-	MonthlyCost    float64   `json:"monthlyCost"`    // in the organisation's currency
-	Approval       string    `json:"approval"`       // Pending, Approved, Rejected or Suspended
+	ID             string   `json:"id"`
+	Name           string   `json:"name"`           // unique, case-insensitively
+	Kind           string   `json:"kind"`           // e.g. web, ios, android, server, crm
+	Owner          string   `json:"owner"`          // the department that owns it
+	Purpose        string   `json:"purpose"`        // why it collects data
+	DataCategories []string `json:"dataCategories"` // e.g. contact, behavioural, payment
+	MonthlyCost    float64  `json:"monthlyCost"`    // in the organisation's currency
+	Approval       string   `json:"approval"`       // Pending, Approved, Rejected or Suspended
+	// AllowedOrigins, when not empty, are the only browser origins
+	// (scheme://host[:port], or scheme://*.domain[:port] for its
+	// subdomains) whose pages may send with the source's write key.
+	AllowedOrigins []string  `json:"allowedOrigins"`
 	CreatedAt      time.Time `json:"createdAt"`
 	CreatedBy      string    `json:"createdBy"` // user id
 }
@@ -107,14 +113,21 @@ type Decision struct {
 	DecidedAt time.Time `json:"decidedAt"`
 }
 
-// Store keeps sources and approval decisions.
+// Store keeps sources and approval decisions. Every method that changes a
+// source (its approval, its write key) must call forgetKeys after its
+// transaction, so [Store.LookupWriteKey] sees the change at once.
 type Store struct {
 	db    *statestore.DB
+	keys  *keyCache
 	types DestinationTypes // checks destination configs; see destinations.go
 }
 
 // NewStore returns a Store over db, whose [Migrations] must be applied.
-func NewStore(db *statestore.DB) *Store { return &Store{db: db} }
+// Nodes of one deployment each have their own Store over the shared
+// database (see [WriteKeyTTL]).
+func NewStore(db *statestore.DB) *Store {
+	return &Store{db: db, keys: &keyCache{ttl: WriteKeyTTL, m: map[[32]byte]cachedKey{}}}
+}
 
 // Migrations returns the package's schema migrations, for
 // [statestore.DB.Migrate]. The approvals table is shared by every kind of
@@ -158,15 +171,19 @@ CREATE TABLE governance_approvals (
 );
 CREATE INDEX governance_approvals_subject ON governance_approvals (subject_type, subject_id, id);
 `,
+	}, {
+		Package: "governance",
+		Version: 2,
+		SQL:     `ALTER TABLE governance_sources ADD COLUMN allowed_origins TEXT NOT NULL DEFAULT '[]';`,
 	}}
 }
 
 // CreateSource creates a source from s's Name, Kind, Owner, Purpose,
-// DataCategories and MonthlyCost (other fields are set by the store) and
+// DataCategories, MonthlyCost and AllowedOrigins (other fields are set by the store) and
 // returns it with its write key, returned only this once.
 //
 // Errors: a *[FieldError] naming the JSON field (name, kind, owner,
-// purpose, dataCategories, monthlyCost) for bad input; one matching
+// purpose, dataCategories, monthlyCost, allowedOrigins) for bad input; one matching
 // [statestore.ErrConflict] when another source has the same name
 // (ignoring case); one matching [ErrForbidden] when by's role may not
 // [access.ManageSources].
@@ -193,13 +210,17 @@ func (s *Store) CreateSource(ctx context.Context, src Source, by access.User) (S
 	if err != nil {
 		return Source{}, "", fmt.Errorf("governance: create source: %w", err)
 	}
+	origins, err := json.Marshal(src.AllowedOrigins)
+	if err != nil {
+		return Source{}, "", fmt.Errorf("governance: create source: %w", err)
+	}
 	now := statestore.TimeToDB(src.CreatedAt)
 	err = s.db.Tx(ctx, func(tx *statestore.Tx) error {
 		if _, err := tx.Exec(ctx, `INSERT INTO governance_sources
-			(id, name, name_key, kind, owner, purpose, data_categories, monthly_cost, approval, created_at, created_by, updated_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			(id, name, name_key, kind, owner, purpose, data_categories, monthly_cost, approval, created_at, created_by, updated_at, allowed_origins)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			src.ID, src.Name, nameKey(src.Name), src.Kind, src.Owner, src.Purpose, string(cats),
-			src.MonthlyCost, src.Approval, now, src.CreatedBy, now); err != nil {
+			src.MonthlyCost, src.Approval, now, src.CreatedBy, now, string(origins)); err != nil {
 			if errors.Is(err, statestore.ErrConflict) {
 				return fmt.Errorf("a source named %q exists already: %w", src.Name, err)
 			}
@@ -212,10 +233,11 @@ func (s *Store) CreateSource(ctx context.Context, src Source, by access.User) (S
 	if err != nil {
 		return Source{}, "", fmt.Errorf("governance: create source: %w", err)
 	}
+	s.forgetKeys()
 	return src, key, nil
 }
 
-const sourceColumns = `id, name, kind, owner, purpose, data_categories, monthly_cost, approval, created_at, created_by`
+const sourceColumns = `id, name, kind, owner, purpose, data_categories, monthly_cost, approval, created_at, created_by, allowed_origins`
 
 // scanner is *sql.Rows or *statestore.Row.
 type scanner interface{ Scan(dest ...any) error }
@@ -223,10 +245,10 @@ type scanner interface{ Scan(dest ...any) error }
 // scanSource scans the sourceColumns, then extra columns into extra.
 func scanSource(r scanner, extra ...any) (Source, error) {
 	var src Source
-	var cats string
+	var cats, origins string
 	var created int64
 	dest := append([]any{&src.ID, &src.Name, &src.Kind, &src.Owner, &src.Purpose, &cats,
-		&src.MonthlyCost, &src.Approval, &created, &src.CreatedBy}, extra...)
+		&src.MonthlyCost, &src.Approval, &created, &src.CreatedBy, &origins}, extra...)
 	if err := r.Scan(dest...); err != nil {
 		return Source{}, err
 	}
@@ -235,6 +257,12 @@ func scanSource(r scanner, extra ...any) (Source, error) {
 	}
 	if src.DataCategories == nil {
 		src.DataCategories = []string{}
+	}
+	if err := json.Unmarshal([]byte(origins), &src.AllowedOrigins); err != nil {
+		return Source{}, fmt.Errorf("source %s: allowed origins: %w", src.ID, err)
+	}
+	if src.AllowedOrigins == nil {
+		src.AllowedOrigins = []string{}
 	}
 	src.CreatedAt = statestore.TimeFromDB(created)
 	return src, nil
@@ -246,6 +274,23 @@ func (s *Store) GetSource(ctx context.Context, id string) (Source, error) {
 	src, err := scanSource(s.db.QueryRow(ctx, `SELECT `+sourceColumns+` FROM governance_sources WHERE id = ?`, id))
 	if err != nil {
 		return Source{}, fmt.Errorf("governance: get source %q: %w", id, err)
+	}
+	return src, nil
+}
+
+// SourceByRef returns the source whose id is ref or, failing that, whose
+// name is ref (ignoring case and surrounding space), or an error matching
+// [statestore.ErrNotFound]. Wherever the API takes a source id, it takes a
+// name through this.
+func (s *Store) SourceByRef(ctx context.Context, ref string) (Source, error) {
+	src, err := s.GetSource(ctx, ref)
+	if !errors.Is(err, statestore.ErrNotFound) {
+		return src, err
+	}
+	src, err = scanSource(s.db.QueryRow(ctx, `SELECT `+sourceColumns+` FROM governance_sources WHERE name_key = ?`,
+		nameKey(strings.TrimSpace(ref))))
+	if err != nil {
+		return Source{}, fmt.Errorf("governance: no source with id or name %q: %w", ref, err)
 	}
 	return src, nil
 }
@@ -380,6 +425,7 @@ func (s *Store) Decide(ctx context.Context, id, decision, comment string, by acc
 		src.Approval = to
 		return nil
 	})
+	s.forgetKeys() // even on error: the transaction may have committed
 	if err != nil {
 		return Source{}, fmt.Errorf("governance: decide on source %q: %w", id, err)
 	}
@@ -453,6 +499,11 @@ func normalize(src Source) (Source, error) {
 		}
 	}
 	src.DataCategories = cats
+	origins, err := NormalizeOrigins(src.AllowedOrigins)
+	if err != nil {
+		return src, err
+	}
+	src.AllowedOrigins = origins
 	if math.IsNaN(src.MonthlyCost) || math.IsInf(src.MonthlyCost, 0) || src.MonthlyCost < 0 {
 		return src, &FieldError{Field: "monthlyCost", Message: "must be a number, 0 or more"}
 	}
@@ -497,4 +548,78 @@ func NewWriteKey() (string, error) {
 func hashKey(key string) string {
 	sum := sha256.Sum256([]byte(key))
 	return hex.EncodeToString(sum[:])
+}
+
+// NormalizeOrigins checks a list of allowed origins and returns it
+// normalized: lower case, no trailing slash, no duplicates, never nil.
+// Each entry is scheme://host[:port] with scheme http or https, where host
+// may start with "*." for every subdomain of a domain; "*" allows every
+// origin (as an empty list does). Errors are *[FieldError]s for
+// "allowedOrigins".
+func NormalizeOrigins(list []string) ([]string, error) {
+	if len(list) > MaxAllowedOrigins {
+		return nil, &FieldError{Field: "allowedOrigins", Message: fmt.Sprintf("has more than %d entries", MaxAllowedOrigins)}
+	}
+	out := make([]string, 0, len(list))
+	seen := map[string]bool{}
+	for i, o := range list {
+		o = strings.ToLower(strings.TrimRight(strings.TrimSpace(o), "/"))
+		bad := func(why string) error {
+			return &FieldError{Field: "allowedOrigins", Message: fmt.Sprintf("entry %d %s", i, why)}
+		}
+		if len(o) > maxOriginLen {
+			return nil, bad(fmt.Sprintf("is longer than %d characters", maxOriginLen))
+		}
+		if o != "*" {
+			scheme, rest, ok := strings.Cut(o, "://")
+			if !ok || (scheme != "http" && scheme != "https") {
+				return nil, bad("must be an origin like https://shop.example.com (scheme http or https)")
+			}
+			host := strings.TrimPrefix(rest, "*.")
+			if host == "" || strings.ContainsAny(host, "/?#@*\\ \t") || !utf8.ValidString(host) {
+				return nil, bad("must be scheme://host[:port] with no path, like https://shop.example.com or https://*.example.com")
+			}
+			if h, port, hasPort := strings.Cut(host, ":"); hasPort && !strings.HasPrefix(host, "[") {
+				if h == "" || port == "" || strings.Trim(port, "0123456789") != "" {
+					return nil, bad("has a bad port")
+				}
+			}
+		}
+		if !seen[o] {
+			seen[o] = true
+			out = append(out, o)
+		}
+	}
+	return out, nil
+}
+
+// SetAllowedOrigins replaces the allowed origins of source id (see
+// [Source.AllowedOrigins]; an empty list allows every origin) and returns
+// the source. Errors: a *[FieldError] for "allowedOrigins"; one matching
+// [ErrForbidden] when by's role may not [access.ManageSources]; one
+// matching [statestore.ErrNotFound] for an unknown source.
+func (s *Store) SetAllowedOrigins(ctx context.Context, id string, origins []string, by access.User) (Source, error) {
+	if !access.Can(by.Role, access.ManageSources) {
+		return Source{}, fmt.Errorf("%w: role %q may not change sources", ErrForbidden, by.Role)
+	}
+	origins, err := NormalizeOrigins(origins)
+	if err != nil {
+		return Source{}, fmt.Errorf("governance: update source: %w", err)
+	}
+	b, err := json.Marshal(origins)
+	if err != nil {
+		return Source{}, fmt.Errorf("governance: update source: %w", err)
+	}
+	res, err := s.db.Exec(ctx, `UPDATE governance_sources SET allowed_origins = ?, updated_at = ? WHERE id = ?`,
+		string(b), statestore.TimeToDB(time.Now().UTC()), id)
+	s.forgetKeys() // collection checks origins from the cached source
+	if err != nil {
+		return Source{}, fmt.Errorf("governance: update source %q: %w", id, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return Source{}, fmt.Errorf("governance: update source %q: %w", id, err)
+	} else if n == 0 {
+		return Source{}, fmt.Errorf("governance: update source %q: %w", id, statestore.ErrNotFound)
+	}
+	return s.GetSource(ctx, id)
 }

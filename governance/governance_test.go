@@ -6,13 +6,16 @@ import (
 
 	"tandem/governance"
 	"tandem/governance/governancetest"
-	"tandem/statestore/sqlite/sqlitetest"
+	"tandem/statestore/statetest"
+	"tandem/testserver"
 )
 
-// TestStore runs the package's suite on SQLite (statetest runs it on every
-// backend).
+// TestMain stops the test servers TestStore started.
+func TestMain(m *testing.M) { testserver.Main(m) }
+
+// TestStore runs the package's suite on every state store backend.
 func TestStore(t *testing.T) {
-	governancetest.Run(t, sqlitetest.Open)
+	statetest.Each(t, governancetest.Run)
 }
 
 func TestNewWriteKey(t *testing.T) {

@@ -22,9 +22,10 @@ func FuzzObserve(f *testing.F) {
 	} {
 		f.Add([]byte(seed), "49")
 	}
+	f.Add([]byte(`{"type":"identify","userId":"u3","traits":{"phone":"0171 5550199","crm_id":"C-2"}}`), "")
+	f.Add([]byte(`{"type":"identify","userId":"u4","traits":{"phone":"0044 20 7946 0000"}}`), "1")
 	f.Fuzz(func(t *testing.T, raw []byte, cc string) {
-		rules := DefaultRules()
-		rules.Types = append(rules.Types, Type{Name: "crm_id", Priority: 5, Limit: 2})
+		rules := DefaultRules() // crm_id among them
 		rules.PhoneCountryCode = cc
 		c, err := compile(rules)
 		if err != nil {

@@ -4,11 +4,14 @@ import (
 	"testing"
 
 	"tandem/identity/identitytest"
-	"tandem/statestore/sqlite/sqlitetest"
+	"tandem/statestore/statetest"
+	"tandem/testserver"
 )
 
-// TestStore runs the package's suite on SQLite (statetest runs it on every
-// backend).
+// TestMain stops the test servers TestStore started.
+func TestMain(m *testing.M) { testserver.Main(m) }
+
+// TestStore runs the package's suite on every state store backend.
 func TestStore(t *testing.T) {
-	identitytest.Run(t, sqlitetest.Open)
+	statetest.Each(t, identitytest.Run)
 }

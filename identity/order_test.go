@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -139,10 +140,11 @@ func TestOrderIndependence(t *testing.T) {
 					}
 				}
 				if s.phone != "" {
-					// Phone numbers carry the case number: "+N 0555 D".
+					// Phone numbers (possible German mobile numbers) carry
+					// the case number: "+49 170 NNNNNND".
 					traits["phone"] = "blocked"
 					if s.phone != "blocked" {
-						traits["phone"] = fmt.Sprintf("+%d 0555 %s", num, s.phone[1:])
+						traits["phone"] = fmt.Sprintf("+49 170 %06d%s", num, s.phone[1:])
 					}
 				}
 				raw, _ := json.Marshal(map[string]any{"type": e.Type, "userId": e.UserID, "anonymousId": e.AnonymousID, "context": map[string]any{"traits": traits}})
@@ -218,15 +220,22 @@ func strip(id, prefix string) string {
 	typ, v := splitIdent(id)
 	v = strings.TrimPrefix(v, prefix)
 	if typ == Phone {
-		v = v[strings.LastIndex(v, "0555")+1:]
+		v = v[len(v)-1:]
 	}
 	return typ + ":" + v
+}
+
+// phonePattern matches the phone identifiers of the case with prefix
+// "cN-".
+func phonePattern(prefix string) string {
+	num, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(prefix, "c"), "-"))
+	return fmt.Sprintf("phone:+49170%06d%%", num)
 }
 
 func storedPartition(rt *rapid.T, st *Store, db *statestore.DB, prefix string) ([][]string, map[string]string) {
 	ctx := context.Background()
 	rows, err := db.Query(ctx, `SELECT ident FROM identity_idents WHERE ident LIKE ? OR ident LIKE ? OR ident LIKE ? OR ident LIKE ?`,
-		"user_id:"+prefix+"%", "anonymous_id:"+prefix+"%", "email:"+prefix+"%", "phone:+"+strings.TrimSuffix(strings.TrimPrefix(prefix, "c"), "-")+"0555%")
+		"user_id:"+prefix+"%", "anonymous_id:"+prefix+"%", "email:"+prefix+"%", phonePattern(prefix))
 	if err != nil {
 		rt.Fatal(err)
 	}

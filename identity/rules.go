@@ -4,7 +4,11 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
+
+	"github.com/nyaruka/phonenumbers"
 )
 
 // Built-in identifier types. Every event carries a user_id or an
@@ -41,23 +45,35 @@ type Rules struct {
 	// Blocked values never identify anyone (compared after normalising,
 	// case-insensitively): test addresses, placeholders, "null".
 	Blocked []string `yaml:"blocked" json:"blocked"`
-	// PhoneCountryCode is the country calling code (digits, e.g. "49")
-	// given to phone numbers written in national form (a leading 0).
-	// Empty: such numbers only lose their formatting.
+	// PhoneRegion is the region (ISO 3166-1 alpha-2, e.g. "DE") whose
+	// numbering plan reads phone numbers written in national form, such as
+	// "0171 5550199". Empty: only numbers in international form ("+49 …",
+	// "0049 …") are identifiers; a national one is left out (the trait
+	// stays on the profile).
+	PhoneRegion string `yaml:"phone_region" json:"phoneRegion,omitempty"`
+	// PhoneCountryCode is the older form of PhoneRegion: a country calling
+	// code (digits, e.g. "49"), read as the main region of that code ("49"
+	// is DE, "1" is US, "44" is GB). Give one of the two.
 	PhoneCountryCode string `yaml:"phone_country_code" json:"phoneCountryCode,omitempty"`
 }
 
+// CRMID is the identifier type of a CRM's account or customer number,
+// configured by default because offline touchpoints (call-centre
+// contacts, shop purchases) often carry nothing else.
+const CRMID = "crm_id"
+
 // DefaultRules are Segment Unify's defaults, adapted: one user_id per
-// profile with the highest priority, then up to 5 e-mail addresses and 5
-// phone numbers, and any number of anonymous ids (devices, browsers) with
-// the lowest priority.
+// profile with the highest priority, then one CRM id (crm_id), up to 5
+// e-mail addresses and 5 phone numbers, and any number of anonymous ids
+// (devices, browsers) with the lowest priority.
 func DefaultRules() Rules {
 	return Rules{
 		Types: []Type{
 			{Name: UserID, Priority: 1, Limit: 1},
-			{Name: Email, Priority: 2, Limit: 5},
-			{Name: Phone, Priority: 3, Limit: 5},
-			{Name: AnonymousID, Priority: 4, Limit: 0},
+			{Name: CRMID, Priority: 2, Limit: 1},
+			{Name: Email, Priority: 3, Limit: 5},
+			{Name: Phone, Priority: 4, Limit: 5},
+			{Name: AnonymousID, Priority: 5, Limit: 0},
 		},
 		Blocked: []string{"null", "undefined", "none", "nil", "0", "00000", "-1", "unknown", "anonymous", "test@example.com", "test@test.com", "noreply@example.com"},
 	}
@@ -124,8 +140,27 @@ func (r *Rules) Validate() error {
 			return &ValidationError{Key: fmt.Sprintf("identity.blocked[%d]", i), Message: "must not be empty"}
 		}
 	}
-	if r.PhoneCountryCode != "" && !countryCode.MatchString(r.PhoneCountryCode) {
-		return &ValidationError{Key: "identity.phone_country_code", Message: "want a country calling code of 1 to 3 digits, e.g. 49"}
+	if r.PhoneCountryCode != "" {
+		if !countryCode.MatchString(r.PhoneCountryCode) {
+			return &ValidationError{Key: "identity.phone_country_code", Message: "want a country calling code of 1 to 3 digits, e.g. 49 (or set identity.phone_region, e.g. DE, instead)"}
+		}
+		cc, _ := strconv.Atoi(r.PhoneCountryCode)
+		region := phonenumbers.GetRegionCodeForCountryCode(cc)
+		if region == phonenumbers.UNKNOWN_REGION {
+			return &ValidationError{Key: "identity.phone_country_code", Message: fmt.Sprintf("%s is not a country calling code in use; set identity.phone_region (e.g. DE) instead", r.PhoneCountryCode)}
+		}
+		if r.PhoneRegion != "" && !strings.EqualFold(r.PhoneRegion, region) {
+			return &ValidationError{Key: "identity.phone_country_code", Message: fmt.Sprintf("+%s is not the calling code of identity.phone_region %s; give only phone_region", r.PhoneCountryCode, r.PhoneRegion)}
+		}
+		if r.PhoneRegion == "" {
+			r.PhoneRegion = region
+		}
+	}
+	if r.PhoneRegion != "" {
+		r.PhoneRegion = strings.ToUpper(r.PhoneRegion)
+		if !phonenumbers.GetSupportedRegions()[r.PhoneRegion] {
+			return &ValidationError{Key: "identity.phone_region", Message: fmt.Sprintf("%q is not a region with a numbering plan; want an ISO 3166 code such as DE, GB or US", r.PhoneRegion)}
+		}
 	}
 	slices.SortStableFunc(r.Types, func(a, b Type) int { return a.Priority - b.Priority })
 	return nil
@@ -137,13 +172,14 @@ type compiled struct {
 	rank    map[string]int // type → position in priority order (0 highest)
 	limit   map[string]int
 	blocked map[string]bool
+	phones  *phoneCache
 }
 
 func compile(r Rules) (*compiled, error) {
 	if err := r.Validate(); err != nil {
 		return nil, err
 	}
-	c := &compiled{rules: r, rank: map[string]int{}, limit: map[string]int{}, blocked: map[string]bool{}}
+	c := &compiled{rules: r, rank: map[string]int{}, limit: map[string]int{}, blocked: map[string]bool{}, phones: newPhoneCache(phoneCacheSize)}
 	for i, t := range r.Types {
 		c.rank[t.Name] = i
 		c.limit[t.Name] = t.Limit
@@ -157,7 +193,8 @@ func compile(r Rules) (*compiled, error) {
 // Normalize returns the value of an identifier of type typ as it is
 // matched: e-mail addresses trimmed and lower-cased, phone numbers in
 // E.164 form (+ and digits), other types trimmed. ok is false for a value
-// that cannot identify anyone (empty, or a phone number without digits).
+// that cannot identify anyone (empty, or not a valid phone number; see
+// [normalizePhone]).
 func (c *compiled) normalize(typ, v string) (string, bool) {
 	v = strings.TrimSpace(v)
 	switch typ {
@@ -167,35 +204,72 @@ func (c *compiled) normalize(typ, v string) (string, bool) {
 			return "", false
 		}
 	case Phone:
-		v = normalizePhone(v, c.rules.PhoneCountryCode)
+		v = c.phones.normalize(v, c.rules.PhoneRegion)
 	case UserID, AnonymousID:
 		// Matched exactly as sent: the event store keys events by them.
 	}
 	return v, v != ""
 }
 
-func normalizePhone(v, cc string) string {
-	var digits strings.Builder
-	plus := strings.HasPrefix(v, "+")
-	for _, r := range v {
-		if r >= '0' && r <= '9' {
-			digits.WriteRune(r)
-		}
+// normalizePhone returns v in E.164 form ("+" and digits), or "" when v
+// is not a valid number: it does not parse, its country calling code is
+// unknown, its length or range fits no number of that country's numbering
+// plan (as the phonenumbers library knows it), or it is written in
+// national form and no region is configured. "00" before a number is read
+// as "+" whatever the region. Extensions are dropped.
+func normalizePhone(v, region string) string {
+	v = strings.TrimSpace(v)
+	if strings.HasPrefix(v, "00") {
+		v = "+" + v[2:]
 	}
-	d := digits.String()
-	switch {
-	case d == "":
-		return ""
-	case plus:
-	case strings.HasPrefix(d, "00"):
-		d = d[2:]
-	case strings.HasPrefix(d, "0") && cc != "":
-		d = cc + d[1:]
-	}
-	if d == "" {
+	if !strings.HasPrefix(v, "+") && region == "" {
 		return ""
 	}
-	return "+" + d
+	n, err := phonenumbers.Parse(v, region)
+	if err != nil || !phonenumbers.IsValidNumber(n) {
+		return ""
+	}
+	return phonenumbers.Format(n, phonenumbers.E164)
+}
+
+// phoneCacheSize bounds the phone cache: parsing a number costs a few
+// microseconds, and the same numbers come back (a profile's identify, its
+// call-centre contacts).
+const phoneCacheSize = 4096
+
+// phoneCache remembers normalised phone numbers by their raw form, in two
+// generations like [setCache], so memory stays bounded.
+type phoneCache struct {
+	mu         sync.Mutex
+	young, old map[string]string
+	half       int
+}
+
+func newPhoneCache(size int) *phoneCache {
+	return &phoneCache{young: map[string]string{}, old: map[string]string{}, half: max(size/2, 1)}
+}
+
+func (c *phoneCache) normalize(v, region string) string {
+	c.mu.Lock()
+	n, ok := c.young[v]
+	if !ok {
+		n, ok = c.old[v]
+	}
+	c.mu.Unlock()
+	if ok {
+		return n
+	}
+	n = normalizePhone(v, region)
+	if len(v) > 64 {
+		return n // not worth keeping
+	}
+	c.mu.Lock()
+	if len(c.young) >= c.half {
+		c.old, c.young = c.young, map[string]string{}
+	}
+	c.young[v] = n
+	c.mu.Unlock()
+	return n
 }
 
 // isBlocked reports whether a value (raw or normalised) is blocked.

@@ -48,7 +48,7 @@ func (l *memLinks) LinkProfiles(_ context.Context, links []eventstore.ProfileLin
 // lines; a block is a command line, input lines, and after "----" the
 // expected output. Commands:
 //
-//	rules                      input: "TYPE LIMIT" lines in priority order, "blocked V…", "phone_country_code CC"
+//	rules                      input: "TYPE LIMIT" lines in priority order, "blocked V…", "phone_country_code CC", "phone_region R"
 //	events                     input: "MSG TIME TYPE [user=U] [anon=A] [prev=P] [group=G] [JSON]"
 //	resolve [reverse|each]     resolve the events given since the last resolve; output: every profile
 //	profile IDENT              output: the profile holding IDENT (identifiers, traits, events)
@@ -173,6 +173,8 @@ func (s *script) run(cmd string, input []string) []string {
 				s.rules.Blocked = append(s.rules.Blocked, g[1:]...)
 			case g[0] == "phone_country_code":
 				s.rules.PhoneCountryCode = g[1]
+			case g[0] == "phone_region":
+				s.rules.PhoneRegion = g[1]
 			default:
 				n, err := strconv.Atoi(g[1])
 				if err != nil {

@@ -56,16 +56,17 @@ func TestSourceApproval(t *testing.T) {
 	if r.status != 200 || r.json(t)["approval"] != "approved" {
 		t.Fatalf("approve: %d %s", r.status, r.body)
 	}
-	// The write-key cache expires within seconds.
-	deadline := 0
-	for ; deadline < 50; deadline++ {
-		if r := n.do("POST", "/v1/track", "basic:"+key, []byte(`{"userId":"u","event":"e"}`), nil); r.status == 200 {
-			break
-		}
-		sleepMS(100)
+	// The approval takes effect at once on the node that made it (the
+	// write-key cache forgets it), and so does a rejection.
+	if r := n.do("POST", "/v1/track", "basic:"+key, []byte(`{"userId":"u","event":"e"}`), nil); r.status != 200 {
+		t.Errorf("approved source: %d %s, want 200 at once", r.status, r.body)
 	}
-	if deadline == 50 {
-		t.Error("approved source still refused after 5s")
+	if r := n.admin("POST", "/api/v1/sources/"+src["id"].(string)+"/approvals", map[string]any{"decision": "reject"}); r.status != 200 {
+		t.Fatalf("reject: %d %s", r.status, r.body)
+	}
+	checkError(t, n.do("POST", "/v1/track", "basic:"+key, []byte(`{"userId":"u","event":"e"}`), nil), 403, "source_not_approved", "")
+	if r := n.admin("POST", "/api/v1/sources/"+src["id"].(string)+"/approvals", map[string]any{"decision": "approve"}); r.status != 200 {
+		t.Fatalf("approve again: %d %s", r.status, r.body)
 	}
 	checkError(t, n.admin("POST", "/api/v1/sources", map[string]any{"name": "shop", "kind": "web", "owner": "it"}), 409, "conflict", "")
 	checkError(t, n.admin("POST", "/api/v1/sources", map[string]any{"kind": "web", "owner": "it"}), 400, "invalid_field", "name")
@@ -73,4 +74,43 @@ func TestSourceApproval(t *testing.T) {
 	if r := n.admin("GET", "/api/v1/sources", nil); r.status != 200 || len(r.json(t)["items"].([]any)) != 2 {
 		t.Errorf("list sources: %s", r.body)
 	}
+}
+
+// TestSourceByName: wherever a source id is taken, its name is too, and an
+// unknown one is a 400 naming "source", never an empty success.
+func TestSourceByName(t *testing.T) {
+	n := startNode(t, "", nil)
+	id := n.importSource("Call Centre")
+	mapping := []byte("event: Call\nkey: id\ntimestamp: {column: at, format: YYYY-MM-DD}\nidentifiers: {email: email}\n")
+	data := "id,at,email\n1,2024-02-01,a@example.com\n2,2024-02-30,b@example.com\n"
+	r := n.do("POST", "/api/v1/imports?source=call%20centre&mapping="+urlQueryEscape(string(mapping)), "bearer:"+n.token,
+		[]byte(data), map[string]string{"Content-Type": "text/csv"})
+	if st := decodeStatus(t, r); st.RowsImported != 1 || st.RowsFailed != 1 {
+		t.Fatalf("import: %d %s", r.status, r.body)
+	}
+	n.drain()
+	for _, ref := range []string{id, "Call%20Centre", "call%20centre"} {
+		evs := n.events("source=" + ref)
+		if len(evs) != 1 || evs[0]["sourceId"] != id {
+			t.Errorf("events?source=%s: %v", ref, evs)
+		}
+		r := n.admin("GET", "/api/v1/quarantine?source="+ref, nil)
+		if items, _ := r.json(t)["items"].([]any); r.status != 200 || len(items) != 1 || items[0].(map[string]any)["sourceId"] != id {
+			t.Errorf("quarantine?source=%s: %d %s", ref, r.status, r.body)
+		}
+		if r := n.admin("GET", "/api/v1/sources/"+ref, nil); r.status != 200 || r.json(t)["id"] != id {
+			t.Errorf("sources/%s: %d %s", ref, r.status, r.body)
+		}
+		if r := n.admin("GET", "/api/v1/sources/"+ref+"/approvals", nil); r.status != 200 {
+			t.Errorf("sources/%s/approvals: %d %s", ref, r.status, r.body)
+		}
+	}
+	if r := n.admin("GET", "/api/v1/events?source=default", nil); r.status != 200 || len(r.json(t)["items"].([]any)) != 0 {
+		t.Errorf("events of the default source: %d %s", r.status, r.body)
+	}
+	checkError(t, n.admin("GET", "/api/v1/events?source=call-centre", nil), 400, "invalid_field", "source")
+	checkError(t, n.admin("GET", "/api/v1/events/some-id?source=nope", nil), 400, "invalid_field", "source")
+	checkError(t, n.admin("GET", "/api/v1/quarantine?source=src_nope", nil), 400, "invalid_field", "source")
+	checkError(t, n.admin("GET", "/api/v1/sources/nope", nil), 404, "not_found", "")
+	checkError(t, n.admin("POST", "/api/v1/sources/nope/approvals", map[string]any{"decision": "approve"}), 404, "not_found", "")
 }

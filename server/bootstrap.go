@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"tandem/access"
+	"tandem/audit"
 	"tandem/governance"
 	"tandem/statestore"
 )
@@ -46,6 +47,7 @@ func (s *Server) bootstrapAdmin(ctx context.Context) (admin access.User, err err
 			return admin, fmt.Errorf("bootstrap admin from TANDEM_ADMIN_TOKEN: %w", err)
 		}
 		s.logger.Info("created the first admin with the token from TANDEM_ADMIN_TOKEN")
+		s.recordBootstrap(ctx, "user.create", "user/"+admin.ID, map[string]any{"id": admin.ID, "role": admin.Role})
 	} else {
 		// The file is written before the user exists: a crash in between
 		// leaves no admin, and the next start simply does this again.
@@ -61,12 +63,13 @@ func (s *Server) bootstrapAdmin(ctx context.Context) (admin access.User, err err
 			return admin, fmt.Errorf("bootstrap admin: %w", err)
 		}
 		s.logger.Info("created the first admin; its token is in the file", "path", path)
+		s.recordBootstrap(ctx, "user.create", "user/"+admin.ID, map[string]any{"id": admin.ID, "role": admin.Role})
 	}
 	return admin, nil
 }
 
 func (s *Server) bootstrapSource(ctx context.Context, admin access.User) error {
-	_, key, err := s.Governance.CreateSource(ctx, governance.Source{
+	src, key, err := s.Governance.CreateSource(ctx, governance.Source{
 		Name: "default", Kind: "server", Owner: "it", Purpose: "first source, created at bootstrap",
 	}, admin)
 	if errors.Is(err, statestore.ErrConflict) {
@@ -80,7 +83,19 @@ func (s *Server) bootstrapSource(ctx context.Context, admin access.User) error {
 		return fmt.Errorf("bootstrap default source: %w", err)
 	}
 	s.logger.Info("created source \"default\"; its write key is in the file", "path", path)
+	s.recordBootstrap(ctx, "source.create", "source/"+src.ID, struct {
+		governance.Source
+		WriteKeyDigest string `json:"writeKeyDigest"`
+	}{src, audit.Digest(key)})
 	return nil
+}
+
+// recordBootstrap records in the audit log what the bootstrap created, by
+// tandem itself. A failure is logged: the server starts either way.
+func (s *Server) recordBootstrap(ctx context.Context, action, resource string, after any) {
+	if _, err := s.Audit.Append(ctx, audit.Record{Actor: audit.System, Action: action, Resource: resource, After: after}); err != nil {
+		s.logger.Error("audit log: the bootstrap was not recorded", "action", action, "err", err.Error())
+	}
 }
 
 func writeSecret(path, secret string) error {

@@ -18,7 +18,6 @@ import (
 
 	"tandem/config"
 	"tandem/event"
-	"tandem/identity"
 )
 
 // importSource creates an approved source of kind import and returns its id.
@@ -430,12 +429,11 @@ func TestImportMillionRows(t *testing.T) {
 
 // TestImportedContactJoinsWebProfile: a call-centre contact imported with
 // the caller's phone number lands on the profile of the web visitor who
-// gave the same number (written differently) when they signed up.
+// gave the same number (written differently) when they signed up, with
+// the default identity rules: the shipped example's crm_id is one of
+// their types.
 func TestImportedContactJoinsWebProfile(t *testing.T) {
-	n := startNode(t, "", func(c *config.Config) {
-		// The CRM account is a declared identifier type, below phone.
-		c.Identity.Types = append(c.Identity.Types, identity.Type{Name: "crm_id", Priority: 5, Limit: 1})
-	})
+	n := startNode(t, "", nil)
 	n.importSource("offline")
 	web := `{"userId":"web-anna","anonymousId":"browser-1","traits":{"phone":"+49 (30) 123-4567","email":"Anna.Schmidt@example.com "},"timestamp":"2024-04-20T08:00:00Z"}`
 	if r := n.do("POST", "/v1/identify", "basic:"+n.writeKey, []byte(web), nil); r.status != 200 {

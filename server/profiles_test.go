@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -118,6 +119,17 @@ func TestProfiles(t *testing.T) {
 	dora := n.lookup("user_id:dora")["id"].(string)
 	if tablet == dora {
 		t.Fatalf("still one profile after unmerge")
+	}
+	// The unmerge is in the audit log: who, which profile, the decision
+	// and the resulting profiles, by id only.
+	um := n.admin("GET", "/api/v1/audit?action=profile.unmerge&subject="+id, nil)
+	var ums struct{ Items []map[string]any }
+	if err := json.Unmarshal(um.body, &ums); err != nil || len(ums.Items) != 1 {
+		t.Fatalf("audit entries of the unmerge: %d %s", um.status, um.body)
+	}
+	if after, _ := json.Marshal(ums.Items[0]["after"]); !strings.Contains(string(after), tablet) || !strings.Contains(string(after), dora) ||
+		strings.Contains(string(um.body), "7946") || strings.Contains(string(um.body), "tablet\"") {
+		t.Errorf("the unmerge's audit entry: %s", um.body)
 	}
 	if got, want := n.profileEvents(tablet), []string{"w1", "w2"}; !slices.Equal(got, want) {
 		t.Errorf("tablet timeline %v, want %v", got, want)

@@ -2,14 +2,14 @@ package server
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -20,17 +20,20 @@ import (
 	"time"
 
 	"tandem/access"
-	ach "tandem/analytics/clickhouse"
-	adb "tandem/analytics/duckdb"
+	"tandem/analytics"
 	"tandem/api"
+	"tandem/apierror"
+	"tandem/audit"
 	"tandem/collect"
 	"tandem/config"
 	"tandem/delivery"
+	"tandem/event"
 	"tandem/eventlog"
 	"tandem/eventlog/jetstream"
 	"tandem/eventstore"
 	"tandem/eventstore/clickhouse"
 	"tandem/eventstore/duckdb"
+	"tandem/experiment"
 	"tandem/governance"
 	"tandem/identity"
 	"tandem/imports"
@@ -100,11 +103,13 @@ type Server struct {
 	Quarantine *quarantine.Store
 	Imports    *imports.Service
 	Identity   *identity.Store
+	Audit      *audit.Log
 	Pipeline   *pipeline.Pipeline
 	Delivery   *delivery.Manager // runs (Serve) only where the pipeline does
 	Metrics    *metrics.Registry
 
-	handler http.Handler
+	handler        http.Handler
+	trustedProxies []netip.Prefix
 	// lastAppendFailure is when the last log append failed (Unix ns), 0
 	// after a success: a log that just refused a write is not ready even
 	// if its own health check passes (e.g. full for records of this size).
@@ -122,6 +127,9 @@ func Open(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Serve
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
+	if s.trustedProxies, err = collect.ParseTrustedProxies(cfg.TrustedProxies); err != nil {
+		return nil, &config.UsageError{Key: "trusted_proxies", Message: err.Error()}
+	}
 	if err := s.openLog(); err != nil {
 		return nil, err
 	}
@@ -134,6 +142,8 @@ func Open(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Serve
 	migs = append(migs, quarantine.Migrations()...)
 	migs = append(migs, imports.Migrations()...)
 	migs = append(migs, identity.Migrations()...)
+	migs = append(migs, audit.Migrations()...)
+	migs = append(migs, experiment.Migrations()...)
 	migs = append(migs, governance.DestinationMigrations()...)
 	migs = append(migs, delivery.Migrations()...)
 	if err := s.State.Migrate(ctx, migs...); err != nil {
@@ -142,6 +152,7 @@ func Open(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *Serve
 	s.Access = access.NewStore(s.State)
 	s.Governance = governance.NewStore(s.State)
 	s.Quarantine = quarantine.NewStore(s.State)
+	s.Audit = audit.New(s.State)
 	s.Imports = imports.NewService(imports.Options{DB: s.State, Log: s.Committer, Quarantine: s.Quarantine,
 		Sources: s.Governance, Logger: logger, ChunkBytes: min(1<<20, s.Log.MaxRecordBytes()/2)})
 	if err := s.openEvents(ctx); err != nil {
@@ -291,13 +302,9 @@ func (s *Server) ready(ctx context.Context) error {
 		s.logger.Debug("state store ping failed", "err", err.Error())
 		return errors.New("the state store does not answer")
 	}
-	// A server event store (ClickHouse) must answer too; the embedded one
-	// has nothing to ping.
-	if p, ok := s.Events.(interface{ Ping(context.Context) error }); ok {
-		if err := p.Ping(pctx); err != nil {
-			s.logger.Debug("event store ping failed", "err", err.Error())
-			return errors.New("the event store does not answer")
-		}
+	if err := s.Events.Ping(pctx); err != nil {
+		s.logger.Debug("event store ping failed", "err", err.Error())
+		return errors.New("the event store does not answer")
 	}
 	return nil
 }
@@ -307,50 +314,96 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/v1/", collect.New(collect.Options{
-		Sources: newSourceCache(s.Governance, 2*time.Second),
-		Log:     s.Committer,
-		Limiter: collect.NewLimiter(s.cfg.SourceRateLimit, s.cfg.SourceBurst),
-		Metrics: s.Metrics,
-		Logger:  s.logger,
-	}))
+	ch := collect.New(collect.Options{
+		Sources:        writeKeys{s.Governance},
+		Log:            s.Committer,
+		Limiter:        collect.NewLimiter(s.cfg.SourceRateLimit, s.cfg.SourceBurst),
+		Metrics:        s.Metrics,
+		Logger:         s.logger,
+		PublicURL:      s.cfg.PublicURL,
+		TrustedProxies: s.trustedProxies,
+	})
+	for _, p := range collect.Paths {
+		mux.Handle(p, ch)
+	}
 	opts := api.Options{
 		Access: s.Access, Governance: s.Governance, Quarantine: s.Quarantine,
 		Events: s.Events, Log: s.Committer, Imports: s.Imports, Logger: s.logger, Stages: s.cfg.Journey.Stages,
-		Identity: s.Identity,
+		Identity: s.Identity, Audit: s.Audit,
 		Delivery: s.Delivery,
 	}
-	switch e := s.Events.(type) {
-	case *duckdb.Store:
-		opts.Analytics = adb.New(e.DB())
-	case *clickhouse.Store:
-		opts.Analytics = ach.New(e)
+	opts.Experiments, opts.ExperimentSums = experiment.NewStore(s.State), experiment.AggregatorFor(s.Events)
+	if p, ok := s.Events.(analytics.Provider); ok {
+		opts.Analytics = p.Analytics()
 	}
+	// Experiment assignment is a browser path like collection's: wrap it
+	// in the same CORS handling.
+	mux.Handle("/v1/experiments/{key}/assign", collect.CORS(experiment.NewAssignHandler(experiment.AssignOptions{
+		Experiments: opts.Experiments, Sources: writeKeys{s.Governance},
+		Identity: s.Identity, Log: s.Committer, Logger: s.logger,
+	})))
 	mux.Handle("/api/v1/", api.New(opts))
+	mux.HandleFunc("/api/v1", func(w http.ResponseWriter, r *http.Request) { apierror.Write(w, api.NotFound(r)) })
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"status":"ok","version":%q}`+"\n", version.Version)
+		writeJSON(w, 200, map[string]string{"status": "ok", "version": version.Version})
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		if err := s.ready(ctx); err != nil {
-			w.Header().Set("Content-Type", "application/json")
-			w.Header().Set("Retry-After", "1")
-			w.WriteHeader(503)
-			fmt.Fprintf(w, `{"error":{"code":"not_ready","message":%q}}`+"\n", err.Error())
+			e := apierror.Of(apierror.CodeNotReady, err.Error())
+			e.RetryAfter = 1
+			apierror.Write(w, e)
 			return
 		}
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintln(w, `{"status":"ready"}`)
+		writeJSON(w, 200, map[string]string{"status": "ready"})
 	})
 	mux.Handle("GET /metrics", s.Metrics.Handler())
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(404)
-		fmt.Fprintln(w, `{"error":{"code":"not_found","message":"no such endpoint; see /api/v1/openapi.json"}}`)
-	})
-	return mux
+	// No catch-all "/": with one, a known path with the wrong method
+	// would be a 404. The mux's own 404s and 405s (with Allow) are turned
+	// into the error shape by apierror.Handler.
+	mux.HandleFunc("/{$}", func(w http.ResponseWriter, r *http.Request) { apierror.Write(w, rootNotFound(r)) })
+	mux.HandleFunc("/v1", func(w http.ResponseWriter, r *http.Request) { apierror.Write(w, collectNotFound(r)) })
+	mux.HandleFunc("/v1/{$}", func(w http.ResponseWriter, r *http.Request) { apierror.Write(w, collectNotFound(r)) })
+	return apierror.Handler(mux, notFound)
+}
+
+// notFound is the 404 for a path no handler takes, by the part of the
+// API it is under.
+func notFound(r *http.Request) *apierror.Error {
+	switch p := r.URL.Path; {
+	case p == "/":
+		return rootNotFound(r)
+	case p == "/v1" || strings.HasPrefix(p, "/v1/"):
+		return collectNotFound(r)
+	case strings.HasPrefix(p, "/api/v1/"):
+		return api.NotFound(r)
+	}
+	return apierror.Of(apierror.CodeNotFound, "no such endpoint; the endpoints are listed in GET /api/v1/openapi.json")
+}
+
+// rootNotFound answers "/": people open it in a browser first.
+func rootNotFound(*http.Request) *apierror.Error {
+	return apierror.Of(apierror.CodeNotFound, "tandem "+version.Version+" has no web UI; "+
+		"its HTTP API is described in GET /api/v1/openapi.json and in the docs (README.md, docs/errors.md): "+
+		"collection under /v1/, management under /api/v1/, and /healthz, /readyz, /metrics")
+}
+
+// collectNotFound answers a path under /v1 that is no collection endpoint.
+func collectNotFound(*http.Request) *apierror.Error {
+	eps := make([]string, 0, len(event.Types)+2)
+	for _, t := range event.Types {
+		eps = append(eps, "/v1/"+t)
+	}
+	eps = append(eps, "/v1/batch", "/v1/import")
+	return apierror.Of(apierror.CodeNotFound, "no collection endpoint here; send events with POST to "+
+		strings.Join(eps, ", ")+" (see GET /api/v1/openapi.json)")
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
 }
 
 // Serve serves on ln until ctx is done, then shuts down.
@@ -425,49 +478,18 @@ func (s *Server) close() {
 	}
 }
 
-// sourceCache resolves write keys through governance, caching each answer
-// briefly so the hot path rarely touches the state store; approval changes
-// take effect within ttl.
-type sourceCache struct {
-	gov *governance.Store
-	ttl time.Duration
-	mu  sync.Mutex
-	m   map[[32]byte]cached
-}
+// writeKeys resolves write keys for collection through governance's
+// cache: a change to a source takes effect at once on this node and within
+// governance.WriteKeyTTL on the others.
+type writeKeys struct{ gov *governance.Store }
 
-type cached struct {
-	keyHash [32]byte
-	src     collect.Source
-	err     error
-	until   time.Time
-}
-
-func newSourceCache(g *governance.Store, ttl time.Duration) *sourceCache {
-	return &sourceCache{gov: g, ttl: ttl, m: map[[32]byte]cached{}}
-}
-
-func (c *sourceCache) LookupWriteKey(ctx context.Context, key string) (collect.Source, error) {
-	h := sha256.Sum256([]byte(key))
-	now := time.Now()
-	c.mu.Lock()
-	e, ok := c.m[h]
-	c.mu.Unlock()
-	if ok && now.Before(e.until) && subtle.ConstantTimeCompare(e.keyHash[:], h[:]) == 1 {
-		return e.src, e.err
+func (w writeKeys) LookupWriteKey(ctx context.Context, key string) (collect.Source, error) {
+	src, err := w.gov.LookupWriteKey(ctx, key)
+	if errors.Is(err, governance.ErrUnknownKey) {
+		return collect.Source{}, collect.ErrUnknownKey
 	}
-	src, err := c.gov.SourceByWriteKey(ctx, key)
-	switch {
-	case errors.Is(err, governance.ErrUnknownKey):
-		err = collect.ErrUnknownKey
-	case err != nil:
-		return collect.Source{}, err // not cached: a store hiccup should not stick
+	if err != nil {
+		return collect.Source{}, err
 	}
-	e = cached{keyHash: h, src: collect.Source{ID: src.ID, Approval: src.Approval}, err: err, until: now.Add(c.ttl)}
-	c.mu.Lock()
-	if len(c.m) > 100000 {
-		clear(c.m) // bound memory against floods of random keys
-	}
-	c.m[h] = e
-	c.mu.Unlock()
-	return e.src, e.err
+	return collect.Source{ID: src.ID, Name: src.Name, Approval: src.Approval, AllowedOrigins: src.AllowedOrigins}, nil
 }

@@ -11,7 +11,6 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"tandem/analytics"
-	chstore "tandem/eventstore/clickhouse"
 )
 
 // DefaultBucketRows is how many matching events one scan query groups at
@@ -31,21 +30,38 @@ type Backend struct {
 	conn   driver.Conn
 	events string // qualified table names
 	links  string
+	quote  func(string) string
 }
 
 var _ analytics.Backend = (*Backend)(nil)
 
-// New returns a Backend over the store's database.
-func New(s *chstore.Store) *Backend {
-	b := &Backend{BucketRows: DefaultBucketRows, conn: s.Conn(), events: s.Table("events"), links: s.Table("profile_links")}
+// Tables is what the backend reads: the event store's connection, its
+// tables (qualified names, ready for a query) and its string literals.
+// eventstore/clickhouse passes its own (see its Analytics). The backend
+// reads these columns:
+//
+//	Events: timestamp Int64 (µs), name, type, raw (the event's JSON),
+//	        user_id, anonymous_id ('' when none), profile_key
+//	        (eventstore.ProfileKey)
+//	Links:  key, profile_id ('' when unlinked), version (the latest wins)
+type Tables struct {
+	Conn   driver.Conn
+	Events string
+	Links  string
+	// Quote returns a string as a literal that survives any bytes (18.16
+	// has no query parameters).
+	Quote func(string) string
+}
+
+// New returns a Backend over the tables t.
+func New(t Tables) *Backend {
+	b := &Backend{BucketRows: DefaultBucketRows, conn: t.Conn, events: t.Events, links: t.Links, quote: t.Quote}
 	b.Src = b
 	return b
 }
 
 // maxConditions is the most conditions a scan takes: masks are UInt64.
 const maxConditions = 64
-
-var quote = chstore.Quote
 
 func int64Lit(n int64) string { return "toInt64(" + strconv.FormatInt(n, 10) + ")" }
 
@@ -103,11 +119,11 @@ func bucketSQL(i, n int) string {
 
 // namesList is the distinct event names of conds (only of those with
 // property filters when onlyFiltered) as quoted literals.
-func namesList(conds []analytics.Condition, onlyFiltered bool) []string {
+func (b *Backend) namesList(conds []analytics.Condition, onlyFiltered bool) []string {
 	var out []string
 	for _, c := range conds {
 		if len(c.Where) > 0 || !onlyFiltered {
-			if q := quote(c.Event); !slices.Contains(out, q) {
+			if q := b.quote(c.Event); !slices.Contains(out, q) {
 				out = append(out, q)
 			}
 		}
@@ -118,7 +134,7 @@ func namesList(conds []analytics.Condition, onlyFiltered bool) []string {
 // maskSQL is the UInt64 whose bit i says the event satisfies conds[i],
 // for the conditions without property filters (the others are added in
 // Go).
-func maskSQL(conds []analytics.Condition) string {
+func (b *Backend) maskSQL(conds []analytics.Condition) string {
 	bits := map[string]uint64{}
 	var order []string
 	for i, c := range conds {
@@ -136,7 +152,7 @@ func maskSQL(conds []analytics.Condition) string {
 	var s strings.Builder
 	s.WriteString("multiIf(")
 	for _, n := range order {
-		fmt.Fprintf(&s, "name = %s, toUInt64(%d), ", quote(n), bits[n])
+		fmt.Fprintf(&s, "name = %s, toUInt64(%d), ", b.quote(n), bits[n])
 	}
 	s.WriteString("toUInt64(0))")
 	return s.String()
@@ -145,13 +161,13 @@ func maskSQL(conds []analytics.Condition) string {
 // traitPrefilter is an SQL test that an event's JSON may carry trait, or
 // "" when none is safe: a key of plain ASCII appears as "name" in any
 // JSON encoder's output, others may be written with \u escapes.
-func traitPrefilter(trait string) string {
+func (b *Backend) traitPrefilter(trait string) string {
 	for _, r := range trait {
 		if r >= 0x7f || r == '<' || r == '>' || r == '&' {
 			return ""
 		}
 	}
-	return "position(raw, " + quote(`"`+trait+`"`) + ") > 0"
+	return "position(raw, " + b.quote(`"`+trait+`"`) + ") > 0"
 }
 
 // Scan implements [analytics.Source].
@@ -175,13 +191,13 @@ func (b *Backend) scan(ctx context.Context, spec analytics.ScanSpec, fn func(*an
 	if spec.All {
 		scanWhere += " AND name != '' AND type IN ('track', 'page', 'screen')"
 	} else {
-		scanWhere += " AND name IN (" + strings.Join(namesList(conds, false), ", ") + ")"
+		scanWhere += " AND name IN (" + strings.Join(b.namesList(conds, false), ", ") + ")"
 	}
 	// raw comes back for the events a filter or the property needs.
 	rawExpr := "''"
 	if spec.Property != "" {
 		rawExpr = "raw"
-	} else if f := namesList(conds, true); len(f) > 0 {
+	} else if f := b.namesList(conds, true); len(f) > 0 {
 		rawExpr = "if(name IN (" + strings.Join(f, ", ") + "), raw, '')"
 	}
 	ev := newEvaluator(spec)
@@ -195,7 +211,7 @@ func (b *Backend) scan(ctx context.Context, spec analytics.ScanSpec, fn func(*an
 		// Events that may carry the trait: any before To (no lower bound:
 		// the latest value before the range's end counts).
 		candidate = "timestamp < " + int64Lit(ceilMicro(spec.To.Time).UnixMicro())
-		if pf := traitPrefilter(spec.Trait); pf != "" {
+		if pf := b.traitPrefilter(spec.Trait); pf != "" {
 			candidate += " AND " + pf
 		}
 		where = "(" + scanWhere + ") OR (" + candidate + ")"
@@ -205,7 +221,7 @@ func (b *Backend) scan(ctx context.Context, spec analytics.ScanSpec, fn func(*an
 	if err != nil {
 		return err
 	}
-	inner := "SELECT _p, timestamp, name, type, raw, " + maskSQL(conds) + " AS _m, " + rawExpr + " AS _r, (" + scanWhere + ") AS _s, (" + candidate + ") AS _c FROM " +
+	inner := "SELECT _p, timestamp, name, type, raw, " + b.maskSQL(conds) + " AS _m, " + rawExpr + " AS _r, (" + scanWhere + ") AS _s, (" + candidate + ") AS _c FROM " +
 		b.fromSQL(linked, "timestamp, name, type, raw", where)
 	for i := 0; i < n; i++ {
 		q := "SELECT _p, " + cols + " FROM (" + inner + ") WHERE " + bucketSQL(i, n) + " GROUP BY _p HAVING countIf(_s) > 0"
@@ -314,9 +330,9 @@ func (b *Backend) journey(ctx context.Context, jq *analytics.JourneyQuery) (*ana
 	for k, s := range jq.Stages {
 		var names []string
 		for _, e := range s.Events {
-			names = append(names, quote(e))
-			if !slices.Contains(all, quote(e)) {
-				all = append(all, quote(e))
+			names = append(names, b.quote(e))
+			if !slices.Contains(all, b.quote(e)) {
+				all = append(all, b.quote(e))
 			}
 		}
 		in := "name IN (" + strings.Join(names, ", ") + ")"

@@ -15,7 +15,6 @@ import (
 
 	"tandem/analytics"
 	ach "tandem/analytics/clickhouse"
-	adb "tandem/analytics/duckdb"
 	"tandem/analytics/reftest"
 	"tandem/analytics/scripttest"
 	"tandem/event"
@@ -52,7 +51,7 @@ func TestScripts(t *testing.T) {
 		for _, f := range files {
 			t.Run(fmt.Sprintf("%s/bucket%d", filepath.Base(f), bucketRows), func(t *testing.T) {
 				s := open(t)
-				b := ach.New(s)
+				b := s.Analytics().(*ach.Backend)
 				b.BucketRows = bucketRows
 				scripttest.Run(t, f, s, b, b, *update && bucketRows != 1)
 			})
@@ -75,7 +74,7 @@ func TestFunnelCrossCheck(t *testing.T) {
 	if _, err := store.Append(ctx, evs); err != nil {
 		t.Fatal(err)
 	}
-	backend := ach.New(store)
+	backend := store.Analytics()
 	links := 0
 	for i := range cases {
 		if i == len(cases)/2 {
@@ -155,9 +154,9 @@ func TestAgainstDuckDB(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cb := ach.New(chs)
+	cb := chs.Analytics().(*ach.Backend)
 	cb.BucketRows = 700 // several buckets
-	db := adb.New(dds.DB())
+	db := dds.Analytics()
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	rng := analytics.Range{From: analytics.At(base.Add(2 * 86400 * time.Second)), To: analytics.At(base.Add(18 * 86400 * time.Second))}
 	cond := func(i int) analytics.Condition { return analytics.Condition{Event: names[i%len(names)]} }

@@ -1,5 +1,8 @@
 // Package clickhouse answers analytics queries over the ClickHouse event
-// store (eventstore/clickhouse), keeping to the SQL of ClickHouse 18.16.
+// store's tables, keeping to the SQL of ClickHouse 18.16. It knows no
+// store: eventstore/clickhouse hands it its connection, table names and
+// literal quoting ([Tables]) and offers the result as its Analytics
+// (analytics.Provider).
 //
 // # How it reads
 //
@@ -15,7 +18,8 @@
 // one bucket per BucketRows matching events, which bounds the server's
 // memory as well.
 //
-// Property filters are evaluated in Go on the event's JSON: 18.16 has no
+// Property filters are evaluated in Go on the event's JSON, with
+// [analytics.Test.Eval] (the one definition of the operators): 18.16 has no
 // JSON path functions (JSONExtract came later), and its visitParam
 // functions find a key anywhere in the document, not under properties.
 // Only events whose name belongs to a filtered condition bring their JSON

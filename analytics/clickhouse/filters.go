@@ -3,9 +3,6 @@ package clickhouse
 import (
 	"bytes"
 	"encoding/json"
-	"slices"
-	"strconv"
-	"strings"
 
 	"tandem/analytics"
 )
@@ -14,14 +11,16 @@ import (
 // reads its breakdown property, from events' JSON.
 type evaluator struct {
 	conds    []analytics.Condition
+	tests    [][]analytics.Test // per condition, its filters' tests
 	property string
 	filtered bool // some condition has filters
 }
 
 func newEvaluator(spec analytics.ScanSpec) *evaluator {
-	e := &evaluator{conds: spec.Conditions, property: spec.Property}
-	for _, c := range spec.Conditions {
-		if len(c.Where) > 0 {
+	e := &evaluator{conds: spec.Conditions, property: spec.Property, tests: make([][]analytics.Test, len(spec.Conditions))}
+	for i, c := range spec.Conditions {
+		for _, f := range c.Where {
+			e.tests[i] = append(e.tests[i], f.Test())
 			e.filtered = true
 		}
 	}
@@ -42,8 +41,8 @@ func (e *evaluator) eval(raw string, pt *analytics.Point) {
 			continue
 		}
 		ok := true
-		for _, f := range c.Where {
-			if !matchFilter(f, extract(doc.Properties, f.Property)) {
+		for j, f := range c.Where {
+			if !e.tests[i][j].Eval(extract(doc.Properties, f.Property)) {
 				ok = false
 				break
 			}
@@ -84,60 +83,6 @@ func extract(obj map[string]json.RawMessage, key string) *string {
 		s = string(v)
 	}
 	return &s
-}
-
-// matchFilter is [analytics.Filter]'s rule for the value x (nil:
-// missing): numbers compared as numbers when the filter's value is one,
-// else as text; a missing property fails every op but neq and
-// not_exists.
-func matchFilter(f analytics.Filter, x *string) bool {
-	num := func() (float64, bool) {
-		if x == nil {
-			return 0, false
-		}
-		n, err := strconv.ParseFloat(*x, 64)
-		return n, err == nil
-	}
-	eq := func(v any) bool {
-		if x == nil {
-			return false
-		}
-		if n, ok := v.(float64); ok {
-			y, ok := num()
-			return ok && y == n
-		}
-		return *x == analytics.ScalarString(v)
-	}
-	switch f.Op {
-	case "eq":
-		return eq(f.Value)
-	case "neq":
-		return !eq(f.Value)
-	case "in":
-		return slices.ContainsFunc(f.Value.([]any), eq)
-	case "contains":
-		return x != nil && strings.Contains(*x, f.Value.(string))
-	case "gt", "gte", "lt", "lte":
-		y, ok := num()
-		if !ok {
-			return false
-		}
-		n := f.Value.(float64)
-		switch f.Op {
-		case "gt":
-			return y > n
-		case "gte":
-			return y >= n
-		case "lt":
-			return y < n
-		}
-		return y <= n
-	case "exists":
-		return x != nil
-	case "not_exists":
-		return x == nil
-	}
-	return false
 }
 
 // latestTrait is the trait's value on the latest event that carries it

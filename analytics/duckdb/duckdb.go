@@ -1,12 +1,15 @@
-// Package duckdb answers analytics queries over the embedded DuckDB event
-// store (eventstore/duckdb): funnels and journeys in one SQL query each
-// (see [FunnelSQL] and [Backend.Journey]), paths and retention through the
-// Go engine over [Backend.Scan], a streaming [analytics.Source].
+// Package duckdb answers analytics queries in DuckDB SQL over an event
+// store's tables: funnels and journeys in one SQL query each (see
+// [Backend.FunnelSQL] and [Backend.Journey]), paths and retention through
+// the Go engine over [Backend.Scan], a streaming [analytics.Source].
 //
-// Queries run on the store's connection pool and so with its DuckDB
-// settings: `tandem serve` keeps one worker thread for the whole store
-// (measured best for ingest, which shares the machine); `tandem bench
-// funnel` measures with --threads (default: the number of cores).
+// It knows no store: the embedded event store (eventstore/duckdb) hands
+// it its database and [Tables] and offers the result as its Analytics
+// (analytics.Provider). Queries run on the store's connection pool and
+// so with its DuckDB settings: `tandem serve` keeps one worker thread for
+// the whole store (measured best for ingest, which shares the machine);
+// `tandem bench funnel` measures with --threads (default: the number of
+// cores).
 package duckdb
 
 import (
@@ -26,42 +29,48 @@ import (
 type Backend struct {
 	analytics.Engine
 	db *sql.DB
+	t  Tables
 }
 
 var _ analytics.Backend = (*Backend)(nil)
 
-// New returns a Backend over db, a database with eventstore/duckdb's
-// events and profile_links tables.
-func New(db *sql.DB) *Backend {
-	b := &Backend{db: db}
+// Tables names the event store's tables the backend reads, as the store
+// defines them (eventstore/duckdb passes its own; see its Analytics).
+// The backend reads these columns:
+//
+//	Events: timestamp TIMESTAMPTZ, name, type, raw (the event's JSON),
+//	        user_id, anonymous_id (NULL when the event has none)
+//	Links:  key (eventstore.ProfileKey), profile_id: one row per linked key
+type Tables struct {
+	Events string
+	Links  string
+}
+
+// New returns a Backend that reads the tables t of db.
+func New(db *sql.DB, t Tables) *Backend {
+	b := &Backend{db: db, t: t}
 	b.Src = b
 	return b
 }
 
-// fromEvents joins each event to its profile link; profileExpr is then the
-// event's profile (eventstore.ProfileOf).
-const (
-	fromEvents  = `events e LEFT JOIN profile_links l ON l.key = (CASE WHEN e.user_id IS NOT NULL THEN 'user_id:' || e.user_id ELSE 'anonymous_id:' || e.anonymous_id END)`
-	profileExpr = `coalesce(l.profile_id, e.user_id, e.anonymous_id)`
-)
-
 // linked reports whether any profile link exists. With none (identity
 // resolution not in use, or not yet), an event's profile is its user or
-// anonymous id and queries leave out the join to profile_links: about a
+// anonymous id and queries leave out the join to the links: about a
 // fifth of a funnel's time over 10 M events.
 func (b *Backend) linked(ctx context.Context) (bool, error) {
 	var n int64
-	err := b.db.QueryRowContext(ctx, "SELECT count(*) FROM (SELECT 1 FROM profile_links LIMIT 1)").Scan(&n)
+	err := b.db.QueryRowContext(ctx, "SELECT count(*) FROM (SELECT 1 FROM "+b.t.Links+" LIMIT 1)").Scan(&n)
 	return n > 0, err
 }
 
-// profileSource is the profile expression and the FROM clause for events
-// e, with or without the links join.
-func profileSource(linked bool) (profile, from string) {
+// profileSource is the event's profile (eventstore.ProfileOf) and the
+// FROM clause for events e, joined to their key's link l when linked.
+func (b *Backend) profileSource(linked bool) (profile, from string) {
 	if linked {
-		return profileExpr, fromEvents
+		return "coalesce(l.profile_id, e.user_id, e.anonymous_id)",
+			b.t.Events + " e LEFT JOIN " + b.t.Links + " l ON l.key = (CASE WHEN e.user_id IS NOT NULL THEN 'user_id:' || e.user_id ELSE 'anonymous_id:' || e.anonymous_id END)"
 	}
-	return "coalesce(e.user_id, e.anonymous_id)", "events e"
+	return "coalesce(e.user_id, e.anonymous_id)", b.t.Events + " e"
 }
 
 // maxConditions is the most conditions a scan takes: masks are BIGINT.
@@ -110,41 +119,29 @@ func propPath(name string) string { return `$.properties."` + name + `"` }
 func (q *query) condSQL(c analytics.Condition) string {
 	parts := []string{"e.name = " + q.param(c.Event)}
 	for _, f := range c.Where {
-		parts = append(parts, "coalesce("+q.filterSQL(f)+", false)")
+		parts = append(parts, q.filterSQL(f))
 	}
 	return "(" + strings.Join(parts, " AND ") + ")"
 }
 
+// filterSQL is f as a boolean that is never NULL: its [analytics.Test]
+// rendered with DuckDB's spelling of each primitive over the property's
+// text (json_extract_string: NULL when missing or JSON null).
 func (q *query) filterSQL(f analytics.Filter) string {
 	x := "json_extract_string(e.raw, " + q.param(propPath(f.Property)) + ")"
-	eq := func(v any) string {
-		if n, ok := v.(float64); ok {
-			return "TRY_CAST(" + x + " AS DOUBLE) = " + q.param(n)
+	return f.Test().SQL(func(t analytics.Test) string {
+		switch t.Kind {
+		case analytics.Present:
+			return x + " IS NOT NULL"
+		case analytics.TextEq:
+			return x + " = " + q.param(t.Text)
+		case analytics.TextContains:
+			return "contains(" + x + ", " + q.param(t.Text) + ")"
+		case analytics.NumCmp:
+			return "TRY_CAST(" + x + " AS DOUBLE) " + t.Cmp + " " + q.param(t.Num)
 		}
-		return x + " = " + q.param(analytics.ScalarString(v))
-	}
-	switch f.Op {
-	case "eq":
-		return eq(f.Value)
-	case "neq":
-		return "NOT coalesce(" + eq(f.Value) + ", false)"
-	case "in":
-		var ors []string
-		for _, v := range f.Value.([]any) {
-			ors = append(ors, "coalesce("+eq(v)+", false)")
-		}
-		return "(" + strings.Join(ors, " OR ") + ")"
-	case "contains":
-		return "contains(" + x + ", " + q.param(f.Value.(string)) + ")"
-	case "gt", "gte", "lt", "lte":
-		op := map[string]string{"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[f.Op]
-		return "TRY_CAST(" + x + " AS DOUBLE) " + op + " " + q.param(f.Value.(float64))
-	case "exists":
-		return x + " IS NOT NULL"
-	case "not_exists":
-		return x + " IS NULL"
-	}
-	panic("analytics/duckdb: unvalidated filter op " + f.Op)
+		panic(fmt.Sprintf("analytics/duckdb: no primitive %d", t.Kind))
+	})
 }
 
 // maskSQL is a BIGINT whose bit i says the event satisfies conds[i].
@@ -172,8 +169,8 @@ func (q *query) namesSQL(conds []analytics.Condition) string {
 
 // traitSQL is a query of (p, v): each profile's latest value of trait
 // before to (ties: the greatest value).
-func (q *query) traitSQL(trait string, to time.Time, linked bool) string {
-	prof, from := profileSource(linked)
+func (b *Backend) traitSQL(q *query, trait string, to time.Time, linked bool) string {
+	prof, from := b.profileSource(linked)
 	return `SELECT p, arg_max(v, (t, v)) AS v FROM (
 		SELECT ` + prof + ` AS p, e.timestamp AS t,
 			coalesce(CASE WHEN e.type = 'identify' THEN json_extract_string(e.raw, ` + q.param(`$.traits."`+trait+`"`) + `) END,
@@ -193,7 +190,7 @@ func (b *Backend) Scan(ctx context.Context, spec analytics.ScanSpec, fn func(*an
 	if err != nil {
 		return fmt.Errorf("analytics/duckdb: scan: %w", err)
 	}
-	prof, from := profileSource(linked)
+	prof, from := b.profileSource(linked)
 	var q query
 	cols := "p, t, m"
 	inner := prof + " AS p, epoch_us(e.timestamp) AS t, " + q.maskSQL(spec.Conditions) + " AS m"
@@ -218,7 +215,7 @@ func (b *Backend) Scan(ctx context.Context, spec analytics.ScanSpec, fn func(*an
 		s += " SELECT " + cols + " FROM ev WHERE m <> 0"
 	}
 	if spec.Trait != "" {
-		s = "WITH x AS (" + s + "), tr AS (" + q.traitSQL(spec.Trait, spec.To.Time, linked) + ") SELECT x.*, tr.v FROM x LEFT JOIN tr USING (p)"
+		s = "WITH x AS (" + s + "), tr AS (" + b.traitSQL(&q, spec.Trait, spec.To.Time, linked) + ") SELECT x.*, tr.v FROM x LEFT JOIN tr USING (p)"
 	}
 	order := "p, t, m"
 	if spec.Names {
@@ -290,7 +287,7 @@ func (b *Backend) Funnel(ctx context.Context, fq *analytics.FunnelQuery) (*analy
 	if err != nil {
 		return nil, fmt.Errorf("analytics/duckdb: funnel: %w", err)
 	}
-	s, args, ok := funnelSQL(fq, linked)
+	s, args, ok := b.funnelSQL(fq, linked)
 	if !ok {
 		return b.Engine.Funnel(ctx, fq)
 	}
@@ -364,10 +361,12 @@ func (b *Backend) Funnel(ctx context.Context, fq *analytics.FunnelQuery) (*analy
 // twice. A profile's depth is the deepest over its starts, and its times
 // are the chain from the latest start reaching that depth, which is the
 // chain the Go engine reports.
-func FunnelSQL(fq *analytics.FunnelQuery) (string, []any, bool) { return funnelSQL(fq, true) }
+func (b *Backend) FunnelSQL(fq *analytics.FunnelQuery) (string, []any, bool) {
+	return b.funnelSQL(fq, true)
+}
 
-// funnelSQL leaves out the profile_links join when linked is false.
-func funnelSQL(fq *analytics.FunnelQuery, linked bool) (string, []any, bool) {
+// funnelSQL leaves out the links join when linked is false.
+func (be *Backend) funnelSQL(fq *analytics.FunnelQuery, linked bool) (string, []any, bool) {
 	if !fq.Strict && fq.Overlapping() {
 		return "", nil, false
 	}
@@ -384,7 +383,7 @@ func funnelSQL(fq *analytics.FunnelQuery, linked bool) (string, []any, bool) {
 		bv = "CASE WHEN m & 1 <> 0 THEN json_extract_string(raw, " + q.param(propPath(fq.Breakdown.Property)) + ") END"
 	}
 	var b strings.Builder
-	prof, from := profileSource(linked)
+	prof, from := be.profileSource(linked)
 	fmt.Fprintf(&b, "WITH ev0 AS (SELECT %s AS p, epoch_us(e.timestamp) AS t, %s AS m, e.raw AS raw FROM %s WHERE %s AND %s),\n",
 		prof, q.maskSQL(conds), from, q.rangeSQL(fq.Range), q.namesSQL(conds))
 	fmt.Fprintf(&b, "ev AS (SELECT p, t, m, %s AS bv FROM ev0 WHERE m <> 0),\n", bv)
@@ -415,7 +414,7 @@ func funnelSQL(fq *analytics.FunnelQuery, linked bool) (string, []any, bool) {
 	fmt.Fprintf(&b, ",\nper AS (SELECT p, arg_max(struct_pack(d := %s, %s), (%s, t1)) AS c, %s AS g FROM j%d GROUP BY p)", depth, fields, depth, group, n)
 	from = "per"
 	if fq.Breakdown != nil && fq.Breakdown.Trait != "" {
-		fmt.Fprintf(&b, ",\ntr AS (%s)", q.traitSQL(fq.Breakdown.Trait, fq.To.Time, linked))
+		fmt.Fprintf(&b, ",\ntr AS (%s)", be.traitSQL(&q, fq.Breakdown.Trait, fq.To.Time, linked))
 		from = "(SELECT per.p, per.c, tr.v AS g FROM per LEFT JOIN tr USING (p))"
 	}
 	if fq.Breakdown == nil {
@@ -470,7 +469,7 @@ func (b *Backend) Journey(ctx context.Context, jq *analytics.JourneyQuery) (*ana
 	if err != nil {
 		return nil, fmt.Errorf("analytics/duckdb: journey: %w", err)
 	}
-	prof, from := profileSource(linked)
+	prof, from := b.profileSource(linked)
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "WITH ev AS (SELECT %s AS p, epoch_us(e.timestamp) AS t, %s AS m FROM %s WHERE %s AND e.name IN (%s)),\nper AS (SELECT p",
 		prof, mask.String(), from, q.rangeSQL(jq.Range), strings.Join(names, ", "))

@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"tandem/analytics"
 	adb "tandem/analytics/duckdb"
 	"tandem/analytics/scripttest"
 	"tandem/eventstore/duckdb"
@@ -29,8 +28,7 @@ func TestScripts(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer store.Close()
-			backend := adb.New(store.DB())
-			var _ analytics.Source = backend
+			backend := store.Analytics().(*adb.Backend)
 			scripttest.Run(t, f, store, backend, backend, *update)
 		})
 	}

@@ -32,7 +32,7 @@ func TestFunnelCrossCheck(t *testing.T) {
 	if _, err := store.Append(ctx, evs); err != nil {
 		t.Fatal(err)
 	}
-	backend := adb.New(store.DB())
+	backend := store.Analytics().(*adb.Backend)
 	engine := &analytics.Engine{Src: backend}
 	sqlCases := 0
 	for i := range cases {
@@ -55,7 +55,7 @@ func TestFunnelCrossCheck(t *testing.T) {
 				t.Fatalf("case %d %s:\n%s\nquery %+v\nevents %+v", i, name, d, q, c.Events)
 			}
 		}
-		if _, _, ok := adb.FunnelSQL(&c.Query); ok {
+		if _, _, ok := backend.FunnelSQL(&c.Query); ok {
 			sqlCases++
 		}
 	}

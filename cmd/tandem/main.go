@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"tandem/audit/auditcmd"
 	"tandem/bench"
 	"tandem/config"
 	"tandem/imports/importcmd"
@@ -22,9 +23,17 @@ const usage = `tandem — self-hosted customer data and journey platform
 
 Usage:
   tandem serve [--data-dir DIR] [--addr HOST:PORT] [--config FILE] [flags]
+      run a node: collection, pipeline, management API
   tandem import --source NAME|ID [--format csv|ndjson] [--mapping FILE] FILE|-
-  tandem bench ingest|funnel|import [flags]
+      import a CSV or NDJSON file of offline touchpoints into a running node
+  tandem audit verify [--data-dir DIR | --state URL]
+      check the audit log's hash chain and name the first broken entry
+  tandem bench ingest|funnel|import|identity [flags]
+      measure collection, analytics, bulk import, identity resolution
   tandem version
+      print the version
+  tandem help
+      print this
 
 Run "tandem COMMAND --help" for a command's flags. Every flag can also be
 set with an environment variable TANDEM_<FLAG> (e.g. TANDEM_DATA_DIR).
@@ -52,6 +61,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "import":
 		return importcmd.Main(args[1:], os.Getenv, os.Stdin, stdout, stderr)
+	case "audit":
+		return auditcmd.Main(args[1:], os.Getenv, stdout, stderr)
 	case "apply":
 		fmt.Fprintf(stderr, "tandem %s: not available in this version yet\n", args[0])
 		return 2

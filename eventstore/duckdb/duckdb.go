@@ -240,6 +240,18 @@ func (s *Store) Count(ctx context.Context) (int64, error) {
 	return n, nil
 }
 
+// Ping checks the database handle: an embedded store answers while it is
+// open.
+func (s *Store) Ping(ctx context.Context) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	if err := s.db.PingContext(ctx); err != nil {
+		return fmt.Errorf("eventstore/duckdb: ping: %w", err)
+	}
+	return nil
+}
+
 // Close waits for a running Append, then closes the database. Data of
 // completed Appends is durable. Close is idempotent.
 func (s *Store) Close() error {

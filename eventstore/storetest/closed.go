@@ -34,4 +34,7 @@ func RunClosed(t *testing.T, s eventstore.Store, errClosed error) {
 	if _, err := s.Count(ctx); !errors.Is(err, errClosed) {
 		t.Errorf("Count after Close: %v", err)
 	}
+	if err := s.Ping(ctx); !errors.Is(err, errClosed) {
+		t.Errorf("Ping after Close: %v", err)
+	}
 }

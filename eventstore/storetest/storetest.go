@@ -6,6 +6,9 @@
 //		storetest.Run(t, func(t *testing.T) eventstore.Store { ... })
 //	}
 //
+// A store that offers analytics (analytics.Provider, as both stores do)
+// has its own backend checked against its layout too (case Analytics).
+//
 // What the suite allows implementations to differ on:
 //   - time precision: a returned time must equal the appended one, or the
 //     appended one truncated to the microsecond; List's From/To are compared
@@ -62,6 +65,8 @@ func Run(t *testing.T, open func(t *testing.T) eventstore.Store) {
 		{"ConcurrentReadersSeeWholeBatches", testConcurrentReaders},
 		{"AtomicOnCancel", testAtomicOnCancel},
 		{"ProfileLinks", testProfileLinks},
+		{"Ping", testPing},
+		{"Analytics", testAnalytics},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"tandem/access"
 	"tandem/governance"
@@ -30,6 +31,69 @@ func Run(t *testing.T, open func(t *testing.T) *statestore.DB) {
 	t.Run("Decide", func(t *testing.T) { t.Parallel(); testDecide(t, newEnv(t, open)) })
 	t.Run("Destinations", func(t *testing.T) { t.Parallel(); testDestinations(t, newEnv(t, open)) })
 	t.Run("DestinationValidation", func(t *testing.T) { t.Parallel(); testDestinationValidation(t, newEnv(t, open)) })
+	t.Run("AllowedOrigins", func(t *testing.T) { t.Parallel(); testAllowedOrigins(t, newEnv(t, open)) })
+	t.Run("SourceByRef", func(t *testing.T) { t.Parallel(); testSourceByRef(t, newEnv(t, open)) })
+	t.Run("WriteKeyCache", func(t *testing.T) { t.Parallel(); testWriteKeyCache(t, newEnv(t, open)) })
+}
+
+// testSourceByRef: a source is found by its id or its name, in any case.
+func testSourceByRef(t *testing.T, e *env) {
+	ctx := context.Background()
+	src, _, err := e.s.CreateSource(ctx, valid("Call Centre"), e.users[access.RoleAdmin])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ref := range []string{src.ID, "Call Centre", "call centre", " CALL CENTRE "} {
+		got, err := e.s.SourceByRef(ctx, ref)
+		if err != nil || got.ID != src.ID {
+			t.Errorf("SourceByRef(%q) = %s, %v; want %s", ref, got.ID, err, src.ID)
+		}
+	}
+	for _, ref := range []string{"", "call", "src_nope"} {
+		if _, err := e.s.SourceByRef(ctx, ref); !errors.Is(err, statestore.ErrNotFound) {
+			t.Errorf("SourceByRef(%q): %v, want ErrNotFound", ref, err)
+		}
+	}
+}
+
+// testWriteKeyCache: a decision takes effect at once for lookups through
+// the Store that made it, and within the cache's lifetime for another
+// node's Store over the same database.
+func testWriteKeyCache(t *testing.T, e *env) {
+	ctx := context.Background()
+	other := governance.NewStore(e.db) // a second node
+	const ttl = 300 * time.Millisecond
+	other.SetWriteKeyTTL(ttl)
+	src, key, err := e.s.CreateSource(ctx, valid("shop"), e.users[access.RoleIT])
+	if err != nil {
+		t.Fatal(err)
+	}
+	approval := func(s *governance.Store) string {
+		t.Helper()
+		got, err := s.LookupWriteKey(ctx, key)
+		if err != nil {
+			t.Fatalf("LookupWriteKey: %v", err)
+		}
+		return got.Approval
+	}
+	if a, b := approval(e.s), approval(other); a != governance.Pending || b != governance.Pending {
+		t.Fatalf("new source: %s on its node, %s on the other; want pending", a, b)
+	}
+	for _, step := range []struct{ decision, want string }{{governance.Approve, governance.Approved}, {governance.Reject, governance.Rejected}} {
+		if _, err := e.s.Decide(ctx, src.ID, step.decision, "", e.users[access.RoleAdmin]); err != nil {
+			t.Fatal(err)
+		}
+		if got := approval(e.s); got != step.want {
+			t.Errorf("after %s, the deciding node sees %s; want %s at once", step.decision, got, step.want)
+		}
+		time.Sleep(ttl + 50*time.Millisecond)
+		if got := approval(other); got != step.want {
+			t.Errorf("after %s and the cache's lifetime, the other node sees %s; want %s", step.decision, got, step.want)
+		}
+	}
+	if _, err := e.s.LookupWriteKey(ctx, governance.WriteKeyPrefix+"nope"); !errors.Is(err, governance.ErrUnknownKey) {
+		t.Errorf("unknown key: %v", err)
+	}
 }
 
 type env struct {
@@ -166,7 +230,7 @@ func equal(a, b governance.Source) bool {
 	return a.ID == b.ID && a.Name == b.Name && a.Kind == b.Kind && a.Owner == b.Owner &&
 		a.Purpose == b.Purpose && slices.Equal(a.DataCategories, b.DataCategories) &&
 		a.MonthlyCost == b.MonthlyCost && a.Approval == b.Approval && a.CreatedAt.Equal(b.CreatedAt) &&
-		a.CreatedBy == b.CreatedBy
+		a.CreatedBy == b.CreatedBy && slices.Equal(a.AllowedOrigins, b.AllowedOrigins)
 }
 
 func testCreateApproval(t *testing.T, e *env) {
@@ -456,5 +520,58 @@ func testDecide(t *testing.T, e *env) {
 	}
 	if ds, err := e.s.ListDecisions(ctx, other.ID); err != nil || len(ds) != 0 {
 		t.Fatalf("ListDecisions(other) = %v, %v; want none", ds, err)
+	}
+}
+
+func testAllowedOrigins(t *testing.T, e *env) {
+	ctx := context.Background()
+	admin := e.users[access.RoleAdmin]
+	src := valid("shop web")
+	src.AllowedOrigins = []string{" https://Shop.example.com/ ", "https://*.example.org", "https://shop.example.com", "http://localhost:3000"}
+	got, key, err := e.s.CreateSource(ctx, src, admin)
+	if err != nil {
+		t.Fatalf("CreateSource: %v", err)
+	}
+	want := []string{"https://shop.example.com", "https://*.example.org", "http://localhost:3000"}
+	if !slices.Equal(got.AllowedOrigins, want) {
+		t.Fatalf("created with %q, want %q (normalized, no duplicates)", got.AllowedOrigins, want)
+	}
+	if by, err := e.s.SourceByWriteKey(ctx, key); err != nil || !slices.Equal(by.AllowedOrigins, want) {
+		t.Fatalf("SourceByWriteKey: %v %q", err, by.AllowedOrigins)
+	}
+	if plain, _, err := e.s.CreateSource(ctx, valid("no origins"), admin); err != nil || plain.AllowedOrigins == nil || len(plain.AllowedOrigins) != 0 {
+		t.Fatalf("a source without allowed origins: %v %#v", err, plain.AllowedOrigins)
+	}
+	for _, bad := range [][]string{
+		{"shop.example.com"}, {"ftp://shop.example.com"}, {"https://shop.example.com/path"}, {"https://"},
+		{"https://a.example.com:x"}, {"https://user@shop.example.com"}, {"https://*"},
+		slices.Repeat([]string{"https://a.example.com"}, governance.MaxAllowedOrigins+1),
+	} {
+		s := valid("bad origins")
+		s.AllowedOrigins = bad
+		_, _, err := e.s.CreateSource(ctx, s, admin)
+		var fe *governance.FieldError
+		if !errors.As(err, &fe) || fe.Field != "allowedOrigins" {
+			t.Errorf("CreateSource with %.60q: %v, want a field error for allowedOrigins", bad, err)
+		}
+		if _, err := e.s.SetAllowedOrigins(ctx, got.ID, bad, admin); !errors.As(err, &fe) || fe.Field != "allowedOrigins" {
+			t.Errorf("SetAllowedOrigins %.60q: %v", bad, err)
+		}
+	}
+	up, err := e.s.SetAllowedOrigins(ctx, got.ID, []string{"https://new.example.com"}, admin)
+	if err != nil || !slices.Equal(up.AllowedOrigins, []string{"https://new.example.com"}) {
+		t.Fatalf("SetAllowedOrigins: %v %q", err, up.AllowedOrigins)
+	}
+	if g := mustGet(t, e, got.ID); !slices.Equal(g.AllowedOrigins, []string{"https://new.example.com"}) || g.Approval != got.Approval {
+		t.Errorf("after SetAllowedOrigins: %+v", g)
+	}
+	if up, err = e.s.SetAllowedOrigins(ctx, got.ID, nil, admin); err != nil || len(up.AllowedOrigins) != 0 {
+		t.Errorf("clearing: %v %q", err, up.AllowedOrigins)
+	}
+	if _, err := e.s.SetAllowedOrigins(ctx, "src_nope", nil, admin); !errors.Is(err, statestore.ErrNotFound) {
+		t.Errorf("unknown source: %v", err)
+	}
+	if _, err := e.s.SetAllowedOrigins(ctx, got.ID, nil, e.users[access.RoleAnalyst]); !errors.Is(err, governance.ErrForbidden) {
+		t.Errorf("analyst: %v, want forbidden", err)
 	}
 }

@@ -246,10 +246,31 @@ func Main(args []string, getenv func(string) string, stdin io.Reader, stdout, st
 			fmt.Fprintf(stderr, "tandem import: stopped; run the same command again to resume import %s\n", st.ID)
 			return 1
 		}
-		fmt.Fprintf(stderr, "tandem import: %v\n(run the same command again to resume import %s)\n", err, st.ID)
+		fmt.Fprintf(stderr, "tandem import: %v\n%s\n", err, afterFailure(err, st.ID))
 		return code
 	}
 	return report(stdout, stderr, final)
+}
+
+// afterFailure says what to do after the data upload failed with err: run
+// the same command again only where that can help (the server or the
+// connection failed); for data or a mapping the server refused, a rerun
+// would fail the same way, so it says what to fix.
+func afterFailure(err error, id string) string {
+	var he *httpError
+	if !errors.As(err, &he) || he.Status >= 500 {
+		return fmt.Sprintf("(run the same command again to resume import %s)", id)
+	}
+	switch {
+	case he.Code == "invalid_mapping" || he.Code == "invalid_file":
+		return "(the file does not fit the mapping: fix the mapping or the file, then run the command again; " +
+			"a changed file or mapping is a new import, and rows imported already are not duplicated)"
+	case he.Status == 409:
+		return fmt.Sprintf("(import %s is running from another command; wait for it, then run this command again to resume or check it)", id)
+	case he.Status == 401 || he.Status == 403:
+		return "(fix the credentials or the source's approval, then run the same command again to resume)"
+	}
+	return "(fix what the message names, then run the command again; rows imported already are not duplicated)"
 }
 
 // report prints how an import ended and returns the exit code.
@@ -310,6 +331,15 @@ type client struct {
 	base, token string
 	hc          *http.Client
 }
+
+// httpError is an error answer of the server.
+type httpError struct {
+	Status int
+	Code   string // the error shape's code
+	text   string
+}
+
+func (e *httpError) Error() string { return e.text }
 
 // apiError is the API's one error shape.
 type apiError struct {
@@ -383,7 +413,7 @@ func (c *client) send(req *http.Request, out any) (int, error) {
 		if resp.StatusCode == 401 {
 			msg += " (check --token / TANDEM_TOKEN)"
 		}
-		return code, fmt.Errorf("%s: %s", resp.Status, msg)
+		return code, &httpError{Status: resp.StatusCode, Code: e.Error.Code, text: fmt.Sprintf("%s: %s", resp.Status, msg)}
 	}
 	if err := json.Unmarshal(b, out); err != nil {
 		return 1, fmt.Errorf("unexpected answer from the server: %w", err)

@@ -15,6 +15,7 @@ import (
 	"tandem/quarantine"
 	"tandem/statestore"
 	"tandem/statestore/postgres"
+	"tandem/statestore/postgres/pgtest"
 	"tandem/statestore/statetest"
 	"tandem/testserver"
 )
@@ -22,10 +23,7 @@ import (
 func TestMain(m *testing.M) { testserver.Main(m) }
 
 // open returns a state store on a fresh database, closed when t ends.
-func open(t *testing.T) *statestore.DB {
-	t.Helper()
-	return openURL(t, testserver.Postgres(t))
-}
+func open(t *testing.T) *statestore.DB { return pgtest.Open(t) }
 
 func openURL(t *testing.T, u string) *statestore.DB {
 	t.Helper()

@@ -1,13 +1,13 @@
 // Package statetest is the contract suite every state store
 // backend must pass. [Run] checks the [statestore.DB] behaviour the concept
 // packages rely on (migrations, conflicts, transactions, concurrent writers,
-// placeholder rebinding) and then runs the suites of the concept packages
-// themselves (access, governance, quarantine) against the backend, so that
-// a new backend is tested with everything that runs on it.
+// placeholder rebinding).
 //
-// The concept packages do not import this package (it imports them); each
-// has its own suite package (access/accesstest, …) that its tests run on
-// SQLite.
+// The concept packages (access, governance, quarantine, identity, audit) each
+// have their own suite (access/accesstest, …), and their tests run it on
+// every backend with [Each]: a new backend is added to Each, and so is
+// tested with everything that runs on it. This package imports no concept
+// package, so no package below the concepts imports one above.
 package statetest
 
 import (
@@ -20,12 +20,20 @@ import (
 	"testing"
 	"time"
 
-	"tandem/access/accesstest"
-	"tandem/governance/governancetest"
-	"tandem/identity/identitytest"
-	"tandem/quarantine/quarantinetest"
 	"tandem/statestore"
+	"tandem/statestore/postgres/pgtest"
+	"tandem/statestore/sqlite/sqlitetest"
 )
+
+// Each runs suite once on every state store backend, as subtests named
+// after it: "sqlite", and "postgres" on the test server (skipped when
+// PostgreSQL is not installed, unless TANDEM_TEST_SERVERS=require). A
+// test binary that calls it stops the test servers with testserver.Main
+// in its TestMain.
+func Each(t *testing.T, suite func(t *testing.T, open func(t *testing.T) *statestore.DB)) {
+	t.Run("sqlite", func(t *testing.T) { suite(t, sqlitetest.Open) })
+	t.Run("postgres", func(t *testing.T) { suite(t, pgtest.Open) })
+}
 
 // Run runs the contract suite. open must return a new, empty database for
 // each call and register its cleanup (the suite closes nothing); it is
@@ -41,10 +49,6 @@ func Run(t *testing.T, open func(t *testing.T) *statestore.DB) {
 	t.Run("ReadDuringWrite", func(t *testing.T) { t.Parallel(); testReadDuringWrite(t, open) })
 	t.Run("Rebind", func(t *testing.T) { t.Parallel(); testRebind(t, open) })
 	t.Run("Bytes", func(t *testing.T) { t.Parallel(); testBytes(t, open) })
-	t.Run("access", func(t *testing.T) { t.Parallel(); accesstest.Run(t, open) })
-	t.Run("governance", func(t *testing.T) { t.Parallel(); governancetest.Run(t, open) })
-	t.Run("quarantine", func(t *testing.T) { t.Parallel(); quarantinetest.Run(t, open) })
-	t.Run("identity", func(t *testing.T) { t.Parallel(); identitytest.Run(t, open) })
 }
 
 func count(t *testing.T, db *statestore.DB, query string, args ...any) int {
