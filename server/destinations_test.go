@@ -150,6 +150,16 @@ func TestDestinationsAPI(t *testing.T) {
 	if r := n.do("DELETE", "/api/v1/destinations/"+id, "bearer:"+it, nil, nil); r.status != 204 {
 		t.Fatalf("delete: %d %s", r.status, r.body)
 	}
+	// Every change is in the audit log, without the secret.
+	r = n.admin("GET", "/api/v1/audit?resource=destination/"+id, nil)
+	if r.status != 200 || strings.Contains(string(r.body), "topsecret") {
+		t.Fatalf("audit: %d %s", r.status, r.body)
+	}
+	for _, action := range []string{"destination.create", "destination.approval", "destination.replay", "destination.update", "destination.delete"} {
+		if !strings.Contains(string(r.body), `"`+action+`"`) {
+			t.Errorf("audit log lacks %s: %s", action, r.body)
+		}
+	}
 	checkError(t, n.admin("GET", "/api/v1/destinations/"+id, nil), 404, "not_found", "")
 	checkError(t, n.admin("DELETE", "/api/v1/destinations/"+id, nil), 404, "not_found", "")
 }
