@@ -26,7 +26,7 @@ func TestCan(t *testing.T) {
 	}{
 		{access.RoleAdmin, all},
 		{access.RoleIT, []access.Permission{access.ManageSources, access.DecideApprovals, access.ReadEvents,
-			access.ReadQuarantine, access.ReplayQuarantine, access.ReadCatalog, access.ReadAnalytics, access.RunImports, access.ReadExperiments, access.ReadAudit}},
+			access.ReadQuarantine, access.ReplayQuarantine, access.ReadCatalog, access.ReadAnalytics, access.RunImports, access.ReadExperiments, access.ReadAudit, access.ManageDestinations}},
 		{access.RoleMarketing, []access.Permission{access.ReadEvents, access.ReadCatalog, access.ReadAnalytics, access.ReadProfiles, access.ManageExperiments, access.ReadExperiments}},
 		{access.RoleAnalyst, []access.Permission{access.ReadEvents, access.ReadCatalog, access.ReadAnalytics, access.ReadProfiles, access.ManageExperiments, access.ReadExperiments}},
 		{access.RolePrivacy, []access.Permission{access.ReadEvents, access.ReadQuarantine, access.ReadCatalog, access.ReadProfiles, access.UnmergeProfiles, access.ReadAudit}},

@@ -53,15 +53,18 @@ const (
 	ManageExperiments Permission = "experiments:manage" // define experiments
 	ReadExperiments   Permission = "experiments:read"   // list experiments and read their results (aggregates)
 	ReadAudit         Permission = "audit:read"         // read the audit log: who changed what, who read whose data
+	// ManageDestinations: create, change and delete destinations, read
+	// their delivery attempts and replay their dead letters.
+	ManageDestinations Permission = "destinations:manage"
 )
 
 // Permissions lists every permission.
-var Permissions = []Permission{ManageUsers, ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadProfiles, UnmergeProfiles, ManageExperiments, ReadExperiments, ReadAudit}
+var Permissions = []Permission{ManageUsers, ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadProfiles, UnmergeProfiles, ManageExperiments, ReadExperiments, ReadAudit, ManageDestinations}
 
 // grants is the authorization table (see Can).
 var grants = map[Role][]Permission{
 	RoleAdmin:     Permissions,
-	RoleIT:        {ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadExperiments, ReadAudit},
+	RoleIT:        {ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadExperiments, ReadAudit, ManageDestinations},
 	RoleMarketing: {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles, ManageExperiments, ReadExperiments},
 	RoleAnalyst:   {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles, ManageExperiments, ReadExperiments},
 	RolePrivacy:   {ReadEvents, ReadQuarantine, ReadCatalog, ReadProfiles, UnmergeProfiles, ReadAudit},
@@ -71,18 +74,18 @@ var grants = map[Role][]Permission{
 
 // Can reports whether a user with role may do p. The table:
 //
-//	role       users  sources  approvals  events  quarantine     catalog  analytics  imports  profiles       experiments  audit
-//	                  manage   decide     read    read  replay   read     read       run      read  unmerge  manage read  read
-//	admin      yes    yes      yes        yes     yes   yes      yes      yes        yes      yes   yes      yes    yes   yes
-//	it         -      yes      yes        yes     yes   yes      yes      yes        yes      -     -        -      yes   yes
-//	marketing  -      -        -          yes     -     -        yes      yes        -        yes   -        yes    yes   -
-//	analyst    -      -        -          yes     -     -        yes      yes        -        yes   -        yes    yes   -
-//	privacy    -      -        -          yes     yes   -        yes      -          -        yes   yes      -      -     yes
-//	service    -      -        -          -       -     -        yes      yes        -        yes   -        -      yes   -
-//	sales      -      -        -          -       -     -        yes      yes        -        yes   -        -      yes   -
+//	role       users  sources  approvals  events  quarantine     catalog  analytics  imports  profiles       experiments  audit  destinations
+//	                  manage   decide     read    read  replay   read     read       run      read  unmerge  manage read  read   manage
+//	admin      yes    yes      yes        yes     yes   yes      yes      yes        yes      yes   yes      yes    yes   yes    yes
+//	it         -      yes      yes        yes     yes   yes      yes      yes        yes      -     -        -      yes   yes    yes
+//	marketing  -      -        -          yes     -     -        yes      yes        -        yes   -        yes    yes   -      -
+//	analyst    -      -        -          yes     -     -        yes      yes        -        yes   -        yes    yes   -      -
+//	privacy    -      -        -          yes     yes   -        yes      -          -        yes   yes      -      -     yes    -
+//	service    -      -        -          -       -     -        yes      yes        -        yes   -        -      yes   -      -
+//	sales      -      -        -          -       -     -        yes      yes        -        yes   -        -      yes   -      -
 //
 // That is: admin may do everything; it runs sources, approvals, events,
-// the quarantine and bulk imports; analyst and marketing read events and
+// the quarantine, bulk imports and destinations; analyst and marketing read events and
 // the catalogue; every role but privacy reads the analytics (aggregates
 // over the journey, with a few sample profile ids per hand-off);
 // privacy reads events and the quarantine (and the catalogue, which is its

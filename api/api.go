@@ -56,6 +56,8 @@ type Options struct {
 	// their results (nil: the results answer 503).
 	Experiments    *experiment.Store
 	ExperimentSums experiment.Aggregator
+	// Delivery runs destinations (nil: deliveries and replay answer 503).
+	Delivery Delivery
 }
 
 // API is the management API handler.
@@ -110,6 +112,7 @@ func New(opts Options) *API {
 	a.profileRoutes()
 	a.auditRoutes()
 	a.experimentRoutes()
+	a.destinationRoutes()
 	a.mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		apierror.Write(w, NotFound(r))
 	})

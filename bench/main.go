@@ -48,6 +48,8 @@ Commands:
             the event store alone
   dedup     the event store's messageId dedup with a full window: memory
             per id, load time, append rate against an empty store
+  delivery  collection to webhook latency at a given rate into two
+            destinations, and with one of them slow and failing
 
 Run "tandem bench COMMAND --help" for a command's flags.
 `
@@ -73,8 +75,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	case "dedup":
 		return dedupMain(args[1:], stdout, stderr)
 	case "delivery":
-		fmt.Fprintf(stderr, "tandem bench %s: not available in this version yet\n", args[0])
-		return 2
+		return deliveryMain(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, benchUsage)
 		return 0

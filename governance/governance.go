@@ -117,8 +117,9 @@ type Decision struct {
 // source (its approval, its write key) must call forgetKeys after its
 // transaction, so [Store.LookupWriteKey] sees the change at once.
 type Store struct {
-	db   *statestore.DB
-	keys *keyCache
+	db    *statestore.DB
+	keys  *keyCache
+	types DestinationTypes // checks destination configs; see destinations.go
 }
 
 // NewStore returns a Store over db, whose [Migrations] must be applied.

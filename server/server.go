@@ -26,6 +26,7 @@ import (
 	"tandem/audit"
 	"tandem/collect"
 	"tandem/config"
+	"tandem/delivery"
 	"tandem/event"
 	"tandem/eventlog"
 	"tandem/eventlog/jetstream"
@@ -104,6 +105,7 @@ type Server struct {
 	Identity   *identity.Store
 	Audit      *audit.Log
 	Pipeline   *pipeline.Pipeline
+	Delivery   *delivery.Manager // runs (Serve) only where the pipeline does
 	Metrics    *metrics.Registry
 	// Lag measures the pipeline's backlog in the log (see backpressure.go).
 	Lag *pipeline.Monitor
@@ -172,6 +174,8 @@ func open(ctx context.Context, cfg config.Config, logger *slog.Logger, h hooks) 
 	migs = append(migs, identity.Migrations()...)
 	migs = append(migs, audit.Migrations()...)
 	migs = append(migs, experiment.Migrations()...)
+	migs = append(migs, governance.DestinationMigrations()...)
+	migs = append(migs, delivery.Migrations()...)
 	if err := s.State.Migrate(ctx, migs...); err != nil {
 		return nil, fmt.Errorf("state store: %w", err)
 	}
@@ -204,6 +208,12 @@ func open(ctx context.Context, cfg config.Config, logger *slog.Logger, h hooks) 
 			s.runPipeline = h.runPipeline
 		}
 	}
+	// Every node checks destination configs; only pipeline nodes deliver.
+	if s.Delivery, err = delivery.New(delivery.Options{Log: s.Log, Governance: s.Governance, DB: s.State,
+		Allow: cfg.DestinationAllow, Metrics: s.Metrics, Logger: logger}); err != nil {
+		return nil, err
+	}
+	s.Governance.SetDestinationTypes(s.Delivery.Types())
 	s.handler = s.routes()
 	return s, nil
 }
@@ -390,6 +400,7 @@ func (s *Server) routes() http.Handler {
 		Access: s.Access, Governance: s.Governance, Quarantine: s.Quarantine,
 		Events: s.Events, Log: s.Committer, Imports: s.Imports, Logger: s.logger, Stages: s.cfg.Journey.Stages,
 		Identity: s.Identity, Audit: s.Audit,
+		Delivery: s.Delivery,
 	}
 	opts.Experiments, opts.ExperimentSums = experiment.NewStore(s.State), experiment.AggregatorFor(s.Events)
 	if p, ok := s.Events.(analytics.Provider); ok {
@@ -505,6 +516,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		defer wg.Done()
 		s.Lag.Run(pctx, lagCheckInterval)
 	}()
+	if s.Pipeline != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = s.Delivery.Run(pctx)
+		}()
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	s.logger.Info("tandem ready", "addr", ln.Addr().String(), "data_dir", s.cfg.DataDir, "version", version.Version,

@@ -567,6 +567,7 @@ func (l *Log) releaseOrphans(ctx context.Context, name string, cfg *jsapi.Consum
 	// Where a consumer starts cannot be updated: keep what it has.
 	cfg.DeliverPolicy = info.Config.DeliverPolicy
 	cfg.OptStartSeq = info.Config.OptStartSeq
+	cfg.OptStartTime = info.Config.OptStartTime
 	l.cmu.Lock()
 	_, seen := l.names[name]
 	l.cmu.Unlock()
@@ -578,6 +579,7 @@ func (l *Log) releaseOrphans(ctx context.Context, name string, cfg *jsapi.Consum
 	}
 	cfg.DeliverPolicy = jsapi.DeliverByStartSequencePolicy
 	cfg.OptStartSeq = info.AckFloor.Stream + 1
+	cfg.OptStartTime = nil
 	return nil
 }
 
@@ -638,6 +640,62 @@ func transient(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrDisconnected) ||
 		errors.Is(err, nats.ErrConnectionReconnecting)
+}
+
+// ConsumerFrom is [Log.Consumer] for a consumer that, when it does not
+// exist yet, starts at the first record stored at or after start instead
+// of at the start of the stream (a destination approved now has no use for
+// a week of older records). An existing consumer keeps its position.
+func (l *Log) ConsumerFrom(ctx context.Context, name string, start time.Time) (eventlog.Consumer, error) {
+	if l.closed.Load() {
+		return nil, eventlog.ErrClosed
+	}
+	if name != "" && !start.IsZero() {
+		start = start.UTC()
+		cfg := jsapi.ConsumerConfig{
+			Name:          name,
+			Durable:       name,
+			Description:   "tandem event log consumer",
+			DeliverPolicy: jsapi.DeliverByStartTimePolicy,
+			OptStartTime:  &start,
+			AckPolicy:     jsapi.AckExplicitPolicy,
+			AckWait:       l.ackWait,
+			MaxDeliver:    -1,
+			MaxAckPending: maxAckPending,
+		}
+		err := retry(ctx, l.timeout, func(ctx context.Context) error {
+			_, err := l.js.CreateConsumer(ctx, l.name, cfg)
+			return err
+		})
+		if err != nil && !errors.Is(err, jsapi.ErrConsumerExists) {
+			if errors.Is(err, jsapi.ErrInvalidConsumerName) {
+				return nil, fmt.Errorf("eventlog/jetstream: consumer %q: %w", name, err)
+			}
+			return nil, l.mapErr("consumer "+name, err)
+		}
+	}
+	return l.Consumer(ctx, name)
+}
+
+// DeleteConsumer removes the named durable consumer and its position (a
+// consumer nobody will read again, such as a deleted destination's). A
+// consumer that does not exist is not an error.
+func (l *Log) DeleteConsumer(ctx context.Context, name string) error {
+	if l.closed.Load() {
+		return eventlog.ErrClosed
+	}
+	cctx, stop := l.withConn(ctx)
+	defer stop()
+	if _, ok := cctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		cctx, cancel = context.WithTimeout(cctx, l.timeout)
+		defer cancel()
+	}
+	err := l.js.DeleteConsumer(cctx, l.name, name)
+	if err != nil && !errors.Is(err, jsapi.ErrConsumerNotFound) {
+		return l.mapErr("delete consumer "+name, cause(ctx, cctx, err))
+	}
+	return nil
 }
 
 // Stats describe the stream.

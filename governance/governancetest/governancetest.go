@@ -29,6 +29,8 @@ func Run(t *testing.T, open func(t *testing.T) *statestore.DB) {
 	t.Run("WriteKeys", func(t *testing.T) { t.Parallel(); testWriteKeys(t, newEnv(t, open)) })
 	t.Run("GetList", func(t *testing.T) { t.Parallel(); testGetList(t, newEnv(t, open)) })
 	t.Run("Decide", func(t *testing.T) { t.Parallel(); testDecide(t, newEnv(t, open)) })
+	t.Run("Destinations", func(t *testing.T) { t.Parallel(); testDestinations(t, newEnv(t, open)) })
+	t.Run("DestinationValidation", func(t *testing.T) { t.Parallel(); testDestinationValidation(t, newEnv(t, open)) })
 	t.Run("AllowedOrigins", func(t *testing.T) { t.Parallel(); testAllowedOrigins(t, newEnv(t, open)) })
 	t.Run("SourceByRef", func(t *testing.T) { t.Parallel(); testSourceByRef(t, newEnv(t, open)) })
 	t.Run("WriteKeyCache", func(t *testing.T) { t.Parallel(); testWriteKeyCache(t, newEnv(t, open)) })
@@ -105,12 +107,13 @@ func newEnv(t *testing.T, open func(t *testing.T) *statestore.DB) *env {
 	ctx := context.Background()
 	db := open(t)
 	for range 2 { // migrations are idempotent
-		if err := db.Migrate(ctx, append(access.Migrations(), governance.Migrations()...)...); err != nil {
+		if err := db.Migrate(ctx, append(append(access.Migrations(), governance.Migrations()...), governance.DestinationMigrations()...)...); err != nil {
 			t.Fatalf("Migrate: %v", err)
 		}
 	}
 	users := access.NewStore(db)
 	e := &env{db: db, s: governance.NewStore(db), users: map[access.Role]access.User{}}
+	e.s.SetDestinationTypes(testTypes{})
 	for _, r := range access.Roles {
 		u, _, err := users.CreateUser(ctx, "user "+string(r), r)
 		if err != nil {

@@ -1,0 +1,236 @@
+package server
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"tandem/config"
+	"tandem/delivery"
+)
+
+// TestDestinationsAPI drives destinations through the management API on a
+// real node: an it user creates a webhook (pending, secret never shown),
+// events sent before approval never reach the receiver, events after do,
+// signed; deliveries, metrics, replay, PATCH and DELETE answer as
+// documented.
+func TestDestinationsAPI(t *testing.T) {
+	n := startNode(t, "", func(c *config.Config) { c.DestinationAllow = []string{"127.0.0.0/8"} })
+	var mu sync.Mutex
+	var got []string
+	badSig := 0
+	rc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		var e map[string]any
+		_ = json.Unmarshal(b, &e)
+		mu.Lock()
+		defer mu.Unlock()
+		if r.Header.Get("X-Tandem-Signature") != delivery.Sign("topsecret", b) {
+			badSig++
+		}
+		got = append(got, fmt.Sprint(e["messageId"]))
+	}))
+	defer rc.Close()
+	received := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), got...)
+	}
+
+	user := func(role string) string {
+		r := n.admin("POST", "/api/v1/users", map[string]any{"name": role + "-user", "role": role})
+		if r.status != 201 {
+			t.Fatalf("create user: %d %s", r.status, r.body)
+		}
+		return r.json(t)["token"].(string)
+	}
+	it, marketing := user("it"), user("marketing")
+	body := map[string]any{"name": "CRM hook", "type": "webhook", "config": map[string]any{"url": rc.URL + "/hook", "secret": "topsecret"},
+		"owner": "Sales", "purpose": "sync contacts", "dataCategories": []string{"contact"}, "consentPurposes": []string{"crm"}, "monthlyCost": 50}
+	b, _ := json.Marshal(body)
+	checkError(t, n.do("POST", "/api/v1/destinations", "bearer:"+marketing, b, nil), 403, "forbidden", "")
+	bad, _ := json.Marshal(map[string]any{"name": "x", "type": "webhook", "config": map[string]any{}, "owner": "IT"})
+	checkError(t, n.do("POST", "/api/v1/destinations", "bearer:"+it, bad, nil), 400, "invalid_field", "config.url")
+	bad, _ = json.Marshal(map[string]any{"name": "x", "type": "fax", "owner": "IT"})
+	checkError(t, n.do("POST", "/api/v1/destinations", "bearer:"+it, bad, nil), 400, "invalid_field", "type")
+	bad, _ = json.Marshal(map[string]any{"name": "x", "type": "webhook", "config": map[string]any{"url": "http://169.254.169.254/latest"}, "owner": "IT"})
+	checkError(t, n.do("POST", "/api/v1/destinations", "bearer:"+it, bad, nil), 400, "invalid_field", "config.url")
+
+	r := n.do("POST", "/api/v1/destinations", "bearer:"+it, b, nil)
+	if r.status != 201 {
+		t.Fatalf("create: %d %s", r.status, r.body)
+	}
+	if strings.Contains(string(r.body), "topsecret") {
+		t.Fatalf("the secret came back: %s", r.body)
+	}
+	d := r.json(t)
+	id := d["id"].(string)
+	if d["approval"] != "pending" || d["config"].(map[string]any)["secret"] != "(set)" {
+		t.Fatalf("created: %s", r.body)
+	}
+	for _, path := range []string{"/api/v1/destinations/" + id, "/api/v1/destinations"} {
+		r := n.admin("GET", path, nil)
+		if r.status != 200 || strings.Contains(string(r.body), "topsecret") || !strings.Contains(string(r.body), id) {
+			t.Fatalf("GET %s: %d %s", path, r.status, r.body)
+		}
+	}
+
+	send := func(ids ...string) {
+		t.Helper()
+		var evs []string
+		for _, id := range ids {
+			evs = append(evs, fmt.Sprintf(`{"type":"track","event":"Order Completed","userId":"u1","messageId":%q}`, id))
+		}
+		r := n.do("POST", "/v1/batch", "basic:"+n.writeKey, []byte(`{"batch":[`+strings.Join(evs, ",")+`]}`), nil)
+		if r.status != 200 {
+			t.Fatalf("batch: %d %s", r.status, r.body)
+		}
+	}
+	send("before-1", "before-2")
+	time.Sleep(1500 * time.Millisecond) // more than a poll
+	if g := received(); len(g) != 0 {
+		t.Fatalf("pending destination received %v", g)
+	}
+	// it may decide approvals; replay before approval is a 409.
+	checkError(t, n.do("POST", "/api/v1/destinations/"+id+"/replay", "bearer:"+it, nil, nil), 409, "not_delivering", "")
+	ab, _ := json.Marshal(map[string]any{"decision": "approve", "comment": "DPA signed"})
+	if r := n.do("POST", "/api/v1/destinations/"+id+"/approvals", "bearer:"+it, ab, nil); r.status != 200 || r.json(t)["approval"] != "approved" {
+		t.Fatalf("approve: %d %s", r.status, r.body)
+	}
+	send("after-1", "after-2", "after-3")
+	deadline := time.Now().Add(15 * time.Second)
+	for len(received()) < 3 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if g := received(); strings.Join(g, ",") != "after-1,after-2,after-3" {
+		t.Fatalf("received %v, want the three events sent after approval, in order", g)
+	}
+	if badSig != 0 {
+		t.Fatal("bad signature")
+	}
+
+	r = n.do("GET", "/api/v1/destinations/"+id+"/deliveries", "bearer:"+it, nil, nil)
+	var atts struct {
+		Items []delivery.Attempt `json:"items"`
+	}
+	if r.status != 200 || json.Unmarshal(r.body, &atts) != nil || len(atts.Items) != 3 || atts.Items[0].MessageID != "after-3" || atts.Items[0].Status != "delivered" {
+		t.Fatalf("deliveries: %d %s", r.status, r.body)
+	}
+	checkError(t, n.do("GET", "/api/v1/destinations/"+id+"/deliveries", "bearer:"+marketing, nil, nil), 403, "forbidden", "")
+	if r := n.do("POST", "/api/v1/destinations/"+id+"/replay", "bearer:"+it, nil, nil); r.status != 202 || r.json(t)["replaying"] != float64(0) {
+		t.Fatalf("replay: %d %s", r.status, r.body)
+	}
+	m := n.do("GET", "/metrics", "", nil, nil)
+	if !strings.Contains(string(m.body), `tandem_delivery_events_total{destination="`+id+`",outcome="delivered"} 3`) ||
+		!strings.Contains(string(m.body), `tandem_delivery_events_total{destination="`+id+`",outcome="before_approval"} 2`) {
+		t.Fatalf("metrics:\n%s", m.body)
+	}
+
+	// PATCH: a new URL by it sends the destination back to pending; the
+	// secret, left out, is kept.
+	pb, _ := json.Marshal(map[string]any{"config": map[string]any{"url": rc.URL + "/v2"}, "owner": "Support"})
+	r = n.do("PATCH", "/api/v1/destinations/"+id, "bearer:"+it, pb, nil)
+	if r.status != 200 || r.json(t)["approval"] != "pending" || r.json(t)["owner"] != "Support" || r.json(t)["config"].(map[string]any)["secret"] != "(set)" {
+		t.Fatalf("patch: %d %s", r.status, r.body)
+	}
+	if g, err := n.srv.Governance.GetDestination(t.Context(), id); err != nil || g.Config["secret"] != "topsecret" {
+		t.Fatalf("stored secret after patch: %v %v", g.Config, err)
+	}
+	r = n.admin("GET", "/api/v1/destinations/"+id+"/approvals", nil)
+	if r.status != 200 || !strings.Contains(string(r.body), `"reset"`) {
+		t.Fatalf("approvals: %d %s", r.status, r.body)
+	}
+	if r := n.do("DELETE", "/api/v1/destinations/"+id, "bearer:"+it, nil, nil); r.status != 204 {
+		t.Fatalf("delete: %d %s", r.status, r.body)
+	}
+	// Every change is in the audit log, without the secret.
+	r = n.admin("GET", "/api/v1/audit?resource=destination/"+id, nil)
+	if r.status != 200 || strings.Contains(string(r.body), "topsecret") {
+		t.Fatalf("audit: %d %s", r.status, r.body)
+	}
+	for _, action := range []string{"destination.create", "destination.approval", "destination.replay", "destination.update", "destination.delete"} {
+		if !strings.Contains(string(r.body), `"`+action+`"`) {
+			t.Errorf("audit log lacks %s: %s", action, r.body)
+		}
+	}
+	checkError(t, n.admin("GET", "/api/v1/destinations/"+id, nil), 404, "not_found", "")
+	checkError(t, n.admin("DELETE", "/api/v1/destinations/"+id, nil), 404, "not_found", "")
+}
+
+// TestSegmentForward: node A forwards to node B through a destination of
+// type segment (B's Segment-compatible collection API and a write key of
+// B); every event sent to A is stored by B, with its messageId, type and
+// properties.
+func TestSegmentForward(t *testing.T) {
+	b := startNode(t, "", nil)
+	a := startNode(t, "", func(c *config.Config) { c.DestinationAllow = []string{"127.0.0.0/8"} })
+	r := a.admin("POST", "/api/v1/destinations", map[string]any{"name": "to B", "type": "segment",
+		"config": map[string]any{"url": b.url, "writeKey": b.writeKey, "batch": 10}, "owner": "IT"})
+	if r.status != 201 || strings.Contains(string(r.body), b.writeKey) {
+		t.Fatalf("create: %d %s", r.status, r.body)
+	}
+	var evs []string
+	var ids []string
+	for i := range 25 {
+		id := fmt.Sprintf("fwd-%02d", i)
+		ids = append(ids, id)
+		evs = append(evs, fmt.Sprintf(`{"type":"track","event":"Forwarded","userId":"u%d","messageId":%q,"properties":{"i":%d}}`, i%3, id, i))
+	}
+	evs = append(evs, `{"type":"identify","userId":"u1","messageId":"fwd-id","traits":{"plan":"pro"}}`)
+	ids = append(ids, "fwd-id")
+	if r := a.do("POST", "/v1/batch", "basic:"+a.writeKey, []byte(`{"batch":[`+strings.Join(evs, ",")+`]}`), nil); r.status != 200 {
+		t.Fatalf("batch to A: %d %s", r.status, r.body)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for _, id := range ids {
+		for {
+			r := b.admin("GET", "/api/v1/events/"+id, nil)
+			if r.status == 200 {
+				e := r.json(t)
+				if id == "fwd-id" && e["type"] != "identify" {
+					t.Errorf("%s: %s", id, r.body)
+				}
+				if id != "fwd-id" && (e["type"] != "track" || !strings.Contains(string(r.body), "Forwarded")) {
+					t.Errorf("%s: %s", id, r.body)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("event %s never reached B (last answer %d %s)", id, r.status, r.body)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	// A bad write key on B's side is a 401: not retried, dead-lettered.
+	r = a.admin("POST", "/api/v1/destinations", map[string]any{"name": "bad key", "type": "segment",
+		"config": map[string]any{"url": b.url, "writeKey": "wk_nope"}, "owner": "IT"})
+	if r.status != 201 {
+		t.Fatalf("create: %d %s", r.status, r.body)
+	}
+	id := r.json(t)["id"].(string)
+	time.Sleep(300 * time.Millisecond)
+	if r := a.do("POST", "/v1/track", "basic:"+a.writeKey, []byte(`{"event":"X","userId":"u9","messageId":"fwd-bad"}`), nil); r.status != 200 {
+		t.Fatalf("track: %d %s", r.status, r.body)
+	}
+	deadline = time.Now().Add(15 * time.Second)
+	for {
+		r := a.admin("GET", "/api/v1/destinations/"+id+"/dead-letters", nil)
+		if r.status == 200 && strings.Contains(string(r.body), "fwd-bad") {
+			if !strings.Contains(string(r.body), "HTTP 401") || strings.Contains(string(r.body), "wk_nope") {
+				t.Fatalf("dead letters: %s", r.body)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no dead letter: %d %s", r.status, r.body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
