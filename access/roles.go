@@ -53,10 +53,13 @@ const (
 	ManageExperiments Permission = "experiments:manage" // define experiments
 	ReadExperiments   Permission = "experiments:read"   // list experiments and read their results (aggregates)
 	ReadAudit         Permission = "audit:read"         // read the audit log: who changed what, who read whose data
+	// WriteConsent records a person's consent decisions through the API
+	// (PUT /profiles/{id}/consent): admin and privacy.
+	WriteConsent Permission = "consent:write"
 )
 
 // Permissions lists every permission.
-var Permissions = []Permission{ManageUsers, ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadProfiles, UnmergeProfiles, ManageExperiments, ReadExperiments, ReadAudit}
+var Permissions = []Permission{ManageUsers, ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadProfiles, UnmergeProfiles, ManageExperiments, ReadExperiments, ReadAudit, WriteConsent}
 
 // grants is the authorization table (see Can).
 var grants = map[Role][]Permission{
@@ -64,7 +67,7 @@ var grants = map[Role][]Permission{
 	RoleIT:        {ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadExperiments, ReadAudit},
 	RoleMarketing: {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles, ManageExperiments, ReadExperiments},
 	RoleAnalyst:   {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles, ManageExperiments, ReadExperiments},
-	RolePrivacy:   {ReadEvents, ReadQuarantine, ReadCatalog, ReadProfiles, UnmergeProfiles, ReadAudit},
+	RolePrivacy:   {ReadEvents, ReadQuarantine, ReadCatalog, ReadProfiles, UnmergeProfiles, ReadAudit, WriteConsent},
 	RoleService:   {ReadCatalog, ReadAnalytics, ReadProfiles, ReadExperiments},
 	RoleSales:     {ReadCatalog, ReadAnalytics, ReadProfiles, ReadExperiments},
 }
@@ -94,8 +97,9 @@ var grants = map[Role][]Permission{
 // whoever reads the analytics reads their results. The audit log (who
 // changed what, who read whose data) is read by admin, it (which answers
 // for the platform's changes) and privacy (which answers for reads of
-// personal data). An unknown role may do
-// nothing.
+// personal data). Only admin and privacy record consent decisions
+// through the API (consent:write, not in the table). An unknown role may
+// do nothing.
 func Can(role Role, p Permission) bool {
 	for _, g := range grants[role] {
 		if g == p {
