@@ -40,6 +40,7 @@ var Day = time.Date(2024, 6, 1, 0, 0, 0, 0, time.UTC)
 //	history IDENT [limit=N]   output: its changes, newest first, "--" between pages
 //	allowed IDENT PURPOSE…    output: "allowed" or "refused: REASON"
 //	set IDENT TIME [source=S] PURPOSE=true|false…   an API change at TIME by user u_test; output: the consent after
+//	unmerge IDENT TYPE:VALUE  keep identifier TYPE:VALUE apart from the profile holding IDENT
 //
 // Run with -update to rewrite expected outputs.
 func Scripts(dir string) func(t *testing.T, open func(t *testing.T) *statestore.DB) {
@@ -255,6 +256,12 @@ func (s *script) run(cmd string, input []string) []string {
 			return []string{"error: " + err.Error()}
 		}
 		return showState(st)
+	case "unmerge":
+		typ, v, _ := strings.Cut(f[2], ":")
+		if _, err := s.ids.Unmerge(ctx, s.profile(f[1]), identity.Unmerge{Identifier: &identity.Identifier{Type: typ, Value: v}, By: "u_test"}); err != nil {
+			t.Fatalf("unmerge: %v", err)
+		}
+		return nil
 	}
 	t.Fatalf("unknown command %q", cmd)
 	return nil
