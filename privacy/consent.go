@@ -41,6 +41,9 @@ type FieldError = statestore.FieldError
 // is an error matching statestore.ErrNotFound.
 type Keys interface {
 	EventKeys(ctx context.Context, profileID string) (current string, keys []string, err error)
+	// ProfileFor is the profile holding identifier typ:value, known
+	// false when none does yet.
+	ProfileFor(ctx context.Context, typ, value string) (id string, known bool, err error)
 }
 
 // Migrations are the state store tables of consent.
@@ -427,6 +430,12 @@ func (s *Store) Allowed(ctx context.Context, id string, purposes []string) (ok b
 	if err != nil {
 		return false, "", err
 	}
+	return s.judge(best, purposes)
+}
+
+// judge answers Allowed from a profile's latest decisions by lower-cased
+// purpose.
+func (s *Store) judge(best map[string]decision, purposes []string) (bool, string, error) {
 	for _, p := range purposes {
 		if d, ok := best[strings.ToLower(p)]; ok {
 			if !d.granted {
@@ -439,6 +448,41 @@ func (s *Store) Allowed(ctx context.Context, id string, purposes []string) (ok b
 		}
 	}
 	return true, "", nil
+}
+
+// AllowedEvent is [Store.Allowed] for the profile of event e, for a
+// route that holds events rather than profile ids: the profile holding
+// e's userId (else its anonymousId). An event whose identifier no profile
+// holds yet (resolution has not reached it) is judged by the decisions of
+// its own key and the defaults.
+func (s *Store) AllowedEvent(ctx context.Context, e *event.Event, purposes []string) (ok bool, reason string, err error) {
+	if len(purposes) == 0 {
+		return true, "", nil
+	}
+	typ, v := "user_id", e.UserID
+	if v == "" {
+		typ, v = "anonymous_id", e.AnonymousID
+	}
+	id, known, err := s.keys.ProfileFor(ctx, typ, v)
+	var fe *FieldError
+	if errors.As(err, &fe) {
+		known, err = false, nil // blocked or invalid: not resolved
+	}
+	if err != nil {
+		return false, "", err
+	}
+	if known {
+		return s.Allowed(ctx, id, purposes)
+	}
+	latest, err := latestOf(ctx, s.db, []string{eventstore.ProfileKey(e.UserID, e.AnonymousID)})
+	if err != nil {
+		return false, "", err
+	}
+	best := map[string]decision{}
+	for k, d := range latest {
+		best[k.purpose] = d
+	}
+	return s.judge(best, purposes)
 }
 
 // Change is a consent change as the API's history lists it.

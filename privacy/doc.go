@@ -38,6 +38,7 @@
 // already known adds nothing.
 //
 // When a profile has no decision for a purpose, [Config].Defaults gives
-// the answer; a purpose with no default is refused. [Store.Allowed] is the
-// check a destination's route makes before each delivery.
+// the answer; a purpose with no default is refused. [Store.Allowed] (by
+// profile id) and [Store.AllowedEvent] (by event) are the check a
+// destination's route makes before each delivery.
 package privacy

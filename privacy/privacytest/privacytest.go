@@ -35,10 +35,11 @@ var Day = time.Date(2024, 6, 1, 0, 0, 0, 0, time.UTC)
 //
 //	config              input: "default PURPOSE true|false", "gpc PURPOSE…" (before any events)
 //	events              input: "MSG TIME [user=U] [anon=A] [gpc] [PURPOSE=true|false…] [CONTEXT-JSON]"
-//	record [reverse]    resolve identities and record consent of the events given since the last record (reverse: in reverse order, twice)
+//	record [reverse|unresolved]   resolve identities and record consent of the events given since the last record (reverse: in reverse order, twice; unresolved: without identity resolution)
 //	consent IDENT       output: the consent of the profile holding IDENT (TYPE:VALUE)
 //	history IDENT [limit=N]   output: its changes, newest first, "--" between pages
 //	allowed IDENT PURPOSE…    output: "allowed" or "refused: REASON"
+//	allowed-event user=U|anon=A PURPOSE…   the same for an event with that identifier (AllowedEvent)
 //	set IDENT TIME [source=S] PURPOSE=true|false…   an API change at TIME by user u_test; output: the consent after
 //	unmerge IDENT TYPE:VALUE  keep identifier TYPE:VALUE apart from the profile holding IDENT
 //
@@ -180,8 +181,10 @@ func (s *script) run(cmd string, input []string) []string {
 	case "record":
 		evs := s.pending
 		s.pending = nil
-		if err := s.ids.Resolve(ctx, evs); err != nil {
-			t.Fatal(err)
+		if len(f) < 2 || f[1] != "unresolved" {
+			if err := s.ids.Resolve(ctx, evs); err != nil {
+				t.Fatal(err)
+			}
 		}
 		if len(f) > 1 && f[1] == "reverse" {
 			slices.Reverse(evs)
@@ -231,6 +234,23 @@ func (s *script) run(cmd string, input []string) []string {
 		}
 	case "allowed":
 		ok, reason, err := s.store().Allowed(ctx, s.profile(f[1]), f[2:])
+		switch {
+		case err != nil:
+			return []string{"error: " + err.Error()}
+		case ok:
+			return []string{"allowed"}
+		default:
+			return []string{"refused: " + reason}
+		}
+	case "allowed-event":
+		var e event.Event
+		k, v, _ := strings.Cut(f[1], "=")
+		if k == "user" {
+			e.UserID = v
+		} else {
+			e.AnonymousID = v
+		}
+		ok, reason, err := s.store().AllowedEvent(ctx, &e, f[2:])
 		switch {
 		case err != nil:
 			return []string{"error: " + err.Error()}
