@@ -56,10 +56,13 @@ const (
 	// ManageDestinations: create, change and delete destinations, read
 	// their delivery attempts and replay their dead letters.
 	ManageDestinations Permission = "destinations:manage"
+	// WriteConsent records a person's consent decisions through the API
+	// (PUT /profiles/{id}/consent): admin and privacy.
+	WriteConsent Permission = "consent:write"
 )
 
 // Permissions lists every permission.
-var Permissions = []Permission{ManageUsers, ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadProfiles, UnmergeProfiles, ManageExperiments, ReadExperiments, ReadAudit, ManageDestinations}
+var Permissions = []Permission{ManageUsers, ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadProfiles, UnmergeProfiles, ManageExperiments, ReadExperiments, ReadAudit, ManageDestinations, WriteConsent}
 
 // grants is the authorization table (see Can).
 var grants = map[Role][]Permission{
@@ -67,22 +70,22 @@ var grants = map[Role][]Permission{
 	RoleIT:        {ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadExperiments, ReadAudit, ManageDestinations},
 	RoleMarketing: {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles, ManageExperiments, ReadExperiments},
 	RoleAnalyst:   {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles, ManageExperiments, ReadExperiments},
-	RolePrivacy:   {ReadEvents, ReadQuarantine, ReadCatalog, ReadProfiles, UnmergeProfiles, ReadAudit},
+	RolePrivacy:   {ReadEvents, ReadQuarantine, ReadCatalog, ReadProfiles, UnmergeProfiles, ReadAudit, WriteConsent},
 	RoleService:   {ReadCatalog, ReadAnalytics, ReadProfiles, ReadExperiments},
 	RoleSales:     {ReadCatalog, ReadAnalytics, ReadProfiles, ReadExperiments},
 }
 
 // Can reports whether a user with role may do p. The table:
 //
-//	role       users  sources  approvals  events  quarantine     catalog  analytics  imports  profiles       experiments  audit  destinations
-//	                  manage   decide     read    read  replay   read     read       run      read  unmerge  manage read  read   manage
-//	admin      yes    yes      yes        yes     yes   yes      yes      yes        yes      yes   yes      yes    yes   yes    yes
-//	it         -      yes      yes        yes     yes   yes      yes      yes        yes      -     -        -      yes   yes    yes
-//	marketing  -      -        -          yes     -     -        yes      yes        -        yes   -        yes    yes   -      -
-//	analyst    -      -        -          yes     -     -        yes      yes        -        yes   -        yes    yes   -      -
-//	privacy    -      -        -          yes     yes   -        yes      -          -        yes   yes      -      -     yes    -
-//	service    -      -        -          -       -     -        yes      yes        -        yes   -        -      yes   -      -
-//	sales      -      -        -          -       -     -        yes      yes        -        yes   -        -      yes   -      -
+//	role       users  sources  approvals  events  quarantine     catalog  analytics  imports  profiles       experiments  audit  destinations  consent
+//	                  manage   decide     read    read  replay   read     read       run      read  unmerge  manage read  read   manage        write
+//	admin      yes    yes      yes        yes     yes   yes      yes      yes        yes      yes   yes      yes    yes   yes    yes           yes
+//	it         -      yes      yes        yes     yes   yes      yes      yes        yes      -     -        -      yes   yes    yes           -
+//	marketing  -      -        -          yes     -     -        yes      yes        -        yes   -        yes    yes   -      -             -
+//	analyst    -      -        -          yes     -     -        yes      yes        -        yes   -        yes    yes   -      -             -
+//	privacy    -      -        -          yes     yes   -        yes      -          -        yes   yes      -      -     yes    -             yes
+//	service    -      -        -          -       -     -        yes      yes        -        yes   -        -      yes   -      -             -
+//	sales      -      -        -          -       -     -        yes      yes        -        yes   -        -      yes   -      -             -
 //
 // That is: admin may do everything; it runs sources, approvals, events,
 // the quarantine, bulk imports and destinations; analyst and marketing read events and
@@ -97,8 +100,9 @@ var grants = map[Role][]Permission{
 // whoever reads the analytics reads their results. The audit log (who
 // changed what, who read whose data) is read by admin, it (which answers
 // for the platform's changes) and privacy (which answers for reads of
-// personal data). An unknown role may do
-// nothing.
+// personal data). Only admin and privacy record consent decisions
+// through the API (consent:write, not in the table). An unknown role may
+// do nothing.
 func Can(role Role, p Permission) bool {
 	for _, g := range grants[role] {
 		if g == p {

@@ -22,6 +22,7 @@ import (
 	"tandem/governance"
 	"tandem/identity"
 	"tandem/imports"
+	"tandem/privacy"
 	"tandem/quarantine"
 	"tandem/statestore"
 )
@@ -52,6 +53,9 @@ type Options struct {
 	// Audit records changes and reads of personal data, and answers GET
 	// /audit. nil: nothing is recorded and GET /audit answers 503.
 	Audit *audit.Log
+	// Consent keeps consent decisions (nil: profiles show none and the
+	// consent endpoints answer 503).
+	Consent *privacy.Store
 	// Experiments are the A/B test definitions; ExperimentSums computes
 	// their results (nil: the results answer 503).
 	Experiments    *experiment.Store
@@ -110,6 +114,7 @@ func New(opts Options) *API {
 	a.analyticsRoutes()
 	a.importRoutes()
 	a.profileRoutes()
+	a.consentRoutes()
 	a.auditRoutes()
 	a.experimentRoutes()
 	a.destinationRoutes()

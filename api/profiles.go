@@ -24,7 +24,7 @@ type Auditor interface {
 // ProfileAccess is one profile read or change.
 type ProfileAccess struct {
 	User      access.User
-	Action    string // "lookup", "read", "events", "explain", "unmerge"
+	Action    string // "lookup", "read", "events", "explain", "unmerge", "consent", "consent_history"
 	ProfileID string
 	// Before and After describe a change (unmerge): ids and kinds, never
 	// identifiers or traits.
@@ -47,8 +47,9 @@ func (a *API) profileRoutes() {
 // consent are filled by their features; until then empty.
 type profileView struct {
 	identity.Profile
-	Audiences []string       `json:"audiences"`
-	Consent   map[string]any `json:"consent"`
+	Audiences []string `json:"audiences"`
+	// Consent is a privacy.State when this node keeps consent.
+	Consent any `json:"consent"`
 }
 
 func view(p identity.Profile) profileView {
@@ -83,10 +84,14 @@ func (a *API) lookupProfile(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	v, err := a.withConsent(r.Context(), view(p))
+	if err != nil {
+		return err
+	}
 	if err := a.audit(r, "lookup", p.ID); err != nil {
 		return err
 	}
-	return writeJSON(w, 200, view(p))
+	return writeJSON(w, 200, v)
 }
 
 func (a *API) getProfile(w http.ResponseWriter, r *http.Request) error {
@@ -98,10 +103,14 @@ func (a *API) getProfile(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	v, err := a.withConsent(r.Context(), view(p))
+	if err != nil {
+		return err
+	}
 	if err := a.audit(r, "read", p.ID); err != nil {
 		return err
 	}
-	return writeJSON(w, 200, view(p))
+	return writeJSON(w, 200, v)
 }
 
 // profileEvents is the profile's whole timeline, across channels and

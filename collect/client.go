@@ -114,14 +114,17 @@ func (h *Handler) publicBase(r *http.Request) string {
 
 // contextDefaults is the JSON object of context members the server adds to
 // each event of r that lacks them: the client's ip and, when r has one, its
-// User-Agent as userAgent.
+// User-Agent as userAgent; and gpc: true when r carries Sec-GPC: 1 (Global
+// Privacy Control: the pipeline's consent step refuses the sale and
+// sharing purposes for the event's profile, see docs/privacy.md).
 func (h *Handler) contextDefaults(r *http.Request) []byte {
 	ip := h.ClientIP(r)
 	ua := r.Header.Get("User-Agent")
-	if ip == "" && ua == "" {
+	gpc := strings.TrimSpace(r.Header.Get("Sec-GPC")) == "1"
+	if ip == "" && ua == "" && !gpc {
 		return nil
 	}
-	out := make([]byte, 0, 32+len(ua))
+	out := make([]byte, 0, 48+len(ua))
 	out = append(out, '{')
 	if ip != "" {
 		out = append(out, `"ip":"`...)
@@ -129,12 +132,18 @@ func (h *Handler) contextDefaults(r *http.Request) []byte {
 		out = append(out, '"')
 	}
 	if ua != "" {
-		if ip != "" {
+		if len(out) > 1 {
 			out = append(out, ',')
 		}
 		out = append(out, `"userAgent":`...)
 		b, _ := json.Marshal(ua)
 		out = append(out, b...)
+	}
+	if gpc {
+		if len(out) > 1 {
+			out = append(out, ',')
+		}
+		out = append(out, `"gpc":true`...)
 	}
 	return append(out, '}')
 }

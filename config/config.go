@@ -28,6 +28,7 @@ import (
 
 	"tandem/analytics"
 	"tandem/identity"
+	"tandem/privacy"
 )
 
 // Config is everything `tandem serve` needs.
@@ -80,6 +81,11 @@ type Config struct {
 	// only the config file sets them.
 	Identity identity.Rules `yaml:"identity"`
 
+	// Consent is the consent configuration: per-purpose defaults and the
+	// purposes Sec-GPC refuses (see docs/privacy.md); only the config file
+	// sets it.
+	Consent privacy.Config `yaml:"consent"`
+
 	File string `yaml:"-"` // the --config file, if any
 }
 
@@ -118,6 +124,7 @@ func Default() Config {
 		LogLevel:        "info",
 		Journey:         Journey{Stages: DefaultStages()},
 		Identity:        identity.DefaultRules(),
+		Consent:         privacy.DefaultConfig(),
 	}
 }
 
@@ -308,6 +315,13 @@ func (c *Config) Validate() error {
 			return &UsageError{Key: ve.Key, Message: ve.Message}
 		}
 		return &UsageError{Key: "identity", Message: err.Error()}
+	}
+	if err := c.Consent.Validate(); err != nil {
+		var ve *privacy.ValidationError
+		if errors.As(err, &ve) {
+			return &UsageError{Key: ve.Key, Message: ve.Message}
+		}
+		return &UsageError{Key: "consent", Message: err.Error()}
 	}
 	return nil
 }

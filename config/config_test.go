@@ -5,9 +5,11 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -301,5 +303,22 @@ func TestJourneyConfig(t *testing.T) {
 	}
 	if len(c.Journey.Stages) != 2 || c.Journey.Stages[1].Events[0] != "Contract Signed" {
 		t.Errorf("configured lifecycle: %+v", c.Journey.Stages)
+	}
+}
+
+func TestConsentConfig(t *testing.T) {
+	c, err := Load([]string{"--config", "testdata/good.yaml"}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Consent.Defaults) != 0 || !slices.Equal(c.Consent.GPCPurposes, []string{"Advertising", "DataSharing"}) {
+		t.Errorf("default consent: %+v", c.Consent)
+	}
+	c, err = Load([]string{"--config", "testdata/consent.yaml"}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(c.Consent.Defaults, map[string]bool{"Analytics": true, "Advertising": false}) || !slices.Equal(c.Consent.GPCPurposes, []string{"Advertising"}) {
+		t.Errorf("configured consent: %+v", c.Consent)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"tandem/identity"
+	"tandem/privacy"
 )
 
 // loadFile applies the YAML file at path to c: a key named after a flag
@@ -59,7 +60,7 @@ func (c *Config) loadFile(flags *flag.FlagSet, path, fileFrom string, from map[s
 		for v.Kind == yaml.AliasNode {
 			v = v.Alias
 		}
-		if key == "identity" || key == "journey" {
+		if key == "identity" || key == "journey" || key == "consent" {
 			nested = true
 			continue
 		}
@@ -103,7 +104,7 @@ func (c *Config) loadFile(flags *flag.FlagSet, path, fileFrom string, from map[s
 	return root, nil
 }
 
-// decodeNested decodes the identity and journey keys, refusing keys their
+// decodeNested decodes the identity, journey and consent keys, refusing keys their
 // structures have no field for.
 func (c *Config) decodeNested(path string, b []byte) error {
 	// journey.stages replaces the default lifecycle rather than merging
@@ -117,8 +118,9 @@ func (c *Config) decodeNested(path string, b []byte) error {
 	file := struct {
 		Identity *identity.Rules      `yaml:"identity"`
 		Journey  *Journey             `yaml:"journey"`
+		Consent  *privacy.Config      `yaml:"consent"`
 		Flags    map[string]yaml.Node `yaml:",inline"` // checked above
-	}{Identity: &c.Identity, Journey: &c.Journey}
+	}{Identity: &c.Identity, Journey: &c.Journey, Consent: &c.Consent}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&file); err != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"tandem/delivery/guard"
+	"tandem/event"
 	"tandem/eventlog"
 	"tandem/governance"
 	"tandem/metrics"
@@ -92,6 +93,19 @@ type Options struct {
 	// Recent is how many delivery attempts are kept per destination for
 	// GET /destinations/{id}/deliveries. Default 1000.
 	Recent int
+	// Consent, when set, is asked before each event goes to a destination
+	// that declares consent purposes: an event whose profile has not
+	// granted every one of them is not sent (counted as no_consent, not an
+	// error). nil sends regardless of consent.
+	Consent ConsentChecker
+}
+
+// ConsentChecker is the consent check of a destination's route
+// (privacy.Store implements it): whether e's profile has granted every
+// one of purposes at this moment, and if not, why, in words that name no
+// person.
+type ConsentChecker interface {
+	AllowedEvent(ctx context.Context, e *event.Event, purposes []string) (ok bool, reason string, err error)
 }
 
 // Manager runs the delivery of every approved destination.
@@ -144,7 +158,7 @@ func New(opts Options) (*Manager, error) {
 		workers: map[string]*worker{}, rings: map[string]*ring{}, nudge: make(chan struct{}, 1),
 	}
 	r := opts.Metrics
-	m.events = r.NewCounterVec("tandem_delivery_events_total", "Events handled per destination, by outcome: delivered, dead_letter, filtered, before_approval, invalid.", "destination", "outcome")
+	m.events = r.NewCounterVec("tandem_delivery_events_total", "Events handled per destination, by outcome: delivered, dead_letter, filtered, before_approval, no_consent, invalid.", "destination", "outcome")
 	m.attempts = r.NewCounterVec("tandem_delivery_attempts_total", "Requests to destinations, by result: ok, retry (failed, will be retried), failed (failed for good).", "destination", "result")
 	m.request = r.NewHistogramVec("tandem_delivery_request_seconds", "Time one request to a destination took.", metrics.DefBuckets, "destination")
 	m.latency = r.NewHistogramVec("tandem_delivery_latency_seconds", "Time from an event's receipt by the collection API to its delivery.", LatencyBuckets, "destination")

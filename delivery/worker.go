@@ -184,6 +184,12 @@ func (w *worker) dispatch(msg eventlog.Message) bool {
 			w.m.events.Add(1, id, "filtered")
 			continue
 		}
+		if ok, alive := w.consented(e); !alive {
+			return false
+		} else if !ok {
+			w.m.events.Add(1, id, "no_consent")
+			continue
+		}
 		body, err := render(e, w.d.Mapping)
 		if err != nil {
 			w.m.events.Add(1, id, "invalid")
@@ -204,6 +210,38 @@ func (w *worker) dispatch(msg eventlog.Message) bool {
 		}
 	}
 	return true
+}
+
+// consented reports whether e may go to this destination by its profile's
+// consent for the destination's purposes. When the consent store cannot
+// answer, it asks again (with backoff) rather than send without consent
+// or drop the event: this destination waits, the others do not. alive is
+// false when the worker is stopping; the record then stays unacknowledged
+// and is delivered again.
+func (w *worker) consented(e *event.Event) (ok, alive bool) {
+	c := w.m.opts.Consent
+	if c == nil || len(w.d.ConsentPurposes) == 0 {
+		return true, true
+	}
+	wait := 100 * time.Millisecond
+	for {
+		ok, _, err := c.AllowedEvent(w.ctx, e, w.d.ConsentPurposes)
+		if err == nil {
+			return ok, true
+		}
+		if w.ctx.Err() != nil {
+			return false, false
+		}
+		w.m.opts.Logger.Warn("consent check failed; retrying", "destination", w.d.ID, "err", err.Error())
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-w.ctx.Done():
+			t.Stop()
+			return false, false
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
 }
 
 // replay queues dead letters; it returns how many (those already being

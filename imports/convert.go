@@ -40,6 +40,7 @@ type plan struct {
 	traits             []ref
 	props              []ref
 	channel, dept      ref
+	consent            []ref
 	decimal            byte
 	raw                bool // NDJSON without a mapping: rows are Segment events
 
@@ -137,7 +138,7 @@ func (m *Mapping) bind(resolve func(path, col string) (int, error)) (*plan, erro
 	for _, list := range []struct {
 		in  []Field
 		out *[]ref
-	}{{m.Identifiers, &p.idents}, {m.Traits, &p.traits}, {m.Properties, &p.props}} {
+	}{{m.Identifiers, &p.idents}, {m.Traits, &p.traits}, {m.Properties, &p.props}, {m.Consent, &p.consent}} {
 		for _, f := range list.in {
 			r, err := one(f.path, f.Value, f.Name)
 			if err != nil {
@@ -343,6 +344,21 @@ func (p *plan) convert(r *row, receivedAt time.Time) (event.Event, *RowError) {
 	}
 	b = append(b, `,"context":{"traits":`...)
 	b = append(b, tb...)
+	if len(p.consent) > 0 {
+		// Consent decisions; a row whose consent cells are all empty
+		// decides nothing.
+		mark := len(b)
+		b = append(b, `,"consent":{"categoryPreferences":{`...)
+		var n int
+		if b, n, rerr = p.appendFields(b, r, p.consent, 0); rerr != nil {
+			return ev, rerr
+		}
+		if n == 0 {
+			b = b[:mark]
+		} else {
+			b = append(b, "}}"...)
+		}
+	}
 	if c, ok := p.value(r, p.dept); ok {
 		b = append(b, `,"department":`...)
 		b = appendJSONString(b, c.text)

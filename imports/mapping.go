@@ -31,6 +31,10 @@ type Mapping struct {
 	Properties  []Field
 	Channel     Value // e.g. call-centre: fixed or from a column
 	Department  Value // e.g. service: fixed or from a column
+	// Consent maps purposes to columns of consent decisions (booleans):
+	// the events carry them as context.consent.categoryPreferences, and
+	// an empty cell is no decision (see docs/privacy.md).
+	Consent []Field
 
 	// source is the document as given, kept for the import's record.
 	source []byte
@@ -180,8 +184,10 @@ func ParseMapping(doc []byte) (*Mapping, error) {
 			m.Channel, err = parseValue(path, v, true)
 		case "department":
 			m.Department, err = parseValue(path, v, true)
+		case "consent":
+			m.Consent, err = parseFields(path, v)
 		default:
-			err = merr(path, "unknown key (want format, csv, type, event, key, timestamp, user_id, identifiers, traits, properties, channel, department)")
+			err = merr(path, "unknown key (want format, csv, type, event, key, timestamp, user_id, identifiers, traits, properties, channel, department, consent)")
 		}
 		if err != nil {
 			return nil, err
@@ -238,11 +244,20 @@ func (m *Mapping) check() error {
 			return merr(f.path, "is also an identifier; identifiers are written to the traits already")
 		}
 	}
-	for _, list := range [][]Field{m.Identifiers, m.Traits, m.Properties} {
+	for _, list := range [][]Field{m.Identifiers, m.Traits, m.Properties, m.Consent} {
 		for _, f := range list {
 			if f.Name == "" {
 				return merr(f.path, "empty name")
 			}
+		}
+	}
+	for i := range m.Consent {
+		switch f := &m.Consent[i]; f.Type {
+		case "":
+			f.Type = "boolean"
+		case "boolean":
+		default:
+			return merr(f.path+".type", "must be boolean: a consent decision is true or false")
 		}
 	}
 	for _, v := range []struct {

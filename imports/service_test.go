@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -485,5 +486,37 @@ func TestCreateErrors(t *testing.T) {
 	var me *MappingError
 	if !errors.As(err, &me) || me.Field != "mapping.identifiers.phone" || st.Status != Failed {
 		t.Fatalf("missing column: %v, %+v", err, st)
+	}
+}
+
+// TestConsentColumns: a mapping's consent key puts the row's decisions in
+// context.consent.categoryPreferences; an empty cell decides nothing, a
+// cell that is not a boolean fails the row.
+func TestConsentColumns(t *testing.T) {
+	f := newFixture(t, Options{})
+	mapping := `
+type: identify
+key: id
+timestamp: {column: at, format: YYYY-MM-DD}
+identifiers: {email: email}
+consent: {Advertising: ads, Analytics: stats}
+`
+	data := "id,at,email,ads,stats\n" +
+		"1,2024-01-01,a@example.com,yes,false\n" +
+		"2,2024-01-02,b@example.com,,\n" +
+		"3,2024-01-03,c@example.com,maybe,true\n"
+	st := f.importData(t, Spec{Mapping: []byte(mapping), Key: "c1"}, data)
+	if st.RowsImported != 2 || st.RowsFailed != 1 || st.Errors[0].Line != 4 || st.Errors[0].Column != "ads" {
+		t.Fatalf("status %+v", st)
+	}
+	evs := f.log.events
+	if got := path(raw(t, evs[0]), "context", "consent", "categoryPreferences"); !reflect.DeepEqual(got, map[string]any{"Advertising": true, "Analytics": false}) {
+		t.Errorf("row 1 consent: %v", got)
+	}
+	if got := path(raw(t, evs[1]), "context", "consent"); got != nil {
+		t.Errorf("row 2 (empty cells) consent: %v", got)
+	}
+	if _, err := ParseMapping([]byte("event: X\ntimestamp: at\nidentifiers: {email: email}\nconsent: {Advertising: {column: ads, type: number}}\n")); !errors.As(err, new(*MappingError)) || err.(*MappingError).Field != "mapping.consent.Advertising.type" {
+		t.Errorf("consent column typed number: %v", err)
 	}
 }

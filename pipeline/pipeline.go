@@ -38,6 +38,12 @@ type Resolver interface {
 	Resolve(ctx context.Context, events []event.Event) error
 }
 
+// ConsentRecorder records the consent decisions events carry (package
+// privacy), idempotently, after identity resolution.
+type ConsentRecorder interface {
+	Record(ctx context.Context, events []event.Event) error
+}
+
 // Options configure a [Pipeline].
 type Options struct {
 	Log        eventlog.Log
@@ -56,6 +62,9 @@ type Options struct {
 	MaxBytes int // record bytes that end a gathering early; default 8 MiB
 	Metrics  *metrics.Registry
 	Logger   *slog.Logger
+
+	// Consent records events' consent decisions; nil: not recorded.
+	Consent ConsentRecorder
 }
 
 // Pipeline is the processing loop.
@@ -289,6 +298,13 @@ func (p *Pipeline) store(ctx context.Context, batch []event.Event) error {
 		// already linked to its profile.
 		if err := p.opts.Identity.Resolve(ctx, batch); err != nil {
 			return fmt.Errorf("pipeline: identity: %w", err)
+		}
+	}
+	if p.opts.Consent != nil {
+		// Before the events are stored (and so before any delivery of
+		// them), so that a route's consent check sees their decisions.
+		if err := p.opts.Consent.Record(ctx, batch); err != nil {
+			return fmt.Errorf("pipeline: consent: %w", err)
 		}
 	}
 	n, err := p.opts.Events.Append(ctx, batch)

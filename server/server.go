@@ -39,6 +39,7 @@ import (
 	"tandem/imports"
 	"tandem/metrics"
 	"tandem/pipeline"
+	"tandem/privacy"
 	"tandem/quarantine"
 	"tandem/statestore"
 	"tandem/statestore/postgres"
@@ -103,6 +104,7 @@ type Server struct {
 	Quarantine *quarantine.Store
 	Imports    *imports.Service
 	Identity   *identity.Store
+	Consent    *privacy.Store // the route to a destination asks it (Allowed)
 	Audit      *audit.Log
 	Pipeline   *pipeline.Pipeline
 	Delivery   *delivery.Manager // runs (Serve) only where the pipeline does
@@ -176,6 +178,7 @@ func open(ctx context.Context, cfg config.Config, logger *slog.Logger, h hooks) 
 	migs = append(migs, experiment.Migrations()...)
 	migs = append(migs, governance.DestinationMigrations()...)
 	migs = append(migs, delivery.Migrations()...)
+	migs = append(migs, privacy.Migrations()...)
 	if err := s.State.Migrate(ctx, migs...); err != nil {
 		return nil, fmt.Errorf("state store: %w", err)
 	}
@@ -191,6 +194,7 @@ func open(ctx context.Context, cfg config.Config, logger *slog.Logger, h hooks) 
 	if s.Identity, err = identity.NewStore(ctx, s.State, identity.Options{Rules: cfg.Identity, Links: s.Events}); err != nil {
 		return nil, fmt.Errorf("identity: %w", err)
 	}
+	s.Consent = privacy.NewStore(s.State, cfg.Consent, s.Identity)
 	if err := s.bootstrap(ctx); err != nil {
 		return nil, err
 	}
@@ -199,6 +203,7 @@ func open(ctx context.Context, cfg config.Config, logger *slog.Logger, h hooks) 
 	if cfg.Pipeline {
 		s.Pipeline, err = pipeline.New(ctx, pipeline.Options{
 			Log: s.Log, Events: s.Events, Quarantine: s.Quarantine, Identity: s.Identity, Metrics: s.Metrics, Logger: logger,
+			Consent: s.Consent,
 		})
 		if err != nil {
 			return nil, err
@@ -210,7 +215,7 @@ func open(ctx context.Context, cfg config.Config, logger *slog.Logger, h hooks) 
 	}
 	// Every node checks destination configs; only pipeline nodes deliver.
 	if s.Delivery, err = delivery.New(delivery.Options{Log: s.Log, Governance: s.Governance, DB: s.State,
-		Allow: cfg.DestinationAllow, Metrics: s.Metrics, Logger: logger}); err != nil {
+		Allow: cfg.DestinationAllow, Metrics: s.Metrics, Logger: logger, Consent: s.Consent}); err != nil {
 		return nil, err
 	}
 	s.Governance.SetDestinationTypes(s.Delivery.Types())
@@ -399,7 +404,7 @@ func (s *Server) routes() http.Handler {
 	opts := api.Options{
 		Access: s.Access, Governance: s.Governance, Quarantine: s.Quarantine,
 		Events: s.Events, Log: s.Committer, Imports: s.Imports, Logger: s.logger, Stages: s.cfg.Journey.Stages,
-		Identity: s.Identity, Audit: s.Audit,
+		Identity: s.Identity, Audit: s.Audit, Consent: s.Consent,
 		Delivery: s.Delivery,
 	}
 	opts.Experiments, opts.ExperimentSums = experiment.NewStore(s.State), experiment.AggregatorFor(s.Events)
