@@ -281,7 +281,12 @@ func TestClusterQuorumLoss(t *testing.T) {
 	ctx := t.Context()
 	c := testserver.StartNATSCluster(t, 3)
 	const timeout = 2 * time.Second
-	l := openCluster(t, c.URL(), jetstream.Options{Replicas: 3, Timeout: timeout})
+	// A short ack wait: a pull the servers answered while the client had
+	// given up (during the outage) leaves its record delivered but unacked;
+	// it comes again after the ack wait, which the read after recovery
+	// waits for.
+	const ackWait = 3 * time.Second
+	l := openCluster(t, c.URL(), jetstream.Options{Replicas: 3, Timeout: timeout, AckWait: ackWait})
 	defer l.Close()
 	before, err := l.Append(ctx, []byte("before"))
 	if err != nil {
@@ -374,7 +379,7 @@ func TestClusterQuorumLoss(t *testing.T) {
 	// The failed appends may or may not have been stored (an append that
 	// timed out is unknown, not refused); the acknowledged ones must be.
 	var ids []uint64
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+	for deadline := time.Now().Add(10*time.Second + 2*ackWait); time.Now().Before(deadline); {
 		if slices.Contains(ids, before) && slices.Contains(ids, after) {
 			break
 		}
