@@ -56,6 +56,9 @@ type Options struct {
 	// their results (nil: the results answer 503).
 	Experiments    *experiment.Store
 	ExperimentSums experiment.Aggregator
+	// MaskKey keys the pseudonyms of personal data shown to roles without
+	// access.ReadPII (see mask.go); empty: a fixed key.
+	MaskKey []byte
 }
 
 // API is the management API handler.
@@ -63,6 +66,7 @@ type API struct {
 	opts    Options
 	mux     *http.ServeMux
 	handler http.Handler
+	routes  []string // "METHOD pattern", see Routes
 }
 
 type ctxKey struct{}
@@ -126,6 +130,10 @@ func NotFound(*http.Request) *apierror.Error {
 // shape.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.handler.ServeHTTP(w, r) }
 
+// Routes lists the authenticated endpoints as "METHOD /api/v1/…" (the
+// role × endpoint test walks them).
+func (a *API) Routes() []string { return slices.Clone(a.routes) }
+
 // route registers one path with a handler per method, authenticating first
 // and answering unknown methods with 405 in the one error shape.
 func (a *API) route(pattern string, methods map[string]handler) {
@@ -134,6 +142,9 @@ func (a *API) route(pattern string, methods map[string]handler) {
 		allow = append(allow, m)
 	}
 	slices.Sort(allow)
+	for _, m := range allow {
+		a.routes = append(a.routes, m+" "+pattern)
+	}
 	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		h, ok := methods[r.Method]
 		if !ok {
@@ -148,6 +159,11 @@ func (a *API) route(pattern string, methods map[string]handler) {
 			return
 		}
 		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, user))
+		if !access.Can(user.Role, access.ReadPII) {
+			mw := &maskWriter{ResponseWriter: w, m: a.masker()}
+			defer mw.finish()
+			w = mw
+		}
 		if err := h(w, r); err != nil {
 			a.writeErr(w, r, err)
 		}

@@ -1,0 +1,199 @@
+package api
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// Masking: a caller whose role lacks access.ReadPII gets every answer of
+// the management API with personal data replaced by pseudonyms. It is one
+// step over the whole answer (route wraps the ResponseWriter), so no
+// endpoint can forget it:
+//
+//   - every e-mail address and every international phone number (+ and 7
+//     to 15 digits) inside any JSON string, wherever it is (events,
+//     profiles, quarantine payloads, import row errors, error messages);
+//   - the value of an identifier object {"type":"email"|"phone", "value"};
+//   - under "traits", "properties" and "context" (at any depth): the values
+//     of the keys that hold contact data (email, phone, mobile, ip), and
+//     under "traits" also names, address, birthday and username.
+//
+// A pseudonym is "masked:KIND:" and the first 12 hex digits of an
+// HMAC-SHA256 of the value under the node's mask key: the same value
+// always gives the same pseudonym (so a masked answer can still be
+// grouped and joined), but it cannot be turned back into the value, nor
+// guessed by hashing candidate addresses without the key. Profile ids,
+// message ids and source ids are pseudonymous already and are kept.
+
+var (
+	emailRe = regexp.MustCompile(`[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}`)
+	phoneRe = regexp.MustCompile(`\+[0-9][0-9 ()./-]{5,22}[0-9]`)
+)
+
+// containerKeys hold the sender's free-form data.
+var containerKeys = map[string]bool{"traits": true, "properties": true, "context": true}
+
+// contactKeys are masked in any container; personKeys only under traits.
+// Keys are compared lower-case without "_" and "-".
+var (
+	contactKeys = map[string]string{"email": "email", "emailaddress": "email", "phone": "phone", "phonenumber": "phone", "mobile": "phone", "ip": "ip"}
+	personKeys  = map[string]string{"name": "name", "firstname": "name", "lastname": "name", "fullname": "name",
+		"username": "name", "address": "address", "street": "address", "birthday": "birthday", "dateofbirth": "birthday"}
+)
+
+type masker struct{ key []byte }
+
+func (m masker) pseudonym(kind, v string) string {
+	h := hmac.New(sha256.New, m.key)
+	h.Write([]byte(strings.ToLower(strings.TrimSpace(v))))
+	return "masked:" + kind + ":" + hex.EncodeToString(h.Sum(nil))[:12]
+}
+
+// text masks the e-mail addresses and phone numbers inside s.
+func (m masker) text(s string) string {
+	if strings.IndexByte(s, '@') >= 0 {
+		s = emailRe.ReplaceAllStringFunc(s, func(v string) string { return m.pseudonym("email", v) })
+	}
+	if strings.IndexByte(s, '+') >= 0 {
+		s = phoneRe.ReplaceAllStringFunc(s, func(v string) string {
+			digits := 0
+			for _, c := range v {
+				if c >= '0' && c <= '9' {
+					digits++
+				}
+			}
+			if digits < 7 || digits > 15 {
+				return v
+			}
+			return m.pseudonym("phone", v)
+		})
+	}
+	return s
+}
+
+// value masks a JSON value (decoded with UseNumber); inContainer and
+// inTraits say whether it is under a container key.
+func (m masker) value(v any, inContainer, inTraits bool) any {
+	switch v := v.(type) {
+	case string:
+		return m.text(v)
+	case []any:
+		for i := range v {
+			v[i] = m.value(v[i], inContainer, inTraits)
+		}
+		return v
+	case map[string]any:
+		if t, ok := v["type"].(string); ok && (t == "email" || t == "phone") {
+			if s, ok := v["value"].(string); ok {
+				v["value"] = m.pseudonym(t, s)
+			}
+		}
+		for k, x := range v {
+			if inContainer {
+				norm := strings.NewReplacer("_", "", "-", "").Replace(strings.ToLower(k))
+				kind, ok := contactKeys[norm]
+				if !ok && inTraits {
+					kind, ok = personKeys[norm]
+				}
+				if ok {
+					switch s := x.(type) {
+					case string:
+						if s != "" {
+							v[k] = m.pseudonym(kind, s)
+						}
+						continue
+					case json.Number:
+						v[k] = m.pseudonym(kind, s.String())
+						continue
+					}
+				}
+			}
+			v[k] = m.value(x, inContainer || containerKeys[k], inTraits || k == "traits")
+		}
+		return v
+	}
+	return v
+}
+
+// body masks an answer: JSON (one value or several, as NDJSON) value by
+// value, anything else as text.
+func (m masker) body(contentType string, b []byte) []byte {
+	if strings.Contains(contentType, "json") {
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.UseNumber()
+		var out bytes.Buffer
+		enc := json.NewEncoder(&out)
+		enc.SetEscapeHTML(false)
+		ok := true
+		for {
+			var v any
+			err := dec.Decode(&v)
+			if err == io.EOF {
+				break
+			}
+			if err != nil || enc.Encode(m.value(v, false, false)) != nil {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return out.Bytes()
+		}
+	}
+	return []byte(m.text(string(b)))
+}
+
+// maskWriter holds an answer back until the handler is done, then writes
+// it masked.
+type maskWriter struct {
+	http.ResponseWriter
+	m      masker
+	status int
+	buf    bytes.Buffer
+}
+
+func (w *maskWriter) WriteHeader(status int) {
+	if w.status == 0 {
+		w.status = status
+	}
+}
+
+func (w *maskWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.buf.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection (deadlines).
+func (w *maskWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *maskWriter) finish() {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	b := w.m.body(w.Header().Get("Content-Type"), w.buf.Bytes())
+	if w.Header().Get("Content-Length") != "" {
+		w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	}
+	w.ResponseWriter.WriteHeader(w.status)
+	_, _ = w.ResponseWriter.Write(b)
+}
+
+// maskKey is the HMAC key of pseudonyms when Options.MaskKey is empty.
+var defaultMaskKey = []byte("tandem pseudonyms")
+
+func (a *API) masker() masker {
+	if len(a.opts.MaskKey) == 0 {
+		return masker{key: defaultMaskKey}
+	}
+	return masker{key: a.opts.MaskKey}
+}
