@@ -59,6 +59,9 @@ type Options struct {
 	// MaskKey keys the pseudonyms of personal data shown to roles without
 	// access.ReadPII (see mask.go); empty: a fixed key.
 	MaskKey []byte
+	// Catalog are more providers of the catalogue's tools and flows
+	// (destinations); the sources come from Governance.
+	Catalog []governance.ToolProvider
 }
 
 // API is the management API handler.
@@ -114,6 +117,7 @@ func New(opts Options) *API {
 	a.profileRoutes()
 	a.auditRoutes()
 	a.experimentRoutes()
+	a.catalogRoutes()
 	a.mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		apierror.Write(w, NotFound(r))
 	})
