@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"tandem/access"
@@ -57,7 +58,8 @@ type Options struct {
 	Experiments    *experiment.Store
 	ExperimentSums experiment.Aggregator
 	// MaskKey keys the pseudonyms of personal data shown to roles without
-	// access.ReadPII (see mask.go); empty: a fixed key.
+	// access.ReadPII (see mask.go); empty: the installation's secret
+	// from Access.
 	MaskKey []byte
 	// Catalog are more providers of the catalogue's tools and flows
 	// (destinations); the sources come from Governance.
@@ -70,6 +72,8 @@ type API struct {
 	mux     *http.ServeMux
 	handler http.Handler
 	routes  []string // "METHOD pattern", see Routes
+	maskMu  sync.Mutex
+	maskKey []byte // see masker
 }
 
 type ctxKey struct{}
@@ -164,7 +168,13 @@ func (a *API) route(pattern string, methods map[string]handler) {
 		}
 		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, user))
 		if !access.Can(user.Role, access.ReadPII) {
-			mw := &maskWriter{ResponseWriter: w, m: a.masker()}
+			m, err := a.masker(r.Context())
+			if err != nil {
+				a.opts.Logger.Error("mask key unavailable", "err", err.Error())
+				apierror.Write(w, apierror.ErrUnavailable)
+				return
+			}
+			mw := &maskWriter{ResponseWriter: w, m: m}
 			defer mw.finish()
 			w = mw
 		}

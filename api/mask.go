@@ -2,10 +2,12 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"regexp"
@@ -30,7 +32,8 @@ import (
 // HMAC-SHA256 of the value under the node's mask key: the same value
 // always gives the same pseudonym (so a masked answer can still be
 // grouped and joined), but it cannot be turned back into the value, nor
-// guessed by hashing candidate addresses without the key. Profile ids,
+// guessed by hashing candidate addresses without the key (the key is
+// the installation's, in the state store, the same on every node). Profile ids,
 // message ids and source ids are pseudonymous already and are kept.
 
 var (
@@ -188,12 +191,24 @@ func (w *maskWriter) finish() {
 	_, _ = w.ResponseWriter.Write(b)
 }
 
-// maskKey is the HMAC key of pseudonyms when Options.MaskKey is empty.
-var defaultMaskKey = []byte("tandem pseudonyms")
-
-func (a *API) masker() masker {
-	if len(a.opts.MaskKey) == 0 {
-		return masker{key: defaultMaskKey}
+// masker returns the masker keyed with Options.MaskKey, else with the
+// installation's secret "mask" (access.Store.Secret), read once. Without
+// the key no answer goes out: masking fails closed.
+func (a *API) masker(ctx context.Context) (masker, error) {
+	if len(a.opts.MaskKey) > 0 {
+		return masker{key: a.opts.MaskKey}, nil
 	}
-	return masker{key: a.opts.MaskKey}
+	a.maskMu.Lock()
+	defer a.maskMu.Unlock()
+	if a.maskKey == nil {
+		if a.opts.Access == nil {
+			return masker{}, errors.New("api: no mask key")
+		}
+		k, err := a.opts.Access.Secret(ctx, "mask")
+		if err != nil {
+			return masker{}, err
+		}
+		a.maskKey = k
+	}
+	return masker{key: a.maskKey}, nil
 }
