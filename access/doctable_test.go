@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"tandem/access"
+	"tandem/api"
 )
 
 // The docs' permission table is the one in roles.go: regenerate with
@@ -15,12 +16,12 @@ func TestDocsTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := access.ReplaceDocTable(string(b))
+	want, err := access.ReplaceDocTables(string(b), api.OpenAPI())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want != string(b) {
-		t.Errorf("docs/management.md's roles table is stale: run go generate ./access")
+		t.Errorf("docs/management.md's roles or endpoints table is stale: run go generate ./access")
 	}
 	for _, r := range access.Roles {
 		if !strings.Contains(access.DocTable(), "| `"+string(r)+"` |") {

@@ -1,6 +1,7 @@
 //go:build ignore
 
-// gen writes the role × permission table into docs/management.md; run it
+// gen writes the role × permission table and the permission × endpoint
+// table (from api/openapi.json) into docs/management.md; run it
 // with `go generate ./access`.
 package main
 
@@ -9,6 +10,7 @@ import (
 	"os"
 
 	"tandem/access"
+	"tandem/api"
 )
 
 func main() {
@@ -16,7 +18,7 @@ func main() {
 	old, err := os.ReadFile(path)
 	if err == nil {
 		var doc string
-		doc, err = access.ReplaceDocTable(string(old))
+		doc, err = access.ReplaceDocTables(string(old), api.OpenAPI())
 		if err == nil && doc != string(old) {
 			err = os.WriteFile(path, []byte(doc), 0o644)
 			fmt.Println("wrote", path)

@@ -30,6 +30,9 @@ import (
 //go:embed openapi.json
 var openapiDoc []byte
 
+// OpenAPI returns the OpenAPI document (GET /api/v1/openapi.json).
+func OpenAPI() []byte { return openapiDoc }
+
 // Appender makes log entries durable (the event log's group committer).
 type Appender interface {
 	Append(ctx context.Context, entries []byte) error
