@@ -82,8 +82,95 @@ func (m masker) text(s string) string {
 	return s
 }
 
-// value masks a JSON value (decoded with UseNumber); inContainer and
-// inTraits say whether it is under a container key.
+// obj is a JSON object with its members in their written order, so that a
+// masked answer reads like the unmasked one.
+type obj []member
+
+type member struct {
+	key string
+	val any
+}
+
+func (o obj) get(k string) any {
+	for _, m := range o {
+		if m.key == k {
+			return m.val
+		}
+	}
+	return nil
+}
+
+// parse reads one JSON value: obj, []any, string, json.Number, bool or nil.
+func parse(dec *json.Decoder) (any, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, err
+	}
+	switch tok {
+	case json.Delim('{'):
+		o := obj{}
+		for dec.More() {
+			k, err := dec.Token()
+			if err != nil {
+				return nil, err
+			}
+			v, err := parse(dec)
+			if err != nil {
+				return nil, err
+			}
+			o = append(o, member{k.(string), v})
+		}
+		_, err := dec.Token()
+		return o, err
+	case json.Delim('['):
+		a := []any{}
+		for dec.More() {
+			v, err := parse(dec)
+			if err != nil {
+				return nil, err
+			}
+			a = append(a, v)
+		}
+		_, err := dec.Token()
+		return a, err
+	}
+	return tok, nil
+}
+
+// encode writes v compactly, as encoding/json would.
+func encode(b *bytes.Buffer, v any) {
+	switch v := v.(type) {
+	case obj:
+		b.WriteByte('{')
+		for i, m := range v {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			k, _ := json.Marshal(m.key)
+			b.Write(k)
+			b.WriteByte(':')
+			encode(b, m.val)
+		}
+		b.WriteByte('}')
+	case []any:
+		b.WriteByte('[')
+		for i, x := range v {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			encode(b, x)
+		}
+		b.WriteByte(']')
+	case json.Number:
+		b.WriteString(v.String())
+	default:
+		x, _ := json.Marshal(v)
+		b.Write(x)
+	}
+}
+
+// value masks a JSON value (see parse); inContainer and inTraits say
+// whether it is under a container key.
 func (m masker) value(v any, inContainer, inTraits bool) any {
 	switch v := v.(type) {
 	case string:
@@ -93,13 +180,16 @@ func (m masker) value(v any, inContainer, inTraits bool) any {
 			v[i] = m.value(v[i], inContainer, inTraits)
 		}
 		return v
-	case map[string]any:
-		if t, ok := v["type"].(string); ok && (t == "email" || t == "phone") {
-			if s, ok := v["value"].(string); ok {
-				v["value"] = m.pseudonym(t, s)
+	case obj:
+		idType, _ := v.get("type").(string)
+		for i, mem := range v {
+			k, x := mem.key, mem.val
+			if k == "value" && (idType == "email" || idType == "phone") {
+				if s, ok := x.(string); ok {
+					v[i].val = m.pseudonym(idType, s)
+					continue
+				}
 			}
-		}
-		for k, x := range v {
 			if inContainer {
 				norm := strings.NewReplacer("_", "", "-", "").Replace(strings.ToLower(k))
 				kind, ok := contactKeys[norm]
@@ -110,16 +200,16 @@ func (m masker) value(v any, inContainer, inTraits bool) any {
 					switch s := x.(type) {
 					case string:
 						if s != "" {
-							v[k] = m.pseudonym(kind, s)
+							v[i].val = m.pseudonym(kind, s)
 						}
 						continue
 					case json.Number:
-						v[k] = m.pseudonym(kind, s.String())
+						v[i].val = m.pseudonym(kind, s.String())
 						continue
 					}
 				}
 			}
-			v[k] = m.value(x, inContainer || containerKeys[k], inTraits || k == "traits")
+			v[i].val = m.value(x, inContainer || containerKeys[k], inTraits || k == "traits")
 		}
 		return v
 	}
@@ -127,25 +217,24 @@ func (m masker) value(v any, inContainer, inTraits bool) any {
 }
 
 // body masks an answer: JSON (one value or several, as NDJSON) value by
-// value, anything else as text.
+// value, keeping the members' order, anything else as text.
 func (m masker) body(contentType string, b []byte) []byte {
 	if strings.Contains(contentType, "json") {
 		dec := json.NewDecoder(bytes.NewReader(b))
 		dec.UseNumber()
 		var out bytes.Buffer
-		enc := json.NewEncoder(&out)
-		enc.SetEscapeHTML(false)
 		ok := true
 		for {
-			var v any
-			err := dec.Decode(&v)
+			v, err := parse(dec)
 			if err == io.EOF {
 				break
 			}
-			if err != nil || enc.Encode(m.value(v, false, false)) != nil {
+			if err != nil {
 				ok = false
 				break
 			}
+			encode(&out, m.value(v, false, false))
+			out.WriteByte('\n')
 		}
 		if ok {
 			return out.Bytes()

@@ -26,6 +26,10 @@ func TestMaskBody(t *testing.T) {
 			t.Errorf("%s lost in %s", kept, out)
 		}
 	}
+	// The members keep their order.
+	if !strings.HasPrefix(out, `{"items":[{"userId":"masked:email:`) || !strings.Contains(out, `"type":"identify","messageId":"m1","traits":{"email":"masked:email:`) {
+		t.Errorf("order changed: %s", out)
+	}
 	// Deterministic, case-insensitive for the same address, and the same
 	// in a string and an identifier.
 	p := m.pseudonym("email", "ann@example.com")
