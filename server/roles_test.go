@@ -1,6 +1,8 @@
 package server
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"net/url"
 	"regexp"
@@ -232,4 +234,32 @@ func containsStr(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestPseudonymsSurviveRestart: the mask key is the installation's, so a
+// pseudonym is the same after a restart (reports made before and after
+// can be joined), and it is not the unkeyed hash of the address.
+func TestPseudonymsSurviveRestart(t *testing.T) {
+	dir := t.TempDir()
+	n := startNode(t, dir, nil)
+	analyst := n.roleTokens()[access.RoleAnalyst]
+	if r := n.do("POST", "/v1/identify", "basic:"+n.writeKey, []byte(`{"userId":"u1","messageId":"m1","traits":{"email":"ann.lee@example.com"}}`), nil); r.status != 200 {
+		t.Fatalf("identify: %d %s", r.status, r.body)
+	}
+	n.drain()
+	read := func(n *node) string {
+		t.Helper()
+		r := n.do("GET", "/api/v1/events/m1", "bearer:"+analyst, nil, nil)
+		if r.status != 200 {
+			t.Fatalf("read: %d %s", r.status, r.body)
+		}
+		return r.json(t)["traits"].(map[string]any)["email"].(string)
+	}
+	before := read(n)
+	n.stop()
+	after := read(startNode(t, dir, nil))
+	sum := sha256.Sum256([]byte("ann.lee@example.com"))
+	if before != after || !strings.HasPrefix(before, "masked:email:") || strings.Contains(before, hex.EncodeToString(sum[:])[:12]) {
+		t.Errorf("pseudonym %q before the restart, %q after", before, after)
+	}
 }
