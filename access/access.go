@@ -81,7 +81,46 @@ CREATE TABLE access_tokens (
 );
 CREATE INDEX access_tokens_user ON access_tokens (user_id);
 `,
+	}, {
+		Package: "access",
+		Version: 2,
+		SQL: `
+CREATE TABLE access_secrets (
+	name TEXT PRIMARY KEY,
+	value TEXT NOT NULL,
+	created_at BIGINT NOT NULL
+);
+`,
 	}}
+}
+
+// Secret returns the installation's secret called name (32 random bytes),
+// creating it on first use. Every node sharing the state store gets the
+// same one: the masking of personal data keys its pseudonyms with the
+// secret "mask", so they are equal on every node and across restarts.
+func (s *Store) Secret(ctx context.Context, name string) ([]byte, error) {
+	var v string
+	err := s.db.QueryRow(ctx, `SELECT value FROM access_secrets WHERE name = ?`, name).Scan(&v)
+	if errors.Is(err, statestore.ErrNotFound) {
+		b := make([]byte, 32)
+		if _, err := rand.Read(b); err != nil {
+			return nil, fmt.Errorf("access: secret: %w", err)
+		}
+		// Two nodes may race to create it: the first one wins, both read it.
+		if _, err := s.db.Exec(ctx, `INSERT INTO access_secrets (name, value, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING`,
+			name, hex.EncodeToString(b), statestore.TimeToDB(time.Now())); err != nil {
+			return nil, fmt.Errorf("access: secret: %w", err)
+		}
+		err = s.db.QueryRow(ctx, `SELECT value FROM access_secrets WHERE name = ?`, name).Scan(&v)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("access: secret: %w", err)
+	}
+	b, err := hex.DecodeString(v)
+	if err != nil {
+		return nil, fmt.Errorf("access: secret %q is damaged: %w", name, err)
+	}
+	return b, nil
 }
 
 // CreateUser creates a user with a new random token, returned once: only

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"tandem/access"
@@ -29,6 +30,9 @@ import (
 
 //go:embed openapi.json
 var openapiDoc []byte
+
+// OpenAPI returns the OpenAPI document (GET /api/v1/openapi.json).
+func OpenAPI() []byte { return openapiDoc }
 
 // Appender makes log entries durable (the event log's group committer).
 type Appender interface {
@@ -62,6 +66,13 @@ type Options struct {
 	ExperimentSums experiment.Aggregator
 	// Delivery runs destinations (nil: deliveries and replay answer 503).
 	Delivery Delivery
+	// MaskKey keys the pseudonyms of personal data shown to roles without
+	// access.ReadPII (see mask.go); empty: the installation's secret
+	// from Access.
+	MaskKey []byte
+	// Catalog are more providers of the catalogue's tools and flows
+	// (destinations); the sources come from Governance.
+	Catalog []governance.ToolProvider
 }
 
 // API is the management API handler.
@@ -69,6 +80,9 @@ type API struct {
 	opts    Options
 	mux     *http.ServeMux
 	handler http.Handler
+	routes  []string // "METHOD pattern", see Routes
+	maskMu  sync.Mutex
+	maskKey []byte // see masker
 }
 
 type ctxKey struct{}
@@ -118,6 +132,7 @@ func New(opts Options) *API {
 	a.auditRoutes()
 	a.experimentRoutes()
 	a.destinationRoutes()
+	a.catalogRoutes()
 	a.mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		apierror.Write(w, NotFound(r))
 	})
@@ -134,6 +149,10 @@ func NotFound(*http.Request) *apierror.Error {
 // shape.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.handler.ServeHTTP(w, r) }
 
+// Routes lists the authenticated endpoints as "METHOD /api/v1/…" (the
+// role × endpoint test walks them).
+func (a *API) Routes() []string { return slices.Clone(a.routes) }
+
 // route registers one path with a handler per method, authenticating first
 // and answering unknown methods with 405 in the one error shape.
 func (a *API) route(pattern string, methods map[string]handler) {
@@ -142,6 +161,9 @@ func (a *API) route(pattern string, methods map[string]handler) {
 		allow = append(allow, m)
 	}
 	slices.Sort(allow)
+	for _, m := range allow {
+		a.routes = append(a.routes, m+" "+pattern)
+	}
 	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		h, ok := methods[r.Method]
 		if !ok {
@@ -156,6 +178,17 @@ func (a *API) route(pattern string, methods map[string]handler) {
 			return
 		}
 		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, user))
+		if !access.Can(user.Role, access.ReadPII) {
+			m, err := a.masker(r.Context())
+			if err != nil {
+				a.opts.Logger.Error("mask key unavailable", "err", err.Error())
+				apierror.Write(w, apierror.ErrUnavailable)
+				return
+			}
+			mw := &maskWriter{ResponseWriter: w, m: m}
+			defer mw.finish()
+			w = mw
+		}
 		if err := h(w, r); err != nil {
 			a.writeErr(w, r, err)
 		}

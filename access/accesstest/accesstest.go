@@ -24,6 +24,25 @@ func Run(t *testing.T, open func(t *testing.T) *statestore.DB) {
 	t.Run("Bootstrap", func(t *testing.T) { t.Parallel(); testBootstrap(t, newStore(t, open)) })
 	t.Run("GetCountList", func(t *testing.T) { t.Parallel(); testGetCountList(t, newStore(t, open)) })
 	t.Run("Concurrent", func(t *testing.T) { t.Parallel(); testConcurrent(t, newStore(t, open)) })
+	t.Run("Secret", func(t *testing.T) { t.Parallel(); testSecret(t, newStore(t, open)) })
+}
+
+// testSecret: a secret is made once and then always the same; two names
+// give two secrets.
+func testSecret(t *testing.T, s *access.Store) {
+	ctx := context.Background()
+	a, err := s.Secret(ctx, "mask")
+	if err != nil || len(a) != 32 {
+		t.Fatalf("Secret: %x %v", a, err)
+	}
+	b, err := s.Secret(ctx, "mask")
+	if err != nil || string(a) != string(b) {
+		t.Errorf("second Secret: %x %v, want %x", b, err, a)
+	}
+	c, err := s.Secret(ctx, "other")
+	if err != nil || string(c) == string(a) {
+		t.Errorf("another name gave %x %v", c, err)
+	}
 }
 
 func migrate(t *testing.T, db *statestore.DB) {
