@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"tandem/config"
 	"testing"
 
 	"tandem/access"
@@ -125,7 +126,7 @@ var personal = []string{"ann.lee@example.com", "+49 151 2345 6789", "+4915122223
 // of the test data; admin's and privacy's do, where the endpoint shows
 // personal data.
 func TestMasking(t *testing.T) {
-	n := startNode(t, "", nil)
+	n := startNode(t, "", func(c *config.Config) { c.DestinationAllow = []string{"127.0.0.0/8"} })
 	tokens := n.roleTokens()
 	send := func(path, body string) {
 		t.Helper()
@@ -149,19 +150,32 @@ func TestMasking(t *testing.T) {
 		t.Fatalf("lookup: %d %s", prof.status, prof.body)
 	}
 	profileID := prof.json(t)["id"].(string)
+	// A destination (never approved: it receives nothing).
+	dest := n.admin("POST", "/api/v1/destinations", map[string]any{"name": "crm hook", "type": "webhook",
+		"config": map[string]any{"url": "http://127.0.0.1:9/hook"}, "owner": "Sales", "purpose": "contacts",
+		"dataCategories": []string{"contact"}, "consentPurposes": []string{}, "monthlyCost": 1})
+	if dest.status != 201 {
+		t.Fatalf("create destination: %d %s", dest.status, dest.body)
+	}
+	destID := dest.json(t)["id"].(string)
 
 	paths := map[string]string{ // the GET endpoints with their ids filled in
-		"/api/v1/events/{messageId}":       "/api/v1/events/m-buy",
-		"/api/v1/profiles/lookup":          "/api/v1/profiles/lookup?identifier=email:ann.lee@example.com",
-		"/api/v1/profiles/{id}":            "/api/v1/profiles/" + profileID,
-		"/api/v1/profiles/{id}/events":     "/api/v1/profiles/" + profileID + "/events",
-		"/api/v1/profiles/{id}/explain":    "/api/v1/profiles/" + profileID + "/explain",
-		"/api/v1/imports/{id}":             "/api/v1/imports/" + imp.ID,
-		"/api/v1/imports/{id}/errors":      "/api/v1/imports/" + imp.ID + "/errors",
-		"/api/v1/sources/{id}":             "/api/v1/sources/crm-import",
-		"/api/v1/sources/{id}/approvals":   "/api/v1/sources/crm-import",
-		"/api/v1/experiments/{id}":         "",
-		"/api/v1/experiments/{id}/results": "",
+		"/api/v1/destinations/{id}":              "/api/v1/destinations/" + destID,
+		"/api/v1/destinations/{id}/approvals":    "/api/v1/destinations/" + destID + "/approvals",
+		"/api/v1/destinations/{id}/deliveries":   "/api/v1/destinations/" + destID + "/deliveries",
+		"/api/v1/destinations/{id}/dead-letters": "/api/v1/destinations/" + destID + "/dead-letters",
+		"/api/v1/profiles/{id}/consent/history":  "/api/v1/profiles/" + profileID + "/consent/history",
+		"/api/v1/events/{messageId}":             "/api/v1/events/m-buy",
+		"/api/v1/profiles/lookup":                "/api/v1/profiles/lookup?identifier=email:ann.lee@example.com",
+		"/api/v1/profiles/{id}":                  "/api/v1/profiles/" + profileID,
+		"/api/v1/profiles/{id}/events":           "/api/v1/profiles/" + profileID + "/events",
+		"/api/v1/profiles/{id}/explain":          "/api/v1/profiles/" + profileID + "/explain",
+		"/api/v1/imports/{id}":                   "/api/v1/imports/" + imp.ID,
+		"/api/v1/imports/{id}/errors":            "/api/v1/imports/" + imp.ID + "/errors",
+		"/api/v1/sources/{id}":                   "/api/v1/sources/crm-import",
+		"/api/v1/sources/{id}/approvals":         "/api/v1/sources/crm-import",
+		"/api/v1/experiments/{id}":               "",
+		"/api/v1/experiments/{id}/results":       "",
 	}
 	// The endpoints that show personal data to whoever may see it.
 	showsPersonal := []string{"/api/v1/events", "/api/v1/events/{messageId}", "/api/v1/quarantine", "/api/v1/profiles/lookup",
