@@ -316,12 +316,18 @@ func TestFailingThenRecovering(t *testing.T) {
 		t.Fatalf("deliveries: statuses %v codes %v", statuses, codes)
 	}
 	// A timeout was among the errors.
+	// (Go words a client timeout "Client.Timeout exceeded" or "timeout
+	// awaiting response headers", or, when the deadline of the request's
+	// context fires first, "context deadline exceeded".)
 	timedOut := false
+	seen := map[string]bool{}
 	for _, a := range atts {
-		timedOut = timedOut || (a.Status == "retrying" && a.HTTPStatus == 0 && strings.Contains(strings.ToLower(a.Error), "timeout"))
+		e := strings.ToLower(a.Error)
+		seen[fmt.Sprintf("%s %d %s", a.Status, a.HTTPStatus, a.Error)] = true
+		timedOut = timedOut || (a.Status == "retrying" && a.HTTPStatus == 0 && (strings.Contains(e, "timeout") || strings.Contains(e, "deadline")))
 	}
 	if !timedOut {
-		t.Error("no timed-out attempt in deliveries")
+		t.Errorf("no timed-out attempt in deliveries; attempts seen: %v", seen)
 	}
 }
 
