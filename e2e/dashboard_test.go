@@ -61,9 +61,13 @@ func call(t *testing.T, base, token, method, path string, body any) (int, map[st
 	return resp.StatusCode, out
 }
 
-// screenshot saves the whole page as name.png.
+// screenshot saves the whole page as name.png, after checking that the
+// page shows no JavaScript leftovers ("null", "undefined", "NaN").
 func (b *browser) screenshot(dir, name string) {
 	b.t.Helper()
+	if bad, _ := evalIn[string](b, 5*time.Second, `(document.body.innerText.match(/.*\b(null|undefined|NaN)\b.*/) || [""])[0]`); bad != "" {
+		b.t.Errorf("%s: the page shows %q", name, bad)
+	}
 	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
 	defer cancel()
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
@@ -122,7 +126,7 @@ func TestDashboard(t *testing.T) {
 	for _, p := range []struct{ user, email string }{{"u-ann", "ann@example.com"}, {"u-bob", "bob@example.com"}, {"u-cy", "cy@example.com"}} {
 		add(map[string]any{"type": "identify", "userId": p.user, "timestamp": ts(0), "traits": map[string]any{"email": p.email, "plan": "pro"}})
 		add(map[string]any{"type": "track", "userId": p.user, "event": "Signed Up", "timestamp": ts(0)})
-		add(map[string]any{"type": "track", "userId": p.user, "event": "Ad Clicked", "timestamp": ts(1), "properties": map[string]any{"channel": "web", "department": "marketing"}})
+		add(map[string]any{"type": "track", "userId": p.user, "event": "Ad Clicked", "timestamp": ts(-1), "properties": map[string]any{"channel": "web", "department": "marketing"}})
 		add(map[string]any{"type": "track", "userId": p.user, "event": "Product Viewed", "timestamp": ts(2), "properties": map[string]any{"channel": "app", "department": "marketing", "sku": "S-1"}})
 	}
 	add(map[string]any{"type": "track", "userId": "u-ann", "event": "Order Completed", "timestamp": ts(30), "properties": map[string]any{"channel": "store", "department": "sales", "revenue": 42}})
@@ -167,7 +171,14 @@ func TestDashboard(t *testing.T) {
 				t.Errorf("funnel %q lacks %q", stages, want)
 			}
 		}
-		_, err = waitFor[bool](b, 30*time.Second, `!!document.querySelector("#retention, #paths svg, .panel svg")`)
+		gaps, _ := evalIn[string](b, 5*time.Second, `document.getElementById("gaps").innerText`)
+		if !strings.Contains(gaps, "marketing→sales\t2") || strings.Contains(gaps, "marketing→marketing") {
+			t.Errorf("the hand-off gaps table:\n%s", gaps)
+		}
+		if n, _ := evalIn[int](b, 5*time.Second, `document.querySelectorAll("button.gap").length`); n != 2 {
+			t.Errorf("%d highlighted hand-offs, want 2 (marketing→sales, sales→operations)", n)
+		}
+		_, err = waitFor[bool](b, 30*time.Second, `!!document.querySelector("#retention") && !!document.querySelector(".panel svg")`)
 		b.must(err, "paths or retention")
 		b.screenshot(shots, "1-journey")
 		b.must(b.do(10*time.Second, chromedp.Click(chromedp.CSS(gap))), "click the gap")

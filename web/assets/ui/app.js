@@ -1,6 +1,6 @@
 // The dashboard's entry: sign-in, navigation and the hash router
 // (#/journey, #/customer, #/customer/<profile id>, #/stack, #/operations).
-import { session, api, h, problem, forbiddenNote, APIError } from "./core.js";
+import { set, session, api, h, problem, forbiddenNote, APIError } from "./core.js";
 import { journeyPage } from "./journey.js";
 import { customerPage } from "./customer.js";
 import { stackPage } from "./stack.js";
@@ -38,10 +38,10 @@ function renderHeader() {
     return;
   }
   const current = (location.hash.replace(/^#\/?/, "").split(/[/?]/)[0]) || "";
-  nav.replaceChildren(...PAGES.filter((p) => !p.need || session.can(p.need)).map((p) =>
+  set(nav, ...PAGES.filter((p) => !p.need || session.can(p.need)).map((p) =>
     h("a", { href: "#/" + p.path, "aria-current": current === p.path ? "page" : null }, p.title)));
   nav.hidden = false;
-  who.replaceChildren(
+  set(who, 
     h("span", { id: "who-name" }, session.me.name || session.me.id),
     h("span", { class: "role", id: "who-role", title: "your role" }, session.me.role),
     h("button", { class: "secondary", id: "signout", type: "button", onclick: signOut }, "Sign out"));
@@ -60,17 +60,17 @@ function signInPage(el) {
     class: "panel signin", id: "signin",
     onsubmit: async (ev) => {
       ev.preventDefault();
-      msg.replaceChildren();
+      set(msg, );
       session.set(input.value.trim());
       session.me = null;
       try {
         if (!(await loadMe())) {
-          msg.replaceChildren(h("div", { class: "error", role: "alert" }, "That token is not valid: it belongs to no user."));
+          set(msg, h("div", { class: "error", role: "alert" }, "That token is not valid: it belongs to no user."));
           return;
         }
       } catch (err) {
         session.clear();
-        msg.replaceChildren(problem(err, "Signing in"));
+        set(msg, problem(err, "Signing in"));
         return;
       }
       location.hash = "#/" + firstPage();
@@ -81,7 +81,7 @@ function signInPage(el) {
   h("p", { id: "token-help", class: "muted" },
     "A token of a tandem user (tdm_…), as POST /api/v1/users gave it. It is kept in this tab only (sessionStorage) and sent to this tandem's API; what you see is what your role may see."),
   h("button", { type: "submit" }, "Sign in"), msg);
-  el.replaceChildren(form);
+  set(el, form);
   input.focus();
 }
 
@@ -96,7 +96,7 @@ async function route() {
   try {
     await loadMe();
   } catch (err) {
-    main.replaceChildren(problem(err, "Reaching tandem"));
+    set(main, problem(err, "Reaching tandem"));
     return;
   }
   renderHeader();
@@ -111,10 +111,10 @@ async function route() {
   }
   document.title = page.title + " – tandem dashboard";
   if (page.need && !session.can(page.need)) {
-    main.replaceChildren(h("h1", {}, page.title), forbiddenNote("The " + page.title + " page", page.need));
+    set(main, h("h1", {}, page.title), forbiddenNote("The " + page.title + " page", page.need));
     return;
   }
-  main.replaceChildren();
+  set(main, );
   document.title = page.title + " – tandem dashboard";
   stopPage = page.render(main, rest.map(decodeURIComponent), path) || null;
   main.focus({ preventScroll: true });

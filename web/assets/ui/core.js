@@ -134,5 +134,12 @@ export function panel(title, ...children) {
 
 // busy replaces el's content with a loading line.
 export function busy(el, what) {
-  el.replaceChildren(h("p", { class: "muted" }, `Loading ${what}…`));
+  set(el, h("p", { class: "muted" }, `Loading ${what}…`));
+}
+
+// set replaces el's content, skipping null/false children (which the
+// DOM's own replaceChildren would show as text).
+export function set(el, ...children) {
+  el.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false)
+    .map((c) => (c instanceof Node ? c : document.createTextNode(String(c)))));
 }

@@ -3,7 +3,7 @@
 // audiences, its whole timeline (GET /profiles/{id}/events) and why it is
 // one person (GET /profiles/{id}/explain), with unmerge for roles allowed
 // to (profiles:unmerge).
-import { api, h, problem, panel, fmt, session, busy, announce, deptColour } from "./core.js";
+import { set, api, h, problem, panel, fmt, session, busy, announce, deptColour } from "./core.js";
 
 export function customerPage(el, args) {
   const input = h("input", { id: "c-identifier", size: 36, placeholder: "email:ann@example.com", "aria-describedby": "c-help", required: true });
@@ -12,14 +12,14 @@ export function customerPage(el, args) {
     class: "inline", id: "c-search", role: "search",
     onsubmit: async (e) => {
       e.preventDefault();
-      msg.replaceChildren();
+      set(msg, );
       let q = input.value.trim();
       if (!q.includes(":")) q = (q.includes("@") ? "email:" : "user_id:") + q;
       try {
         const p = await api("GET", "/profiles/lookup?identifier=" + encodeURIComponent(q));
         location.hash = "#/customer/" + encodeURIComponent(p.id);
       } catch (err) {
-        msg.replaceChildren(err.status === 404 ? h("div", { class: "notice", role: "status" }, `No profile holds ${q}.`) : problem(err, "The search"));
+        set(msg, err.status === 404 ? h("div", { class: "notice", role: "status" }, `No profile holds ${q}.`) : problem(err, "The search"));
       }
     },
   },
@@ -38,13 +38,13 @@ async function showProfile(out, id) {
   try {
     p = await api("GET", "/profiles/" + encodeURIComponent(id));
   } catch (err) {
-    out.replaceChildren(err.status === 404 ? h("div", { class: "notice" }, `No profile ${id}.`) : problem(err, "The profile"));
+    set(out, err.status === 404 ? h("div", { class: "notice" }, `No profile ${id}.`) : problem(err, "The profile"));
     return;
   }
   const timeline = h("div", { id: "timeline" });
   const explain = h("div", { id: "explain" });
   const traits = Object.entries(p.traits || {});
-  out.replaceChildren(
+  set(out, 
     h("h2", { id: "profile-id", class: "mono" }, p.id),
     p.redirectedFrom ? h("p", { class: "notice" }, `${p.redirectedFrom} was merged into this profile.`) : null,
     h("div", { class: "grid2" },
@@ -79,7 +79,7 @@ function touchpoint(e) {
   let channel = p.channel || c.channel || "";
   if (!channel) {
     if (c.app || (c.device && c.device.type && /ios|android/i.test(c.device.type))) channel = "app";
-    else if (c.page || c.userAgent) channel = "web";
+    else if (c.page) channel = "web";
     else if (c.library && c.library.name) channel = c.library.name;
   }
   return { dept, channel };
@@ -96,14 +96,14 @@ async function loadTimeline(el, id) {
       next = res.next || "";
     } while (next && rows.length < 1000);
   } catch (err) {
-    el.replaceChildren(problem(err, "The timeline"));
+    set(el, problem(err, "The timeline"));
     return;
   }
   if (!rows.length) {
-    el.replaceChildren(h("p", { class: "muted" }, "No events."));
+    set(el, h("p", { class: "muted" }, "No events."));
     return;
   }
-  el.replaceChildren(h("table", { id: "timeline-table" },
+  set(el, h("table", { id: "timeline-table" },
     h("caption", { class: "sr-only" }, "The profile's events, newest first"),
     h("thead", {}, h("tr", {}, h("th", {}, "Time"), h("th", {}, "Type"), h("th", {}, "Event"), h("th", {}, "Channel"), h("th", {}, "Department"), h("th", {}, "Source"))),
     h("tbody", {}, rows.map((e) => {
@@ -124,12 +124,12 @@ async function loadExplain(el, id) {
   try {
     x = await api("GET", `/profiles/${encodeURIComponent(id)}/explain`);
   } catch (err) {
-    el.replaceChildren(problem(err, "The explanation"));
+    set(el, problem(err, "The explanation"));
     return;
   }
   const canUnmerge = session.can("profiles:unmerge");
   const steps = x.steps || [];
-  el.replaceChildren(
+  set(el, 
     h("p", { id: "explain-summary" }, x.summary),
     steps.length ? h("ol", { class: "steps" }, steps.map((s) => h("li", {},
       h("span", {}, s.text), " ", h("span", { class: "muted" }, `(${s.rule}, ${fmt.time(s.at)})`),
@@ -147,9 +147,9 @@ function unmergeForm(id, step) {
       e.preventDefault();
       try {
         const res = await api("POST", `/profiles/${encodeURIComponent(id)}/unmerge`, { mergeId: step.mergeId, reason: reason.value });
-        msg.replaceChildren("Unmerged into ", ...(res.profiles || []).map((p, k) => [k ? ", " : "", h("a", { href: "#/customer/" + encodeURIComponent(p.id) }, p.id)]));
+        set(msg, "Unmerged into ", ...(res.profiles || []).map((p, k) => [k ? ", " : "", h("a", { href: "#/customer/" + encodeURIComponent(p.id) }, p.id)]));
       } catch (err) {
-        msg.replaceChildren(problem(err, "The unmerge"));
+        set(msg, problem(err, "The unmerge"));
       }
     },
   }, h("label", {}, "Reason", reason), h("button", { type: "submit", class: "danger" }, "Unmerge"), msg);

@@ -1,7 +1,7 @@
 // Journey overview: the lifecycle funnel coloured by owning department with
 // its hand-off gaps (POST /analytics/journey), paths as a Sankey diagram
 // (POST /analytics/paths) and a retention heat map (POST /analytics/retention).
-import { api, h, problem, panel, fmt, deptColour, busy, announce } from "./core.js";
+import { set, api, h, problem, panel, fmt, deptColour, busy, announce } from "./core.js";
 
 const DAY = 86400000;
 
@@ -33,10 +33,10 @@ export function journeyPage(el) {
     busy(journeyOut, "the journey");
     try {
       const res = await api("POST", "/analytics/journey", { ...range(), within: within.value || undefined, sample: 10 });
-      journeyOut.replaceChildren(funnel(res));
+      set(journeyOut, funnel(res));
       announce("Journey loaded");
     } catch (err) {
-      journeyOut.replaceChildren(problem(err, "The journey"));
+      set(journeyOut, problem(err, "The journey"));
     }
   }
   function loadAll() { loadJourney(); paths.load(); retention.load(); }
@@ -64,7 +64,9 @@ function funnel(res) {
         i > 0 ? h("span", { class: "muted" }, `median ${fmt.dur(s.medianSecondsFromPrevious)} from ${stages[i - 1].name}, p90 ${fmt.dur(s.p90SecondsFromPrevious)}`) : null),
       h("div", { class: "num" }, fmt.int(s.profiles), " profiles")));
   });
-  const gaps = (res.gaps || []).filter((g) => g.stuck > 0);
+  // Gaps between departments: a boundary within one department
+  // ("marketing→marketing") is a stage change, not a hand-off.
+  const gaps = (res.gaps || []).filter((g) => g.stuck > 0 && new Set(String(g.boundary).split("→")).size > 1);
   return h("div", {},
     h("div", { class: "legend", "aria-label": "Departments" }, depts.map((d) =>
       h("span", {}, h("span", { class: "swatch", style: { background: deptColour(d) } }), d))),
@@ -108,9 +110,9 @@ function pathsPanel(range) {
     busy(out, "paths");
     try {
       const res = await api("POST", "/analytics/paths", { ...range(), start: { event: start.value }, direction: dir.value, steps: Number(steps.value), limit: 40 });
-      out.replaceChildren(sankey(res));
+      set(out, sankey(res));
     } catch (err) {
-      out.replaceChildren(problem(err, "Paths"));
+      set(out, problem(err, "Paths"));
     }
   }
   const el = panel("Paths",
@@ -127,7 +129,7 @@ function sankey(res) {
   if (!nodes.length) return h("p", { class: "muted" }, "No profile has the start event in this range.");
   const depths = [...new Set(nodes.map((n) => n.depth))].sort((a, b) => a - b);
   const W = 560, colW = 12, H = 300, gap = 8;
-  const xOf = (d) => 10 + (depths.indexOf(d) * (W - 130)) / Math.max(1, depths.length - 1);
+  const xOf = (d) => 10 + (depths.indexOf(d) * (W - 10 - colW - 10)) / Math.max(1, depths.length - 1);
   const total = Math.max(...depths.map((d) => nodes.filter((n) => n.depth === d).reduce((a, n) => a + n.profiles, 0)));
   const k = (H - gap * 8) / Math.max(1, total);
   const pos = new Map();
@@ -153,7 +155,9 @@ function sankey(res) {
   }
   const rects = [...pos.values()].map((p) => h("g", {},
     h("rect", { x: p.x, y: p.y, width: colW, height: p.h, fill: "#1b2a3a" }, h("title", {}, `${p.n.name} (step ${p.n.depth}): ${p.n.profiles} profiles`)),
-    h("text", { x: p.x + colW + 4, y: p.y + Math.min(p.h / 2, 12) + 4, "font-size": 12, fill: "#1b1f24" }, `${p.n.name} (${p.n.profiles})`)));
+    p.n.depth === depths[depths.length - 1] && depths.length > 1
+      ? h("text", { x: p.x - 4, y: p.y + Math.min(p.h / 2, 12) + 4, "font-size": 12, fill: "#1b1f24", "text-anchor": "end" }, `${p.n.name} (${p.n.profiles})`)
+      : h("text", { x: p.x + colW + 4, y: p.y + Math.min(p.h / 2, 12) + 4, "font-size": 12, fill: "#1b1f24" }, `${p.n.name} (${p.n.profiles})`)));
   return h("div", {},
     h("svg", { viewBox: `0 0 ${W} ${svgH}`, width: "100%", role: "img", "aria-label": `Paths: ${nodes.length} steps, ${edges.length} transitions; the table below lists them` },
       h("title", {}, "Paths from the start event"), bands, rects),
@@ -172,9 +176,9 @@ function retentionPanel(range) {
     busy(out, "retention");
     try {
       const res = await api("POST", "/analytics/retention", { ...range(), start: { event: start.value }, return: { event: ret.value }, period: period.value, periods: Number(periods.value) });
-      out.replaceChildren(heatmap(res, period.value));
+      set(out, heatmap(res, period.value));
     } catch (err) {
-      out.replaceChildren(problem(err, "Retention"));
+      set(out, problem(err, "Retention"));
     }
   }
   const el = panel("Retention",

@@ -2,7 +2,7 @@
 // the node's /metrics (Prometheus text format; the few tandem_* series
 // needed are parsed here) and /readyz's pipeline details. Polled every 5 s
 // while the page is open.
-import { h, panel, fmt } from "./core.js";
+import { set, h, panel, fmt } from "./core.js";
 
 const POLL_MS = 5000;
 const KEEP = 60; // samples in the charts: five minutes
@@ -41,14 +41,14 @@ export function operationsPage(el) {
       if (!res.ok) throw new Error(`/metrics answered ${res.status}`);
       m = parseMetrics(await res.text());
     } catch (err) {
-      stats.replaceChildren(h("div", { class: "error", role: "alert" }, "Metrics: " + err.message));
+      set(stats, h("div", { class: "error", role: "alert" }, "Metrics: " + err.message));
     }
     try {
       const res = await fetch("/readyz");
       r = await res.json();
-      ready.replaceChildren(readiness(res.status, r));
+      set(ready, readiness(res.status, r));
     } catch (err) {
-      ready.replaceChildren(h("div", { class: "error" }, "Readiness: " + err.message));
+      set(ready, h("div", { class: "error" }, "Readiness: " + err.message));
     }
     if (m) {
       const now = Date.now();
@@ -69,7 +69,7 @@ export function operationsPage(el) {
         if (history.length > KEEP) history.shift();
       }
       prev = sample;
-      stats.replaceChildren(
+      set(stats, 
         stat("Ingest rate", sample.ingestRate === undefined ? "…" : sample.ingestRate.toFixed(1) + " events/s", "ops-ingest"),
         stat("Stored rate", sample.storeRate === undefined ? "…" : sample.storeRate.toFixed(1) + " events/s", "ops-stored"),
         stat("Pipeline lag", fmt.dur(sample.lag), "ops-lag"),
@@ -77,7 +77,7 @@ export function operationsPage(el) {
         stat("Accepted (total)", fmt.int(sample.accepted), "ops-accepted"),
         stat("Quarantined (total)", fmt.int(sample.quarantined), "ops-quarantined"),
         stat("Requests in flight", fmt.int(sample.inflight), "ops-inflight"));
-      charts.replaceChildren(
+      set(charts, 
         panel("Ingest rate (events/s)", spark(history.map((s) => s.ingestRate), "Ingest rate over the last minutes")),
         panel("Pipeline lag (s)", spark(history.map((s) => s.lag), "Pipeline lag over the last minutes")));
     }

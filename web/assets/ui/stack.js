@@ -2,7 +2,7 @@
 // may decide (approvals:decide), cost by owning department, the quarantine
 // (GET /quarantine) with replay (quarantine:replay), and an import's
 // report (GET /imports/{id}; there is no list of imports in the API).
-import { api, h, problem, panel, fmt, session, busy, forbiddenNote, announce } from "./core.js";
+import { set, api, h, problem, panel, fmt, session, busy, forbiddenNote, announce } from "./core.js";
 
 export function stackPage(el) {
   const sources = h("div", { id: "sources" });
@@ -15,9 +15,9 @@ export function stackPage(el) {
     panel("Quarantine", quarantine));
   loadSources(sources, cost);
   if (session.can("quarantine:read")) loadQuarantine(quarantine);
-  else quarantine.replaceChildren(forbiddenNote("The quarantine", "quarantine:read"));
+  else set(quarantine, forbiddenNote("The quarantine", "quarantine:read"));
   if (session.can("imports:run")) importsForm(imports);
-  else imports.replaceChildren(forbiddenNote("Import reports", "imports:run"));
+  else set(imports, forbiddenNote("Import reports", "imports:run"));
 }
 
 async function all(path) {
@@ -38,13 +38,13 @@ async function loadSources(el, costEl) {
   try {
     items = await all("/sources");
   } catch (err) {
-    el.replaceChildren(problem(err, "The sources"));
-    costEl.replaceChildren();
+    set(el, problem(err, "The sources"));
+    set(costEl, );
     return;
   }
   const decide = session.can("approvals:decide");
   const pending = items.filter((s) => s.approval === "pending").length;
-  el.replaceChildren(
+  set(el, 
     h("p", {}, `${items.length} sources, ${pending} waiting for approval.`,
       !decide && pending ? h("span", { class: "muted" }, ` Approving is for roles with approvals:decide; your role is ${session.me.role}.`) : null),
     h("table", { id: "sources-table" },
@@ -56,7 +56,7 @@ async function loadSources(el, costEl) {
         decide ? h("td", {}, s.approval === "approved" ? null : decisionForm(s, () => loadSources(el, costEl))) : null)))));
   const byOwner = new Map();
   for (const s of items) byOwner.set(s.owner || "(none)", (byOwner.get(s.owner || "(none)") || 0) + (s.monthlyCost || 0));
-  costEl.replaceChildren(h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Department"), h("th", { class: "num" }, "Cost / month"))),
+  set(costEl, h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Department"), h("th", { class: "num" }, "Cost / month"))),
     h("tbody", {}, [...byOwner].sort((a, b) => b[1] - a[1]).map(([o, c]) => h("tr", {}, h("td", {}, o), h("td", { class: "num" }, fmt.money(c)))))));
 }
 
@@ -69,7 +69,7 @@ function decisionForm(s, reload) {
       announce(`${s.name}: ${decision}d`);
       reload();
     } catch (err) {
-      msg.replaceChildren(problem(err, "The decision"));
+      set(msg, problem(err, "The decision"));
     }
   };
   return h("div", { class: "inline" }, comment, " ",
@@ -84,17 +84,17 @@ async function loadQuarantine(el) {
   try {
     items = await all("/quarantine");
   } catch (err) {
-    el.replaceChildren(problem(err, "The quarantine"));
+    set(el, problem(err, "The quarantine"));
     return;
   }
   if (!items.length) {
-    el.replaceChildren(h("p", { class: "muted" }, "Nothing is held."));
+    set(el, h("p", { class: "muted" }, "Nothing is held."));
     return;
   }
   const replay = session.can("quarantine:replay");
   const boxes = [];
   const msg = h("div", { role: "status" });
-  el.replaceChildren(
+  set(el, 
     h("table", { id: "quarantine-table" },
       h("thead", {}, h("tr", {}, replay ? h("th", {}, h("span", { class: "sr-only" }, "Select")) : null,
         ["Received", "Source", "Reason", "Field", "Status"].map((c) => h("th", {}, c)))),
@@ -108,15 +108,15 @@ async function loadQuarantine(el) {
       type: "button", id: "replay",
       onclick: async () => {
         const ids = boxes.filter((b) => b.checked).map((b) => b.value);
-        if (!ids.length) { msg.replaceChildren("Select the entries to replay first."); return; }
+        if (!ids.length) { set(msg, "Select the entries to replay first."); return; }
         try {
           const res = await api("POST", "/quarantine/replay", { ids });
           const by = {};
           for (const r of res.results || res.items || []) by[r.status] = (by[r.status] || 0) + 1;
-          msg.replaceChildren("Replay: " + Object.entries(by).map(([k, v]) => `${v} ${k}`).join(", "));
+          set(msg, "Replay: " + Object.entries(by).map(([k, v]) => `${v} ${k}`).join(", "));
           setTimeout(() => loadQuarantine(el), 1500);
         } catch (err) {
-          msg.replaceChildren(problem(err, "The replay"));
+          set(msg, problem(err, "The replay"));
         }
       },
     }, "Replay selected")) : h("p", { class: "muted" }, `Replaying is for roles with quarantine:replay; your role is ${session.me.role}.`),
@@ -126,15 +126,15 @@ async function loadQuarantine(el) {
 function importsForm(el) {
   const id = h("input", { id: "i-id", size: 28, required: true });
   const out = h("div", {});
-  el.replaceChildren(h("form", {
+  set(el, h("form", {
     class: "inline",
     onsubmit: async (e) => {
       e.preventDefault();
       try {
         const st = await api("GET", "/imports/" + encodeURIComponent(id.value.trim()));
-        out.replaceChildren(h("dl", { class: "kv" }, Object.entries(st).map(([k, v]) => [h("dt", {}, k), h("dd", {}, typeof v === "object" && v !== null ? JSON.stringify(v) : String(v))])));
+        set(out, h("dl", { class: "kv" }, Object.entries(st).map(([k, v]) => [h("dt", {}, k), h("dd", {}, typeof v === "object" && v !== null ? JSON.stringify(v) : String(v))])));
       } catch (err) {
-        out.replaceChildren(err.status === 404 ? h("div", { class: "notice" }, "No such import.") : problem(err, "The import"));
+        set(out, err.status === 404 ? h("div", { class: "notice" }, "No such import.") : problem(err, "The import"));
       }
     },
   }, h("label", {}, "Import id", id), h("button", { type: "submit" }, "Show report")),
