@@ -130,6 +130,10 @@ func TestDashboard(t *testing.T) {
 		add(map[string]any{"type": "track", "userId": p.user, "event": "Product Viewed", "timestamp": ts(2), "properties": map[string]any{"channel": "app", "department": "marketing", "sku": "S-1"}})
 	}
 	add(map[string]any{"type": "track", "userId": "u-ann", "event": "Order Completed", "timestamp": ts(30), "properties": map[string]any{"channel": "store", "department": "sales", "revenue": 42}})
+	// A call-centre contact, as an import maps it (top-level channel,
+	// context.department).
+	add(map[string]any{"type": "track", "userId": "u-ann", "event": "Ticket Opened", "timestamp": ts(40), "channel": "call-centre",
+		"context": map[string]any{"department": "service"}})
 	body, _ := json.Marshal(map[string]any{"batch": batch})
 	status, resp, err := postBatch(context.Background(), apiClient, s.url, s.writeKey, body)
 	if err != nil || status != 200 {
@@ -175,8 +179,8 @@ func TestDashboard(t *testing.T) {
 		if !strings.Contains(gaps, "marketing→sales\t2") || strings.Contains(gaps, "marketing→marketing") {
 			t.Errorf("the hand-off gaps table:\n%s", gaps)
 		}
-		if n, _ := evalIn[int](b, 5*time.Second, `document.querySelectorAll("button.gap").length`); n != 2 {
-			t.Errorf("%d highlighted hand-offs, want 2 (marketing→sales, sales→operations)", n)
+		if n, _ := evalIn[int](b, 5*time.Second, `document.querySelectorAll("button.gap").length`); n != 3 {
+			t.Errorf("%d highlighted hand-offs, want 3 (marketing→sales, sales→operations, service→marketing)", n)
 		}
 		_, err = waitFor[bool](b, 30*time.Second, `!!document.querySelector("#retention") && !!document.querySelector(".panel svg")`)
 		b.must(err, "paths or retention")
@@ -205,7 +209,7 @@ func TestDashboard(t *testing.T) {
 			chromedp.Click(chromedp.CSS(`#c-search button[type="submit"]`))), "search ann@example.com")
 		tl, err = waitFor[string](b, 20*time.Second, `(document.getElementById("timeline-table") || {}).innerText`)
 		b.must(err, "Ann's timeline")
-		for _, want := range []string{"Order Completed", "store", "sales", "Product Viewed", "app", "marketing", "identify"} {
+		for _, want := range []string{"Order Completed", "store", "sales", "Product Viewed", "app", "marketing", "identify", "track\tTicket Opened\tcall-centre\tservice"} {
 			if !strings.Contains(tl, want) {
 				t.Errorf("Ann's timeline lacks %q:\n%s", want, tl)
 			}

@@ -76,7 +76,7 @@ function kv(obj, empty) {
 function touchpoint(e) {
   const p = e.properties || {}, c = e.context || {};
   const dept = p.department || c.department || (c.traits && c.traits.department) || "";
-  let channel = p.channel || c.channel || "";
+  let channel = p.channel || e.channel || c.channel || "";
   if (!channel) {
     if (c.app || (c.device && c.device.type && /ios|android/i.test(c.device.type))) channel = "app";
     else if (c.page) channel = "web";
