@@ -140,6 +140,11 @@ func TestDashboard(t *testing.T) {
 		t.Fatalf("batch: %d %s %v", status, resp, err)
 	}
 	s.waitEvents(ids, 30*time.Second)
+	// An event without userId or anonymousId is held in the quarantine.
+	body, _ = json.Marshal(map[string]any{"batch": []map[string]any{{"type": "track", "event": "Broken Event", "messageId": "dash-broken-" + run}}})
+	if status, resp, err := postBatch(context.Background(), apiClient, s.url, s.writeKey, body); err != nil || status != 200 || !strings.Contains(string(resp), "quarantined") {
+		t.Fatalf("batch with a broken event: %d %s %v", status, resp, err)
+	}
 
 	// A source an IT user created waits for approval.
 	st, it := call(t, s.url, adminToken, "POST", "/api/v1/users", map[string]any{"name": "Ivo from IT", "role": "it"})
@@ -232,6 +237,21 @@ func TestDashboard(t *testing.T) {
 		_, err = waitFor[bool](b, 20*time.Second, `(document.querySelector('`+row+` [data-approval]') || {}).textContent === "approved"`)
 		b.must(err, "the source approved on the page")
 		b.screenshot(shots, "5-stack-approved")
+
+		// The quarantine lists the broken event; replaying it validates it
+		// again, and it is still invalid.
+		held, err := waitFor[string](b, 20*time.Second, `(document.getElementById("quarantine-table") || {}).innerText`)
+		b.must(err, "the quarantine")
+		if !strings.Contains(held, "missing_field") || !strings.Contains(held, "held") {
+			t.Errorf("the quarantine shows:\n%s", held)
+		}
+		b.must(b.do(10*time.Second, chromedp.Click(chromedp.CSS(`#quarantine-table input[type="checkbox"]`)), chromedp.Click(chromedp.CSS("#replay"))), "replay")
+		replayed, err := waitFor[string](b, 20*time.Second, `[...document.querySelectorAll("#quarantine [role=status]")].map(e => e.textContent).join("").match(/Replay: .*/)?.[0]`)
+		b.must(err, "the replay's result")
+		if replayed != "Replay: 1 invalid" {
+			t.Errorf("replay shows %q, want Replay: 1 invalid", replayed)
+		}
+		b.screenshot(shots, "5b-quarantine-replayed")
 		if st, got := call(t, s.url, adminToken, "GET", "/api/v1/sources/"+srcID, nil); st != 200 || got["approval"] != "approved" {
 			t.Errorf("after approving on the page the API shows %d %v", st, got)
 		}
