@@ -263,6 +263,9 @@ func TestDashboard(t *testing.T) {
 		if acc == "0" || acc == "" {
 			t.Errorf("accepted events shown %q after %d were sent", acc, len(batch))
 		}
+		if q, _ := evalIn[string](b, 5*time.Second, `document.getElementById("ops-quarantined").textContent`); q != "1" {
+			t.Errorf("quarantined events shown %q, want 1", q)
+		}
 		b.screenshot(shots, "6-operations")
 
 		// Sign out: the token is gone from the tab.

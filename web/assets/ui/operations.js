@@ -56,7 +56,10 @@ export function operationsPage(el) {
         t: now,
         accepted: m.tandem_events_accepted_total || 0,
         stored: m.tandem_pipeline_events_stored_total || 0,
-        quarantined: (m.tandem_events_quarantined_total || 0) + (m.tandem_pipeline_events_quarantined_total || 0),
+        // Collection sends invalid events through the log too, and the
+        // pipeline counts each again as it quarantines it: its counter is
+        // the total (collection's, on a node without a pipeline).
+        quarantined: m.tandem_pipeline_events_quarantined_total ?? m.tandem_events_quarantined_total ?? 0,
         lag: m.tandem_pipeline_lag_seconds || 0,
         lagRecords: m.tandem_pipeline_lag_records || 0,
         inflight: m.tandem_collect_inflight || 0,
