@@ -193,8 +193,8 @@ function heatmap(res, period) {
   if (!cohorts.length) return h("p", { class: "muted" }, "No cohort in this range.");
   const n = Math.max(...cohorts.map((c) => (c.share || []).length));
   const cell = (share, returned) => {
-    const a = share || 0;
-    return h("td", { class: "num", style: { background: `rgba(29, 78, 216, ${0.08 + 0.85 * a})`, color: a > 0.45 ? "#fff" : "#1b1f24" },
+    const bg = blend(0.08 + 0.85 * (share || 0));
+    return h("td", { class: "num", style: { background: `rgb(${bg.join(",")})`, color: textOn(bg) },
       title: `${returned} profiles returned` }, fmt.pct(share));
   };
   return h("table", { id: "retention" },
@@ -203,4 +203,21 @@ function heatmap(res, period) {
       Array.from({ length: n }, (_, k) => h("th", { class: "num" }, `${period} ${k + 1}`)))),
     h("tbody", {}, cohorts.map((c) => h("tr", {}, h("th", { scope: "row" }, String(c.start).slice(0, 10)), h("td", { class: "num" }, fmt.int(c.profiles)),
       Array.from({ length: n }, (_, k) => cell(c.share[k], c.returned[k]))))));
+}
+
+// blend is the heat map's blue at opacity a over white.
+function blend(a) {
+  return [29, 78, 216].map((c) => Math.round(255 - (255 - c) * a));
+}
+
+// textOn picks the text colour (white or near-black) with the greater
+// contrast on the background rgb, by WCAG's relative luminance.
+function textOn(rgb) {
+  const lum = (c) => {
+    const [r, g, b] = c.map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  const bg = lum(rgb), dark = lum([27, 31, 36]);
+  const onWhite = 1.05 / (bg + 0.05), onDark = (bg + 0.05) / (dark + 0.05);
+  return onWhite > onDark ? "#fff" : "#1b1f24";
 }
