@@ -144,6 +144,15 @@ func TestDashboard(t *testing.T) {
 		add(map[string]any{"type": "track", "userId": p.user, "event": "Product Viewed", "timestamp": ts(2), "properties": map[string]any{"channel": "app", "department": "marketing", "sku": "S-1"}})
 	}
 	add(map[string]any{"type": "track", "userId": "u-ann", "event": "Order Completed", "timestamp": ts(30), "properties": map[string]any{"channel": "store", "department": "sales", "revenue": 42}})
+	// Dora's tablet and Dora become one profile by a merge, which the
+	// customer view offers to undo.
+	add(map[string]any{"type": "page", "anonymousId": "tablet-" + run, "name": "Home", "timestamp": ts(0)})
+	add(map[string]any{"type": "track", "userId": "dora", "event": "Login", "timestamp": ts(1)})
+	add(map[string]any{"type": "identify", "userId": "dora", "anonymousId": "tablet-" + run, "timestamp": ts(2)})
+	// Eve's phone likewise, for a role that may not unmerge.
+	add(map[string]any{"type": "page", "anonymousId": "phone-" + run, "name": "Home", "timestamp": ts(0)})
+	add(map[string]any{"type": "track", "userId": "eve", "event": "Login", "timestamp": ts(1)})
+	add(map[string]any{"type": "identify", "userId": "eve", "anonymousId": "phone-" + run, "timestamp": ts(2)})
 	// A call-centre contact, as an import maps it (top-level channel,
 	// context.department).
 	add(map[string]any{"type": "track", "userId": "u-ann", "event": "Ticket Opened", "timestamp": ts(40), "channel": "call-centre",
@@ -241,6 +250,22 @@ func TestDashboard(t *testing.T) {
 		b.must(err, "why is this one person")
 		b.screenshot(shots, "3-customer")
 
+		// Unmerge Dora's tablet from Dora.
+		b.must(b.do(10*time.Second, chromedp.Navigate(s.url+"/#/customer"),
+			chromedp.WaitVisible(chromedp.CSS("#c-identifier")),
+			chromedp.SendKeys(chromedp.CSS("#c-identifier"), "user_id:dora"),
+			chromedp.Click(chromedp.CSS(`#c-search button[type="submit"]`))), "search user_id:dora")
+		_, err = waitFor[bool](b, 20*time.Second, `!!document.querySelector("form.unmerge input")`)
+		b.must(err, "the unmerge form on Dora's merge")
+		b.must(b.do(10*time.Second, chromedp.SendKeys(chromedp.CSS("form.unmerge input"), "shared tablet"),
+			chromedp.Click(chromedp.CSS(`form.unmerge button[type="submit"]`))), "unmerge")
+		split, err := waitFor[int](b, 20*time.Second, `document.querySelectorAll("form.unmerge [role=status] a").length`)
+		b.must(err, "the unmerge's result")
+		if split != 2 {
+			t.Errorf("the unmerge shows %d profiles, want 2", split)
+		}
+		b.screenshot(shots, "3b-customer-unmerged")
+
 		// Stack: approve the pending source.
 		b.must(b.do(10*time.Second, chromedp.Navigate(s.url+"/#/stack")), "open the stack")
 		row := `tr[data-source="Field sales CRM"]`
@@ -308,5 +333,32 @@ func TestDashboard(t *testing.T) {
 			t.Errorf("forbidden note %q", msg)
 		}
 		b.screenshot(shots, "7-it-role-customers")
+	})
+
+	t.Run("sales", func(t *testing.T) {
+		// Sales reads profiles but may not unmerge: no Unmerge on Eve's
+		// merge, and a note why.
+		st, u := call(t, s.url, adminToken, "POST", "/api/v1/users", map[string]any{"name": "Sam from sales", "role": "sales"})
+		if st != 201 {
+			t.Fatalf("create sales user: %d %v", st, u)
+		}
+		st, p := call(t, s.url, adminToken, "GET", "/api/v1/profiles/lookup?identifier=user_id:eve", nil)
+		if st != 200 {
+			t.Fatalf("lookup: %d %v", st, p)
+		}
+		b := startBrowser(t, exe)
+		b.signIn(s.url, u["token"].(string), false)
+		b.must(b.do(10*time.Second, chromedp.Navigate(s.url+"/#/customer/"+p["id"].(string))), "open Eve")
+		explain, err := waitFor[string](b, 20*time.Second, `document.getElementById("explain-summary") && document.getElementById("explain").innerText`)
+		b.must(err, "Eve's explanation")
+		if !strings.Contains(explain, "merged with profile") || !strings.Contains(explain, "Unmerging is for roles with profiles:unmerge; your role is sales") {
+			t.Errorf("Eve's explanation for sales:\n%s", explain)
+		}
+		if n, _ := evalIn[int](b, 5*time.Second, `document.querySelectorAll("form.unmerge").length`); n != 0 {
+			t.Errorf("a sales user is offered %d unmerges", n)
+		}
+		b.screenshot(shots, "8-sales-no-unmerge")
+		b.close()
+		b.checkRequests(strings.TrimPrefix(s.url, "http://"))
 	})
 }
