@@ -111,3 +111,15 @@ func Can(role Role, p Permission) bool {
 	}
 	return false
 }
+
+// PermissionsOf returns what a user with role may do, in the order of
+// [Permissions]; none for an unknown role.
+func PermissionsOf(role Role) []Permission {
+	out := []Permission{}
+	for _, p := range Permissions {
+		if Can(role, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}

@@ -44,8 +44,14 @@ func (a *API) sourceByPath(r *http.Request) (governance.Source, error) {
 	return a.opts.Governance.SourceByRef(r.Context(), r.PathValue("id"))
 }
 
+// me is the calling user with what its role may do, which a client (the
+// dashboard) uses to offer only the actions the API will allow.
 func (a *API) me(w http.ResponseWriter, r *http.Request) error {
-	return writeJSON(w, 200, userFrom(r.Context()))
+	u := userFrom(r.Context())
+	return writeJSON(w, 200, struct {
+		access.User
+		Permissions []access.Permission `json:"permissions"`
+	}{u, access.PermissionsOf(u.Role)})
 }
 
 func (a *API) createUser(w http.ResponseWriter, r *http.Request) error {

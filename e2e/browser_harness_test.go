@@ -95,6 +95,10 @@ func startBrowser(t *testing.T, exe string) *browser {
 		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"),
 		chromedp.Flag("log-net-log", b.netlog),
 		chromedp.Flag("accept-lang", browserLanguage), // navigator.language in headless mode
+		// The defaults plus Chromium's autofill server: a page with a
+		// password field (the dashboard's sign-in) makes the browser ask
+		// a vendor's host about the form, in the page's name.
+		chromedp.Flag("disable-features", "Translate,BlinkGenPropertyTrees,AutofillServerCommunication"),
 	)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelTab := chromedp.NewContext(actx)

@@ -17,8 +17,10 @@ func TestEveryMissIsInTheErrorShape(t *testing.T) {
 		status       int
 		code, hint   string
 	}{
-		{"GET", "/", 404, "not_found", "no web UI"},
-		{"POST", "/", 404, "not_found", "/api/v1/openapi.json"},
+		{"POST", "/", 405, "method_not_allowed", ""},
+		{"DELETE", "/ui/app.js", 405, "method_not_allowed", ""},
+		{"GET", "/ui/nope.js", 404, "not_found", "/api/v1/openapi.json"},
+		{"GET", "/ui/", 404, "not_found", "/api/v1/openapi.json"},
 		{"GET", "/nope", 404, "not_found", "/api/v1/openapi.json"},
 		{"GET", "/v1", 404, "not_found", "/v1/track"},
 		{"POST", "/v1/", 404, "not_found", "/v1/batch"},
@@ -46,6 +48,12 @@ func TestEveryMissIsInTheErrorShape(t *testing.T) {
 	}
 	if r := n.do("POST", "/healthz", "", nil, nil); r.header.Get("Allow") != "GET, HEAD" {
 		t.Errorf("Allow %q", r.header.Get("Allow"))
+	}
+
+	// The dashboard answers "/" (see package web).
+	if r := n.do("GET", "/", "", nil, nil); r.status != 200 || !strings.HasPrefix(r.header.Get("Content-Type"), "text/html") ||
+		!strings.Contains(string(r.body), "tandem dashboard") {
+		t.Errorf("GET /: %d %s %.200q", r.status, r.header.Get("Content-Type"), r.body)
 	}
 
 	// The known endpoints still answer.

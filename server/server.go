@@ -45,6 +45,7 @@ import (
 	"tandem/statestore/postgres"
 	"tandem/statestore/sqlite"
 	"tandem/version"
+	"tandem/web"
 )
 
 // Run serves until ctx is done, then shuts down gracefully: it stops
@@ -441,7 +442,10 @@ func (s *Server) routes() http.Handler {
 	// No catch-all "/": with one, a known path with the wrong method
 	// would be a 404. The mux's own 404s and 405s (with Allow) are turned
 	// into the error shape by apierror.Handler.
-	mux.HandleFunc("/{$}", func(w http.ResponseWriter, r *http.Request) { apierror.Write(w, rootNotFound(r)) })
+	// The dashboard (package web): its page at "/" exactly, its files
+	// under /ui/; other methods on them are 405s.
+	mux.Handle("GET /{$}", web.Index())
+	mux.Handle("GET /ui/", web.Assets())
 	mux.HandleFunc("/v1", func(w http.ResponseWriter, r *http.Request) { apierror.Write(w, collectNotFound(r)) })
 	mux.HandleFunc("/v1/{$}", func(w http.ResponseWriter, r *http.Request) { apierror.Write(w, collectNotFound(r)) })
 	return apierror.Handler(mux, notFound)
@@ -451,21 +455,12 @@ func (s *Server) routes() http.Handler {
 // API it is under.
 func notFound(r *http.Request) *apierror.Error {
 	switch p := r.URL.Path; {
-	case p == "/":
-		return rootNotFound(r)
 	case p == "/v1" || strings.HasPrefix(p, "/v1/"):
 		return collectNotFound(r)
 	case strings.HasPrefix(p, "/api/v1/"):
 		return api.NotFound(r)
 	}
 	return apierror.Of(apierror.CodeNotFound, "no such endpoint; the endpoints are listed in GET /api/v1/openapi.json")
-}
-
-// rootNotFound answers "/": people open it in a browser first.
-func rootNotFound(*http.Request) *apierror.Error {
-	return apierror.Of(apierror.CodeNotFound, "tandem "+version.Version+" has no web UI; "+
-		"its HTTP API is described in GET /api/v1/openapi.json and in the docs (README.md, docs/errors.md): "+
-		"collection under /v1/, management under /api/v1/, and /healthz, /readyz, /metrics")
 }
 
 // collectNotFound answers a path under /v1 that is no collection endpoint.

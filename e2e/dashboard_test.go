@@ -1,0 +1,364 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// The dashboard (package web) in headless Chromium against the real
+// binary: sign in with a user token, follow a hand-off gap of the journey
+// to a stuck profile, look a customer up by e-mail and read the timeline,
+// approve a pending source; and a role that may not read profiles is told
+// so. Screenshots go to $TANDEM_TEST_ARTIFACTS (default: the test's temp
+// dir) and their paths are logged.
+
+// artifactDir is where the test's screenshots go.
+func artifactDir(t *testing.T) string {
+	t.Helper()
+	if d := os.Getenv("TANDEM_TEST_ARTIFACTS"); d != "" {
+		d = filepath.Join(d, t.Name())
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	return t.TempDir()
+}
+
+// call is one management API request with token.
+func call(t *testing.T, base, token, method, path string, body any) (int, map[string]any) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, base+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := apiClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	b, _ := io.ReadAll(resp.Body)
+	_ = json.Unmarshal(b, &out)
+	return resp.StatusCode, out
+}
+
+// screenshot saves the whole page as name.png, after checking that the
+// page shows no JavaScript leftovers ("null", "undefined", "NaN").
+func (b *browser) screenshot(dir, name string) {
+	b.t.Helper()
+	if bad, _ := evalIn[string](b, 5*time.Second, `(document.body.innerText.match(/.*\b(null|undefined|NaN)\b.*/) || [""])[0]`); bad != "" {
+		b.t.Errorf("%s: the page shows %q", name, bad)
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		b.t.Errorf("screenshot %s: %v", name, err)
+		return
+	}
+	p := filepath.Join(dir, name+".png")
+	if err := os.WriteFile(p, png, 0o644); err != nil {
+		b.t.Errorf("screenshot %s: %v", name, err)
+		return
+	}
+	b.t.Logf("screenshot: %s", p)
+}
+
+// must fails the test now, with what the page showed, when err is set.
+func (b *browser) must(err error, what string) {
+	b.t.Helper()
+	if err == nil {
+		return
+	}
+	text, _ := evalIn[string](b, 5*time.Second, `document.getElementById("main") ? document.getElementById("main").innerText.slice(0, 1500) : ""`)
+	_, problems, console := b.snapshot()
+	b.t.Fatalf("%s: %v\nthe page shows:\n%s\nproblems: %v\nconsole: %v", what, err, text, problems, console)
+}
+
+// signIn opens the dashboard and signs in with token: by clicking the
+// button, or with the keyboard alone (the page puts the focus in the
+// token field; Enter submits).
+func (b *browser) signIn(base, token string, keyboard bool) {
+	b.t.Helper()
+	b.must(b.do(20*time.Second, chromedp.EmulateViewport(1366, 900), chromedp.Navigate(base+"/")), "open the dashboard")
+	b.must(b.do(15*time.Second, chromedp.WaitVisible(chromedp.CSS("#token"))), "the sign-in form")
+	if fcp, _ := evalIn[float64](b, 5*time.Second, `(performance.getEntriesByName("first-contentful-paint")[0] || {startTime: -1}).startTime`); fcp >= 0 {
+		b.t.Logf("first contentful paint of the sign-in page: %.0f ms", fcp)
+	}
+	if keyboard {
+		focused, _ := evalIn[string](b, 5*time.Second, `document.activeElement.id`)
+		if focused != "token" {
+			b.t.Errorf("the focus is on %q, not the token field", focused)
+		}
+		b.must(b.do(15*time.Second, chromedp.KeyEvent(token+"\r")), "sign in with the keyboard")
+	} else {
+		b.must(b.do(15*time.Second, chromedp.SendKeys(chromedp.CSS("#token"), token),
+			chromedp.Click(chromedp.CSS(`#signin button[type="submit"]`))), "sign in")
+	}
+	_, err := waitFor[bool](b, 15*time.Second, `!!document.getElementById("who-role")`)
+	b.must(err, "the role after signing in")
+}
+
+func TestDashboard(t *testing.T) {
+	t.Parallel()
+	exe := chromiumPath(t)
+	s := startServer(t, "", serverOpts{})
+	shots := artifactDir(t)
+
+	// A journey 20 days old: Ann goes from the ad to the order (in a
+	// store, by sales); Bob and Cy viewed products and never ordered, so
+	// they are stuck at the marketing→sales hand-off.
+	at := time.Now().UTC().Add(-20 * 24 * time.Hour).Truncate(time.Second)
+	ts := func(h int) string { return at.Add(time.Duration(h) * time.Hour).Format(time.RFC3339) }
+	run := fmt.Sprint(time.Now().UnixNano())
+	var batch []map[string]any
+	var ids []string
+	add := func(m map[string]any) {
+		m["messageId"] = fmt.Sprintf("dash-%s-%d", run, len(batch))
+		ids = append(ids, m["messageId"].(string))
+		batch = append(batch, m)
+	}
+	for _, p := range []struct{ user, email string }{{"u-ann", "ann@example.com"}, {"u-bob", "bob@example.com"}, {"u-cy", "cy@example.com"}} {
+		add(map[string]any{"type": "identify", "userId": p.user, "timestamp": ts(0), "traits": map[string]any{"email": p.email, "plan": "pro"}})
+		add(map[string]any{"type": "track", "userId": p.user, "event": "Signed Up", "timestamp": ts(0)})
+		add(map[string]any{"type": "track", "userId": p.user, "event": "Ad Clicked", "timestamp": ts(-1), "properties": map[string]any{"channel": "web", "department": "marketing"}})
+		add(map[string]any{"type": "track", "userId": p.user, "event": "Product Viewed", "timestamp": ts(2), "properties": map[string]any{"channel": "app", "department": "marketing", "sku": "S-1"}})
+	}
+	add(map[string]any{"type": "track", "userId": "u-ann", "event": "Order Completed", "timestamp": ts(30), "properties": map[string]any{"channel": "store", "department": "sales", "revenue": 42}})
+	// Dora's tablet and Dora become one profile by a merge, which the
+	// customer view offers to undo.
+	add(map[string]any{"type": "page", "anonymousId": "tablet-" + run, "name": "Home", "timestamp": ts(0)})
+	add(map[string]any{"type": "track", "userId": "dora", "event": "Login", "timestamp": ts(1)})
+	add(map[string]any{"type": "identify", "userId": "dora", "anonymousId": "tablet-" + run, "timestamp": ts(2)})
+	// Eve's phone likewise, for a role that may not unmerge.
+	add(map[string]any{"type": "page", "anonymousId": "phone-" + run, "name": "Home", "timestamp": ts(0)})
+	add(map[string]any{"type": "track", "userId": "eve", "event": "Login", "timestamp": ts(1)})
+	add(map[string]any{"type": "identify", "userId": "eve", "anonymousId": "phone-" + run, "timestamp": ts(2)})
+	// A call-centre contact, as an import maps it (top-level channel,
+	// context.department).
+	add(map[string]any{"type": "track", "userId": "u-ann", "event": "Ticket Opened", "timestamp": ts(40), "channel": "call-centre",
+		"context": map[string]any{"department": "service"}})
+	body, _ := json.Marshal(map[string]any{"batch": batch})
+	status, resp, err := postBatch(context.Background(), apiClient, s.url, s.writeKey, body)
+	if err != nil || status != 200 {
+		t.Fatalf("batch: %d %s %v", status, resp, err)
+	}
+	s.waitEvents(ids, 30*time.Second)
+	// An event without userId or anonymousId is held in the quarantine.
+	body, _ = json.Marshal(map[string]any{"batch": []map[string]any{{"type": "track", "event": "Broken Event", "messageId": "dash-broken-" + run}}})
+	if status, resp, err := postBatch(context.Background(), apiClient, s.url, s.writeKey, body); err != nil || status != 200 || !strings.Contains(string(resp), "quarantined") {
+		t.Fatalf("batch with a broken event: %d %s %v", status, resp, err)
+	}
+
+	// A source an IT user created waits for approval.
+	st, it := call(t, s.url, adminToken, "POST", "/api/v1/users", map[string]any{"name": "Ivo from IT", "role": "it"})
+	if st != 201 {
+		t.Fatalf("create it user: %d %v", st, it)
+	}
+	itToken := it["token"].(string)
+	st, src := call(t, s.url, itToken, "POST", "/api/v1/sources", map[string]any{"name": "Field sales CRM", "kind": "crm", "owner": "sales", "purpose": "visit reports", "monthlyCost": 120})
+	if st != 201 || src["approval"] != "pending" {
+		t.Fatalf("create pending source: %d %v", st, src)
+	}
+	srcID := src["id"].(string)
+
+	t.Run("admin", func(t *testing.T) {
+		b := startBrowser(t, exe)
+		b.signIn(s.url, adminToken, false)
+		role, _ := evalIn[string](b, 5*time.Second, `document.getElementById("who-role").textContent`)
+		if role != "admin" {
+			t.Errorf("role shown %q, want admin", role)
+		}
+
+		// Journey: the funnel, the highlighted gap, through to a stuck profile.
+		b.must(b.do(10*time.Second, chromedp.Navigate(s.url+"/#/journey")), "open the journey")
+		gap := `button.gap[data-handoff="consideration→purchase"]`
+		label, err := waitFor[string](b, 30*time.Second, `(document.querySelector('`+gap+`') || {}).textContent`)
+		b.must(err, "the marketing→sales hand-off gap")
+		if !strings.Contains(label, "2 of 3 stuck") || !strings.Contains(label, "marketing→sales") {
+			t.Errorf("hand-off shows %q, want 2 of 3 stuck at marketing→sales", label)
+		}
+		stages, _ := evalIn[string](b, 5*time.Second, `[...document.querySelectorAll(".stage")].map(e => e.dataset.stage + "=" + e.querySelector(".num").textContent).join(",")`)
+		for _, want := range []string{"awareness=3 profiles", "consideration=3 profiles", "purchase=1 profiles"} {
+			if !strings.Contains(stages, want) {
+				t.Errorf("funnel %q lacks %q", stages, want)
+			}
+		}
+		gaps, _ := evalIn[string](b, 5*time.Second, `document.getElementById("gaps").innerText`)
+		if !strings.Contains(gaps, "marketing→sales\t2") || strings.Contains(gaps, "marketing→marketing") {
+			t.Errorf("the hand-off gaps table:\n%s", gaps)
+		}
+		if n, _ := evalIn[int](b, 5*time.Second, `document.querySelectorAll("button.gap").length`); n != 3 {
+			t.Errorf("%d highlighted hand-offs, want 3 (marketing→sales, sales→operations, service→marketing)", n)
+		}
+		_, err = waitFor[bool](b, 30*time.Second, `!!document.querySelector("#retention") && !!document.querySelector(".panel svg")`)
+		b.must(err, "paths or retention")
+		b.screenshot(shots, "1-journey")
+		b.must(b.do(10*time.Second, chromedp.Click(chromedp.CSS(gap))), "click the gap")
+		stuck, err := waitFor[string](b, 10*time.Second, `(document.querySelector(".handoff ul.stuck:not([hidden]) a") || {}).textContent`)
+		b.must(err, "the stuck profiles")
+		b.screenshot(shots, "2-journey-gap-open")
+		b.must(b.do(10*time.Second, chromedp.Click(chromedp.CSS(".handoff ul.stuck:not([hidden]) a"))), "click a stuck profile")
+		shown, err := waitFor[string](b, 20*time.Second, `(document.getElementById("profile-id") || {}).textContent`)
+		b.must(err, "the stuck profile")
+		if shown != stuck {
+			t.Errorf("opened profile %q, clicked %q", shown, stuck)
+		}
+		tl, err := waitFor[string](b, 20*time.Second, `(document.getElementById("timeline-table") || {}).innerText`)
+		b.must(err, "the stuck profile's timeline")
+		if !strings.Contains(tl, "Product Viewed") || strings.Contains(tl, "Order Completed") {
+			t.Errorf("a stuck profile's timeline: %q", tl)
+		}
+
+		// Customer view: search by e-mail, see the timeline with channels
+		// and departments.
+		b.must(b.do(10*time.Second, chromedp.Navigate(s.url+"/#/customer"),
+			chromedp.WaitVisible(chromedp.CSS("#c-identifier")),
+			chromedp.SendKeys(chromedp.CSS("#c-identifier"), "ann@example.com"),
+			chromedp.Click(chromedp.CSS(`#c-search button[type="submit"]`))), "search ann@example.com")
+		tl, err = waitFor[string](b, 20*time.Second, `(document.getElementById("timeline-table") || {}).innerText`)
+		b.must(err, "Ann's timeline")
+		for _, want := range []string{"Order Completed", "store", "sales", "Product Viewed", "app", "marketing", "identify", "track\tTicket Opened\tcall-centre\tservice"} {
+			if !strings.Contains(tl, want) {
+				t.Errorf("Ann's timeline lacks %q:\n%s", want, tl)
+			}
+		}
+		idents, _ := evalIn[string](b, 5*time.Second, `document.getElementById("identifiers").innerText`)
+		if !strings.Contains(idents, "ann@example.com") || !strings.Contains(idents, "u-ann") {
+			t.Errorf("identifiers: %q", idents)
+		}
+		_, err = waitFor[string](b, 20*time.Second, `(document.getElementById("explain-summary") || {}).textContent`)
+		b.must(err, "why is this one person")
+		b.screenshot(shots, "3-customer")
+
+		// Unmerge Dora's tablet from Dora.
+		b.must(b.do(10*time.Second, chromedp.Navigate(s.url+"/#/customer"),
+			chromedp.WaitVisible(chromedp.CSS("#c-identifier")),
+			chromedp.SendKeys(chromedp.CSS("#c-identifier"), "user_id:dora"),
+			chromedp.Click(chromedp.CSS(`#c-search button[type="submit"]`))), "search user_id:dora")
+		_, err = waitFor[bool](b, 20*time.Second, `!!document.querySelector("form.unmerge input")`)
+		b.must(err, "the unmerge form on Dora's merge")
+		b.must(b.do(10*time.Second, chromedp.SendKeys(chromedp.CSS("form.unmerge input"), "shared tablet"),
+			chromedp.Click(chromedp.CSS(`form.unmerge button[type="submit"]`))), "unmerge")
+		split, err := waitFor[int](b, 20*time.Second, `document.querySelectorAll("form.unmerge [role=status] a").length`)
+		b.must(err, "the unmerge's result")
+		if split != 2 {
+			t.Errorf("the unmerge shows %d profiles, want 2", split)
+		}
+		b.screenshot(shots, "3b-customer-unmerged")
+
+		// Stack: approve the pending source.
+		b.must(b.do(10*time.Second, chromedp.Navigate(s.url+"/#/stack")), "open the stack")
+		row := `tr[data-source="Field sales CRM"]`
+		_, err = waitFor[bool](b, 20*time.Second, `(document.querySelector('`+row+` [data-approval]') || {}).textContent === "pending"`)
+		b.must(err, "the pending source")
+		b.screenshot(shots, "4-stack-pending")
+		b.must(b.do(10*time.Second, chromedp.Click(chromedp.CSS(row+` button[data-action="approve"]`))), "approve")
+		_, err = waitFor[bool](b, 20*time.Second, `(document.querySelector('`+row+` [data-approval]') || {}).textContent === "approved"`)
+		b.must(err, "the source approved on the page")
+		b.screenshot(shots, "5-stack-approved")
+
+		// The quarantine lists the broken event; replaying it validates it
+		// again, and it is still invalid.
+		held, err := waitFor[string](b, 20*time.Second, `(document.getElementById("quarantine-table") || {}).innerText`)
+		b.must(err, "the quarantine")
+		if !strings.Contains(held, "missing_field") || !strings.Contains(held, "held") {
+			t.Errorf("the quarantine shows:\n%s", held)
+		}
+		b.must(b.do(10*time.Second, chromedp.Click(chromedp.CSS(`#quarantine-table input[type="checkbox"]`)), chromedp.Click(chromedp.CSS("#replay"))), "replay")
+		replayed, err := waitFor[string](b, 20*time.Second, `[...document.querySelectorAll("#quarantine [role=status]")].map(e => e.textContent).join("").match(/Replay: .*/)?.[0]`)
+		b.must(err, "the replay's result")
+		if replayed != "Replay: 1 invalid" {
+			t.Errorf("replay shows %q, want Replay: 1 invalid", replayed)
+		}
+		b.screenshot(shots, "5b-quarantine-replayed")
+		if st, got := call(t, s.url, adminToken, "GET", "/api/v1/sources/"+srcID, nil); st != 200 || got["approval"] != "approved" {
+			t.Errorf("after approving on the page the API shows %d %v", st, got)
+		}
+
+		// Operations reads /metrics and /readyz.
+		b.must(b.do(10*time.Second, chromedp.Navigate(s.url+"/#/operations")), "open operations")
+		acc, err := waitFor[string](b, 20*time.Second, `(document.getElementById("ops-accepted") || {}).textContent`)
+		b.must(err, "operations")
+		if acc == "0" || acc == "" {
+			t.Errorf("accepted events shown %q after %d were sent", acc, len(batch))
+		}
+		if q, _ := evalIn[string](b, 5*time.Second, `document.getElementById("ops-quarantined").textContent`); q != "1" {
+			t.Errorf("quarantined events shown %q, want 1", q)
+		}
+		b.screenshot(shots, "6-operations")
+
+		// Sign out: the token is gone from the tab.
+		b.must(b.do(10*time.Second, chromedp.Click(chromedp.CSS("#signout"))), "sign out")
+		_, err = waitFor[bool](b, 10*time.Second, `!!document.getElementById("token") && !sessionStorage.getItem("tandem.token")`)
+		b.must(err, "signed out")
+
+		b.close()
+		host := strings.TrimPrefix(s.url, "http://")
+		b.checkRequests(host)
+	})
+
+	t.Run("role", func(t *testing.T) {
+		// IT runs the platform and may not read profiles: no Customers
+		// page in its navigation, and the page says why.
+		b := startBrowser(t, exe)
+		b.signIn(s.url, itToken, true)
+		nav, _ := evalIn[string](b, 5*time.Second, `document.getElementById("nav").innerText + " / " + document.getElementById("who-role").textContent`)
+		if strings.Contains(nav, "Customers") || !strings.Contains(nav, "/ it") {
+			t.Errorf("an it user's navigation: %q", nav)
+		}
+		b.must(b.do(10*time.Second, chromedp.Navigate(s.url+"/#/customer")), "open customers")
+		msg, err := waitFor[string](b, 10*time.Second, `(document.querySelector(".forbidden") || {}).textContent`)
+		b.must(err, "the forbidden note")
+		if !strings.Contains(msg, "Your role may not see this") || !strings.Contains(msg, "profiles:read") {
+			t.Errorf("forbidden note %q", msg)
+		}
+		b.screenshot(shots, "7-it-role-customers")
+	})
+
+	t.Run("sales", func(t *testing.T) {
+		// Sales reads profiles but may not unmerge: no Unmerge on Eve's
+		// merge, and a note why.
+		st, u := call(t, s.url, adminToken, "POST", "/api/v1/users", map[string]any{"name": "Sam from sales", "role": "sales"})
+		if st != 201 {
+			t.Fatalf("create sales user: %d %v", st, u)
+		}
+		st, p := call(t, s.url, adminToken, "GET", "/api/v1/profiles/lookup?identifier=user_id:eve", nil)
+		if st != 200 {
+			t.Fatalf("lookup: %d %v", st, p)
+		}
+		b := startBrowser(t, exe)
+		b.signIn(s.url, u["token"].(string), false)
+		b.must(b.do(10*time.Second, chromedp.Navigate(s.url+"/#/customer/"+p["id"].(string))), "open Eve")
+		explain, err := waitFor[string](b, 20*time.Second, `document.getElementById("explain-summary") && document.getElementById("explain").innerText`)
+		b.must(err, "Eve's explanation")
+		if !strings.Contains(explain, "merged with profile") || !strings.Contains(explain, "Unmerging is for roles with profiles:unmerge; your role is sales") {
+			t.Errorf("Eve's explanation for sales:\n%s", explain)
+		}
+		if n, _ := evalIn[int](b, 5*time.Second, `document.querySelectorAll("form.unmerge").length`); n != 0 {
+			t.Errorf("a sales user is offered %d unmerges", n)
+		}
+		b.screenshot(shots, "8-sales-no-unmerge")
+		b.close()
+		b.checkRequests(strings.TrimPrefix(s.url, "http://"))
+	})
+}
