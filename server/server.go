@@ -34,6 +34,7 @@ import (
 	"tandem/eventstore/clickhouse"
 	"tandem/eventstore/duckdb"
 	"tandem/experiment"
+	"tandem/experiment/assign"
 	"tandem/governance"
 	"tandem/identity"
 	"tandem/imports"
@@ -414,7 +415,7 @@ func (s *Server) routes() http.Handler {
 	}
 	// Experiment assignment is a browser path like collection's: wrap it
 	// in the same CORS handling.
-	mux.Handle("/v1/experiments/{key}/assign", collect.CORS(experiment.NewAssignHandler(experiment.AssignOptions{
+	mux.Handle("/v1/experiments/{key}/assign", collect.CORS(assign.New(assign.Options{
 		Experiments: opts.Experiments, Sources: writeKeys{s.Governance},
 		Identity: s.Identity, Log: s.Committer, Logger: s.logger,
 	})))
