@@ -439,25 +439,12 @@ func (s *Store) DeleteDestination(ctx context.Context, id string, by access.User
 // does for sources. Approving sets ApprovedAt to now: events received
 // before it are not delivered (also after a rejection and a new approval).
 func (s *Store) DecideDestination(ctx context.Context, id, decision, comment string, by access.User) (Destination, error) {
-	if !access.Can(by.Role, access.DecideApprovals) {
-		return Destination{}, fmt.Errorf("%w: role %q may not decide approvals", ErrForbidden, by.Role)
-	}
-	var to string
-	switch decision {
-	case Approve:
-		to = Approved
-	case Reject:
-		to = Rejected
-	default:
-		return Destination{}, fmt.Errorf("governance: decide: %w",
-			&FieldError{Field: "decision", Message: `must be "approve" or "reject"`})
-	}
-	comment = strings.TrimSpace(comment)
-	if err := validateText("comment", comment, MaxCommentLen, false); err != nil {
-		return Destination{}, fmt.Errorf("governance: decide: %w", err)
+	to, comment, err := checkDecision(decision, comment, by)
+	if err != nil {
+		return Destination{}, err
 	}
 	var d Destination
-	err := s.db.Tx(ctx, func(tx *statestore.Tx) error {
+	err = s.db.Tx(ctx, func(tx *statestore.Tx) error {
 		var err error
 		d, err = scanDestination(tx.QueryRow(ctx, `SELECT `+destinationColumns+` FROM governance_destinations WHERE id = ?`, id))
 		if err != nil {

@@ -371,6 +371,30 @@ func prefixed(p, columns string) string {
 	return strings.Join(cols, ", ")
 }
 
+// checkDecision checks a decision on a tool's approval before it is
+// recorded: by's role may decide approvals, the decision is Approve or
+// Reject (it returns the state it moves to) and the comment is short
+// enough (returned trimmed).
+func checkDecision(decision, comment string, by access.User) (to, trimmed string, err error) {
+	if !access.Can(by.Role, access.DecideApprovals) {
+		return "", "", fmt.Errorf("%w: role %q may not decide approvals", ErrForbidden, by.Role)
+	}
+	switch decision {
+	case Approve:
+		to = Approved
+	case Reject:
+		to = Rejected
+	default:
+		return "", "", fmt.Errorf("governance: decide: %w",
+			&FieldError{Field: "decision", Message: `must be "approve" or "reject"`})
+	}
+	trimmed = strings.TrimSpace(comment)
+	if err := validateText("comment", trimmed, MaxCommentLen, false); err != nil {
+		return "", "", fmt.Errorf("governance: decide: %w", err)
+	}
+	return to, trimmed, nil
+}
+
 // Decide records by's decision (Approve or Reject) on source id, with a
 // comment, and moves the source to Approved or Rejected. Deciding again is
 // allowed (an approved source may later be rejected); every decision is
@@ -378,25 +402,12 @@ func prefixed(p, columns string) string {
 // [ErrForbidden] when by's role may not [access.DecideApprovals]; one
 // matching [statestore.ErrNotFound] for an unknown source.
 func (s *Store) Decide(ctx context.Context, id, decision, comment string, by access.User) (Source, error) {
-	if !access.Can(by.Role, access.DecideApprovals) {
-		return Source{}, fmt.Errorf("%w: role %q may not decide approvals", ErrForbidden, by.Role)
-	}
-	var to string
-	switch decision {
-	case Approve:
-		to = Approved
-	case Reject:
-		to = Rejected
-	default:
-		return Source{}, fmt.Errorf("governance: decide: %w",
-			&FieldError{Field: "decision", Message: `must be "approve" or "reject"`})
-	}
-	comment = strings.TrimSpace(comment)
-	if err := validateText("comment", comment, MaxCommentLen, false); err != nil {
-		return Source{}, fmt.Errorf("governance: decide: %w", err)
+	to, comment, err := checkDecision(decision, comment, by)
+	if err != nil {
+		return Source{}, err
 	}
 	var src Source
-	err := s.db.Tx(ctx, func(tx *statestore.Tx) error {
+	err = s.db.Tx(ctx, func(tx *statestore.Tx) error {
 		var err error
 		src, err = scanSource(tx.QueryRow(ctx, `SELECT `+sourceColumns+` FROM governance_sources WHERE id = ?`, id))
 		if err != nil {
