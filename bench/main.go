@@ -48,6 +48,10 @@ Commands:
             the event store alone
   dedup     the event store's messageId dedup with a full window: memory
             per id, load time, append rate against an empty store
+  e2e       a whole node's sustained end-to-end rate (collection, identity,
+            event store) with flat pipeline lag, the delay until an event is
+            in a profile and a funnel, CPU and RSS, against collect-only and
+            the bare event log
 
 Run "tandem bench COMMAND --help" for a command's flags.
 `
@@ -72,6 +76,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return identityMain(args[1:], stdout, stderr)
 	case "dedup":
 		return dedupMain(args[1:], stdout, stderr)
+	case "e2e":
+		return e2eMain(args[1:], stdout, stderr)
 	case "delivery":
 		fmt.Fprintf(stderr, "tandem bench %s: not available in this version yet\n", args[0])
 		return 2

@@ -28,9 +28,9 @@ Usage:
       import a CSV or NDJSON file of offline touchpoints into a running node
   tandem audit verify [--data-dir DIR | --state URL]
       check the audit log's hash chain and name the first broken entry
-  tandem bench ingest|funnel|import|identity|dedup [flags]
+  tandem bench ingest|funnel|import|identity|dedup|e2e [flags]
       measure collection, analytics, bulk import, identity resolution,
-      deduplication memory
+      deduplication memory, a whole node's sustained end-to-end rate
   tandem version
       print the version
   tandem help
