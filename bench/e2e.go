@@ -28,7 +28,8 @@ identity resolution, event store) keeps its pipeline lag flat.
              collect-only (a --pipeline=false child) and log (the bare
              embedded event log, in-process), the same bodies as the steps
   steps      each step starts a fresh child and offers a steady rate
-             (open-loop: each client sends on its own schedule) for
+             (open-loop: each client sends on its own schedule and, when a
+             slow answer put it behind, catches up at once) for
              --warmup and then --duration, the measured interval. The step
              is sustained ("flat") when at least 95% of the offered events
              were accepted and the pipeline's lag (tandem_pipeline_lag_seconds,
@@ -396,7 +397,7 @@ func (e *e2eBencher) step(ctx context.Context, n int, rate float64) (*E2EStep, e
 	go func() {
 		defer close(loadDone)
 		res, loadErr = runLoad(ctx, hc, e.gen, loadOptions{URL: srv.base + "/v1/batch", WriteKey: srv.writeKey,
-			Duration: o.Warmup + o.Duration, Rate: rate})
+			Duration: o.Warmup + o.Duration, Rate: rate, CatchUp: true})
 	}()
 	sleep(ctx, o.Warmup)
 	measureStart := time.Now()
