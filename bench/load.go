@@ -140,9 +140,9 @@ type loadOptions struct {
 	// CatchUp: with Rate, a client that fell behind its schedule sends at
 	// once until it is back on it, so the offered rate holds on average
 	// across stalls; without it a client drops what it missed.
-	CatchUp bool
-	Phase    string        // for progress lines
-	Progress io.Writer     // nil: none
+	CatchUp  bool
+	Phase    string    // for progress lines
+	Progress io.Writer // nil: none
 }
 
 // loadResult is what the load generator measured.
