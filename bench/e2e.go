@@ -315,13 +315,11 @@ func (e *e2eBencher) run(ctx context.Context) *E2EReport {
 	rate := max(o.MinRate, ceiling/4)
 	for n := 1; n <= o.MaxSteps && ctx.Err() == nil; n++ {
 		st, err := e.step(ctx, n, rate)
-		if st != nil {
-			rep.Steps = append(rep.Steps, st)
-		}
 		if err != nil {
-			fail(fmt.Sprintf("step %d", n), err)
+			fail(fmt.Sprintf("step %d (%s events/s)", n, group(rate)), err)
 			break
 		}
+		rep.Steps = append(rep.Steps, st)
 		if st.Flat {
 			lo = rate
 			if rep.Sustained == nil || st.OfferedPerSec > rep.Sustained.OfferedPerSec {
