@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -171,17 +172,20 @@ func e2eMain(args []string, stdout, stderr io.Writer) int {
 // E2EReport is everything one `tandem bench e2e` measured; --json prints
 // it as is.
 type E2EReport struct {
-	Command    string         `json:"command"`
-	RunID      string         `json:"runId"`
-	Flags      e2eFlags       `json:"flags"`
-	GOMAXPROCS int            `json:"gomaxprocs"`
-	NumCPU     int            `json:"numCpu"`
-	Go         string         `json:"go"`
-	TempDir    string         `json:"tempDir"`
-	Load       string         `json:"load"`
-	Baselines  []*PhaseResult `json:"baselines"`
-	Ceiling    float64        `json:"ceilingEventsPerSec"` // the search's upper bound
-	Steps      []*E2EStep     `json:"steps"`
+	Command    string   `json:"command"`
+	RunID      string   `json:"runId"`
+	Flags      e2eFlags `json:"flags"`
+	GOMAXPROCS int      `json:"gomaxprocs"`
+	NumCPU     int      `json:"numCpu"`
+	Go         string   `json:"go"`
+	TempDir    string   `json:"tempDir"`
+	// LoadAverage is /proc/loadavg's 1, 5 and 15 minute figures when the
+	// run started and when it ended: other work on the machine shows here.
+	LoadAverage []string       `json:"loadAverage,omitempty"`
+	Load        string         `json:"load"`
+	Baselines   []*PhaseResult `json:"baselines"`
+	Ceiling     float64        `json:"ceilingEventsPerSec"` // the search's upper bound
+	Steps       []*E2EStep     `json:"steps"`
 	// Sustained is the flat step with the highest offered rate; nil when
 	// none was flat.
 	Sustained *E2EStep `json:"sustained"`
@@ -267,6 +271,10 @@ func (e *e2eBencher) run(ctx context.Context) *E2EReport {
 	if w := tempDirWarning(os.TempDir()); w != "" {
 		rep.Warnings = append(rep.Warnings, w)
 		e.logf("warning: %s", w)
+	}
+	if la := loadAverage(); la != "" {
+		rep.LoadAverage = append(rep.LoadAverage, la)
+		defer func() { rep.LoadAverage = append(rep.LoadAverage, loadAverage()) }()
 	}
 	fail := func(phase string, err error) {
 		if ctx.Err() != nil {
@@ -517,6 +525,20 @@ func judgeStep(st *E2EStep, samples []sample, from, to time.Time, slack time.Dur
 	return nil
 }
 
+// loadAverage returns the 1, 5 and 15 minute load averages, or "" where
+// /proc/loadavg does not exist.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
+}
+
 func mean(v []float64) float64 {
 	if len(v) == 0 {
 		return 0
@@ -547,7 +569,11 @@ func writeE2EText(w io.Writer, rep *E2EReport) {
 	o := rep.Flags.e2eOptions
 	fmt.Fprintf(w, "%s: %d clients × %d events per request; %s; steps of %s warm-up + %s measured (run %s)\n",
 		rep.Command, o.Clients, o.Batch, rep.Load, o.Warmup, o.Duration, rep.RunID)
-	fmt.Fprintf(w, "GOMAXPROCS %d, NumCPU %d, %s, temp dir %s\n\n", rep.GOMAXPROCS, rep.NumCPU, rep.Go, rep.TempDir)
+	fmt.Fprintf(w, "GOMAXPROCS %d, NumCPU %d, %s, temp dir %s\n", rep.GOMAXPROCS, rep.NumCPU, rep.Go, rep.TempDir)
+	if len(rep.LoadAverage) == 2 {
+		fmt.Fprintf(w, "load average (1, 5, 15 min): %s at the start, %s at the end\n", rep.LoadAverage[0], rep.LoadAverage[1])
+	}
+	fmt.Fprintln(w)
 	if len(rep.Baselines) > 0 {
 		fmt.Fprintf(w, "baselines, as fast as answered for %s:\n", o.BaselineDuration)
 		tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.AlignRight|tabwriter.Debug)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"runtime"
 	"testing"
 
 	"tandem/bench"
@@ -54,6 +55,9 @@ func TestBenchE2ESmoke(t *testing.T) {
 		if p := names[n]; p == nil || p.EventsPerSec <= 0 {
 			t.Errorf("baseline %s missing or empty: %+v", n, p)
 		}
+	}
+	if runtime.GOOS == "linux" && len(rep.LoadAverage) != 2 {
+		t.Errorf("load average %q, want start and end", rep.LoadAverage)
 	}
 	if rep.Ceiling < 200 || rep.Ceiling > 2000 {
 		t.Errorf("ceiling %v outside --min-rate..--max-rate", rep.Ceiling)
