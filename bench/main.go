@@ -15,6 +15,10 @@
 // fixed-width counter digits into its messageIds for each request, so
 // every event of a run is unique and no JSON is encoded per request.
 //
+// `tandem bench e2e` (e2e.go) finds the highest rate a whole node
+// sustains with a flat pipeline lag, with the delay until an event shows
+// in a profile and a funnel, reusing the ingest phases as its baselines.
+//
 // `tandem bench sink` is the sink baseline's process; it is not listed in
 // the usage.
 package bench
