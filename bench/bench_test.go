@@ -530,6 +530,13 @@ func TestMainUsage(t *testing.T) {
 		{[]string{"ingest", "--target", "localhost:8080", "--write-key", "k"}, 2, "", "--target"},
 		{[]string{"ingest", "--bogus"}, 2, "", "-bogus"},
 		{[]string{"sink", "--file", "f"}, 2, "", "--addr"},
+		{[]string{"e2e", "--help"}, 0, "-events-per-profile", ""},
+		{[]string{"e2e", "--identifiers", "4"}, 2, "", "--identifiers"},
+		{[]string{"e2e", "--events-per-profile", "0"}, 2, "", "--events-per-profile"},
+		{[]string{"e2e", "--duration", "500ms"}, 2, "", "--duration"},
+		{[]string{"e2e", "--min-rate", "5000", "--max-rate", "100"}, 2, "", "--max-rate"},
+		{[]string{"e2e", "--skip-baselines"}, 2, "", "--max-rate"},
+		{[]string{"e2e", "--batch", "2501"}, 2, "", "--batch"},
 	} {
 		var out, errb bytes.Buffer
 		code := Main(tc.args, &out, &errb)

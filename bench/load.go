@@ -137,8 +137,12 @@ type loadOptions struct {
 	Duration time.Duration // stop after this long, if > 0
 	Events   int64         // stop once this many events were accepted, if > 0
 	Rate     float64       // offered events/s across all clients, if > 0
-	Phase    string        // for progress lines
-	Progress io.Writer     // nil: none
+	// CatchUp: with Rate, a client that fell behind its schedule sends at
+	// once until it is back on it, so the offered rate holds on average
+	// across stalls; without it a client drops what it missed.
+	CatchUp  bool
+	Phase    string    // for progress lines
+	Progress io.Writer // nil: none
 }
 
 // loadResult is what the load generator measured.
@@ -229,7 +233,8 @@ func runLoad(ctx context.Context, hc *http.Client, g *generator, opts loadOption
 			defer wg.Done()
 			st.errors = map[string]int64{}
 			// With a rate, each client sends on its own schedule; a client
-			// that falls behind sends at once but builds up no debt.
+			// that falls behind sends at once but builds up no debt unless
+			// opts.CatchUp.
 			var interval time.Duration
 			next := time.Now()
 			if opts.Rate > 0 {
@@ -259,7 +264,7 @@ func runLoad(ctx context.Context, hc *http.Client, g *generator, opts loadOption
 				if interval > 0 {
 					if d := time.Until(next); d > 0 {
 						sleep(runCtx, d)
-					} else if -d > interval {
+					} else if -d > interval && !opts.CatchUp {
 						next = time.Now()
 					}
 					next = next.Add(interval)

@@ -15,6 +15,10 @@
 // fixed-width counter digits into its messageIds for each request, so
 // every event of a run is unique and no JSON is encoded per request.
 //
+// `tandem bench e2e` (e2e.go) finds the highest rate a whole node
+// sustains with a flat pipeline lag, with the delay until an event shows
+// in a profile and a funnel, reusing the ingest phases as its baselines.
+//
 // `tandem bench sink` is the sink baseline's process; it is not listed in
 // the usage.
 package bench
@@ -50,6 +54,10 @@ Commands:
             per id, load time, append rate against an empty store
   delivery  collection to webhook latency at a given rate into two
             destinations, and with one of them slow and failing
+  e2e       a whole node's sustained end-to-end rate (collection, identity,
+            event store) with flat pipeline lag, the delay until an event is
+            in a profile and a funnel, CPU and RSS, against collect-only and
+            the bare event log
 
 Run "tandem bench COMMAND --help" for a command's flags.
 `
@@ -74,6 +82,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return identityMain(args[1:], stdout, stderr)
 	case "dedup":
 		return dedupMain(args[1:], stdout, stderr)
+	case "e2e":
+		return e2eMain(args[1:], stdout, stderr)
 	case "delivery":
 		return deliveryMain(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":

@@ -16,8 +16,11 @@ import (
 
 // Metric names the bench reads from the server.
 const (
-	metricStored = "tandem_pipeline_events_stored_total"
-	metricLag    = "tandem_pipeline_lag_records"
+	metricStored     = "tandem_pipeline_events_stored_total"
+	metricLag        = "tandem_pipeline_lag_records"
+	metricLagSeconds = "tandem_pipeline_lag_seconds"
+	metricAccepted   = "tandem_events_accepted_total"
+	metricRSS        = "process_resident_memory_bytes"
 )
 
 // parseProm reads a Prometheus text exposition with the Prometheus parser
@@ -90,11 +93,15 @@ func promSum(m map[string]float64, name string) (float64, bool) {
 	return sum, found
 }
 
-// sample is one reading of the pipeline's metrics.
+// sample is one reading of the pipeline's metrics. The fields after Lag
+// are -1 when the server does not export them.
 type sample struct {
-	At     time.Time
-	Stored float64
-	Lag    float64
+	At         time.Time
+	Stored     float64
+	Lag        float64
+	LagSeconds float64
+	Accepted   float64 // events made durable in the log, all sources
+	RSS        float64 // bytes
 }
 
 // scrapePipeline reads the pipeline's stored counter and lag gauge.
@@ -109,7 +116,17 @@ func scrapePipeline(ctx context.Context, s *server, hc *http.Client) (sample, er
 	if !ok1 || !ok2 {
 		return sample{}, fmt.Errorf("/metrics has no %s or %s", metricStored, metricLag)
 	}
-	return sample{At: at, Stored: stored, Lag: lag}, nil
+	smp := sample{At: at, Stored: stored, Lag: lag, LagSeconds: -1, Accepted: -1, RSS: -1}
+	if v, ok := promSum(m, metricLagSeconds); ok {
+		smp.LagSeconds = v
+	}
+	if v, ok := promSum(m, metricAccepted); ok {
+		smp.Accepted = v
+	}
+	if v, ok := promSum(m, metricRSS); ok {
+		smp.RSS = v
+	}
+	return smp, nil
 }
 
 // sampler scrapes the pipeline metrics every interval in the background.
@@ -152,6 +169,16 @@ func startSampler(ctx context.Context, s *server, every time.Duration) *sampler 
 		}
 	}()
 	return sp
+}
+
+// latest returns the newest sample, if any.
+func (sp *sampler) latest() (sample, bool) {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	if len(sp.samples) == 0 {
+		return sample{}, false
+	}
+	return sp.samples[len(sp.samples)-1], true
 }
 
 // finish takes a last sample and returns them all.

@@ -110,7 +110,7 @@ func ratios(phases []*PhaseResult) Ratios {
 		CollectOverSink: div("collect-only", "sink"), CollectOverLog: div("collect-only", "log")}
 }
 
-func writeJSON(w io.Writer, rep *Report) error {
+func writeJSON(w io.Writer, rep any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(rep)

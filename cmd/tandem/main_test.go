@@ -24,11 +24,11 @@ func TestUsageListsEveryCommand(t *testing.T) {
 	usage := out.String()
 	out.Reset()
 	run([]string{"bench", "help"}, &out, &errb)
-	benchCmds := regexp.MustCompile(`(?m)^  ([a-z]+) `).FindAllStringSubmatch(out.String(), -1)
+	benchCmds := regexp.MustCompile(`(?m)^  ([a-z0-9]+) `).FindAllStringSubmatch(out.String(), -1)
 	if len(benchCmds) < 4 {
 		t.Fatalf("bench usage lists %d commands:\n%s", len(benchCmds), out.String())
 	}
-	listed := regexp.MustCompile(`tandem bench ([a-z|]+)`).FindStringSubmatch(usage)
+	listed := regexp.MustCompile(`tandem bench ([a-z0-9|]+)`).FindStringSubmatch(usage)
 	if listed == nil {
 		t.Fatalf("usage has no bench line:\n%s", usage)
 	}

@@ -1,0 +1,141 @@
+package bench
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"tandem/event"
+)
+
+// TestE2ETemplate: the e2e bodies parse whole, every request brings new
+// people and messageIds, and each person is an anonymous visitor who
+// identifies with the asked number of identifiers.
+func TestE2ETemplate(t *testing.T) {
+	for _, tc := range []struct{ batch, per, ids int }{{100, 10, 3}, {100, 10, 2}, {25, 10, 3}, {7, 1, 2}, {20, 5, 1}, {3, 50, 3}} {
+		g := newE2EGenerator("abcd1234", 2, tc.batch, tc.per, tc.ids, time.Now())
+		seenMsg := map[string]bool{}
+		seenUser := map[string]bool{}
+		for r := 0; r < 3; r++ {
+			for _, tpl := range g.templates {
+				body := tpl.next()
+				req, err := event.ParseBatch(body, time.Now())
+				if err != nil {
+					t.Fatalf("%+v: %v", tc, err)
+				}
+				if len(req.Problems) > 0 || len(req.Events) != tc.batch {
+					t.Fatalf("%+v: %d events, problems %+v", tc, len(req.Events), req.Problems)
+				}
+				people := map[string]bool{}
+				identifies := 0
+				for _, e := range req.Events {
+					if seenMsg[e.MessageID] {
+						t.Fatalf("%+v: messageId %q repeated", tc, e.MessageID)
+					}
+					seenMsg[e.MessageID] = true
+					switch {
+					case tc.ids == 1:
+						if e.Type != "track" || e.UserID == "" || e.AnonymousID != "" {
+							t.Fatalf("%+v: %s with user %q anon %q", tc, e.Type, e.UserID, e.AnonymousID)
+						}
+					case e.Type == "page":
+						if e.AnonymousID == "" || e.UserID != "" {
+							t.Fatalf("%+v: page with user %q anon %q", tc, e.UserID, e.AnonymousID)
+						}
+					case e.Type == "identify":
+						identifies++
+						hasEmail := bytes.Contains(e.Raw, []byte(`"email"`))
+						if e.AnonymousID == "" || e.UserID == "" || hasEmail != (tc.ids == 3) {
+							t.Fatalf("%+v: identify %s", tc, e.Raw)
+						}
+					default:
+						if e.Type != "track" || e.AnonymousID == "" || e.UserID == "" {
+							t.Fatalf("%+v: %s with user %q anon %q", tc, e.Type, e.UserID, e.AnonymousID)
+						}
+					}
+					if e.UserID != "" {
+						people[e.UserID] = true
+					}
+				}
+				wantPeople := (tc.batch + tc.per - 1) / tc.per
+				if len(people) != wantPeople {
+					t.Fatalf("%+v: %d people in a request, want %d", tc, len(people), wantPeople)
+				}
+				if tc.ids > 1 && identifies != wantPeople {
+					t.Fatalf("%+v: %d identifies, want one per person (%d)", tc, identifies, wantPeople)
+				}
+				for u := range people {
+					if seenUser[u] {
+						t.Fatalf("%+v: person %q in two requests", tc, u)
+					}
+					seenUser[u] = true
+				}
+			}
+		}
+	}
+}
+
+// TestE2ETemplateLogChunk: the log baseline patches the e2e entries'
+// identifiers along with their messageIds.
+func TestE2ETemplateLogChunk(t *testing.T) {
+	g := newE2EGenerator("feedf00d", 1, 10, 5, 3, time.Now())
+	chunk, err := encodeChunk(g.templates[0].patch.b, idPrefix(g.runID, 0), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk.set(7)
+	if bytes.Contains(chunk.b, []byte(idPrefix(g.runID, 0)+"000000000000")) {
+		t.Fatalf("a counter field was not patched: %s", chunk.b)
+	}
+}
+
+func TestJudgeStep(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	// samples: 11 readings a second apart, accepting 1000/s and storing
+	// stored/s, lag seconds from lagAt.
+	mk := func(accepted, stored float64, lagAt func(i int) float64) []sample {
+		var s []sample
+		for i := 0; i <= 10; i++ {
+			s = append(s, sample{At: t0.Add(time.Duration(i) * time.Second), Accepted: accepted * float64(i), Stored: stored * float64(i),
+				LagSeconds: lagAt(i), Lag: 10 * lagAt(i), RSS: float64(100+i) * (1 << 20)})
+		}
+		return s
+	}
+	for _, tc := range []struct {
+		name     string
+		offered  float64
+		samples  []sample
+		flat     bool
+		verdict  string
+		lagStart float64
+		lagEnd   float64
+	}{
+		{"steady", 1000, mk(1000, 1000, func(int) float64 { return 0.5 }), true, "flat", 0.5, 0.5},
+		{"jitter within slack", 1000, mk(1000, 990, func(i int) float64 { return 0.2 * float64(i%3) }), true, "flat", 0.15, 0.2},
+		{"growing", 1000, mk(1000, 700, func(i int) float64 { return 0.3 * float64(i) }), false, "lag grew", 0.45, 2.55},
+		{"collection short", 1000, mk(900, 900, func(int) float64 { return 0 }), false, "collection fell short: 90%", 0, 0},
+	} {
+		st := &E2EStep{OfferedPerSec: tc.offered}
+		if err := judgeStep(st, tc.samples, t0, t0.Add(10*time.Second), time.Second); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if st.Flat != tc.flat || !strings.HasPrefix(st.Verdict, tc.verdict) {
+			t.Errorf("%s: flat %v verdict %q, want %v %q", tc.name, st.Flat, st.Verdict, tc.flat, tc.verdict)
+		}
+		if d := st.LagStartSeconds - tc.lagStart; d > 1e-9 || d < -1e-9 {
+			t.Errorf("%s: lag start %v, want %v", tc.name, st.LagStartSeconds, tc.lagStart)
+		}
+		if d := st.LagEndSeconds - tc.lagEnd; d > 1e-9 || d < -1e-9 {
+			t.Errorf("%s: lag end %v, want %v", tc.name, st.LagEndSeconds, tc.lagEnd)
+		}
+		if st.RSSMiB == nil || *st.RSSMiB != 110 || *st.RSSMaxMiB != 110 {
+			t.Errorf("%s: RSS %v max %v", tc.name, st.RSSMiB, st.RSSMaxMiB)
+		}
+	}
+	// Too few samples in the interval is an error, not a verdict.
+	st := &E2EStep{OfferedPerSec: 1000}
+	if err := judgeStep(st, mk(1000, 1000, func(int) float64 { return 0 })[:1], t0, t0.Add(10*time.Second), time.Second); err == nil {
+		t.Error("one sample judged")
+	}
+}
