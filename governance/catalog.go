@@ -161,3 +161,36 @@ func BuildReport(c Catalog) Report {
 	}
 	return r
 }
+
+// DestinationTools is the catalogue's provider of destinations (the
+// governance [Store] keeps them; the delivery engine sends to them). Data
+// flows between tools are not listed yet: they need the delivery counts
+// per source and destination.
+type DestinationTools struct{ Store *Store }
+
+// CatalogTools lists every destination as a tool, with who approved it
+// and when (its last approval).
+func (d DestinationTools) CatalogTools(ctx context.Context) ([]Tool, []Flow, error) {
+	var tools []Tool
+	cursor := ""
+	for {
+		ds, next, err := d.Store.ListDestinations(ctx, 1000, cursor)
+		if err != nil {
+			return nil, nil, fmt.Errorf("governance: catalogue: %w", err)
+		}
+		for _, dst := range ds {
+			t := Tool{ID: dst.ID, Kind: "destination", Type: dst.Type, Name: dst.Name, Owner: dst.Owner, Purpose: dst.Purpose,
+				DataCategories: append([]string{}, dst.DataCategories...), ConsentPurposes: append([]string{}, dst.ConsentPurposes...),
+				MonthlyCost: dst.MonthlyCost, Approval: dst.Approval}
+			if dst.Approval == Approved && dst.ApprovedAt != nil {
+				at := *dst.ApprovedAt
+				t.ApprovedBy, t.ApprovedAt = dst.ApprovedBy, &at
+			}
+			tools = append(tools, t)
+		}
+		if next == "" {
+			return tools, nil, nil
+		}
+		cursor = next
+	}
+}

@@ -3,13 +3,15 @@ package server
 import (
 	"encoding/json"
 	"testing"
+
+	"tandem/config"
 )
 
 // TestCatalog: every source is a tool of the catalogue with its owner,
 // purpose, categories, cost and who approved it when; the report sums the
 // stack up by department.
 func TestCatalog(t *testing.T) {
-	n := startNode(t, "", nil)
+	n := startNode(t, "", func(c *config.Config) { c.DestinationAllow = []string{"127.0.0.0/8"} })
 	adminID := n.admin("GET", "/api/v1/me", nil).json(t)["id"].(string)
 	it := n.admin("POST", "/api/v1/users", map[string]string{"name": "ops", "role": "it"}).json(t)
 	itID, itToken := it["id"].(string), it["token"].(string)
@@ -22,6 +24,15 @@ func TestCatalog(t *testing.T) {
 		t.Fatalf("approve: %d %s", r.status, r.body)
 	}
 
+	// A destination is a tool too, with its consent purposes; approved
+	// by it, it names it and when.
+	body, _ = json.Marshal(map[string]any{"name": "ads", "type": "webhook", "config": map[string]any{"url": "http://127.0.0.1:9/x"},
+		"owner": "marketing", "purpose": "retargeting", "dataCategories": []string{"contact"}, "consentPurposes": []string{"Advertising"}, "monthlyCost": 120})
+	dst := n.do("POST", "/api/v1/destinations", "bearer:"+itToken, body, nil).json(t)["id"].(string)
+	if r := n.do("POST", "/api/v1/destinations/"+dst+"/approvals", "bearer:"+itToken, []byte(`{"decision":"approve"}`), nil); r.status != 200 {
+		t.Fatalf("approve destination: %d %s", r.status, r.body)
+	}
+
 	r := n.do("GET", "/api/v1/catalog", "bearer:"+sales, nil, nil)
 	var c struct {
 		Tools []map[string]any `json:"tools"`
@@ -32,6 +43,13 @@ func TestCatalog(t *testing.T) {
 	}
 	tools := map[string]map[string]any{}
 	for _, tl := range c.Tools {
+		if tl["id"] == dst {
+			if tl["kind"] != "destination" || tl["type"] != "webhook" || tl["approval"] != "approved" || tl["approvedBy"] != itID ||
+				tl["approvedAt"] == nil || tl["consentPurposes"].([]any)[0] != "Advertising" || tl["monthlyCost"] != 120.0 {
+				t.Errorf("destination %v", tl)
+			}
+			continue
+		}
 		tools[tl["id"].(string)] = tl
 		if tl["kind"] != "source" {
 			t.Errorf("tool kind %v", tl["kind"])
@@ -75,7 +93,7 @@ func TestCatalog(t *testing.T) {
 	s := rep.Departments[byOwner["sales"]]
 	m := rep.Departments[byOwner["marketing"]]
 	if s.MonthlyCost != 300 || s.Pending != 1 || len(s.Tools) != 1 || s.DataCategories[0] != "contact" ||
-		m.MonthlyCost != 49.5 || m.Pending != 0 || rep.MonthlyCost < 349.5 {
+		m.MonthlyCost != 169.5 || m.Pending != 0 || rep.MonthlyCost < 469.5 {
 		t.Errorf("report %s", r.body)
 	}
 }

@@ -408,6 +408,7 @@ func (s *Server) routes() http.Handler {
 		Events: s.Events, Log: s.Committer, Imports: s.Imports, Logger: s.logger, Stages: s.cfg.Journey.Stages,
 		Identity: s.Identity, Audit: s.Audit, Consent: s.Consent,
 		Delivery: s.Delivery,
+		Catalog:  []governance.ToolProvider{governance.DestinationTools{Store: s.Governance}},
 	}
 	opts.Experiments, opts.ExperimentSums = experiment.NewStore(s.State), experiment.AggregatorFor(s.Events)
 	if p, ok := s.Events.(analytics.Provider); ok {
