@@ -44,6 +44,13 @@ type ConsentRecorder interface {
 	Record(ctx context.Context, events []event.Event) error
 }
 
+// PlanChecker checks events against their sources' tracking plans
+// (package trackingplan): it returns the events to keep and the problems
+// of those that fail, to be quarantined.
+type PlanChecker interface {
+	Check(ctx context.Context, events []event.Event) (keep []event.Event, problems []event.Problem, err error)
+}
+
 // Options configure a [Pipeline].
 type Options struct {
 	Log        eventlog.Log
@@ -65,6 +72,10 @@ type Options struct {
 
 	// Consent records events' consent decisions; nil: not recorded.
 	Consent ConsentRecorder
+
+	// Plans checks events against tracking plans before anything else
+	// sees them; nil: not checked.
+	Plans PlanChecker
 }
 
 // Pipeline is the processing loop.
@@ -261,6 +272,16 @@ func (p *Pipeline) process(ctx context.Context, msgs []eventlog.Message) error {
 			// Never drop: keep the whole record, undecoded, with the reason.
 			problems = []event.Problem{{Code: "corrupt_record", Message: err.Error(), Raw: m.Data, ReceivedAt: time.Now().UTC()}}
 			events = nil
+		}
+		if p.opts.Plans != nil && len(events) > 0 {
+			// Before identity: an event that fails its plan reaches no
+			// store. Its problems join the record's, so a redelivery
+			// quarantines it once.
+			keep, failed, err := p.opts.Plans.Check(ctx, events)
+			if err != nil {
+				return fmt.Errorf("pipeline: tracking plans: %w", err)
+			}
+			events, problems = keep, append(problems, failed...)
 		}
 		if len(problems) > 0 {
 			if err := p.opts.Quarantine.Add(ctx, m.Seq, problems); err != nil {

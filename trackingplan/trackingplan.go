@@ -32,6 +32,7 @@ import (
 	"golang.org/x/text/message"
 
 	"tandem/event"
+	"tandem/metrics"
 	"tandem/statestore"
 )
 
@@ -340,8 +341,9 @@ func (s *Store) flag(ctx context.Context, counts map[[2]string]int64) error {
 
 // Checker checks events against the plans in force. Safe for concurrent use.
 type Checker struct {
-	store *Store
-	ttl   time.Duration
+	store   *Store
+	ttl     time.Duration
+	flagged *metrics.Counter
 
 	mu       sync.Mutex
 	gen      uint64
@@ -351,12 +353,25 @@ type Checker struct {
 }
 
 // NewChecker returns a Checker over s. Plans put through s are seen at
-// once; plans put by other nodes within refresh (default 2s).
-func NewChecker(s *Store, refresh time.Duration) *Checker {
+// once; plans put by other nodes within refresh (default 2s). m (nil for
+// none) gets the counter of flagged events.
+func NewChecker(s *Store, refresh time.Duration, m *metrics.Registry) *Checker {
 	if refresh <= 0 {
 		refresh = 2 * time.Second
 	}
-	return &Checker{store: s, ttl: refresh, plans: map[string]*compiled{}}
+	if m == nil {
+		m = metrics.NewRegistry()
+	}
+	return &Checker{store: s, ttl: refresh, plans: map[string]*compiled{},
+		flagged: m.NewCounter("tandem_trackingplan_events_flagged_total", "Events stored although their source's tracking plan does not name them (rule flag).")}
+}
+
+// Check keeps the events that pass their source's plan (or have none) and
+// returns the problems of the others, for the quarantine: the pipeline's
+// step.
+func (c *Checker) Check(ctx context.Context, events []event.Event) ([]event.Event, []event.Problem, error) {
+	res, err := c.CheckAll(ctx, events)
+	return res.Keep, res.Problems, err
 }
 
 // Result is what [Checker.Check] found.
@@ -366,9 +381,9 @@ type Result struct {
 	Flagged  int             // unplanned events kept under the rule "flag"
 }
 
-// Check sorts events into those to keep and those that fail their source's
-// plan. Events of sources without a plan are kept as they are.
-func (c *Checker) Check(ctx context.Context, events []event.Event) (Result, error) {
+// CheckAll sorts events into those to keep and those that fail their
+// source's plan. Events of sources without a plan are kept as they are.
+func (c *Checker) CheckAll(ctx context.Context, events []event.Event) (Result, error) {
 	if err := c.refresh(ctx); err != nil {
 		return Result{}, err
 	}
@@ -419,6 +434,7 @@ func (c *Checker) Check(ctx context.Context, events []event.Event) (Result, erro
 	if err := c.store.flag(ctx, flagged); err != nil {
 		return Result{}, fmt.Errorf("trackingplan: record unplanned events: %w", err)
 	}
+	c.flagged.Add(uint64(res.Flagged))
 	return res, nil
 }
 

@@ -88,7 +88,7 @@ func ev(src, typ, name, raw string) event.Event {
 func testCheck(t *testing.T, open func(t *testing.T) *statestore.DB) {
 	ctx := context.Background()
 	s := newStore(t, open)
-	c := trackingplan.NewChecker(s, time.Hour)
+	c := trackingplan.NewChecker(s, time.Hour, nil)
 	events := []event.Event{
 		ev("src_a", "track", "Order Completed", `{"properties":{"price":"9.99"}}`),
 		ev("src_a", "track", "Order Completed", `{"properties":{"price":9.99}}`),
@@ -97,7 +97,7 @@ func testCheck(t *testing.T, open func(t *testing.T) *statestore.DB) {
 		ev("src_b", "track", "Anything", `{}`),
 	}
 	// No plan: everything kept.
-	res, err := c.Check(ctx, events)
+	res, err := c.CheckAll(ctx, events)
 	if err != nil || len(res.Keep) != 5 || len(res.Problems) != 0 {
 		t.Fatalf("without plans: %+v %v", res, err)
 	}
@@ -109,7 +109,7 @@ func testCheck(t *testing.T, open func(t *testing.T) *statestore.DB) {
 		t.Fatal(err)
 	}
 	// The checker sees the put at once (same store), despite its hour-long refresh.
-	res, err = c.Check(ctx, events)
+	res, err = c.CheckAll(ctx, events)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +131,7 @@ func testCheck(t *testing.T, open func(t *testing.T) *statestore.DB) {
 	if _, err := s.Put(ctx, trackingplan.Plan{SourceID: "src_a", Unplanned: trackingplan.Block}); err != nil {
 		t.Fatal(err)
 	}
-	res, err = c.Check(ctx, events[2:3])
+	res, err = c.CheckAll(ctx, events[2:3])
 	if err != nil || len(res.Keep) != 0 || len(res.Problems) != 1 || res.Problems[0].Code != trackingplan.CodeUnplanned || res.Problems[0].Field != "event" {
 		t.Errorf("blocked: %+v %v", res, err)
 	}
