@@ -440,7 +440,10 @@ func (c *Checker) CheckAll(ctx context.Context, events []event.Event) (Result, e
 
 func problem(e *event.Event, code, field, msg string) event.Problem {
 	return event.Problem{SourceID: e.SourceID, MessageID: e.MessageID, ReceivedAt: e.ReceivedAt,
-		Code: code, Field: field, Message: msg, Raw: e.Raw}
+		Code: code, Field: field, Message: msg, Raw: e.Raw,
+		// The event passed collection as this type; a replay parses it so
+		// (events of single-event endpoints carry no "type").
+		Type: e.Type}
 }
 
 // planName is the name an event is planned under.
