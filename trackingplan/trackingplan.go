@@ -121,6 +121,9 @@ func compileSchema(raw json.RawMessage, field string) (*jsonschema.Schema, error
 	}
 	c := jsonschema.NewCompiler()
 	c.DefaultDraft(jsonschema.Draft2020)
+	// "format" (email, date-time, uri, …) is checked, not just noted: a
+	// plan that says email means an e-mail address.
+	c.AssertFormat()
 	// No remote or file references: a plan is self-contained.
 	c.UseLoader(noLoader{})
 	const loc = "plan.json"

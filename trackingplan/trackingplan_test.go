@@ -95,15 +95,17 @@ func testCheck(t *testing.T, open func(t *testing.T) *statestore.DB) {
 		ev("src_a", "track", "Clicked", `{"properties":{}}`),
 		ev("src_a", "identify", "", `{"traits":{"email":42}}`),
 		ev("src_b", "track", "Anything", `{}`),
+		ev("src_a", "identify", "", `{"traits":{"email":"not an address"}}`),
+		ev("src_a", "identify", "", `{"traits":{"email":"ann@example.com"}}`),
 	}
 	// No plan: everything kept.
 	res, err := c.CheckAll(ctx, events)
-	if err != nil || len(res.Keep) != 5 || len(res.Problems) != 0 {
+	if err != nil || len(res.Keep) != 7 || len(res.Problems) != 0 {
 		t.Fatalf("without plans: %+v %v", res, err)
 	}
 	_, err = s.Put(ctx, trackingplan.Plan{SourceID: "src_a", Unplanned: trackingplan.Flag, Events: map[string]trackingplan.EventPlan{
 		"Order Completed": {Properties: json.RawMessage(priceSchema)},
-		"identify":        {Traits: json.RawMessage(`{"properties":{"email":{"type":"string"}}}`)},
+		"identify":        {Traits: json.RawMessage(`{"properties":{"email":{"type":"string","format":"email"}}}`)},
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -113,7 +115,7 @@ func testCheck(t *testing.T, open func(t *testing.T) *statestore.DB) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Keep) != 3 || res.Flagged != 1 || len(res.Problems) != 2 {
+	if len(res.Keep) != 4 || res.Flagged != 1 || len(res.Problems) != 3 {
 		t.Fatalf("with plan: keep %d flagged %d problems %+v", len(res.Keep), res.Flagged, res.Problems)
 	}
 	p := res.Problems[0]
@@ -122,6 +124,9 @@ func testCheck(t *testing.T, open func(t *testing.T) *statestore.DB) {
 	}
 	if p := res.Problems[1]; p.Field != "traits.email" {
 		t.Errorf("traits violation: %+v", p)
+	}
+	if p := res.Problems[2]; p.Field != "traits.email" || !strings.Contains(p.Message, "email") {
+		t.Errorf("format violation: %+v", p)
 	}
 	un, err := s.UnplannedEvents(ctx, "src_a")
 	if err != nil || len(un) != 1 || un[0].Name != "Clicked" || un[0].Seen != 1 {
