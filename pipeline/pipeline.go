@@ -46,7 +46,8 @@ type ConsentRecorder interface {
 
 // PlanChecker checks events against their sources' tracking plans
 // (package trackingplan): it returns the events to keep and the problems
-// of those that fail, to be quarantined.
+// of those that fail, to be quarantined. If it also has a method
+// Flush(context.Context) error, that is called once per processed batch.
 type PlanChecker interface {
 	Check(ctx context.Context, events []event.Event) (keep []event.Event, problems []event.Problem, err error)
 }
@@ -300,6 +301,13 @@ func (p *Pipeline) process(ctx context.Context, msgs []eventlog.Message) error {
 	}
 	if err := flush(); err != nil {
 		return err
+	}
+	if f, ok := p.opts.Plans.(interface{ Flush(context.Context) error }); ok {
+		// What the plans noted in this batch (unplanned events flagged),
+		// in one write; only a count, so a failure does not hold the batch.
+		if err := f.Flush(ctx); err != nil {
+			p.opts.Logger.Warn("tracking plan notes not recorded; will retry", "err", err.Error())
+		}
 	}
 	if err := p.consumer.Ack(ctx, msgs...); err != nil {
 		// Effects are idempotent: a redelivery after a lost ack is harmless.

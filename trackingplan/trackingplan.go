@@ -353,6 +353,7 @@ type Checker struct {
 	loadedAt time.Time
 	versions map[string]int64     // source → version in force
 	plans    map[string]*compiled // source → compiled plan of that version
+	pending  map[[2]string]int64  // (source, name) → flagged since the last Flush
 }
 
 // NewChecker returns a Checker over s. Plans put through s are seen at
@@ -434,11 +435,40 @@ func (c *Checker) CheckAll(ctx context.Context, events []event.Event) (Result, e
 		}
 		res.Keep = append(res.Keep, *e)
 	}
-	if err := c.store.flag(ctx, flagged); err != nil {
-		return Result{}, fmt.Errorf("trackingplan: record unplanned events: %w", err)
+	if len(flagged) > 0 {
+		c.mu.Lock()
+		if c.pending == nil {
+			c.pending = map[[2]string]int64{}
+		}
+		for k, n := range flagged {
+			c.pending[k] += n
+		}
+		c.mu.Unlock()
 	}
 	c.flagged.Add(uint64(res.Flagged))
 	return res, nil
+}
+
+// Flush records the unplanned events flagged since the last flush (the
+// list of [Store.UnplannedEvents]) in one transaction; the pipeline calls
+// it once per batch. What a failed flush held is kept for the next one.
+func (c *Checker) Flush(ctx context.Context) error {
+	c.mu.Lock()
+	pending := c.pending
+	c.pending = nil
+	c.mu.Unlock()
+	if err := c.store.flag(ctx, pending); err != nil {
+		c.mu.Lock()
+		if c.pending == nil {
+			c.pending = map[[2]string]int64{}
+		}
+		for k, n := range pending {
+			c.pending[k] += n
+		}
+		c.mu.Unlock()
+		return fmt.Errorf("trackingplan: record unplanned events: %w", err)
+	}
+	return nil
 }
 
 func problem(e *event.Event, code, field, msg string) event.Problem {

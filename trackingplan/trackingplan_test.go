@@ -128,6 +128,9 @@ func testCheck(t *testing.T, open func(t *testing.T) *statestore.DB) {
 	if p := res.Problems[2]; p.Field != "traits.email" || !strings.Contains(p.Message, "email") {
 		t.Errorf("format violation: %+v", p)
 	}
+	if err := c.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
 	un, err := s.UnplannedEvents(ctx, "src_a")
 	if err != nil || len(un) != 1 || un[0].Name != "Clicked" || un[0].Seen != 1 {
 		t.Errorf("unplanned: %+v %v", un, err)
