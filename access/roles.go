@@ -61,19 +61,26 @@ const (
 	// WriteConsent records a person's consent decisions through the API
 	// (PUT /profiles/{id}/consent): admin and privacy.
 	WriteConsent Permission = "consent:write"
+	// ManageTrackingPlans: put sources' tracking plans (the schemas their
+	// events must follow) and draft them from recent events: admin and it.
+	ManageTrackingPlans Permission = "trackingplans:manage"
+	// ReadTrackingPlans: read tracking plans and the unplanned events a
+	// source sends (marketing reads them; proposing changes comes with
+	// change requests).
+	ReadTrackingPlans Permission = "trackingplans:read"
 	// ReadPII: see personal data (e-mails, phones, names, contact traits)
 	// unmasked in every answer.
 	ReadPII Permission = "pii:read"
 )
 
 // Permissions lists every permission.
-var Permissions = []Permission{ManageUsers, ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadProfiles, UnmergeProfiles, ManageExperiments, ReadExperiments, ReadAudit, ManageDestinations, WriteConsent, ReadPII}
+var Permissions = []Permission{ManageUsers, ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadProfiles, UnmergeProfiles, ManageExperiments, ReadExperiments, ReadAudit, ManageDestinations, WriteConsent, ReadPII, ManageTrackingPlans, ReadTrackingPlans}
 
 // grants is the authorization table (see Can).
 var grants = map[Role][]Permission{
 	RoleAdmin:     Permissions,
-	RoleIT:        {ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadExperiments, ReadAudit, ManageDestinations},
-	RoleMarketing: {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles, ManageExperiments, ReadExperiments},
+	RoleIT:        {ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadExperiments, ReadAudit, ManageDestinations, ManageTrackingPlans, ReadTrackingPlans},
+	RoleMarketing: {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles, ManageExperiments, ReadExperiments, ReadTrackingPlans},
 	RoleAnalyst:   {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles, ManageExperiments, ReadExperiments},
 	RolePrivacy:   {ReadEvents, ReadQuarantine, ReadCatalog, ReadProfiles, UnmergeProfiles, ReadAudit, WriteConsent, ReadPII},
 	RoleService:   {ReadCatalog, ReadAnalytics, ReadProfiles, ReadExperiments, ReadPII},
@@ -101,7 +108,8 @@ var grants = map[Role][]Permission{
 // changed what, who read whose data) is read by admin, it (which answers
 // for the platform's changes) and privacy (which answers for reads of
 // personal data). Only admin and privacy record consent decisions
-// through the API (consent:write, not in the table). An unknown role may
+// through the API (consent:write, not in the table). Tracking plans are
+// put by admin and it, and read by marketing too. An unknown role may
 // do nothing.
 func Can(role Role, p Permission) bool {
 	for _, g := range grants[role] {

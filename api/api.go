@@ -26,6 +26,7 @@ import (
 	"tandem/privacy"
 	"tandem/quarantine"
 	"tandem/statestore"
+	"tandem/trackingplan"
 )
 
 //go:embed openapi.json
@@ -73,6 +74,8 @@ type Options struct {
 	// Catalog are more providers of the catalogue's tools and flows
 	// (destinations); the sources come from Governance.
 	Catalog []governance.ToolProvider
+	// Plans keeps the sources' tracking plans (nil: their endpoints answer 503).
+	Plans *trackingplan.Store
 }
 
 // API is the management API handler.
@@ -133,6 +136,7 @@ func New(opts Options) *API {
 	a.experimentRoutes()
 	a.destinationRoutes()
 	a.catalogRoutes()
+	a.trackingPlanRoutes()
 	a.mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		apierror.Write(w, NotFound(r))
 	})

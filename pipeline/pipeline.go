@@ -44,6 +44,14 @@ type ConsentRecorder interface {
 	Record(ctx context.Context, events []event.Event) error
 }
 
+// PlanChecker checks events against their sources' tracking plans
+// (package trackingplan): it returns the events to keep and the problems
+// of those that fail, to be quarantined. If it also has a method
+// Flush(context.Context) error, that is called once per processed batch.
+type PlanChecker interface {
+	Check(ctx context.Context, events []event.Event) (keep []event.Event, problems []event.Problem, err error)
+}
+
 // Options configure a [Pipeline].
 type Options struct {
 	Log        eventlog.Log
@@ -65,6 +73,10 @@ type Options struct {
 
 	// Consent records events' consent decisions; nil: not recorded.
 	Consent ConsentRecorder
+
+	// Plans checks events against tracking plans before anything else
+	// sees them; nil: not checked.
+	Plans PlanChecker
 }
 
 // Pipeline is the processing loop.
@@ -262,6 +274,16 @@ func (p *Pipeline) process(ctx context.Context, msgs []eventlog.Message) error {
 			problems = []event.Problem{{Code: "corrupt_record", Message: err.Error(), Raw: m.Data, ReceivedAt: time.Now().UTC()}}
 			events = nil
 		}
+		if p.opts.Plans != nil && len(events) > 0 {
+			// Before identity: an event that fails its plan reaches no
+			// store. Its problems join the record's, so a redelivery
+			// quarantines it once.
+			keep, failed, err := p.opts.Plans.Check(ctx, events)
+			if err != nil {
+				return fmt.Errorf("pipeline: tracking plans: %w", err)
+			}
+			events, problems = keep, append(problems, failed...)
+		}
 		if len(problems) > 0 {
 			if err := p.opts.Quarantine.Add(ctx, m.Seq, problems); err != nil {
 				return fmt.Errorf("pipeline: quarantine record %d: %w", m.Seq, err)
@@ -279,6 +301,13 @@ func (p *Pipeline) process(ctx context.Context, msgs []eventlog.Message) error {
 	}
 	if err := flush(); err != nil {
 		return err
+	}
+	if f, ok := p.opts.Plans.(interface{ Flush(context.Context) error }); ok {
+		// What the plans noted in this batch (unplanned events flagged),
+		// in one write; only a count, so a failure does not hold the batch.
+		if err := f.Flush(ctx); err != nil {
+			p.opts.Logger.Warn("tracking plan notes not recorded; will retry", "err", err.Error())
+		}
 	}
 	if err := p.consumer.Ack(ctx, msgs...); err != nil {
 		// Effects are idempotent: a redelivery after a lost ack is harmless.

@@ -11,13 +11,16 @@ import (
 	"tandem/eventlog/jetstream"
 	"tandem/eventstore/duckdb"
 	"tandem/quarantine"
+	"tandem/statestore"
 	"tandem/statestore/sqlite"
+	"tandem/trackingplan"
 )
 
 type rig struct {
 	log *jetstream.Log
 	ev  *duckdb.Store
 	q   *quarantine.Store
+	db  *statestore.DB
 }
 
 func newRig(t *testing.T, dir string) *rig {
@@ -34,10 +37,10 @@ func newRig(t *testing.T, dir string) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Migrate(context.Background(), quarantine.Migrations()...); err != nil {
+	if err := db.Migrate(context.Background(), append(quarantine.Migrations(), trackingplan.Migrations()...)...); err != nil {
 		t.Fatal(err)
 	}
-	r := &rig{log: log, ev: ev, q: quarantine.NewStore(db)}
+	r := &rig{log: log, ev: ev, q: quarantine.NewStore(db), db: db}
 	t.Cleanup(func() { ev.Close(); db.Close(); log.Close() })
 	return r
 }
@@ -142,5 +145,62 @@ func TestRunResumesAfterRestart(t *testing.T) {
 	}
 	if d := p2.duplicates.Value(); d != 0 {
 		t.Errorf("%d records processed twice after a clean stop", d)
+	}
+}
+
+// The tracking-plan step: an event that fails its source's plan is
+// quarantined with the record's other problems and never stored; a
+// redelivered record quarantines it once; a source without a plan is not
+// affected.
+func TestTrackingPlanStep(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t, t.TempDir())
+	plans := trackingplan.NewStore(r.db)
+	if _, err := plans.Put(ctx, trackingplan.Plan{SourceID: "s1", Unplanned: trackingplan.Block,
+		Events: map[string]trackingplan.EventPlan{"e": {Properties: []byte(`{"required":["price"]}`)}}}); err != nil {
+		t.Fatal(err)
+	}
+	good, bad, other := track(1), track(2), track(3)
+	good.Raw = []byte(`{"type":"track","event":"e","userId":"u","properties":{"price":1}}`)
+	other.Name, other.Raw = "unplanned", []byte(`{"type":"track","event":"unplanned","userId":"u"}`)
+	invalid := []event.Problem{{Code: "missing_field", Field: "batch[3].userId", Message: "m", Raw: []byte(`{}`), Index: 3}}
+	free := track(4)
+	for _, rec := range [][]byte{
+		event.EncodeRecord("s1", []event.Event{good, bad, other}, invalid),
+		event.EncodeRecord("s2", []event.Event{free}, nil),
+	} {
+		if _, err := r.log.Append(ctx, rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, err := New(ctx, Options{Log: r.log, Events: r.ev, Quarantine: r.q, Plans: trackingplan.NewChecker(plans, 0, nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := r.log.Consumer(ctx, "other")
+	msgs, err := c.Fetch(ctx, 10, time.Second)
+	if err != nil || len(msgs) != 2 {
+		t.Fatalf("fetch: %d %v", len(msgs), err)
+	}
+	if err := p.process(ctx, msgs); err != nil { // not acked by "pipeline": redelivered below
+		t.Fatal(err)
+	}
+	if err := p.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := r.ev.Count(ctx); n != 2 {
+		t.Errorf("stored %d events, want 2 (the valid one and the one of the source without a plan)", n)
+	}
+	entries, _, err := r.q.List(ctx, quarantine.Filter{}, 100, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, e := range entries {
+		got[e.Code] = e.Field
+	}
+	want := map[string]string{"missing_field": "batch[3].userId", trackingplan.CodeViolation: "properties", trackingplan.CodeUnplanned: "event"}
+	if len(entries) != 3 || fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("quarantine: %d entries %v, want %v", len(entries), got, want)
 	}
 }

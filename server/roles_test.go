@@ -158,8 +158,12 @@ func TestMasking(t *testing.T) {
 		t.Fatalf("create destination: %d %s", dest.status, dest.body)
 	}
 	destID := dest.json(t)["id"].(string)
+	if r := n.admin("PUT", "/api/v1/tracking-plans/crm-import", map[string]any{"unplanned": "flag", "events": map[string]any{}}); r.status != 200 {
+		t.Fatalf("put tracking plan: %d %s", r.status, r.body)
+	}
 
 	paths := map[string]string{ // the GET endpoints with their ids filled in
+		"/api/v1/tracking-plans/{id}":            "/api/v1/tracking-plans/crm-import",
 		"/api/v1/destinations/{id}":              "/api/v1/destinations/" + destID,
 		"/api/v1/destinations/{id}/approvals":    "/api/v1/destinations/" + destID + "/approvals",
 		"/api/v1/destinations/{id}/deliveries":   "/api/v1/destinations/" + destID + "/deliveries",

@@ -45,6 +45,7 @@ import (
 	"tandem/statestore"
 	"tandem/statestore/postgres"
 	"tandem/statestore/sqlite"
+	"tandem/trackingplan"
 	"tandem/version"
 	"tandem/web"
 )
@@ -104,6 +105,7 @@ type Server struct {
 	Access     *access.Store
 	Governance *governance.Store
 	Quarantine *quarantine.Store
+	Plans      *trackingplan.Store
 	Imports    *imports.Service
 	Identity   *identity.Store
 	Consent    *privacy.Store // the route to a destination asks it (Allowed)
@@ -181,12 +183,14 @@ func open(ctx context.Context, cfg config.Config, logger *slog.Logger, h hooks) 
 	migs = append(migs, governance.DestinationMigrations()...)
 	migs = append(migs, delivery.Migrations()...)
 	migs = append(migs, privacy.Migrations()...)
+	migs = append(migs, trackingplan.Migrations()...)
 	if err := s.State.Migrate(ctx, migs...); err != nil {
 		return nil, fmt.Errorf("state store: %w", err)
 	}
 	s.Access = access.NewStore(s.State)
 	s.Governance = governance.NewStore(s.State)
 	s.Quarantine = quarantine.NewStore(s.State)
+	s.Plans = trackingplan.NewStore(s.State)
 	s.Audit = audit.New(s.State)
 	s.Imports = imports.NewService(imports.Options{DB: s.State, Log: s.Committer, Quarantine: s.Quarantine,
 		Sources: s.Governance, Logger: logger, ChunkBytes: min(1<<20, s.Log.MaxRecordBytes()/2)})
@@ -205,7 +209,7 @@ func open(ctx context.Context, cfg config.Config, logger *slog.Logger, h hooks) 
 	if cfg.Pipeline {
 		s.Pipeline, err = pipeline.New(ctx, pipeline.Options{
 			Log: s.Log, Events: s.Events, Quarantine: s.Quarantine, Identity: s.Identity, Metrics: s.Metrics, Logger: logger,
-			Consent: s.Consent,
+			Consent: s.Consent, Plans: trackingplan.NewChecker(s.Plans, 0, s.Metrics),
 		})
 		if err != nil {
 			return nil, err
@@ -407,8 +411,8 @@ func (s *Server) routes() http.Handler {
 		Access: s.Access, Governance: s.Governance, Quarantine: s.Quarantine,
 		Events: s.Events, Log: s.Committer, Imports: s.Imports, Logger: s.logger, Stages: s.cfg.Journey.Stages,
 		Identity: s.Identity, Audit: s.Audit, Consent: s.Consent,
-		Delivery: s.Delivery,
-		Catalog:  []governance.ToolProvider{governance.DestinationTools{Store: s.Governance}},
+		Delivery: s.Delivery, Plans: s.Plans,
+		Catalog: []governance.ToolProvider{governance.DestinationTools{Store: s.Governance}},
 	}
 	opts.Experiments, opts.ExperimentSums = experiment.NewStore(s.State), experiment.AggregatorFor(s.Events)
 	if p, ok := s.Events.(analytics.Provider); ok {
