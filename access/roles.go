@@ -61,13 +61,17 @@ const (
 	// WriteConsent records a person's consent decisions through the API
 	// (PUT /profiles/{id}/consent): admin and privacy.
 	WriteConsent Permission = "consent:write"
+	// ManageRequests files data-subject requests (access, erasure,
+	// objection, portability), follows them and reads their exports:
+	// admin and privacy.
+	ManageRequests Permission = "privacy:requests"
 	// ReadPII: see personal data (e-mails, phones, names, contact traits)
 	// unmasked in every answer.
 	ReadPII Permission = "pii:read"
 )
 
 // Permissions lists every permission.
-var Permissions = []Permission{ManageUsers, ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadProfiles, UnmergeProfiles, ManageExperiments, ReadExperiments, ReadAudit, ManageDestinations, WriteConsent, ReadPII}
+var Permissions = []Permission{ManageUsers, ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadProfiles, UnmergeProfiles, ManageExperiments, ReadExperiments, ReadAudit, ManageDestinations, WriteConsent, ManageRequests, ReadPII}
 
 // grants is the authorization table (see Can).
 var grants = map[Role][]Permission{
@@ -75,7 +79,7 @@ var grants = map[Role][]Permission{
 	RoleIT:        {ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadExperiments, ReadAudit, ManageDestinations},
 	RoleMarketing: {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles, ManageExperiments, ReadExperiments},
 	RoleAnalyst:   {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles, ManageExperiments, ReadExperiments},
-	RolePrivacy:   {ReadEvents, ReadQuarantine, ReadCatalog, ReadProfiles, UnmergeProfiles, ReadAudit, WriteConsent, ReadPII},
+	RolePrivacy:   {ReadEvents, ReadQuarantine, ReadCatalog, ReadProfiles, UnmergeProfiles, ReadAudit, WriteConsent, ManageRequests, ReadPII},
 	RoleService:   {ReadCatalog, ReadAnalytics, ReadProfiles, ReadExperiments, ReadPII},
 	RoleSales:     {ReadCatalog, ReadAnalytics, ReadProfiles, ReadExperiments, ReadPII},
 }
@@ -101,7 +105,8 @@ var grants = map[Role][]Permission{
 // changed what, who read whose data) is read by admin, it (which answers
 // for the platform's changes) and privacy (which answers for reads of
 // personal data). Only admin and privacy record consent decisions
-// through the API (consent:write, not in the table). An unknown role may
+// through the API (consent:write, not in the table) and file
+// data-subject requests (privacy:requests). An unknown role may
 // do nothing.
 func Can(role Role, p Permission) bool {
 	for _, g := range grants[role] {

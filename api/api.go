@@ -60,6 +60,9 @@ type Options struct {
 	// Consent keeps consent decisions (nil: profiles show none and the
 	// consent endpoints answer 503).
 	Consent *privacy.Store
+	// Requests keeps data-subject requests (nil: their endpoints answer
+	// 503).
+	Requests *privacy.Requests
 	// Experiments are the A/B test definitions; ExperimentSums computes
 	// their results (nil: the results answer 503).
 	Experiments    *experiment.Store
@@ -129,6 +132,7 @@ func New(opts Options) *API {
 	a.importRoutes()
 	a.profileRoutes()
 	a.consentRoutes()
+	a.privacyRoutes()
 	a.auditRoutes()
 	a.experimentRoutes()
 	a.destinationRoutes()

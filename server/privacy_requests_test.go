@@ -1,0 +1,155 @@
+package server
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"tandem/access"
+)
+
+// privacyRequest is a data-subject request as GET /privacy/requests/{id}
+// shows it.
+type privacyRequest struct {
+	ID           string `json:"id"`
+	Type         string `json:"type"`
+	Status       string `json:"status"`
+	Identity     struct{ Type, Value string }
+	Verification struct {
+		By, Method string
+		At         time.Time
+	}
+	ProfileID   string     `json:"profileId"`
+	CreatedAt   time.Time  `json:"createdAt"`
+	Deadline    time.Time  `json:"deadline"`
+	CompletedAt *time.Time `json:"completedAt"`
+	Steps       []struct {
+		Store, Destination, Status, Detail string
+		At                                 time.Time
+	} `json:"steps"`
+}
+
+func (n *node) fileRequest(token, typ, identType, identValue string) (string, string) {
+	n.t.Helper()
+	b, _ := json.Marshal(map[string]any{"type": typ, "identity": map[string]string{"type": identType, "value": identValue},
+		"verification": map[string]string{"method": "e-mail round trip"}})
+	r := n.do("POST", "/api/v1/privacy/requests", "bearer:"+token, b, nil)
+	if r.status != 201 {
+		n.t.Fatalf("file %s request: %d %s", typ, r.status, r.body)
+	}
+	m := r.json(n.t)
+	return m["id"].(string), m["status"].(string)
+}
+
+func (n *node) getRequest(id string) privacyRequest {
+	n.t.Helper()
+	r := n.admin("GET", "/api/v1/privacy/requests/"+id, nil)
+	if r.status != 200 {
+		n.t.Fatalf("get request %s: %d %s", id, r.status, r.body)
+	}
+	var req privacyRequest
+	if err := json.Unmarshal(r.body, &req); err != nil {
+		n.t.Fatal(err)
+	}
+	return req
+}
+
+// TestPrivacyRequestsTracked: a privacy user files a request; it is kept
+// with its deadline, who verified the subject and how, listed newest
+// first, audited without the identifier, and refused to other roles.
+func TestPrivacyRequestsTracked(t *testing.T) {
+	n := startNode(t, "", nil)
+	tokens := n.roleTokens()
+	id, status := n.fileRequest(tokens[access.RolePrivacy], "access", "email", "ann.lee@example.com")
+	if status != "received" || !strings.HasPrefix(id, "dsr_") {
+		t.Fatalf("filed: %s %s", id, status)
+	}
+	req := n.getRequest(id)
+	me := n.do("GET", "/api/v1/me", "bearer:"+tokens[access.RolePrivacy], nil, nil).json(t)
+	if req.Type != "access" || req.Status != "received" || req.Identity.Type != "email" || req.Identity.Value != "ann.lee@example.com" ||
+		req.Verification.By != me["id"] || req.Verification.Method != "e-mail round trip" || req.CompletedAt != nil || req.Steps == nil {
+		t.Errorf("request: %+v (me %v)", req, me)
+	}
+	if d := req.Deadline.Sub(req.CreatedAt); d != 30*24*time.Hour || time.Since(req.CreatedAt) > time.Minute {
+		t.Errorf("created %v, deadline %v", req.CreatedAt, req.Deadline)
+	}
+	second, _ := n.fileRequest(n.token, "portability", "user_id", "u1")
+	third, _ := n.fileRequest(n.token, "erasure", "user_id", "u2")
+	page1 := n.admin("GET", "/api/v1/privacy/requests?limit=2", nil).json(t)
+	items := page1["items"].([]any)
+	if len(items) != 2 || items[0].(map[string]any)["id"] != third || items[1].(map[string]any)["id"] != second || page1["next"] == nil {
+		t.Fatalf("page 1: %v", page1)
+	}
+	page2 := n.admin("GET", "/api/v1/privacy/requests?limit=2&cursor="+page1["next"].(string), nil).json(t)
+	if items := page2["items"].([]any); len(items) != 1 || items[0].(map[string]any)["id"] != id || page2["next"] != nil {
+		t.Fatalf("page 2: %v", page2)
+	}
+
+	// Bad input names its field.
+	bad := func(body, field string) {
+		t.Helper()
+		checkError(t, n.do("POST", "/api/v1/privacy/requests", "bearer:"+n.token, []byte(body), nil), 400, "", field)
+	}
+	bad(`{"type":"delete","identity":{"type":"email","value":"a@b.c"},"verification":{"method":"x"}}`, "type")
+	bad(`{"type":"access","identity":{"type":"email","value":""},"verification":{"method":"x"}}`, "identity.value")
+	bad(`{"type":"access","identity":{"type":"email","value":"a@b.c"}}`, "verification.method")
+	checkError(t, n.admin("GET", "/api/v1/privacy/requests/dsr_nope", nil), 404, "not_found", "")
+	// Only admin and privacy.
+	for _, role := range []access.Role{access.RoleIT, access.RoleMarketing, access.RoleAnalyst, access.RoleService, access.RoleSales} {
+		checkError(t, n.do("GET", "/api/v1/privacy/requests/"+id, "bearer:"+tokens[role], nil, nil), 403, "forbidden", "")
+		checkError(t, n.do("POST", "/api/v1/privacy/requests", "bearer:"+tokens[role], []byte(`{}`), nil), 403, "forbidden", "")
+	}
+	// Audited, without the identifier.
+	raw := string(n.admin("GET", "/api/v1/audit?limit=1000", nil).body)
+	if !strings.Contains(raw, `"privacy_request.create"`) || !strings.Contains(raw, "privacy_request/"+id) || !strings.Contains(raw, "e-mail round trip") {
+		t.Errorf("audit lacks the filing: %s", raw)
+	}
+	if strings.Contains(raw, "ann.lee@example.com") {
+		t.Errorf("audit holds the subject's identifier: %s", raw)
+	}
+}
+
+// TestPrivacyObjection: an objection refuses the marketing purposes for
+// the person's profile at once (source objection), and leaves another
+// person's consent alone.
+func TestPrivacyObjection(t *testing.T) {
+	n := startNode(t, "", nil)
+	for _, body := range []string{
+		`{"type":"track","event":"Viewed","userId":"u1","messageId":"m1","context":{"consent":{"categoryPreferences":{"Advertising":true,"Analytics":true}}}}`,
+		`{"type":"track","event":"Viewed","userId":"u2","messageId":"m2","context":{"consent":{"categoryPreferences":{"Advertising":true}}}}`,
+	} {
+		if r := n.do("POST", "/v1/track", "basic:"+n.writeKey, []byte(body), nil); r.status != 200 {
+			t.Fatalf("track: %d %s", r.status, r.body)
+		}
+	}
+	n.drain()
+	id, status := n.fileRequest(n.token, "objection", "user_id", "u1")
+	if status != "completed" {
+		t.Fatalf("objection status %s", status)
+	}
+	req := n.getRequest(id)
+	if req.CompletedAt == nil || len(req.Steps) != 1 || req.Steps[0].Store != "consent" || req.Steps[0].Status != "completed" || req.ProfileID == "" {
+		t.Errorf("objection: %+v", req)
+	}
+	consent := func(user string) map[string]any {
+		t.Helper()
+		r := n.admin("GET", "/api/v1/profiles/lookup?identifier=user_id:"+user, nil)
+		if r.status != 200 {
+			t.Fatalf("lookup %s: %d %s", user, r.status, r.body)
+		}
+		return r.json(t)["consent"].(map[string]any)
+	}
+	c1 := consent("u1")
+	p1 := c1["purposes"].(map[string]any)
+	if p1["Advertising"] != false || p1["DataSharing"] != false || p1["Marketing"] != false || p1["Analytics"] != true || c1["source"] != "objection" {
+		t.Errorf("u1 after objection: %v", c1)
+	}
+	if p2 := consent("u2")["purposes"].(map[string]any); p2["Advertising"] != true {
+		t.Errorf("u2 changed: %v", p2)
+	}
+	// An identity no profile holds: completed, nothing refused.
+	if _, status := n.fileRequest(n.token, "objection", "user_id", "nobody"); status != "completed" {
+		t.Errorf("objection of an unknown person: %s", status)
+	}
+}
