@@ -1,0 +1,67 @@
+package privacy_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"tandem/privacy"
+	"tandem/statestore"
+	"tandem/statestore/statetest"
+)
+
+// TestRequests keeps, lists, updates and completes requests on every state
+// store backend.
+func TestRequests(t *testing.T) {
+	statetest.Each(t, func(t *testing.T, open func(t *testing.T) *statestore.DB) {
+		ctx := context.Background()
+		db := open(t)
+		if err := db.Migrate(ctx, privacy.Migrations()...); err != nil {
+			t.Fatal(err)
+		}
+		now := time.Date(2024, 6, 1, 10, 0, 0, 0, time.UTC)
+		rs := privacy.NewRequests(db).WithClock(func() time.Time { return now })
+		var fe *statestore.FieldError
+		if _, err := rs.Create(ctx, privacy.NewRequest{Type: "forget", Identity: privacy.Identity{Type: "email", Value: "a@b.c"}, Method: "x"}); !errors.As(err, &fe) || fe.Field != "type" {
+			t.Fatalf("bad type: %v", err)
+		}
+		if _, err := rs.Create(ctx, privacy.NewRequest{Type: "access", Identity: privacy.Identity{Type: "email", Value: "a@b.c"}}); !errors.As(err, &fe) || fe.Field != "verification.method" {
+			t.Fatalf("no verification: %v", err)
+		}
+		var ids []string
+		for _, typ := range []string{"access", "erasure", "portability"} {
+			r, err := rs.Create(ctx, privacy.NewRequest{Type: typ, Identity: privacy.Identity{Type: "user_id", Value: "u1"}, VerifiedBy: "usr_1", Method: "call back"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Status != privacy.StatusReceived || !r.Deadline.Equal(now.Add(30*24*time.Hour)) || r.Verification.By != "usr_1" {
+				t.Fatalf("created: %+v", r)
+			}
+			ids = append(ids, r.ID)
+		}
+		got, next, err := rs.List(ctx, 2, "")
+		if err != nil || len(got) != 2 || got[0].ID != ids[2] || got[1].ID != ids[1] || next == "" {
+			t.Fatalf("page 1: %v %q %v", got, next, err)
+		}
+		got, next, err = rs.List(ctx, 2, next)
+		if err != nil || len(got) != 1 || got[0].ID != ids[0] || next != "" {
+			t.Fatalf("page 2: %v %q %v", got, next, err)
+		}
+		now = now.Add(time.Hour)
+		if _, err := rs.AddStep(ctx, ids[1], privacy.Step{Store: "event store", Status: privacy.StatusCompleted}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rs.Update(ctx, ids[1], func(r *privacy.Request) { r.Status = privacy.StatusCompleted }); err != nil {
+			t.Fatal(err)
+		}
+		r, err := rs.Get(ctx, ids[1])
+		if err != nil || r.Status != privacy.StatusCompleted || r.CompletedAt == nil || !r.CompletedAt.Equal(now) ||
+			len(r.Steps) != 1 || r.Steps[0].Store != "event store" || !r.Steps[0].At.Equal(now) {
+			t.Fatalf("after update: %+v %v", r, err)
+		}
+		if _, err := rs.Get(ctx, "dsr_nope"); !errors.Is(err, statestore.ErrNotFound) {
+			t.Fatalf("unknown: %v", err)
+		}
+	})
+}
