@@ -1,11 +1,18 @@
 package api
 
 import (
+	"context"
+	"encoding/json"
+
+	"fmt"
 	"net/http"
+	"time"
 
 	"tandem/access"
 	"tandem/apierror"
 	"tandem/audit"
+	"tandem/eventstore"
+	"tandem/identity"
 	"tandem/privacy"
 )
 
@@ -16,6 +23,7 @@ func (a *API) privacyRoutes() {
 		"POST": a.need(access.ManageRequests, a.createPrivacyRequest),
 		"GET":  a.need(access.ManageRequests, a.listPrivacyRequests)})
 	a.route("/api/v1/privacy/requests/{id}", map[string]handler{"GET": a.need(access.ManageRequests, a.getPrivacyRequest)})
+	a.route("/api/v1/privacy/requests/{id}/export", map[string]handler{"GET": a.need(access.ManageRequests, a.exportPrivacyRequest)})
 }
 
 func (a *API) requestStore() (*privacy.Requests, error) {
@@ -90,4 +98,194 @@ func (a *API) getPrivacyRequest(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return writeJSON(w, 200, req)
+}
+
+// ExportSchema names the version of the export's shape (docs/privacy.md).
+const ExportSchema = "tandem.privacy.export/1"
+
+// exportPrivacyRequest streams the access or portability export of a
+// request's subject: the profile (identifiers, traits), consent and its
+// history, and every event of the profile's timeline (merged identities
+// included), page by page, so a long timeline is never held in memory.
+// The request is completed when the export was written to the end.
+func (a *API) exportPrivacyRequest(w http.ResponseWriter, r *http.Request) error {
+	rs, err := a.requestStore()
+	if err != nil {
+		return err
+	}
+	st, err := a.identityStore()
+	if err != nil {
+		return err
+	}
+	req, err := rs.Get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	if req.Type != privacy.RequestAccess && req.Type != privacy.RequestPortability {
+		return apierror.Of(apierror.CodeNotExportable, fmt.Sprintf("request %s is an %s request; only access and portability requests have an export", req.ID, req.Type))
+	}
+	var prof *identity.Profile
+	p, err := st.Lookup(r.Context(), req.Identity.Type, req.Identity.Value)
+	switch {
+	case err == nil:
+		prof = &p
+	case !isNotFound(err):
+		return err
+	}
+	u := userFrom(r.Context())
+	if prof != nil {
+		if err := a.audit(r, "export", prof.ID); err != nil {
+			return err
+		}
+	}
+	if req.Status == privacy.StatusReceived {
+		if _, err := rs.Update(r.Context(), req.ID, func(q *privacy.Request) { q.Status = privacy.StatusInProgress }); err != nil {
+			return err
+		}
+	}
+	// From here on the answer is 200 and streams; a failure midway cuts
+	// it short (no closing brace: the client sees invalid JSON) and marks
+	// the request failed.
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", req.ID+".json"))
+	w.WriteHeader(200)
+	n, werr := a.writeExport(r.Context(), w, req, prof)
+	status, detail := privacy.StatusCompleted, fmt.Sprintf("exported %d events", n)
+	if werr != nil {
+		status, detail = privacy.StatusFailed, "the export was cut short"
+		a.opts.Logger.Error("privacy export failed", "request", req.ID, "err", werr.Error())
+	}
+	profileID := ""
+	if prof != nil {
+		profileID = prof.ID
+	}
+	ctx := context.WithoutCancel(r.Context())
+	done, err := rs.Update(ctx, req.ID, func(q *privacy.Request) {
+		q.ProfileID = profileID
+		q.Steps = append(q.Steps, privacy.Step{Store: "export", Status: status, At: time.Now().UTC(), Detail: detail})
+		if q.Status != privacy.StatusCompleted {
+			q.Status = status
+		}
+	})
+	if err != nil {
+		a.opts.Logger.Error("privacy request: the export's step was not recorded", "request", req.ID, "err", err.Error())
+		return nil
+	}
+	a.recordChange(r, audit.Record{Action: "privacy_request.export", Resource: "privacy_request/" + req.ID,
+		After: map[string]any{"status": done.Status, "profile": profileID, "by": u.ID, "detail": detail}})
+	return nil
+}
+
+// writeExport writes the export document; it returns the number of events.
+func (a *API) writeExport(ctx context.Context, w http.ResponseWriter, req privacy.Request, prof *identity.Profile) (int, error) {
+	flush := func() {
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+	}
+	put := func(s string) error { _, err := w.Write([]byte(s)); return err }
+	val := func(v any) error {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(b)
+		return err
+	}
+	head := map[string]any{"id": req.ID, "type": req.Type, "createdAt": req.CreatedAt, "identity": req.Identity}
+	if err := put(`{"schema":"` + ExportSchema + `","exportedAt":`); err != nil {
+		return 0, err
+	}
+	if err := val(time.Now().UTC()); err != nil {
+		return 0, err
+	}
+	if err := put(`,"request":`); err != nil {
+		return 0, err
+	}
+	if err := val(head); err != nil {
+		return 0, err
+	}
+	if err := put(`,"profile":`); err != nil {
+		return 0, err
+	}
+	if prof == nil {
+		if err := put(`null,"consent":null,"consentHistory":[],"events":[]}` + "\n"); err != nil {
+			return 0, err
+		}
+		return 0, nil
+	}
+	if err := val(map[string]any{"id": prof.ID, "identifiers": prof.Identifiers, "traits": prof.Traits}); err != nil {
+		return 0, err
+	}
+	if err := put(`,"consent":`); err != nil {
+		return 0, err
+	}
+	var consent any
+	if a.opts.Consent != nil {
+		c, err := a.opts.Consent.State(ctx, prof.ID)
+		if err != nil {
+			return 0, err
+		}
+		consent = c
+	}
+	if err := val(consent); err != nil {
+		return 0, err
+	}
+	if err := put(`,"consentHistory":[`); err != nil {
+		return 0, err
+	}
+	if a.opts.Consent != nil {
+		first, cursor := true, ""
+		for {
+			items, next, err := a.opts.Consent.History(ctx, prof.ID, 1000, cursor)
+			if err != nil {
+				return 0, err
+			}
+			for _, c := range items {
+				if !first {
+					if err := put(","); err != nil {
+						return 0, err
+					}
+				}
+				first = false
+				if err := val(c); err != nil {
+					return 0, err
+				}
+			}
+			if next == "" {
+				break
+			}
+			cursor = next
+		}
+	}
+	if err := put(`],"events":[`); err != nil {
+		return 0, err
+	}
+	n, cursor := 0, ""
+	for {
+		p, err := a.opts.Events.List(ctx, eventstore.Query{Profile: prof.ID, Limit: eventstore.MaxLimit, Cursor: cursor})
+		if err != nil {
+			return n, err
+		}
+		for _, e := range p.Events {
+			if n > 0 {
+				if err := put(","); err != nil {
+					return n, err
+				}
+			}
+			if _, err := w.Write(Render(e)); err != nil {
+				return n, err
+			}
+			n++
+		}
+		flush()
+		if p.Next == "" {
+			break
+		}
+		cursor = p.Next
+	}
+	if err := put("]}\n"); err != nil {
+		return n, err
+	}
+	return n, nil
 }

@@ -153,3 +153,82 @@ func TestPrivacyObjection(t *testing.T) {
 		t.Errorf("objection of an unknown person: %s", status)
 	}
 }
+
+// TestPrivacyExport: the access export of a subject holds every event and
+// trait of theirs across merged identities (an anonymous visit before the
+// login included), their consent and its history, and nothing of another
+// person; it completes the request. An erasure request has no export.
+func TestPrivacyExport(t *testing.T) {
+	n := startNode(t, "", nil)
+	for _, body := range []string{
+		`{"type":"page","anonymousId":"a-ann","messageId":"m-visit","name":"Home"}`,
+		`{"type":"identify","anonymousId":"a-ann","userId":"u-ann","messageId":"m-login","traits":{"email":"ann@example.com","plan":"gold"}}`,
+		`{"type":"track","userId":"u-ann","messageId":"m-buy","event":"Order Completed","properties":{"total":12},"context":{"consent":{"categoryPreferences":{"Advertising":false}}}}`,
+		`{"type":"identify","userId":"u-bob","messageId":"m-bob","traits":{"email":"bob@example.org","plan":"silver"}}`,
+		`{"type":"track","userId":"u-bob","messageId":"m-bob-buy","event":"Order Completed"}`,
+	} {
+		typ := strings.SplitN(strings.SplitN(body, `"type":"`, 2)[1], `"`, 2)[0]
+		if r := n.do("POST", "/v1/"+typ, "basic:"+n.writeKey, []byte(body), nil); r.status != 200 {
+			t.Fatalf("%s: %d %s", typ, r.status, r.body)
+		}
+	}
+	n.drain()
+	id, _ := n.fileRequest(n.token, "access", "email", "ann@example.com")
+	r := n.admin("GET", "/api/v1/privacy/requests/"+id+"/export", nil)
+	if r.status != 200 || r.header.Get("Content-Type") != "application/json" {
+		t.Fatalf("export: %d %s", r.status, r.body)
+	}
+	var x struct {
+		Schema  string `json:"schema"`
+		Request struct {
+			ID string `json:"id"`
+		} `json:"request"`
+		Profile struct {
+			ID          string `json:"id"`
+			Identifiers []struct{ Type, Value string }
+			Traits      map[string]any
+		} `json:"profile"`
+		Consent struct {
+			Purposes map[string]bool `json:"purposes"`
+		} `json:"consent"`
+		ConsentHistory []map[string]any `json:"consentHistory"`
+		Events         []map[string]any `json:"events"`
+	}
+	if err := json.Unmarshal(r.body, &x); err != nil {
+		t.Fatalf("export is not JSON: %v: %s", err, r.body)
+	}
+	if x.Schema != "tandem.privacy.export/1" || x.Request.ID != id || x.Profile.ID == "" {
+		t.Errorf("head: %+v", x)
+	}
+	msgs := map[string]bool{}
+	for _, e := range x.Events {
+		msgs[e["messageId"].(string)] = true
+	}
+	if len(x.Events) != 3 || !msgs["m-visit"] || !msgs["m-login"] || !msgs["m-buy"] {
+		t.Errorf("events: %v", msgs)
+	}
+	ids := map[string]bool{}
+	for _, i := range x.Profile.Identifiers {
+		ids[i.Type+":"+i.Value] = true
+	}
+	if !ids["anonymous_id:a-ann"] || !ids["user_id:u-ann"] || !ids["email:ann@example.com"] || x.Profile.Traits["plan"] != "gold" {
+		t.Errorf("profile: %+v", x.Profile)
+	}
+	if x.Consent.Purposes["Advertising"] != false || len(x.ConsentHistory) != 1 {
+		t.Errorf("consent %v, history %v", x.Consent, x.ConsentHistory)
+	}
+	if body := string(r.body); strings.Contains(body, "bob") || strings.Contains(body, "silver") {
+		t.Errorf("export holds another person's data: %s", body)
+	}
+	req := n.getRequest(id)
+	if req.Status != "completed" || req.CompletedAt == nil || len(req.Steps) != 1 || req.Steps[0].Store != "export" || req.ProfileID != x.Profile.ID {
+		t.Errorf("after export: %+v", req)
+	}
+	erase, _ := n.fileRequest(n.token, "erasure", "email", "ann@example.com")
+	checkError(t, n.admin("GET", "/api/v1/privacy/requests/"+erase+"/export", nil), 409, "not_exportable", "")
+	// No profile holds the identity: an empty export.
+	none, _ := n.fileRequest(n.token, "portability", "email", "nobody@example.com")
+	if r := n.admin("GET", "/api/v1/privacy/requests/"+none+"/export", nil); r.status != 200 || !strings.Contains(string(r.body), `"profile":null`) {
+		t.Errorf("export of nobody: %d %s", r.status, r.body)
+	}
+}
