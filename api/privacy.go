@@ -1,8 +1,11 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"strings"
 
 	"fmt"
 	"net/http"
@@ -62,10 +65,17 @@ func (a *API) createPrivacyRequest(w http.ResponseWriter, r *http.Request) error
 	// its type and the verification, not the person.
 	a.recordChange(r, audit.Record{Action: "privacy_request.create", Resource: "privacy_request/" + req.ID,
 		After: map[string]any{"type": req.Type, "identityType": req.Identity.Type, "verification": req.Verification, "deadline": req.Deadline}})
-	if req.Type == privacy.RequestObjection {
+	switch req.Type {
+	case privacy.RequestObjection:
 		if req, err = rs.Object(r.Context(), req.ID, a.opts.Consent, u.ID); err != nil {
 			return err
 		}
+	case privacy.RequestErasure:
+		if req, err = a.erase(context.WithoutCancel(r.Context()), req); err != nil {
+			return err
+		}
+	}
+	if req.Status != privacy.StatusReceived {
 		a.recordChange(r, audit.Record{Action: "privacy_request." + req.Status, Resource: "privacy_request/" + req.ID,
 			After: map[string]any{"status": req.Status, "steps": req.Steps}})
 	}
@@ -288,4 +298,127 @@ func (a *API) writeExport(ctx context.Context, w http.ResponseWriter, req privac
 		return n, err
 	}
 	return n, nil
+}
+
+// erase carries out an erasure request (Art. 17) in every store, one step
+// each, in this order: the event store (the profile's events and links),
+// consent, the quarantine's payloads of the person, and last the identity
+// graph (identifiers, traits), whose keys the other steps need; see
+// docs/privacy.md. A step that fails fails the request; filing it again
+// retries what is left.
+func (a *API) erase(ctx context.Context, req privacy.Request) (privacy.Request, error) {
+	rs := a.opts.Requests
+	if _, err := rs.Update(ctx, req.ID, func(q *privacy.Request) { q.Status = privacy.StatusInProgress }); err != nil {
+		return req, err
+	}
+	var steps []privacy.Step
+	step := func(store string, err error, detail string) {
+		s := privacy.Step{Store: store, Status: privacy.StatusCompleted, At: time.Now().UTC(), Detail: detail}
+		if err != nil {
+			s.Status, s.Detail = privacy.StatusFailed, detail
+			a.opts.Logger.Error("privacy erasure: a step failed", "request", req.ID, "store", store, "err", err.Error())
+		}
+		steps = append(steps, s)
+	}
+	// The subject: the profile holding the identity, its event keys and
+	// identifier values.
+	var profileID string
+	var keys, values []string
+	if st := a.opts.Identity; st != nil {
+		p, err := st.Lookup(ctx, req.Identity.Type, req.Identity.Value)
+		switch {
+		case err == nil:
+			profileID = p.ID
+			if _, ks, err := st.EventKeys(ctx, p.ID); err == nil {
+				keys = ks
+			}
+			for _, i := range p.Identifiers {
+				values = append(values, i.Value)
+			}
+		case isNotFound(err):
+		default:
+			step("identity", err, "the identity graph could not be read")
+		}
+	}
+	if profileID == "" && (req.Identity.Type == identity.UserID || req.Identity.Type == identity.AnonymousID) {
+		keys = []string{req.Identity.Type + ":" + req.Identity.Value}
+	}
+	if len(values) == 0 {
+		values = []string{req.Identity.Value}
+	}
+	if len(steps) == 0 {
+		if a.opts.Events != nil {
+			n, err := a.opts.Events.Erase(ctx, keys)
+			step("events", err, fmt.Sprintf("deleted %d events and their profile links", n))
+		}
+		if a.opts.Consent != nil {
+			n, err := a.opts.Consent.Erase(ctx, keys)
+			step("consent", err, fmt.Sprintf("deleted %d consent records", n))
+		}
+		if a.opts.Quarantine != nil {
+			n, err := a.opts.Quarantine.Erase(ctx, subjectMatcher(keys, values))
+			step("quarantine", err, fmt.Sprintf("deleted %d quarantined payloads", n))
+		}
+		if a.opts.Identity != nil && profileID != "" {
+			_, err := a.opts.Identity.Erase(ctx, profileID)
+			detail := fmt.Sprintf("deleted the profile's %d identifiers, their traits and links", len(values))
+			if errors.Is(err, identity.ErrShared) {
+				detail = "the profile shares its identity graph component with other profiles; unmerge them first"
+			}
+			step("identity", err, detail)
+		}
+	}
+	status := privacy.StatusCompleted
+	for _, s := range steps {
+		if s.Status == privacy.StatusFailed {
+			status = privacy.StatusFailed
+		}
+	}
+	return rs.Update(ctx, req.ID, func(q *privacy.Request) {
+		q.ProfileID = profileID
+		q.Steps = append(q.Steps, steps...)
+		q.Status = status
+	})
+}
+
+// subjectMatcher reports whether a quarantined payload is the subject's:
+// its userId or anonymousId is one of the subject's keys, or it holds one
+// of their other identifier values (an e-mail address, say) as a JSON
+// string.
+func subjectMatcher(keys, values []string) func(raw []byte) bool {
+	users, anons := map[string]bool{}, map[string]bool{}
+	for _, k := range keys {
+		if v, ok := strings.CutPrefix(k, "user_id:"); ok {
+			users[v] = true
+		} else if v, ok := strings.CutPrefix(k, "anonymous_id:"); ok {
+			anons[v] = true
+		}
+	}
+	var quoted [][]byte
+	for _, v := range values {
+		if !users[v] && !anons[v] && v != "" {
+			b, _ := json.Marshal(v)
+			quoted = append(quoted, b)
+		}
+	}
+	return func(raw []byte) bool {
+		var ids struct {
+			UserID      any `json:"userId"`
+			AnonymousID any `json:"anonymousId"`
+		}
+		if json.Unmarshal(raw, &ids) == nil {
+			if u, ok := ids.UserID.(string); ok && users[u] {
+				return true
+			}
+			if an, ok := ids.AnonymousID.(string); ok && anons[an] {
+				return true
+			}
+		}
+		for _, q := range quoted {
+			if bytes.Contains(raw, q) {
+				return true
+			}
+		}
+		return false
+	}
 }

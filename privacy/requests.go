@@ -310,3 +310,28 @@ func (r *Requests) Object(ctx context.Context, id string, consent *Store, actor 
 		q.Status = step.Status
 	})
 }
+
+// Erase deletes the consent decisions and their history kept under the
+// event keys keys (a data subject's, see Keys.EventKeys), for an erasure,
+// and returns how many decisions (current and past) it deleted.
+func (s *Store) Erase(ctx context.Context, keys []string) (int64, error) {
+	var n int64
+	err := s.db.Tx(ctx, func(tx *statestore.Tx) error {
+		n = 0
+		for _, k := range keys {
+			for _, q := range []string{`DELETE FROM privacy_consent WHERE ekey = ?`, `DELETE FROM privacy_consent_history WHERE ekey = ?`} {
+				res, err := tx.Exec(ctx, q, k)
+				if err != nil {
+					return err
+				}
+				d, _ := res.RowsAffected()
+				n += d
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("privacy: erase consent: %w", err)
+	}
+	return n, nil
+}
