@@ -14,6 +14,7 @@ import (
 	"tandem/access"
 	"tandem/apierror"
 	"tandem/audit"
+	"tandem/delivery"
 	"tandem/eventstore"
 	"tandem/identity"
 	"tandem/privacy"
@@ -324,6 +325,7 @@ func (a *API) erase(ctx context.Context, req privacy.Request) (privacy.Request, 
 	// identifier values.
 	var profileID string
 	var keys, values []string
+	idents := []privacy.Identity{}
 	if st := a.opts.Identity; st != nil {
 		p, err := st.Lookup(ctx, req.Identity.Type, req.Identity.Value)
 		switch {
@@ -334,6 +336,7 @@ func (a *API) erase(ctx context.Context, req privacy.Request) (privacy.Request, 
 			}
 			for _, i := range p.Identifiers {
 				values = append(values, i.Value)
+				idents = append(idents, privacy.Identity{Type: i.Type, Value: i.Value})
 			}
 		case isNotFound(err):
 		default:
@@ -345,6 +348,7 @@ func (a *API) erase(ctx context.Context, req privacy.Request) (privacy.Request, 
 	}
 	if len(values) == 0 {
 		values = []string{req.Identity.Value}
+		idents = append(idents, req.Identity)
 	}
 	if len(steps) == 0 {
 		if a.opts.Events != nil {
@@ -366,6 +370,9 @@ func (a *API) erase(ctx context.Context, req privacy.Request) (privacy.Request, 
 				detail = "the profile shares its identity graph component with other profiles; unmerge them first"
 			}
 			step("identity", err, detail)
+		}
+		if n, ok := a.opts.Delivery.(Notifier); ok {
+			steps = append(steps, a.notifyErasure(ctx, n, req, keys, idents)...)
 		}
 	}
 	status := privacy.StatusCompleted
@@ -421,4 +428,48 @@ func subjectMatcher(keys, values []string) func(raw []byte) bool {
 		}
 		return false
 	}
+}
+
+// Notifier sends a notice to every destination delivering on this node
+// (delivery.Manager implements it).
+type Notifier interface {
+	Notify(ctx context.Context, messageID string, body json.RawMessage) []delivery.NoticeResult
+}
+
+// ErasureNotice is what a destination receives for an erasure: the
+// subject's identifiers, so that it can find and delete them (Art. 19).
+type ErasureNotice struct {
+	Type        string             `json:"type"` // "erasure"
+	MessageID   string             `json:"messageId"`
+	RequestID   string             `json:"requestId"`
+	UserID      string             `json:"userId,omitempty"`
+	AnonymousID string             `json:"anonymousId,omitempty"`
+	Identifiers []privacy.Identity `json:"identifiers"`
+	Timestamp   time.Time          `json:"timestamp"`
+}
+
+// notifyErasure forwards the erasure to every approved destination, one
+// step each.
+func (a *API) notifyErasure(ctx context.Context, n Notifier, req privacy.Request, keys []string, idents []privacy.Identity) []privacy.Step {
+	notice := ErasureNotice{Type: "erasure", MessageID: "erasure-" + req.ID, RequestID: req.ID, Identifiers: idents, Timestamp: time.Now().UTC()}
+	for _, k := range keys {
+		if v, ok := strings.CutPrefix(k, "user_id:"); ok && notice.UserID == "" {
+			notice.UserID = v
+		} else if v, ok := strings.CutPrefix(k, "anonymous_id:"); ok && notice.AnonymousID == "" {
+			notice.AnonymousID = v
+		}
+	}
+	body, err := json.Marshal(notice)
+	if err != nil {
+		return []privacy.Step{{Store: "destinations", Status: privacy.StatusFailed, At: time.Now().UTC(), Detail: "the notice could not be made"}}
+	}
+	var steps []privacy.Step
+	for _, r := range n.Notify(ctx, notice.MessageID, body) {
+		s := privacy.Step{Destination: r.Destination, Status: privacy.StatusCompleted, At: time.Now().UTC(), Detail: "erasure notice delivered"}
+		if r.Err != nil {
+			s.Status, s.Detail = privacy.StatusFailed, "erasure notice not delivered: "+r.Err.Error()
+		}
+		steps = append(steps, s)
+	}
+	return steps
 }

@@ -2,11 +2,16 @@ package server
 
 import (
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"tandem/access"
+	"tandem/config"
 )
 
 // privacyRequest is a data-subject request as GET /privacy/requests/{id}
@@ -238,7 +243,42 @@ func TestPrivacyExport(t *testing.T) {
 // identities, consent, quarantined payloads), each a completed step, and
 // leaves another person's data intact.
 func TestPrivacyErasure(t *testing.T) {
-	n := startNode(t, "", nil)
+	n := startNode(t, "", func(c *config.Config) { c.DestinationAllow = []string{"127.0.0.0/8"} })
+	// A real local webhook receiver, approved: it gets the events, then
+	// the erasure notice.
+	var mu sync.Mutex
+	var got []map[string]any
+	rc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		var e map[string]any
+		_ = json.Unmarshal(b, &e)
+		mu.Lock()
+		got = append(got, e)
+		mu.Unlock()
+	}))
+	defer rc.Close()
+	received := func(key, value string) map[string]any {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, e := range got {
+			if e[key] == value {
+				return e
+			}
+		}
+		return nil
+	}
+	dr := n.admin("POST", "/api/v1/destinations", map[string]any{"name": "crm", "type": "webhook",
+		"config": map[string]any{"url": rc.URL}, "owner": "Sales", "purpose": "contacts",
+		"dataCategories": []string{"contact"}, "consentPurposes": []string{}, "monthlyCost": 1})
+	if dr.status != 201 {
+		t.Fatalf("create destination: %d %s", dr.status, dr.body)
+	}
+	destID := dr.json(t)["id"].(string)
+	if dr.json(t)["approval"] != "approved" {
+		if r := n.admin("POST", "/api/v1/destinations/"+destID+"/approvals", map[string]any{"decision": "approve"}); r.status != 200 {
+			t.Fatalf("approve: %d %s", r.status, r.body)
+		}
+	}
 	send := func(path, body string) {
 		t.Helper()
 		if r := n.do("POST", path, "basic:"+n.writeKey, []byte(body), nil); r.status != 200 {
@@ -253,6 +293,12 @@ func TestPrivacyErasure(t *testing.T) {
 		n.do("POST", "/v1/track", "basic:"+n.writeKey, []byte(`{"userId":"u-`+who+`","messageId":"m-bad-`+who+`"}`), nil)
 	}
 	n.drain()
+	for deadline := time.Now().Add(15 * time.Second); received("messageId", "m-buy-ann") == nil; {
+		if time.Now().After(deadline) {
+			t.Fatal("the receiver never got ann's events")
+		}
+		sleepMS(50)
+	}
 	if q := n.quarantine(); len(q) != 2 {
 		t.Fatalf("quarantine before: %v", q)
 	}
@@ -269,6 +315,14 @@ func TestPrivacyErasure(t *testing.T) {
 		if stores[s] != "completed" {
 			t.Errorf("step %s: %q (%+v)", s, stores[s], req.Steps)
 		}
+	}
+	forwarded := false
+	for _, s := range req.Steps {
+		forwarded = forwarded || (s.Destination == destID && s.Status == "completed")
+	}
+	notice := received("type", "erasure")
+	if !forwarded || notice == nil || notice["userId"] != "u-ann" || notice["requestId"] != id || !strings.Contains(fmt_(notice), "ann@example.com") {
+		t.Errorf("erasure forwarded: step %v, notice %v (steps %+v)", forwarded, notice, req.Steps)
 	}
 	// Nothing of ann anywhere.
 	for _, ident := range []string{"email:ann@example.com", "user_id:u-ann", "anonymous_id:a-ann"} {
