@@ -65,3 +65,19 @@ func TestRequests(t *testing.T) {
 		}
 	})
 }
+
+// TestObjectionPurposes: an objection refuses the configured purposes, or
+// the default marketing ones; a bad name is refused at start.
+func TestObjectionPurposes(t *testing.T) {
+	if got := (privacy.Config{}).Objection(); len(got) != 3 || got[0] != "Advertising" {
+		t.Errorf("default: %v", got)
+	}
+	if got := (privacy.Config{ObjectionPurposes: []string{"Newsletter"}}).Objection(); len(got) != 1 || got[0] != "Newsletter" {
+		t.Errorf("configured: %v", got)
+	}
+	err := privacy.Config{ObjectionPurposes: []string{"ok", " bad"}}.Validate()
+	var ve *privacy.ValidationError
+	if !errors.As(err, &ve) || ve.Key != "consent.objection_purposes[1]" {
+		t.Errorf("validate: %v", err)
+	}
+}
