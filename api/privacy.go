@@ -57,6 +57,17 @@ func (a *API) createPrivacyRequest(w http.ResponseWriter, r *http.Request) error
 			return err
 		}
 	}
+	// An identifier type the identity graph does not know finds no one:
+	// refused, naming the field.
+	if st := a.opts.Identity; st != nil && in.Identity.Type != "" && in.Identity.Value != "" {
+		if _, err := st.Lookup(r.Context(), in.Identity.Type, in.Identity.Value); err != nil && !isNotFound(err) {
+			var fe *identity.FieldError
+			if errors.As(err, &fe) {
+				return apierror.Field("identity.type", apierror.CodeInvalidField, fe.Message)
+			}
+			return err
+		}
+	}
 	u := userFrom(r.Context())
 	req, err := rs.Create(r.Context(), privacy.NewRequest{Type: in.Type, Identity: in.Identity, VerifiedBy: u.ID, Method: in.Verification.Method})
 	if err != nil {

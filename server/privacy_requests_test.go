@@ -99,6 +99,7 @@ func TestPrivacyRequestsTracked(t *testing.T) {
 	bad(`{"type":"delete","identity":{"type":"email","value":"a@b.c"},"verification":{"method":"x"}}`, "type")
 	bad(`{"type":"access","identity":{"type":"email","value":""},"verification":{"method":"x"}}`, "identity.value")
 	bad(`{"type":"access","identity":{"type":"email","value":"a@b.c"}}`, "verification.method")
+	bad(`{"type":"access","identity":{"type":"shoe_size","value":"42"},"verification":{"method":"x"}}`, "identity.type")
 	checkError(t, n.admin("GET", "/api/v1/privacy/requests/dsr_nope", nil), 404, "not_found", "")
 	// Only admin and privacy.
 	for _, role := range []access.Role{access.RoleIT, access.RoleMarketing, access.RoleAnalyst, access.RoleService, access.RoleSales} {
