@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"tandem/event"
+	"tandem/identity"
 	"tandem/privacy"
 	"tandem/statestore"
 	"tandem/statestore/statetest"
@@ -80,4 +82,51 @@ func TestObjectionPurposes(t *testing.T) {
 	if !errors.As(err, &ve) || ve.Key != "consent.objection_purposes[1]" {
 		t.Errorf("validate: %v", err)
 	}
+}
+
+// TestEraseConsent: Store.Erase deletes the decisions and history kept
+// under the given keys, and no one else's.
+func TestEraseConsent(t *testing.T) {
+	statetest.Each(t, func(t *testing.T, open func(t *testing.T) *statestore.DB) {
+		ctx := context.Background()
+		db := open(t)
+		if err := db.Migrate(ctx, append(identity.Migrations(), privacy.Migrations()...)...); err != nil {
+			t.Fatal(err)
+		}
+		ids, err := identity.NewStore(ctx, db, identity.Options{Rules: identity.DefaultRules()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs := privacy.NewStore(db, privacy.DefaultConfig(), ids)
+		var evs []event.Event
+		for i, u := range []string{"ann", "bob"} {
+			raw := []byte(`{"type":"track","userId":"` + u + `","context":{"consent":{"categoryPreferences":{"Advertising":true}}}}`)
+			evs = append(evs, event.Event{SourceID: "src", MessageID: "m-" + u, Type: "track", Name: "x", UserID: u,
+				Timestamp: time.Date(2024, 6, 1, 10, i, 0, 0, time.UTC), Raw: raw})
+		}
+		if err := ids.Resolve(ctx, evs); err != nil {
+			t.Fatal(err)
+		}
+		if err := cs.Record(ctx, evs); err != nil {
+			t.Fatal(err)
+		}
+		n, err := cs.Erase(ctx, []string{"user_id:ann"})
+		if err != nil || n != 2 { // the decision and its history entry
+			t.Fatalf("Erase = %d, %v", n, err)
+		}
+		for u, want := range map[string]bool{"ann": false, "bob": true} {
+			id, _, err := ids.ProfileFor(ctx, "user_id", u)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := cs.State(ctx, id)
+			if err != nil || st.Purposes["Advertising"] != want {
+				t.Errorf("%s: %+v, %v", u, st, err)
+			}
+			h, _, err := cs.History(ctx, id, 10, "")
+			if err != nil || (len(h) == 1) != want {
+				t.Errorf("%s history: %+v, %v", u, h, err)
+			}
+		}
+	})
 }
