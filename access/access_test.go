@@ -29,7 +29,7 @@ func TestCan(t *testing.T) {
 			access.ReadQuarantine, access.ReplayQuarantine, access.ReadCatalog, access.ReadAnalytics, access.RunImports, access.ReadExperiments, access.ReadAudit, access.ManageDestinations, access.ManageTrackingPlans, access.ReadTrackingPlans}},
 		{access.RoleMarketing, []access.Permission{access.ReadEvents, access.ReadCatalog, access.ReadAnalytics, access.ReadProfiles, access.ManageExperiments, access.ReadExperiments, access.ReadTrackingPlans}},
 		{access.RoleAnalyst, []access.Permission{access.ReadEvents, access.ReadCatalog, access.ReadAnalytics, access.ReadProfiles, access.ManageExperiments, access.ReadExperiments}},
-		{access.RolePrivacy, []access.Permission{access.ReadEvents, access.ReadQuarantine, access.ReadCatalog, access.ReadProfiles, access.UnmergeProfiles, access.ReadAudit, access.WriteConsent, access.ReadPII}},
+		{access.RolePrivacy, []access.Permission{access.ReadEvents, access.ReadQuarantine, access.ReadCatalog, access.ReadProfiles, access.UnmergeProfiles, access.ReadAudit, access.WriteConsent, access.ManageRequests, access.ReadPII}},
 		{access.RoleService, []access.Permission{access.ReadCatalog, access.ReadAnalytics, access.ReadProfiles, access.ReadExperiments, access.ReadPII}},
 		{access.RoleSales, []access.Permission{access.ReadCatalog, access.ReadAnalytics, access.ReadProfiles, access.ReadExperiments, access.ReadPII}},
 		{access.Role(""), nil},

@@ -68,13 +68,17 @@ const (
 	// source sends (marketing reads them; proposing changes comes with
 	// change requests).
 	ReadTrackingPlans Permission = "trackingplans:read"
+	// ManageRequests files data-subject requests (access, erasure,
+	// objection, portability), follows them and reads their exports:
+	// admin and privacy.
+	ManageRequests Permission = "privacy:requests"
 	// ReadPII: see personal data (e-mails, phones, names, contact traits)
 	// unmasked in every answer.
 	ReadPII Permission = "pii:read"
 )
 
 // Permissions lists every permission.
-var Permissions = []Permission{ManageUsers, ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadProfiles, UnmergeProfiles, ManageExperiments, ReadExperiments, ReadAudit, ManageDestinations, WriteConsent, ReadPII, ManageTrackingPlans, ReadTrackingPlans}
+var Permissions = []Permission{ManageUsers, ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadProfiles, UnmergeProfiles, ManageExperiments, ReadExperiments, ReadAudit, ManageDestinations, WriteConsent, ReadPII, ManageTrackingPlans, ReadTrackingPlans, ManageRequests}
 
 // grants is the authorization table (see Can).
 var grants = map[Role][]Permission{
@@ -82,7 +86,7 @@ var grants = map[Role][]Permission{
 	RoleIT:        {ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadExperiments, ReadAudit, ManageDestinations, ManageTrackingPlans, ReadTrackingPlans},
 	RoleMarketing: {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles, ManageExperiments, ReadExperiments, ReadTrackingPlans},
 	RoleAnalyst:   {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles, ManageExperiments, ReadExperiments},
-	RolePrivacy:   {ReadEvents, ReadQuarantine, ReadCatalog, ReadProfiles, UnmergeProfiles, ReadAudit, WriteConsent, ReadPII},
+	RolePrivacy:   {ReadEvents, ReadQuarantine, ReadCatalog, ReadProfiles, UnmergeProfiles, ReadAudit, WriteConsent, ManageRequests, ReadPII},
 	RoleService:   {ReadCatalog, ReadAnalytics, ReadProfiles, ReadExperiments, ReadPII},
 	RoleSales:     {ReadCatalog, ReadAnalytics, ReadProfiles, ReadExperiments, ReadPII},
 }
@@ -108,8 +112,9 @@ var grants = map[Role][]Permission{
 // changed what, who read whose data) is read by admin, it (which answers
 // for the platform's changes) and privacy (which answers for reads of
 // personal data). Only admin and privacy record consent decisions
-// through the API (consent:write, not in the table). Tracking plans are
-// put by admin and it, and read by marketing too. An unknown role may
+// through the API (consent:write, not in the table) and file
+// data-subject requests (privacy:requests). Tracking plans are put by
+// admin and it, and read by marketing too. An unknown role may
 // do nothing.
 func Can(role Role, p Permission) bool {
 	for _, g := range grants[role] {

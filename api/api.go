@@ -61,6 +61,9 @@ type Options struct {
 	// Consent keeps consent decisions (nil: profiles show none and the
 	// consent endpoints answer 503).
 	Consent *privacy.Store
+	// Requests keeps data-subject requests (nil: their endpoints answer
+	// 503).
+	Requests *privacy.Requests
 	// Experiments are the A/B test definitions; ExperimentSums computes
 	// their results (nil: the results answer 503).
 	Experiments    *experiment.Store
@@ -132,6 +135,7 @@ func New(opts Options) *API {
 	a.importRoutes()
 	a.profileRoutes()
 	a.consentRoutes()
+	a.privacyRoutes()
 	a.auditRoutes()
 	a.experimentRoutes()
 	a.destinationRoutes()

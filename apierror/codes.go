@@ -33,6 +33,8 @@ const (
 	CodeMissingField = "missing_field"
 	// CodeNotDelivering (409): The destination's dead letters cannot be replayed now: it is not approved, or its delivery has not started on this node yet (it starts within a second of an approval).
 	CodeNotDelivering = "not_delivering"
+	// CodeNotExportable (409): The data-subject request is not an access or portability request; only those have an export (`GET /api/v1/privacy/requests/{id}/export`).
+	CodeNotExportable = "not_exportable"
 	// CodeNotFound (404): No such resource, or no such endpoint. The message says which; the endpoints are in `GET /api/v1/openapi.json`.
 	CodeNotFound = "not_found"
 	// CodeNotReady (503): `GET /readyz`: this node cannot accept and persist events right now (comes with `Retry-After`).
@@ -75,6 +77,7 @@ var table = []Entry{
 	{Code: CodeMethodNotAllowed, Status: 405, Description: "The path exists but not with this method; the `Allow` header lists the methods it takes."},
 	{Code: CodeMissingField, Status: 400, Description: "A required field or part is absent; `field` names it."},
 	{Code: CodeNotDelivering, Status: 409, Description: "The destination's dead letters cannot be replayed now: it is not approved, or its delivery has not started on this node yet (it starts within a second of an approval)."},
+	{Code: CodeNotExportable, Status: 409, Description: "The data-subject request is not an access or portability request; only those have an export (`GET /api/v1/privacy/requests/{id}/export`)."},
 	{Code: CodeNotFound, Status: 404, Description: "No such resource, or no such endpoint. The message says which; the endpoints are in `GET /api/v1/openapi.json`."},
 	{Code: CodeNotReady, Status: 503, Description: "`GET /readyz`: this node cannot accept and persist events right now (comes with `Retry-After`).", Note: "Means the same as `unavailable`; kept as /readyz's own spelling because monitors match on it."},
 	{Code: CodeOriginNotAllowed, Status: 403, Description: "A browser request's `Origin` is not in the source's `allowedOrigins` (collection paths only; requests without an Origin header, from servers and apps, are not restricted)."},

@@ -45,6 +45,12 @@ type Store interface {
 	LinkProfiles(ctx context.Context, links []ProfileLink) error
 	// ProfileLinks returns the keys linked to profileID, sorted.
 	ProfileLinks(ctx context.Context, profileID string) ([]string, error)
+	// Erase deletes every event whose [ProfileKey] is one of keys, and the
+	// profile links of those keys (a data-subject's erasure, GDPR Art.
+	// 17). It returns how many events it deleted; when it returns, Get,
+	// List and Count no longer see them. Erasing keys without events
+	// deletes nothing and is no error.
+	Erase(ctx context.Context, keys []string) (int64, error)
 	// Count returns the number of stored events.
 	Count(ctx context.Context) (int64, error)
 	// Ping checks that the store can be reached, for readiness checks:

@@ -133,3 +133,17 @@ func (c *seenCache) put(id string, r [2]int64) {
 	}
 	c.young[key] = r
 }
+
+// clear forgets every set (after an erasure removed sets from the store).
+func (c *setCache) clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.young, c.old = map[setKey]cachedLink{}, map[setKey]cachedLink{}
+}
+
+// clear forgets every range (after an erasure removed identifiers).
+func (c *seenCache) clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.young, c.old = map[identKey][2]int64{}, map[identKey][2]int64{}
+}

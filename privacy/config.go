@@ -16,6 +16,21 @@ type Config struct {
 	// GPCPurposes are the sale and sharing purposes that Sec-GPC: 1 on a
 	// collection request refuses for the event's profile.
 	GPCPurposes []string `yaml:"gpc_purposes"`
+	// ObjectionPurposes are the marketing purposes an objection (Art. 21)
+	// refuses for its profile; none: [DefaultObjectionPurposes].
+	ObjectionPurposes []string `yaml:"objection_purposes"`
+}
+
+// DefaultObjectionPurposes are the purposes an objection refuses when the
+// configuration names none.
+var DefaultObjectionPurposes = []string{"Advertising", "DataSharing", "Marketing"}
+
+// Objection returns the purposes an objection refuses.
+func (c Config) Objection() []string {
+	if len(c.ObjectionPurposes) == 0 {
+		return DefaultObjectionPurposes
+	}
+	return c.ObjectionPurposes
 }
 
 // DefaultConfig is the configuration used when the file has no consent
@@ -72,6 +87,11 @@ func (c Config) Validate() error {
 			return &ValidationError{Key: key, Message: fmt.Sprintf("%q is listed twice", name)}
 		}
 		seen[strings.ToLower(name)] = name
+	}
+	for i, name := range c.ObjectionPurposes {
+		if msg := checkPurpose(name); msg != "" {
+			return &ValidationError{Key: fmt.Sprintf("consent.objection_purposes[%d]", i), Message: msg}
+		}
 	}
 	return nil
 }

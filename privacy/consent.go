@@ -46,7 +46,8 @@ type Keys interface {
 	ProfileFor(ctx context.Context, typ, value string) (id string, known bool, err error)
 }
 
-// Migrations are the state store tables of consent.
+// Migrations are the state store tables of consent and of data-subject
+// requests.
 func Migrations() []statestore.Migration {
 	return []statestore.Migration{{Package: "privacy", Version: 1, SQL: `
 CREATE TABLE privacy_consent (
@@ -69,7 +70,7 @@ CREATE TABLE privacy_consent_history (
 	recorded_at BIGINT NOT NULL,
 	PRIMARY KEY (ekey, purpose, message_id)
 );
-CREATE INDEX privacy_consent_history_time ON privacy_consent_history (ekey, event_time)`}}
+CREATE INDEX privacy_consent_history_time ON privacy_consent_history (ekey, event_time)`}, requestMigration}
 }
 
 // Store keeps consent decisions in the state store.

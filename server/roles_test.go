@@ -161,6 +161,7 @@ func TestMasking(t *testing.T) {
 	if r := n.admin("PUT", "/api/v1/tracking-plans/crm-import", map[string]any{"unplanned": "flag", "events": map[string]any{}}); r.status != 200 {
 		t.Fatalf("put tracking plan: %d %s", r.status, r.body)
 	}
+	dsrID, _ := n.fileRequest(n.token, "access", "email", "ann.lee@example.com")
 
 	paths := map[string]string{ // the GET endpoints with their ids filled in
 		"/api/v1/tracking-plans/{id}":            "/api/v1/tracking-plans/crm-import",
@@ -169,6 +170,8 @@ func TestMasking(t *testing.T) {
 		"/api/v1/destinations/{id}/deliveries":   "/api/v1/destinations/" + destID + "/deliveries",
 		"/api/v1/destinations/{id}/dead-letters": "/api/v1/destinations/" + destID + "/dead-letters",
 		"/api/v1/profiles/{id}/consent/history":  "/api/v1/profiles/" + profileID + "/consent/history",
+		"/api/v1/privacy/requests/{id}":          "/api/v1/privacy/requests/" + dsrID,
+		"/api/v1/privacy/requests/{id}/export":   "/api/v1/privacy/requests/" + dsrID + "/export",
 		"/api/v1/events/{messageId}":             "/api/v1/events/m-buy",
 		"/api/v1/profiles/lookup":                "/api/v1/profiles/lookup?identifier=email:ann.lee@example.com",
 		"/api/v1/profiles/{id}":                  "/api/v1/profiles/" + profileID,
@@ -183,7 +186,8 @@ func TestMasking(t *testing.T) {
 	}
 	// The endpoints that show personal data to whoever may see it.
 	showsPersonal := []string{"/api/v1/events", "/api/v1/events/{messageId}", "/api/v1/quarantine", "/api/v1/profiles/lookup",
-		"/api/v1/profiles/{id}", "/api/v1/profiles/{id}/events", "/api/v1/imports/{id}/errors"}
+		"/api/v1/profiles/{id}", "/api/v1/profiles/{id}/events", "/api/v1/imports/{id}/errors",
+		"/api/v1/privacy/requests", "/api/v1/privacy/requests/{id}", "/api/v1/privacy/requests/{id}/export"}
 	ops := n.managementOps()
 	checked := 0
 	for op, perm := range ops {

@@ -410,7 +410,7 @@ func (s *Server) routes() http.Handler {
 	opts := api.Options{
 		Access: s.Access, Governance: s.Governance, Quarantine: s.Quarantine,
 		Events: s.Events, Log: s.Committer, Imports: s.Imports, Logger: s.logger, Stages: s.cfg.Journey.Stages,
-		Identity: s.Identity, Audit: s.Audit, Consent: s.Consent,
+		Identity: s.Identity, Audit: s.Audit, Consent: s.Consent, Requests: privacy.NewRequests(s.State),
 		Delivery: s.Delivery, Plans: s.Plans,
 		Catalog: []governance.ToolProvider{governance.DestinationTools{Store: s.Governance}},
 	}

@@ -71,6 +71,7 @@ const insertTimeout = 2 * time.Minute
 type Store struct {
 	conn     driver.Conn
 	db       string // quoted database name, for qualified table names
+	dbName   string // the database name unquoted, for system tables
 	redacted string // the URL without its password, for messages
 	password string // scrubbed from every error message
 	// lock serializes Appends and LinkProfiles to this database by all
@@ -160,6 +161,7 @@ func Open(ctx context.Context, rawURL string) (*Store, error) {
 	s := &Store{
 		conn:     conn,
 		db:       quoteIdent(db),
+		dbName:   db,
 		redacted: redacted,
 		password: password,
 		lock:     writeLock(opts.Addr, db),

@@ -65,6 +65,7 @@ func Run(t *testing.T, open func(t *testing.T) eventstore.Store) {
 		{"ConcurrentReadersSeeWholeBatches", testConcurrentReaders},
 		{"AtomicOnCancel", testAtomicOnCancel},
 		{"ProfileLinks", testProfileLinks},
+		{"Erase", testErase},
 		{"Ping", testPing},
 		{"Analytics", testAnalytics},
 	}
@@ -965,5 +966,59 @@ func testProfileLinks(t *testing.T, s eventstore.Store) {
 	}
 	if err := s.LinkProfiles(ctx, nil); err != nil {
 		t.Errorf("LinkProfiles(nil): %v", err)
+	}
+}
+
+// testErase: Erase deletes the events of the given profile keys (a user
+// id's, and an anonymous id's events without a user id) and their links,
+// and leaves another person's events and links alone.
+func testErase(t *testing.T, s eventstore.Store) {
+	ctx := context.Background()
+	ev := func(msg, uid, aid string, sec int) event.Event {
+		e := fullEvent("src-1", msg, baseTime.Add(time.Duration(sec)*time.Second))
+		e.UserID, e.AnonymousID = uid, aid
+		e.Raw = rawFor(e)
+		return e
+	}
+	evs := []event.Event{
+		ev("m1", "", "anon-a", 1),    // the subject's visit before login
+		ev("m2", "u-1", "anon-a", 2), // their login
+		ev("m3", "u-1", "", 3),
+		ev("m4", "u-2", "anon-a", 4), // someone else on the same browser: a user id of their own
+		ev("m5", "", "anon-b", 5),    // someone else
+	}
+	mustAppend(t, s, evs, len(evs))
+	if err := s.LinkProfiles(ctx, []eventstore.ProfileLink{
+		{Key: "anonymous_id:anon-a", ProfileID: "prf-1"}, {Key: "user_id:u-1", ProfileID: "prf-1"},
+		{Key: "user_id:u-2", ProfileID: "prf-2"}, {Key: "anonymous_id:anon-b", ProfileID: "prf-2"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.Erase(ctx, []string{"anonymous_id:anon-a", "user_id:u-1"})
+	if err != nil || n != 3 {
+		t.Fatalf("Erase = %d, %v; want 3", n, err)
+	}
+	for _, m := range []string{"m1", "m2", "m3"} {
+		if got, err := s.Get(ctx, "", m); !errors.Is(err, eventstore.ErrNotFound) {
+			t.Errorf("Get(%s) after erase: %v, %v", m, got, err)
+		}
+	}
+	if got := listAll(t, s, eventstore.Query{Profile: "prf-1"}); len(got) != 0 {
+		t.Errorf("profile prf-1 after erase: %v", keysOf(got))
+	}
+	if links, err := s.ProfileLinks(ctx, "prf-1"); err != nil || len(links) != 0 {
+		t.Errorf("links of prf-1 after erase: %v, %v", links, err)
+	}
+	if got := keysOf(listAll(t, s, eventstore.Query{Profile: "prf-2"})); !slices.Equal(got, []string{"src-1/m4", "src-1/m5"}) {
+		t.Errorf("profile prf-2 after erase: %v", got)
+	}
+	if links, err := s.ProfileLinks(ctx, "prf-2"); err != nil || len(links) != 2 {
+		t.Errorf("links of prf-2 after erase: %v, %v", links, err)
+	}
+	if c := mustCount(t, s); c != 2 {
+		t.Errorf("Count after erase = %d, want 2", c)
+	}
+	if n, err := s.Erase(ctx, []string{"user_id:nobody"}); err != nil || n != 0 {
+		t.Errorf("Erase of nobody = %d, %v", n, err)
 	}
 }

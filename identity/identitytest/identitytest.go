@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -29,6 +30,7 @@ func Run(t *testing.T, open func(t *testing.T) *statestore.DB) {
 	t.Run("Redelivery", func(t *testing.T) { t.Parallel(); testRedelivery(t, open) })
 	t.Run("ConcurrentResolvers", func(t *testing.T) { t.Parallel(); testConcurrent(t, open) })
 	t.Run("UpgradeFromVersion1", func(t *testing.T) { t.Parallel(); testUpgrade(t, open) })
+	t.Run("Erase", func(t *testing.T) { t.Parallel(); testErase(t, open) })
 }
 
 // testUpgrade stores a graph the way schema version 1 did (a row per
@@ -295,4 +297,52 @@ func splitType(id string) (string, string) {
 		}
 	}
 	return id, ""
+}
+
+// testErase: Erase removes a profile's identifiers, links and traits,
+// returns its event keys, and leaves another profile alone; the same
+// identifiers seen again make a new profile.
+func testErase(t *testing.T, open func(t *testing.T) *statestore.DB) {
+	ctx := context.Background()
+	l := &links{m: map[string]string{}}
+	s := newStore(t, open(t), l)
+	evs := []event.Event{
+		ev("m1", 0, "page", "", "a1", nil),
+		ev("m2", 1, "identify", "u1", "a1", map[string]any{"email": "ann@example.com", "plan": "pro"}),
+		ev("m3", 2, "identify", "u2", "a9", map[string]any{"email": "bob@example.com", "plan": "team"}),
+	}
+	if err := s.Resolve(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.Lookup(ctx, identity.Email, "ann@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := s.Erase(ctx, p.ID)
+	if err != nil || !slices.Equal(keys, []string{"user_id:u1", "anonymous_id:a1"}) {
+		t.Fatalf("Erase = %v, %v", keys, err)
+	}
+	for _, id := range [][2]string{{identity.Email, "ann@example.com"}, {identity.UserID, "u1"}, {identity.AnonymousID, "a1"}} {
+		if q, err := s.Lookup(ctx, id[0], id[1]); !errors.Is(err, identity.ErrNotFound) {
+			t.Errorf("Lookup %s after erase: %+v, %v", id, q, err)
+		}
+	}
+	if _, err := s.Profile(ctx, p.ID); !errors.Is(err, identity.ErrNotFound) {
+		t.Errorf("Profile after erase: %v", err)
+	}
+	if _, err := s.Erase(ctx, p.ID); !errors.Is(err, identity.ErrNotFound) {
+		t.Errorf("Erase again: %v", err)
+	}
+	bob, err := s.Lookup(ctx, identity.Email, "bob@example.com")
+	if err != nil || string(bob.Traits["plan"]) != `"team"` {
+		t.Fatalf("bob after erase: %+v, %v", bob, err)
+	}
+	// Seen again (a new visit): a new profile, without the old traits.
+	if err := s.Resolve(ctx, []event.Event{ev("m4", 3, "page", "u1", "", nil)}); err != nil {
+		t.Fatal(err)
+	}
+	q, err := s.Lookup(ctx, identity.UserID, "u1")
+	if err != nil || len(q.Identifiers) != 1 || len(q.Traits) != 0 {
+		t.Errorf("u1 seen again: %+v, %v", q, err)
+	}
 }

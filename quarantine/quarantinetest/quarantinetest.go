@@ -27,6 +27,7 @@ func Run(t *testing.T, open func(t *testing.T) *statestore.DB) {
 	t.Run("MarkReplayed", func(t *testing.T) { t.Parallel(); testMarkReplayed(t, newStore(t, open)) })
 	t.Run("LargeBatch", func(t *testing.T) { t.Parallel(); testLargeBatch(t, newStore(t, open)) })
 	t.Run("ConcurrentAdd", func(t *testing.T) { t.Parallel(); testConcurrentAdd(t, newStore(t, open)) })
+	t.Run("Erase", func(t *testing.T) { t.Parallel(); testErase(t, newStore(t, open)) })
 }
 
 func newStore(t *testing.T, open func(t *testing.T) *statestore.DB) *quarantine.Store {
@@ -382,5 +383,27 @@ func testConcurrentAdd(t *testing.T, s *quarantine.Store) {
 	wg.Wait()
 	if n, err := s.Count(ctx, quarantine.Filter{}); err != nil || n != 42 {
 		t.Fatalf("Count = %d, %v; want 42 (records 100..120, 2 each)", n, err)
+	}
+}
+
+// testErase: Erase deletes the entries the matcher picks (a data
+// subject's), and keeps the others.
+func testErase(t *testing.T, s *quarantine.Store) {
+	ctx := context.Background()
+	at := time.Date(2024, 6, 1, 0, 0, 0, 0, time.UTC)
+	var ps []event.Problem
+	for i, raw := range []string{`{"userId":"ann"}`, `{"userId":"bob"}`, `not json ann`, `{"anonymousId":"ann"}`} {
+		ps = append(ps, event.Problem{SourceID: "src", MessageID: fmt.Sprint("m", i), ReceivedAt: at, Index: i, Code: "missing_field", Message: "x", Raw: []byte(raw)})
+	}
+	if err := s.Add(ctx, 1, ps); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.Erase(ctx, func(raw []byte) bool { return bytes.Contains(raw, []byte("ann")) })
+	if err != nil || n != 3 {
+		t.Fatalf("Erase = %d, %v; want 3", n, err)
+	}
+	left, _, err := s.List(ctx, quarantine.Filter{}, 100, "")
+	if err != nil || len(left) != 1 || string(left[0].Raw) != `{"userId":"bob"}` {
+		t.Fatalf("left: %+v, %v", left, err)
 	}
 }
