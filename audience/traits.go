@@ -305,7 +305,7 @@ func (s *Store) record(ctx context.Context, traits []Trait, events []event.Event
 // apply records one event into one trait's state.
 func apply(ctx context.Context, tx *statestore.Tx, t *Trait, e *event.Event) error {
 	key := eventstore.ProfileKey(e.UserID, e.AnonymousID)
-	msg := e.SourceID + "\x00" + e.MessageID
+	msg := strconv.Itoa(len(e.SourceID)) + ":" + e.SourceID + e.MessageID // unambiguous
 	var val json.RawMessage
 	if t.Property != "" {
 		val = property(e.Raw, t.Property)
