@@ -59,13 +59,13 @@ func TestScripts(t *testing.T) {
 var day0 = time.Date(2024, 6, 1, 0, 0, 0, 0, time.UTC)
 
 type script struct {
-	t      *testing.T
-	ids    *identity.Store
-	traits *audience.Store
+	t       *testing.T
+	ids     *identity.Store
+	traits  *audience.Store
 	events  *duckdb.Store
 	pending []event.Event
-	now    time.Time
-	byName map[string]string
+	now     time.Time
+	byName  map[string]string
 }
 
 func runScript(t *testing.T, file string, db *statestore.DB) {
