@@ -17,6 +17,7 @@ import (
 	"tandem/access"
 	"tandem/analytics"
 	"tandem/apierror"
+	"tandem/audience"
 	"tandem/audit"
 	"tandem/eventstore"
 	"tandem/experiment"
@@ -60,6 +61,9 @@ type Options struct {
 	// Consent keeps consent decisions (nil: profiles show none and the
 	// consent endpoints answer 503).
 	Consent *privacy.Store
+	// Traits keeps computed traits (nil: profiles show none and the
+	// computed trait endpoints answer 503).
+	Traits *audience.Store
 	// Experiments are the A/B test definitions; ExperimentSums computes
 	// their results (nil: the results answer 503).
 	Experiments    *experiment.Store
@@ -129,6 +133,7 @@ func New(opts Options) *API {
 	a.importRoutes()
 	a.profileRoutes()
 	a.consentRoutes()
+	a.audienceRoutes()
 	a.auditRoutes()
 	a.experimentRoutes()
 	a.destinationRoutes()

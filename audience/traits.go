@@ -174,7 +174,7 @@ func (s *Store) Create(ctx context.Context, t Trait) (Trait, error) {
 	_, err := s.db.Exec(ctx, `INSERT INTO audience_computed_trait (id, name, kind, event, property, window_spec, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
 		t.ID, t.Name, t.Kind, t.Event, t.Property, t.Window, t.CreatedAt.UnixMilli())
 	if errors.Is(err, statestore.ErrConflict) {
-		return Trait{}, &FieldError{Field: "name", Message: "a computed trait with this name exists", Err: ErrConflict}
+		return Trait{}, ErrConflict
 	}
 	if err != nil {
 		return Trait{}, err

@@ -44,6 +44,12 @@ type ConsentRecorder interface {
 	Record(ctx context.Context, events []event.Event) error
 }
 
+// TraitRecorder keeps computed traits current (package audience),
+// idempotently, after identity resolution.
+type TraitRecorder interface {
+	Record(ctx context.Context, events []event.Event) error
+}
+
 // Options configure a [Pipeline].
 type Options struct {
 	Log        eventlog.Log
@@ -65,6 +71,8 @@ type Options struct {
 
 	// Consent records events' consent decisions; nil: not recorded.
 	Consent ConsentRecorder
+	// Traits keeps computed traits current (package audience); nil: none.
+	Traits TraitRecorder
 }
 
 // Pipeline is the processing loop.
@@ -305,6 +313,12 @@ func (p *Pipeline) store(ctx context.Context, batch []event.Event) error {
 		// them), so that a route's consent check sees their decisions.
 		if err := p.opts.Consent.Record(ctx, batch); err != nil {
 			return fmt.Errorf("pipeline: consent: %w", err)
+		}
+	}
+	if p.opts.Traits != nil {
+		// After identity, so that merges are known when values are read.
+		if err := p.opts.Traits.Record(ctx, batch); err != nil {
+			return fmt.Errorf("pipeline: computed traits: %w", err)
 		}
 	}
 	n, err := p.opts.Events.Append(ctx, batch)

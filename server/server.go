@@ -23,6 +23,7 @@ import (
 	"tandem/analytics"
 	"tandem/api"
 	"tandem/apierror"
+	"tandem/audience"
 	"tandem/audit"
 	"tandem/collect"
 	"tandem/config"
@@ -106,7 +107,8 @@ type Server struct {
 	Quarantine *quarantine.Store
 	Imports    *imports.Service
 	Identity   *identity.Store
-	Consent    *privacy.Store // the route to a destination asks it (Allowed)
+	Consent    *privacy.Store  // the route to a destination asks it (Allowed)
+	Traits     *audience.Store // computed traits, kept by the pipeline
 	Audit      *audit.Log
 	Pipeline   *pipeline.Pipeline
 	Delivery   *delivery.Manager // runs (Serve) only where the pipeline does
@@ -181,6 +183,7 @@ func open(ctx context.Context, cfg config.Config, logger *slog.Logger, h hooks) 
 	migs = append(migs, governance.DestinationMigrations()...)
 	migs = append(migs, delivery.Migrations()...)
 	migs = append(migs, privacy.Migrations()...)
+	migs = append(migs, audience.Migrations()...)
 	if err := s.State.Migrate(ctx, migs...); err != nil {
 		return nil, fmt.Errorf("state store: %w", err)
 	}
@@ -197,6 +200,7 @@ func open(ctx context.Context, cfg config.Config, logger *slog.Logger, h hooks) 
 		return nil, fmt.Errorf("identity: %w", err)
 	}
 	s.Consent = privacy.NewStore(s.State, cfg.Consent, s.Identity)
+	s.Traits = audience.NewStore(s.State, s.Identity, s.Events)
 	if err := s.bootstrap(ctx); err != nil {
 		return nil, err
 	}
@@ -205,7 +209,7 @@ func open(ctx context.Context, cfg config.Config, logger *slog.Logger, h hooks) 
 	if cfg.Pipeline {
 		s.Pipeline, err = pipeline.New(ctx, pipeline.Options{
 			Log: s.Log, Events: s.Events, Quarantine: s.Quarantine, Identity: s.Identity, Metrics: s.Metrics, Logger: logger,
-			Consent: s.Consent,
+			Consent: s.Consent, Traits: s.Traits,
 		})
 		if err != nil {
 			return nil, err
@@ -406,7 +410,7 @@ func (s *Server) routes() http.Handler {
 	opts := api.Options{
 		Access: s.Access, Governance: s.Governance, Quarantine: s.Quarantine,
 		Events: s.Events, Log: s.Committer, Imports: s.Imports, Logger: s.logger, Stages: s.cfg.Journey.Stages,
-		Identity: s.Identity, Audit: s.Audit, Consent: s.Consent,
+		Identity: s.Identity, Audit: s.Audit, Consent: s.Consent, Traits: s.Traits,
 		Delivery: s.Delivery,
 	}
 	opts.Experiments, opts.ExperimentSums = experiment.NewStore(s.State), experiment.AggregatorFor(s.Events)
