@@ -37,6 +37,11 @@ func TestMain(m *testing.M) { testserver.Main(m) }
 //	record [twice]              resolve identities, record and store the events given since the last record
 //	store                       resolve and store the events given, without recording them (backfill input)
 //	values IDENT                output: the computed traits of the profile holding IDENT (TYPE:VALUE)
+//	audience NAME RULE          define an audience (the rule may go on over input lines); output: the error, if any
+//	sweep                       evaluate audiences as time passes
+//	changes                     output: the membership events emitted since the last changes
+//	members NAME                output: the audience's members (their event keys), read a page of 1 at a time
+//	in IDENT                    output: the audiences of the profile holding IDENT
 //	delete NAME
 //	unmerge IDENT TYPE:VALUE
 //
@@ -66,6 +71,18 @@ type script struct {
 	pending []event.Event
 	now     time.Time
 	byName  map[string]string
+	auds    *audience.Audiences
+	log     *memLog
+	audIDs  map[string]string
+}
+
+// memLog keeps the membership events appended, as the test's event log.
+type memLog struct{ events []event.Event }
+
+func (l *memLog) Append(_ context.Context, entries []byte) error {
+	evs, _, err := event.DecodeRecord(append(append([]byte(nil), event.RecordHeader...), entries...))
+	l.events = append(l.events, evs...)
+	return err
 }
 
 func runScript(t *testing.T, file string, db *statestore.DB) {
@@ -84,6 +101,8 @@ func runScript(t *testing.T, file string, db *statestore.DB) {
 	t.Cleanup(func() { events.Close() })
 	s := &script{t: t, ids: ids, events: events, now: day0, byName: map[string]string{}}
 	s.traits = audience.NewStore(db, ids, s.events).WithClock(func() time.Time { return s.now })
+	s.log, s.audIDs = &memLog{}, map[string]string{}
+	s.auds = audience.NewAudiences(db, s.traits, ids, s.log, nil).WithClock(func() time.Time { return s.now })
 	b, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
@@ -184,6 +203,9 @@ func (s *script) run(ctx context.Context, cmd string, input []string) []string {
 			if err := s.traits.Record(ctx, evs); err != nil {
 				t.Fatal(err)
 			}
+			if err := s.auds.Record(ctx, evs); err != nil {
+				t.Fatal(err)
+			}
 		}
 		if _, err := s.events.Append(ctx, evs); err != nil {
 			t.Fatal(err)
@@ -215,6 +237,61 @@ func (s *script) run(ctx context.Context, cmd string, input []string) []string {
 			out = append(out, n+" = "+string(b))
 		}
 		return out
+	case "audience":
+		name, rule, _ := strings.Cut(strings.TrimPrefix(strings.Join(append([]string{cmd}, input...), "\n"), "audience "), " ")
+		au, err := s.auds.Create(ctx, name, rule, nil)
+		if err != nil {
+			return []string{"error: " + err.Error()}
+		}
+		s.audIDs[name] = au.ID
+		return nil
+	case "sweep":
+		if err := s.auds.Sweep(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return nil
+	case "changes":
+		// The membership events emitted since the last "changes".
+		var out []string
+		for _, e := range s.log.events {
+			var raw struct {
+				Properties struct {
+					Audience string `json:"audience"`
+				} `json:"properties"`
+			}
+			json.Unmarshal(e.Raw, &raw)
+			who := "user=" + e.UserID
+			if e.UserID == "" {
+				who = "anon=" + e.AnonymousID
+			}
+			out = append(out, fmt.Sprintf("%s %s %s %s", e.Timestamp.Format("2006-01-02 15:04"), e.Name, raw.Properties.Audience, who))
+		}
+		s.log.events = nil
+		return out
+	case "members":
+		var out []string
+		cursor := ""
+		for {
+			ms, next, err := s.auds.Members(ctx, s.audIDs[f[1]], 1, cursor)
+			if err != nil {
+				return append(out, "error: "+err.Error())
+			}
+			for _, m := range ms {
+				_, keys, _ := s.ids.EventKeys(ctx, m.ProfileID)
+				out = append(out, fmt.Sprintf("%s since %s", strings.Join(keys, ","), m.Since.Format("2006-01-02 15:04")))
+			}
+			if next == "" {
+				slices.Sort(out)
+				return out
+			}
+			cursor = next
+		}
+	case "in":
+		names, err := s.auds.Of(ctx, s.profile(f[1]))
+		if err != nil {
+			return []string{"error: " + err.Error()}
+		}
+		return []string{strings.Join(names, ",")}
 	case "delete":
 		if err := s.traits.Delete(ctx, s.byName[f[1]]); err != nil {
 			return []string{"error: " + err.Error()}

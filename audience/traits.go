@@ -103,7 +103,7 @@ func (t *Trait) Validate() error {
 	return nil
 }
 
-// Migrations are the state store tables of computed traits.
+// Migrations are the state store tables of computed traits and audiences.
 func Migrations() []statestore.Migration {
 	return []statestore.Migration{{Package: "audience", Version: 1, SQL: `
 CREATE TABLE audience_computed_trait (
@@ -140,7 +140,7 @@ CREATE TABLE audience_trait_point (
 	last_msg TEXT NOT NULL,
 	last_val TEXT NOT NULL,
 	PRIMARY KEY (trait_id, ekey)
-)`}}
+)`}, audienceMigration}
 }
 
 // Store keeps computed trait definitions and their per-key state.
@@ -509,4 +509,22 @@ func (s *Store) ValuesOfKeys(ctx context.Context, keys []string) (map[string]any
 		}
 	}
 	return out, nil
+}
+
+// stateKeys are the event keys with any computed trait state.
+func (s *Store) stateKeys(ctx context.Context) ([]string, error) {
+	rows, err := s.db.Query(ctx, `SELECT ekey FROM audience_trait_bucket UNION SELECT ekey FROM audience_trait_point`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var k string
+		if err := rows.Scan(&k); err != nil {
+			return nil, err
+		}
+		out = append(out, k)
+	}
+	return out, rows.Err()
 }

@@ -73,6 +73,9 @@ type Options struct {
 	Consent ConsentRecorder
 	// Traits keeps computed traits current (package audience); nil: none.
 	Traits TraitRecorder
+	// Audiences evaluates audience membership for the profiles a batch
+	// touches, after Traits (package audience); nil: none.
+	Audiences TraitRecorder
 }
 
 // Pipeline is the processing loop.
@@ -319,6 +322,11 @@ func (p *Pipeline) store(ctx context.Context, batch []event.Event) error {
 		// After identity, so that merges are known when values are read.
 		if err := p.opts.Traits.Record(ctx, batch); err != nil {
 			return fmt.Errorf("pipeline: computed traits: %w", err)
+		}
+	}
+	if p.opts.Audiences != nil {
+		if err := p.opts.Audiences.Record(ctx, batch); err != nil {
+			return fmt.Errorf("pipeline: audiences: %w", err)
 		}
 	}
 	n, err := p.opts.Events.Append(ctx, batch)
