@@ -291,6 +291,9 @@ func (s *script) run(ctx context.Context, cmd string, input []string) []string {
 		if err != nil {
 			return []string{"error: " + err.Error()}
 		}
+		if len(names) == 0 {
+			return []string{"(none)"}
+		}
 		return []string{strings.Join(names, ",")}
 	case "delete":
 		if err := s.traits.Delete(ctx, s.byName[f[1]]); err != nil {
