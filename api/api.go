@@ -64,6 +64,9 @@ type Options struct {
 	// Traits keeps computed traits (nil: profiles show none and the
 	// computed trait endpoints answer 503).
 	Traits *audience.Store
+	// Audiences keeps audiences (nil: profiles show none and the
+	// audience endpoints answer 503).
+	Audiences *audience.Audiences
 	// Experiments are the A/B test definitions; ExperimentSums computes
 	// their results (nil: the results answer 503).
 	Experiments    *experiment.Store

@@ -419,3 +419,22 @@ func membershipEvent(au Audience, profile string, keys []string, name string, se
 	e.Raw, _ = json.Marshal(raw)
 	return event.AppendEntries(nil, SourceID, []event.Event{e}, nil)
 }
+
+// RunSweeps runs [Audiences.Sweep] every interval until ctx ends, so that
+// memberships follow time. Several pipeline nodes may sweep at once: a
+// change is emitted under a messageId fixed by its sequence, and the event
+// store keeps it once.
+func (a *Audiences) RunSweeps(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := a.Sweep(ctx); err != nil && ctx.Err() == nil {
+				a.logger.Warn("audience sweep failed", "err", err.Error())
+			}
+		}
+	}
+}

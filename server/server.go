@@ -109,6 +109,7 @@ type Server struct {
 	Identity   *identity.Store
 	Consent    *privacy.Store  // the route to a destination asks it (Allowed)
 	Traits     *audience.Store // computed traits, kept by the pipeline
+	Audiences  *audience.Audiences
 	Audit      *audit.Log
 	Pipeline   *pipeline.Pipeline
 	Delivery   *delivery.Manager // runs (Serve) only where the pipeline does
@@ -201,6 +202,7 @@ func open(ctx context.Context, cfg config.Config, logger *slog.Logger, h hooks) 
 	}
 	s.Consent = privacy.NewStore(s.State, cfg.Consent, s.Identity)
 	s.Traits = audience.NewStore(s.State, s.Identity, s.Events)
+	s.Audiences = audience.NewAudiences(s.State, s.Traits, s.Identity, s.Committer, logger)
 	if err := s.bootstrap(ctx); err != nil {
 		return nil, err
 	}
@@ -209,7 +211,7 @@ func open(ctx context.Context, cfg config.Config, logger *slog.Logger, h hooks) 
 	if cfg.Pipeline {
 		s.Pipeline, err = pipeline.New(ctx, pipeline.Options{
 			Log: s.Log, Events: s.Events, Quarantine: s.Quarantine, Identity: s.Identity, Metrics: s.Metrics, Logger: logger,
-			Consent: s.Consent, Traits: s.Traits,
+			Consent: s.Consent, Traits: s.Traits, Audiences: s.Audiences,
 		})
 		if err != nil {
 			return nil, err
@@ -410,7 +412,7 @@ func (s *Server) routes() http.Handler {
 	opts := api.Options{
 		Access: s.Access, Governance: s.Governance, Quarantine: s.Quarantine,
 		Events: s.Events, Log: s.Committer, Imports: s.Imports, Logger: s.logger, Stages: s.cfg.Journey.Stages,
-		Identity: s.Identity, Audit: s.Audit, Consent: s.Consent, Traits: s.Traits,
+		Identity: s.Identity, Audit: s.Audit, Consent: s.Consent, Traits: s.Traits, Audiences: s.Audiences,
 		Delivery: s.Delivery,
 	}
 	opts.Experiments, opts.ExperimentSums = experiment.NewStore(s.State), experiment.AggregatorFor(s.Events)
@@ -522,6 +524,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.Lag.Run(pctx, lagCheckInterval)
 	}()
 	if s.Pipeline != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.Audiences.RunSweeps(pctx, time.Minute)
+		}()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
