@@ -2,7 +2,9 @@ package server
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
+	"time"
 )
 
 // TestComputedTraits drives computed traits through a real node: defined
@@ -82,4 +84,79 @@ func TestComputedTraits(t *testing.T) {
 	if got := computed("user_id:zoe"); got != `{"fav":"cake","spent":22.5}` {
 		t.Errorf("after delete: %s", got)
 	}
+}
+
+// TestAudiences drives an audience through a real node: a rule error
+// naming its position, membership entered on an event, the Audience
+// Entered event stored like any event, the member list, the profile's
+// audiences, and leaving on a later event.
+func TestAudiences(t *testing.T) {
+	n := startNode(t, "", nil)
+	send := func(body string) {
+		t.Helper()
+		if r := n.do("POST", "/v1/batch", "basic:"+n.writeKey, []byte(body), nil); r.status != 200 {
+			t.Fatalf("batch: %d %s", r.status, r.body)
+		}
+	}
+	analyst := n.admin("POST", "/api/v1/users", map[string]any{"name": "al", "role": "analyst"}).json(t)["token"].(string)
+	post := func(path, body string) response {
+		t.Helper()
+		return n.do("POST", path, "bearer:"+analyst, []byte(body), nil)
+	}
+	for _, body := range []string{
+		`{"name":"orders","kind":"count","event":"Order Completed","window":"30d"}`,
+		`{"name":"refunds","kind":"count","event":"Refund Requested","window":"30d"}`,
+	} {
+		if r := post("/api/v1/computed-traits", body); r.status != 201 {
+			t.Fatalf("define: %d %s", r.status, r.body)
+		}
+	}
+	r := post("/api/v1/audiences", `{"name":"buyers","rule":"computed.orders >= 2 and"}`)
+	checkError(t, r, 400, "invalid_field", "rule")
+	if msg := r.json(t)["error"].(map[string]any)["message"].(string); !strings.Contains(msg, "line 1, column") {
+		t.Errorf("rule error without a position: %s", msg)
+	}
+	r = post("/api/v1/audiences", `{"name":"buyers","rule":"computed.orders >= 2 and computed.refunds == 0 and traits.plan == \"pro\""}`)
+	if r.status != 201 {
+		t.Fatalf("audience: %d %s", r.status, r.body)
+	}
+	audID := r.json(t)["id"].(string)
+
+	now := time.Now().UTC().Format(time.RFC3339)
+	send(`{"batch":[
+		{"type":"identify","userId":"max","messageId":"i1","timestamp":"` + now + `","traits":{"plan":"pro"}},
+		{"type":"track","event":"Order Completed","userId":"max","messageId":"o1","timestamp":"` + now + `"},
+		{"type":"track","event":"Order Completed","userId":"max","messageId":"o2","timestamp":"` + now + `"},
+		{"type":"track","event":"Order Completed","userId":"kim","messageId":"o3","timestamp":"` + now + `"}
+	]}`)
+	n.drain()
+	n.drain() // the membership event goes through the log too
+	p := n.lookup("user_id:max")
+	if b, _ := json.Marshal(p["audiences"]); string(b) != `["buyers"]` {
+		t.Errorf("max's audiences: %s", b)
+	}
+	if b, _ := json.Marshal(n.lookup("user_id:kim")["audiences"]); string(b) != `[]` {
+		t.Errorf("kim's audiences: %s", b)
+	}
+	m := n.do("GET", "/api/v1/audiences/"+audID+"/members", "bearer:"+analyst, nil, nil)
+	items, _ := m.json(t)["items"].([]any)
+	if m.status != 200 || len(items) != 1 || items[0].(map[string]any)["profileId"] != p["id"] {
+		t.Errorf("members: %d %s", m.status, m.body)
+	}
+	entered := n.events("event=Audience+Entered")
+	if len(entered) != 1 {
+		t.Fatalf("Audience Entered events: %v", entered)
+	}
+
+	// A refund takes him out.
+	send(`{"batch":[{"type":"track","event":"Refund Requested","userId":"max","messageId":"r1","timestamp":"` + now + `"}]}`)
+	n.drain()
+	n.drain()
+	if b, _ := json.Marshal(n.lookup("user_id:max")["audiences"]); string(b) != `[]` {
+		t.Errorf("max's audiences after the refund: %s", b)
+	}
+	if exited := n.events("event=Audience+Exited"); len(exited) != 1 {
+		t.Errorf("Audience Exited events: %v", exited)
+	}
+	checkError(t, n.do("GET", "/api/v1/audiences/aud_nope/members", "bearer:"+analyst, nil, nil), 404, "not_found", "")
 }
