@@ -228,6 +228,10 @@ func (a *Audiences) Of(ctx context.Context, id string) ([]string, error) {
 // Record evaluates the audiences for the profiles a batch of events
 // touches (a pipeline step, after computed traits).
 func (a *Audiences) Record(ctx context.Context, events []event.Event) error {
+	auds, err := a.List(ctx)
+	if err != nil || len(auds) == 0 {
+		return err // no audiences: no lookups
+	}
 	seen := map[string]bool{}
 	var ids []string
 	for i := range events {
@@ -251,10 +255,6 @@ func (a *Audiences) Record(ctx context.Context, events []event.Event) error {
 	}
 	if len(ids) == 0 {
 		return nil
-	}
-	auds, err := a.List(ctx)
-	if err != nil || len(auds) == 0 {
-		return err
 	}
 	return a.evaluate(ctx, auds, ids)
 }
