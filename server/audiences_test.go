@@ -2,9 +2,16 @@ package server
 
 import (
 	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"tandem/config"
 )
 
 // TestComputedTraits drives computed traits through a real node: defined
@@ -89,9 +96,38 @@ func TestComputedTraits(t *testing.T) {
 // TestAudiences drives an audience through a real node: a rule error
 // naming its position, membership entered on an event, the Audience
 // Entered event stored like any event, the member list, the profile's
-// audiences, and leaving on a later event.
+// audiences, leaving on a later event, and delivery of the changes to the
+// audience's destination (a real webhook receiver) but not to another.
 func TestAudiences(t *testing.T) {
-	n := startNode(t, "", nil)
+	n := startNode(t, "", func(c *config.Config) { c.DestinationAllow = []string{"127.0.0.0/8"} })
+	var mu sync.Mutex
+	got := map[string][]string{} // destination name -> event names received
+	dest := func(name string) string {
+		rc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			var e map[string]any
+			_ = json.Unmarshal(b, &e)
+			mu.Lock()
+			got[name] = append(got[name], fmt.Sprint(e["event"]))
+			mu.Unlock()
+		}))
+		t.Cleanup(rc.Close)
+		r := n.admin("POST", "/api/v1/destinations", map[string]any{"name": name, "type": "webhook",
+			"config": map[string]any{"url": rc.URL}, "owner": "Marketing", "purpose": "campaigns",
+			"dataCategories": []string{"contact"}, "consentPurposes": []string{}, "monthlyCost": 10})
+		if r.status != 201 {
+			t.Fatalf("create destination: %d %s", r.status, r.body)
+		}
+		id := r.json(t)["id"].(string)
+		if r.json(t)["approval"] != "approved" {
+			if r := n.admin("POST", "/api/v1/destinations/"+id+"/approvals", map[string]any{"decision": "approve"}); r.status != 200 {
+				t.Fatalf("approve: %d %s", r.status, r.body)
+			}
+		}
+		return id
+	}
+	crmID := dest("crm")
+	dest("other")
 	send := func(body string) {
 		t.Helper()
 		if r := n.do("POST", "/v1/batch", "basic:"+n.writeKey, []byte(body), nil); r.status != 200 {
@@ -116,7 +152,7 @@ func TestAudiences(t *testing.T) {
 	if msg := r.json(t)["error"].(map[string]any)["message"].(string); !strings.Contains(msg, "line 1, column") {
 		t.Errorf("rule error without a position: %s", msg)
 	}
-	r = post("/api/v1/audiences", `{"name":"buyers","rule":"computed.orders >= 2 and computed.refunds == 0 and traits.plan == \"pro\""}`)
+	r = post("/api/v1/audiences", `{"name":"buyers","destinations":["`+crmID+`"],"rule":"computed.orders >= 2 and computed.refunds == 0 and traits.plan == \"pro\""}`)
 	if r.status != 201 {
 		t.Fatalf("audience: %d %s", r.status, r.body)
 	}
@@ -159,4 +195,22 @@ func TestAudiences(t *testing.T) {
 		t.Errorf("Audience Exited events: %v", exited)
 	}
 	checkError(t, n.do("GET", "/api/v1/audiences/aud_nope/members", "bearer:"+analyst, nil, nil), 404, "not_found", "")
+
+	// The crm destination receives both changes; the other one none.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mu.Lock()
+		crm, other := strings.Join(got["crm"], ","), strings.Join(got["other"], ",")
+		mu.Unlock()
+		if strings.Contains(crm, "Audience Entered") && strings.Contains(crm, "Audience Exited") && strings.Contains(other, "Refund Requested") {
+			if strings.Contains(other, "Audience") {
+				t.Errorf("another destination received audience events: %s", other)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("deliveries: crm %q, other %q", crm, other)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
