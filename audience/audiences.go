@@ -349,7 +349,11 @@ func (a *Audiences) evaluate(ctx context.Context, auds []Audience, ids []string)
 			if err != nil {
 				return err
 			}
-			env = Env{Traits: plainRaw(p.Traits), Computed: plain(vals), Profile: cur}
+			reached, stage, err := a.traits.StagesOfKeys(ctx, keys)
+			if err != nil {
+				return err
+			}
+			env = Env{Traits: plainRaw(p.Traits), Computed: plain(vals), Profile: cur, Stage: stage, Stages: reached}
 		}
 		for _, au := range auds {
 			want := cur == id && au.rule.Match(env)

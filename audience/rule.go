@@ -23,11 +23,14 @@ type Rule struct {
 
 // Env is what a rule sees of a profile: traits (identify's, by name),
 // computed (computed traits, by name; counts and sums are numbers, 0 when
-// the profile has no such event) and profile (its id).
+// the profile has no such event), profile (its id), stage and stages
+// (lifecycle).
 type Env struct {
 	Traits   map[string]any `expr:"traits"`
 	Computed map[string]any `expr:"computed"`
 	Profile  string         `expr:"profile"`
+	Stage    string         `expr:"stage"`  // lifecycle stage of the latest stage event; "" when none
+	Stages   []string       `expr:"stages"` // lifecycle stages reached, in the configured order
 }
 
 // ParseRule compiles a rule. Its errors are *[FieldError]s for field

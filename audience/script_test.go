@@ -45,6 +45,9 @@ func TestMain(m *testing.M) { testserver.Main(m) }
 //	delete NAME
 //	unmerge IDENT TYPE:VALUE
 //
+// The lifecycle stages are awareness (Ad Clicked), purchase (Order
+// Completed) and service (Ticket Opened).
+//
 // Run with -update to rewrite expected outputs.
 func TestScripts(t *testing.T) {
 	statetest.Each(t, func(t *testing.T, open func(t *testing.T) *statestore.DB) {
@@ -100,7 +103,11 @@ func runScript(t *testing.T, file string, db *statestore.DB) {
 	}
 	t.Cleanup(func() { events.Close() })
 	s := &script{t: t, ids: ids, events: events, now: day0, byName: map[string]string{}}
-	s.traits = audience.NewStore(db, ids, s.events).WithClock(func() time.Time { return s.now })
+	s.traits = audience.NewStore(db, ids, s.events).WithClock(func() time.Time { return s.now }).WithStages([]audience.Stage{
+		{Name: "awareness", Events: []string{"Ad Clicked"}},
+		{Name: "purchase", Events: []string{"Order Completed"}},
+		{Name: "service", Events: []string{"Ticket Opened"}},
+	})
 	s.log, s.audIDs = &memLog{}, map[string]string{}
 	s.auds = audience.NewAudiences(db, s.traits, ids, s.log, nil).WithClock(func() time.Time { return s.now })
 	b, err := os.ReadFile(file)

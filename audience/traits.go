@@ -140,7 +140,30 @@ CREATE TABLE audience_trait_point (
 	last_msg TEXT NOT NULL,
 	last_val TEXT NOT NULL,
 	PRIMARY KEY (trait_id, ekey)
-)`}, audienceMigration}
+)`}, audienceMigration, stageMigration}
+}
+
+var stageMigration = statestore.Migration{Package: "audience", Version: 3, SQL: `
+CREATE TABLE audience_stage (
+	ekey TEXT NOT NULL,
+	stage TEXT NOT NULL,
+	last_at BIGINT NOT NULL,
+	last_msg TEXT NOT NULL,
+	PRIMARY KEY (ekey, stage)
+)`}
+
+// Stage is a lifecycle stage, reached by any of its track events (the
+// journey's configured stages).
+type Stage struct {
+	Name   string
+	Events []string
+}
+
+// WithStages makes the store keep which lifecycle stages each key
+// reached (for rules' stage and stages); it returns s.
+func (s *Store) WithStages(stages []Stage) *Store {
+	s.stages = stages
+	return s
 }
 
 // Store keeps computed trait definitions and their per-key state.
@@ -149,6 +172,7 @@ type Store struct {
 	keys   Keys
 	events eventstore.Store // backfill source; nil: no backfill
 	now    func() time.Time
+	stages []Stage
 }
 
 // NewStore returns a store over db (migrated with [Migrations]) finding
@@ -265,11 +289,95 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 // (a pipeline step, after identity resolution). Recording the same event
 // again changes nothing.
 func (s *Store) Record(ctx context.Context, events []event.Event) error {
+	if err := s.recordStages(ctx, events); err != nil {
+		return err
+	}
 	traits, err := s.List(ctx)
 	if err != nil || len(traits) == 0 {
 		return err
 	}
 	return s.record(ctx, traits, events)
+}
+
+// recordStages keeps, per key and stage, the latest event that reached it.
+func (s *Store) recordStages(ctx context.Context, events []event.Event) error {
+	if len(s.stages) == 0 {
+		return nil
+	}
+	type hit struct {
+		stage string
+		e     *event.Event
+	}
+	var hits []hit
+	for i := range events {
+		e := &events[i]
+		if e.Type != "track" || (e.UserID == "" && e.AnonymousID == "") {
+			continue
+		}
+		for _, st := range s.stages {
+			if slices.Contains(st.Events, e.Name) {
+				hits = append(hits, hit{st.Name, e})
+			}
+		}
+	}
+	if len(hits) == 0 {
+		return nil
+	}
+	return s.db.Tx(ctx, func(tx *statestore.Tx) error {
+		for _, h := range hits {
+			msg := strconv.Itoa(len(h.e.SourceID)) + ":" + h.e.SourceID + h.e.MessageID
+			if _, err := tx.Exec(ctx, `INSERT INTO audience_stage (ekey, stage, last_at, last_msg) VALUES (?, ?, ?, ?)
+ON CONFLICT (ekey, stage) DO UPDATE SET
+	last_msg = CASE WHEN excluded.last_at > audience_stage.last_at OR (excluded.last_at = audience_stage.last_at AND excluded.last_msg > audience_stage.last_msg) THEN excluded.last_msg ELSE audience_stage.last_msg END,
+	last_at = CASE WHEN excluded.last_at > audience_stage.last_at THEN excluded.last_at ELSE audience_stage.last_at END`,
+				eventstore.ProfileKey(h.e.UserID, h.e.AnonymousID), h.stage, h.e.Timestamp.UnixNano(), msg); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// StagesOfKeys returns the lifecycle stages the keys reached, in the
+// configured order, and the stage of the latest of their stage events
+// ("" when none).
+func (s *Store) StagesOfKeys(ctx context.Context, keys []string) (reached []string, current string, err error) {
+	reached = []string{}
+	if len(keys) == 0 || len(s.stages) == 0 {
+		return reached, "", nil
+	}
+	args := make([]any, len(keys))
+	for i, k := range keys {
+		args[i] = k
+	}
+	rows, err := s.db.Query(ctx, `SELECT stage, last_at, last_msg FROM audience_stage WHERE ekey IN (`+strings.TrimSuffix(strings.Repeat("?, ", len(keys)), ", ")+`)`, args...)
+	if err != nil {
+		return nil, "", err
+	}
+	defer rows.Close()
+	got := map[string]bool{}
+	var bestAt int64
+	var bestMsg string
+	for rows.Next() {
+		var st, msg string
+		var at int64
+		if err := rows.Scan(&st, &at, &msg); err != nil {
+			return nil, "", err
+		}
+		got[st] = true
+		if current == "" || at > bestAt || (at == bestAt && msg > bestMsg) {
+			current, bestAt, bestMsg = st, at, msg
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", err
+	}
+	for _, st := range s.stages {
+		if got[st.Name] {
+			reached = append(reached, st.Name)
+		}
+	}
+	return reached, current, nil
 }
 
 func (s *Store) record(ctx context.Context, traits []Trait, events []event.Event) error {

@@ -201,7 +201,11 @@ func open(ctx context.Context, cfg config.Config, logger *slog.Logger, h hooks) 
 		return nil, fmt.Errorf("identity: %w", err)
 	}
 	s.Consent = privacy.NewStore(s.State, cfg.Consent, s.Identity)
-	s.Traits = audience.NewStore(s.State, s.Identity, s.Events)
+	var stages []audience.Stage
+	for _, st := range cfg.Journey.Stages {
+		stages = append(stages, audience.Stage{Name: st.Name, Events: st.Events})
+	}
+	s.Traits = audience.NewStore(s.State, s.Identity, s.Events).WithStages(stages)
 	s.Audiences = audience.NewAudiences(s.State, s.Traits, s.Identity, s.Committer, logger)
 	if err := s.bootstrap(ctx); err != nil {
 		return nil, err
