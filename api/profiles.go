@@ -214,6 +214,12 @@ func (a *API) unmergeProfile(w http.ResponseWriter, r *http.Request) error {
 		a.opts.Logger.Error("audit log: a completed unmerge was not recorded", "profile", id, "err", err.Error())
 		return apierror.ErrUnavailable
 	}
+	if a.opts.Audiences != nil {
+		// The sides' audiences now; should this fail, the next sweep does it.
+		if err := a.opts.Audiences.Evaluate(context.WithoutCancel(r.Context()), append(ids, id)...); err != nil {
+			a.opts.Logger.Warn("audiences after an unmerge: left to the sweep", "profile", id, "err", err.Error())
+		}
+	}
 	return writeJSON(w, 200, struct {
 		Decision identity.Decision `json:"decision"`
 		Profiles []profileView     `json:"profiles"`

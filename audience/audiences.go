@@ -259,6 +259,16 @@ func (a *Audiences) Record(ctx context.Context, events []event.Event) error {
 	return a.evaluate(ctx, auds, ids)
 }
 
+// Evaluate brings the memberships of profiles ids up to date now (after
+// an unmerge, for the profiles involved).
+func (a *Audiences) Evaluate(ctx context.Context, ids ...string) error {
+	auds, err := a.List(ctx)
+	if err != nil || len(auds) == 0 {
+		return err
+	}
+	return a.evaluate(ctx, auds, ids)
+}
+
 // Sweep evaluates every audience for its members and every profile with
 // computed trait state, so that memberships follow time (windows
 // expiring, days passing) without events. The server runs it

@@ -43,7 +43,7 @@ func TestMain(m *testing.M) { testserver.Main(m) }
 //	members NAME                output: the audience's members (their event keys), read a page of 1 at a time
 //	in IDENT                    output: the audiences of the profile holding IDENT
 //	delete NAME
-//	unmerge IDENT TYPE:VALUE
+//	unmerge IDENT TYPE:VALUE    keep TYPE:VALUE apart, then evaluate the audiences of both sides (as the API does)
 //
 // The lifecycle stages are awareness (Ad Clicked), purchase (Order
 // Completed) and service (Ticket Opened).
@@ -309,8 +309,16 @@ func (s *script) run(ctx context.Context, cmd string, input []string) []string {
 		return nil
 	case "unmerge":
 		typ, v, _ := strings.Cut(f[2], ":")
-		if _, err := s.ids.Unmerge(ctx, s.profile(f[1]), identity.Unmerge{Identifier: &identity.Identifier{Type: typ, Value: v}, By: "u_test"}); err != nil {
+		res, err := s.ids.Unmerge(ctx, s.profile(f[1]), identity.Unmerge{Identifier: &identity.Identifier{Type: typ, Value: v}, By: "u_test"})
+		if err != nil {
 			t.Fatalf("unmerge: %v", err)
+		}
+		var ids []string
+		for _, p := range res.Profiles {
+			ids = append(ids, p.ID)
+		}
+		if err := s.auds.Evaluate(ctx, ids...); err != nil {
+			t.Fatal(err)
 		}
 		return nil
 	}
