@@ -12,4 +12,11 @@
 // Counts, sums and most-frequent tallies are kept in per-day (UTC)
 // buckets, so a window of N days slides by dropping whole days; each
 // event is counted once per trait (a redelivered event changes nothing).
+//
+// Audiences ([Audiences]) are profiles matching a rule ([ParseRule], an
+// expr-lang expression over traits, computed traits and lifecycle stage),
+// evaluated by a pipeline step for the profiles a batch touches and by a
+// periodic sweep as time passes; each change is an Audience Entered or
+// Audience Exited track event appended to the event log. See
+// docs/audiences.md.
 package audience
