@@ -75,17 +75,20 @@ const (
 	// ReadPII: see personal data (e-mails, phones, names, contact traits)
 	// unmasked in every answer.
 	ReadPII Permission = "pii:read"
+	// ManageAudiences: define and delete computed traits and audiences
+	// (reading them, and profiles' values, needs ReadProfiles).
+	ManageAudiences Permission = "audiences:manage"
 )
 
 // Permissions lists every permission.
-var Permissions = []Permission{ManageUsers, ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadProfiles, UnmergeProfiles, ManageExperiments, ReadExperiments, ReadAudit, ManageDestinations, WriteConsent, ReadPII, ManageTrackingPlans, ReadTrackingPlans, ManageRequests}
+var Permissions = []Permission{ManageUsers, ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadProfiles, UnmergeProfiles, ManageExperiments, ReadExperiments, ReadAudit, ManageDestinations, WriteConsent, ReadPII, ManageTrackingPlans, ReadTrackingPlans, ManageRequests, ManageAudiences}
 
 // grants is the authorization table (see Can).
 var grants = map[Role][]Permission{
 	RoleAdmin:     Permissions,
 	RoleIT:        {ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadExperiments, ReadAudit, ManageDestinations, ManageTrackingPlans, ReadTrackingPlans},
-	RoleMarketing: {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles, ManageExperiments, ReadExperiments, ReadTrackingPlans},
-	RoleAnalyst:   {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles, ManageExperiments, ReadExperiments},
+	RoleMarketing: {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles, ManageExperiments, ReadExperiments, ReadTrackingPlans, ManageAudiences},
+	RoleAnalyst:   {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles, ManageExperiments, ReadExperiments, ManageAudiences},
 	RolePrivacy:   {ReadEvents, ReadQuarantine, ReadCatalog, ReadProfiles, UnmergeProfiles, ReadAudit, WriteConsent, ManageRequests, ReadPII},
 	RoleService:   {ReadCatalog, ReadAnalytics, ReadProfiles, ReadExperiments, ReadPII},
 	RoleSales:     {ReadCatalog, ReadAnalytics, ReadProfiles, ReadExperiments, ReadPII},

@@ -17,6 +17,7 @@ import (
 	"tandem/access"
 	"tandem/analytics"
 	"tandem/apierror"
+	"tandem/audience"
 	"tandem/audit"
 	"tandem/eventstore"
 	"tandem/experiment"
@@ -64,6 +65,12 @@ type Options struct {
 	// Requests keeps data-subject requests (nil: their endpoints answer
 	// 503).
 	Requests *privacy.Requests
+	// Traits keeps computed traits (nil: profiles show none and the
+	// computed trait endpoints answer 503).
+	Traits *audience.Store
+	// Audiences keeps audiences (nil: profiles show none and the
+	// audience endpoints answer 503).
+	Audiences *audience.Audiences
 	// Experiments are the A/B test definitions; ExperimentSums computes
 	// their results (nil: the results answer 503).
 	Experiments    *experiment.Store
@@ -136,6 +143,7 @@ func New(opts Options) *API {
 	a.profileRoutes()
 	a.consentRoutes()
 	a.privacyRoutes()
+	a.audienceRoutes()
 	a.auditRoutes()
 	a.experimentRoutes()
 	a.destinationRoutes()

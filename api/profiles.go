@@ -50,10 +50,12 @@ type profileView struct {
 	Audiences []string `json:"audiences"`
 	// Consent is a privacy.State when this node keeps consent.
 	Consent any `json:"consent"`
+	// ComputedTraits are the computed traits' values (package audience).
+	ComputedTraits map[string]any `json:"computedTraits"`
 }
 
 func view(p identity.Profile) profileView {
-	return profileView{Profile: p, Audiences: []string{}, Consent: map[string]any{}}
+	return profileView{Profile: p, Audiences: []string{}, Consent: map[string]any{}, ComputedTraits: map[string]any{}}
 }
 
 func (a *API) audit(r *http.Request, action, id string) error {
@@ -88,6 +90,9 @@ func (a *API) lookupProfile(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if v, err = a.withComputed(r.Context(), v); err != nil {
+		return err
+	}
 	if err := a.audit(r, "lookup", p.ID); err != nil {
 		return err
 	}
@@ -105,6 +110,9 @@ func (a *API) getProfile(w http.ResponseWriter, r *http.Request) error {
 	}
 	v, err := a.withConsent(r.Context(), view(p))
 	if err != nil {
+		return err
+	}
+	if v, err = a.withComputed(r.Context(), v); err != nil {
 		return err
 	}
 	if err := a.audit(r, "read", p.ID); err != nil {
@@ -205,6 +213,12 @@ func (a *API) unmergeProfile(w http.ResponseWriter, r *http.Request) error {
 		After:  map[string]any{"decision": res.Decision.ID, "kind": res.Decision.Kind, "profiles": ids}}); err != nil {
 		a.opts.Logger.Error("audit log: a completed unmerge was not recorded", "profile", id, "err", err.Error())
 		return apierror.ErrUnavailable
+	}
+	if a.opts.Audiences != nil {
+		// The sides' audiences now; should this fail, the next sweep does it.
+		if err := a.opts.Audiences.Evaluate(context.WithoutCancel(r.Context()), append(ids, id)...); err != nil {
+			a.opts.Logger.Warn("audiences after an unmerge: left to the sweep", "profile", id, "err", err.Error())
+		}
 	}
 	return writeJSON(w, 200, struct {
 		Decision identity.Decision `json:"decision"`

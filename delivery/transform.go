@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"tandem/audience"
 	"tandem/event"
 	"tandem/governance"
 )
@@ -26,6 +27,25 @@ func passes(f governance.Filter, e *event.Event) bool {
 		return false
 	}
 	return true
+}
+
+// forAudience reports whether e may go to destination destID as far as
+// audiences are concerned: an audience's membership events (package
+// audience) go only to the destinations the audience names; every other
+// event passes.
+func forAudience(destID string, e *event.Event) bool {
+	if e.SourceID != audience.SourceID {
+		return true
+	}
+	var v struct {
+		Properties struct {
+			Destinations []string `json:"destinations"`
+		} `json:"properties"`
+	}
+	if json.Unmarshal(e.Raw, &v) != nil {
+		return false
+	}
+	return slices.Contains(v.Properties.Destinations, destID)
 }
 
 // render returns the JSON a destination receives for e: the event as the

@@ -180,7 +180,7 @@ func (w *worker) dispatch(msg eventlog.Message) bool {
 			w.m.events.Add(1, id, "before_approval")
 			continue
 		}
-		if !passes(w.d.Filter, e) {
+		if !passes(w.d.Filter, e) || !forAudience(w.d.ID, e) {
 			w.m.events.Add(1, id, "filtered")
 			continue
 		}

@@ -52,6 +52,12 @@ type PlanChecker interface {
 	Check(ctx context.Context, events []event.Event) (keep []event.Event, problems []event.Problem, err error)
 }
 
+// TraitRecorder keeps computed traits current (package audience),
+// idempotently, after identity resolution.
+type TraitRecorder interface {
+	Record(ctx context.Context, events []event.Event) error
+}
+
 // Options configure a [Pipeline].
 type Options struct {
 	Log        eventlog.Log
@@ -77,6 +83,11 @@ type Options struct {
 	// Plans checks events against tracking plans before anything else
 	// sees them; nil: not checked.
 	Plans PlanChecker
+	// Traits keeps computed traits current (package audience); nil: none.
+	Traits TraitRecorder
+	// Audiences evaluates audience membership for the profiles a batch
+	// touches, after Traits (package audience); nil: none.
+	Audiences TraitRecorder
 }
 
 // Pipeline is the processing loop.
@@ -334,6 +345,17 @@ func (p *Pipeline) store(ctx context.Context, batch []event.Event) error {
 		// them), so that a route's consent check sees their decisions.
 		if err := p.opts.Consent.Record(ctx, batch); err != nil {
 			return fmt.Errorf("pipeline: consent: %w", err)
+		}
+	}
+	if p.opts.Traits != nil {
+		// After identity, so that merges are known when values are read.
+		if err := p.opts.Traits.Record(ctx, batch); err != nil {
+			return fmt.Errorf("pipeline: computed traits: %w", err)
+		}
+	}
+	if p.opts.Audiences != nil {
+		if err := p.opts.Audiences.Record(ctx, batch); err != nil {
+			return fmt.Errorf("pipeline: audiences: %w", err)
 		}
 	}
 	n, err := p.opts.Events.Append(ctx, batch)

@@ -23,6 +23,7 @@ import (
 	"tandem/analytics"
 	"tandem/api"
 	"tandem/apierror"
+	"tandem/audience"
 	"tandem/audit"
 	"tandem/collect"
 	"tandem/config"
@@ -108,7 +109,9 @@ type Server struct {
 	Plans      *trackingplan.Store
 	Imports    *imports.Service
 	Identity   *identity.Store
-	Consent    *privacy.Store // the route to a destination asks it (Allowed)
+	Consent    *privacy.Store  // the route to a destination asks it (Allowed)
+	Traits     *audience.Store // computed traits, kept by the pipeline
+	Audiences  *audience.Audiences
 	Audit      *audit.Log
 	Pipeline   *pipeline.Pipeline
 	Delivery   *delivery.Manager // runs (Serve) only where the pipeline does
@@ -184,6 +187,7 @@ func open(ctx context.Context, cfg config.Config, logger *slog.Logger, h hooks) 
 	migs = append(migs, delivery.Migrations()...)
 	migs = append(migs, privacy.Migrations()...)
 	migs = append(migs, trackingplan.Migrations()...)
+	migs = append(migs, audience.Migrations()...)
 	if err := s.State.Migrate(ctx, migs...); err != nil {
 		return nil, fmt.Errorf("state store: %w", err)
 	}
@@ -201,6 +205,12 @@ func open(ctx context.Context, cfg config.Config, logger *slog.Logger, h hooks) 
 		return nil, fmt.Errorf("identity: %w", err)
 	}
 	s.Consent = privacy.NewStore(s.State, cfg.Consent, s.Identity)
+	var stages []audience.Stage
+	for _, st := range cfg.Journey.Stages {
+		stages = append(stages, audience.Stage{Name: st.Name, Events: st.Events})
+	}
+	s.Traits = audience.NewStore(s.State, s.Identity, s.Events).WithStages(stages)
+	s.Audiences = audience.NewAudiences(s.State, s.Traits, s.Identity, s.Committer, logger)
 	if err := s.bootstrap(ctx); err != nil {
 		return nil, err
 	}
@@ -210,6 +220,7 @@ func open(ctx context.Context, cfg config.Config, logger *slog.Logger, h hooks) 
 		s.Pipeline, err = pipeline.New(ctx, pipeline.Options{
 			Log: s.Log, Events: s.Events, Quarantine: s.Quarantine, Identity: s.Identity, Metrics: s.Metrics, Logger: logger,
 			Consent: s.Consent, Plans: trackingplan.NewChecker(s.Plans, 0, s.Metrics),
+			Traits: s.Traits, Audiences: s.Audiences,
 		})
 		if err != nil {
 			return nil, err
@@ -411,6 +422,7 @@ func (s *Server) routes() http.Handler {
 		Access: s.Access, Governance: s.Governance, Quarantine: s.Quarantine,
 		Events: s.Events, Log: s.Committer, Imports: s.Imports, Logger: s.logger, Stages: s.cfg.Journey.Stages,
 		Identity: s.Identity, Audit: s.Audit, Consent: s.Consent, Requests: privacy.NewRequests(s.State),
+		Traits: s.Traits, Audiences: s.Audiences,
 		Delivery: s.Delivery, Plans: s.Plans,
 		Catalog: []governance.ToolProvider{governance.DestinationTools{Store: s.Governance}},
 	}
@@ -523,6 +535,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.Lag.Run(pctx, lagCheckInterval)
 	}()
 	if s.Pipeline != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.Audiences.RunSweeps(pctx, time.Minute)
+		}()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

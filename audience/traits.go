@@ -1,0 +1,638 @@
+package audience
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"tandem/event"
+	"tandem/eventstore"
+	"tandem/statestore"
+)
+
+// Kinds of computed trait.
+const (
+	Count        = "count"         // events in the window
+	Sum          = "sum"           // sum of a numeric property in the window
+	First        = "first"         // the property's value on the earliest event
+	Last         = "last"          // the property's value on the latest event
+	MostFrequent = "most_frequent" // the property value seen most often in the window
+	DaysSince    = "days_since"    // whole days since the latest event
+)
+
+// Kinds lists the kinds of computed trait.
+var Kinds = []string{Count, Sum, First, Last, MostFrequent, DaysSince}
+
+// MaxWindowDays bounds a window.
+const MaxWindowDays = 3650
+
+// ErrNotFound matches statestore.ErrNotFound: no such computed trait or
+// profile.
+var ErrNotFound = fmt.Errorf("audience: not found: %w", statestore.ErrNotFound)
+
+// ErrConflict matches statestore.ErrConflict: the name is taken.
+var ErrConflict = fmt.Errorf("audience: a computed trait with that name exists: %w", statestore.ErrConflict)
+
+// FieldError names the request field at fault.
+type FieldError = statestore.FieldError
+
+// Keys finds a profile's event keys (the identity store).
+type Keys interface {
+	EventKeys(ctx context.Context, profileID string) (current string, keys []string, err error)
+}
+
+// Trait is a computed trait's definition.
+type Trait struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Kind      string    `json:"kind"`
+	Event     string    `json:"event"`
+	Property  string    `json:"property,omitempty"`
+	Window    string    `json:"window,omitempty"` // "30d"; empty: all time
+	CreatedAt time.Time `json:"createdAt"`
+	days      int
+}
+
+var (
+	nameRE   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
+	windowRE = regexp.MustCompile(`^([1-9][0-9]{0,3})d$`)
+)
+
+// Validate checks a definition and fills its window in days.
+func (t *Trait) Validate() error {
+	if !nameRE.MatchString(t.Name) {
+		return &FieldError{Field: "name", Message: "must be a letter or _ followed by up to 63 letters, digits or _ (rules name it)"}
+	}
+	if !slices.Contains(Kinds, t.Kind) {
+		return &FieldError{Field: "kind", Message: "must be one of " + strings.Join(Kinds, ", ")}
+	}
+	if t.Event == "" || len(t.Event) > 200 {
+		return &FieldError{Field: "event", Message: "must be a track event name of 1 to 200 bytes"}
+	}
+	needProp := t.Kind == Sum || t.Kind == MostFrequent
+	switch {
+	case needProp && t.Property == "":
+		return &FieldError{Field: "property", Message: "is required for kind " + t.Kind}
+	case (t.Kind == Count || t.Kind == DaysSince) && t.Property != "":
+		return &FieldError{Field: "property", Message: "is not used by kind " + t.Kind}
+	case len(t.Property) > 200:
+		return &FieldError{Field: "property", Message: "must be at most 200 bytes"}
+	}
+	t.days = 0
+	if t.Window != "" {
+		if t.Kind == First || t.Kind == Last || t.Kind == DaysSince {
+			return &FieldError{Field: "window", Message: "is not used by kind " + t.Kind}
+		}
+		m := windowRE.FindStringSubmatch(t.Window)
+		if m == nil {
+			return &FieldError{Field: "window", Message: `must be a number of days such as "30d"`}
+		}
+		d, _ := strconv.Atoi(m[1])
+		if d > MaxWindowDays {
+			return &FieldError{Field: "window", Message: fmt.Sprintf("must be at most %dd", MaxWindowDays)}
+		}
+		t.days = d
+	}
+	return nil
+}
+
+// Migrations are the state store tables of computed traits and audiences.
+func Migrations() []statestore.Migration {
+	return []statestore.Migration{{Package: "audience", Version: 1, SQL: `
+CREATE TABLE audience_computed_trait (
+	id TEXT PRIMARY KEY,
+	name TEXT NOT NULL UNIQUE,
+	kind TEXT NOT NULL,
+	event TEXT NOT NULL,
+	property TEXT NOT NULL,
+	window_spec TEXT NOT NULL,
+	created_at BIGINT NOT NULL
+);
+CREATE TABLE audience_trait_bucket (
+	trait_id TEXT NOT NULL,
+	ekey TEXT NOT NULL,
+	day BIGINT NOT NULL,
+	val TEXT NOT NULL,
+	n BIGINT NOT NULL,
+	s DOUBLE PRECISION NOT NULL,
+	PRIMARY KEY (trait_id, ekey, day, val)
+);
+CREATE TABLE audience_trait_seen (
+	trait_id TEXT NOT NULL,
+	ekey TEXT NOT NULL,
+	msg TEXT NOT NULL,
+	PRIMARY KEY (trait_id, ekey, msg)
+);
+CREATE TABLE audience_trait_point (
+	trait_id TEXT NOT NULL,
+	ekey TEXT NOT NULL,
+	first_at BIGINT NOT NULL,
+	first_msg TEXT NOT NULL,
+	first_val TEXT NOT NULL,
+	last_at BIGINT NOT NULL,
+	last_msg TEXT NOT NULL,
+	last_val TEXT NOT NULL,
+	PRIMARY KEY (trait_id, ekey)
+)`}, audienceMigration, stageMigration}
+}
+
+var stageMigration = statestore.Migration{Package: "audience", Version: 3, SQL: `
+CREATE TABLE audience_stage (
+	ekey TEXT NOT NULL,
+	stage TEXT NOT NULL,
+	last_at BIGINT NOT NULL,
+	last_msg TEXT NOT NULL,
+	PRIMARY KEY (ekey, stage)
+)`}
+
+// Stage is a lifecycle stage, reached by any of its track events (the
+// journey's configured stages).
+type Stage struct {
+	Name   string
+	Events []string
+}
+
+// WithStages makes the store keep which lifecycle stages each key
+// reached (for rules' stage and stages); it returns s.
+func (s *Store) WithStages(stages []Stage) *Store {
+	s.stages = stages
+	return s
+}
+
+// Store keeps computed trait definitions and their per-key state.
+type Store struct {
+	db     *statestore.DB
+	keys   Keys
+	events eventstore.Store // backfill source; nil: no backfill
+	now    func() time.Time
+	stages []Stage
+}
+
+// NewStore returns a store over db (migrated with [Migrations]) finding
+// profiles' keys with keys and backfilling new traits from events (nil:
+// no backfill).
+func NewStore(db *statestore.DB, keys Keys, events eventstore.Store) *Store {
+	return &Store{db: db, keys: keys, events: events, now: time.Now}
+}
+
+// WithClock makes the store read the time from now (tests); it returns s.
+func (s *Store) WithClock(now func() time.Time) *Store {
+	s.now = now
+	return s
+}
+
+// Create defines a computed trait and backfills it from the stored events.
+func (s *Store) Create(ctx context.Context, t Trait) (Trait, error) {
+	if err := t.Validate(); err != nil {
+		return Trait{}, err
+	}
+	t.ID = statestore.NewID("ctr")
+	t.CreatedAt = s.now().UTC().Truncate(time.Millisecond)
+	_, err := s.db.Exec(ctx, `INSERT INTO audience_computed_trait (id, name, kind, event, property, window_spec, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		t.ID, t.Name, t.Kind, t.Event, t.Property, t.Window, t.CreatedAt.UnixMilli())
+	if errors.Is(err, statestore.ErrConflict) {
+		return Trait{}, ErrConflict
+	}
+	if err != nil {
+		return Trait{}, err
+	}
+	if err := s.backfill(ctx, t); err != nil {
+		return Trait{}, fmt.Errorf("audience: backfill %s: %w", t.Name, err)
+	}
+	return t, nil
+}
+
+// backfill records the stored events of t's event name into t's state.
+// Events the pipeline records meanwhile are counted once (see Record).
+func (s *Store) backfill(ctx context.Context, t Trait) error {
+	if s.events == nil {
+		return nil
+	}
+	q := eventstore.Query{Type: "track", Name: t.Event, Limit: eventstore.MaxLimit}
+	for {
+		p, err := s.events.List(ctx, q)
+		if err != nil {
+			return err
+		}
+		if err := s.record(ctx, []Trait{t}, p.Events); err != nil {
+			return err
+		}
+		if p.Next == "" {
+			return nil
+		}
+		q.Cursor = p.Next
+	}
+}
+
+// List returns every computed trait, by name.
+func (s *Store) List(ctx context.Context) ([]Trait, error) {
+	rows, err := s.db.Query(ctx, `SELECT id, name, kind, event, property, window_spec, created_at FROM audience_computed_trait ORDER BY name`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []Trait{}
+	for rows.Next() {
+		var t Trait
+		var at int64
+		if err := rows.Scan(&t.ID, &t.Name, &t.Kind, &t.Event, &t.Property, &t.Window, &at); err != nil {
+			return nil, err
+		}
+		t.CreatedAt = time.UnixMilli(at).UTC()
+		_ = t.Validate() // fills days; stored definitions were valid
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// Get returns the computed trait with id.
+func (s *Store) Get(ctx context.Context, id string) (Trait, error) {
+	all, err := s.List(ctx)
+	if err != nil {
+		return Trait{}, err
+	}
+	for _, t := range all {
+		if t.ID == id {
+			return t, nil
+		}
+	}
+	return Trait{}, ErrNotFound
+}
+
+// Delete removes a computed trait and its state.
+func (s *Store) Delete(ctx context.Context, id string) error {
+	return s.db.Tx(ctx, func(tx *statestore.Tx) error {
+		r, err := tx.Exec(ctx, `DELETE FROM audience_computed_trait WHERE id = ?`, id)
+		if err != nil {
+			return err
+		}
+		if n, _ := r.RowsAffected(); n == 0 {
+			return ErrNotFound
+		}
+		for _, tbl := range []string{"audience_trait_bucket", "audience_trait_seen", "audience_trait_point"} {
+			if _, err := tx.Exec(ctx, `DELETE FROM `+tbl+` WHERE trait_id = ?`, id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Record takes a batch of events into the state of every computed trait
+// (a pipeline step, after identity resolution). Recording the same event
+// again changes nothing.
+func (s *Store) Record(ctx context.Context, events []event.Event) error {
+	if err := s.recordStages(ctx, events); err != nil {
+		return err
+	}
+	traits, err := s.List(ctx)
+	if err != nil || len(traits) == 0 {
+		return err
+	}
+	return s.record(ctx, traits, events)
+}
+
+// recordStages keeps, per key and stage, the latest event that reached it.
+func (s *Store) recordStages(ctx context.Context, events []event.Event) error {
+	if len(s.stages) == 0 {
+		return nil
+	}
+	type hit struct {
+		stage string
+		e     *event.Event
+	}
+	var hits []hit
+	for i := range events {
+		e := &events[i]
+		if e.Type != "track" || (e.UserID == "" && e.AnonymousID == "") {
+			continue
+		}
+		for _, st := range s.stages {
+			if slices.Contains(st.Events, e.Name) {
+				hits = append(hits, hit{st.Name, e})
+			}
+		}
+	}
+	if len(hits) == 0 {
+		return nil
+	}
+	return s.db.Tx(ctx, func(tx *statestore.Tx) error {
+		for _, h := range hits {
+			msg := strconv.Itoa(len(h.e.SourceID)) + ":" + h.e.SourceID + h.e.MessageID
+			if _, err := tx.Exec(ctx, `INSERT INTO audience_stage (ekey, stage, last_at, last_msg) VALUES (?, ?, ?, ?)
+ON CONFLICT (ekey, stage) DO UPDATE SET
+	last_msg = CASE WHEN excluded.last_at > audience_stage.last_at OR (excluded.last_at = audience_stage.last_at AND excluded.last_msg > audience_stage.last_msg) THEN excluded.last_msg ELSE audience_stage.last_msg END,
+	last_at = CASE WHEN excluded.last_at > audience_stage.last_at THEN excluded.last_at ELSE audience_stage.last_at END`,
+				eventstore.ProfileKey(h.e.UserID, h.e.AnonymousID), h.stage, h.e.Timestamp.UnixNano(), msg); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// StagesOfKeys returns the lifecycle stages the keys reached, in the
+// configured order, and the stage of the latest of their stage events
+// ("" when none).
+func (s *Store) StagesOfKeys(ctx context.Context, keys []string) (reached []string, current string, err error) {
+	reached = []string{}
+	if len(keys) == 0 || len(s.stages) == 0 {
+		return reached, "", nil
+	}
+	args := make([]any, len(keys))
+	for i, k := range keys {
+		args[i] = k
+	}
+	rows, err := s.db.Query(ctx, `SELECT stage, last_at, last_msg FROM audience_stage WHERE ekey IN (`+strings.TrimSuffix(strings.Repeat("?, ", len(keys)), ", ")+`)`, args...)
+	if err != nil {
+		return nil, "", err
+	}
+	defer rows.Close()
+	got := map[string]bool{}
+	var bestAt int64
+	var bestMsg string
+	for rows.Next() {
+		var st, msg string
+		var at int64
+		if err := rows.Scan(&st, &at, &msg); err != nil {
+			return nil, "", err
+		}
+		got[st] = true
+		if current == "" || at > bestAt || (at == bestAt && msg > bestMsg) {
+			current, bestAt, bestMsg = st, at, msg
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", err
+	}
+	for _, st := range s.stages {
+		if got[st.Name] {
+			reached = append(reached, st.Name)
+		}
+	}
+	return reached, current, nil
+}
+
+func (s *Store) record(ctx context.Context, traits []Trait, events []event.Event) error {
+	type hit struct {
+		t *Trait
+		e *event.Event
+	}
+	var hits []hit
+	for i := range events {
+		e := &events[i]
+		if e.Type != "track" || (e.UserID == "" && e.AnonymousID == "") {
+			continue
+		}
+		for j := range traits {
+			if traits[j].Event == e.Name {
+				hits = append(hits, hit{&traits[j], e})
+			}
+		}
+	}
+	if len(hits) == 0 {
+		return nil
+	}
+	return s.db.Tx(ctx, func(tx *statestore.Tx) error {
+		for _, h := range hits {
+			if err := apply(ctx, tx, h.t, h.e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// apply records one event into one trait's state.
+func apply(ctx context.Context, tx *statestore.Tx, t *Trait, e *event.Event) error {
+	key := eventstore.ProfileKey(e.UserID, e.AnonymousID)
+	msg := strconv.Itoa(len(e.SourceID)) + ":" + e.SourceID + e.MessageID // unambiguous
+	var val json.RawMessage
+	if t.Property != "" {
+		val = property(e.Raw, t.Property)
+		if val == nil {
+			return nil // the event lacks the property: not counted
+		}
+	}
+	switch t.Kind {
+	case First, Last, DaysSince:
+		at := e.Timestamp.UnixNano()
+		v := string(val)
+		if t.Property == "" {
+			v = strconv.Quote(e.Timestamp.UTC().Format(time.RFC3339Nano))
+		}
+		// The earliest event (ties: smallest message) is first; the
+		// latest (ties: largest message) is last. Idempotent.
+		_, err := tx.Exec(ctx, `INSERT INTO audience_trait_point (trait_id, ekey, first_at, first_msg, first_val, last_at, last_msg, last_val)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (trait_id, ekey) DO UPDATE SET
+	first_val = CASE WHEN excluded.first_at < audience_trait_point.first_at OR (excluded.first_at = audience_trait_point.first_at AND excluded.first_msg < audience_trait_point.first_msg) THEN excluded.first_val ELSE audience_trait_point.first_val END,
+	first_msg = CASE WHEN excluded.first_at < audience_trait_point.first_at OR (excluded.first_at = audience_trait_point.first_at AND excluded.first_msg < audience_trait_point.first_msg) THEN excluded.first_msg ELSE audience_trait_point.first_msg END,
+	first_at = CASE WHEN excluded.first_at < audience_trait_point.first_at THEN excluded.first_at ELSE audience_trait_point.first_at END,
+	last_val = CASE WHEN excluded.last_at > audience_trait_point.last_at OR (excluded.last_at = audience_trait_point.last_at AND excluded.last_msg > audience_trait_point.last_msg) THEN excluded.last_val ELSE audience_trait_point.last_val END,
+	last_msg = CASE WHEN excluded.last_at > audience_trait_point.last_at OR (excluded.last_at = audience_trait_point.last_at AND excluded.last_msg > audience_trait_point.last_msg) THEN excluded.last_msg ELSE audience_trait_point.last_msg END,
+	last_at = CASE WHEN excluded.last_at > audience_trait_point.last_at THEN excluded.last_at ELSE audience_trait_point.last_at END`,
+			t.ID, key, at, msg, v, at, msg, v)
+		return err
+	}
+	// Count, Sum, MostFrequent: a bucket per day (and value), each event once.
+	var num float64
+	bucketVal := ""
+	switch t.Kind {
+	case Sum:
+		if json.Unmarshal(val, &num) != nil || math.IsInf(num, 0) || math.IsNaN(num) {
+			return nil // not a number: not summed
+		}
+	case MostFrequent:
+		bucketVal = string(val)
+	}
+	r, err := tx.Exec(ctx, `INSERT INTO audience_trait_seen (trait_id, ekey, msg) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`, t.ID, key, msg)
+	if err != nil {
+		return err
+	}
+	if n, _ := r.RowsAffected(); n == 0 {
+		return nil // counted before
+	}
+	_, err = tx.Exec(ctx, `INSERT INTO audience_trait_bucket (trait_id, ekey, day, val, n, s) VALUES (?, ?, ?, ?, 1, ?)
+ON CONFLICT (trait_id, ekey, day, val) DO UPDATE SET n = audience_trait_bucket.n + 1, s = audience_trait_bucket.s + excluded.s`,
+		t.ID, key, dayOf(e.Timestamp), bucketVal, num)
+	return err
+}
+
+// dayOf is t's UTC day number.
+func dayOf(t time.Time) int64 {
+	u := t.Unix()
+	d := u / 86400
+	if u < 0 && u%86400 != 0 {
+		d--
+	}
+	return d
+}
+
+// property is the compact JSON of properties.PATH of a raw event (PATH
+// dotted), nil when absent or null.
+func property(raw []byte, path string) json.RawMessage {
+	var ev struct {
+		Properties json.RawMessage `json:"properties"`
+	}
+	if json.Unmarshal(raw, &ev) != nil {
+		return nil
+	}
+	cur := ev.Properties
+	for _, part := range strings.Split(path, ".") {
+		var obj map[string]json.RawMessage
+		if json.Unmarshal(cur, &obj) != nil {
+			return nil
+		}
+		var ok bool
+		if cur, ok = obj[part]; !ok {
+			return nil
+		}
+	}
+	var v any
+	if json.Unmarshal(cur, &v) != nil || v == nil {
+		return nil
+	}
+	b, _ := json.Marshal(v)
+	return b
+}
+
+// Values returns the computed traits of a profile by name: those with no
+// event for the profile are left out. An unknown profile matches
+// statestore.ErrNotFound.
+func (s *Store) Values(ctx context.Context, profileID string) (map[string]any, error) {
+	_, keys, err := s.keys.EventKeys(ctx, profileID)
+	if err != nil {
+		return nil, err
+	}
+	return s.ValuesOfKeys(ctx, keys)
+}
+
+// ValuesOfKeys combines the state of event keys into computed trait values.
+func (s *Store) ValuesOfKeys(ctx context.Context, keys []string) (map[string]any, error) {
+	out := map[string]any{}
+	if len(keys) == 0 {
+		return out, nil
+	}
+	traits, err := s.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	today := dayOf(now)
+	in := strings.TrimSuffix(strings.Repeat("?, ", len(keys)), ", ")
+	for _, t := range traits {
+		args := []any{t.ID}
+		for _, k := range keys {
+			args = append(args, k)
+		}
+		switch t.Kind {
+		case First, Last, DaysSince:
+			rows, err := s.db.Query(ctx, `SELECT first_at, first_msg, first_val, last_at, last_msg, last_val FROM audience_trait_point WHERE trait_id = ? AND ekey IN (`+in+`)`, args...)
+			if err != nil {
+				return nil, err
+			}
+			found := false
+			var fAt, lAt int64
+			var fMsg, fVal, lMsg, lVal string
+			for rows.Next() {
+				var a, b int64
+				var am, av, bm, bv string
+				if err := rows.Scan(&a, &am, &av, &b, &bm, &bv); err != nil {
+					rows.Close()
+					return nil, err
+				}
+				if !found || a < fAt || (a == fAt && am < fMsg) {
+					fAt, fMsg, fVal = a, am, av
+				}
+				if !found || b > lAt || (b == lAt && bm > lMsg) {
+					lAt, lMsg, lVal = b, bm, bv
+				}
+				found = true
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return nil, err
+			}
+			if !found {
+				continue
+			}
+			switch t.Kind {
+			case First:
+				out[t.Name] = json.RawMessage(fVal)
+			case Last:
+				out[t.Name] = json.RawMessage(lVal)
+			default:
+				d := max(0, int64(now.Sub(time.Unix(0, lAt))/(24*time.Hour)))
+				out[t.Name] = d
+			}
+		default:
+			from := int64(math.MinInt64)
+			if t.days > 0 {
+				from = today - int64(t.days) + 1
+			}
+			args = append(args, from)
+			rows, err := s.db.Query(ctx, `SELECT val, SUM(n), SUM(s) FROM audience_trait_bucket WHERE trait_id = ? AND ekey IN (`+in+`) AND day >= ? GROUP BY val ORDER BY val`, args...)
+			if err != nil {
+				return nil, err
+			}
+			var total int64
+			var sum float64
+			best, bestN := "", int64(0)
+			for rows.Next() {
+				var v string
+				var n int64
+				var f float64
+				if err := rows.Scan(&v, &n, &f); err != nil {
+					rows.Close()
+					return nil, err
+				}
+				total += n
+				sum += f
+				if n > bestN { // ties: the smallest value, as rows come sorted
+					best, bestN = v, n
+				}
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return nil, err
+			}
+			switch t.Kind {
+			case Count:
+				out[t.Name] = total
+			case Sum:
+				out[t.Name] = sum
+			case MostFrequent:
+				if bestN > 0 {
+					out[t.Name] = json.RawMessage(best)
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// stateKeys are the event keys with any computed trait state.
+func (s *Store) stateKeys(ctx context.Context) ([]string, error) {
+	rows, err := s.db.Query(ctx, `SELECT ekey FROM audience_trait_bucket UNION SELECT ekey FROM audience_trait_point`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var k string
+		if err := rows.Scan(&k); err != nil {
+			return nil, err
+		}
+		out = append(out, k)
+	}
+	return out, rows.Err()
+}
