@@ -34,6 +34,12 @@ Phase "two healthy": two destinations whose receivers answer at once.
 Phase "one slow": the same healthy destination beside one whose receiver
 answers after --slow-delay and fails --slow-fail of the time (503), so that
 the healthy one's figures can be compared with the first phase.
+Phase "audience" (skipped with --audience-rate 0): a fresh server with a
+computed trait (count of "Order Completed" in 30 days) and an audience
+(orders_30d >= 1) whose one destination is a third receiver; for
+--audience-duration, --audience-rate new profiles/s each send one
+"Order Completed", and the bench measures, per profile, the time from that
+event's 200 to the receiver getting the profile's "Audience Entered".
 
 Flags:
 `
@@ -48,6 +54,8 @@ func deliveryMain(args []string, stdout, stderr io.Writer) int {
 	lanes := fs.Int("concurrency", 8, "the healthy destinations' ordered lanes")
 	slowDelay := fs.Duration("slow-delay", 2*time.Second, "the slow receiver's answer time")
 	slowFail := fs.Float64("slow-fail", 0.3, "the share of the slow receiver's answers that are 503")
+	audRate := fs.Int("audience-rate", 200, "new profiles per second in the audience phase (0 skips it)")
+	audDuration := fs.Duration("audience-duration", 20*time.Second, "how long the audience phase sends")
 	keep := fs.Bool("keep", false, "keep the temporary directory (server logs)")
 	if code, ok := parseFlags(fs, args, deliveryUsage, stdout, stderr); !ok {
 		return code
@@ -65,6 +73,10 @@ func deliveryMain(args []string, stdout, stderr io.Writer) int {
 		return usageErr(stderr, cmd, "--concurrency", "must be from 1 to 64")
 	case *slowFail < 0 || *slowFail >= 1:
 		return usageErr(stderr, cmd, "--slow-fail", "must be from 0 to below 1")
+	case *audRate < 0 || *audRate > 10000:
+		return usageErr(stderr, cmd, "--audience-rate", "must be from 0 to 10000")
+	case *audRate > 0 && *audDuration <= 0:
+		return usageErr(stderr, cmd, "--audience-duration", "must be positive")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -89,6 +101,15 @@ func deliveryMain(args []string, stdout, stderr io.Writer) int {
 		}
 		rows = append(rows, r...)
 	}
+	var aud *audienceRow
+	if *audRate > 0 {
+		a, err := audiencePhase(ctx, filepath.Join(dir, "audience"), *audRate, *audDuration, o.destBatch, stderr)
+		if err != nil {
+			fmt.Fprintf(stderr, "%s: audience: %v\n", cmd, err)
+			return 1
+		}
+		aud = &a
+	}
 	fmt.Fprintf(stdout, "%-11s | %-8s | %13s | %9s | %9s | %8s | %8s | %8s | %12s | %s\n",
 		"phase", "receiver", "accepted ev/s", "delivered", "missing", "p50 ms", "p99 ms", "max ms", "p99 sent ms", "server CPU")
 	for _, r := range rows {
@@ -98,6 +119,10 @@ func deliveryMain(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintln(stdout, `p50/p99/max: from the collection API's 200 to the receiver's first copy of the event (0 when the event arrived`)
 	fmt.Fprintln(stdout, `before the client read its 200); "p99 sent": from the start of the collection request instead. "missing":`)
 	fmt.Fprintln(stdout, `accepted events not delivered when the phase ended (the slow receiver's backlog is expected to be large).`)
+	if aud != nil {
+		fmt.Fprintln(stdout)
+		printAudienceRow(stdout, *aud)
+	}
 	return 0
 }
 
@@ -126,6 +151,8 @@ type benchReceiver struct {
 	url   string
 	mu    sync.Mutex
 	first map[string]time.Time
+	// entered: when each userId's first "Audience Entered" arrived.
+	entered map[string]time.Time
 }
 
 func startReceiver(name string, delay time.Duration, fail float64) (*benchReceiver, error) {
@@ -133,7 +160,7 @@ func startReceiver(name string, delay time.Duration, fail float64) (*benchReceiv
 	if err != nil {
 		return nil, err
 	}
-	r := &benchReceiver{name: name, delay: delay, fail: fail, first: map[string]time.Time{}, url: "http://" + ln.Addr().String() + "/hook"}
+	r := &benchReceiver{name: name, delay: delay, fail: fail, first: map[string]time.Time{}, entered: map[string]time.Time{}, url: "http://" + ln.Addr().String() + "/hook"}
 	r.srv = &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second}
 	go r.srv.Serve(ln)
 	return r, nil
@@ -156,6 +183,8 @@ func (r *benchReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	var b struct {
 		Batch []struct {
 			MessageID string `json:"messageId"`
+			Event     string `json:"event"`
+			UserID    string `json:"userId"`
 		} `json:"batch"`
 	}
 	if json.Unmarshal(body, &b) != nil {
@@ -166,6 +195,11 @@ func (r *benchReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	for _, e := range b.Batch {
 		if _, ok := r.first[e.MessageID]; !ok {
 			r.first[e.MessageID] = now.Add(r.delay) // when it was taken
+		}
+		if e.Event == "Audience Entered" && e.UserID != "" {
+			if _, ok := r.entered[e.UserID]; !ok {
+				r.entered[e.UserID] = now.Add(r.delay)
+			}
 		}
 	}
 	r.mu.Unlock()
@@ -270,22 +304,28 @@ func (r *benchReceiver) missing(acked map[string]time.Time) int {
 
 // api sends one management API request and wants a 2xx.
 func (s *server) api(ctx context.Context, method, path string, body []byte) error {
+	_, err := s.apiBody(ctx, method, path, body)
+	return err
+}
+
+// apiBody is api that also returns the answer's body.
+func (s *server) apiBody(ctx context.Context, method, path string, body []byte) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, method, s.base+path, bytes.NewReader(body))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+s.token)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, bytes.TrimSpace(b))
+		return nil, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, bytes.TrimSpace(b))
 	}
-	return nil
+	return b, nil
 }
 
 // sendPaced posts batches so that o.rate events/s are offered for

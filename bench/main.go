@@ -53,7 +53,8 @@ Commands:
   dedup     the event store's messageId dedup with a full window: memory
             per id, load time, append rate against an empty store
   delivery  collection to webhook latency at a given rate into two
-            destinations, and with one of them slow and failing
+            destinations, with one of them slow and failing, and from a
+            profile's qualifying event to its "Audience Entered"
   e2e       a whole node's sustained end-to-end rate (collection, identity,
             event store) with flat pipeline lag, the delay until an event is
             in a profile and a funnel, CPU and RSS, against collect-only and
