@@ -6,9 +6,12 @@
 package web
 
 import (
+	"crypto/sha256"
 	"embed"
+	"encoding/hex"
 	"io/fs"
 	"net/http"
+	"sync"
 )
 
 //go:embed assets
@@ -63,6 +66,29 @@ func Assets() http.Handler {
 		} else {
 			f.Close()
 		}
+		// Embedded files have no modification time: an ETag of their
+		// content lets the browser keep them (the charting library is
+		// 1 MB) and still see a new binary's files at once.
+		if tag := etag(r.URL.Path[1:]); tag != "" {
+			w.Header().Set("ETag", tag)
+		}
 		files.ServeHTTP(w, r)
 	})
+}
+
+var etags sync.Map // path → `"sha256 prefix"`
+
+// etag is the ETag of the embedded file at path, computed once.
+func etag(path string) string {
+	if t, ok := etags.Load(path); ok {
+		return t.(string)
+	}
+	b, err := fs.ReadFile(Files(), path)
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(b)
+	t := `"` + hex.EncodeToString(sum[:12]) + `"`
+	etags.Store(path, t)
+	return t
 }

@@ -4,15 +4,25 @@ import (
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 )
 
-// xmlNamespaces are URLs that name something and are never fetched.
-var xmlNamespaces = map[string]bool{"http://www.w3.org/2000/svg": true}
+// xmlNamespaces are URLs that name something and are never fetched: XML
+// namespaces, and the licences the vendored library's files cite.
+var xmlNamespaces = map[string]bool{
+	"http://www.w3.org/2000/svg":                            true,
+	"http://www.w3.org/1999/xlink":                          true,
+	"http://www.w3.org/2000/xmlns/":                         true,
+	"http://www.w3.org/XML/1998/namespace":                  true,
+	"http://www.apache.org/licenses/LICENSE-2.0":            true,
+	"https://github.com/ecomfe/zrender/blob/master/LICENSE": true,
+}
 
-// TestNoOutsideURL: the dashboard works offline, so no embedded file may
+// TestNoOutsideURL: the dashboard works offline, so no embedded page,
+// script or style may
 // point at another host: no http(s) URL (but XML namespace names), no
 // protocol-relative src/href/url(), no @import of a remote sheet.
 func TestNoOutsideURL(t *testing.T) {
@@ -22,6 +32,11 @@ func TestNoOutsideURL(t *testing.T) {
 	err := fs.WalkDir(Files(), ".", func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
+		}
+		switch filepath.Ext(path) {
+		case ".js", ".css", ".html":
+		default:
+			return nil // LICENSE, NOTICE, VERSION: read by people, never loaded
 		}
 		n++
 		b, err := fs.ReadFile(Files(), path)
@@ -67,6 +82,8 @@ func TestServes(t *testing.T) {
 		{"/", "text/html", 200},
 		{"/ui/app.js", "text/javascript", 200},
 		{"/ui/app.css", "text/css", 200},
+		{"/ui/charts.js", "text/javascript", 200},
+		{"/ui/vendor/echarts/echarts.esm.min.js", "text/javascript", 200},
 		{"/ui/", "", 404},
 		{"/ui/nope.js", "", 404},
 	} {
@@ -90,5 +107,50 @@ func TestServes(t *testing.T) {
 	mux.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
 	if !strings.Contains(rec.Body.String(), `src="/ui/app.js"`) {
 		t.Errorf("the page does not load /ui/app.js")
+	}
+}
+
+// TestETag: an asset carries an ETag of its content, and asking again with
+// it answers 304 without the body.
+func TestETag(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.Handle("GET /ui/", Assets())
+	rec := httptest.NewRecorder()
+	mux.ServeHTTP(rec, httptest.NewRequest("GET", "/ui/vendor/echarts/echarts.esm.min.js", nil))
+	tag := rec.Header().Get("ETag")
+	if rec.Code != 200 || tag == "" || rec.Body.Len() < 100000 {
+		t.Fatalf("first GET: %d, ETag %q, %d bytes", rec.Code, tag, rec.Body.Len())
+	}
+	req := httptest.NewRequest("GET", "/ui/vendor/echarts/echarts.esm.min.js", nil)
+	req.Header.Set("If-None-Match", tag)
+	rec = httptest.NewRecorder()
+	mux.ServeHTTP(rec, req)
+	if rec.Code != http.StatusNotModified || rec.Body.Len() != 0 {
+		t.Errorf("GET with If-None-Match: %d, %d bytes; want 304 and none", rec.Code, rec.Body.Len())
+	}
+	rec = httptest.NewRecorder()
+	mux.ServeHTTP(rec, httptest.NewRequest("GET", "/ui/app.js", nil))
+	if other := rec.Header().Get("ETag"); other == "" || other == tag {
+		t.Errorf("app.js ETag %q (the library's %q)", other, tag)
+	}
+}
+
+// TestVendoredVersion: the vendored ECharts is the version its VERSION
+// file names (scripts/update-echarts writes both), with its licence.
+func TestVendoredVersion(t *testing.T) {
+	v, err := fs.ReadFile(Files(), "ui/vendor/echarts/VERSION")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lib, err := fs.ReadFile(Files(), "ui/vendor/echarts/echarts.esm.min.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := strings.TrimSpace(string(v))
+	if !regexp.MustCompile(`="` + regexp.QuoteMeta(want) + `"`).Match(lib) {
+		t.Errorf("echarts.esm.min.js does not hold version %q", want)
+	}
+	if lic, err := fs.ReadFile(Files(), "ui/vendor/echarts/LICENSE"); err != nil || !strings.Contains(string(lic), "Apache License") {
+		t.Errorf("no Apache licence beside the library: %v", err)
 	}
 }
