@@ -1,16 +1,20 @@
 // The dashboard's entry: sign-in, navigation and the hash router
-// (#/journey, #/customer, #/customer/<profile id>, #/stack, #/operations).
+// (#/journey, #/customer, #/customer/<profile id>, #/funnels,
+// #/experiments, #/experiments/<id>, #/stack, #/privacy, #/operations).
 import { set, session, api, h, problem, forbiddenNote, APIError } from "./core.js";
 import { journeyPage } from "./journey.js";
 import { customerPage } from "./customer.js";
 import { stackPage } from "./stack.js";
 import { operationsPage } from "./operations.js";
+import { funnelsPage } from "./funnels.js";
+import { disposeCharts } from "./charts.js";
 
 // The pages, with the permission a page needs to be offered (the API
 // checks again on every call).
 const PAGES = [
   { path: "journey", title: "Journey", need: "analytics:read", render: journeyPage },
   { path: "customer", title: "Customers", need: "profiles:read", render: customerPage },
+  { path: "funnels", title: "Funnels", need: "analytics:read", render: funnelsPage },
   { path: "stack", title: "Stack", need: "catalog:read", render: stackPage },
   { path: "operations", title: "Operations", need: "", render: operationsPage },
 ];
@@ -92,6 +96,7 @@ function firstPage() {
 
 async function route() {
   if (stopPage) { stopPage(); stopPage = null; }
+  disposeCharts();
   const [path, ...rest] = location.hash.replace(/^#\/?/, "").split("/");
   try {
     await loadMe();
