@@ -7,6 +7,7 @@ import { customerPage } from "./customer.js";
 import { stackPage } from "./stack.js";
 import { operationsPage } from "./operations.js";
 import { funnelsPage } from "./funnels.js";
+import { experimentsPage } from "./experiments.js";
 import { disposeCharts } from "./charts.js";
 
 // The pages, with the permission a page needs to be offered (the API
@@ -15,6 +16,7 @@ const PAGES = [
   { path: "journey", title: "Journey", need: "analytics:read", render: journeyPage },
   { path: "customer", title: "Customers", need: "profiles:read", render: customerPage },
   { path: "funnels", title: "Funnels", need: "analytics:read", render: funnelsPage },
+  { path: "experiments", title: "Experiments", need: "experiments:read", render: experimentsPage },
   { path: "stack", title: "Stack", need: "catalog:read", render: stackPage },
   { path: "operations", title: "Operations", need: "", render: operationsPage },
 ];
