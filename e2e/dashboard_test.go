@@ -268,7 +268,7 @@ func TestDashboard(t *testing.T) {
 
 		// Stack: approve the pending source.
 		b.must(b.do(10*time.Second, chromedp.Navigate(s.url+"/#/stack")), "open the stack")
-		row := `tr[data-source="Field sales CRM"]`
+		row := `tr[data-tool="Field sales CRM"]`
 		_, err = waitFor[bool](b, 20*time.Second, `(document.querySelector('`+row+` [data-approval]') || {}).textContent === "pending"`)
 		b.must(err, "the pending source")
 		b.screenshot(shots, "4-stack-pending")

@@ -116,7 +116,7 @@ function metricPanel(m, control) {
     grid: { left: 110, right: 30, top: 30, bottom: 40 },
     legend: { top: 0, textStyle: { color: INK }, data: ["95 % interval", "sequential 95 % interval", "difference"] },
     tooltip: { trigger: "item", formatter: (p) => `${cats[p.value[0]]}: ${p.seriesName} ${p.value[1].toFixed(3)} … ${p.value[2].toFixed(3)}` },
-    xAxis: axis({ type: "value", scale: true, name: rate ? "difference from control (percentage points)" : "difference from control", nameLocation: "middle", nameGap: 26 }),
+    xAxis: axis({ type: "value", min: (v) => Math.min(0, v.min), max: (v) => Math.max(0, v.max), name: rate ? "difference from control (percentage points)" : "difference from control", nameLocation: "middle", nameGap: 26 }),
     yAxis: axis({ type: "category", data: cats, inverse: true }),
     series: [
       { name: "95 % interval", type: "custom", renderItem: errorBar(BLUE, 4, -6), encode: { x: [1, 2], y: 0 }, data: ci, itemStyle: { color: BLUE } },

@@ -70,18 +70,19 @@ export function funnelsPage(el) {
   }
 }
 
-// suggest fills the event-name list from the newest 1000 track events
-// (events:read), else says names are typed freely.
+// suggest fills the event-name list from up to 1000 track events of the
+// last 30 days (events:read), else says names are typed freely.
 async function suggest(list, hint) {
   if (!session.can("events:read")) {
     set(hint, "Type the events' names as they are tracked (your role may not list events, so there are no suggestions).");
     return;
   }
   try {
-    const res = await api("GET", "/events?type=track&limit=1000");
+    const since = new Date(Date.now() - 30 * DAY).toISOString();
+    const res = await api("GET", "/events?type=track&limit=1000&from=" + encodeURIComponent(since));
     const seen = [...new Set((res.items || []).map((e) => e.event).filter(Boolean))].sort();
     set(list, seen.map((n) => h("option", { value: n })));
-    set(hint, seen.length ? `Suggestions: the ${seen.length} event names among the newest 1000 tracked events; any name may be typed.` : "No tracked events yet: type the names.");
+    set(hint, seen.length ? `Suggestions: the ${seen.length} event names of up to 1000 events tracked in the last 30 days; any name may be typed.` : "No tracked events yet: type the names.");
   } catch (err) {
     set(hint, "Type the events' names (suggestions unavailable: " + err.message + ").");
   }

@@ -1,21 +1,39 @@
-// Stack: the sources (GET /sources) with approve/reject for roles that
-// may decide (approvals:decide), cost by owning department, the quarantine
-// (GET /quarantine) with replay (quarantine:replay), and an import's
-// report (GET /imports/{id}; there is no list of imports in the API).
-import { set, api, h, problem, panel, fmt, session, busy, forbiddenNote, announce } from "./core.js";
+// Stack and governance: the catalogue (GET /catalog: sources and
+// destinations) as a table with approve/reject for roles that may decide
+// (approvals:decide), and as a picture of the data flows between tools;
+// cost by owning department; pending change requests (GET /changes, when
+// this tandem has them); tracking-plan violations and the quarantine
+// (GET /quarantine) with replay (quarantine:replay); an import's report
+// (GET /imports/{id}; there is no list of imports in the API).
+import { set, api, h, problem, panel, fmt, session, busy, forbiddenNote, announce, deptColour, APIError } from "./core.js";
+import { chart, axis, BLUE, ORANGE, MUTED, INK } from "./charts.js";
 
 export function stackPage(el) {
-  const sources = h("div", { id: "sources" });
+  const tools = h("div", { id: "tools" });
+  const flows = h("div", { id: "flows" });
   const cost = h("div", { id: "cost" });
+  const changes = h("section", { class: "panel", id: "changes-panel", "aria-labelledby": "h-changes", hidden: true },
+    h("h2", { id: "h-changes" }, "Change requests waiting for a decision"), h("div", { id: "changes" }));
+  const violations = h("div", { id: "violations" });
   const quarantine = h("div", { id: "quarantine" });
   const imports = h("div", { id: "imports" });
   el.append(h("h1", {}, "Stack and governance"),
-    panel("Sources", sources),
+    panel("Catalogue: sources and destinations", tools),
+    panel("Data flows between tools", flows),
+    changes,
     h("div", { class: "grid2" }, panel("Monthly cost by department", cost), panel("Imports", imports)),
+    panel("Tracking-plan violations", violations),
     panel("Quarantine", quarantine));
-  loadSources(sources, cost);
-  if (session.can("quarantine:read")) loadQuarantine(quarantine);
-  else set(quarantine, forbiddenNote("The quarantine", "quarantine:read"));
+  const reload = () => loadCatalog(tools, flows, cost);
+  reload();
+  loadChanges(changes, reload);
+  if (session.can("quarantine:read")) {
+    loadViolations(violations);
+    loadQuarantine(quarantine);
+  } else {
+    set(violations, forbiddenNote("Tracking-plan violations (held in the quarantine)", "quarantine:read"));
+    set(quarantine, forbiddenNote("The quarantine", "quarantine:read"));
+  }
   if (session.can("imports:run")) importsForm(imports);
   else set(imports, forbiddenNote("Import reports", "imports:run"));
 }
@@ -32,40 +50,49 @@ async function all(path) {
   return items;
 }
 
-async function loadSources(el, costEl) {
-  busy(el, "the sources");
-  let items;
+async function loadCatalog(el, flowsEl, costEl) {
+  busy(el, "the catalogue");
+  let cat;
   try {
-    items = await all("/sources");
+    cat = await api("GET", "/catalog");
   } catch (err) {
-    set(el, problem(err, "The sources"));
+    set(el, problem(err, "The catalogue"));
+    set(flowsEl, );
     set(costEl, );
     return;
   }
+  const items = cat.tools || [];
   const decide = session.can("approvals:decide");
   const pending = items.filter((s) => s.approval === "pending").length;
-  set(el, 
-    h("p", {}, `${items.length} sources, ${pending} waiting for approval.`,
+  set(el,
+    h("p", {}, `${items.filter((t) => t.kind === "source").length} sources and ${items.filter((t) => t.kind === "destination").length} destinations, ${pending} waiting for approval.`,
       !decide && pending ? h("span", { class: "muted" }, ` Approving is for roles with approvals:decide; your role is ${session.me.role}.`) : null),
-    h("table", { id: "sources-table" },
-      h("thead", {}, h("tr", {}, ["Name", "Kind", "Owner", "Purpose", "Data", "Cost / month", "Approval", decide ? "Decision" : null].filter(Boolean).map((c) => h("th", { class: c === "Cost / month" ? "num" : null }, c)))),
-      h("tbody", {}, items.map((s) => h("tr", { "data-source": s.name },
-        h("td", {}, s.name, h("br"), h("span", { class: "muted mono" }, s.id)), h("td", {}, s.kind), h("td", {}, s.owner), h("td", {}, s.purpose || "–"),
-        h("td", {}, (s.dataCategories || []).join(", ") || "–"), h("td", { class: "num" }, fmt.money(s.monthlyCost)),
-        h("td", {}, h("span", { class: "badge " + s.approval, "data-approval": s.approval }, s.approval)),
-        decide ? h("td", {}, s.approval === "approved" ? null : decisionForm(s, () => loadSources(el, costEl))) : null)))));
-  const byOwner = new Map();
-  for (const s of items) byOwner.set(s.owner || "(none)", (byOwner.get(s.owner || "(none)") || 0) + (s.monthlyCost || 0));
-  set(costEl, h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Department"), h("th", { class: "num" }, "Cost / month"))),
-    h("tbody", {}, [...byOwner].sort((a, b) => b[1] - a[1]).map(([o, c]) => h("tr", {}, h("td", {}, o), h("td", { class: "num" }, fmt.money(c)))))));
+    h("div", { class: "scroll" }, h("table", { id: "tools-table" },
+      h("caption", { class: "sr-only" }, "Every tool that handles customer data"),
+      h("thead", {}, h("tr", {}, ["Name", "Kind", "Owner", "Purpose", "Data", "Consent purposes", "Cost / month", "Approval", decide ? "Decision" : null].filter(Boolean)
+        .map((c) => h("th", { class: c === "Cost / month" ? "num" : null }, c)))),
+      h("tbody", {}, items.map((s) => h("tr", { "data-tool": s.name, "data-kind": s.kind },
+        h("td", {}, s.name, h("br"), h("span", { class: "muted mono" }, s.id)),
+        h("td", {}, s.kind, h("br"), h("span", { class: "muted" }, s.type)),
+        h("td", {}, h("span", { class: "swatch", style: { background: deptColour(s.owner) } }), s.owner || "–"),
+        h("td", {}, s.purpose || "–"),
+        h("td", {}, (s.dataCategories || []).join(", ") || "–"),
+        h("td", {}, (s.consentPurposes || []).join(", ") || "–"),
+        h("td", { class: "num" }, fmt.money(s.monthlyCost)),
+        h("td", {}, h("span", { class: "badge " + s.approval, "data-approval": s.approval }, s.approval),
+          s.approvedAt ? h("span", { class: "muted" }, h("br"), fmt.time(s.approvedAt)) : null),
+        decide ? h("td", {}, s.approval === "approved" ? null : decisionForm(s, () => loadCatalog(el, flowsEl, costEl))) : null))))));
+  set(flowsEl, flowPicture(items, cat.flows || []));
+  costPanel(costEl, items);
 }
 
 function decisionForm(s, reload) {
   const comment = h("input", { size: 16, "aria-label": `Comment on ${s.name}`, placeholder: "comment" });
   const msg = h("span", { role: "status" });
+  const path = s.kind === "destination" ? "/destinations/" : "/sources/";
   const send = (decision) => async () => {
     try {
-      await api("POST", `/sources/${encodeURIComponent(s.id)}/approvals`, { decision, comment: comment.value });
+      await api("POST", `${path}${encodeURIComponent(s.id)}/approvals`, { decision, comment: comment.value });
       announce(`${s.name}: ${decision}d`);
       reload();
     } catch (err) {
@@ -77,6 +104,158 @@ function decisionForm(s, reload) {
     s.approval === "pending" ? h("button", { type: "button", class: "danger", "data-action": "reject", "aria-label": `Reject ${s.name}`, onclick: send("reject") }, "Reject") : null,
     msg);
 }
+
+// flowPicture draws sources on the left, destinations on the right and the
+// catalogue's flows between them (width by events in 30 days; orange when
+// they carry personal data), with the flows as a table below.
+function flowPicture(tools, flows) {
+  const byId = new Map(tools.map((t) => [t.id, t]));
+  const srcs = tools.filter((t) => t.kind === "source"), dsts = tools.filter((t) => t.kind === "destination");
+  const H = Math.max(160, 46 * Math.max(srcs.length, dsts.length) + 40);
+  const place = (list, x) => list.map((t, i) => ({
+    id: t.id, name: t.name, x, y: (i + 1) * (H / (list.length + 1)),
+    symbol: t.kind === "source" ? "roundRect" : "circle", symbolSize: t.kind === "source" ? [18, 18] : 18,
+    itemStyle: { color: deptColour(t.owner), borderColor: t.approval === "approved" ? "#fff" : ORANGE, borderWidth: t.approval === "approved" ? 1 : 3 },
+    label: { show: true, position: t.kind === "source" ? "left" : "right", color: INK,
+      formatter: `${t.name}${t.approval === "approved" ? "" : " (" + t.approval + ")"}` },
+  }));
+  const max = Math.max(1, ...flows.map((f) => f.events30d || 0));
+  const known = flows.filter((f) => byId.has(f.from) && byId.has(f.to));
+  const label = `Data flows: ${srcs.length} sources, ${dsts.length} destinations, ${known.length} flows` +
+    (known.length ? ": " + known.map((f) => `${byId.get(f.from).name} to ${byId.get(f.to).name}, ${f.events30d} events in 30 days${f.personalData ? ", personal data" : ""}`).join("; ") : "");
+  const picture = chart({
+    tooltip: { formatter: (p) => p.dataType === "edge" ? `${byId.get(p.data.source).name} → ${byId.get(p.data.target).name}: ${fmt.int(p.data.value)} events in 30 days` : p.name },
+    series: [{
+      type: "graph", layout: "none", roam: false, left: 170, right: 170, top: 20, bottom: 20,
+      edgeSymbol: ["none", "arrow"], edgeSymbolSize: 9,
+      data: [...place(srcs, 0), ...place(dsts, 100)],
+      links: known.map((f) => ({ source: f.from, target: f.to, value: f.events30d,
+        lineStyle: { color: f.personalData ? ORANGE : BLUE, width: 1.5 + 6 * Math.sqrt((f.events30d || 0) / max), opacity: 0.8, curveness: 0.15 } })),
+    }],
+    graphic: [
+      { type: "text", left: 10, top: 0, style: { text: "sources", fill: MUTED } },
+      { type: "text", right: 10, top: 0, style: { text: "destinations", fill: MUTED } },
+    ],
+  }, label, H);
+  return h("div", {},
+    h("div", { class: "legend" },
+      h("span", {}, h("span", { class: "swatch", style: { background: BLUE } }), "flow"),
+      h("span", {}, h("span", { class: "swatch", style: { background: ORANGE } }), "flow with personal data; a tool outlined in orange is not approved"),
+      h("span", {}, "squares: sources; circles: destinations; colour: owning department")),
+    picture,
+    known.length
+      ? h("table", { id: "flows-table" },
+        h("caption", { class: "sr-only" }, "Data flows between tools"),
+        h("thead", {}, h("tr", {}, h("th", {}, "From"), h("th", {}, "To"), h("th", { class: "num" }, "Events in 30 days"), h("th", {}, "Personal data"))),
+        h("tbody", {}, known.map((f) => h("tr", { "data-flow": byId.get(f.from).name + "→" + byId.get(f.to).name },
+          h("td", {}, byId.get(f.from).name), h("td", {}, byId.get(f.to).name), h("td", { class: "num" }, fmt.int(f.events30d)), h("td", {}, f.personalData ? "yes" : "no")))))
+      : h("p", { class: "muted", id: "flows-none" }, "The catalogue reports no flow between these tools yet."));
+}
+
+function costPanel(el, items) {
+  const byOwner = new Map();
+  for (const s of items) byOwner.set(s.owner || "(none)", (byOwner.get(s.owner || "(none)") || 0) + (s.monthlyCost || 0));
+  const rows = [...byOwner].sort((a, b) => b[1] - a[1]);
+  const total = rows.reduce((a, r) => a + r[1], 0);
+  set(el,
+    rows.length ? chart({
+      grid: { left: 100, right: 70, top: 10, bottom: 20 },
+      xAxis: axis({ type: "value" }),
+      yAxis: axis({ type: "category", inverse: true, data: rows.map((r) => r[0]) }),
+      series: [{ type: "bar", barMaxWidth: 26, data: rows.map((r) => ({ value: r[1], itemStyle: { color: deptColour(r[0]) } })),
+        label: { show: true, position: "right", color: INK, formatter: (p) => fmt.money(p.value) } }],
+    }, "Monthly cost by department: " + rows.map((r) => `${r[0]} ${fmt.money(r[1])}`).join(", "), 40 + 34 * rows.length) : null,
+    h("table", { id: "cost-table" }, h("thead", {}, h("tr", {}, h("th", {}, "Department"), h("th", { class: "num" }, "Cost / month"))),
+      h("tbody", {}, rows.map(([o, c]) => h("tr", {}, h("td", {}, o), h("td", { class: "num" }, fmt.money(c))))),
+      h("tfoot", {}, h("tr", {}, h("th", {}, "Total"), h("td", { class: "num" }, fmt.money(total))))));
+}
+
+// loadChanges shows the change requests waiting for a decision (the
+// section stays hidden where GET /changes does not exist), with approve
+// and reject for a role the change still needs.
+async function loadChanges(section, reloadCatalog) {
+  const el = section.querySelector("#changes");
+  let items;
+  try {
+    items = await all("/changes?state=pending");
+  } catch (err) {
+    if (err instanceof APIError && (err.status === 404 || err.status === 405)) { section.hidden = true; return; }
+    section.hidden = false;
+    set(el, problem(err, "Change requests"));
+    return;
+  }
+  section.hidden = false;
+  if (!items.length) { set(el, h("p", { class: "muted" }, "No change is waiting.")); return; }
+  const role = session.me.role;
+  set(el, h("div", { class: "scroll" }, h("table", { id: "changes-table" },
+    h("thead", {}, h("tr", {}, ["Change", "What", "Proposed by", "Needs", "Decided so far", "Decision"].map((c) => h("th", {}, c)))),
+    h("tbody", {}, items.map((c) => {
+      const decided = new Set((c.approvals || []).map((a) => a.role));
+      const mine = (c.needs || []).includes(role) && !decided.has(role);
+      return h("tr", { "data-change": c.id },
+        h("td", { class: "mono" }, c.id, h("br"), h("span", { class: "muted" }, fmt.time(c.createdAt))),
+        h("td", {}, `${c.action} ${c.kind}`, h("br"), h("span", { class: "mono muted" }, c.subject || "–"), diffDetails(c.diff)),
+        h("td", {}, c.proposedBy || "–"),
+        h("td", {}, (c.needs || []).join(", ") || "–"),
+        h("td", {}, (c.approvals || []).map((a) => `${a.role}: ${a.decision}`).join("; ") || "–"),
+        h("td", {}, mine ? changeForm(c, () => { loadChanges(section, reloadCatalog); reloadCatalog(); })
+          : h("span", { class: "muted" }, (c.needs || []).includes(role) ? "your role has decided" : `needs ${(c.needs || []).join(" or ")}`)));
+    })))));
+}
+
+function diffDetails(diff) {
+  if (!diff) return null;
+  return h("details", {}, h("summary", {}, "Before and after"),
+    h("pre", { class: "mono diff" }, "before: " + JSON.stringify(diff.before, null, 1) + "\nafter: " + JSON.stringify(diff.after, null, 1)));
+}
+
+function changeForm(c, reload) {
+  const comment = h("input", { size: 14, "aria-label": `Comment on ${c.id}`, placeholder: "comment" });
+  const msg = h("span", { role: "status" });
+  const send = (decision) => async () => {
+    try {
+      await api("POST", `/changes/${encodeURIComponent(c.id)}/approvals`, { decision, comment: comment.value });
+      announce(`${c.id}: ${decision}d`);
+      reload();
+    } catch (err) {
+      set(msg, problem(err, "The decision"));
+    }
+  };
+  return h("div", {}, comment, " ",
+    h("button", { type: "button", "data-action": "approve", "aria-label": `Approve ${c.id}`, onclick: send("approve") }, "Approve"), " ",
+    h("button", { type: "button", class: "danger", "data-action": "reject", "aria-label": `Reject ${c.id}`, onclick: send("reject") }, "Reject"), msg);
+}
+
+// loadViolations sums the held plan violations by source and field (the
+// quarantine's entries do not show the event's payload).
+async function loadViolations(el) {
+  busy(el, "the violations");
+  let items;
+  try {
+    items = await all("/quarantine?code=plan_violation&status=held");
+  } catch (err) {
+    set(el, problem(err, "Tracking-plan violations"));
+    return;
+  }
+  if (!items.length) { set(el, h("p", { class: "muted" }, "No event is held for breaking a tracking plan.")); return; }
+  const groups = new Map();
+  for (const q of items) {
+    const k = [q.sourceId || "–", q.field || "–"].join("\u0000");
+    const g = groups.get(k) || { n: 0, last: "", message: q.message };
+    g.n++;
+    if (String(q.receivedAt) > g.last) { g.last = String(q.receivedAt); g.message = q.message; }
+    groups.set(k, g);
+  }
+  set(el, h("p", {}, `${items.length} events held for breaking a tracking plan; replay them below once the plan or the sender is fixed.`),
+    h("table", { id: "violations-table" },
+      h("thead", {}, h("tr", {}, ["Source", "Field", "Held", "Latest", "Latest message"].map((c, i) => h("th", { class: i === 2 ? "num" : null }, c)))),
+      h("tbody", {}, [...groups].sort((a, b) => b[1].n - a[1].n).map(([k, g]) => {
+        const [src, field] = k.split("\u0000");
+        return h("tr", { "data-violation": field }, h("td", { class: "mono" }, src), h("td", { class: "mono" }, field),
+          h("td", { class: "num" }, fmt.int(g.n)), h("td", {}, fmt.time(g.last)), h("td", {}, g.message));
+      }))));
+}
+
 
 async function loadQuarantine(el) {
   busy(el, "the quarantine");
