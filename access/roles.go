@@ -78,18 +78,22 @@ const (
 	// ManageAudiences: define and delete computed traits and audiences
 	// (reading them, and profiles' values, needs ReadProfiles).
 	ManageAudiences Permission = "audiences:manage"
+	// ReadConsentRates: consent rates per purpose, aggregates over
+	// everyone who decided (no person): admin, privacy, marketing and
+	// analyst.
+	ReadConsentRates Permission = "consent:rates"
 )
 
 // Permissions lists every permission.
-var Permissions = []Permission{ManageUsers, ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadProfiles, UnmergeProfiles, ManageExperiments, ReadExperiments, ReadAudit, ManageDestinations, WriteConsent, ReadPII, ManageTrackingPlans, ReadTrackingPlans, ManageRequests, ManageAudiences}
+var Permissions = []Permission{ManageUsers, ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadProfiles, UnmergeProfiles, ManageExperiments, ReadExperiments, ReadAudit, ManageDestinations, WriteConsent, ReadPII, ManageTrackingPlans, ReadTrackingPlans, ManageRequests, ManageAudiences, ReadConsentRates}
 
 // grants is the authorization table (see Can).
 var grants = map[Role][]Permission{
 	RoleAdmin:     Permissions,
 	RoleIT:        {ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadExperiments, ReadAudit, ManageDestinations, ManageTrackingPlans, ReadTrackingPlans},
-	RoleMarketing: {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles, ManageExperiments, ReadExperiments, ReadTrackingPlans, ManageAudiences},
-	RoleAnalyst:   {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles, ManageExperiments, ReadExperiments, ManageAudiences},
-	RolePrivacy:   {ReadEvents, ReadQuarantine, ReadCatalog, ReadProfiles, UnmergeProfiles, ReadAudit, WriteConsent, ManageRequests, ReadPII},
+	RoleMarketing: {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles, ManageExperiments, ReadExperiments, ReadTrackingPlans, ManageAudiences, ReadConsentRates},
+	RoleAnalyst:   {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles, ManageExperiments, ReadExperiments, ManageAudiences, ReadConsentRates},
+	RolePrivacy:   {ReadEvents, ReadQuarantine, ReadCatalog, ReadProfiles, UnmergeProfiles, ReadAudit, WriteConsent, ManageRequests, ReadPII, ReadConsentRates},
 	RoleService:   {ReadCatalog, ReadAnalytics, ReadProfiles, ReadExperiments, ReadPII},
 	RoleSales:     {ReadCatalog, ReadAnalytics, ReadProfiles, ReadExperiments, ReadPII},
 }
@@ -116,7 +120,9 @@ var grants = map[Role][]Permission{
 // for the platform's changes) and privacy (which answers for reads of
 // personal data). Only admin and privacy record consent decisions
 // through the API (consent:write, not in the table) and file
-// data-subject requests (privacy:requests). Tracking plans are put by
+// data-subject requests (privacy:requests); consent rates per purpose
+// (aggregates) are read by admin, privacy, marketing and analyst
+// (consent:rates). Tracking plans are put by
 // admin and it, and read by marketing too. An unknown role may
 // do nothing.
 func Can(role Role, p Permission) bool {

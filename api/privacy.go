@@ -28,6 +28,21 @@ func (a *API) privacyRoutes() {
 		"GET":  a.need(access.ManageRequests, a.listPrivacyRequests)})
 	a.route("/api/v1/privacy/requests/{id}", map[string]handler{"GET": a.need(access.ManageRequests, a.getPrivacyRequest)})
 	a.route("/api/v1/privacy/requests/{id}/export", map[string]handler{"GET": a.need(access.ManageRequests, a.exportPrivacyRequest)})
+	a.route("/api/v1/privacy/consent", map[string]handler{"GET": a.need(access.ReadConsentRates, a.consentRates)})
+}
+
+// consentRates answers the consent rates per purpose: aggregates over
+// the identifiers that decided, no person (see privacy.Store.Rates).
+func (a *API) consentRates(w http.ResponseWriter, r *http.Request) error {
+	cs, err := a.consentStore()
+	if err != nil {
+		return err
+	}
+	rates, err := cs.Rates(r.Context())
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, 200, map[string]any{"purposes": rates, "unit": "identifier"})
 }
 
 func (a *API) requestStore() (*privacy.Requests, error) {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -130,6 +131,62 @@ func TestConsent(t *testing.T) {
 	for _, a := range []string{"profile.lookup", "profile.consent", "profile.consent_history"} {
 		if !strings.Contains(strings.Join(actions, " "), a) {
 			t.Errorf("audit entries about %s: %v, want %s among them", id, actions, a)
+		}
+	}
+}
+
+// TestConsentRates: GET /privacy/consent counts each identifier's latest
+// decision per purpose through a real node, shows configured purposes no
+// one decided with their default, and is refused to roles without
+// consent:rates.
+func TestConsentRates(t *testing.T) {
+	n := startNode(t, "", func(c *config.Config) {
+		c.Consent.Defaults = map[string]bool{"Analytics": true, "Advertising": false}
+	})
+	if r := n.do("POST", "/v1/batch", "basic:"+n.writeKey, []byte(`{"batch":[
+		{"type":"track","event":"Viewed","userId":"ann","messageId":"r1","timestamp":"2024-05-01T09:00:00Z","context":{"consent":{"categoryPreferences":{"Advertising":true}}}},
+		{"type":"track","event":"Viewed","userId":"ann","messageId":"r2","timestamp":"2024-05-01T10:00:00Z","context":{"consent":{"categoryPreferences":{"Advertising":false}}}},
+		{"type":"track","event":"Viewed","userId":"bob","messageId":"r3","timestamp":"2024-05-01T09:00:00Z","context":{"consent":{"categoryPreferences":{"Advertising":true,"Marketing":true}}}},
+		{"type":"track","event":"Viewed","anonymousId":"cy","messageId":"r4","timestamp":"2024-05-01T09:00:00Z","context":{"consent":{"categoryPreferences":{"Advertising":true}}}}
+	]}`), nil); r.status != 200 {
+		t.Fatalf("batch: %d %s", r.status, r.body)
+	}
+	n.drain()
+	r := n.admin("GET", "/api/v1/privacy/consent", nil)
+	if r.status != 200 {
+		t.Fatalf("rates: %d %s", r.status, r.body)
+	}
+	var got struct {
+		Purposes []struct {
+			Purpose          string
+			Granted, Refused int
+			Share            *float64
+			Default          *bool
+		}
+		Unit string
+	}
+	if err := json.Unmarshal(r.body, &got); err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, p := range got.Purposes {
+		l := p.Purpose + " " + strconv.Itoa(p.Granted) + "/" + strconv.Itoa(p.Refused)
+		if p.Share != nil {
+			l += " " + strconv.FormatFloat(*p.Share, 'f', 2, 64)
+		}
+		if p.Default != nil {
+			l += " default " + strconv.FormatBool(*p.Default)
+		}
+		lines = append(lines, l)
+	}
+	want := "Advertising 2/1 0.67 default false, Analytics 0/0 default true, Marketing 1/0 1.00"
+	if s := strings.Join(lines, ", "); s != want || got.Unit != "identifier" {
+		t.Errorf("rates %q (unit %q), want %q", s, got.Unit, want)
+	}
+	for role, status := range map[string]int{"analyst": 200, "privacy": 200, "marketing": 200, "it": 403, "sales": 403} {
+		tok := n.admin("POST", "/api/v1/users", map[string]any{"name": "u-" + role, "role": role}).json(t)["token"].(string)
+		if r := n.do("GET", "/api/v1/privacy/consent", "bearer:"+tok, nil, nil); r.status != status {
+			t.Errorf("%s: %d, want %d", role, r.status, status)
 		}
 	}
 }

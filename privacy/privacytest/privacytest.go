@@ -42,6 +42,7 @@ var Day = time.Date(2024, 6, 1, 0, 0, 0, 0, time.UTC)
 //	allowed-event user=U|anon=A PURPOSE…   the same for an event with that identifier (AllowedEvent)
 //	set IDENT TIME [source=S] PURPOSE=true|false…   an API change at TIME by user u_test; output: the consent after
 //	unmerge IDENT TYPE:VALUE  keep identifier TYPE:VALUE apart from the profile holding IDENT
+//	rates               output: each purpose's consent rate, "PURPOSE granted=N refused=N share=S default=D"
 //
 // Run with -update to rewrite expected outputs.
 func Scripts(dir string) func(t *testing.T, open func(t *testing.T) *statestore.DB) {
@@ -232,6 +233,23 @@ func (s *script) run(cmd string, input []string) []string {
 			out = append(out, "--")
 			cursor = next
 		}
+	case "rates":
+		rates, err := s.store().Rates(ctx)
+		if err != nil {
+			return []string{"error: " + err.Error()}
+		}
+		var out []string
+		for _, r := range rates {
+			share, def := "none", "none"
+			if r.Share != nil {
+				share = strconv.FormatFloat(*r.Share, 'f', 3, 64)
+			}
+			if r.Default != nil {
+				def = strconv.FormatBool(*r.Default)
+			}
+			out = append(out, fmt.Sprintf("%s granted=%d refused=%d share=%s default=%s", r.Purpose, r.Granted, r.Refused, share, def))
+		}
+		return out
 	case "allowed":
 		ok, reason, err := s.store().Allowed(ctx, s.profile(f[1]), f[2:])
 		switch {
