@@ -8,6 +8,7 @@ import { stackPage } from "./stack.js";
 import { operationsPage } from "./operations.js";
 import { funnelsPage } from "./funnels.js";
 import { experimentsPage } from "./experiments.js";
+import { privacyPage } from "./privacy.js";
 import { disposeCharts } from "./charts.js";
 
 // The pages, with the permission a page needs to be offered (the API
@@ -18,6 +19,7 @@ const PAGES = [
   { path: "funnels", title: "Funnels", need: "analytics:read", render: funnelsPage },
   { path: "experiments", title: "Experiments", need: "experiments:read", render: experimentsPage },
   { path: "stack", title: "Stack", need: "catalog:read", render: stackPage },
+  { path: "privacy", title: "Privacy", need: ["privacy:requests", "consent:rates"], render: privacyPage },
   { path: "operations", title: "Operations", need: "", render: operationsPage },
 ];
 

@@ -8,7 +8,11 @@ export const session = {
   set(t) { sessionStorage.setItem(TOKEN, t); },
   clear() { sessionStorage.removeItem(TOKEN); session.me = null; },
   me: null, // {id, name, role, permissions[]} from GET /api/v1/me
-  can(p) { return !!(session.me && session.me.permissions && session.me.permissions.includes(p)); },
+  // can: the role has permission p (a list: any of them).
+  can(p) {
+    if (Array.isArray(p)) return p.some((x) => session.can(x));
+    return !!(session.me && session.me.permissions && session.me.permissions.includes(p));
+  },
 };
 
 // APIError is a failed API call: status and the error shape's fields.
@@ -89,7 +93,9 @@ export function forbiddenNote(what, permission) {
   const role = session.me ? session.me.role : "?";
   return h("div", { class: "forbidden", role: "note" },
     h("strong", {}, "Your role may not see this. "),
-    `${what} needs the permission ${permission}, which the role “${role}” does not have.`);
+    Array.isArray(permission)
+      ? `${what} needs one of the permissions ${permission.join(", ")}, which the role “${role}” does not have.`
+      : `${what} needs the permission ${permission}, which the role “${role}” does not have.`);
 }
 
 export function announce(msg) {
