@@ -33,14 +33,30 @@ function whenShown(box, f, tries = 300) {
   else if (tries > 0) requestAnimationFrame(() => whenShown(box, f, tries - 1));
 }
 
+// liveChart is a chart whose data changes (a poll): update(option)
+// merges option into it, and relabel(label) says what it shows now.
+export function liveChart(option, label, height = 220) {
+  const el = chart(option, label, height);
+  return {
+    el,
+    update(o, newLabel) {
+      if (newLabel) el.setAttribute("aria-label", newLabel);
+      if (el.chart) el.chart.setOption(o);
+      else el.pending = { ...(el.pending || {}), ...o };
+    },
+  };
+}
+
 function draw(e, box, option) {
   const c = e.init(box, null, { renderer: "canvas" });
+  box.chart = c;
   c.setOption({
     animation: false,
     textStyle: { fontFamily: getComputedStyle(document.documentElement).fontFamily, color: INK },
     aria: { enabled: false }, // the box's own label is the text alternative
     ...option,
   });
+  if (box.pending) c.setOption(box.pending);
   live.add(c);
 }
 
