@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -121,8 +124,49 @@ func (b *browser) signIn(base, token string, keyboard bool) {
 func TestDashboard(t *testing.T) {
 	t.Parallel()
 	exe := chromiumPath(t)
-	s := startServer(t, "", serverOpts{})
+	s := startServer(t, "", serverOpts{args: []string{"--destination-allow=127.0.0.0/8"}})
 	shots := artifactDir(t)
+
+	// Two webhook receivers: one takes everything, one always fails.
+	var received atomic.Int64
+	okHook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		received.Add(1)
+		w.WriteHeader(200)
+	}))
+	t.Cleanup(okHook.Close)
+	badHook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "crm down", 500)
+	}))
+	t.Cleanup(badHook.Close)
+	for name, u := range map[string]string{"Warehouse": okHook.URL, "Broken CRM": badHook.URL} {
+		st, d := call(t, s.url, adminToken, "POST", "/api/v1/destinations", map[string]any{
+			"name": name, "type": "webhook", "config": map[string]any{"url": u, "batch": 1},
+			"filter": map[string]any{"types": []string{"track"}}, "owner": "operations", "purpose": "reporting",
+			"dataCategories": []string{"behaviour"}, "monthlyCost": 80})
+		if st != 201 {
+			t.Fatalf("create destination %s: %d %v", name, st, d)
+		}
+	}
+	// A second source with a strict tracking plan, and an experiment
+	// defined before its exposures arrive.
+	st, shop := call(t, s.url, adminToken, "POST", "/api/v1/sources", map[string]any{"name": "Shop app", "kind": "app", "owner": "sales", "purpose": "orders", "monthlyCost": 40})
+	if st != 201 {
+		t.Fatalf("create shop source: %d %v", st, shop)
+	}
+	if st, plan := call(t, s.url, adminToken, "PUT", "/api/v1/tracking-plans/"+shop["id"].(string), map[string]any{
+		"unplanned": "block",
+		"events": map[string]any{"Order Completed": map[string]any{"properties": map[string]any{"type": "object",
+			"properties": map[string]any{"price": map[string]any{"type": "number"}}, "required": []string{"price"}}}}}); st != 200 && st != 201 {
+		t.Fatalf("put tracking plan: %d %v", st, plan)
+	}
+	st, exp := call(t, s.url, adminToken, "POST", "/api/v1/experiments", map[string]any{
+		"key": "hero-2026", "name": "New hero image",
+		"variations": []map[string]any{{"key": "control", "weight": 50}, {"key": "new-hero", "weight": 50}},
+		"metrics":    []map[string]any{{"name": "newsletter", "kind": "conversion", "event": "Newsletter Joined", "window": "7d"}},
+		"from":       time.Now().UTC().Add(-30 * 24 * time.Hour).Format(time.RFC3339)})
+	if st != 201 {
+		t.Fatalf("create experiment: %d %v", st, exp)
+	}
 
 	// A journey 20 days old: Ann goes from the ad to the order (in a
 	// store, by sales); Bob and Cy viewed products and never ordered, so
@@ -137,8 +181,13 @@ func TestDashboard(t *testing.T) {
 		ids = append(ids, m["messageId"].(string))
 		batch = append(batch, m)
 	}
+	consent := map[string]bool{"u-ann": true, "u-bob": false}
 	for _, p := range []struct{ user, email string }{{"u-ann", "ann@example.com"}, {"u-bob", "bob@example.com"}, {"u-cy", "cy@example.com"}} {
-		add(map[string]any{"type": "identify", "userId": p.user, "timestamp": ts(0), "traits": map[string]any{"email": p.email, "plan": "pro"}})
+		ident := map[string]any{"type": "identify", "userId": p.user, "timestamp": ts(0), "traits": map[string]any{"email": p.email, "plan": "pro"}}
+		if g, ok := consent[p.user]; ok {
+			ident["context"] = map[string]any{"consent": map[string]any{"categoryPreferences": map[string]any{"Advertising": g}}}
+		}
+		add(ident)
 		add(map[string]any{"type": "track", "userId": p.user, "event": "Signed Up", "timestamp": ts(0)})
 		add(map[string]any{"type": "track", "userId": p.user, "event": "Ad Clicked", "timestamp": ts(-1), "properties": map[string]any{"channel": "web", "department": "marketing"}})
 		add(map[string]any{"type": "track", "userId": p.user, "event": "Product Viewed", "timestamp": ts(2), "properties": map[string]any{"channel": "app", "department": "marketing", "sku": "S-1"}})
@@ -157,6 +206,21 @@ func TestDashboard(t *testing.T) {
 	// context.department).
 	add(map[string]any{"type": "track", "userId": "u-ann", "event": "Ticket Opened", "timestamp": ts(40), "channel": "call-centre",
 		"context": map[string]any{"department": "service"}})
+	// Zoe, whose erasure the privacy officer files.
+	add(map[string]any{"type": "identify", "userId": "u-zoe", "timestamp": ts(0), "traits": map[string]any{"email": "zoe@example.com"}})
+	// The experiment's exposures: 40 in control, 8 in new-hero (a sample
+	// ratio mismatch against the planned 50/50); some join the newsletter.
+	for i := range 48 {
+		v, user := "control", fmt.Sprintf("exp-c-%d", i)
+		if i >= 40 {
+			v, user = "new-hero", fmt.Sprintf("exp-n-%d", i)
+		}
+		add(map[string]any{"type": "track", "userId": user, "event": "Experiment Viewed", "timestamp": ts(1),
+			"properties": map[string]any{"experiment_id": "hero-2026", "variation_id": v}})
+		if i%4 == 0 || i >= 44 {
+			add(map[string]any{"type": "track", "userId": user, "event": "Newsletter Joined", "timestamp": ts(3)})
+		}
+	}
 	body, _ := json.Marshal(map[string]any{"batch": batch})
 	status, resp, err := postBatch(context.Background(), apiClient, s.url, s.writeKey, body)
 	if err != nil || status != 200 {
@@ -169,7 +233,14 @@ func TestDashboard(t *testing.T) {
 		t.Fatalf("batch with a broken event: %d %s %v", status, resp, err)
 	}
 
-	// A source an IT user created waits for approval.
+	// An order the shop's plan refuses (a price as text) is held.
+	body, _ = json.Marshal(map[string]any{"batch": []map[string]any{{"type": "track", "userId": "u-ann", "event": "Order Completed",
+		"messageId": "dash-plan-" + run, "properties": map[string]any{"price": "12.50"}}}})
+	if status, resp, err := postBatch(context.Background(), apiClient, s.url, shop["writeKey"].(string), body); err != nil || status != 200 {
+		t.Fatalf("batch breaking the plan: %d %s %v", status, resp, err)
+	}
+
+	// A source and a destination an IT user created wait for approval.
 	st, it := call(t, s.url, adminToken, "POST", "/api/v1/users", map[string]any{"name": "Ivo from IT", "role": "it"})
 	if st != 201 {
 		t.Fatalf("create it user: %d %v", st, it)
@@ -180,6 +251,12 @@ func TestDashboard(t *testing.T) {
 		t.Fatalf("create pending source: %d %v", st, src)
 	}
 	srcID := src["id"].(string)
+	st, dst := call(t, s.url, itToken, "POST", "/api/v1/destinations", map[string]any{"name": "Ad network", "type": "webhook",
+		"config": map[string]any{"url": okHook.URL}, "owner": "marketing", "purpose": "retargeting", "dataCategories": []string{"contact"},
+		"consentPurposes": []string{"Advertising"}, "monthlyCost": 500})
+	if st != 201 || dst["approval"] != "pending" {
+		t.Fatalf("create pending destination: %d %v", st, dst)
+	}
 
 	t.Run("admin", func(t *testing.T) {
 		b := startBrowser(t, exe)
@@ -284,7 +361,7 @@ func TestDashboard(t *testing.T) {
 		if !strings.Contains(held, "missing_field") || !strings.Contains(held, "held") {
 			t.Errorf("the quarantine shows:\n%s", held)
 		}
-		b.must(b.do(10*time.Second, chromedp.Click(chromedp.CSS(`#quarantine-table input[type="checkbox"]`)), chromedp.Click(chromedp.CSS("#replay"))), "replay")
+		b.must(b.do(10*time.Second, chromedp.Click(chromedp.CSS(`#quarantine-table tr[data-code="missing_field"] input[type="checkbox"]`)), chromedp.Click(chromedp.CSS("#replay"))), "replay")
 		replayed, err := waitFor[string](b, 20*time.Second, `[...document.querySelectorAll("#quarantine [role=status]")].map(e => e.textContent).join("").match(/Replay: .*/)?.[0]`)
 		b.must(err, "the replay's result")
 		if replayed != "Replay: 1 invalid" {
@@ -295,6 +372,106 @@ func TestDashboard(t *testing.T) {
 			t.Errorf("after approving on the page the API shows %d %v", st, got)
 		}
 
+		// The catalogue lists the destinations too; the pending one is
+		// approved through its own endpoint.
+		kinds, _ := evalIn[string](b, 5*time.Second, `[...document.querySelectorAll("#tools-table tr[data-tool]")].map(r => r.dataset.tool + ":" + r.dataset.kind).sort().join(",")`)
+		for _, want := range []string{"Warehouse:destination", "Broken CRM:destination", "Ad network:destination", "Shop app:source", "default:source"} {
+			if !strings.Contains(kinds, want) {
+				t.Errorf("the catalogue table %q lacks %s", kinds, want)
+			}
+		}
+		adRow := `tr[data-tool="Ad network"]`
+		b.must(b.do(10*time.Second, chromedp.Click(chromedp.CSS(adRow+` button[data-action="approve"]`))), "approve the destination")
+		_, err = waitFor[bool](b, 20*time.Second, `(document.querySelector('`+adRow+` [data-approval]') || {}).textContent === "approved"`)
+		b.must(err, "the destination approved on the page")
+		if st, got := call(t, s.url, adminToken, "GET", "/api/v1/destinations/"+dst["id"].(string), nil); st != 200 || got["approval"] != "approved" {
+			t.Errorf("after approving the destination on the page the API shows %d %v", st, got)
+		}
+		_, err = waitFor[bool](b, 20*time.Second, `!!document.querySelector("#flows .chart canvas") && !!document.querySelector("#cost .chart canvas")`)
+		b.must(err, "the data-flow picture and the cost chart")
+		cost, _ := evalIn[string](b, 5*time.Second, `document.getElementById("cost-table").innerText`)
+		if !strings.Contains(cost, "operations\t160.00") || !strings.Contains(cost, "marketing\t500.00") {
+			t.Errorf("cost by department:\n%s", cost)
+		}
+		viol, err := waitFor[string](b, 20*time.Second, `(document.querySelector('#violations-table tr[data-violation="properties.price"]') || {}).innerText`)
+		b.must(err, "the tracking-plan violation")
+		if !strings.Contains(viol, shop["id"].(string)) || !strings.Contains(viol, "\t1\t") {
+			t.Errorf("the violation row: %q", viol)
+		}
+		b.screenshot(shots, "5c-stack-catalogue-flows-violations")
+
+		// Funnels: build Ad Clicked → Product Viewed → Order Completed.
+		b.must(b.do(10*time.Second, chromedp.Navigate(s.url+"/#/funnels"), chromedp.WaitVisible(chromedp.CSS("#f-steps input")),
+			chromedp.SetValue(chromedp.CSS("#f-steps li:nth-child(1) input"), "Ad Clicked"),
+			chromedp.SetValue(chromedp.CSS("#f-steps li:nth-child(2) input"), "Product Viewed"),
+			chromedp.Click(chromedp.CSS("#f-add")),
+			chromedp.SendKeys(chromedp.CSS("#f-steps li:nth-child(3) input"), "Order Completed"),
+			chromedp.Click(chromedp.CSS(`#funnel-form button[type="submit"]`))), "build a funnel")
+		ft, err := waitFor[string](b, 30*time.Second, `document.querySelector("#funnel-out .chart canvas") && document.getElementById("funnel-table").innerText`)
+		b.must(err, "the funnel")
+		for _, want := range []string{"1\tAd Clicked\t3\t100.0 %", "2\tProduct Viewed\t3\t100.0 %", "3\tOrder Completed\t1\t33.3 %\t33.3 %"} {
+			if !strings.Contains(ft, want) {
+				t.Errorf("the funnel table lacks %q:\n%s", want, ft)
+			}
+		}
+		if hint, _ := evalIn[string](b, 5*time.Second, `[...document.querySelectorAll("#event-names option")].map(o => o.value).join(",")`); !strings.Contains(hint, "Ad Clicked") || !strings.Contains(hint, "Newsletter Joined") {
+			t.Errorf("event name suggestions: %q", hint)
+		}
+		b.screenshot(shots, "9-funnel")
+
+		// Experiments: the list, then the results with the SRM warning.
+		b.must(b.do(10*time.Second, chromedp.Navigate(s.url+"/#/experiments")), "open experiments")
+		_, err = waitFor[bool](b, 20*time.Second, `!!document.querySelector('#experiments-table tr[data-experiment="hero-2026"] a')`)
+		b.must(err, "the experiment list")
+		b.must(b.do(10*time.Second, chromedp.Click(chromedp.CSS(`#experiments-table tr[data-experiment="hero-2026"] a`))), "open the experiment")
+		warn, err := waitFor[string](b, 30*time.Second, `(document.getElementById("srm-warning") || {}).textContent`)
+		b.must(err, "the SRM warning")
+		if !strings.Contains(warn, "Sample ratio mismatch") {
+			t.Errorf("SRM warning: %q", warn)
+		}
+		srmT, _ := evalIn[string](b, 5*time.Second, `document.getElementById("srm-table").innerText`)
+		if !strings.Contains(srmT, "control\t40") || !strings.Contains(srmT, "new-hero\t8") {
+			t.Errorf("SRM table:\n%s", srmT)
+		}
+		res, err := waitFor[string](b, 20*time.Second, `document.querySelector("#metrics .chart canvas") && document.querySelector('table.results[data-metric="newsletter"]').innerText`)
+		b.must(err, "the metric's results")
+		// control: 10 of 40 joined (25 %); new-hero: 5 of 8 (62.5 %), +37.5 pp.
+		if !strings.Contains(res, "control (control)\t40\t25.0 %") || !strings.Contains(res, "new-hero\t8\t62.5 %\t37.50 pp") {
+			t.Errorf("the newsletter results:\n%s", res)
+		}
+		b.screenshot(shots, "10-experiment")
+
+		// Privacy: file Zoe's erasure; it is listed with its deadline.
+		b.must(b.do(10*time.Second, chromedp.Navigate(s.url+"/#/privacy"), chromedp.WaitVisible(chromedp.CSS("#dsr-identity")),
+			chromedp.SetValue(chromedp.CSS("#dsr-type"), "erasure"),
+			chromedp.SetValue(chromedp.CSS("#dsr-identity-type"), "email"),
+			chromedp.SendKeys(chromedp.CSS("#dsr-identity"), "zoe@example.com"),
+			chromedp.SendKeys(chromedp.CSS("#dsr-method"), "e-mail round trip"),
+			chromedp.Click(chromedp.CSS(`#dsr-form button[type="submit"]`))), "file an erasure")
+		filed, err := waitFor[string](b, 20*time.Second, `((document.getElementById("dsr-result") || {}).textContent || "").match(/Filed (dsr_\S+?):/)?.[1]`)
+		b.must(err, "the filed request")
+		reqRow, err := waitFor[string](b, 20*time.Second, `(document.querySelector('#requests-table tr[data-request="`+filed+`"]') || {}).innerText`)
+		b.must(err, "the request in the list")
+		if !strings.Contains(reqRow, "erasure") || !strings.Contains(reqRow, "zoe@example.com") || !regexp.MustCompile(`received|in progress|completed|failed`).MatchString(reqRow) {
+			t.Errorf("the erasure's row: %q", reqRow)
+		}
+		if st, got := call(t, s.url, adminToken, "GET", "/api/v1/privacy/requests/"+filed, nil); st != 200 || got["type"] != "erasure" {
+			t.Errorf("the request filed on the page: %d %v", st, got)
+		} else if dl, _ := time.Parse(time.RFC3339, fmt.Sprint(got["deadline"])); !strings.Contains(reqRow, dl.UTC().Format("2006-01-02")) {
+			t.Errorf("the row %q does not show the deadline %v", reqRow, got["deadline"])
+		}
+		rates, err := waitFor[string](b, 20*time.Second, `(document.querySelector('#rates-table tr[data-purpose="Advertising"]') || {}).innerText`)
+		b.must(err, "the consent rates")
+		if rates != "Advertising\t1\t1\t50.0 %\tnone (refused)" && !strings.HasPrefix(rates, "Advertising\t1\t1\t50.0 %") {
+			t.Errorf("Advertising's consent rate: %q", rates)
+		}
+		if n, _ := evalIn[bool](b, 5*time.Second, `document.getElementById("records-panel").hidden`); !n {
+			if st, _ := call(t, s.url, adminToken, "GET", "/api/v1/privacy/records", nil); st == 404 {
+				t.Errorf("records of processing shown though GET /privacy/records is 404")
+			}
+		}
+		b.screenshot(shots, "11-privacy-erasure-filed")
+
 		// Operations reads /metrics and /readyz.
 		b.must(b.do(10*time.Second, chromedp.Navigate(s.url+"/#/operations")), "open operations")
 		acc, err := waitFor[string](b, 20*time.Second, `(document.getElementById("ops-accepted") || {}).textContent`)
@@ -302,9 +479,16 @@ func TestDashboard(t *testing.T) {
 		if acc == "0" || acc == "" {
 			t.Errorf("accepted events shown %q after %d were sent", acc, len(batch))
 		}
-		if q, _ := evalIn[string](b, 5*time.Second, `document.getElementById("ops-quarantined").textContent`); q != "1" {
-			t.Errorf("quarantined events shown %q, want 1", q)
+		if q, _ := evalIn[string](b, 5*time.Second, `document.getElementById("ops-quarantined").textContent`); q != "2" {
+			t.Errorf("quarantined events shown %q, want 2 (the broken event and the plan violation)", q)
 		}
+		health, err := waitFor[string](b, 30*time.Second, `(() => { const r = [...document.querySelectorAll("#destinations-table tr[data-destination]")].map(r => r.dataset.destination + "=" + r.dataset.health).sort().join(","); return r.includes("Warehouse=healthy") && r.includes("Broken CRM=failing") ? r : ""; })()`)
+		b.must(err, "destination health")
+		if received.Load() == 0 {
+			t.Errorf("the healthy receiver got nothing (health %s)", health)
+		}
+		_, err = waitFor[bool](b, 20*time.Second, `document.querySelectorAll("#main .chart canvas").length >= 2`)
+		b.must(err, "the operations charts")
 		b.screenshot(shots, "6-operations")
 
 		// Sign out: the token is gone from the tab.
@@ -361,4 +545,92 @@ func TestDashboard(t *testing.T) {
 		b.close()
 		b.checkRequests(strings.TrimPrefix(s.url, "http://"))
 	})
+
+	t.Run("analyst-masked", func(t *testing.T) {
+		// An analyst may not see personal data (no pii:read): on every
+		// page the dashboard offers, no e-mail address of the test's
+		// customers appears anywhere in the rendered page (text,
+		// attributes, form values), and the customer view shows Ann's
+		// e-mail masked while her timeline is there.
+		st, u := call(t, s.url, adminToken, "POST", "/api/v1/users", map[string]any{"name": "Ana the analyst", "role": "analyst"})
+		if st != 201 {
+			t.Fatalf("create analyst: %d %v", st, u)
+		}
+		b := startBrowser(t, exe)
+		b.signIn(s.url, u["token"].(string), false)
+		emails := []string{"ann@example.com", "bob@example.com", "cy@example.com", "zoe@example.com"}
+		// Everything the page shows or holds: its text, its markup (the
+		// attributes: labels, titles, links) and the values of its fields.
+		const everything = `document.title + "\n" + document.body.innerText + "\n" + document.documentElement.outerHTML + "\n" +
+			[...document.querySelectorAll("input, select, textarea")].map(e => e.value).join("\n")`
+		scan := func(page string) {
+			t.Helper()
+			all, err := evalIn[string](b, 5*time.Second, everything)
+			if err != nil {
+				t.Errorf("%s: read the page: %v", page, err)
+				return
+			}
+			for _, e := range emails {
+				if strings.Contains(strings.ToLower(all), e) {
+					t.Errorf("the analyst sees %s on the %s page", e, page)
+				}
+			}
+		}
+		nav, _ := evalIn[string](b, 5*time.Second, `[...document.querySelectorAll("#nav a")].map(a => a.getAttribute("href")).join(",")`)
+		pages := []struct{ hash, ready string }{
+			{"#/journey", `!!document.querySelector("button.gap") && !!document.getElementById("retention")`},
+			{"#/funnels", `!!document.querySelector("#event-names option")`},
+			{"#/experiments", `!!document.querySelector('#experiments-table tr[data-experiment="hero-2026"]')`},
+			{"#/stack", `!!document.querySelector("#tools-table tr[data-tool]") && !!document.querySelector("#flows .chart canvas")`},
+			{"#/privacy", `!!document.querySelector("#rates-table tr[data-purpose]")`},
+			{"#/operations", `!!document.querySelector("#destinations-table tr[data-destination]") && document.getElementById("ops-accepted").textContent !== ""`},
+			{"#/customer", `!!document.getElementById("c-identifier")`},
+		}
+		for _, p := range pages {
+			if !strings.Contains(nav, p.hash) {
+				t.Errorf("the analyst's navigation %q lacks %s", nav, p.hash)
+				continue
+			}
+			b.must(b.do(10*time.Second, chromedp.Navigate(s.url+"/"+p.hash)), "open "+p.hash)
+			_, err := waitFor[bool](b, 30*time.Second, p.ready)
+			b.must(err, p.hash+" for the analyst")
+			scan(p.hash)
+			b.screenshot(shots, "12-analyst-"+strings.TrimPrefix(p.hash, "#/"))
+		}
+		// Every page the navigation offers was scanned.
+		for _, h := range strings.Split(nav, ",") {
+			found := false
+			for _, p := range pages {
+				found = found || p.hash == h
+			}
+			if !found {
+				t.Errorf("the analyst is offered %s, which this test does not scan", h)
+			}
+		}
+		// The experiment's results and a customer found by e-mail.
+		b.must(b.do(10*time.Second, chromedp.Navigate(s.url+"/#/experiments/"+exp["id"].(string))), "open the experiment")
+		_, err := waitFor[bool](b, 30*time.Second, `!!document.querySelector("table.results")`)
+		b.must(err, "the experiment's results for the analyst")
+		scan("experiment results")
+		b.must(b.do(10*time.Second, chromedp.Navigate(s.url+"/#/customer"),
+			chromedp.WaitVisible(chromedp.CSS("#c-identifier")),
+			chromedp.SendKeys(chromedp.CSS("#c-identifier"), "ann@example.com"),
+			chromedp.Click(chromedp.CSS(`#c-search button[type="submit"]`))), "search ann@example.com as the analyst")
+		tl, err := waitFor[string](b, 20*time.Second, `document.getElementById("profile-id") && (document.getElementById("timeline-table") || {}).innerText`)
+		b.must(err, "Ann's timeline for the analyst")
+		if !strings.Contains(tl, "Order Completed") {
+			t.Errorf("the analyst's view of Ann's timeline:\n%s", tl)
+		}
+		idents, _ := evalIn[string](b, 5*time.Second, `document.getElementById("identifiers").innerText`)
+		if !strings.Contains(idents, "email") || !strings.Contains(idents, "u-ann") {
+			t.Errorf("Ann's identifiers for the analyst (an e-mail, masked, and her user id): %q", idents)
+		}
+		_, err = waitFor[string](b, 20*time.Second, `(document.getElementById("explain-summary") || {}).textContent`)
+		b.must(err, "why is this one person, for the analyst")
+		scan("customer")
+		b.screenshot(shots, "13-analyst-customer-masked")
+		b.close()
+		b.checkRequests(strings.TrimPrefix(s.url, "http://"))
+	})
+
 }

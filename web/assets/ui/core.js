@@ -50,6 +50,18 @@ export async function api(method, path, body) {
   return data;
 }
 
+// apiHas reports whether this tandem's API has an operation, from its
+// OpenAPI document (read once per page load): a page leaves out a part
+// whose endpoint this version lacks instead of asking and getting 404.
+let described = null;
+export async function apiHas(method, path) {
+  if (!described) {
+    described = fetch("/api/v1/openapi.json").then((r) => (r.ok ? r.json() : {})).then((d) => d.paths || {}).catch(() => ({}));
+  }
+  const op = (await described)["/api/v1" + path];
+  return !!(op && op[method.toLowerCase()]);
+}
+
 // h builds an element: h("a", {href: "#"}, "text", child…). Attributes
 // starting with "on" are listeners; "style" is an object (set through the
 // CSSOM, which the page's CSP allows); null/false children are skipped.

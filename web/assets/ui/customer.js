@@ -6,7 +6,7 @@
 import { set, api, h, problem, panel, fmt, session, busy, announce, deptColour } from "./core.js";
 
 export function customerPage(el, args) {
-  const input = h("input", { id: "c-identifier", size: 36, placeholder: "email:ann@example.com", "aria-describedby": "c-help", required: true });
+  const input = h("input", { id: "c-identifier", size: 36, placeholder: "email:jo@example.org", "aria-describedby": "c-help", required: true });
   const msg = h("div", {});
   const form = h("form", {
     class: "inline", id: "c-search", role: "search",
@@ -25,7 +25,7 @@ export function customerPage(el, args) {
   },
   h("label", { for: "c-identifier" }, "Identifier", input),
   h("button", { type: "submit" }, "Find"),
-  h("span", { id: "c-help", class: "muted" }, "TYPE:VALUE, e.g. email:ann@example.com, user_id:42, phone:+4915…; a bare e-mail address works too."));
+  h("span", { id: "c-help", class: "muted" }, "TYPE:VALUE, e.g. email:jo@example.org, user_id:42, phone:+4915…; a bare e-mail address works too."));
   const out = h("div", { id: "profile" });
   el.append(h("h1", {}, "Customer view"), form, msg, out);
   if (args[0]) showProfile(out, args[0]);

@@ -2,7 +2,7 @@
 // one (privacy:requests), consent rates per purpose (consent:rates), and
 // the records of processing (GET /privacy/records, where this tandem has
 // them).
-import { set, api, h, problem, panel, fmt, session, busy, forbiddenNote, announce, APIError } from "./core.js";
+import { set, api, h, problem, panel, fmt, session, busy, forbiddenNote, announce, APIError, apiHas } from "./core.js";
 import { chart, axis, GREEN, RED, INK } from "./charts.js";
 
 const DAY = 86400000;
@@ -140,9 +140,11 @@ async function loadRates(el) {
 }
 
 // loadRecords shows the records of processing (Art. 30) where the API has
-// them; the section stays hidden on a 404.
+// them; the section stays hidden where the API does not describe GET
+// /privacy/records, or answers it 404.
 async function loadRecords(section) {
   const el = section.querySelector("#records");
+  if (!(await apiHas("GET", "/privacy/records"))) { section.hidden = true; return; }
   let res;
   try {
     res = await api("GET", "/privacy/records");

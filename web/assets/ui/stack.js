@@ -5,7 +5,7 @@
 // this tandem has them); tracking-plan violations and the quarantine
 // (GET /quarantine) with replay (quarantine:replay); an import's report
 // (GET /imports/{id}; there is no list of imports in the API).
-import { set, api, h, problem, panel, fmt, session, busy, forbiddenNote, announce, deptColour, APIError } from "./core.js";
+import { set, api, h, problem, panel, fmt, session, busy, forbiddenNote, announce, deptColour, APIError, apiHas } from "./core.js";
 import { chart, axis, BLUE, ORANGE, MUTED, INK } from "./charts.js";
 
 export function stackPage(el) {
@@ -171,10 +171,12 @@ function costPanel(el, items) {
 }
 
 // loadChanges shows the change requests waiting for a decision (the
-// section stays hidden where GET /changes does not exist), with approve
-// and reject for a role the change still needs.
+// section stays hidden where the API does not describe GET /changes, or
+// answers it 404), with approve and reject for a role the change still
+// needs.
 async function loadChanges(section, reloadCatalog) {
   const el = section.querySelector("#changes");
+  if (!(await apiHas("GET", "/changes"))) { section.hidden = true; return; }
   let items;
   try {
     items = await all("/changes?state=pending");
@@ -280,7 +282,7 @@ async function loadQuarantine(el) {
       h("tbody", {}, items.map((q) => {
         const box = q.status === "held" || q.status === "Held" ? h("input", { type: "checkbox", value: q.id, "aria-label": `Select ${q.id}` }) : null;
         if (box) boxes.push(box);
-        return h("tr", {}, replay ? h("td", {}, box) : null, h("td", { class: "mono" }, fmt.time(q.receivedAt)), h("td", { class: "mono" }, q.sourceId || "–"),
+        return h("tr", { "data-code": q.code }, replay ? h("td", {}, box) : null, h("td", { class: "mono" }, fmt.time(q.receivedAt)), h("td", { class: "mono" }, q.sourceId || "–"),
           h("td", {}, h("code", {}, q.code), " ", q.message), h("td", { class: "mono" }, q.field || "–"), h("td", {}, q.status));
       }))),
     replay ? h("p", {}, h("button", {
