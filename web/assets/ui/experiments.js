@@ -116,13 +116,14 @@ function metricPanel(m, control) {
     grid: { left: 110, right: 30, top: 30, bottom: 40 },
     legend: { top: 0, textStyle: { color: INK }, data: ["95 % interval", "sequential 95 % interval", "difference"] },
     tooltip: { trigger: "item", formatter: (p) => `${cats[p.value[0]]}: ${p.seriesName} ${p.value[1].toFixed(3)} … ${p.value[2].toFixed(3)}` },
-    xAxis: axis({ type: "value", min: (v) => Math.min(0, v.min), max: (v) => Math.max(0, v.max), name: rate ? "difference from control (percentage points)" : "difference from control", nameLocation: "middle", nameGap: 26 }),
+    xAxis: axis({ type: "value", min: (v) => Math.min(0, v.min), max: (v) => Math.max(0, v.max),
+      axisLabel: { color: INK, showMinLabel: false, showMaxLabel: false, formatter: (x) => String(+Number(x).toPrecision(3)) }, name: rate ? "difference from control (percentage points)" : "difference from control", nameLocation: "middle", nameGap: 26 }),
     yAxis: axis({ type: "category", data: cats, inverse: true }),
     series: [
       { name: "95 % interval", type: "custom", renderItem: errorBar(BLUE, 4, -6), encode: { x: [1, 2], y: 0 }, data: ci, itemStyle: { color: BLUE } },
       { name: "sequential 95 % interval", type: "custom", renderItem: errorBar(ORANGE, 2, 8), encode: { x: [1, 2], y: 0 }, data: seq, itemStyle: { color: ORANGE } },
       { name: "difference", type: "scatter", symbolSize: 11, itemStyle: { color: INK }, data: ci.map((r) => [r[3], r[0]]),
-        markLine: { silent: true, symbol: "none", lineStyle: { color: RED, type: "dashed" }, label: { formatter: "no difference", color: MUTED }, data: [{ xAxis: 0 }] } },
+        markLine: { silent: true, symbol: "none", lineStyle: { color: RED, type: "dashed" }, label: { formatter: "no difference", color: MUTED, position: "start" }, data: [{ xAxis: 0 }] } },
     ],
   }, label, 90 + 60 * cats.length) : h("p", { class: "muted" }, "No interval yet (too few profiles or no spread).");
   const pct = (x) => fmt.pct(x);

@@ -34,6 +34,9 @@ export function journeyPage(el) {
     try {
       const res = await api("POST", "/analytics/journey", { ...range(), within: within.value || undefined, sample: 10 });
       set(journeyOut, funnel(res));
+      // For measurements (e2e.TestDashboardFirstPaint): when the
+      // funnel was on the page.
+      performance.mark("tandem:journey-shown");
       announce("Journey loaded");
     } catch (err) {
       set(journeyOut, problem(err, "The journey"));

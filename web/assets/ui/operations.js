@@ -119,7 +119,8 @@ export function operationsPage(el) {
       }
     }
     await destinationHealth(dests, series || {});
-    if (!stopped) timer = setTimeout(poll, POLL_MS);
+    // The first rate needs two samples: the second comes after a second.
+    if (!stopped) timer = setTimeout(poll, history.length ? POLL_MS : 1000);
   }
   poll();
   return () => { stopped = true; clearTimeout(timer); };

@@ -48,7 +48,7 @@ async function loadRequests(el) {
   const open = items.filter((r) => r.status === "received" || r.status === "in_progress");
   const late = open.filter((r) => new Date(r.deadline) < now);
   set(el,
-    h("p", {}, `${items.length} requests, ${open.length} open`, late.length ? h("strong", { class: "late" }, `, ${late.length} past their deadline`) : null, "."),
+    h("p", {}, `${items.length} ${items.length === 1 ? "request" : "requests"}, ${open.length} open`, late.length ? h("strong", { class: "late" }, `, ${late.length} past their deadline`) : null, "."),
     h("div", { class: "scroll" }, h("table", { id: "requests-table" },
       h("caption", { class: "sr-only" }, "Data-subject requests, newest first"),
       h("thead", {}, h("tr", {}, ["Request", "Type", "Person", "Status", "Filed", "Deadline", "Completed", "Steps"].map((c) => h("th", {}, c)))),
@@ -60,7 +60,8 @@ async function loadRequests(el) {
           h("td", {}, r.type),
           h("td", {}, h("span", { class: "muted" }, (r.identity || {}).type, " "), (r.identity || {}).value,
             r.profileId ? [h("br"), h("a", { href: "#/customer/" + encodeURIComponent(r.profileId), class: "mono" }, r.profileId)] : null),
-          h("td", {}, h("span", { class: "badge " + statusClass(r.status), "data-status": r.status }, r.status.replace("_", " "))),
+          h("td", {}, h("span", { class: "badge " + statusClass(r.status), "data-status": r.status }, r.status.replace("_", " ")),
+            failedSteps(r)),
           h("td", {}, fmt.time(r.createdAt)),
           h("td", { class: isOpen && left < 0 ? "late" : null }, fmt.time(r.deadline), isOpen ? h("br") : null,
             isOpen ? (left < 0 ? `${-left} days late` : `${left} days left`) : null),
@@ -69,6 +70,13 @@ async function loadRequests(el) {
             h("ul", {}, r.steps.map((s) => h("li", {}, `${s.store || s.destination || "?"}: ${s.status}`, s.detail ? ` (${s.detail})` : "", " ", h("span", { class: "muted" }, fmt.time(s.at))))))
             : "–"));
       })))));
+}
+
+// failedSteps names the steps that failed, under a failed request's status.
+function failedSteps(r) {
+  const bad = (r.steps || []).filter((s) => s.status === "failed");
+  if (!bad.length) return null;
+  return h("div", { class: "muted small" }, bad.map((s) => `${s.store || s.destination || "?"}${s.detail ? ": " + s.detail : ""}`).join("; "));
 }
 
 function statusClass(s) {

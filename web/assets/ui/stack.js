@@ -108,15 +108,18 @@ function decisionForm(s, reload) {
 // flowPicture draws sources on the left, destinations on the right and the
 // catalogue's flows between them (width by events in 30 days; orange when
 // they carry personal data), with the flows as a table below.
-function flowPicture(tools, flows) {
+export function flowPicture(tools, flows) {
   const byId = new Map(tools.map((t) => [t.id, t]));
   const srcs = tools.filter((t) => t.kind === "source"), dsts = tools.filter((t) => t.kind === "destination");
-  const H = Math.max(160, 46 * Math.max(srcs.length, dsts.length) + 40);
-  const place = (list, x) => list.map((t, i) => ({
-    id: t.id, name: t.name, x, y: (i + 1) * (H / (list.length + 1)),
-    symbol: t.kind === "source" ? "roundRect" : "circle", symbolSize: t.kind === "source" ? [18, 18] : 18,
-    itemStyle: { color: deptColour(t.owner), borderColor: t.approval === "approved" ? "#fff" : ORANGE, borderWidth: t.approval === "approved" ? 1 : 3 },
-    label: { show: true, position: t.kind === "source" ? "left" : "right", color: INK,
+  const rows = Math.max(srcs.length, dsts.length, 1);
+  const H = 40 + 44 * rows;
+  // Nodes sit on hidden value axes (the graph's own layout box would
+  // stretch the symbols): x 0 or 1, y spread over the rows.
+  const place = (list, left) => list.map((t, i) => ({
+    id: t.id, name: t.name, value: [left ? 0 : 1, (i + 0.5) * (rows / list.length)],
+    symbol: t.kind === "source" ? "rect" : "circle", symbolSize: 16,
+    itemStyle: { color: deptColour(t.owner), borderColor: t.approval === "approved" ? deptColour(t.owner) : ORANGE, borderWidth: t.approval === "approved" ? 0 : 3 },
+    label: { show: true, position: left ? "left" : "right", color: INK, fontSize: 13,
       formatter: `${t.name}${t.approval === "approved" ? "" : " (" + t.approval + ")"}` },
   }));
   const max = Math.max(1, ...flows.map((f) => f.events30d || 0));
@@ -125,21 +128,24 @@ function flowPicture(tools, flows) {
     (known.length ? ": " + known.map((f) => `${byId.get(f.from).name} to ${byId.get(f.to).name}, ${f.events30d} events in 30 days${f.personalData ? ", personal data" : ""}`).join("; ") : "");
   const picture = chart({
     tooltip: { formatter: (p) => p.dataType === "edge" ? `${byId.get(p.data.source).name} → ${byId.get(p.data.target).name}: ${fmt.int(p.data.value)} events in 30 days` : p.name },
+    grid: { left: 190, right: 190, top: 30, bottom: 10 },
+    xAxis: { type: "value", show: false, min: 0, max: 1 },
+    yAxis: { type: "value", show: false, min: 0, max: rows, inverse: true },
     series: [{
-      type: "graph", layout: "none", roam: false, left: 170, right: 170, top: 20, bottom: 20,
-      edgeSymbol: ["none", "arrow"], edgeSymbolSize: 9,
-      data: [...place(srcs, 0), ...place(dsts, 100)],
+      type: "graph", layout: "none", coordinateSystem: "cartesian2d", roam: false,
+      edgeSymbol: ["none", "arrow"], edgeSymbolSize: 10,
+      data: [...place(srcs, true), ...place(dsts, false)],
       links: known.map((f) => ({ source: f.from, target: f.to, value: f.events30d,
-        lineStyle: { color: f.personalData ? ORANGE : BLUE, width: 1.5 + 6 * Math.sqrt((f.events30d || 0) / max), opacity: 0.8, curveness: 0.15 } })),
+        lineStyle: { color: f.personalData ? ORANGE : BLUE, width: 1.5 + 7 * Math.sqrt((f.events30d || 0) / max), opacity: 0.75, curveness: 0.1 } })),
     }],
     graphic: [
-      { type: "text", left: 10, top: 0, style: { text: "sources", fill: MUTED } },
-      { type: "text", right: 10, top: 0, style: { text: "destinations", fill: MUTED } },
+      { type: "text", left: 10, top: 4, style: { text: "sources", fill: MUTED, fontSize: 12 } },
+      { type: "text", right: 10, top: 4, style: { text: "destinations", fill: MUTED, fontSize: 12 } },
     ],
   }, label, H);
   return h("div", {},
     h("div", { class: "legend" },
-      h("span", {}, h("span", { class: "swatch", style: { background: BLUE } }), "flow"),
+      h("span", {}, h("span", { class: "swatch", style: { background: BLUE } }), "flow (width: events in 30 days)"),
       h("span", {}, h("span", { class: "swatch", style: { background: ORANGE } }), "flow with personal data; a tool outlined in orange is not approved"),
       h("span", {}, "squares: sources; circles: destinations; colour: owning department")),
     picture,
@@ -248,7 +254,7 @@ async function loadViolations(el) {
     if (String(q.receivedAt) > g.last) { g.last = String(q.receivedAt); g.message = q.message; }
     groups.set(k, g);
   }
-  set(el, h("p", {}, `${items.length} events held for breaking a tracking plan; replay them below once the plan or the sender is fixed.`),
+  set(el, h("p", {}, `${items.length} ${items.length === 1 ? "event" : "events"} held for breaking a tracking plan; replay them below once the plan or the sender is fixed.`),
     h("table", { id: "violations-table" },
       h("thead", {}, h("tr", {}, ["Source", "Field", "Held", "Latest", "Latest message"].map((c, i) => h("th", { class: i === 2 ? "num" : null }, c)))),
       h("tbody", {}, [...groups].sort((a, b) => b[1].n - a[1].n).map(([k, g]) => {
