@@ -42,7 +42,9 @@ export function journeyPage(el) {
       set(journeyOut, problem(err, "The journey"));
     }
   }
-  function loadAll() { loadJourney(); paths.load(); retention.load(); }
+  // The funnel first: the three queries would share the event store's
+  // threads, and the funnel is what the page is for.
+  async function loadAll() { await loadJourney(); paths.load(); retention.load(); }
   loadAll();
 }
 
