@@ -92,6 +92,17 @@ func newRegistry(env Env, types ...Type) *Registry {
 
 var _ governance.DestinationTypes = (*Registry)(nil)
 
+// builtin are the destination types of every node.
+func builtin() []Type { return []Type{webhook{}, segment{}, natsType{}} }
+
+// TypeNames lists the destination types of every node, sorted (for
+// clients that check a type before they send it, such as tandem apply).
+func TypeNames() []string { return newRegistry(Env{}, builtin()...).Names() }
+
+// SecretKeys lists the config keys of the type typ that are secrets,
+// never shown by the API.
+func SecretKeys(typ string) []string { return newRegistry(Env{}, builtin()...).Secrets(typ) }
+
 // Names lists the types, sorted.
 func (r *Registry) Names() []string {
 	out := make([]string, 0, len(r.types))
