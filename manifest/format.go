@@ -30,6 +30,8 @@ func (o *Op) Describe() []string {
 			lines = append(lines, fmt.Sprintf("    %s: %s", c.Key, after))
 		case c.Before == nil:
 			lines = append(lines, fmt.Sprintf("    %s: (none) → %s", c.Key, after))
+		case c.After == nil:
+			lines = append(lines, fmt.Sprintf("    %s: %s → (none)", c.Key, shown(c.Before, false)))
 		default:
 			lines = append(lines, fmt.Sprintf("    %s: %s → %s", c.Key, shown(c.Before, false), after))
 		}

@@ -193,9 +193,7 @@ func compare(k *Kind, want, have *Resource, getenv func(string) (string, bool)) 
 		}
 		h := have.Fields[f.name]
 		if !f.shape.partial {
-			if !Equal(w, h) {
-				out = append(out, FieldChange{Key: f.name, Before: h, After: w})
-			}
+			out = append(out, diffValues(f.name, canonical(h), canonical(w))...)
 			continue
 		}
 		wm, _ := w.(map[string]any)
@@ -220,6 +218,40 @@ func compare(k *Kind, want, have *Resource, getenv func(string) (string, bool)) 
 		}
 	}
 	return out, nil
+}
+
+// diffValues lists where two canonical values differ: key by key in
+// mappings, item by item in lists of the same length, else whole.
+func diffValues(path string, before, after any) []FieldChange {
+	if reflect.DeepEqual(before, after) {
+		return nil
+	}
+	switch b := before.(type) {
+	case map[string]any:
+		if a, ok := after.(map[string]any); ok {
+			keys := map[string]any{}
+			for k := range b {
+				keys[k] = nil
+			}
+			for k := range a {
+				keys[k] = nil
+			}
+			var out []FieldChange
+			for _, k := range sortedKeys(keys) {
+				out = append(out, diffValues(mapKey(path, k), b[k], a[k])...)
+			}
+			return out
+		}
+	case []any:
+		if a, ok := after.([]any); ok && len(a) == len(b) {
+			var out []FieldChange
+			for i := range b {
+				out = append(out, diffValues(fmt.Sprintf("%s[%d]", path, i), b[i], a[i])...)
+			}
+			return out
+		}
+	}
+	return []FieldChange{{Key: path, Before: before, After: after}}
 }
 
 // isSecret reports whether key of a destination's config is a secret of

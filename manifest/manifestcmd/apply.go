@@ -242,6 +242,10 @@ func (a *applier) step(ctx context.Context, st *manifest.State, op *manifest.Op)
 		method, path = "PATCH", k.Path+"/"+url.PathEscape(op.Have.ID)
 	}
 	status, b, err := a.c.do(ctx, method, path, body)
+	var ae *apiError
+	if k.Singleton && errors.As(err, &ae) && (ae.Status == 404 || ae.Status == 405) {
+		return nil, fmt.Errorf("this node takes its %s from its config file, not from the API: set them under %s: in the file tandem serve --config reads (docs/configuration-as-code.md), and restart it", k.Noun, k.Key)
+	}
 	if err != nil {
 		return nil, err
 	}
