@@ -183,6 +183,10 @@ func (a *applier) apply(ctx context.Context, st *manifest.State, ops []*manifest
 				fmt.Fprintln(a.errw, me)
 			} else {
 				fmt.Fprintf(a.errw, "tandem apply: %s %s: %v\n", op.Action, op.Label(), err)
+				var ae *apiError
+				if errors.As(err, &ae) && op.Action != manifest.Create && (ae.Status == 404 || ae.Status == 405 || ae.Code == "unknown_field") {
+					fmt.Fprintln(a.errw, "tandem apply: this node's API cannot make that change (docs/configuration-as-code.md#what-apply-can-change)")
+				}
 			}
 			fmt.Fprintf(a.errw, "tandem apply: stopped after %d of %d changes; fix the problem and apply again (what is done stays done)\n", done, len(ops))
 			return 1
