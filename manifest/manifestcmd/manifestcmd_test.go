@@ -334,3 +334,61 @@ func TestApplyInvalidFile(t *testing.T) {
 		t.Errorf("dangling reference: exit %d, %s", code, errs)
 	}
 }
+
+// user creates a user of role and returns its token.
+func (n *node) user(name, role string) string {
+	n.t.Helper()
+	status, out := n.api("POST", "/api/v1/users", map[string]any{"name": name, "role": role})
+	if status != 201 {
+		n.t.Fatalf("create %s user: %d %v", role, status, out)
+	}
+	return out["token"].(string)
+}
+
+// TestApplyActsAsItsUser: apply changes what the token's role may change,
+// as the API decides it: a source IT registers starts pending, and a role
+// that may not register sources is refused with the API's answer.
+func TestApplyActsAsItsUser(t *testing.T) {
+	n := startNode(t)
+	file := "sources:\n  - {name: crm, kind: crm, owner: sales, dataCategories: [contact]}\n"
+	it := map[string]string{"TANDEM_TOKEN": n.user("Olaf (IT)", "it")}
+	code, out, errs := n.run("apply", file, it, "-f", "-")
+	if code != 0 || !regexp.MustCompile(`created source "crm" \(src_\w+\); write key wk_\w+ \(shown only this once\); approval pending`).MatchString(out) {
+		t.Errorf("apply as it: exit %d\n%s%s", code, out, errs)
+	}
+	if code, out, _ = n.run("apply", file, it, "-f", "-"); code != 0 || strings.TrimSpace(out) != "no changes" {
+		t.Errorf("second apply as it: exit %d\n%s", code, out)
+	}
+	analyst := map[string]string{"TANDEM_TOKEN": n.user("Ana", "analyst")}
+	code, out, errs = n.run("apply", strings.ReplaceAll(file, "crm", "erp"), analyst, "-f", "-")
+	if code != 1 || !strings.Contains(errs, `tandem apply: create source "erp": 403 forbidden`) {
+		t.Errorf("apply as analyst: exit %d\n%s%s", code, out, errs)
+	}
+	if got := n.names("/api/v1/sources"); len(got) != 2 {
+		t.Errorf("sources %v, want default and crm", got)
+	}
+}
+
+// TestApplyChangeRequests: on a node that keeps decision rights, the dry
+// run shows the approvals a step needs, apply files the change request
+// and says so, and applying again files nothing more. (Skipped on a node
+// without POST /api/v1/changes/preview.)
+func TestApplyChangeRequests(t *testing.T) {
+	n := startNode(t)
+	if status, _ := n.api("POST", "/api/v1/changes/preview", map[string]any{"kind": "source", "action": "create", "after": map[string]any{}}); status == 404 || status == 405 {
+		t.Skip("this node has no POST /api/v1/changes/preview")
+	}
+	file := "sources:\n  - {name: clinic, kind: server, owner: service, dataCategories: [sensitive]}\n"
+	it := map[string]string{"TANDEM_TOKEN": n.user("Olaf (IT)", "it")}
+	code, out, errs := n.run("apply", file, it, "-f", "-", "--dry-run")
+	if code != 0 || !regexp.MustCompile(`approval: needs .*privacy`).MatchString(out) {
+		t.Errorf("dry run of a sensitive source: exit %d\n%s%s", code, out, errs)
+	}
+	code, out, errs = n.run("apply", file, it, "-f", "-")
+	if code != 0 || !regexp.MustCompile(`source "clinic": change request chg_\w+ filed, needs .*privacy`).MatchString(out) {
+		t.Errorf("apply of a sensitive source: exit %d\n%s%s", code, out, errs)
+	}
+	if code, out, errs = n.run("apply", file, it, "-f", "-"); code != 0 || strings.Contains(out, "filed") {
+		t.Errorf("second apply filed again: exit %d\n%s%s", code, out, errs)
+	}
+}
