@@ -99,6 +99,14 @@ func builtin() []Type { return []Type{webhook{}, segment{}, natsType{}} }
 // clients that check a type before they send it, such as tandem apply).
 func TypeNames() []string { return newRegistry(Env{}, builtin()...).Names() }
 
+// CheckConfig checks a config of the type typ as a node would on
+// creation, but for the addresses the SSRF guard allows (a node checks
+// those against its --destination-allow), and returns it completed and
+// normalised.
+func CheckConfig(typ string, cfg map[string]any) (map[string]any, error) {
+	return newRegistry(Env{}, builtin()...).CheckConfig(typ, cfg, nil)
+}
+
 // SecretKeys lists the config keys of the type typ that are secrets,
 // never shown by the API.
 func SecretKeys(typ string) []string { return newRegistry(Env{}, builtin()...).Secrets(typ) }

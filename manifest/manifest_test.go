@@ -63,6 +63,12 @@ func TestParseErrors(t *testing.T) {
 			`tandem.yaml:3: destinations[0].type: unknown type "webhok"; known: nats, segment, webhook`},
 		{"sources:\n  - name: a\n    kind: web\n    owner: it\n    colour: blue\n",
 			`tandem.yaml:5: sources[0]: unknown key "colour"`},
+		{"destinations:\n  - name: x\n    type: webhook\n    owner: it\n    config:\n      url: https://x.example/\n      colour: blue\n",
+			`tandem.yaml:7: destinations[0].config.colour: unknown config key; known: url, secret, batch`},
+		{"destinations:\n  - name: x\n    type: webhook\n    owner: it\n    config: {url: 'ftp://x.example/'}\n",
+			`tandem.yaml:5: destinations[0].config.url: destination address refused: scheme "ftp": only http and https`},
+		{"sources:\n  - {name: a, kind: web, owner: it, allowedOrigins: ['https://x.example/path']}\n",
+			`tandem.yaml:2: sources[0].allowedOrigins:`},
 		{"sorces: []\n", `tandem.yaml:1: unknown key "sorces"`},
 		{"sources:\n  - name: a\n    kind: web\n", `tandem.yaml:2: sources[0].owner: is required`},
 		{"sources:\n  - {name: a, kind: web, owner: it, monthlyCost: lots}\n", `tandem.yaml:2: sources[0].monthlyCost: must be a number`},
@@ -81,6 +87,23 @@ func TestParseErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q:\n got %v\nwant %s…", tc.in, err, tc.want)
 		}
+	}
+}
+
+// TestNormalised: values the node stores in a normal form are read in
+// that form, so writing them otherwise is no change.
+func TestNormalised(t *testing.T) {
+	m, err := Parse("t.yaml", []byte("sources:\n  - {name: a, kind: web, owner: it, allowedOrigins: ['HTTPS://Shop.Example.com']}\n"+
+		"destinations:\n  - {name: s, type: segment, owner: it, config: {url: 'https://api.example.com/', writeKey: '${K}'}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Resources[0].Fields["allowedOrigins"].([]any)[0]; got != "https://shop.example.com" {
+		t.Errorf("origin read as %q", got)
+	}
+	cfg := m.Resources[1].Fields["config"].(map[string]any)
+	if cfg["url"] != "https://api.example.com" || cfg["writeKey"] != "${K}" || len(cfg) != 2 {
+		t.Errorf("config read as %v", cfg)
 	}
 }
 

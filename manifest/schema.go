@@ -120,7 +120,8 @@ var (
 	// Sources are the systems that send data.
 	Sources = &Kind{Key: "sources", Noun: "source", NameField: "name", ChangeKind: "source", Path: "/api/v1/sources", Paged: true,
 		shape: object(req("name", str()), req("kind", str()), req("owner", str()), opt("purpose", str()),
-			opt("dataCategories", names()), opt("monthlyCost", num()), opt("allowedOrigins", names()))}
+			opt("dataCategories", names()), opt("monthlyCost", num()), opt("allowedOrigins", names())),
+		check: checkSource}
 	// Destinations are where events go.
 	Destinations = &Kind{Key: "destinations", Noun: "destination", NameField: "name", ChangeKind: "destination", Path: "/api/v1/destinations", Paged: true,
 		shape: object(req("name", str()), req("type", enum("type", delivery.TypeNames()...)),
@@ -128,7 +129,8 @@ var (
 			opt("filter", object(opt("types", &shape{typ: tList, elem: enum("event type", "identify", "track", "page", "screen", "group", "alias"), unique: true}),
 				opt("events", names()), opt("sources", names()))),
 			opt("mapping", list(object(req("field", str()), req("action", enum("action", governance.MapDrop, governance.MapRename, governance.MapHash)), opt("to", str())))),
-			req("owner", str()), opt("purpose", str()), opt("dataCategories", names()), opt("consentPurposes", names()), opt("monthlyCost", num()))}
+			req("owner", str()), opt("purpose", str()), opt("dataCategories", names()), opt("consentPurposes", names()), opt("monthlyCost", num())),
+		check: checkDestination}
 	// Users are the people and machines that use the management API.
 	Users = &Kind{Key: "users", Noun: "user", NameField: "name", ChangeKind: "users", Path: "/api/v1/users", Paged: true,
 		shape: object(req("name", str()), req("role", enum("role", roleNames()...)))}
@@ -207,6 +209,59 @@ func fieldOf(err error) (string, string) {
 		return fe.Field, fe.Message
 	}
 	return "", err.Error()
+}
+
+// checkSource normalises the allowed origins as the node does, so that
+// the same origins written otherwise are no change.
+func checkSource(r *Resource) (string, string) {
+	list, ok := r.Fields["allowedOrigins"].([]any)
+	if !ok {
+		return "", ""
+	}
+	origins := make([]string, len(list))
+	for i, v := range list {
+		origins[i], _ = v.(string)
+	}
+	norm, err := governance.NormalizeOrigins(origins)
+	if err != nil {
+		return fieldOf(err)
+	}
+	out := make([]any, len(norm))
+	for i, o := range norm {
+		out[i] = o
+	}
+	r.Fields["allowedOrigins"] = out
+	return "", ""
+}
+
+// checkDestination checks the config as the node will, and normalises
+// the keys given (a URL as the node stores it), so that the same config
+// written otherwise is no change. A config whose values other than
+// secrets refer to variables is left to the node: their values are not
+// known yet.
+func checkDestination(r *Resource) (string, string) {
+	cfg, _ := r.Fields["config"].(map[string]any)
+	typ, _ := r.Fields["type"].(string)
+	probe := make(map[string]any, len(cfg))
+	for k, v := range cfg {
+		if hasRef(v) {
+			if !isSecret(r, k) {
+				return "", ""
+			}
+			v = "variable"
+		}
+		probe[k] = v
+	}
+	norm, err := delivery.CheckConfig(typ, probe)
+	if err != nil {
+		return fieldOf(err)
+	}
+	for k, v := range cfg {
+		if !hasRef(v) {
+			cfg[k] = norm[k]
+		}
+	}
+	return "", ""
 }
 
 func checkPlan(r *Resource) (string, string) {
