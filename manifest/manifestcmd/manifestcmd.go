@@ -118,7 +118,7 @@ func Apply(args []string, getenv func(string) string, stdin io.Reader, stdout, s
 	var c conn
 	var file string
 	var dry, prune bool
-	fs.StringVar(&file, "f", env("file", ""), `the manifest, or "-" for stdin (required)`)
+	fs.StringVar(&file, "f", env("file", ""), `the manifest, or "-" for stdin (required; TANDEM_FILE)`)
 	fs.BoolVar(&dry, "dry-run", env("dry-run", "") == "true", "print the plan and change nothing")
 	fs.BoolVar(&prune, "prune", env("prune", "") == "true", "also delete the node's resources of each declared kind that the file does not name")
 	connFlags(fs, env, getenv, &c)
@@ -169,7 +169,7 @@ func Export(args []string, getenv func(string) string, stdout, stderr io.Writer)
 	fs := flag.NewFlagSet("tandem export", flag.ContinueOnError)
 	var c conn
 	var out string
-	fs.StringVar(&out, "o", env("output", ""), "write to this file instead of stdout")
+	fs.StringVar(&out, "o", env("output", ""), "write to this file instead of stdout (TANDEM_OUTPUT)")
 	connFlags(fs, env, getenv, &c)
 	if code, ok := parseFlags(fs, args, exportUsage, stdout, stderr); !ok {
 		return code
