@@ -346,9 +346,9 @@ func prune(v any) any {
 	return v
 }
 
-// Body is what apply sends for op: for a create or a Put, every declared
-// field (for a singleton, on top of the node's); for a Patch, the changed
-// fields. Names of other resources become their ids (st knows those
+// Body is what apply sends for op: for a create, every declared field;
+// for a Put or a Replace, every declared field on top of the node's; for
+// a Patch, the changed fields. Names of other resources become their ids (st knows those
 // created earlier in the same apply); ${NAME} in a destination's config
 // is expanded. Errors name the file's line.
 func Body(file string, op *Op, st *State, getenv func(string) (string, bool)) (map[string]any, error) {
@@ -356,7 +356,7 @@ func Body(file string, op *Op, st *State, getenv func(string) (string, bool)) (m
 	body := map[string]any{}
 	switch {
 	case op.Action == Create || op.Kind.Update != Patch:
-		if op.Kind.Singleton && op.Have != nil {
+		if op.Have != nil { // what the file leaves out stays as it is
 			for k, v := range op.Have.Fields {
 				body[k] = v
 			}

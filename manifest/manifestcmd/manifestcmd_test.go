@@ -304,6 +304,25 @@ func TestApplyPlanApplyAgainExport(t *testing.T) {
 	if strings.Contains(out, "delete user") {
 		t.Errorf("prune would delete the user apply runs as (the only one the file does not name):\n%s", out)
 	}
+
+	// A key left out is not managed: a plan changed by a file without
+	// unplanned keeps its rule.
+	noRule := strings.Replace(strings.Replace(shop, "    unplanned: flag\n", "", 1), "minimum: 0", "minimum: 1", 1)
+	code, out, errs = n.run("apply", noRule, nil, "-f", "-")
+	if code != 0 || !strings.Contains(out, "changed tracking plan") {
+		t.Fatalf("apply without unplanned: exit %d\n%s%s", code, out, errs)
+	}
+	_, plan = n.api("GET", "/api/v1/tracking-plans/web-shop", nil)
+	if plan["unplanned"] != "flag" || !strings.Contains(must(json.Marshal(plan["events"])), `"minimum":1`) {
+		t.Errorf("tracking plan after a change without unplanned: %v", plan)
+	}
+}
+
+func must(b []byte, err error) string {
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
 }
 
 // TestApplyInvalidFile: an invalid file is refused before anything is
