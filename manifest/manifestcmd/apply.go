@@ -175,8 +175,9 @@ func (a *applier) apply(ctx context.Context, st *manifest.State, ops []*manifest
 		}
 	}
 	var done, filed int
+	count := map[manifest.Action]int{}
 	for _, op := range ops {
-		ch, err := a.step(ctx, st, op)
+		ch, applied, err := a.step(ctx, st, op)
 		if err != nil {
 			var me *manifest.Error
 			if errors.As(err, &me) {
@@ -192,13 +193,15 @@ func (a *applier) apply(ctx context.Context, st *manifest.State, ops []*manifest
 			return 1
 		}
 		done++
+		if applied {
+			count[op.Action]++
+		}
 		if ch != nil {
 			filed++
 			fmt.Fprintf(a.out, "%s: change request %s filed, needs %s\n", op.Label(), ch.ID, roles(ch.Needs))
 		}
 	}
-	c, chg, d := (&manifest.Plan{Ops: ops}).Counts()
-	fmt.Fprintf(a.out, "applied: %d created, %d changed, %d deleted", c, chg, d)
+	fmt.Fprintf(a.out, "applied: %d created, %d changed, %d deleted", count[manifest.Create], count[manifest.Change], count[manifest.Delete])
 	if filed > 0 {
 		fmt.Fprintf(a.out, "; %d held for approval as change requests", filed)
 	}
@@ -206,24 +209,26 @@ func (a *applier) apply(ctx context.Context, st *manifest.State, ops []*manifest
 	return 0
 }
 
-// step carries out one op; a change request the node filed for it is
-// returned.
-func (a *applier) step(ctx context.Context, st *manifest.State, op *manifest.Op) (*change, error) {
+// step carries out one op. It returns the change request the node filed
+// for it, if any, and whether the op took effect (a creation held for
+// approval does: the resource exists, pending; a change or a deletion
+// held does not).
+func (a *applier) step(ctx context.Context, st *manifest.State, op *manifest.Op) (*change, bool, error) {
 	k := op.Kind
 	if op.Action == manifest.Delete {
 		status, b, err := a.c.do(ctx, "DELETE", k.Path+"/"+url.PathEscape(op.Have.ID), nil)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if ch := a.held(ctx, status, b); ch != nil {
-			return ch, nil
+			return ch, false, nil
 		}
 		fmt.Fprintf(a.out, "deleted %s\n", op.Label())
-		return nil, nil
+		return nil, true, nil
 	}
 	body, err := manifest.Body(a.file, op, st, a.getenv)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	var method, path string
 	switch {
@@ -236,10 +241,10 @@ func (a *applier) step(ctx context.Context, st *manifest.State, op *manifest.Op)
 	case k.Update == manifest.Replace:
 		status, b, err := a.c.do(ctx, "DELETE", k.Path+"/"+url.PathEscape(op.Have.ID), nil)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if ch := a.held(ctx, status, b); ch != nil {
-			return ch, nil
+			return ch, false, nil
 		}
 		method, path = "POST", k.Path
 	default:
@@ -248,13 +253,13 @@ func (a *applier) step(ctx context.Context, st *manifest.State, op *manifest.Op)
 	status, b, err := a.c.do(ctx, method, path, body)
 	var ae *apiError
 	if k.Singleton && errors.As(err, &ae) && (ae.Status == 404 || ae.Status == 405) {
-		return nil, fmt.Errorf("this node takes its %s from its config file, not from the API: set them under %s: in the file tandem serve --config reads (docs/configuration-as-code.md), and restart it", k.Noun, k.Key)
+		return nil, false, fmt.Errorf("this node takes its %s from its config file, not from the API: set them under %s: in the file tandem serve --config reads (docs/configuration-as-code.md), and restart it", k.Noun, k.Key)
 	}
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if ch := a.held(ctx, status, b); ch != nil {
-		return ch, nil
+		return ch, false, nil
 	}
 	var res map[string]any
 	_ = json.Unmarshal(b, &res)
@@ -281,9 +286,9 @@ func (a *applier) step(ctx context.Context, st *manifest.State, op *manifest.Op)
 	}
 	fmt.Fprintln(a.out, line)
 	if chID, _ := res["change"].(string); chID != "" {
-		return a.changeByID(ctx, chID), nil
+		return a.changeByID(ctx, chID), true, nil
 	}
-	return nil, nil
+	return nil, true, nil
 }
 
 // held is the change request of a 202 answer, nil for any other.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -365,15 +366,20 @@ func (n *node) user(name, role string) string {
 }
 
 // TestApplyActsAsItsUser: apply changes what the token's role may change,
-// as the API decides it: a source IT registers starts pending, and a role
-// that may not register sources is refused with the API's answer.
+// as the API decides it: it says the approval state a source IT registers
+// is in, and a role that may not register sources is refused with the
+// API's answer.
 func TestApplyActsAsItsUser(t *testing.T) {
 	n := startNode(t)
 	file := "sources:\n  - {name: crm, kind: crm, owner: sales, dataCategories: [contact]}\n"
 	it := map[string]string{"TANDEM_TOKEN": n.user("Olaf (IT)", "it")}
 	code, out, errs := n.run("apply", file, it, "-f", "-")
-	if code != 0 || !regexp.MustCompile(`created source "crm" \(src_\w+\); write key wk_\w+ \(shown only this once\); approval pending`).MatchString(out) {
+	if code != 0 || !regexp.MustCompile(`created source "crm" \(src_\w+\); write key wk_\w+ \(shown only this once\)`).MatchString(out) {
 		t.Errorf("apply as it: exit %d\n%s%s", code, out, errs)
+	}
+	_, src := n.api("GET", "/api/v1/sources/crm", nil)
+	if appr := src["approval"]; (appr == "approved") == strings.Contains(out, "approval") || appr != "approved" && !strings.Contains(out, fmt.Sprintf("approval %s", appr)) {
+		t.Errorf("the node says the source is %v; apply said:\n%s", appr, out)
 	}
 	if code, out, _ = n.run("apply", file, it, "-f", "-"); code != 0 || strings.TrimSpace(out) != "no changes" {
 		t.Errorf("second apply as it: exit %d\n%s", code, out)
@@ -400,14 +406,37 @@ func TestApplyChangeRequests(t *testing.T) {
 	file := "sources:\n  - {name: clinic, kind: server, owner: service, dataCategories: [sensitive]}\n"
 	it := map[string]string{"TANDEM_TOKEN": n.user("Olaf (IT)", "it")}
 	code, out, errs := n.run("apply", file, it, "-f", "-", "--dry-run")
+	t.Logf("dry run:\n%s", out)
 	if code != 0 || !regexp.MustCompile(`approval: needs .*privacy`).MatchString(out) {
 		t.Errorf("dry run of a sensitive source: exit %d\n%s%s", code, out, errs)
 	}
 	code, out, errs = n.run("apply", file, it, "-f", "-")
+	t.Logf("apply:\n%s", out)
 	if code != 0 || !regexp.MustCompile(`source "clinic": change request chg_\w+ filed, needs .*privacy`).MatchString(out) {
 		t.Errorf("apply of a sensitive source: exit %d\n%s%s", code, out, errs)
 	}
-	if code, out, errs = n.run("apply", file, it, "-f", "-"); code != 0 || strings.Contains(out, "filed") {
+	code, out, errs = n.run("apply", file, it, "-f", "-")
+	t.Logf("apply again:\n%s", out)
+	if code != 0 || strings.Contains(out, "filed") {
 		t.Errorf("second apply filed again: exit %d\n%s%s", code, out, errs)
+	}
+
+	// A change of a tool that needs approval stays as it is until then
+	// (202), and applying again does not file it twice.
+	hook := "destinations:\n  - {name: lab, type: webhook, owner: service, dataCategories: [sensitive], purpose: %s, config: {url: 'http://127.0.0.1:9/'}}\n"
+	if code, out, errs = n.run("apply", fmt.Sprintf(hook, "results"), nil, "-f", "-"); code != 0 {
+		t.Fatalf("admin creates the destination: exit %d\n%s%s", code, out, errs)
+	}
+	code, out, errs = n.run("apply", fmt.Sprintf(hook, "lab results"), it, "-f", "-")
+	t.Logf("change:\n%s", out)
+	if code != 0 || !regexp.MustCompile(`destination "lab": change request chg_\w+ filed, needs .*privacy`).MatchString(out) ||
+		!strings.Contains(out, "applied: 0 created, 0 changed, 0 deleted; 1 held for approval") {
+		t.Errorf("change of a sensitive destination: exit %d\n%s%s", code, out, errs)
+	}
+	code, out, errs = n.run("apply", fmt.Sprintf(hook, "lab results"), it, "-f", "-")
+	t.Logf("change again:\n%s", out)
+	if code != 0 || !regexp.MustCompile(`destination "lab": change request chg_\w+ is pending \(needs .*privacy\); not filed again`).MatchString(out) ||
+		!strings.Contains(out, "no changes") {
+		t.Errorf("the same change again: exit %d\n%s%s", code, out, errs)
 	}
 }
