@@ -185,10 +185,10 @@ func Parse(file string, data []byte) (*Manifest, error) {
 			p.fail(k, "", "unknown key %q; known: version, %s", key, strings.Join(kindKeys(), ", "))
 			continue
 		}
-		m.Declared[key] = true
 		if isNull(v) {
-			continue
+			continue // a key without a value declares nothing (--prune leaves the kind alone)
 		}
+		m.Declared[key] = true
 		if kind.Singleton {
 			if r := p.resource(kind, v, key); r != nil {
 				m.Resources = append(m.Resources, r)

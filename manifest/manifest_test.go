@@ -107,6 +107,18 @@ func TestNormalised(t *testing.T) {
 	}
 }
 
+// TestDeclared: an empty list declares its kind (for --prune), a key
+// without a value does not.
+func TestDeclared(t *testing.T) {
+	m, err := Parse("t.yaml", []byte("audiences: []\nsources:\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !m.Declared["audiences"] || m.Declared["sources"] || len(m.Resources) != 0 {
+		t.Errorf("declared %v, resources %d", m.Declared, len(m.Resources))
+	}
+}
+
 func TestSecretVar(t *testing.T) {
 	for in, want := range map[[2]string]string{
 		{"crm-hook", "secret"}:    "CRM_HOOK_SECRET",
