@@ -129,7 +129,15 @@ func (a *applier) printPlan(ctx context.Context, ops []*manifest.Op) {
 
 func (a *applier) preview(ctx context.Context, op *manifest.Op) (preview, error) {
 	action := map[manifest.Action]string{manifest.Create: "create", manifest.Change: "update", manifest.Delete: "delete"}[op.Action]
-	req := map[string]any{"kind": op.Kind.ChangeKind, "action": action}
+	kind := op.Kind.ChangeKind
+	if op.Action == manifest.Change && (op.Kind == manifest.Sources || op.Kind == manifest.Destinations) {
+		for _, c := range op.Changes {
+			if strings.HasPrefix(c.Key, "dataCategories") {
+				kind = "data_categories" // a tool's data categories have rules of their own
+			}
+		}
+	}
+	req := map[string]any{"kind": kind, "action": action}
 	if op.Have != nil && op.Have.ID != "" {
 		req["subject"] = op.Have.ID
 	}
