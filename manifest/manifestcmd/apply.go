@@ -62,12 +62,10 @@ func (a *applier) run(ctx context.Context, m *manifest.Manifest, dry, prune bool
 	var ops []*manifest.Op
 	waiting := 0
 	for _, op := range plan.Ops {
-		if op.Have != nil && op.Have.ID != "" {
-			if ch, ok := pending[op.Have.ID]; ok {
-				waiting++
-				fmt.Fprintf(a.out, "%s: change request %s is pending (needs %s); not filed again\n", op.Label(), ch.ID, roles(ch.Needs))
-				continue
-			}
+		if ch := pendingFor(pending, op); ch != nil {
+			waiting++
+			fmt.Fprintf(a.out, "%s: change request %s is pending (needs %s); not filed again\n", op.Label(), ch.ID, roles(ch.Needs))
+			continue
 		}
 		ops = append(ops, op)
 	}
@@ -82,10 +80,25 @@ func (a *applier) run(ctx context.Context, m *manifest.Manifest, dry, prune bool
 	return a.apply(ctx, st, ops)
 }
 
+// pendingFor is the pending change request of op's resource and kind,
+// nil if none.
+func pendingFor(pending map[string][]change, op *manifest.Op) *change {
+	if op.Have == nil || op.Have.ID == "" || op.Kind.ChangeKind == "" {
+		return nil
+	}
+	tool := op.Kind == manifest.Sources || op.Kind == manifest.Destinations
+	for _, ch := range pending[op.Have.ID] {
+		if ch.Kind == op.Kind.ChangeKind || tool && ch.Kind == "data_categories" {
+			return &ch
+		}
+	}
+	return nil
+}
+
 // pendingChanges are the node's pending change requests by subject; none
 // when the node has no change requests.
-func (a *applier) pendingChanges(ctx context.Context) map[string]change {
-	out := map[string]change{}
+func (a *applier) pendingChanges(ctx context.Context) map[string][]change {
+	out := map[string][]change{}
 	items, err := a.c.list(ctx, "/api/v1/changes?state=pending", false)
 	if err != nil {
 		return out
@@ -94,7 +107,7 @@ func (a *applier) pendingChanges(ctx context.Context) map[string]change {
 		b, _ := json.Marshal(it)
 		var ch change
 		if json.Unmarshal(b, &ch) == nil && ch.Subject != "" {
-			out[ch.Subject] = ch
+			out[ch.Subject] = append(out[ch.Subject], ch)
 		}
 	}
 	return out
