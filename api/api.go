@@ -149,6 +149,7 @@ func New(opts Options) *API {
 	a.destinationRoutes()
 	a.catalogRoutes()
 	a.trackingPlanRoutes()
+	a.settingsRoutes()
 	a.mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		apierror.Write(w, NotFound(r))
 	})

@@ -154,7 +154,7 @@ func New(opts Options) (*Manager, error) {
 	env := Env{Guard: g, Client: func(timeout time.Duration) *http.Client { return g.Client(timeout) }}
 	m := &Manager{
 		opts: opts, guard: g, dead: deadLetters{db: opts.DB},
-		reg:     newRegistry(env, webhook{}, segment{}, natsType{}),
+		reg:     newRegistry(env, builtin()...),
 		workers: map[string]*worker{}, rings: map[string]*ring{}, nudge: make(chan struct{}, 1),
 	}
 	r := opts.Metrics

@@ -92,6 +92,25 @@ func newRegistry(env Env, types ...Type) *Registry {
 
 var _ governance.DestinationTypes = (*Registry)(nil)
 
+// builtin are the destination types of every node.
+func builtin() []Type { return []Type{webhook{}, segment{}, natsType{}} }
+
+// TypeNames lists the destination types of every node, sorted (for
+// clients that check a type before they send it, such as tandem apply).
+func TypeNames() []string { return newRegistry(Env{}, builtin()...).Names() }
+
+// CheckConfig checks a config of the type typ as a node would on
+// creation, but for the addresses the SSRF guard allows (a node checks
+// those against its --destination-allow), and returns it completed and
+// normalised.
+func CheckConfig(typ string, cfg map[string]any) (map[string]any, error) {
+	return newRegistry(Env{}, builtin()...).CheckConfig(typ, cfg, nil)
+}
+
+// SecretKeys lists the config keys of the type typ that are secrets,
+// never shown by the API.
+func SecretKeys(typ string) []string { return newRegistry(Env{}, builtin()...).Secrets(typ) }
+
 // Names lists the types, sorted.
 func (r *Registry) Names() []string {
 	out := make([]string, 0, len(r.types))

@@ -15,6 +15,7 @@ import (
 	"tandem/bench"
 	"tandem/config"
 	"tandem/imports/importcmd"
+	"tandem/manifest/manifestcmd"
 	"tandem/server"
 	"tandem/version"
 )
@@ -26,6 +27,10 @@ Usage:
       run a node: collection, pipeline, management API
   tandem import --source NAME|ID [--format csv|ndjson] [--mapping FILE] FILE|-
       import a CSV or NDJSON file of offline touchpoints into a running node
+  tandem apply -f FILE [--dry-run] [--prune]
+      make a running node hold what a manifest (tandem.yaml) declares
+  tandem export [-o FILE]
+      write a running node's configuration as such a manifest
   tandem audit verify [--data-dir DIR | --state URL]
       check the audit log's hash chain and name the first broken entry
   tandem bench ingest|e2e|funnel|import|identity|dedup|delivery [flags]
@@ -70,8 +75,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "audit":
 		return auditcmd.Main(args[1:], os.Getenv, stdout, stderr)
 	case "apply":
-		fmt.Fprintf(stderr, "tandem %s: not available in this version yet\n", args[0])
-		return 2
+		return manifestcmd.Apply(args[1:], os.Getenv, os.Stdin, stdout, stderr)
+	case "export":
+		return manifestcmd.Export(args[1:], os.Getenv, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "tandem: unknown command %q\n\n%s", args[0], usage)
 		return 2
