@@ -41,8 +41,11 @@ type Permission string
 
 // The permissions.
 const (
-	ManageUsers       Permission = "users:manage"       // create and list users
-	ManageSources     Permission = "sources:manage"     // create sources (and, later, change them)
+	ManageUsers Permission = "users:manage" // create and list users
+	// ProposeChanges: propose new and changed sources and destinations;
+	// the decision rights (package policy) say who may propose which
+	// kind of change and whether it needs approval first.
+	ProposeChanges    Permission = "changes:propose"
 	DecideApprovals   Permission = "approvals:decide"   // approve or reject sources and destinations
 	ReadEvents        Permission = "events:read"        // read events and profiles
 	ReadQuarantine    Permission = "quarantine:read"    // list quarantined events (they hold raw payloads)
@@ -78,18 +81,24 @@ const (
 	// ManageAudiences: define and delete computed traits and audiences
 	// (reading them, and profiles' values, needs ReadProfiles).
 	ManageAudiences Permission = "audiences:manage"
+	// ReadChanges: list and read change requests (those the caller
+	// proposed, must approve or is informed of; admin all).
+	ReadChanges Permission = "changes:read"
+	// ApproveChanges: approve or reject change requests that need the
+	// caller's role.
+	ApproveChanges Permission = "changes:approve"
 )
 
 // Permissions lists every permission.
-var Permissions = []Permission{ManageUsers, ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadProfiles, UnmergeProfiles, ManageExperiments, ReadExperiments, ReadAudit, ManageDestinations, WriteConsent, ReadPII, ManageTrackingPlans, ReadTrackingPlans, ManageRequests, ManageAudiences}
+var Permissions = []Permission{ManageUsers, ProposeChanges, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadProfiles, UnmergeProfiles, ManageExperiments, ReadExperiments, ReadAudit, ManageDestinations, WriteConsent, ReadPII, ManageTrackingPlans, ReadTrackingPlans, ManageRequests, ManageAudiences, ReadChanges, ApproveChanges}
 
 // grants is the authorization table (see Can).
 var grants = map[Role][]Permission{
 	RoleAdmin:     Permissions,
-	RoleIT:        {ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadExperiments, ReadAudit, ManageDestinations, ManageTrackingPlans, ReadTrackingPlans},
-	RoleMarketing: {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles, ManageExperiments, ReadExperiments, ReadTrackingPlans, ManageAudiences},
+	RoleIT:        {ProposeChanges, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadExperiments, ReadAudit, ManageDestinations, ManageTrackingPlans, ReadTrackingPlans, ReadChanges, ApproveChanges},
+	RoleMarketing: {ProposeChanges, ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles, ManageExperiments, ReadExperiments, ReadTrackingPlans, ManageAudiences, ReadChanges, ApproveChanges},
 	RoleAnalyst:   {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles, ManageExperiments, ReadExperiments, ManageAudiences},
-	RolePrivacy:   {ReadEvents, ReadQuarantine, ReadCatalog, ReadProfiles, UnmergeProfiles, ReadAudit, WriteConsent, ManageRequests, ReadPII},
+	RolePrivacy:   {ReadEvents, ReadQuarantine, ReadCatalog, ReadProfiles, UnmergeProfiles, ReadAudit, WriteConsent, ManageRequests, ReadPII, ReadChanges, ApproveChanges},
 	RoleService:   {ReadCatalog, ReadAnalytics, ReadProfiles, ReadExperiments, ReadPII},
 	RoleSales:     {ReadCatalog, ReadAnalytics, ReadProfiles, ReadExperiments, ReadPII},
 }
@@ -117,8 +126,12 @@ var grants = map[Role][]Permission{
 // personal data). Only admin and privacy record consent decisions
 // through the API (consent:write, not in the table) and file
 // data-subject requests (privacy:requests). Tracking plans are put by
-// admin and it, and read by marketing too. An unknown role may
-// do nothing.
+// admin and it, and read by marketing too. Admin, it and marketing
+// propose sources and destinations (changes:propose); whether a proposal
+// takes effect at once or becomes a change request, and whose approval
+// it then needs, is the decision rights' (package policy), not this
+// table's. Admin, it, marketing and privacy read and decide the change
+// requests their role is part of. An unknown role may do nothing.
 func Can(role Role, p Permission) bool {
 	for _, g := range grants[role] {
 		if g == p {
