@@ -197,7 +197,7 @@ func (c Config) Validate() error {
 			for i, k := range Kinds {
 				names[i] = string(k)
 			}
-			return &ValidationError{Key: "policy.rules." + string(k), Message: fmt.Sprintf("%q is no kind of change (want one of %s)", k, strings.Join(names, ", "))}
+			return &ValidationError{Key: "policy.rules." + string(k), Message: "no such kind of change (want one of " + strings.Join(names, ", ") + ")"}
 		}
 		r := c.Rules[k]
 		for _, l := range []struct {

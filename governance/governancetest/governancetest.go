@@ -233,7 +233,9 @@ func equal(a, b governance.Source) bool {
 		a.CreatedBy == b.CreatedBy && slices.Equal(a.AllowedOrigins, b.AllowedOrigins)
 }
 
-func origins(list []string) governance.SourcePatch { return governance.SourcePatch{AllowedOrigins: &list} }
+func origins(list []string) governance.SourcePatch {
+	return governance.SourcePatch{AllowedOrigins: &list}
+}
 
 func testCreateApproval(t *testing.T, e *env) {
 	ctx := context.Background()
