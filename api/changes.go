@@ -22,8 +22,9 @@ import (
 // decide them, and the appliers that carry a change out once approved.
 //
 // Enforced kinds: source (create, PATCH allowedOrigins), destination
-// (create, PATCH, DELETE) and data_categories (a PATCH that changes a
-// source's or a destination's dataCategories).
+// (create, PATCH, DELETE), data_categories (a PATCH that changes a
+// source's or a destination's dataCategories) and tracking_plan (PUT
+// /tracking-plans/{source}).
 
 func (a *API) changeRoutes() {
 	a.route("/api/v1/changes", map[string]handler{"GET": a.need(access.ReadChanges, a.listChanges)})
@@ -34,6 +35,7 @@ func (a *API) changeRoutes() {
 		for _, k := range []policy.Kind{policy.Source, policy.Destination, policy.DataCategories} {
 			a.opts.Changes.Handle(k, a.applyToolChange)
 		}
+		a.opts.Changes.Handle(policy.TrackingPlan, a.applyTrackingPlan)
 	}
 }
 

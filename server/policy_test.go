@@ -278,6 +278,29 @@ func testDecisionRights(t *testing.T, state func(t *testing.T) string) {
 			t.Fatalf("reject: %d %s", r.status, r.body)
 		}
 		n.collect(key, 403)
+
+		// A tracking plan proposed by marketing waits for IT; the plan in
+		// force is unchanged until then.
+		plan := []byte(`{"unplanned":"block","events":{"Opened":{}}}`)
+		r := n.do("PUT", "/api/v1/tracking-plans/"+src["id"].(string), "bearer:"+tok[access.RoleMarketing], plan, nil)
+		if r.status != 202 {
+			t.Fatalf("plan by marketing: %d %s", r.status, r.body)
+		}
+		pc := r.json(t)["change"].(map[string]any)
+		if pc["kind"] != "tracking_plan" || pc["action"] != "create" || !equalRoles(pc["needs"], "it") {
+			t.Fatalf("held plan: %v", pc)
+		}
+		checkError(t, n.admin("GET", "/api/v1/tracking-plans/"+src["id"].(string), nil), 404, "not_found", "")
+		if r := n.decideChange(tok[access.RoleIT], pc["id"], "approve", ""); r.status != 200 || r.json(t)["state"] != "approved" {
+			t.Fatalf("approve the plan: %d %s", r.status, r.body)
+		}
+		r = n.admin("GET", "/api/v1/tracking-plans/"+src["id"].(string), nil)
+		if r.status != 200 || r.json(t)["unplanned"] != "block" || r.json(t)["createdBy"] == nil {
+			t.Fatalf("the approved plan: %d %s", r.status, r.body)
+		}
+		// A bad plan is refused at once, not held.
+		checkError(t, n.do("PUT", "/api/v1/tracking-plans/"+src["id"].(string), "bearer:"+tok[access.RoleMarketing],
+			[]byte(`{"unplanned":"sometimes","events":{}}`), nil), 400, "invalid_field", "unplanned")
 	})
 }
 
