@@ -313,14 +313,15 @@ func sourcePatchView(src governance.Source, p governance.SourcePatch) map[string
 
 // decideTool records the caller's decision on a tool through the legacy
 // endpoints (POST /sources/{id}/approvals, /destinations/{id}/approvals):
-// on the tool's oldest pending change request when it has one (for the
-// caller's role), else on the tool itself. It returns the change decided,
+// on the tool's oldest pending change request of the tool itself (not,
+// say, its tracking plan) when it has one, for the caller's role; else on
+// the tool itself. It returns the change decided,
 // if any.
 func (a *API) decideTool(ctx context.Context, id, decision, comment string) (*policy.Change, error) {
 	if a.opts.Changes == nil {
 		return nil, nil
 	}
-	c, err := a.opts.Changes.PendingFor(ctx, id)
+	c, err := a.opts.Changes.PendingFor(ctx, id, policy.Source, policy.Destination, policy.DataCategories)
 	if errors.Is(err, statestore.ErrNotFound) {
 		return nil, nil
 	}

@@ -425,12 +425,21 @@ func (s *Store) List(ctx context.Context, f Filter, limit int, cursor string) ([
 	return out, next, nil
 }
 
-// PendingFor returns the oldest pending change on subject, or an error
-// matching [statestore.ErrNotFound] when there is none.
-func (s *Store) PendingFor(ctx context.Context, subject string) (Change, error) {
+// PendingFor returns the oldest pending change of one of kinds (any kind
+// when none are given) on subject, or an error matching
+// [statestore.ErrNotFound] when there is none.
+func (s *Store) PendingFor(ctx context.Context, subject string, kinds ...Kind) (Change, error) {
+	q, args := `SELECT id FROM policy_changes WHERE subject = ? AND state = ?`, []any{subject, Pending}
+	if len(kinds) > 0 {
+		marks := make([]string, len(kinds))
+		for i, k := range kinds {
+			marks[i] = "?"
+			args = append(args, string(k))
+		}
+		q += ` AND kind IN (` + strings.Join(marks, ", ") + `)`
+	}
 	var id string
-	if err := s.db.QueryRow(ctx, `SELECT id FROM policy_changes WHERE subject = ? AND state = ? ORDER BY id LIMIT 1`,
-		subject, Pending).Scan(&id); err != nil {
+	if err := s.db.QueryRow(ctx, q+` ORDER BY id LIMIT 1`, args...).Scan(&id); err != nil {
 		return Change{}, fmt.Errorf("policy: pending change on %q: %w", subject, err)
 	}
 	return s.Get(ctx, id)

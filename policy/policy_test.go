@@ -317,6 +317,12 @@ func testLifecycle(t *testing.T, open func(t *testing.T) *statestore.DB) {
 	if got, err := e.s.PendingFor(ctx, "src_2"); err != nil || got.ID != p1.ID {
 		t.Errorf("PendingFor: %+v %v", got, err)
 	}
+	if got, err := e.s.PendingFor(ctx, "src_2", policy.DataCategories, policy.Destination); err != nil || got.ID == p1.ID || got.Kind != policy.DataCategories {
+		t.Errorf("PendingFor data_categories: %+v %v", got, err)
+	}
+	if _, err := e.s.PendingFor(ctx, "src_2", policy.TrackingPlan); !errors.Is(err, statestore.ErrNotFound) {
+		t.Errorf("PendingFor a kind with none pending: %v", err)
+	}
 	if _, err := e.s.PendingFor(ctx, "dst_1"); !errors.Is(err, statestore.ErrNotFound) {
 		t.Errorf("PendingFor a subject with none pending: %v", err)
 	}
