@@ -288,7 +288,7 @@ func (a *API) applyToolChange(ctx context.Context, d policy.Decided) error {
 		if err := a.opts.Governance.DeleteDestination(ctx, c.Subject, d.Proposer); err != nil {
 			return err
 		}
-		a.forgetDestination(ctx, c.Subject)
+		a.forgetDestination(ctx, c.Subject, c.ID)
 		rec.Action, rec.Resource, rec.Before = "destination.delete", "destination/"+c.Subject, a.opts.Governance.Redact(before)
 	default:
 		return fmt.Errorf("change %s: cannot %s %s", c.ID, c.Action, c.Subject)

@@ -185,14 +185,21 @@ func (a *API) deleteDestination(w http.ResponseWriter, r *http.Request) error {
 		return forbidden(err)
 	}
 	a.recordChange(r, audit.Record{Action: "destination.delete", Resource: "destination/" + id, Before: a.opts.Governance.Redact(before)})
-	a.forgetDestination(r.Context(), id)
+	a.forgetDestination(r.Context(), id, "")
 	a.opts.Logger.Info("destination deleted", "destination", id, "by", userFrom(r.Context()).ID)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 
-// forgetDestination drops a deleted destination's delivery state.
-func (a *API) forgetDestination(ctx context.Context, id string) {
+// forgetDestination drops a deleted destination's delivery state and
+// withdraws its pending change requests but except (the deletion being
+// carried out, if any).
+func (a *API) forgetDestination(ctx context.Context, id, except string) {
+	if a.opts.Changes != nil {
+		if _, err := a.opts.Changes.Withdraw(ctx, id, except, "the destination was deleted", userFrom(ctx)); err != nil {
+			a.opts.Logger.Warn("destination deleted; its pending change requests were not withdrawn", "destination", id, "err", err.Error())
+		}
+	}
 	if a.opts.Delivery != nil {
 		if err := a.opts.Delivery.Forget(ctx, id); err != nil {
 			a.opts.Logger.Warn("destination deleted; its dead letters were not", "destination", id, "err", err.Error())

@@ -551,3 +551,50 @@ func (s *Store) Decide(ctx context.Context, id, decision, comment string, by acc
 	}
 	return c, nil
 }
+
+// Withdraw rejects every pending change on subject but except (the change
+// being carried out, if any), with reason, because the subject went away
+// (a deleted destination): they could not be carried out any more. Each
+// is recorded in the audit log as change.withdraw by by. It returns how
+// many it withdrew.
+func (s *Store) Withdraw(ctx context.Context, subject, except, reason string, by access.User) (int, error) {
+	n := 0
+	err := s.db.Tx(ctx, func(tx *statestore.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT id FROM policy_changes WHERE subject = ? AND state = ? AND id <> ? ORDER BY id`,
+			subject, Pending, except)
+		if err != nil {
+			return err
+		}
+		var ids []string
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return err
+			}
+			ids = append(ids, id)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		now := statestore.TimeToDB(time.Now().UTC().Round(0))
+		for _, id := range ids {
+			if _, err := tx.Exec(ctx, `UPDATE policy_changes SET state = ?, reason = ?, decided_at = ?, version = version + 1
+				WHERE id = ? AND state = ?`, Rejected, reason, now, id, Pending); err != nil {
+				return err
+			}
+			if err := s.record(ctx, tx, audit.Record{Actor: by.ID, Action: "change.withdraw", Resource: "change/" + id,
+				ChangeRequest: id, Before: map[string]string{"state": Pending},
+				After: map[string]string{"state": Rejected, "reason": reason}}); err != nil {
+				return err
+			}
+		}
+		n = len(ids)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("policy: withdraw the changes on %q: %w", subject, err)
+	}
+	return n, nil
+}

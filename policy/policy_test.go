@@ -323,6 +323,21 @@ func testLifecycle(t *testing.T, open func(t *testing.T) *statestore.DB) {
 	if _, err := e.s.PendingFor(ctx, "src_2", policy.TrackingPlan); !errors.Is(err, statestore.ErrNotFound) {
 		t.Errorf("PendingFor a kind with none pending: %v", err)
 	}
+	// Withdraw rejects the pending changes of a subject that went away,
+	// but the one being carried out.
+	n, err := e.s.Withdraw(ctx, "src_2", p1.ID, "deleted", admin)
+	if err != nil || n != 1 {
+		t.Fatalf("withdraw: %d %v", n, err)
+	}
+	if got, err := e.s.PendingFor(ctx, "src_2"); err != nil || got.ID != p1.ID {
+		t.Errorf("after the withdrawal: %+v %v", got, err)
+	}
+	if n, err := e.s.Withdraw(ctx, "src_2", "", "deleted", admin); err != nil || n != 1 {
+		t.Fatalf("withdraw all: %d %v", n, err)
+	}
+	if got, _ := e.s.Get(ctx, p1.ID); got.State != policy.Rejected || got.Reason != "deleted" || got.DecidedAt == nil {
+		t.Errorf("withdrawn: %+v", got)
+	}
 	if _, err := e.s.PendingFor(ctx, "dst_1"); !errors.Is(err, statestore.ErrNotFound) {
 		t.Errorf("PendingFor a subject with none pending: %v", err)
 	}

@@ -253,6 +253,14 @@ func testDecisionRights(t *testing.T, state func(t *testing.T) string) {
 			!equalRoles(r.json(t)["change"].(map[string]any)["needs"], "it", "privacy") {
 			t.Fatalf("categories patch by it: %d %s", r.status, r.body)
 		}
+		held := r.json(t)["change"].(map[string]any)["id"]
+		// Deleting the destination withdraws what was pending on it.
+		if r := n.do("DELETE", "/api/v1/destinations/"+d["id"].(string), "bearer:"+tok[access.RoleIT], nil, nil); r.status != 204 {
+			t.Fatalf("delete: %d %s", r.status, r.body)
+		}
+		if c := n.change(tok[access.RoleIT], held); c["state"] != "rejected" || c["reason"] != "the destination was deleted" {
+			t.Fatalf("the pending change after the deletion: %v", c)
+		}
 	})
 
 	t.Run("SensitiveSource", func(t *testing.T) {
