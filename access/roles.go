@@ -41,8 +41,11 @@ type Permission string
 
 // The permissions.
 const (
-	ManageUsers       Permission = "users:manage"       // create and list users
-	ManageSources     Permission = "sources:manage"     // create sources (and, later, change them)
+	ManageUsers Permission = "users:manage" // create and list users
+	// ProposeChanges: propose new and changed sources and destinations;
+	// the decision rights (package policy) say who may propose which
+	// kind of change and whether it needs approval first.
+	ProposeChanges    Permission = "changes:propose"
 	DecideApprovals   Permission = "approvals:decide"   // approve or reject sources and destinations
 	ReadEvents        Permission = "events:read"        // read events and profiles
 	ReadQuarantine    Permission = "quarantine:read"    // list quarantined events (they hold raw payloads)
@@ -82,18 +85,24 @@ const (
 	// everyone who decided (no person): admin, privacy, marketing and
 	// analyst.
 	ReadConsentRates Permission = "consent:rates"
+	// ReadChanges: list and read change requests (those the caller
+	// proposed, must approve or is informed of; admin all).
+	ReadChanges Permission = "changes:read"
+	// ApproveChanges: approve or reject change requests that need the
+	// caller's role.
+	ApproveChanges Permission = "changes:approve"
 )
 
 // Permissions lists every permission.
-var Permissions = []Permission{ManageUsers, ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadProfiles, UnmergeProfiles, ManageExperiments, ReadExperiments, ReadAudit, ManageDestinations, WriteConsent, ReadPII, ManageTrackingPlans, ReadTrackingPlans, ManageRequests, ManageAudiences, ReadConsentRates}
+var Permissions = []Permission{ManageUsers, ProposeChanges, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadProfiles, UnmergeProfiles, ManageExperiments, ReadExperiments, ReadAudit, ManageDestinations, WriteConsent, ReadPII, ManageTrackingPlans, ReadTrackingPlans, ManageRequests, ManageAudiences, ReadChanges, ApproveChanges, ReadConsentRates}
 
 // grants is the authorization table (see Can).
 var grants = map[Role][]Permission{
 	RoleAdmin:     Permissions,
-	RoleIT:        {ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadExperiments, ReadAudit, ManageDestinations, ManageTrackingPlans, ReadTrackingPlans},
-	RoleMarketing: {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles, ManageExperiments, ReadExperiments, ReadTrackingPlans, ManageAudiences, ReadConsentRates},
+	RoleIT:        {ProposeChanges, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadExperiments, ReadAudit, ManageDestinations, ManageTrackingPlans, ReadTrackingPlans, ReadChanges, ApproveChanges},
+	RoleMarketing: {ProposeChanges, ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles, ManageExperiments, ReadExperiments, ReadTrackingPlans, ManageAudiences, ReadChanges, ApproveChanges, ReadConsentRates},
 	RoleAnalyst:   {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles, ManageExperiments, ReadExperiments, ManageAudiences, ReadConsentRates},
-	RolePrivacy:   {ReadEvents, ReadQuarantine, ReadCatalog, ReadProfiles, UnmergeProfiles, ReadAudit, WriteConsent, ManageRequests, ReadPII, ReadConsentRates},
+	RolePrivacy:   {ReadEvents, ReadQuarantine, ReadCatalog, ReadProfiles, UnmergeProfiles, ReadAudit, WriteConsent, ManageRequests, ReadPII, ReadChanges, ApproveChanges, ReadConsentRates},
 	RoleService:   {ReadCatalog, ReadAnalytics, ReadProfiles, ReadExperiments, ReadPII},
 	RoleSales:     {ReadCatalog, ReadAnalytics, ReadProfiles, ReadExperiments, ReadPII},
 }
@@ -123,8 +132,12 @@ var grants = map[Role][]Permission{
 // data-subject requests (privacy:requests); consent rates per purpose
 // (aggregates) are read by admin, privacy, marketing and analyst
 // (consent:rates). Tracking plans are put by
-// admin and it, and read by marketing too. An unknown role may
-// do nothing.
+// admin and it, and read by marketing too. Admin, it and marketing
+// propose sources and destinations (changes:propose); whether a proposal
+// takes effect at once or becomes a change request, and whose approval
+// it then needs, is the decision rights' (package policy), not this
+// table's. Admin, it, marketing and privacy read and decide the change
+// requests their role is part of. An unknown role may do nothing.
 func Can(role Role, p Permission) bool {
 	for _, g := range grants[role] {
 		if g == p {

@@ -24,6 +24,7 @@ import (
 	"tandem/governance"
 	"tandem/identity"
 	"tandem/imports"
+	"tandem/policy"
 	"tandem/privacy"
 	"tandem/quarantine"
 	"tandem/statestore"
@@ -86,6 +87,10 @@ type Options struct {
 	Catalog []governance.ToolProvider
 	// Plans keeps the sources' tracking plans (nil: their endpoints answer 503).
 	Plans *trackingplan.Store
+	// Changes keeps change requests under the decision rights (nil: every
+	// change is direct, new tools start as the governance store decides,
+	// and the change endpoints answer 503).
+	Changes *policy.Store
 }
 
 // API is the management API handler.
@@ -131,8 +136,8 @@ func New(opts Options) *API {
 	})
 	a.route("/api/v1/users", map[string]handler{"POST": a.need(access.ManageUsers, a.createUser), "GET": a.need(access.ManageUsers, a.listUsers)})
 	a.route("/api/v1/me", map[string]handler{"GET": a.me})
-	a.route("/api/v1/sources", map[string]handler{"POST": a.need(access.ManageSources, a.createSource), "GET": a.need(access.ReadCatalog, a.listSources)})
-	a.route("/api/v1/sources/{id}", map[string]handler{"GET": a.need(access.ReadCatalog, a.getSource), "PATCH": a.need(access.ManageSources, a.updateSource)})
+	a.route("/api/v1/sources", map[string]handler{"POST": a.need(access.ProposeChanges, a.createSource), "GET": a.need(access.ReadCatalog, a.listSources)})
+	a.route("/api/v1/sources/{id}", map[string]handler{"GET": a.need(access.ReadCatalog, a.getSource), "PATCH": a.need(access.ProposeChanges, a.updateSource)})
 	a.route("/api/v1/sources/{id}/approvals", map[string]handler{"POST": a.need(access.DecideApprovals, a.decideSource), "GET": a.need(access.ReadCatalog, a.listDecisions)})
 	a.route("/api/v1/events", map[string]handler{"GET": a.need(access.ReadEvents, a.listEvents)})
 	a.route("/api/v1/events/{messageId}", map[string]handler{"GET": a.need(access.ReadEvents, a.getEvent)})
@@ -150,6 +155,7 @@ func New(opts Options) *API {
 	a.catalogRoutes()
 	a.trackingPlanRoutes()
 	a.settingsRoutes()
+	a.changeRoutes()
 	a.mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		apierror.Write(w, NotFound(r))
 	})

@@ -73,14 +73,17 @@ func (a *API) recordRead(r *http.Request, rec audit.Record) error {
 
 // recordChange records a change the caller made, after it succeeded. The
 // change is made either way; a failure to record it is logged.
-func (a *API) recordChange(r *http.Request, rec audit.Record) {
+func (a *API) recordChange(r *http.Request, rec audit.Record) { a.recordChangeCtx(r.Context(), rec) }
+
+// recordChangeCtx is recordChange with the request's context.
+func (a *API) recordChangeCtx(reqCtx context.Context, rec audit.Record) {
 	if a.opts.Audit == nil {
 		return
 	}
-	rec.Actor = userFrom(r.Context()).ID
+	rec.Actor = userFrom(reqCtx).ID
 	// The change is done even if the client went away meanwhile: record
 	// it regardless of the request's context.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(reqCtx), 30*time.Second)
 	defer cancel()
 	if _, err := a.opts.Audit.Append(ctx, rec); err != nil {
 		a.opts.Logger.Error("audit log: a completed change was not recorded", "action", rec.Action, "resource", rec.Resource, "err", err.Error())

@@ -10,6 +10,7 @@ import (
 	"tandem/audit"
 	"tandem/delivery"
 	"tandem/governance"
+	"tandem/policy"
 )
 
 // Delivery is the delivery engine as the destination endpoints use it
@@ -24,10 +25,10 @@ type Delivery interface {
 
 func (a *API) destinationRoutes() {
 	manage := access.ManageDestinations
-	a.route("/api/v1/destinations", map[string]handler{"POST": a.need(manage, a.createDestination), "GET": a.need(access.ReadCatalog, a.listDestinations)})
+	a.route("/api/v1/destinations", map[string]handler{"POST": a.need(access.ProposeChanges, a.createDestination), "GET": a.need(access.ReadCatalog, a.listDestinations)})
 	a.route("/api/v1/destinations/{id}", map[string]handler{
 		"GET":    a.need(access.ReadCatalog, a.getDestination),
-		"PATCH":  a.need(manage, a.updateDestination),
+		"PATCH":  a.need(access.ProposeChanges, a.updateDestination),
 		"DELETE": a.need(manage, a.deleteDestination),
 	})
 	a.route("/api/v1/destinations/{id}/approvals", map[string]handler{"POST": a.need(access.DecideApprovals, a.decideDestination), "GET": a.need(access.ReadCatalog, a.listDestinationDecisions)})
@@ -65,18 +66,35 @@ func (a *API) createDestination(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(w, r, &in); err != nil {
 		return err
 	}
+	as, err := a.assess(r.Context(), policy.Destination, in.DataCategories)
+	if err != nil {
+		return err
+	}
 	d, err := a.opts.Governance.CreateDestination(r.Context(), governance.Destination{
 		Name: in.Name, Type: in.Type, Config: in.Config, Filter: in.Filter, Mapping: in.Mapping, Owner: in.Owner,
 		Purpose: in.Purpose, DataCategories: in.DataCategories, ConsentPurposes: in.ConsentPurposes, MonthlyCost: in.MonthlyCost,
+		Approval: a.initialApproval(as),
 	}, userFrom(r.Context()))
 	if err != nil {
 		return forbidden(err)
 	}
+	shown := a.opts.Governance.Redact(d)
+	change := ""
+	if !as.Direct {
+		c, err := a.propose(r.Context(), policy.Proposal{Kind: policy.Destination, Action: policy.Create, Subject: d.ID,
+			After: shown, Assessment: as})
+		if err != nil {
+			return err
+		}
+		change = c.ID
+	}
 	a.refreshDelivery()
 	a.opts.Logger.Info("destination created", "destination", d.ID, "type", d.Type, "by", userFrom(r.Context()).ID, "approval", d.Approval)
-	shown := a.opts.Governance.Redact(d)
-	a.recordChange(r, audit.Record{Action: "destination.create", Resource: "destination/" + d.ID, After: shown})
-	return writeJSON(w, 201, shown)
+	a.recordChange(r, audit.Record{Action: "destination.create", Resource: "destination/" + d.ID, After: shown, ChangeRequest: change})
+	return writeJSON(w, 201, struct {
+		governance.Destination
+		Change string `json:"change,omitempty"`
+	}{shown, change})
 }
 
 func (a *API) listDestinations(w http.ResponseWriter, r *http.Request) error {
@@ -102,16 +120,35 @@ func (a *API) getDestination(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, 200, a.opts.Governance.Redact(d))
 }
 
+// updateDestination applies a patch directly, or keeps it as a change
+// request (202) when the decision rights want approvals first. A patch
+// that changes dataCategories is a change of kind data_categories.
 func (a *API) updateDestination(w http.ResponseWriter, r *http.Request) error {
 	var p governance.DestinationPatch
 	if err := decode(w, r, &p); err != nil {
 		return err
 	}
-	before, err := a.opts.Governance.GetDestination(r.Context(), r.PathValue("id"))
+	before, after, err := a.opts.Governance.PatchDestination(r.Context(), r.PathValue("id"), p)
 	if err != nil {
 		return err
 	}
-	d, err := a.opts.Governance.UpdateDestination(r.Context(), r.PathValue("id"), p, userFrom(r.Context()))
+	kind := policy.Destination
+	if p.DataCategories != nil && categoryChange(before.DataCategories, after.DataCategories) {
+		kind = policy.DataCategories
+	}
+	as, err := a.assess(r.Context(), kind, after.DataCategories)
+	if err != nil {
+		return err
+	}
+	if !as.Direct {
+		c, err := a.propose(r.Context(), policy.Proposal{Kind: kind, Action: policy.Update, Subject: before.ID,
+			Before: a.opts.Governance.Redact(before), After: a.opts.Governance.Redact(after), Payload: p, Assessment: as})
+		if err != nil {
+			return err
+		}
+		return held(w, c)
+	}
+	d, err := a.opts.Governance.UpdateDestination(r.Context(), before.ID, p, userFrom(r.Context()))
 	if err != nil {
 		return forbidden(err)
 	}
@@ -123,26 +160,55 @@ func (a *API) updateDestination(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, 200, shown)
 }
 
+// deleteDestination deletes directly, or keeps the deletion as a change
+// request (202). A deletion stops data flowing, so it needs only its
+// kind's rule, not the rules by data category.
 func (a *API) deleteDestination(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
 	before, err := a.opts.Governance.GetDestination(r.Context(), id)
 	if err != nil {
 		return err
 	}
+	as, err := a.assess(r.Context(), policy.Destination, nil)
+	if err != nil {
+		return err
+	}
+	if !as.Direct {
+		c, err := a.propose(r.Context(), policy.Proposal{Kind: policy.Destination, Action: policy.Delete, Subject: id,
+			Before: a.opts.Governance.Redact(before), Assessment: as})
+		if err != nil {
+			return err
+		}
+		return held(w, c)
+	}
 	if err := a.opts.Governance.DeleteDestination(r.Context(), id, userFrom(r.Context())); err != nil {
 		return forbidden(err)
 	}
 	a.recordChange(r, audit.Record{Action: "destination.delete", Resource: "destination/" + id, Before: a.opts.Governance.Redact(before)})
-	if a.opts.Delivery != nil {
-		if err := a.opts.Delivery.Forget(r.Context(), id); err != nil {
-			a.opts.Logger.Warn("destination deleted; its dead letters were not", "destination", id, "err", err.Error())
-		}
-	}
+	a.forgetDestination(r.Context(), id, "")
 	a.opts.Logger.Info("destination deleted", "destination", id, "by", userFrom(r.Context()).ID)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 
+// forgetDestination drops a deleted destination's delivery state and
+// withdraws its pending change requests but except (the deletion being
+// carried out, if any).
+func (a *API) forgetDestination(ctx context.Context, id, except string) {
+	if a.opts.Changes != nil {
+		if _, err := a.opts.Changes.Withdraw(ctx, id, except, "the destination was deleted", userFrom(ctx)); err != nil {
+			a.opts.Logger.Warn("destination deleted; its pending change requests were not withdrawn", "destination", id, "err", err.Error())
+		}
+	}
+	if a.opts.Delivery != nil {
+		if err := a.opts.Delivery.Forget(ctx, id); err != nil {
+			a.opts.Logger.Warn("destination deleted; its dead letters were not", "destination", id, "err", err.Error())
+		}
+	}
+}
+
+// decideDestination approves or rejects a destination: on its pending
+// change request for the caller's role when it has one, else directly.
 func (a *API) decideDestination(w http.ResponseWriter, r *http.Request) error {
 	var in struct {
 		Decision string `json:"decision"`
@@ -154,6 +220,20 @@ func (a *API) decideDestination(w http.ResponseWriter, r *http.Request) error {
 	before, err := a.opts.Governance.GetDestination(r.Context(), r.PathValue("id"))
 	if err != nil {
 		return err
+	}
+	c, err := a.decideTool(r.Context(), before.ID, in.Decision, in.Comment)
+	if err != nil {
+		return err
+	}
+	if c != nil {
+		d, err := a.opts.Governance.GetDestination(r.Context(), before.ID)
+		if err != nil {
+			return err
+		}
+		return writeJSON(w, 200, struct {
+			governance.Destination
+			Change string `json:"change"`
+		}{a.opts.Governance.Redact(d), c.ID})
 	}
 	d, err := a.opts.Governance.DecideDestination(r.Context(), r.PathValue("id"), in.Decision, in.Comment, userFrom(r.Context()))
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"tandem/eventstore"
 	"tandem/governance"
 	"tandem/imports"
+	"tandem/policy"
 	"tandem/statestore"
 )
 
@@ -47,6 +48,10 @@ func errorShape(err error) *apierror.Error {
 		return apierror.Of(apierror.CodeConflict, "a resource with these values already exists")
 	case errors.Is(err, imports.ErrBusy):
 		return apierror.Of(apierror.CodeImportRunning, "this import is running; wait for it (GET /api/v1/imports/{id}) before sending its data again")
+	case errors.Is(err, policy.ErrForbidden):
+		return apierror.Of(apierror.CodeForbidden, apierror.After(err, policy.ErrForbidden))
+	case errors.Is(err, policy.ErrDecided):
+		return apierror.Of(apierror.CodeChangeDecided, apierror.After(err, policy.ErrDecided))
 	case errors.Is(err, governance.ErrForbidden):
 		return apierror.Of(apierror.CodeForbidden, apierror.After(err, governance.ErrForbidden))
 	case errors.Is(err, access.ErrUnauthenticated):

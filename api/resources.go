@@ -17,6 +17,7 @@ import (
 	"tandem/event"
 	"tandem/eventstore"
 	"tandem/governance"
+	"tandem/policy"
 	"tandem/quarantine"
 	"tandem/statestore"
 )
@@ -98,15 +99,29 @@ func (a *API) createSource(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(w, r, &in); err != nil {
 		return err
 	}
+	as, err := a.assess(r.Context(), policy.Source, in.DataCategories)
+	if err != nil {
+		return err
+	}
 	src, key, err := a.opts.Governance.CreateSource(r.Context(), governance.Source{
 		Name: in.Name, Kind: in.Kind, Owner: in.Owner, Purpose: in.Purpose,
 		DataCategories: in.DataCategories, MonthlyCost: in.MonthlyCost, AllowedOrigins: in.AllowedOrigins,
+		Approval: a.initialApproval(as),
 	}, userFrom(r.Context()))
 	if err != nil {
 		return err
 	}
+	change := ""
+	if !as.Direct {
+		c, err := a.propose(r.Context(), policy.Proposal{Kind: policy.Source, Action: policy.Create, Subject: src.ID,
+			After: src, Assessment: as})
+		if err != nil {
+			return err
+		}
+		change = c.ID
+	}
 	a.opts.Logger.Info("source created", "source", src.ID, "by", userFrom(r.Context()).ID, "approval", src.Approval)
-	a.recordChange(r, audit.Record{Action: "source.create", Resource: "source/" + src.ID,
+	a.recordChange(r, audit.Record{Action: "source.create", Resource: "source/" + src.ID, ChangeRequest: change,
 		After: struct {
 			governance.Source
 			WriteKeyDigest string `json:"writeKeyDigest"`
@@ -114,7 +129,8 @@ func (a *API) createSource(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, 201, struct {
 		governance.Source
 		WriteKey string `json:"writeKey"`
-	}{src, key})
+		Change   string `json:"change,omitempty"`
+	}{src, key, change})
 }
 
 func (a *API) listSources(w http.ResponseWriter, r *http.Request) error {
@@ -138,32 +154,53 @@ func (a *API) getSource(w http.ResponseWriter, r *http.Request) error {
 }
 
 // updateSource changes what may be changed of a source: its allowed
-// origins.
+// origins and its data categories, directly or through a change request
+// (202) as the decision rights say.
 func (a *API) updateSource(w http.ResponseWriter, r *http.Request) error {
-	var in struct {
-		AllowedOrigins *[]string `json:"allowedOrigins"`
-	}
-	if err := decode(w, r, &in); err != nil {
+	var p governance.SourcePatch
+	if err := decode(w, r, &p); err != nil {
 		return err
 	}
-	if in.AllowedOrigins == nil {
-		return apierror.Field("allowedOrigins", "missing_field", "nothing to change: send allowedOrigins (an empty list allows every origin)")
+	if p.AllowedOrigins == nil && p.DataCategories == nil {
+		return apierror.Field("allowedOrigins", "missing_field", "nothing to change: send allowedOrigins (an empty list allows every origin) or dataCategories")
 	}
 	src, err := a.sourceByPath(r)
 	if err != nil {
 		return err
 	}
-	before := map[string]any{"allowedOrigins": src.AllowedOrigins}
-	src, err = a.opts.Governance.SetAllowedOrigins(r.Context(), src.ID, *in.AllowedOrigins, userFrom(r.Context()))
+	after, err := governance.PatchSource(src, p)
+	if err != nil {
+		return err
+	}
+	kind := policy.Source
+	if p.DataCategories != nil && categoryChange(src.DataCategories, after.DataCategories) {
+		kind = policy.DataCategories
+	}
+	as, err := a.assess(r.Context(), kind, after.DataCategories)
+	if err != nil {
+		return err
+	}
+	if !as.Direct {
+		c, err := a.propose(r.Context(), policy.Proposal{Kind: kind, Action: policy.Update, Subject: src.ID,
+			Before: sourcePatchView(src, p), After: sourcePatchView(after, p), Payload: p, Assessment: as})
+		if err != nil {
+			return err
+		}
+		return held(w, c)
+	}
+	before := sourcePatchView(src, p)
+	src, err = a.opts.Governance.UpdateSource(r.Context(), src.ID, p, userFrom(r.Context()))
 	if err != nil {
 		return err
 	}
 	a.recordChange(r, audit.Record{Action: "source.update", Resource: "source/" + src.ID, Before: before,
-		After: map[string]any{"allowedOrigins": src.AllowedOrigins}})
-	a.opts.Logger.Info("source allowed origins changed", "source", src.ID, "by", userFrom(r.Context()).ID, "origins", len(src.AllowedOrigins))
+		After: sourcePatchView(src, p)})
+	a.opts.Logger.Info("source changed", "source", src.ID, "by", userFrom(r.Context()).ID, "origins", len(src.AllowedOrigins))
 	return writeJSON(w, 200, src)
 }
 
+// decideSource approves or rejects a source: on its pending change
+// request for the caller's role when it has one, else directly.
 func (a *API) decideSource(w http.ResponseWriter, r *http.Request) error {
 	var in struct {
 		Decision string `json:"decision"`
@@ -175,6 +212,19 @@ func (a *API) decideSource(w http.ResponseWriter, r *http.Request) error {
 	src, err := a.sourceByPath(r)
 	if err != nil {
 		return err
+	}
+	c, err := a.decideTool(r.Context(), src.ID, in.Decision, in.Comment)
+	if err != nil {
+		return err
+	}
+	if c != nil {
+		if src, err = a.opts.Governance.GetSource(r.Context(), src.ID); err != nil {
+			return err
+		}
+		return writeJSON(w, 200, struct {
+			governance.Source
+			Change string `json:"change"`
+		}{src, c.ID})
 	}
 	before := map[string]string{"approval": src.Approval}
 	src, err = a.opts.Governance.Decide(r.Context(), src.ID, in.Decision, in.Comment, userFrom(r.Context()))

@@ -1,6 +1,10 @@
 package api
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -8,6 +12,7 @@ import (
 	"tandem/apierror"
 	"tandem/audit"
 	"tandem/eventstore"
+	"tandem/policy"
 	"tandem/trackingplan"
 )
 
@@ -15,7 +20,7 @@ func (a *API) trackingPlanRoutes() {
 	a.route("/api/v1/tracking-plans", map[string]handler{"GET": a.need(access.ReadTrackingPlans, a.listTrackingPlans)})
 	a.route("/api/v1/tracking-plans/{id}", map[string]handler{
 		"GET": a.need(access.ReadTrackingPlans, a.getTrackingPlan),
-		"PUT": a.need(access.ManageTrackingPlans, a.putTrackingPlan),
+		"PUT": a.need(access.ProposeChanges, a.putTrackingPlan),
 	})
 	a.route("/api/v1/tracking-plans/{id}/draft", map[string]handler{"POST": a.need(access.ManageTrackingPlans, a.draftTrackingPlan)})
 }
@@ -77,7 +82,9 @@ func (a *API) getTrackingPlan(w http.ResponseWriter, r *http.Request) error {
 }
 
 // putTrackingPlan stores a new version of a source's plan; it is in force
-// for the events processed from then on, replays included.
+// for the events processed from then on, replays included. When the
+// decision rights want approvals for it, the plan is kept as a change
+// request (202) and stored once approved.
 func (a *API) putTrackingPlan(w http.ResponseWriter, r *http.Request) error {
 	if err := a.needPlans(); err != nil {
 		return err
@@ -94,18 +101,62 @@ func (a *API) putTrackingPlan(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var before any
+	action := policy.Create
 	if old, err := a.opts.Plans.Get(r.Context(), src.ID, 0); err == nil {
-		before = old
+		before, action = old, policy.Update
 	} else if !isNotFound(err) {
 		return err
 	}
-	p, err := a.opts.Plans.Put(r.Context(), trackingplan.Plan{SourceID: src.ID, Unplanned: in.Unplanned, Events: in.Events,
-		CreatedBy: userFrom(r.Context()).ID})
+	plan := trackingplan.Plan{SourceID: src.ID, Unplanned: in.Unplanned, Events: in.Events, CreatedBy: userFrom(r.Context()).ID}
+	if err := trackingplan.Validate(plan); err != nil {
+		return err
+	}
+	as, err := a.assess(r.Context(), policy.TrackingPlan, nil)
+	if err != nil {
+		return err
+	}
+	if !as.Direct {
+		c, err := a.propose(r.Context(), policy.Proposal{Kind: policy.TrackingPlan, Action: action, Subject: src.ID,
+			Before: before, After: plan, Payload: plan, Assessment: as})
+		if err != nil {
+			return err
+		}
+		return held(w, c)
+	}
+	p, err := a.opts.Plans.Put(r.Context(), plan)
 	if err != nil {
 		return err
 	}
 	a.recordChange(r, audit.Record{Action: "trackingplan.put", Resource: "tracking-plan/" + src.ID, Before: before, After: p})
 	return writeJSON(w, 200, planView{Plan: p, SourceName: src.Name})
+}
+
+// applyTrackingPlan stores an approved plan, as its proposer's.
+func (a *API) applyTrackingPlan(ctx context.Context, d policy.Decided) error {
+	if d.Decision != policy.Approve {
+		return nil
+	}
+	if a.opts.Plans == nil {
+		return errors.New("tracking plans are not available on this node")
+	}
+	var plan trackingplan.Plan
+	if err := json.Unmarshal(d.Payload, &plan); err != nil {
+		return fmt.Errorf("change %s: payload: %w", d.Change.ID, err)
+	}
+	var before any
+	if old, err := a.opts.Plans.Get(ctx, plan.SourceID, 0); err == nil {
+		before = old
+	} else if !isNotFound(err) {
+		return err
+	}
+	plan.CreatedBy = d.Proposer.ID
+	p, err := a.opts.Plans.Put(ctx, plan)
+	if err != nil {
+		return err
+	}
+	a.recordChangeCtx(ctx, audit.Record{Action: "trackingplan.put", Resource: "tracking-plan/" + plan.SourceID,
+		ChangeRequest: d.Change.ID, Before: before, After: p})
+	return nil
 }
 
 // draftSample is how many recent events a draft is inferred from.

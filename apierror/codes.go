@@ -7,6 +7,8 @@ package apierror
 const (
 	// CodeAmbiguous (409): Several sources sent an event with this messageId. The answer lists them in `matches` (source and messageId of each); ask again with `?source=ID`.
 	CodeAmbiguous = "ambiguous"
+	// CodeChangeDecided (409): The change request is approved or rejected already; a decision can be given only while it is pending (`GET /api/v1/changes/{id}` shows its state).
+	CodeChangeDecided = "change_decided"
 	// CodeConflict (409): A resource with these values already exists, e.g. a user or a source with that name.
 	CodeConflict = "conflict"
 	// CodeForbidden (403): The caller's role may not do this (e.g. an analyst deciding a source's approval); the message names the role and the permission.
@@ -64,6 +66,7 @@ const (
 // table is errors.json.
 var table = []Entry{
 	{Code: CodeAmbiguous, Status: 409, Description: "Several sources sent an event with this messageId. The answer lists them in `matches` (source and messageId of each); ask again with `?source=ID`."},
+	{Code: CodeChangeDecided, Status: 409, Description: "The change request is approved or rejected already; a decision can be given only while it is pending (`GET /api/v1/changes/{id}` shows its state)."},
 	{Code: CodeConflict, Status: 409, Description: "A resource with these values already exists, e.g. a user or a source with that name."},
 	{Code: CodeForbidden, Status: 403, Description: "The caller's role may not do this (e.g. an analyst deciding a source's approval); the message names the role and the permission."},
 	{Code: CodeImportRunning, Status: 409, Description: "This import is running on this node; wait for it (`GET /api/v1/imports/{id}`) before sending its data again."},

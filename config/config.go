@@ -28,6 +28,7 @@ import (
 
 	"tandem/analytics"
 	"tandem/identity"
+	"tandem/policy"
 	"tandem/privacy"
 )
 
@@ -86,6 +87,11 @@ type Config struct {
 	// sets it.
 	Consent privacy.Config `yaml:"consent"`
 
+	// Policy is the decision rights: who proposes, approves and is
+	// informed of each kind of change (see docs/governance.md); only the
+	// config file sets it.
+	Policy policy.Config `yaml:"policy"`
+
 	File string `yaml:"-"` // the --config file, if any
 }
 
@@ -125,6 +131,7 @@ func Default() Config {
 		Journey:         Journey{Stages: DefaultStages()},
 		Identity:        identity.DefaultRules(),
 		Consent:         privacy.DefaultConfig(),
+		Policy:          policy.DefaultConfig(),
 	}
 }
 
@@ -322,6 +329,13 @@ func (c *Config) Validate() error {
 			return &UsageError{Key: ve.Key, Message: ve.Message}
 		}
 		return &UsageError{Key: "consent", Message: err.Error()}
+	}
+	if err := c.Policy.Validate(); err != nil {
+		var ve *policy.ValidationError
+		if errors.As(err, &ve) {
+			return &UsageError{Key: ve.Key, Message: ve.Message}
+		}
+		return &UsageError{Key: "policy", Message: err.Error()}
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"tandem/access"
 	"testing"
 	"time"
 )
@@ -320,5 +321,25 @@ func TestConsentConfig(t *testing.T) {
 	}
 	if !maps.Equal(c.Consent.Defaults, map[string]bool{"Analytics": true, "Advertising": false}) || !slices.Equal(c.Consent.GPCPurposes, []string{"Advertising"}) {
 		t.Errorf("configured consent: %+v", c.Consent)
+	}
+}
+
+func TestPolicyConfig(t *testing.T) {
+	c, err := Load([]string{"--config", "testdata/good.yaml"}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Policy.Preset != "it-led" || !c.Policy.AdminApprovesAll || len(c.Policy.Categories["sensitive"]) != 2 {
+		t.Errorf("default policy: %+v", c.Policy)
+	}
+	c, err = Load([]string{"--config", "testdata/policy.yaml"}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c.Policy
+	if p.Preset != "joint" || p.AdminApprovesAll || !slices.Equal(p.Rules["retention"].Approve, []access.Role{access.RoleIT}) ||
+		p.Rules["retention"].Propose != nil || len(p.Categories["contact"]) != 0 ||
+		!slices.Equal(p.Categories["health"], []access.Role{access.RolePrivacy}) || len(p.Categories["sensitive"]) != 2 {
+		t.Errorf("configured policy: %+v", p)
 	}
 }

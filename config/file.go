@@ -14,6 +14,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"tandem/identity"
+	"tandem/policy"
 	"tandem/privacy"
 )
 
@@ -60,7 +61,7 @@ func (c *Config) loadFile(flags *flag.FlagSet, path, fileFrom string, from map[s
 		for v.Kind == yaml.AliasNode {
 			v = v.Alias
 		}
-		if key == "identity" || key == "journey" || key == "consent" {
+		if key == "identity" || key == "journey" || key == "consent" || key == "policy" {
 			nested = true
 			continue
 		}
@@ -104,7 +105,7 @@ func (c *Config) loadFile(flags *flag.FlagSet, path, fileFrom string, from map[s
 	return root, nil
 }
 
-// decodeNested decodes the identity, journey and consent keys, refusing keys their
+// decodeNested decodes the identity, journey, consent and policy keys, refusing keys their
 // structures have no field for.
 func (c *Config) decodeNested(path string, b []byte) error {
 	// journey.stages replaces the default lifecycle rather than merging
@@ -119,8 +120,9 @@ func (c *Config) decodeNested(path string, b []byte) error {
 		Identity *identity.Rules      `yaml:"identity"`
 		Journey  *Journey             `yaml:"journey"`
 		Consent  *privacy.Config      `yaml:"consent"`
+		Policy   *policy.Config       `yaml:"policy"`
 		Flags    map[string]yaml.Node `yaml:",inline"` // checked above
-	}{Identity: &c.Identity, Journey: &c.Journey, Consent: &c.Consent}
+	}{Identity: &c.Identity, Journey: &c.Journey, Consent: &c.Consent, Policy: &c.Policy}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&file); err != nil {

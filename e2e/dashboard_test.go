@@ -240,18 +240,25 @@ func TestDashboard(t *testing.T) {
 		t.Fatalf("batch breaking the plan: %d %s %v", status, resp, err)
 	}
 
-	// A source and a destination an IT user created wait for approval.
+	// A source of contact data a marketing user proposed waits for IT's
+	// approval (the default decision rights; an admin's counts for it).
+	st, mkt := call(t, s.url, adminToken, "POST", "/api/v1/users", map[string]any{"name": "Mia from marketing", "role": "marketing"})
+	if st != 201 {
+		t.Fatalf("create marketing user: %d %v", st, mkt)
+	}
+	mktToken := mkt["token"].(string)
 	st, it := call(t, s.url, adminToken, "POST", "/api/v1/users", map[string]any{"name": "Ivo from IT", "role": "it"})
 	if st != 201 {
 		t.Fatalf("create it user: %d %v", st, it)
 	}
 	itToken := it["token"].(string)
-	st, src := call(t, s.url, itToken, "POST", "/api/v1/sources", map[string]any{"name": "Field sales CRM", "kind": "crm", "owner": "sales", "purpose": "visit reports", "monthlyCost": 120})
+	st, src := call(t, s.url, mktToken, "POST", "/api/v1/sources", map[string]any{"name": "Field sales CRM", "kind": "crm", "owner": "sales",
+		"purpose": "visit reports", "dataCategories": []string{"contact"}, "monthlyCost": 120})
 	if st != 201 || src["approval"] != "pending" {
 		t.Fatalf("create pending source: %d %v", st, src)
 	}
 	srcID := src["id"].(string)
-	st, dst := call(t, s.url, itToken, "POST", "/api/v1/destinations", map[string]any{"name": "Ad network", "type": "webhook",
+	st, dst := call(t, s.url, mktToken, "POST", "/api/v1/destinations", map[string]any{"name": "Ad network", "type": "webhook",
 		"config": map[string]any{"url": okHook.URL}, "owner": "marketing", "purpose": "retargeting", "dataCategories": []string{"contact"},
 		"consentPurposes": []string{"Advertising"}, "monthlyCost": 500})
 	if st != 201 || dst["approval"] != "pending" {

@@ -161,14 +161,16 @@ type DestinationPatch struct {
 
 // CreateDestination creates a destination from d's Name, Type, Config,
 // Filter, Mapping, Owner, Purpose, DataCategories, ConsentPurposes and
-// MonthlyCost. One created by an admin starts [Approved]; by anyone else,
-// [Pending]. Errors: a *[FieldError] for bad input; [statestore.ErrConflict]
-// for a taken name; [ErrForbidden] when by may not
-// [access.ManageDestinations].
+// MonthlyCost. It starts in d.Approval when that is [Approved] or
+// [Pending] (the decision rights' answer); when empty, [Approved] if an
+// admin creates it and [Pending] otherwise. Errors: a *[FieldError] for
+// bad input; [statestore.ErrConflict] for a taken name; [ErrForbidden]
+// when by may not [access.ProposeChanges].
 func (s *Store) CreateDestination(ctx context.Context, d Destination, by access.User) (Destination, error) {
-	if !access.Can(by.Role, access.ManageDestinations) {
+	if !access.Can(by.Role, access.ProposeChanges) {
 		return Destination{}, fmt.Errorf("%w: role %q may not create destinations", ErrForbidden, by.Role)
 	}
+	approval := initialApproval(d.Approval, by)
 	d, err := s.normalizeDestination(d, nil)
 	if err != nil {
 		return Destination{}, fmt.Errorf("governance: create destination: %w", err)
@@ -176,10 +178,9 @@ func (s *Store) CreateDestination(ctx context.Context, d Destination, by access.
 	now := time.Now().UTC().Round(0)
 	d.ID = statestore.NewID("dst")
 	d.CreatedAt, d.UpdatedAt, d.CreatedBy = now, now, by.ID
-	d.Approval = Pending
+	d.Approval = approval
 	d.ApprovedAt, d.ApprovedBy = nil, ""
-	if by.Role == access.RoleAdmin {
-		d.Approval = Approved
+	if approval == Approved {
 		d.ApprovedAt, d.ApprovedBy = &now, by.ID
 	}
 	cols, err := destinationValues(d)
@@ -321,13 +322,60 @@ func (s *Store) queryDestinations(ctx context.Context, q string, args ...any) ([
 	return out, rows.Err()
 }
 
-// UpdateDestination applies p to destination id. A change of config by
-// someone other than an admin sends an approved destination back to
-// [Pending] (recorded as a decision "reset"): the approval was for the
-// old target. Errors as [Store.CreateDestination], and
+// PatchDestination returns destination id before and after p, checked,
+// without storing anything. Errors as [Store.UpdateDestination].
+func (s *Store) PatchDestination(ctx context.Context, id string, p DestinationPatch) (before, after Destination, err error) {
+	old, err := s.GetDestination(ctx, id)
+	if err != nil {
+		return Destination{}, Destination{}, err
+	}
+	d, err := s.patched(old, p)
+	if err != nil {
+		return Destination{}, Destination{}, fmt.Errorf("governance: update destination %q: %w", id, err)
+	}
+	return old, d, nil
+}
+
+// patched is old with p applied and checked.
+func (s *Store) patched(old Destination, p DestinationPatch) (Destination, error) {
+	d := old
+	if p.Name != nil {
+		d.Name = *p.Name
+	}
+	if p.Filter != nil {
+		d.Filter = *p.Filter
+	}
+	if p.Mapping != nil {
+		d.Mapping = *p.Mapping
+	}
+	if p.Owner != nil {
+		d.Owner = *p.Owner
+	}
+	if p.Purpose != nil {
+		d.Purpose = *p.Purpose
+	}
+	if p.DataCategories != nil {
+		d.DataCategories = *p.DataCategories
+	}
+	if p.ConsentPurposes != nil {
+		d.ConsentPurposes = *p.ConsentPurposes
+	}
+	if p.MonthlyCost != nil {
+		d.MonthlyCost = *p.MonthlyCost
+	}
+	var prev map[string]any
+	if p.Config != nil {
+		d.Config, prev = p.Config, old.Config
+	}
+	return s.normalizeDestination(d, prev)
+}
+
+// UpdateDestination applies p to destination id; its approval state stays
+// as it is (whether the change needs approval first is the decision
+// rights', package policy). Errors as [Store.CreateDestination], and
 // [statestore.ErrNotFound].
 func (s *Store) UpdateDestination(ctx context.Context, id string, p DestinationPatch, by access.User) (Destination, error) {
-	if !access.Can(by.Role, access.ManageDestinations) {
+	if !access.Can(by.Role, access.ProposeChanges) {
 		return Destination{}, fmt.Errorf("%w: role %q may not change destinations", ErrForbidden, by.Role)
 	}
 	var d Destination
@@ -336,50 +384,10 @@ func (s *Store) UpdateDestination(ctx context.Context, id string, p DestinationP
 		if err != nil {
 			return err
 		}
-		d = old
-		if p.Name != nil {
-			d.Name = *p.Name
-		}
-		if p.Filter != nil {
-			d.Filter = *p.Filter
-		}
-		if p.Mapping != nil {
-			d.Mapping = *p.Mapping
-		}
-		if p.Owner != nil {
-			d.Owner = *p.Owner
-		}
-		if p.Purpose != nil {
-			d.Purpose = *p.Purpose
-		}
-		if p.DataCategories != nil {
-			d.DataCategories = *p.DataCategories
-		}
-		if p.ConsentPurposes != nil {
-			d.ConsentPurposes = *p.ConsentPurposes
-		}
-		if p.MonthlyCost != nil {
-			d.MonthlyCost = *p.MonthlyCost
-		}
-		var prev map[string]any
-		if p.Config != nil {
-			d.Config, prev = p.Config, old.Config
-		}
-		if d, err = s.normalizeDestination(d, prev); err != nil {
+		if d, err = s.patched(old, p); err != nil {
 			return err
 		}
-		now := time.Now().UTC().Round(0)
-		d.UpdatedAt = now
-		if p.Config != nil && by.Role != access.RoleAdmin && old.Approval == Approved && !sameJSON(old.Config, d.Config) {
-			d.Approval, d.ApprovedAt, d.ApprovedBy = Pending, nil, ""
-			if _, err := tx.Exec(ctx, `INSERT INTO governance_approvals
-				(id, subject_type, subject_id, decision, comment, from_state, to_state, decided_by, decided_by_name, decided_at)
-				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-				statestore.NewID("apr"), subjectDestination, id, "reset", "config changed", Approved, Pending,
-				by.ID, by.Name, statestore.TimeToDB(now)); err != nil {
-				return err
-			}
-		}
+		d.UpdatedAt = time.Now().UTC().Round(0)
 		cols, err := destinationValues(d)
 		if err != nil {
 			return err
@@ -403,12 +411,6 @@ func (s *Store) UpdateDestination(ctx context.Context, id string, p DestinationP
 		return Destination{}, fmt.Errorf("governance: update destination %q: %w", id, err)
 	}
 	return d, nil
-}
-
-func sameJSON(a, b any) bool {
-	x, err1 := json.Marshal(a)
-	y, err2 := json.Marshal(b)
-	return err1 == nil && err2 == nil && string(x) == string(y)
 }
 
 // DeleteDestination removes destination id and its approval decisions.
@@ -439,7 +441,16 @@ func (s *Store) DeleteDestination(ctx context.Context, id string, by access.User
 // does for sources. Approving sets ApprovedAt to now: events received
 // before it are not delivered (also after a rejection and a new approval).
 func (s *Store) DecideDestination(ctx context.Context, id, decision, comment string, by access.User) (Destination, error) {
-	to, comment, err := checkDecision(decision, comment, by)
+	if !access.Can(by.Role, access.DecideApprovals) {
+		return Destination{}, fmt.Errorf("%w: role %q may not decide approvals", ErrForbidden, by.Role)
+	}
+	return s.RecordDestinationDecision(ctx, id, decision, comment, by)
+}
+
+// RecordDestinationDecision is [Store.DecideDestination] without the
+// check of by's role, as [Store.RecordDecision] is for sources.
+func (s *Store) RecordDestinationDecision(ctx context.Context, id, decision, comment string, by access.User) (Destination, error) {
+	to, comment, err := checkDecision(decision, comment)
 	if err != nil {
 		return Destination{}, err
 	}

@@ -7,10 +7,12 @@
 // its SHA-256 hash, and the collection API finds the source of a request
 // with [Store.SourceByWriteKey]. Only an approved source may send data.
 //
-// Approval: a source created by an admin starts [Approved]; one created by
-// anyone else starts [Pending] until someone allowed to
-// ([access.DecideApprovals]) decides on it with [Store.Decide]. Decisions
-// are kept, with who made them, when and why ([Store.ListDecisions]).
+// Approval: a source starts in the state its creator asks for (the API
+// asks the decision rights, package policy), by default [Approved] when
+// an admin creates it and [Pending] otherwise, until someone allowed to
+// ([access.DecideApprovals]) decides on it with [Store.Decide], or a
+// change request is settled ([Store.RecordDecision]). Decisions are
+// kept, with who made them, when and why ([Store.ListDecisions]).
 //
 // The [Store] keeps its tables in a [statestore.DB]; apply [Migrations]
 // with [statestore.DB.Migrate] before use.
@@ -182,15 +184,20 @@ CREATE INDEX governance_approvals_subject ON governance_approvals (subject_type,
 // DataCategories, MonthlyCost and AllowedOrigins (other fields are set by the store) and
 // returns it with its write key, returned only this once.
 //
+// Its approval state is src.Approval when that is [Approved] or [Pending]
+// (the decision rights' answer, see package policy); when empty, a source
+// an admin creates starts [Approved] and any other [Pending].
+//
 // Errors: a *[FieldError] naming the JSON field (name, kind, owner,
 // purpose, dataCategories, monthlyCost, allowedOrigins) for bad input; one matching
 // [statestore.ErrConflict] when another source has the same name
 // (ignoring case); one matching [ErrForbidden] when by's role may not
-// [access.ManageSources].
+// [access.ProposeChanges].
 func (s *Store) CreateSource(ctx context.Context, src Source, by access.User) (Source, string, error) {
-	if !access.Can(by.Role, access.ManageSources) {
+	if !access.Can(by.Role, access.ProposeChanges) {
 		return Source{}, "", fmt.Errorf("%w: role %q may not create sources", ErrForbidden, by.Role)
 	}
+	approval := initialApproval(src.Approval, by)
 	src, err := normalize(src)
 	if err != nil {
 		return Source{}, "", fmt.Errorf("governance: create source: %w", err)
@@ -202,10 +209,7 @@ func (s *Store) CreateSource(ctx context.Context, src Source, by access.User) (S
 	src.ID = statestore.NewID("src")
 	src.CreatedAt = time.Now().UTC().Round(0)
 	src.CreatedBy = by.ID
-	src.Approval = Pending
-	if by.Role == access.RoleAdmin {
-		src.Approval = Approved
-	}
+	src.Approval = approval
 	cats, err := json.Marshal(src.DataCategories)
 	if err != nil {
 		return Source{}, "", fmt.Errorf("governance: create source: %w", err)
@@ -371,14 +375,23 @@ func prefixed(p, columns string) string {
 	return strings.Join(cols, ", ")
 }
 
-// checkDecision checks a decision on a tool's approval before it is
-// recorded: by's role may decide approvals, the decision is Approve or
-// Reject (it returns the state it moves to) and the comment is short
-// enough (returned trimmed).
-func checkDecision(decision, comment string, by access.User) (to, trimmed string, err error) {
-	if !access.Can(by.Role, access.DecideApprovals) {
-		return "", "", fmt.Errorf("%w: role %q may not decide approvals", ErrForbidden, by.Role)
+// initialApproval is the approval state a new tool starts in: the one
+// asked for, if Approved or Pending; else Approved for an admin and
+// Pending for anyone else.
+func initialApproval(asked string, by access.User) string {
+	switch {
+	case asked == Approved || asked == Pending:
+		return asked
+	case by.Role == access.RoleAdmin:
+		return Approved
 	}
+	return Pending
+}
+
+// checkDecision checks a decision on a tool's approval before it is
+// recorded: the decision is Approve or Reject (it returns the state it
+// moves to) and the comment is short enough (returned trimmed).
+func checkDecision(decision, comment string) (to, trimmed string, err error) {
 	switch decision {
 	case Approve:
 		to = Approved
@@ -402,7 +415,18 @@ func checkDecision(decision, comment string, by access.User) (to, trimmed string
 // [ErrForbidden] when by's role may not [access.DecideApprovals]; one
 // matching [statestore.ErrNotFound] for an unknown source.
 func (s *Store) Decide(ctx context.Context, id, decision, comment string, by access.User) (Source, error) {
-	to, comment, err := checkDecision(decision, comment, by)
+	if !access.Can(by.Role, access.DecideApprovals) {
+		return Source{}, fmt.Errorf("%w: role %q may not decide approvals", ErrForbidden, by.Role)
+	}
+	return s.RecordDecision(ctx, id, decision, comment, by)
+}
+
+// RecordDecision is [Store.Decide] without the check of by's role: it
+// records a decision the decision rights reached (package policy: the
+// last approval a change request needed, or a rejection), by the user
+// whose decision settled it.
+func (s *Store) RecordDecision(ctx context.Context, id, decision, comment string, by access.User) (Source, error) {
+	to, comment, err := checkDecision(decision, comment)
 	if err != nil {
 		return Source{}, err
 	}
@@ -604,25 +628,59 @@ func NormalizeOrigins(list []string) ([]string, error) {
 	return out, nil
 }
 
-// SetAllowedOrigins replaces the allowed origins of source id (see
-// [Source.AllowedOrigins]; an empty list allows every origin) and returns
-// the source. Errors: a *[FieldError] for "allowedOrigins"; one matching
-// [ErrForbidden] when by's role may not [access.ManageSources]; one
+// SourcePatch is a change to a source; nil fields stay as they are.
+type SourcePatch struct {
+	AllowedOrigins *[]string `json:"allowedOrigins,omitempty"`
+	DataCategories *[]string `json:"dataCategories,omitempty"`
+}
+
+// PatchSource returns src with p applied and checked, without storing
+// it. Errors: a *[FieldError] for "allowedOrigins" or "dataCategories".
+func PatchSource(src Source, p SourcePatch) (Source, error) {
+	if p.AllowedOrigins != nil {
+		origins, err := NormalizeOrigins(*p.AllowedOrigins)
+		if err != nil {
+			return Source{}, err
+		}
+		src.AllowedOrigins = origins
+	}
+	if p.DataCategories != nil {
+		src.DataCategories = *p.DataCategories
+		checked, err := normalize(src)
+		if err != nil {
+			return Source{}, err
+		}
+		src.DataCategories = checked.DataCategories
+	}
+	return src, nil
+}
+
+// UpdateSource applies p to source id (see [Source.AllowedOrigins]; an
+// empty list allows every origin) and returns the source. Errors: a
+// *[FieldError] for "allowedOrigins" or "dataCategories"; one matching
+// [ErrForbidden] when by's role may not [access.ProposeChanges]; one
 // matching [statestore.ErrNotFound] for an unknown source.
-func (s *Store) SetAllowedOrigins(ctx context.Context, id string, origins []string, by access.User) (Source, error) {
-	if !access.Can(by.Role, access.ManageSources) {
+func (s *Store) UpdateSource(ctx context.Context, id string, p SourcePatch, by access.User) (Source, error) {
+	if !access.Can(by.Role, access.ProposeChanges) {
 		return Source{}, fmt.Errorf("%w: role %q may not change sources", ErrForbidden, by.Role)
 	}
-	origins, err := NormalizeOrigins(origins)
+	src, err := s.GetSource(ctx, id)
 	if err != nil {
 		return Source{}, fmt.Errorf("governance: update source: %w", err)
 	}
-	b, err := json.Marshal(origins)
+	if src, err = PatchSource(src, p); err != nil {
+		return Source{}, fmt.Errorf("governance: update source: %w", err)
+	}
+	origins, err := json.Marshal(src.AllowedOrigins)
 	if err != nil {
 		return Source{}, fmt.Errorf("governance: update source: %w", err)
 	}
-	res, err := s.db.Exec(ctx, `UPDATE governance_sources SET allowed_origins = ?, updated_at = ? WHERE id = ?`,
-		string(b), statestore.TimeToDB(time.Now().UTC()), id)
+	cats, err := json.Marshal(src.DataCategories)
+	if err != nil {
+		return Source{}, fmt.Errorf("governance: update source: %w", err)
+	}
+	res, err := s.db.Exec(ctx, `UPDATE governance_sources SET allowed_origins = ?, data_categories = ?, updated_at = ? WHERE id = ?`,
+		string(origins), string(cats), statestore.TimeToDB(time.Now().UTC()), id)
 	s.forgetKeys() // collection checks origins from the cached source
 	if err != nil {
 		return Source{}, fmt.Errorf("governance: update source %q: %w", id, err)

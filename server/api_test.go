@@ -39,15 +39,16 @@ func TestManagementAuth(t *testing.T) {
 
 func TestSourceApproval(t *testing.T) {
 	n := startNode(t, "", nil)
-	r := n.admin("POST", "/api/v1/users", map[string]any{"name": "ops", "role": "it"})
-	itToken := r.json(t)["token"].(string)
-	// A source registered by IT (not an admin) waits for approval.
-	r = n.do("POST", "/api/v1/sources", "bearer:"+itToken, []byte(`{"name":"shop","kind":"server","owner":"sales","purpose":"orders","dataCategories":["contact"],"monthlyCost":120}`), nil)
+	r := n.admin("POST", "/api/v1/users", map[string]any{"name": "mia", "role": "marketing"})
+	mktToken := r.json(t)["token"].(string)
+	// A source with contact data registered by marketing waits for IT's
+	// (here an admin's) approval.
+	r = n.do("POST", "/api/v1/sources", "bearer:"+mktToken, []byte(`{"name":"shop","kind":"server","owner":"sales","purpose":"orders","dataCategories":["contact"],"monthlyCost":120}`), nil)
 	if r.status != 201 {
 		t.Fatalf("create: %d %s", r.status, r.body)
 	}
 	src := r.json(t)
-	if src["approval"] != "pending" || src["writeKey"] == "" {
+	if src["approval"] != "pending" || src["writeKey"] == "" || src["change"] == nil {
 		t.Fatalf("new source: %v", src)
 	}
 	key := src["writeKey"].(string)

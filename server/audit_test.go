@@ -19,7 +19,7 @@ func TestAuditLog(t *testing.T) {
 	ctx := context.Background()
 	adminID := n.admin("GET", "/api/v1/me", nil).json(t)["id"].(string)
 	users := map[string]struct{ id, token string }{}
-	for _, role := range []string{"it", "privacy", "analyst"} {
+	for _, role := range []string{"it", "privacy", "analyst", "marketing"} {
 		r := n.admin("POST", "/api/v1/users", map[string]string{"name": "Jane " + role, "role": role})
 		if r.status != 201 {
 			t.Fatalf("create %s: %d %s", role, r.status, r.body)
@@ -36,8 +36,9 @@ func TestAuditLog(t *testing.T) {
 		return n.do(method, path, "bearer:"+users[role].token, b, nil)
 	}
 
-	// A source created by IT waits for an admin's approval.
-	r := as("it", "POST", "/api/v1/sources", map[string]any{"name": "crm", "kind": "crm", "owner": "sales", "purpose": "leads", "dataCategories": []string{"contact"}})
+	// A source with contact data created by marketing waits for IT's
+	// approval (an admin's counts for it).
+	r := as("marketing", "POST", "/api/v1/sources", map[string]any{"name": "crm", "kind": "crm", "owner": "sales", "purpose": "leads", "dataCategories": []string{"contact"}})
 	if r.status != 201 {
 		t.Fatalf("create source: %d %s", r.status, r.body)
 	}
@@ -116,10 +117,14 @@ func TestAuditLog(t *testing.T) {
 		t.Errorf("the bootstrap admin's creation: %v", e)
 	}
 	if e := byAction["source.approval"][0]; e["actor"] != adminID || e["resource"] != "source/"+srcID ||
-		e["before"].(map[string]any)["approval"] != "pending" || e["after"].(map[string]any)["approval"] != "approved" {
+		e["before"].(map[string]any)["approval"] != "pending" || e["after"].(map[string]any)["approval"] != "approved" ||
+		e["changeRequest"] != src["change"] || src["change"] == nil {
 		t.Errorf("the approval: %v", e)
 	}
-	if e := byAction["source.create"][1]; e["actor"] != users["it"].id || e["after"].(map[string]any)["name"] != "crm" {
+	if e := byAction["change.propose"][0]; e["actor"] != users["marketing"].id || e["changeRequest"] != src["change"] {
+		t.Errorf("the change request: %v", e)
+	}
+	if e := byAction["source.create"][1]; e["actor"] != users["marketing"].id || e["after"].(map[string]any)["name"] != "crm" {
 		t.Errorf("the source's creation: %v", e)
 	}
 	// The read by an unresolved e-mail address is recorded by its digest.

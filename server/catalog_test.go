@@ -15,11 +15,13 @@ func TestCatalog(t *testing.T) {
 	adminID := n.admin("GET", "/api/v1/me", nil).json(t)["id"].(string)
 	it := n.admin("POST", "/api/v1/users", map[string]string{"name": "ops", "role": "it"}).json(t)
 	itID, itToken := it["id"].(string), it["token"].(string)
+	mkt := n.admin("POST", "/api/v1/users", map[string]string{"name": "mia", "role": "marketing"}).json(t)["token"].(string)
 	sales := n.admin("POST", "/api/v1/users", map[string]string{"name": "sam", "role": "sales"}).json(t)["token"].(string)
 	body, _ := json.Marshal(map[string]any{"name": "crm", "kind": "crm", "owner": "sales", "purpose": "leads", "dataCategories": []string{"contact"}, "monthlyCost": 300})
-	crm := n.do("POST", "/api/v1/sources", "bearer:"+itToken, body, nil).json(t)["id"].(string)
+	// Proposed by marketing, they wait for IT (the default decision rights).
+	crm := n.do("POST", "/api/v1/sources", "bearer:"+mkt, body, nil).json(t)["id"].(string)
 	body, _ = json.Marshal(map[string]any{"name": "shop", "kind": "web", "owner": "marketing", "purpose": "shop analytics", "dataCategories": []string{"behavioural"}, "monthlyCost": 49.5})
-	shop := n.do("POST", "/api/v1/sources", "bearer:"+itToken, body, nil).json(t)["id"].(string)
+	shop := n.do("POST", "/api/v1/sources", "bearer:"+mkt, body, nil).json(t)["id"].(string)
 	if r := n.do("POST", "/api/v1/sources/"+shop+"/approvals", "bearer:"+itToken, []byte(`{"decision":"approve"}`), nil); r.status != 200 {
 		t.Fatalf("approve: %d %s", r.status, r.body)
 	}
@@ -28,7 +30,7 @@ func TestCatalog(t *testing.T) {
 	// by it, it names it and when.
 	body, _ = json.Marshal(map[string]any{"name": "ads", "type": "webhook", "config": map[string]any{"url": "http://127.0.0.1:9/x"},
 		"owner": "marketing", "purpose": "retargeting", "dataCategories": []string{"contact"}, "consentPurposes": []string{"Advertising"}, "monthlyCost": 120})
-	dst := n.do("POST", "/api/v1/destinations", "bearer:"+itToken, body, nil).json(t)["id"].(string)
+	dst := n.do("POST", "/api/v1/destinations", "bearer:"+mkt, body, nil).json(t)["id"].(string)
 	if r := n.do("POST", "/api/v1/destinations/"+dst+"/approvals", "bearer:"+itToken, []byte(`{"decision":"approve"}`), nil); r.status != 200 {
 		t.Fatalf("approve destination: %d %s", r.status, r.body)
 	}

@@ -53,11 +53,11 @@ func TestDestinationsAPI(t *testing.T) {
 		}
 		return r.json(t)["token"].(string)
 	}
-	it, marketing := user("it"), user("marketing")
+	it, marketing, analyst := user("it"), user("marketing"), user("analyst")
 	body := map[string]any{"name": "CRM hook", "type": "webhook", "config": map[string]any{"url": rc.URL + "/hook", "secret": "topsecret"},
 		"owner": "Sales", "purpose": "sync contacts", "dataCategories": []string{"contact"}, "consentPurposes": []string{"crm"}, "monthlyCost": 50}
 	b, _ := json.Marshal(body)
-	checkError(t, n.do("POST", "/api/v1/destinations", "bearer:"+marketing, b, nil), 403, "forbidden", "")
+	checkError(t, n.do("POST", "/api/v1/destinations", "bearer:"+analyst, b, nil), 403, "forbidden", "")
 	bad, _ := json.Marshal(map[string]any{"name": "x", "type": "webhook", "config": map[string]any{}, "owner": "IT"})
 	checkError(t, n.do("POST", "/api/v1/destinations", "bearer:"+it, bad, nil), 400, "invalid_field", "config.url")
 	bad, _ = json.Marshal(map[string]any{"name": "x", "type": "fax", "owner": "IT"})
@@ -65,7 +65,8 @@ func TestDestinationsAPI(t *testing.T) {
 	bad, _ = json.Marshal(map[string]any{"name": "x", "type": "webhook", "config": map[string]any{"url": "http://169.254.169.254/latest"}, "owner": "IT"})
 	checkError(t, n.do("POST", "/api/v1/destinations", "bearer:"+it, bad, nil), 400, "invalid_field", "config.url")
 
-	r := n.do("POST", "/api/v1/destinations", "bearer:"+it, b, nil)
+	// Proposed by marketing, a destination of contact data waits for IT.
+	r := n.do("POST", "/api/v1/destinations", "bearer:"+marketing, b, nil)
 	if r.status != 201 {
 		t.Fatalf("create: %d %s", r.status, r.body)
 	}
@@ -136,18 +137,27 @@ func TestDestinationsAPI(t *testing.T) {
 		t.Fatalf("metrics:\n%s", m.body)
 	}
 
-	// PATCH: a new URL by it sends the destination back to pending; the
-	// secret, left out, is kept.
+	// PATCH: a new URL by it (which the decision rights let decide
+	// alone) takes effect at once; the secret, left out, is kept. The
+	// same by marketing waits for IT (202).
 	pb, _ := json.Marshal(map[string]any{"config": map[string]any{"url": rc.URL + "/v2"}, "owner": "Support"})
 	r = n.do("PATCH", "/api/v1/destinations/"+id, "bearer:"+it, pb, nil)
-	if r.status != 200 || r.json(t)["approval"] != "pending" || r.json(t)["owner"] != "Support" || r.json(t)["config"].(map[string]any)["secret"] != "(set)" {
+	if r.status != 200 || r.json(t)["approval"] != "approved" || r.json(t)["owner"] != "Support" || r.json(t)["config"].(map[string]any)["secret"] != "(set)" {
 		t.Fatalf("patch: %d %s", r.status, r.body)
 	}
 	if g, err := n.srv.Governance.GetDestination(t.Context(), id); err != nil || g.Config["secret"] != "topsecret" {
 		t.Fatalf("stored secret after patch: %v %v", g.Config, err)
 	}
+	pb, _ = json.Marshal(map[string]any{"config": map[string]any{"url": rc.URL + "/v3", "secret": "newsecret"}})
+	r = n.do("PATCH", "/api/v1/destinations/"+id, "bearer:"+marketing, pb, nil)
+	if r.status != 202 || strings.Contains(string(r.body), "newsecret") || strings.Contains(string(r.body), "topsecret") {
+		t.Fatalf("patch by marketing: %d %s", r.status, r.body)
+	}
+	if g, _ := n.srv.Governance.GetDestination(t.Context(), id); g.Config["url"] != rc.URL+"/v2" {
+		t.Fatalf("a held patch was applied: %v", g.Config)
+	}
 	r = n.admin("GET", "/api/v1/destinations/"+id+"/approvals", nil)
-	if r.status != 200 || !strings.Contains(string(r.body), `"reset"`) {
+	if r.status != 200 || !strings.Contains(string(r.body), `"DPA signed"`) {
 		t.Fatalf("approvals: %d %s", r.status, r.body)
 	}
 	if r := n.do("DELETE", "/api/v1/destinations/"+id, "bearer:"+it, nil, nil); r.status != 204 {

@@ -158,12 +158,22 @@ func TestMasking(t *testing.T) {
 		t.Fatalf("create destination: %d %s", dest.status, dest.body)
 	}
 	destID := dest.json(t)["id"].(string)
+	// A change request every role with changes:read sees: marketing
+	// proposes it, it and privacy must approve it.
+	cb, _ := json.Marshal(map[string]any{"name": "survey hook", "type": "webhook", "config": map[string]any{"url": "http://127.0.0.1:9/survey"},
+		"owner": "Marketing", "purpose": "surveys", "dataCategories": []string{"sensitive"}})
+	change := n.do("POST", "/api/v1/destinations", "bearer:"+tokens[access.RoleMarketing], cb, nil)
+	if change.status != 201 || change.json(t)["change"] == nil {
+		t.Fatalf("propose a destination: %d %s", change.status, change.body)
+	}
+	changeID := change.json(t)["change"].(string)
 	if r := n.admin("PUT", "/api/v1/tracking-plans/crm-import", map[string]any{"unplanned": "flag", "events": map[string]any{}}); r.status != 200 {
 		t.Fatalf("put tracking plan: %d %s", r.status, r.body)
 	}
 	dsrID, _ := n.fileRequest(n.token, "access", "email", "ann.lee@example.com")
 
 	paths := map[string]string{ // the GET endpoints with their ids filled in
+		"/api/v1/changes/{id}":                   "/api/v1/changes/" + changeID,
 		"/api/v1/tracking-plans/{id}":            "/api/v1/tracking-plans/crm-import",
 		"/api/v1/destinations/{id}":              "/api/v1/destinations/" + destID,
 		"/api/v1/destinations/{id}/approvals":    "/api/v1/destinations/" + destID + "/approvals",

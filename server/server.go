@@ -41,6 +41,7 @@ import (
 	"tandem/imports"
 	"tandem/metrics"
 	"tandem/pipeline"
+	"tandem/policy"
 	"tandem/privacy"
 	"tandem/quarantine"
 	"tandem/statestore"
@@ -113,6 +114,7 @@ type Server struct {
 	Traits     *audience.Store // computed traits, kept by the pipeline
 	Audiences  *audience.Audiences
 	Audit      *audit.Log
+	Changes    *policy.Store // change requests under the decision rights
 	Pipeline   *pipeline.Pipeline
 	Delivery   *delivery.Manager // runs (Serve) only where the pipeline does
 	Metrics    *metrics.Registry
@@ -188,6 +190,7 @@ func open(ctx context.Context, cfg config.Config, logger *slog.Logger, h hooks) 
 	migs = append(migs, privacy.Migrations()...)
 	migs = append(migs, trackingplan.Migrations()...)
 	migs = append(migs, audience.Migrations()...)
+	migs = append(migs, policy.Migrations()...)
 	if err := s.State.Migrate(ctx, migs...); err != nil {
 		return nil, fmt.Errorf("state store: %w", err)
 	}
@@ -196,6 +199,15 @@ func open(ctx context.Context, cfg config.Config, logger *slog.Logger, h hooks) 
 	s.Quarantine = quarantine.NewStore(s.State)
 	s.Plans = trackingplan.NewStore(s.State)
 	s.Audit = audit.New(s.State)
+	rules, err := policy.New(cfg.Policy)
+	if err != nil {
+		var ve *policy.ValidationError
+		if errors.As(err, &ve) {
+			return nil, &config.UsageError{Key: ve.Key, Message: ve.Message}
+		}
+		return nil, err
+	}
+	s.Changes = policy.NewStore(s.State, rules, s.Audit)
 	s.Imports = imports.NewService(imports.Options{DB: s.State, Log: s.Committer, Quarantine: s.Quarantine,
 		Sources: s.Governance, Logger: logger, ChunkBytes: min(1<<20, s.Log.MaxRecordBytes()/2)})
 	if err := s.openEvents(ctx); err != nil {
@@ -423,7 +435,7 @@ func (s *Server) routes() http.Handler {
 		Events: s.Events, Log: s.Committer, Imports: s.Imports, Logger: s.logger, Stages: s.cfg.Journey.Stages,
 		Identity: s.Identity, Audit: s.Audit, Consent: s.Consent, Requests: privacy.NewRequests(s.State),
 		Traits: s.Traits, Audiences: s.Audiences,
-		Delivery: s.Delivery, Plans: s.Plans,
+		Delivery: s.Delivery, Plans: s.Plans, Changes: s.Changes,
 		Catalog: []governance.ToolProvider{governance.DestinationTools{Store: s.Governance}},
 	}
 	opts.Experiments, opts.ExperimentSums = experiment.NewStore(s.State), experiment.AggregatorFor(s.Events)

@@ -214,13 +214,14 @@ func TestSegmentSettingsDocument(t *testing.T) {
 	}
 	checkError(t, n.do("GET", "/v1/projects/wk_unknown/settings", "", nil, nil), 401, "unauthenticated", "")
 
-	// A pending source (created by a non-admin) may not load the SDK.
-	u := n.admin("POST", "/api/v1/users", map[string]any{"name": "it-person", "role": "it"})
+	// A pending source (proposed by marketing, waiting for IT) may not
+	// load the SDK.
+	u := n.admin("POST", "/api/v1/users", map[string]any{"name": "marketing-person", "role": "marketing"})
 	if u.status != 201 {
 		t.Fatalf("create user: %d %s", u.status, u.body)
 	}
 	tok := u.json(t)["token"].(string)
-	p := n.do("POST", "/api/v1/sources", "bearer:"+tok, []byte(`{"name":"pending web","kind":"web","owner":"it","purpose":"x","dataCategories":[]}`), nil)
+	p := n.do("POST", "/api/v1/sources", "bearer:"+tok, []byte(`{"name":"pending web","kind":"web","owner":"marketing","purpose":"x","dataCategories":["contact"]}`), nil)
 	if p.status != 201 {
 		t.Fatalf("create pending source: %d %s", p.status, p.body)
 	}

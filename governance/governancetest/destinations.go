@@ -37,8 +37,26 @@ func validDestination(name string) governance.Destination {
 func testDestinations(t *testing.T, e *env) {
 	ctx := context.Background()
 	it, admin := e.users[access.RoleIT], e.users[access.RoleAdmin]
-	if _, err := e.s.CreateDestination(ctx, validDestination("x"), e.users[access.RoleMarketing]); !errors.Is(err, governance.ErrForbidden) {
-		t.Fatalf("marketing creates: %v", err)
+	if _, err := e.s.CreateDestination(ctx, validDestination("x"), e.users[access.RoleAnalyst]); !errors.Is(err, governance.ErrForbidden) {
+		t.Fatalf("analyst creates: %v", err)
+	}
+	// The approval state asked for (the decision rights' answer) wins
+	// over the default by role.
+	asked := validDestination("asked")
+	asked.Approval = governance.Approved
+	m, err := e.s.CreateDestination(ctx, asked, e.users[access.RoleMarketing])
+	if err != nil || m.Approval != governance.Approved || m.ApprovedBy != e.users[access.RoleMarketing].ID || m.ApprovedAt == nil {
+		t.Fatalf("marketing creates approved: %+v %v", m, err)
+	}
+	asked.Name, asked.Approval = "asked pending", governance.Pending
+	m2, err := e.s.CreateDestination(ctx, asked, admin)
+	if err != nil || m2.Approval != governance.Pending || m2.ApprovedAt != nil {
+		t.Fatalf("admin creates pending: %+v %v", m2, err)
+	}
+	for _, id := range []string{m.ID, m2.ID} {
+		if err := e.s.DeleteDestination(ctx, id, admin); err != nil {
+			t.Fatal(err)
+		}
 	}
 	d, err := e.s.CreateDestination(ctx, validDestination("CRM"), it)
 	if err != nil {
@@ -81,15 +99,25 @@ func testDestinations(t *testing.T, e *env) {
 	if _, err := e.s.DecideDestination(ctx, d.ID, governance.Approve, "", e.users[access.RoleAnalyst]); !errors.Is(err, governance.ErrForbidden) {
 		t.Fatalf("analyst decides: %v", err)
 	}
-	// A patch by it that leaves the config alone keeps the approval; one
-	// that changes it (a secret kept when left out) resets it.
+	// A patch keeps the approval state, whoever makes it (whether it
+	// needs approval first is the decision rights').
 	owner := "Sales"
 	p1, err := e.s.UpdateDestination(ctx, d.ID, governance.DestinationPatch{Owner: &owner}, it)
 	if err != nil || p1.Approval != governance.Approved || p1.Owner != "Sales" {
 		t.Fatalf("patch owner: %+v %v", p1, err)
 	}
+	before1, after1, err := e.s.PatchDestination(ctx, d.ID, governance.DestinationPatch{Config: map[string]any{"url": "http://y.example/"}})
+	if err != nil || before1.Config["url"] != "http://x.example/" || after1.Config["url"] != "http://y.example/" || after1.Config["secret"] != "s3" {
+		t.Fatalf("PatchDestination: %+v %+v %v", before1, after1, err)
+	}
+	if got, _ := e.s.GetDestination(ctx, d.ID); got.Config["url"] != "http://x.example/" {
+		t.Fatalf("PatchDestination stored the change: %v", got.Config)
+	}
+	if _, _, err := e.s.PatchDestination(ctx, d.ID, governance.DestinationPatch{Config: map[string]any{"url": 7}}); err == nil {
+		t.Fatal("PatchDestination accepted a bad config")
+	}
 	p2, err := e.s.UpdateDestination(ctx, d.ID, governance.DestinationPatch{Config: map[string]any{"url": "http://y.example/"}}, it)
-	if err != nil || p2.Approval != governance.Pending || p2.Config["secret"] != "s3" || p2.Config["url"] != "http://y.example/" {
+	if err != nil || p2.Approval != governance.Approved || p2.Config["secret"] != "s3" || p2.Config["url"] != "http://y.example/" {
 		t.Fatalf("patch config: %+v %v", p2, err)
 	}
 	p3, err := e.s.UpdateDestination(ctx, a.ID, governance.DestinationPatch{Config: map[string]any{"url": "http://z.example/"}}, admin)
@@ -97,8 +125,17 @@ func testDestinations(t *testing.T, e *env) {
 		t.Fatalf("admin patch config: %+v %v", p3, err)
 	}
 	ds, err := e.s.ListDestinationDecisions(ctx, d.ID)
-	if err != nil || len(ds) != 4 || ds[3].Decision != "reset" {
+	if err != nil || len(ds) != 3 {
 		t.Fatalf("decisions: %+v %v", ds, err)
+	}
+	// A decision the decision rights reached is recorded without the
+	// check of the deciding user's role.
+	if r, err := e.s.RecordDestinationDecision(ctx, d.ID, governance.Reject, "policy", e.users[access.RolePrivacy]); err != nil || r.Approval != governance.Rejected {
+		t.Fatalf("RecordDestinationDecision: %+v %v", r, err)
+	}
+	if r, err := e.s.RecordDestinationDecision(ctx, d.ID, governance.Approve, "policy", e.users[access.RoleMarketing]); err != nil ||
+		r.Approval != governance.Approved || r.ApprovedBy != e.users[access.RoleMarketing].ID {
+		t.Fatalf("RecordDestinationDecision approve: %+v %v", r, err)
 	}
 	// List pages.
 	page1, next, err := e.s.ListDestinations(ctx, 1, "")

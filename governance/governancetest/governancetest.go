@@ -233,6 +233,10 @@ func equal(a, b governance.Source) bool {
 		a.CreatedBy == b.CreatedBy && slices.Equal(a.AllowedOrigins, b.AllowedOrigins)
 }
 
+func origins(list []string) governance.SourcePatch {
+	return governance.SourcePatch{AllowedOrigins: &list}
+}
+
 func testCreateApproval(t *testing.T, e *env) {
 	ctx := context.Background()
 	for _, tc := range []struct {
@@ -242,7 +246,7 @@ func testCreateApproval(t *testing.T, e *env) {
 	}{
 		{access.RoleAdmin, governance.Approved, false},
 		{access.RoleIT, governance.Pending, false},
-		{access.RoleMarketing, "", true},
+		{access.RoleMarketing, governance.Pending, false},
 		{access.RoleAnalyst, "", true},
 		{access.RolePrivacy, "", true},
 		{access.RoleService, "", true},
@@ -554,24 +558,33 @@ func testAllowedOrigins(t *testing.T, e *env) {
 		if !errors.As(err, &fe) || fe.Field != "allowedOrigins" {
 			t.Errorf("CreateSource with %.60q: %v, want a field error for allowedOrigins", bad, err)
 		}
-		if _, err := e.s.SetAllowedOrigins(ctx, got.ID, bad, admin); !errors.As(err, &fe) || fe.Field != "allowedOrigins" {
-			t.Errorf("SetAllowedOrigins %.60q: %v", bad, err)
+		if _, err := e.s.UpdateSource(ctx, got.ID, origins(bad), admin); !errors.As(err, &fe) || fe.Field != "allowedOrigins" {
+			t.Errorf("UpdateSource origins %.60q: %v", bad, err)
 		}
 	}
-	up, err := e.s.SetAllowedOrigins(ctx, got.ID, []string{"https://new.example.com"}, admin)
+	up, err := e.s.UpdateSource(ctx, got.ID, origins([]string{"https://new.example.com"}), admin)
 	if err != nil || !slices.Equal(up.AllowedOrigins, []string{"https://new.example.com"}) {
-		t.Fatalf("SetAllowedOrigins: %v %q", err, up.AllowedOrigins)
+		t.Fatalf("UpdateSource origins: %v %q", err, up.AllowedOrigins)
 	}
 	if g := mustGet(t, e, got.ID); !slices.Equal(g.AllowedOrigins, []string{"https://new.example.com"}) || g.Approval != got.Approval {
-		t.Errorf("after SetAllowedOrigins: %+v", g)
+		t.Errorf("after UpdateSource origins: %+v", g)
 	}
-	if up, err = e.s.SetAllowedOrigins(ctx, got.ID, nil, admin); err != nil || len(up.AllowedOrigins) != 0 {
+	if up, err = e.s.UpdateSource(ctx, got.ID, origins(nil), admin); err != nil || len(up.AllowedOrigins) != 0 {
 		t.Errorf("clearing: %v %q", err, up.AllowedOrigins)
 	}
-	if _, err := e.s.SetAllowedOrigins(ctx, "src_nope", nil, admin); !errors.Is(err, statestore.ErrNotFound) {
+	if _, err := e.s.UpdateSource(ctx, "src_nope", origins(nil), admin); !errors.Is(err, statestore.ErrNotFound) {
 		t.Errorf("unknown source: %v", err)
 	}
-	if _, err := e.s.SetAllowedOrigins(ctx, got.ID, nil, e.users[access.RoleAnalyst]); !errors.Is(err, governance.ErrForbidden) {
+	if _, err := e.s.UpdateSource(ctx, got.ID, origins(nil), e.users[access.RoleAnalyst]); !errors.Is(err, governance.ErrForbidden) {
 		t.Errorf("analyst: %v, want forbidden", err)
+	}
+	cats := []string{" contact ", "behavioural", "contact"}
+	up, err = e.s.UpdateSource(ctx, got.ID, governance.SourcePatch{DataCategories: &cats}, e.users[access.RoleMarketing])
+	if err != nil || !slices.Equal(up.DataCategories, []string{"contact", "behavioural"}) || len(up.AllowedOrigins) != 0 {
+		t.Errorf("UpdateSource data categories: %v %+v", err, up)
+	}
+	bad := []string{""}
+	if _, err := e.s.UpdateSource(ctx, got.ID, governance.SourcePatch{DataCategories: &bad}, admin); !errors.As(err, new(*governance.FieldError)) {
+		t.Errorf("UpdateSource with an empty category: %v", err)
 	}
 }
