@@ -94,6 +94,7 @@ func (a *API) createSource(w http.ResponseWriter, r *http.Request) error {
 		DataCategories []string `json:"dataCategories"`
 		MonthlyCost    float64  `json:"monthlyCost"`
 		AllowedOrigins []string `json:"allowedOrigins"`
+		IPPolicy       string   `json:"ipPolicy"`
 	}
 	if err := decode(w, r, &in); err != nil {
 		return err
@@ -101,6 +102,7 @@ func (a *API) createSource(w http.ResponseWriter, r *http.Request) error {
 	src, key, err := a.opts.Governance.CreateSource(r.Context(), governance.Source{
 		Name: in.Name, Kind: in.Kind, Owner: in.Owner, Purpose: in.Purpose,
 		DataCategories: in.DataCategories, MonthlyCost: in.MonthlyCost, AllowedOrigins: in.AllowedOrigins,
+		IPPolicy: in.IPPolicy,
 	}, userFrom(r.Context()))
 	if err != nil {
 		return err
@@ -138,29 +140,39 @@ func (a *API) getSource(w http.ResponseWriter, r *http.Request) error {
 }
 
 // updateSource changes what may be changed of a source: its allowed
-// origins.
+// origins and its IP policy.
 func (a *API) updateSource(w http.ResponseWriter, r *http.Request) error {
 	var in struct {
 		AllowedOrigins *[]string `json:"allowedOrigins"`
+		IPPolicy       *string   `json:"ipPolicy"`
 	}
 	if err := decode(w, r, &in); err != nil {
 		return err
 	}
-	if in.AllowedOrigins == nil {
-		return apierror.Field("allowedOrigins", "missing_field", "nothing to change: send allowedOrigins (an empty list allows every origin)")
+	if in.AllowedOrigins == nil && in.IPPolicy == nil {
+		return apierror.Field("allowedOrigins", "missing_field", "nothing to change: send allowedOrigins (an empty list allows every origin) or ipPolicy")
 	}
 	src, err := a.sourceByPath(r)
 	if err != nil {
 		return err
 	}
-	before := map[string]any{"allowedOrigins": src.AllowedOrigins}
-	src, err = a.opts.Governance.SetAllowedOrigins(r.Context(), src.ID, *in.AllowedOrigins, userFrom(r.Context()))
-	if err != nil {
-		return err
+	before, after := map[string]any{}, map[string]any{}
+	if in.AllowedOrigins != nil {
+		before["allowedOrigins"] = src.AllowedOrigins
+		if src, err = a.opts.Governance.SetAllowedOrigins(r.Context(), src.ID, *in.AllowedOrigins, userFrom(r.Context())); err != nil {
+			return err
+		}
+		after["allowedOrigins"] = src.AllowedOrigins
 	}
-	a.recordChange(r, audit.Record{Action: "source.update", Resource: "source/" + src.ID, Before: before,
-		After: map[string]any{"allowedOrigins": src.AllowedOrigins}})
-	a.opts.Logger.Info("source allowed origins changed", "source", src.ID, "by", userFrom(r.Context()).ID, "origins", len(src.AllowedOrigins))
+	if in.IPPolicy != nil {
+		before["ipPolicy"] = src.IPPolicy
+		if src, err = a.opts.Governance.SetIPPolicy(r.Context(), src.ID, *in.IPPolicy, userFrom(r.Context())); err != nil {
+			return err
+		}
+		after["ipPolicy"] = src.IPPolicy
+	}
+	a.recordChange(r, audit.Record{Action: "source.update", Resource: "source/" + src.ID, Before: before, After: after})
+	a.opts.Logger.Info("source changed", "source", src.ID, "by", userFrom(r.Context()).ID, "origins", len(src.AllowedOrigins), "ipPolicy", src.IPPolicy)
 	return writeJSON(w, 200, src)
 }
 

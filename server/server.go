@@ -641,5 +641,5 @@ func (w writeKeys) LookupWriteKey(ctx context.Context, key string) (collect.Sour
 	if err != nil {
 		return collect.Source{}, err
 	}
-	return collect.Source{ID: src.ID, Name: src.Name, Approval: src.Approval, AllowedOrigins: src.AllowedOrigins}, nil
+	return collect.Source{ID: src.ID, Name: src.Name, Approval: src.Approval, AllowedOrigins: src.AllowedOrigins, IPPolicy: src.IPPolicy}, nil
 }

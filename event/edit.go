@@ -1,0 +1,78 @@
+package event
+
+import (
+	"bytes"
+	"encoding/json"
+)
+
+// EditContext returns the event object raw with each member name of its
+// context passed through edit, which gets the member's JSON value and
+// returns the new value and whether to keep the member. Every occurrence
+// counts (a repeated context or member, a key written with escapes such
+// as "\u0069p"), so what a JSON decoder would read as context.name is
+// never missed. raw itself is returned (not a copy) when nothing changes,
+// and when raw is not a JSON object.
+func EditContext(raw []byte, name string, edit func(val []byte) ([]byte, bool)) []byte {
+	type span struct{ start, end int }
+	var ctxs []span
+	start := skipSpace(raw, 0)
+	if start >= len(raw) || raw[start] != '{' {
+		return raw
+	}
+	if _, err := scanObject(raw, start, 1, func(key, val []byte) {
+		if keyIs(key, "context") && val[0] == '{' {
+			o := offset(raw, val)
+			ctxs = append(ctxs, span{o, o + len(val)})
+		}
+	}); err != nil {
+		return raw
+	}
+	out := raw
+	for i := len(ctxs) - 1; i >= 0; i-- { // from the end: earlier offsets stay valid
+		c := ctxs[i]
+		obj := out[c.start:c.end]
+		changed := false
+		rebuilt := make([]byte, 0, len(obj))
+		rebuilt = append(rebuilt, '{')
+		first := true
+		_, _ = scanObject(obj, 0, 2, func(key, val []byte) {
+			if keyIs(key, name) {
+				nv, keep := edit(val)
+				if !keep {
+					changed = true
+					return
+				}
+				if !bytes.Equal(nv, val) {
+					changed = true
+					val = nv
+				}
+			}
+			if !first {
+				rebuilt = append(rebuilt, ',')
+			}
+			first = false
+			rebuilt = append(rebuilt, key...)
+			rebuilt = append(rebuilt, ':')
+			rebuilt = append(rebuilt, val...)
+		})
+		if !changed {
+			continue
+		}
+		rebuilt = append(rebuilt, '}')
+		next := make([]byte, 0, len(out)-len(obj)+len(rebuilt))
+		next = append(next, out[:c.start]...)
+		next = append(next, rebuilt...)
+		out = append(next, out[c.end:]...)
+	}
+	return out
+}
+
+// keyIs reports whether the raw JSON key (quotes included) is name once
+// decoded.
+func keyIs(key []byte, name string) bool {
+	if bytes.IndexByte(key, '\\') < 0 {
+		return len(key) == len(name)+2 && string(key[1:len(key)-1]) == name
+	}
+	var s string
+	return json.Unmarshal(key, &s) == nil && s == name
+}
