@@ -114,6 +114,7 @@ type Manager struct {
 	reg   *Registry
 	guard *guard.Guard
 	dead  deadLetters
+	flows *flows
 
 	mu      sync.Mutex
 	workers map[string]*worker
@@ -153,7 +154,7 @@ func New(opts Options) (*Manager, error) {
 	}
 	env := Env{Guard: g, Client: func(timeout time.Duration) *http.Client { return g.Client(timeout) }}
 	m := &Manager{
-		opts: opts, guard: g, dead: deadLetters{db: opts.DB},
+		opts: opts, guard: g, dead: deadLetters{db: opts.DB}, flows: &flows{db: opts.DB},
 		reg:     newRegistry(env, webhook{}, segment{}, natsType{}),
 		workers: map[string]*worker{}, rings: map[string]*ring{}, nudge: make(chan struct{}, 1),
 	}
@@ -183,6 +184,9 @@ func (m *Manager) Refresh() {
 func (m *Manager) Run(ctx context.Context) error {
 	t := time.NewTicker(m.opts.Poll)
 	defer t.Stop()
+	flowsDone := make(chan struct{})
+	go func() { defer close(flowsDone); m.runFlows(ctx) }()
+	defer func() { <-flowsDone }()
 	for {
 		if err := m.sync(ctx); err != nil && ctx.Err() == nil {
 			m.opts.Logger.Warn("delivery: reading destinations failed", "err", err.Error())

@@ -27,7 +27,7 @@ CREATE TABLE delivery_dead_letters (
 );
 CREATE INDEX delivery_dead_letters_destination ON delivery_dead_letters (destination_id, id);
 `,
-	}}
+	}, flowMigration}
 }
 
 // DeadLetter is an event a destination did not take within the retry
@@ -80,7 +80,10 @@ func (s deadLetters) remove(ctx context.Context, ids []string) error {
 }
 
 func (s deadLetters) removeDestination(ctx context.Context, destID string) error {
-	_, err := s.db.Exec(ctx, `DELETE FROM delivery_dead_letters WHERE destination_id = ?`, destID)
+	if _, err := s.db.Exec(ctx, `DELETE FROM delivery_dead_letters WHERE destination_id = ?`, destID); err != nil {
+		return err
+	}
+	_, err := s.db.Exec(ctx, `DELETE FROM delivery_flows WHERE destination_id = ?`, destID)
 	return err
 }
 

@@ -66,6 +66,7 @@ type worker struct {
 type item struct {
 	out      Outgoing
 	key      string
+	source   string // the event's source, for the catalogue's flows ("" for a replay)
 	received time.Time
 	rec      *record
 	dl       *DeadLetter
@@ -195,7 +196,7 @@ func (w *worker) dispatch(msg eventlog.Message) bool {
 			w.m.events.Add(1, id, "invalid")
 			continue
 		}
-		items = append(items, &item{out: Outgoing{MessageID: e.MessageID, Body: body}, key: profileKey(e), received: e.ReceivedAt, rec: rec})
+		items = append(items, &item{out: Outgoing{MessageID: e.MessageID, Body: body}, key: profileKey(e), source: e.SourceID, received: e.ReceivedAt, rec: rec})
 	}
 	if len(items) == 0 {
 		w.done <- msg
@@ -322,6 +323,7 @@ func (w *worker) deliver(batch []*item) bool {
 			w.record(batch, attempt, "delivered", nil, took)
 			for _, it := range batch {
 				w.m.events.Add(1, id, "delivered")
+				w.m.flows.add(it.source, id, now, 1)
 				if it.rec != nil {
 					w.m.latency.Observe(now.Sub(it.received).Seconds(), id)
 				}

@@ -424,7 +424,7 @@ func (s *Server) routes() http.Handler {
 		Identity: s.Identity, Audit: s.Audit, Consent: s.Consent, Requests: privacy.NewRequests(s.State),
 		Traits: s.Traits, Audiences: s.Audiences,
 		Delivery: s.Delivery, Plans: s.Plans,
-		Catalog: []governance.ToolProvider{governance.DestinationTools{Store: s.Governance}},
+		Catalog: []governance.ToolProvider{governance.DestinationTools{Store: s.Governance}, s.Delivery},
 	}
 	opts.Experiments, opts.ExperimentSums = experiment.NewStore(s.State), experiment.AggregatorFor(s.Events)
 	if p, ok := s.Events.(analytics.Provider); ok {
