@@ -358,6 +358,7 @@ func (w *worker) record(batch []*item, attempt int, status string, err error, to
 	for _, it := range batch {
 		a.MessageID = it.out.MessageID
 		a.Replay = it.dl != nil
+		a.source, a.received = it.source, it.received
 		w.ring.add(a)
 	}
 }
@@ -383,7 +384,8 @@ func (w *worker) finish(batch []*item, failed error, attempts int) bool {
 			}
 		case failed != nil:
 			add = append(add, DeadLetter{ID: statestore.NewID("dlq"), DestinationID: w.d.ID, MessageID: it.out.MessageID,
-				Attempts: attempts, LastError: failed.Error(), FailedAt: now, laneKey: it.key, body: string(it.out.Body)})
+				Attempts: attempts, LastError: failed.Error(), FailedAt: now, laneKey: it.key, body: string(it.out.Body),
+				sourceID: it.source, received: it.received})
 		}
 	}
 	if len(add) > 0 {
