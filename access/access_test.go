@@ -26,10 +26,10 @@ func TestCan(t *testing.T) {
 	}{
 		{access.RoleAdmin, all},
 		{access.RoleIT, []access.Permission{access.ManageSources, access.DecideApprovals, access.ReadEvents,
-			access.ReadQuarantine, access.ReplayQuarantine, access.ReadCatalog, access.ReadAnalytics, access.RunImports, access.ReadExperiments, access.ReadAudit, access.ManageDestinations, access.ManageTrackingPlans, access.ReadTrackingPlans}},
+			access.ReadQuarantine, access.ReplayQuarantine, access.ReadCatalog, access.ReadAnalytics, access.RunImports, access.ReadExperiments, access.ReadAudit, access.ManageDestinations, access.ManageTrackingPlans, access.ReadTrackingPlans, access.ReadRecords}},
 		{access.RoleMarketing, []access.Permission{access.ReadEvents, access.ReadCatalog, access.ReadAnalytics, access.ReadProfiles, access.ManageExperiments, access.ReadExperiments, access.ReadTrackingPlans, access.ManageAudiences}},
 		{access.RoleAnalyst, []access.Permission{access.ReadEvents, access.ReadCatalog, access.ReadAnalytics, access.ReadProfiles, access.ManageExperiments, access.ReadExperiments, access.ManageAudiences}},
-		{access.RolePrivacy, []access.Permission{access.ReadEvents, access.ReadQuarantine, access.ReadCatalog, access.ReadProfiles, access.UnmergeProfiles, access.ReadAudit, access.WriteConsent, access.ManageRequests, access.ReadPII}},
+		{access.RolePrivacy, []access.Permission{access.ReadEvents, access.ReadQuarantine, access.ReadCatalog, access.ReadProfiles, access.UnmergeProfiles, access.ReadAudit, access.WriteConsent, access.ManageRequests, access.ReadPII, access.ReadRecords, access.RunRetention}},
 		{access.RoleService, []access.Permission{access.ReadCatalog, access.ReadAnalytics, access.ReadProfiles, access.ReadExperiments, access.ReadPII}},
 		{access.RoleSales, []access.Permission{access.ReadCatalog, access.ReadAnalytics, access.ReadProfiles, access.ReadExperiments, access.ReadPII}},
 		{access.Role(""), nil},

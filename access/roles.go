@@ -78,18 +78,25 @@ const (
 	// ManageAudiences: define and delete computed traits and audiences
 	// (reading them, and profiles' values, needs ReadProfiles).
 	ManageAudiences Permission = "audiences:manage"
+	// ReadRecords reads the records of processing (GDPR Art. 30) and the
+	// retention policy: admin, privacy and it (which answers for the
+	// systems).
+	ReadRecords Permission = "privacy:records"
+	// RunRetention removes expired data now, outside the schedule: admin
+	// and privacy.
+	RunRetention Permission = "retention:run"
 )
 
 // Permissions lists every permission.
-var Permissions = []Permission{ManageUsers, ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadProfiles, UnmergeProfiles, ManageExperiments, ReadExperiments, ReadAudit, ManageDestinations, WriteConsent, ReadPII, ManageTrackingPlans, ReadTrackingPlans, ManageRequests, ManageAudiences}
+var Permissions = []Permission{ManageUsers, ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadProfiles, UnmergeProfiles, ManageExperiments, ReadExperiments, ReadAudit, ManageDestinations, WriteConsent, ReadPII, ManageTrackingPlans, ReadTrackingPlans, ManageRequests, ManageAudiences, ReadRecords, RunRetention}
 
 // grants is the authorization table (see Can).
 var grants = map[Role][]Permission{
 	RoleAdmin:     Permissions,
-	RoleIT:        {ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadExperiments, ReadAudit, ManageDestinations, ManageTrackingPlans, ReadTrackingPlans},
+	RoleIT:        {ManageSources, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadExperiments, ReadAudit, ManageDestinations, ManageTrackingPlans, ReadTrackingPlans, ReadRecords},
 	RoleMarketing: {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles, ManageExperiments, ReadExperiments, ReadTrackingPlans, ManageAudiences},
 	RoleAnalyst:   {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles, ManageExperiments, ReadExperiments, ManageAudiences},
-	RolePrivacy:   {ReadEvents, ReadQuarantine, ReadCatalog, ReadProfiles, UnmergeProfiles, ReadAudit, WriteConsent, ManageRequests, ReadPII},
+	RolePrivacy:   {ReadEvents, ReadQuarantine, ReadCatalog, ReadProfiles, UnmergeProfiles, ReadAudit, WriteConsent, ManageRequests, ReadPII, ReadRecords, RunRetention},
 	RoleService:   {ReadCatalog, ReadAnalytics, ReadProfiles, ReadExperiments, ReadPII},
 	RoleSales:     {ReadCatalog, ReadAnalytics, ReadProfiles, ReadExperiments, ReadPII},
 }
@@ -116,7 +123,9 @@ var grants = map[Role][]Permission{
 // for the platform's changes) and privacy (which answers for reads of
 // personal data). Only admin and privacy record consent decisions
 // through the API (consent:write, not in the table) and file
-// data-subject requests (privacy:requests). Tracking plans are put by
+// data-subject requests (privacy:requests). The records of processing
+// and the retention policy are read by admin, privacy and it; only admin
+// and privacy run retention outside its schedule. Tracking plans are put by
 // admin and it, and read by marketing too. An unknown role may
 // do nothing.
 func Can(role Role, p Permission) bool {

@@ -86,6 +86,16 @@ type Options struct {
 	Catalog []governance.ToolProvider
 	// Plans keeps the sources' tracking plans (nil: their endpoints answer 503).
 	Plans *trackingplan.Store
+	// Classifier tags fields with data categories, for masking and the
+	// records of processing (nil: the default tags alone).
+	Classifier *privacy.Classifier
+	// Retention removes expired data (nil: the retention endpoints answer
+	// 503); LogMaxAge is how long the event log keeps records.
+	Retention *privacy.Retainer
+	LogMaxAge time.Duration
+	// Subjects are the categories of data subjects of the records of
+	// processing (empty: privacy.DefaultSubjects).
+	Subjects []string
 }
 
 // API is the management API handler.
@@ -143,6 +153,7 @@ func New(opts Options) *API {
 	a.profileRoutes()
 	a.consentRoutes()
 	a.privacyRoutes()
+	a.recordsRoutes()
 	a.audienceRoutes()
 	a.auditRoutes()
 	a.experimentRoutes()

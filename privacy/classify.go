@@ -1,10 +1,15 @@
 package privacy
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"slices"
 	"strings"
+	"sync"
+	"time"
+
+	"tandem/trackingplan"
 )
 
 // Settings is the config file's privacy key.
@@ -157,4 +162,81 @@ func (c *Classification) Clone() *Classification {
 		out.byContainer[k] = maps.Clone(m)
 	}
 	return out
+}
+
+// PlanLister lists the tracking plans in force (trackingplan.Store).
+type PlanLister interface {
+	List(ctx context.Context) ([]trackingplan.Plan, error)
+}
+
+// classifierTTL is how long a [Classifier] keeps what it read of the
+// plans; [Classifier.Forget] drops it at once.
+const classifierTTL = 5 * time.Second
+
+// Classifier is the installation's classification: the configured one
+// with the tracking plans' tags added, re-read at most every few seconds.
+type Classifier struct {
+	base  *Classification
+	plans PlanLister
+
+	mu        sync.Mutex
+	at        time.Time
+	cur       *Classification
+	perSource map[string][]string
+}
+
+// NewClassifier returns the classifier of the settings and the plans
+// (nil: the settings alone).
+func NewClassifier(s Settings, plans PlanLister) *Classifier {
+	return &Classifier{base: NewClassification(s), plans: plans}
+}
+
+// Forget makes the next read see the plans as they are now.
+func (c *Classifier) Forget() {
+	c.mu.Lock()
+	c.cur = nil
+	c.mu.Unlock()
+}
+
+func (c *Classifier) load(ctx context.Context) (*Classification, map[string][]string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cur != nil && time.Since(c.at) < classifierTTL {
+		return c.cur, c.perSource, nil
+	}
+	cur, per := c.base.Clone(), map[string][]string{}
+	if c.plans != nil {
+		plans, err := c.plans.List(ctx)
+		if err != nil {
+			return nil, nil, fmt.Errorf("privacy: classification: %w", err)
+		}
+		for _, p := range plans {
+			seen := map[string]bool{}
+			for path, cat := range p.Categories() {
+				if cont, name, ok := SplitCategoryPath(path); ok {
+					cur.Add(cont, name, cat)
+				}
+				if !seen[cat] {
+					seen[cat] = true
+					per[p.SourceID] = append(per[p.SourceID], cat)
+				}
+			}
+			slices.Sort(per[p.SourceID])
+		}
+	}
+	c.cur, c.perSource, c.at = cur, per, time.Now()
+	return cur, per, nil
+}
+
+// Current is the classification now.
+func (c *Classifier) Current(ctx context.Context) (*Classification, error) {
+	cur, _, err := c.load(ctx)
+	return cur, err
+}
+
+// SourceCategories are, per source id, the categories its tracking plan
+// tags fields with.
+func (c *Classifier) SourceCategories(ctx context.Context) (map[string][]string, error) {
+	_, per, err := c.load(ctx)
+	return per, err
 }
