@@ -23,7 +23,7 @@ import (
 // attempts, the consent history) and keeps its recent data and another
 // source's, whose age is longer.
 func TestRetention(t *testing.T) {
-	const age = 6 * time.Second
+	const age = 8 * time.Second
 	n := startNode(t, "", func(c *config.Config) {
 		c.DestinationAllow = []string{"127.0.0.0/8"}
 		c.Retention.Sources = map[string]time.Duration{"shop": age}
@@ -59,6 +59,25 @@ func TestRetention(t *testing.T) {
 		}
 	}
 	consent := `"context":{"consent":{"categoryPreferences":{"Analytics":true}}}`
+	deadLetters := func() []string {
+		t.Helper()
+		var dl struct {
+			Items []struct {
+				MessageID string `json:"messageId"`
+			} `json:"items"`
+		}
+		if err := json.Unmarshal(n.admin("GET", "/api/v1/destinations/"+dest+"/dead-letters", nil).body, &dl); err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, d := range dl.Items {
+			ids = append(ids, d.MessageID)
+		}
+		slices.Sort(ids)
+		return ids
+	}
+	// waitRefused waits until the receiver refused ids and delivery
+	// stored them as dead letters (after the receiver answered).
 	waitRefused := func(ids ...string) {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)
@@ -69,11 +88,15 @@ func TestRetention(t *testing.T) {
 				all = all && refused[id]
 			}
 			mu.Unlock()
+			dead := deadLetters()
+			for _, id := range ids {
+				all = all && slices.Contains(dead, id)
+			}
 			if all {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("the receiver never got %v", ids)
+				t.Fatalf("the receiver never got %v, or they are not dead letters (%v)", ids, dead)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
@@ -130,20 +153,7 @@ func TestRetention(t *testing.T) {
 		t.Errorf("quarantine after retention: %v, want new-bad", q)
 	}
 	// Dead letters and delivery attempts.
-	var dl struct {
-		Items []struct {
-			MessageID string `json:"messageId"`
-		} `json:"items"`
-	}
-	if err := json.Unmarshal(n.admin("GET", "/api/v1/destinations/"+dest+"/dead-letters", nil).body, &dl); err != nil {
-		t.Fatal(err)
-	}
-	var dead []string
-	for _, d := range dl.Items {
-		dead = append(dead, d.MessageID)
-	}
-	slices.Sort(dead)
-	if !slices.Equal(dead, []string{"def-new", "def-old", "new-1"}) {
+	if dead := deadLetters(); !slices.Equal(dead, []string{"def-new", "def-old", "new-1"}) {
 		t.Errorf("dead letters after retention: %v", dead)
 	}
 	attempts := string(n.admin("GET", "/api/v1/destinations/"+dest+"/deliveries", nil).body)
@@ -188,7 +198,7 @@ func TestRetention(t *testing.T) {
 	}
 	// The policy as the API shows it, and the metrics.
 	pol := string(n.admin("GET", "/api/v1/privacy/retention", nil).body)
-	if !strings.Contains(pol, `"name":"shop","maxAge":"6s","basis":"source"`) || !strings.Contains(pol, `"logMaxAge":"6s"`) ||
+	if !strings.Contains(pol, `"name":"shop","maxAge":"8s","basis":"source"`) || !strings.Contains(pol, `"logMaxAge":"8s"`) ||
 		!strings.Contains(pol, `"name":"default","maxAge":"1h0m0s","basis":"default"`) {
 		t.Errorf("GET /privacy/retention: %s", pol)
 	}
