@@ -19,6 +19,7 @@ func TestEditContext(t *testing.T) {
 		{`{"context":{"ip":"1.2.3.4"},"x":2}`, drop, `{"context":{},"x":2}`},
 		{`{"context":{"ip":"1","ip":"2","b":true}}`, drop, `{"context":{"b":true}}`},
 		{`{"context":{"\u0069p":"1.2.3.4"}}`, drop, `{"context":{}}`},
+		{`{"Context":{"IP":"1.2.3.4","a":1}}`, drop, `{"Context":{"a":1}}`},
 		{`{"context":{"ip":"1"},"context":{"ip":"2"}}`, upper, `{"context":{"ip":"X"},"context":{"ip":"X"}}`},
 		{`{"context":{"nested":{"ip":"1.2.3.4"}}}`, drop, `{"context":{"nested":{"ip":"1.2.3.4"}}}`},
 		{`{"properties":{"ip":"1.2.3.4"}}`, drop, `{"properties":{"ip":"1.2.3.4"}}`},
