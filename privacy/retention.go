@@ -116,8 +116,8 @@ func (r Retention) AgeOf(src governance.Source) (time.Duration, string) {
 	return age, basis
 }
 
-// every is how often the schedule runs.
-func (r Retention) every() time.Duration {
+// Interval is how often the schedule runs: Every, or [DefaultRetentionEvery].
+func (r Retention) Interval() time.Duration {
 	if r.Every > 0 {
 		return r.Every
 	}
@@ -317,7 +317,7 @@ func (r *Retainer) Run(ctx context.Context) {
 	if !r.policy.Enabled() {
 		return
 	}
-	t := time.NewTicker(r.policy.every())
+	t := time.NewTicker(r.policy.Interval())
 	defer t.Stop()
 	for {
 		if _, err := r.RunOnce(ctx); err != nil && ctx.Err() == nil {
