@@ -91,18 +91,25 @@ const (
 	// ApproveChanges: approve or reject change requests that need the
 	// caller's role.
 	ApproveChanges Permission = "changes:approve"
+	// ReadRecords reads the records of processing (GDPR Art. 30) and the
+	// retention policy: admin, privacy and it (which answers for the
+	// systems).
+	ReadRecords Permission = "privacy:records"
+	// RunRetention removes expired data now, outside the schedule: admin
+	// and privacy.
+	RunRetention Permission = "retention:run"
 )
 
 // Permissions lists every permission.
-var Permissions = []Permission{ManageUsers, ProposeChanges, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadProfiles, UnmergeProfiles, ManageExperiments, ReadExperiments, ReadAudit, ManageDestinations, WriteConsent, ReadPII, ManageTrackingPlans, ReadTrackingPlans, ManageRequests, ManageAudiences, ReadChanges, ApproveChanges, ReadConsentRates}
+var Permissions = []Permission{ManageUsers, ProposeChanges, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadProfiles, UnmergeProfiles, ManageExperiments, ReadExperiments, ReadAudit, ManageDestinations, WriteConsent, ReadPII, ManageTrackingPlans, ReadTrackingPlans, ManageRequests, ManageAudiences, ReadChanges, ApproveChanges, ReadConsentRates, ReadRecords, RunRetention}
 
 // grants is the authorization table (see Can).
 var grants = map[Role][]Permission{
 	RoleAdmin:     Permissions,
-	RoleIT:        {ProposeChanges, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadExperiments, ReadAudit, ManageDestinations, ManageTrackingPlans, ReadTrackingPlans, ReadChanges, ApproveChanges},
+	RoleIT:        {ProposeChanges, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadExperiments, ReadAudit, ManageDestinations, ManageTrackingPlans, ReadTrackingPlans, ReadChanges, ApproveChanges, ReadRecords},
 	RoleMarketing: {ProposeChanges, ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles, ManageExperiments, ReadExperiments, ReadTrackingPlans, ManageAudiences, ReadChanges, ApproveChanges, ReadConsentRates},
 	RoleAnalyst:   {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles, ManageExperiments, ReadExperiments, ManageAudiences, ReadConsentRates},
-	RolePrivacy:   {ReadEvents, ReadQuarantine, ReadCatalog, ReadProfiles, UnmergeProfiles, ReadAudit, WriteConsent, ManageRequests, ReadPII, ReadChanges, ApproveChanges, ReadConsentRates},
+	RolePrivacy:   {ReadEvents, ReadQuarantine, ReadCatalog, ReadProfiles, UnmergeProfiles, ReadAudit, WriteConsent, ManageRequests, ReadPII, ReadChanges, ApproveChanges, ReadConsentRates, ReadRecords, RunRetention},
 	RoleService:   {ReadCatalog, ReadAnalytics, ReadProfiles, ReadExperiments, ReadPII},
 	RoleSales:     {ReadCatalog, ReadAnalytics, ReadProfiles, ReadExperiments, ReadPII},
 }
@@ -137,7 +144,10 @@ var grants = map[Role][]Permission{
 // takes effect at once or becomes a change request, and whose approval
 // it then needs, is the decision rights' (package policy), not this
 // table's. Admin, it, marketing and privacy read and decide the change
-// requests their role is part of. An unknown role may do nothing.
+// requests their role is part of. The records of processing and the
+// retention policy are read by admin, privacy and it; only admin and
+// privacy run retention outside its schedule. An unknown role may do
+// nothing.
 func Can(role Role, p Permission) bool {
 	for _, g := range grants[role] {
 		if g == p {

@@ -91,6 +91,16 @@ type Options struct {
 	// change is direct, new tools start as the governance store decides,
 	// and the change endpoints answer 503).
 	Changes *policy.Store
+	// Classifier tags fields with data categories, for masking and the
+	// records of processing (nil: the default tags alone).
+	Classifier *privacy.Classifier
+	// Retention removes expired data (nil: the retention endpoints answer
+	// 503); LogMaxAge is how long the event log keeps records.
+	Retention *privacy.Retainer
+	LogMaxAge time.Duration
+	// Subjects are the categories of data subjects of the records of
+	// processing (empty: privacy.DefaultSubjects).
+	Subjects []string
 }
 
 // API is the management API handler.
@@ -148,6 +158,7 @@ func New(opts Options) *API {
 	a.profileRoutes()
 	a.consentRoutes()
 	a.privacyRoutes()
+	a.recordsRoutes()
 	a.audienceRoutes()
 	a.auditRoutes()
 	a.experimentRoutes()

@@ -13,6 +13,9 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"tandem/governance"
+	"tandem/privacy"
 )
 
 // Masking: a caller whose role lacks access.ReadPII gets every answer of
@@ -26,7 +29,12 @@ import (
 //   - the value of an identifier object {"type":"email"|"phone", "value"};
 //   - under "traits", "properties" and "context" (at any depth): the values
 //     of the keys that hold contact data (email, phone, mobile, ip), and
-//     under "traits" also names, address, birthday and username.
+//     under "traits" also names, address, birthday and username;
+//   - the members of "traits" (also context.traits) and "properties" that
+//     the classification (privacy.Classification: the defaults, the
+//     config's privacy.categories, tracking plans' x-category) tags with a
+//     personal data category (contact, sensitive, payment, identity,
+//     location), whatever their value (a string, a number, an object).
 //
 // A pseudonym is "masked:KIND:" and the first 12 hex digits of an
 // HMAC-SHA256 of the value under the node's mask key: the same value
@@ -52,7 +60,10 @@ var (
 		"username": "name", "address": "address", "street": "address", "birthday": "birthday", "dateofbirth": "birthday"}
 )
 
-type masker struct{ key []byte }
+type masker struct {
+	key   []byte
+	class *privacy.Classification // nil: the fixed key lists alone
+}
 
 func (m masker) pseudonym(kind, v string) string {
 	h := hmac.New(sha256.New, m.key)
@@ -170,14 +181,15 @@ func encode(b *bytes.Buffer, v any) {
 }
 
 // value masks a JSON value (see parse); inContainer and inTraits say
-// whether it is under a container key.
-func (m masker) value(v any, inContainer, inTraits bool) any {
+// whether it is under a container key, parent is the key v is the value
+// of ("" for none or an array's element).
+func (m masker) value(v any, inContainer, inTraits bool, parent string) any {
 	switch v := v.(type) {
 	case string:
 		return m.text(v)
 	case []any:
 		for i := range v {
-			v[i] = m.value(v[i], inContainer, inTraits)
+			v[i] = m.value(v[i], inContainer, inTraits, "")
 		}
 		return v
 	case obj:
@@ -188,6 +200,16 @@ func (m masker) value(v any, inContainer, inTraits bool) any {
 				if s, ok := x.(string); ok {
 					v[i].val = m.pseudonym(idType, s)
 					continue
+				}
+			}
+			// An identifier whose type is a trait the classification tags
+			// personal (crm_id: identity).
+			if k == "value" && idType != "" {
+				if cat := m.class.Category("traits", idType); cat != "" && governance.Personal([]string{cat}) {
+					if s, ok := x.(string); ok {
+						v[i].val = m.pseudonym(cat, s)
+						continue
+					}
 				}
 			}
 			if inContainer {
@@ -209,7 +231,21 @@ func (m masker) value(v any, inContainer, inTraits bool) any {
 					}
 				}
 			}
-			v[i].val = m.value(x, inContainer || containerKeys[k], inTraits || k == "traits")
+			if (parent == "traits" || parent == "properties") && x != nil {
+				if cat := m.class.Category(parent, k); cat != "" && governance.Personal([]string{cat}) {
+					if s, ok := x.(string); ok {
+						if s != "" {
+							v[i].val = m.pseudonym(cat, s)
+						}
+					} else {
+						var b bytes.Buffer
+						encode(&b, x)
+						v[i].val = m.pseudonym(cat, b.String())
+					}
+					continue
+				}
+			}
+			v[i].val = m.value(x, inContainer || containerKeys[k], inTraits || k == "traits", k)
 		}
 		return v
 	}
@@ -233,7 +269,7 @@ func (m masker) body(contentType string, b []byte) []byte {
 				ok = false
 				break
 			}
-			encode(&out, m.value(v, false, false))
+			encode(&out, m.value(v, false, false, ""))
 			out.WriteByte('\n')
 		}
 		if ok {
@@ -281,11 +317,22 @@ func (w *maskWriter) finish() {
 }
 
 // masker returns the masker keyed with Options.MaskKey, else with the
-// installation's secret "mask" (access.Store.Secret), read once. Without
-// the key no answer goes out: masking fails closed.
+// installation's secret "mask" (access.Store.Secret), read once, with the
+// classification now. Without the key or the classification no answer
+// goes out: masking fails closed.
 func (a *API) masker(ctx context.Context) (masker, error) {
+	var class *privacy.Classification
+	if a.opts.Classifier != nil {
+		c, err := a.opts.Classifier.Current(ctx)
+		if err != nil {
+			return masker{}, err
+		}
+		class = c
+	} else {
+		class = privacy.NewClassification(privacy.Settings{})
+	}
 	if len(a.opts.MaskKey) > 0 {
-		return masker{key: a.opts.MaskKey}, nil
+		return masker{key: a.opts.MaskKey, class: class}, nil
 	}
 	a.maskMu.Lock()
 	defer a.maskMu.Unlock()
@@ -299,5 +346,5 @@ func (a *API) masker(ctx context.Context) (masker, error) {
 		}
 		a.maskKey = k
 	}
-	return masker{key: a.maskKey}, nil
+	return masker{key: a.maskKey, class: class}, nil
 }

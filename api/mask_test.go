@@ -4,6 +4,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"tandem/privacy"
 )
 
 func TestMaskBody(t *testing.T) {
@@ -42,5 +44,28 @@ func TestMaskBody(t *testing.T) {
 	// Not JSON: masked as text.
 	if got := string(m.body("text/csv", []byte("email\nann@example.com\n"))); strings.Contains(got, "@") {
 		t.Errorf("csv: %s", got)
+	}
+}
+
+// TestMaskClassified: fields the classification tags with a personal
+// category are masked under traits, context.traits and properties,
+// whatever their value; others (and the same names elsewhere) are kept.
+func TestMaskClassified(t *testing.T) {
+	m := masker{key: []byte("k"), class: privacy.NewClassification(privacy.Settings{Categories: map[string]string{
+		"properties.card_last4": "payment", "traits.crm_id": "identity", "properties.loyalty": "behavioural", "traits.health": "sensitive"}})}
+	in := `{"traits":{"crm_id":4711,"health":{"condition":"asthma"},"zip":"10115"},` +
+		`"context":{"traits":{"crm_id":"C-99"}},` +
+		`"properties":{"card_last4":"4242","loyalty":"gold","crm_id":"kept-1"},"card_last4":"kept-2"}`
+	out := string(m.body("application/json", []byte(in)))
+	for _, secret := range []string{"4711", "asthma", "10115", "C-99", "4242"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("%q left in %s", secret, out)
+		}
+	}
+	for _, kept := range []string{`"loyalty":"gold"`, `"crm_id":"kept-1"`, `"card_last4":"kept-2"`, `"card_last4":"masked:payment:`,
+		`"crm_id":"masked:identity:`, `"health":"masked:sensitive:`, `"zip":"masked:contact:`} {
+		if !strings.Contains(out, kept) {
+			t.Errorf("%s not in %s", kept, out)
+		}
 	}
 }

@@ -95,6 +95,7 @@ func (a *API) createSource(w http.ResponseWriter, r *http.Request) error {
 		DataCategories []string `json:"dataCategories"`
 		MonthlyCost    float64  `json:"monthlyCost"`
 		AllowedOrigins []string `json:"allowedOrigins"`
+		IPPolicy       string   `json:"ipPolicy"`
 	}
 	if err := decode(w, r, &in); err != nil {
 		return err
@@ -107,6 +108,7 @@ func (a *API) createSource(w http.ResponseWriter, r *http.Request) error {
 		Name: in.Name, Kind: in.Kind, Owner: in.Owner, Purpose: in.Purpose,
 		DataCategories: in.DataCategories, MonthlyCost: in.MonthlyCost, AllowedOrigins: in.AllowedOrigins,
 		Approval: a.initialApproval(as),
+		IPPolicy: in.IPPolicy,
 	}, userFrom(r.Context()))
 	if err != nil {
 		return err
@@ -161,8 +163,8 @@ func (a *API) updateSource(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(w, r, &p); err != nil {
 		return err
 	}
-	if p.AllowedOrigins == nil && p.DataCategories == nil {
-		return apierror.Field("allowedOrigins", "missing_field", "nothing to change: send allowedOrigins (an empty list allows every origin) or dataCategories")
+	if p.AllowedOrigins == nil && p.DataCategories == nil && p.IPPolicy == nil {
+		return apierror.Field("allowedOrigins", "missing_field", "nothing to change: send allowedOrigins (an empty list allows every origin), dataCategories or ipPolicy")
 	}
 	src, err := a.sourceByPath(r)
 	if err != nil {
@@ -195,7 +197,7 @@ func (a *API) updateSource(w http.ResponseWriter, r *http.Request) error {
 	}
 	a.recordChange(r, audit.Record{Action: "source.update", Resource: "source/" + src.ID, Before: before,
 		After: sourcePatchView(src, p)})
-	a.opts.Logger.Info("source changed", "source", src.ID, "by", userFrom(r.Context()).ID, "origins", len(src.AllowedOrigins))
+	a.opts.Logger.Info("source changed", "source", src.ID, "by", userFrom(r.Context()).ID, "origins", len(src.AllowedOrigins), "ipPolicy", src.IPPolicy)
 	return writeJSON(w, 200, src)
 }
 

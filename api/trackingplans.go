@@ -127,6 +127,9 @@ func (a *API) putTrackingPlan(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if a.opts.Classifier != nil {
+		a.opts.Classifier.Forget() // its x-category tags mask from now on
+	}
 	a.recordChange(r, audit.Record{Action: "trackingplan.put", Resource: "tracking-plan/" + src.ID, Before: before, After: p})
 	return writeJSON(w, 200, planView{Plan: p, SourceName: src.Name})
 }

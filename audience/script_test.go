@@ -42,6 +42,7 @@ func TestMain(m *testing.M) { testserver.Main(m) }
 //	changes                     output: the membership events emitted since the last changes
 //	members NAME                output: the audience's members (their event keys), read a page of 1 at a time
 //	in IDENT                    output: the audiences of the profile holding IDENT
+//	expire DAY HH:MM            retention: remove what is kept of events before then; output: rows removed
 //	delete NAME
 //	unmerge IDENT TYPE:VALUE    keep TYPE:VALUE apart, then evaluate the audiences of both sides (as the API does)
 //
@@ -302,6 +303,12 @@ func (s *script) run(ctx context.Context, cmd string, input []string) []string {
 			return []string{"(none)"}
 		}
 		return []string{strings.Join(names, ",")}
+	case "expire":
+		n, err := s.traits.Expire(ctx, s.at(f[1], f[2]))
+		if err != nil {
+			return []string{"error: " + err.Error()}
+		}
+		return []string{fmt.Sprintf("removed %d", n)}
 	case "delete":
 		if err := s.traits.Delete(ctx, s.byName[f[1]]); err != nil {
 			return []string{"error: " + err.Error()}

@@ -636,3 +636,47 @@ func (s *Store) stateKeys(ctx context.Context) ([]string, error) {
 	}
 	return out, rows.Err()
 }
+
+// Expire deletes what the computed traits keep of events before before
+// (retention, docs/privacy.md): day buckets of days wholly before it, and
+// first/last points and lifecycle stages last seen before it; a point
+// whose first event is before it keeps its last as its first. It returns
+// how many rows it deleted or changed. Buckets mix every source's events, so they
+// follow the retention's default age, not a source's.
+func (s *Store) Expire(ctx context.Context, before time.Time) (int64, error) {
+	var n int64
+	err := s.db.Tx(ctx, func(tx *statestore.Tx) error {
+		n = 0
+		for _, q := range []struct {
+			sql string
+			arg int64
+		}{
+			{`DELETE FROM audience_trait_bucket WHERE day < ?`, dayOf(before)},
+			{`DELETE FROM audience_trait_point WHERE last_at < ?`, before.UnixNano()},
+			{`DELETE FROM audience_stage WHERE last_at < ?`, before.UnixNano()},
+		} {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			res, err := tx.Exec(ctx, q.sql, q.arg)
+			if err != nil {
+				return err
+			}
+			d, _ := res.RowsAffected()
+			n += d
+		}
+		// A point whose first event expired but whose last did not: the
+		// first becomes the last (the earliest value kept).
+		res, err := tx.Exec(ctx, `UPDATE audience_trait_point SET first_at = last_at, first_msg = last_msg, first_val = last_val WHERE first_at < ?`, before.UnixNano())
+		if err != nil {
+			return err
+		}
+		d, _ := res.RowsAffected()
+		n += d
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("audience: expire: %w", err)
+	}
+	return n, nil
+}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"tandem/event"
 )
 
 // ParseTrustedProxies parses CIDRs (or single addresses) of proxies whose
@@ -117,8 +118,15 @@ func (h *Handler) publicBase(r *http.Request) string {
 // User-Agent as userAgent; and gpc: true when r carries Sec-GPC: 1 (Global
 // Privacy Control: the pipeline's consent step refuses the sale and
 // sharing purposes for the event's profile, see docs/privacy.md).
-func (h *Handler) contextDefaults(r *http.Request) []byte {
+//
+// With known true, policy (the source's IPPolicy) is applied to the
+// address here already; otherwise the address is added as found and the
+// caller minimises each event once the source is known.
+func (h *Handler) contextDefaults(r *http.Request, policy string, known bool) []byte {
 	ip := h.ClientIP(r)
+	if known && ip != "" {
+		ip = event.MinimiseIP(ip, policy)
+	}
 	ua := r.Header.Get("User-Agent")
 	gpc := strings.TrimSpace(r.Header.Get("Sec-GPC")) == "1"
 	if ip == "" && ua == "" && !gpc {

@@ -31,6 +31,9 @@ type Source struct {
 	// AllowedOrigins, when not empty, are the only browser origins (see
 	// [OriginAllowed]) whose pages may send with this source's key.
 	AllowedOrigins []string
+	// IPPolicy is what becomes of context.ip before the log:
+	// event.IPTruncate (also for ""), event.IPDrop or event.IPKeep.
+	IPPolicy string
 }
 
 // ErrUnknownKey is returned by a [Sources] lookup for a key no source has.
@@ -188,9 +191,13 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request, ep endpoint) in
 	if e := readBody(r, buf); e != nil {
 		return fail(e)
 	}
+	// The write key may be in the body, so the source (and its IP
+	// policy) may be known only after parsing: then the server's defaults
+	// carry the address as found, and minimisation below edits it with
+	// every address the events carry themselves.
 	var ctxDefaults []byte
 	if ep.enrich {
-		ctxDefaults = h.contextDefaults(r)
+		ctxDefaults = h.contextDefaults(r, src.IPPolicy, hasKey)
 	}
 	var req *event.Request
 	var err error
@@ -225,8 +232,14 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request, ep endpoint) in
 				Message: "this source is sending faster than its rate limit", RetryAfter: retry})
 		}
 	}
+	// Minimisation, before anything is durable: the raw address never
+	// reaches the log.
+	for i := range req.Events {
+		req.Events[i].Raw = event.MinimiseEvent(req.Events[i].Raw, src.IPPolicy)
+	}
 	for i := range req.Problems {
 		req.Problems[i].SourceID = src.ID
+		req.Problems[i].Raw = event.MinimiseEvent(req.Problems[i].Raw, src.IPPolicy)
 	}
 	chunk := event.AppendEntries(make([]byte, 0, buf.Len()+n*160), src.ID, req.Events, req.Problems)
 	if err := h.opts.Log.Append(ctx, chunk); err != nil {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http/httptest"
 	"net/netip"
+	"tandem/event"
 	"testing"
 )
 
@@ -25,7 +26,7 @@ func FuzzContextDefaults(f *testing.F) {
 		r.Header.Set("X-Forwarded-For", xff)
 		r.Header.Set("User-Agent", ua)
 		r.Header.Set("Origin", origin)
-		def := h.contextDefaults(r)
+		def := h.contextDefaults(r, event.IPKeep, true)
 		if def != nil {
 			var m map[string]any
 			if err := json.Unmarshal(def, &m); err != nil {

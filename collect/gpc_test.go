@@ -3,6 +3,7 @@ package collect
 import (
 	"encoding/json"
 	"net/http/httptest"
+	"tandem/event"
 	"testing"
 )
 
@@ -19,7 +20,7 @@ func TestGPCContext(t *testing.T) {
 		if tc.header != "" {
 			r.Header.Set("Sec-GPC", tc.header)
 		}
-		def := h.contextDefaults(r)
+		def := h.contextDefaults(r, event.IPKeep, true)
 		var m map[string]any
 		if def != nil {
 			if err := json.Unmarshal(def, &m); err != nil {

@@ -91,6 +91,15 @@ type Config struct {
 	// informed of each kind of change (see docs/governance.md); only the
 	// config file sets it.
 	Policy policy.Config `yaml:"policy"`
+	// Retention is the maximum age of stored data per source, data
+	// category or by default, and of the consent history (see
+	// docs/privacy.md); only the config file sets it.
+	Retention privacy.Retention `yaml:"retention"`
+
+	// Privacy tags fields with data categories and names the data
+	// subjects of the records of processing (see docs/privacy.md); only
+	// the config file sets it.
+	Privacy privacy.Settings `yaml:"privacy"`
 
 	File string `yaml:"-"` // the --config file, if any
 }
@@ -336,6 +345,15 @@ func (c *Config) Validate() error {
 			return &UsageError{Key: ve.Key, Message: ve.Message}
 		}
 		return &UsageError{Key: "policy", Message: err.Error()}
+	}
+	for key, v := range map[string]interface{ Validate() error }{"retention": c.Retention, "privacy": c.Privacy} {
+		if err := v.Validate(); err != nil {
+			var ve *privacy.ValidationError
+			if errors.As(err, &ve) {
+				return &UsageError{Key: ve.Key, Message: ve.Message}
+			}
+			return &UsageError{Key: key, Message: err.Error()}
+		}
 	}
 	return nil
 }

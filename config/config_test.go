@@ -343,3 +343,22 @@ func TestPolicyConfig(t *testing.T) {
 		t.Errorf("configured policy: %+v", p)
 	}
 }
+
+func TestRetentionAndPrivacyConfig(t *testing.T) {
+	c, err := Load([]string{"--config", "testdata/retention.yaml"}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.Retention
+	if r.Default != 8760*time.Hour || r.Sources["shop web"] != 720*time.Hour || r.Categories["contact"] != 2160*time.Hour ||
+		r.ConsentHistory != 26280*time.Hour || r.Every != 30*time.Minute {
+		t.Errorf("retention: %+v", r)
+	}
+	if c.Privacy.Categories["properties.card_last4"] != "payment" || len(c.Privacy.Subjects) != 2 {
+		t.Errorf("privacy: %+v", c.Privacy)
+	}
+	c, err = Load([]string{"--config", "testdata/good.yaml"}, env(nil), io.Discard)
+	if err != nil || c.Retention.Enabled() {
+		t.Errorf("no retention key: %+v, %v", c.Retention, err)
+	}
+}

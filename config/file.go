@@ -61,7 +61,7 @@ func (c *Config) loadFile(flags *flag.FlagSet, path, fileFrom string, from map[s
 		for v.Kind == yaml.AliasNode {
 			v = v.Alias
 		}
-		if key == "identity" || key == "journey" || key == "consent" || key == "policy" {
+		if key == "identity" || key == "journey" || key == "consent" || key == "policy" || key == "retention" || key == "privacy" {
 			nested = true
 			continue
 		}
@@ -105,7 +105,7 @@ func (c *Config) loadFile(flags *flag.FlagSet, path, fileFrom string, from map[s
 	return root, nil
 }
 
-// decodeNested decodes the identity, journey, consent and policy keys, refusing keys their
+// decodeNested decodes the identity, journey, consent, policy, retention and privacy keys, refusing keys their
 // structures have no field for.
 func (c *Config) decodeNested(path string, b []byte) error {
 	// journey.stages replaces the default lifecycle rather than merging
@@ -117,12 +117,14 @@ func (c *Config) decodeNested(path string, b []byte) error {
 		}
 	}()
 	file := struct {
-		Identity *identity.Rules      `yaml:"identity"`
-		Journey  *Journey             `yaml:"journey"`
-		Consent  *privacy.Config      `yaml:"consent"`
-		Policy   *policy.Config       `yaml:"policy"`
-		Flags    map[string]yaml.Node `yaml:",inline"` // checked above
-	}{Identity: &c.Identity, Journey: &c.Journey, Consent: &c.Consent, Policy: &c.Policy}
+		Identity  *identity.Rules      `yaml:"identity"`
+		Journey   *Journey             `yaml:"journey"`
+		Consent   *privacy.Config      `yaml:"consent"`
+		Policy    *policy.Config       `yaml:"policy"`
+		Retention *privacy.Retention   `yaml:"retention"`
+		Privacy   *privacy.Settings    `yaml:"privacy"`
+		Flags     map[string]yaml.Node `yaml:",inline"` // checked above
+	}{Identity: &c.Identity, Journey: &c.Journey, Consent: &c.Consent, Policy: &c.Policy, Retention: &c.Retention, Privacy: &c.Privacy}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&file); err != nil {
@@ -245,6 +247,8 @@ func goKind(t string) string {
 		return "a boolean"
 	case t == "string":
 		return "a string"
+	case t == "time.Duration":
+		return "a duration (300ms, 90s, 720h)"
 	}
 	return "a mapping"
 }

@@ -114,6 +114,7 @@ type Manager struct {
 	reg   *Registry
 	guard *guard.Guard
 	dead  deadLetters
+	flows *flows
 
 	mu      sync.Mutex
 	workers map[string]*worker
@@ -153,7 +154,7 @@ func New(opts Options) (*Manager, error) {
 	}
 	env := Env{Guard: g, Client: func(timeout time.Duration) *http.Client { return g.Client(timeout) }}
 	m := &Manager{
-		opts: opts, guard: g, dead: deadLetters{db: opts.DB},
+		opts: opts, guard: g, dead: deadLetters{db: opts.DB}, flows: &flows{db: opts.DB},
 		reg:     newRegistry(env, builtin()...),
 		workers: map[string]*worker{}, rings: map[string]*ring{}, nudge: make(chan struct{}, 1),
 	}
@@ -183,6 +184,9 @@ func (m *Manager) Refresh() {
 func (m *Manager) Run(ctx context.Context) error {
 	t := time.NewTicker(m.opts.Poll)
 	defer t.Stop()
+	flowsDone := make(chan struct{})
+	go func() { defer close(flowsDone); m.runFlows(ctx) }()
+	defer func() { <-flowsDone }()
 	for {
 		if err := m.sync(ctx); err != nil && ctx.Err() == nil {
 			m.opts.Logger.Warn("delivery: reading destinations failed", "err", err.Error())
@@ -290,6 +294,29 @@ type Attempt struct {
 	At         time.Time `json:"at"`
 	LatencyMs  float64   `json:"latencyMs"` // of the request
 	Replay     bool      `json:"replay,omitempty"`
+	source     string    // the event's source ("" for a replay), for retention
+	received   time.Time // when the event was received
+}
+
+// Expire deletes what delivery keeps of the events of source sourceID
+// received before before (retention, docs/privacy.md): dead letters, and
+// the recent attempts this node keeps in memory. It returns how many
+// dead letters it deleted.
+func (m *Manager) Expire(ctx context.Context, sourceID string, before time.Time) (int64, error) {
+	m.mu.Lock()
+	rings := make([]*ring, 0, len(m.rings))
+	for _, r := range m.rings {
+		rings = append(rings, r)
+	}
+	m.mu.Unlock()
+	for _, r := range rings {
+		r.expire(sourceID, before)
+	}
+	n, err := m.dead.expire(ctx, sourceID, before)
+	if err != nil {
+		return 0, fmt.Errorf("delivery: expire dead letters: %w", err)
+	}
+	return n, nil
 }
 
 // Deliveries returns the destination's most recent attempts on this node,
@@ -363,6 +390,28 @@ func (r *ring) add(a Attempt) {
 	r.next = (r.next + 1) % len(r.buf)
 	r.n = min(r.n+1, len(r.buf))
 	r.mu.Unlock()
+}
+
+// expire drops the attempts of events of source received before before
+// (attempts at replays, whose source is not kept, by their own time).
+func (r *ring) expire(source string, before time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	kept := make([]Attempt, 0, r.n)
+	for i := r.n; i >= 1; i-- { // oldest first
+		a := r.buf[(r.next-i+len(r.buf))%len(r.buf)]
+		old := a.source == source && a.received.Before(before)
+		if a.source == "" && source == "" {
+			old = a.At.Before(before)
+		}
+		if !old {
+			kept = append(kept, a)
+		}
+	}
+	clear(r.buf)
+	copy(r.buf, kept)
+	r.n = len(kept)
+	r.next = len(kept) % len(r.buf)
 }
 
 func (r *ring) recent(limit int) []Attempt {

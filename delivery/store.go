@@ -27,6 +27,11 @@ CREATE TABLE delivery_dead_letters (
 );
 CREATE INDEX delivery_dead_letters_destination ON delivery_dead_letters (destination_id, id);
 `,
+	}, flowMigration, {
+		Package: "delivery",
+		Version: 3,
+		SQL: `ALTER TABLE delivery_dead_letters ADD COLUMN source_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE delivery_dead_letters ADD COLUMN received_at BIGINT NOT NULL DEFAULT 0;`,
 	}}
 }
 
@@ -41,6 +46,8 @@ type DeadLetter struct {
 	FailedAt      time.Time `json:"failedAt"`
 	laneKey       string
 	body          string
+	sourceID      string    // the event's source, for retention ("" before it was kept)
+	received      time.Time // when the collection API received the event
 }
 
 type deadLetters struct{ db *statestore.DB }
@@ -51,9 +58,10 @@ func (s deadLetters) add(ctx context.Context, dls []DeadLetter) error {
 	return s.db.Tx(ctx, func(tx *statestore.Tx) error {
 		for _, d := range dls {
 			if _, err := tx.Exec(ctx, `INSERT INTO delivery_dead_letters
-				(id, destination_id, message_id, lane_key, body, attempts, last_error, failed_at)
-				VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-				d.ID, d.DestinationID, d.MessageID, d.laneKey, d.body, d.Attempts, d.LastError, statestore.TimeToDB(d.FailedAt)); err != nil {
+				(id, destination_id, message_id, lane_key, body, attempts, last_error, failed_at, source_id, received_at)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+				d.ID, d.DestinationID, d.MessageID, d.laneKey, d.body, d.Attempts, d.LastError, statestore.TimeToDB(d.FailedAt),
+				d.sourceID, statestore.TimeToDB(d.received)); err != nil {
 				return err
 			}
 		}
@@ -80,7 +88,10 @@ func (s deadLetters) remove(ctx context.Context, ids []string) error {
 }
 
 func (s deadLetters) removeDestination(ctx context.Context, destID string) error {
-	_, err := s.db.Exec(ctx, `DELETE FROM delivery_dead_letters WHERE destination_id = ?`, destID)
+	if _, err := s.db.Exec(ctx, `DELETE FROM delivery_dead_letters WHERE destination_id = ?`, destID); err != nil {
+		return err
+	}
+	_, err := s.db.Exec(ctx, `DELETE FROM delivery_flows WHERE destination_id = ?`, destID)
 	return err
 }
 
@@ -110,4 +121,18 @@ func (s deadLetters) count(ctx context.Context, destID string) (int, error) {
 	var n int
 	err := s.db.QueryRow(ctx, `SELECT COUNT(*) FROM delivery_dead_letters WHERE destination_id = ?`, destID).Scan(&n)
 	return n, err
+}
+
+// expire deletes the dead letters of events of source sourceID received
+// before before; those stored before the source was kept (source "") go
+// by when they failed, under the default age (sourceID "").
+func (s deadLetters) expire(ctx context.Context, sourceID string, before time.Time) (int64, error) {
+	b := statestore.TimeToDB(before)
+	res, err := s.db.Exec(ctx, `DELETE FROM delivery_dead_letters WHERE source_id = ? AND
+		((received_at > 0 AND received_at < ?) OR (received_at = 0 AND failed_at < ?))`, sourceID, b, b)
+	if err != nil {
+		return 0, err
+	}
+	n, _ := res.RowsAffected()
+	return n, nil
 }

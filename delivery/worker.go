@@ -66,6 +66,7 @@ type worker struct {
 type item struct {
 	out      Outgoing
 	key      string
+	source   string // the event's source, for the catalogue's flows ("" for a replay)
 	received time.Time
 	rec      *record
 	dl       *DeadLetter
@@ -195,7 +196,7 @@ func (w *worker) dispatch(msg eventlog.Message) bool {
 			w.m.events.Add(1, id, "invalid")
 			continue
 		}
-		items = append(items, &item{out: Outgoing{MessageID: e.MessageID, Body: body}, key: profileKey(e), received: e.ReceivedAt, rec: rec})
+		items = append(items, &item{out: Outgoing{MessageID: e.MessageID, Body: body}, key: profileKey(e), source: e.SourceID, received: e.ReceivedAt, rec: rec})
 	}
 	if len(items) == 0 {
 		w.done <- msg
@@ -322,6 +323,7 @@ func (w *worker) deliver(batch []*item) bool {
 			w.record(batch, attempt, "delivered", nil, took)
 			for _, it := range batch {
 				w.m.events.Add(1, id, "delivered")
+				w.m.flows.add(it.source, id, now, 1)
 				if it.rec != nil {
 					w.m.latency.Observe(now.Sub(it.received).Seconds(), id)
 				}
@@ -356,6 +358,7 @@ func (w *worker) record(batch []*item, attempt int, status string, err error, to
 	for _, it := range batch {
 		a.MessageID = it.out.MessageID
 		a.Replay = it.dl != nil
+		a.source, a.received = it.source, it.received
 		w.ring.add(a)
 	}
 }
@@ -381,7 +384,8 @@ func (w *worker) finish(batch []*item, failed error, attempts int) bool {
 			}
 		case failed != nil:
 			add = append(add, DeadLetter{ID: statestore.NewID("dlq"), DestinationID: w.d.ID, MessageID: it.out.MessageID,
-				Attempts: attempts, LastError: failed.Error(), FailedAt: now, laneKey: it.key, body: string(it.out.Body)})
+				Attempts: attempts, LastError: failed.Error(), FailedAt: now, laneKey: it.key, body: string(it.out.Body),
+				sourceID: it.source, received: it.received})
 		}
 	}
 	if len(add) > 0 {

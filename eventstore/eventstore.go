@@ -51,6 +51,11 @@ type Store interface {
 	// List and Count no longer see them. Erasing keys without events
 	// deletes nothing and is no error.
 	Erase(ctx context.Context, keys []string) (int64, error)
+	// Expire deletes the events of source sourceID whose event time is
+	// before before (retention: see docs/privacy.md) and returns how many;
+	// when it returns, Get, List and Count no longer see them. Profile
+	// links are kept (they name no event).
+	Expire(ctx context.Context, sourceID string, before time.Time) (int64, error)
 	// Count returns the number of stored events.
 	Count(ctx context.Context) (int64, error)
 	// Ping checks that the store can be reached, for readiness checks:

@@ -46,7 +46,9 @@ type Catalog struct {
 	Flows []Flow `json:"flows"`
 }
 
-// BuildCatalog asks every provider for its tools and flows.
+// BuildCatalog asks every provider for its tools and flows. A flow
+// carries personal data when its provider says so, or when either end
+// declares a personal data category ([Personal]).
 func BuildCatalog(ctx context.Context, providers ...ToolProvider) (Catalog, error) {
 	c := Catalog{Tools: []Tool{}, Flows: []Flow{}}
 	for _, p := range providers {
@@ -56,6 +58,15 @@ func BuildCatalog(ctx context.Context, providers ...ToolProvider) (Catalog, erro
 		}
 		c.Tools = append(c.Tools, tools...)
 		c.Flows = append(c.Flows, flows...)
+	}
+	byID := make(map[string]Tool, len(c.Tools))
+	for _, t := range c.Tools {
+		byID[t.ID] = t
+	}
+	for i, f := range c.Flows {
+		if Personal(byID[f.From].DataCategories) || Personal(byID[f.To].DataCategories) {
+			c.Flows[i].PersonalData = true
+		}
 	}
 	return c, nil
 }
@@ -163,9 +174,8 @@ func BuildReport(c Catalog) Report {
 }
 
 // DestinationTools is the catalogue's provider of destinations (the
-// governance [Store] keeps them; the delivery engine sends to them). Data
-// flows between tools are not listed yet: they need the delivery counts
-// per source and destination.
+// governance [Store] keeps them; the delivery engine sends to them and
+// provides the flows, from its delivery counts).
 type DestinationTools struct{ Store *Store }
 
 // CatalogTools lists every destination as a tool, with who approved it

@@ -19,7 +19,7 @@ func (fakeDestinations) CatalogTools(context.Context) ([]governance.Tool, []gove
 			{From: "src_web", To: "dst_mail", Events30d: 5, PersonalData: true}, // no consent purpose
 			{From: "src_web", To: "dst_ads", Events30d: 5, PersonalData: true},  // not approved
 			{From: "src_web", To: "dst_ok", Events30d: 5, PersonalData: true},   // justified
-			{From: "src_web", To: "dst_ads", Events30d: 5, PersonalData: false}, // no personal data
+			{From: "src_web", To: "dst_ads", Events30d: 5, PersonalData: false}, // personal by the destination's categories
 		}, nil
 }
 
@@ -47,7 +47,10 @@ func TestReport(t *testing.T) {
 	for _, f := range r.UnjustifiedFlows {
 		to = append(to, f.To)
 	}
-	if !slices.Equal(to, []string{"dst_mail", "dst_ads"}) {
+	if !slices.Equal(to, []string{"dst_mail", "dst_ads", "dst_ads"}) {
 		t.Errorf("unjustified flows to %v", to)
+	}
+	if !c.Flows[3].PersonalData || c.Flows[0].Events30d != 5 {
+		t.Errorf("a flow to a destination declaring contact does not carry personal data: %+v", c.Flows[3])
 	}
 }

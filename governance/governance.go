@@ -34,6 +34,7 @@ import (
 	"unicode/utf8"
 
 	"tandem/access"
+	"tandem/event"
 	"tandem/statestore"
 )
 
@@ -97,9 +98,13 @@ type Source struct {
 	// AllowedOrigins, when not empty, are the only browser origins
 	// (scheme://host[:port], or scheme://*.domain[:port] for its
 	// subdomains) whose pages may send with the source's write key.
-	AllowedOrigins []string  `json:"allowedOrigins"`
-	CreatedAt      time.Time `json:"createdAt"`
-	CreatedBy      string    `json:"createdBy"` // user id
+	AllowedOrigins []string `json:"allowedOrigins"`
+	// IPPolicy is what becomes of context.ip before the source's events
+	// are written: event.IPTruncate (the default), event.IPDrop or
+	// event.IPKeep (docs/privacy.md, minimisation).
+	IPPolicy  string    `json:"ipPolicy"`
+	CreatedAt time.Time `json:"createdAt"`
+	CreatedBy string    `json:"createdBy"` // user id
 }
 
 // Decision is one approval decision on a source.
@@ -177,11 +182,15 @@ CREATE INDEX governance_approvals_subject ON governance_approvals (subject_type,
 		Package: "governance",
 		Version: 2,
 		SQL:     `ALTER TABLE governance_sources ADD COLUMN allowed_origins TEXT NOT NULL DEFAULT '[]';`,
+	}, {
+		Package: "governance",
+		Version: 3,
+		SQL:     `ALTER TABLE governance_sources ADD COLUMN ip_policy TEXT NOT NULL DEFAULT 'truncate';`,
 	}}
 }
 
 // CreateSource creates a source from s's Name, Kind, Owner, Purpose,
-// DataCategories, MonthlyCost and AllowedOrigins (other fields are set by the store) and
+// DataCategories, MonthlyCost, AllowedOrigins and IPPolicy (other fields are set by the store) and
 // returns it with its write key, returned only this once.
 //
 // Its approval state is src.Approval when that is [Approved] or [Pending]
@@ -189,7 +198,7 @@ CREATE INDEX governance_approvals_subject ON governance_approvals (subject_type,
 // an admin creates starts [Approved] and any other [Pending].
 //
 // Errors: a *[FieldError] naming the JSON field (name, kind, owner,
-// purpose, dataCategories, monthlyCost, allowedOrigins) for bad input; one matching
+// purpose, dataCategories, monthlyCost, allowedOrigins, ipPolicy) for bad input; one matching
 // [statestore.ErrConflict] when another source has the same name
 // (ignoring case); one matching [ErrForbidden] when by's role may not
 // [access.ProposeChanges].
@@ -221,10 +230,10 @@ func (s *Store) CreateSource(ctx context.Context, src Source, by access.User) (S
 	now := statestore.TimeToDB(src.CreatedAt)
 	err = s.db.Tx(ctx, func(tx *statestore.Tx) error {
 		if _, err := tx.Exec(ctx, `INSERT INTO governance_sources
-			(id, name, name_key, kind, owner, purpose, data_categories, monthly_cost, approval, created_at, created_by, updated_at, allowed_origins)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			(id, name, name_key, kind, owner, purpose, data_categories, monthly_cost, approval, created_at, created_by, updated_at, allowed_origins, ip_policy)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			src.ID, src.Name, nameKey(src.Name), src.Kind, src.Owner, src.Purpose, string(cats),
-			src.MonthlyCost, src.Approval, now, src.CreatedBy, now, string(origins)); err != nil {
+			src.MonthlyCost, src.Approval, now, src.CreatedBy, now, string(origins), src.IPPolicy); err != nil {
 			if errors.Is(err, statestore.ErrConflict) {
 				return fmt.Errorf("a source named %q exists already: %w", src.Name, err)
 			}
@@ -241,7 +250,7 @@ func (s *Store) CreateSource(ctx context.Context, src Source, by access.User) (S
 	return src, key, nil
 }
 
-const sourceColumns = `id, name, kind, owner, purpose, data_categories, monthly_cost, approval, created_at, created_by, allowed_origins`
+const sourceColumns = `id, name, kind, owner, purpose, data_categories, monthly_cost, approval, created_at, created_by, allowed_origins, ip_policy`
 
 // scanner is *sql.Rows or *statestore.Row.
 type scanner interface{ Scan(dest ...any) error }
@@ -252,7 +261,7 @@ func scanSource(r scanner, extra ...any) (Source, error) {
 	var cats, origins string
 	var created int64
 	dest := append([]any{&src.ID, &src.Name, &src.Kind, &src.Owner, &src.Purpose, &cats,
-		&src.MonthlyCost, &src.Approval, &created, &src.CreatedBy, &origins}, extra...)
+		&src.MonthlyCost, &src.Approval, &created, &src.CreatedBy, &origins, &src.IPPolicy}, extra...)
 	if err := r.Scan(dest...); err != nil {
 		return Source{}, err
 	}
@@ -539,6 +548,9 @@ func normalize(src Source) (Source, error) {
 		return src, err
 	}
 	src.AllowedOrigins = origins
+	if src.IPPolicy, err = normalizeIPPolicy(src.IPPolicy); err != nil {
+		return src, err
+	}
 	if math.IsNaN(src.MonthlyCost) || math.IsInf(src.MonthlyCost, 0) || src.MonthlyCost < 0 {
 		return src, &FieldError{Field: "monthlyCost", Message: "must be a number, 0 or more"}
 	}
@@ -632,11 +644,20 @@ func NormalizeOrigins(list []string) ([]string, error) {
 type SourcePatch struct {
 	AllowedOrigins *[]string `json:"allowedOrigins,omitempty"`
 	DataCategories *[]string `json:"dataCategories,omitempty"`
+	IPPolicy       *string   `json:"ipPolicy,omitempty"`
 }
 
 // PatchSource returns src with p applied and checked, without storing
-// it. Errors: a *[FieldError] for "allowedOrigins" or "dataCategories".
+// it. Errors: a *[FieldError] for "allowedOrigins", "dataCategories" or
+// "ipPolicy".
 func PatchSource(src Source, p SourcePatch) (Source, error) {
+	if p.IPPolicy != nil {
+		policy, err := normalizeIPPolicy(*p.IPPolicy)
+		if err != nil {
+			return Source{}, err
+		}
+		src.IPPolicy = policy
+	}
 	if p.AllowedOrigins != nil {
 		origins, err := NormalizeOrigins(*p.AllowedOrigins)
 		if err != nil {
@@ -679,8 +700,8 @@ func (s *Store) UpdateSource(ctx context.Context, id string, p SourcePatch, by a
 	if err != nil {
 		return Source{}, fmt.Errorf("governance: update source: %w", err)
 	}
-	res, err := s.db.Exec(ctx, `UPDATE governance_sources SET allowed_origins = ?, data_categories = ?, updated_at = ? WHERE id = ?`,
-		string(origins), string(cats), statestore.TimeToDB(time.Now().UTC()), id)
+	res, err := s.db.Exec(ctx, `UPDATE governance_sources SET allowed_origins = ?, data_categories = ?, ip_policy = ?, updated_at = ? WHERE id = ?`,
+		string(origins), string(cats), src.IPPolicy, statestore.TimeToDB(time.Now().UTC()), id)
 	s.forgetKeys() // collection checks origins from the cached source
 	if err != nil {
 		return Source{}, fmt.Errorf("governance: update source %q: %w", id, err)
@@ -691,4 +712,16 @@ func (s *Store) UpdateSource(ctx context.Context, id string, p SourcePatch, by a
 		return Source{}, fmt.Errorf("governance: update source %q: %w", id, statestore.ErrNotFound)
 	}
 	return s.GetSource(ctx, id)
+}
+
+// normalizeIPPolicy checks an IP policy; "" is the default, truncate.
+func normalizeIPPolicy(p string) (string, error) {
+	p = strings.TrimSpace(p)
+	if p == "" {
+		return event.IPTruncate, nil
+	}
+	if !event.ValidIPPolicy(p) {
+		return "", &FieldError{Field: "ipPolicy", Message: fmt.Sprintf("must be one of %s, not %q", strings.Join(event.IPPolicies, ", "), p)}
+	}
+	return p, nil
 }

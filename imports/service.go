@@ -596,6 +596,13 @@ func (s *Service) importRows(ctx context.Context, ru *run, body io.Reader) (stri
 		rr = newNDJSONReader(counted, nil)
 	}
 	p.sourceID, p.importID = rec.SourceID, rec.ID
+	// Minimisation (docs/privacy.md): a row's context.ip, an NDJSON
+	// event's own, follows the source's ipPolicy before the log.
+	src, err := s.opts.Sources.GetSource(ctx, rec.SourceID)
+	if err != nil {
+		return "interrupted", "the source could not be read from the state store; send the data again to resume", nil
+	}
+	ipPolicy := src.IPPolicy
 
 	// Skip what earlier attempts made durable, checking it is the same data.
 	skip := rec.Imported + rec.Failed
@@ -702,7 +709,7 @@ func (s *Service) importRows(ctx context.Context, ru *run, body io.Reader) (stri
 			cur.problems = append(cur.problems, event.Problem{
 				SourceID: rec.SourceID, MessageID: rerr.MessageID, ReceivedAt: receivedAt, Index: rerr.Line,
 				Code: rerr.Code, Field: rerr.Column, Message: fmt.Sprintf("import %s, line %d: %s", rec.ID, rerr.Line, rerr.Message),
-				Raw: append([]byte(nil), r.raw...),
+				Raw: event.MinimiseEvent(append([]byte(nil), r.raw...), ipPolicy),
 			})
 			failedSoFar++
 			if rec.MaxErrors >= 0 && failedSoFar > rec.MaxErrors {
@@ -710,6 +717,7 @@ func (s *Service) importRows(ctx context.Context, ru *run, body io.Reader) (stri
 				break
 			}
 		} else {
+			ev.Raw = event.MinimiseEvent(ev.Raw, ipPolicy)
 			one[0] = ev
 			cur.entries = event.AppendEntries(cur.entries, rec.SourceID, one[:], nil)
 			cur.events++

@@ -429,7 +429,7 @@ func TestWaitsWhileLogOverloaded(t *testing.T) {
 
 func TestNDJSONSegmentEvents(t *testing.T) {
 	f := newFixture(t, Options{})
-	data := `{"type":"track","event":"Legacy Order","userId":"u1","timestamp":"2020-01-02T03:04:05Z","messageId":"m-1"}
+	data := `{"type":"track","event":"Legacy Order","userId":"u1","timestamp":"2020-01-02T03:04:05Z","messageId":"m-1","context":{"ip":"198.51.100.77"}}
 {"type":"identify","userId":"u2","traits":{"email":"x@example.com"}}
 
 {"type":"track","userId":"u3"}
@@ -445,6 +445,10 @@ not json
 	evs := f.log.events
 	if evs[0].MessageID != "m-1" || !strings.HasPrefix(evs[1].MessageID, "imp-") || evs[0].Timestamp.Year() != 2020 {
 		t.Fatalf("events %+v", evs)
+	}
+	// The source's ipPolicy (by default truncate) applies before the log.
+	if !strings.Contains(string(evs[0].Raw), `"ip":"198.51.100.0"`) || strings.Contains(string(evs[0].Raw), "198.51.100.77") {
+		t.Errorf("context.ip not minimised: %s", evs[0].Raw)
 	}
 }
 

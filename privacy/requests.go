@@ -335,3 +335,16 @@ func (s *Store) Erase(ctx context.Context, keys []string) (int64, error) {
 	}
 	return n, nil
 }
+
+// ExpireHistory deletes the consent history of decisions taken before
+// before (retention's consent_history, docs/privacy.md) and returns how
+// many. The current decisions stay: they are what delivery is checked
+// against.
+func (s *Store) ExpireHistory(ctx context.Context, before time.Time) (int64, error) {
+	res, err := s.db.Exec(ctx, `DELETE FROM privacy_consent_history WHERE event_time < ?`, statestore.TimeToDB(before))
+	if err != nil {
+		return 0, fmt.Errorf("privacy: expire consent history: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return n, nil
+}

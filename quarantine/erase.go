@@ -3,6 +3,9 @@ package quarantine
 import (
 	"context"
 	"fmt"
+	"time"
+
+	"tandem/statestore"
 )
 
 // Erase deletes the entries whose raw payload match reports as a data
@@ -36,4 +39,15 @@ func (s *Store) Erase(ctx context.Context, match func(raw []byte) bool) (int, er
 		}
 	}
 	return len(ids), nil
+}
+
+// Expire deletes the entries of source sourceID received before before
+// (retention, docs/privacy.md) and returns how many.
+func (s *Store) Expire(ctx context.Context, sourceID string, before time.Time) (int64, error) {
+	res, err := s.db.Exec(ctx, `DELETE FROM quarantine_entries WHERE source_id = ? AND received_at < ?`, sourceID, statestore.TimeToDB(before))
+	if err != nil {
+		return 0, fmt.Errorf("quarantine: expire: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return n, nil
 }

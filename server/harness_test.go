@@ -44,6 +44,13 @@ func startNode(t *testing.T, dir string, mutate func(*config.Config)) *node {
 // checkStop called with Serve's result when the node stops.
 func startNodeWith(t *testing.T, dir string, mutate func(*config.Config), h hooks, checkStop func(error)) *node {
 	t.Helper()
+	return startNodeLog(t, dir, mutate, h, checkStop, nil)
+}
+
+// startNodeLog is startNodeWith with the node's log (JSON, debug level
+// and up) written to logTo when it is not nil.
+func startNodeLog(t *testing.T, dir string, mutate func(*config.Config), h hooks, checkStop func(error), logTo io.Writer) *node {
+	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
 	}
@@ -58,6 +65,9 @@ func startNodeWith(t *testing.T, dir string, mutate func(*config.Config), h hook
 	logger := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	if testing.Verbose() {
 		logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	}
+	if logTo != nil {
+		logger = slog.New(slog.NewJSONHandler(logTo, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s, err := open(ctx, cfg, logger, h)

@@ -117,6 +117,11 @@ type Server struct {
 	Changes    *policy.Store // change requests under the decision rights
 	Pipeline   *pipeline.Pipeline
 	Delivery   *delivery.Manager // runs (Serve) only where the pipeline does
+	// Retention removes expired data from every store, on a schedule
+	// where the pipeline runs; Classifier tags fields with data
+	// categories (masking, the records of processing).
+	Retention  *privacy.Retainer
+	Classifier *privacy.Classifier
 	Metrics    *metrics.Registry
 	// Lag measures the pipeline's backlog in the log (see backpressure.go).
 	Lag *pipeline.Monitor
@@ -248,6 +253,16 @@ func open(ctx context.Context, cfg config.Config, logger *slog.Logger, h hooks) 
 		return nil, err
 	}
 	s.Governance.SetDestinationTypes(s.Delivery.Types())
+	s.Classifier = privacy.NewClassifier(cfg.Privacy, s.Plans)
+	// Retention goes through each store's own delete path.
+	// TODO(erasure): reuse the erasure's compaction (DuckDB, JetStream
+	// record rewriting) once it lands, so expired bytes leave the files.
+	s.Retention = privacy.NewRetainer(cfg.Retention, s.Governance, privacy.RetentionStores{
+		BySource: []privacy.NamedSourceExpirer{
+			{Name: "events", Store: s.Events}, {Name: "quarantine", Store: s.Quarantine}, {Name: "delivery", Store: s.Delivery}},
+		ByDefault: []privacy.NamedExpirer{{Name: "computed_traits", Store: s.Traits}},
+		Consent:   s.Consent,
+	}, s.Metrics, logger)
 	s.handler = s.routes()
 	return s, nil
 }
@@ -319,11 +334,11 @@ func (s *Server) openLog(h hooks) error {
 	if s.cfg.Log != "" {
 		l, err = jetstream.Open(s.cfg.Log, jetstream.Options{
 			Replicas: logReplicas(s.cfg), AckWait: s.cfg.LogAckWait,
-			MaxBytes: s.cfg.LogMaxBytes, MaxAge: s.cfg.LogMaxAge, Logger: componentLogger(s.logger, "nats"),
+			MaxBytes: s.cfg.LogMaxBytes, MaxAge: logMaxAge(s.cfg), Logger: componentLogger(s.logger, "nats"),
 		})
 	} else {
 		l, err = jetstream.OpenEmbedded(jetstream.EmbeddedOptions{
-			Dir: filepath.Join(s.cfg.DataDir, "log"), MaxBytes: s.cfg.LogMaxBytes, MaxAge: s.cfg.LogMaxAge, Logger: componentLogger(s.logger, "nats"),
+			Dir: filepath.Join(s.cfg.DataDir, "log"), MaxBytes: s.cfg.LogMaxBytes, MaxAge: logMaxAge(s.cfg), Logger: componentLogger(s.logger, "nats"),
 		})
 	}
 	if err != nil {
@@ -354,6 +369,17 @@ func (s *Server) openLog(h hooks) error {
 		return float64(committer.Stats().QueuedBytes)
 	})
 	return nil
+}
+
+// logMaxAge is how long the event log keeps records: --log-max-age, or
+// the shortest configured retention age when that is shorter (a record
+// may hold several sources' events, so the log follows the strictest).
+func logMaxAge(cfg config.Config) time.Duration {
+	age := cfg.LogMaxAge
+	if r := cfg.Retention.Shortest(); r > 0 && (age == 0 || r < age) {
+		age = r
+	}
+	return age
 }
 
 // logReplicas is the stream replication the configuration asks for: what
@@ -436,7 +462,11 @@ func (s *Server) routes() http.Handler {
 		Identity: s.Identity, Audit: s.Audit, Consent: s.Consent, Requests: privacy.NewRequests(s.State),
 		Traits: s.Traits, Audiences: s.Audiences,
 		Delivery: s.Delivery, Plans: s.Plans, Changes: s.Changes,
-		Catalog: []governance.ToolProvider{governance.DestinationTools{Store: s.Governance}},
+		Catalog:    []governance.ToolProvider{governance.DestinationTools{Store: s.Governance}, s.Delivery},
+		Classifier: s.Classifier, LogMaxAge: logMaxAge(s.cfg), Subjects: s.cfg.Privacy.Subjects,
+	}
+	if s.Pipeline != nil {
+		opts.Retention = s.Retention
 	}
 	opts.Experiments, opts.ExperimentSums = experiment.NewStore(s.State), experiment.AggregatorFor(s.Events)
 	if p, ok := s.Events.(analytics.Provider); ok {
@@ -557,6 +587,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			defer wg.Done()
 			_ = s.Delivery.Run(pctx)
 		}()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.Retention.Run(pctx)
+		}()
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
@@ -653,5 +688,5 @@ func (w writeKeys) LookupWriteKey(ctx context.Context, key string) (collect.Sour
 	if err != nil {
 		return collect.Source{}, err
 	}
-	return collect.Source{ID: src.ID, Name: src.Name, Approval: src.Approval, AllowedOrigins: src.AllowedOrigins}, nil
+	return collect.Source{ID: src.ID, Name: src.Name, Approval: src.Approval, AllowedOrigins: src.AllowedOrigins, IPPolicy: src.IPPolicy}, nil
 }

@@ -127,8 +127,8 @@ func TestAnalyticsJSShortPathsTextPlainAndBatching(t *testing.T) {
 			c["locale"] != "de-DE" || c["timezone"] != "Europe/Berlin" {
 			t.Errorf("browser context not kept as sent: %v", c)
 		}
-		if c["userAgent"] != "Mozilla/5.0 (test browser)" || c["ip"] != "127.0.0.1" {
-			t.Errorf("context.userAgent/ip not added: %v", c)
+		if c["userAgent"] != "Mozilla/5.0 (test browser)" || c["ip"] != "127.0.0.0" {
+			t.Errorf("context.userAgent/ip (truncated to its /24) not added: %v", c)
 		}
 	}
 	if types["track"] != 2 || types["page"] != 2 || types["identify"] != 1 || types["screen"] != 1 || types["group"] != 1 || types["alias"] != 1 {
@@ -350,8 +350,17 @@ func TestContextIPAndUserAgent(t *testing.T) {
 		return c
 	}
 
+	// The addresses as found: the default source keeps them (the default
+	// policy truncates them, TestIPMinimisation).
+	keep := func(n *node) {
+		t.Helper()
+		if r := n.admin("PATCH", "/api/v1/sources/default", map[string]any{"ipPolicy": "keep"}); r.status != 200 {
+			t.Fatalf("ipPolicy keep: %d %s", r.status, r.body)
+		}
+	}
 	// No trusted proxies: X-Forwarded-For is not believed.
 	n := startNode(t, "", nil)
+	keep(n)
 	post(n, "/v1/track", `{"userId":"u","event":"E","messageId":"m1"}`, map[string]string{"X-Forwarded-For": "203.0.113.9", "User-Agent": "ua/1"})
 	post(n, "/v1/track", `{"userId":"u","event":"E","messageId":"m2","context":{"ip":"198.51.100.7","userAgent":"own/2"}}`, map[string]string{"User-Agent": "ua/1"})
 	post(n, "/v1/batch", `{"context":{"ip":"192.0.2.1"},"batch":[{"type":"track","userId":"u","event":"E","messageId":"m3"},{"type":"track","userId":"u","event":"E","messageId":"m4","context":{"ip":"192.0.2.2"}}]}`, map[string]string{"User-Agent": "ua/1"})
@@ -377,6 +386,7 @@ func TestContextIPAndUserAgent(t *testing.T) {
 	// Loopback is a trusted proxy, and so is 10.0.0.0/8: the client is the
 	// first untrusted hop from the right.
 	n = startNode(t, "", func(c *config.Config) { c.TrustedProxies = []string{"127.0.0.1/32", "10.0.0.0/8"} })
+	keep(n)
 	post(n, "/v1/track", `{"userId":"u","event":"E","messageId":"t1"}`, map[string]string{"X-Forwarded-For": "203.0.113.9, 10.1.2.3"})
 	post(n, "/v1/track", `{"userId":"u","event":"E","messageId":"t2"}`, map[string]string{"X-Forwarded-For": "6.6.6.6, 203.0.113.10"}) // left part spoofed by the client
 	post(n, "/v1/track", `{"userId":"u","event":"E","messageId":"t3"}`, nil)

@@ -100,6 +100,11 @@ func compile(p Plan) (*compiled, error) {
 		}
 		var ce compiledEvent
 		var err error
+		for part, raw := range map[string]json.RawMessage{"properties": ep.Properties, "traits": ep.Traits} {
+			if err := checkCategories(raw, "events."+name+"."+part); err != nil {
+				return nil, err
+			}
+		}
 		if ce.properties, err = compileSchema(ep.Properties, "events."+name+".properties"); err != nil {
 			return nil, err
 		}
@@ -682,4 +687,63 @@ func jsonType(v any) string {
 	default:
 		return "object"
 	}
+}
+
+// CategoryKeyword is the schema annotation that tags a field with a data
+// category: {"properties": {"email": {"type": "string", "x-category": "contact"}}}.
+const CategoryKeyword = "x-category"
+
+// Categories lists the fields the plan's schemas tag with a data
+// category (CategoryKeyword on a member of a schema's top-level
+// "properties"): path (properties.NAME or traits.NAME) → category.
+func (p Plan) Categories() map[string]string {
+	out := map[string]string{}
+	for _, ep := range p.Events {
+		for prefix, raw := range map[string]json.RawMessage{"properties": ep.Properties, "traits": ep.Traits} {
+			for name, cat := range schemaCategories(raw) {
+				out[prefix+"."+name] = cat
+			}
+		}
+	}
+	return out
+}
+
+// schemaCategories reads the x-category of each member of a schema's
+// top-level properties.
+func schemaCategories(raw json.RawMessage) map[string]string {
+	var s struct {
+		Properties map[string]map[string]json.RawMessage `json:"properties"`
+	}
+	if len(raw) == 0 || json.Unmarshal(raw, &s) != nil {
+		return nil
+	}
+	out := map[string]string{}
+	for name, member := range s.Properties {
+		var cat string
+		if json.Unmarshal(member[CategoryKeyword], &cat) == nil && strings.TrimSpace(cat) != "" {
+			out[name] = strings.TrimSpace(cat)
+		}
+	}
+	return out
+}
+
+// checkCategories refuses an x-category that is not a name.
+func checkCategories(raw json.RawMessage, field string) error {
+	var s struct {
+		Properties map[string]map[string]json.RawMessage `json:"properties"`
+	}
+	if len(raw) == 0 || json.Unmarshal(raw, &s) != nil {
+		return nil
+	}
+	for name, member := range s.Properties {
+		v, ok := member[CategoryKeyword]
+		if !ok {
+			continue
+		}
+		var cat string
+		if json.Unmarshal(v, &cat) != nil || strings.TrimSpace(cat) == "" || len(cat) > 100 {
+			return &FieldError{Field: field + ".properties." + name + "." + CategoryKeyword, Message: "must be a data category name (contact, sensitive, payment, …) of 1 to 100 bytes"}
+		}
+	}
+	return nil
 }

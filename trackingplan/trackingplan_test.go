@@ -177,3 +177,24 @@ func TestDraft(t *testing.T) {
 		t.Errorf("empty draft: %+v", db)
 	}
 }
+
+func TestPlanCategories(t *testing.T) {
+	p := trackingplan.Plan{SourceID: "src_1", Unplanned: trackingplan.Allow, Events: map[string]trackingplan.EventPlan{
+		"Order Completed": {
+			Properties: json.RawMessage(`{"type":"object","properties":{"card_last4":{"type":"string","x-category":"payment"},"total":{"type":"number"}}}`),
+			Traits:     json.RawMessage(`{"type":"object","properties":{"crm_id":{"type":"string","x-category":"identity"}}}`),
+		},
+	}}
+	if err := trackingplan.Validate(p); err != nil {
+		t.Fatalf("a plan with x-category: %v", err)
+	}
+	got := p.Categories()
+	if len(got) != 2 || got["properties.card_last4"] != "payment" || got["traits.crm_id"] != "identity" {
+		t.Errorf("Categories = %v", got)
+	}
+	p.Events["Order Completed"] = trackingplan.EventPlan{Properties: json.RawMessage(`{"properties":{"x":{"x-category":7}}}`)}
+	var fe *trackingplan.FieldError
+	if err := trackingplan.Validate(p); !errors.As(err, &fe) || fe.Field != "events.Order Completed.properties.properties.x.x-category" {
+		t.Errorf("a bad x-category: %v", err)
+	}
+}

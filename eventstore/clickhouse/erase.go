@@ -2,6 +2,7 @@ package clickhouse
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -36,19 +37,57 @@ func (s *Store) Erase(ctx context.Context, keys []string) (int64, error) {
 			return 0, s.wrap("erase", err)
 		}
 	}
-	// Wait for the mutations of this database's tables to finish.
+	if err := s.waitMutations(ctx); err != nil {
+		return 0, s.wrap("erase: wait for the mutations", err)
+	}
+	return int64(n), nil
+}
+
+// waitMutations waits until the mutations of this database's tables are
+// done.
+func (s *Store) waitMutations(ctx context.Context) error {
 	for {
 		var pending uint64
 		if err := s.conn.QueryRow(ctx, `SELECT count() FROM system.mutations WHERE database = ? AND is_done = 0`, s.dbName).Scan(&pending); err != nil {
-			return 0, s.wrap("erase: wait for the mutations", err)
+			return err
 		}
 		if pending == 0 {
-			return int64(n), nil
+			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return 0, s.wrap("erase: wait for the mutations", ctx.Err())
+			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// Expire deletes the events of sourceID before before and their dedup
+// keys with mutations, and waits until they are done, like [Store.Erase];
+// see [eventstore.Store.Expire].
+func (s *Store) Expire(ctx context.Context, sourceID string, before time.Time) (int64, error) {
+	if s.closed.Load() {
+		return 0, ErrClosed
+	}
+	where := `source_id = ` + quote(sourceID) + ` AND timestamp < ` + strconv.FormatInt(before.UnixMicro(), 10)
+	var n uint64
+	if err := s.conn.QueryRow(ctx, `SELECT count() FROM `+s.table("events")+` WHERE `+where).Scan(&n); err != nil {
+		return 0, s.wrap("expire", err)
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	if err := s.acquire(ctx); err != nil {
+		return 0, s.wrap("expire", err)
+	}
+	defer s.release()
+	for _, t := range []string{"events", "event_keys"} {
+		if err := s.conn.Exec(ctx, `ALTER TABLE `+s.table(t)+` DELETE WHERE `+where); err != nil {
+			return 0, s.wrap("expire", err)
+		}
+	}
+	if err := s.waitMutations(ctx); err != nil {
+		return 0, s.wrap("expire: wait for the mutations", err)
+	}
+	return int64(n), nil
 }

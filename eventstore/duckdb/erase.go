@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Erase deletes the events of keys and their profile links in one
@@ -60,6 +61,30 @@ func (s *Store) Erase(ctx context.Context, keys []string) (int64, error) {
 	}
 	if _, err := s.db.ExecContext(ctx, `CHECKPOINT`); err != nil {
 		return n, fmt.Errorf("eventstore/duckdb: erase: checkpoint: %w", err)
+	}
+	return n, nil
+}
+
+// Expire deletes the events of sourceID before before, then checkpoints,
+// like [Store.Erase]; see [eventstore.Store.Expire].
+// TODO(erasure): reuse the erasure's compaction once it lands, so the
+// expired rows' bytes leave the file too.
+func (s *Store) Expire(ctx context.Context, sourceID string, before time.Time) (int64, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.closed.Load() {
+		return 0, ErrClosed
+	}
+	res, err := s.db.ExecContext(ctx, `DELETE FROM events WHERE source_id = ? AND timestamp < ?`, validUTF8(sourceID), before.UTC())
+	if err != nil {
+		return 0, fmt.Errorf("eventstore/duckdb: expire: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	if n == 0 {
+		return 0, nil
+	}
+	if _, err := s.db.ExecContext(ctx, `CHECKPOINT`); err != nil {
+		return n, fmt.Errorf("eventstore/duckdb: expire: checkpoint: %w", err)
 	}
 	return n, nil
 }

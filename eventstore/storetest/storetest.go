@@ -66,6 +66,7 @@ func Run(t *testing.T, open func(t *testing.T) eventstore.Store) {
 		{"AtomicOnCancel", testAtomicOnCancel},
 		{"ProfileLinks", testProfileLinks},
 		{"Erase", testErase},
+		{"Expire", testExpire},
 		{"Ping", testPing},
 		{"Analytics", testAnalytics},
 	}
@@ -1021,4 +1022,39 @@ func testErase(t *testing.T, s eventstore.Store) {
 	if n, err := s.Erase(ctx, []string{"user_id:nobody"}); err != nil || n != 0 {
 		t.Errorf("Erase of nobody = %d, %v", n, err)
 	}
+}
+
+// testExpire: Expire deletes the events of one source older than a time,
+// and leaves the newer ones and the other sources' alone.
+func testExpire(t *testing.T, s eventstore.Store) {
+	ctx := context.Background()
+	ev := func(src, msg string, sec int) event.Event {
+		e := fullEvent(src, msg, baseTime.Add(time.Duration(sec)*time.Second))
+		e.Raw = rawFor(e)
+		return e
+	}
+	evs := []event.Event{ev("src-a", "a1", 1), ev("src-a", "a2", 2), ev("src-a", "a3", 10), ev("src-b", "b1", 1), ev("src-b", "b2", 10)}
+	mustAppend(t, s, evs, len(evs))
+	n, err := s.Expire(ctx, "src-a", baseTime.Add(10*time.Second))
+	if err != nil || n != 2 {
+		t.Fatalf("Expire = %d, %v; want 2", n, err)
+	}
+	if got := keysOf(listAll(t, s, eventstore.Query{})); !slices.Equal(slices.Sorted(slices.Values(got)), []string{"src-a/a3", "src-b/b1", "src-b/b2"}) {
+		t.Errorf("after Expire: %v, want a3, b1, b2", got)
+	}
+	for _, m := range []string{"a1", "a2"} {
+		if got, err := s.Get(ctx, "src-a", m); !errors.Is(err, eventstore.ErrNotFound) {
+			t.Errorf("Get(%s) after expire: %v, %v", m, got, err)
+		}
+	}
+	for _, m := range []string{"a3", "b1", "b2"} {
+		if _, err := s.Get(ctx, "", m); err != nil {
+			t.Errorf("Get(%s) after expire: %v", m, err)
+		}
+	}
+	if n, err := s.Expire(ctx, "src-a", baseTime.Add(10*time.Second)); err != nil || n != 0 {
+		t.Errorf("Expire again = %d, %v; want 0", n, err)
+	}
+	// An expired event may be stored again (the log replays it): it is new.
+	mustAppend(t, s, evs[:1], 1)
 }

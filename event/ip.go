@@ -1,0 +1,157 @@
+package event
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/netip"
+	"strings"
+)
+
+// The IP policies of a source (its ipPolicy): what becomes of
+// context.ip before an event is written to the log. See docs/privacy.md
+// (minimisation).
+const (
+	IPTruncate = "truncate" // the default: IPv4 to its /24, IPv6 to its /48
+	IPDrop     = "drop"     // no context.ip is kept
+	IPKeep     = "keep"     // kept as sent (a source that needs the address)
+)
+
+// IPPolicies lists the valid policies.
+var IPPolicies = []string{IPTruncate, IPDrop, IPKeep}
+
+// ValidIPPolicy reports whether p is one of [IPPolicies].
+func ValidIPPolicy(p string) bool {
+	for _, q := range IPPolicies {
+		if p == q {
+			return true
+		}
+	}
+	return false
+}
+
+// TruncateIP is the network of address s: an IPv4 address's /24 (the
+// last byte zero), an IPv6 address's /48; ok is false when s is not an
+// address. An IPv4-mapped IPv6 address is truncated as IPv4.
+func TruncateIP(s string) (string, bool) {
+	a, err := netip.ParseAddr(strings.TrimSpace(s))
+	if err != nil {
+		return "", false
+	}
+	a = a.Unmap().WithZone("")
+	bits := 48
+	if a.Is4() {
+		bits = 24
+	}
+	p, err := a.Prefix(bits)
+	if err != nil {
+		return "", false
+	}
+	return p.Addr().String(), true
+}
+
+// MinimiseIP applies policy to the address the server found for a
+// request: the address to add as context.ip, "" for none.
+func MinimiseIP(ip, policy string) string {
+	switch policy {
+	case IPKeep:
+		return ip
+	case IPDrop:
+		return ""
+	}
+	t, _ := TruncateIP(ip)
+	return t
+}
+
+// MinimiseEvent applies policy to the context.ip an event carries itself
+// (every occurrence, see [EditContext]): truncated, or dropped when it
+// is not a string holding an address (it cannot be truncated), or dropped
+// under IPDrop. IPKeep leaves raw as it is. raw is returned itself when
+// nothing changes.
+func MinimiseEvent(raw []byte, policy string) []byte {
+	if policy == IPKeep || minimal(raw, policy) {
+		return raw
+	}
+	return EditContext(raw, "ip", func(val []byte) ([]byte, bool) {
+		if policy == IPDrop {
+			return nil, false
+		}
+		var s string
+		if len(val) >= 2 && val[0] == '"' && val[len(val)-1] == '"' && bytes.IndexByte(val, '\\') < 0 {
+			s = string(val[1 : len(val)-1]) // the common case, without a decoder
+		} else if json.Unmarshal(val, &s) != nil {
+			return nil, false
+		}
+		t, ok := TruncateIP(s)
+		if !ok {
+			return nil, false
+		}
+		if t == s {
+			return val, true
+		}
+		b, _ := json.Marshal(t)
+		return b, true
+	})
+}
+
+// minimal reports, without parsing, that raw needs no edit: it has no
+// escape, and every key spelt ip (in any case, anywhere) holds a string
+// that is its own truncation (under IPTruncate; under IPDrop, there is
+// none). Most events qualify: the address tandem adds is minimised
+// already, so only an address the sender wrote costs a parse. Without
+// escapes a string cannot hold a quote, so the bytes "ip" are always a
+// whole string: a key when a colon follows.
+func minimal(raw []byte, policy string) bool {
+	if bytes.IndexByte(raw, '\\') >= 0 {
+		return false
+	}
+	for _, spelling := range ipSpellings {
+		for i := 0; ; {
+			j := bytes.Index(raw[i:], spelling)
+			if j < 0 {
+				break
+			}
+			j += i
+			i = j + len(spelling)
+			k := skipSpace(raw, i)
+			if k >= len(raw) || raw[k] != ':' {
+				continue // a value "ip"
+			}
+			if policy == IPDrop {
+				return false
+			}
+			v := skipSpace(raw, k+1)
+			if v >= len(raw) || raw[v] != '"' {
+				return false
+			}
+			end := bytes.IndexByte(raw[v+1:], '"')
+			if end < 0 {
+				return false
+			}
+			if !isTruncated(raw[v+1 : v+1+end]) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+var ipSpellings = [][]byte{[]byte(`"ip"`), []byte(`"IP"`), []byte(`"Ip"`), []byte(`"iP"`)}
+
+// isTruncated reports whether s is an address written as [TruncateIP]
+// writes its own truncation, without allocating.
+func isTruncated(s []byte) bool {
+	a, err := netip.ParseAddr(string(s))
+	if err != nil || a.Zone() != "" || a.Is4In6() {
+		return false
+	}
+	bits := 48
+	if a.Is4() {
+		bits = 24
+	}
+	p, err := a.Prefix(bits)
+	if err != nil || p.Addr() != a {
+		return false
+	}
+	var buf [64]byte
+	return bytes.Equal(a.AppendTo(buf[:0]), s)
+}
