@@ -40,6 +40,7 @@ package duckdb
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -96,6 +97,13 @@ type Store struct {
 	sources map[string]struct{}
 
 	closed atomic.Bool
+
+	// Compaction after erasures (compact.go): erased counts Erase calls
+	// that deleted rows, compacted the value of erased the last
+	// compaction covered; cmu lets one compaction run at a time.
+	cmu       sync.Mutex
+	erased    atomic.Uint64
+	compacted uint64
 }
 
 var _ eventstore.Store = (*Store)(nil)
@@ -153,7 +161,24 @@ func open(path string, o openOptions) (*Store, error) {
 		}
 		file = abs
 	}
-	connector, err := duckdbdriver.NewConnector(path, nil)
+	// A file is attached to an in-memory database, as catalog fileCatalog,
+	// which every connection uses by default, rather than opened as the
+	// main database: an erasure can then replace the file by a compacted
+	// copy under the same name while the handle (and the analytics
+	// backends sharing it) stay (see compact.go).
+	dsn, initConn := path, func(driver.ExecerContext) error { return nil }
+	if file != "" {
+		dsn = ""
+		initConn = func(e driver.ExecerContext) error {
+			ctx := context.Background()
+			if _, err := e.ExecContext(ctx, "ATTACH IF NOT EXISTS "+quote(file)+" AS "+fileCatalog, nil); err != nil {
+				return err
+			}
+			_, err := e.ExecContext(ctx, "USE "+fileCatalog, nil)
+			return err
+		}
+	}
+	connector, err := duckdbdriver.NewConnector(dsn, initConn)
 	if err != nil {
 		return nil, fmt.Errorf("eventstore/duckdb: open %q: %w", path, err)
 	}

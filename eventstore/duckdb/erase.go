@@ -7,12 +7,26 @@ import (
 )
 
 // Erase deletes the events of keys and their profile links in one
-// transaction, then checkpoints, so the rows leave the write-ahead log;
-// see [eventstore.Store.Erase]. DuckDB has no secure delete: the freed
-// blocks are reused, not wiped (docs/privacy.md).
+// transaction, then replaces the database file by a compacted copy
+// without them (compact.go): DuckDB has no secure delete, its freed
+// blocks are reused, not wiped (docs/privacy.md). Erasures that run at
+// the same time share one compaction. See [eventstore.Store.Erase].
 func (s *Store) Erase(ctx context.Context, keys []string) (int64, error) {
+	n, changed, err := s.delete(ctx, keys)
+	if err != nil || !changed {
+		return n, err
+	}
+	if err := s.compactAfter(ctx, s.erased.Add(1)); err != nil {
+		return n, fmt.Errorf("eventstore/duckdb: erase: %w", err)
+	}
+	return n, nil
+}
+
+// delete deletes the events of keys and their profile links; changed
+// reports whether any row was deleted.
+func (s *Store) delete(ctx context.Context, keys []string) (n int64, changed bool, err error) {
 	if len(keys) == 0 {
-		return 0, nil
+		return 0, false, nil
 	}
 	users, anons, all := []string{}, []string{}, make([]string, 0, len(keys))
 	for _, k := range keys {
@@ -27,14 +41,13 @@ func (s *Store) Erase(ctx context.Context, keys []string) (int64, error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if s.closed.Load() {
-		return 0, ErrClosed
+		return 0, false, ErrClosed
 	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return 0, fmt.Errorf("eventstore/duckdb: erase: %w", err)
+		return 0, false, fmt.Errorf("eventstore/duckdb: erase: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
-	var n int64
 	for _, q := range []struct {
 		sql  string
 		vals []string
@@ -47,19 +60,18 @@ func (s *Store) Erase(ctx context.Context, keys []string) (int64, error) {
 		}
 		res, err := tx.ExecContext(ctx, q.sql, q.vals)
 		if err != nil {
-			return 0, fmt.Errorf("eventstore/duckdb: erase: %w", err)
+			return 0, false, fmt.Errorf("eventstore/duckdb: erase: %w", err)
 		}
 		d, _ := res.RowsAffected()
 		n += d
 	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM profile_links WHERE key IN (SELECT unnest(?::VARCHAR[]))`, all); err != nil {
-		return 0, fmt.Errorf("eventstore/duckdb: erase: %w", err)
+	res, err := tx.ExecContext(ctx, `DELETE FROM profile_links WHERE key IN (SELECT unnest(?::VARCHAR[]))`, all)
+	if err != nil {
+		return 0, false, fmt.Errorf("eventstore/duckdb: erase: %w", err)
 	}
+	links, _ := res.RowsAffected()
 	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("eventstore/duckdb: erase: %w", err)
+		return 0, false, fmt.Errorf("eventstore/duckdb: erase: %w", err)
 	}
-	if _, err := s.db.ExecContext(ctx, `CHECKPOINT`); err != nil {
-		return n, fmt.Errorf("eventstore/duckdb: erase: checkpoint: %w", err)
-	}
-	return n, nil
+	return n, n > 0 || links > 0, nil
 }
