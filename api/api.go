@@ -19,6 +19,7 @@ import (
 	"tandem/apierror"
 	"tandem/audience"
 	"tandem/audit"
+	"tandem/event"
 	"tandem/eventstore"
 	"tandem/experiment"
 	"tandem/governance"
@@ -86,6 +87,18 @@ type Options struct {
 	Catalog []governance.ToolProvider
 	// Plans keeps the sources' tracking plans (nil: their endpoints answer 503).
 	Plans *trackingplan.Store
+	// Suppressions keeps the keyed hashes of erased people's identifiers
+	// (nil: an erasure suppresses nothing and the suppression endpoint
+	// answers 503).
+	Suppressions *privacy.Suppressions
+	// EraseLog removes the entries drop picks from the records already in
+	// the event log, for an erasure, and returns how many records it
+	// rewrote or erased (nil: the log is left alone, a step says so).
+	EraseLog func(ctx context.Context, drop func(event.Entry) bool) (records int, err error)
+	// ScrubState makes the state store's deleted rows unreadable on disk
+	// after an erasure (SQLite: a truncating checkpoint of its
+	// write-ahead log); nil when the store needs nothing more.
+	ScrubState func(ctx context.Context) error
 }
 
 // API is the management API handler.

@@ -184,6 +184,10 @@ func (w *worker) dispatch(msg eventlog.Message) bool {
 			w.m.events.Add(1, id, "before_approval")
 			continue
 		}
+		if sup := w.m.opts.Suppress; sup != nil && sup.Suppressed(e) {
+			w.m.events.Add(1, id, "suppressed")
+			continue
+		}
 		if !passes(w.d.Filter, e) || !forAudience(w.d.ID, e) {
 			w.m.events.Add(1, id, "filtered")
 			continue

@@ -109,15 +109,22 @@ type Server struct {
 	Plans      *trackingplan.Store
 	Imports    *imports.Service
 	Identity   *identity.Store
-	Consent    *privacy.Store  // the route to a destination asks it (Allowed)
-	Traits     *audience.Store // computed traits, kept by the pipeline
-	Audiences  *audience.Audiences
-	Audit      *audit.Log
-	Pipeline   *pipeline.Pipeline
-	Delivery   *delivery.Manager // runs (Serve) only where the pipeline does
-	Metrics    *metrics.Registry
+	Consent    *privacy.Store // the route to a destination asks it (Allowed)
+	// Suppressions lists the keyed hashes of erased people's identifiers:
+	// the pipeline drops their later events, delivery does not send them.
+	Suppressions *privacy.Suppressions
+	Traits       *audience.Store // computed traits, kept by the pipeline
+	Audiences    *audience.Audiences
+	Audit        *audit.Log
+	Pipeline     *pipeline.Pipeline
+	Delivery     *delivery.Manager // runs (Serve) only where the pipeline does
+	Metrics      *metrics.Registry
 	// Lag measures the pipeline's backlog in the log (see backpressure.go).
 	Lag *pipeline.Monitor
+
+	// jsLog is the event log itself, under any test wrapper: erasures
+	// rewrite its records.
+	jsLog *jetstream.Log
 
 	handler        http.Handler
 	trustedProxies []netip.Prefix
@@ -205,6 +212,14 @@ func open(ctx context.Context, cfg config.Config, logger *slog.Logger, h hooks) 
 		return nil, fmt.Errorf("identity: %w", err)
 	}
 	s.Consent = privacy.NewStore(s.State, cfg.Consent, s.Identity)
+	key, err := s.Access.Secret(ctx, privacy.SuppressionSecret)
+	if err != nil {
+		return nil, fmt.Errorf("privacy: %w", err)
+	}
+	s.Suppressions = privacy.NewSuppressions(s.State, key, s.Identity)
+	if err := s.Suppressions.Load(ctx); err != nil {
+		return nil, err
+	}
 	var stages []audience.Stage
 	for _, st := range cfg.Journey.Stages {
 		stages = append(stages, audience.Stage{Name: st.Name, Events: st.Events})
@@ -220,7 +235,7 @@ func open(ctx context.Context, cfg config.Config, logger *slog.Logger, h hooks) 
 		s.Pipeline, err = pipeline.New(ctx, pipeline.Options{
 			Log: s.Log, Events: s.Events, Quarantine: s.Quarantine, Identity: s.Identity, Metrics: s.Metrics, Logger: logger,
 			Consent: s.Consent, Plans: trackingplan.NewChecker(s.Plans, 0, s.Metrics),
-			Traits: s.Traits, Audiences: s.Audiences,
+			Traits: s.Traits, Audiences: s.Audiences, Suppress: s.Suppressions,
 		})
 		if err != nil {
 			return nil, err
@@ -232,7 +247,7 @@ func open(ctx context.Context, cfg config.Config, logger *slog.Logger, h hooks) 
 	}
 	// Every node checks destination configs; only pipeline nodes deliver.
 	if s.Delivery, err = delivery.New(delivery.Options{Log: s.Log, Governance: s.Governance, DB: s.State,
-		Allow: cfg.DestinationAllow, Metrics: s.Metrics, Logger: logger, Consent: s.Consent}); err != nil {
+		Allow: cfg.DestinationAllow, Metrics: s.Metrics, Logger: logger, Consent: s.Consent, Suppress: s.Suppressions}); err != nil {
 		return nil, err
 	}
 	s.Governance.SetDestinationTypes(s.Delivery.Types())
@@ -317,7 +332,7 @@ func (s *Server) openLog(h hooks) error {
 	if err != nil {
 		return fmt.Errorf("event log: %w", err)
 	}
-	s.Log = l
+	s.Log, s.jsLog = l, l
 	if h.wrapLog != nil {
 		s.Log = h.wrapLog(l)
 	}
@@ -424,7 +439,11 @@ func (s *Server) routes() http.Handler {
 		Identity: s.Identity, Audit: s.Audit, Consent: s.Consent, Requests: privacy.NewRequests(s.State),
 		Traits: s.Traits, Audiences: s.Audiences,
 		Delivery: s.Delivery, Plans: s.Plans,
-		Catalog: []governance.ToolProvider{governance.DestinationTools{Store: s.Governance}},
+		Catalog:      []governance.ToolProvider{governance.DestinationTools{Store: s.Governance}},
+		Suppressions: s.Suppressions, EraseLog: s.eraseLog,
+	}
+	if s.cfg.State == "" {
+		opts.ScrubState = func(ctx context.Context) error { return sqlite.Checkpoint(ctx, s.State) }
 	}
 	opts.Experiments, opts.ExperimentSums = experiment.NewStore(s.State), experiment.AggregatorFor(s.Events)
 	if p, ok := s.Events.(analytics.Provider); ok {
@@ -545,6 +564,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			defer wg.Done()
 			_ = s.Delivery.Run(pctx)
 		}()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.Suppressions.RunLoads(pctx, suppressionReload)
+		}()
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
@@ -626,6 +650,27 @@ func (s *Server) close() error {
 		s.lock = nil
 	}
 	return errors.Join(errs...)
+}
+
+// suppressionReload is how often a pipeline node reads the suppression
+// list again, to learn of erasures carried out through another node.
+const suppressionReload = 10 * time.Second
+
+// eraseLog removes the entries drop picks from the records in the event
+// log (an erasure): each record holding one is replaced by a copy without
+// it, which the consumers that had processed the original skip, and the
+// original is erased (jetstream.Log.Rewrite). It returns the number of
+// records erased.
+func (s *Server) eraseLog(ctx context.Context, drop func(event.Entry) bool) (int, error) {
+	st, err := s.jsLog.Rewrite(ctx, func(rec []byte, done []string) ([]byte, bool, error) {
+		out, dropped, err := event.Redact(rec, drop, done)
+		if err != nil {
+			// Not a record tandem wrote: nothing of the person to find.
+			return nil, false, nil
+		}
+		return out, dropped > 0, nil
+	})
+	return st.Erased, err
 }
 
 // writeKeys resolves write keys for collection through governance's
