@@ -1,12 +1,14 @@
 package privacy
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"hash"
 	"strings"
 	"sync"
 	"time"
@@ -58,25 +60,38 @@ type IdentifierReader interface {
 // the list is empty and a map lookup per identifier otherwise;
 // [Suppressions.Load] reads what other nodes added.
 type Suppressions struct {
-	db  *statestore.DB
-	key []byte
-	ids IdentifierReader
-	mu  sync.RWMutex
-	set map[string]struct{}
+	db   *statestore.DB
+	ids  IdentifierReader
+	macs sync.Pool // of hash.Hash: HMAC-SHA256 with the key, reset and reused
+	mu   sync.RWMutex
+	set  map[[sha256.Size]byte]struct{}
 }
 
 // NewSuppressions returns the list over db (migrated with [Migrations]),
 // hashing with key (the installation secret [SuppressionSecret]) and
 // reading events' identifiers with ids; call Load before use.
 func NewSuppressions(db *statestore.DB, key []byte, ids IdentifierReader) *Suppressions {
-	return &Suppressions{db: db, key: key, ids: ids, set: map[string]struct{}{}}
+	key = bytes.Clone(key)
+	s := &Suppressions{db: db, ids: ids, set: map[[sha256.Size]byte]struct{}{}}
+	s.macs.New = func() any { return hmac.New(sha256.New, key) }
+	return s
 }
 
-// Hash is the keyed hash of identifier "type:value" kept on the list.
-func (s *Suppressions) Hash(ident string) string {
-	m := hmac.New(sha256.New, s.key)
+// sum is the keyed hash of identifier "type:value".
+func (s *Suppressions) sum(ident string) (out [sha256.Size]byte) {
+	m := s.macs.Get().(hash.Hash)
+	m.Reset()
 	m.Write([]byte(ident))
-	return hex.EncodeToString(m.Sum(nil))
+	m.Sum(out[:0])
+	s.macs.Put(m)
+	return out
+}
+
+// Hash is the keyed hash of identifier "type:value" kept on the list, in
+// hex.
+func (s *Suppressions) Hash(ident string) string {
+	h := s.sum(ident)
+	return hex.EncodeToString(h[:])
 }
 
 // Load reads the list from the state store (what this node and others
@@ -87,13 +102,17 @@ func (s *Suppressions) Load(ctx context.Context) error {
 		return fmt.Errorf("privacy: load suppressions: %w", err)
 	}
 	defer rows.Close()
-	set := map[string]struct{}{}
+	set := map[[sha256.Size]byte]struct{}{}
 	for rows.Next() {
 		var h string
 		if err := rows.Scan(&h); err != nil {
 			return fmt.Errorf("privacy: load suppressions: %w", err)
 		}
-		set[h] = struct{}{}
+		var k [sha256.Size]byte
+		if b, err := hex.DecodeString(h); err == nil && len(b) == len(k) {
+			copy(k[:], b)
+			set[k] = struct{}{}
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("privacy: load suppressions: %w", err)
@@ -122,15 +141,15 @@ func (s *Suppressions) RunLoads(ctx context.Context, interval time.Duration) {
 // Add puts identifiers ("type:value", normalised) on the list for the
 // erasure request requestID.
 func (s *Suppressions) Add(ctx context.Context, requestID string, idents []string) error {
-	hashes := make([]string, 0, len(idents))
+	hashes := make([][sha256.Size]byte, 0, len(idents))
 	for _, id := range idents {
-		hashes = append(hashes, s.Hash(id))
+		hashes = append(hashes, s.sum(id))
 	}
 	now := statestore.TimeToDB(time.Now())
 	err := s.db.Tx(ctx, func(tx *statestore.Tx) error {
 		for _, h := range hashes {
 			if _, err := tx.Exec(ctx, `INSERT INTO privacy_suppressions (hash, request_id, created_at) VALUES (?, ?, ?) ON CONFLICT (hash) DO NOTHING`,
-				h, requestID, now); err != nil {
+				hex.EncodeToString(h[:]), requestID, now); err != nil {
 				return err
 			}
 		}
@@ -155,8 +174,8 @@ func (s *Suppressions) Remove(ctx context.Context, typ, value string) (removed b
 	if !ok {
 		return false, &FieldError{Field: "identity", Message: "not a valid identifier of a known type"}
 	}
-	h := s.Hash(typ + ":" + v)
-	res, err := s.db.Exec(ctx, `DELETE FROM privacy_suppressions WHERE hash = ?`, h)
+	h := s.sum(typ + ":" + v)
+	res, err := s.db.Exec(ctx, `DELETE FROM privacy_suppressions WHERE hash = ?`, hex.EncodeToString(h[:]))
 	if err != nil {
 		return false, fmt.Errorf("privacy: remove suppression: %w", err)
 	}
@@ -205,7 +224,7 @@ func (s *Suppressions) Suppressed(e *event.Event) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	for _, id := range ids {
-		if _, ok := s.set[s.Hash(id)]; ok {
+		if _, ok := s.set[s.sum(id)]; ok {
 			return true
 		}
 	}
