@@ -26,8 +26,9 @@ import (
 // replacement detaches that catalog, renames the fresh file over the old
 // one, and attaches it again under the same name, so the pooled
 // connections and the analytics backends, which share the store's handle,
-// go on with the new file. Writers wait (wmu) meanwhile; a query that
-// runs exactly then may fail once.
+// go on with the new file. Writers (wmu) and the store's reads (swap)
+// wait meanwhile; a query of the analytics backends that runs exactly
+// then may fail once.
 
 // fileCatalog is the name the database file is attached under.
 const fileCatalog = "events_db"
@@ -35,8 +36,8 @@ const fileCatalog = "events_db"
 // compactCatalog is the name of the fresh file while it is written.
 const compactCatalog = "events_compact"
 
-// detachWait bounds how long compact retries the detach of the old file
-// while a query still reads it.
+// detachWait bounds how long compact waits for queries still reading the
+// old file before it can attach the new one.
 const detachWait = 10 * time.Second
 
 // quote returns s as a SQL string literal.
@@ -106,32 +107,35 @@ func (s *Store) compact(ctx context.Context) error {
 	if err := syncFile(tmp); err != nil {
 		return fmt.Errorf("eventstore/duckdb: compact: %w", err)
 	}
-	// Swap: detach the old file (waiting for queries that still read it),
-	// put the copy in its place, attach it again under the same name.
+	// Swap: detach the old file, put the copy in its place, attach it
+	// again under the same name. The store's reads wait meanwhile.
+	s.swap.Lock()
+	defer s.swap.Unlock()
 	if err := exec("USE memory"); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(detachWait)
-	for {
-		err := exec("DETACH " + fileCatalog)
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			_ = exec("USE " + fileCatalog)
-			return err
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := exec("DETACH " + fileCatalog); err != nil {
+		_ = exec("USE " + fileCatalog)
+		return err
 	}
 	renameErr := os.Rename(tmp, s.file)
 	if renameErr == nil {
-		_ = os.Remove(s.file + ".wal") // empty after the checkpoint; gone with the old file
 		renameErr = syncFile(filepath.Dir(s.file))
 	}
 	// Attach what is at the path now (the copy, or the old file if the
-	// rename failed): the store must go on either way.
-	if err := exec("ATTACH IF NOT EXISTS " + quote(s.file) + " AS " + fileCatalog); err != nil {
-		return err
+	// rename failed): the store must go on either way. A query of the
+	// analytics backends still reading the old file keeps it open, and
+	// DuckDB refuses to attach the path again until it is done.
+	deadline := time.Now().Add(detachWait)
+	for {
+		err := exec("ATTACH IF NOT EXISTS " + quote(s.file) + " AS " + fileCatalog)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	if err := exec("USE " + fileCatalog); err != nil {
 		return err

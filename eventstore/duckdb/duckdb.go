@@ -101,7 +101,11 @@ type Store struct {
 	// Compaction after erasures (compact.go): erased counts Erase calls
 	// that deleted rows, compacted the value of erased the last
 	// compaction covered; cmu lets one compaction run at a time.
-	cmu       sync.Mutex
+	cmu sync.Mutex
+	// swap is held by reads (Get, List, Count, ProfileLinks) and, for
+	// writing, by a compaction while it swaps the files, so that no read
+	// of the store meets the moment the file is not attached.
+	swap      sync.RWMutex
 	erased    atomic.Uint64
 	compacted uint64
 }
@@ -362,6 +366,8 @@ func (s *Store) DedupStats() DedupStats {
 
 // Count returns the number of stored events.
 func (s *Store) Count(ctx context.Context) (int64, error) {
+	s.swap.RLock()
+	defer s.swap.RUnlock()
 	if s.closed.Load() {
 		return 0, ErrClosed
 	}
