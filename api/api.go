@@ -91,6 +91,11 @@ type Options struct {
 	// (nil: an erasure suppresses nothing and the suppression endpoint
 	// answers 503).
 	Suppressions *privacy.Suppressions
+	// Quiesce, called by an erasure once the person is on the suppression
+	// list, waits until no event processed without seeing the list can
+	// still be written (the pipeline's batch under way; on a shared state
+	// store, the other nodes' reload of the list). nil: no wait.
+	Quiesce func(ctx context.Context) error
 	// EraseLog removes the entries drop picks from the records already in
 	// the event log, for an erasure, and returns how many records it
 	// rewrote or erased (nil: the log is left alone, a step says so).

@@ -417,6 +417,9 @@ func (a *API) erase(ctx context.Context, req privacy.Request) (privacy.Request, 
 		if sup := a.opts.Suppressions; sup != nil {
 			list := slices.Sorted(maps.Keys(subject))
 			err := sup.Add(ctx, req.ID, list)
+			if err == nil && a.opts.Quiesce != nil {
+				err = a.opts.Quiesce(ctx)
+			}
 			step("suppression", err, fmt.Sprintf("added the keyed hashes of %d identifiers to the suppression list", len(list)))
 		}
 		if a.opts.Events != nil {

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -105,6 +106,8 @@ type Pipeline struct {
 	opts     Options
 	consumer eventlog.Consumer
 	lag      atomic.Int64
+	// busy is held while a batch is processed (see Barrier).
+	busy sync.Mutex
 
 	stored      *metrics.Counter
 	duplicates  *metrics.Counter
@@ -275,9 +278,30 @@ func (p *Pipeline) measureLag() {
 	}
 }
 
+// Barrier waits until the batch being processed, if any, is done: the
+// batches after it see what was true when Barrier was called (an erasure
+// calls it after adding to the suppression list, so that no batch that
+// missed the list writes after the erasure's deletions).
+func (p *Pipeline) Barrier(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		p.busy.Lock()
+		p.busy.Unlock() //nolint:staticcheck // an empty critical section: waiting is the point
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // process handles one fetched run of records: quarantine first (idempotent
 // per record), then events in batches of at most MaxEvents, then the acks.
 func (p *Pipeline) process(ctx context.Context, msgs []eventlog.Message) error {
+	p.busy.Lock()
+	defer p.busy.Unlock()
 	start := time.Now()
 	var batch []event.Event
 	flush := func() error {

@@ -440,7 +440,7 @@ func (s *Server) routes() http.Handler {
 		Traits: s.Traits, Audiences: s.Audiences,
 		Delivery: s.Delivery, Plans: s.Plans,
 		Catalog:      []governance.ToolProvider{governance.DestinationTools{Store: s.Governance}},
-		Suppressions: s.Suppressions, EraseLog: s.eraseLog,
+		Suppressions: s.Suppressions, EraseLog: s.eraseLog, Quiesce: s.quiesce,
 	}
 	if s.cfg.State == "" {
 		opts.ScrubState = func(ctx context.Context) error { return sqlite.Checkpoint(ctx, s.State) }
@@ -655,6 +655,27 @@ func (s *Server) close() error {
 // suppressionReload is how often a pipeline node reads the suppression
 // list again, to learn of erasures carried out through another node.
 const suppressionReload = 10 * time.Second
+
+// quiesce waits, for an erasure, until no event processed without the
+// suppression list can still be written: the pipeline's batch under way
+// on this node, and on a shared state store the other nodes' next reload
+// of the list (and their batch under way then).
+func (s *Server) quiesce(ctx context.Context) error {
+	if s.Pipeline != nil {
+		if err := s.Pipeline.Barrier(ctx); err != nil {
+			return err
+		}
+	}
+	if s.cfg.State == "" {
+		return nil // the embedded state store: this node alone
+	}
+	select {
+	case <-time.After(suppressionReload + 5*time.Second):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
 
 // eraseLog removes the entries drop picks from the records in the event
 // log (an erasure): each record holding one is replaced by a copy without
