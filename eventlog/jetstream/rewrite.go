@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	jsapi "github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"tandem/eventlog"
 )
@@ -57,36 +60,24 @@ func (l *Log) Rewrite(ctx context.Context, edit func(rec []byte, done []string) 
 	if info.State.Msgs == 0 {
 		return st, nil
 	}
-	for seq := first; seq <= last; seq++ {
-		if err := ctx.Err(); err != nil {
-			return st, err
-		}
-		c, cancel := rctx()
-		msg, err := l.stream.GetMsg(c, seq)
-		cancel()
-		if errors.Is(err, jsapi.ErrMsgNotFound) {
-			continue // erased or aged out
-		}
-		if err != nil {
-			return st, l.mapErr(fmt.Sprintf("rewrite: read record %d", seq), err)
-		}
+	handle := func(seq uint64, data []byte, at time.Time) error {
 		st.Scanned++
 		// Most records are not the subject's: ask first, then learn
 		// which consumers are done with the record and make the copy.
-		_, changed, err := edit(msg.Data, nil)
+		_, changed, err := edit(data, nil)
 		if err != nil {
-			return st, fmt.Errorf("eventlog/jetstream: rewrite record %d: %w", seq, err)
+			return fmt.Errorf("eventlog/jetstream: rewrite record %d: %w", seq, err)
 		}
 		if !changed {
-			continue
+			return nil
 		}
-		done, err := l.doneWith(ctx, seq, msg.Time)
+		done, err := l.doneWith(ctx, seq, at)
 		if err != nil {
-			return st, err
+			return err
 		}
-		out, _, err := edit(msg.Data, done)
+		out, _, err := edit(data, done)
 		if err != nil {
-			return st, fmt.Errorf("eventlog/jetstream: rewrite record %d: %w", seq, err)
+			return fmt.Errorf("eventlog/jetstream: rewrite record %d: %w", seq, err)
 		}
 		if len(out) > 0 {
 			// First the copy, then the erase: a crash between them leaves
@@ -96,20 +87,76 @@ func (l *Log) Rewrite(ctx context.Context, edit func(rec []byte, done []string) 
 			_, err := l.js.Publish(c, l.subject, out, l.pubOpts...)
 			cancel()
 			if err != nil {
-				return st, l.mapErr(fmt.Sprintf("rewrite: append the copy of record %d", seq), err)
+				return l.mapErr(fmt.Sprintf("rewrite: append the copy of record %d", seq), err)
 			}
 			st.Rewritten++
 		}
-		c, cancel = rctx()
+		c, cancel := rctx()
 		err = l.stream.SecureDeleteMsg(c, seq)
 		cancel()
 		if err != nil && !errors.Is(err, jsapi.ErrMsgNotFound) {
-			return st, l.mapErr(fmt.Sprintf("rewrite: erase record %d", seq), err)
+			return l.mapErr(fmt.Sprintf("rewrite: erase record %d", seq), err)
 		}
 		st.Erased++
+		return nil
+	}
+	// The records are read in batches through an ordered consumer of our
+	// own (one request per record would take a minute per million), which
+	// is deleted afterwards.
+	c, cancel = rctx()
+	oc, err := l.stream.OrderedConsumer(c, jsapi.OrderedConsumerConfig{
+		DeliverPolicy: jsapi.DeliverAllPolicy, InactiveThreshold: time.Minute, NamePrefix: rewriterPrefix + nuid.Next()})
+	cancel()
+	if err != nil {
+		return st, l.mapErr("rewrite: reader", err)
+	}
+	defer func() {
+		if ci := oc.CachedInfo(); ci != nil {
+			c, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.timeout)
+			_ = l.js.DeleteConsumer(c, l.name, ci.Name) // else it goes after a minute idle
+			cancel()
+		}
+	}()
+	for next := first; next <= last; {
+		if err := ctx.Err(); err != nil {
+			return st, err
+		}
+		batch, err := oc.FetchBytes(fetchBudget, jsapi.FetchMaxWait(time.Second))
+		if err != nil {
+			return st, l.mapErr("rewrite: read records", err)
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			md, err := m.Metadata()
+			if err != nil {
+				return st, l.mapErr("rewrite: read records", err)
+			}
+			seq := md.Sequence.Stream
+			if seq > last {
+				next = seq
+				break
+			}
+			if err := handle(seq, m.Data(), md.Timestamp); err != nil {
+				return st, err
+			}
+			if seq == last {
+				return st, nil // without waiting out the fetch
+			}
+			next = seq + 1
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
+			return st, l.mapErr("rewrite: read records", err)
+		}
+		if got == 0 {
+			break // the rest was erased or aged out meanwhile
+		}
 	}
 	return st, nil
 }
+
+// rewriterPrefix starts the names of Rewrite's readers.
+const rewriterPrefix = "tandem-rewrite-"
 
 // doneWith returns the consumers of the stream that have processed the
 // record seq (appended at at): acknowledged it, or configured to start
@@ -121,6 +168,8 @@ func (l *Log) doneWith(ctx context.Context, seq uint64, at time.Time) ([]string,
 	lister := l.stream.ListConsumers(c)
 	for ci := range lister.Info() {
 		switch {
+		case strings.HasPrefix(ci.Name, rewriterPrefix):
+			// A Rewrite's own reader.
 		case ci.AckFloor.Stream >= seq,
 			ci.Config.DeliverPolicy == jsapi.DeliverByStartSequencePolicy && ci.Config.OptStartSeq > seq,
 			ci.Config.DeliverPolicy == jsapi.DeliverByStartTimePolicy && ci.Config.OptStartTime != nil && ci.Config.OptStartTime.After(at):
