@@ -2,6 +2,7 @@ package jetstream
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"strings"
@@ -9,7 +10,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	jsapi "github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
 
 	"tandem/eventlog"
 )
@@ -105,7 +105,7 @@ func (l *Log) Rewrite(ctx context.Context, edit func(rec []byte, done []string) 
 	// is deleted afterwards.
 	c, cancel = rctx()
 	oc, err := l.stream.OrderedConsumer(c, jsapi.OrderedConsumerConfig{
-		DeliverPolicy: jsapi.DeliverAllPolicy, InactiveThreshold: time.Minute, NamePrefix: rewriterPrefix + nuid.Next()})
+		DeliverPolicy: jsapi.DeliverAllPolicy, InactiveThreshold: time.Minute, NamePrefix: rewriterPrefix + rand.Text()})
 	cancel()
 	if err != nil {
 		return st, l.mapErr("rewrite: reader", err)
