@@ -102,8 +102,9 @@ type Options struct {
 	EraseLog func(ctx context.Context, drop func(event.Entry) bool) (records int, err error)
 	// ScrubState makes the state store's deleted rows unreadable on disk
 	// after an erasure (SQLite: a truncating checkpoint of its
-	// write-ahead log); nil when the store needs nothing more.
-	ScrubState func(ctx context.Context) error
+	// write-ahead log; PostgreSQL: VACUUM FULL, WAL switch, checkpoint)
+	// and says what it did; nil when the store needs nothing more.
+	ScrubState func(ctx context.Context) (detail string, err error)
 }
 
 // API is the management API handler.

@@ -479,8 +479,8 @@ func (a *API) erase(ctx context.Context, req privacy.Request) (privacy.Request, 
 		n, err := rs.Redact(ctx, func(i privacy.Identity) bool { return subject[norm(i)] }, hash)
 		step("requests", err, fmt.Sprintf("replaced the identifier of %d data-subject requests by its keyed hash", n))
 		if a.opts.ScrubState != nil {
-			err := a.opts.ScrubState(ctx)
-			step("state", err, "checkpointed and truncated the state store's write-ahead log")
+			detail, err := a.opts.ScrubState(ctx)
+			step("state", err, detail)
 		}
 	}
 	status := privacy.StatusCompleted

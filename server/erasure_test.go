@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"io/fs"
@@ -16,6 +17,8 @@ import (
 
 	"tandem/access"
 	"tandem/config"
+	"tandem/statestore/postgres"
+	"tandem/testserver"
 )
 
 // The subject of TestErasureLeavesNoTrace, as sent and as tandem keeps
@@ -33,6 +36,21 @@ const (
 )
 
 var zoeNeedles = []string{zoeUser, zoeAnon, zoeEmail, zoeEmailLow, zoePhone, zoePhoneSTD, zoeName, zoeNameJSON}
+
+// grepDirs is grepDir over several directories, the files named by
+// their full path.
+func grepDirs(t *testing.T, dirs []string, needles []string) map[string][]string {
+	t.Helper()
+	found := map[string][]string{}
+	for _, d := range dirs {
+		for n, files := range grepDir(t, d, needles) {
+			for _, f := range files {
+				found[n] = append(found[n], filepath.Join(d, f))
+			}
+		}
+	}
+	return found
+}
 
 // grepDir returns, for each needle found, the files under dir (relative)
 // that hold its bytes.
@@ -84,7 +102,42 @@ func grepDir(t *testing.T, dir string, needles []string) map[string][]string {
 // events are suppressed until a privacy officer lifts the suppression.
 func TestErasureLeavesNoTrace(t *testing.T) {
 	n := startNode(t, "", func(c *config.Config) { c.DestinationAllow = []string{"127.0.0.0/8"} })
+	checkErasure(t, n, nil, n.dir)
+}
 
+// TestErasureLeavesNoTraceOnPostgres is TestErasureLeavesNoTrace with the
+// state store on PostgreSQL: its data directory (tables, indexes, TOAST,
+// the WAL in pg_wal) is searched too.
+func TestErasureLeavesNoTraceOnPostgres(t *testing.T) {
+	pg := testserver.PostgresInstance(t)
+	stateURL := pg.NewDatabase(t)
+	n := startNode(t, "", func(c *config.Config) {
+		c.DestinationAllow = []string{"127.0.0.0/8"}
+		c.State = stateURL
+	})
+	// Before the erasure, a checkpoint writes the rows into the tables'
+	// files, so that the search shows they leave those too, not only
+	// the WAL.
+	checkpoint := func() {
+		db, err := postgres.Open(context.Background(), stateURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if _, err := db.Exec(context.Background(), "CHECKPOINT"); err != nil {
+			t.Fatal(err)
+		}
+		found := grepDir(t, filepath.Join(pg.DataDir(), "base"), []string{zoeEmail, zoeEmailLow})
+		if len(found[zoeEmail]) == 0 || len(found[zoeEmailLow]) == 0 {
+			t.Fatalf("after a checkpoint, the tables' files do not hold the values: %v", found)
+		}
+	}
+	checkErasure(t, n, checkpoint, n.dir, pg.DataDir())
+}
+
+// checkErasure runs the erasure scenario on node n and searches the files
+// under dirs; beforeErase, if not nil, runs just before the erasure.
+func checkErasure(t *testing.T, n *node, beforeErase func(), dirs ...string) {
 	// Two real receivers on loopback: crm takes everything; archive
 	// refuses events (400: dead letters at once) but takes notices.
 	type receiver struct {
@@ -174,7 +227,7 @@ func TestErasureLeavesNoTrace(t *testing.T) {
 
 	// The search can fail: before the erasure every value is on disk,
 	// in the log at least.
-	before := grepDir(t, n.dir, zoeNeedles)
+	before := grepDirs(t, dirs, zoeNeedles)
 	for _, s := range zoeNeedles {
 		if len(before[s]) == 0 {
 			t.Fatalf("%q is in no file before the erasure: the search proves nothing (%v)", s, before)
@@ -182,6 +235,9 @@ func TestErasureLeavesNoTrace(t *testing.T) {
 	}
 	t.Logf("before the erasure: %v", before)
 
+	if beforeErase != nil {
+		beforeErase()
+	}
 	id, status := n.fileRequest(n.token, "erasure", "email", zoeEmail)
 	req := n.getRequest(id)
 	if status != "completed" || req.CompletedAt == nil {
@@ -204,7 +260,7 @@ func TestErasureLeavesNoTrace(t *testing.T) {
 	}
 
 	// Not one byte left under the data directory.
-	if after := grepDir(t, n.dir, zoeNeedles); len(after) > 0 {
+	if after := grepDirs(t, dirs, zoeNeedles); len(after) > 0 {
 		t.Errorf("after the erasure, found on disk: %v", after)
 		if d := os.Getenv("TANDEM_ERASURE_KEEP"); d != "" {
 			_ = os.CopyFS(d, os.DirFS(n.dir))

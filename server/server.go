@@ -443,7 +443,14 @@ func (s *Server) routes() http.Handler {
 		Suppressions: s.Suppressions, EraseLog: s.eraseLog, Quiesce: s.quiesce,
 	}
 	if s.cfg.State == "" {
-		opts.ScrubState = func(ctx context.Context) error { return sqlite.Checkpoint(ctx, s.State) }
+		opts.ScrubState = func(ctx context.Context) (string, error) {
+			return "checkpointed the write-ahead log and truncated it", sqlite.Checkpoint(ctx, s.State)
+		}
+	} else {
+		opts.ScrubState = func(ctx context.Context) (string, error) {
+			return fmt.Sprintf("VACUUM FULL of the %d tables an erasure deletes from; WAL switched and checkpointed", len(erasedTables)),
+				postgres.Scrub(ctx, s.State, erasedTables)
+		}
 	}
 	opts.Experiments, opts.ExperimentSums = experiment.NewStore(s.State), experiment.AggregatorFor(s.Events)
 	if p, ok := s.Events.(analytics.Provider); ok {
@@ -650,6 +657,15 @@ func (s *Server) close() error {
 		s.lock = nil
 	}
 	return errors.Join(errs...)
+}
+
+// erasedTables are the state store tables an erasure deletes from (the
+// person's requests are updated): PostgreSQL scrubs them afterwards.
+var erasedTables = []string{
+	"identity_components", "identity_idents", "identity_nodes", "identity_links", "identity_decisions",
+	"identity_traits", "identity_profile_ids", "privacy_consent", "privacy_consent_history", "privacy_requests",
+	"quarantine_entries", "delivery_dead_letters", "audience_trait_bucket", "audience_trait_seen",
+	"audience_trait_point", "audience_stage", "audience_member",
 }
 
 // suppressionReload is how often a pipeline node reads the suppression
