@@ -331,6 +331,22 @@ func checkErasure(t *testing.T, n *node, beforeErase func(), dirs ...string) {
 		t.Errorf("quarantine after: %v", q)
 	}
 
+	// The log's copy of the record that held both people's events is not
+	// delivered again to the receivers that had it.
+	count := func(rc *receiver, s string) int {
+		rc.mu.Lock()
+		defer rc.mu.Unlock()
+		n := 0
+		for _, b := range rc.got {
+			n += strings.Count(b, s)
+		}
+		return n
+	}
+	time.Sleep(500 * time.Millisecond) // a fetch interval or two
+	if c := count(crm, `"m-bob-login"`); c != 1 {
+		t.Errorf("crm got bob's login %d times", c)
+	}
+
 	// Later events of hers are suppressed; bob's are not.
 	send("/v1/track", `{"userId":"`+zoeUser+`","messageId":"m-zoe-late","event":"Order Completed"}`)
 	send("/v1/identify", `{"anonymousId":"a-zoe-new-device","messageId":"m-zoe-late-2","traits":{"email":"`+zoeEmail+`"}}`)
