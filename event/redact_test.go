@@ -49,3 +49,37 @@ func TestRedact(t *testing.T) {
 		t.Error("a bad record redacted")
 	}
 }
+
+// FuzzRedact checks, for any bytes, that Redact never panics, and that
+// what it returns decodes, holds no entry it was told to drop and keeps
+// the consumers it was told are done.
+func FuzzRedact(f *testing.F) {
+	ts := time.Date(2024, 5, 1, 0, 0, 0, 0, time.UTC)
+	f.Add(EncodeRecord("s", []Event{{MessageID: "m1", UserID: "ann", Timestamp: ts, Raw: []byte("{}")}, {MessageID: "m2", UserID: "bob", Raw: []byte("{}")}},
+		[]Problem{{MessageID: "m3", Raw: []byte(`{"userId":"ann"}`)}}))
+	f.Add([]byte("TRC\x01\x03\x02\x01a\x01b"))
+	f.Fuzz(func(t *testing.T, rec []byte) {
+		drop := func(e Entry) bool { return e.UserID == "ann" || e.MessageID == "m3" }
+		out, n, err := Redact(rec, drop, []string{"pipeline"})
+		if err != nil || out == nil {
+			return
+		}
+		evs, probs, done, err := DecodeRecordDone(out)
+		if err != nil {
+			t.Fatalf("Redact made an undecodable record: %v", err)
+		}
+		if n == 0 || !slices.Contains(done, "pipeline") {
+			t.Fatalf("dropped %d, done %v", n, done)
+		}
+		for _, e := range evs {
+			if drop(Entry{UserID: e.UserID, MessageID: e.MessageID}) {
+				t.Fatalf("kept %+v", e)
+			}
+		}
+		for _, p := range probs {
+			if drop(Entry{MessageID: p.MessageID}) {
+				t.Fatalf("kept %+v", p)
+			}
+		}
+	})
+}
