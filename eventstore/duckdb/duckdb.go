@@ -99,7 +99,7 @@ type Store struct {
 	closed atomic.Bool
 
 	// Compaction after erasures (compact.go): erased counts Erase calls
-	// that deleted rows, compacted the value of erased the last
+	// (with keys), compacted the value of erased the last
 	// compaction covered; cmu lets one compaction run at a time.
 	cmu sync.Mutex
 	// swap is held by reads (Get, List, Count, ProfileLinks) and, for
@@ -222,6 +222,15 @@ func (s *Store) init(ctx context.Context) error {
 	}
 	if _, err := s.db.ExecContext(ctx, "SET GLOBAL checkpoint_threshold = '"+checkpointThreshold+"'"); err != nil {
 		return fmt.Errorf("set checkpoint_threshold: %w", err)
+	}
+	if s.file != "" {
+		// Where a query larger than memory spills: beside the file, as
+		// for a database opened as the main one (the main database is
+		// in memory here, whose default is .tmp in the working
+		// directory).
+		if _, err := s.db.ExecContext(ctx, "SET GLOBAL temp_directory = "+quote(s.file+".tmp")); err != nil {
+			return fmt.Errorf("set temp_directory: %w", err)
+		}
 	}
 	if err := migrate(ctx, s.db); err != nil {
 		return err

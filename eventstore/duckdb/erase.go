@@ -12,21 +12,23 @@ import (
 // blocks are reused, not wiped (docs/privacy.md). Erasures that run at
 // the same time share one compaction. See [eventstore.Store.Erase].
 func (s *Store) Erase(ctx context.Context, keys []string) (int64, error) {
-	n, changed, err := s.delete(ctx, keys)
-	if err != nil || !changed {
+	n, err := s.delete(ctx, keys)
+	if err != nil || len(keys) == 0 {
 		return n, err
 	}
+	// Compacted even when nothing was deleted now: an erasure filed again
+	// because the first one was cut short after its delete must still
+	// wipe the freed blocks.
 	if err := s.compactAfter(ctx, s.erased.Add(1)); err != nil {
 		return n, fmt.Errorf("eventstore/duckdb: erase: %w", err)
 	}
 	return n, nil
 }
 
-// delete deletes the events of keys and their profile links; changed
-// reports whether any row was deleted.
-func (s *Store) delete(ctx context.Context, keys []string) (n int64, changed bool, err error) {
+// delete deletes the events of keys and their profile links.
+func (s *Store) delete(ctx context.Context, keys []string) (n int64, err error) {
 	if len(keys) == 0 {
-		return 0, false, nil
+		return 0, nil
 	}
 	users, anons, all := []string{}, []string{}, make([]string, 0, len(keys))
 	for _, k := range keys {
@@ -41,11 +43,11 @@ func (s *Store) delete(ctx context.Context, keys []string) (n int64, changed boo
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if s.closed.Load() {
-		return 0, false, ErrClosed
+		return 0, ErrClosed
 	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return 0, false, fmt.Errorf("eventstore/duckdb: erase: %w", err)
+		return 0, fmt.Errorf("eventstore/duckdb: erase: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
 	for _, q := range []struct {
@@ -60,18 +62,16 @@ func (s *Store) delete(ctx context.Context, keys []string) (n int64, changed boo
 		}
 		res, err := tx.ExecContext(ctx, q.sql, q.vals)
 		if err != nil {
-			return 0, false, fmt.Errorf("eventstore/duckdb: erase: %w", err)
+			return 0, fmt.Errorf("eventstore/duckdb: erase: %w", err)
 		}
 		d, _ := res.RowsAffected()
 		n += d
 	}
-	res, err := tx.ExecContext(ctx, `DELETE FROM profile_links WHERE key IN (SELECT unnest(?::VARCHAR[]))`, all)
-	if err != nil {
-		return 0, false, fmt.Errorf("eventstore/duckdb: erase: %w", err)
+	if _, err := tx.ExecContext(ctx, `DELETE FROM profile_links WHERE key IN (SELECT unnest(?::VARCHAR[]))`, all); err != nil {
+		return 0, fmt.Errorf("eventstore/duckdb: erase: %w", err)
 	}
-	links, _ := res.RowsAffected()
 	if err := tx.Commit(); err != nil {
-		return 0, false, fmt.Errorf("eventstore/duckdb: erase: %w", err)
+		return 0, fmt.Errorf("eventstore/duckdb: erase: %w", err)
 	}
-	return n, n > 0 || links > 0, nil
+	return n, nil
 }
