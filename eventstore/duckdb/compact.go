@@ -43,6 +43,14 @@ const detachWait = 10 * time.Second
 // quote returns s as a SQL string literal.
 func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
+// Compact replaces the database file by a copy of its live rows, so that
+// rows deleted earlier are gone from the disk (for a deletion other than
+// Erase's, such as retention's). It shares a compaction with erasures
+// running at the same time.
+func (s *Store) Compact(ctx context.Context) error {
+	return s.compactAfter(ctx, s.erased.Add(1))
+}
+
 // compactAfter makes sure a compaction that started after the erasure
 // numbered gen (a value of s.erased) has completed: concurrent erasures
 // share one compaction.

@@ -19,7 +19,7 @@ func (s *Store) Erase(ctx context.Context, keys []string) (int64, error) {
 	// Compacted even when nothing was deleted now: an erasure filed again
 	// because the first one was cut short after its delete must still
 	// wipe the freed blocks.
-	if err := s.compactAfter(ctx, s.erased.Add(1)); err != nil {
+	if err := s.Compact(ctx); err != nil {
 		return n, fmt.Errorf("eventstore/duckdb: erase: %w", err)
 	}
 	return n, nil
