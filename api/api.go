@@ -19,6 +19,7 @@ import (
 	"tandem/apierror"
 	"tandem/audience"
 	"tandem/audit"
+	"tandem/event"
 	"tandem/eventstore"
 	"tandem/experiment"
 	"tandem/governance"
@@ -101,6 +102,24 @@ type Options struct {
 	// Subjects are the categories of data subjects of the records of
 	// processing (empty: privacy.DefaultSubjects).
 	Subjects []string
+	// Suppressions keeps the keyed hashes of erased people's identifiers
+	// (nil: an erasure suppresses nothing and the suppression endpoint
+	// answers 503).
+	Suppressions *privacy.Suppressions
+	// Quiesce, called by an erasure once the person is on the suppression
+	// list, waits until no event processed without seeing the list can
+	// still be written (the pipeline's batch under way; on a shared state
+	// store, the other nodes' reload of the list). nil: no wait.
+	Quiesce func(ctx context.Context) error
+	// EraseLog removes the entries drop picks from the records already in
+	// the event log, for an erasure, and returns how many records it
+	// rewrote or erased (nil: the log is left alone, a step says so).
+	EraseLog func(ctx context.Context, drop func(event.Entry) bool) (records int, err error)
+	// ScrubState makes the state store's deleted rows unreadable on disk
+	// after an erasure (SQLite: a truncating checkpoint of its
+	// write-ahead log; PostgreSQL: VACUUM FULL, WAL switch, checkpoint)
+	// and says what it did; nil when the store needs nothing more.
+	ScrubState func(ctx context.Context) (detail string, err error)
 }
 
 // API is the management API handler.

@@ -5,16 +5,18 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"strings"
-
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"tandem/access"
 	"tandem/apierror"
 	"tandem/audit"
 	"tandem/delivery"
+	"tandem/event"
 	"tandem/eventstore"
 	"tandem/identity"
 	"tandem/privacy"
@@ -29,6 +31,7 @@ func (a *API) privacyRoutes() {
 	a.route("/api/v1/privacy/requests/{id}", map[string]handler{"GET": a.need(access.ManageRequests, a.getPrivacyRequest)})
 	a.route("/api/v1/privacy/requests/{id}/export", map[string]handler{"GET": a.need(access.ManageRequests, a.exportPrivacyRequest)})
 	a.route("/api/v1/privacy/consent", map[string]handler{"GET": a.need(access.ReadConsentRates, a.consentRates)})
+	a.route("/api/v1/privacy/suppressions", map[string]handler{"DELETE": a.need(access.ManageRequests, a.removeSuppression)})
 }
 
 // consentRates answers the consent rates per purpose: aggregates over
@@ -43,6 +46,35 @@ func (a *API) consentRates(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return writeJSON(w, 200, map[string]any{"purposes": rates, "unit": "identifier"})
+}
+
+// removeSuppression takes one identifier off the suppression list (the
+// person asked to be known again): from then on their events are
+// processed. Audited with the identifier's keyed hash, not the identifier.
+func (a *API) removeSuppression(w http.ResponseWriter, r *http.Request) error {
+	sup := a.opts.Suppressions
+	if sup == nil {
+		return apierror.Of(apierror.CodeUnavailable, "the suppression list is not kept on this node")
+	}
+	var in struct {
+		Identity privacy.Identity `json:"identity"`
+	}
+	if err := decode(w, r, &in); err != nil {
+		return err
+	}
+	switch {
+	case strings.TrimSpace(in.Identity.Type) == "":
+		return apierror.Field("identity.type", apierror.CodeInvalidField, "name the identifier type, e.g. email or user_id")
+	case strings.TrimSpace(in.Identity.Value) == "":
+		return apierror.Field("identity.value", apierror.CodeInvalidField, "must not be empty")
+	}
+	removed, err := sup.Remove(r.Context(), in.Identity.Type, in.Identity.Value)
+	if err != nil {
+		return err
+	}
+	a.recordChange(r, audit.Record{Action: "privacy_suppression.remove", Resource: "privacy_suppression/" + sup.Hash(sup.Identifier(in.Identity.Type, in.Identity.Value)),
+		After: map[string]any{"identityType": in.Identity.Type, "removed": removed}})
+	return writeJSON(w, 200, map[string]bool{"removed": removed})
 }
 
 func (a *API) requestStore() (*privacy.Requests, error) {
@@ -376,7 +408,35 @@ func (a *API) erase(ctx context.Context, req privacy.Request) (privacy.Request, 
 		values = []string{req.Identity.Value}
 		idents = append(idents, req.Identity)
 	}
+	// The identifiers, normalised as the identity graph keeps them: for
+	// the suppression list and to find the person's requests.
+	norm := func(i privacy.Identity) string {
+		if st := a.opts.Identity; st != nil {
+			if v, ok := st.Normalize(i.Type, strings.TrimSpace(i.Value)); ok {
+				return i.Type + ":" + v
+			}
+		}
+		return i.Type + ":" + strings.TrimSpace(i.Value)
+	}
+	subject := map[string]bool{}
+	for _, i := range append(idents, req.Identity) {
+		subject[norm(i)] = true
+	}
+	for _, k := range keys {
+		subject[k] = true // user_id:… and anonymous_id:…, as identifiers are written
+	}
 	if len(steps) == 0 {
+		// First the suppression list: events of the person arriving from
+		// now on are dropped by the pipeline, and those queued for a
+		// destination are not sent.
+		if sup := a.opts.Suppressions; sup != nil {
+			list := slices.Sorted(maps.Keys(subject))
+			err := sup.Add(ctx, req.ID, list)
+			if err == nil && a.opts.Quiesce != nil {
+				err = a.opts.Quiesce(ctx)
+			}
+			step("suppression", err, fmt.Sprintf("added the keyed hashes of %d identifiers to the suppression list", len(list)))
+		}
 		if a.opts.Events != nil {
 			n, err := a.opts.Events.Erase(ctx, keys)
 			step("events", err, fmt.Sprintf("deleted %d events and their profile links", n))
@@ -385,8 +445,13 @@ func (a *API) erase(ctx context.Context, req privacy.Request) (privacy.Request, 
 			n, err := a.opts.Consent.Erase(ctx, keys)
 			step("consent", err, fmt.Sprintf("deleted %d consent records", n))
 		}
+		if a.opts.Traits != nil {
+			n, err := a.opts.Traits.Erase(ctx, keys, profileID)
+			step("audiences", err, fmt.Sprintf("deleted %d rows of computed traits, lifecycle stages and audience memberships", n))
+		}
+		match := subjectMatcher(keys, values)
 		if a.opts.Quarantine != nil {
-			n, err := a.opts.Quarantine.Erase(ctx, subjectMatcher(keys, values))
+			n, err := a.opts.Quarantine.Erase(ctx, match)
 			step("quarantine", err, fmt.Sprintf("deleted %d quarantined payloads", n))
 		}
 		if a.opts.Identity != nil && profileID != "" {
@@ -397,8 +462,40 @@ func (a *API) erase(ctx context.Context, req privacy.Request) (privacy.Request, 
 			}
 			step("identity", err, detail)
 		}
+		if d, ok := a.opts.Delivery.(DeadLetterEraser); ok {
+			n, err := d.EraseDeadLetters(ctx, match)
+			step("dead_letters", err, fmt.Sprintf("deleted %d dead letters", n))
+		}
+		if a.opts.EraseLog != nil {
+			users, anons := map[string]bool{}, map[string]bool{}
+			for _, k := range keys {
+				if v, ok := strings.CutPrefix(k, "user_id:"); ok {
+					users[v] = true
+				} else if v, ok := strings.CutPrefix(k, "anonymous_id:"); ok {
+					anons[v] = true
+				}
+			}
+			n, err := a.opts.EraseLog(ctx, func(e event.Entry) bool {
+				return (e.UserID != "" && users[e.UserID]) || (e.UserID == "" && e.AnonymousID != "" && anons[e.AnonymousID]) || match(e.Raw)
+			})
+			step("log", err, fmt.Sprintf("rewrote or erased %d event log records holding the person's events", n))
+		}
 		if n, ok := a.opts.Delivery.(Notifier); ok {
 			steps = append(steps, a.notifyErasure(ctx, n, req, keys, idents)...)
+		}
+		// The person's requests keep a keyed hash in place of the
+		// identifier; then the state store's freed pages go.
+		hash := func(i privacy.Identity) string {
+			if a.opts.Suppressions == nil {
+				return ""
+			}
+			return a.opts.Suppressions.Hash(norm(i))
+		}
+		n, err := rs.Redact(ctx, func(i privacy.Identity) bool { return subject[norm(i)] }, hash)
+		step("requests", err, fmt.Sprintf("replaced the identifier of %d data-subject requests by its keyed hash", n))
+		if a.opts.ScrubState != nil {
+			detail, err := a.opts.ScrubState(ctx)
+			step("state", err, detail)
 		}
 	}
 	status := privacy.StatusCompleted
@@ -454,6 +551,12 @@ func subjectMatcher(keys, values []string) func(raw []byte) bool {
 		}
 		return false
 	}
+}
+
+// DeadLetterEraser deletes the dead letters of a data subject
+// (delivery.Manager implements it).
+type DeadLetterEraser interface {
+	EraseDeadLetters(ctx context.Context, match func(body []byte) bool) (int, error)
 }
 
 // Notifier sends a notice to every destination delivering on this node

@@ -98,6 +98,16 @@ type Options struct {
 	// granted every one of them is not sent (counted as no_consent, not an
 	// error). nil sends regardless of consent.
 	Consent ConsentChecker
+	// Suppress, when set, picks the events of erased people: they are not
+	// sent, even when they were queued or retrying before the erasure
+	// (counted as suppressed).
+	Suppress Suppressor
+}
+
+// Suppressor reports whether an event carries an identifier of a person
+// whose data was erased (privacy.Suppressions implements it).
+type Suppressor interface {
+	Suppressed(e *event.Event) bool
 }
 
 // ConsentChecker is the consent check of a destination's route

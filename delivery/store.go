@@ -136,3 +136,33 @@ func (s deadLetters) expire(ctx context.Context, sourceID string, before time.Ti
 	n, _ := res.RowsAffected()
 	return n, nil
 }
+
+// EraseDeadLetters deletes the dead letters whose body match picks (a data
+// subject's events, for an erasure), of every destination, and returns
+// how many.
+func (m *Manager) EraseDeadLetters(ctx context.Context, match func(body []byte) bool) (int, error) {
+	rows, err := m.dead.db.Query(ctx, `SELECT id, body FROM delivery_dead_letters`)
+	if err != nil {
+		return 0, fmt.Errorf("delivery: erase dead letters: %w", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id, body string
+		if err := rows.Scan(&id, &body); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("delivery: erase dead letters: %w", err)
+		}
+		if match([]byte(body)) {
+			ids = append(ids, id)
+		}
+	}
+	err = rows.Err()
+	rows.Close()
+	if err != nil {
+		return 0, fmt.Errorf("delivery: erase dead letters: %w", err)
+	}
+	if err := m.dead.remove(ctx, ids); err != nil {
+		return 0, fmt.Errorf("delivery: erase dead letters: %w", err)
+	}
+	return len(ids), nil
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -166,9 +168,11 @@ func (w *worker) dispatch(msg eventlog.Message) bool {
 	if _, again := w.inflight.LoadOrStore(msg.Seq, struct{}{}); again {
 		return true
 	}
-	events, _, err := event.DecodeRecord(msg.Data)
-	if err != nil {
+	events, _, done, err := event.DecodeRecordDone(msg.Data)
+	if err != nil || slices.Contains(done, ConsumerName(w.d.ID)) {
 		// The pipeline quarantines a corrupt record; nothing to deliver.
+		// A copy the log made, for an erasure, of a record delivered
+		// already: nothing new.
 		w.done <- msg
 		return true
 	}
@@ -179,6 +183,10 @@ func (w *worker) dispatch(msg eventlog.Message) bool {
 		e := &events[i]
 		if w.d.ApprovedAt != nil && e.ReceivedAt.Before(*w.d.ApprovedAt) {
 			w.m.events.Add(1, id, "before_approval")
+			continue
+		}
+		if sup := w.m.opts.Suppress; sup != nil && sup.Suppressed(e) {
+			w.m.events.Add(1, id, "suppressed")
 			continue
 		}
 		if !passes(w.d.Filter, e) || !forAudience(w.d.ID, e) {
@@ -299,16 +307,28 @@ func (w *worker) lane(ch chan *item) {
 // when stopping before that: the records stay unacked.
 func (w *worker) deliver(batch []*item) bool {
 	id := w.d.ID
-	outs := make([]Outgoing, len(batch))
-	for i, it := range batch {
-		outs[i] = it.out
-	}
 	policy := w.m.opts.Retry
 	var lastErr error
 	attempt := 0
 	for attempt = 1; ; attempt++ {
 		if err := w.limit.wait(w.ctx); err != nil {
 			return false
+		}
+		// Checked before every attempt: a person erased while their
+		// events waited or were retried is not sent.
+		var dropped []*item
+		if batch, dropped = w.unsuppressed(batch); len(dropped) > 0 {
+			w.m.events.Add(uint64(len(dropped)), id, "suppressed")
+			if !w.finish(dropped, nil, 0) {
+				return false
+			}
+			if len(batch) == 0 {
+				return true
+			}
+		}
+		outs := make([]Outgoing, len(batch))
+		for i, it := range batch {
+			outs[i] = it.out
 		}
 		start := time.Now()
 		err := w.sender.Send(w.ctx, outs)
@@ -361,6 +381,30 @@ func (w *worker) record(batch []*item, attempt int, status string, err error, to
 		a.source, a.received = it.source, it.received
 		w.ring.add(a)
 	}
+}
+
+// unsuppressed splits batch into the items to send and those of erased
+// people.
+func (w *worker) unsuppressed(batch []*item) (keep, dropped []*item) {
+	sup := w.m.opts.Suppress
+	if sup == nil {
+		return batch, nil
+	}
+	keep = batch[:0:0]
+	for _, it := range batch {
+		e := event.Event{}
+		if v, ok := strings.CutPrefix(it.key, "u:"); ok {
+			e.UserID = v
+		} else if v, ok := strings.CutPrefix(it.key, "a:"); ok {
+			e.AnonymousID = v
+		}
+		if sup.Suppressed(&e) {
+			dropped = append(dropped, it)
+		} else {
+			keep = append(keep, it)
+		}
+	}
+	return keep, dropped
 }
 
 // finish stores dead letters when failed is not nil (updates them, for

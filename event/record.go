@@ -25,6 +25,9 @@ var RecordHeader = []byte{'T', 'R', 'C', 1}
 const (
 	kindEvent   byte = 1
 	kindProblem byte = 2
+	// kindDone names the log consumers that have already processed a
+	// record's entries: see [Redact].
+	kindDone byte = 3
 )
 
 // ErrCorrupt is returned for a record that cannot be decoded.
@@ -74,53 +77,82 @@ func EncodeRecord(sourceID string, events []Event, problems []Problem) []byte {
 }
 
 // DecodeRecord decodes a record. The returned events' Raw fields alias rec.
+// A done entry (see [Redact]) is skipped: [DecodeRecordDone] reads it too.
 func DecodeRecord(rec []byte) ([]Event, []Problem, error) {
+	events, problems, _, err := DecodeRecordDone(rec)
+	return events, problems, err
+}
+
+// DecodeRecordDone is [DecodeRecord] that also returns the consumers a
+// rewritten record names as done with it ([DoneBy]).
+func DecodeRecordDone(rec []byte) ([]Event, []Problem, []string, error) {
 	if len(rec) < len(RecordHeader) || string(rec[:len(RecordHeader)]) != string(RecordHeader) {
-		return nil, nil, fmt.Errorf("%w: bad header", ErrCorrupt)
+		return nil, nil, nil, fmt.Errorf("%w: bad header", ErrCorrupt)
 	}
 	d := decoder{b: rec[len(RecordHeader):]}
 	var events []Event
 	var problems []Problem
+	var done []string
 	for len(d.b) > 0 && d.err == nil {
-		kind := d.b[0]
-		d.b = d.b[1:]
+		kind, e, p, names := d.entry()
 		switch kind {
 		case kindEvent:
-			var e Event
-			e.SourceID = d.str()
-			e.MessageID = d.str()
-			e.Type = d.str()
-			e.Name = d.str()
-			e.UserID = d.str()
-			e.AnonymousID = d.str()
-			e.GroupID = d.str()
-			e.PreviousID = d.str()
-			e.Timestamp = d.time()
-			e.OriginalTimestamp = d.time()
-			e.SentAt = d.time()
-			e.ReceivedAt = d.time()
-			e.Raw = d.bytes()
 			events = append(events, e)
 		case kindProblem:
-			var p Problem
-			p.SourceID = d.str()
-			p.MessageID = d.str()
-			p.Index = int(d.uvarint())
-			p.Code = d.str()
-			p.Field = d.str()
-			p.Message = d.str()
-			p.ReceivedAt = d.time()
-			p.Raw = d.bytes()
-			p.Type = d.str()
 			problems = append(problems, p)
-		default:
-			return nil, nil, fmt.Errorf("%w: unknown entry kind %d", ErrCorrupt, kind)
+		case kindDone:
+			done = append(done, names...)
 		}
 	}
 	if d.err != nil {
-		return nil, nil, d.err
+		return nil, nil, nil, d.err
 	}
-	return events, problems, nil
+	return events, problems, done, nil
+}
+
+// entry decodes the next entry: an event, a problem or the names of a done
+// entry, by its kind.
+func (d *decoder) entry() (kind byte, e Event, p Problem, done []string) {
+	kind = d.b[0]
+	d.b = d.b[1:]
+	switch kind {
+	case kindEvent:
+		e.SourceID = d.str()
+		e.MessageID = d.str()
+		e.Type = d.str()
+		e.Name = d.str()
+		e.UserID = d.str()
+		e.AnonymousID = d.str()
+		e.GroupID = d.str()
+		e.PreviousID = d.str()
+		e.Timestamp = d.time()
+		e.OriginalTimestamp = d.time()
+		e.SentAt = d.time()
+		e.ReceivedAt = d.time()
+		e.Raw = d.bytes()
+	case kindProblem:
+		p.SourceID = d.str()
+		p.MessageID = d.str()
+		p.Index = int(d.uvarint())
+		p.Code = d.str()
+		p.Field = d.str()
+		p.Message = d.str()
+		p.ReceivedAt = d.time()
+		p.Raw = d.bytes()
+		p.Type = d.str()
+	case kindDone:
+		n := d.uvarint()
+		if n > uint64(len(d.b)) {
+			d.err = fmt.Errorf("%w: done entry overruns record", ErrCorrupt)
+			return
+		}
+		for range n {
+			done = append(done, d.str())
+		}
+	default:
+		d.err = fmt.Errorf("%w: unknown entry kind %d", ErrCorrupt, kind)
+	}
+	return
 }
 
 const zeroTime = math.MinInt64

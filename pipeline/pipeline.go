@@ -15,6 +15,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -88,6 +90,15 @@ type Options struct {
 	// Audiences evaluates audience membership for the profiles a batch
 	// touches, after Traits (package audience); nil: none.
 	Audiences TraitRecorder
+	// Suppress picks the events of erased people (package privacy): they
+	// are dropped before anything else sees them, and counted; nil: none.
+	Suppress Suppressor
+}
+
+// Suppressor reports whether an event carries an identifier of a person
+// whose data was erased (see docs/privacy.md).
+type Suppressor interface {
+	Suppressed(e *event.Event) bool
 }
 
 // Pipeline is the processing loop.
@@ -95,10 +106,13 @@ type Pipeline struct {
 	opts     Options
 	consumer eventlog.Consumer
 	lag      atomic.Int64
+	// busy is held while a batch is processed (see Barrier).
+	busy sync.Mutex
 
 	stored      *metrics.Counter
 	duplicates  *metrics.Counter
 	quarantined *metrics.CounterVec
+	suppressed  *metrics.Counter
 	records     *metrics.Counter
 	batchSecs   *metrics.Histogram
 }
@@ -138,6 +152,7 @@ func New(ctx context.Context, opts Options) (*Pipeline, error) {
 	m := opts.Metrics
 	p.stored = m.NewCounter("tandem_pipeline_events_stored_total", "Events written to the event store.")
 	p.duplicates = m.NewCounter("tandem_pipeline_events_duplicate_total", "Events skipped because their source and messageId were already stored.")
+	p.suppressed = m.NewCounter("tandem_pipeline_events_suppressed_total", "Events dropped by the pipeline because they carry an identifier of an erased person (docs/privacy.md).")
 	p.quarantined = m.NewCounterVec("tandem_pipeline_events_quarantined_total", "Events put in the quarantine by the pipeline, by reason.", "code")
 	p.records = m.NewCounter("tandem_pipeline_records_total", "Event log records processed.")
 	p.batchSecs = m.NewHistogram("tandem_pipeline_batch_seconds", "Time to process one batch of log records.", metrics.DefBuckets)
@@ -263,9 +278,30 @@ func (p *Pipeline) measureLag() {
 	}
 }
 
+// Barrier waits until the batch being processed, if any, is done: the
+// batches after it see what was true when Barrier was called (an erasure
+// calls it after adding to the suppression list, so that no batch that
+// missed the list writes after the erasure's deletions).
+func (p *Pipeline) Barrier(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		p.busy.Lock()
+		p.busy.Unlock() //nolint:staticcheck // an empty critical section: waiting is the point
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // process handles one fetched run of records: quarantine first (idempotent
 // per record), then events in batches of at most MaxEvents, then the acks.
 func (p *Pipeline) process(ctx context.Context, msgs []eventlog.Message) error {
+	p.busy.Lock()
+	defer p.busy.Unlock()
 	start := time.Now()
 	var batch []event.Event
 	flush := func() error {
@@ -279,11 +315,19 @@ func (p *Pipeline) process(ctx context.Context, msgs []eventlog.Message) error {
 		return nil
 	}
 	for _, m := range msgs {
-		events, problems, err := event.DecodeRecord(m.Data)
+		events, problems, done, err := event.DecodeRecordDone(m.Data)
 		if err != nil {
 			// Never drop: keep the whole record, undecoded, with the reason.
 			problems = []event.Problem{{Code: "corrupt_record", Message: err.Error(), Raw: m.Data, ReceivedAt: time.Now().UTC()}}
 			events = nil
+		}
+		if slices.Contains(done, p.opts.Consumer) {
+			// A copy the event log made of a record processed already,
+			// without an erased person's entries.
+			continue
+		}
+		if p.opts.Suppress != nil {
+			events, problems = p.suppress(events, problems)
 		}
 		if p.opts.Plans != nil && len(events) > 0 {
 			// Before identity: an event that fails its plan reaches no
@@ -327,6 +371,17 @@ func (p *Pipeline) process(ctx context.Context, msgs []eventlog.Message) error {
 	p.records.Add(uint64(len(msgs)))
 	p.batchSecs.Observe(time.Since(start).Seconds())
 	return nil
+}
+
+// suppress drops the events and problems of erased people.
+func (p *Pipeline) suppress(events []event.Event, problems []event.Problem) ([]event.Event, []event.Problem) {
+	n := len(events) + len(problems)
+	events = slices.DeleteFunc(events, func(e event.Event) bool { return p.opts.Suppress.Suppressed(&e) })
+	problems = slices.DeleteFunc(problems, func(pr event.Problem) bool {
+		return p.opts.Suppress.Suppressed(&event.Event{SourceID: pr.SourceID, MessageID: pr.MessageID, Raw: pr.Raw})
+	})
+	p.suppressed.Add(uint64(n - len(events) - len(problems)))
+	return events, problems
 }
 
 // store writes a batch to the event store. If the batch as a whole keeps

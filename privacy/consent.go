@@ -70,7 +70,7 @@ CREATE TABLE privacy_consent_history (
 	recorded_at BIGINT NOT NULL,
 	PRIMARY KEY (ekey, purpose, message_id)
 );
-CREATE INDEX privacy_consent_history_time ON privacy_consent_history (ekey, event_time)`}, requestMigration}
+CREATE INDEX privacy_consent_history_time ON privacy_consent_history (ekey, event_time)`}, requestMigration, suppressionMigration}
 }
 
 // Store keeps consent decisions in the state store.

@@ -1,6 +1,7 @@
-// Package privacy holds tandem's privacy-by-construction features. Today
-// that is consent per purpose; data-subject requests, erasure and retention
-// follow (issue 17).
+// Package privacy holds tandem's privacy-by-construction features: consent
+// per purpose, data-subject requests ([Requests]) and the suppression list
+// of erased people ([Suppressions]); the erasure itself, across every
+// store, is carried out by package api (docs/privacy.md).
 //
 // # Consent
 //

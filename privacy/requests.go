@@ -48,6 +48,9 @@ var ErrRequestNotFound = fmt.Errorf("privacy: request not found: %w", statestore
 type Identity struct {
 	Type  string `json:"type"`
 	Value string `json:"value"`
+	// Hash, set when an erasure removed Value (see [Requests.Redact]), is
+	// the identifier's keyed hash, as on the suppression list.
+	Hash string `json:"hash,omitempty"`
 }
 
 // Verification records how the subject's identity was verified before the
@@ -257,6 +260,45 @@ func (r *Requests) Update(ctx context.Context, id string, fn func(*Request)) (Re
 		return Request{}, fmt.Errorf("privacy: update request: %w", err)
 	}
 	return req, nil
+}
+
+// Redact removes the identifier from every request whose identity pick
+// reports as an erased person's (the erasure itself and the person's
+// earlier requests), keeping hash(identity) in its place: the record
+// still proves what was done, and for whom to someone who knows the
+// identifier and the installation's secret, without holding it. It
+// returns how many requests it changed.
+func (r *Requests) Redact(ctx context.Context, pick func(Identity) bool, hash func(Identity) string) (int, error) {
+	rows, err := r.db.Query(ctx, `SELECT id, body FROM privacy_requests`)
+	if err != nil {
+		return 0, fmt.Errorf("privacy: redact requests: %w", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id, body string
+		if err := rows.Scan(&id, &body); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("privacy: redact requests: %w", err)
+		}
+		var req Request
+		if json.Unmarshal([]byte(body), &req) == nil && req.Identity.Value != "" && pick(req.Identity) {
+			ids = append(ids, id)
+		}
+	}
+	err = rows.Err()
+	rows.Close()
+	if err != nil {
+		return 0, fmt.Errorf("privacy: redact requests: %w", err)
+	}
+	for _, id := range ids {
+		if _, err := r.Update(ctx, id, func(q *Request) {
+			q.Identity.Hash = hash(q.Identity)
+			q.Identity.Value = ""
+		}); err != nil {
+			return 0, err
+		}
+	}
+	return len(ids), nil
 }
 
 // AddStep appends a step (its time now) to the request with id.

@@ -3,31 +3,9 @@ package server
 import (
 	"bytes"
 	"encoding/json"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"testing"
 )
-
-// grepDir lists the files under dir holding needle.
-func grepDir(t *testing.T, dir string, needle string) []string {
-	t.Helper()
-	var hits []string
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return nil // a file removed while walking
-		}
-		b, err := os.ReadFile(path)
-		if err == nil && bytes.Contains(b, []byte(needle)) {
-			hits = append(hits, path)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return hits
-}
 
 // TestIPMinimisation: context.ip is truncated by default (the address
 // tandem adds and one the event carries, in a batch's context too, IPv4
@@ -91,12 +69,12 @@ func TestIPMinimisation(t *testing.T) {
 		t.Errorf("quarantine: %v, want one entry without the raw address", q)
 	}
 	for _, raw := range []string{"198.51.100.77", "203.0.113.199", "2001:db8:abcd:12::77", "192.0.2.188", "198.51.100.66", "198.51.100.55"} {
-		if hits := grepDir(t, n.dir, raw); len(hits) > 0 {
+		if hits := grepDir(t, n.dir, []string{raw})[raw]; len(hits) > 0 {
 			t.Errorf("the raw address %s is stored in %v", raw, hits)
 		}
 	}
 	// The kept one is where it is expected: a control for the search.
-	if hits := grepDir(t, n.dir, "198.51.100.44"); len(hits) == 0 {
+	if hits := grepDir(t, n.dir, []string{"198.51.100.44"})["198.51.100.44"]; len(hits) == 0 {
 		t.Error("the byte search finds not even the kept address")
 	}
 

@@ -110,13 +110,16 @@ type Server struct {
 	Plans      *trackingplan.Store
 	Imports    *imports.Service
 	Identity   *identity.Store
-	Consent    *privacy.Store  // the route to a destination asks it (Allowed)
-	Traits     *audience.Store // computed traits, kept by the pipeline
-	Audiences  *audience.Audiences
-	Audit      *audit.Log
-	Changes    *policy.Store // change requests under the decision rights
-	Pipeline   *pipeline.Pipeline
-	Delivery   *delivery.Manager // runs (Serve) only where the pipeline does
+	Consent    *privacy.Store // the route to a destination asks it (Allowed)
+	// Suppressions lists the keyed hashes of erased people's identifiers:
+	// the pipeline drops their later events, delivery does not send them.
+	Suppressions *privacy.Suppressions
+	Traits       *audience.Store // computed traits, kept by the pipeline
+	Audiences    *audience.Audiences
+	Audit        *audit.Log
+	Changes      *policy.Store // change requests under the decision rights
+	Pipeline     *pipeline.Pipeline
+	Delivery     *delivery.Manager // runs (Serve) only where the pipeline does
 	// Retention removes expired data from every store, on a schedule
 	// where the pipeline runs; Classifier tags fields with data
 	// categories (masking, the records of processing).
@@ -125,6 +128,10 @@ type Server struct {
 	Metrics    *metrics.Registry
 	// Lag measures the pipeline's backlog in the log (see backpressure.go).
 	Lag *pipeline.Monitor
+
+	// jsLog is the event log itself, under any test wrapper: erasures
+	// rewrite its records.
+	jsLog *jetstream.Log
 
 	handler        http.Handler
 	trustedProxies []netip.Prefix
@@ -222,6 +229,14 @@ func open(ctx context.Context, cfg config.Config, logger *slog.Logger, h hooks) 
 		return nil, fmt.Errorf("identity: %w", err)
 	}
 	s.Consent = privacy.NewStore(s.State, cfg.Consent, s.Identity)
+	key, err := s.Access.Secret(ctx, privacy.SuppressionSecret)
+	if err != nil {
+		return nil, fmt.Errorf("privacy: %w", err)
+	}
+	s.Suppressions = privacy.NewSuppressions(s.State, key, s.Identity)
+	if err := s.Suppressions.Load(ctx); err != nil {
+		return nil, err
+	}
 	var stages []audience.Stage
 	for _, st := range cfg.Journey.Stages {
 		stages = append(stages, audience.Stage{Name: st.Name, Events: st.Events})
@@ -237,7 +252,7 @@ func open(ctx context.Context, cfg config.Config, logger *slog.Logger, h hooks) 
 		s.Pipeline, err = pipeline.New(ctx, pipeline.Options{
 			Log: s.Log, Events: s.Events, Quarantine: s.Quarantine, Identity: s.Identity, Metrics: s.Metrics, Logger: logger,
 			Consent: s.Consent, Plans: trackingplan.NewChecker(s.Plans, 0, s.Metrics),
-			Traits: s.Traits, Audiences: s.Audiences,
+			Traits: s.Traits, Audiences: s.Audiences, Suppress: s.Suppressions,
 		})
 		if err != nil {
 			return nil, err
@@ -249,7 +264,7 @@ func open(ctx context.Context, cfg config.Config, logger *slog.Logger, h hooks) 
 	}
 	// Every node checks destination configs; only pipeline nodes deliver.
 	if s.Delivery, err = delivery.New(delivery.Options{Log: s.Log, Governance: s.Governance, DB: s.State,
-		Allow: cfg.DestinationAllow, Metrics: s.Metrics, Logger: logger, Consent: s.Consent}); err != nil {
+		Allow: cfg.DestinationAllow, Metrics: s.Metrics, Logger: logger, Consent: s.Consent, Suppress: s.Suppressions}); err != nil {
 		return nil, err
 	}
 	s.Governance.SetDestinationTypes(s.Delivery.Types())
@@ -344,7 +359,7 @@ func (s *Server) openLog(h hooks) error {
 	if err != nil {
 		return fmt.Errorf("event log: %w", err)
 	}
-	s.Log = l
+	s.Log, s.jsLog = l, l
 	if h.wrapLog != nil {
 		s.Log = h.wrapLog(l)
 	}
@@ -464,9 +479,20 @@ func (s *Server) routes() http.Handler {
 		Delivery: s.Delivery, Plans: s.Plans, Changes: s.Changes,
 		Catalog:    []governance.ToolProvider{governance.DestinationTools{Store: s.Governance}, s.Delivery},
 		Classifier: s.Classifier, LogMaxAge: logMaxAge(s.cfg), Subjects: s.cfg.Privacy.Subjects,
+		Suppressions: s.Suppressions, EraseLog: s.eraseLog, Quiesce: s.quiesce,
 	}
 	if s.Pipeline != nil {
 		opts.Retention = s.Retention
+	}
+	if s.cfg.State == "" {
+		opts.ScrubState = func(ctx context.Context) (string, error) {
+			return "checkpointed the write-ahead log and truncated it", sqlite.Checkpoint(ctx, s.State)
+		}
+	} else {
+		opts.ScrubState = func(ctx context.Context) (string, error) {
+			return fmt.Sprintf("VACUUM FULL of the %d tables an erasure deletes from; WAL switched and checkpointed", len(erasedTables)),
+				postgres.Scrub(ctx, s.State, erasedTables)
+		}
 	}
 	opts.Experiments, opts.ExperimentSums = experiment.NewStore(s.State), experiment.AggregatorFor(s.Events)
 	if p, ok := s.Events.(analytics.Provider); ok {
@@ -591,6 +617,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		go func() {
 			defer wg.Done()
 			s.Retention.Run(pctx)
+			s.Suppressions.RunLoads(pctx, suppressionReload)
 		}()
 	}
 	errc := make(chan error, 1)
@@ -673,6 +700,57 @@ func (s *Server) close() error {
 		s.lock = nil
 	}
 	return errors.Join(errs...)
+}
+
+// erasedTables are the state store tables an erasure deletes from (the
+// person's requests are updated): PostgreSQL scrubs them afterwards.
+var erasedTables = []string{
+	"identity_components", "identity_idents", "identity_nodes", "identity_links", "identity_decisions",
+	"identity_traits", "identity_profile_ids", "privacy_consent", "privacy_consent_history", "privacy_requests",
+	"quarantine_entries", "delivery_dead_letters", "audience_trait_bucket", "audience_trait_seen",
+	"audience_trait_point", "audience_stage", "audience_member",
+}
+
+// suppressionReload is how often a pipeline node reads the suppression
+// list again, to learn of erasures carried out through another node.
+const suppressionReload = 10 * time.Second
+
+// quiesce waits, for an erasure, until no event processed without the
+// suppression list can still be written: the pipeline's batch under way
+// on this node, and on a shared state store the other nodes' next reload
+// of the list (and their batch under way then).
+func (s *Server) quiesce(ctx context.Context) error {
+	if s.Pipeline != nil {
+		if err := s.Pipeline.Barrier(ctx); err != nil {
+			return err
+		}
+	}
+	if s.cfg.State == "" {
+		return nil // the embedded state store: this node alone
+	}
+	select {
+	case <-time.After(suppressionReload + 5*time.Second):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// eraseLog removes the entries drop picks from the records in the event
+// log (an erasure): each record holding one is replaced by a copy without
+// it, which the consumers that had processed the original skip, and the
+// original is erased (jetstream.Log.Rewrite). It returns the number of
+// records erased.
+func (s *Server) eraseLog(ctx context.Context, drop func(event.Entry) bool) (int, error) {
+	st, err := s.jsLog.Rewrite(ctx, func(rec []byte, done []string) ([]byte, bool, error) {
+		out, dropped, err := event.Redact(rec, drop, done)
+		if err != nil {
+			// Not a record tandem wrote: nothing of the person to find.
+			return nil, false, nil
+		}
+		return out, dropped > 0, nil
+	})
+	return st.Erased, err
 }
 
 // writeKeys resolves write keys for collection through governance's

@@ -40,6 +40,7 @@ package duckdb
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -96,6 +97,17 @@ type Store struct {
 	sources map[string]struct{}
 
 	closed atomic.Bool
+
+	// Compaction after erasures (compact.go): erased counts Erase calls
+	// (with keys), compacted the value of erased the last
+	// compaction covered; cmu lets one compaction run at a time.
+	cmu sync.Mutex
+	// swap is held by reads (Get, List, Count, ProfileLinks) and, for
+	// writing, by a compaction while it swaps the files, so that no read
+	// of the store meets the moment the file is not attached.
+	swap      sync.RWMutex
+	erased    atomic.Uint64
+	compacted uint64
 }
 
 var _ eventstore.Store = (*Store)(nil)
@@ -153,7 +165,24 @@ func open(path string, o openOptions) (*Store, error) {
 		}
 		file = abs
 	}
-	connector, err := duckdbdriver.NewConnector(path, nil)
+	// A file is attached to an in-memory database, as catalog fileCatalog,
+	// which every connection uses by default, rather than opened as the
+	// main database: an erasure can then replace the file by a compacted
+	// copy under the same name while the handle (and the analytics
+	// backends sharing it) stay (see compact.go).
+	dsn, initConn := path, func(driver.ExecerContext) error { return nil }
+	if file != "" {
+		dsn = ""
+		initConn = func(e driver.ExecerContext) error {
+			ctx := context.Background()
+			if _, err := e.ExecContext(ctx, "ATTACH IF NOT EXISTS "+quote(file)+" AS "+fileCatalog, nil); err != nil {
+				return err
+			}
+			_, err := e.ExecContext(ctx, "USE "+fileCatalog, nil)
+			return err
+		}
+	}
+	connector, err := duckdbdriver.NewConnector(dsn, initConn)
 	if err != nil {
 		return nil, fmt.Errorf("eventstore/duckdb: open %q: %w", path, err)
 	}
@@ -193,6 +222,15 @@ func (s *Store) init(ctx context.Context) error {
 	}
 	if _, err := s.db.ExecContext(ctx, "SET GLOBAL checkpoint_threshold = '"+checkpointThreshold+"'"); err != nil {
 		return fmt.Errorf("set checkpoint_threshold: %w", err)
+	}
+	if s.file != "" {
+		// Where a query larger than memory spills: beside the file, as
+		// for a database opened as the main one (the main database is
+		// in memory here, whose default is .tmp in the working
+		// directory).
+		if _, err := s.db.ExecContext(ctx, "SET GLOBAL temp_directory = "+quote(s.file+".tmp")); err != nil {
+			return fmt.Errorf("set temp_directory: %w", err)
+		}
 	}
 	if err := migrate(ctx, s.db); err != nil {
 		return err
@@ -337,6 +375,8 @@ func (s *Store) DedupStats() DedupStats {
 
 // Count returns the number of stored events.
 func (s *Store) Count(ctx context.Context) (int64, error) {
+	s.swap.RLock()
+	defer s.swap.RUnlock()
 	if s.closed.Load() {
 		return 0, ErrClosed
 	}

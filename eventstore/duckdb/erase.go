@@ -8,10 +8,26 @@ import (
 )
 
 // Erase deletes the events of keys and their profile links in one
-// transaction, then checkpoints, so the rows leave the write-ahead log;
-// see [eventstore.Store.Erase]. DuckDB has no secure delete: the freed
-// blocks are reused, not wiped (docs/privacy.md).
+// transaction, then replaces the database file by a compacted copy
+// without them (compact.go): DuckDB has no secure delete, its freed
+// blocks are reused, not wiped (docs/privacy.md). Erasures that run at
+// the same time share one compaction. See [eventstore.Store.Erase].
 func (s *Store) Erase(ctx context.Context, keys []string) (int64, error) {
+	n, err := s.delete(ctx, keys)
+	if err != nil || len(keys) == 0 {
+		return n, err
+	}
+	// Compacted even when nothing was deleted now: an erasure filed again
+	// because the first one was cut short after its delete must still
+	// wipe the freed blocks.
+	if err := s.Compact(ctx); err != nil {
+		return n, fmt.Errorf("eventstore/duckdb: erase: %w", err)
+	}
+	return n, nil
+}
+
+// delete deletes the events of keys and their profile links.
+func (s *Store) delete(ctx context.Context, keys []string) (n int64, err error) {
 	if len(keys) == 0 {
 		return 0, nil
 	}
@@ -35,7 +51,6 @@ func (s *Store) Erase(ctx context.Context, keys []string) (int64, error) {
 		return 0, fmt.Errorf("eventstore/duckdb: erase: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
-	var n int64
 	for _, q := range []struct {
 		sql  string
 		vals []string
@@ -58,9 +73,6 @@ func (s *Store) Erase(ctx context.Context, keys []string) (int64, error) {
 	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("eventstore/duckdb: erase: %w", err)
-	}
-	if _, err := s.db.ExecContext(ctx, `CHECKPOINT`); err != nil {
-		return n, fmt.Errorf("eventstore/duckdb: erase: checkpoint: %w", err)
 	}
 	return n, nil
 }

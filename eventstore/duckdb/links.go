@@ -66,6 +66,8 @@ func (s *Store) LinkProfiles(ctx context.Context, links []eventstore.ProfileLink
 
 // ProfileLinks returns the keys linked to profileID, sorted.
 func (s *Store) ProfileLinks(ctx context.Context, profileID string) ([]string, error) {
+	s.swap.RLock()
+	defer s.swap.RUnlock()
 	if s.closed.Load() {
 		return nil, ErrClosed
 	}

@@ -51,6 +51,8 @@ func scanEvent(rows *sql.Rows) (event.Event, error) {
 // Get returns the events with messageID, of sourceID when it is not empty,
 // ordered by source. It returns [eventstore.ErrNotFound] when there is none.
 func (s *Store) Get(ctx context.Context, sourceID, messageID string) ([]event.Event, error) {
+	s.swap.RLock()
+	defer s.swap.RUnlock()
 	if s.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -117,6 +119,8 @@ func (s *Store) Get(ctx context.Context, sourceID, messageID string) ([]event.Ev
 // (user_id, then anonymous_id) so that each is a plain equality DuckDB
 // pushes into the scan; an OR is not pushed down.
 func (s *Store) List(ctx context.Context, q eventstore.Query) (eventstore.Page, error) {
+	s.swap.RLock()
+	defer s.swap.RUnlock()
 	if s.closed.Load() {
 		return eventstore.Page{}, ErrClosed
 	}

@@ -227,3 +227,40 @@ func (e *redactedError) Error() string {
 }
 
 func (e *redactedError) Unwrap() error { return e.err }
+
+// Scrub makes rows deleted from tables unreadable on the server's disk,
+// after an erasure. A DELETE leaves the row as a dead tuple in its page,
+// and VACUUM only marks the space free; VACUUM FULL writes each table and
+// its indexes and TOAST data anew with the live rows only, and the old
+// files are truncated at once and removed at the next checkpoint. The
+// rows also sit in the write-ahead log: Scrub switches to a new WAL
+// segment and checkpoints, twice, so the segments that hold them are no
+// longer needed; the server then removes them, or, unless wal_recycle is
+// off, renames them for reuse with their old bytes until overwritten. The
+// switch and the checkpoint need rights the table owner lacks: EXECUTE on
+// pg_switch_wal() and, from PostgreSQL 15, the pg_checkpoint role
+// (docs/privacy.md). Archived WAL, replicas and backups are beyond its
+// reach.
+func Scrub(ctx context.Context, db *statestore.DB, tables []string) error {
+	for _, t := range tables {
+		var exists bool
+		if err := db.SQL().QueryRowContext(ctx, "SELECT to_regclass($1) IS NOT NULL", t).Scan(&exists); err != nil {
+			return fmt.Errorf("postgres: scrub: %w", err)
+		}
+		if !exists {
+			continue // a table of an older schema
+		}
+		if _, err := db.SQL().ExecContext(ctx, "VACUUM (FULL) "+pgx.Identifier{t}.Sanitize()); err != nil {
+			return fmt.Errorf("postgres: scrub: vacuum %s: %w", t, err)
+		}
+	}
+	for range 2 {
+		if _, err := db.SQL().ExecContext(ctx, "SELECT pg_switch_wal()"); err != nil {
+			return fmt.Errorf("postgres: scrub: switch WAL segment (grant EXECUTE ON FUNCTION pg_switch_wal() to tandem's role): %w", err)
+		}
+		if _, err := db.SQL().ExecContext(ctx, "CHECKPOINT"); err != nil {
+			return fmt.Errorf("postgres: scrub: checkpoint (grant the pg_checkpoint role to tandem's role): %w", err)
+		}
+	}
+	return nil
+}

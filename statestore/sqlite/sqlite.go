@@ -161,14 +161,29 @@ func checkSettings(ctx context.Context, db *statestore.DB) error {
 }
 
 // Checkpoint copies the write-ahead log into the database file and
-// truncates it, so that pages of deleted rows (already zeroed in the
-// database by secure_delete) no longer remain in the log. Use it after
-// erasing personal data.
+// truncates it to zero bytes, so that pages of deleted rows (already zeroed
+// in the database by secure_delete) no longer remain in the log. Use it
+// after erasing personal data. It waits for readers of older snapshots
+// (SQLite's busy handler, then again until ctx ends) and fails if the
+// log could not be truncated.
 func Checkpoint(ctx context.Context, db *statestore.DB) error {
-	if _, err := db.Exec(ctx, "PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
-		return fmt.Errorf("sqlite: checkpoint: %w", err)
+	for {
+		// Not through the write slot: the checkpoint takes SQLite's own
+		// locks, and writers meanwhile wait in SQLite's busy handler.
+		var busy, frames, done int
+		err := db.SQL().QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &frames, &done)
+		if err != nil {
+			return fmt.Errorf("sqlite: checkpoint: %w", err)
+		}
+		if busy == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("sqlite: checkpoint: the write-ahead log is still in use: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
-	return nil
 }
 
 // driverName is mattn/go-sqlite3's driver with tandem's per-connection
