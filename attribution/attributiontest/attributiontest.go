@@ -28,7 +28,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -239,6 +241,15 @@ func Render(res *attribution.Result) string {
 	fmt.Fprintf(&b, "conversions %d value %s noTouch %d\n", res.Conversions, res.Value, res.NoTouch)
 	if res.Journeys != nil {
 		fmt.Fprintf(&b, "journeys converting %d nonConverting %d\n", res.Journeys.Converting, res.Journeys.NonConverting)
+	}
+	if len(res.RemovalEffects) > 0 {
+		keys := slices.Sorted(maps.Keys(res.RemovalEffects))
+		parts := make([]string, len(keys))
+		for i, k := range keys {
+			parts[i] = k + " " + strconv.FormatFloat(res.RemovalEffects[k], 'f', 6, 64)
+			parts[i] = strings.TrimRight(strings.TrimRight(parts[i], "0"), ".")
+		}
+		fmt.Fprintf(&b, "removal %s\n", strings.Join(parts, " | "))
 	}
 	for _, m := range res.Models {
 		parts := make([]string, len(m.Credits))
