@@ -46,8 +46,8 @@ type Fields struct {
 	// Campaign from context.campaign (Segment's names: name, source,
 	// medium); empty ones are taken from the page URL's utm_* parameters.
 	Medium, CampaignSource, Campaign string
-	URL      string // context.page.url, else properties.url
-	Referrer string // context.page.referrer, else properties.referrer
+	URL                              string // context.page.url, else properties.url
+	Referrer                         string // context.page.referrer, else properties.referrer
 	// Channel is the touch's own channel: properties.channel, else
 	// context.channel, else the event's channel field unless it is one
 	// of Segment's library kinds (browser, server, mobile, client), as
@@ -64,7 +64,7 @@ type Rule struct {
 	Tool    string `yaml:"tool" json:"tool,omitempty"` // a catalogue tool's id or name (Config.Tools only)
 
 	Medium   []string `yaml:"medium" json:"medium,omitempty"`
-	Source   []string `yaml:"source" json:"source,omitempty"`   // utm_source / context.campaign.source
+	Source   []string `yaml:"source" json:"source,omitempty"`     // utm_source / context.campaign.source
 	Campaign []string `yaml:"campaign" json:"campaign,omitempty"` // utm_campaign / context.campaign.name
 	Referrer []string `yaml:"referrer" json:"referrer,omitempty"` // hosts
 	// Touch matches the touch's own channel field (Fields.Channel), or in

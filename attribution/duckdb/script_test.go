@@ -6,8 +6,8 @@ import (
 	"testing"
 
 	"tandem/attribution"
-	atdb "tandem/attribution/duckdb"
 	"tandem/attribution/attributiontest"
+	atdb "tandem/attribution/duckdb"
 	"tandem/eventstore/duckdb"
 )
 
