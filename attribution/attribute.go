@@ -24,6 +24,8 @@ func (t *touchAt) key(by string) string {
 		return t.Source
 	case ByTool:
 		return t.Tool
+	case byToolChannel:
+		return t.Tool + keySep + t.Channel
 	}
 	return t.Channel
 }

@@ -62,6 +62,7 @@ func Run(t *testing.T, path string, store Store, srcs []attribution.Source, upda
 	var out []string
 	seq := 0
 	cfg := attribution.DefaultConfig()
+	var tools []attribution.Tool
 	for i := 0; i < len(lines); i++ {
 		line := lines[i]
 		out = append(out, line)
@@ -99,7 +100,12 @@ func Run(t *testing.T, path string, store Store, srcs []attribution.Source, upda
 			if err := store.LinkProfiles(ctx, []eventstore.ProfileLink{{Key: f[0], ProfileID: f[1]}}); err != nil {
 				t.Fatal(err)
 			}
-		case "attribution":
+		case "tools":
+			tools = nil
+			if err := json.Unmarshal([]byte(arg), &tools); err != nil {
+				t.Fatalf("%s:%d: %v", path, i+1, err)
+			}
+		case "attribution", "report":
 			if i+1 >= len(lines) || lines[i+1] != "----" {
 				t.Fatalf("%s:%d: want ---- after the query", path, i+1)
 			}
@@ -112,7 +118,12 @@ func Run(t *testing.T, path string, store Store, srcs []attribution.Source, upda
 			}
 			var got string
 			for k, src := range srcs {
-				g := runQuery(t, ctx, &cfg, src, arg)
+				var g string
+				if cmd == "report" {
+					g = runReport(t, ctx, &cfg, src, tools, arg)
+				} else {
+					g = runQuery(t, ctx, &cfg, src, arg)
+				}
 				if k == 0 {
 					got = g
 					if update {
@@ -215,6 +226,52 @@ func runQuery(t *testing.T, ctx context.Context, cfg *attribution.Config, src at
 		t.Errorf("%s: %v", arg, err)
 	}
 	return Render(res)
+}
+
+func runReport(t *testing.T, ctx context.Context, cfg *attribution.Config, src attribution.Source, tools []attribution.Tool, arg string) string {
+	t.Helper()
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	var q attribution.ReportQuery
+	dec := json.NewDecoder(strings.NewReader(arg))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(&q)
+	if err == nil {
+		err = q.Validate(now, cfg)
+	}
+	var rep *attribution.Report
+	if err == nil {
+		rep, err = cfg.Report(ctx, src, &q, tools)
+	}
+	if err != nil {
+		return "error " + err.Error() + "\n"
+	}
+	return RenderReport(rep)
+}
+
+// RenderReport is a cost-and-return report as the scripts write it.
+func RenderReport(r *attribution.Report) string {
+	var b strings.Builder
+	ratios := func(cpc *attribution.Money, ros *float64) string {
+		s := "cpc -"
+		if cpc != nil {
+			s = "cpc " + cpc.String()
+		}
+		if ros != nil {
+			return s + " ros " + strconv.FormatFloat(*ros, 'f', -1, 64)
+		}
+		return s + " ros -"
+	}
+	fmt.Fprintf(&b, "report %s conversions %d value %s cost %s unallocated %s\n", r.Model, r.Conversions, r.Value, r.Cost, r.UnallocatedCost)
+	for _, x := range r.Tools {
+		fmt.Fprintf(&b, "tool %s %q (%s) cost %s conversions %s value %s %s\n", x.Tool, x.Name, x.Kind, x.Cost, x.Conversions, x.Value, ratios(x.CostPerConversion, x.ReturnOnSpend))
+	}
+	for _, x := range r.Channels {
+		fmt.Fprintf(&b, "channel %s cost %s conversions %s value %s %s\n", x.Channel, x.Cost, x.Conversions, x.Value, ratios(x.CostPerConversion, x.ReturnOnSpend))
+	}
+	for _, x := range r.Review {
+		fmt.Fprintf(&b, "review %s %q cost %s %v\n", x.Tool, x.Name, x.Cost, x.DataCategories)
+	}
+	return b.String()
 }
 
 // CheckSums reports a model whose credits do not sum to the result's
