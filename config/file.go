@@ -13,6 +13,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"tandem/attribution"
 	"tandem/identity"
 	"tandem/privacy"
 )
@@ -60,7 +61,7 @@ func (c *Config) loadFile(flags *flag.FlagSet, path, fileFrom string, from map[s
 		for v.Kind == yaml.AliasNode {
 			v = v.Alias
 		}
-		if key == "identity" || key == "journey" || key == "consent" {
+		if key == "identity" || key == "journey" || key == "consent" || key == "attribution" {
 			nested = true
 			continue
 		}
@@ -118,9 +119,10 @@ func (c *Config) decodeNested(path string, b []byte) error {
 	file := struct {
 		Identity *identity.Rules      `yaml:"identity"`
 		Journey  *Journey             `yaml:"journey"`
-		Consent  *privacy.Config      `yaml:"consent"`
-		Flags    map[string]yaml.Node `yaml:",inline"` // checked above
-	}{Identity: &c.Identity, Journey: &c.Journey, Consent: &c.Consent}
+		Consent     *privacy.Config      `yaml:"consent"`
+		Attribution *attribution.Config  `yaml:"attribution"`
+		Flags       map[string]yaml.Node `yaml:",inline"` // checked above
+	}{Identity: &c.Identity, Journey: &c.Journey, Consent: &c.Consent, Attribution: &c.Attribution}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&file); err != nil {
