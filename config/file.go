@@ -117,8 +117,8 @@ func (c *Config) decodeNested(path string, b []byte) error {
 		}
 	}()
 	file := struct {
-		Identity *identity.Rules      `yaml:"identity"`
-		Journey  *Journey             `yaml:"journey"`
+		Identity    *identity.Rules      `yaml:"identity"`
+		Journey     *Journey             `yaml:"journey"`
 		Consent     *privacy.Config      `yaml:"consent"`
 		Attribution *attribution.Config  `yaml:"attribution"`
 		Flags       map[string]yaml.Node `yaml:",inline"` // checked above
