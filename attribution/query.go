@@ -1,7 +1,9 @@
 package attribution
 
 import (
+	"encoding/json"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -142,6 +144,16 @@ func (m Money) MarshalJSON() ([]byte, error) { return []byte(m.String()), nil }
 
 func (m Money) String() string { return decimal(int64(m), 100, 2) }
 
+// UnmarshalJSON reads a number, rounded to hundredths.
+func (m *Money) UnmarshalJSON(b []byte) error {
+	var f float64
+	if err := json.Unmarshal(b, &f); err != nil {
+		return err
+	}
+	*m = Money(math.Round(f * 100))
+	return nil
+}
+
 // Share is a number of conversions in millionths, written in JSON as an
 // exact decimal number (333334 as 0.333334).
 type Share int64
@@ -150,6 +162,16 @@ type Share int64
 func (s Share) MarshalJSON() ([]byte, error) { return []byte(s.String()), nil }
 
 func (s Share) String() string { return decimal(int64(s), 1e6, 6) }
+
+// UnmarshalJSON reads a number, rounded to millionths.
+func (s *Share) UnmarshalJSON(b []byte) error {
+	var f float64
+	if err := json.Unmarshal(b, &f); err != nil {
+		return err
+	}
+	*s = Share(math.Round(f * 1e6))
+	return nil
+}
 
 func decimal(v, unit int64, places int) string {
 	neg := v < 0
