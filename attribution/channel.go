@@ -177,11 +177,17 @@ func (c *Config) Classify(f *Fields) (t Touch, ok bool) {
 	if f.Type != "page" && f.Type != "screen" && f.Type != "track" {
 		return Touch{}, false
 	}
-	r := read(f)
 	own := strings.TrimSpace(f.Channel)
 	if fold(sdkChannels, own) {
 		own = ""
 	}
+	// A track or screen event is a touch only with its own channel or a
+	// campaign: its page context repeats the page view's, which is the
+	// touch.
+	if f.Type != "page" && own == "" && strings.TrimSpace(f.Medium+f.CampaignSource+f.Campaign) == "" {
+		return Touch{}, false
+	}
+	r := read(f)
 	t.Source = f.SourceID
 	t.Campaign = r.campaign
 	if t.Campaign == "" {

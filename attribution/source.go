@@ -51,10 +51,11 @@ type Provider interface {
 	Attribution() Source
 }
 
-// Candidate names the strings whose presence in an event's JSON may make
-// a track or screen event a touch (every page event is a candidate): a
-// Source filters with them before reading fields, and Classify decides.
-var Candidate = []string{"channel", "campaign", "utm_", "clid", "braid", "referrer"}
+// Candidate names the strings whose presence in a track or screen
+// event's JSON may make it a touch (its own channel or a campaign; every
+// page event is a candidate): a Source filters with them before reading
+// fields, and Classify decides.
+var Candidate = []string{"channel", "campaign"}
 
 // CandidateTypes are the event types a touch can have.
 var CandidateTypes = []string{"page", "screen", "track"}
