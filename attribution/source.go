@@ -19,8 +19,7 @@ type Event struct {
 	Fields Fields // a candidate touch's fields (not read for conversions)
 }
 
-// Journey is one profile's events, ordered by time (equal times in any
-// order).
+// Journey is one profile's events, in any order.
 type Journey struct {
 	Profile string
 	Events  []Event

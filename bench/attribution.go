@@ -62,6 +62,7 @@ type attributionOptions struct {
 	Threads  int    `json:"threads"`
 	Dir      string `json:"dir,omitempty"`
 	Keep     bool   `json:"keep"`
+	Reuse    bool   `json:"reuse"`
 	JSON     bool   `json:"json"`
 }
 
@@ -100,6 +101,7 @@ func attributionMain(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.Threads, "threads", runtime.NumCPU(), "DuckDB worker threads for the queries (tandem serve runs its store with 1)")
 	fs.StringVar(&o.Dir, "dir", "", "directory for the database (default: a new temporary directory)")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the database afterwards")
+	fs.BoolVar(&o.Reuse, "reuse", false, "with --dir: measure the database an earlier --keep run left there instead of generating one (same flags)")
 	fs.BoolVar(&o.JSON, "json", false, "print the report as one JSON object")
 	if code, ok := parseFlags(fs, args, attributionUsage, stdout, stderr); !ok {
 		return code
@@ -115,6 +117,8 @@ func attributionMain(args []string, stdout, stderr io.Writer) int {
 		return usageErr(stderr, cmd, "--runs", "must be positive")
 	case o.Threads < 1:
 		return usageErr(stderr, cmd, "--threads", "must be positive")
+	case o.Reuse && o.Dir == "":
+		return usageErr(stderr, cmd, "--reuse", "needs --dir")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -156,8 +160,10 @@ func runAttributionBench(ctx context.Context, o attributionOptions, progress io.
 	}
 	rep.Dir = dir
 	path := filepath.Join(dir, "events.duckdb")
-	_ = os.Remove(path)
-	_ = os.Remove(path + ".wal")
+	if !o.Reuse {
+		_ = os.Remove(path)
+		_ = os.Remove(path + ".wal")
+	}
 	store, err := duckdb.Open(path)
 	if err != nil {
 		return fail(err)
@@ -169,10 +175,12 @@ func runAttributionBench(ctx context.Context, o attributionOptions, progress io.
 		return fail(err)
 	}
 	start := time.Now()
-	if err := generateAttribution(ctx, db, o, logf); err != nil {
-		return fail(fmt.Errorf("generate: %w", err))
+	if !o.Reuse {
+		if err := generateAttribution(ctx, db, o, logf); err != nil {
+			return fail(fmt.Errorf("generate: %w", err))
+		}
+		rep.LoadSeconds = time.Since(start).Seconds()
 	}
-	rep.LoadSeconds = time.Since(start).Seconds()
 	_ = db.QueryRowContext(ctx, "SELECT count(*) FROM events").Scan(&rep.Stored)
 	_ = db.QueryRowContext(ctx, "SELECT count(*) FROM profile_links").Scan(&rep.Links)
 	logf("loaded %d events, %d links in %.1fs", rep.Stored, rep.Links, rep.LoadSeconds)

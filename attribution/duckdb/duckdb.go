@@ -67,20 +67,28 @@ func (s *Source) Query(ctx context.Context, spec attribution.ScanSpec) (string, 
 	}
 	var cand []string
 	for _, c := range attribution.Candidate {
-		cand = append(cand, "contains(e.raw, "+lit(c)+")")
+		cand = append(cand, "contains(raw, "+lit(c)+")")
 	}
-	conv := "coalesce(e.name = " + lit(spec.Conversion) + ", false)"
-	where := "e.timestamp >= " + tsLit(spec.From) + " AND e.timestamp < " + tsLit(spec.To) +
-		" AND (" + conv + " OR (e.type = 'page' OR (e.type IN ('screen', 'track') AND (" + strings.Join(cand, " OR ") + "))))"
+	rng := "e.timestamp >= " + tsLit(spec.From) + " AND e.timestamp < " + tsLit(spec.To)
+	name := lit(spec.Conversion)
+	conv := "coalesce(e.name = " + name + ", false)"
+	// One scan of the events (reading their JSON is the floor of the
+	// cost); the converting profiles come from a scan of cheap columns,
+	// and the semi-join to them comes before the text test of track
+	// events and the JSON parsing, so both run on converting profiles'
+	// events only. Nothing is materialized but the extracted fields,
+	// sorted by profile (a journey's order in time is Go's).
 	var b strings.Builder
-	fmt.Fprintf(&b, "WITH ev AS (SELECT %s AS p, epoch_us(e.timestamp) AS t, %s AS c, e.type AS ty, e.source_id AS s, e.raw AS raw FROM %s WHERE %s)", prof, conv, from, where)
-	sel := "ev"
+	ev := fmt.Sprintf("(SELECT %s AS p, epoch_us(e.timestamp) AS t, %s AS c, e.type AS ty, e.source_id AS s, e.raw AS raw FROM %s WHERE %s AND (%s OR e.type IN ('page', 'screen', 'track')))",
+		prof, conv, from, rng, conv)
 	if !spec.All {
-		fmt.Fprintf(&b, ",\nev2 AS (SELECT * FROM ev WHERE p IN (SELECT p FROM ev WHERE c AND t >= %d))", spec.ConvFrom)
-		sel = "ev2"
+		fmt.Fprintf(&b, "WITH cp AS (SELECT DISTINCT %s AS p FROM %s WHERE e.name = %s AND e.timestamp >= %s AND e.timestamp < %s)\n",
+			prof, from, name, tsLit(spec.ConvFrom), tsLit(spec.To))
+		ev = "(SELECT * FROM " + ev + " WHERE p IN (SELECT p FROM cp))"
 	}
+	ev = "(SELECT * FROM " + ev + " WHERE c OR ty = 'page' OR " + strings.Join(cand, " OR ") + ")"
 	if s.GoFields {
-		fmt.Fprintf(&b, "\nSELECT p, t, c, ty, s, raw FROM %s ORDER BY p, t", sel)
+		fmt.Fprintf(&b, "SELECT p, t, c, ty, s, raw FROM %s ORDER BY p", ev)
 		return b.String(), nil
 	}
 	ps := make([]string, len(paths))
@@ -95,8 +103,8 @@ func (s *Source) Query(ctx context.Context, spec attribution.ScanSpec) (string, 
 	for i := range paths {
 		cols[i] = fmt.Sprintf("j[%d]", i+1)
 	}
-	fmt.Fprintf(&b, "\nSELECT p, t, c, ty, s, v, %s FROM (SELECT p, t, c, ty, s, %s AS v, CASE WHEN NOT c THEN json_extract_string(raw, [%s]) END AS j FROM %s) ORDER BY p, t",
-		strings.Join(cols, ", "), value, strings.Join(ps, ", "), sel)
+	fmt.Fprintf(&b, "SELECT p, t, c, ty, s, v, %s FROM (SELECT p, t, c, ty, s, %s AS v, CASE WHEN NOT c THEN json_extract_string(raw, [%s]) END AS j FROM %s) ORDER BY p",
+		strings.Join(cols, ", "), value, strings.Join(ps, ", "), ev)
 	return b.String(), nil
 }
 
