@@ -72,12 +72,13 @@ func (s *Source) Query(ctx context.Context, spec attribution.ScanSpec) (string, 
 	rng := "e.timestamp >= " + tsLit(spec.From) + " AND e.timestamp < " + tsLit(spec.To)
 	name := lit(spec.Conversion)
 	conv := "coalesce(e.name = " + name + ", false)"
-	// One scan of the events (reading their JSON is the floor of the
-	// cost); the converting profiles come from a scan of cheap columns,
-	// and the semi-join to them comes before the text test of track
-	// events and the JSON parsing, so both run on converting profiles'
-	// events only. Nothing is materialized but the extracted fields,
-	// sorted by profile (a journey's order in time is Go's).
+	// One scan of the events with their JSON (reading it is the floor of
+	// the cost: rows are stored in arrival order, so every block holds
+	// some converting profile's events); the converting profiles come
+	// from a scan of cheap columns. The JSON is parsed above the
+	// semi-join, for converting profiles' events only, and nothing is
+	// materialized but the extracted fields, sorted by profile (a
+	// journey's order in time is Go's).
 	var b strings.Builder
 	ev := fmt.Sprintf("(SELECT %s AS p, epoch_us(e.timestamp) AS t, %s AS c, e.type AS ty, e.source_id AS s, e.raw AS raw FROM %s WHERE %s AND (%s OR e.type IN ('page', 'screen', 'track')))",
 		prof, conv, from, rng, conv)
