@@ -28,7 +28,7 @@ Usage:
       import a CSV or NDJSON file of offline touchpoints into a running node
   tandem audit verify [--data-dir DIR | --state URL]
       check the audit log's hash chain and name the first broken entry
-  tandem bench ingest|e2e|funnel|import|identity|dedup|delivery [flags]
+  tandem bench ingest|e2e|funnel|attribution|import|identity|dedup|delivery [flags]
       measure collection, a whole node's sustained end-to-end rate,
       analytics, bulk import, identity resolution, deduplication memory,
       delivery latency
