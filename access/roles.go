@@ -51,7 +51,7 @@ const (
 	ReadQuarantine    Permission = "quarantine:read"    // list quarantined events (they hold raw payloads)
 	ReplayQuarantine  Permission = "quarantine:replay"  // replay quarantined events
 	ReadCatalog       Permission = "catalog:read"       // read the catalogue: sources, destinations, flows
-	ReadAnalytics     Permission = "analytics:read"     // funnels, paths, retention, journeys (counts, sample profile ids)
+	ReadAnalytics     Permission = "analytics:read"     // funnels, paths, retention, journeys (counts, sample profile ids), attribution and cost-and-return
 	RunImports        Permission = "imports:run"        // bulk-import files into a source and read their reports
 	ReadProfiles      Permission = "profiles:read"      // look up profiles, their timelines and explanations
 	UnmergeProfiles   Permission = "profiles:unmerge"   // split a profile (a decision about a person's data)

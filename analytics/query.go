@@ -205,6 +205,13 @@ func (d Duration) check(field string) error {
 	return nil
 }
 
+// IsSet reports whether d was given (in JSON or by [Seconds]).
+func (d Duration) IsSet() bool { return d.set }
+
+// Check reports a bad or negative duration as field's error (a
+// [*FieldError]), for queries of other packages that take a Duration.
+func (d Duration) Check(field string) error { return d.check(field) }
+
 // MarshalJSON writes seconds.
 func (d Duration) MarshalJSON() ([]byte, error) {
 	return []byte(strconv.FormatFloat(float64(d.Micros)/1e6, 'f', -1, 64)), nil
@@ -285,6 +292,11 @@ func (r *Range) fill(now time.Time) error {
 	}
 	return nil
 }
+
+// Fill checks r and fills its defaults relative to now (zero To: now;
+// zero From: To minus 30 days), as every query's Validate does; for
+// queries of other packages that embed a Range.
+func (r *Range) Fill(now time.Time) error { return r.fill(now) }
 
 // FromMicros and ToMicros are the range in microseconds since the epoch.
 func (r Range) FromMicros() int64 { return r.From.UnixMicro() }

@@ -17,6 +17,7 @@ import (
 	"tandem/access"
 	"tandem/analytics"
 	"tandem/apierror"
+	"tandem/attribution"
 	"tandem/audience"
 	"tandem/audit"
 	"tandem/event"
@@ -56,8 +57,13 @@ type Options struct {
 	// the journey reports on.
 	Analytics analytics.Backend
 	Stages    []analytics.Stage
-	Identity  *identity.Store // nil: the profile endpoints answer 503
-	Auditor   Auditor         // nil: profile reads go to Audit
+	// Attribution streams the journeys /analytics/attribution and
+	// /analytics/roi credit (nil: they answer 503); AttributionConfig is
+	// the configured taxonomy and defaults (nil: the defaults).
+	Attribution       attribution.Source
+	AttributionConfig *attribution.Config
+	Identity          *identity.Store // nil: the profile endpoints answer 503
+	Auditor           Auditor         // nil: profile reads go to Audit
 	// Audit records changes and reads of personal data, and answers GET
 	// /audit. nil: nothing is recorded and GET /audit answers 503.
 	Audit *audit.Log
@@ -173,6 +179,7 @@ func New(opts Options) *API {
 	a.route("/api/v1/quarantine", map[string]handler{"GET": a.need(access.ReadQuarantine, a.listQuarantine)})
 	a.route("/api/v1/quarantine/replay", map[string]handler{"POST": a.need(access.ReplayQuarantine, a.replayQuarantine)})
 	a.analyticsRoutes()
+	a.attributionRoutes()
 	a.importRoutes()
 	a.profileRoutes()
 	a.consentRoutes()

@@ -604,3 +604,27 @@ func TestBenchFunnelSmall(t *testing.T) {
 		t.Errorf("report: %s", out.Bytes())
 	}
 }
+
+func TestBenchAttributionSmall(t *testing.T) {
+	var out, errb bytes.Buffer
+	code := Main([]string{"attribution", "--events", "40000", "--profiles", "2000", "--runs", "1", "--json"}, &out, &errb)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	var rep AttributionReport
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Stored != 40000 || rep.Links == 0 || rep.Conversions == 0 || rep.ScanRows == 0 || len(rep.Queries) != 9 || len(rep.Credits) < 8 {
+		t.Errorf("report: %s", out.Bytes())
+	}
+	channels := map[string]bool{}
+	for _, c := range rep.Credits {
+		channels[c.Key] = true
+	}
+	for _, ch := range []string{"paid-search", "e-mail", "display", "social", "affiliate", "organic-search", "referral", "direct", "call-centre"} {
+		if !channels[ch] {
+			t.Errorf("no credit for %s: %v", ch, rep.Credits)
+		}
+	}
+}

@@ -46,6 +46,10 @@ Commands:
             bare event log, pipeline progress, backlog drain
   funnel    journey analytics on the embedded event store: a 4-step funnel
             against the plain SQL baseline, a journey, retention
+  attribution
+            attribution on the embedded event store: each model's time over
+            generated touches and purchases, against a funnel over the
+            same events
   import    bulk import of a generated CSV file (1M rows, 3 identifiers) into
             a real server: rows/s, CPU, peak RSS, against encoding/csv alone
   identity  identity resolution over a generated identity load, against
@@ -77,6 +81,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return sinkMain(args[1:], stdout, stderr)
 	case "funnel":
 		return funnelMain(args[1:], stdout, stderr)
+	case "attribution":
+		return attributionMain(args[1:], stdout, stderr)
 	case "import":
 		return importMain(args[1:], stdout, stderr)
 	case "identity":

@@ -27,6 +27,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"tandem/analytics"
+	"tandem/attribution"
 	"tandem/identity"
 	"tandem/policy"
 	"tandem/privacy"
@@ -74,6 +75,11 @@ type Config struct {
 
 	// Journey is the lifecycle the journey analytics report on.
 	Journey Journey `yaml:"journey"`
+
+	// Attribution is the channel taxonomy's extensions, the tool rules
+	// and the models' defaults (see docs/attribution.md); only the config
+	// file sets it.
+	Attribution attribution.Config `yaml:"attribution"`
 
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	LogLevel        string        `yaml:"log_level"` // debug, info, warn, error
@@ -138,6 +144,7 @@ func Default() Config {
 		ShutdownTimeout: 30 * time.Second,
 		LogLevel:        "info",
 		Journey:         Journey{Stages: DefaultStages()},
+		Attribution:     attribution.DefaultConfig(),
 		Identity:        identity.DefaultRules(),
 		Consent:         privacy.DefaultConfig(),
 		Policy:          policy.DefaultConfig(),
@@ -324,6 +331,13 @@ func (c *Config) Validate() error {
 			return &UsageError{Key: fe.Field, Message: fe.Message}
 		}
 		return err
+	}
+	if err := c.Attribution.Validate(); err != nil {
+		var ce *attribution.ConfigError
+		if errors.As(err, &ce) {
+			return &UsageError{Key: ce.Key, Message: ce.Message}
+		}
+		return &UsageError{Key: "attribution", Message: err.Error()}
 	}
 	if err := c.Identity.Validate(); err != nil {
 		var ve *identity.ValidationError

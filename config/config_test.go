@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"tandem/access"
+	"tandem/attribution"
 	"testing"
 	"time"
 )
@@ -360,5 +361,25 @@ func TestRetentionAndPrivacyConfig(t *testing.T) {
 	c, err = Load([]string{"--config", "testdata/good.yaml"}, env(nil), io.Discard)
 	if err != nil || c.Retention.Enabled() {
 		t.Errorf("no retention key: %+v, %v", c.Retention, err)
+	}
+}
+
+func TestAttributionConfig(t *testing.T) {
+	c, err := Load([]string{"--config", "testdata/good.yaml"}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Attribution.HalfLife != 7*24*time.Hour || c.Attribution.Conversion.Event != "Order Completed" || len(c.Attribution.Channels) != 0 {
+		t.Errorf("default attribution: %+v", c.Attribution)
+	}
+	c, err = Load([]string{"--config", "testdata/attribution.yaml"}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := c.Attribution
+	if len(a.Channels) != 2 || a.Channels[0].Source[1] != "podigee" || a.Channels[1].Referrer[0] != "partner.example" ||
+		len(a.Tools) != 1 || a.Tools[0].Tool != "mailer" || a.HalfLife != 72*time.Hour || a.Lookback != 30*24*time.Hour ||
+		a.Conversion != (attribution.Conversion{Event: "Purchase", Value: "amount"}) {
+		t.Errorf("configured attribution: %+v", a)
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"tandem/attribution"
 	"tandem/identity"
 	"tandem/policy"
 	"tandem/privacy"
@@ -61,7 +62,7 @@ func (c *Config) loadFile(flags *flag.FlagSet, path, fileFrom string, from map[s
 		for v.Kind == yaml.AliasNode {
 			v = v.Alias
 		}
-		if key == "identity" || key == "journey" || key == "consent" || key == "policy" || key == "retention" || key == "privacy" {
+		if key == "identity" || key == "journey" || key == "consent" || key == "policy" || key == "retention" || key == "privacy" || key == "attribution" {
 			nested = true
 			continue
 		}
@@ -123,8 +124,9 @@ func (c *Config) decodeNested(path string, b []byte) error {
 		Policy    *policy.Config       `yaml:"policy"`
 		Retention *privacy.Retention   `yaml:"retention"`
 		Privacy   *privacy.Settings    `yaml:"privacy"`
+		Attribution *attribution.Config `yaml:"attribution"`
 		Flags     map[string]yaml.Node `yaml:",inline"` // checked above
-	}{Identity: &c.Identity, Journey: &c.Journey, Consent: &c.Consent, Policy: &c.Policy, Retention: &c.Retention, Privacy: &c.Privacy}
+	}{Identity: &c.Identity, Journey: &c.Journey, Consent: &c.Consent, Policy: &c.Policy, Retention: &c.Retention, Privacy: &c.Privacy, Attribution: &c.Attribution}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&file); err != nil {

@@ -23,6 +23,7 @@ import (
 	"tandem/analytics"
 	"tandem/api"
 	"tandem/apierror"
+	"tandem/attribution"
 	"tandem/audience"
 	"tandem/audit"
 	"tandem/collect"
@@ -498,6 +499,10 @@ func (s *Server) routes() http.Handler {
 	if p, ok := s.Events.(analytics.Provider); ok {
 		opts.Analytics = p.Analytics()
 	}
+	if p, ok := s.Events.(attribution.Provider); ok {
+		opts.Attribution = p.Attribution()
+	}
+	opts.AttributionConfig = &s.cfg.Attribution
 	// Experiment assignment is a browser path like collection's: wrap it
 	// in the same CORS handling.
 	mux.Handle("/v1/experiments/{key}/assign", collect.CORS(assign.New(assign.Options{

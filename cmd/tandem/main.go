@@ -33,7 +33,7 @@ Usage:
       write a running node's configuration as such a manifest
   tandem audit verify [--data-dir DIR | --state URL]
       check the audit log's hash chain and name the first broken entry
-  tandem bench ingest|e2e|funnel|import|identity|dedup|delivery [flags]
+  tandem bench ingest|e2e|funnel|attribution|import|identity|dedup|delivery [flags]
       measure collection, a whole node's sustained end-to-end rate,
       analytics, bulk import, identity resolution, deduplication memory,
       delivery latency
