@@ -118,14 +118,14 @@ func (c *Config) decodeNested(path string, b []byte) error {
 		}
 	}()
 	file := struct {
-		Identity  *identity.Rules      `yaml:"identity"`
-		Journey   *Journey             `yaml:"journey"`
-		Consent   *privacy.Config      `yaml:"consent"`
-		Policy    *policy.Config       `yaml:"policy"`
-		Retention *privacy.Retention   `yaml:"retention"`
-		Privacy   *privacy.Settings    `yaml:"privacy"`
-		Attribution *attribution.Config `yaml:"attribution"`
-		Flags     map[string]yaml.Node `yaml:",inline"` // checked above
+		Identity    *identity.Rules      `yaml:"identity"`
+		Journey     *Journey             `yaml:"journey"`
+		Consent     *privacy.Config      `yaml:"consent"`
+		Policy      *policy.Config       `yaml:"policy"`
+		Retention   *privacy.Retention   `yaml:"retention"`
+		Privacy     *privacy.Settings    `yaml:"privacy"`
+		Attribution *attribution.Config  `yaml:"attribution"`
+		Flags       map[string]yaml.Node `yaml:",inline"` // checked above
 	}{Identity: &c.Identity, Journey: &c.Journey, Consent: &c.Consent, Policy: &c.Policy, Retention: &c.Retention, Privacy: &c.Privacy, Attribution: &c.Attribution}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
