@@ -3,8 +3,8 @@ package event
 import (
 	"bytes"
 	"encoding/json"
-	"reflect"
 	"fmt"
+	"reflect"
 	"testing"
 	"time"
 )

@@ -63,7 +63,7 @@ func (a *arena) take(n int) []byte {
 	}
 	a.taken = n
 	l := len(a.buf)
-	return a.buf[l:l:l+n]
+	return a.buf[l : l : l+n]
 }
 
 // keep marks out, the slice from the last take, as used and returns it.
