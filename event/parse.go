@@ -561,6 +561,8 @@ func (pc *parseContext) precheck(raw []byte) *Problem {
 func (pc *parseContext) event(raw []byte, w *wireEvent) (Event, *Problem) {
 	ev := Event{ReceivedAt: pc.receivedAt, Raw: raw}
 	var ok bool
+	// strField decodes a string field (its pointer does not escape, so ev
+	// stays on the stack).
 	strField := func(r rawField, name string, dst *string) *Problem {
 		s, good := pc.str(r)
 		if !good {
@@ -576,44 +578,52 @@ func (pc *parseContext) event(raw []byte, w *wireEvent) (Event, *Problem) {
 		if isAbsent(w.Type) {
 			return pc.fail(raw, "missing_field", "type", "type is required")
 		}
-		if p := strField(w.Type, "type", &ev.Type); p != nil {
+		var typ string
+		if p := strField(w.Type, "type", &typ); p != nil {
 			return Event{}, p
 		}
-		t, known := knownType(ev.Type)
+		t, known := knownType(typ)
 		if !known {
-			return pc.fail(raw, "unknown_type", "type", fmt.Sprintf("unknown type %q: want identify, track, page, screen, group or alias", truncate(ev.Type, 40)))
+			return pc.fail(raw, "unknown_type", "type", fmt.Sprintf("unknown type %q: want identify, track, page, screen, group or alias", truncate(typ, 40)))
 		}
 		ev.Type = t
 	}
-	var writeKey string
-	for _, f := range [...]struct {
-		raw  rawField
-		name string
-		dst  *string
-	}{
-		{w.UserID, "userId", &ev.UserID},
-		{w.AnonymousID, "anonymousId", &ev.AnonymousID},
-		{w.MessageID, "messageId", &ev.MessageID},
-		{w.GroupID, "groupId", &ev.GroupID},
-		{w.PreviousID, "previousId", &ev.PreviousID},
-		{w.WriteKey, "writeKey", &writeKey},
-	} {
-		if p := strField(f.raw, f.name, f.dst); p != nil {
-			return Event{}, p
-		}
+	var userID, anonymousID, messageID, groupID, previousID, writeKey string
+	if p := strField(w.UserID, "userId", &userID); p != nil {
+		return Event{}, p
 	}
+	if p := strField(w.AnonymousID, "anonymousId", &anonymousID); p != nil {
+		return Event{}, p
+	}
+	if p := strField(w.MessageID, "messageId", &messageID); p != nil {
+		return Event{}, p
+	}
+	if p := strField(w.GroupID, "groupId", &groupID); p != nil {
+		return Event{}, p
+	}
+	if p := strField(w.PreviousID, "previousId", &previousID); p != nil {
+		return Event{}, p
+	}
+	if p := strField(w.WriteKey, "writeKey", &writeKey); p != nil {
+		return Event{}, p
+	}
+	ev.UserID, ev.AnonymousID, ev.MessageID, ev.GroupID, ev.PreviousID = userID, anonymousID, messageID, groupID, previousID
 	switch ev.Type {
 	case "track":
-		if p := strField(w.Event, "event", &ev.Name); p != nil {
+		var name string
+		if p := strField(w.Event, "event", &name); p != nil {
 			return Event{}, p
 		}
+		ev.Name = name
 		if ev.Name == "" {
 			return pc.fail(raw, "missing_field", "event", "track needs a non-empty event name")
 		}
 	case "page", "screen":
-		if p := strField(w.Name, "name", &ev.Name); p != nil {
+		var name string
+		if p := strField(w.Name, "name", &name); p != nil {
 			return Event{}, p
 		}
+		ev.Name = name
 	case "group":
 		if ev.GroupID == "" {
 			return pc.fail(raw, "missing_field", "groupId", "group needs a groupId")
