@@ -158,13 +158,21 @@ func addDefaults(a *arena, obj, cur []byte, name string, d *defaultMembers) []by
 		return obj
 	}
 	var present uint64
-	_, _ = scanObject(cur, 0, 1, func(key, _ []byte) {
-		for i, k := range d.keys {
-			if bytes.Equal(k, key) {
-				present |= 1 << i
-			}
+	// A key whose quoted form occurs nowhere in the context is missing
+	// from it: most contexts hold none of the defaults, and a search of
+	// the bytes spares them a walk of the whole object.
+	for _, k := range d.keys {
+		if bytes.Contains(cur, k) {
+			_, _ = scanObject(cur, 0, 1, func(key, _ []byte) {
+				for i, k := range d.keys {
+					if bytes.Equal(k, key) {
+						present |= 1 << i
+					}
+				}
+			})
+			break
 		}
-	})
+	}
 	if present == 1<<len(d.keys)-1 {
 		return obj
 	}
