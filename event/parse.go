@@ -47,11 +47,7 @@ type rawField = []byte
 // wireEvent holds the top-level fields of one event that tandem lifts out or
 // checks; everything else stays in the raw bytes untouched. Keys match
 // exactly, as in the Segment spec.
-type wireEvent struct {
-	Type, UserID, AnonymousID, Event, Name, MessageID         rawField
-	Timestamp, OriginalTimestamp, SentAt, GroupID, PreviousID rawField
-	WriteKey, Properties, Traits, Context, Integrations       rawField
-}
+type wireEvent [numWireFields]rawField
 
 // wireField numbers the fields of a [wireEvent].
 type wireField uint8
@@ -116,47 +112,9 @@ func wireFieldOf(key []byte) (wireField, bool) {
 }
 
 func (w *wireEvent) set(key, val []byte) {
-	f, ok := wireFieldOf(key)
-	if !ok {
-		return
+	if f, ok := wireFieldOf(key); ok {
+		w[f] = val
 	}
-	*w.field(f) = val
-}
-
-func (w *wireEvent) field(f wireField) *rawField {
-	switch f {
-	case fType:
-		return &w.Type
-	case fUserID:
-		return &w.UserID
-	case fAnonymousID:
-		return &w.AnonymousID
-	case fEvent:
-		return &w.Event
-	case fName:
-		return &w.Name
-	case fMessageID:
-		return &w.MessageID
-	case fTimestamp:
-		return &w.Timestamp
-	case fOriginalTimestamp:
-		return &w.OriginalTimestamp
-	case fSentAt:
-		return &w.SentAt
-	case fGroupID:
-		return &w.GroupID
-	case fPreviousID:
-		return &w.PreviousID
-	case fWriteKey:
-		return &w.WriteKey
-	case fProperties:
-		return &w.Properties
-	case fTraits:
-		return &w.Traits
-	case fContext:
-		return &w.Context
-	}
-	return &w.Integrations
 }
 
 // span is a part of a body as offset and length: the batch keeps its
@@ -181,8 +139,8 @@ type wireSpans [numWireFields]span
 // resolve returns the wire event whose fields the spans mark in b.
 func (ws *wireSpans) resolve(b []byte) wireEvent {
 	var w wireEvent
-	for f := range numWireFields {
-		*w.field(f) = ws[f].in(b)
+	for f, sp := range ws {
+		w[f] = sp.in(b)
 	}
 	return w
 }
@@ -455,7 +413,7 @@ func ParseSingleContext(typ string, body []byte, receivedAt time.Time, ctxDefaul
 		req.Events = append(req.Events, ev)
 	}
 	// The write key may sit in the body even when the event is invalid.
-	s, ok := jsonString(w.WriteKey)
+	s, ok := jsonString(w[fWriteKey])
 	if !ok {
 		return nil, &RequestError{Status: 400, Code: "invalid_field", Field: "writeKey", Message: "must be a string"}
 	}
@@ -575,11 +533,11 @@ func (pc *parseContext) event(raw []byte, w *wireEvent) (Event, *Problem) {
 	if pc.forcedType != "" {
 		ev.Type = pc.forcedType
 	} else {
-		if isAbsent(w.Type) {
+		if isAbsent(w[fType]) {
 			return pc.fail(raw, "missing_field", "type", "type is required")
 		}
 		var typ string
-		if p := strField(w.Type, "type", &typ); p != nil {
+		if p := strField(w[fType], "type", &typ); p != nil {
 			return Event{}, p
 		}
 		t, known := knownType(typ)
@@ -589,29 +547,29 @@ func (pc *parseContext) event(raw []byte, w *wireEvent) (Event, *Problem) {
 		ev.Type = t
 	}
 	var userID, anonymousID, messageID, groupID, previousID, writeKey string
-	if p := strField(w.UserID, "userId", &userID); p != nil {
+	if p := strField(w[fUserID], "userId", &userID); p != nil {
 		return Event{}, p
 	}
-	if p := strField(w.AnonymousID, "anonymousId", &anonymousID); p != nil {
+	if p := strField(w[fAnonymousID], "anonymousId", &anonymousID); p != nil {
 		return Event{}, p
 	}
-	if p := strField(w.MessageID, "messageId", &messageID); p != nil {
+	if p := strField(w[fMessageID], "messageId", &messageID); p != nil {
 		return Event{}, p
 	}
-	if p := strField(w.GroupID, "groupId", &groupID); p != nil {
+	if p := strField(w[fGroupID], "groupId", &groupID); p != nil {
 		return Event{}, p
 	}
-	if p := strField(w.PreviousID, "previousId", &previousID); p != nil {
+	if p := strField(w[fPreviousID], "previousId", &previousID); p != nil {
 		return Event{}, p
 	}
-	if p := strField(w.WriteKey, "writeKey", &writeKey); p != nil {
+	if p := strField(w[fWriteKey], "writeKey", &writeKey); p != nil {
 		return Event{}, p
 	}
 	ev.UserID, ev.AnonymousID, ev.MessageID, ev.GroupID, ev.PreviousID = userID, anonymousID, messageID, groupID, previousID
 	switch ev.Type {
 	case "track":
 		var name string
-		if p := strField(w.Event, "event", &name); p != nil {
+		if p := strField(w[fEvent], "event", &name); p != nil {
 			return Event{}, p
 		}
 		ev.Name = name
@@ -620,7 +578,7 @@ func (pc *parseContext) event(raw []byte, w *wireEvent) (Event, *Problem) {
 		}
 	case "page", "screen":
 		var name string
-		if p := strField(w.Name, "name", &name); p != nil {
+		if p := strField(w[fName], "name", &name); p != nil {
 			return Event{}, p
 		}
 		ev.Name = name
@@ -639,7 +597,7 @@ func (pc *parseContext) event(raw []byte, w *wireEvent) (Event, *Problem) {
 	for _, f := range [...]struct {
 		raw  rawField
 		name string
-	}{{w.Properties, "properties"}, {w.Traits, "traits"}, {w.Context, "context"}, {w.Integrations, "integrations"}} {
+	}{{w[fProperties], "properties"}, {w[fTraits], "traits"}, {w[fContext], "context"}, {w[fIntegrations], "integrations"}} {
 		if !isAbsent(f.raw) && f.raw[0] != '{' {
 			return pc.fail(raw, "invalid_type", f.name, "must be a JSON object")
 		}
@@ -651,23 +609,23 @@ func (pc *parseContext) event(raw []byte, w *wireEvent) (Event, *Problem) {
 	for _, f := range [...]struct {
 		raw  rawField
 		name string
-	}{{w.Timestamp, "timestamp"}, {w.OriginalTimestamp, "originalTimestamp"}, {w.SentAt, "sentAt"}} {
+	}{{w[fTimestamp], "timestamp"}, {w[fOriginalTimestamp], "originalTimestamp"}, {w[fSentAt], "sentAt"}} {
 		if !isAbsent(f.raw) && f.raw[0] != '"' {
 			return pc.fail(raw, "invalid_type", f.name, "must be an RFC 3339 time string")
 		}
 	}
-	if !isAbsent(w.Timestamp) {
-		if ts, ok = pc.time(w.Timestamp); !ok {
+	if !isAbsent(w[fTimestamp]) {
+		if ts, ok = pc.time(w[fTimestamp]); !ok {
 			return pc.fail(raw, "invalid_timestamp", "timestamp", "not an RFC 3339 time string")
 		}
 	}
-	if !isAbsent(w.OriginalTimestamp) {
-		if ots, ok = pc.time(w.OriginalTimestamp); !ok {
+	if !isAbsent(w[fOriginalTimestamp]) {
+		if ots, ok = pc.time(w[fOriginalTimestamp]); !ok {
 			return pc.fail(raw, "invalid_timestamp", "originalTimestamp", "not an RFC 3339 time string")
 		}
 	}
-	if !isAbsent(w.SentAt) {
-		if ev.SentAt, ok = pc.time(w.SentAt); !ok {
+	if !isAbsent(w[fSentAt]) {
+		if ev.SentAt, ok = pc.time(w[fSentAt]); !ok {
 			return pc.fail(raw, "invalid_timestamp", "sentAt", "not an RFC 3339 time string")
 		}
 	} else {
@@ -693,7 +651,7 @@ func (pc *parseContext) event(raw []byte, w *wireEvent) (Event, *Problem) {
 		ev.MessageID = pc.ids.next()
 	}
 	if pc.ctxDefaults != nil {
-		ev.Raw = addDefaults(pc.out, raw, w.Context, "context", pc.ctxDefaults)
+		ev.Raw = addDefaults(pc.out, raw, w[fContext], "context", pc.ctxDefaults)
 	}
 	return ev, nil
 }
