@@ -563,7 +563,8 @@ func TestWriteReport(t *testing.T) {
 		Flags: reportFlags{options: options{Clients: 16, Batch: 100, Duration: 10 * time.Second}, Duration: "10s", Command: "--clients 16"},
 		Phases: []*PhaseResult{
 			{Name: "tandem", EventsPerSec: 50000, ServerCPUCores: ptr(1.5), LoadgenCPUCores: ptr(0.3), Errors: map[string]int64{"503": 2}},
-			{Name: "sink", EventsPerSec: 200000},
+			{Name: "collect-only", EventsPerSec: 100000, ServerCPUCores: ptr(0.5)},
+			{Name: "sink", EventsPerSec: 200000, ServerCPUCores: ptr(0.4)},
 			{Name: "log", EventsPerSec: 400000, InProcess: true, ServerCPUCores: ptr(1.9)},
 		},
 		Pipeline: &PipelineResult{Samples: 11, StoredPerSec: 45000, LagStart: 0, LagEnd: 3, LagMax: 5, Growing: true},
@@ -572,7 +573,8 @@ func TestWriteReport(t *testing.T) {
 	rep.Ratios = ratios(rep.Phases)
 	var out bytes.Buffer
 	writeText(&out, rep)
-	for _, want := range []string{"tandem ÷ sink:         0.25×", "tandem ÷ log baseline: 0.12×", "503×2", "growing", "1,000,000 events in 20.00 s = 50,000 events/s", "(in-process)"} {
+	for _, want := range []string{"tandem ÷ sink:         0.25×", "tandem ÷ log baseline: 0.12×", "503×2", "growing", "1,000,000 events in 20.00 s = 50,000 events/s", "(in-process)",
+		" 5.00 |", " 2.00 |", "collect-only ÷ sink:   0.40× by server CPU per event"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, out.String())
 		}

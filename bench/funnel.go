@@ -50,6 +50,14 @@ data equal times are rare, so the counts should agree). --compare-embedded
 runs the DuckDB benchmark too, in the same process with the same flags (its
 own generated data: same distributions, not the same rows).
 
+With --ingest-rate R the embedded benchmark appends R events/s into the
+same store while it times the queries (batches every 100 ms through the
+store's Append, as the pipeline writes them; their times lie after the
+queried span, so the answers do not move): analytics while ingesting. The
+store then chooses each query's DuckDB threads as tandem serve does (the
+cores its process left idle, at most --threads); the plain-SQL baseline
+gets --threads.
+
 Each query runs once untimed first (the first read of the new database
 file fills DuckDB's buffers). It reports the best and median times, the funnel's answer (and whether the
 plain SQL gave the same counts), and the process's peak resident memory
@@ -67,7 +75,10 @@ type funnelOptions struct {
 	Window   time.Duration `json:"-"`
 	Runs     int           `json:"runs"`
 	Threads  int           `json:"threads"`
-	Dir      string        `json:"dir,omitempty"`
+	// IngestRate, when > 0, is the events/s appended while the queries
+	// are timed (embedded store only).
+	IngestRate float64 `json:"ingestRate,omitempty"`
+	Dir        string  `json:"dir,omitempty"`
 	// EventsURL is the ClickHouse database to bench, "" for DuckDB.
 	EventsURL       string `json:"eventsUrl,omitempty"`
 	CompareEmbedded bool   `json:"compareEmbedded,omitempty"`
@@ -104,7 +115,9 @@ type FunnelReport struct {
 	Ratio        *float64        `json:"funnelOverPlainSql"` // best over best
 	MedianRatio  *float64        `json:"funnelOverPlainSqlMedian"`
 	PlainSQLText string          `json:"plainSql"`
-	Failures     []string        `json:"failures,omitempty"`
+	// Ingest is what the --ingest-rate appender did while queries ran.
+	Ingest   *IngestFig `json:"ingest,omitempty"`
+	Failures []string   `json:"failures,omitempty"`
 	// ClickHouse is the server's version when the ClickHouse backend was
 	// measured; the baseline is then windowFunnel, and Embedded holds the
 	// DuckDB run of --compare-embedded.
@@ -142,6 +155,7 @@ func funnelMain(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.Window, "window", 7*24*time.Hour, "the funnel's conversion window")
 	fs.IntVar(&o.Runs, "runs", 5, "timed runs of each query")
 	fs.IntVar(&o.Threads, "threads", runtime.NumCPU(), "DuckDB worker threads for the queries (tandem serve runs its store with 1)")
+	fs.Float64Var(&o.IngestRate, "ingest-rate", 0, "events/s appended into the store while the queries are timed (embedded store; 0: none)")
 	fs.StringVar(&o.Dir, "dir", "", "directory for the database (default: a new temporary directory)")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the database afterwards")
 	fs.BoolVar(&o.JSON, "json", false, "print the report as one JSON object")
@@ -163,6 +177,8 @@ func funnelMain(args []string, stdout, stderr io.Writer) int {
 		return usageErr(stderr, cmd, "--runs", "must be positive")
 	case o.Threads < 1:
 		return usageErr(stderr, cmd, "--threads", "must be positive")
+	case o.IngestRate < 0:
+		return usageErr(stderr, cmd, "--ingest-rate", "must not be negative")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -236,15 +252,36 @@ func runFunnelBench(ctx context.Context, o funnelOptions, progress io.Writer) *F
 		return fail(err)
 	}
 	logf("loaded %d events in %.1fs", rep.Stored, rep.LoadSeconds)
-	if _, err := db.ExecContext(ctx, fmt.Sprintf("SET GLOBAL threads = %d", o.Threads)); err != nil {
+	// The store's queries get at most --threads (the store's scheduler
+	// sets them per query and puts back one after, as in tandem serve);
+	// the baseline gets --threads.
+	store.SetQueryThreads(o.Threads)
+	setThreads := func(ctx context.Context) error {
+		_, err := db.ExecContext(ctx, fmt.Sprintf("SET GLOBAL threads = %d", o.Threads))
+		return err
+	}
+	if err := setThreads(ctx); err != nil {
 		return fail(err)
 	}
 
 	plain := func(from, to time.Time) string {
 		return PlainFunnelSQL(benchNames[:4], o.Window.Microseconds(), from, to)
 	}
-	run := func(ctx context.Context, q string) ([]int64, error) { return runPlain(ctx, db, q) }
-	if err := timeQueries(ctx, store.Analytics(), baseline{name: "plain-sql", label: "plain SQL", sql: plain, run: run}, o, rep, logf); err != nil {
+	run := func(ctx context.Context, q string) ([]int64, error) {
+		if err := setThreads(ctx); err != nil {
+			return nil, err
+		}
+		return runPlain(ctx, db, q)
+	}
+	var ing *ingester
+	if o.IngestRate > 0 {
+		ing = startIngest(ctx, store, o, logf)
+	}
+	err = timeQueries(ctx, store.Analytics(), baseline{name: "plain-sql", label: "plain SQL", sql: plain, run: run}, o, rep, logf)
+	if ing != nil {
+		rep.Ingest = ing.stop()
+	}
+	if err != nil {
 		return fail(err)
 	}
 	return rep
@@ -529,6 +566,14 @@ func writeFunnelText(w io.Writer, rep *FunnelReport) {
 		fmt.Fprintf(tw, "%s \t %.3f \t %.3f \t %d \t %s \t\n", q.Name, q.Best, q.Median, len(q.Seconds), rss)
 	}
 	tw.Flush()
+	if ig := rep.Ingest; ig != nil {
+		fmt.Fprintf(w, "\ningest while querying: offered %s events/s, appended %s events/s (%s events in %.1f s; append p99 %.0f ms)",
+			group(ig.Offered), group(ig.EventsPerSec), group(float64(ig.Events)), ig.Seconds, ig.AppendP99Ms)
+		if ig.Error != "" {
+			fmt.Fprintf(w, "; error: %s", ig.Error)
+		}
+		fmt.Fprintln(w)
+	}
 	if rep.Ratio != nil {
 		fmt.Fprintf(w, "\nfunnel / %s: %.2f× (best), %.2f× (median); same counts: %v\n", baseline, *rep.Ratio, *rep.MedianRatio, rep.SameAnswer)
 	}

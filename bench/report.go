@@ -63,6 +63,19 @@ type Ratios struct {
 	// The collection-only node (--pipeline=false) against the same baselines.
 	CollectOverSink *float64 `json:"collectOverSink,omitempty"`
 	CollectOverLog  *float64 `json:"collectOverLog,omitempty"`
+	// The sink's server CPU per event over the collection-only node's: what
+	// the events/s ratio would be if both were bound by CPU alone. On a
+	// machine shared with other work a phase's events/s follow the CPU it
+	// happened to get; its CPU per event much less so.
+	CollectOverSinkByCPU *float64 `json:"collectOverSinkByCpu,omitempty"`
+}
+
+// cpuPerEvent is a phase's server CPU microseconds per accepted event.
+func cpuPerEvent(p *PhaseResult) *float64 {
+	if p == nil || p.ServerCPUCores == nil || p.EventsPerSec == 0 {
+		return nil
+	}
+	return ptr(*p.ServerCPUCores / p.EventsPerSec * 1e6)
 }
 
 // PipelineResult is the pipeline's progress during the tandem phase, from
@@ -106,8 +119,12 @@ func ratios(phases []*PhaseResult) Ratios {
 		}
 		return ptr(pa.EventsPerSec / pb.EventsPerSec)
 	}
-	return Ratios{TandemOverSink: div("tandem", "sink"), TandemOverLog: div("tandem", "log"),
+	r := Ratios{TandemOverSink: div("tandem", "sink"), TandemOverLog: div("tandem", "log"),
 		CollectOverSink: div("collect-only", "sink"), CollectOverLog: div("collect-only", "log")}
+	if c, s := cpuPerEvent(by["collect-only"]), cpuPerEvent(by["sink"]); c != nil && s != nil && *c > 0 {
+		r.CollectOverSinkByCPU = ptr(*s / *c)
+	}
+	return r
 }
 
 func writeJSON(w io.Writer, rep any) error {
@@ -125,7 +142,7 @@ func writeText(w io.Writer, rep *Report) {
 
 	if len(rep.Phases) > 0 {
 		tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.AlignRight|tabwriter.Debug)
-		fmt.Fprintln(tw, "phase \t events/s \t req/s \t p50 ms \t p99 ms \t server CPU cores \t loadgen CPU cores \t errors \t")
+		fmt.Fprintln(tw, "phase \t events/s \t req/s \t p50 ms \t p99 ms \t server CPU cores \t server CPU µs/event \t loadgen CPU cores \t errors \t")
 		for _, p := range rep.Phases {
 			server := cores(p.ServerCPUCores)
 			loadgen := cores(p.LoadgenCPUCores)
@@ -133,8 +150,12 @@ func writeText(w io.Writer, rep *Report) {
 				server += " (in-process)"
 				loadgen = "-"
 			}
-			fmt.Fprintf(tw, "%s \t %s \t %s \t %.1f \t %.1f \t %s \t %s \t %s \t\n", p.Name,
-				group(p.EventsPerSec), group(p.RequestsPerSec), p.P50Ms, p.P99Ms, server, loadgen, errorList(p.Errors))
+			perEvent := "-"
+			if c := cpuPerEvent(p); c != nil {
+				perEvent = fmt.Sprintf("%.2f", *c)
+			}
+			fmt.Fprintf(tw, "%s \t %s \t %s \t %.1f \t %.1f \t %s \t %s \t %s \t %s \t\n", p.Name,
+				group(p.EventsPerSec), group(p.RequestsPerSec), p.P50Ms, p.P99Ms, server, perEvent, loadgen, errorList(p.Errors))
 		}
 		tw.Flush()
 		fmt.Fprintln(w)
@@ -151,6 +172,9 @@ func writeText(w io.Writer, rep *Report) {
 	}
 	if r := rep.Ratios.CollectOverLog; r != nil {
 		fmt.Fprintf(w, "collect-only ÷ log:    %.2f× events/s\n", *r)
+	}
+	if r := rep.Ratios.CollectOverSinkByCPU; r != nil {
+		fmt.Fprintf(w, "collect-only ÷ sink:   %.2f× by server CPU per event (sink's µs/event over collect-only's)\n", *r)
 	}
 	if p := rep.Pipeline; p != nil {
 		if p.Samples >= 2 {

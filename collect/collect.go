@@ -47,6 +47,8 @@ type Sources interface {
 
 // Appender makes a chunk of log entries durable; it is usually an
 // [eventlog.Committer], which groups concurrent requests into one fsync.
+// Append must not keep entries once it has returned: the handler reuses
+// the buffer.
 type Appender interface {
 	Append(ctx context.Context, entries []byte) error
 }
@@ -241,7 +243,12 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request, ep endpoint) in
 		req.Problems[i].SourceID = src.ID
 		req.Problems[i].Raw = event.MinimiseEvent(req.Problems[i].Raw, src.IPPolicy)
 	}
-	chunk := event.AppendEntries(make([]byte, 0, buf.Len()+n*160), src.ID, req.Events, req.Problems)
+	// The appender copies the chunk into its record before it returns, so
+	// the chunk's buffer goes back to the pool with the body's.
+	chunkBuf := h.getBuf()
+	defer h.putBuf(chunkBuf)
+	chunkBuf.Grow(buf.Len() + n*160)
+	chunk := event.AppendEntries(chunkBuf.AvailableBuffer(), src.ID, req.Events, req.Problems)
 	if err := h.opts.Log.Append(ctx, chunk); err != nil {
 		if errors.Is(err, eventlog.ErrOverloaded) {
 			return fail(ErrOverloaded) // nothing was queued

@@ -6,7 +6,9 @@ import "bytes"
 // the members of the object defaults, except those obj's own member name
 // already has (a shallow merge: obj wins). obj and defaults must be valid
 // JSON objects, and obj's member name, if present, an object or null.
-func mergeMember(obj []byte, name string, defaults []byte) []byte {
+//
+// The copy is carved from a (nil: allocated on its own).
+func mergeMember(a *arena, obj []byte, name string, defaults []byte) []byte {
 	quoted := `"` + name + `"`
 	var cur []byte // the member's current value, if any
 	_, _ = scanObject(obj, 0, 1, func(key, val []byte) {
@@ -14,9 +16,9 @@ func mergeMember(obj []byte, name string, defaults []byte) []byte {
 			cur = val
 		}
 	})
-	out := make([]byte, 0, len(obj)+len(defaults)+len(quoted)+2)
 	if cur == nil {
 		// Insert the member first: {"name":defaults, …rest}.
+		out := a.take(len(obj) + len(defaults) + len(quoted) + 2)
 		out = append(out, '{')
 		out = append(out, quoted...)
 		out = append(out, ':')
@@ -24,7 +26,7 @@ func mergeMember(obj []byte, name string, defaults []byte) []byte {
 		if !isEmptyObject(obj) {
 			out = append(out, ',')
 		}
-		return append(out, obj[1:]...)
+		return a.keep(append(out, obj[1:]...))
 	}
 	merged := defaults
 	if cur[0] == '{' {
@@ -32,9 +34,46 @@ func mergeMember(obj []byte, name string, defaults []byte) []byte {
 	}
 	// Splice the merged value where the current one was.
 	start := offset(obj, cur)
+	out := a.take(len(obj) - len(cur) + len(merged))
 	out = append(out, obj[:start]...)
 	out = append(out, merged...)
-	return append(out, obj[start+len(cur):]...)
+	return a.keep(append(out, obj[start+len(cur):]...))
+}
+
+// An arena hands out the rewritten events of one request from shared
+// blocks instead of one allocation each.
+type arena struct {
+	buf   []byte
+	taken int // the room the last take gave
+}
+
+// newArena returns an arena whose first block holds size bytes.
+func newArena(size int) *arena {
+	return &arena{buf: make([]byte, 0, size)}
+}
+
+// take returns an empty slice with room for n bytes. The caller appends at
+// most n bytes to it and passes the result to keep.
+func (a *arena) take(n int) []byte {
+	if a == nil {
+		return make([]byte, 0, n)
+	}
+	if cap(a.buf)-len(a.buf) < n {
+		a.buf = make([]byte, 0, max(n, 2*cap(a.buf), 4096))
+	}
+	a.taken = n
+	l := len(a.buf)
+	return a.buf[l : l : l+n]
+}
+
+// keep marks out, the slice from the last take, as used and returns it.
+func (a *arena) keep(out []byte) []byte {
+	// An append past the room taken moved out elsewhere (its capacity
+	// grew): then the block has nothing to mark.
+	if a != nil && cap(out) == a.taken {
+		a.buf = a.buf[:len(a.buf)+len(out)]
+	}
+	return out[:len(out):len(out)]
 }
 
 // offset is the position of sub, a subslice of b, within b.
@@ -99,10 +138,10 @@ func newDefaultMembers(raw []byte) *defaultMembers {
 // members of d it lacks, for a caller that has scanned obj already: cur is
 // obj's member as found (nil when absent). When nothing is missing, obj
 // itself is returned, not a copy.
-func addDefaults(obj, cur []byte, name string, d *defaultMembers) []byte {
+func addDefaults(a *arena, obj, cur []byte, name string, d *defaultMembers) []byte {
 	if cur == nil {
 		// Insert the member first: {"name":defaults, …rest}.
-		out := make([]byte, 0, len(obj)+len(name)+len(d.raw)+4)
+		out := a.take(len(obj) + len(name) + len(d.raw) + 4)
 		out = append(out, '{', '"')
 		out = append(out, name...)
 		out = append(out, '"', ':')
@@ -110,22 +149,30 @@ func addDefaults(obj, cur []byte, name string, d *defaultMembers) []byte {
 		if !isEmptyObject(obj) {
 			out = append(out, ',')
 		}
-		return append(out, obj[skipSpace(obj, 0)+1:]...)
+		return a.keep(append(out, obj[skipSpace(obj, 0)+1:]...))
 	}
 	if isAbsent(cur) { // null
-		return mergeMember(obj, name, d.raw)
+		return mergeMember(a, obj, name, d.raw)
 	}
 	if cur[0] != '{' || len(d.keys) > 64 {
 		return obj
 	}
 	var present uint64
-	_, _ = scanObject(cur, 0, 1, func(key, _ []byte) {
-		for i, k := range d.keys {
-			if bytes.Equal(k, key) {
-				present |= 1 << i
-			}
+	// A key whose quoted form occurs nowhere in the context is missing
+	// from it: most contexts hold none of the defaults, and a search of
+	// the bytes spares them a walk of the whole object.
+	for _, k := range d.keys {
+		if bytes.Contains(cur, k) {
+			_, _ = scanObject(cur, 0, 1, func(key, _ []byte) {
+				for i, k := range d.keys {
+					if bytes.Equal(k, key) {
+						present |= 1 << i
+					}
+				}
+			})
+			break
 		}
-	})
+	}
 	if present == 1<<len(d.keys)-1 {
 		return obj
 	}
@@ -133,7 +180,7 @@ func addDefaults(obj, cur []byte, name string, d *defaultMembers) []byte {
 	inner := trimSpace(cur)
 	inner = inner[:len(inner)-1] // without its closing brace
 	first := isEmptyObject(cur)
-	out := make([]byte, 0, len(obj)+len(d.raw)+1)
+	out := a.take(len(obj) + len(d.raw) + 1)
 	out = append(out, obj[:start]...)
 	out = append(out, inner...)
 	for i, k := range d.keys {
@@ -149,5 +196,5 @@ func addDefaults(obj, cur []byte, name string, d *defaultMembers) []byte {
 		out = append(out, d.vals[i]...)
 	}
 	out = append(out, '}')
-	return append(out, obj[start+len(cur):]...)
+	return a.keep(append(out, obj[start+len(cur):]...))
 }

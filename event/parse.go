@@ -47,47 +47,102 @@ type rawField = []byte
 // wireEvent holds the top-level fields of one event that tandem lifts out or
 // checks; everything else stays in the raw bytes untouched. Keys match
 // exactly, as in the Segment spec.
-type wireEvent struct {
-	Type, UserID, AnonymousID, Event, Name, MessageID         rawField
-	Timestamp, OriginalTimestamp, SentAt, GroupID, PreviousID rawField
-	WriteKey, Properties, Traits, Context, Integrations       rawField
+type wireEvent [numWireFields]rawField
+
+// wireField numbers the fields of a [wireEvent].
+type wireField uint8
+
+const (
+	fType wireField = iota
+	fUserID
+	fAnonymousID
+	fEvent
+	fName
+	fMessageID
+	fTimestamp
+	fOriginalTimestamp
+	fSentAt
+	fGroupID
+	fPreviousID
+	fWriteKey
+	fProperties
+	fTraits
+	fContext
+	fIntegrations
+	numWireFields
+)
+
+// wireFieldOf is the field a raw key (quotes included) names.
+func wireFieldOf(key []byte) (wireField, bool) {
+	switch string(key) {
+	case `"type"`:
+		return fType, true
+	case `"userId"`:
+		return fUserID, true
+	case `"anonymousId"`:
+		return fAnonymousID, true
+	case `"event"`:
+		return fEvent, true
+	case `"name"`:
+		return fName, true
+	case `"messageId"`:
+		return fMessageID, true
+	case `"timestamp"`:
+		return fTimestamp, true
+	case `"originalTimestamp"`:
+		return fOriginalTimestamp, true
+	case `"sentAt"`:
+		return fSentAt, true
+	case `"groupId"`:
+		return fGroupID, true
+	case `"previousId"`:
+		return fPreviousID, true
+	case `"writeKey"`:
+		return fWriteKey, true
+	case `"properties"`:
+		return fProperties, true
+	case `"traits"`:
+		return fTraits, true
+	case `"context"`:
+		return fContext, true
+	case `"integrations"`:
+		return fIntegrations, true
+	}
+	return 0, false
 }
 
 func (w *wireEvent) set(key, val []byte) {
-	switch string(key) {
-	case `"type"`:
-		w.Type = val
-	case `"userId"`:
-		w.UserID = val
-	case `"anonymousId"`:
-		w.AnonymousID = val
-	case `"event"`:
-		w.Event = val
-	case `"name"`:
-		w.Name = val
-	case `"messageId"`:
-		w.MessageID = val
-	case `"timestamp"`:
-		w.Timestamp = val
-	case `"originalTimestamp"`:
-		w.OriginalTimestamp = val
-	case `"sentAt"`:
-		w.SentAt = val
-	case `"groupId"`:
-		w.GroupID = val
-	case `"previousId"`:
-		w.PreviousID = val
-	case `"writeKey"`:
-		w.WriteKey = val
-	case `"properties"`:
-		w.Properties = val
-	case `"traits"`:
-		w.Traits = val
-	case `"context"`:
-		w.Context = val
-	case `"integrations"`:
-		w.Integrations = val
+	if f, ok := wireFieldOf(key); ok {
+		w[f] = val
 	}
+}
+
+// span is a part of a body as offset and length: the batch keeps its
+// events' fields so, free of pointers, for the garbage collector to skip.
+type span struct{ off, n uint32 }
+
+func spanOf(b, sub []byte) span { return span{uint32(offset(b, sub)), uint32(len(sub))} }
+
+// in is the span's bytes in b; nil for an empty span (an absent field).
+// Its capacity runs to the end of b, as a scanned subslice's does, which
+// [offset] relies on.
+func (s span) in(b []byte) []byte {
+	if s.n == 0 {
+		return nil
+	}
+	return b[s.off : s.off+s.n]
+}
+
+// wireSpans is a [wireEvent] as spans of the body.
+type wireSpans [numWireFields]span
+
+// resolve returns the wire event whose fields the spans mark in b.
+func (ws *wireSpans) resolve(b []byte) wireEvent {
+	var w wireEvent
+	for f, sp := range ws {
+		w[f] = sp.in(b)
+	}
+	return w
 }
 
 // ParseBatch parses a /v1/batch (or /v1/import) body received at receivedAt.
@@ -104,34 +159,15 @@ func ParseBatchContext(body []byte, receivedAt time.Time, ctxDefaults []byte) (*
 	if i >= len(body) || body[i] != '{' {
 		return nil, &RequestError{Status: 400, Code: "invalid_body", Message: "body is not a JSON object"}
 	}
-	var batch, writeKey, sentAt, bctx, bintegrations rawField
-	var items [][]byte
-	var batchErr bool
-	end, err := scanObject(body, i, 1, func(key, val []byte) {
-		switch string(key) {
-		case `"batch"`:
-			batch = val
-			items = items[:0]
-			batchErr = false
-			if val[0] == '[' {
-				if _, err := scanArray(val, 0, 2, func(v []byte) { items = append(items, v) }); err != nil {
-					batchErr = true
-				}
-			}
-		case `"writeKey"`:
-			writeKey = val
-		case `"sentAt"`:
-			sentAt = val
-		case `"context"`:
-			bctx = val
-		case `"integrations"`:
-			bintegrations = val
-		}
-	})
-	if err != nil || batchErr || skipSpace(body, end) != len(body) {
+	// One pass checks the whole body and lifts each event's top-level
+	// fields out as it goes: the events are not scanned again.
+	var top batchFields
+	end, err := top.scan(body, i)
+	if err != nil || skipSpace(body, end) != len(body) {
 		return nil, &RequestError{Status: 400, Code: "invalid_json", Message: "body is not valid JSON"}
 	}
-	wk, ok := jsonString(writeKey)
+	batch, bctx, bintegrations, items := top.batch, top.context, top.integrations, top.events
+	wk, ok := jsonString(top.writeKey)
 	if !ok {
 		return nil, &RequestError{Status: 400, Code: "invalid_field", Field: "writeKey", Message: "must be a string"}
 	}
@@ -141,9 +177,9 @@ func ParseBatchContext(body []byte, receivedAt time.Time, ctxDefaults []byte) (*
 	if batch[0] != '[' {
 		return nil, &RequestError{Status: 400, Code: "invalid_field", Field: "batch", Message: "must be an array of events"}
 	}
-	if len(items) > MaxBatchEvents {
+	if top.count > MaxBatchEvents {
 		return nil, &RequestError{Status: 413, Code: "too_many_events", Field: "batch",
-			Message: fmt.Sprintf("%d events in one request, at most %d allowed", len(items), MaxBatchEvents)}
+			Message: fmt.Sprintf("%d events in one request, at most %d allowed", top.count, MaxBatchEvents)}
 	}
 	for _, f := range []struct {
 		name string
@@ -169,18 +205,33 @@ func ParseBatchContext(body []byte, receivedAt time.Time, ctxDefaults []byte) (*
 		evDefaults = newDefaultMembers(ctxDefaults)
 	}
 	var batchSentAt time.Time
-	if !isAbsent(sentAt) {
-		t, ok := parseTime(sentAt)
+	if !isAbsent(top.sentAt) {
+		t, ok := parseTime(top.sentAt)
 		if !ok {
 			return nil, &RequestError{Status: 400, Code: "invalid_field", Field: "sentAt", Message: "not an RFC 3339 time string"}
 		}
 		batchSentAt = t
 	}
 	req := &Request{WriteKey: wk, Events: make([]Event, 0, len(items))}
-	ids := newIDSource(len(items))
-	for i, raw := range items {
-		prefix := "batch[" + strconv.Itoa(i) + "]"
-		ev, p := parseEvent(raw, "", prefix, batchSentAt, receivedAt, ids, evDefaults)
+	pc := &parseContext{
+		batchSentAt: batchSentAt, receivedAt: receivedAt, ids: newIDSource(len(items)),
+		ctxDefaults: evDefaults, index: -1,
+		// Valid UTF-8 as a whole means valid in every event: the common
+		// case checks once.
+		utf8Checked: utf8.Valid(body),
+		out:         newArena(len(body) + len(items)*(len(ctxDefaults)+len(bctx)+len(bintegrations)+32)),
+		src:         body, srcStr: string(body),
+	}
+	for i := range items {
+		it := &items[i]
+		pc.index = i
+		raw := it.raw.in(body)
+		p := pc.precheck(raw)
+		var ev Event
+		if p == nil {
+			w := it.fields.resolve(body)
+			ev, p = pc.event(raw, &w)
+		}
 		if p != nil {
 			p.Index = i
 			req.Problems = append(req.Problems, *p)
@@ -189,14 +240,145 @@ func ParseBatchContext(body []byte, receivedAt time.Time, ctxDefaults []byte) (*
 		// A batch's context and integrations apply to each of its events;
 		// the event's own keys win.
 		if bctx != nil {
-			ev.Raw = mergeMember(ev.Raw, "context", bctx)
+			ev.Raw = mergeMember(pc.out, ev.Raw, "context", bctx)
 		}
 		if bintegrations != nil {
-			ev.Raw = mergeMember(ev.Raw, "integrations", bintegrations)
+			ev.Raw = mergeMember(pc.out, ev.Raw, "integrations", bintegrations)
 		}
 		req.Events = append(req.Events, ev)
 	}
 	return req, nil
+}
+
+// batchFields are the top-level members of a batch body that tandem reads.
+type batchFields struct {
+	batch, writeKey, sentAt, context, integrations rawField
+	events                                         []batchItem // at most MaxBatchEvents+1
+	count                                          int         // elements of the batch array
+}
+
+// batchItem is one element of the batch array: its bytes and, when it is
+// an object, its top-level fields.
+type batchItem struct {
+	raw    span
+	fields wireSpans
+}
+
+// scan checks the object at b[i] (a batch body) and returns the index just
+// past it. The elements of its "batch" array are scanned once, their
+// fields lifted out on the way; a later "batch" member replaces an earlier
+// one, as the last of duplicate keys wins everywhere else.
+func (f *batchFields) scan(b []byte, i int) (int, error) {
+	const depth = 1
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return i + 1, nil
+	}
+	for {
+		if i >= len(b) || b[i] != '"' {
+			return 0, errSyntax
+		}
+		kEnd, err := scanString(b, i)
+		if err != nil {
+			return 0, err
+		}
+		key := b[i:kEnd]
+		i = skipSpace(b, kEnd)
+		if i >= len(b) || b[i] != ':' {
+			return 0, errSyntax
+		}
+		i = skipSpace(b, i+1)
+		vStart := i
+		if string(key) == `"batch"` && i < len(b) && b[i] == '[' {
+			i, err = f.scanEvents(b, i, depth+1)
+		} else {
+			i, err = scanValue(b, i, depth)
+		}
+		if err != nil {
+			return 0, err
+		}
+		val := b[vStart:i]
+		switch string(key) {
+		case `"batch"`:
+			f.batch = val
+			if val[0] != '[' {
+				f.events, f.count = f.events[:0], 0
+			}
+		case `"writeKey"`:
+			f.writeKey = val
+		case `"sentAt"`:
+			f.sentAt = val
+		case `"context"`:
+			f.context = val
+		case `"integrations"`:
+			f.integrations = val
+		}
+		i = skipSpace(b, i)
+		if i >= len(b) {
+			return 0, errSyntax
+		}
+		if b[i] == '}' {
+			return i + 1, nil
+		}
+		if b[i] != ',' {
+			return 0, errSyntax
+		}
+		i = skipSpace(b, i+1)
+	}
+}
+
+// scanEvents checks the array at b[i], the batch, keeping each element.
+func (f *batchFields) scanEvents(b []byte, i, depth int) (int, error) {
+	if depth > maxDepth {
+		return 0, errSyntax
+	}
+	if f.events == nil {
+		// Bodies are mostly events: a few hundred bytes each.
+		f.events = make([]batchItem, 0, min(len(b)/256+1, MaxBatchEvents+1))
+	}
+	f.events, f.count = f.events[:0], 0
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == ']' {
+		return i + 1, nil
+	}
+	for {
+		start := i
+		var err error
+		f.count++
+		if f.count > MaxBatchEvents+1 {
+			// Too many: the request fails; only count the rest.
+			i, err = scanValue(b, i, depth)
+		} else {
+			f.events = append(f.events, batchItem{})
+			it := &f.events[len(f.events)-1]
+			if i < len(b) && b[i] == '{' {
+				i, err = scanObject(b, i, depth+1, func(key, val []byte) {
+					if f, ok := wireFieldOf(key); ok {
+						it.fields[f] = spanOf(b, val)
+					}
+				})
+			} else {
+				i, err = scanValue(b, i, depth)
+			}
+			if err == nil {
+				it.raw = span{uint32(start), uint32(i - start)}
+			}
+		}
+		if err != nil {
+			return 0, err
+		}
+		i = skipSpace(b, i)
+		if i >= len(b) {
+			return 0, errSyntax
+		}
+		if b[i] == ']' {
+			return i + 1, nil
+		}
+		if b[i] != ',' {
+			return 0, errSyntax
+		}
+		i = skipSpace(b, i+1)
+	}
 }
 
 // ParseSingle parses the body of a single-event endpoint (/v1/track and its
@@ -213,24 +395,25 @@ func ParseSingleContext(typ string, body []byte, receivedAt time.Time, ctxDefaul
 	if len(body) == 0 || body[0] != '{' {
 		return nil, &RequestError{Status: 400, Code: "invalid_body", Message: "body is not a JSON object"}
 	}
-	if !validDocument(body) {
+	var w wireEvent
+	if end, err := scanObject(body, 0, 1, w.set); err != nil || end != len(body) {
 		return nil, &RequestError{Status: 400, Code: "invalid_json", Message: "body is not valid JSON"}
 	}
 	req := &Request{}
-	ev, p := parseEvent(body, typ, "", time.Time{}, receivedAt, newIDSource(1), newDefaultMembers(ctxDefaults))
+	pc := &parseContext{forcedType: typ, receivedAt: receivedAt, ids: newIDSource(1), ctxDefaults: newDefaultMembers(ctxDefaults), index: -1,
+		src: body, srcStr: string(body)}
+	p := pc.precheck(body)
+	var ev Event
+	if p == nil {
+		ev, p = pc.event(body, &w)
+	}
 	if p != nil {
 		req.Problems = append(req.Problems, *p)
 	} else {
 		req.Events = append(req.Events, ev)
 	}
 	// The write key may sit in the body even when the event is invalid.
-	var wk rawField
-	_, _ = scanObject(body, 0, 1, func(key, val []byte) {
-		if string(key) == `"writeKey"` {
-			wk = val
-		}
-	})
-	s, ok := jsonString(wk)
+	s, ok := jsonString(w[fWriteKey])
 	if !ok {
 		return nil, &RequestError{Status: 400, Code: "invalid_field", Field: "writeKey", Message: "must be a string"}
 	}
@@ -253,147 +436,200 @@ func trimSpace(b []byte) []byte {
 // defaultID is used, or a random one if defaultID is empty: a replay passes
 // a stable id so that replaying twice stores one event.
 func ParseEvent(typ string, raw []byte, receivedAt time.Time, defaultID string) (Event, *Problem) {
-	ids := newIDSource(1)
+	pc := &parseContext{forcedType: typ, receivedAt: receivedAt, ids: newIDSource(1), index: -1,
+		src: raw, srcStr: string(raw)}
 	if defaultID != "" {
-		ids.fixed = defaultID
+		pc.ids.fixed = defaultID
 	}
-	return parseEvent(raw, typ, "", time.Time{}, receivedAt, ids, nil)
-}
-
-// parseEvent validates one event. forcedType, when set, is the endpoint's
-// type. ctxDefaults, when not nil, are context members added to a valid
-// event that lacks them. It returns either a valid event or a problem,
-// never both.
-func parseEvent(raw []byte, forcedType, prefix string, batchSentAt, receivedAt time.Time, ids *idSource, ctxDefaults *defaultMembers) (Event, *Problem) {
-	field := func(name string) string {
-		if prefix == "" {
-			return name
-		}
-		if name == "" {
-			return prefix
-		}
-		return prefix + "." + name
-	}
-	fail := func(code, name, msg string) (Event, *Problem) {
-		return Event{}, &Problem{ReceivedAt: receivedAt, Code: code, Field: field(name), Message: msg, Raw: raw, Type: forcedType}
-	}
-	if len(raw) > MaxEventBytes {
-		return fail("too_large", "", fmt.Sprintf("event is %d bytes, at most %d allowed", len(raw), MaxEventBytes))
-	}
-	if len(raw) == 0 || raw[0] != '{' {
-		return fail("invalid_type", "", "event must be a JSON object")
-	}
-	if !utf8.Valid(raw) {
-		return fail("invalid_encoding", "", "event is not valid UTF-8")
+	if p := pc.precheck(raw); p != nil {
+		return Event{}, p
 	}
 	var w wireEvent
-	// Within a request, raw is exactly one member of a validated body; on
-	// its own (ParseEvent: an imported line) it may carry anything after
-	// the object, which is refused rather than stored as part of it.
+	// On its own (an imported line) raw may carry anything after the
+	// object, which is refused rather than stored as part of it.
 	end, err := scanObject(raw, 0, 1, w.set)
 	if err != nil || len(bytes.TrimSpace(raw[end:])) != 0 {
-		return fail("invalid_json", "", "event is not a valid JSON object")
+		return pc.fail(raw, "invalid_json", "", "event is not a valid JSON object")
 	}
-	ev := Event{ReceivedAt: receivedAt, Raw: raw}
+	return pc.event(raw, &w)
+}
+
+// parseContext is what the events of one request share while they are
+// validated.
+type parseContext struct {
+	forcedType  string // the endpoint's type; "" when each event names its own
+	batchSentAt time.Time
+	receivedAt  time.Time
+	ids         *idSource
+	ctxDefaults *defaultMembers // context members added where an event lacks them; nil for none
+	index       int             // the event's position in a batch, -1 outside one
+	utf8Checked bool            // the bytes are known to be valid UTF-8
+	out         *arena          // where events that change are rewritten; nil: allocate each
+	// src is the body the events' fields were scanned from and srcStr its
+	// copy as a string: a field without escapes is a substring of it, so
+	// the events of a request share one allocation for their strings.
+	src    []byte
+	srcStr string
+}
+
+// str decodes the JSON string field r, a subslice of pc.src; absent or
+// null gives "", true.
+func (pc *parseContext) str(r rawField) (string, bool) {
+	if pc.srcStr == "" || isAbsent(r) || r[0] != '"' || bytes.IndexByte(r[1:len(r)-1], '\\') >= 0 {
+		return jsonString(r)
+	}
+	off := offset(pc.src, r)
+	return pc.srcStr[off+1 : off+len(r)-1], true
+}
+
+// field names a field of the current event for a problem.
+func (pc *parseContext) field(name string) string {
+	if pc.index < 0 {
+		return name
+	}
+	prefix := "batch[" + strconv.Itoa(pc.index) + "]"
+	if name == "" {
+		return prefix
+	}
+	return prefix + "." + name
+}
+
+func (pc *parseContext) fail(raw []byte, code, name, msg string) (Event, *Problem) {
+	return Event{}, &Problem{ReceivedAt: pc.receivedAt, Code: code, Field: pc.field(name), Message: msg, Raw: raw, Type: pc.forcedType}
+}
+
+// precheck refuses an event whose bytes cannot be one: too large, not an
+// object, not UTF-8.
+func (pc *parseContext) precheck(raw []byte) *Problem {
+	var p *Problem
+	switch {
+	case len(raw) > MaxEventBytes:
+		_, p = pc.fail(raw, "too_large", "", fmt.Sprintf("event is %d bytes, at most %d allowed", len(raw), MaxEventBytes))
+	case len(raw) == 0 || raw[0] != '{':
+		_, p = pc.fail(raw, "invalid_type", "", "event must be a JSON object")
+	case !pc.utf8Checked && !utf8.Valid(raw):
+		_, p = pc.fail(raw, "invalid_encoding", "", "event is not valid UTF-8")
+	}
+	return p
+}
+
+// event validates one event whose top-level fields w were lifted out of
+// raw, a JSON object that passed [parseContext.precheck]. It returns either
+// a valid event or a problem, never both.
+func (pc *parseContext) event(raw []byte, w *wireEvent) (Event, *Problem) {
+	ev := Event{ReceivedAt: pc.receivedAt, Raw: raw}
 	var ok bool
-	strField := func(r json.RawMessage, name string, dst *string) *Problem {
-		s, good := jsonString(r)
+	// strField decodes a string field (its pointer does not escape, so ev
+	// stays on the stack).
+	strField := func(r rawField, name string, dst *string) *Problem {
+		s, good := pc.str(r)
 		if !good {
-			_, p := fail("invalid_type", name, "must be a string")
+			_, p := pc.fail(raw, "invalid_type", name, "must be a string")
 			return p
 		}
 		*dst = s
 		return nil
 	}
-	if forcedType != "" {
-		ev.Type = forcedType
+	if pc.forcedType != "" {
+		ev.Type = pc.forcedType
 	} else {
-		if isAbsent(w.Type) {
-			return fail("missing_field", "type", "type is required")
+		if isAbsent(w[fType]) {
+			return pc.fail(raw, "missing_field", "type", "type is required")
 		}
-		if p := strField(w.Type, "type", &ev.Type); p != nil {
+		var typ string
+		if p := strField(w[fType], "type", &typ); p != nil {
 			return Event{}, p
 		}
-		if !knownType(ev.Type) {
-			return fail("unknown_type", "type", fmt.Sprintf("unknown type %q: want identify, track, page, screen, group or alias", truncate(ev.Type, 40)))
+		t, known := knownType(typ)
+		if !known {
+			return pc.fail(raw, "unknown_type", "type", fmt.Sprintf("unknown type %q: want identify, track, page, screen, group or alias", truncate(typ, 40)))
 		}
+		ev.Type = t
 	}
-	for _, f := range []struct {
-		raw  rawField
-		name string
-		dst  *string
-	}{
-		{w.UserID, "userId", &ev.UserID},
-		{w.AnonymousID, "anonymousId", &ev.AnonymousID},
-		{w.MessageID, "messageId", &ev.MessageID},
-		{w.GroupID, "groupId", &ev.GroupID},
-		{w.PreviousID, "previousId", &ev.PreviousID},
-		{w.WriteKey, "writeKey", new(string)},
-	} {
-		if p := strField(f.raw, f.name, f.dst); p != nil {
-			return Event{}, p
-		}
+	var userID, anonymousID, messageID, groupID, previousID, writeKey string
+	if p := strField(w[fUserID], "userId", &userID); p != nil {
+		return Event{}, p
 	}
+	if p := strField(w[fAnonymousID], "anonymousId", &anonymousID); p != nil {
+		return Event{}, p
+	}
+	if p := strField(w[fMessageID], "messageId", &messageID); p != nil {
+		return Event{}, p
+	}
+	if p := strField(w[fGroupID], "groupId", &groupID); p != nil {
+		return Event{}, p
+	}
+	if p := strField(w[fPreviousID], "previousId", &previousID); p != nil {
+		return Event{}, p
+	}
+	if p := strField(w[fWriteKey], "writeKey", &writeKey); p != nil {
+		return Event{}, p
+	}
+	ev.UserID, ev.AnonymousID, ev.MessageID, ev.GroupID, ev.PreviousID = userID, anonymousID, messageID, groupID, previousID
 	switch ev.Type {
 	case "track":
-		if p := strField(w.Event, "event", &ev.Name); p != nil {
+		var name string
+		if p := strField(w[fEvent], "event", &name); p != nil {
 			return Event{}, p
 		}
+		ev.Name = name
 		if ev.Name == "" {
-			return fail("missing_field", "event", "track needs a non-empty event name")
+			return pc.fail(raw, "missing_field", "event", "track needs a non-empty event name")
 		}
 	case "page", "screen":
-		if p := strField(w.Name, "name", &ev.Name); p != nil {
+		var name string
+		if p := strField(w[fName], "name", &name); p != nil {
 			return Event{}, p
 		}
+		ev.Name = name
 	case "group":
 		if ev.GroupID == "" {
-			return fail("missing_field", "groupId", "group needs a groupId")
+			return pc.fail(raw, "missing_field", "groupId", "group needs a groupId")
 		}
 	case "alias":
 		if ev.PreviousID == "" {
-			return fail("missing_field", "previousId", "alias needs a previousId")
+			return pc.fail(raw, "missing_field", "previousId", "alias needs a previousId")
 		}
 	}
 	if ev.UserID == "" && ev.AnonymousID == "" {
-		return fail("missing_field", "userId", "userId or anonymousId is required")
+		return pc.fail(raw, "missing_field", "userId", "userId or anonymousId is required")
 	}
-	for _, f := range []struct {
+	for _, f := range [...]struct {
 		raw  rawField
 		name string
-	}{{w.Properties, "properties"}, {w.Traits, "traits"}, {w.Context, "context"}, {w.Integrations, "integrations"}} {
+	}{{w[fProperties], "properties"}, {w[fTraits], "traits"}, {w[fContext], "context"}, {w[fIntegrations], "integrations"}} {
 		if !isAbsent(f.raw) && f.raw[0] != '{' {
-			return fail("invalid_type", f.name, "must be a JSON object")
+			return pc.fail(raw, "invalid_type", f.name, "must be a JSON object")
 		}
 	}
 	if len(ev.MessageID) > 256 {
-		return fail("invalid_field", "messageId", "longer than 256 characters")
+		return pc.fail(raw, "invalid_field", "messageId", "longer than 256 characters")
 	}
 	var ts, ots time.Time
-	for _, f := range []struct {
+	for _, f := range [...]struct {
 		raw  rawField
 		name string
-	}{{w.Timestamp, "timestamp"}, {w.OriginalTimestamp, "originalTimestamp"}, {w.SentAt, "sentAt"}} {
+	}{{w[fTimestamp], "timestamp"}, {w[fOriginalTimestamp], "originalTimestamp"}, {w[fSentAt], "sentAt"}} {
 		if !isAbsent(f.raw) && f.raw[0] != '"' {
-			return fail("invalid_type", f.name, "must be an RFC 3339 time string")
+			return pc.fail(raw, "invalid_type", f.name, "must be an RFC 3339 time string")
 		}
 	}
-	if !isAbsent(w.Timestamp) {
-		if ts, ok = parseTime(w.Timestamp); !ok {
-			return fail("invalid_timestamp", "timestamp", "not an RFC 3339 time string")
+	if !isAbsent(w[fTimestamp]) {
+		if ts, ok = pc.time(w[fTimestamp]); !ok {
+			return pc.fail(raw, "invalid_timestamp", "timestamp", "not an RFC 3339 time string")
 		}
 	}
-	if !isAbsent(w.OriginalTimestamp) {
-		if ots, ok = parseTime(w.OriginalTimestamp); !ok {
-			return fail("invalid_timestamp", "originalTimestamp", "not an RFC 3339 time string")
+	if !isAbsent(w[fOriginalTimestamp]) {
+		if ots, ok = pc.time(w[fOriginalTimestamp]); !ok {
+			return pc.fail(raw, "invalid_timestamp", "originalTimestamp", "not an RFC 3339 time string")
 		}
 	}
-	if !isAbsent(w.SentAt) {
-		if ev.SentAt, ok = parseTime(w.SentAt); !ok {
-			return fail("invalid_timestamp", "sentAt", "not an RFC 3339 time string")
+	if !isAbsent(w[fSentAt]) {
+		if ev.SentAt, ok = pc.time(w[fSentAt]); !ok {
+			return pc.fail(raw, "invalid_timestamp", "sentAt", "not an RFC 3339 time string")
 		}
 	} else {
-		ev.SentAt = batchSentAt
+		ev.SentAt = pc.batchSentAt
 	}
 	// The client's clock reading of when the event happened.
 	client := ts
@@ -403,30 +639,32 @@ func parseEvent(raw []byte, forcedType, prefix string, batchSentAt, receivedAt t
 	ev.OriginalTimestamp = client
 	switch {
 	case client.IsZero():
-		ev.Timestamp = receivedAt
+		ev.Timestamp = pc.receivedAt
 	case !ev.SentAt.IsZero():
 		// The client's clock may be off; sentAt and receivedAt are the same
 		// instant on two clocks, so shift the event time by their difference.
-		ev.Timestamp = receivedAt.Add(-ev.SentAt.Sub(client))
+		ev.Timestamp = pc.receivedAt.Add(-ev.SentAt.Sub(client))
 	default:
 		ev.Timestamp = client
 	}
 	if ev.MessageID == "" {
-		ev.MessageID = ids.next()
+		ev.MessageID = pc.ids.next()
 	}
-	if ctxDefaults != nil {
-		ev.Raw = addDefaults(raw, w.Context, "context", ctxDefaults)
+	if pc.ctxDefaults != nil {
+		ev.Raw = addDefaults(pc.out, raw, w[fContext], "context", pc.ctxDefaults)
 	}
 	return ev, nil
 }
 
-func knownType(t string) bool {
+// knownType returns t as one of [Types] (so that events share the
+// string) and whether it is one.
+func knownType(t string) (string, bool) {
 	for _, k := range Types {
 		if t == k {
-			return true
+			return k, true
 		}
 	}
-	return false
+	return "", false
 }
 
 // isAbsent reports whether a field was missing or JSON null.
@@ -453,8 +691,18 @@ func jsonString(r rawField) (string, bool) {
 	return s, true
 }
 
+// time parses the RFC 3339 time string field r, a subslice of pc.src.
+func (pc *parseContext) time(r rawField) (time.Time, bool) {
+	s, ok := pc.str(r)
+	return parseTimeString(s, ok)
+}
+
 func parseTime(r rawField) (time.Time, bool) {
 	s, ok := jsonString(r)
+	return parseTimeString(s, ok)
+}
+
+func parseTimeString(s string, ok bool) (time.Time, bool) {
 	if !ok || s == "" {
 		return time.Time{}, false
 	}

@@ -1,6 +1,7 @@
 package event
 
 import (
+	"encoding/binary"
 	"errors"
 )
 
@@ -103,10 +104,32 @@ func isHex(c byte) bool {
 	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')
 }
 
+// Bytes with each byte set to one value, for testing 8 bytes at once.
+const (
+	ones  = 0x0101010101010101
+	highs = 0x8080808080808080
+)
+
+// plain8 reports whether none of the 8 bytes in v ends a string or needs a
+// look: no quote, no backslash, no control character.
+func plain8(v uint64) bool {
+	// A byte b is zero iff (b - 1) & ^b has its high bit set, exactly when
+	// asked of the whole word as here; below 0x20 likewise with 0x20.
+	quote := v ^ ('"' * ones)
+	slash := v ^ ('\\' * ones)
+	return ((quote-ones)&^quote|(slash-ones)&^slash|(v-0x20*ones)&^v)&highs == 0
+}
+
 // scanString checks the string starting at the quote b[i].
 func scanString(b []byte, i int) (int, error) {
 	i++
-	for i < len(b) {
+	for {
+		for i+8 <= len(b) && plain8(binary.LittleEndian.Uint64(b[i:])) {
+			i += 8
+		}
+		if i >= len(b) {
+			break
+		}
 		c := b[i]
 		switch {
 		case c == '"':

@@ -18,7 +18,8 @@ func TestValidDocumentAgreesWithStdlib(t *testing.T) {
 }
 
 func FuzzValidDocument(f *testing.F) {
-	for _, s := range []string{`{"a":[1,2.5e3,"x\u0041"],"b":{"c":null,"d":true}}`, `[-0,1E+2]`, `"\\\""`} {
+	for _, s := range []string{`{"a":[1,2.5e3,"x\u0041"],"b":{"c":null,"d":true}}`, `[-0,1E+2]`, `"\\\""`,
+		`["0123456789abcdef\"0123456789","abcdefg\\h","abcdefgh` + "\x1f" + `ij","ééééé","a\u00e9bcdefghijklmnop"]`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -6,10 +6,9 @@
 // It knows no store: the embedded event store (eventstore/duckdb) hands
 // it its database and [Tables] and offers the result as its Analytics
 // (analytics.Provider). Queries run on the store's connection pool and
-// so with its DuckDB settings: `tandem serve` keeps one worker thread for
-// the whole store (measured best for ingest, which shares the machine);
-// `tandem bench funnel` measures with --threads (default: the number of
-// cores).
+// so with its DuckDB settings; the store's [Scheduler] is told of each
+// query, so that it can give queries more worker threads than writes get
+// (eventstore/duckdb gives a query the cores its process left idle).
 package duckdb
 
 import (
@@ -28,8 +27,23 @@ import (
 // SQL path over it.
 type Backend struct {
 	analytics.Engine
-	db *sql.DB
-	t  Tables
+	db    *sql.DB
+	t     Tables
+	sched Scheduler
+}
+
+// A Scheduler is told of each query the backend runs: Begin before it,
+// the returned func once its rows are read.
+type Scheduler interface {
+	Begin(ctx context.Context) (end func())
+}
+
+// begin tells the scheduler, if any, that a query starts.
+func (b *Backend) begin(ctx context.Context) (end func()) {
+	if b.sched == nil {
+		return func() {}
+	}
+	return b.sched.Begin(ctx)
 }
 
 var _ analytics.Backend = (*Backend)(nil)
@@ -46,9 +60,10 @@ type Tables struct {
 	Links  string
 }
 
-// New returns a Backend that reads the tables t of db.
-func New(db *sql.DB, t Tables) *Backend {
-	b := &Backend{db: db, t: t}
+// New returns a Backend that reads the tables t of db and tells sched
+// (nil for none) of its queries.
+func New(db *sql.DB, t Tables, sched Scheduler) *Backend {
+	b := &Backend{db: db, t: t, sched: sched}
 	b.Src = b
 	return b
 }
@@ -186,6 +201,7 @@ func (b *Backend) Scan(ctx context.Context, spec analytics.ScanSpec, fn func(*an
 	if len(spec.Conditions) == 0 || len(spec.Conditions) > maxConditions {
 		return fmt.Errorf("analytics/duckdb: scan takes 1 to %d conditions, not %d", maxConditions, len(spec.Conditions))
 	}
+	defer b.begin(ctx)()
 	linked, err := b.linked(ctx)
 	if err != nil {
 		return fmt.Errorf("analytics/duckdb: scan: %w", err)
@@ -283,6 +299,7 @@ func (b *Backend) Scan(ctx context.Context, spec analytics.ScanSpec, fn func(*an
 // Funnel answers in one SQL query when it can (see FunnelSQL), else
 // through the Go engine.
 func (b *Backend) Funnel(ctx context.Context, fq *analytics.FunnelQuery) (*analytics.FunnelResult, error) {
+	defer b.begin(ctx)()
 	linked, err := b.linked(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("analytics/duckdb: funnel: %w", err)
@@ -439,6 +456,7 @@ func (be *Backend) funnelSQL(fq *analytics.FunnelQuery, linked bool) (string, []
 // stage (a GROUP BY over the stages' events), then every count, quantile
 // and sample over those rows, with the rules of [analytics.JourneyAgg].
 func (b *Backend) Journey(ctx context.Context, jq *analytics.JourneyQuery) (*analytics.JourneyResult, error) {
+	defer b.begin(ctx)()
 	var q query
 	n := len(jq.Stages)
 	var names []string

@@ -9,10 +9,11 @@ import (
 
 // Analytics returns the store's analytics backend (analytics/duckdb) over
 // its events and profile_links tables (see schema.go): the store says
-// which tables the backend reads, so the two change together. It makes
-// the Store an analytics.Provider.
+// which tables the backend reads, so the two change together, and
+// schedules its queries' threads (threads.go). It makes the Store an
+// analytics.Provider.
 func (s *Store) Analytics() analytics.Backend {
-	return adb.New(s.db, adb.Tables{Events: "events", Links: "profile_links"})
+	return adb.New(s.db, adb.Tables{Events: "events", Links: "profile_links"}, s)
 }
 
 var _ analytics.Provider = (*Store)(nil)

@@ -96,6 +96,9 @@ type Store struct {
 	srcMu   sync.RWMutex
 	sources map[string]struct{}
 
+	// threads sets DuckDB's worker threads around queries (threads.go).
+	threads *threadScheduler
+
 	closed atomic.Bool
 
 	// Compaction after erasures (compact.go): erased counts Erase calls
@@ -202,6 +205,7 @@ func open(path string, o openOptions) (*Store, error) {
 	if file != "" {
 		openFiles[file] = true
 	}
+	s.threads = newThreadScheduler(db, processCPU)
 	return s, nil
 }
 
@@ -212,7 +216,8 @@ var (
 )
 
 func (s *Store) init(ctx context.Context) error {
-	// One DuckDB worker thread: inside `tandem serve` the event store
+	// One DuckDB worker thread (queries get more while they run, see
+	// threads.go): inside `tandem serve` the event store
 	// shares the machine with collection, and its extra threads cost more
 	// CPU than they gain. Measured with `tandem bench ingest` on 2 cores:
 	// threads=1 gave 123k events/s collected (p99 45 ms) and 57k/s stored,
@@ -408,6 +413,7 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.keys = nil
+	s.threads.close()
 	err := s.db.Close()
 	if s.file != "" {
 		openFilesMu.Lock()

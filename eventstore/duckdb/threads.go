@@ -1,0 +1,139 @@
+package duckdb
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"math"
+	"runtime"
+	"sync"
+	"time"
+)
+
+// DuckDB's worker threads are one setting for the whole database. Writes
+// want one: inside `tandem serve` the event store shares the machine with
+// collection and the pipeline, and more threads cost them more CPU than
+// they gain (see init). A query wants every core the node is not using.
+// So the store runs with one thread, and a query raises the setting, for
+// as long as it (and any query that joins it) runs, to the cores the
+// process left idle over the last second, at least one and at most
+// QueryThreads: an idle node gives a funnel every core, a node busy
+// ingesting keeps them for ingest.
+
+// sampleEvery is how often the store reads its process's CPU time.
+const sampleEvery = 500 * time.Millisecond
+
+// threadScheduler sets DuckDB's threads around queries.
+type threadScheduler struct {
+	db      *sql.DB
+	cpuTime func() (time.Duration, error) // the process's CPU time so far
+	cores   int                           // the machine's
+
+	mu      sync.Mutex
+	max     int // most threads a query gets
+	active  int // queries running
+	current int // the threads setting now
+
+	// busy is the cores the process used over the last sampleEvery; NaN
+	// while unknown (then a query gets max).
+	busyMu sync.Mutex
+	busy   float64
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+func newThreadScheduler(db *sql.DB, cpuTime func() (time.Duration, error)) *threadScheduler {
+	t := &threadScheduler{db: db, cpuTime: cpuTime, cores: runtime.NumCPU(), max: runtime.NumCPU(), current: 1,
+		busy: math.NaN(), stop: make(chan struct{}), done: make(chan struct{})}
+	go t.sample()
+	return t
+}
+
+func (t *threadScheduler) sample() {
+	defer close(t.done)
+	tick := time.NewTicker(sampleEvery)
+	defer tick.Stop()
+	prevAt := time.Now()
+	prev, prevErr := t.cpuTime()
+	for {
+		select {
+		case <-t.stop:
+			return
+		case now := <-tick.C:
+			cpu, err := t.cpuTime()
+			busy := math.NaN()
+			if err == nil && prevErr == nil {
+				busy = (cpu - prev).Seconds() / now.Sub(prevAt).Seconds()
+			}
+			t.setBusy(busy)
+			prevAt, prev, prevErr = now, cpu, err
+		}
+	}
+}
+
+func (t *threadScheduler) setBusy(b float64) {
+	t.busyMu.Lock()
+	t.busy = b
+	t.busyMu.Unlock()
+}
+
+// threadsFor is the threads a query starting now gets: the cores idle in
+// the process's last sample, rounded, between 1 and max.
+func (t *threadScheduler) threadsFor() int {
+	t.busyMu.Lock()
+	busy := t.busy
+	t.busyMu.Unlock()
+	if math.IsNaN(busy) {
+		return t.max
+	}
+	n := int(math.Round(float64(t.cores) - busy))
+	return min(max(n, 1), t.max)
+}
+
+// begin is called before a query; the returned func after it. The first
+// of overlapping queries sets the threads; the last one puts back one.
+func (t *threadScheduler) begin(ctx context.Context) (end func()) {
+	t.mu.Lock()
+	if t.active == 0 {
+		t.set(ctx, t.threadsFor())
+	}
+	t.active++
+	t.mu.Unlock()
+	return func() {
+		t.mu.Lock()
+		t.active--
+		if t.active == 0 {
+			t.set(context.Background(), 1)
+		}
+		t.mu.Unlock()
+	}
+}
+
+// set changes DuckDB's threads; the caller holds mu. A failure leaves the
+// setting as it was: the query runs all the same.
+func (t *threadScheduler) set(ctx context.Context, n int) {
+	if n == t.current {
+		return
+	}
+	if _, err := t.db.ExecContext(ctx, fmt.Sprintf("SET GLOBAL threads = %d", n)); err == nil {
+		t.current = n
+	}
+}
+
+func (t *threadScheduler) close() {
+	close(t.stop)
+	<-t.done
+}
+
+// Begin is called by the store's analytics backend before each query; the
+// returned func when the query is done (see threads.go).
+func (s *Store) Begin(ctx context.Context) (end func()) { return s.threads.begin(ctx) }
+
+// SetQueryThreads sets the most DuckDB threads a query gets (default: the
+// number of cores); at least 1.
+func (s *Store) SetQueryThreads(n int) {
+	s.threads.mu.Lock()
+	s.threads.max = max(n, 1)
+	s.threads.mu.Unlock()
+}
