@@ -95,23 +95,40 @@ func (c *consumer) Fetch(ctx context.Context, max int, wait time.Duration) ([]ev
 
 	// Nothing: wait for one record. A pull request for one is done as soon
 	// as it is served, so none is left open to take later records.
+	//
+	// The server's expiry of the pull request ends the wait, not a
+	// deadline of the client's: the server may serve the request until it
+	// expires, and a record it sends to a client that has stopped
+	// listening is lost to this reader until the ack wait has passed,
+	// then comes after records appended later (out of order). So the
+	// client listens until the server says the request is over (its
+	// records come before that answer); if the caller gives up first,
+	// what the request still brings is released.
 	cctx, stop := c.log.withConn(ctx)
 	defer stop()
-	wctx, cancel := context.WithTimeout(cctx, wait)
-	defer cancel()
-	batch, err := c.jc.Fetch(1, jsapi.FetchContext(wctx))
+	batch, err := c.jc.Fetch(1, jsapi.FetchMaxWait(wait))
 	if err != nil {
-		if errors.Is(wctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
-			return nil, nil // wait too short to make a pull request
-		}
 		return nil, c.mapErr(ctx, cause(ctx, cctx, err))
 	}
-	msgs, err = c.collect(msgs, batch)
-	if err != nil && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil && cctx.Err() == nil {
-		err = nil // wait is over
+	type collected struct {
+		msgs []eventlog.Message
+		err  error
 	}
+	got := make(chan collected, 1)
+	go func() {
+		m, err := c.collect(nil, batch)
+		got <- collected{m, err}
+	}()
+	var res collected
+	select {
+	case res = <-got:
+	case <-cctx.Done():
+		go func() { c.releaseLate((<-got).msgs) }()
+		return nil, c.mapErr(ctx, cause(ctx, cctx, cctx.Err()))
+	}
+	msgs, err = res.msgs, res.err
 	if len(msgs) == 0 {
-		return nil, c.mapErr(ctx, cause(ctx, cctx, err))
+		return nil, c.mapErr(ctx, err)
 	}
 	// An error after a record arrived shows again on the next call.
 	if max > 1 {
@@ -302,6 +319,29 @@ func (c *consumer) Close() error {
 	defer cancel()
 	_, err := c.release(ctx)
 	return err
+}
+
+// releaseLate releases records a Fetch received after its caller gave up,
+// so that they are delivered again at once, before any record after them.
+func (c *consumer) releaseLate(msgs []eventlog.Message) {
+	if len(msgs) == 0 {
+		return
+	}
+	var replies []string
+	c.mu.Lock()
+	for _, m := range msgs {
+		if r, ok := c.held[m.Seq]; ok {
+			replies = append(replies, r)
+			delete(c.held, m.Seq)
+		}
+	}
+	c.mu.Unlock()
+	if len(replies) == 0 || c.log.closed.Load() {
+		return // released by Close or Log.Close
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.log.timeout)
+	defer cancel()
+	_ = c.send(ctx, replies, releaseBody) // if this fails, the ack wait brings them back
 }
 
 // release marks c closed and releases what it holds; it returns the stream

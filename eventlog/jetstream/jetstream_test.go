@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	jsapi "github.com/nats-io/nats.go/jetstream"
 
 	"tandem/event"
 	"tandem/eventlog"
@@ -496,5 +498,109 @@ func TestExternalDropDuringAppend(t *testing.T) {
 	}
 	if _, err := l.Append(ctx, []byte("three")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// thaw lets through what was held back, and what comes next.
+func (p *proxy) thaw() {
+	p.mu.Lock()
+	select {
+	case <-p.hold:
+	default:
+		close(p.hold)
+	}
+	p.mu.Unlock()
+}
+
+// TestFetchWaitEndsWithServer: a record the server sends in answer to a
+// Fetch's waiting pull request reaches the reader even when it arrives
+// after the wait the caller gave (a slow network, a loaded machine): the
+// wait ends when the server says the request is over, not at a deadline
+// of the client's. A client that stopped listening at its own deadline
+// lost such a record until the ack wait had passed (30s); it then came
+// after later records, out of order.
+func TestFetchWaitEndsWithServer(t *testing.T) {
+	ctx := t.Context()
+	srv := startServer(t, t.TempDir(), 0)
+	defer func() {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	}()
+	p := newProxy(t, srv.Addr().String())
+	reader, err := jetstream.Open(p.url(), jetstream.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	writer, err := jetstream.Open(srv.ClientURL(), jetstream.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer writer.Close()
+	c, err := reader.Consumer(ctx, "reader")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// The consumer's pull requests, seen from the server.
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jsapi.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := js.Consumer(ctx, jetstream.DefaultStream, "reader")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	const wait = 2 * time.Second
+	type result struct {
+		msgs []eventlog.Message
+		err  error
+	}
+	done := make(chan result, 1)
+	start := time.Now()
+	go func() {
+		msgs, err := c.Fetch(ctx, 10, wait)
+		done <- result{msgs, err}
+	}()
+	for {
+		ci, err := info.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ci.NumWaiting > 0 {
+			break // the Fetch waits on the server
+		}
+		if time.Since(start) > wait/2 {
+			t.Fatal("the Fetch's pull request did not reach the server")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// The server answers with a record; the answer reaches the reader
+	// only after the wait it was given.
+	p.freeze()
+	seq, err := writer.Append(ctx, []byte("late"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Until(start.Add(wait + 300*time.Millisecond)))
+	p.thaw()
+
+	res := <-done
+	if res.err != nil {
+		t.Fatalf("Fetch: %v", res.err)
+	}
+	if len(res.msgs) == 0 {
+		// Not lost, at least? Only after the ack wait.
+		again, _ := c.Fetch(ctx, 10, 2*time.Second)
+		t.Fatalf("the record served to the waiting Fetch was not returned (%d records on the next Fetch): it waits for the ack wait and comes after later records", len(again))
+	}
+	if res.msgs[0].Seq != seq || string(res.msgs[0].Data) != "late" {
+		t.Fatalf("Fetch returned seq %d %q, want seq %d \"late\"", res.msgs[0].Seq, res.msgs[0].Data, seq)
 	}
 }
