@@ -7,7 +7,16 @@
 // causes a redelivery that changes nothing: the event store keeps one event
 // per (source, messageId) and the quarantine one entry per (log sequence,
 // position). Later stages (identity, profiles, audiences, destinations) slot
-// in as further steps of [Pipeline.process] under the same rule.
+// in as further steps of [Pipeline.store] under the same rule.
+//
+// [Pipeline.Run] works on three batches at once, each in its own goroutine:
+// while one batch is appended to the event store and acknowledged, the next
+// goes through identity resolution and the other state-store steps, and the
+// one after that is fetched and decoded. Each batch passes the steps in the
+// same order as before (a stored event's key is linked to its profile
+// before the event is stored) and batches pass each step in log order; a
+// batch is acknowledged only after its last step. The state store and the
+// event store then work at the same time, on the two batches.
 package pipeline
 
 import (
@@ -159,6 +168,25 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	lagTick := time.NewTicker(time.Second)
 	defer lagTick.Stop()
 	p.measureLag()
+	// One batch waits between stages at most: memory stays bounded at a
+	// few batches of MaxBytes.
+	decoded := make(chan *batch, 1)
+	resolved := make(chan *batch, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(resolved)
+		for b := range decoded {
+			if p.retry(ctx, b, p.prepare) {
+				resolved <- b
+			}
+		}
+	}()
+	go func() {
+		defer close(done)
+		for b := range resolved {
+			p.retry(ctx, b, p.write)
+		}
+	}()
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		select {
@@ -173,32 +201,53 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			}
 			p.opts.Logger.Warn("pipeline fetch failed", "err", err.Error())
 			sleep(ctx, backoff)
+			backoff = min(2*backoff, 5*time.Second)
 			continue
 		}
+		backoff = 100 * time.Millisecond
 		if len(msgs) == 0 {
 			continue
 		}
-		// Finish the batch even if ctx ends meanwhile. A failed batch (a
-		// store restarting) is retried here, its records still held, for
-		// up to retryInPlace; after that it is left unacked and the log
-		// delivers it again (to this node or another).
-		start := time.Now()
-		for {
-			err := p.process(context.WithoutCancel(ctx), msgs)
-			if err == nil {
-				backoff = 100 * time.Millisecond
-				break
-			}
-			p.opts.Logger.Error("pipeline batch failed; will retry", "err", err.Error())
-			sleep(ctx, backoff)
-			backoff = min(2*backoff, 5*time.Second)
-			if ctx.Err() != nil || time.Since(start) > retryInPlace {
-				break
-			}
+		b := &batch{msgs: msgs, start: time.Now()}
+		if p.retry(ctx, b, p.decode) {
+			// Not selecting on ctx: the later stages finish every batch
+			// handed to them, so a stop loses nothing and repeats nothing.
+			decoded <- b
 		}
 	}
+	close(decoded)
+	<-done
 	p.measureLag()
 	return nil
+}
+
+// batch is one gathered run of log records on its way through the stages.
+type batch struct {
+	msgs   []eventlog.Message
+	chunks [][]event.Event // the valid events, at most MaxEvents per chunk
+	start  time.Time
+}
+
+// retry runs one stage on b, again after a failure (a store restarting),
+// the batch's records still held, for up to retryInPlace; after that it
+// gives up and the batch is left unacked, for the log to deliver again (to
+// this node or another). It reports whether the stage succeeded. The stage
+// runs even if ctx ended meanwhile, so a batch in progress is finished.
+func (p *Pipeline) retry(ctx context.Context, b *batch, stage func(context.Context, *batch) error) bool {
+	start := time.Now()
+	backoff := 100 * time.Millisecond
+	for {
+		err := stage(context.WithoutCancel(ctx), b)
+		if err == nil {
+			return true
+		}
+		p.opts.Logger.Error("pipeline batch failed; will retry", "err", err.Error())
+		sleep(ctx, backoff)
+		backoff = min(2*backoff, 5*time.Second)
+		if ctx.Err() != nil || time.Since(start) > retryInPlace {
+			return false
+		}
+	}
 }
 
 // gather fetches records until MaxBytes of them arrived or Linger passed
@@ -263,22 +312,25 @@ func (p *Pipeline) measureLag() {
 	}
 }
 
-// process handles one fetched run of records: quarantine first (idempotent
-// per record), then events in batches of at most MaxEvents, then the acks.
+// process takes one fetched run of records through every stage, one after
+// the other (Drain's way; Run overlaps the stages of successive batches).
 func (p *Pipeline) process(ctx context.Context, msgs []eventlog.Message) error {
-	start := time.Now()
-	var batch []event.Event
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		if err := p.store(ctx, batch); err != nil {
+	b := &batch{msgs: msgs, start: time.Now()}
+	for _, stage := range []func(context.Context, *batch) error{p.decode, p.prepare, p.write} {
+		if err := stage(ctx, b); err != nil {
 			return err
 		}
-		batch = batch[:0]
-		return nil
 	}
-	for _, m := range msgs {
+	return nil
+}
+
+// decode is the first stage: it decodes b's records, checks their events
+// against the tracking plans, quarantines what failed (idempotent per
+// record) and splits the rest into chunks of at most MaxEvents.
+func (p *Pipeline) decode(ctx context.Context, b *batch) error {
+	b.chunks = b.chunks[:0]
+	var chunk []event.Event
+	for _, m := range b.msgs {
 		events, problems, err := event.DecodeRecord(m.Data)
 		if err != nil {
 			// Never drop: keep the whole record, undecoded, with the reason.
@@ -303,15 +355,39 @@ func (p *Pipeline) process(ctx context.Context, msgs []eventlog.Message) error {
 				p.quarantined.Add(1, pr.Code)
 			}
 		}
-		batch = append(batch, events...)
-		if len(batch) >= p.opts.MaxEvents {
-			if err := flush(); err != nil {
-				return err
-			}
+		if chunk == nil && len(events) <= p.opts.MaxEvents {
+			chunk = events // most records: no copy
+		} else {
+			chunk = append(chunk, events...)
+		}
+		if len(chunk) >= p.opts.MaxEvents {
+			b.chunks = append(b.chunks, chunk)
+			chunk = nil
 		}
 	}
-	if err := flush(); err != nil {
-		return err
+	if len(chunk) > 0 {
+		b.chunks = append(b.chunks, chunk)
+	}
+	return nil
+}
+
+// prepare is the second stage: every state-store step of each chunk.
+func (p *Pipeline) prepare(ctx context.Context, b *batch) error {
+	for _, c := range b.chunks {
+		if err := p.store(ctx, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// write is the last stage: it appends each chunk to the event store, then
+// acknowledges the records.
+func (p *Pipeline) write(ctx context.Context, b *batch) error {
+	for _, c := range b.chunks {
+		if err := p.appendEvents(ctx, c); err != nil {
+			return err
+		}
 	}
 	if f, ok := p.opts.Plans.(interface{ Flush(context.Context) error }); ok {
 		// What the plans noted in this batch (unplanned events flagged),
@@ -320,18 +396,17 @@ func (p *Pipeline) process(ctx context.Context, msgs []eventlog.Message) error {
 			p.opts.Logger.Warn("tracking plan notes not recorded; will retry", "err", err.Error())
 		}
 	}
-	if err := p.consumer.Ack(ctx, msgs...); err != nil {
+	if err := p.consumer.Ack(ctx, b.msgs...); err != nil {
 		// Effects are idempotent: a redelivery after a lost ack is harmless.
 		p.opts.Logger.Warn("pipeline ack failed", "err", err.Error())
 	}
-	p.records.Add(uint64(len(msgs)))
-	p.batchSecs.Observe(time.Since(start).Seconds())
+	p.records.Add(uint64(len(b.msgs)))
+	p.batchSecs.Observe(time.Since(b.start).Seconds())
 	return nil
 }
 
-// store writes a batch to the event store. If the batch as a whole keeps
-// failing, events are tried one by one and those that fail alone go to the
-// quarantine, so one poisonous event cannot block the pipeline.
+// store runs the state-store steps on a chunk of events, before they are
+// appended to the event store ([Pipeline.appendEvents]).
 func (p *Pipeline) store(ctx context.Context, batch []event.Event) error {
 	if p.opts.Identity != nil {
 		// Before the events are stored, so that a stored event's key is
@@ -358,6 +433,13 @@ func (p *Pipeline) store(ctx context.Context, batch []event.Event) error {
 			return fmt.Errorf("pipeline: audiences: %w", err)
 		}
 	}
+	return nil
+}
+
+// appendEvents writes a chunk to the event store. If the chunk as a whole
+// keeps failing, events are tried one by one and those that fail alone go
+// to the quarantine, so one poisonous event cannot block the pipeline.
+func (p *Pipeline) appendEvents(ctx context.Context, batch []event.Event) error {
 	n, err := p.opts.Events.Append(ctx, batch)
 	if err == nil {
 		p.stored.Add(uint64(n))
