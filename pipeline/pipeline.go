@@ -30,6 +30,7 @@ import (
 	"tandem/event"
 	"tandem/eventlog"
 	"tandem/eventstore"
+	"tandem/identity"
 	"tandem/metrics"
 )
 
@@ -45,6 +46,16 @@ type Quarantine interface {
 // idempotently, before the events are stored.
 type Resolver interface {
 	Resolve(ctx context.Context, events []event.Event) error
+}
+
+// ObservingResolver is a [Resolver] whose reading of the events (their
+// identifiers and traits, from each event's JSON) runs apart from the
+// resolution: [Pipeline.Run] observes a batch in its decode stage, on
+// another core than the state-store steps of the batch before.
+type ObservingResolver interface {
+	Resolver
+	Observe(events []event.Event) *identity.Observed
+	ResolveObserved(ctx context.Context, o *identity.Observed) error
 }
 
 // ConsentRecorder records the consent decisions events carry (package
@@ -225,7 +236,10 @@ func (p *Pipeline) Run(ctx context.Context) error {
 type batch struct {
 	msgs   []eventlog.Message
 	chunks [][]event.Event // the valid events, at most MaxEvents per chunk
-	start  time.Time
+	// observed holds each chunk's observation when the resolver is an
+	// ObservingResolver.
+	observed []*identity.Observed
+	start    time.Time
 }
 
 // retry runs one stage on b, again after a failure (a store restarting),
@@ -368,13 +382,23 @@ func (p *Pipeline) decode(ctx context.Context, b *batch) error {
 	if len(chunk) > 0 {
 		b.chunks = append(b.chunks, chunk)
 	}
+	b.observed = b.observed[:0]
+	if o, ok := p.opts.Identity.(ObservingResolver); ok {
+		for _, c := range b.chunks {
+			b.observed = append(b.observed, o.Observe(c))
+		}
+	}
 	return nil
 }
 
 // prepare is the second stage: every state-store step of each chunk.
 func (p *Pipeline) prepare(ctx context.Context, b *batch) error {
-	for _, c := range b.chunks {
-		if err := p.store(ctx, c); err != nil {
+	for i, c := range b.chunks {
+		var ob *identity.Observed
+		if i < len(b.observed) {
+			ob = b.observed[i]
+		}
+		if err := p.store(ctx, c, ob); err != nil {
 			return err
 		}
 	}
@@ -407,11 +431,16 @@ func (p *Pipeline) write(ctx context.Context, b *batch) error {
 
 // store runs the state-store steps on a chunk of events, before they are
 // appended to the event store ([Pipeline.appendEvents]).
-func (p *Pipeline) store(ctx context.Context, batch []event.Event) error {
+// ob, if not nil, is the batch's identity observation.
+func (p *Pipeline) store(ctx context.Context, batch []event.Event, ob *identity.Observed) error {
 	if p.opts.Identity != nil {
 		// Before the events are stored, so that a stored event's key is
 		// already linked to its profile.
-		if err := p.opts.Identity.Resolve(ctx, batch); err != nil {
+		resolve := func() error { return p.opts.Identity.Resolve(ctx, batch) }
+		if o, ok := p.opts.Identity.(ObservingResolver); ok && ob != nil {
+			resolve = func() error { return o.ResolveObserved(ctx, ob) }
+		}
+		if err := resolve(); err != nil {
 			return fmt.Errorf("pipeline: identity: %w", err)
 		}
 	}

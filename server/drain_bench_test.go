@@ -58,7 +58,7 @@ func BenchmarkPipelineDrain(b *testing.B) {
 		// The pipeline's own count of stored events: polling the event
 		// store would take CPU from the drain it measures.
 		for storedCount(b, s) < float64(n) {
-			time.Sleep(10 * time.Millisecond)
+			time.Sleep(20 * time.Millisecond)
 		}
 		total += time.Since(start)
 		cpu += processCPU() - cpu0
