@@ -26,6 +26,8 @@ func (s *Store) Erase(ctx context.Context, keys []string) (int64, error) {
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	s.lmu.Lock()
+	defer s.lmu.Unlock()
 	if s.closed.Load() {
 		return 0, ErrClosed
 	}
