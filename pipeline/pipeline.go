@@ -265,9 +265,32 @@ func (p *Pipeline) retry(ctx context.Context, b *batch, stage func(context.Conte
 }
 
 // gather fetches records until MaxBytes of them arrived or Linger passed
-// since the first one.
+// since the first one; it returns none if none came within Wait.
+//
+// It polls the log (a fetch that takes what is there, then a pause)
+// instead of leaving a waiting request at it: a waiting request that
+// expires just as the log hands it a record loses that record until the
+// log's ack wait (30 s) delivers it again, and on a busy machine, with a
+// fetch always under way beside the other stages, that happened often
+// enough to hold the pipeline's lag at tens of seconds.
 func (p *Pipeline) gather(ctx context.Context) ([]eventlog.Message, error) {
-	msgs, err := p.consumer.Fetch(ctx, p.opts.MaxRecords, p.opts.Wait)
+	var msgs []eventlog.Message
+	for first := time.Now(); ; {
+		var err error
+		if msgs, err = p.consumer.Fetch(ctx, p.opts.MaxRecords, 0); err != nil || len(msgs) > 0 {
+			return p.gatherMore(ctx, msgs, err)
+		}
+		if time.Since(first) >= p.opts.Wait || ctx.Err() != nil {
+			return nil, nil
+		}
+		sleep(ctx, pollInterval)
+	}
+}
+
+// pollInterval is the pause between fetches that found nothing.
+const pollInterval = 20 * time.Millisecond
+
+func (p *Pipeline) gatherMore(ctx context.Context, msgs []eventlog.Message, err error) ([]eventlog.Message, error) {
 	if err != nil || len(msgs) == 0 {
 		return msgs, err
 	}
@@ -281,10 +304,14 @@ func (p *Pipeline) gather(ctx context.Context) ([]eventlog.Message, error) {
 		if wait <= 0 || ctx.Err() != nil {
 			break
 		}
-		more, err := p.consumer.Fetch(ctx, p.opts.MaxRecords, wait)
+		more, err := p.consumer.Fetch(ctx, p.opts.MaxRecords, 0)
 		if err != nil {
 			// What was fetched is processed; the error surfaces next time.
 			break
+		}
+		if len(more) == 0 {
+			sleep(ctx, min(wait, pollInterval))
+			continue
 		}
 		for _, m := range more {
 			size += len(m.Data)
