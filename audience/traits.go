@@ -300,37 +300,63 @@ func (s *Store) Record(ctx context.Context, events []event.Event) error {
 }
 
 // recordStages keeps, per key and stage, the latest event that reached it.
+// A batch's hits are collapsed in memory first (the latest per key and
+// stage, as the upsert would keep it), then written in multi-row upserts:
+// one statement per stageChunk rows instead of one per event.
 func (s *Store) recordStages(ctx context.Context, events []event.Event) error {
 	if len(s.stages) == 0 {
 		return nil
 	}
+	type hitKey struct{ ekey, stage string }
 	type hit struct {
-		stage string
-		e     *event.Event
+		at  int64
+		msg string
 	}
-	var hits []hit
+	hits := map[hitKey]hit{}
 	for i := range events {
 		e := &events[i]
 		if e.Type != "track" || (e.UserID == "" && e.AnonymousID == "") {
 			continue
 		}
 		for _, st := range s.stages {
-			if slices.Contains(st.Events, e.Name) {
-				hits = append(hits, hit{st.Name, e})
+			if !slices.Contains(st.Events, e.Name) {
+				continue
+			}
+			k := hitKey{eventstore.ProfileKey(e.UserID, e.AnonymousID), st.Name}
+			h := hit{e.Timestamp.UnixNano(), strconv.Itoa(len(e.SourceID)) + ":" + e.SourceID + e.MessageID}
+			if old, ok := hits[k]; !ok || h.at > old.at || (h.at == old.at && h.msg > old.msg) {
+				hits[k] = h
 			}
 		}
 	}
 	if len(hits) == 0 {
 		return nil
 	}
+	keys := make([]hitKey, 0, len(hits))
+	for k := range hits {
+		keys = append(keys, k)
+	}
+	// A fixed order: concurrent writers on PostgreSQL lock rows alike.
+	slices.SortFunc(keys, func(a, b hitKey) int {
+		if c := strings.Compare(a.ekey, b.ekey); c != 0 {
+			return c
+		}
+		return strings.Compare(a.stage, b.stage)
+	})
+	const stageChunk = 400
+	one := "(?, ?, ?, ?)"
 	return s.db.Tx(ctx, func(tx *statestore.Tx) error {
-		for _, h := range hits {
-			msg := strconv.Itoa(len(h.e.SourceID)) + ":" + h.e.SourceID + h.e.MessageID
-			if _, err := tx.Exec(ctx, `INSERT INTO audience_stage (ekey, stage, last_at, last_msg) VALUES (?, ?, ?, ?)
+		for start := 0; start < len(keys); start += stageChunk {
+			part := keys[start:min(start+stageChunk, len(keys))]
+			args := make([]any, 0, 4*len(part))
+			for _, k := range part {
+				h := hits[k]
+				args = append(args, k.ekey, k.stage, h.at, h.msg)
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO audience_stage (ekey, stage, last_at, last_msg) VALUES `+strings.Repeat(one+", ", len(part)-1)+one+`
 ON CONFLICT (ekey, stage) DO UPDATE SET
 	last_msg = CASE WHEN excluded.last_at > audience_stage.last_at OR (excluded.last_at = audience_stage.last_at AND excluded.last_msg > audience_stage.last_msg) THEN excluded.last_msg ELSE audience_stage.last_msg END,
-	last_at = CASE WHEN excluded.last_at > audience_stage.last_at THEN excluded.last_at ELSE audience_stage.last_at END`,
-				eventstore.ProfileKey(h.e.UserID, h.e.AnonymousID), h.stage, h.e.Timestamp.UnixNano(), msg); err != nil {
+	last_at = CASE WHEN excluded.last_at > audience_stage.last_at THEN excluded.last_at ELSE audience_stage.last_at END`, args...); err != nil {
 				return err
 			}
 		}

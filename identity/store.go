@@ -366,6 +366,22 @@ func retryable(err error) bool {
 // changed, all in one transaction. Resolving the same events again
 // changes nothing.
 func (s *Store) Resolve(ctx context.Context, events []event.Event) error {
+	return s.ResolveObserved(ctx, s.Observe(events))
+}
+
+// Observed is what a batch of events tells identity resolution, read from
+// the events alone: each distinct set of identifiers with its earliest
+// event, the identifiers' seen times, the traits. Making it reads no store,
+// so the pipeline makes it ahead, on another core, while the batch before
+// is being resolved ([Store.ResolveObserved]).
+type Observed struct {
+	sets   map[setKey]link
+	seen   map[string][2]int64
+	traits map[traitKey]traitVal
+}
+
+// Observe reads a batch of events for [Store.ResolveObserved].
+func (s *Store) Observe(events []event.Event) *Observed {
 	sets := map[setKey]link{}
 	seen := map[string][2]int64{}
 	traits := map[traitKey]traitVal{}
@@ -394,17 +410,26 @@ func (s *Store) Resolve(ctx context.Context, events []event.Event) error {
 			sets[h] = l
 		}
 	}
+	return &Observed{sets: sets, seen: seen, traits: traits}
+}
+
+// ResolveObserved is [Store.Resolve] of the events ob was observed from.
+// ob is not changed: resolving it again (a retry) is fine.
+func (s *Store) ResolveObserved(ctx context.Context, ob *Observed) error {
+	traits := ob.traits
+	// What the caches show stored already needs no write.
+	sets := make(map[setKey]link, len(ob.sets))
 	var pending []link
-	for h, l := range sets {
-		if s.cache.covers(h, l) {
-			delete(sets, h) // nothing to remember anew
-		} else {
+	for h, l := range ob.sets {
+		if !s.cache.covers(h, l) {
+			sets[h] = l
 			pending = append(pending, l)
 		}
 	}
-	for id, r := range seen {
-		if s.seen.covers(id, r) {
-			delete(seen, id)
+	seen := make(map[string][2]int64, len(ob.seen))
+	for id, r := range ob.seen {
+		if !s.seen.covers(id, r) {
+			seen[id] = r
 		}
 	}
 	slices.SortFunc(pending, link.less)

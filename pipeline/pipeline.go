@@ -7,7 +7,16 @@
 // causes a redelivery that changes nothing: the event store keeps one event
 // per (source, messageId) and the quarantine one entry per (log sequence,
 // position). Later stages (identity, profiles, audiences, destinations) slot
-// in as further steps of [Pipeline.process] under the same rule.
+// in as further steps of [Pipeline.store] under the same rule.
+//
+// [Pipeline.Run] works on three batches at once, each in its own goroutine:
+// while one batch is appended to the event store and acknowledged, the next
+// goes through identity resolution and the other state-store steps, and the
+// one after that is fetched and decoded. Each batch passes the steps in the
+// same order as before (a stored event's key is linked to its profile
+// before the event is stored) and batches pass each step in log order; a
+// batch is acknowledged only after its last step. The state store and the
+// event store then work at the same time, on the two batches.
 package pipeline
 
 import (
@@ -16,13 +25,13 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"tandem/event"
 	"tandem/eventlog"
 	"tandem/eventstore"
+	"tandem/identity"
 	"tandem/metrics"
 )
 
@@ -38,6 +47,16 @@ type Quarantine interface {
 // idempotently, before the events are stored.
 type Resolver interface {
 	Resolve(ctx context.Context, events []event.Event) error
+}
+
+// ObservingResolver is a [Resolver] whose reading of the events (their
+// identifiers and traits, from each event's JSON) runs apart from the
+// resolution: [Pipeline.Run] observes a batch in its decode stage, on
+// another core than the state-store steps of the batch before.
+type ObservingResolver interface {
+	Resolver
+	Observe(events []event.Event) *identity.Observed
+	ResolveObserved(ctx context.Context, o *identity.Observed) error
 }
 
 // ConsentRecorder records the consent decisions events carry (package
@@ -106,8 +125,9 @@ type Pipeline struct {
 	opts     Options
 	consumer eventlog.Consumer
 	lag      atomic.Int64
-	// busy is held while a batch is processed (see Barrier).
-	busy sync.Mutex
+	// begun and ended count the batches that entered the first stage and
+	// those that left the pipeline (see Barrier).
+	begun, ended atomic.Uint64
 
 	stored      *metrics.Counter
 	duplicates  *metrics.Counter
@@ -174,6 +194,28 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	lagTick := time.NewTicker(time.Second)
 	defer lagTick.Stop()
 	p.measureLag()
+	// One batch waits between stages at most: memory stays bounded at a
+	// few batches of MaxBytes.
+	decoded := make(chan *batch, 1)
+	resolved := make(chan *batch, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(resolved)
+		for b := range decoded {
+			if p.retry(ctx, b, p.prepare) {
+				resolved <- b
+			} else {
+				p.ended.Add(1)
+			}
+		}
+	}()
+	go func() {
+		defer close(done)
+		for b := range resolved {
+			p.retry(ctx, b, p.write)
+			p.ended.Add(1)
+		}
+	}()
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		select {
@@ -188,38 +230,88 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			}
 			p.opts.Logger.Warn("pipeline fetch failed", "err", err.Error())
 			sleep(ctx, backoff)
+			backoff = min(2*backoff, 5*time.Second)
 			continue
 		}
+		backoff = 100 * time.Millisecond
 		if len(msgs) == 0 {
 			continue
 		}
-		// Finish the batch even if ctx ends meanwhile. A failed batch (a
-		// store restarting) is retried here, its records still held, for
-		// up to retryInPlace; after that it is left unacked and the log
-		// delivers it again (to this node or another).
-		start := time.Now()
-		for {
-			err := p.process(context.WithoutCancel(ctx), msgs)
-			if err == nil {
-				backoff = 100 * time.Millisecond
-				break
-			}
-			p.opts.Logger.Error("pipeline batch failed; will retry", "err", err.Error())
-			sleep(ctx, backoff)
-			backoff = min(2*backoff, 5*time.Second)
-			if ctx.Err() != nil || time.Since(start) > retryInPlace {
-				break
-			}
+		b := &batch{msgs: msgs, start: time.Now()}
+		p.begun.Add(1)
+		if !p.retry(ctx, b, p.decode) {
+			p.ended.Add(1)
+		} else {
+			// Not selecting on ctx: the later stages finish every batch
+			// handed to them, so a stop loses nothing and repeats nothing.
+			decoded <- b
 		}
 	}
+	close(decoded)
+	<-done
 	p.measureLag()
 	return nil
 }
 
+// batch is one gathered run of log records on its way through the stages.
+type batch struct {
+	msgs   []eventlog.Message
+	chunks [][]event.Event // the valid events, at most MaxEvents per chunk
+	// observed holds each chunk's observation when the resolver is an
+	// ObservingResolver.
+	observed []*identity.Observed
+	start    time.Time
+}
+
+// retry runs one stage on b, again after a failure (a store restarting),
+// the batch's records still held, for up to retryInPlace; after that it
+// gives up and the batch is left unacked, for the log to deliver again (to
+// this node or another). It reports whether the stage succeeded. The stage
+// runs even if ctx ended meanwhile, so a batch in progress is finished.
+func (p *Pipeline) retry(ctx context.Context, b *batch, stage func(context.Context, *batch) error) bool {
+	start := time.Now()
+	backoff := 100 * time.Millisecond
+	for {
+		err := stage(context.WithoutCancel(ctx), b)
+		if err == nil {
+			return true
+		}
+		p.opts.Logger.Error("pipeline batch failed; will retry", "err", err.Error())
+		sleep(ctx, backoff)
+		backoff = min(2*backoff, 5*time.Second)
+		if ctx.Err() != nil || time.Since(start) > retryInPlace {
+			return false
+		}
+	}
+}
+
 // gather fetches records until MaxBytes of them arrived or Linger passed
-// since the first one.
+// since the first one; it returns none if none came within Wait.
+//
+// It polls the log (a fetch that takes what is there, then a pause)
+// instead of leaving a waiting request at it: a waiting request that
+// expires just as the log hands it a record loses that record until the
+// log's ack wait (30 s) delivers it again, and on a busy machine, with a
+// fetch always under way beside the other stages, that happened often
+// enough to hold the pipeline's lag at tens of seconds.
 func (p *Pipeline) gather(ctx context.Context) ([]eventlog.Message, error) {
-	msgs, err := p.consumer.Fetch(ctx, p.opts.MaxRecords, p.opts.Wait)
+	var msgs []eventlog.Message
+	for first := time.Now(); ; {
+		var err error
+		if msgs, err = p.consumer.Fetch(ctx, p.opts.MaxRecords, 0); err != nil || len(msgs) > 0 {
+			return p.gatherMore(ctx, msgs, err)
+		}
+		if time.Since(first) >= p.opts.Wait || ctx.Err() != nil {
+			return nil, nil
+		}
+		sleep(ctx, pollInterval)
+	}
+}
+
+// pollInterval is the pause between fetches that found nothing.
+const pollInterval = 20 * time.Millisecond
+
+func (p *Pipeline) gatherMore(ctx context.Context, msgs []eventlog.Message, err error) ([]eventlog.Message, error) {
 	if err != nil || len(msgs) == 0 {
 		return msgs, err
 	}
@@ -233,10 +325,14 @@ func (p *Pipeline) gather(ctx context.Context) ([]eventlog.Message, error) {
 		if wait <= 0 || ctx.Err() != nil {
 			break
 		}
-		more, err := p.consumer.Fetch(ctx, p.opts.MaxRecords, wait)
+		more, err := p.consumer.Fetch(ctx, p.opts.MaxRecords, 0)
 		if err != nil {
 			// What was fetched is processed; the error surfaces next time.
 			break
+		}
+		if len(more) == 0 {
+			sleep(ctx, min(wait, pollInterval))
+			continue
 		}
 		for _, m := range more {
 			size += len(m.Data)
@@ -278,43 +374,45 @@ func (p *Pipeline) measureLag() {
 	}
 }
 
-// Barrier waits until the batch being processed, if any, is done: the
-// batches after it see what was true when Barrier was called (an erasure
-// calls it after adding to the suppression list, so that no batch that
-// missed the list writes after the erasure's deletions).
+// Barrier waits until every batch begun before it is done (written, or
+// given up and left for the log to deliver again): the batches after it
+// see what was true when Barrier was called (an erasure calls it after
+// adding to the suppression list, so that no batch that missed the list
+// writes after the erasure's deletions). With the stages overlapping, up
+// to three batches may be in flight.
 func (p *Pipeline) Barrier(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() {
-		p.busy.Lock()
-		p.busy.Unlock() //nolint:staticcheck // an empty critical section: waiting is the point
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+	target := p.begun.Load()
+	for p.ended.Load() < target {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
 	}
+	return nil
 }
 
-// process handles one fetched run of records: quarantine first (idempotent
-// per record), then events in batches of at most MaxEvents, then the acks.
+// process takes one fetched run of records through every stage, one after
+// the other (Drain's way; Run overlaps the stages of successive batches).
 func (p *Pipeline) process(ctx context.Context, msgs []eventlog.Message) error {
-	p.busy.Lock()
-	defer p.busy.Unlock()
-	start := time.Now()
-	var batch []event.Event
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		if err := p.store(ctx, batch); err != nil {
+	b := &batch{msgs: msgs, start: time.Now()}
+	p.begun.Add(1)
+	defer p.ended.Add(1)
+	for _, stage := range []func(context.Context, *batch) error{p.decode, p.prepare, p.write} {
+		if err := stage(ctx, b); err != nil {
 			return err
 		}
-		batch = batch[:0]
-		return nil
 	}
-	for _, m := range msgs {
+	return nil
+}
+
+// decode is the first stage: it decodes b's records, checks their events
+// against the tracking plans, quarantines what failed (idempotent per
+// record) and splits the rest into chunks of at most MaxEvents.
+func (p *Pipeline) decode(ctx context.Context, b *batch) error {
+	b.chunks = b.chunks[:0]
+	var chunk []event.Event
+	for _, m := range b.msgs {
 		events, problems, done, err := event.DecodeRecordDone(m.Data)
 		if err != nil {
 			// Never drop: keep the whole record, undecoded, with the reason.
@@ -347,15 +445,49 @@ func (p *Pipeline) process(ctx context.Context, msgs []eventlog.Message) error {
 				p.quarantined.Add(1, pr.Code)
 			}
 		}
-		batch = append(batch, events...)
-		if len(batch) >= p.opts.MaxEvents {
-			if err := flush(); err != nil {
-				return err
-			}
+		if chunk == nil && len(events) <= p.opts.MaxEvents {
+			chunk = events // most records: no copy
+		} else {
+			chunk = append(chunk, events...)
+		}
+		if len(chunk) >= p.opts.MaxEvents {
+			b.chunks = append(b.chunks, chunk)
+			chunk = nil
 		}
 	}
-	if err := flush(); err != nil {
-		return err
+	if len(chunk) > 0 {
+		b.chunks = append(b.chunks, chunk)
+	}
+	b.observed = b.observed[:0]
+	if o, ok := p.opts.Identity.(ObservingResolver); ok {
+		for _, c := range b.chunks {
+			b.observed = append(b.observed, o.Observe(c))
+		}
+	}
+	return nil
+}
+
+// prepare is the second stage: every state-store step of each chunk.
+func (p *Pipeline) prepare(ctx context.Context, b *batch) error {
+	for i, c := range b.chunks {
+		var ob *identity.Observed
+		if i < len(b.observed) {
+			ob = b.observed[i]
+		}
+		if err := p.store(ctx, c, ob); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// write is the last stage: it appends each chunk to the event store, then
+// acknowledges the records.
+func (p *Pipeline) write(ctx context.Context, b *batch) error {
+	for _, c := range b.chunks {
+		if err := p.appendEvents(ctx, c); err != nil {
+			return err
+		}
 	}
 	if f, ok := p.opts.Plans.(interface{ Flush(context.Context) error }); ok {
 		// What the plans noted in this batch (unplanned events flagged),
@@ -364,12 +496,12 @@ func (p *Pipeline) process(ctx context.Context, msgs []eventlog.Message) error {
 			p.opts.Logger.Warn("tracking plan notes not recorded; will retry", "err", err.Error())
 		}
 	}
-	if err := p.consumer.Ack(ctx, msgs...); err != nil {
+	if err := p.consumer.Ack(ctx, b.msgs...); err != nil {
 		// Effects are idempotent: a redelivery after a lost ack is harmless.
 		p.opts.Logger.Warn("pipeline ack failed", "err", err.Error())
 	}
-	p.records.Add(uint64(len(msgs)))
-	p.batchSecs.Observe(time.Since(start).Seconds())
+	p.records.Add(uint64(len(b.msgs)))
+	p.batchSecs.Observe(time.Since(b.start).Seconds())
 	return nil
 }
 
@@ -384,14 +516,18 @@ func (p *Pipeline) suppress(events []event.Event, problems []event.Problem) ([]e
 	return events, problems
 }
 
-// store writes a batch to the event store. If the batch as a whole keeps
-// failing, events are tried one by one and those that fail alone go to the
-// quarantine, so one poisonous event cannot block the pipeline.
-func (p *Pipeline) store(ctx context.Context, batch []event.Event) error {
+// store runs the state-store steps on a chunk of events, before they are
+// appended to the event store ([Pipeline.appendEvents]).
+// ob, if not nil, is the batch's identity observation.
+func (p *Pipeline) store(ctx context.Context, batch []event.Event, ob *identity.Observed) error {
 	if p.opts.Identity != nil {
 		// Before the events are stored, so that a stored event's key is
 		// already linked to its profile.
-		if err := p.opts.Identity.Resolve(ctx, batch); err != nil {
+		resolve := func() error { return p.opts.Identity.Resolve(ctx, batch) }
+		if o, ok := p.opts.Identity.(ObservingResolver); ok && ob != nil {
+			resolve = func() error { return o.ResolveObserved(ctx, ob) }
+		}
+		if err := resolve(); err != nil {
 			return fmt.Errorf("pipeline: identity: %w", err)
 		}
 	}
@@ -413,6 +549,13 @@ func (p *Pipeline) store(ctx context.Context, batch []event.Event) error {
 			return fmt.Errorf("pipeline: audiences: %w", err)
 		}
 	}
+	return nil
+}
+
+// appendEvents writes a chunk to the event store. If the chunk as a whole
+// keeps failing, events are tried one by one and those that fail alone go
+// to the quarantine, so one poisonous event cannot block the pipeline.
+func (p *Pipeline) appendEvents(ctx context.Context, batch []event.Event) error {
 	n, err := p.opts.Events.Append(ctx, batch)
 	if err == nil {
 		p.stored.Add(uint64(n))

@@ -62,6 +62,8 @@ func (s *Store) compactAfter(ctx context.Context, gen uint64) error {
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	s.lmu.Lock() // profile links are written under lmu alone
+	defer s.lmu.Unlock()
 	if s.closed.Load() {
 		return ErrClosed
 	}
@@ -74,7 +76,7 @@ func (s *Store) compactAfter(ctx context.Context, gen uint64) error {
 }
 
 // compact replaces the database file by a copy of its live rows. The
-// caller holds wmu. An in-memory store has nothing to compact.
+// caller holds wmu and lmu. An in-memory store has nothing to compact.
 func (s *Store) compact(ctx context.Context) error {
 	if s.file == "" {
 		return nil

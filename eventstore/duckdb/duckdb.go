@@ -74,8 +74,14 @@ type Store struct {
 	db   *sql.DB
 	file string // absolute path of the database file; "" in memory
 
-	// wmu serializes writers: Append, and Close against Append.
+	// wmu serializes writers of events: Append, and Close against Append.
 	wmu sync.Mutex
+	// lmu serializes writers of profile_links (LinkProfiles), apart from
+	// wmu: identity's links of one pipeline batch are written while the
+	// events of the batch before are appended, each in its own DuckDB
+	// transaction on its own table. Who takes both (Close, Erase) takes
+	// wmu first.
+	lmu sync.Mutex
 	// keys holds a fingerprint of every stored (source_id, message_id);
 	// guarded by wmu.
 	keys *fpSet
@@ -409,6 +415,8 @@ func (s *Store) Ping(ctx context.Context) error {
 func (s *Store) Close() error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	s.lmu.Lock()
+	defer s.lmu.Unlock()
 	if s.closed.Swap(true) {
 		return nil
 	}

@@ -43,6 +43,8 @@ func (s *Store) delete(ctx context.Context, keys []string) (n int64, err error) 
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	s.lmu.Lock()
+	defer s.lmu.Unlock()
 	if s.closed.Load() {
 		return 0, ErrClosed
 	}

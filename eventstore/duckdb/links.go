@@ -40,8 +40,8 @@ func (s *Store) LinkProfiles(ctx context.Context, links []eventstore.ProfileLink
 			profiles = append(profiles, p)
 		}
 	}
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
+	s.lmu.Lock() // not wmu: links need not wait for an Append (see lmu)
+	defer s.lmu.Unlock()
 	if s.closed.Load() {
 		return ErrClosed
 	}
