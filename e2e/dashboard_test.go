@@ -605,7 +605,7 @@ func TestDashboard(t *testing.T) {
 		from := time.Date(at.Year(), at.Month(), at.Day(), 0, 0, 0, 0, time.UTC).AddDate(0, 0, -2)
 		to := from.AddDate(0, 0, 30)
 		b.must(b.do(10*time.Second, chromedp.Navigate(s.url+"/#/attribution"), chromedp.WaitVisible(chromedp.CSS("#a-event")),
-			chromedp.SetValue(chromedp.CSS("#a-event"), ""), chromedp.SendKeys(chromedp.CSS("#a-event"), "Plan Purchased"),
+			chromedp.SetValue(chromedp.CSS("#a-event"), "Plan Purchased"),
 			chromedp.SetValue(chromedp.CSS("#a-value"), "amount"),
 			chromedp.SetValue(chromedp.CSS("#a-from"), from.Format("2006-01-02")),
 			chromedp.SetValue(chromedp.CSS("#a-to"), to.Format("2006-01-02"))), "fill the attribution form")
