@@ -4,7 +4,7 @@
 // cost, conversions, value, cost per conversion, return on spend, and
 // the tools that earn nothing, for review. Each part is left out where
 // this tandem's API does not describe its endpoint.
-import { set, api, h, problem, panel, fmt, busy, announce, apiHas } from "./core.js";
+import { set, api, h, problem, panel, fmt, busy, announce, apiAccess, forbiddenNote } from "./core.js";
 import { chart, axis, INK, BLUE, ORANGE, GREEN } from "./charts.js";
 
 const DAY = 86400000;
@@ -63,18 +63,21 @@ export function attributionPage(el) {
   set(credits, h("p", { class: "muted" }, "Pick the conversion and press Attribute."));
   set(roi, h("p", { class: "muted" }, "Each tool's catalogue cost against the conversions and value credited to it."));
 
-  // Leave out what this tandem's API does not describe.
-  const has = Promise.all([apiHas("POST", "/analytics/attribution"), apiHas("GET", "/analytics/roi")]);
-  has.then(([a, r]) => {
-    creditsPanel.hidden = !a;
-    roiPanel.hidden = !r;
-    if (!a && !r) el.append(h("p", { class: "notice", id: "a-missing" }, "This version of tandem has no attribution."));
+  // Leave out what this tandem's API does not describe; say so where the
+  // role may not use it.
+  const has = Promise.all([apiAccess("POST", "/analytics/attribution"), apiAccess("GET", "/analytics/roi")]).then((parts) => {
+    [[parts[0], creditsPanel, credits, "Attribution"], [parts[1], roiPanel, roi, "The cost-and-return report"]].forEach(([a, section, out, what]) => {
+      section.hidden = a.state === "missing";
+      if (a.state === "forbidden") set(out, forbiddenNote(what, a.need));
+    });
+    if (parts.every((a) => a.state === "missing")) el.append(h("p", { class: "notice", id: "a-missing" }, "This version of tandem has no attribution."));
+    return parts.map((a) => a.state === "allowed");
   });
 
   async function run() {
     const [hasAttribution, hasROI] = await has;
     const models = checks.filter((c) => c.checked).map((c) => c.value);
-    if (!models.length) { set(credits, h("div", { class: "error", role: "alert" }, "Pick at least one model.")); return; }
+    if (!models.length) { set(credits, h("div", { class: "error", role: "alert" }, "Pick at least one model.")); checks[0].focus(); return; }
     const span = { from: new Date(from.value + "T00:00:00Z").toISOString(), to: new Date(to.value + "T00:00:00Z").toISOString() };
     const conversion = { event: event.value.trim() };
     if (value.value.trim()) conversion.value = value.value.trim();
