@@ -692,7 +692,7 @@ func TestDashboard(t *testing.T) {
 			{"#/funnels", `!!document.querySelector("#event-names option")`},
 			// The attribution page is scanned with its results (the
 			// condition runs it once).
-			{"#/attribution", `(document.getElementById("attribution-form") && !window.attributionRan && (window.attributionRan = true, document.querySelector('#attribution-form button[type="submit"]').click()), !!document.getElementById("roi-summary") && !!document.getElementById("credits-summary"))`},
+			{"#/attribution", `(document.getElementById("attribution-form") && !window.attributionRan && (window.attributionRan = true, document.querySelector('#attribution-form button[type="submit"]').click()), !!document.querySelector("#roi-out .chart canvas") && !!document.querySelector("#credits-out .chart canvas"))`},
 			{"#/experiments", `!!document.querySelector('#experiments-table tr[data-experiment="hero-2026"]')`},
 			{"#/stack", `!!document.querySelector("#tools-table tr[data-tool]") && !!document.querySelector("#flows .chart canvas")`},
 			{"#/privacy", `!!document.querySelector("#rates-table tr[data-purpose]")`},

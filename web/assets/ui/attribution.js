@@ -24,6 +24,7 @@ const modelName = (id) => (MODELS.find((m) => m.id === id) || { name: id }).name
 
 // share is an attributed number of conversions (to millionths).
 const share = (x) => (x === null || x === undefined ? "–" : Number(x).toLocaleString("en-GB", { maximumFractionDigits: 6 }));
+const conversions = (n) => `${fmt.int(n)} conversion${Number(n) === 1 ? "" : "s"}`;
 const ratio = (x) => (x === null || x === undefined ? "–" : Number(x).toLocaleString("en-GB", { minimumFractionDigits: 2, maximumFractionDigits: 4 }));
 
 export function attributionPage(el) {
@@ -111,7 +112,7 @@ function creditsView(res) {
   for (const m of models) for (const c of m.credits || []) if (!keys.includes(c.key)) keys.push(c.key);
   const cell = (m, k) => (m.credits || []).find((c) => c.key === k);
   const summary = h("p", { id: "credits-summary" },
-    `${fmt.int(res.conversions)} conversions worth ${fmt.money(res.value)} by ${res.by}`,
+    `${conversions(res.conversions)} worth ${fmt.money(res.value)} by ${res.by}`,
     res.noTouch ? `; ${fmt.int(res.noTouch)} with no touch in the lookback (credited to “(none)”)` : "", ".");
   if (!keys.length) return h("div", {}, summary, h("p", { class: "muted" }, "No conversion in this range."));
   const label = `Credited ${what} by ${res.by} per model: ` + models.map((m) => `${modelName(m.model)}: ` +
@@ -148,7 +149,7 @@ function roiView(res) {
   const tools = res.tools || [];
   const summary = h("p", { id: "roi-summary" },
     `${modelName(res.model)} model, conversion “${res.conversion.event}”${res.conversion.value ? ` valued by “${res.conversion.value}”` : ""}: ` +
-    `${fmt.int(res.conversions)} conversions worth ${fmt.money(res.value)}; the catalogue's tools cost ${fmt.money(res.cost)} over the range, ` +
+    `${conversions(res.conversions)} worth ${fmt.money(res.value)}; the catalogue's tools cost ${fmt.money(res.cost)} over the range, ` +
     `${fmt.money(res.unallocatedCost)} of it for tools that earned nothing.`);
   const name = (t) => t.name || t.tool;
   const label = "Cost and credited value per tool: " + tools.map((t) => `${name(t)} cost ${fmt.money(t.cost)}, value ${fmt.money(t.value)}`).join("; ");
