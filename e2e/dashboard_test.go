@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -240,6 +241,45 @@ func TestDashboard(t *testing.T) {
 		t.Fatalf("batch breaking the plan: %d %s %v", status, resp, err)
 	}
 
+	// Attribution: a web shop source (121.75 a month, four average
+	// months of 30.4375 days: 120.00 over a 30-day range) through which
+	// two customers touch and buy a plan. Pat clicks a paid-search ad,
+	// comes back two days later from Bing (organic search) and buys for
+	// 150; Quinn comes from a newsletter (e-mail) and buys for 30. By
+	// channel, first touch gives paid-search 150 (1), e-mail 30 (1); last
+	// touch organic-search 150 (1), e-mail 30 (1); linear splits Pat's
+	// 150 into 75 (0.5) each. Both conversions' touches came through the
+	// web shop: under linear it earns 2 conversions worth 180 for its
+	// 120.00, 60.00 per conversion; e-mail's share of its cost is 120 ×
+	// 1/2 = 60.00 for 1 conversion worth 30.
+	const webShopMonthly = 121.75
+	st, webShop := call(t, s.url, adminToken, "POST", "/api/v1/sources", map[string]any{"name": "Web shop", "kind": "web", "owner": "ecommerce",
+		"purpose": "online sales", "monthlyCost": webShopMonthly})
+	if st != 201 {
+		t.Fatalf("create web shop source: %d %v", st, webShop)
+	}
+	var attrBatch []map[string]any
+	var attrIDs []string
+	for _, e := range []map[string]any{
+		{"type": "page", "userId": "att-pat", "name": "Landing", "timestamp": ts(0),
+			"context": map[string]any{"campaign": map[string]any{"medium": "cpc", "source": "google", "name": "spring"}}},
+		{"type": "page", "userId": "att-pat", "name": "Home", "timestamp": ts(48),
+			"context": map[string]any{"page": map[string]any{"url": "https://shop.example/", "referrer": "https://www.bing.com/"}}},
+		{"type": "track", "userId": "att-pat", "event": "Plan Purchased", "timestamp": ts(50), "properties": map[string]any{"amount": 150}},
+		{"type": "page", "userId": "att-quinn", "name": "Landing", "timestamp": ts(10),
+			"context": map[string]any{"campaign": map[string]any{"medium": "email", "source": "newsletter", "name": "spring"}}},
+		{"type": "track", "userId": "att-quinn", "event": "Plan Purchased", "timestamp": ts(12), "properties": map[string]any{"amount": 30}},
+	} {
+		e["messageId"] = fmt.Sprintf("dash-attr-%s-%d", run, len(attrBatch))
+		attrIDs = append(attrIDs, e["messageId"].(string))
+		attrBatch = append(attrBatch, e)
+	}
+	body, _ = json.Marshal(map[string]any{"batch": attrBatch})
+	if status, resp, err := postBatch(context.Background(), apiClient, s.url, webShop["writeKey"].(string), body); err != nil || status != 200 {
+		t.Fatalf("the web shop's batch: %d %s %v", status, resp, err)
+	}
+	s.waitEvents(attrIDs, 30*time.Second)
+
 	// A source of contact data a marketing user proposed waits for IT's
 	// approval (the default decision rights; an admin's counts for it).
 	st, mkt := call(t, s.url, adminToken, "POST", "/api/v1/users", map[string]any{"name": "Mia from marketing", "role": "marketing"})
@@ -459,11 +499,15 @@ func TestDashboard(t *testing.T) {
 		b.must(err, "the filed request")
 		reqRow, err := waitFor[string](b, 20*time.Second, `(document.querySelector('#requests-table tr[data-request="`+filed+`"]') || {}).innerText`)
 		b.must(err, "the request in the list")
-		if !strings.Contains(reqRow, "erasure") || !strings.Contains(reqRow, "zoe@example.com") || !regexp.MustCompile(`received|in progress|completed|failed`).MatchString(reqRow) {
+		// The identifier, or once the person is erased (the request then
+		// keeps its keyed hash only) that it is erased.
+		if !strings.Contains(reqRow, "erasure") || !strings.Contains(reqRow, "zoe@example.com") && !strings.Contains(reqRow, "email (erased)") || !regexp.MustCompile(`received|in progress|completed|failed`).MatchString(reqRow) {
 			t.Errorf("the erasure's row: %q", reqRow)
 		}
 		if st, got := call(t, s.url, adminToken, "GET", "/api/v1/privacy/requests/"+filed, nil); st != 200 || got["type"] != "erasure" {
 			t.Errorf("the request filed on the page: %d %v", st, got)
+		} else if id, _ := got["identity"].(map[string]any); strings.Contains(reqRow, "(erased)") && (id == nil || id["value"] != nil && id["value"] != "" || id["hash"] == nil) {
+			t.Errorf("the row %q says erased; the API shows the identity %v", reqRow, id)
 		} else if dl, _ := time.Parse(time.RFC3339, fmt.Sprint(got["deadline"])); !strings.Contains(reqRow, dl.UTC().Format("2006-01-02")) {
 			t.Errorf("the row %q does not show the deadline %v", reqRow, got["deadline"])
 		}
@@ -553,6 +597,65 @@ func TestDashboard(t *testing.T) {
 		b.checkRequests(strings.TrimPrefix(s.url, "http://"))
 	})
 
+	t.Run("attribution", func(t *testing.T) {
+		// Marketing asks which channels earn the plans, under three models
+		// side by side, and what the web shop returns for its cost.
+		b := startBrowser(t, exe)
+		b.signIn(s.url, mktToken, false)
+		nav, _ := evalIn[string](b, 5*time.Second, `document.getElementById("nav").innerText`)
+		if !strings.Contains(nav, "Attribution") {
+			t.Errorf("marketing's navigation lacks Attribution: %q", nav)
+		}
+		from := time.Date(at.Year(), at.Month(), at.Day(), 0, 0, 0, 0, time.UTC).AddDate(0, 0, -2)
+		to := from.AddDate(0, 0, 30)
+		b.must(b.do(10*time.Second, chromedp.Navigate(s.url+"/#/attribution"), chromedp.WaitVisible(chromedp.CSS("#a-event")),
+			chromedp.SetValue(chromedp.CSS("#a-event"), "Plan Purchased"),
+			chromedp.SetValue(chromedp.CSS("#a-value"), "amount"),
+			chromedp.SetValue(chromedp.CSS("#a-from"), from.Format("2006-01-02")),
+			chromedp.SetValue(chromedp.CSS("#a-to"), to.Format("2006-01-02"))), "fill the attribution form")
+		// The keyboard: focus the submit button and press Enter.
+		b.must(b.do(10*time.Second, chromedp.Focus(chromedp.CSS(`#attribution-form button[type="submit"]`)), chromedp.KeyEvent("\r")), "run the attribution")
+		credits, err := waitFor[string](b, 30*time.Second, `document.querySelector("#credits-out .chart canvas") && [...document.querySelectorAll("#credits-table tbody tr")].map(r =>
+			r.dataset.key + ":" + [...r.querySelectorAll("td")].map(td => td.dataset.model + "=" + td.textContent).join("|")).join("\n")`)
+		b.must(err, "the credits")
+		for _, want := range []string{
+			"paid-search:first_touch=150.00 (1)|last_touch=–|linear=75.00 (0.5)",
+			"organic-search:first_touch=–|last_touch=150.00 (1)|linear=75.00 (0.5)",
+			"e-mail:first_touch=30.00 (1)|last_touch=30.00 (1)|linear=30.00 (1)",
+		} {
+			if !strings.Contains(credits, want) {
+				t.Errorf("the credits lack %q:\n%s", want, credits)
+			}
+		}
+		if sum, _ := evalIn[string](b, 5*time.Second, `document.getElementById("credits-summary").textContent`); !strings.Contains(sum, "2 conversions worth 180.00 by channel") {
+			t.Errorf("the credits' summary: %q", sum)
+		}
+		if lbl, _ := evalIn[string](b, 5*time.Second, `document.querySelector("#credits-out .chart").getAttribute("aria-label")`); !strings.Contains(lbl, "Linear: paid-search 75.00") {
+			t.Errorf("the credits chart's label: %q", lbl)
+		}
+
+		// The web shop's cost from the catalogue over the 30 days.
+		days := to.Sub(from).Hours() / 24
+		cost := math.Round(webShopMonthly*days/30.4375*100) / 100
+		shopRow, err := waitFor[string](b, 30*time.Second, `document.querySelector("#roi-out .chart canvas") && (document.querySelector('#roi-tools tr[data-tool="Web shop"]') || {}).innerText`)
+		b.must(err, "the web shop's cost and return")
+		if want := fmt.Sprintf("Web shop\tsource\t%.2f\t2\t180.00\t%.2f\t%.2f", cost, cost/2, 180/cost); shopRow != want {
+			t.Errorf("the web shop's row %q, want %q", shopRow, want)
+		}
+		email, _ := evalIn[string](b, 5*time.Second, `(document.querySelector('#roi-channels tr[data-channel="e-mail"]') || {}).innerText`)
+		if want := fmt.Sprintf("e-mail\t%.2f\t1\t30.00\t%.2f\t%.2f", cost/2, cost/2, 30/(cost/2)); email != want {
+			t.Errorf("e-mail's row %q, want %q", email, want)
+		}
+		// The destinations earn nothing: listed for review, costliest first.
+		review, _ := evalIn[string](b, 5*time.Second, `[...document.querySelectorAll("#review-table tbody tr")].map(r => r.innerText).join("\n")`)
+		if want := fmt.Sprintf("Ad network\t%.2f\tcontact", math.Round(500*days/30.4375*100)/100); !strings.HasPrefix(review, want) || !strings.Contains(review, "Warehouse") {
+			t.Errorf("the tools to review:\n%s\nwant first %q and the Warehouse", review, want)
+		}
+		b.screenshot(shots, "14-attribution")
+		b.close()
+		b.checkRequests(strings.TrimPrefix(s.url, "http://"))
+	})
+
 	t.Run("analyst-masked", func(t *testing.T) {
 		// An analyst may not see personal data (no pii:read): on every
 		// page the dashboard offers, no e-mail address of the test's
@@ -587,6 +690,9 @@ func TestDashboard(t *testing.T) {
 		pages := []struct{ hash, ready string }{
 			{"#/journey", `!!document.querySelector("button.gap") && !!document.getElementById("retention")`},
 			{"#/funnels", `!!document.querySelector("#event-names option")`},
+			// The attribution page is scanned with its results (the
+			// condition runs it once).
+			{"#/attribution", `(document.getElementById("attribution-form") && !window.attributionRan && (window.attributionRan = true, document.querySelector('#attribution-form button[type="submit"]').click()), !!document.querySelector("#roi-out .chart canvas") && !!document.querySelector("#credits-out .chart canvas"))`},
 			{"#/experiments", `!!document.querySelector('#experiments-table tr[data-experiment="hero-2026"]')`},
 			{"#/stack", `!!document.querySelector("#tools-table tr[data-tool]") && !!document.querySelector("#flows .chart canvas")`},
 			{"#/privacy", `!!document.querySelector("#rates-table tr[data-purpose]")`},

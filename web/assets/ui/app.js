@@ -1,12 +1,13 @@
 // The dashboard's entry: sign-in, navigation and the hash router
 // (#/journey, #/customer, #/customer/<profile id>, #/funnels,
-// #/experiments, #/experiments/<id>, #/stack, #/privacy, #/operations).
+// #/attribution, #/experiments, #/experiments/<id>, #/stack, #/privacy, #/operations).
 import { set, session, api, h, problem, forbiddenNote, APIError } from "./core.js";
 import { journeyPage } from "./journey.js";
 import { customerPage } from "./customer.js";
 import { stackPage } from "./stack.js";
 import { operationsPage } from "./operations.js";
 import { funnelsPage } from "./funnels.js";
+import { attributionPage } from "./attribution.js";
 import { experimentsPage } from "./experiments.js";
 import { privacyPage } from "./privacy.js";
 import { disposeCharts } from "./charts.js";
@@ -17,6 +18,7 @@ const PAGES = [
   { path: "journey", title: "Journey", need: "analytics:read", render: journeyPage },
   { path: "customer", title: "Customers", need: "profiles:read", render: customerPage },
   { path: "funnels", title: "Funnels", need: "analytics:read", render: funnelsPage },
+  { path: "attribution", title: "Attribution", need: "analytics:read", render: attributionPage },
   { path: "experiments", title: "Experiments", need: "experiments:read", render: experimentsPage },
   { path: "stack", title: "Stack", need: "catalog:read", render: stackPage },
   { path: "privacy", title: "Privacy", need: ["privacy:requests", "consent:rates"], render: privacyPage },

@@ -55,11 +55,28 @@ export async function api(method, path, body) {
 // whose endpoint this version lacks instead of asking and getting 404.
 let described = null;
 export async function apiHas(method, path) {
+  return !!(await apiOperation(method, path));
+}
+
+// apiOperation is the API's description of an operation (null where
+// this version lacks it).
+async function apiOperation(method, path) {
   if (!described) {
     described = fetch("/api/v1/openapi.json").then((r) => (r.ok ? r.json() : {})).then((d) => d.paths || {}).catch(() => ({}));
   }
   const op = (await described)["/api/v1" + path];
-  return !!(op && op[method.toLowerCase()]);
+  return (op && op[method.toLowerCase()]) || null;
+}
+
+// apiAccess says what a page may do with an operation: "missing" where
+// this version of the API lacks it, "forbidden" where the signed-in role
+// lacks the permission the API names for it (x-permission; the page says
+// so instead of calling), else "allowed". need is that permission.
+export async function apiAccess(method, path) {
+  const op = await apiOperation(method, path);
+  if (!op) return { state: "missing", need: "" };
+  const need = op["x-permission"] || "";
+  return { state: need && !session.can(need) ? "forbidden" : "allowed", need };
 }
 
 // h builds an element: h("a", {href: "#"}, "text", child…). Attributes

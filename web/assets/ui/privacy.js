@@ -2,7 +2,7 @@
 // one (privacy:requests), consent rates per purpose (consent:rates), and
 // the records of processing (GET /privacy/records, where this tandem has
 // them).
-import { set, api, h, problem, panel, fmt, session, busy, forbiddenNote, announce, APIError, apiHas } from "./core.js";
+import { set, api, h, problem, panel, fmt, session, busy, forbiddenNote, announce, APIError, apiAccess } from "./core.js";
 import { chart, axis, GREEN, RED, INK } from "./charts.js";
 
 const DAY = 86400000;
@@ -58,7 +58,8 @@ async function loadRequests(el) {
         return h("tr", { "data-request": r.id, "data-type": r.type },
           h("td", { class: "mono" }, r.id),
           h("td", {}, r.type),
-          h("td", {}, h("span", { class: "muted" }, (r.identity || {}).type, " "), (r.identity || {}).value,
+          h("td", {}, h("span", { class: "muted" }, (r.identity || {}).type, " "),
+            (r.identity || {}).value || h("span", { class: "muted", title: "the person is erased: the request keeps the identifier's keyed hash only" }, "(erased)"),
             r.profileId ? [h("br"), h("a", { href: "#/customer/" + encodeURIComponent(r.profileId), class: "mono" }, r.profileId)] : null),
           h("td", {}, h("span", { class: "badge " + statusClass(r.status), "data-status": r.status }, r.status.replace("_", " ")),
             failedSteps(r)),
@@ -152,7 +153,9 @@ async function loadRates(el) {
 // /privacy/records, or answers it 404.
 async function loadRecords(section) {
   const el = section.querySelector("#records");
-  if (!(await apiHas("GET", "/privacy/records"))) { section.hidden = true; return; }
+  const access = await apiAccess("GET", "/privacy/records");
+  if (access.state === "missing") { section.hidden = true; return; }
+  if (access.state === "forbidden") { section.hidden = false; set(el, forbiddenNote("Records of processing", access.need)); return; }
   let res;
   try {
     res = await api("GET", "/privacy/records");

@@ -5,7 +5,7 @@
 // this tandem has them); tracking-plan violations and the quarantine
 // (GET /quarantine) with replay (quarantine:replay); an import's report
 // (GET /imports/{id}; there is no list of imports in the API).
-import { set, api, h, problem, panel, fmt, session, busy, forbiddenNote, announce, deptColour, APIError, apiHas } from "./core.js";
+import { set, api, h, problem, panel, fmt, session, busy, forbiddenNote, announce, deptColour, APIError, apiAccess } from "./core.js";
 import { chart, axis, BLUE, ORANGE, MUTED, INK } from "./charts.js";
 
 export function stackPage(el) {
@@ -182,7 +182,9 @@ function costPanel(el, items) {
 // needs.
 async function loadChanges(section, reloadCatalog) {
   const el = section.querySelector("#changes");
-  if (!(await apiHas("GET", "/changes"))) { section.hidden = true; return; }
+  const access = await apiAccess("GET", "/changes");
+  if (access.state === "missing") { section.hidden = true; return; }
+  if (access.state === "forbidden") { section.hidden = false; set(el, forbiddenNote("Change requests", access.need)); return; }
   let items;
   try {
     items = await all("/changes?state=pending");
