@@ -101,6 +101,7 @@ type Pipeline struct {
 	quarantined *metrics.CounterVec
 	records     *metrics.Counter
 	batchSecs   *metrics.Histogram
+	failures    *metrics.Counter
 }
 
 // New prepares a pipeline; [Pipeline.Run] starts it.
@@ -140,6 +141,7 @@ func New(ctx context.Context, opts Options) (*Pipeline, error) {
 	p.duplicates = m.NewCounter("tandem_pipeline_events_duplicate_total", "Events skipped because their source and messageId were already stored.")
 	p.quarantined = m.NewCounterVec("tandem_pipeline_events_quarantined_total", "Events put in the quarantine by the pipeline, by reason.", "code")
 	p.records = m.NewCounter("tandem_pipeline_records_total", "Event log records processed.")
+	p.failures = m.NewCounter("tandem_pipeline_batch_failures_total", "Attempts at a batch of log records that failed (a store down or restarting); the records stay in the log, unacknowledged, and are tried again.")
 	p.batchSecs = m.NewHistogram("tandem_pipeline_batch_seconds", "Time to process one batch of log records.", metrics.DefBuckets)
 	// The lag gauges are the Monitor's (every node has one, pipeline or not).
 	return p, nil
@@ -189,6 +191,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 				backoff = 100 * time.Millisecond
 				break
 			}
+			p.failures.Add(1)
 			p.opts.Logger.Error("pipeline batch failed; will retry", "err", err.Error())
 			sleep(ctx, backoff)
 			backoff = min(2*backoff, 5*time.Second)
