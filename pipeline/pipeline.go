@@ -370,6 +370,23 @@ func (p *Pipeline) store(ctx context.Context, batch []event.Event) error {
 	if ctx.Err() != nil {
 		return err
 	}
+	// A store that is down (a server killed or restarting) fails every
+	// write: keep the records unacknowledged and retry the batch, rather
+	// than write its events one by one (which a server store would store
+	// as that many parts, if it answered at all).
+	if _, probe := p.opts.Events.Count(ctx); probe != nil {
+		return fmt.Errorf("pipeline: event store unavailable: %w", err)
+	}
+	// A store just back may fail once more on a connection from before
+	// its restart: the whole batch again, once, after a pause.
+	sleep(ctx, time.Second)
+	if n, err1 := p.opts.Events.Append(ctx, batch); err1 == nil {
+		p.stored.Add(uint64(n))
+		p.duplicates.Add(uint64(len(batch) - n))
+		return nil
+	} else if ctx.Err() != nil {
+		return err1
+	}
 	p.opts.Logger.Warn("event store batch failed; retrying event by event", "events", len(batch), "err", err.Error())
 	paused := false
 	for i := range batch {

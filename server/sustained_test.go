@@ -1,6 +1,7 @@
 package server
 
 import (
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -87,6 +88,15 @@ func watchLag(t *testing.T, n *node, d time.Duration) []lagSample {
 	return out
 }
 
+func medianSeconds(samples []lagSample) float64 {
+	s := make([]float64, len(samples))
+	for i, x := range samples {
+		s[i] = x.seconds
+	}
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
 func maxLag(samples []lagSample) lagSample {
 	var m lagSample
 	for _, s := range samples {
@@ -123,22 +133,30 @@ func TestSustainedLoadLagStaysBounded(t *testing.T) {
 	offered := rate / 2
 	interval := time.Duration(float64(time.Second) * workers * batch / offered)
 	load := startLoad(n, "steady", workers, batch, interval)
-	samples := watchLag(t, n, 10*time.Second)
+	samples := watchLag(t, n, 20*time.Second)
 	load.end()
 	st := load.statuses()
 	t.Logf("steady: offered %.0f events/s (one batch every %v per worker); answers %v; max lag %+v", offered, interval, st, maxLag(samples))
 	if st[200] == 0 || len(st) != 1 {
 		t.Errorf("steady load answers %v, want only 200s", st)
 	}
-	// The pipeline gathers for up to 500ms before writing a batch, and
-	// the monitor reads once a second: a few seconds of lag at most.
-	if m := maxLag(samples); m.seconds > 5 {
-		t.Errorf("lag reached %.1fs under a sustainable load, want ≤ 5s; readings %v", m.seconds, samples)
-	}
-	// Records: at most a few seconds' worth of offered load.
+	// Bounded: the backlog in records stays within a few seconds' worth
+	// of the offered load (a load above the node's rate would leave, after
+	// 20 s at twice the rate, 10 s' worth), and so does its age: the
+	// pipeline gathers for up to 500ms before writing a batch and the
+	// monitor reads once a second, so a few seconds at most, most of the
+	// time. The single highest age is only held to a loose bound: a
+	// reading that is late on a busy machine ages with it.
+	m := maxLag(samples)
 	recordsPerSec := offered / batch
-	if m := maxLag(samples); m.records > 5*recordsPerSec+10 {
-		t.Errorf("lag reached %.0f records under a load of %.1f records/s, want ≤ %.0f", m.records, recordsPerSec, 5*recordsPerSec+10)
+	if limit := 5*recordsPerSec + 10; m.records > limit {
+		t.Errorf("lag reached %.0f records under a load of %.1f records/s, want ≤ %.0f; readings %v", m.records, recordsPerSec, limit, samples)
+	}
+	if m.seconds > 15 {
+		t.Errorf("lag reached %.1fs under a sustainable load, want ≤ 15s; readings %v", m.seconds, samples)
+	}
+	if med := medianSeconds(samples[len(samples)/2:]); med > 5 {
+		t.Errorf("median lag %.1fs over the second half of the load, want ≤ 5s; readings %v", med, samples)
 	}
 	n.drainWithin(time.Minute)
 
