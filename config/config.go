@@ -72,6 +72,10 @@ type Config struct {
 	MaxPipelineLag time.Duration `yaml:"max_pipeline_lag"`
 
 	Pipeline bool `yaml:"pipeline"` // run the processing pipeline on this node
+	// ReplayLast: at start, the pipeline processes the event log's
+	// records of this last stretch again (a one-off recovery after an
+	// event store lost acknowledged writes); 0: none.
+	ReplayLast time.Duration `yaml:"replay_last"`
 
 	// Journey is the lifecycle the journey analytics report on.
 	Journey Journey `yaml:"journey"`
@@ -294,6 +298,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxPipelineLag < 0 {
 		return &UsageError{Key: "max_pipeline_lag", Message: fmt.Sprintf("%s: want 0 (keep accepting) or a positive duration", c.MaxPipelineLag)}
+	}
+	if c.ReplayLast < 0 {
+		return &UsageError{Key: "replay_last", Message: fmt.Sprintf("%s: want 0 (no replay) or a positive duration", c.ReplayLast)}
 	}
 	if c.MaxInflight < 1 {
 		return &UsageError{Key: "max_inflight", Message: fmt.Sprintf("%d: must be at least 1", c.MaxInflight)}

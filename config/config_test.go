@@ -95,6 +95,7 @@ var flagSamples = map[string]string{
 	"log-queue-bytes":   "64MB",
 	"max-inflight":      "100",
 	"max-pipeline-lag":  "2m",
+	"replay-last":       "90m",
 	"source-rate-limit": "2.5",
 	"source-burst":      "50",
 	"public-url":        "https://cdp.example.com/tandem",

@@ -34,6 +34,7 @@ func (c *Config) flagSet() *flag.FlagSet {
 	fs.DurationVar(&c.LogAckWait, "log-ack-wait", c.LogAckWait, "external event log: how long records fetched by a node that died wait before another node processes them")
 	fs.Var((*sizeValue)(&c.QueueBytes), "log-queue-bytes", "most bytes of events waiting to be appended to the event log, at least 1MiB; beyond it, collection answers 503")
 	fs.DurationVar(&c.MaxPipelineLag, "max-pipeline-lag", c.MaxPipelineLag, "when the oldest unprocessed event has waited longer than this `DURATION`, collection answers 503 overloaded; 0: keep accepting (the log is durable)")
+	fs.DurationVar(&c.ReplayLast, "replay-last", c.ReplayLast, "at start, process the event log's records of the last `DURATION` again (idempotent; recovers events an event store lost in an OS crash, see docs/operations.md#durability); 0: none")
 	fs.IntVar(&c.MaxInflight, "max-inflight", c.MaxInflight, "most collection requests served at once (`N`, at least 1); beyond it, collection answers 503")
 
 	fs.Float64Var(&c.SourceRateLimit, "source-rate-limit", c.SourceRateLimit, "events per second one source may send (429 beyond); 0 disables")

@@ -135,6 +135,7 @@ type Pipeline struct {
 	suppressed  *metrics.Counter
 	records     *metrics.Counter
 	batchSecs   *metrics.Histogram
+	failures    *metrics.Counter
 }
 
 // New prepares a pipeline; [Pipeline.Run] starts it.
@@ -175,6 +176,7 @@ func New(ctx context.Context, opts Options) (*Pipeline, error) {
 	p.suppressed = m.NewCounter("tandem_pipeline_events_suppressed_total", "Events dropped by the pipeline because they carry an identifier of an erased person (docs/privacy.md).")
 	p.quarantined = m.NewCounterVec("tandem_pipeline_events_quarantined_total", "Events put in the quarantine by the pipeline, by reason.", "code")
 	p.records = m.NewCounter("tandem_pipeline_records_total", "Event log records processed.")
+	p.failures = m.NewCounter("tandem_pipeline_batch_failures_total", "Attempts at a batch of log records that failed (a store down or restarting); the records stay in the log, unacknowledged, and are tried again.")
 	p.batchSecs = m.NewHistogram("tandem_pipeline_batch_seconds", "Time to process one batch of log records.", metrics.DefBuckets)
 	// The lag gauges are the Monitor's (every node has one, pipeline or not).
 	return p, nil
@@ -276,6 +278,7 @@ func (p *Pipeline) retry(ctx context.Context, b *batch, stage func(context.Conte
 		if err == nil {
 			return true
 		}
+		p.failures.Add(1)
 		p.opts.Logger.Error("pipeline batch failed; will retry", "err", err.Error())
 		sleep(ctx, backoff)
 		backoff = min(2*backoff, 5*time.Second)
@@ -564,6 +567,23 @@ func (p *Pipeline) appendEvents(ctx context.Context, batch []event.Event) error 
 	}
 	if ctx.Err() != nil {
 		return err
+	}
+	// A store that is down (a server killed or restarting) fails every
+	// write: keep the records unacknowledged and retry the batch, rather
+	// than write its events one by one (which a server store would store
+	// as that many parts, if it answered at all).
+	if _, probe := p.opts.Events.Count(ctx); probe != nil {
+		return fmt.Errorf("pipeline: event store unavailable: %w", err)
+	}
+	// A store just back may fail once more on a connection from before
+	// its restart: the whole batch again, once, after a pause.
+	sleep(ctx, time.Second)
+	if n, err1 := p.opts.Events.Append(ctx, batch); err1 == nil {
+		p.stored.Add(uint64(n))
+		p.duplicates.Add(uint64(len(batch) - n))
+		return nil
+	} else if ctx.Err() != nil {
+		return err1
 	}
 	p.opts.Logger.Warn("event store batch failed; retrying event by event", "events", len(batch), "err", err.Error())
 	paused := false

@@ -250,11 +250,7 @@ func open(ctx context.Context, cfg config.Config, logger *slog.Logger, h hooks) 
 	s.instrument()
 	s.Lag = pipeline.NewMonitor(s.Log, "", s.Metrics)
 	if cfg.Pipeline {
-		s.Pipeline, err = pipeline.New(ctx, pipeline.Options{
-			Log: s.Log, Events: s.Events, Quarantine: s.Quarantine, Identity: s.Identity, Metrics: s.Metrics, Logger: logger,
-			Consent: s.Consent, Plans: trackingplan.NewChecker(s.Plans, 0, s.Metrics),
-			Traits: s.Traits, Audiences: s.Audiences, Suppress: s.Suppressions,
-		})
+		s.Pipeline, err = pipeline.New(ctx, s.pipelineOptions(s.Metrics))
 		if err != nil {
 			return nil, err
 		}
@@ -607,6 +603,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		defer wg.Done()
 		s.Lag.Run(pctx, lagCheckInterval)
 	}()
+	if s.Pipeline != nil && s.cfg.ReplayLast > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.replay(pctx, time.Now().Add(-s.cfg.ReplayLast))
+		}()
+	}
 	if s.Pipeline != nil {
 		wg.Add(1)
 		go func() {
