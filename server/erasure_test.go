@@ -135,6 +135,32 @@ func TestErasureLeavesNoTraceOnPostgres(t *testing.T) {
 	checkErasure(t, n, checkpoint, n.dir, pg.DataDir())
 }
 
+// TestErasureLeavesNoTraceOnServers is TestErasureLeavesNoTrace with
+// every store on a server backend: the log on a three-node NATS cluster
+// (the stream replicated three times), the state store on PostgreSQL and
+// the event store on ClickHouse. The search covers every server's
+// directory too: each NATS node's JetStream store (the stream's blocks,
+// its Raft log and snapshots), PostgreSQL's data directory (tables and
+// pg_wal) and ClickHouse's (parts, mutation files, logs).
+func TestErasureLeavesNoTraceOnServers(t *testing.T) {
+	nc := testserver.StartNATSCluster(t, 3)
+	pg := testserver.PostgresInstance(t)
+	stateURL := pg.NewDatabase(t)
+	chs := testserver.StartClickHouse(t)
+	eventsURL := chs.NewDatabase(t)
+	n := startNode(t, "", func(c *config.Config) {
+		c.DestinationAllow = []string{"127.0.0.0/8"}
+		c.Log = nc.URL()
+		c.State = stateURL
+		c.Events = eventsURL
+	})
+	dirs := []string{n.dir, pg.DataDir(), chs.Dir()}
+	for i := range nc.Size() {
+		dirs = append(dirs, nc.Dir(i))
+	}
+	checkErasure(t, n, nil, dirs...)
+}
+
 // checkErasure runs the erasure scenario on node n and searches the files
 // under dirs; beforeErase, if not nil, runs just before the erasure.
 func checkErasure(t *testing.T, n *node, beforeErase func(), dirs ...string) {
