@@ -115,7 +115,8 @@ func (s *Store) waitMutations(ctx context.Context) error {
 }
 
 // Expire deletes the events of sourceID before before and their dedup
-// keys with mutations, and waits until they are done, like [Store.Erase];
+// keys with mutations, and waits until they are done and the old parts
+// removed, like [Store.Erase];
 // see [eventstore.Store.Expire].
 func (s *Store) Expire(ctx context.Context, sourceID string, before time.Time) (int64, error) {
 	if s.closed.Load() {
@@ -140,6 +141,9 @@ func (s *Store) Expire(ctx context.Context, sourceID string, before time.Time) (
 	}
 	if err := s.waitMutations(ctx); err != nil {
 		return 0, s.wrap("expire: wait for the mutations", err)
+	}
+	if err := s.waitOldParts(ctx); err != nil {
+		return 0, s.wrap("expire: wait for the old parts' removal", err)
 	}
 	return int64(n), nil
 }
