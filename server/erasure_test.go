@@ -159,7 +159,17 @@ func TestErasureLeavesNoTraceOnServers(t *testing.T) {
 	for i := range nc.Size() {
 		dirs = append(dirs, nc.Dir(i))
 	}
-	checkErasure(t, n, nil, func(erasedAt time.Time) {
+	// Each server's directory holds values of hers before the erasure
+	// (ClickHouse's compressed parts keep the ids as literals), so that
+	// its search can fail.
+	beforeErase := func() {
+		for _, d := range dirs[1:] {
+			if found := grepDir(t, d, []string{zoeUser, zoeAnon}); len(found) == 0 {
+				t.Fatalf("before the erasure, no file under %s holds her ids", d)
+			}
+		}
+	}
+	checkErasure(t, n, beforeErase, func(erasedAt time.Time) {
 		// Each replica's Raft log of the stream (under $SYS/_js_) still
 		// holds the appends of the erased records until JetStream
 		// snapshots the stream's state and compacts the log, which each
