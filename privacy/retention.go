@@ -151,7 +151,8 @@ type RetentionStores struct {
 	// anything from one of their After stores (any store when After is
 	// empty), so that the removed rows' bytes leave the stores' files as
 	// an erasure's do: the DuckDB file's copy, the state store's
-	// checkpoint or scrub. A failure fails the run.
+	// checkpoint or scrub. A failure fails the run, and the compaction
+	// runs again at the next run whatever it removes.
 	Compact []Compacter
 }
 
@@ -183,7 +184,8 @@ type Retainer struct {
 	logger  *slog.Logger
 	now     func() time.Time
 
-	mu      sync.Mutex // one run at a time
+	mu      sync.Mutex      // one run at a time
+	owed    map[string]bool // compactions that failed, run again at the next run; under mu
 	last    atomic.Pointer[RetentionRun]
 	removed *metrics.CounterVec
 	runs    *metrics.CounterVec
@@ -323,13 +325,18 @@ func (r *Retainer) RunOnce(ctx context.Context) (RetentionRun, error) {
 		for store, n := range run.Removed {
 			need = need || (n > 0 && (len(c.After) == 0 || slices.Contains(c.After, store)))
 		}
-		if !need {
+		if !need && !r.owed[c.Name] {
 			continue
 		}
 		if err := c.Run(ctx); err != nil {
 			fail(c.Name, err)
+			if r.owed == nil {
+				r.owed = map[string]bool{}
+			}
+			r.owed[c.Name] = true // the rows are deleted: their bytes are still owed
 			continue
 		}
+		delete(r.owed, c.Name)
 		run.Compacted = append(run.Compacted, c.Name)
 	}
 	if len(run.Errors) > 0 {
