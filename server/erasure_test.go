@@ -318,6 +318,9 @@ func checkErasure(t *testing.T, n *node, beforeErase func(), raftSearch func(era
 		}
 	}
 	t.Logf("steps: %v", steps)
+	if n.srv.cfg.Log != "" && !strings.Contains(steps["log"], "Raft log") {
+		t.Errorf("the log step does not say what the replicas' Raft logs keep: %q", steps["log"])
+	}
 	// Forwarded (Art. 19): the notice reached the receiver, and the
 	// request records it.
 	if !has(crm, `"type":"erasure"`) || !has(crm, `"requestId":"`+id+`"`) {

@@ -494,6 +494,11 @@ func (s *Server) routes() http.Handler {
 		Classifier: s.Classifier, LogMaxAge: logMaxAge(s.cfg), Subjects: s.cfg.Privacy.Subjects,
 		Suppressions: s.Suppressions, EraseLog: s.eraseLog, Quiesce: s.quiesce,
 	}
+	if s.cfg.Log != "" && logReplicas(s.cfg) > 1 {
+		// docs/privacy.md: a replica's Raft log keeps the appends until
+		// JetStream's next snapshot of the stream.
+		opts.EraseLogNote = "each replica's Raft log of the stream keeps the original appends until JetStream compacts it, within 3 minutes"
+	}
 	if s.Pipeline != nil {
 		opts.Retention = s.Retention
 	}
