@@ -121,6 +121,10 @@ type Options struct {
 	// the event log, for an erasure, and returns how many records it
 	// rewrote or erased (nil: the log is left alone, a step says so).
 	EraseLog func(ctx context.Context, drop func(event.Entry) bool) (records int, err error)
+	// EraseLogNote, when not empty, ends the log step's detail: what the
+	// log keeps after the step and for how long (a JetStream cluster's
+	// Raft logs).
+	EraseLogNote string
 	// ScrubState makes the state store's deleted rows unreadable on disk
 	// after an erasure (SQLite: a truncating checkpoint of its
 	// write-ahead log; PostgreSQL: VACUUM FULL, WAL switch, checkpoint)

@@ -478,7 +478,11 @@ func (a *API) erase(ctx context.Context, req privacy.Request) (privacy.Request, 
 			n, err := a.opts.EraseLog(ctx, func(e event.Entry) bool {
 				return (e.UserID != "" && users[e.UserID]) || (e.UserID == "" && e.AnonymousID != "" && anons[e.AnonymousID]) || match(e.Raw)
 			})
-			step("log", err, fmt.Sprintf("rewrote or erased %d event log records holding the person's events", n))
+			detail := fmt.Sprintf("rewrote or erased %d event log records holding the person's events", n)
+			if a.opts.EraseLogNote != "" {
+				detail += "; " + a.opts.EraseLogNote
+			}
+			step("log", err, detail)
 		}
 		if n, ok := a.opts.Delivery.(Notifier); ok {
 			steps = append(steps, a.notifyErasure(ctx, n, req, keys, idents)...)

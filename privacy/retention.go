@@ -147,6 +147,20 @@ type RetentionStores struct {
 	ByDefault []NamedExpirer
 	// Consent, when set, has its history cut at ConsentHistory.
 	Consent *Store
+	// Compact run, in order, after the deletions of a run that removed
+	// anything from one of their After stores (any store when After is
+	// empty), so that the removed rows' bytes leave the stores' files as
+	// an erasure's do: the DuckDB file's copy, the state store's
+	// checkpoint or scrub. A failure fails the run, and the compaction
+	// runs again at the next run whatever it removes.
+	Compact []Compacter
+}
+
+// Compacter makes rows deleted from a store unreadable on disk.
+type Compacter struct {
+	Name  string   // for the report: compacted lists it when it ran
+	After []string // the stores whose removals need it; empty: any
+	Run   func(ctx context.Context) error
 }
 
 // NamedSourceExpirer is a [SourceExpirer] with its store's name.
@@ -170,7 +184,8 @@ type Retainer struct {
 	logger  *slog.Logger
 	now     func() time.Time
 
-	mu      sync.Mutex // one run at a time
+	mu      sync.Mutex      // one run at a time
+	owed    map[string]bool // compactions that failed, run again at the next run; under mu
 	last    atomic.Pointer[RetentionRun]
 	removed *metrics.CounterVec
 	runs    *metrics.CounterVec
@@ -214,7 +229,10 @@ type RetentionRun struct {
 	At      time.Time        `json:"at"`
 	Sources []SourceAge      `json:"sources"`
 	Removed map[string]int64 `json:"removed"` // per store
-	Errors  []string         `json:"errors"`  // per store that failed, without personal data
+	// Compacted names the compactions that ran after the deletions, so
+	// that the removed rows' bytes left the files too.
+	Compacted []string `json:"compacted"`
+	Errors    []string `json:"errors"` // per store that failed, without personal data
 }
 
 // LastRun is the last successful run, nil before the first.
@@ -227,7 +245,7 @@ func (r *Retainer) RunOnce(ctx context.Context) (RetentionRun, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.now().UTC()
-	run := RetentionRun{At: now, Sources: []SourceAge{}, Removed: map[string]int64{}, Errors: []string{}}
+	run := RetentionRun{At: now, Sources: []SourceAge{}, Removed: map[string]int64{}, Compacted: []string{}, Errors: []string{}}
 	for _, s := range r.stores.BySource {
 		run.Removed[s.Name] = 0
 	}
@@ -301,6 +319,25 @@ func (r *Retainer) RunOnce(ctx context.Context) (RetentionRun, error) {
 		} else {
 			add("consent_history", n)
 		}
+	}
+	for _, c := range r.stores.Compact {
+		need := false
+		for store, n := range run.Removed {
+			need = need || (n > 0 && (len(c.After) == 0 || slices.Contains(c.After, store)))
+		}
+		if !need && !r.owed[c.Name] {
+			continue
+		}
+		if err := c.Run(ctx); err != nil {
+			fail(c.Name, err)
+			if r.owed == nil {
+				r.owed = map[string]bool{}
+			}
+			r.owed[c.Name] = true // the rows are deleted: their bytes are still owed
+			continue
+		}
+		delete(r.owed, c.Name)
+		run.Compacted = append(run.Compacted, c.Name)
 	}
 	if len(run.Errors) > 0 {
 		r.runs.Add(1, "failed")

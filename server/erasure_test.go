@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -102,7 +103,7 @@ func grepDir(t *testing.T, dir string, needles []string) map[string][]string {
 // events are suppressed until a privacy officer lifts the suppression.
 func TestErasureLeavesNoTrace(t *testing.T) {
 	n := startNode(t, "", func(c *config.Config) { c.DestinationAllow = []string{"127.0.0.0/8"} })
-	checkErasure(t, n, nil, n.dir)
+	checkErasure(t, n, nil, nil, n.dir)
 }
 
 // TestErasureLeavesNoTraceOnPostgres is TestErasureLeavesNoTrace with the
@@ -132,12 +133,76 @@ func TestErasureLeavesNoTraceOnPostgres(t *testing.T) {
 			t.Fatalf("after a checkpoint, the tables' files do not hold the values: %v", found)
 		}
 	}
-	checkErasure(t, n, checkpoint, n.dir, pg.DataDir())
+	checkErasure(t, n, checkpoint, nil, n.dir, pg.DataDir())
 }
+
+// TestErasureLeavesNoTraceOnServers is TestErasureLeavesNoTrace with
+// every store on a server backend: the log on a three-node NATS cluster
+// (the stream replicated three times), the state store on PostgreSQL and
+// the event store on ClickHouse. The search covers every server's
+// directory too: each NATS node's JetStream store (the stream's blocks,
+// its Raft log and snapshots), PostgreSQL's data directory (tables and
+// pg_wal) and ClickHouse's (parts, mutation files, logs).
+func TestErasureLeavesNoTraceOnServers(t *testing.T) {
+	nc := testserver.StartNATSCluster(t, 3)
+	pg := testserver.PostgresInstance(t)
+	stateURL := pg.NewDatabase(t)
+	chs := testserver.StartClickHouse(t)
+	eventsURL := chs.NewDatabase(t)
+	n := startNode(t, "", func(c *config.Config) {
+		c.DestinationAllow = []string{"127.0.0.0/8"}
+		c.Log = nc.URL()
+		c.State = stateURL
+		c.Events = eventsURL
+	})
+	dirs := []string{n.dir, pg.DataDir(), chs.Dir()}
+	for i := range nc.Size() {
+		dirs = append(dirs, nc.Dir(i))
+	}
+	// Each server's directory holds values of hers before the erasure
+	// (ClickHouse's compressed parts keep the ids as literals), so that
+	// its search can fail.
+	beforeErase := func() {
+		for _, d := range dirs[1:] {
+			if found := grepDir(t, d, []string{zoeUser, zoeAnon}); len(found) == 0 {
+				t.Fatalf("before the erasure, no file under %s holds her ids", d)
+			}
+		}
+	}
+	checkErasure(t, n, beforeErase, func(erasedAt time.Time) {
+		// Each replica's Raft log of the stream (under $SYS/_js_) still
+		// holds the appends of the erased records until JetStream
+		// snapshots the stream's state and compacts the log, which each
+		// replica does on a timer of two to three minutes when the stream
+		// changed (no client can ask for it): the search waits that bound
+		// out, and fails after.
+		raft := dirs[3:]
+		deadline := erasedAt.Add(raftCompactBound + 15*time.Second)
+		for {
+			left := grepDirs(t, raft, zoeNeedles)
+			if len(left) == 0 {
+				t.Logf("the replicas' Raft logs were compacted %s after the erasure", time.Since(erasedAt).Round(time.Second))
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s after the erasure, the replicas' Raft logs still hold: %v", time.Since(erasedAt).Round(time.Second), left)
+			}
+			time.Sleep(2 * time.Second)
+		}
+	}, dirs...)
+}
+
+// raftCompactBound is how long after a change each replica of a
+// clustered JetStream stream snapshots it and compacts its Raft log: a
+// ticker of two minutes plus up to one (nats-server's monitorStream).
+const raftCompactBound = 3 * time.Minute
 
 // checkErasure runs the erasure scenario on node n and searches the files
 // under dirs; beforeErase, if not nil, runs just before the erasure.
-func checkErasure(t *testing.T, n *node, beforeErase func(), dirs ...string) {
+// Files under a _js_ directory (a JetStream replica's Raft log) are left
+// to raftSearch, which is called, when not nil, after the search with the
+// time the erasure completed (and before the person's data comes back).
+func checkErasure(t *testing.T, n *node, beforeErase func(), raftSearch func(erasedAt time.Time), dirs ...string) {
 	// Two real receivers on loopback: crm takes everything; archive
 	// refuses events (400: dead letters at once) but takes notices.
 	type receiver struct {
@@ -253,18 +318,34 @@ func checkErasure(t *testing.T, n *node, beforeErase func(), dirs ...string) {
 		}
 	}
 	t.Logf("steps: %v", steps)
+	if n.srv.cfg.Log != "" && !strings.Contains(steps["log"], "Raft log") {
+		t.Errorf("the log step does not say what the replicas' Raft logs keep: %q", steps["log"])
+	}
 	// Forwarded (Art. 19): the notice reached the receiver, and the
 	// request records it.
 	if !has(crm, `"type":"erasure"`) || !has(crm, `"requestId":"`+id+`"`) {
 		t.Errorf("crm got no erasure notice: %v", crm.got)
 	}
 
+	erasedAt := time.Now()
 	// Not one byte left under the data directory.
-	if after := grepDirs(t, dirs, zoeNeedles); len(after) > 0 {
+	after := grepDirs(t, dirs, zoeNeedles)
+	for s, files := range after {
+		files = slices.DeleteFunc(files, func(f string) bool { return strings.Contains(f, "/_js_/") })
+		if len(files) == 0 {
+			delete(after, s)
+		} else {
+			after[s] = files
+		}
+	}
+	if len(after) > 0 {
 		t.Errorf("after the erasure, found on disk: %v", after)
 		if d := os.Getenv("TANDEM_ERASURE_KEEP"); d != "" {
 			_ = os.CopyFS(d, os.DirFS(n.dir))
 		}
+	}
+	if raftSearch != nil {
+		raftSearch(erasedAt)
 	}
 
 	// Nor in any API answer.

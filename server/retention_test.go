@@ -23,6 +23,7 @@ import (
 // attempts, the consent history) and keeps its recent data and another
 // source's, whose age is longer.
 func TestRetention(t *testing.T) {
+	const expiredValue, expiredBad = "expired-note-3f9a1c", "expired-bad-7d20be"
 	const age = 8 * time.Second
 	n := startNode(t, "", func(c *config.Config) {
 		c.DestinationAllow = []string{"127.0.0.0/8"}
@@ -103,8 +104,8 @@ func TestRetention(t *testing.T) {
 		n.drain()
 	}
 	send(shopKey, `{"userId":"u-old","event":"Viewed","messageId":"old-1",`+consent+`}`)
-	send(shopKey, `{"userId":"u-old","event":"Viewed","messageId":"old-2"}`)
-	send(shopKey, `{"event":"Viewed","messageId":"old-bad"}`) // no id: quarantined
+	send(shopKey, `{"userId":"u-old","event":"Viewed","messageId":"old-2","properties":{"note":"`+expiredValue+`"}}`)
+	send(shopKey, `{"event":"Viewed","messageId":"old-bad","properties":{"note":"`+expiredBad+`"}}`) // no id: quarantined
 	send(n.writeKey, `{"userId":"u-def","event":"Viewed","messageId":"def-old"}`)
 	waitRefused("old-1", "old-2", "def-old")
 	oldSent := time.Now()
@@ -114,6 +115,12 @@ func TestRetention(t *testing.T) {
 	send(n.writeKey, `{"userId":"u-def","event":"Viewed","messageId":"def-new"}`)
 	waitRefused("new-1", "def-new")
 
+	// The search can fail: the expired values are on disk before the run.
+	if found := grepDir(t, n.dir, []string{expiredValue, expiredBad}); len(found[expiredValue]) == 0 || len(found[expiredBad]) == 0 {
+		t.Fatalf("the expired values are in no file before the run: %v", found)
+	} else {
+		t.Logf("before the run: %v", found)
+	}
 	r = n.admin("POST", "/api/v1/privacy/retention/run", nil)
 	if r.status != 200 {
 		t.Fatalf("run: %d %s", r.status, r.body)
@@ -195,6 +202,15 @@ func TestRetention(t *testing.T) {
 			t.Fatalf("the event log holds %v; want the old records gone, new-1 kept", inLog)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+	// Not one byte of the expired events is left under the data
+	// directory: the event store's file was copied, the state store
+	// checkpointed, the log's records aged out.
+	if !strings.Contains(string(r.body), `"compacted":["state","events"]`) {
+		t.Errorf("the run compacted: %s", r.body)
+	}
+	if found := grepDir(t, n.dir, []string{expiredValue, expiredBad}); len(found) > 0 {
+		t.Errorf("after the retention run, found on disk: %v", found)
 	}
 	// The policy as the API shows it, and the metrics.
 	pol := string(n.admin("GET", "/api/v1/privacy/retention", nil).body)

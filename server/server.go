@@ -266,14 +266,27 @@ func open(ctx context.Context, cfg config.Config, logger *slog.Logger, h hooks) 
 	}
 	s.Governance.SetDestinationTypes(s.Delivery.Types())
 	s.Classifier = privacy.NewClassifier(cfg.Privacy, s.Plans)
-	// Retention goes through each store's own delete path.
-	// TODO(erasure): reuse the erasure's compaction (DuckDB, JetStream
-	// record rewriting) once it lands, so expired bytes leave the files.
+	// Retention deletes through each store's own delete path, then
+	// compacts like an erasure so that the expired rows' bytes leave the
+	// files: the DuckDB file's copy (ClickHouse's Expire waits for the
+	// old parts' removal itself), the state store's checkpoint or scrub.
+	// The log's records age out with its max age (logMaxAge).
+	compact := []privacy.Compacter{{Name: "state", After: []string{"quarantine", "delivery", "computed_traits", "consent_history"},
+		Run: func(ctx context.Context) error {
+			if cfg.State == "" {
+				return sqlite.Checkpoint(ctx, s.State)
+			}
+			return postgres.Scrub(ctx, s.State, expiredTables)
+		}}}
+	if db, ok := s.Events.(*duckdb.Store); ok {
+		compact = append(compact, privacy.Compacter{Name: "events", After: []string{"events"}, Run: db.Compact})
+	}
 	s.Retention = privacy.NewRetainer(cfg.Retention, s.Governance, privacy.RetentionStores{
 		BySource: []privacy.NamedSourceExpirer{
 			{Name: "events", Store: s.Events}, {Name: "quarantine", Store: s.Quarantine}, {Name: "delivery", Store: s.Delivery}},
 		ByDefault: []privacy.NamedExpirer{{Name: "computed_traits", Store: s.Traits}},
 		Consent:   s.Consent,
+		Compact:   compact,
 	}, s.Metrics, logger)
 	s.handler = s.routes()
 	return s, nil
@@ -477,6 +490,11 @@ func (s *Server) routes() http.Handler {
 		Catalog:    []governance.ToolProvider{governance.DestinationTools{Store: s.Governance}, s.Delivery},
 		Classifier: s.Classifier, LogMaxAge: logMaxAge(s.cfg), Subjects: s.cfg.Privacy.Subjects,
 		Suppressions: s.Suppressions, EraseLog: s.eraseLog, Quiesce: s.quiesce,
+	}
+	if s.cfg.Log != "" && logReplicas(s.cfg) > 1 {
+		// docs/privacy.md: a replica's Raft log keeps the appends until
+		// JetStream's next snapshot of the stream.
+		opts.EraseLogNote = "each replica's Raft log of the stream keeps the original appends until JetStream compacts it, within 3 minutes"
 	}
 	if s.Pipeline != nil {
 		opts.Retention = s.Retention
@@ -717,6 +735,13 @@ var erasedTables = []string{
 	"identity_traits", "identity_profile_ids", "privacy_consent", "privacy_consent_history", "privacy_requests",
 	"quarantine_entries", "delivery_dead_letters", "audience_trait_bucket", "audience_trait_seen",
 	"audience_trait_point", "audience_stage", "audience_member",
+}
+
+// expiredTables are the state store tables retention deletes from:
+// PostgreSQL scrubs them after a run that removed rows.
+var expiredTables = []string{
+	"quarantine_entries", "delivery_dead_letters", "privacy_consent_history",
+	"audience_trait_bucket", "audience_trait_point", "audience_stage",
 }
 
 // suppressionReload is how often a pipeline node reads the suppression

@@ -120,6 +120,10 @@ func startClickHouse() (*ClickHouseServer, error) {
 	return s, nil
 }
 
+// Dir is the server's directory: its configuration, data (parts,
+// mutation files, metadata), temporary files and logs.
+func (s *ClickHouseServer) Dir() string { return s.dir }
+
 // Addr is the server's native protocol address, 127.0.0.1:PORT.
 func (s *ClickHouseServer) Addr() string { return "127.0.0.1:" + strconv.Itoa(s.tcpPort) }
 
@@ -285,7 +289,10 @@ func (s *ClickHouseServer) stop() {
 // writeConfig writes a minimal server configuration into s.dir: loopback
 // only, the two ports, every path under s.dir, small caches and few
 // background threads (the machine is shared with builds and other
-// tests), logs at warning level in s.dir/log.
+// tests), logs at warning level in s.dir/log, and the MergeTree
+// settings docs/privacy.md asks for: parts replaced by a merge or a
+// mutation (an erasure's) removed after a second, and one finished
+// mutation kept per table.
 //
 // Running as root needs nothing special for the ClickHouse 18.16 that
 // Debian ships: the server runs as the invoking user and owns the files
@@ -321,6 +328,10 @@ func (s *ClickHouseServer) writeConfig() error {
   <uncompressed_cache_size>67108864</uncompressed_cache_size>
   <max_concurrent_queries>100</max_concurrent_queries>
   <mlock_executable>false</mlock_executable>
+  <merge_tree>
+    <old_parts_lifetime>1</old_parts_lifetime>
+    <finished_mutations_to_keep>1</finished_mutations_to_keep>
+  </merge_tree>
 </yandex>
 `, s.dir, s.tcpPort, s.httpPort)
 	users := fmt.Sprintf(`<?xml version="1.0"?>

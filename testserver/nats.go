@@ -215,6 +215,10 @@ func (c *NATSCluster) MonitorURL(i int) string {
 	return fmt.Sprintf("http://127.0.0.1:%d", c.nodes[i].monitor)
 }
 
+// Dir is node i's directory: its configuration, its log file and its
+// JetStream store (streams, their Raft logs and snapshots).
+func (c *NATSCluster) Dir(i int) string { return c.nodes[i].dir }
+
 // NodeName is node i's server name, as JetStream reports stream and
 // consumer leaders.
 func (c *NATSCluster) NodeName(i int) string { return c.nodes[i].name }

@@ -79,10 +79,10 @@ func (s *Store) delete(ctx context.Context, keys []string) (n int64, err error) 
 	return n, nil
 }
 
-// Expire deletes the events of sourceID before before, then checkpoints,
-// like [Store.Erase]; see [eventstore.Store.Expire].
-// TODO(erasure): reuse the erasure's compaction once it lands, so the
-// expired rows' bytes leave the file too.
+// Expire deletes the events of sourceID before before; see
+// [eventstore.Store.Expire]. Like an erasure's DELETE it leaves the rows'
+// bytes in freed blocks of the file: retention runs [Store.Compact] after
+// its deletions (privacy.Retainer), once for all sources.
 func (s *Store) Expire(ctx context.Context, sourceID string, before time.Time) (int64, error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
@@ -94,11 +94,5 @@ func (s *Store) Expire(ctx context.Context, sourceID string, before time.Time) (
 		return 0, fmt.Errorf("eventstore/duckdb: expire: %w", err)
 	}
 	n, _ := res.RowsAffected()
-	if n == 0 {
-		return 0, nil
-	}
-	if _, err := s.db.ExecContext(ctx, `CHECKPOINT`); err != nil {
-		return n, fmt.Errorf("eventstore/duckdb: expire: checkpoint: %w", err)
-	}
 	return n, nil
 }
