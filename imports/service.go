@@ -456,7 +456,14 @@ func (s *Service) Run(ctx context.Context, id string, body io.Reader, size int64
 	if err != nil {
 		return Status{}, err
 	}
-	ru := &run{rec: record{Status: Running}, start: s.opts.Now(), done: make(chan struct{})}
+	// Seen by Get from the moment it is active: the record as read, with
+	// its counts, until this attempt owns the import and reads it again.
+	ru := &run{rec: rec, start: s.opts.Now(), done: make(chan struct{})}
+	ru.rec.Status = Running
+	ru.imported.Store(rec.Imported)
+	ru.failed.Store(rec.Failed)
+	ru.read.Store(rec.Imported + rec.Failed)
+	ru.startRows = rec.Imported + rec.Failed
 	for {
 		s.mu.Lock()
 		prev := s.active[id]
