@@ -68,7 +68,8 @@ type worker struct {
 type item struct {
 	out      Outgoing
 	key      string
-	source   string // the event's source, for the catalogue's flows ("" for a replay)
+	ev       *event.Event // the event from the log, for the consent check before each attempt (nil for a replay)
+	source   string       // the event's source, for the catalogue's flows ("" for a replay)
 	received time.Time
 	rec      *record
 	dl       *DeadLetter
@@ -193,18 +194,13 @@ func (w *worker) dispatch(msg eventlog.Message) bool {
 			w.m.events.Add(1, id, "filtered")
 			continue
 		}
-		if ok, alive := w.consented(e); !alive {
-			return false
-		} else if !ok {
-			w.m.events.Add(1, id, "no_consent")
-			continue
-		}
+		// Consent is checked by the lane before each attempt (deliver).
 		body, err := render(e, w.d.Mapping)
 		if err != nil {
 			w.m.events.Add(1, id, "invalid")
 			continue
 		}
-		items = append(items, &item{out: Outgoing{MessageID: e.MessageID, Body: body}, key: profileKey(e), source: e.SourceID, received: e.ReceivedAt, rec: rec})
+		items = append(items, &item{out: Outgoing{MessageID: e.MessageID, Body: body}, key: profileKey(e), ev: e, source: e.SourceID, received: e.ReceivedAt, rec: rec})
 	}
 	if len(items) == 0 {
 		w.done <- msg
@@ -326,6 +322,21 @@ func (w *worker) deliver(batch []*item) bool {
 				return true
 			}
 		}
+		// Consent too: a withdrawal made while the events waited in their
+		// lane or were retried holds for them.
+		keep, refused, alive := w.consentedBatch(batch)
+		if !alive {
+			return false
+		}
+		if batch = keep; len(refused) > 0 {
+			w.m.events.Add(uint64(len(refused)), id, "no_consent")
+			if !w.finish(refused, nil, 0) {
+				return false
+			}
+			if len(batch) == 0 {
+				return true
+			}
+		}
 		outs := make([]Outgoing, len(batch))
 		for i, it := range batch {
 			outs[i] = it.out
@@ -405,6 +416,33 @@ func (w *worker) unsuppressed(batch []*item) (keep, dropped []*item) {
 		}
 	}
 	return keep, dropped
+}
+
+// consentedBatch splits batch into the items whose profile's consent
+// allows this destination now and those refused. Replayed dead letters
+// are kept: they carry no event to judge. alive is false when the worker
+// is stopping.
+func (w *worker) consentedBatch(batch []*item) (keep, refused []*item, alive bool) {
+	if w.m.opts.Consent == nil || len(w.d.ConsentPurposes) == 0 {
+		return batch, nil, true
+	}
+	keep = batch[:0:0]
+	for _, it := range batch {
+		if it.ev == nil {
+			keep = append(keep, it)
+			continue
+		}
+		ok, alive := w.consented(it.ev)
+		if !alive {
+			return nil, nil, false
+		}
+		if ok {
+			keep = append(keep, it)
+		} else {
+			refused = append(refused, it)
+		}
+	}
+	return keep, refused, true
 }
 
 // finish stores dead letters when failed is not nil (updates them, for

@@ -343,3 +343,160 @@ func TestDeliveryHonoursConsent(t *testing.T) {
 		t.Errorf("no_consent counted %v times, want 3", v)
 	}
 }
+
+// TestDeliveryConsentPerPurpose: a profile that withdrew Marketing reaches
+// the analytics destination and never the marketing one; and a withdrawal
+// made through the API while the profile's events sit in the marketing
+// destination's retry queue holds for those events: once the receiver
+// recovers they are not sent to it (counted as no_consent), while the
+// analytics destination got them.
+func TestDeliveryConsentPerPurpose(t *testing.T) {
+	n := startNode(t, "", func(c *config.Config) {
+		c.DestinationAllow = []string{"127.0.0.0/8"}
+		c.Consent.Defaults = map[string]bool{"Analytics": true}
+	})
+	type receiver struct {
+		mu     sync.Mutex
+		failed map[string]int  // messageId → answers 500
+		got    map[string]bool // messageId → accepted (200)
+		down   bool
+	}
+	serve := func(rv *receiver) *httptest.Server {
+		return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			var e map[string]any
+			_ = json.Unmarshal(b, &e)
+			m := fmt.Sprint(e["messageId"])
+			rv.mu.Lock()
+			defer rv.mu.Unlock()
+			if rv.down {
+				rv.failed[m]++
+				w.WriteHeader(http.StatusInternalServerError)
+				return
+			}
+			rv.got[m] = true
+		}))
+	}
+	mkt := &receiver{failed: map[string]int{}, got: map[string]bool{}}
+	ana := &receiver{failed: map[string]int{}, got: map[string]bool{}}
+	mktSrv, anaSrv := serve(mkt), serve(ana)
+	defer mktSrv.Close()
+	defer anaSrv.Close()
+	create := func(name, url, purpose string) string {
+		t.Helper()
+		r := n.admin("POST", "/api/v1/destinations", map[string]any{"name": name, "type": "webhook",
+			"config": map[string]any{"url": url}, "owner": "Marketing", "purpose": name,
+			"dataCategories": []string{"contact"}, "consentPurposes": []string{purpose}, "monthlyCost": 10})
+		if r.status != 201 {
+			t.Fatalf("create %s: %d %s", name, r.status, r.body)
+		}
+		id := r.json(t)["id"].(string)
+		if d := r.json(t)["approval"]; d != "approved" {
+			if r := n.admin("POST", "/api/v1/destinations/"+id+"/approvals", map[string]any{"decision": "approve"}); r.status != 200 {
+				t.Fatalf("approve %s: %d %s", name, r.status, r.body)
+			}
+		}
+		return id
+	}
+	mktID := create("newsletter", mktSrv.URL, "Marketing")
+	anaID := create("warehouse", anaSrv.URL, "Analytics")
+	send := func(body string) {
+		t.Helper()
+		if r := n.do("POST", "/v1/batch", "basic:"+n.writeKey, []byte(body), nil); r.status != 200 {
+			t.Fatalf("batch: %d %s", r.status, r.body)
+		}
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	has := func(rv *receiver, ids ...string) func() bool {
+		return func() bool {
+			rv.mu.Lock()
+			defer rv.mu.Unlock()
+			for _, m := range ids {
+				if !rv.got[m] {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	noConsent := func(id string) float64 {
+		r := n.do("GET", "/metrics", "", nil, nil)
+		name := `tandem_delivery_events_total{destination="` + id + `",outcome="no_consent"} `
+		for _, l := range strings.Split(string(r.body), "\n") {
+			if v, ok := strings.CutPrefix(l, name); ok {
+				var f float64
+				_, _ = fmt.Sscan(v, &f)
+				return f
+			}
+		}
+		return 0
+	}
+
+	// 1. Withdrawn by the event itself: analytics yes, marketing no; a
+	// person who granted Marketing reaches it (the route is not simply shut).
+	both := `{"consent":{"categoryPreferences":{"Marketing":true,"Analytics":true}}}`
+	withdrawn := `{"consent":{"categoryPreferences":{"Marketing":false,"Analytics":true}}}`
+	send(`{"batch":[
+		{"type":"track","event":"Viewed","userId":"alice","messageId":"alice-1","context":` + withdrawn + `},
+		{"type":"track","event":"Viewed","userId":"bob","messageId":"bob-1","context":` + both + `},
+		{"type":"track","event":"Viewed","userId":"alice","messageId":"alice-2","context":` + withdrawn + `}]}`)
+	waitFor("analytics to get alice-1, alice-2, bob-1", has(ana, "alice-1", "alice-2", "bob-1"))
+	waitFor("marketing to get bob-1", has(mkt, "bob-1"))
+	waitFor("alice's events counted as no_consent", func() bool { return noConsent(mktID) >= 2 })
+
+	// 2. Queued while granted, withdrawn through the API while retried.
+	mkt.mu.Lock()
+	mkt.down = true
+	mkt.mu.Unlock()
+	carol := []string{"carol-1", "carol-2", "carol-3"}
+	send(`{"batch":[
+		{"type":"track","event":"Viewed","userId":"carol","messageId":"carol-1","context":` + both + `},
+		{"type":"track","event":"Viewed","userId":"carol","messageId":"carol-2","context":` + both + `},
+		{"type":"track","event":"Viewed","userId":"carol","messageId":"carol-3","context":` + both + `}]}`)
+	waitFor("analytics to get carol's events", has(ana, carol...))
+	waitFor("the marketing receiver to refuse carol's first event", func() bool {
+		mkt.mu.Lock()
+		defer mkt.mu.Unlock()
+		return mkt.failed["carol-1"] > 0
+	})
+	var profile string
+	waitFor("carol's profile", func() bool {
+		r := n.admin("GET", "/api/v1/profiles/lookup?identifier=user_id:carol", nil)
+		if r.status != 200 {
+			return false
+		}
+		profile, _ = r.json(t)["id"].(string)
+		return profile != ""
+	})
+	if r := n.admin("PUT", "/api/v1/profiles/"+profile+"/consent", map[string]any{
+		"purposes": map[string]bool{"Marketing": false}, "source": "support-call"}); r.status != 200 {
+		t.Fatalf("withdraw: %d %s", r.status, r.body)
+	}
+	mkt.mu.Lock()
+	mkt.down = false
+	mkt.mu.Unlock()
+	waitFor("carol's queued events to be dropped or delivered", func() bool { return noConsent(mktID) >= 5 || has(mkt, carol...)() })
+	time.Sleep(1500 * time.Millisecond) // anything that should not arrive has had its chance
+	mkt.mu.Lock()
+	defer mkt.mu.Unlock()
+	for _, m := range append([]string{"alice-1", "alice-2"}, carol...) {
+		if mkt.got[m] {
+			t.Errorf("%s reached the marketing destination after Marketing was withdrawn", m)
+		}
+	}
+	if v := noConsent(mktID); v != 5 {
+		t.Errorf("marketing no_consent counted %v, want 5", v)
+	}
+	if v := noConsent(anaID); v != 0 {
+		t.Errorf("analytics no_consent counted %v, want 0", v)
+	}
+}
