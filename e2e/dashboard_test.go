@@ -399,6 +399,9 @@ func TestDashboard(t *testing.T) {
 		b.must(b.do(10*time.Second, chromedp.Click(chromedp.CSS(row+` button[data-action="approve"]`))), "approve")
 		_, err = waitFor[bool](b, 20*time.Second, `(document.querySelector('`+row+` [data-approval]') || {}).textContent === "approved"`)
 		b.must(err, "the source approved on the page")
+		// Its change request leaves the list of those waiting.
+		_, err = waitFor[bool](b, 20*time.Second, `!!document.querySelector("#changes-table, #changes p") && ![...document.querySelectorAll("#changes-table tr[data-change]")].some(r => r.textContent.includes("`+srcID+`"))`)
+		b.must(err, "the approved source's change request gone from those waiting")
 		b.screenshot(shots, "5-stack-approved")
 
 		// The quarantine lists the broken event; replaying it validates it

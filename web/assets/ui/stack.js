@@ -24,9 +24,12 @@ export function stackPage(el) {
     h("div", { class: "grid2" }, panel("Monthly cost by department", cost), panel("Imports", imports)),
     panel("Tracking-plan violations", violations),
     panel("Quarantine", quarantine));
-  const reload = () => loadCatalog(tools, flows, cost);
+  // A decision on a tool or on a change request changes both lists.
+  const reload = () => {
+    loadCatalog(tools, flows, cost, reload);
+    loadChanges(changes, reload);
+  };
   reload();
-  loadChanges(changes, reload);
   if (session.can("quarantine:read")) {
     loadViolations(violations);
     loadQuarantine(quarantine);
@@ -50,7 +53,7 @@ async function all(path) {
   return items;
 }
 
-async function loadCatalog(el, flowsEl, costEl) {
+async function loadCatalog(el, flowsEl, costEl, reload) {
   busy(el, "the catalogue");
   let cat;
   try {
@@ -81,7 +84,7 @@ async function loadCatalog(el, flowsEl, costEl) {
         h("td", { class: "num" }, fmt.money(s.monthlyCost)),
         h("td", {}, h("span", { class: "badge " + s.approval, "data-approval": s.approval }, s.approval),
           s.approvedAt ? h("span", { class: "muted" }, h("br"), fmt.time(s.approvedAt)) : null),
-        decide ? h("td", {}, s.approval === "approved" ? null : decisionForm(s, () => loadCatalog(el, flowsEl, costEl))) : null))))));
+        decide ? h("td", {}, s.approval === "approved" ? null : decisionForm(s, reload)) : null))))));
   set(flowsEl, flowPicture(items, cat.flows || []));
   costPanel(costEl, items);
 }
@@ -180,7 +183,7 @@ function costPanel(el, items) {
 // section stays hidden where the API does not describe GET /changes, or
 // answers it 404), with approve and reject for a role the change still
 // needs.
-async function loadChanges(section, reloadCatalog) {
+async function loadChanges(section, reload) {
   const el = section.querySelector("#changes");
   const access = await apiAccess("GET", "/changes");
   if (access.state === "missing") { section.hidden = true; return; }
@@ -201,14 +204,16 @@ async function loadChanges(section, reloadCatalog) {
     h("thead", {}, h("tr", {}, ["Change", "What", "Proposed by", "Needs", "Decided so far", "Decision"].map((c) => h("th", {}, c)))),
     h("tbody", {}, items.map((c) => {
       const decided = new Set((c.approvals || []).map((a) => a.role));
-      const mine = (c.needs || []).includes(role) && !decided.has(role);
+      // An admin's approval counts for every role unless the decision
+      // rights say otherwise (the API then answers 403, shown here).
+      const mine = ((c.needs || []).includes(role) || role === "admin") && !decided.has(role);
       return h("tr", { "data-change": c.id },
         h("td", { class: "mono" }, c.id, h("br"), h("span", { class: "muted" }, fmt.time(c.createdAt))),
         h("td", {}, `${c.action} ${c.kind}`, h("br"), h("span", { class: "mono muted" }, c.subject || "–"), diffDetails(c.diff)),
         h("td", {}, c.proposedBy || "–"),
         h("td", {}, (c.needs || []).join(", ") || "–"),
         h("td", {}, (c.approvals || []).map((a) => `${a.role}: ${a.decision}`).join("; ") || "–"),
-        h("td", {}, mine ? changeForm(c, () => { loadChanges(section, reloadCatalog); reloadCatalog(); })
+        h("td", {}, mine ? changeForm(c, reload)
           : h("span", { class: "muted" }, (c.needs || []).includes(role) ? "your role has decided" : `needs ${(c.needs || []).join(" or ")}`)));
     })))));
 }
