@@ -52,6 +52,8 @@ func TestConsumerFrom(t *testing.T) {
 	l.Close()
 	// After a restart (which releases what a dead process held), too.
 	l = openEmbedded(t, jetstream.EmbeddedOptions{Dir: dir})
+	// Shut the server down before the test's directory is removed.
+	defer l.Close()
 	c, err = l.ConsumerFrom(ctx, "from", time.Now())
 	if err != nil {
 		t.Fatal(err)

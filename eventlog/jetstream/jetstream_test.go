@@ -31,6 +31,10 @@ func openEmbedded(t testing.TB, opts jetstream.EmbeddedOptions) *jetstream.Log {
 	if err != nil {
 		t.Fatalf("OpenEmbedded: %v", err)
 	}
+	// Close is idempotent: a test that closes the log itself loses nothing,
+	// and one that does not still shuts the server down before its
+	// directory is removed.
+	t.Cleanup(func() { l.Close() })
 	return l
 }
 
