@@ -145,9 +145,27 @@ func (s *Store) CreateUser(ctx context.Context, name string, role Role) (User, s
 // otherwise. A token already in use gives an error matching
 // [statestore.ErrConflict].
 func (s *Store) CreateUserWithToken(ctx context.Context, name string, role Role, token string) (User, error) {
+	if err := validateToken(token); err != nil {
+		return User{}, fmt.Errorf("access: create user: %w", err)
+	}
+	return s.CreateUserWithTokenHash(ctx, name, role, TokenHash(token))
+}
+
+// ValidateUser checks a new user's name and role and returns the name
+// trimmed; errors are *[FieldError]s for "name" or "role".
+func ValidateUser(name string, role Role) (string, error) { return validateUser(name, role) }
+
+// TokenHash is what the store keeps of a token: its hex SHA-256.
+func TokenHash(token string) string { return hashToken(token) }
+
+// CreateUserWithTokenHash creates a user whose token has hash
+// ([TokenHash]): a user proposed in a change request, whose token was
+// shown once to its proposer while only the hash was kept until the
+// approval created the user. Errors as [Store.CreateUserWithToken]'s.
+func (s *Store) CreateUserWithTokenHash(ctx context.Context, name string, role Role, hash string) (User, error) {
 	name, err := validateUser(name, role)
-	if err == nil {
-		err = validateToken(token)
+	if err == nil && len(hash) != sha256.Size*2 {
+		err = &FieldError{Field: "token", Message: "is not a token's hash"}
 	}
 	if err != nil {
 		return User{}, fmt.Errorf("access: create user: %w", err)
@@ -164,7 +182,7 @@ func (s *Store) CreateUserWithToken(ctx context.Context, name string, role Role,
 			return err
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO access_tokens (token_hash, user_id, created_at) VALUES (?, ?, ?)`,
-			hashToken(token), u.ID, statestore.TimeToDB(u.CreatedAt)); err != nil {
+			hash, u.ID, statestore.TimeToDB(u.CreatedAt)); err != nil {
 			if errors.Is(err, statestore.ErrConflict) {
 				return fmt.Errorf("token already in use: %w", err)
 			}

@@ -25,11 +25,11 @@ func TestCan(t *testing.T) {
 		allowed []access.Permission
 	}{
 		{access.RoleAdmin, all},
-		{access.RoleIT, []access.Permission{access.ProposeChanges, access.DecideApprovals, access.ReadEvents,
+		{access.RoleIT, []access.Permission{access.ProposeChanges, access.ProposeSettings, access.DecideApprovals, access.ReadEvents,
 			access.ReadQuarantine, access.ReplayQuarantine, access.ReadCatalog, access.ReadAnalytics, access.RunImports, access.ReadExperiments, access.ReadAudit, access.ManageDestinations, access.ManageTrackingPlans, access.ReadTrackingPlans, access.ReadChanges, access.ApproveChanges, access.ReadRecords}},
-		{access.RoleMarketing, []access.Permission{access.ProposeChanges, access.ReadEvents, access.ReadCatalog, access.ReadAnalytics, access.ReadProfiles, access.ManageExperiments, access.ReadExperiments, access.ReadTrackingPlans, access.ManageAudiences, access.ReadChanges, access.ApproveChanges, access.ReadConsentRates}},
+		{access.RoleMarketing, []access.Permission{access.ProposeChanges, access.ProposeSettings, access.ReadEvents, access.ReadCatalog, access.ReadAnalytics, access.ReadProfiles, access.ManageExperiments, access.ReadExperiments, access.ReadTrackingPlans, access.ManageAudiences, access.ReadChanges, access.ApproveChanges, access.ReadConsentRates}},
 		{access.RoleAnalyst, []access.Permission{access.ReadEvents, access.ReadCatalog, access.ReadAnalytics, access.ReadProfiles, access.ManageExperiments, access.ReadExperiments, access.ManageAudiences, access.ReadConsentRates}},
-		{access.RolePrivacy, []access.Permission{access.ReadEvents, access.ReadQuarantine, access.ReadCatalog, access.ReadProfiles, access.UnmergeProfiles, access.ReadAudit, access.WriteConsent, access.ManageRequests, access.ReadPII, access.ReadChanges, access.ApproveChanges, access.ReadConsentRates, access.ReadRecords, access.RunRetention}},
+		{access.RolePrivacy, []access.Permission{access.ProposeSettings, access.ReadEvents, access.ReadQuarantine, access.ReadCatalog, access.ReadProfiles, access.UnmergeProfiles, access.ReadAudit, access.WriteConsent, access.ManageRequests, access.ReadPII, access.ReadChanges, access.ApproveChanges, access.ReadConsentRates, access.ReadRecords, access.RunRetention}},
 		{access.RoleService, []access.Permission{access.ReadCatalog, access.ReadAnalytics, access.ReadProfiles, access.ReadExperiments, access.ReadPII}},
 		{access.RoleSales, []access.Permission{access.ReadCatalog, access.ReadAnalytics, access.ReadProfiles, access.ReadExperiments, access.ReadPII}},
 		{access.Role(""), nil},
@@ -49,7 +49,8 @@ func TestCan(t *testing.T) {
 			t.Errorf("Can(%q, unknown) = true", tc.role)
 		}
 	}
-	// Only admin manages users.
+	// Only admin manages users (others with changes:propose may propose
+	// new users, as the decision rights allow).
 	for _, r := range access.Roles {
 		if access.Can(r, access.ManageUsers) != (r == access.RoleAdmin) {
 			t.Errorf("Can(%s, ManageUsers) = %v", r, access.Can(r, access.ManageUsers))

@@ -41,11 +41,19 @@ type Permission string
 
 // The permissions.
 const (
-	ManageUsers Permission = "users:manage" // create and list users
+	// ManageUsers: list users, and create them whatever the decision
+	// rights say (without change requests kept; with them, creating a
+	// user is a change of kind users, proposed with ProposeChanges).
+	ManageUsers Permission = "users:manage"
 	// ProposeChanges: propose new and changed sources and destinations;
 	// the decision rights (package policy) say who may propose which
 	// kind of change and whether it needs approval first.
-	ProposeChanges    Permission = "changes:propose"
+	ProposeChanges Permission = "changes:propose"
+	// ProposeSettings: propose new identity rules, lifecycle stages,
+	// consent defaults and retention (PUT of each); as with
+	// ProposeChanges, the decision rights say who may propose which and
+	// whether it needs approval first: admin, it, marketing and privacy.
+	ProposeSettings   Permission = "settings:propose"
 	DecideApprovals   Permission = "approvals:decide"   // approve or reject sources and destinations
 	ReadEvents        Permission = "events:read"        // read events and profiles
 	ReadQuarantine    Permission = "quarantine:read"    // list quarantined events (they hold raw payloads)
@@ -101,15 +109,15 @@ const (
 )
 
 // Permissions lists every permission.
-var Permissions = []Permission{ManageUsers, ProposeChanges, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadProfiles, UnmergeProfiles, ManageExperiments, ReadExperiments, ReadAudit, ManageDestinations, WriteConsent, ReadPII, ManageTrackingPlans, ReadTrackingPlans, ManageRequests, ManageAudiences, ReadChanges, ApproveChanges, ReadConsentRates, ReadRecords, RunRetention}
+var Permissions = []Permission{ManageUsers, ProposeChanges, ProposeSettings, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadProfiles, UnmergeProfiles, ManageExperiments, ReadExperiments, ReadAudit, ManageDestinations, WriteConsent, ReadPII, ManageTrackingPlans, ReadTrackingPlans, ManageRequests, ManageAudiences, ReadChanges, ApproveChanges, ReadConsentRates, ReadRecords, RunRetention}
 
 // grants is the authorization table (see Can).
 var grants = map[Role][]Permission{
 	RoleAdmin:     Permissions,
-	RoleIT:        {ProposeChanges, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadExperiments, ReadAudit, ManageDestinations, ManageTrackingPlans, ReadTrackingPlans, ReadChanges, ApproveChanges, ReadRecords},
-	RoleMarketing: {ProposeChanges, ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles, ManageExperiments, ReadExperiments, ReadTrackingPlans, ManageAudiences, ReadChanges, ApproveChanges, ReadConsentRates},
+	RoleIT:        {ProposeChanges, ProposeSettings, DecideApprovals, ReadEvents, ReadQuarantine, ReplayQuarantine, ReadCatalog, ReadAnalytics, RunImports, ReadExperiments, ReadAudit, ManageDestinations, ManageTrackingPlans, ReadTrackingPlans, ReadChanges, ApproveChanges, ReadRecords},
+	RoleMarketing: {ProposeChanges, ProposeSettings, ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles, ManageExperiments, ReadExperiments, ReadTrackingPlans, ManageAudiences, ReadChanges, ApproveChanges, ReadConsentRates},
 	RoleAnalyst:   {ReadEvents, ReadCatalog, ReadAnalytics, ReadProfiles, ManageExperiments, ReadExperiments, ManageAudiences, ReadConsentRates},
-	RolePrivacy:   {ReadEvents, ReadQuarantine, ReadCatalog, ReadProfiles, UnmergeProfiles, ReadAudit, WriteConsent, ManageRequests, ReadPII, ReadChanges, ApproveChanges, ReadConsentRates, ReadRecords, RunRetention},
+	RolePrivacy:   {ProposeSettings, ReadEvents, ReadQuarantine, ReadCatalog, ReadProfiles, UnmergeProfiles, ReadAudit, WriteConsent, ManageRequests, ReadPII, ReadChanges, ApproveChanges, ReadConsentRates, ReadRecords, RunRetention},
 	RoleService:   {ReadCatalog, ReadAnalytics, ReadProfiles, ReadExperiments, ReadPII},
 	RoleSales:     {ReadCatalog, ReadAnalytics, ReadProfiles, ReadExperiments, ReadPII},
 }
@@ -143,7 +151,10 @@ var grants = map[Role][]Permission{
 // propose sources and destinations (changes:propose); whether a proposal
 // takes effect at once or becomes a change request, and whose approval
 // it then needs, is the decision rights' (package policy), not this
-// table's. Admin, it, marketing and privacy read and decide the change
+// table's; so it is for new identity rules, lifecycle stages, consent
+// defaults and retention (settings:propose: admin, it, marketing,
+// privacy) and for new users (changes:propose; listing users stays
+// admin's). Admin, it, marketing and privacy read and decide the change
 // requests their role is part of. The records of processing and the
 // retention policy are read by admin, privacy and it; only admin and
 // privacy run retention outside its schedule. An unknown role may do

@@ -46,7 +46,7 @@ func (a *API) funnel(w http.ResponseWriter, r *http.Request) error {
 
 func (a *API) journey(w http.ResponseWriter, r *http.Request) error {
 	var q analytics.JourneyQuery
-	if err := a.analyticsQuery(w, r, &q, func(now time.Time) error { return q.Validate(now, a.opts.Stages) }); err != nil {
+	if err := a.analyticsQuery(w, r, &q, func(now time.Time) error { return q.Validate(now, a.lifecycle()) }); err != nil {
 		return err
 	}
 	res, err := a.opts.Analytics.Journey(r.Context(), &q)

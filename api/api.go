@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"tandem/access"
@@ -54,7 +55,8 @@ type Options struct {
 	Imports    *imports.Service // nil: the import endpoints answer 503
 	Logger     *slog.Logger
 	// Analytics answers /analytics/*; Stages is the configured lifecycle
-	// the journey reports on.
+	// the journey reports on (until a change of lifecycle_stages puts
+	// another in force, see settings.go).
 	Analytics analytics.Backend
 	Stages    []analytics.Stage
 	// Attribution streams the journeys /analytics/attribution and
@@ -105,6 +107,10 @@ type Options struct {
 	// 503); LogMaxAge is how long the event log keeps records.
 	Retention *privacy.Retainer
 	LogMaxAge time.Duration
+	// OnRetention, when set, is told of every retention policy put in
+	// force on this node through the API or LoadSettings (the event log
+	// follows the shortest age).
+	OnRetention func(privacy.Retention)
 	// Subjects are the categories of data subjects of the records of
 	// processing (empty: privacy.DefaultSubjects).
 	Subjects []string
@@ -140,6 +146,10 @@ type API struct {
 	routes  []string // "METHOD pattern", see Routes
 	maskMu  sync.Mutex
 	maskKey []byte // see masker
+
+	stages     atomic.Pointer[[]analytics.Stage] // the lifecycle in force, see settings.go
+	settingsMu sync.Mutex                        // one setting put in force at a time
+	applied    map[policy.Kind]int64             // the stored settings' versions in force; under settingsMu
 }
 
 type ctxKey struct{}
@@ -162,7 +172,9 @@ func New(opts Options) *API {
 			opts.Auditor = logAuditor{opts.Audit}
 		}
 	}
-	a := &API{opts: opts, mux: http.NewServeMux()}
+	a := &API{opts: opts, mux: http.NewServeMux(), applied: map[policy.Kind]int64{}}
+	st := nonNil(opts.Stages)
+	a.stages.Store(&st)
 	a.handler = apierror.Handler(a.mux, NotFound)
 	a.mux.HandleFunc("/api/v1/openapi.json", func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -173,7 +185,7 @@ func New(opts Options) *API {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(openapiDoc)
 	})
-	a.route("/api/v1/users", map[string]handler{"POST": a.need(access.ManageUsers, a.createUser), "GET": a.need(access.ManageUsers, a.listUsers)})
+	a.route("/api/v1/users", map[string]handler{"POST": a.need(access.ProposeChanges, a.createUser), "GET": a.need(access.ManageUsers, a.listUsers)})
 	a.route("/api/v1/me", map[string]handler{"GET": a.me})
 	a.route("/api/v1/sources", map[string]handler{"POST": a.need(access.ProposeChanges, a.createSource), "GET": a.need(access.ReadCatalog, a.listSources)})
 	a.route("/api/v1/sources/{id}", map[string]handler{"GET": a.need(access.ReadCatalog, a.getSource), "PATCH": a.need(access.ProposeChanges, a.updateSource)})

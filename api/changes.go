@@ -23,8 +23,10 @@ import (
 //
 // Enforced kinds: source (create, PATCH allowedOrigins), destination
 // (create, PATCH, DELETE), data_categories (a PATCH that changes a
-// source's or a destination's dataCategories) and tracking_plan (PUT
-// /tracking-plans/{source}).
+// source's or a destination's dataCategories), tracking_plan (PUT
+// /tracking-plans/{source}), users (POST /users, users.go) and the
+// settings (identity_rules, lifecycle_stages, consent_defaults,
+// retention: their PUTs, settings.go).
 
 func (a *API) changeRoutes() {
 	a.route("/api/v1/changes", map[string]handler{"GET": a.need(access.ReadChanges, a.listChanges)})
@@ -36,6 +38,7 @@ func (a *API) changeRoutes() {
 			a.opts.Changes.Handle(k, a.applyToolChange)
 		}
 		a.opts.Changes.Handle(policy.TrackingPlan, a.applyTrackingPlan)
+		a.opts.Changes.Handle(policy.Users, a.applyUserChange)
 	}
 }
 
@@ -175,6 +178,7 @@ func (a *API) previewChange(w http.ResponseWriter, r *http.Request) error {
 	}
 	var after struct {
 		DataCategories *[]string `json:"dataCategories"`
+		Role           string    `json:"role"`
 	}
 	if len(in.After) > 0 && string(in.After) != "null" {
 		if err := json.Unmarshal(in.After, &after); err != nil {
@@ -193,6 +197,9 @@ func (a *API) previewChange(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	as, err := a.assess(r.Context(), k, cats)
+	if k == policy.Users && err == nil {
+		as, err = a.opts.Changes.Rules().AssessUser(access.Role(after.Role), userFrom(r.Context()).Role)
+	}
 	if err != nil {
 		return err
 	}

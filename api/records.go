@@ -8,13 +8,17 @@ import (
 	"tandem/apierror"
 	"tandem/audit"
 	"tandem/governance"
+	"tandem/policy"
 	"tandem/privacy"
 )
 
 // recordsRoutes: the records of processing (Art. 30) and retention.
 func (a *API) recordsRoutes() {
 	a.route("/api/v1/privacy/records", map[string]handler{"GET": a.need(access.ReadRecords, a.getRecords)})
-	a.route("/api/v1/privacy/retention", map[string]handler{"GET": a.need(access.ReadRecords, a.getRetention)})
+	a.route("/api/v1/privacy/retention", map[string]handler{
+		"GET": a.need(access.ReadRecords, a.getRetention),
+		"PUT": a.need(access.ProposeSettings, a.putSetting(policy.Retention)),
+	})
 	a.route("/api/v1/privacy/retention/run", map[string]handler{"POST": a.need(access.RunRetention, a.runRetention)})
 }
 

@@ -63,7 +63,25 @@ func (a *API) createUser(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(w, r, &in); err != nil {
 		return err
 	}
-	u, token, err := a.opts.Access.CreateUser(r.Context(), in.Name, access.Role(in.Role))
+	name, err := access.ValidateUser(in.Name, access.Role(in.Role))
+	if err != nil {
+		return err
+	}
+	caller := userFrom(r.Context())
+	if a.opts.Changes == nil && !access.Can(caller.Role, access.ManageUsers) {
+		return apierror.Of(apierror.CodeForbidden, "role "+string(caller.Role)+" may not "+string(access.ManageUsers)+
+			" (this node keeps no change requests)")
+	}
+	if a.opts.Changes != nil {
+		as, err := a.opts.Changes.Rules().AssessUser(access.Role(in.Role), caller.Role)
+		if err != nil {
+			return err
+		}
+		if !as.Direct {
+			return a.proposeUser(w, r, name, access.Role(in.Role), as)
+		}
+	}
+	u, token, err := a.opts.Access.CreateUser(r.Context(), name, access.Role(in.Role))
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"tandem/event"
@@ -162,8 +163,23 @@ type Stage struct {
 // WithStages makes the store keep which lifecycle stages each key
 // reached (for rules' stage and stages); it returns s.
 func (s *Store) WithStages(stages []Stage) *Store {
-	s.stages = stages
+	s.SetStages(stages)
 	return s
+}
+
+// SetStages puts a new lifecycle in force, for the events recorded from
+// then on (the stages keys reached before stay as they were recorded).
+func (s *Store) SetStages(stages []Stage) {
+	st := slices.Clone(stages)
+	s.stages.Store(&st)
+}
+
+// lifecycle returns the stages in force (nil for none).
+func (s *Store) lifecycle() []Stage {
+	if p := s.stages.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // Store keeps computed trait definitions and their per-key state.
@@ -172,7 +188,7 @@ type Store struct {
 	keys   Keys
 	events eventstore.Store // backfill source; nil: no backfill
 	now    func() time.Time
-	stages []Stage
+	stages atomic.Pointer[[]Stage] // see SetStages
 }
 
 // NewStore returns a store over db (migrated with [Migrations]) finding
@@ -304,7 +320,8 @@ func (s *Store) Record(ctx context.Context, events []event.Event) error {
 // stage, as the upsert would keep it), then written in multi-row upserts:
 // one statement per stageChunk rows instead of one per event.
 func (s *Store) recordStages(ctx context.Context, events []event.Event) error {
-	if len(s.stages) == 0 {
+	stages := s.lifecycle()
+	if len(stages) == 0 {
 		return nil
 	}
 	type hitKey struct{ ekey, stage string }
@@ -318,7 +335,7 @@ func (s *Store) recordStages(ctx context.Context, events []event.Event) error {
 		if e.Type != "track" || (e.UserID == "" && e.AnonymousID == "") {
 			continue
 		}
-		for _, st := range s.stages {
+		for _, st := range stages {
 			if !slices.Contains(st.Events, e.Name) {
 				continue
 			}
@@ -369,7 +386,8 @@ ON CONFLICT (ekey, stage) DO UPDATE SET
 // ("" when none).
 func (s *Store) StagesOfKeys(ctx context.Context, keys []string) (reached []string, current string, err error) {
 	reached = []string{}
-	if len(keys) == 0 || len(s.stages) == 0 {
+	stages := s.lifecycle()
+	if len(keys) == 0 || len(stages) == 0 {
 		return reached, "", nil
 	}
 	args := make([]any, len(keys))
@@ -398,7 +416,7 @@ func (s *Store) StagesOfKeys(ctx context.Context, keys []string) (reached []stri
 	if err := rows.Err(); err != nil {
 		return nil, "", err
 	}
-	for _, st := range s.stages {
+	for _, st := range stages {
 		if got[st.Name] {
 			reached = append(reached, st.Name)
 		}

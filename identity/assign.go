@@ -13,11 +13,11 @@ import (
 // visitor assigned before their first event is stored keeps the
 // variation once it is.
 func (s *Store) ProfileFor(ctx context.Context, typ, value string) (id string, known bool, err error) {
-	if _, ok := s.c.rank[typ]; !ok {
+	if _, ok := s.c().rank[typ]; !ok {
 		return "", false, &FieldError{Field: "identifier", Message: fmt.Sprintf("unknown identifier type %q; the configured types are %s", typ, s.typeNames())}
 	}
-	v, ok := s.c.normalize(typ, value)
-	if !ok || s.c.isBlocked(value, v) {
+	v, ok := s.c().normalize(typ, value)
+	if !ok || s.c().isBlocked(value, v) {
 		return "", false, &FieldError{Field: typ, Message: "not an identifier this node resolves (invalid or blocked)"}
 	}
 	pid, err := s.profileOf(ctx, Ident(typ, v))

@@ -32,7 +32,7 @@ func (s *Store) Erase(ctx context.Context, id string) (keys []string, err error)
 		if len(g.pids) > 1 {
 			return ErrShared
 		}
-		ids := s.c.sortIdents(g.members(cur))
+		ids := s.c().sortIdents(g.members(cur))
 		var anon []string
 		for _, ident := range ids {
 			switch typ, _ := splitIdent(ident); typ {

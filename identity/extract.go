@@ -152,14 +152,14 @@ func (c *compiled) sortIdents(ids []string) []string {
 // Identifiers returns the identifiers e carries ("type:value",
 // normalised, blocked ones left out), as identity resolution reads them:
 // its user id and anonymous id, and those of its traits and external ids.
-func (s *Store) Identifiers(e *event.Event) []string { return s.c.observe(e).ids }
+func (s *Store) Identifiers(e *event.Event) []string { return s.c().observe(e).ids }
 
 // Normalize returns value as identifiers of type typ are kept (an e-mail
 // address lower-cased, a phone number in E.164), false when it is not a
 // valid one or typ is no identifier type.
 func (s *Store) Normalize(typ, value string) (string, bool) {
-	if _, known := s.c.rank[typ]; !known {
+	if _, known := s.c().rank[typ]; !known {
 		return "", false
 	}
-	return s.c.normalize(typ, value)
+	return s.c().normalize(typ, value)
 }

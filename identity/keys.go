@@ -13,7 +13,7 @@ func (s *Store) EventKeys(ctx context.Context, id string) (current string, keys 
 	if err != nil {
 		return "", nil, err
 	}
-	ids := s.c.sortIdents(g.members(cur))
+	ids := s.c().sortIdents(g.members(cur))
 	if len(ids) == 0 {
 		return "", nil, ErrNotFound
 	}

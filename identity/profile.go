@@ -54,11 +54,11 @@ type Explanation struct {
 // Lookup returns the profile that holds the identifier typ:value (value as
 // sent; it is normalised as events' values are).
 func (s *Store) Lookup(ctx context.Context, typ, value string) (Profile, error) {
-	if _, ok := s.c.rank[typ]; !ok {
+	if _, ok := s.c().rank[typ]; !ok {
 		return Profile{}, &FieldError{Field: "identifier", Message: fmt.Sprintf("unknown identifier type %q; the configured types are %s", typ, s.typeNames())}
 	}
-	v, ok := s.c.normalize(typ, value)
-	if !ok || s.c.isBlocked(value, v) {
+	v, ok := s.c().normalize(typ, value)
+	if !ok || s.c().isBlocked(value, v) {
 		return Profile{}, ErrNotFound
 	}
 	pid, err := s.profileOf(ctx, Ident(typ, v))
@@ -70,7 +70,7 @@ func (s *Store) Lookup(ctx context.Context, typ, value string) (Profile, error) 
 
 func (s *Store) typeNames() string {
 	var names []string
-	for _, t := range s.c.rules.Types {
+	for _, t := range s.c().rules.Types {
 		names = append(names, t.Name)
 	}
 	return strings.Join(names, ", ")
@@ -190,7 +190,7 @@ func (s *Store) Profile(ctx context.Context, id string) (Profile, error) {
 			return Profile{}, fmt.Errorf("identity: read profile: %w", err)
 		}
 	}
-	ids = s.c.sortIdents(ids)
+	ids = s.c().sortIdents(ids)
 	p.Identifiers = identifiers(ids)
 	p.FirstSeen, p.LastSeen = time.Unix(0, first).UTC(), time.Unix(0, last).UTC()
 	p.Counters["identifiers"] = int64(len(ids))
@@ -253,12 +253,12 @@ func (s *Store) Explain(ctx context.Context, id string) (Explanation, error) {
 	if err != nil {
 		return Explanation{}, err
 	}
-	res := s.c.resolve(g.links, decs, s.pid)
+	res := s.c().resolve(g.links, decs, s.pid)
 	for _, p := range res.profiles {
 		if p.id != cur {
 			continue
 		}
-		ids := s.c.sortIdents(slices.Clone(p.idents))
+		ids := s.c().sortIdents(slices.Clone(p.idents))
 		var mine []Decision
 		for _, d := range decs {
 			if slices.Contains(p.idents, d.A) || slices.Contains(p.idents, d.B) {
@@ -348,7 +348,7 @@ func (s *Store) Unmerge(ctx context.Context, id string, u Unmerge) (UnmergeResul
 		if err != nil {
 			return err
 		}
-		res := s.c.resolve(g.links, decs, s.pid)
+		res := s.c().resolve(g.links, decs, s.pid)
 		var p *resolved
 		for _, q := range res.profiles {
 			if q.id == id {
@@ -370,10 +370,10 @@ func (s *Store) Unmerge(ctx context.Context, id string, u Unmerge) (UnmergeResul
 			}
 		} else {
 			typ := u.Identifier.Type
-			if _, ok := s.c.rank[typ]; !ok {
+			if _, ok := s.c().rank[typ]; !ok {
 				return &FieldError{Field: "identifier.type", Message: fmt.Sprintf("unknown identifier type %q", typ)}
 			}
-			v, _ := s.c.normalize(typ, u.Identifier.Value)
+			v, _ := s.c().normalize(typ, u.Identifier.Value)
 			ident := Ident(typ, v)
 			if !slices.Contains(p.idents, ident) {
 				return &FieldError{Field: "identifier", Message: "the profile has no such identifier"}

@@ -14,6 +14,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"tandem/event"
@@ -42,7 +43,7 @@ type Options struct {
 // Store is the identity graph in the state store.
 type Store struct {
 	db     *statestore.DB
-	c      *compiled
+	rules  atomic.Pointer[compiled] // see c and SetRules
 	links  Linker
 	secret []byte
 	cache  *setCache
@@ -59,7 +60,7 @@ func NewStore(ctx context.Context, db *statestore.DB, opts Options) (*Store, err
 	if opts.CacheSize <= 0 {
 		opts.CacheSize = 200_000
 	}
-	s := &Store{db: db, c: c, links: opts.Links, cache: newSetCache(opts.CacheSize), seen: newSeenCache(opts.CacheSize), pg: db.Dialect().Name() == statestore.Postgres}
+	s := &Store{db: db, links: opts.Links, cache: newSetCache(opts.CacheSize), seen: newSeenCache(opts.CacheSize), pg: db.Dialect().Name() == statestore.Postgres}
 	// Profile ids are keyed hashes of a first identifier: stable and the
 	// same on every node, yet not a hash anyone could recompute from an
 	// e-mail address.
@@ -77,14 +78,32 @@ func NewStore(ctx context.Context, db *statestore.DB, opts Options) (*Store, err
 	if s.secret, err = hex.DecodeString(hx); err != nil {
 		return nil, fmt.Errorf("identity: profile id key: %w", err)
 	}
+	s.rules.Store(c)
 	if err := s.upgrade(ctx); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
+// c returns the compiled rules in force.
+func (s *Store) c() *compiled { return s.rules.Load() }
+
 // Rules returns the rules in force (validated, in priority order).
-func (s *Store) Rules() Rules { return s.c.rules }
+func (s *Store) Rules() Rules { return s.c().rules }
+
+// SetRules puts new rules in force, for the events resolved from then
+// on (what is stored stays as resolved; a component is resolved again
+// under the rules in force when it next changes). Errors are
+// *[ValidationError]s, as from [Rules.Validate].
+func (s *Store) SetRules(r Rules) error {
+	r.Types, r.Blocked = slices.Clone(r.Types), slices.Clone(r.Blocked)
+	c, err := compile(r)
+	if err != nil {
+		return err
+	}
+	s.rules.Store(c)
+	return nil
+}
 
 // Migrations returns the package's schema migrations.
 //
@@ -386,7 +405,7 @@ func (s *Store) Observe(events []event.Event) *Observed {
 	seen := map[string][2]int64{}
 	traits := map[traitKey]traitVal{}
 	for i := range events {
-		o := s.c.observe(&events[i])
+		o := s.c().observe(&events[i])
 		at := o.at.UnixNano()
 		for k, v := range o.traits {
 			tk := traitKey{o.key, k}
@@ -807,7 +826,7 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 				mine = append(mine, d)
 			}
 		}
-		w.res = s.c.partition(links, mine, s.pid)
+		w.res = s.c().partition(links, mine, s.pid)
 		w.g = newGraph(idents, links, w.res)
 		rewrites = append(rewrites, w)
 	}
@@ -1032,7 +1051,7 @@ func (s *Store) reresolve(ctx context.Context, tx *statestore.Tx, comp string, g
 			w.before[id] = g.pids[k]
 		}
 	}
-	w.res = s.c.partition(g.links, decs, s.pid)
+	w.res = s.c().partition(g.links, decs, s.pid)
 	w.g = newGraph(g.idents, g.links, w.res)
 	return s.store(ctx, tx, []rewrite{w}, nil)
 }

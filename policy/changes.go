@@ -168,6 +168,19 @@ CREATE TABLE policy_approvals (
 );
 CREATE INDEX policy_approvals_change ON policy_approvals (change_id, id);
 `,
+	}, {
+		Package: "policy",
+		Version: 2,
+		SQL: `
+CREATE TABLE policy_settings (
+	kind TEXT PRIMARY KEY,
+	value TEXT NOT NULL,
+	version BIGINT NOT NULL,
+	change_id TEXT NOT NULL,
+	updated_by TEXT NOT NULL,
+	updated_at BIGINT NOT NULL
+);
+`,
 	}}
 }
 

@@ -170,7 +170,77 @@ func TestStore(t *testing.T) {
 		t.Run("Lifecycle", func(t *testing.T) { t.Parallel(); testLifecycle(t, open) })
 		t.Run("List", func(t *testing.T) { t.Parallel(); testList(t, open) })
 		t.Run("Admin", func(t *testing.T) { t.Parallel(); testAdmin(t, open) })
+		t.Run("Settings", func(t *testing.T) { t.Parallel(); testSettings(t, open) })
 	})
+}
+
+// The escalation rule: a user change granting admin needs an admin's
+// approval, whoever else the preset lets approve users, and even when
+// admin's approval does not count for every role.
+func TestAssessUser(t *testing.T) {
+	itR := access.RoleIT
+	for _, tc := range []struct {
+		name    string
+		mutate  func(*policy.Config)
+		granted access.Role
+		by      access.User
+		needs   []access.Role
+		direct  bool
+	}{
+		{"it-led: it makes an analyst", nil, access.RoleAnalyst, it, roles(itR), true},
+		{"it-led: it makes an admin", nil, access.RoleAdmin, it, roles(access.RoleAdmin, itR), false},
+		{"joint: it makes an admin", preset(policy.Joint), access.RoleAdmin, it, roles(access.RoleAdmin, itR), false},
+		{"admin makes an admin", nil, access.RoleAdmin, admin, roles(itR), true},
+		{"admin not for all: it makes an admin", func(c *policy.Config) { c.AdminApprovesAll = false }, access.RoleAdmin, it,
+			roles(access.RoleAdmin, itR), false},
+		{"users approved by marketing alone: marketing makes an admin", func(c *policy.Config) {
+			c.Rules = map[policy.Kind]policy.Rule{policy.Users: {Propose: roles(access.RoleMarketing), Approve: roles(access.RoleMarketing)}}
+		}, access.RoleAdmin, marketing, roles(access.RoleAdmin, access.RoleMarketing), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, err := rules(t, tc.mutate).AssessUser(tc.granted, tc.by.Role)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(a.Needs, tc.needs) || a.Direct != tc.direct {
+				t.Errorf("needs %v direct %v, want %v %v", a.Needs, a.Direct, tc.needs, tc.direct)
+			}
+		})
+	}
+	if _, err := rules(t, nil).AssessUser(access.RoleAnalyst, marketing.Role); !errors.Is(err, policy.ErrForbidden) {
+		t.Errorf("it-led: marketing proposes a user: %v, want forbidden", err)
+	}
+}
+
+// An approved setting is kept per kind, each put counting up its
+// version, and read back by every kind.
+func testSettings(t *testing.T, open func(t *testing.T) *statestore.DB) {
+	ctx := context.Background()
+	e := newEnv(t, open, rules(t, nil))
+	if got, err := e.s.Settings(ctx); err != nil || len(got) != 0 {
+		t.Fatalf("settings of a new store: %v %v", got, err)
+	}
+	if _, err := e.s.PutSetting(ctx, policy.IdentityRules, json.RawMessage(`{"types":[1]}`), it.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := e.s.PutSetting(ctx, policy.IdentityRules, json.RawMessage(`{"types":[2]}`), marketing.ID, "chg_x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s2.Version != 2 || s2.Change != "chg_x" || s2.UpdatedBy != marketing.ID || string(s2.Value) != `{"types":[2]}` {
+		t.Fatalf("second put: %+v", s2)
+	}
+	if _, err := e.s.PutSetting(ctx, policy.Retention, json.RawMessage(`{"default":"1h"}`), admin.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	got, err := e.s.Settings(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[policy.IdentityRules].Version != 2 || string(got[policy.IdentityRules].Value) != `{"types":[2]}` ||
+		got[policy.Retention].Version != 1 || got[policy.Retention].UpdatedAt.IsZero() {
+		t.Errorf("settings: %+v", got)
+	}
 }
 
 type env struct {

@@ -344,3 +344,19 @@ func roleNames(rs []access.Role) string {
 	}
 	return strings.Join(names, ", ")
 }
+
+// AssessUser is [Rules.Assess] for a change of kind users that gives a
+// user role granted (a new user, or a new role): the kind's rule, and
+// one escalation rule on top that no preset or configuration lifts:
+// granting admin needs an admin's approval unless an admin proposes it.
+// So a role that may propose users can never make an admin, nor gain
+// admin's rights through a user it creates, without an admin.
+func (r *Rules) AssessUser(granted, proposer access.Role) (Assessment, error) {
+	a, err := r.Assess(Users, nil, proposer)
+	if err != nil || granted != access.RoleAdmin || proposer == access.RoleAdmin {
+		return a, err
+	}
+	a.Needs = ordered(append(a.Needs, access.RoleAdmin))
+	a.Direct = false
+	return a, nil
+}

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"tandem/event"
@@ -76,7 +77,7 @@ CREATE INDEX privacy_consent_history_time ON privacy_consent_history (ekey, even
 // Store keeps consent decisions in the state store.
 type Store struct {
 	db   *statestore.DB
-	cfg  Config
+	cfg  atomic.Pointer[Config] // see SetConfig
 	keys Keys
 	now  func() time.Time
 }
@@ -84,10 +85,21 @@ type Store struct {
 // NewStore returns a consent store over db (migrated with [Migrations]),
 // with the configured defaults, finding profiles' keys with keys.
 func NewStore(db *statestore.DB, cfg Config, keys Keys) *Store {
+	s := &Store{db: db, keys: keys, now: time.Now}
+	s.SetConfig(cfg)
+	return s
+}
+
+// SetConfig puts a new consent configuration in force (checked by
+// [Config.Validate]), for the events recorded and the routes judged
+// from then on. The decisions recorded stay.
+func (s *Store) SetConfig(cfg Config) {
+	cfg.Defaults = maps.Clone(cfg.Defaults)
 	if cfg.Defaults == nil {
 		cfg.Defaults = map[string]bool{}
 	}
-	return &Store{db: db, cfg: cfg, keys: keys, now: time.Now}
+	cfg.GPCPurposes, cfg.ObjectionPurposes = slices.Clone(cfg.GPCPurposes), slices.Clone(cfg.ObjectionPurposes)
+	s.cfg.Store(&cfg)
 }
 
 // WithClock makes the store take the time of API decisions from now
@@ -98,7 +110,7 @@ func (s *Store) WithClock(now func() time.Time) *Store {
 }
 
 // Config returns the store's configuration.
-func (s *Store) Config() Config { return s.cfg }
+func (s *Store) Config() Config { return *s.cfg.Load() }
 
 // decision is one purpose granted or refused under an event key.
 type decision struct {
@@ -146,7 +158,7 @@ func (s *Store) fromEvent(e *event.Event) []decision {
 		byPurpose[strings.ToLower(name)] = decision{ekey: key, purpose: name, granted: b, at: at, msg: e.MessageID, source: SourceEvent}
 	}
 	if gpc := bytes.TrimSpace(f.Context.GPC); string(gpc) == "true" || string(gpc) == `"1"` || string(gpc) == "1" {
-		for _, name := range s.cfg.GPCPurposes {
+		for _, name := range s.Config().GPCPurposes {
 			byPurpose[strings.ToLower(name)] = decision{ekey: key, purpose: name, granted: false, at: at, msg: e.MessageID, source: SourceGPC}
 		}
 	}
@@ -386,7 +398,7 @@ func (s *Store) state(best map[string]decision) State {
 			st.Source = d.source
 		}
 	}
-	for name, v := range s.cfg.Defaults {
+	for name, v := range s.Config().Defaults {
 		if _, ok := best[strings.ToLower(name)]; !ok {
 			st.Purposes[name] = v
 			st.Defaulted = append(st.Defaulted, name)
@@ -444,7 +456,7 @@ func (s *Store) judge(best map[string]decision, purposes []string) (bool, string
 			}
 			continue
 		}
-		if v, ok := s.cfg.defaultFor(p); !ok || !v {
+		if v, ok := s.Config().defaultFor(p); !ok || !v {
 			return false, fmt.Sprintf("no consent decision for %s and its default is to refuse", p), nil
 		}
 	}

@@ -44,7 +44,7 @@ func (s *Store) Rates(ctx context.Context) ([]Rate, error) {
 		return r
 	}
 	// Configured names first: they are how the purposes are spelt.
-	for p, v := range s.cfg.Defaults {
+	for p, v := range s.Config().Defaults {
 		d := v
 		name(p).Default = &d
 	}

@@ -336,13 +336,13 @@ func (r *Requests) Object(ctx context.Context, id string, consent *Store, actor 
 		step.Detail = "no profile holds the identifier: nothing to refuse"
 	default:
 		refuse := map[string]bool{}
-		for _, p := range consent.cfg.Objection() {
+		for _, p := range consent.Config().Objection() {
 			refuse[p] = false
 		}
 		if _, err := consent.Set(ctx, profile, refuse, SourceObjection, actor); err != nil {
 			step.Status, step.Detail = StatusFailed, "the refusals could not be recorded"
 		} else {
-			step.Detail = "refused " + strings.Join(consent.cfg.Objection(), ", ")
+			step.Detail = "refused " + strings.Join(consent.Config().Objection(), ", ")
 		}
 	}
 	step.At = r.now().UTC()

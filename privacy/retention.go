@@ -178,12 +178,13 @@ type NamedExpirer struct {
 // Retainer removes expired data on a schedule ([Retainer.Run]) and on
 // demand ([Retainer.RunOnce], POST /api/v1/privacy/retention/run).
 type Retainer struct {
-	policy  Retention
+	policy  atomic.Pointer[Retention] // see SetPolicy
 	sources *governance.Store
 	stores  RetentionStores
 	logger  *slog.Logger
 	now     func() time.Time
 
+	changed chan struct{}   // SetPolicy wakes Run
 	mu      sync.Mutex      // one run at a time
 	owed    map[string]bool // compactions that failed, run again at the next run; under mu
 	last    atomic.Pointer[RetentionRun]
@@ -200,7 +201,8 @@ func NewRetainer(policy Retention, sources *governance.Store, stores RetentionSt
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	r := &Retainer{policy: policy, sources: sources, stores: stores, logger: logger, now: time.Now}
+	r := &Retainer{sources: sources, stores: stores, logger: logger, now: time.Now, changed: make(chan struct{}, 1)}
+	r.SetPolicy(policy)
 	r.removed = reg.NewCounterVec("tandem_retention_removed_total", "Rows removed by retention because they were older than their configured maximum age, by store.", "store")
 	r.runs = reg.NewCounterVec("tandem_retention_runs_total", "Retention runs, by result: ok, failed (a store could not remove; tried again at the next run).", "result")
 	reg.NewGaugeFunc("tandem_retention_last_run_timestamp_seconds", "When the last successful retention run started (Unix seconds); 0 before the first.", func() float64 {
@@ -212,8 +214,20 @@ func NewRetainer(policy Retention, sources *governance.Store, stores RetentionSt
 	return r
 }
 
-// Policy is the configured retention.
-func (r *Retainer) Policy() Retention { return r.policy }
+// Policy is the retention in force.
+func (r *Retainer) Policy() Retention { return *r.policy.Load() }
+
+// SetPolicy puts a new retention in force (checked by
+// [Retention.Validate]): the scheduled runs ([Retainer.Run]) follow it
+// from their next run, which is at once.
+func (r *Retainer) SetPolicy(p Retention) {
+	p.Sources, p.Categories = maps.Clone(p.Sources), maps.Clone(p.Categories)
+	r.policy.Store(&p)
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
+}
 
 // SourceAge is one source's maximum age in a run.
 type SourceAge struct {
@@ -245,6 +259,7 @@ func (r *Retainer) RunOnce(ctx context.Context) (RetentionRun, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.now().UTC()
+	policy := r.Policy()
 	run := RetentionRun{At: now, Sources: []SourceAge{}, Removed: map[string]int64{}, Compacted: []string{}, Errors: []string{}}
 	for _, s := range r.stores.BySource {
 		run.Removed[s.Name] = 0
@@ -282,7 +297,7 @@ func (r *Retainer) RunOnce(ctx context.Context) (RetentionRun, error) {
 	// default.
 	srcs = append(srcs, governance.Source{ID: "", Name: ""})
 	for _, src := range srcs {
-		age, basis := r.policy.AgeOf(src)
+		age, basis := policy.AgeOf(src)
 		sa := SourceAge{Source: src.ID, Name: src.Name, Basis: basis}
 		if age > 0 {
 			sa.MaxAge, sa.Before = age.String(), now.Add(-age)
@@ -302,9 +317,9 @@ func (r *Retainer) RunOnce(ctx context.Context) (RetentionRun, error) {
 			add(s.Name, n)
 		}
 	}
-	if r.policy.Default > 0 {
+	if policy.Default > 0 {
 		for _, s := range r.stores.ByDefault {
-			n, err := s.Store.Expire(ctx, now.Add(-r.policy.Default))
+			n, err := s.Store.Expire(ctx, now.Add(-policy.Default))
 			if err != nil {
 				fail(s.Name, err)
 				continue
@@ -312,8 +327,8 @@ func (r *Retainer) RunOnce(ctx context.Context) (RetentionRun, error) {
 			add(s.Name, n)
 		}
 	}
-	if r.stores.Consent != nil && r.policy.ConsentHistory > 0 {
-		n, err := r.stores.Consent.ExpireHistory(ctx, now.Add(-r.policy.ConsentHistory))
+	if r.stores.Consent != nil && policy.ConsentHistory > 0 {
+		n, err := r.stores.Consent.ExpireHistory(ctx, now.Add(-policy.ConsentHistory))
 		if err != nil {
 			fail("consent_history", err)
 		} else {
@@ -349,21 +364,25 @@ func (r *Retainer) RunOnce(ctx context.Context) (RetentionRun, error) {
 }
 
 // Run runs retention every Retention.Every (first right away) until ctx
-// is done. Without any age configured it returns at once.
+// is done, under the policy in force at each run; while no age is
+// configured it only waits (for ctx, or a policy set by SetPolicy, which
+// runs at once).
 func (r *Retainer) Run(ctx context.Context) {
-	if !r.policy.Enabled() {
-		return
-	}
-	t := time.NewTicker(r.policy.Interval())
-	defer t.Stop()
 	for {
-		if _, err := r.RunOnce(ctx); err != nil && ctx.Err() == nil {
-			r.logger.Warn("retention run failed; tried again at the next", "err", err.Error())
+		p := r.Policy()
+		if p.Enabled() {
+			if _, err := r.RunOnce(ctx); err != nil && ctx.Err() == nil {
+				r.logger.Warn("retention run failed; tried again at the next", "err", err.Error())
+			}
 		}
+		t := time.NewTimer(p.Interval())
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
 		case <-t.C:
+		case <-r.changed: // a new policy: run under it now
+			t.Stop()
 		}
 	}
 }

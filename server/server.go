@@ -135,6 +135,7 @@ type Server struct {
 	jsLog *jetstream.Log
 
 	handler        http.Handler
+	api            *api.API
 	trustedProxies []netip.Prefix
 	inflight       *collect.InflightLimit
 	lock           *os.File // the data directory's lock, held while open
@@ -238,11 +239,7 @@ func open(ctx context.Context, cfg config.Config, logger *slog.Logger, h hooks) 
 	if err := s.Suppressions.Load(ctx); err != nil {
 		return nil, err
 	}
-	var stages []audience.Stage
-	for _, st := range cfg.Journey.Stages {
-		stages = append(stages, audience.Stage{Name: st.Name, Events: st.Events})
-	}
-	s.Traits = audience.NewStore(s.State, s.Identity, s.Events).WithStages(stages)
+	s.Traits = audience.NewStore(s.State, s.Identity, s.Events).WithStages(api.AudienceStages(cfg.Journey.Stages))
 	s.Audiences = audience.NewAudiences(s.State, s.Traits, s.Identity, s.Committer, logger)
 	if err := s.bootstrap(ctx); err != nil {
 		return nil, err
@@ -289,6 +286,11 @@ func open(ctx context.Context, cfg config.Config, logger *slog.Logger, h hooks) 
 		Compact:   compact,
 	}, s.Metrics, logger)
 	s.handler = s.routes()
+	// The settings approved through the API (identity rules, lifecycle
+	// stages, consent defaults, retention) override the config file's.
+	if err := s.api.LoadSettings(ctx); err != nil {
+		return nil, fmt.Errorf("settings: %w", err)
+	}
 	return s, nil
 }
 
@@ -523,7 +525,8 @@ func (s *Server) routes() http.Handler {
 		Experiments: opts.Experiments, Sources: writeKeys{s.Governance},
 		Identity: s.Identity, Log: s.Committer, Logger: s.logger,
 	})))
-	mux.Handle("/api/v1/", api.New(opts))
+	s.api = api.New(opts)
+	mux.Handle("/api/v1/", s.api)
 	mux.HandleFunc("/api/v1", func(w http.ResponseWriter, r *http.Request) { apierror.Write(w, api.NotFound(r)) })
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 200, map[string]string{"status": "ok", "version": version.Version})
@@ -621,6 +624,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		defer wg.Done()
 		s.Lag.Run(pctx, lagCheckInterval)
 	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.api.RunSettingsLoads(pctx, api.SettingsReload)
+	}()
 	if s.Pipeline != nil && s.cfg.ReplayLast > 0 {
 		wg.Add(1)
 		go func() {
@@ -643,6 +651,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		go func() {
 			defer wg.Done()
 			s.Retention.Run(pctx)
+		}()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			s.Suppressions.RunLoads(pctx, suppressionReload)
 		}()
 	}
