@@ -313,6 +313,13 @@ func checkIdentity(r *Resource) (string, string) {
 		}
 		return "", err.Error()
 	}
+	// The types as the node shows them (priorities filled in, a limit of
+	// 0 written out), so that the same rules written otherwise are no
+	// change.
+	var types []any
+	if b, err := json.Marshal(rules.Types); err == nil && json.Unmarshal(b, &types) == nil {
+		r.Fields["types"] = types
+	}
 	return "", ""
 }
 

@@ -83,11 +83,23 @@ func (a *applier) run(ctx context.Context, m *manifest.Manifest, dry, prune bool
 // pendingFor is the pending change request of op's resource and kind,
 // nil if none.
 func pendingFor(pending map[string][]change, op *manifest.Op) *change {
-	if op.Have == nil || op.Have.ID == "" || op.Kind.ChangeKind == "" {
+	if op.Kind.ChangeKind == "" {
+		return nil
+	}
+	subject := ""
+	switch {
+	case op.Kind.Singleton:
+		subject = op.Kind.ChangeKind // a setting's change names its kind
+	case op.Kind == manifest.Users && op.Action == manifest.Create:
+		subject = "user:" + op.Name // a user held for approval does not exist yet
+	case op.Have != nil:
+		subject = op.Have.ID
+	}
+	if subject == "" {
 		return nil
 	}
 	tool := op.Kind == manifest.Sources || op.Kind == manifest.Destinations
-	for _, ch := range pending[op.Have.ID] {
+	for _, ch := range pending[subject] {
 		if ch.Kind == op.Kind.ChangeKind || tool && ch.Kind == "data_categories" {
 			return &ch
 		}
@@ -274,12 +286,18 @@ func (a *applier) step(ctx context.Context, st *manifest.State, op *manifest.Op)
 	status, b, err := a.c.do(ctx, method, path, body)
 	var ae *apiError
 	if k.Singleton && errors.As(err, &ae) && (ae.Status == 404 || ae.Status == 405) {
+		// A node of a version before PUT of its settings.
 		return nil, false, fmt.Errorf("this node takes its %s from its config file, not from the API: set them under %s: in the file tandem serve --config reads (docs/configuration-as-code.md), and restart it", k.Noun, k.Key)
 	}
 	if err != nil {
 		return nil, false, err
 	}
 	if ch := a.held(ctx, status, b); ch != nil {
+		var res struct{ Token string }
+		if json.Unmarshal(b, &res) == nil && res.Token != "" {
+			// A user held for approval: its token works once approved.
+			fmt.Fprintf(a.out, "%s: token %s (shown only this once; it works once the change is approved)\n", op.Label(), res.Token)
+		}
 		return ch, false, nil
 	}
 	var res map[string]any

@@ -440,3 +440,71 @@ func TestApplyChangeRequests(t *testing.T) {
 		t.Errorf("the same change again: exit %d\n%s%s", code, out, errs)
 	}
 }
+
+// TestApplySettings: identity rules and lifecycle stages are applied
+// through their PUT endpoints: at once by a role the decision rights let
+// carry them out alone (admin), as a change request otherwise (marketing
+// under it-led, for stages), filed once; users held for approval (an
+// admin proposed by it) likewise, with the token shown.
+func TestApplySettings(t *testing.T) {
+	n := startNode(t)
+	file := `identity:
+  types:
+    - {name: user_id, priority: 1, limit: 1}
+    - {name: email, priority: 2, limit: 3}
+    - {name: anonymous_id, priority: 3}
+journey:
+  stages:
+    - {name: awareness, department: marketing, events: [Ad Clicked]}
+    - {name: purchase, department: sales, events: [Order Completed]}
+`
+	code, out, errs := n.run("apply", file, nil, "-f", "-")
+	if code != 0 || !strings.Contains(out, "changed identity rules") || !strings.Contains(out, "changed lifecycle stages") {
+		t.Fatalf("apply settings as admin: exit %d\n%s%s", code, out, errs)
+	}
+	_, rules := n.api("GET", "/api/v1/identity/rules", nil)
+	if ts := rules["types"].([]any); len(ts) != 3 || ts[1].(map[string]any)["limit"] != 3.0 {
+		t.Errorf("identity rules after apply: %v", rules)
+	}
+	if bl := rules["blocked"].([]any); len(bl) == 0 {
+		t.Errorf("apply dropped the blocked values the file leaves out: %v", rules)
+	}
+	if code, out, _ = n.run("apply", file, nil, "-f", "-"); code != 0 || strings.TrimSpace(out) != "no changes" {
+		t.Errorf("second apply: exit %d\n%s", code, out)
+	}
+	code, exported, _ := n.run("export", "", nil)
+	if code, out, _ = n.run("apply", exported, nil, "-f", "-", "--dry-run"); code != 0 || strings.TrimSpace(out) != "no changes" {
+		t.Errorf("export | apply --dry-run: exit %d\n%s", code, out)
+	}
+
+	mkt := map[string]string{"TANDEM_TOKEN": n.user("Mia", "marketing")}
+	more := strings.Replace(file, "    - {name: purchase", "    - {name: trial, department: sales, events: [Trial Started]}\n    - {name: purchase", 1)
+	code, out, errs = n.run("apply", more, mkt, "-f", "-", "--dry-run")
+	if code != 0 || !strings.Contains(out, "approval: needs it") {
+		t.Errorf("dry run of stages by marketing: exit %d\n%s%s", code, out, errs)
+	}
+	code, out, errs = n.run("apply", more, mkt, "-f", "-")
+	if code != 0 || !regexp.MustCompile(`lifecycle stages: change request chg_\w+ filed, needs it`).MatchString(out) {
+		t.Errorf("apply of stages by marketing: exit %d\n%s%s", code, out, errs)
+	}
+	_, stages := n.api("GET", "/api/v1/journey/stages", nil)
+	if len(stages["stages"].([]any)) != 2 {
+		t.Errorf("a held change of the stages took effect: %v", stages)
+	}
+	code, out, _ = n.run("apply", more, mkt, "-f", "-")
+	if code != 0 || !regexp.MustCompile(`lifecycle stages: change request chg_\w+ is pending \(needs it\); not filed again`).MatchString(out) {
+		t.Errorf("apply again: exit %d\n%s", code, out)
+	}
+
+	it := map[string]string{"TANDEM_TOKEN": n.user("Olaf (IT)", "it")}
+	users := "users:\n  - {name: Root, role: admin}\n"
+	code, out, errs = n.run("apply", users, it, "-f", "-")
+	if code != 0 || !regexp.MustCompile(`user "Root": token tdm_\w+ \(shown only this once; it works once the change is approved\)`).MatchString(out) ||
+		!regexp.MustCompile(`user "Root": change request chg_\w+ filed, needs admin, it`).MatchString(out) {
+		t.Errorf("apply of an admin by it: exit %d\n%s%s", code, out, errs)
+	}
+	code, out, _ = n.run("apply", users, it, "-f", "-")
+	if code != 0 || !strings.Contains(out, "not filed again") {
+		t.Errorf("apply of the admin again: exit %d\n%s", code, out)
+	}
+}
