@@ -104,7 +104,8 @@ type Options struct {
 	// records of processing (nil: the default tags alone).
 	Classifier *privacy.Classifier
 	// Retention removes expired data (nil: the retention endpoints answer
-	// 503); LogMaxAge is how long the event log keeps records.
+	// 503); LogMaxAge is --log-max-age (the log keeps records that long,
+	// or the shortest retention age when that is shorter).
 	Retention *privacy.Retainer
 	LogMaxAge time.Duration
 	// OnRetention, when set, is told of every retention policy put in

@@ -90,7 +90,7 @@ func (a *API) getRetention(w http.ResponseWriter, r *http.Request) error {
 	}
 	return writeJSON(w, 200, map[string]any{
 		"policy":  privacy.BuildRecords(privacy.RecordsInput{Retention: p, Now: time.Now()}).Retention,
-		"sources": ages, "every": p.Interval().String(), "logMaxAge": a.opts.LogMaxAge.String(), "lastRun": rt.LastRun(),
+		"sources": ages, "every": p.Interval().String(), "logMaxAge": p.LogAge(a.opts.LogMaxAge).String(), "lastRun": rt.LastRun(),
 	})
 }
 

@@ -89,6 +89,17 @@ func (r Retention) Shortest() time.Duration {
 	return min
 }
 
+// LogAge is how long the event log keeps records under r, given
+// --log-max-age: that, or the shortest age when that is shorter (a
+// record may hold several sources' events, so the log follows the
+// strictest); 0 for ever.
+func (r Retention) LogAge(flag time.Duration) time.Duration {
+	if s := r.Shortest(); s > 0 && (flag == 0 || s < flag) {
+		return s
+	}
+	return flag
+}
+
 // AgeOf is the maximum age of src's events and what sets it: "source",
 // "category NAME" or "default"; 0 and "" when none applies.
 func (r Retention) AgeOf(src governance.Source) (time.Duration, string) {

@@ -398,15 +398,21 @@ func (s *Server) openLog(h hooks) error {
 	return nil
 }
 
-// logMaxAge is how long the event log keeps records: --log-max-age, or
-// the shortest configured retention age when that is shorter (a record
-// may hold several sources' events, so the log follows the strictest).
-func logMaxAge(cfg config.Config) time.Duration {
-	age := cfg.LogMaxAge
-	if r := cfg.Retention.Shortest(); r > 0 && (age == 0 || r < age) {
-		age = r
+// logMaxAge is how long the event log keeps records at start: see
+// privacy.Retention.LogAge. A retention put in force later through the
+// API changes it (setLogMaxAge).
+func logMaxAge(cfg config.Config) time.Duration { return cfg.Retention.LogAge(cfg.LogMaxAge) }
+
+// setLogMaxAge makes the event log follow retention p (api.Options.OnRetention).
+func (s *Server) setLogMaxAge(p privacy.Retention) {
+	age := p.LogAge(s.cfg.LogMaxAge)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.jsLog.SetMaxAge(ctx, age); err != nil {
+		s.logger.Error("the event log's max age does not follow the new retention; it does at the next start", "max_age", age.String(), "err", err.Error())
+		return
 	}
-	return age
+	s.logger.Info("the event log's max age follows the retention in force", "max_age", age.String())
 }
 
 // logReplicas is the stream replication the configuration asks for: what
@@ -490,7 +496,7 @@ func (s *Server) routes() http.Handler {
 		Traits: s.Traits, Audiences: s.Audiences,
 		Delivery: s.Delivery, Plans: s.Plans, Changes: s.Changes,
 		Catalog:    []governance.ToolProvider{governance.DestinationTools{Store: s.Governance}, s.Delivery},
-		Classifier: s.Classifier, LogMaxAge: logMaxAge(s.cfg), Subjects: s.cfg.Privacy.Subjects,
+		Classifier: s.Classifier, LogMaxAge: s.cfg.LogMaxAge, OnRetention: s.setLogMaxAge, Subjects: s.cfg.Privacy.Subjects,
 		Suppressions: s.Suppressions, EraseLog: s.eraseLog, Quiesce: s.quiesce,
 	}
 	if s.cfg.Log != "" && logReplicas(s.cfg) > 1 {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -215,8 +216,9 @@ func testSettingsUnderPolicy(t *testing.T, state func(t *testing.T) string) {
 		if d := n.setting("/api/v1/privacy/consent-defaults")["defaults"].(map[string]any); len(d) != 1 {
 			t.Fatalf("a pending change of the consent defaults took effect: %v", d)
 		}
-		// Retention: privacy proposes, IT approves.
-		ret := map[string]any{"default": "", "sources": map[string]string{}, "categories": map[string]string{"contact": "2160h"}, "consentHistory": ""}
+		// Retention: privacy proposes, IT approves; the event log follows
+		// the shortest age.
+		ret := map[string]any{"default": "", "sources": map[string]string{"default": "100h"}, "categories": map[string]string{"contact": "2160h"}, "consentHistory": ""}
 		r = n.put(tok[access.RolePrivacy], "/api/v1/privacy/retention", ret)
 		if r.status != 202 {
 			t.Fatalf("privacy proposes retention: %d %s", r.status, r.body)
@@ -229,6 +231,12 @@ func testSettingsUnderPolicy(t *testing.T, state func(t *testing.T) string) {
 		}
 		if p := n.setting("/api/v1/privacy/retention")["policy"].(map[string]any); p["categories"].(map[string]any)["contact"] != "2160h0m0s" {
 			t.Fatalf("approved retention not in force: %v", p)
+		}
+		if st, err := n.srv.jsLog.Stats(context.Background()); err != nil || st.MaxAge != 100*time.Hour {
+			t.Errorf("the event log's max age after the retention: %v %v, want 100h", st.MaxAge, err)
+		}
+		if got := n.setting("/api/v1/privacy/retention")["logMaxAge"]; got != "100h0m0s" {
+			t.Errorf("logMaxAge shown: %v", got)
 		}
 		// Marketing may not propose retention under it-led.
 		checkError(t, n.put(tok[access.RoleMarketing], "/api/v1/privacy/retention", ret), 403, "forbidden", "")

@@ -705,7 +705,8 @@ type Stats struct {
 	FirstSeq  uint64
 	LastSeq   uint64
 	Consumers int
-	MaxBytes  int64 // the stream's limit; -1 means none
+	MaxBytes  int64         // the stream's limit; -1 means none
+	MaxAge    time.Duration // how long records are kept; 0 means for ever
 	Replicas  int
 }
 
@@ -727,8 +728,36 @@ func (l *Log) Stats(ctx context.Context) (Stats, error) {
 		LastSeq:   info.State.LastSeq,
 		Consumers: info.State.Consumers,
 		MaxBytes:  info.Config.MaxBytes,
+		MaxAge:    info.Config.MaxAge,
 		Replicas:  info.Config.Replicas,
 	}, nil
+}
+
+// SetMaxAge changes how long the stream keeps records (0: for ever):
+// records older than d leave it at once. A node sharing an external
+// stream changes it for every node.
+func (l *Log) SetMaxAge(ctx context.Context, d time.Duration) error {
+	if l.closed.Load() {
+		return eventlog.ErrClosed
+	}
+	if d < 0 {
+		return fmt.Errorf("eventlog/jetstream: negative MaxAge %v", d)
+	}
+	cctx, stop := l.withConn(ctx)
+	defer stop()
+	info, err := l.stream.Info(cctx)
+	if err != nil {
+		return l.mapErr("stream info", cause(ctx, cctx, err))
+	}
+	if info.Config.MaxAge == d {
+		return nil
+	}
+	cfg := info.Config
+	cfg.MaxAge = d
+	if _, err := l.js.UpdateStream(cctx, cfg); err != nil {
+		return l.mapErr("update stream", cause(ctx, cctx, err))
+	}
+	return nil
 }
 
 // Ready returns nil when the connection is up, the stream answers, and it
