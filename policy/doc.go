@@ -19,6 +19,13 @@
 // reason. Every proposal and decision is in the audit log, with the
 // change's id, in the same transaction.
 //
+// Four kinds are about the node's settings rather than a tool
+// ([SettingKinds]: identity rules, lifecycle stages, retention, consent
+// defaults): their approved values are kept by [Store.PutSetting], one
+// per kind, and override the config file's on every node. A change of
+// kind users that grants admin needs an admin's approval whatever the
+// rules say ([Rules.AssessUser]).
+//
 // The [Store] keeps its tables in a [statestore.DB]; apply [Migrations]
 // with [statestore.DB.Migrate] before use.
 package policy
