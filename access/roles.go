@@ -41,9 +41,9 @@ type Permission string
 
 // The permissions.
 const (
-	// ManageUsers: list users, and create them whatever the decision
-	// rights say (without change requests kept; with them, creating a
-	// user is a change of kind users, proposed with ProposeChanges).
+	// ManageUsers: list users, and create them directly whatever the
+	// decision rights say (admin); other roles with ProposeChanges
+	// propose new users under the decision rights (kind users).
 	ManageUsers Permission = "users:manage"
 	// ProposeChanges: propose new and changed sources and destinations;
 	// the decision rights (package policy) say who may propose which

@@ -54,9 +54,9 @@ func (a *API) applyUserChange(ctx context.Context, d policy.Decided) error {
 	if err := json.Unmarshal(d.Payload, &p); err != nil {
 		return fmt.Errorf("change %s: payload: %w", d.Change.ID, err)
 	}
-	if p.Role == access.RoleAdmin && d.By.Role != access.RoleAdmin && d.Proposer.Role != access.RoleAdmin {
+	if p.Role == access.RoleAdmin && !adminApproved(d) {
 		// policy.Rules.AssessUser made admin one of the roles it needs,
-		// so the last decision is an admin's; refuse anything else.
+		// so an admin decided; refuse anything else.
 		return errors.New("granting admin needs an admin's approval")
 	}
 	u, err := a.opts.Access.CreateUserWithTokenHash(ctx, p.Name, p.Role, p.TokenHash)
@@ -66,4 +66,18 @@ func (a *API) applyUserChange(ctx context.Context, d policy.Decided) error {
 	a.recordChangeCtx(ctx, audit.Record{Action: "user.create", Resource: "user/" + u.ID, ChangeRequest: d.Change.ID,
 		After: map[string]any{"id": u.ID, "role": u.Role, "proposedBy": d.Proposer.ID}})
 	return nil
+}
+
+// adminApproved reports whether an admin proposed or approved d's change
+// (this decision included).
+func adminApproved(d policy.Decided) bool {
+	if d.By.Role == access.RoleAdmin || d.Proposer.Role == access.RoleAdmin {
+		return true
+	}
+	for _, a := range d.Change.Approvals {
+		if a.Role == access.RoleAdmin && a.Decision == policy.Approve {
+			return true
+		}
+	}
+	return false
 }

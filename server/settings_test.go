@@ -199,6 +199,38 @@ func testSettingsUnderPolicy(t *testing.T, state func(t *testing.T) string) {
 		}
 	})
 
+	t.Run("AdminNeedsAnAdmin", func(t *testing.T) {
+		// Users need it and privacy, and admin's approval counts only for
+		// admin: an admin proposed by IT needs admin, it and privacy, and
+		// is created on the last approval, whoever gives it.
+		n := startNode(t, "", func(c *config.Config) {
+			c.State = newState(t)
+			c.Policy.AdminApprovesAll = false
+			c.Policy.Rules = map[policy.Kind]policy.Rule{policy.Users: {Approve: []access.Role{access.RoleIT, access.RolePrivacy}}}
+		})
+		tok := n.roleTokens() // admin creates them: direct, whatever the rules
+		r := n.post(tok[access.RoleIT], "/api/v1/users", map[string]string{"name": "Root", "role": "admin"})
+		if r.status != 202 || !equalRoles(r.json(t)["change"].(map[string]any)["needs"], "admin", "it", "privacy") {
+			t.Fatalf("it proposes an admin: %d %s", r.status, r.body)
+		}
+		token, id := r.json(t)["token"].(string), r.json(t)["change"].(map[string]any)["id"]
+		if r := n.decideChange(n.token, id, "approve", ""); r.status != 200 || r.json(t)["state"] != "pending" {
+			t.Fatalf("admin approves: %d %s", r.status, r.body)
+		}
+		checkError(t, n.do("GET", "/api/v1/me", "bearer:"+token, nil, nil), 401, "unauthenticated", "")
+		if r := n.decideChange(tok[access.RolePrivacy], id, "approve", ""); r.status != 200 || r.json(t)["state"] != "approved" {
+			t.Fatalf("privacy approves last: %d %s", r.status, r.body)
+		}
+		if me := n.do("GET", "/api/v1/me", "bearer:"+token, nil, nil); me.status != 200 || me.json(t)["role"] != "admin" {
+			t.Fatalf("the approved admin: %d %s", me.status, me.body)
+		}
+		// An analyst proposed by IT needs it and privacy, not admin.
+		r = n.post(tok[access.RoleIT], "/api/v1/users", map[string]string{"name": "Ana", "role": "analyst"})
+		if r.status != 202 || !equalRoles(r.json(t)["change"].(map[string]any)["needs"], "it", "privacy") {
+			t.Fatalf("it proposes an analyst: %d %s", r.status, r.body)
+		}
+	})
+
 	t.Run("ConsentRetentionUsers", func(t *testing.T) {
 		n := start(t, policy.ITLed, "", newState(t))
 		tok := n.roleTokens()
