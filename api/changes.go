@@ -198,7 +198,11 @@ func (a *API) previewChange(w http.ResponseWriter, r *http.Request) error {
 	}
 	as, err := a.assess(r.Context(), k, cats)
 	if k == policy.Users && err == nil {
-		as, err = a.opts.Changes.Rules().AssessUser(access.Role(after.Role), userFrom(r.Context()).Role)
+		if role := userFrom(r.Context()).Role; access.Can(role, access.ManageUsers) {
+			as.Direct = true // admin creates users directly (createUser)
+		} else {
+			as, err = a.opts.Changes.Rules().AssessUser(access.Role(after.Role), role)
+		}
 	}
 	if err != nil {
 		return err
