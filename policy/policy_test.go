@@ -188,6 +188,10 @@ func TestAssessUser(t *testing.T) {
 		direct  bool
 	}{
 		{"it-led: it makes an analyst", nil, access.RoleAnalyst, it, roles(itR), true},
+		{"it-led: it makes a service user, who reads personal data", nil, access.RoleService, it, roles(itR, access.RolePrivacy), false},
+		{"it-led: privacy makes a service user", func(c *policy.Config) {
+			c.Rules = map[policy.Kind]policy.Rule{policy.Users: {Propose: roles(access.RolePrivacy, itR), Approve: roles(itR)}}
+		}, access.RoleService, privacy, roles(itR), false},
 		{"it-led: it makes an admin", nil, access.RoleAdmin, it, roles(access.RoleAdmin, itR), false},
 		{"joint: it makes an admin", preset(policy.Joint), access.RoleAdmin, it, roles(access.RoleAdmin, itR), false},
 		{"admin makes an admin", nil, access.RoleAdmin, admin, roles(itR), true},

@@ -347,16 +347,29 @@ func roleNames(rs []access.Role) string {
 
 // AssessUser is [Rules.Assess] for a change of kind users that gives a
 // user role granted (a new user, or a new role): the kind's rule, and
-// one escalation rule on top that no preset or configuration lifts:
-// granting admin needs an admin's approval unless an admin proposes it.
-// So a role that may propose users can never make an admin, nor gain
-// admin's rights through a user it creates, without an admin.
+// two escalation rules on top that no preset or configuration lifts:
+// granting admin needs an admin's approval unless an admin proposes it,
+// and granting a role that reads personal data unmasked ([access.ReadPII])
+// needs privacy's unless the proposer's own role reads it too. So a role
+// that may propose users can never make an admin, nor gain admin's rights
+// or a view of personal data it does not have through a user it creates.
 func (r *Rules) AssessUser(granted, proposer access.Role) (Assessment, error) {
 	a, err := r.Assess(Users, nil, proposer)
-	if err != nil || granted != access.RoleAdmin || proposer == access.RoleAdmin {
+	if err != nil || proposer == access.RoleAdmin {
 		return a, err
 	}
-	a.Needs = ordered(append(a.Needs, access.RoleAdmin))
+	var extra access.Role
+	switch {
+	case granted == access.RoleAdmin:
+		extra = access.RoleAdmin
+	case access.Can(granted, access.ReadPII) && !access.Can(proposer, access.ReadPII):
+		extra = access.RolePrivacy
+	default:
+		return a, nil
+	}
+	if !slices.Contains(a.Needs, extra) {
+		a.Needs = ordered(append(a.Needs, extra))
+	}
 	a.Direct = false
 	return a, nil
 }
