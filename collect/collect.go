@@ -201,12 +201,20 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request, ep endpoint) in
 	if ep.enrich {
 		ctxDefaults = h.contextDefaults(r, src.IPPolicy, hasKey)
 	}
+	// A source known already has its events minimised as they are
+	// parsed (most need nothing, which the parse sees on the way).
+	var policy string
+	if hasKey {
+		if policy = src.IPPolicy; policy == "" {
+			policy = event.IPTruncate
+		}
+	}
 	var req *event.Request
 	var err error
 	if ep.typ == "" {
-		req, err = event.ParseBatchContext(buf.Bytes(), receivedAt, ctxDefaults)
+		req, err = event.ParseBatchContext(buf.Bytes(), receivedAt, ctxDefaults, policy)
 	} else {
-		req, err = event.ParseSingleContext(ep.typ, buf.Bytes(), receivedAt, ctxDefaults)
+		req, err = event.ParseSingleContext(ep.typ, buf.Bytes(), receivedAt, ctxDefaults, policy)
 	}
 	if err != nil {
 		var re *event.RequestError
@@ -236,8 +244,10 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request, ep endpoint) in
 	}
 	// Minimisation, before anything is durable: the raw address never
 	// reaches the log.
-	for i := range req.Events {
-		req.Events[i].Raw = event.MinimiseEvent(req.Events[i].Raw, src.IPPolicy)
+	if policy == "" {
+		for i := range req.Events {
+			req.Events[i].Raw = event.MinimiseEvent(req.Events[i].Raw, src.IPPolicy)
+		}
 	}
 	for i := range req.Problems {
 		req.Problems[i].SourceID = src.ID

@@ -147,14 +147,22 @@ func (ws *wireSpans) resolve(b []byte) wireEvent {
 
 // ParseBatch parses a /v1/batch (or /v1/import) body received at receivedAt.
 func ParseBatch(body []byte, receivedAt time.Time) (*Request, error) {
-	return ParseBatchContext(body, receivedAt, nil)
+	return ParseBatchContext(body, receivedAt, nil, "")
 }
 
 // ParseBatchContext is [ParseBatch] with server-side context defaults: the
 // members of the JSON object ctxDefaults (nil for none; e.g.
 // {"ip":…,"userAgent":…}) are added to each valid event's context where
 // neither the event's own context nor the batch's has them.
-func ParseBatchContext(body []byte, receivedAt time.Time, ctxDefaults []byte) (*Request, error) {
+//
+// ipPolicy, when not empty, is the IP policy ([IPTruncate], [IPDrop],
+// [IPKeep]) of the source, known before the body was read: each valid
+// event comes out as [MinimiseEvent] leaves it. Most need no edit, and
+// the parse tells them from what it scanned (their own context has no
+// address to change, nor have the batch's context and the defaults) with
+// no search of the whole event. Empty leaves the events' addresses as
+// sent, for the caller to minimise once it knows the source.
+func ParseBatchContext(body []byte, receivedAt time.Time, ctxDefaults []byte, ipPolicy string) (*Request, error) {
 	i := skipSpace(body, 0)
 	if i >= len(body) || body[i] != '{' {
 		return nil, &RequestError{Status: 400, Code: "invalid_body", Message: "body is not a JSON object"}
@@ -204,6 +212,10 @@ func ParseBatchContext(body []byte, receivedAt time.Time, ctxDefaults []byte) (*
 	} else {
 		evDefaults = newDefaultMembers(ctxDefaults)
 	}
+	// What every event gets besides its own context: when it carries an
+	// address to change, every event takes the whole edit.
+	minimiseAll := ipPolicy != "" && ipPolicy != IPKeep &&
+		((bctx != nil && !minimal(bctx, ipPolicy)) || (bctx == nil && ctxDefaults != nil && !minimal(ctxDefaults, ipPolicy)))
 	var batchSentAt time.Time
 	if !isAbsent(top.sentAt) {
 		t, ok := parseTime(top.sentAt)
@@ -228,8 +240,9 @@ func ParseBatchContext(body []byte, receivedAt time.Time, ctxDefaults []byte) (*
 		raw := it.raw.in(body)
 		p := pc.precheck(raw)
 		var ev Event
+		var w wireEvent
 		if p == nil {
-			w := it.fields.resolve(body)
+			w = it.fields.resolve(body)
 			ev, p = pc.event(raw, &w)
 		}
 		if p != nil {
@@ -244,6 +257,15 @@ func ParseBatchContext(body []byte, receivedAt time.Time, ctxDefaults []byte) (*
 		}
 		if bintegrations != nil {
 			ev.Raw = mergeMember(pc.out, ev.Raw, "integrations", bintegrations)
+		}
+		if ipPolicy != "" && ipPolicy != IPKeep {
+			// The event's own context is the only one it has (no second
+			// "context" member, none in another case or with escapes):
+			// when that needs no edit either, the event needs none.
+			own := w[fContext]
+			if minimiseAll || it.otherContext || (!isAbsent(own) && !minimal(own, ipPolicy)) {
+				ev.Raw = MinimiseEvent(ev.Raw, ipPolicy)
+			}
 		}
 		req.Events = append(req.Events, ev)
 	}
@@ -262,6 +284,10 @@ type batchFields struct {
 type batchItem struct {
 	raw    span
 	fields wireSpans
+	// otherContext: the object has a member a JSON decoder reads as its
+	// context besides the last "context" (a repeated one, or one in
+	// another case or with escapes), which [EditContext] edits too.
+	otherContext bool
 }
 
 // scan checks the object at b[i] (a batch body) and returns the index just
@@ -353,7 +379,15 @@ func (f *batchFields) scanEvents(b []byte, i, depth int) (int, error) {
 			it := &f.events[len(f.events)-1]
 			if i < len(b) && b[i] == '{' {
 				i, err = scanObject(b, i, depth+1, func(key, val []byte) {
-					if f, ok := wireFieldOf(key); ok {
+					f, ok := wireFieldOf(key)
+					// "context" spelt otherwise is 9 bytes with its
+					// quotes, or has an escape: none of its letters
+					// folds to one outside ASCII.
+					if (f == fContext && ok && it.fields[fContext].n != 0) ||
+						(!ok && (len(key) == 9 || bytes.IndexByte(key, '\\') >= 0) && keyIs(key, "context")) {
+						it.otherContext = true
+					}
+					if ok {
 						it.fields[f] = spanOf(b, val)
 					}
 				})
@@ -385,12 +419,12 @@ func (f *batchFields) scanEvents(b []byte, i, depth int) (int, error) {
 // siblings); typ is the endpoint's event type and wins over any "type" in
 // the body.
 func ParseSingle(typ string, body []byte, receivedAt time.Time) (*Request, error) {
-	return ParseSingleContext(typ, body, receivedAt, nil)
+	return ParseSingleContext(typ, body, receivedAt, nil, "")
 }
 
 // ParseSingleContext is [ParseSingle] with server-side context defaults
-// (see [ParseBatchContext]).
-func ParseSingleContext(typ string, body []byte, receivedAt time.Time, ctxDefaults []byte) (*Request, error) {
+// and the source's IP policy when known (see [ParseBatchContext]).
+func ParseSingleContext(typ string, body []byte, receivedAt time.Time, ctxDefaults []byte, ipPolicy string) (*Request, error) {
 	body = trimSpace(body)
 	if len(body) == 0 || body[0] != '{' {
 		return nil, &RequestError{Status: 400, Code: "invalid_body", Message: "body is not a JSON object"}
@@ -410,6 +444,9 @@ func ParseSingleContext(typ string, body []byte, receivedAt time.Time, ctxDefaul
 	if p != nil {
 		req.Problems = append(req.Problems, *p)
 	} else {
+		if ipPolicy != "" {
+			ev.Raw = MinimiseEvent(ev.Raw, ipPolicy)
+		}
 		req.Events = append(req.Events, ev)
 	}
 	// The write key may sit in the body even when the event is invalid.
