@@ -2,6 +2,8 @@ package identity
 
 import (
 	"bytes"
+	"encoding/binary"
+	"math/bits"
 	"encoding/json"
 	"slices"
 	"strconv"
@@ -135,6 +137,40 @@ func readFields(raw []byte) (f rawFields, ok bool) {
 	return f, ok && valid
 }
 
+// mentionsTraits reports whether raw holds the string "traits" or
+// "externalIds" (quotes included): only then is it read for traits. Both
+// end in s", which a word-wide test finds 7 bytes a step (JSON is full
+// of quotes, so a search for either string's first byte stops often).
+func mentionsTraits(raw []byte) bool {
+	const (
+		ones  = 0x0101010101010101
+		highs = 0x8080808080808080
+	)
+	at := func(j int) bool { // raw[j] is a quote after an s
+		return (j >= 7 && string(raw[j-7:j+1]) == `"traits"`) || (j >= 12 && string(raw[j-12:j+1]) == `"externalIds"`)
+	}
+	i := 0
+	for ; i+8 <= len(raw); i += 7 {
+		w := binary.LittleEndian.Uint64(raw[i:])
+		q, s := w^('"'*ones), w^('s'*ones)
+		// Bit 7 of byte k: byte k is a quote and byte k-1 an s (the
+		// zero-byte test may flag a byte above a true match: checked).
+		m := ((q - ones) &^ q & highs) & (((s - ones) &^ s & highs) << 8)
+		for ; m != 0; m &= m - 1 {
+			if j := i + bits.TrailingZeros64(m)/8; raw[j] == '"' && raw[j-1] == 's' && at(j) {
+				return true
+			}
+		}
+	}
+	// The pairs the words did not cover: quotes from byte i+1 on.
+	for j := max(i+1, 1); j < len(raw); j++ {
+		if raw[j] == '"' && raw[j-1] == 's' && at(j) {
+			return true
+		}
+	}
+	return false
+}
+
 // observe extracts an event's identifiers and traits.
 func (c *compiled) observe(e *event.Event) observation {
 	o := observation{key: eventstore.ProfileKey(e.UserID, e.AnonymousID), at: e.Timestamp, source: e.SourceID, msg: e.MessageID}
@@ -156,7 +192,7 @@ func (c *compiled) observe(e *event.Event) observation {
 		add(AnonymousID, e.PreviousID)
 	}
 	raw := e.Raw
-	if bytes.Contains(raw, []byte(`"traits"`)) || bytes.Contains(raw, []byte(`"externalIds"`)) {
+	if mentionsTraits(raw) {
 		if f, ok := readFields(raw); ok {
 			c.fromTraits(f.ctxTraits, add)
 			for _, x := range f.externalIDs {

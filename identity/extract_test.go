@@ -3,6 +3,7 @@ package identity
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -28,6 +29,9 @@ func FuzzReadFields(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
+		if got, want := mentionsTraits(raw), bytes.Contains(raw, []byte(`"traits"`)) || bytes.Contains(raw, []byte(`"externalIds"`)); got != want {
+			t.Fatalf("mentionsTraits %v, bytes.Contains %v: %q", got, want, raw)
+		}
 		e, prob := event.ParseEvent("", raw, time.Unix(1700000000, 0), "msg-1")
 		if prob != nil {
 			return
@@ -127,4 +131,23 @@ func join(ids []string) string {
 		b.WriteByte('\n')
 	}
 	return b.String()
+}
+
+// TestMentionsTraits: the word-wide search finds either key at every
+// position and alignment, and nothing in near misses.
+func TestMentionsTraits(t *testing.T) {
+	for _, key := range []string{`"traits"`, `"externalIds"`} {
+		for pre := range 20 {
+			for post := range 10 {
+				raw := []byte(strings.Repeat(`s"`, pre/2) + strings.Repeat("x", pre%2) + key + strings.Repeat("s", post))
+				if !mentionsTraits(raw) {
+					t.Errorf("%q not found in %q", key, raw)
+				}
+				miss := bytes.Replace(raw, []byte(key), []byte(key[:len(key)-2]+`S"`), 1)
+				if mentionsTraits(miss) {
+					t.Errorf("found in %q", miss)
+				}
+			}
+		}
+	}
 }
