@@ -3,8 +3,8 @@ package identity
 import (
 	"bytes"
 	"encoding/binary"
-	"math/bits"
 	"encoding/json"
+	"math/bits"
 	"slices"
 	"strconv"
 	"strings"
