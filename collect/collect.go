@@ -209,11 +209,21 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request, ep endpoint) in
 			policy = event.IPTruncate
 		}
 	}
+	// The appender copies the chunk into its record before it returns, so
+	// the chunk's buffer goes back to the pool with the body's.
+	chunkBuf := h.getBuf()
+	defer h.putBuf(chunkBuf)
+	chunkBuf.Grow(2*buf.Len() + 4096)
+	var chunk []byte
 	var req *event.Request
 	var err error
-	if ep.typ == "" {
+	switch {
+	case ep.typ == "" && hasKey:
+		// The valid events' log entries are encoded as they are parsed.
+		req, chunk, err = event.EncodeBatch(chunkBuf.AvailableBuffer(), src.ID, buf.Bytes(), receivedAt, ctxDefaults, policy)
+	case ep.typ == "":
 		req, err = event.ParseBatchContext(buf.Bytes(), receivedAt, ctxDefaults, policy)
-	} else {
+	default:
 		req, err = event.ParseSingleContext(ep.typ, buf.Bytes(), receivedAt, ctxDefaults, policy)
 	}
 	if err != nil {
@@ -253,12 +263,10 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request, ep endpoint) in
 		req.Problems[i].SourceID = src.ID
 		req.Problems[i].Raw = event.MinimiseEvent(req.Problems[i].Raw, src.IPPolicy)
 	}
-	// The appender copies the chunk into its record before it returns, so
-	// the chunk's buffer goes back to the pool with the body's.
-	chunkBuf := h.getBuf()
-	defer h.putBuf(chunkBuf)
-	chunkBuf.Grow(buf.Len() + n*160)
-	chunk := event.AppendEntries(chunkBuf.AvailableBuffer(), src.ID, req.Events, req.Problems)
+	if chunk == nil {
+		chunk = chunkBuf.AvailableBuffer()
+	}
+	chunk = event.AppendEntries(chunk, src.ID, req.Events, req.Problems)
 	if err := h.opts.Log.Append(ctx, chunk); err != nil {
 		if errors.Is(err, eventlog.ErrOverloaded) {
 			return fail(ErrOverloaded) // nothing was queued
@@ -274,8 +282,8 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request, ep endpoint) in
 		}
 		return fail(apierror.ErrUnavailable)
 	}
-	if len(req.Events) > 0 {
-		h.accepted.Add(uint64(len(req.Events)), src.ID)
+	if v := req.Valid(); v > 0 {
+		h.accepted.Add(uint64(v), src.ID)
 	}
 	out := reply{Success: true}
 	for _, p := range req.Problems {

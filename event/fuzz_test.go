@@ -158,6 +158,36 @@ func FuzzParseBatchContext(f *testing.F) {
 						t.Fatalf("policy %s, defaults %s: parsed %s, minimised after %s", policy, defaults, e.Raw, want)
 					}
 				}
+				// Encoded as parsed: the entries AppendEntries makes of
+				// the listed events (message ids generated for events
+				// without one aside), the same problems.
+				held := []byte("held")
+				enc, entries, err := EncodeBatch(held, "src", body, now, defaults, policy)
+				if err != nil || enc.Encoded != len(min.Events) || enc.Events != nil || len(enc.Problems) != len(min.Problems) || enc.Count() != min.Count() || enc.WriteKey != min.WriteKey {
+					t.Fatalf("EncodeBatch: %v, %d encoded, %d problems; parsed %d events, %d problems", err, enc.Encoded, len(enc.Problems), len(min.Events), len(min.Problems))
+				}
+				if !bytes.HasPrefix(entries, held) {
+					t.Fatalf("EncodeBatch did not append to dst: %q", entries)
+				}
+				got, _, err := DecodeRecord(append(append([]byte(nil), RecordHeader...), entries[len(held):]...))
+				if err != nil || len(got) != len(min.Events) {
+					t.Fatalf("encoded entries: %v, %d events", err, len(got))
+				}
+				for i, e := range min.Events {
+					g := got[i]
+					if g.MessageID != e.MessageID && len(g.MessageID) == 36 && len(e.MessageID) == 36 {
+						g.MessageID = e.MessageID // generated, one each time
+					}
+					e.SourceID = "src"
+					if !equalEvent(g, e) {
+						t.Fatalf("encoded %+v, parsed %+v", g, e)
+					}
+				}
+				for i, p := range enc.Problems {
+					if p.Code != min.Problems[i].Code || p.Field != min.Problems[i].Field || p.Index != min.Problems[i].Index {
+						t.Fatalf("problem %d: encoded %+v, parsed %+v", i, p, min.Problems[i])
+					}
+				}
 			}
 		}
 	})

@@ -30,15 +30,22 @@ func (e *RequestError) Error() string {
 
 // Request is a parsed collection request: the write key it carried in its
 // body (if any), its valid events and the problems found in the others.
-// Every event of the request is in exactly one of Events and Problems.
+// Every event of the request is in exactly one of Events (or, from
+// [EncodeBatch], the entries counted by Encoded) and Problems.
 type Request struct {
 	WriteKey string
 	Events   []Event
 	Problems []Problem
+	// Encoded counts the valid events [EncodeBatch] encoded as log
+	// entries instead of listing them in Events.
+	Encoded int
 }
 
 // Count is the number of events the request carried.
-func (r *Request) Count() int { return len(r.Events) + len(r.Problems) }
+func (r *Request) Count() int { return len(r.Events) + r.Encoded + len(r.Problems) }
+
+// Valid is the number of valid events, listed or encoded.
+func (r *Request) Valid() int { return len(r.Events) + r.Encoded }
 
 // rawField is a top-level field's value as it appears in the body; nil
 // when the field is absent.
@@ -163,6 +170,33 @@ func ParseBatch(body []byte, receivedAt time.Time) (*Request, error) {
 // no search of the whole event. Empty leaves the events' addresses as
 // sent, for the caller to minimise once it knows the source.
 func ParseBatchContext(body []byte, receivedAt time.Time, ctxDefaults []byte, ipPolicy string) (*Request, error) {
+	return parseBatch(body, receivedAt, ctxDefaults, ipPolicy, nil)
+}
+
+// EncodeBatch is [ParseBatchContext] for a source known before the body is
+// read, for the event log: instead of listing the valid events in
+// Request.Events it appends their log entries (as [AppendEntries] encodes
+// them, with sourceID) to dst as it validates them, and counts them in
+// Request.Encoded; no event outlives its entry, so the events rewritten
+// with the defaults share one small buffer rather than one the size of
+// the body. Problems are returned as by ParseBatchContext, not encoded.
+// On an error, dst is returned as given.
+func EncodeBatch(dst []byte, sourceID string, body []byte, receivedAt time.Time, ctxDefaults []byte, ipPolicy string) (*Request, []byte, error) {
+	enc := &encoding{dst: dst, source: sourceID}
+	req, err := parseBatch(body, receivedAt, ctxDefaults, ipPolicy, enc)
+	if err != nil {
+		return nil, dst, err
+	}
+	return req, enc.dst, nil
+}
+
+// encoding is where [EncodeBatch] puts the entries of a batch's events.
+type encoding struct {
+	dst    []byte
+	source string
+}
+
+func parseBatch(body []byte, receivedAt time.Time, ctxDefaults []byte, ipPolicy string, enc *encoding) (*Request, error) {
 	i := skipSpace(body, 0)
 	if i >= len(body) || body[i] != '{' {
 		return nil, &RequestError{Status: 400, Code: "invalid_body", Message: "body is not a JSON object"}
@@ -224,14 +258,22 @@ func ParseBatchContext(body []byte, receivedAt time.Time, ctxDefaults []byte, ip
 		}
 		batchSentAt = t
 	}
-	req := &Request{WriteKey: wk, Events: make([]Event, 0, len(items))}
+	req := &Request{WriteKey: wk}
+	var out *arena
+	if enc == nil {
+		req.Events = make([]Event, 0, len(items))
+		out = newArena(len(body) + len(items)*(len(ctxDefaults)+len(bctx)+len(bintegrations)+32))
+	} else {
+		// Each event is encoded before the next is rewritten.
+		out = newArena(4096)
+	}
 	pc := &parseContext{
 		batchSentAt: batchSentAt, receivedAt: receivedAt, ids: newIDSource(len(items)),
 		ctxDefaults: evDefaults, index: -1,
 		// Valid UTF-8 as a whole means valid in every event: the common
 		// case checks once.
 		utf8Checked: utf8.Valid(body),
-		out:         newArena(len(body) + len(items)*(len(ctxDefaults)+len(bctx)+len(bintegrations)+32)),
+		out:         out,
 		src:         body, srcStr: string(body),
 	}
 	for i := range items {
@@ -266,6 +308,12 @@ func ParseBatchContext(body []byte, receivedAt time.Time, ctxDefaults []byte, ip
 			if minimiseAll || it.otherContext || (!isAbsent(own) && !minimal(own, ipPolicy)) {
 				ev.Raw = MinimiseEvent(ev.Raw, ipPolicy)
 			}
+		}
+		if enc != nil {
+			enc.dst = appendEvent(enc.dst, enc.source, &ev)
+			req.Encoded++
+			out.buf = out.buf[:0]
+			continue
 		}
 		req.Events = append(req.Events, ev)
 	}

@@ -38,21 +38,7 @@ var ErrCorrupt = errors.New("event: corrupt record")
 // [RecordHeader].
 func AppendEntries(buf []byte, sourceID string, events []Event, problems []Problem) []byte {
 	for i := range events {
-		e := &events[i]
-		buf = append(buf, kindEvent)
-		buf = appendString(buf, sourceID)
-		buf = appendString(buf, e.MessageID)
-		buf = appendString(buf, e.Type)
-		buf = appendString(buf, e.Name)
-		buf = appendString(buf, e.UserID)
-		buf = appendString(buf, e.AnonymousID)
-		buf = appendString(buf, e.GroupID)
-		buf = appendString(buf, e.PreviousID)
-		buf = appendTime(buf, e.Timestamp)
-		buf = appendTime(buf, e.OriginalTimestamp)
-		buf = appendTime(buf, e.SentAt)
-		buf = appendTime(buf, e.ReceivedAt)
-		buf = appendBytes(buf, e.Raw)
+		buf = appendEvent(buf, sourceID, &events[i])
 	}
 	for i := range problems {
 		p := &problems[i]
@@ -68,6 +54,24 @@ func AppendEntries(buf []byte, sourceID string, events []Event, problems []Probl
 		buf = appendString(buf, p.Type)
 	}
 	return buf
+}
+
+// appendEvent appends e's entry, with sourceID.
+func appendEvent(buf []byte, sourceID string, e *Event) []byte {
+	buf = append(buf, kindEvent)
+	buf = appendString(buf, sourceID)
+	buf = appendString(buf, e.MessageID)
+	buf = appendString(buf, e.Type)
+	buf = appendString(buf, e.Name)
+	buf = appendString(buf, e.UserID)
+	buf = appendString(buf, e.AnonymousID)
+	buf = appendString(buf, e.GroupID)
+	buf = appendString(buf, e.PreviousID)
+	buf = appendTime(buf, e.Timestamp)
+	buf = appendTime(buf, e.OriginalTimestamp)
+	buf = appendTime(buf, e.SentAt)
+	buf = appendTime(buf, e.ReceivedAt)
+	return appendBytes(buf, e.Raw)
 }
 
 // EncodeRecord returns a complete record holding events and problems.
