@@ -418,6 +418,13 @@ func (p *Pipeline) decode(ctx context.Context, b *batch) error {
 	for _, m := range b.msgs {
 		left += len(m.Data)
 	}
+	// An empty suppression list (the usual case) is asked once a batch,
+	// not once an event; a name added to it before the batch began is
+	// seen either way (see Barrier).
+	suppress := p.opts.Suppress != nil
+	if l, ok := p.opts.Suppress.(interface{ Len() int }); ok && l.Len() == 0 {
+		suppress = false
+	}
 	var chunk []event.Event
 	for _, m := range b.msgs {
 		if chunk == nil {
@@ -444,7 +451,7 @@ func (p *Pipeline) decode(ctx context.Context, b *batch) error {
 			continue
 		}
 		events := chunk[start:]
-		if p.opts.Suppress != nil {
+		if suppress {
 			events, problems = p.suppress(events, problems)
 		}
 		if p.opts.Plans != nil && len(events) > 0 {
