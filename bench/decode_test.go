@@ -37,7 +37,7 @@ func BenchmarkDecode(b *testing.B) {
 		body := bd.body
 		b.Run(bd.name+"/scanner", func(b *testing.B) {
 			perEventCPU(b, body, func() int {
-				req, err := event.ParseBatchContext(body, now, defaults)
+				req, err := event.ParseBatchContext(body, now, defaults, "")
 				if err != nil || len(req.Problems) > 0 {
 					b.Fatal(err, req.Problems)
 				}

@@ -201,12 +201,30 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request, ep endpoint) in
 	if ep.enrich {
 		ctxDefaults = h.contextDefaults(r, src.IPPolicy, hasKey)
 	}
+	// A source known already has its events minimised as they are
+	// parsed (most need nothing, which the parse sees on the way).
+	var policy string
+	if hasKey {
+		if policy = src.IPPolicy; policy == "" {
+			policy = event.IPTruncate
+		}
+	}
+	// The appender copies the chunk into its record before it returns, so
+	// the chunk's buffer goes back to the pool with the body's.
+	chunkBuf := h.getBuf()
+	defer h.putBuf(chunkBuf)
+	chunkBuf.Grow(2*buf.Len() + 4096)
+	var chunk []byte
 	var req *event.Request
 	var err error
-	if ep.typ == "" {
-		req, err = event.ParseBatchContext(buf.Bytes(), receivedAt, ctxDefaults)
-	} else {
-		req, err = event.ParseSingleContext(ep.typ, buf.Bytes(), receivedAt, ctxDefaults)
+	switch {
+	case ep.typ == "" && hasKey:
+		// The valid events' log entries are encoded as they are parsed.
+		req, chunk, err = event.EncodeBatch(chunkBuf.AvailableBuffer(), src.ID, buf.Bytes(), receivedAt, ctxDefaults, policy)
+	case ep.typ == "":
+		req, err = event.ParseBatchContext(buf.Bytes(), receivedAt, ctxDefaults, policy)
+	default:
+		req, err = event.ParseSingleContext(ep.typ, buf.Bytes(), receivedAt, ctxDefaults, policy)
 	}
 	if err != nil {
 		var re *event.RequestError
@@ -236,19 +254,19 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request, ep endpoint) in
 	}
 	// Minimisation, before anything is durable: the raw address never
 	// reaches the log.
-	for i := range req.Events {
-		req.Events[i].Raw = event.MinimiseEvent(req.Events[i].Raw, src.IPPolicy)
+	if policy == "" {
+		for i := range req.Events {
+			req.Events[i].Raw = event.MinimiseEvent(req.Events[i].Raw, src.IPPolicy)
+		}
 	}
 	for i := range req.Problems {
 		req.Problems[i].SourceID = src.ID
 		req.Problems[i].Raw = event.MinimiseEvent(req.Problems[i].Raw, src.IPPolicy)
 	}
-	// The appender copies the chunk into its record before it returns, so
-	// the chunk's buffer goes back to the pool with the body's.
-	chunkBuf := h.getBuf()
-	defer h.putBuf(chunkBuf)
-	chunkBuf.Grow(buf.Len() + n*160)
-	chunk := event.AppendEntries(chunkBuf.AvailableBuffer(), src.ID, req.Events, req.Problems)
+	if chunk == nil {
+		chunk = chunkBuf.AvailableBuffer()
+	}
+	chunk = event.AppendEntries(chunk, src.ID, req.Events, req.Problems)
 	if err := h.opts.Log.Append(ctx, chunk); err != nil {
 		if errors.Is(err, eventlog.ErrOverloaded) {
 			return fail(ErrOverloaded) // nothing was queued
@@ -264,8 +282,8 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request, ep endpoint) in
 		}
 		return fail(apierror.ErrUnavailable)
 	}
-	if len(req.Events) > 0 {
-		h.accepted.Add(uint64(len(req.Events)), src.ID)
+	if v := req.Valid(); v > 0 {
+		h.accepted.Add(uint64(v), src.ID)
 	}
 	out := reply{Success: true}
 	for _, p := range req.Problems {

@@ -106,11 +106,13 @@ func FuzzParseBatchContext(f *testing.F) {
 	f.Add([]byte(`{"batch":[{"type":"track","event":"A","userId":"u"}]}`), "Mozilla/5.0")
 	f.Add([]byte(`{"batch":[{"type":"page","anonymousId":"a","context":{"ip":"1.1.1.1"}},{"type":"track","userId":"u","event":"e","context":null}],"context":{"userAgent":"batch"}}`), "ua \"quoted\" \\")
 	f.Add([]byte(`{"batch":[{"type":"identify","userId":"u","context":[]},{"type":"identify","userId":"u","context":"x"}]}`), "\u2028")
+	f.Add([]byte(`{"batch":[{"type":"page","anonymousId":"a","context":{"ip":"10.1.2.0"},"Context":{"IP":"10.1.2.3"}},{"type":"page","anonymousId":"a","context":{"ip":"10.1.2.0"},"context":{"ip":"::1"}},{"type":"page","anonymousId":"a","c\u006fntext":{"ip":"10.1.2.3"}},{"type":"page","anonymousId":"a","context":{"\u0069p":"10.1.2.3"}}]}`), "ua")
+	f.Add([]byte(`{"context":{"ip":"10.0.0.9"},"batch":[{"type":"track","userId":"u","event":"e","context":{"ip":"10.0.0.0"}}]}`), "ua")
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	f.Fuzz(func(t *testing.T, body []byte, ua string) {
 		defaults, _ := json.Marshal(map[string]string{"ip": "192.0.2.1", "userAgent": ua})
 		plain, perr := ParseBatch(body, now)
-		req, err := ParseBatchContext(body, now, defaults)
+		req, err := ParseBatchContext(body, now, defaults, "")
 		if (perr == nil) != (err == nil) {
 			t.Fatalf("with defaults: error %v, without: %v", err, perr)
 		}
@@ -133,6 +135,58 @@ func FuzzParseBatchContext(f *testing.F) {
 			for k, v := range without.Context {
 				if fmt.Sprint(with.Context[k]) != fmt.Sprint(v) {
 					t.Fatalf("context.%s was %v, the defaults made it %v", k, v, with.Context[k])
+				}
+			}
+		}
+		// With the source's IP policy known, the parse minimises: each
+		// event as MinimiseEvent leaves the event parsed without it,
+		// whether the defaults' address needs an edit or not (a server
+		// that knows the policy adds it minimised).
+		for _, ip := range []string{"192.0.2.1", "192.0.2.0"} {
+			defaults, _ := json.Marshal(map[string]string{"ip": ip, "userAgent": ua})
+			asSent, err := ParseBatchContext(body, now, defaults, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, policy := range IPPolicies {
+				min, err := ParseBatchContext(body, now, defaults, policy)
+				if err != nil || len(min.Events) != len(asSent.Events) || len(min.Problems) != len(asSent.Problems) {
+					t.Fatalf("policy %s changed the outcome: %v", policy, err)
+				}
+				for i, e := range min.Events {
+					if want := MinimiseEvent(asSent.Events[i].Raw, policy); !bytes.Equal(e.Raw, want) {
+						t.Fatalf("policy %s, defaults %s: parsed %s, minimised after %s", policy, defaults, e.Raw, want)
+					}
+				}
+				// Encoded as parsed: the entries AppendEntries makes of
+				// the listed events (message ids generated for events
+				// without one aside), the same problems.
+				held := []byte("held")
+				enc, entries, err := EncodeBatch(held, "src", body, now, defaults, policy)
+				if err != nil || enc.Encoded != len(min.Events) || enc.Events != nil || len(enc.Problems) != len(min.Problems) || enc.Count() != min.Count() || enc.WriteKey != min.WriteKey {
+					t.Fatalf("EncodeBatch: %v, %d encoded, %d problems; parsed %d events, %d problems", err, enc.Encoded, len(enc.Problems), len(min.Events), len(min.Problems))
+				}
+				if !bytes.HasPrefix(entries, held) {
+					t.Fatalf("EncodeBatch did not append to dst: %q", entries)
+				}
+				got, _, err := DecodeRecord(append(append([]byte(nil), RecordHeader...), entries[len(held):]...))
+				if err != nil || len(got) != len(min.Events) {
+					t.Fatalf("encoded entries: %v, %d events", err, len(got))
+				}
+				for i, e := range min.Events {
+					g := got[i]
+					if g.MessageID != e.MessageID && len(g.MessageID) == 36 && len(e.MessageID) == 36 {
+						g.MessageID = e.MessageID // generated, one each time
+					}
+					e.SourceID = "src"
+					if !equalEvent(g, e) {
+						t.Fatalf("encoded %+v, parsed %+v", g, e)
+					}
+				}
+				for i, p := range enc.Problems {
+					if p.Code != min.Problems[i].Code || p.Field != min.Problems[i].Field || p.Index != min.Problems[i].Index {
+						t.Fatalf("problem %d: encoded %+v, parsed %+v", i, p, min.Problems[i])
+					}
 				}
 			}
 		}

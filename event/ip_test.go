@@ -74,7 +74,7 @@ func BenchmarkMinimise(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			b.SetBytes(int64(len(body)))
 			for b.Loop() {
-				req, err := ParseBatchContext(body, time.Now(), defaults)
+				req, err := ParseBatchContext(body, time.Now(), defaults, "")
 				if err != nil {
 					b.Fatal(err)
 				}

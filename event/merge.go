@@ -104,6 +104,16 @@ func mergeObjects(own, defaults []byte) []byte {
 	return append(out, '}')
 }
 
+// sameKey reports whether two raw JSON keys decode to the same string.
+func sameKey(a, b []byte) bool {
+	if bytes.IndexByte(b, '\\') < 0 && bytes.IndexByte(a, '\\') < 0 {
+		return bytes.Equal(a, b)
+	}
+	sa, oka := jsonString(a)
+	sb, okb := jsonString(b)
+	return oka && okb && sa == sb
+}
+
 // isEmptyObject reports whether the object b has no members.
 func isEmptyObject(b []byte) bool {
 	i := skipSpace(b, 0)
@@ -160,12 +170,14 @@ func addDefaults(a *arena, obj, cur []byte, name string, d *defaultMembers) []by
 	var present uint64
 	// A key whose quoted form occurs nowhere in the context is missing
 	// from it: most contexts hold none of the defaults, and a search of
-	// the bytes spares them a walk of the whole object.
+	// the bytes spares them a walk of the whole object. A key written
+	// with escapes ("\u0069p") is compared decoded.
+	escaped := bytes.IndexByte(cur, '\\') >= 0
 	for _, k := range d.keys {
-		if bytes.Contains(cur, k) {
+		if escaped || bytes.Contains(cur, k) {
 			_, _ = scanObject(cur, 0, 1, func(key, _ []byte) {
 				for i, k := range d.keys {
-					if bytes.Equal(k, key) {
+					if bytes.Equal(k, key) || (escaped && sameKey(k, key)) {
 						present |= 1 << i
 					}
 				}

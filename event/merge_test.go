@@ -50,7 +50,7 @@ func TestContextDefaults(t *testing.T) {
 		{`{"userId":"u","event":"e","context":{"ip":"1.2.3.4"}}`, `{"userId":"u","event":"e","context":{"ip":"1.2.3.4","userAgent":"ua"}}`},
 		{`{"userId":"u","event":"e","context":{"userAgent":"x","ip":"1.2.3.4"}}`, `{"userId":"u","event":"e","context":{"userAgent":"x","ip":"1.2.3.4"}}`},
 	} {
-		req, err := ParseSingleContext("track", []byte(c.body), now, defs)
+		req, err := ParseSingleContext("track", []byte(c.body), now, defs, "")
 		if err != nil || len(req.Events) != 1 {
 			t.Fatalf("%s: %v %+v", c.body, err, req)
 		}
@@ -58,7 +58,7 @@ func TestContextDefaults(t *testing.T) {
 			t.Errorf("%s:\n got %s\nwant %s", c.body, got, c.want)
 		}
 	}
-	req, err := ParseBatchContext([]byte(`{"context":{"ip":"10.0.0.1"},"batch":[{"type":"track","userId":"u","event":"e"},{"type":"track","userId":"u","event":"e","context":{"ip":"10.0.0.2"}}]}`), now, defs)
+	req, err := ParseBatchContext([]byte(`{"context":{"ip":"10.0.0.1"},"batch":[{"type":"track","userId":"u","event":"e"},{"type":"track","userId":"u","event":"e","context":{"ip":"10.0.0.2"}}]}`), now, defs, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func TestContextDefaults(t *testing.T) {
 	}
 	// Without defaults nothing changes.
 	body := []byte(`{"userId":"u","event":"e"}`)
-	req, _ = ParseSingleContext("track", body, now, nil)
+	req, _ = ParseSingleContext("track", body, now, nil, "")
 	if string(req.Events[0].Raw) != string(body) {
 		t.Errorf("changed without defaults: %s", req.Events[0].Raw)
 	}

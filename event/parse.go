@@ -30,15 +30,22 @@ func (e *RequestError) Error() string {
 
 // Request is a parsed collection request: the write key it carried in its
 // body (if any), its valid events and the problems found in the others.
-// Every event of the request is in exactly one of Events and Problems.
+// Every event of the request is in exactly one of Events (or, from
+// [EncodeBatch], the entries counted by Encoded) and Problems.
 type Request struct {
 	WriteKey string
 	Events   []Event
 	Problems []Problem
+	// Encoded counts the valid events [EncodeBatch] encoded as log
+	// entries instead of listing them in Events.
+	Encoded int
 }
 
 // Count is the number of events the request carried.
-func (r *Request) Count() int { return len(r.Events) + len(r.Problems) }
+func (r *Request) Count() int { return len(r.Events) + r.Encoded + len(r.Problems) }
+
+// Valid is the number of valid events, listed or encoded.
+func (r *Request) Valid() int { return len(r.Events) + r.Encoded }
 
 // rawField is a top-level field's value as it appears in the body; nil
 // when the field is absent.
@@ -147,14 +154,49 @@ func (ws *wireSpans) resolve(b []byte) wireEvent {
 
 // ParseBatch parses a /v1/batch (or /v1/import) body received at receivedAt.
 func ParseBatch(body []byte, receivedAt time.Time) (*Request, error) {
-	return ParseBatchContext(body, receivedAt, nil)
+	return ParseBatchContext(body, receivedAt, nil, "")
 }
 
 // ParseBatchContext is [ParseBatch] with server-side context defaults: the
 // members of the JSON object ctxDefaults (nil for none; e.g.
 // {"ip":…,"userAgent":…}) are added to each valid event's context where
 // neither the event's own context nor the batch's has them.
-func ParseBatchContext(body []byte, receivedAt time.Time, ctxDefaults []byte) (*Request, error) {
+//
+// ipPolicy, when not empty, is the IP policy ([IPTruncate], [IPDrop],
+// [IPKeep]) of the source, known before the body was read: each valid
+// event comes out as [MinimiseEvent] leaves it. Most need no edit, and
+// the parse tells them from what it scanned (their own context has no
+// address to change, nor have the batch's context and the defaults) with
+// no search of the whole event. Empty leaves the events' addresses as
+// sent, for the caller to minimise once it knows the source.
+func ParseBatchContext(body []byte, receivedAt time.Time, ctxDefaults []byte, ipPolicy string) (*Request, error) {
+	return parseBatch(body, receivedAt, ctxDefaults, ipPolicy, nil)
+}
+
+// EncodeBatch is [ParseBatchContext] for a source known before the body is
+// read, for the event log: instead of listing the valid events in
+// Request.Events it appends their log entries (as [AppendEntries] encodes
+// them, with sourceID) to dst as it validates them, and counts them in
+// Request.Encoded; no event outlives its entry, so the events rewritten
+// with the defaults share one small buffer rather than one the size of
+// the body. Problems are returned as by ParseBatchContext, not encoded.
+// On an error, dst is returned as given.
+func EncodeBatch(dst []byte, sourceID string, body []byte, receivedAt time.Time, ctxDefaults []byte, ipPolicy string) (*Request, []byte, error) {
+	enc := &encoding{dst: dst, source: sourceID}
+	req, err := parseBatch(body, receivedAt, ctxDefaults, ipPolicy, enc)
+	if err != nil {
+		return nil, dst, err
+	}
+	return req, enc.dst, nil
+}
+
+// encoding is where [EncodeBatch] puts the entries of a batch's events.
+type encoding struct {
+	dst    []byte
+	source string
+}
+
+func parseBatch(body []byte, receivedAt time.Time, ctxDefaults []byte, ipPolicy string, enc *encoding) (*Request, error) {
 	i := skipSpace(body, 0)
 	if i >= len(body) || body[i] != '{' {
 		return nil, &RequestError{Status: 400, Code: "invalid_body", Message: "body is not a JSON object"}
@@ -204,6 +246,10 @@ func ParseBatchContext(body []byte, receivedAt time.Time, ctxDefaults []byte) (*
 	} else {
 		evDefaults = newDefaultMembers(ctxDefaults)
 	}
+	// What every event gets besides its own context: when it carries an
+	// address to change, every event takes the whole edit.
+	minimiseAll := ipPolicy != "" && ipPolicy != IPKeep &&
+		((bctx != nil && !minimal(bctx, ipPolicy)) || (bctx == nil && ctxDefaults != nil && !minimal(ctxDefaults, ipPolicy)))
 	var batchSentAt time.Time
 	if !isAbsent(top.sentAt) {
 		t, ok := parseTime(top.sentAt)
@@ -212,14 +258,22 @@ func ParseBatchContext(body []byte, receivedAt time.Time, ctxDefaults []byte) (*
 		}
 		batchSentAt = t
 	}
-	req := &Request{WriteKey: wk, Events: make([]Event, 0, len(items))}
+	req := &Request{WriteKey: wk}
+	var out *arena
+	if enc == nil {
+		req.Events = make([]Event, 0, len(items))
+		out = newArena(len(body) + len(items)*(len(ctxDefaults)+len(bctx)+len(bintegrations)+32))
+	} else {
+		// Each event is encoded before the next is rewritten.
+		out = newArena(4096)
+	}
 	pc := &parseContext{
 		batchSentAt: batchSentAt, receivedAt: receivedAt, ids: newIDSource(len(items)),
 		ctxDefaults: evDefaults, index: -1,
 		// Valid UTF-8 as a whole means valid in every event: the common
 		// case checks once.
 		utf8Checked: utf8.Valid(body),
-		out:         newArena(len(body) + len(items)*(len(ctxDefaults)+len(bctx)+len(bintegrations)+32)),
+		out:         out,
 		src:         body, srcStr: string(body),
 	}
 	for i := range items {
@@ -228,8 +282,9 @@ func ParseBatchContext(body []byte, receivedAt time.Time, ctxDefaults []byte) (*
 		raw := it.raw.in(body)
 		p := pc.precheck(raw)
 		var ev Event
+		var w wireEvent
 		if p == nil {
-			w := it.fields.resolve(body)
+			w = it.fields.resolve(body)
 			ev, p = pc.event(raw, &w)
 		}
 		if p != nil {
@@ -244,6 +299,21 @@ func ParseBatchContext(body []byte, receivedAt time.Time, ctxDefaults []byte) (*
 		}
 		if bintegrations != nil {
 			ev.Raw = mergeMember(pc.out, ev.Raw, "integrations", bintegrations)
+		}
+		if ipPolicy != "" && ipPolicy != IPKeep {
+			// The event's own context is the only one it has (no second
+			// "context" member, none in another case or with escapes):
+			// when that needs no edit either, the event needs none.
+			own := w[fContext]
+			if minimiseAll || it.otherContext || (!isAbsent(own) && !minimal(own, ipPolicy)) {
+				ev.Raw = MinimiseEvent(ev.Raw, ipPolicy)
+			}
+		}
+		if enc != nil {
+			enc.dst = appendEvent(enc.dst, enc.source, &ev)
+			req.Encoded++
+			out.buf = out.buf[:0]
+			continue
 		}
 		req.Events = append(req.Events, ev)
 	}
@@ -262,6 +332,10 @@ type batchFields struct {
 type batchItem struct {
 	raw    span
 	fields wireSpans
+	// otherContext: the object has a member a JSON decoder reads as its
+	// context besides the last "context" (a repeated one, or one in
+	// another case or with escapes), which [EditContext] edits too.
+	otherContext bool
 }
 
 // scan checks the object at b[i] (a batch body) and returns the index just
@@ -353,7 +427,15 @@ func (f *batchFields) scanEvents(b []byte, i, depth int) (int, error) {
 			it := &f.events[len(f.events)-1]
 			if i < len(b) && b[i] == '{' {
 				i, err = scanObject(b, i, depth+1, func(key, val []byte) {
-					if f, ok := wireFieldOf(key); ok {
+					f, ok := wireFieldOf(key)
+					// "context" spelt otherwise is 9 bytes with its
+					// quotes, or has an escape: none of its letters
+					// folds to one outside ASCII.
+					if (f == fContext && ok && it.fields[fContext].n != 0) ||
+						(!ok && (len(key) == 9 || bytes.IndexByte(key, '\\') >= 0) && keyIs(key, "context")) {
+						it.otherContext = true
+					}
+					if ok {
 						it.fields[f] = spanOf(b, val)
 					}
 				})
@@ -385,12 +467,12 @@ func (f *batchFields) scanEvents(b []byte, i, depth int) (int, error) {
 // siblings); typ is the endpoint's event type and wins over any "type" in
 // the body.
 func ParseSingle(typ string, body []byte, receivedAt time.Time) (*Request, error) {
-	return ParseSingleContext(typ, body, receivedAt, nil)
+	return ParseSingleContext(typ, body, receivedAt, nil, "")
 }
 
 // ParseSingleContext is [ParseSingle] with server-side context defaults
-// (see [ParseBatchContext]).
-func ParseSingleContext(typ string, body []byte, receivedAt time.Time, ctxDefaults []byte) (*Request, error) {
+// and the source's IP policy when known (see [ParseBatchContext]).
+func ParseSingleContext(typ string, body []byte, receivedAt time.Time, ctxDefaults []byte, ipPolicy string) (*Request, error) {
 	body = trimSpace(body)
 	if len(body) == 0 || body[0] != '{' {
 		return nil, &RequestError{Status: 400, Code: "invalid_body", Message: "body is not a JSON object"}
@@ -410,6 +492,9 @@ func ParseSingleContext(typ string, body []byte, receivedAt time.Time, ctxDefaul
 	if p != nil {
 		req.Problems = append(req.Problems, *p)
 	} else {
+		if ipPolicy != "" {
+			ev.Raw = MinimiseEvent(ev.Raw, ipPolicy)
+		}
 		req.Events = append(req.Events, ev)
 	}
 	// The write key may sit in the body even when the event is invalid.

@@ -194,6 +194,48 @@ func TestRecordRoundTrip(t *testing.T) {
 	}
 }
 
+// TestAppendRecord: a record decoded onto events and problems a reader
+// holds already adds its own after them, equal to a decoding on its own;
+// a corrupt record leaves the slices as given.
+func TestAppendRecord(t *testing.T) {
+	req, err := ParseBatch([]byte(`{"batch":[
+		{"type":"track","event":"A","userId":"u","messageId":"m1"},
+		{"type":"identify","anonymousId":"a","messageId":"m2","traits":{"email":"x@y.z"}},
+		{"type":"track","userId":"u"}]}`), recv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := EncodeRecord("src1", req.Events, req.Problems)
+	alone, aloneProblems, err := DecodeRecord(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := []Event{{MessageID: "held", Type: "page", AnonymousID: "h"}}
+	heldProblems := []Problem{{Code: "held"}}
+	events, problems, done, err := AppendRecord(held, heldProblems, rec)
+	if err != nil || done != nil {
+		t.Fatal(err, done)
+	}
+	if len(events) != 3 || events[0].MessageID != "held" || len(problems) != 2 || problems[0].Code != "held" {
+		t.Fatalf("appended %d events, %d problems: %+v", len(events), len(problems), events)
+	}
+	for i, e := range events[1:] {
+		if !equalEvent(e, alone[i]) {
+			t.Errorf("event %d: appended %+v, alone %+v", i, e, alone[i])
+		}
+		if e.SourceID != "src1" || e.MessageID != req.Events[i].MessageID || e.Type != req.Events[i].Type {
+			t.Errorf("event %d: %+v", i, e)
+		}
+	}
+	if problems[1].Field != aloneProblems[0].Field || problems[1].SourceID != "src1" {
+		t.Errorf("problem %+v, alone %+v", problems[1], aloneProblems[0])
+	}
+	events, problems, _, err = AppendRecord(held, heldProblems, rec[:len(rec)-2])
+	if err == nil || len(events) != 1 || len(problems) != 1 {
+		t.Fatalf("corrupt record: %v, %d events, %d problems", err, len(events), len(problems))
+	}
+}
+
 func equalEvent(a, b Event) bool {
 	ja, _ := json.Marshal(a)
 	jb, _ := json.Marshal(b)

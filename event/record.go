@@ -38,21 +38,7 @@ var ErrCorrupt = errors.New("event: corrupt record")
 // [RecordHeader].
 func AppendEntries(buf []byte, sourceID string, events []Event, problems []Problem) []byte {
 	for i := range events {
-		e := &events[i]
-		buf = append(buf, kindEvent)
-		buf = appendString(buf, sourceID)
-		buf = appendString(buf, e.MessageID)
-		buf = appendString(buf, e.Type)
-		buf = appendString(buf, e.Name)
-		buf = appendString(buf, e.UserID)
-		buf = appendString(buf, e.AnonymousID)
-		buf = appendString(buf, e.GroupID)
-		buf = appendString(buf, e.PreviousID)
-		buf = appendTime(buf, e.Timestamp)
-		buf = appendTime(buf, e.OriginalTimestamp)
-		buf = appendTime(buf, e.SentAt)
-		buf = appendTime(buf, e.ReceivedAt)
-		buf = appendBytes(buf, e.Raw)
+		buf = appendEvent(buf, sourceID, &events[i])
 	}
 	for i := range problems {
 		p := &problems[i]
@@ -68,6 +54,24 @@ func AppendEntries(buf []byte, sourceID string, events []Event, problems []Probl
 		buf = appendString(buf, p.Type)
 	}
 	return buf
+}
+
+// appendEvent appends e's entry, with sourceID.
+func appendEvent(buf []byte, sourceID string, e *Event) []byte {
+	buf = append(buf, kindEvent)
+	buf = appendString(buf, sourceID)
+	buf = appendString(buf, e.MessageID)
+	buf = appendString(buf, e.Type)
+	buf = appendString(buf, e.Name)
+	buf = appendString(buf, e.UserID)
+	buf = appendString(buf, e.AnonymousID)
+	buf = appendString(buf, e.GroupID)
+	buf = appendString(buf, e.PreviousID)
+	buf = appendTime(buf, e.Timestamp)
+	buf = appendTime(buf, e.OriginalTimestamp)
+	buf = appendTime(buf, e.SentAt)
+	buf = appendTime(buf, e.ReceivedAt)
+	return appendBytes(buf, e.Raw)
 }
 
 // EncodeRecord returns a complete record holding events and problems.
@@ -86,28 +90,130 @@ func DecodeRecord(rec []byte) ([]Event, []Problem, error) {
 // DecodeRecordDone is [DecodeRecord] that also returns the consumers a
 // rewritten record names as done with it ([DoneBy]).
 func DecodeRecordDone(rec []byte) ([]Event, []Problem, []string, error) {
+	return AppendRecord(nil, nil, rec)
+}
+
+// AppendRecord is [DecodeRecordDone] that appends the record's events and
+// problems to the given slices (a reader gathering many records decodes
+// them straight into one batch). On an error it returns the slices as they
+// were given.
+//
+// An event's string fields other than its source share one allocation
+// (the source is shared with the event before it when they are equal, the
+// type is one of [Types]): a long-lived copy of one of them keeps the
+// others' bytes, about a hundred, alive with it.
+func AppendRecord(events []Event, problems []Problem, rec []byte) ([]Event, []Problem, []string, error) {
 	if len(rec) < len(RecordHeader) || string(rec[:len(RecordHeader)]) != string(RecordHeader) {
-		return nil, nil, nil, fmt.Errorf("%w: bad header", ErrCorrupt)
+		return events, problems, nil, fmt.Errorf("%w: bad header", ErrCorrupt)
 	}
 	d := decoder{b: rec[len(RecordHeader):]}
-	var events []Event
-	var problems []Problem
+	ne, np := len(events), len(problems)
 	var done []string
+	var prevSource string
 	for len(d.b) > 0 && d.err == nil {
-		kind, e, p, names := d.entry()
+		kind := d.b[0]
+		d.b = d.b[1:]
 		switch kind {
 		case kindEvent:
-			events = append(events, e)
+			events = append(events, Event{})
+			e := &events[len(events)-1]
+			d.event(e, prevSource)
+			prevSource = e.SourceID
 		case kindProblem:
-			problems = append(problems, p)
+			problems = append(problems, d.problem())
 		case kindDone:
-			done = append(done, names...)
+			done = append(done, d.done()...)
+		default:
+			d.err = fmt.Errorf("%w: unknown entry kind %d", ErrCorrupt, kind)
 		}
 	}
 	if d.err != nil {
-		return nil, nil, nil, d.err
+		clear(events[ne:])
+		clear(problems[np:])
+		return events[:ne], problems[:np], nil, d.err
 	}
 	return events, problems, done, nil
+}
+
+// eventStrings is how many length-prefixed strings an event entry starts
+// with: source, messageId, type, name, userId, anonymousId, groupId,
+// previousId.
+const eventStrings = 8
+
+// event decodes an event entry (after its kind byte) into e; prevSource is
+// the source of the record's event before, shared when e's is the same.
+func (d *decoder) event(e *Event, prevSource string) {
+	var ends [eventStrings + 1]int // ends[i+1]: where string i ends in d.b
+	var starts [eventStrings]int
+	pos := 0
+	for i := range eventStrings {
+		v, n := binary.Uvarint(d.b[pos:])
+		if n <= 0 {
+			d.err = fmt.Errorf("%w: bad length", ErrCorrupt)
+			return
+		}
+		pos += n
+		if v > uint64(len(d.b)-pos) {
+			d.err = fmt.Errorf("%w: field overruns record", ErrCorrupt)
+			return
+		}
+		starts[i] = pos
+		pos += int(v)
+		ends[i+1] = pos
+	}
+	b := d.b
+	field := func(s string, i int) string { return s[starts[i]-starts[1] : ends[i+1]-starts[1]] }
+	if src := b[starts[0]:ends[1]]; string(src) == prevSource {
+		e.SourceID = prevSource
+	} else {
+		e.SourceID = string(src)
+	}
+	all := string(b[starts[1]:pos]) // messageId to previousId, one allocation
+	e.MessageID = field(all, 1)
+	if t, ok := knownType(field(all, 2)); ok {
+		e.Type = t
+	} else {
+		e.Type = field(all, 2)
+	}
+	e.Name = field(all, 3)
+	e.UserID = field(all, 4)
+	e.AnonymousID = field(all, 5)
+	e.GroupID = field(all, 6)
+	e.PreviousID = field(all, 7)
+	d.b = d.b[pos:]
+	e.Timestamp = d.time()
+	e.OriginalTimestamp = d.time()
+	e.SentAt = d.time()
+	e.ReceivedAt = d.time()
+	e.Raw = d.bytes()
+}
+
+// problem decodes a problem entry (after its kind byte).
+func (d *decoder) problem() (p Problem) {
+	p.SourceID = d.str()
+	p.MessageID = d.str()
+	p.Index = int(d.uvarint())
+	p.Code = d.str()
+	p.Field = d.str()
+	p.Message = d.str()
+	p.ReceivedAt = d.time()
+	p.Raw = d.bytes()
+	p.Type = d.str()
+	return p
+}
+
+// done decodes a done entry (after its kind byte): consumer names.
+func (d *decoder) done() []string {
+	n := d.uvarint()
+	if n > uint64(len(d.b)) {
+		d.err = fmt.Errorf("%w: done entry overruns record", ErrCorrupt)
+		return nil
+	}
+	var names []string
+	for range n {
+		names = append(names, d.str())
+	}
+	return names
 }
 
 // entry decodes the next entry: an event, a problem or the names of a done
@@ -117,38 +223,11 @@ func (d *decoder) entry() (kind byte, e Event, p Problem, done []string) {
 	d.b = d.b[1:]
 	switch kind {
 	case kindEvent:
-		e.SourceID = d.str()
-		e.MessageID = d.str()
-		e.Type = d.str()
-		e.Name = d.str()
-		e.UserID = d.str()
-		e.AnonymousID = d.str()
-		e.GroupID = d.str()
-		e.PreviousID = d.str()
-		e.Timestamp = d.time()
-		e.OriginalTimestamp = d.time()
-		e.SentAt = d.time()
-		e.ReceivedAt = d.time()
-		e.Raw = d.bytes()
+		d.event(&e, "")
 	case kindProblem:
-		p.SourceID = d.str()
-		p.MessageID = d.str()
-		p.Index = int(d.uvarint())
-		p.Code = d.str()
-		p.Field = d.str()
-		p.Message = d.str()
-		p.ReceivedAt = d.time()
-		p.Raw = d.bytes()
-		p.Type = d.str()
+		p = d.problem()
 	case kindDone:
-		n := d.uvarint()
-		if n > uint64(len(d.b)) {
-			d.err = fmt.Errorf("%w: done entry overruns record", ErrCorrupt)
-			return
-		}
-		for range n {
-			done = append(done, d.str())
-		}
+		done = d.done()
 	default:
 		d.err = fmt.Errorf("%w: unknown entry kind %d", ErrCorrupt, kind)
 	}

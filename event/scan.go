@@ -247,3 +247,43 @@ func validDocument(b []byte) bool {
 	}
 	return skipSpace(b, end) == len(b)
 }
+
+// Members calls fn with each member of the JSON object b, in order: its
+// key as written (quotes and any escapes included) and its value's bytes.
+// It is for readers of events already validated (the raw bytes of a
+// stored or logged event) that need a few members without a decoder; it
+// reports false, having called fn for the members before the fault, when
+// b is not one valid JSON object.
+func Members(b []byte, fn func(key, val []byte)) bool {
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return false
+	}
+	end, err := scanObject(b, i, 1, fn)
+	return err == nil && skipSpace(b, end) == len(b)
+}
+
+// Elements calls fn with each element of the JSON array b, in order; it
+// reports false when b is not one valid JSON array.
+func Elements(b []byte, fn func(val []byte)) bool {
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '[' {
+		return false
+	}
+	end, err := scanArray(b, i, 1, fn)
+	return err == nil && skipSpace(b, end) == len(b)
+}
+
+// KeyIs reports whether the raw JSON key (quotes included) is name once
+// decoded, ignoring case as Go's encoding/json does when it fills a
+// struct field.
+func KeyIs(key []byte, name string) bool { return keyIs(key, name) }
+
+// String decodes the JSON string r (quotes included); ok is false when r
+// is not a string.
+func String(r []byte) (s string, ok bool) {
+	if len(r) == 0 || r[0] != '"' {
+		return "", false
+	}
+	return jsonString(r)
+}

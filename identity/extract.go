@@ -2,7 +2,9 @@ package identity
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
+	"math/bits"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,16 +24,151 @@ type observation struct {
 	traits map[string]json.RawMessage // profile traits the event sets
 }
 
-// rawFields are the parts of an event's JSON that identity reads.
+// rawFields are the parts of an event's JSON that identity reads: its
+// traits, its context's traits and its context's external ids.
 type rawFields struct {
-	Traits  map[string]json.RawMessage `json:"traits"`
-	Context struct {
-		Traits      map[string]json.RawMessage `json:"traits"`
-		ExternalIDs []struct {
-			ID   json.RawMessage `json:"id"`
-			Type string          `json:"type"`
-		} `json:"externalIds"`
-	} `json:"context"`
+	traits, ctxTraits map[string]json.RawMessage
+	externalIDs       []externalID
+}
+
+type externalID struct {
+	id  []byte // the value as written; nil when absent
+	typ string
+}
+
+// readFields lifts the fields identity reads out of raw, an event's JSON
+// object, with the event package's scanner instead of a decoder: what
+// encoding/json would read into
+//
+//	struct {
+//		Traits  map[string]json.RawMessage `json:"traits"`
+//		Context struct {
+//			Traits      map[string]json.RawMessage `json:"traits"`
+//			ExternalIDs []struct {
+//				ID   json.RawMessage `json:"id"`
+//				Type string          `json:"type"`
+//			} `json:"externalIds"`
+//		} `json:"context"`
+//	}
+//
+// with its rules: keys match ignoring case and after unescaping, a repeated
+// object merges into the map the one before filled, null empties a map or
+// slice and leaves a struct or string alone, and any of these fields of
+// another JSON type fails the whole reading (ok false). Trait values alias
+// raw.
+func readFields(raw []byte) (f rawFields, ok bool) {
+	ok = true
+	// traitsInto reads the object val into *m, as a decoder fills a map.
+	traitsInto := func(m *map[string]json.RawMessage, val []byte) {
+		switch val[0] {
+		case 'n':
+			*m = nil
+		case '{':
+			if *m == nil {
+				*m = map[string]json.RawMessage{}
+			}
+			event.Members(val, func(k, v []byte) {
+				if key, good := event.String(k); good {
+					(*m)[key] = v
+				}
+			})
+		default:
+			ok = false
+		}
+	}
+	readExternalIDs := func(val []byte) {
+		switch val[0] {
+		case 'n':
+			f.externalIDs = nil
+			return
+		case '[':
+		default:
+			ok = false
+			return
+		}
+		f.externalIDs = f.externalIDs[:0]
+		event.Elements(val, func(el []byte) {
+			var x externalID
+			switch el[0] {
+			case 'n':
+			case '{':
+				event.Members(el, func(k, v []byte) {
+					switch {
+					case event.KeyIs(k, "id"):
+						x.id = v
+					case event.KeyIs(k, "type"):
+						if v[0] == 'n' {
+							return
+						}
+						typ, good := event.String(v)
+						if !good {
+							ok = false
+						}
+						x.typ = typ
+					}
+				})
+			default:
+				ok = false
+			}
+			f.externalIDs = append(f.externalIDs, x)
+		})
+	}
+	valid := event.Members(raw, func(k, v []byte) {
+		switch {
+		case event.KeyIs(k, "traits"):
+			traitsInto(&f.traits, v)
+		case event.KeyIs(k, "context"):
+			switch v[0] {
+			case 'n':
+			case '{':
+				event.Members(v, func(k, v []byte) {
+					switch {
+					case event.KeyIs(k, "traits"):
+						traitsInto(&f.ctxTraits, v)
+					case event.KeyIs(k, "externalIds"):
+						readExternalIDs(v)
+					}
+				})
+			default:
+				ok = false
+			}
+		}
+	})
+	return f, ok && valid
+}
+
+// mentionsTraits reports whether raw holds the string "traits" or
+// "externalIds" (quotes included): only then is it read for traits. Both
+// end in s", which a word-wide test finds 7 bytes a step (JSON is full
+// of quotes, so a search for either string's first byte stops often).
+func mentionsTraits(raw []byte) bool {
+	const (
+		ones  = 0x0101010101010101
+		highs = 0x8080808080808080
+	)
+	at := func(j int) bool { // raw[j] is a quote after an s
+		return (j >= 7 && string(raw[j-7:j+1]) == `"traits"`) || (j >= 12 && string(raw[j-12:j+1]) == `"externalIds"`)
+	}
+	i := 0
+	for ; i+8 <= len(raw); i += 7 {
+		w := binary.LittleEndian.Uint64(raw[i:])
+		q, s := w^('"'*ones), w^('s'*ones)
+		// Bit 7 of byte k: byte k is a quote and byte k-1 an s (the
+		// zero-byte test may flag a byte above a true match: checked).
+		m := ((q - ones) &^ q & highs) & (((s - ones) &^ s & highs) << 8)
+		for ; m != 0; m &= m - 1 {
+			if j := i + bits.TrailingZeros64(m)/8; raw[j] == '"' && raw[j-1] == 's' && at(j) {
+				return true
+			}
+		}
+	}
+	// The pairs the words did not cover: quotes from byte i+1 on.
+	for j := max(i+1, 1); j < len(raw); j++ {
+		if raw[j] == '"' && raw[j-1] == 's' && at(j) {
+			return true
+		}
+	}
+	return false
 }
 
 // observe extracts an event's identifiers and traits.
@@ -55,32 +192,37 @@ func (c *compiled) observe(e *event.Event) observation {
 		add(AnonymousID, e.PreviousID)
 	}
 	raw := e.Raw
-	if bytes.Contains(raw, []byte(`"traits"`)) || bytes.Contains(raw, []byte(`"externalIds"`)) {
-		var f rawFields
-		if json.Unmarshal(raw, &f) == nil {
-			c.fromTraits(f.Context.Traits, add)
-			for _, x := range f.Context.ExternalIDs {
-				if x.Type != UserID && x.Type != AnonymousID {
-					if s, ok := scalar(x.ID); ok {
-						add(x.Type, s)
+	if mentionsTraits(raw) {
+		if f, ok := readFields(raw); ok {
+			c.fromTraits(f.ctxTraits, add)
+			for _, x := range f.externalIDs {
+				if x.typ != UserID && x.typ != AnonymousID {
+					if s, ok := scalar(x.id); ok {
+						add(x.typ, s)
 					}
 				}
 			}
-			o.traits = map[string]json.RawMessage{}
-			for k, v := range f.Context.Traits {
-				o.traits[k] = v
-			}
+			// The context's traits, then (identify) the event's own over
+			// them; the map is the event's alone, so it is the result.
+			o.traits = f.ctxTraits
 			switch e.Type {
 			case "identify":
-				c.fromTraits(f.Traits, add)
-				for k, v := range f.Traits {
-					o.traits[k] = v
+				c.fromTraits(f.traits, add)
+				if o.traits == nil {
+					o.traits = f.traits
+				} else {
+					for k, v := range f.traits {
+						o.traits[k] = v
+					}
 				}
 			case "group":
 				g, _ := json.Marshal(struct {
 					ID     string                     `json:"id"`
 					Traits map[string]json.RawMessage `json:"traits,omitempty"`
-				}{e.GroupID, f.Traits})
+				}{e.GroupID, f.traits})
+				if o.traits == nil {
+					o.traits = map[string]json.RawMessage{}
+				}
 				o.traits["group"] = g
 			}
 			if len(o.traits) == 0 {
@@ -123,11 +265,7 @@ func scalar(v json.RawMessage) (string, bool) {
 		return "", false
 	}
 	if v[0] == '"' {
-		var s string
-		if json.Unmarshal(v, &s) != nil {
-			return "", false
-		}
-		return s, true
+		return event.String(v)
 	}
 	if _, err := strconv.ParseFloat(string(v), 64); err == nil {
 		return string(v), true

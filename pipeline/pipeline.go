@@ -414,20 +414,44 @@ func (p *Pipeline) process(ctx context.Context, msgs []eventlog.Message) error {
 // record) and splits the rest into chunks of at most MaxEvents.
 func (p *Pipeline) decode(ctx context.Context, b *batch) error {
 	b.chunks = b.chunks[:0]
+	left := 0 // record bytes not decoded yet, for a chunk's capacity
+	for _, m := range b.msgs {
+		left += len(m.Data)
+	}
+	// An empty suppression list (the usual case) is asked once a batch,
+	// not once an event; a name added to it before the batch began is
+	// seen either way (see Barrier).
+	suppress := p.opts.Suppress != nil
+	if l, ok := p.opts.Suppress.(interface{ Len() int }); ok && l.Len() == 0 {
+		suppress = false
+	}
 	var chunk []event.Event
 	for _, m := range b.msgs {
-		events, problems, done, err := event.DecodeRecordDone(m.Data)
+		if chunk == nil {
+			// Each record is decoded straight into the chunk: room for
+			// what the records left may hold (an event entry takes well
+			// over 64 bytes), so the chunk is rarely copied to grow.
+			chunk = make([]event.Event, 0, min(left/64+1, p.opts.MaxEvents+p.opts.MaxEvents/8))
+		}
+		left -= len(m.Data)
+		start := len(chunk)
+		var problems []event.Problem
+		var done []string
+		var err error
+		chunk, problems, done, err = event.AppendRecord(chunk, nil, m.Data)
 		if err != nil {
 			// Never drop: keep the whole record, undecoded, with the reason.
 			problems = []event.Problem{{Code: "corrupt_record", Message: err.Error(), Raw: m.Data, ReceivedAt: time.Now().UTC()}}
-			events = nil
 		}
 		if slices.Contains(done, p.opts.Consumer) {
 			// A copy the event log made of a record processed already,
 			// without an erased person's entries.
+			clear(chunk[start:])
+			chunk = chunk[:start]
 			continue
 		}
-		if p.opts.Suppress != nil {
+		events := chunk[start:]
+		if suppress {
 			events, problems = p.suppress(events, problems)
 		}
 		if p.opts.Plans != nil && len(events) > 0 {
@@ -448,11 +472,11 @@ func (p *Pipeline) decode(ctx context.Context, b *batch) error {
 				p.quarantined.Add(1, pr.Code)
 			}
 		}
-		if chunk == nil && len(events) <= p.opts.MaxEvents {
-			chunk = events // most records: no copy
-		} else {
-			chunk = append(chunk, events...)
-		}
+		// The record's events that remain take its place in the chunk
+		// (a copy onto itself when nothing was dropped).
+		had := len(chunk)
+		chunk = append(chunk[:start], events...)
+		clear(chunk[len(chunk):had])
 		if len(chunk) >= p.opts.MaxEvents {
 			b.chunks = append(b.chunks, chunk)
 			chunk = nil
