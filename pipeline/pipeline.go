@@ -95,8 +95,12 @@ type Options struct {
 	// disturb collection's own fsyncs less. Default 500ms.
 	Linger   time.Duration
 	MaxBytes int // record bytes that end a gathering early; default 8 MiB
-	Metrics  *metrics.Registry
-	Logger   *slog.Logger
+	// CommitWait is how long Run holds staged events uncommitted at most
+	// when the event store is an [eventstore.Stager] (see stage.go);
+	// default 2s.
+	CommitWait time.Duration
+	Metrics    *metrics.Registry
+	Logger     *slog.Logger
 
 	// Consent records events' consent decisions; nil: not recorded.
 	Consent ConsentRecorder
@@ -128,6 +132,12 @@ type Pipeline struct {
 	// begun and ended count the batches that entered the first stage and
 	// those that left the pipeline (see Barrier).
 	begun, ended atomic.Uint64
+	// Staging state of Run's write stage (stage.go): the batches staged
+	// and not yet known committed, the events staged so far, and how many
+	// of them the store last said were pending.
+	held      []heldBatch
+	stagedPos uint64
+	pending   int
 
 	stored      *metrics.Counter
 	duplicates  *metrics.Counter
@@ -157,6 +167,9 @@ func New(ctx context.Context, opts Options) (*Pipeline, error) {
 	}
 	if opts.MaxBytes <= 0 {
 		opts.MaxBytes = 8 << 20
+	}
+	if opts.CommitWait <= 0 {
+		opts.CommitWait = 2 * time.Second
 	}
 	if opts.Metrics == nil {
 		opts.Metrics = metrics.NewRegistry()
@@ -213,10 +226,15 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer close(done)
-		for b := range resolved {
-			p.retry(ctx, b, p.write)
+		for {
+			b, ok := p.nextWrite(ctx, resolved)
+			if !ok {
+				break
+			}
+			p.retry(ctx, b, p.writeStaged)
 			p.ended.Add(1)
 		}
+		p.commitHeld(context.WithoutCancel(ctx))
 	}()
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
@@ -492,6 +510,12 @@ func (p *Pipeline) write(ctx context.Context, b *batch) error {
 			return err
 		}
 	}
+	p.finish(ctx, b)
+	return nil
+}
+
+// finish acknowledges b's records once its events are stored.
+func (p *Pipeline) finish(ctx context.Context, b *batch) {
 	if f, ok := p.opts.Plans.(interface{ Flush(context.Context) error }); ok {
 		// What the plans noted in this batch (unplanned events flagged),
 		// in one write; only a count, so a failure does not hold the batch.
@@ -505,7 +529,6 @@ func (p *Pipeline) write(ctx context.Context, b *batch) error {
 	}
 	p.records.Add(uint64(len(b.msgs)))
 	p.batchSecs.Observe(time.Since(b.start).Seconds())
-	return nil
 }
 
 // suppress drops the events and problems of erased people.
