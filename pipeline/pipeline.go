@@ -96,8 +96,9 @@ type Options struct {
 	Linger   time.Duration
 	MaxBytes int // record bytes that end a gathering early; default 8 MiB
 	// CommitWait is how long Run holds staged events uncommitted at most
-	// when the event store is an [eventstore.Stager] (see stage.go);
-	// default 2s.
+	// while it has a backlog, when the event store is an
+	// [eventstore.Stager] (see stage.go); default 10s, well below the
+	// log's ack wait (30 s), after which it would deliver them again.
 	CommitWait time.Duration
 	Metrics    *metrics.Registry
 	Logger     *slog.Logger
@@ -169,7 +170,7 @@ func New(ctx context.Context, opts Options) (*Pipeline, error) {
 		opts.MaxBytes = 8 << 20
 	}
 	if opts.CommitWait <= 0 {
-		opts.CommitWait = 2 * time.Second
+		opts.CommitWait = 10 * time.Second
 	}
 	if opts.Metrics == nil {
 		opts.Metrics = metrics.NewRegistry()
