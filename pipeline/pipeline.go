@@ -139,6 +139,10 @@ type Pipeline struct {
 	held      []heldBatch
 	stagedPos uint64
 	pending   int
+	// oldestHeld is the ord of the first held batch, 0 if none; flush
+	// asks the write stage to commit what it holds (Barrier).
+	oldestHeld atomic.Uint64
+	flush      atomic.Bool
 
 	stored      *metrics.Counter
 	duplicates  *metrics.Counter
@@ -259,7 +263,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			continue
 		}
 		b := &batch{msgs: msgs, start: time.Now()}
-		p.begun.Add(1)
+		b.ord = p.begun.Add(1)
 		if !p.retry(ctx, b, p.decode) {
 			p.ended.Add(1)
 		} else {
@@ -282,6 +286,7 @@ type batch struct {
 	// ObservingResolver.
 	observed []*identity.Observed
 	start    time.Time
+	ord      uint64 // its number in the order batches began (begun)
 }
 
 // retry runs one stage on b, again after a failure (a store restarting),
@@ -396,15 +401,19 @@ func (p *Pipeline) measureLag() {
 	}
 }
 
-// Barrier waits until every batch begun before it is done (written, or
-// given up and left for the log to deliver again): the batches after it
+// Barrier waits until every batch begun before it is done (written and
+// acknowledged, or given up and left for the log to deliver again): the batches after it
 // see what was true when Barrier was called (an erasure calls it after
 // adding to the suppression list, so that no batch that missed the list
 // writes after the erasure's deletions). With the stages overlapping, up
 // to three batches may be in flight.
 func (p *Pipeline) Barrier(ctx context.Context) error {
 	target := p.begun.Load()
-	for p.ended.Load() < target {
+	for p.ended.Load() < target || p.holds(target) {
+		if p.holds(target) {
+			// Staged batches count once committed and acknowledged.
+			p.flush.Store(true)
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

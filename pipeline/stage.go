@@ -64,7 +64,23 @@ func (p *Pipeline) writeStaged(ctx context.Context, b *batch) error {
 	b.chunks, b.observed = nil, nil
 	p.held = append(p.held, h)
 	p.release(ctx)
+	p.setOldestHeld()
 	return nil
+}
+
+// setOldestHeld publishes the first held batch's ord for Barrier.
+func (p *Pipeline) setOldestHeld() {
+	var ord uint64
+	if len(p.held) > 0 {
+		ord = p.held[0].b.ord
+	}
+	p.oldestHeld.Store(ord)
+}
+
+// holds reports whether a batch numbered up to ord is held.
+func (p *Pipeline) holds(ord uint64) bool {
+	o := p.oldestHeld.Load()
+	return o != 0 && o <= ord
 }
 
 // release finishes the held batches whose events are committed.
@@ -94,6 +110,7 @@ func (p *Pipeline) commitHeld(ctx context.Context) {
 	}
 	p.pending = 0
 	p.release(ctx)
+	p.setOldestHeld()
 }
 
 // dropHeld gives the held batches up after the store lost their staged
@@ -113,15 +130,16 @@ func (p *Pipeline) dropHeld(err error) {
 	}
 	p.held = nil
 	p.pending = 0
+	p.setOldestHeld()
 }
 
 // nextWrite returns the next batch for the write stage. While batches are
 // held it commits them first if the pipeline is idle (nothing in the
-// earlier stages) or the oldest has waited CommitWait.
+// earlier stages), the oldest has waited CommitWait, or Barrier asks.
 func (p *Pipeline) nextWrite(ctx context.Context, resolved <-chan *batch) (*batch, bool) {
 	for len(p.held) > 0 {
 		wait := time.Until(p.held[0].at.Add(p.opts.CommitWait))
-		if wait <= 0 || (len(resolved) == 0 && p.begun.Load() == p.ended.Load()) {
+		if wait <= 0 || p.flush.Swap(false) || (len(resolved) == 0 && p.begun.Load() == p.ended.Load()) {
 			p.commitHeld(context.WithoutCancel(ctx))
 			break
 		}
