@@ -100,3 +100,58 @@ func TestRunAcksOnlyCommittedEvents(t *testing.T) {
 		t.Fatalf("tandem_pipeline_events_stored_total = %v, want %d", got, records*perRecord)
 	}
 }
+
+// slowResolver keeps the state-store stage busy, so that the pipeline is
+// never idle while records are pending.
+type slowResolver struct{ d time.Duration }
+
+func (r slowResolver) Resolve(ctx context.Context, events []event.Event) error {
+	time.Sleep(r.d)
+	return nil
+}
+
+// Barrier returns only once the batches begun before it are acknowledged,
+// even while the pipeline, never idle, would hold them staged for
+// CommitWait (an erasure rewrites the log after Barrier: a record still
+// held would be delivered again).
+func TestBarrierWaitsForStagedBatches(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t, t.TempDir())
+	const records = 80
+	for i := range records {
+		if _, err := r.log.Append(ctx, event.EncodeRecord("s", []event.Event{track(i)}, nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l := &ackWatchLog{Log: r.log, check: func([]eventlog.Message) error { return nil }}
+	p, err := New(ctx, Options{Log: l, Events: r.ev, Quarantine: r.q, Identity: slowResolver{40 * time.Millisecond},
+		MaxRecords: 1, MaxBytes: 1, Linger: time.Millisecond, CommitWait: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error)
+	go func() { done <- p.Run(rctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	for p.begun.Load() < 10 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	target := p.begun.Load()
+	bctx, bcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer bcancel()
+	if err := p.Barrier(bctx); err != nil {
+		t.Fatal(err)
+	}
+	// One record a batch: batch k is record k.
+	if acked := l.acked.Load(); uint64(acked) < target {
+		t.Fatalf("Barrier returned with %d records acknowledged; the %d batches begun before it were not all", acked, target)
+	}
+	if p.begun.Load() >= records {
+		t.Fatal("Barrier returned only after the pipeline ran out of records (and committed, idle): it did not have the staged batches committed")
+	}
+}
