@@ -30,11 +30,20 @@
 // Open reads key_hash in ranges so that building it never holds more than
 // about 4 million uncompressed fingerprints.
 //
+// # Staged appends
+//
+// [Store.Stage] appends into a transaction kept open across calls and
+// commits it whenever the table ends on a row group boundary (122,880
+// rows): DuckDB then writes the rows straight into the file, compressed,
+// instead of into the write-ahead log and again at a checkpoint (see
+// stage.go for the figures). Every other writer of events commits the
+// staged rows first.
+//
 // # Concurrency
 //
 // A Store is safe for concurrent use. Appends are serialized (one writer);
 // Get, List and Count run concurrently with each other and with an Append
-// and see only committed batches.
+// and see only committed batches (not staged ones).
 package duckdb
 
 import (
