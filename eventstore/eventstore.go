@@ -66,6 +66,30 @@ type Store interface {
 	Close() error
 }
 
+// Stager is implemented by a store whose appends cost less in large
+// transactions (the embedded DuckDB store writes a transaction of a whole
+// row group straight into its file, a small one to its write-ahead log and
+// then again at a checkpoint). The pipeline uses it while it has a backlog,
+// acknowledging log records only once their events are committed: until
+// then the log keeps them, so nothing acknowledged is lost.
+type Stager interface {
+	Store
+	// Stage appends events like Append (duplicates of stored or staged
+	// events are dropped, the first one wins) into a transaction the
+	// store keeps open across calls and commits when it sees fit (for
+	// DuckDB: when the table ends on a row group boundary). Staged events
+	// are durable and visible only once committed. It returns how many
+	// events were new, and pending: how many of the events passed to
+	// Stage, the last ones in the order passed, are not committed yet;
+	// the others are. After an error, none of the pending events of
+	// earlier calls is stored.
+	Stage(ctx context.Context, events []event.Event) (n, pending int, err error)
+	// Commit commits the staged events. It fails if staged events were
+	// lost (a commit by another writer that failed): then none of the
+	// events pending after the last Stage is stored.
+	Commit(ctx context.Context) error
+}
+
 // Query filters List. Zero fields do not filter.
 type Query struct {
 	SourceID string

@@ -95,8 +95,13 @@ type Options struct {
 	// disturb collection's own fsyncs less. Default 500ms.
 	Linger   time.Duration
 	MaxBytes int // record bytes that end a gathering early; default 8 MiB
-	Metrics  *metrics.Registry
-	Logger   *slog.Logger
+	// CommitWait is how long Run holds staged events uncommitted at most
+	// while it has a backlog, when the event store is an
+	// [eventstore.Stager] (see stage.go); default 10s, well below the
+	// log's ack wait (30 s), after which it would deliver them again.
+	CommitWait time.Duration
+	Metrics    *metrics.Registry
+	Logger     *slog.Logger
 
 	// Consent records events' consent decisions; nil: not recorded.
 	Consent ConsentRecorder
@@ -128,6 +133,16 @@ type Pipeline struct {
 	// begun and ended count the batches that entered the first stage and
 	// those that left the pipeline (see Barrier).
 	begun, ended atomic.Uint64
+	// Staging state of Run's write stage (stage.go): the batches staged
+	// and not yet known committed, the events staged so far, and how many
+	// of them the store last said were pending.
+	held      []heldBatch
+	stagedPos uint64
+	pending   int
+	// oldestHeld is the ord of the first held batch, 0 if none; flush
+	// asks the write stage to commit what it holds (Barrier).
+	oldestHeld atomic.Uint64
+	flush      atomic.Bool
 
 	stored      *metrics.Counter
 	duplicates  *metrics.Counter
@@ -157,6 +172,9 @@ func New(ctx context.Context, opts Options) (*Pipeline, error) {
 	}
 	if opts.MaxBytes <= 0 {
 		opts.MaxBytes = 8 << 20
+	}
+	if opts.CommitWait <= 0 {
+		opts.CommitWait = 10 * time.Second
 	}
 	if opts.Metrics == nil {
 		opts.Metrics = metrics.NewRegistry()
@@ -213,10 +231,15 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer close(done)
-		for b := range resolved {
-			p.retry(ctx, b, p.write)
+		for {
+			b, ok := p.nextWrite(ctx, resolved)
+			if !ok {
+				break
+			}
+			p.retry(ctx, b, p.writeStaged)
 			p.ended.Add(1)
 		}
+		p.commitHeld(context.WithoutCancel(ctx))
 	}()
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
@@ -240,7 +263,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			continue
 		}
 		b := &batch{msgs: msgs, start: time.Now()}
-		p.begun.Add(1)
+		b.ord = p.begun.Add(1)
 		if !p.retry(ctx, b, p.decode) {
 			p.ended.Add(1)
 		} else {
@@ -263,6 +286,7 @@ type batch struct {
 	// ObservingResolver.
 	observed []*identity.Observed
 	start    time.Time
+	ord      uint64 // its number in the order batches began (begun)
 }
 
 // retry runs one stage on b, again after a failure (a store restarting),
@@ -377,15 +401,19 @@ func (p *Pipeline) measureLag() {
 	}
 }
 
-// Barrier waits until every batch begun before it is done (written, or
-// given up and left for the log to deliver again): the batches after it
+// Barrier waits until every batch begun before it is done (written and
+// acknowledged, or given up and left for the log to deliver again): the batches after it
 // see what was true when Barrier was called (an erasure calls it after
 // adding to the suppression list, so that no batch that missed the list
 // writes after the erasure's deletions). With the stages overlapping, up
 // to three batches may be in flight.
 func (p *Pipeline) Barrier(ctx context.Context) error {
 	target := p.begun.Load()
-	for p.ended.Load() < target {
+	for p.ended.Load() < target || p.holds(target) {
+		if p.holds(target) {
+			// Staged batches count once committed and acknowledged.
+			p.flush.Store(true)
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -516,6 +544,12 @@ func (p *Pipeline) write(ctx context.Context, b *batch) error {
 			return err
 		}
 	}
+	p.finish(ctx, b)
+	return nil
+}
+
+// finish acknowledges b's records once its events are stored.
+func (p *Pipeline) finish(ctx context.Context, b *batch) {
 	if f, ok := p.opts.Plans.(interface{ Flush(context.Context) error }); ok {
 		// What the plans noted in this batch (unplanned events flagged),
 		// in one write; only a count, so a failure does not hold the batch.
@@ -529,7 +563,6 @@ func (p *Pipeline) write(ctx context.Context, b *batch) error {
 	}
 	p.records.Add(uint64(len(b.msgs)))
 	p.batchSecs.Observe(time.Since(b.start).Seconds())
-	return nil
 }
 
 // suppress drops the events and problems of erased people.

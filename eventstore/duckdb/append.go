@@ -30,6 +30,7 @@ var appendColumns = []string{
 // pending is one event of a batch, prepared for storing.
 type pending struct {
 	e        *event.Event
+	idx      int    // e's index in the events given
 	src, msg string // UTF-8-clean SourceID and MessageID
 	hash     uint64 // keyHash(src, msg)
 }
@@ -71,6 +72,7 @@ func (s *Store) Append(ctx context.Context, events []event.Event) (int, error) {
 	if s.closed.Load() {
 		return 0, ErrClosed
 	}
+	s.flushStaged()
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("eventstore/duckdb: append: %w", err)
@@ -102,6 +104,7 @@ func (s *Store) Append(ctx context.Context, events []event.Event) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("eventstore/duckdb: append %d events: %w", len(fresh), err)
 	}
+	s.tableRows += int64(len(fresh))
 	failed = false
 	return len(fresh), nil
 }
@@ -114,7 +117,7 @@ func prepare(events []event.Event) []*pending {
 	var buf []byte
 	for i := range events {
 		e := &events[i]
-		p := &pending{e: e, src: validUTF8(e.SourceID), msg: validUTF8(e.MessageID)}
+		p := &pending{e: e, idx: i, src: validUTF8(e.SourceID), msg: validUTF8(e.MessageID)}
 		k := key{p.src, p.msg}
 		if _, dup := seen[k]; dup {
 			continue

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"tandem/event"
 	"tandem/eventstore"
 	"tandem/eventstore/storetest"
 )
@@ -237,4 +238,67 @@ func BenchmarkLinkProfiles(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(i*size)/b.Elapsed().Seconds(), "links/s")
+}
+
+// BenchmarkStageVsAppend appends four row groups' worth of new events
+// (491,520, in batches of 20,480) to an empty file database with Append
+// (a commit per batch: the rows go to the WAL and again, compressed, into
+// the file at the checkpoint) or with Stage (a commit per row group,
+// written straight to the file), then checkpoints. Each iteration is the
+// whole run; cpu-µs/event counts the appends, commits and checkpoint
+// (every thread of the process), checkpoint-cpu-µs/event the checkpoint
+// alone.
+//
+//	go test ./eventstore/duckdb -run '^$' -bench StageVsAppend -benchtime 1x
+func BenchmarkStageVsAppend(b *testing.B) {
+	const batch, batches = 20_480, 24
+	at := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
+	for _, mode := range []string{"append", "stage"} {
+		b.Run(mode, func(b *testing.B) {
+			var cpu, ckpt time.Duration
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				s, err := Open(filepath.Join(b.TempDir(), "events.duckdb"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				all := make([][]event.Event, batches)
+				for j := range all {
+					all[j] = storetest.BenchEvents(fmt.Sprintf("r%d-%d", i, j), batch, at.Add(time.Duration(j)*time.Minute))
+				}
+				ctx := context.Background()
+				b.StartTimer()
+				cpu0 := cpuTime()
+				for _, evs := range all {
+					var n int
+					if mode == "append" {
+						n, err = s.Append(ctx, evs)
+					} else {
+						n, _, err = s.Stage(ctx, evs)
+					}
+					if err != nil || n != batch {
+						b.Fatalf("%s = %d, %v", mode, n, err)
+					}
+				}
+				if mode == "stage" {
+					if err := s.Commit(ctx); err != nil {
+						b.Fatal(err)
+					}
+				}
+				cpu1 := cpuTime()
+				if _, err := s.db.ExecContext(ctx, "CHECKPOINT"); err != nil {
+					b.Fatal(err)
+				}
+				cpu += cpuTime() - cpu0
+				ckpt += cpuTime() - cpu1
+				b.StopTimer()
+				s.Close()
+			}
+			n := float64(b.N * batch * batches)
+			b.ReportMetric(float64(cpu.Microseconds())/n, "cpu-µs/event")
+			b.ReportMetric(float64(ckpt.Microseconds())/n, "checkpoint-cpu-µs/event")
+			b.ReportMetric(n/b.Elapsed().Seconds(), "events/s")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
 }

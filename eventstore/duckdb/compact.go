@@ -68,6 +68,8 @@ func (s *Store) compactAfter(ctx context.Context, gen uint64) error {
 		return ErrClosed
 	}
 	upTo := s.erased.Load()
+	s.flushStaged()
+	defer s.countRows(context.WithoutCancel(ctx)) //nolint:errcheck // only a hint for Stage
 	if err := s.compact(ctx); err != nil {
 		return err
 	}

@@ -30,11 +30,20 @@
 // Open reads key_hash in ranges so that building it never holds more than
 // about 4 million uncompressed fingerprints.
 //
+// # Staged appends
+//
+// [Store.Stage] appends into a transaction kept open across calls and
+// commits it whenever the table ends on a row group boundary (122,880
+// rows): DuckDB then writes the rows straight into the file, compressed,
+// instead of into the write-ahead log and again at a checkpoint (see
+// stage.go for the figures). Every other writer of events commits the
+// staged rows first.
+//
 // # Concurrency
 //
 // A Store is safe for concurrent use. Appends are serialized (one writer);
 // Get, List and Count run concurrently with each other and with an Append
-// and see only committed batches.
+// and see only committed batches (not staged ones).
 package duckdb
 
 import (
@@ -82,9 +91,17 @@ type Store struct {
 	// transaction on its own table. Who takes both (Close, Erase) takes
 	// wmu first.
 	lmu sync.Mutex
-	// keys holds a fingerprint of every stored (source_id, message_id);
-	// guarded by wmu.
+	// keys holds a fingerprint of every stored (source_id, message_id),
+	// and of every staged one; guarded by wmu.
 	keys *fpSet
+	// staged is the transaction Stage keeps open (stage.go), nil if
+	// none; stagedErr the error of another writer's commit of it, for
+	// the next Stage or Commit to report; tableRows about how many rows
+	// the table has, to commit on row group boundaries. Guarded by wmu.
+	staged    *stagedTx
+	stagedErr error
+	tableRows int64
+	groupRows int // rowGroupSize, but in tests
 	// fpWidth is the fingerprint width of keys; fpMask, all ones but in
 	// tests, is applied to hashes before the filter sees them (tests keep
 	// a few bits to make fingerprint collisions frequent).
@@ -142,6 +159,7 @@ type openOptions struct {
 	fpMask      uint64
 	loadChunk   int64
 	memoryLimit string
+	groupRows   int
 }
 
 func open(path string, o openOptions) (*Store, error) {
@@ -153,6 +171,9 @@ func open(path string, o openOptions) (*Store, error) {
 	}
 	if o.loadChunk == 0 {
 		o.loadChunk = 4 << 20
+	}
+	if o.groupRows == 0 {
+		o.groupRows = rowGroupSize
 	}
 	ctx := context.Background()
 	if strings.Contains(path, "?") {
@@ -203,7 +224,7 @@ func open(path string, o openOptions) (*Store, error) {
 			return nil, fmt.Errorf("eventstore/duckdb: open %q: set memory_limit: %w", path, err)
 		}
 	}
-	s := &Store{db: db, file: file, fpWidth: o.fpWidth, fpMask: o.fpMask, loadChunk: o.loadChunk}
+	s := &Store{db: db, file: file, fpWidth: o.fpWidth, fpMask: o.fpMask, loadChunk: o.loadChunk, groupRows: o.groupRows}
 	if err := s.init(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("eventstore/duckdb: open %q: %w", path, err)
@@ -251,6 +272,9 @@ func (s *Store) init(ctx context.Context) error {
 		return err
 	}
 	s.keys = keys
+	if err := s.countRows(ctx); err != nil {
+		return err
+	}
 	s.sources = make(map[string]struct{})
 	rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT source_id FROM events`)
 	if err != nil {
@@ -266,6 +290,14 @@ func (s *Store) init(ctx context.Context) error {
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("load sources: %w", err)
+	}
+	return nil
+}
+
+// countRows sets tableRows. The caller holds wmu, or is init.
+func (s *Store) countRows(ctx context.Context) error {
+	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM events`).Scan(&s.tableRows); err != nil {
+		return fmt.Errorf("count events: %w", err)
 	}
 	return nil
 }
@@ -420,6 +452,7 @@ func (s *Store) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
+	s.flushStaged()
 	s.keys = nil
 	s.threads.close()
 	err := s.db.Close()

@@ -48,6 +48,8 @@ func (s *Store) delete(ctx context.Context, keys []string) (n int64, err error) 
 	if s.closed.Load() {
 		return 0, ErrClosed
 	}
+	s.flushStaged()
+	defer s.countRows(context.WithoutCancel(ctx)) //nolint:errcheck // only a hint for Stage
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("eventstore/duckdb: erase: %w", err)
@@ -89,6 +91,8 @@ func (s *Store) Expire(ctx context.Context, sourceID string, before time.Time) (
 	if s.closed.Load() {
 		return 0, ErrClosed
 	}
+	s.flushStaged()
+	defer s.countRows(context.WithoutCancel(ctx)) //nolint:errcheck // only a hint for Stage
 	res, err := s.db.ExecContext(ctx, `DELETE FROM events WHERE source_id = ? AND timestamp < ?`, validUTF8(sourceID), before.UTC())
 	if err != nil {
 		return 0, fmt.Errorf("eventstore/duckdb: expire: %w", err)

@@ -1,0 +1,160 @@
+package pipeline
+
+import (
+	"context"
+	"time"
+
+	"tandem/eventstore"
+)
+
+// Staging (Run's write stage, with an event store that is an
+// [eventstore.Stager]): a batch's events are staged into the store's open
+// transaction, and the batch is held, unacknowledged, until the store
+// says its events are committed. The embedded store commits on its own
+// whenever the staged rows fill a row group (which it writes straight to
+// its file instead of to its write-ahead log and again at a checkpoint);
+// the pipeline commits what is left as soon as it is idle (no batch in
+// the earlier stages), or when the oldest held batch has waited
+// CommitWait. Until its commit an event is durable in the log, which
+// delivers a record again if it is never acknowledged: so a failed commit
+// loses nothing.
+
+// heldBatch is a batch whose events are staged, maybe not committed.
+type heldBatch struct {
+	b *batch
+	// end is stagedPos after its last event; the batch is done once the
+	// events staged up to end are committed.
+	end          uint64
+	stored, dups uint64
+	at           time.Time // when it was staged
+}
+
+// stager returns the event store as a Stager, if it is one.
+func (p *Pipeline) stager() (eventstore.Stager, bool) {
+	st, ok := p.opts.Events.(eventstore.Stager)
+	return st, ok
+}
+
+// writeStaged is Run's write stage with a Stager: it stages b's events and
+// holds b until they are committed.
+func (p *Pipeline) writeStaged(ctx context.Context, b *batch) error {
+	st, ok := p.stager()
+	if !ok {
+		return p.write(ctx, b)
+	}
+	h := heldBatch{b: b, at: time.Now()}
+	for _, c := range b.chunks {
+		n, pending, err := st.Stage(ctx, c)
+		if err != nil {
+			// The store dropped what was staged and not committed: the
+			// held batches stay unacknowledged, for the log to deliver
+			// again; b goes the plain way, with its fallbacks.
+			p.dropHeld(err)
+			return p.write(ctx, b)
+		}
+		p.stagedPos += uint64(len(c))
+		p.pending = pending
+		h.stored += uint64(n)
+		h.dups += uint64(len(c) - n)
+		p.release(ctx)
+	}
+	h.end = p.stagedPos
+	// The events are in the store now: only the records are kept, to be
+	// acknowledged.
+	b.chunks, b.observed = nil, nil
+	p.held = append(p.held, h)
+	p.release(ctx)
+	p.setOldestHeld()
+	return nil
+}
+
+// setOldestHeld publishes the first held batch's ord for Barrier.
+func (p *Pipeline) setOldestHeld() {
+	var ord uint64
+	if len(p.held) > 0 {
+		ord = p.held[0].b.ord
+	}
+	p.oldestHeld.Store(ord)
+}
+
+// holds reports whether a batch numbered up to ord is held.
+func (p *Pipeline) holds(ord uint64) bool {
+	o := p.oldestHeld.Load()
+	return o != 0 && o <= ord
+}
+
+// release finishes the held batches whose events are committed.
+func (p *Pipeline) release(ctx context.Context) {
+	durable := p.stagedPos - uint64(p.pending)
+	for len(p.held) > 0 && p.held[0].end <= durable {
+		h := p.held[0]
+		p.held = p.held[1:]
+		p.stored.Add(h.stored)
+		p.duplicates.Add(h.dups)
+		p.finish(ctx, h.b)
+	}
+	if len(p.held) == 0 {
+		p.held = nil
+	}
+}
+
+// commitHeld commits the staged events and finishes the held batches.
+func (p *Pipeline) commitHeld(ctx context.Context) {
+	st, ok := p.stager()
+	if !ok || len(p.held) == 0 {
+		return
+	}
+	if err := st.Commit(ctx); err != nil {
+		p.dropHeld(err)
+		return
+	}
+	p.pending = 0
+	p.release(ctx)
+	p.setOldestHeld()
+}
+
+// dropHeld gives the held batches up after the store lost their staged
+// events: their records stay unacknowledged and the log delivers them
+// again (after its ack wait), as after a crash.
+func (p *Pipeline) dropHeld(err error) {
+	p.failures.Add(1)
+	if len(p.held) > 0 {
+		p.opts.Logger.Error("pipeline: staged events not committed; their records will be delivered again",
+			"records", func() int {
+				n := 0
+				for _, h := range p.held {
+					n += len(h.b.msgs)
+				}
+				return n
+			}(), "err", err.Error())
+	}
+	p.held = nil
+	p.pending = 0
+	p.setOldestHeld()
+}
+
+// nextWrite returns the next batch for the write stage. While batches are
+// held it commits them first if the pipeline is idle (nothing in the
+// earlier stages), the oldest has waited CommitWait, or Barrier asks.
+func (p *Pipeline) nextWrite(ctx context.Context, resolved <-chan *batch) (*batch, bool) {
+	for len(p.held) > 0 {
+		wait := time.Until(p.held[0].at.Add(p.opts.CommitWait))
+		if wait <= 0 || p.flush.Swap(false) || (len(resolved) == 0 && p.begun.Load() == p.ended.Load()) {
+			p.commitHeld(context.WithoutCancel(ctx))
+			break
+		}
+		t := time.NewTimer(min(wait, idleCheck))
+		select {
+		case b, ok := <-resolved:
+			t.Stop()
+			return b, ok
+		case <-t.C:
+		}
+	}
+	b, ok := <-resolved
+	return b, ok
+}
+
+// idleCheck is how often a write stage holding batches looks whether the
+// pipeline went idle.
+const idleCheck = 5 * time.Millisecond
