@@ -880,7 +880,7 @@ func (s *Store) store(ctx context.Context, tx *statestore.Tx, rewrites []rewrite
 			}
 			if typ, _ := splitIdent(id); typ == UserID || typ == AnonymousID {
 				if existed || now != "" {
-					out = append(out, eventstore.ProfileLink{Key: id, ProfileID: now})
+					out = append(out, eventstore.ProfileLink{Key: id, ProfileID: now, New: !existed})
 				}
 			}
 		}
