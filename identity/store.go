@@ -699,12 +699,16 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 	}
 	// Union the components (and new identifiers) each link connects.
 	uf := newUnionFind()
+	// A key is a stored component's id or a new identifier: the two
+	// never meet, as every identifier holds a colon (type:value) and no
+	// component id does.
 	keyOf := func(id string) string {
 		if c, ok := compOf[id]; ok {
-			return "c\x00" + c
+			return c
 		}
-		return "n\x00" + id
+		return id
 	}
+	isComp := func(k string) bool { return !strings.Contains(k, ":") }
 	todoOf := map[string][]link{}
 	for _, l := range todo {
 		first := keyOf(l.ids[0])
@@ -732,8 +736,8 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 		allIDs = append(allIDs, g.idents...)
 	}
 	for _, k := range uf.keys() {
-		if kind, v, _ := strings.Cut(k, "\x00"); kind == "n" {
-			allIDs = append(allIDs, v)
+		if !isComp(k) {
+			allIDs = append(allIDs, k)
 		}
 	}
 	slices.Sort(allIDs)
@@ -746,11 +750,10 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 	for _, r := range roots {
 		var comps, freshIDs []string
 		for _, k := range groups[r] {
-			kind, v, _ := strings.Cut(k, "\x00")
-			if kind == "c" {
-				comps = append(comps, v)
+			if isComp(k) {
+				comps = append(comps, k)
 			} else {
-				freshIDs = append(freshIDs, v)
+				freshIDs = append(freshIDs, k)
 			}
 		}
 		slices.Sort(comps)
