@@ -346,7 +346,7 @@ func (s *Store) recordStages(ctx context.Context, events []event.Event) error {
 	const stageChunk = 400
 	one := "(?, ?, ?, ?)"
 	return s.db.Tx(ctx, func(tx *statestore.Tx) error {
-		for start, end := range statestore.Parts(len(keys), stageChunk) {
+		for start, end := range tx.Parts(len(keys), stageChunk) {
 			part := keys[start:end]
 			args := make([]any, 0, 4*len(part))
 			for _, k := range part {

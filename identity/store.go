@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"maps"
 	"math"
 	"slices"
@@ -489,7 +490,7 @@ func (s *Store) storeTraits(ctx context.Context, tx *statestore.Tx, traits map[t
 		}
 		return strings.Compare(a.name, b.name)
 	})
-	for start, end := range statestore.Parts(len(tks), chunk) {
+	for start, end := range tx.Parts(len(tks), chunk) {
 		part := tks[start:end]
 		args := make([]any, 0, 5*len(part))
 		for _, k := range part {
@@ -523,7 +524,7 @@ func (s *Store) touch(ctx context.Context, tx *statestore.Tx, seen map[string][2
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
-	for start, end := range statestore.Parts(len(ids), chunk) {
+	for start, end := range tx.Parts(len(ids), chunk) {
 		part := ids[start:end]
 		args := make([]any, 0, 4*len(part))
 		for _, id := range part {
@@ -545,7 +546,7 @@ func (s *Store) touch(ctx context.Context, tx *statestore.Tx, seen map[string][2
 // componentsOf reads the component of each of ids that exists.
 func (s *Store) componentsOf(ctx context.Context, q querier, ids []string) (map[string]string, error) {
 	out := make(map[string]string, len(ids))
-	for start, end := range statestore.Parts(len(ids), chunk) {
+	for start, end := range q.Parts(len(ids), chunk) {
 		part := ids[start:end]
 		rows, err := q.QueryCached(ctx, `SELECT ident, component FROM identity_idents WHERE ident IN `+inList(len(part)), anys(part)...)
 		if err != nil {
@@ -577,7 +578,7 @@ func (s *Store) graphs(ctx context.Context, q querier, comps []string, lock bool
 	if lock && s.pg {
 		suffix = ` ORDER BY component FOR UPDATE`
 	}
-	for start, end := range statestore.Parts(len(comps), chunk) {
+	for start, end := range q.Parts(len(comps), chunk) {
 		part := comps[start:end]
 		rows, err := q.QueryCached(ctx, `SELECT component, data FROM identity_components WHERE component IN `+inList(len(part))+suffix, anys(part)...)
 		if err != nil {
@@ -878,14 +879,14 @@ func (s *Store) store(ctx context.Context, tx *statestore.Tx, rewrites []rewrite
 		}
 	}
 	const graphsPerStatement = 100 // each row may be kilobytes
-	for start, end := range statestore.Parts(len(comps)/2, graphsPerStatement) {
+	for start, end := range tx.Parts(len(comps)/2, graphsPerStatement) {
 		if _, err := tx.ExecCached(ctx, `INSERT INTO identity_components (component, data) VALUES `+placeholders(end-start, 2)+`
 			ON CONFLICT (component) DO UPDATE SET data = excluded.data`, comps[2*start:2*end]...); err != nil {
 			return nil, fmt.Errorf("identity: store components: %w", err)
 		}
 	}
 	slices.SortFunc(fresh, func(a, b identRow) int { return strings.Compare(a.id, b.id) })
-	for start, end := range statestore.Parts(len(fresh), chunk) {
+	for start, end := range tx.Parts(len(fresh), chunk) {
 		part := fresh[start:end]
 		args := make([]any, 0, 4*len(part))
 		for _, f := range part {
@@ -908,7 +909,7 @@ func (s *Store) store(ctx context.Context, tx *statestore.Tx, rewrites []rewrite
 // multi-row update, written as an upsert whose insert never happens.
 func (s *Store) move(ctx context.Context, tx *statestore.Tx, moved [][2]string) error {
 	slices.SortFunc(moved, func(a, b [2]string) int { return strings.Compare(a[0], b[0]) })
-	for start, end := range statestore.Parts(len(moved), chunk) {
+	for start, end := range tx.Parts(len(moved), chunk) {
 		part := moved[start:end]
 		args := make([]any, 0, 4*len(part))
 		for _, m := range part {
@@ -925,7 +926,7 @@ func (s *Store) move(ctx context.Context, tx *statestore.Tx, moved [][2]string) 
 // dropComponents deletes the rows of components merged into others.
 func (s *Store) dropComponents(ctx context.Context, tx *statestore.Tx, comps []string) error {
 	slices.Sort(comps)
-	for start, end := range statestore.Parts(len(comps), chunk) {
+	for start, end := range tx.Parts(len(comps), chunk) {
 		part := comps[start:end]
 		if _, err := tx.ExecCached(ctx, `DELETE FROM identity_components WHERE component IN `+inList(len(part)), anys(part)...); err != nil {
 			return fmt.Errorf("identity: merge components: %w", err)
@@ -937,7 +938,7 @@ func (s *Store) dropComponents(ctx context.Context, tx *statestore.Tx, comps []s
 func (s *Store) storeProfileIDs(ctx context.Context, tx *statestore.Tx, profiles [][2]string) error {
 	slices.SortFunc(profiles, func(a, b [2]string) int { return strings.Compare(a[0], b[0]) })
 	profiles = slices.Compact(profiles)
-	for start, end := range statestore.Parts(len(profiles), chunk) {
+	for start, end := range tx.Parts(len(profiles), chunk) {
 		part := profiles[start:end]
 		args := make([]any, 0, 2*len(part))
 		for _, p := range part {
@@ -953,6 +954,7 @@ func (s *Store) storeProfileIDs(ctx context.Context, tx *statestore.Tx, profiles
 type querier interface {
 	Query(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 	QueryCached(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	Parts(n, most int) iter.Seq2[int, int]
 }
 
 // decisions returns the manual decisions that name any of ids.
@@ -977,8 +979,8 @@ func (s *Store) decisions(ctx context.Context, tx querier, ids []string) ([]Deci
 	}
 	seen := map[string]bool{}
 	var out []Decision
-	for start, end := range statestore.Parts(len(ids), chunk) {
-		part := ids[start:end]
+	for start := 0; start < len(ids); start += chunk {
+		part := ids[start:min(start+chunk, len(ids))]
 		args := append(anys(part), anys(part)...)
 		rows, err := tx.Query(ctx, `SELECT id, kind, a, b, created_by, reason, created_at FROM identity_decisions WHERE a IN `+inList(len(part))+` OR b IN `+inList(len(part)), args...)
 		if err != nil {

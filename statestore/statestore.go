@@ -399,10 +399,36 @@ func (db *DB) QueryCached(ctx context.Context, query string, args ...any) (*sql.
 }
 
 // Parts splits n rows (or values) into consecutive parts of at most most
-// each, yielding each part's start and end. The sizes come from a small
-// fixed set (most, then powers of two below it), so that multi-row
-// statements built for them have few distinct texts, each prepared once
-// ([Tx.ExecCached]).
+// each, for multi-row statements, yielding each part's start and end. On
+// a [WithStatementCache] database the sizes come from a small fixed set
+// (most, then powers of two below it), so that the statements built for
+// them have few distinct texts, each prepared once ([Tx.ExecCached]);
+// elsewhere (where each statement is a round trip to a server) the last
+// part holds what is left.
+func (db *DB) Parts(n, most int) iter.Seq2[int, int] {
+	if db.stmts == nil {
+		return chunks(n, most)
+	}
+	return Parts(n, most)
+}
+
+// Parts is [DB.Parts] of the transaction's database.
+func (tx *Tx) Parts(n, most int) iter.Seq2[int, int] { return tx.db.Parts(n, most) }
+
+// chunks splits n into parts of most, the last holding what is left.
+func chunks(n, most int) iter.Seq2[int, int] {
+	most = max(most, 1)
+	return func(yield func(int, int) bool) {
+		for start := 0; start < n; start += most {
+			if !yield(start, min(start+most, n)) {
+				return
+			}
+		}
+	}
+}
+
+// Parts splits n as [DB.Parts] does on a statement-caching database:
+// parts of most, then of powers of two below it.
 func Parts(n, most int) iter.Seq2[int, int] {
 	most = max(most, 1)
 	return func(yield func(int, int) bool) {

@@ -180,3 +180,24 @@ func TestParts(t *testing.T) {
 		}
 	}
 }
+
+// TestPartsWithoutCache: a database that caches no statements (where each
+// statement is a round trip) gets full parts and one remainder.
+func TestPartsWithoutCache(t *testing.T) {
+	db := New(nil, nil)
+	var got []int
+	for start, end := range db.Parts(1203, 400) {
+		got = append(got, end-start)
+	}
+	if want := []int{400, 400, 400, 3}; !slices.Equal(got, want) {
+		t.Errorf("Parts(1203, 400) without a statement cache = %v, want %v", got, want)
+	}
+	cached := New(nil, nil, WithStatementCache())
+	got = got[:0]
+	for start, end := range cached.Parts(1203, 400) {
+		got = append(got, end-start)
+	}
+	if want := []int{400, 400, 400, 2, 1}; !slices.Equal(got, want) {
+		t.Errorf("Parts(1203, 400) with a statement cache = %v, want %v", got, want)
+	}
+}
