@@ -363,14 +363,14 @@ func (s *Store) recordStages(ctx context.Context, events []event.Event) error {
 	const stageChunk = 400
 	one := "(?, ?, ?, ?)"
 	return s.db.Tx(ctx, func(tx *statestore.Tx) error {
-		for start := 0; start < len(keys); start += stageChunk {
-			part := keys[start:min(start+stageChunk, len(keys))]
+		for start, end := range tx.Parts(len(keys), stageChunk) {
+			part := keys[start:end]
 			args := make([]any, 0, 4*len(part))
 			for _, k := range part {
 				h := hits[k]
 				args = append(args, k.ekey, k.stage, h.at, h.msg)
 			}
-			if _, err := tx.Exec(ctx, `INSERT INTO audience_stage (ekey, stage, last_at, last_msg) VALUES `+strings.Repeat(one+", ", len(part)-1)+one+`
+			if _, err := tx.ExecCached(ctx, `INSERT INTO audience_stage (ekey, stage, last_at, last_msg) VALUES `+strings.Repeat(one+", ", len(part)-1)+one+`
 ON CONFLICT (ekey, stage) DO UPDATE SET
 	last_msg = CASE WHEN excluded.last_at > audience_stage.last_at OR (excluded.last_at = audience_stage.last_at AND excluded.last_msg > audience_stage.last_msg) THEN excluded.last_msg ELSE audience_stage.last_msg END,
 	last_at = CASE WHEN excluded.last_at > audience_stage.last_at THEN excluded.last_at ELSE audience_stage.last_at END`, args...); err != nil {

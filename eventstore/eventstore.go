@@ -128,6 +128,13 @@ type Page struct {
 type ProfileLink struct {
 	Key       string
 	ProfileID string
+	// New says the writer knows of no earlier link of Key (identity
+	// resolution meets the key for the first time), so a store may add the
+	// link without looking for one to replace. It is a hint, not a
+	// promise: when a link of Key exists after all (written by a
+	// resolution that failed before its own commit), the store still keeps
+	// one link per key, this one.
+	New bool
 }
 
 // ProfileKey is the identity by which a stored event joins its profile:

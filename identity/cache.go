@@ -31,7 +31,12 @@ func newSetCache(size int) *setCache {
 }
 
 func (c *setCache) eventHash(l link) uint64 {
-	return maphash.String(c.seed, l.source+"\x00"+l.msg)
+	var h maphash.Hash
+	h.SetSeed(c.seed)
+	h.WriteString(l.source)
+	h.WriteByte(0)
+	h.WriteString(l.msg)
+	return h.Sum64()
 }
 
 // covers reports whether the set h is known with an event no later than

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"maps"
 	"math"
 	"slices"
@@ -508,14 +509,14 @@ func (s *Store) storeTraits(ctx context.Context, tx *statestore.Tx, traits map[t
 		}
 		return strings.Compare(a.name, b.name)
 	})
-	for start := 0; start < len(tks); start += chunk {
-		part := tks[start:min(start+chunk, len(tks))]
+	for start, end := range tx.Parts(len(tks), chunk) {
+		part := tks[start:end]
 		args := make([]any, 0, 5*len(part))
 		for _, k := range part {
 			v := traits[k]
 			args = append(args, k.ekey, k.name, string(v.value), v.at, v.msg)
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO identity_traits (ekey, name, value, event_time, message_id) VALUES `+placeholders(len(part), 5)+`
+		if _, err := tx.ExecCached(ctx, `INSERT INTO identity_traits (ekey, name, value, event_time, message_id) VALUES `+placeholders(len(part), 5)+`
 			ON CONFLICT (ekey, name) DO UPDATE SET value = excluded.value, event_time = excluded.event_time, message_id = excluded.message_id
 			WHERE excluded.event_time > identity_traits.event_time
 			   OR (excluded.event_time = identity_traits.event_time AND excluded.message_id > identity_traits.message_id)`, args...); err != nil {
@@ -542,8 +543,8 @@ func (s *Store) touch(ctx context.Context, tx *statestore.Tx, seen map[string][2
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
-	for start := 0; start < len(ids); start += chunk {
-		part := ids[start:min(start+chunk, len(ids))]
+	for start, end := range tx.Parts(len(ids), chunk) {
+		part := ids[start:end]
 		args := make([]any, 0, 4*len(part))
 		for _, id := range part {
 			r := seen[id]
@@ -551,7 +552,7 @@ func (s *Store) touch(ctx context.Context, tx *statestore.Tx, seen map[string][2
 		}
 		// Every identifier here was stored by this batch or an earlier
 		// one, so the insert never happens: this is a multi-row update.
-		if _, err := tx.Exec(ctx, `INSERT INTO identity_idents (ident, component, first_seen, last_seen) VALUES `+placeholders(len(part), 4)+`
+		if _, err := tx.ExecCached(ctx, `INSERT INTO identity_idents (ident, component, first_seen, last_seen) VALUES `+placeholders(len(part), 4)+`
 			ON CONFLICT (ident) DO UPDATE SET
 				first_seen = CASE WHEN excluded.first_seen < identity_idents.first_seen THEN excluded.first_seen ELSE identity_idents.first_seen END,
 				last_seen = CASE WHEN excluded.last_seen > identity_idents.last_seen THEN excluded.last_seen ELSE identity_idents.last_seen END`, args...); err != nil {
@@ -564,9 +565,9 @@ func (s *Store) touch(ctx context.Context, tx *statestore.Tx, seen map[string][2
 // componentsOf reads the component of each of ids that exists.
 func (s *Store) componentsOf(ctx context.Context, q querier, ids []string) (map[string]string, error) {
 	out := make(map[string]string, len(ids))
-	for start := 0; start < len(ids); start += chunk {
-		part := ids[start:min(start+chunk, len(ids))]
-		rows, err := q.Query(ctx, `SELECT ident, component FROM identity_idents WHERE ident IN `+inList(len(part)), anys(part)...)
+	for start, end := range q.Parts(len(ids), chunk) {
+		part := ids[start:end]
+		rows, err := q.QueryCached(ctx, `SELECT ident, component FROM identity_idents WHERE ident IN `+inList(len(part)), anys(part)...)
 		if err != nil {
 			return nil, fmt.Errorf("identity: read identifiers: %w", err)
 		}
@@ -596,9 +597,9 @@ func (s *Store) graphs(ctx context.Context, q querier, comps []string, lock bool
 	if lock && s.pg {
 		suffix = ` ORDER BY component FOR UPDATE`
 	}
-	for start := 0; start < len(comps); start += chunk {
-		part := comps[start:min(start+chunk, len(comps))]
-		rows, err := q.Query(ctx, `SELECT component, data FROM identity_components WHERE component IN `+inList(len(part))+suffix, anys(part)...)
+	for start, end := range q.Parts(len(comps), chunk) {
+		part := comps[start:end]
+		rows, err := q.QueryCached(ctx, `SELECT component, data FROM identity_components WHERE component IN `+inList(len(part))+suffix, anys(part)...)
 		if err != nil {
 			return nil, fmt.Errorf("identity: read components: %w", err)
 		}
@@ -718,12 +719,16 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 	}
 	// Union the components (and new identifiers) each link connects.
 	uf := newUnionFind()
+	// A key is a stored component's id or a new identifier: the two
+	// never meet, as every identifier holds a colon (type:value) and no
+	// component id does.
 	keyOf := func(id string) string {
 		if c, ok := compOf[id]; ok {
-			return "c\x00" + c
+			return c
 		}
-		return "n\x00" + id
+		return id
 	}
+	isComp := func(k string) bool { return !strings.Contains(k, ":") }
 	todoOf := map[string][]link{}
 	for _, l := range todo {
 		first := keyOf(l.ids[0])
@@ -751,8 +756,8 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 		allIDs = append(allIDs, g.idents...)
 	}
 	for _, k := range uf.keys() {
-		if kind, v, _ := strings.Cut(k, "\x00"); kind == "n" {
-			allIDs = append(allIDs, v)
+		if !isComp(k) {
+			allIDs = append(allIDs, k)
 		}
 	}
 	slices.Sort(allIDs)
@@ -765,11 +770,10 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 	for _, r := range roots {
 		var comps, freshIDs []string
 		for _, k := range groups[r] {
-			kind, v, _ := strings.Cut(k, "\x00")
-			if kind == "c" {
-				comps = append(comps, v)
+			if isComp(k) {
+				comps = append(comps, k)
 			} else {
-				freshIDs = append(freshIDs, v)
+				freshIDs = append(freshIDs, k)
 			}
 		}
 		slices.Sort(comps)
@@ -853,29 +857,9 @@ func (s *Store) store(ctx context.Context, tx *statestore.Tx, rewrites []rewrite
 	var moved [][2]string // ident, component
 	var profiles [][2]string
 	var out []eventstore.ProfileLink
-	var args []any
-	flush := func(n int) error {
-		if n == 0 {
-			return nil
-		}
-		_, err := tx.Exec(ctx, `INSERT INTO identity_components (component, data) VALUES `+placeholders(n, 2)+`
-			ON CONFLICT (component) DO UPDATE SET data = excluded.data`, args...)
-		args = args[:0]
-		if err != nil {
-			return fmt.Errorf("identity: store components: %w", err)
-		}
-		return nil
-	}
-	const graphsPerStatement = 100 // each row may be kilobytes
-	n := 0
+	comps := make([]any, 0, 2*len(rewrites))
 	for _, w := range rewrites {
-		args = append(args, w.comp, w.g.encode())
-		if n++; n == graphsPerStatement {
-			if err := flush(n); err != nil {
-				return nil, err
-			}
-			n = 0
-		}
+		comps = append(comps, w.comp, w.g.encode())
 		for _, id := range w.fresh {
 			r, ok := seen[id]
 			if !ok {
@@ -899,7 +883,7 @@ func (s *Store) store(ctx context.Context, tx *statestore.Tx, rewrites []rewrite
 			}
 			if typ, _ := splitIdent(id); typ == UserID || typ == AnonymousID {
 				if existed || now != "" {
-					out = append(out, eventstore.ProfileLink{Key: id, ProfileID: now})
+					out = append(out, eventstore.ProfileLink{Key: id, ProfileID: now, New: !existed})
 				}
 			}
 		}
@@ -913,17 +897,21 @@ func (s *Store) store(ctx context.Context, tx *statestore.Tx, rewrites []rewrite
 			}
 		}
 	}
-	if err := flush(n); err != nil {
-		return nil, err
+	const graphsPerStatement = 100 // each row may be kilobytes
+	for start, end := range tx.Parts(len(comps)/2, graphsPerStatement) {
+		if _, err := tx.ExecCached(ctx, `INSERT INTO identity_components (component, data) VALUES `+placeholders(end-start, 2)+`
+			ON CONFLICT (component) DO UPDATE SET data = excluded.data`, comps[2*start:2*end]...); err != nil {
+			return nil, fmt.Errorf("identity: store components: %w", err)
+		}
 	}
 	slices.SortFunc(fresh, func(a, b identRow) int { return strings.Compare(a.id, b.id) })
-	for start := 0; start < len(fresh); start += chunk {
-		part := fresh[start:min(start+chunk, len(fresh))]
+	for start, end := range tx.Parts(len(fresh), chunk) {
+		part := fresh[start:end]
 		args := make([]any, 0, 4*len(part))
 		for _, f := range part {
 			args = append(args, f.id, f.comp, f.r[0], f.r[1])
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO identity_idents (ident, component, first_seen, last_seen) VALUES `+placeholders(len(part), 4), args...); err != nil {
+		if _, err := tx.ExecCached(ctx, `INSERT INTO identity_idents (ident, component, first_seen, last_seen) VALUES `+placeholders(len(part), 4), args...); err != nil {
 			return nil, fmt.Errorf("identity: new identifiers: %w", err)
 		}
 	}
@@ -940,13 +928,13 @@ func (s *Store) store(ctx context.Context, tx *statestore.Tx, rewrites []rewrite
 // multi-row update, written as an upsert whose insert never happens.
 func (s *Store) move(ctx context.Context, tx *statestore.Tx, moved [][2]string) error {
 	slices.SortFunc(moved, func(a, b [2]string) int { return strings.Compare(a[0], b[0]) })
-	for start := 0; start < len(moved); start += chunk {
-		part := moved[start:min(start+chunk, len(moved))]
+	for start, end := range tx.Parts(len(moved), chunk) {
+		part := moved[start:end]
 		args := make([]any, 0, 4*len(part))
 		for _, m := range part {
 			args = append(args, m[0], m[1], 0, 0)
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO identity_idents (ident, component, first_seen, last_seen) VALUES `+placeholders(len(part), 4)+`
+		if _, err := tx.ExecCached(ctx, `INSERT INTO identity_idents (ident, component, first_seen, last_seen) VALUES `+placeholders(len(part), 4)+`
 			ON CONFLICT (ident) DO UPDATE SET component = excluded.component`, args...); err != nil {
 			return fmt.Errorf("identity: merge components: %w", err)
 		}
@@ -957,9 +945,9 @@ func (s *Store) move(ctx context.Context, tx *statestore.Tx, moved [][2]string) 
 // dropComponents deletes the rows of components merged into others.
 func (s *Store) dropComponents(ctx context.Context, tx *statestore.Tx, comps []string) error {
 	slices.Sort(comps)
-	for start := 0; start < len(comps); start += chunk {
-		part := comps[start:min(start+chunk, len(comps))]
-		if _, err := tx.Exec(ctx, `DELETE FROM identity_components WHERE component IN `+inList(len(part)), anys(part)...); err != nil {
+	for start, end := range tx.Parts(len(comps), chunk) {
+		part := comps[start:end]
+		if _, err := tx.ExecCached(ctx, `DELETE FROM identity_components WHERE component IN `+inList(len(part)), anys(part)...); err != nil {
 			return fmt.Errorf("identity: merge components: %w", err)
 		}
 	}
@@ -969,13 +957,13 @@ func (s *Store) dropComponents(ctx context.Context, tx *statestore.Tx, comps []s
 func (s *Store) storeProfileIDs(ctx context.Context, tx *statestore.Tx, profiles [][2]string) error {
 	slices.SortFunc(profiles, func(a, b [2]string) int { return strings.Compare(a[0], b[0]) })
 	profiles = slices.Compact(profiles)
-	for start := 0; start < len(profiles); start += chunk {
-		part := profiles[start:min(start+chunk, len(profiles))]
+	for start, end := range tx.Parts(len(profiles), chunk) {
+		part := profiles[start:end]
 		args := make([]any, 0, 2*len(part))
 		for _, p := range part {
 			args = append(args, p[0], p[1])
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO identity_profile_ids (profile_id, anchor) VALUES `+placeholders(len(part), 2)+` ON CONFLICT (profile_id) DO NOTHING`, args...); err != nil {
+		if _, err := tx.ExecCached(ctx, `INSERT INTO identity_profile_ids (profile_id, anchor) VALUES `+placeholders(len(part), 2)+` ON CONFLICT (profile_id) DO NOTHING`, args...); err != nil {
 			return fmt.Errorf("identity: store profile ids: %w", err)
 		}
 	}
@@ -984,6 +972,8 @@ func (s *Store) storeProfileIDs(ctx context.Context, tx *statestore.Tx, profiles
 
 type querier interface {
 	Query(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryCached(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	Parts(n, most int) iter.Seq2[int, int]
 }
 
 // decisions returns the manual decisions that name any of ids.

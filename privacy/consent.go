@@ -137,10 +137,30 @@ type rawConsent struct {
 	} `json:"context"`
 }
 
+// mayCarryConsent reports whether raw holds `"categoryPreferences"` or
+// `"gpc"`, in one pass: both hold a "g", a rare letter in events' JSON,
+// found by the vectorised byte search (two substring searches over every
+// event cost 0.7 µs an event in the pipeline's state-store stage).
+func mayCarryConsent(raw []byte) bool {
+	for i := 0; i < len(raw); {
+		j := bytes.IndexByte(raw[i:], 'g')
+		if j < 0 {
+			return false
+		}
+		j += i
+		if j >= 1 && bytes.HasPrefix(raw[j-1:], []byte(`"gpc"`)) ||
+			j >= 5 && bytes.HasPrefix(raw[j-5:], []byte(`"categoryPreferences"`)) {
+			return true
+		}
+		i = j + 1
+	}
+	return false
+}
+
 // fromEvent returns the decisions event e carries. Most events carry none,
 // and cost one byte search each.
 func (s *Store) fromEvent(e *event.Event) []decision {
-	if !bytes.Contains(e.Raw, []byte(`"categoryPreferences"`)) && !bytes.Contains(e.Raw, []byte(`"gpc"`)) {
+	if !mayCarryConsent(e.Raw) {
 		return nil
 	}
 	var f rawConsent

@@ -151,3 +151,53 @@ func TestTime(t *testing.T) {
 		t.Error("zero time does not round-trip")
 	}
 }
+
+func TestParts(t *testing.T) {
+	for _, tc := range []struct {
+		n, max int
+		want   []int // part sizes
+	}{
+		{0, 400, nil},
+		{1, 400, []int{1}},
+		{400, 400, []int{400}},
+		{401, 400, []int{400, 1}},
+		{1203, 400, []int{400, 400, 400, 2, 1}},
+		{399, 400, []int{256, 128, 8, 4, 2, 1}},
+		{250, 100, []int{100, 100, 32, 16, 2}},
+		{3, 0, []int{1, 1, 1}},
+	} {
+		var got []int
+		next := 0
+		for start, end := range Parts(tc.n, tc.max) {
+			if start != next {
+				t.Fatalf("Parts(%d, %d): a part starts at %d, want %d", tc.n, tc.max, start, next)
+			}
+			got = append(got, end-start)
+			next = end
+		}
+		if !slices.Equal(got, tc.want) || next != tc.n {
+			t.Errorf("Parts(%d, %d) = sizes %v ending at %d, want %v", tc.n, tc.max, got, next, tc.want)
+		}
+	}
+}
+
+// TestPartsWithoutCache: a database that caches no statements (where each
+// statement is a round trip) gets full parts and one remainder.
+func TestPartsWithoutCache(t *testing.T) {
+	db := New(nil, nil)
+	var got []int
+	for start, end := range db.Parts(1203, 400) {
+		got = append(got, end-start)
+	}
+	if want := []int{400, 400, 400, 3}; !slices.Equal(got, want) {
+		t.Errorf("Parts(1203, 400) without a statement cache = %v, want %v", got, want)
+	}
+	cached := New(nil, nil, WithStatementCache())
+	got = got[:0]
+	for start, end := range cached.Parts(1203, 400) {
+		got = append(got, end-start)
+	}
+	if want := []int{400, 400, 400, 2, 1}; !slices.Equal(got, want) {
+		t.Errorf("Parts(1203, 400) with a statement cache = %v, want %v", got, want)
+	}
+}

@@ -2,42 +2,62 @@ package duckdb
 
 import (
 	"context"
+	"database/sql/driver"
+	"errors"
 	"fmt"
+
+	duckdbdriver "github.com/duckdb/duckdb-go/v2"
 
 	"tandem/eventstore"
 )
-
-// linkChunk is the most links written by one statement.
-const linkChunk = 500
 
 // LinkProfiles records links from profile keys to profiles in one
 // transaction; see [eventstore.Store.LinkProfiles]. When a key appears
 // more than once in links, the last one wins.
 //
-// The whole batch is two statements whose keys and profile ids are bound
-// as two list parameters: a DELETE of the keys and an INSERT of those that
-// get a profile. Measured with BenchmarkLinkProfiles (5,000 links a batch,
-// half of them moving), this is 3-4x faster than the DELETE + INSERT
-// per 500 keys with one placeholder per value it replaces: DuckDB spends
-// little on the rows and much on binding and planning many parameters.
+// Keys marked New (identity resolution meets them for the first time: in
+// a load of new visitors, nearly all) go through DuckDB's Appender: no old
+// link to look for, one insert each. The others are replaced in two
+// statements whose keys and profile ids are bound as list parameters: a
+// DELETE of the keys and an INSERT of those that get a profile (DuckDB
+// spends little on the rows and much on binding and planning many
+// parameters, so lists beat a placeholder per value 3-4x). Should a New
+// key have a link after all (the primary key refuses the append), the
+// whole batch is written again the second way. Measured with
+// BenchmarkLinkProfilesNew (28,000 new keys a batch on 1M links), the
+// Appender costs about 3.8 µs of CPU a link against 8.7 for the DELETE +
+// INSERT (whose DELETE scans the table), most of it DuckDB's index insert.
 func (s *Store) LinkProfiles(ctx context.Context, links []eventstore.ProfileLink) error {
 	if len(links) == 0 {
 		return nil
 	}
-	last := make(map[string]string, len(links))
+	type target struct {
+		profile string
+		isNew   bool
+	}
+	last := make(map[string]target, len(links))
 	order := make([]string, 0, len(links))
 	for _, l := range links {
 		k := validUTF8(l.Key)
-		if _, seen := last[k]; !seen {
+		t, seen := last[k]
+		if !seen {
 			order = append(order, k)
+			t.isNew = true
 		}
-		last[k] = validUTF8(l.ProfileID)
+		last[k] = target{validUTF8(l.ProfileID), t.isNew && l.New}
 	}
-	var keys, profiles []string
+	var w linkWrite
 	for _, k := range order {
-		if p := last[k]; p != "" {
-			keys = append(keys, k)
-			profiles = append(profiles, p)
+		t := last[k]
+		if t.isNew && t.profile != "" {
+			w.newKeys = append(w.newKeys, k)
+			w.newProfiles = append(w.newProfiles, t.profile)
+			continue
+		}
+		w.replace = append(w.replace, k)
+		if t.profile != "" {
+			w.keys = append(w.keys, k)
+			w.profiles = append(w.profiles, t.profile)
 		}
 	}
 	s.lmu.Lock() // not wmu: links need not wait for an Append (see lmu)
@@ -45,21 +65,79 @@ func (s *Store) LinkProfiles(ctx context.Context, links []eventstore.ProfileLink
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	tx, err := s.db.BeginTx(ctx, nil)
+	conn, err := s.db.Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("eventstore/duckdb: link profiles: %w", err)
 	}
-	defer tx.Rollback() //nolint:errcheck // no-op after Commit
-	if _, err := tx.ExecContext(ctx, `DELETE FROM profile_links WHERE key IN (SELECT unnest(?::VARCHAR[]))`, order); err != nil {
+	defer conn.Close()
+	err = conn.Raw(func(dc any) error { return w.write(ctx, dc.(driver.Conn)) })
+	if err != nil && len(w.newKeys) > 0 && ctx.Err() == nil {
+		// A key thought new has a link already: replace them all.
+		w.replace = append(w.replace, w.newKeys...)
+		w.keys = append(w.keys, w.newKeys...)
+		w.profiles = append(w.profiles, w.newProfiles...)
+		w.newKeys, w.newProfiles = nil, nil
+		err = conn.Raw(func(dc any) error { return w.write(ctx, dc.(driver.Conn)) })
+	}
+	if err != nil {
 		return fmt.Errorf("eventstore/duckdb: link profiles: %w", err)
 	}
-	if len(keys) > 0 {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO profile_links (key, profile_id) SELECT unnest(?::VARCHAR[]), unnest(?::VARCHAR[])`, keys, profiles); err != nil {
-			return fmt.Errorf("eventstore/duckdb: link profiles: %w", err)
+	return nil
+}
+
+// linkWrite is one transaction of LinkProfiles: the links of replace are
+// deleted, then keys are linked to profiles and newKeys (appended) to
+// newProfiles.
+type linkWrite struct {
+	replace, keys, profiles []string
+	newKeys, newProfiles    []string
+}
+
+func (w *linkWrite) write(ctx context.Context, dc driver.Conn) (err error) {
+	// BEGIN without ctx, as in insert.
+	tx, err := dc.(driver.ConnBeginTx).BeginTx(context.Background(), driver.TxOptions{})
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			if rbErr := tx.Rollback(); rbErr != nil {
+				err = errors.Join(err, fmt.Errorf("rollback: %w", rbErr))
+			}
+		}
+	}()
+	exec := dc.(driver.ExecerContext)
+	if len(w.replace) > 0 {
+		if _, err := exec.ExecContext(ctx, `DELETE FROM profile_links WHERE key IN (SELECT unnest(?::VARCHAR[]))`,
+			[]driver.NamedValue{{Ordinal: 1, Value: w.replace}}); err != nil {
+			return err
+		}
+	}
+	if len(w.keys) > 0 {
+		if _, err := exec.ExecContext(ctx, `INSERT INTO profile_links (key, profile_id) SELECT unnest(?::VARCHAR[]), unnest(?::VARCHAR[])`,
+			[]driver.NamedValue{{Ordinal: 1, Value: w.keys}, {Ordinal: 2, Value: w.profiles}}); err != nil {
+			return err
+		}
+	}
+	if len(w.newKeys) > 0 {
+		app, err := duckdbdriver.NewAppender(dc, "", "", "profile_links")
+		if err != nil {
+			return fmt.Errorf("appender: %w", err)
+		}
+		for i, k := range w.newKeys {
+			if err := app.AppendRow(k, w.newProfiles[i]); err != nil {
+				return errors.Join(fmt.Errorf("append link: %w", err), discard(app))
+			}
+		}
+		if err := app.CloseWithCancel(ctx); err != nil {
+			return fmt.Errorf("flush links: %w", err)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("eventstore/duckdb: link profiles: %w", err)
+		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
 }

@@ -65,6 +65,7 @@ func Run(t *testing.T, open func(t *testing.T) eventstore.Store) {
 		{"ConcurrentReadersSeeWholeBatches", testConcurrentReaders},
 		{"AtomicOnCancel", testAtomicOnCancel},
 		{"ProfileLinks", testProfileLinks},
+		{"ProfileLinksNew", testProfileLinksNew},
 		{"Erase", testErase},
 		{"Expire", testExpire},
 		{"Ping", testPing},
@@ -967,6 +968,64 @@ func testProfileLinks(t *testing.T, s eventstore.Store) {
 	}
 	if err := s.LinkProfiles(ctx, nil); err != nil {
 		t.Errorf("LinkProfiles(nil): %v", err)
+	}
+}
+
+// testProfileLinksNew: links marked New are links like the others, and
+// one marked New for a key that has a link after all (a resolution that
+// wrote its links and failed before its own commit, then ran again)
+// replaces it: one link per key, the latest.
+func testProfileLinksNew(t *testing.T, s eventstore.Store) {
+	ctx := context.Background()
+	ev := func(msg, uid, aid string, sec int) event.Event {
+		e := fullEvent("src-1", msg, baseTime.Add(time.Duration(sec)*time.Second))
+		e.UserID, e.AnonymousID = uid, aid
+		e.Raw = rawFor(e)
+		return e
+	}
+	mustAppend(t, s, []event.Event{ev("m1", "", "anon-a", 1), ev("m2", "u-1", "anon-a", 2), ev("m3", "u-2", "", 3)}, 3)
+	profile := func(p string) []string {
+		t.Helper()
+		var got []string
+		for _, e := range listAll(t, s, eventstore.Query{Profile: p}) {
+			got = append(got, e.MessageID)
+		}
+		return got
+	}
+	link := func(links ...eventstore.ProfileLink) {
+		t.Helper()
+		if err := s.LinkProfiles(ctx, links); err != nil {
+			t.Fatalf("LinkProfiles: %v", err)
+		}
+	}
+	link(eventstore.ProfileLink{Key: "anonymous_id:anon-a", ProfileID: "prf-1", New: true},
+		eventstore.ProfileLink{Key: "user_id:u-1", ProfileID: "prf-1", New: true})
+	if got := profile("prf-1"); !slices.Equal(got, []string{"m1", "m2"}) {
+		t.Fatalf("Profile prf-1 = %v, want [m1 m2]", got)
+	}
+	// The same key New again, beside a key that is new indeed: the whole
+	// call still lands, and u-1 has one link, the new one.
+	link(eventstore.ProfileLink{Key: "user_id:u-2", ProfileID: "prf-2", New: true},
+		eventstore.ProfileLink{Key: "user_id:u-1", ProfileID: "prf-2", New: true})
+	if got := profile("prf-2"); !slices.Equal(got, []string{"m2", "m3"}) {
+		t.Errorf("Profile prf-2 = %v, want [m2 m3]", got)
+	}
+	if got := profile("prf-1"); !slices.Equal(got, []string{"m1"}) {
+		t.Errorf("Profile prf-1 after the relink = %v, want [m1]", got)
+	}
+	for p, want := range map[string][]string{"prf-1": {"anonymous_id:anon-a"}, "prf-2": {"user_id:u-1", "user_id:u-2"}} {
+		if keys, err := s.ProfileLinks(ctx, p); err != nil || !slices.Equal(keys, want) {
+			t.Errorf("ProfileLinks(%s) = %v, %v; want %v", p, keys, err, want)
+		}
+	}
+	// A key repeated in one call, New and then not: the last link wins.
+	link(eventstore.ProfileLink{Key: "anonymous_id:anon-b", ProfileID: "prf-3", New: true},
+		eventstore.ProfileLink{Key: "anonymous_id:anon-b", ProfileID: "prf-4"})
+	if keys, err := s.ProfileLinks(ctx, "prf-4"); err != nil || !slices.Equal(keys, []string{"anonymous_id:anon-b"}) {
+		t.Errorf("ProfileLinks(prf-4) = %v, %v; want [anonymous_id:anon-b]", keys, err)
+	}
+	if keys, err := s.ProfileLinks(ctx, "prf-3"); err != nil || len(keys) != 0 {
+		t.Errorf("ProfileLinks(prf-3) = %v, %v; want none", keys, err)
 	}
 }
 

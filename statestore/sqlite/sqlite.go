@@ -111,6 +111,10 @@ func Open(path string) (*statestore.DB, error) {
 		// events/s). Bounded: it does not grow with the data.
 		"_cache_size=-65536",
 		fmt.Sprintf("_busy_timeout=%d", BusyTimeout.Milliseconds()),
+		// database/sql hands a connection to one goroutine at a time,
+		// so SQLite's own lock around every call (each bound value,
+		// each step) is not needed: about 6 % of a bulk insert's CPU.
+		"_mutex=no",
 	}, "&")
 	sqlDB, err := sql.Open(driverName, dsn)
 	if err != nil {
@@ -122,7 +126,7 @@ func Open(path string) (*statestore.DB, error) {
 	sqlDB.SetConnMaxLifetime(0)
 
 	cp := &checkpointer{kicks: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
-	db := statestore.New(sqlDB, Dialect{}, statestore.WithSingleWriter(BusyTimeout), statestore.WithAfterWrite(cp.kick), statestore.WithCloser(cp.stop))
+	db := statestore.New(sqlDB, Dialect{}, statestore.WithSingleWriter(BusyTimeout), statestore.WithStatementCache(), statestore.WithAfterWrite(cp.kick), statestore.WithCloser(cp.stop))
 	go cp.run(db)
 	ctx, cancel := context.WithTimeout(context.Background(), BusyTimeout)
 	defer cancel()

@@ -15,6 +15,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -49,6 +50,7 @@ func Run(t *testing.T, open func(t *testing.T) *statestore.DB) {
 	t.Run("ReadDuringWrite", func(t *testing.T) { t.Parallel(); testReadDuringWrite(t, open) })
 	t.Run("Rebind", func(t *testing.T) { t.Parallel(); testRebind(t, open) })
 	t.Run("Bytes", func(t *testing.T) { t.Parallel(); testBytes(t, open) })
+	t.Run("Cached", func(t *testing.T) { t.Parallel(); testCached(t, open) })
 }
 
 func count(t *testing.T, db *statestore.DB, query string, args ...any) int {
@@ -534,3 +536,70 @@ func testBytes(t *testing.T, open func(t *testing.T) *statestore.DB) {
 		}
 	}
 }
+
+// testCached: statements run through the statement cache behave as
+// uncached ones, across transactions (and so connections), rollbacks
+// included, inside and outside transactions.
+func testCached(t *testing.T, open func(t *testing.T) *statestore.DB) {
+	db := setup(t, open)
+	ctx := context.Background()
+	for i := range 6 {
+		err := db.Tx(ctx, func(tx *statestore.Tx) error {
+			if _, err := tx.ExecCached(ctx, `INSERT INTO contract_items (id, name, n) VALUES (?, ?, ?), (?, ?, ?)`,
+				fmt.Sprintf("c%d-a", i), fmt.Sprintf("c%d-a", i), 7, fmt.Sprintf("c%d-b", i), fmt.Sprintf("c%d-b", i), 7); err != nil {
+				return err
+			}
+			rows, err := tx.QueryCached(ctx, `SELECT count(*) FROM contract_items WHERE n = ?`, 7)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			var n int
+			if !rows.Next() {
+				return fmt.Errorf("count: no row: %v", rows.Err())
+			}
+			if err := rows.Scan(&n); err != nil {
+				return err
+			}
+			if want := 2*((i+1)/2) + 2; n != want {
+				return fmt.Errorf("round %d: %d rows inside the transaction, want %d", i, n, want)
+			}
+			if i%2 == 1 {
+				return errRollback // odd rounds roll back
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, errRollback) {
+			t.Fatalf("round %d: %v", i, err)
+		}
+	}
+	if n := count(t, db, `SELECT count(*) FROM contract_items WHERE n = 7`); n != 6 {
+		t.Errorf("%d rows kept, want 6 (three committed rounds of two)", n)
+	}
+	// A conflict through a cached statement is a conflict.
+	err := db.Tx(ctx, func(tx *statestore.Tx) error {
+		_, err := tx.ExecCached(ctx, `INSERT INTO contract_items (id, name, n) VALUES (?, ?, ?), (?, ?, ?)`, "c0-a", "again", 0, "new", "new", 0)
+		return err
+	})
+	if !errors.Is(err, statestore.ErrConflict) {
+		t.Errorf("duplicate id through a cached statement: %v, want ErrConflict", err)
+	}
+	rows, err := db.QueryCached(ctx, `SELECT id FROM contract_items WHERE n = ? ORDER BY id`, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if want := []string{"c0-a", "c0-b", "c2-a", "c2-b", "c4-a", "c4-b"}; !slices.Equal(ids, want) {
+		t.Errorf("ids = %v, want %v", ids, want)
+	}
+}
+
+var errRollback = errors.New("roll back")
