@@ -64,7 +64,7 @@ func (s *Source) journeys(ctx context.Context, spec attribution.ScanSpec, fn fun
 	where := "timestamp >= " + int64Lit(spec.From) + " AND timestamp < " + int64Lit(spec.To) +
 		" AND (" + conv + " OR type = 'page' OR (type IN ('screen', 'track') AND (" + strings.Join(cand, " OR ") + ")))"
 	ev := "(SELECT timestamp, type, source_id, raw, " + conv + " AS _c, " + p + " AS _p FROM " + s.t.Events + join + " WHERE " + where + ")"
-	q := "SELECT _p, timestamp, _c, source_id, raw FROM " + ev
+	q := "SELECT _p, timestamp, _c, type, source_id, raw FROM " + ev
 	if !spec.All {
 		q += " WHERE _p IN (SELECT _p FROM " + ev + " WHERE _c AND timestamp >= " + int64Lit(spec.ConvFrom) + ")"
 	}
@@ -80,11 +80,12 @@ func (s *Source) journeys(ctx context.Context, spec attribution.ScanSpec, fn fun
 		prof string
 		t    int64
 		c    uint8
+		ty   string
 		src  string
 		raw  string
 	)
 	for rows.Next() {
-		if err := rows.Scan(&prof, &t, &c, &src, &raw); err != nil {
+		if err := rows.Scan(&prof, &t, &c, &ty, &src, &raw); err != nil {
 			return err
 		}
 		if open && prof != j.Profile {
@@ -97,12 +98,17 @@ func (s *Source) journeys(ctx context.Context, spec attribution.ScanSpec, fn fun
 			j = attribution.Journey{Profile: prof, Events: j.Events[:0]}
 			open = true
 		}
-		f, v := attribution.FieldsFromJSON([]byte(raw), src, spec.Value)
 		e := attribution.Event{T: t, Conversion: c != 0}
 		if e.Conversion {
-			e.Value = v
+			if spec.Value != "" {
+				e.Value = attribution.ValueFromJSON([]byte(raw), spec.Value)
+			}
 		} else {
-			e.Fields = f
+			m, ok := attribution.MarkFromJSON(ty, src, []byte(raw))
+			if !ok {
+				continue
+			}
+			e.Mark = m
 		}
 		j.Events = append(j.Events, e)
 	}
