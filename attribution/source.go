@@ -77,31 +77,34 @@ func MarkFromJSON(typ, sourceID string, raw []byte) (Mark, bool) {
 	return MarkOf(&f)
 }
 
-// rawEvent is the part of an event's JSON the fields come from.
-type rawEvent struct {
-	Type    string `json:"type"`
-	Channel any    `json:"channel"`
-	Context struct {
-		Campaign struct {
-			Name   any `json:"name"`
-			Source any `json:"source"`
-			Medium any `json:"medium"`
-		} `json:"campaign"`
-		Page struct {
-			URL      any `json:"url"`
-			Referrer any `json:"referrer"`
-		} `json:"page"`
-		Channel any `json:"channel"`
-	} `json:"context"`
-	Properties struct {
-		URL      any `json:"url"`
-		Referrer any `json:"referrer"`
-		Channel  any `json:"channel"`
-	} `json:"properties"`
+// FieldsFromJSON reads an event's fields from its stored JSON (Type from
+// its "type"; see jsonread.go): all empty for JSON it cannot read.
+func FieldsFromJSON(raw []byte, sourceID string) Fields {
+	e, ok := readFields(raw)
+	if !ok {
+		return Fields{SourceID: sourceID}
+	}
+	f := Fields{Type: e.typ, SourceID: sourceID, Medium: e.medium, CampaignSource: e.source, Campaign: e.name,
+		URL: e.url, Referrer: e.referrer, Channel: e.propChannel}
+	if f.Type == "page" {
+		if f.URL == "" {
+			f.URL = e.propURL
+		}
+		if f.Referrer == "" {
+			f.Referrer = e.propReferrer
+		}
+	}
+	if f.Channel == "" {
+		f.Channel = e.ctxChannel
+	}
+	if f.Channel == "" {
+		f.Channel = e.channel
+	}
+	return f
 }
 
-// text is a JSON scalar as json_extract_string gives it ("" for null,
-// objects and arrays).
+// text is a decoded JSON scalar as json_extract_string gives it ("" for
+// null, objects and arrays).
 func text(v any) string {
 	switch v := v.(type) {
 	case string:
@@ -112,32 +115,6 @@ func text(v any) string {
 		return strconv.FormatBool(v)
 	}
 	return ""
-}
-
-// FieldsFromJSON reads an event's fields from its stored JSON (Type from
-// its "type").
-func FieldsFromJSON(raw []byte, sourceID string) Fields {
-	var e rawEvent
-	_ = json.Unmarshal(raw, &e)
-	f := Fields{Type: e.Type, SourceID: sourceID,
-		Medium: text(e.Context.Campaign.Medium), CampaignSource: text(e.Context.Campaign.Source), Campaign: text(e.Context.Campaign.Name),
-		URL: text(e.Context.Page.URL), Referrer: text(e.Context.Page.Referrer)}
-	if f.Type == "page" {
-		if f.URL == "" {
-			f.URL = text(e.Properties.URL)
-		}
-		if f.Referrer == "" {
-			f.Referrer = text(e.Properties.Referrer)
-		}
-	}
-	f.Channel = text(e.Properties.Channel)
-	if f.Channel == "" {
-		f.Channel = text(e.Context.Channel)
-	}
-	if f.Channel == "" {
-		f.Channel = text(e.Channel)
-	}
-	return f
 }
 
 // ValueFromJSON is the text of properties.<value> of an event's stored
