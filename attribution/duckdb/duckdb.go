@@ -73,7 +73,12 @@ func (s *Source) Query(ctx context.Context, spec attribution.ScanSpec) (string, 
 	// touch column, which read narrow columns only. Each filter is pushed
 	// into its scan, so the JSON of no other event is read.
 	var b strings.Builder
-	fmt.Fprintf(&b, `WITH ev AS (SELECT %s AS p, epoch_us(e.timestamp) AS t, e.c, e.type, e.source_id, e.v,
+	if !spec.All {
+		// The converting profiles, from a scan of cheap columns.
+		fmt.Fprintf(&b, "WITH cp AS (SELECT DISTINCT %s AS p FROM %s e%s WHERE e.name = %s AND e.timestamp >= %s AND e.timestamp < %s)\n",
+			prof, s.t.Events, join, name, tsLit(spec.ConvFrom), tsLit(spec.To))
+	}
+	fmt.Fprintf(&b, `SELECT * FROM (SELECT %s AS p, epoch_us(e.timestamp) AS t, e.c, e.type, e.source_id, e.v,
 	e.touch, e.touch_medium, e.touch_source, e.touch_campaign, e.touch_channel, e.touch_referrer, e.touch_page
 FROM (
 	SELECT user_id, anonymous_id, timestamp, true AS c, type, source_id, %s AS v,
@@ -86,9 +91,8 @@ FROM (
 	FROM %s WHERE touch > 0 AND %s AND name IS DISTINCT FROM %s
 ) e%s)
 `, prof, value, s.t.Events, name, rng, s.t.Events, rng, name, join)
-	b.WriteString("SELECT * FROM ev")
 	if !spec.All {
-		fmt.Fprintf(&b, " WHERE p IN (SELECT p FROM ev WHERE c AND t >= %d)", spec.ConvFrom)
+		b.WriteString(" WHERE p IN (SELECT p FROM cp)")
 	}
 	b.WriteString(" ORDER BY p")
 	return b.String(), nil
