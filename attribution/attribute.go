@@ -80,6 +80,13 @@ func (c *Config) Attribute(ctx context.Context, src Source, q *Query) (*Result, 
 		ts      []int64
 		keys    []string
 	)
+	// Marks repeat (a few campaigns, referrers and sources): each is
+	// classified once.
+	type classified struct {
+		t  Touch
+		ok bool
+	}
+	seen := map[Mark]classified{}
 	err := src.Journeys(ctx, spec, func(j *Journey) error {
 		touches = touches[:0]
 		for i := range j.Events {
@@ -87,8 +94,15 @@ func (c *Config) Attribute(ctx context.Context, src Source, q *Query) (*Result, 
 			if e.Conversion {
 				continue
 			}
-			if t, ok := c.Classify(&e.Fields); ok {
-				touches = append(touches, touchAt{t: e.T, Touch: t})
+			k, hit := seen[e.Mark]
+			if !hit {
+				k.t, k.ok = c.ClassifyMark(&e.Mark)
+				if len(seen) < 1<<16 {
+					seen[e.Mark] = k
+				}
+			}
+			if k.ok {
+				touches = append(touches, touchAt{t: e.T, Touch: k.t})
 			}
 		}
 		slices.SortFunc(touches, compareTouch)

@@ -89,7 +89,7 @@ func TestAttributeExactSums(t *testing.T) {
 			j := Journey{Profile: fmt.Sprint("p", p)}
 			for range r.IntN(8) {
 				j.Events = append(j.Events, Event{T: base.Add(time.Duration(r.IntN(20*24)) * time.Hour).UnixMicro(),
-					Fields: Fields{Type: "page", SourceID: "web", Medium: mediums[r.IntN(len(mediums))], Campaign: fmt.Sprint("c", r.IntN(3))}})
+					Mark: Mark{Type: "page", SourceID: "web", Medium: mediums[r.IntN(len(mediums))], Campaign: fmt.Sprint("c", r.IntN(3))}})
 			}
 			if p == 0 {
 				v := fmt.Sprintf("%d.%02d", r.IntN(100000), r.IntN(100))

@@ -128,38 +128,69 @@ type Touch struct {
 	Tool                      string // the tool it is credited to (Config.Tools, else Source)
 }
 
-// classified is a candidate event's reading: the campaign fields with the
-// URL's utm_* filled in and the referrer's host.
-type classified struct {
-	medium, source, campaign string
-	refHost, pageHost        string
-	clickID                  bool
+// Mark is what classification reads of a candidate touch: its fields
+// reduced to facts that hold whatever the configuration (the URL's utm_*
+// filled in, hosts instead of URLs). Event stores write it at append
+// (narrow columns) so that attribution reads it instead of each event's
+// JSON, and classify it with the configuration of the query.
+type Mark struct {
+	Type     string // page, screen or track
+	SourceID string // the source (tool) it came through
+	// Medium, Source and Campaign are context.campaign's medium, source
+	// and name, each missing one from the page URL's utm_medium,
+	// utm_source, utm_campaign; trimmed.
+	Medium, Source, Campaign string
+	// Channel is the touch's own channel (Fields.Channel) trimmed, "" for
+	// the library kinds Segment writes there.
+	Channel  string
+	Referrer string // the referrer's host, lower case, without www.
+	Page     string // the page URL's host, the same way
+	ClickID  bool   // a click id (gclid, gbraid, wbraid, msclkid) in the page URL
+	// HasReferrer says the event gave a referrer (Referrer is "" when it
+	// had no host).
+	HasReferrer bool
 }
 
-func read(f *Fields) classified {
-	c := classified{medium: strings.TrimSpace(f.Medium), source: strings.TrimSpace(f.CampaignSource), campaign: strings.TrimSpace(f.Campaign)}
+// MarkOf reduces a candidate event's fields to its Mark; ok is false when
+// the event is no touch under any configuration: not a page, screen or
+// track event, or a track or screen event without its own channel or a
+// campaign (its page context repeats the page view's, which is the
+// touch).
+func MarkOf(f *Fields) (m Mark, ok bool) {
+	if f.Type != "page" && f.Type != "screen" && f.Type != "track" {
+		return Mark{}, false
+	}
+	own := strings.TrimSpace(f.Channel)
+	if fold(sdkChannels, own) {
+		own = ""
+	}
+	if f.Type != "page" && own == "" && strings.TrimSpace(f.Medium+f.CampaignSource+f.Campaign) == "" {
+		return Mark{}, false
+	}
+	m = Mark{Type: f.Type, SourceID: f.SourceID, Channel: own, HasReferrer: f.Referrer != "",
+		Medium: strings.TrimSpace(f.Medium), Source: strings.TrimSpace(f.CampaignSource), Campaign: strings.TrimSpace(f.Campaign)}
 	if f.URL != "" {
 		if u, err := url.Parse(f.URL); err == nil {
-			c.pageHost = host(u)
+			m.Page = host(u)
 			q := u.Query()
-			if c.medium == "" {
-				c.medium = strings.TrimSpace(q.Get("utm_medium"))
+			if m.Medium == "" {
+				m.Medium = strings.TrimSpace(q.Get("utm_medium"))
 			}
-			if c.source == "" {
-				c.source = strings.TrimSpace(q.Get("utm_source"))
+			if m.Source == "" {
+				m.Source = strings.TrimSpace(q.Get("utm_source"))
 			}
-			if c.campaign == "" {
-				c.campaign = strings.TrimSpace(q.Get("utm_campaign"))
+			if m.Campaign == "" {
+				m.Campaign = strings.TrimSpace(q.Get("utm_campaign"))
 			}
-			c.clickID = q.Get("gclid") != "" || q.Get("gbraid") != "" || q.Get("wbraid") != "" || q.Get("msclkid") != ""
+			m.ClickID = q.Get("gclid") != "" || q.Get("gbraid") != "" || q.Get("wbraid") != "" || q.Get("msclkid") != ""
 		}
 	}
 	if f.Referrer != "" {
 		if u, err := url.Parse(f.Referrer); err == nil {
-			c.refHost = host(u)
+			m.Referrer = host(u)
 		}
 	}
-	return c
+	return m, true
 }
 
 func host(u *url.URL) string {
@@ -171,62 +202,59 @@ func host(u *url.URL) string {
 var sdkChannels = []string{"browser", "server", "mobile", "client", "web", "app"}
 
 // Classify reads an event's touch, or ok false when the event is no
-// touch (docs/attribution.md, "What is a touch"): the configured channel
-// rules first, in order, then the built-in taxonomy.
+// touch (docs/attribution.md, "What is a touch"): [MarkOf], then
+// [Config.ClassifyMark].
 func (c *Config) Classify(f *Fields) (t Touch, ok bool) {
-	if f.Type != "page" && f.Type != "screen" && f.Type != "track" {
+	m, ok := MarkOf(f)
+	if !ok {
 		return Touch{}, false
 	}
-	own := strings.TrimSpace(f.Channel)
-	if fold(sdkChannels, own) {
-		own = ""
-	}
-	// A track or screen event is a touch only with its own channel or a
-	// campaign: its page context repeats the page view's, which is the
-	// touch.
-	if f.Type != "page" && own == "" && strings.TrimSpace(f.Medium+f.CampaignSource+f.Campaign) == "" {
-		return Touch{}, false
-	}
-	r := read(f)
-	t.Source = f.SourceID
-	t.Campaign = r.campaign
+	return c.ClassifyMark(&m)
+}
+
+// ClassifyMark classifies a candidate touch: the configured channel rules
+// first, in order, then the built-in taxonomy; ok false when it is no
+// touch (a page reached from a page of the same site).
+func (c *Config) ClassifyMark(m *Mark) (t Touch, ok bool) {
+	t.Source = m.SourceID
+	t.Campaign = m.Campaign
 	if t.Campaign == "" {
 		t.Campaign = NotSet
 	}
-	t.Channel = c.ruleChannel(&r, own)
+	t.Channel = c.ruleChannel(m)
 	if t.Channel == "" {
-		t.Channel = builtin(f, &r, own)
+		t.Channel = builtin(m)
 	}
 	if t.Channel == "" {
 		return Touch{}, false
 	}
-	t.Tool = c.tool(&r, t.Channel)
+	t.Tool = c.tool(m, t.Channel)
 	if t.Tool == "" {
 		t.Tool = t.Source
 	}
 	return t, true
 }
 
-func (r *Rule) match(c *classified, touch string) bool {
-	return (len(r.Medium) == 0 || fold(r.Medium, c.medium)) &&
-		(len(r.Source) == 0 || fold(r.Source, c.source)) &&
-		(len(r.Campaign) == 0 || fold(r.Campaign, c.campaign)) &&
-		(len(r.Referrer) == 0 || (c.refHost != "" && hostIn(r.Referrer, c.refHost))) &&
+func (r *Rule) match(m *Mark, touch string) bool {
+	return (len(r.Medium) == 0 || fold(r.Medium, m.Medium)) &&
+		(len(r.Source) == 0 || fold(r.Source, m.Source)) &&
+		(len(r.Campaign) == 0 || fold(r.Campaign, m.Campaign)) &&
+		(len(r.Referrer) == 0 || (m.Referrer != "" && hostIn(r.Referrer, m.Referrer))) &&
 		(len(r.Touch) == 0 || fold(r.Touch, touch))
 }
 
-func (c *Config) ruleChannel(r *classified, own string) string {
+func (c *Config) ruleChannel(m *Mark) string {
 	for i := range c.Channels {
-		if c.Channels[i].match(r, own) {
+		if c.Channels[i].match(m, m.Channel) {
 			return c.Channels[i].Channel
 		}
 	}
 	return ""
 }
 
-func (c *Config) tool(r *classified, channel string) string {
+func (c *Config) tool(m *Mark, channel string) string {
 	for i := range c.Tools {
-		if c.Tools[i].match(r, channel) {
+		if c.Tools[i].match(m, channel) {
 			return c.Tools[i].Tool
 		}
 	}
@@ -261,44 +289,44 @@ var (
 // builtin is the built-in taxonomy: the touch's own channel, then its
 // campaign's medium (and source), a click id, the referrer's host, and a
 // page view with neither is direct.
-func builtin(f *Fields, r *classified, own string) string {
-	if own != "" {
-		l := strings.ToLower(own)
+func builtin(m *Mark) string {
+	if m.Channel != "" {
+		l := strings.ToLower(m.Channel)
 		if ch, ok := ownAliases[l]; ok {
 			return ch
 		}
 		return strings.Join(strings.Fields(l), "-")
 	}
-	if r.medium != "" {
-		ch, ok := mediums[strings.ToLower(r.medium)]
+	if m.Medium != "" {
+		ch, ok := mediums[strings.ToLower(m.Medium)]
 		if !ok {
 			return Other
 		}
-		if ch == PaidSearch && hostIn(socialHosts, strings.ToLower(r.source)+".com") {
+		if ch == PaidSearch && hostIn(socialHosts, strings.ToLower(m.Source)+".com") {
 			return PaidSocial
 		}
 		return ch
 	}
-	if r.clickID {
+	if m.ClickID {
 		return PaidSearch
 	}
-	if r.source != "" || r.campaign != "" {
+	if m.Source != "" || m.Campaign != "" {
 		return Other
 	}
-	if r.refHost != "" {
+	if m.Referrer != "" {
 		switch {
-		case r.refHost == r.pageHost:
+		case m.Referrer == m.Page:
 			return "" // a page of the same site: no new touch
-		case hostIn(mailHosts, r.refHost):
+		case hostIn(mailHosts, m.Referrer):
 			return Email
-		case hostIn(searchHosts, r.refHost) || strings.HasPrefix(r.refHost, "google.") || strings.Contains(r.refHost, ".google."):
+		case hostIn(searchHosts, m.Referrer) || strings.HasPrefix(m.Referrer, "google.") || strings.Contains(m.Referrer, ".google."):
 			return OrganicSearch
-		case hostIn(socialHosts, r.refHost):
+		case hostIn(socialHosts, m.Referrer):
 			return Social
 		}
 		return Referral
 	}
-	if f.Type == "page" && f.Referrer == "" {
+	if m.Type == "page" && !m.HasReferrer {
 		return Direct
 	}
 	return ""

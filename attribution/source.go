@@ -1,9 +1,11 @@
 package attribution
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -15,8 +17,8 @@ type Event struct {
 	Conversion bool
 	// Value is the conversion's value property as text (a JSON number or
 	// string), nil when missing.
-	Value  *string
-	Fields Fields // a candidate touch's fields (not read for conversions)
+	Value *string
+	Mark  Mark // a candidate touch's (not read for conversions)
 }
 
 // Journey is one profile's events, in any order.
@@ -26,8 +28,8 @@ type Journey struct {
 }
 
 // ScanSpec says what a Source streams: the events with From <= T < To
-// that are conversions (named Conversion) or candidate touches (see
-// [CandidateSQL]), of every profile with a conversion at or after
+// that are conversions (named Conversion) or candidate touches (those
+// [MarkOf] gives a Mark; never a conversion), of every profile with a conversion at or after
 // ConvFrom, or with All of every profile with any such event.
 type ScanSpec struct {
 	From, To, ConvFrom int64 // µs
@@ -52,34 +54,57 @@ type Provider interface {
 
 // Candidate names the strings whose presence in a track or screen
 // event's JSON may make it a touch (its own channel or a campaign; every
-// page event is a candidate): a Source filters with them before reading
-// fields, and Classify decides.
+// page event is a candidate): [MarkFromJSON] looks no further into the
+// JSON of other events.
 var Candidate = []string{"channel", "campaign"}
 
-// CandidateTypes are the event types a touch can have.
-var CandidateTypes = []string{"page", "screen", "track"}
-
-// rawEvent is the part of an event's JSON the fields come from.
-type rawEvent struct {
-	Type    string `json:"type"`
-	Channel any    `json:"channel"`
-	Context struct {
-		Campaign struct {
-			Name   any `json:"name"`
-			Source any `json:"source"`
-			Medium any `json:"medium"`
-		} `json:"campaign"`
-		Page struct {
-			URL      any `json:"url"`
-			Referrer any `json:"referrer"`
-		} `json:"page"`
-		Channel any `json:"channel"`
-	} `json:"context"`
-	Properties map[string]any `json:"properties"`
+// MarkFromJSON is the Mark of an event of type typ that came through
+// sourceID, read from its stored JSON, or ok false when it is no
+// candidate touch ([MarkOf]). Event stores call it at append and store
+// the Mark in narrow columns.
+func MarkFromJSON(typ, sourceID string, raw []byte) (Mark, bool) {
+	switch typ {
+	case "page":
+	case "screen", "track":
+		if !slices.ContainsFunc(Candidate, func(c string) bool { return bytes.Contains(raw, []byte(c)) }) {
+			return Mark{}, false
+		}
+	default:
+		return Mark{}, false
+	}
+	f := FieldsFromJSON(raw, sourceID)
+	f.Type = typ
+	return MarkOf(&f)
 }
 
-// text is a JSON scalar as json_extract_string gives it ("" for null,
-// objects and arrays).
+// FieldsFromJSON reads an event's fields from its stored JSON (Type from
+// its "type"; see jsonread.go): all empty for JSON it cannot read.
+func FieldsFromJSON(raw []byte, sourceID string) Fields {
+	e, ok := readFields(raw)
+	if !ok {
+		return Fields{SourceID: sourceID}
+	}
+	f := Fields{Type: e.typ, SourceID: sourceID, Medium: e.medium, CampaignSource: e.source, Campaign: e.name,
+		URL: e.url, Referrer: e.referrer, Channel: e.propChannel}
+	if f.Type == "page" {
+		if f.URL == "" {
+			f.URL = e.propURL
+		}
+		if f.Referrer == "" {
+			f.Referrer = e.propReferrer
+		}
+	}
+	if f.Channel == "" {
+		f.Channel = e.ctxChannel
+	}
+	if f.Channel == "" {
+		f.Channel = e.channel
+	}
+	return f
+}
+
+// text is a decoded JSON scalar as json_extract_string gives it ("" for
+// null, objects and arrays).
 func text(v any) string {
 	switch v := v.(type) {
 	case string:
@@ -92,39 +117,18 @@ func text(v any) string {
 	return ""
 }
 
-// FieldsFromJSON reads an event's fields from its stored JSON, as a
-// Source that cannot extract them natively does (the Go path; the DuckDB
-// source extracts the same in SQL). It also returns the text of
-// properties.<value> ("" for no value property).
-func FieldsFromJSON(raw []byte, sourceID, value string) (Fields, *string) {
-	var e rawEvent
+// ValueFromJSON is the text of properties.<value> of an event's stored
+// JSON (a conversion's value), nil when missing or null.
+func ValueFromJSON(raw []byte, value string) *string {
+	var e struct {
+		Properties map[string]any `json:"properties"`
+	}
 	_ = json.Unmarshal(raw, &e)
-	f := Fields{Type: e.Type, SourceID: sourceID,
-		Medium: text(e.Context.Campaign.Medium), CampaignSource: text(e.Context.Campaign.Source), Campaign: text(e.Context.Campaign.Name),
-		URL: text(e.Context.Page.URL), Referrer: text(e.Context.Page.Referrer)}
-	if f.Type == "page" {
-		if f.URL == "" {
-			f.URL = text(e.Properties["url"])
-		}
-		if f.Referrer == "" {
-			f.Referrer = text(e.Properties["referrer"])
-		}
+	if x, ok := e.Properties[value]; ok && x != nil {
+		s := text(x)
+		return &s
 	}
-	f.Channel = text(e.Properties["channel"])
-	if f.Channel == "" {
-		f.Channel = text(e.Context.Channel)
-	}
-	if f.Channel == "" {
-		f.Channel = text(e.Channel)
-	}
-	var v *string
-	if value != "" {
-		if x, ok := e.Properties[value]; ok && x != nil {
-			s := text(x)
-			v = &s
-		}
-	}
-	return f, v
+	return nil
 }
 
 // minorUnits is a conversion value in hundredths: a number, or a string

@@ -1,10 +1,12 @@
 // Package clickhouse streams attribution journeys ([attribution.Source])
-// from the ClickHouse event store's tables. ClickHouse 18.16 (Debian's)
-// has no JSON path functions, so the query selects the conversions and
-// candidate touches in the range (filtered on the raw JSON's text,
-// profiles resolved through the links, only profiles with a conversion
-// unless the scan asks for all) and the touch fields are read in Go from
-// each event's JSON ([attribution.FieldsFromJSON]).
+// from the ClickHouse event store's tables. The query selects the
+// conversions in the range and the candidate touches, their
+// [attribution.Mark] from the narrow touch columns the store writes at
+// append (profiles resolved through the links, only profiles with a
+// conversion unless the scan asks for all). ClickHouse 18.16 (Debian's)
+// has no JSON path functions: a conversion's value, and the Mark of an
+// event stored before the touch columns existed (filtered on its JSON's
+// text), are read in Go from the event's JSON.
 package clickhouse
 
 import (
@@ -45,6 +47,13 @@ func (s *Source) Journeys(ctx context.Context, spec attribution.ScanSpec, fn fun
 	return nil
 }
 
+// The touch column's values (eventstore/clickhouse's touchColumns).
+const (
+	touchClickID  = 2
+	touchReferrer = 4
+	touchUnread   = 255
+)
+
 func (s *Source) journeys(ctx context.Context, spec attribution.ScanSpec, fn func(*attribution.Journey) error) error {
 	var n uint64
 	if err := s.t.Conn.QueryRow(ctx, "SELECT count() FROM (SELECT 1 FROM "+s.t.Links+" LIMIT 1)").Scan(&n); err != nil {
@@ -60,13 +69,30 @@ func (s *Source) journeys(ctx context.Context, spec attribution.ScanSpec, fn fun
 	for _, c := range attribution.Candidate {
 		cand = append(cand, "position(raw, "+s.t.Quote(c)+") > 0")
 	}
-	conv := "name = " + s.t.Quote(spec.Conversion)
-	where := "timestamp >= " + int64Lit(spec.From) + " AND timestamp < " + int64Lit(spec.To) +
-		" AND (" + conv + " OR type = 'page' OR (type IN ('screen', 'track') AND (" + strings.Join(cand, " OR ") + ")))"
-	ev := "(SELECT timestamp, type, source_id, raw, " + conv + " AS _c, " + p + " AS _p FROM " + s.t.Events + join + " WHERE " + where + ")"
-	q := "SELECT _p, timestamp, _c, source_id, raw FROM " + ev
+	name := s.t.Quote(spec.Conversion)
+	rng := "timestamp >= " + int64Lit(spec.From) + " AND timestamp < " + int64Lit(spec.To)
+	value := "''"
+	if spec.Value != "" {
+		value = "raw"
+	}
+	const none = "toUInt8(0) AS touch, '' AS touch_medium, '' AS touch_source, '' AS touch_campaign, '' AS touch_channel, '' AS touch_referrer, '' AS touch_page"
+	const marks = "touch, touch_medium, touch_source, touch_campaign, touch_channel, touch_referrer, touch_page"
+	branch := func(c, raw, touch, where string) string {
+		return "SELECT " + p + " AS _p, timestamp, toUInt8(" + c + ") AS _c, type, source_id, " + raw + " AS _raw, " + touch +
+			" FROM " + s.t.Events + join + " PREWHERE " + where + " WHERE " + rng
+	}
+	// Three scans: the conversions (their JSON for their value alone);
+	// the candidate touches with touch columns, which read narrow columns
+	// only; and those stored before the columns existed (touch unread),
+	// whose JSON is read as before.
+	conv := branch("1", value, none, "name = "+name)
+	ev := conv + " UNION ALL " +
+		branch("0", "''", marks, "touch BETWEEN 1 AND 254 AND name != "+name) + " UNION ALL " +
+		branch("0", "raw", marks, "touch = "+strconv.Itoa(touchUnread)+" AND name != "+name+
+			" AND (type = 'page' OR (type IN ('screen', 'track') AND ("+strings.Join(cand, " OR ")+")))")
+	q := "SELECT * FROM (" + ev + ")"
 	if !spec.All {
-		q += " WHERE _p IN (SELECT _p FROM " + ev + " WHERE _c AND timestamp >= " + int64Lit(spec.ConvFrom) + ")"
+		q += " WHERE _p IN (SELECT _p FROM (" + conv + ") WHERE timestamp >= " + int64Lit(spec.ConvFrom) + ")"
 	}
 	q += " ORDER BY _p, timestamp"
 	rows, err := s.t.Conn.Query(ctx, q)
@@ -80,11 +106,18 @@ func (s *Source) journeys(ctx context.Context, spec attribution.ScanSpec, fn fun
 		prof string
 		t    int64
 		c    uint8
+		ty   string
 		src  string
 		raw  string
+		bits uint8
+		f    [6]string
 	)
+	dest := []any{&prof, &t, &c, &ty, &src, &raw, &bits}
+	for i := range f {
+		dest = append(dest, &f[i])
+	}
 	for rows.Next() {
-		if err := rows.Scan(&prof, &t, &c, &src, &raw); err != nil {
+		if err := rows.Scan(dest...); err != nil {
 			return err
 		}
 		if open && prof != j.Profile {
@@ -97,12 +130,22 @@ func (s *Source) journeys(ctx context.Context, spec attribution.ScanSpec, fn fun
 			j = attribution.Journey{Profile: prof, Events: j.Events[:0]}
 			open = true
 		}
-		f, v := attribution.FieldsFromJSON([]byte(raw), src, spec.Value)
 		e := attribution.Event{T: t, Conversion: c != 0}
-		if e.Conversion {
-			e.Value = v
-		} else {
-			e.Fields = f
+		switch {
+		case e.Conversion:
+			if spec.Value != "" {
+				e.Value = attribution.ValueFromJSON([]byte(raw), spec.Value)
+			}
+		case bits == touchUnread:
+			m, ok := attribution.MarkFromJSON(ty, src, []byte(raw))
+			if !ok {
+				continue
+			}
+			e.Mark = m
+		default:
+			e.Mark = attribution.Mark{Type: ty, SourceID: src,
+				Medium: f[0], Source: f[1], Campaign: f[2], Channel: f[3], Referrer: f[4], Page: f[5],
+				ClickID: bits&touchClickID != 0, HasReferrer: bits&touchReferrer != 0}
 		}
 		j.Events = append(j.Events, e)
 	}

@@ -1,11 +1,11 @@
 // Package duckdb streams attribution journeys ([attribution.Source])
 // from the embedded event store's DuckDB tables: one SQL query selects
-// the conversions and candidate touches in the range, resolves each
-// event's profile through the profile links, keeps only the profiles with
-// a conversion (unless the scan asks for all, as the Markov model does)
-// and extracts the touch fields from the event's JSON in SQL, parsing it
-// once per event; the models run in Go over the rows, ordered by profile
-// and time.
+// the conversions in the range (their value read from their JSON) and
+// the candidate touches (their [attribution.Mark] read from the narrow
+// touch columns the store writes at append, never their JSON), resolves
+// each event's profile through the profile links and keeps only the
+// profiles with a conversion (unless the scan asks for all, as the Markov
+// model does); the models run in Go over each profile's rows.
 package duckdb
 
 import (
@@ -19,8 +19,10 @@ import (
 )
 
 // Tables names the event store's tables, as analytics/duckdb reads them:
-// Events (timestamp, name, type, raw, user_id, anonymous_id, source_id)
-// and Links (key, profile_id).
+// Events (timestamp, name, type, raw, user_id, anonymous_id, source_id,
+// and the touch columns of eventstore/duckdb: touch, touch_medium,
+// touch_source, touch_campaign, touch_channel, touch_referrer,
+// touch_page) and Links (key, profile_id).
 type Tables struct {
 	Events string
 	Links  string
@@ -30,10 +32,6 @@ type Tables struct {
 type Source struct {
 	db *sql.DB
 	t  Tables
-	// GoFields reads the touch fields in Go from each event's JSON
-	// (attribution.FieldsFromJSON) instead of in SQL: the path of stores
-	// without JSON functions, kept here to check the two agree.
-	GoFields bool
 }
 
 // New returns a Source over the tables t of db.
@@ -45,13 +43,12 @@ func lit(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" 
 
 func tsLit(us int64) string { return "make_timestamptz(" + strconv.FormatInt(us, 10) + "::BIGINT)" }
 
-// paths are the JSON paths of the fields, in Fields order (page events
-// fall back to properties.url and properties.referrer).
-var paths = []string{
-	"$.context.campaign.medium", "$.context.campaign.source", "$.context.campaign.name",
-	"$.context.page.url", "$.properties.url", "$.context.page.referrer", "$.properties.referrer",
-	"$.properties.channel", "$.context.channel", "$.channel",
-}
+// The bits of the touch column (eventstore/duckdb's touchColumns).
+const (
+	touchCandidate = 1
+	touchClickID   = 2
+	touchReferrer  = 4
+)
 
 // Query is the SQL of a scan.
 func (s *Source) Query(ctx context.Context, spec attribution.ScanSpec) (string, error) {
@@ -60,52 +57,49 @@ func (s *Source) Query(ctx context.Context, spec attribution.ScanSpec) (string, 
 		return "", err
 	}
 	prof := "coalesce(e.user_id, e.anonymous_id)"
-	from := s.t.Events + " e"
+	join := ""
 	if n > 0 {
 		prof = "coalesce(l.profile_id, e.user_id, e.anonymous_id)"
-		from += " LEFT JOIN " + s.t.Links + " l ON l.key = (CASE WHEN e.user_id IS NOT NULL THEN 'user_id:' || e.user_id ELSE 'anonymous_id:' || e.anonymous_id END)"
+		join = " LEFT JOIN " + s.t.Links + " l ON l.key = (CASE WHEN e.user_id IS NOT NULL THEN 'user_id:' || e.user_id ELSE 'anonymous_id:' || e.anonymous_id END)"
 	}
-	var cand []string
-	for _, c := range attribution.Candidate {
-		cand = append(cand, "contains(raw, "+lit(c)+")")
-	}
-	rng := "e.timestamp >= " + tsLit(spec.From) + " AND e.timestamp < " + tsLit(spec.To)
+	rng := "timestamp >= " + tsLit(spec.From) + " AND timestamp < " + tsLit(spec.To)
 	name := lit(spec.Conversion)
-	conv := "coalesce(e.name = " + name + ", false)"
-	// One scan of the events with their JSON (reading it is the floor of
-	// the cost: rows are stored in arrival order, so every block holds
-	// some converting profile's events); the converting profiles come
-	// from a scan of cheap columns. The JSON is parsed above the
-	// semi-join, for converting profiles' events only, and nothing is
-	// materialized but the extracted fields, sorted by profile (a
-	// journey's order in time is Go's).
-	var b strings.Builder
-	ev := fmt.Sprintf("(SELECT %s AS p, epoch_us(e.timestamp) AS t, %s AS c, e.type AS ty, e.source_id AS s, e.raw AS raw FROM %s WHERE %s AND (%s OR e.type IN ('page', 'screen', 'track')))",
-		prof, conv, from, rng, conv)
-	if !spec.All {
-		fmt.Fprintf(&b, "WITH cp AS (SELECT DISTINCT %s AS p FROM %s WHERE e.name = %s AND e.timestamp >= %s AND e.timestamp < %s)\n",
-			prof, from, name, tsLit(spec.ConvFrom), tsLit(spec.To))
-		ev = "(SELECT * FROM " + ev + " WHERE p IN (SELECT p FROM cp))"
-	}
-	ev = "(SELECT * FROM " + ev + " WHERE c OR ty = 'page' OR " + strings.Join(cand, " OR ") + ")"
-	if s.GoFields {
-		fmt.Fprintf(&b, "SELECT p, t, c, ty, s, raw FROM %s ORDER BY p", ev)
-		return b.String(), nil
-	}
-	ps := make([]string, len(paths))
-	for i, p := range paths {
-		ps[i] = lit(p)
-	}
 	value := "NULL::VARCHAR"
 	if spec.Value != "" {
-		value = "CASE WHEN c THEN json_extract_string(raw, " + lit(`$.properties."`+spec.Value+`"`) + ") END"
+		value = "json_extract_string(raw, " + lit(`$.properties."`+spec.Value+`"`) + ")"
 	}
-	cols := make([]string, len(paths))
-	for i := range paths {
-		cols[i] = fmt.Sprintf("j[%d]", i+1)
+	// Two scans: the conversions, filtered on their name, whose JSON is
+	// read for their value alone; the candidate touches, filtered on the
+	// touch column, which read narrow columns only. Each filter is pushed
+	// into its scan, so the JSON of no other event is read.
+	var b strings.Builder
+	if !spec.All {
+		// The converting profiles, from a scan of cheap columns.
+		fmt.Fprintf(&b, "WITH cp AS (SELECT DISTINCT %s AS p FROM %s e%s WHERE e.name = %s AND e.timestamp >= %s AND e.timestamp < %s)\n",
+			prof, s.t.Events, join, name, tsLit(spec.ConvFrom), tsLit(spec.To))
 	}
-	fmt.Fprintf(&b, "SELECT p, t, c, ty, s, v, %s FROM (SELECT p, t, c, ty, s, %s AS v, CASE WHEN NOT c THEN json_extract_string(raw, [%s]) END AS j FROM %s) ORDER BY p",
-		strings.Join(cols, ", "), value, strings.Join(ps, ", "), ev)
+	fmt.Fprintf(&b, `SELECT * FROM (SELECT %s AS p, epoch_us(e.timestamp) AS t, e.c, e.type, e.source_id, e.v,
+	e.touch, e.touch_medium, e.touch_source, e.touch_campaign, e.touch_channel, e.touch_referrer, e.touch_page
+FROM (
+	SELECT user_id, anonymous_id, timestamp, true AS c, type, source_id, %s AS v,
+		NULL::UTINYINT AS touch, NULL::VARCHAR AS touch_medium, NULL::VARCHAR AS touch_source, NULL::VARCHAR AS touch_campaign,
+		NULL::VARCHAR AS touch_channel, NULL::VARCHAR AS touch_referrer, NULL::VARCHAR AS touch_page
+	FROM %s WHERE name = %s AND %s
+	UNION ALL
+	SELECT user_id, anonymous_id, timestamp, false, type, source_id, NULL,
+		touch, touch_medium, touch_source, touch_campaign, touch_channel, touch_referrer, touch_page
+	FROM %s WHERE touch > 0 AND %s AND name IS DISTINCT FROM %s
+) e%s)
+`, prof, value, s.t.Events, name, rng, s.t.Events, rng, name, join)
+	if !spec.All {
+		b.WriteString(" WHERE p IN (SELECT p FROM cp)")
+	}
+	if spec.All {
+		// Every profile's events: streamed in profile order. The
+		// converting profiles' are fewer and are grouped in Go, which is
+		// cheaper than DuckDB's sort of the wide rows.
+		b.WriteString(" ORDER BY p")
+	}
 	return b.String(), nil
 }
 
@@ -136,23 +130,22 @@ func (s *Source) journeys(ctx context.Context, spec attribution.ScanSpec, fn fun
 		ty   string
 		src  string
 		v    sql.NullString
-		raw  string
-		f    [10]sql.NullString
+		bits sql.NullInt64
+		f    [6]sql.NullString
 	)
-	dest := []any{&p, &t, &c, &ty, &src}
-	if s.GoFields {
-		dest = append(dest, &raw)
-	} else {
-		dest = append(dest, &v)
-		for i := range f {
-			dest = append(dest, &f[i])
-		}
+	dest := []any{&p, &t, &c, &ty, &src, &v, &bits}
+	for i := range f {
+		dest = append(dest, &f[i])
+	}
+	var groups map[string][]attribution.Event // !spec.All: the events of each profile
+	if !spec.All {
+		groups = map[string][]attribution.Event{}
 	}
 	for rows.Next() {
 		if err := rows.Scan(dest...); err != nil {
 			return err
 		}
-		if open && p != j.Profile {
+		if groups == nil && open && p != j.Profile {
 			if err := fn(&j); err != nil {
 				return err
 			}
@@ -163,44 +156,34 @@ func (s *Source) journeys(ctx context.Context, spec attribution.ScanSpec, fn fun
 			open = true
 		}
 		e := attribution.Event{T: t, Conversion: c}
-		switch {
-		case s.GoFields:
-			fields, val := attribution.FieldsFromJSON([]byte(raw), src, spec.Value)
-			if c {
-				e.Value = val
-			} else {
-				e.Fields = fields
-			}
-		case c:
+		if c {
 			if v.Valid {
 				x := v.String
 				e.Value = &x
 			}
-		default:
-			e.Fields = attribution.Fields{Type: ty, SourceID: src,
-				Medium: f[0].String, CampaignSource: f[1].String, Campaign: f[2].String,
-				URL: f[3].String, Referrer: f[5].String, Channel: f[7].String}
-			if ty == "page" {
-				if e.Fields.URL == "" {
-					e.Fields.URL = f[4].String
-				}
-				if e.Fields.Referrer == "" {
-					e.Fields.Referrer = f[6].String
-				}
-			}
-			if e.Fields.Channel == "" {
-				e.Fields.Channel = f[8].String
-			}
-			if e.Fields.Channel == "" {
-				e.Fields.Channel = f[9].String
-			}
+		} else {
+			e.Mark = attribution.Mark{Type: ty, SourceID: src,
+				Medium: f[0].String, Source: f[1].String, Campaign: f[2].String, Channel: f[3].String,
+				Referrer: f[4].String, Page: f[5].String,
+				ClickID: bits.Int64&touchClickID != 0, HasReferrer: bits.Int64&touchReferrer != 0}
+		}
+		if groups != nil {
+			groups[p] = append(groups[p], e)
+			continue
 		}
 		j.Events = append(j.Events, e)
 	}
 	if err := rows.Err(); err != nil {
 		return err
 	}
-	if open {
+	for p, evs := range groups {
+		j = attribution.Journey{Profile: p, Events: evs}
+		if err := fn(&j); err != nil {
+			return err
+		}
+		delete(groups, p)
+	}
+	if groups == nil && open {
 		return fn(&j)
 	}
 	return nil

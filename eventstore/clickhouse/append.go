@@ -24,12 +24,12 @@ type pending struct {
 type key struct{ src, msg string }
 
 // eventColumns are the columns Append writes, in the order of row values.
-var eventColumns = []string{
+var eventColumns = append([]string{
 	"profile_key String", "timestamp Int64", "source_id String", "message_id String",
 	"type String", "name String", "user_id String", "anonymous_id String",
 	"group_id String", "previous_id String", "original_timestamp Nullable(Int64)",
 	"sent_at Nullable(Int64)", "received_at Int64", "raw String", "stored_at Int64",
-}
+}, touchColumns...)
 
 // Append stores events; see [eventstore.Store.Append].
 //
@@ -262,10 +262,10 @@ func eventTable(rows []*pending, storedAt int64) (*ext.Table, error) {
 	}
 	for _, p := range rows {
 		e := p.e
-		err := t.Append(p.profileKey, p.ts, e.SourceID, e.MessageID,
+		err := t.Append(append([]any{p.profileKey, p.ts, e.SourceID, e.MessageID,
 			e.Type, e.Name, e.UserID, e.AnonymousID,
 			e.GroupID, e.PreviousID, optMicros(e.OriginalTimestamp),
-			optMicros(e.SentAt), e.ReceivedAt.UnixMicro(), e.Raw, storedAt)
+			optMicros(e.SentAt), e.ReceivedAt.UnixMicro(), e.Raw, storedAt}, touchValues(e)...)...)
 		if err != nil {
 			return nil, fmt.Errorf("event %s/%s: %w", e.SourceID, e.MessageID, err)
 		}

@@ -3,6 +3,7 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"strings"
 )
 
@@ -80,7 +81,24 @@ var migrations = []string{
 		version    UInt64
 	) ENGINE = ReplacingMergeTree(version)
 	ORDER BY key`,
+
+	// Version 4: each event's attribution touch facts, in narrow columns
+	// (see touchColumns); rows stored before have touch 255 (unread).
+	// 18.16 has no ADD COLUMN IF NOT EXISTS: migrate skips an ALTER whose
+	// first column exists (one ALTER adds all of them or none).
+	`ALTER TABLE {db}.events
+		ADD COLUMN touch UInt8 DEFAULT 255,
+		ADD COLUMN touch_medium String,
+		ADD COLUMN touch_source String,
+		ADD COLUMN touch_campaign String,
+		ADD COLUMN touch_channel String,
+		ADD COLUMN touch_referrer String,
+		ADD COLUMN touch_page String`,
 }
+
+// addedColumn is the table and first column an ALTER TABLE … ADD COLUMN
+// migration adds ("" for other migrations).
+var addedColumn = regexp.MustCompile(`^ALTER TABLE \{db\}\.(\w+)\s+ADD COLUMN (\w+)`)
 
 // migrate creates the schema_version table if needed and applies the
 // migrations the database does not have yet.
@@ -99,8 +117,16 @@ func (s *Store) migrate(ctx context.Context) error {
 		return fmt.Errorf("database schema version %d is newer than this build knows (%d)", have, len(migrations))
 	}
 	for v := have + 1; v <= len(migrations); v++ {
-		if err := s.conn.Exec(ctx, strings.ReplaceAll(migrations[v-1], "{db}", s.db)); err != nil {
-			return fmt.Errorf("migration %d: %w", v, err)
+		var exists uint64
+		if m := addedColumn.FindStringSubmatch(migrations[v-1]); m != nil {
+			if err := s.conn.QueryRow(ctx, `SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?`, s.dbName, m[1], m[2]).Scan(&exists); err != nil {
+				return fmt.Errorf("migration %d: %w", v, err)
+			}
+		}
+		if exists == 0 {
+			if err := s.conn.Exec(ctx, strings.ReplaceAll(migrations[v-1], "{db}", s.db)); err != nil {
+				return fmt.Errorf("migration %d: %w", v, err)
+			}
 		}
 		if err := s.conn.Exec(ctx, fmt.Sprintf("INSERT INTO %s (version) SELECT toUInt32(%d)", s.table("schema_version"), v)); err != nil {
 			return fmt.Errorf("migration %d: record version: %w", v, err)

@@ -21,11 +21,11 @@ import (
 
 // appendColumns are the columns Append writes, in AppendRow order. Columns
 // added by later migrations get their DEFAULT (or NULL).
-var appendColumns = []string{
+var appendColumns = append([]string{
 	"source_id", "message_id", "type", "name", "user_id", "anonymous_id",
 	"group_id", "previous_id", "timestamp", "original_timestamp", "sent_at",
 	"received_at", "raw", "key_hash",
-}
+}, touchColumns...)
 
 // pending is one event of a batch, prepared for storing.
 type pending struct {
@@ -239,6 +239,7 @@ func (s *Store) appendRows(ctx context.Context, dc driver.Conn, rows []*pending)
 		vals[11] = e.ReceivedAt
 		vals[12] = rawValue(e.Raw)
 		vals[13] = p.hash
+		touchValues(vals[14:], e)
 		if err := app.AppendRow(vals...); err != nil {
 			return errors.Join(fmt.Errorf("append row: %w", err), discard(app))
 		}

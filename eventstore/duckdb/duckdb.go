@@ -267,6 +267,9 @@ func (s *Store) init(ctx context.Context) error {
 	if err := migrate(ctx, s.db); err != nil {
 		return err
 	}
+	if _, err := s.fillTouches(ctx); err != nil {
+		return fmt.Errorf("fill touches: %w", err)
+	}
 	keys, err := loadKeys(ctx, s.db, s.fpWidth, s.fpMask, s.loadChunk)
 	if err != nil {
 		return err

@@ -50,6 +50,15 @@ var migrations = []string{
 		key        VARCHAR PRIMARY KEY,
 		profile_id VARCHAR NOT NULL
 	)`,
+	// Version 3: each event's attribution touch facts, in narrow columns
+	// (see touchColumns). Open fills them for the rows stored before.
+	`ALTER TABLE events ADD COLUMN touch UTINYINT;
+	ALTER TABLE events ADD COLUMN touch_medium VARCHAR;
+	ALTER TABLE events ADD COLUMN touch_source VARCHAR;
+	ALTER TABLE events ADD COLUMN touch_campaign VARCHAR;
+	ALTER TABLE events ADD COLUMN touch_channel VARCHAR;
+	ALTER TABLE events ADD COLUMN touch_referrer VARCHAR;
+	ALTER TABLE events ADD COLUMN touch_page VARCHAR`,
 }
 
 // migrate creates the schema_version table if needed and applies the
