@@ -308,8 +308,13 @@ func (s *Store) sourceList(max int) []string {
 // It reads them in ranges of key_hash (one scan of the column per range,
 // each range about loadChunk keys) so that only one range's fingerprints
 // are held uncompressed at a time.
-func loadKeys(ctx context.Context, db *sql.DB, width uint, mask uint64, loadChunk int64) (*fpSet, error) {
+func loadKeys(ctx context.Context, db *sql.DB, width uint, mask uint64, loadChunk int64) (_ *fpSet, err error) {
 	keys := newFPSet(width)
+	defer func() {
+		if err != nil {
+			keys.release()
+		}
+	}()
 	keys.mask = mask
 	var n int64
 	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM events`).Scan(&n); err != nil {
@@ -419,6 +424,9 @@ func (s *Store) Close() error {
 	defer s.lmu.Unlock()
 	if s.closed.Swap(true) {
 		return nil
+	}
+	if s.keys != nil {
+		s.keys.release()
 	}
 	s.keys = nil
 	s.threads.close()
