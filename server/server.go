@@ -329,6 +329,8 @@ func (s *Server) openEvents(ctx context.Context) error {
 	switch {
 	case s.cfg.Events == "":
 		var db *duckdb.Store
+		// Before the open: loading the filter is when garbage piles up.
+		s.stopPacer = duckdb.PaceGC()
 		limit := ""
 		if s.cfg.EventsMemoryLimit > 0 {
 			limit = fmt.Sprintf("%dKiB", (s.cfg.EventsMemoryLimit+1023)>>10)
