@@ -28,7 +28,9 @@
 // million (see `tandem bench dedup`), against 25 with the exact 64-bit set
 // it replaces, plus 7 MiB of fixed partition state;
 // Open reads key_hash in ranges so that building it never holds more than
-// about 4 million uncompressed fingerprints.
+// about 4 million uncompressed fingerprints. [FilterBytes] reports the
+// filters' memory; [PaceGC] keeps Go's garbage collector from giving them
+// headroom (doubling them) as it would any other live memory.
 //
 // # Concurrency
 //
