@@ -389,7 +389,11 @@ func writeDedupText(w io.Writer, r *DedupReport) {
 		fmt.Fprintf(w, " --duckdb-memory-limit %s", r.Flags.MemoryLimit)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "GOMAXPROCS %d, NumCPU %d, %s; window filled in %.1fs (SQL, not Append)\n\n", r.GOMAXPROCS, r.NumCPU, r.Go, r.FillSeconds)
+	if r.FillSeconds == 0 && r.Flags.WindowFile != "" {
+		fmt.Fprintf(w, "GOMAXPROCS %d, NumCPU %d, %s; window: %s as it was (--window not applied)\n\n", r.GOMAXPROCS, r.NumCPU, r.Go, r.Flags.WindowFile)
+	} else {
+		fmt.Fprintf(w, "GOMAXPROCS %d, NumCPU %d, %s; window filled in %.1fs (SQL, not Append)\n\n", r.GOMAXPROCS, r.NumCPU, r.Go, r.FillSeconds)
+	}
 	if r.Flags.Store {
 		fmt.Fprintf(w, "dedup filter   %d fingerprints of %d bits, %.1f MiB, %.2f bytes/id; loaded in %.1fs\n",
 			r.Fingerprints, r.FingerprintBits, float64(r.FilterBytes)/(1<<20), r.BytesPerID, r.OpenSeconds)
