@@ -58,6 +58,11 @@ func startChild(name, addr, logPath string, env []string, args ...string) (*chil
 	if err != nil {
 		return nil, fmt.Errorf("find own executable: %w", err)
 	}
+	return startChildExe(exe, name, addr, logPath, env, args...)
+}
+
+// startChildExe is startChild with another executable.
+func startChildExe(exe, name, addr, logPath string, env []string, args ...string) (*child, error) {
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, err

@@ -3,15 +3,18 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"time"
 
 	"tandem/event"
@@ -34,6 +37,21 @@ this process, on a temporary DuckDB file (set TMPDIR to choose its disk):
   redeliver append again --redeliver batches already stored (a pipeline
             replay after a crash): seconds per batch, all found duplicate
   baseline  the same append on an empty store, in the same run
+  node      with --node: a real "tandem serve" child on a data directory
+            whose event store is the window (a hard link to the filled
+            file): time until ready, its memory after the open and after
+            --append events sent through /v1/batch by --clients clients
+            (RSS, anonymous and file-backed; Go heap; the dedup filter;
+            what is neither, mostly DuckDB), its peak RSS, the rate from the
+            first request until all were stored, CPU per event, and
+            --redeliver × --batch of them sent again (all must be counted
+            duplicate). --node-binary runs the same phase first with
+            another build (e.g. main's) as the same-run baseline;
+            --store=false skips the in-process phases.
+
+--window-file keeps the filled window at that path (filled only if the file
+does not exist), so runs can share one fill: at 100 million events it takes
+20 minutes or more.
 
 It reports figures; it never fails on them. Exit status 1 means a phase
 could not run.
@@ -49,9 +67,21 @@ type dedupOptions struct {
 	JSON      bool  `json:"json"`
 	// MemoryLimit is DuckDB's memory_limit for the measuring store; ""
 	// leaves DuckDB's default (80% of RAM), as `tandem serve` does.
-	MemoryLimit string `json:"duckdbMemoryLimit,omitempty"`
+	MemoryLimit string      `json:"duckdbMemoryLimit,omitempty"`
+	WindowFile  string      `json:"windowFile,omitempty"`
+	Store       bool        `json:"store"`
+	Node        bool        `json:"node"`
+	NodeBinary  string      `json:"nodeBinary,omitempty"`
+	NodeArgs    stringsFlag `json:"nodeArgs,omitempty"`
+	Clients     int         `json:"clients"`
 	fillPath    string
 }
+
+// stringsFlag is a repeatable string flag.
+type stringsFlag []string
+
+func (f *stringsFlag) String() string     { return strings.Join(*f, " ") }
+func (f *stringsFlag) Set(v string) error { *f = append(*f, v); return nil }
 
 // DedupReport is what `tandem bench dedup` measured.
 type DedupReport struct {
@@ -78,6 +108,8 @@ type DedupReport struct {
 	Redeliv  float64     `json:"redeliverSecondsPerBatch"`
 	RedelivN int         `json:"redeliverNewStored"` // must be 0
 
+	Nodes []DedupNode `json:"nodes,omitempty"` // --node-binary's first
+
 	Failures []string `json:"failures,omitempty"`
 }
 
@@ -100,7 +132,13 @@ func dedupMain(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.Batch, "batch", 10_000, "events per Append")
 	fs.IntVar(&o.Redeliver, "redeliver", 5, "batches appended again as a replay")
 	fs.BoolVar(&o.JSON, "json", false, "print the report as one JSON object")
-	fs.StringVar(&o.MemoryLimit, "duckdb-memory-limit", "", "DuckDB memory_limit of the measured store (e.g. 256MB); empty: DuckDB's default, 80% of RAM, as tandem serve uses")
+	fs.StringVar(&o.MemoryLimit, "duckdb-memory-limit", "", "DuckDB memory_limit of the in-process store (e.g. 256MB); empty: DuckDB's default, 80% of RAM")
+	fs.StringVar(&o.WindowFile, "window-file", "", "DuckDB `FILE` of the window, kept: filled if it does not exist, else used as it is; empty: a temporary file")
+	fs.BoolVar(&o.Store, "store", true, "measure the store in this process (open, append, redeliver, empty-store baseline)")
+	fs.BoolVar(&o.Node, "node", false, "measure a whole node: a tandem serve child on the window")
+	fs.StringVar(&o.NodeBinary, "node-binary", "", "with --node: another tandem `EXECUTABLE` measured first in the same way, as the baseline")
+	fs.Var(&o.NodeArgs, "node-arg", "with --node: an extra argument of this build's tandem serve (repeatable), e.g. --node-arg=--events-memory-limit=0")
+	fs.IntVar(&o.Clients, "clients", 4, "with --node: concurrent HTTP clients sending 100-event batches")
 	// Internal: the fill phase runs in a child process, so that the
 	// memory figures of the measuring process are not those of the fill.
 	fs.StringVar(&o.fillPath, "fill-only", "", "")
@@ -156,42 +194,84 @@ func runDedupBench(ctx context.Context, o dedupOptions, progress io.Writer) *Ded
 	if w := tempDirWarning(dir); w != "" {
 		logf("warning: %s", w)
 	}
+	// New messageIds in every run: a kept window may hold an earlier run's.
+	prefix := "n" + newRunID() + "-"
 
-	// Baseline first, while the process is small: the same appends on an
-	// empty store.
-	empty, err := duckdb.Open(filepath.Join(dir, "empty.duckdb"))
-	if err != nil {
+	if o.Store {
+		// Baseline first, while the process is small: the same appends
+		// on an empty store.
+		empty, err := duckdb.Open(filepath.Join(dir, "empty.duckdb"))
+		if err != nil {
+			return fail(err)
+		}
+		rep.Empty, err = dedupAppend(ctx, empty, o, prefix)
+		empty.Close()
+		if err != nil {
+			return fail(fmt.Errorf("baseline append: %w", err))
+		}
+		logf("baseline: %d events appended to an empty store at %.0f/s", rep.Empty.Events, rep.Empty.PerSec)
+	}
+
+	path := o.WindowFile
+	if path == "" {
+		path = filepath.Join(dir, "events.duckdb")
+	}
+	switch _, err := os.Stat(path); {
+	case errors.Is(err, fs.ErrNotExist):
+		start := time.Now()
+		exe, err := os.Executable()
+		if err != nil {
+			return fail(err)
+		}
+		child := exec.CommandContext(ctx, exe, "bench", "dedup", "--window", strconv.FormatInt(o.Window, 10), "--fill-only", path)
+		child.Stderr = progress
+		dieWithParent(child)
+		if err := child.Run(); err != nil {
+			return fail(fmt.Errorf("fill (child process): %w", err))
+		}
+		rep.FillSeconds = time.Since(start).Seconds()
+	case err != nil:
 		return fail(err)
+	default:
+		logf("window: using %s as it is (--window is not applied)", path)
 	}
-	rep.Empty, err = dedupAppend(ctx, empty, o, "n")
-	empty.Close()
-	if err != nil {
-		return fail(fmt.Errorf("baseline append: %w", err))
-	}
-	logf("baseline: %d events appended to an empty store at %.0f/s", rep.Empty.Events, rep.Empty.PerSec)
 
-	path := filepath.Join(dir, "events.duckdb")
-	start := time.Now()
-	exe, err := os.Executable()
-	if err != nil {
-		return fail(err)
+	if o.Store {
+		if err := dedupStore(ctx, rep, path, o, prefix, logf); err != nil {
+			return fail(err)
+		}
 	}
-	child := exec.CommandContext(ctx, exe, "bench", "dedup", "--window", strconv.FormatInt(o.Window, 10), "--fill-only", path)
-	child.Stderr = progress
-	dieWithParent(child)
-	if err := child.Run(); err != nil {
-		return fail(fmt.Errorf("fill (child process): %w", err))
+	if o.Node {
+		if o.NodeBinary != "" {
+			base := o
+			base.NodeArgs = nil
+			rep.Nodes = append(rep.Nodes, runDedupNode(ctx, o.NodeBinary, path, dir, base, logf))
+		}
+		exe, err := os.Executable()
+		if err != nil {
+			return fail(err)
+		}
+		rep.Nodes = append(rep.Nodes, runDedupNode(ctx, exe, path, dir, o, logf))
+		for _, n := range rep.Nodes {
+			if n.Failure != "" {
+				rep.Failures = append(rep.Failures, "node "+n.Binary+": "+n.Failure)
+			}
+		}
 	}
-	rep.FillSeconds = time.Since(start).Seconds()
+	return rep
+}
 
+// dedupStore runs the in-process phases on the window at path: open,
+// append, redeliver; it closes the store before it returns.
+func dedupStore(ctx context.Context, rep *DedupReport, path string, o dedupOptions, prefix string, logf func(string, ...any)) error {
 	runtime.GC()
 	debug.FreeOSMemory()
 	resetPeakRSS()
 	rep.RSSBeforeMiB = sampleMemory(0).RSSMiB
-	start = time.Now()
+	start := time.Now()
 	store, err := duckdb.OpenWithMemoryLimit(path, o.MemoryLimit)
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	defer store.Close()
 	rep.OpenSeconds = time.Since(start).Seconds()
@@ -205,9 +285,9 @@ func runDedupBench(ctx context.Context, o dedupOptions, progress io.Writer) *Ded
 	logf("open: %d fingerprints loaded in %.1fs, filter %.1f MiB (%.2f bytes/id), heap %.0f MiB, RSS %.0f MiB",
 		rep.Fingerprints, rep.OpenSeconds, float64(rep.FilterBytes)/(1<<20), rep.BytesPerID, rep.HeapMiB, rep.RSSMiB)
 
-	rep.Full, err = dedupAppend(ctx, store, o, "n")
+	rep.Full, err = dedupAppend(ctx, store, o, prefix)
 	if err != nil {
-		return fail(fmt.Errorf("append: %w", err))
+		return fmt.Errorf("append: %w", err)
 	}
 	logf("append: %d events at %.0f/s with the window full; %d ids checked exactly in %d queries",
 		rep.Full.Events, rep.Full.PerSec, rep.Full.CheckedIDs, rep.Full.CheckQueries)
@@ -215,9 +295,9 @@ func runDedupBench(ctx context.Context, o dedupOptions, progress io.Writer) *Ded
 	if o.Redeliver > 0 {
 		start = time.Now()
 		for b := range o.Redeliver {
-			n, err := store.Append(ctx, dedupBatch(o.Batch, "n", b*o.Batch))
+			n, err := store.Append(ctx, dedupBatch(o.Batch, prefix, b*o.Batch))
 			if err != nil {
-				return fail(fmt.Errorf("redeliver: %w", err))
+				return fmt.Errorf("redeliver: %w", err)
 			}
 			rep.RedelivN += n
 		}
@@ -226,7 +306,7 @@ func runDedupBench(ctx context.Context, o dedupOptions, progress io.Writer) *Ded
 	}
 	rep.RSSAfterMiB = sampleMemory(0).RSSMiB
 	rep.PeakRSSMiB, _ = peakRSSMB()
-	return rep
+	return store.Close()
 }
 
 // dedupAppend appends o.Append new events (messageIds prefix+counter) in
@@ -309,19 +389,28 @@ func writeDedupText(w io.Writer, r *DedupReport) {
 		fmt.Fprintf(w, " --duckdb-memory-limit %s", r.Flags.MemoryLimit)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "GOMAXPROCS %d, NumCPU %d, %s; window filled in %.1fs (SQL, not Append)\n\n", r.GOMAXPROCS, r.NumCPU, r.Go, r.FillSeconds)
-	fmt.Fprintf(w, "dedup filter   %d fingerprints of %d bits, %.1f MiB, %.2f bytes/id; loaded in %.1fs\n",
-		r.Fingerprints, r.FingerprintBits, float64(r.FilterBytes)/(1<<20), r.BytesPerID, r.OpenSeconds)
-	fmt.Fprintf(w, "memory         process RSS %.0f MiB before the open (DuckDB library, baseline phase)\n", r.RSSBeforeMiB)
-	fmt.Fprintf(w, "               Go heap %.0f MiB, process RSS %.0f MiB after open, %.0f MiB after appends, peak %.0f MiB from the open on\n", r.HeapMiB, r.RSSMiB, r.RSSAfterMiB, r.PeakRSSMiB)
-	row := func(name string, a DedupAppend) {
-		fmt.Fprintf(w, "%-14s %9.0f events/s  (%d stored in %.1fs; %d ids checked exactly in %d queries)\n",
-			name, a.PerSec, a.Stored, a.Seconds, a.CheckedIDs, a.CheckQueries)
+	if r.FillSeconds == 0 && r.Flags.WindowFile != "" {
+		fmt.Fprintf(w, "GOMAXPROCS %d, NumCPU %d, %s; window: %s as it was (--window not applied)\n\n", r.GOMAXPROCS, r.NumCPU, r.Go, r.Flags.WindowFile)
+	} else {
+		fmt.Fprintf(w, "GOMAXPROCS %d, NumCPU %d, %s; window filled in %.1fs (SQL, not Append)\n\n", r.GOMAXPROCS, r.NumCPU, r.Go, r.FillSeconds)
 	}
-	row("append full", r.Full)
-	row("append empty", r.Empty)
-	if r.Flags.Redeliver > 0 {
-		fmt.Fprintf(w, "redeliver      %.3fs per batch of %d duplicates (%d stored again)\n", r.Redeliv, r.Flags.Batch, r.RedelivN)
+	if r.Flags.Store {
+		fmt.Fprintf(w, "dedup filter   %d fingerprints of %d bits, %.1f MiB, %.2f bytes/id; loaded in %.1fs\n",
+			r.Fingerprints, r.FingerprintBits, float64(r.FilterBytes)/(1<<20), r.BytesPerID, r.OpenSeconds)
+		fmt.Fprintf(w, "memory         process RSS %.0f MiB before the open (DuckDB library, baseline phase)\n", r.RSSBeforeMiB)
+		fmt.Fprintf(w, "               Go heap %.0f MiB, process RSS %.0f MiB after open, %.0f MiB after appends, peak %.0f MiB from the open on\n", r.HeapMiB, r.RSSMiB, r.RSSAfterMiB, r.PeakRSSMiB)
+		row := func(name string, a DedupAppend) {
+			fmt.Fprintf(w, "%-14s %9.0f events/s  (%d stored in %.1fs; %d ids checked exactly in %d queries)\n",
+				name, a.PerSec, a.Stored, a.Seconds, a.CheckedIDs, a.CheckQueries)
+		}
+		row("append full", r.Full)
+		row("append empty", r.Empty)
+		if r.Flags.Redeliver > 0 {
+			fmt.Fprintf(w, "redeliver      %.3fs per batch of %d duplicates (%d stored again)\n", r.Redeliv, r.Flags.Batch, r.RedelivN)
+		}
+	}
+	for _, n := range r.Nodes {
+		writeDedupNode(w, n)
 	}
 	for _, f := range r.Failures {
 		fmt.Fprintf(w, "FAILED: %s\n", f)

@@ -43,6 +43,11 @@ type Config struct {
 	State  string `yaml:"state"`  // postgres://…
 	Events string `yaml:"events"` // clickhouse://…
 
+	// EventsMemoryLimit caps the memory of the embedded event store's
+	// DuckDB (its buffer pool: cached column data and query state, which
+	// spills to disk beyond it); 0 leaves DuckDB's default, 80% of RAM.
+	EventsMemoryLimit int64 `yaml:"events_memory_limit"`
+
 	LogSync     string        `yaml:"log_sync"`      // only "always": acknowledge after fsync
 	LogMaxBytes int64         `yaml:"log_max_bytes"` // 0: no limit but the disk
 	LogMaxAge   time.Duration `yaml:"log_max_age"`   // how long processed records stay in the log
@@ -145,13 +150,15 @@ func Default() Config {
 		MaxInflight:     4096,
 		QueueBytes:      256 << 20,
 		Pipeline:        true,
-		ShutdownTimeout: 30 * time.Second,
-		LogLevel:        "info",
-		Journey:         Journey{Stages: DefaultStages()},
-		Attribution:     attribution.DefaultConfig(),
-		Identity:        identity.DefaultRules(),
-		Consent:         privacy.DefaultConfig(),
-		Policy:          policy.DefaultConfig(),
+
+		EventsMemoryLimit: 128 << 20,
+		ShutdownTimeout:   30 * time.Second,
+		LogLevel:          "info",
+		Journey:           Journey{Stages: DefaultStages()},
+		Attribution:       attribution.DefaultConfig(),
+		Identity:          identity.DefaultRules(),
+		Consent:           privacy.DefaultConfig(),
+		Policy:            policy.DefaultConfig(),
 	}
 }
 
@@ -260,6 +267,9 @@ func where(key string, from map[string]string, file string, doc *yaml.Node) stri
 func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		return &UsageError{Key: "data_dir", Message: "must not be empty"}
+	}
+	if c.EventsMemoryLimit != 0 && c.EventsMemoryLimit < 32<<20 {
+		return &UsageError{Key: "events_memory_limit", Message: "want 0 (DuckDB's default, 80% of RAM) or at least 32MiB"}
 	}
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 		msg := err.Error()

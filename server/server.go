@@ -143,6 +143,9 @@ type Server struct {
 	// tests replace it).
 	runPipeline func(context.Context) error
 	hooks       hooks
+	// stopPacer ends the garbage collector's pacing around the embedded
+	// event store's dedup filter (duckdb.PaceGC); nil without it.
+	stopPacer func()
 	// lastAppendFailure is when the last log append failed (Unix ns), 0
 	// after a success: a log that just refused a write is not ready even
 	// if its own health check passes (e.g. full for records of this size).
@@ -328,8 +331,17 @@ func (s *Server) openEvents(ctx context.Context) error {
 	switch {
 	case s.cfg.Events == "":
 		var db *duckdb.Store
-		if db, err = duckdb.Open(filepath.Join(s.cfg.DataDir, "events.duckdb")); err == nil {
+		// Before the open: loading the filter is when garbage piles up.
+		s.stopPacer = duckdb.PaceGC()
+		limit := ""
+		if s.cfg.EventsMemoryLimit > 0 {
+			limit = fmt.Sprintf("%dKiB", (s.cfg.EventsMemoryLimit+1023)>>10)
+		}
+		if db, err = duckdb.OpenWithMemoryLimit(filepath.Join(s.cfg.DataDir, "events.duckdb"), limit); err == nil {
 			store = db
+			s.Metrics.NewGaugeFunc("tandem_events_dedup_filter_bytes", "Memory held by the embedded event store's messageId dedup filter, in bytes (about 3 per stored event).", func() float64 {
+				return float64(duckdb.FilterBytes())
+			})
 		}
 	case strings.HasPrefix(s.cfg.Events, "clickhouse://"):
 		var ch *clickhouse.Store
@@ -726,6 +738,10 @@ func (s *Server) close() error {
 			errs = append(errs, fmt.Errorf("event store: close: %w", err))
 		}
 		s.Events = nil
+	}
+	if s.stopPacer != nil {
+		s.stopPacer()
+		s.stopPacer = nil
 	}
 	if s.State != nil {
 		if err := s.State.Close(); err != nil {

@@ -28,7 +28,9 @@
 // million (see `tandem bench dedup`), against 25 with the exact 64-bit set
 // it replaces, plus 7 MiB of fixed partition state;
 // Open reads key_hash in ranges so that building it never holds more than
-// about 4 million uncompressed fingerprints.
+// about 4 million uncompressed fingerprints. [FilterBytes] reports the
+// filters' memory; [PaceGC] keeps Go's garbage collector from giving them
+// headroom (doubling them) as it would any other live memory.
 //
 // # Staged appends
 //
@@ -343,8 +345,13 @@ func (s *Store) sourceList(max int) []string {
 // It reads them in ranges of key_hash (one scan of the column per range,
 // each range about loadChunk keys) so that only one range's fingerprints
 // are held uncompressed at a time.
-func loadKeys(ctx context.Context, db *sql.DB, width uint, mask uint64, loadChunk int64) (*fpSet, error) {
+func loadKeys(ctx context.Context, db *sql.DB, width uint, mask uint64, loadChunk int64) (_ *fpSet, err error) {
 	keys := newFPSet(width)
+	defer func() {
+		if err != nil {
+			keys.release()
+		}
+	}()
 	keys.mask = mask
 	var n int64
 	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM events`).Scan(&n); err != nil {
@@ -456,6 +463,9 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.flushStaged()
+	if s.keys != nil {
+		s.keys.release()
+	}
 	s.keys = nil
 	s.threads.close()
 	err := s.db.Close()

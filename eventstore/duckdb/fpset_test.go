@@ -45,6 +45,12 @@ func TestFPSetModel(t *testing.T) {
 		if f.n != int64(len(model)) {
 			t.Fatalf("n = %d, want %d", f.n, len(model))
 		}
+		// What the set counted into FilterBytes as it grew is what it
+		// holds.
+		if fixed := int64(len(f.parts)) * unsafeSizeofPart; f.held+fixed != f.bytes() {
+			t.Fatalf("held %d + fixed %d, want bytes() = %d", f.held, fixed, f.bytes())
+		}
+		f.release()
 		for h := range model {
 			if !f.mayContain(h << (64 - width)) {
 				t.Fatalf("lost fingerprint %x", h)

@@ -1,0 +1,109 @@
+package duckdb
+
+import (
+	"os"
+	"runtime/debug"
+	"runtime/metrics"
+	"sync"
+	"time"
+)
+
+// The dedup filters are long-lived memory on the Go heap (288 MiB at 100
+// million stored events). Go's collector, at its default GOGC=100, lets
+// the heap grow to twice what was live after the last collection before it
+// collects again, filters included: a node holding a 288 MiB filter would
+// also keep up to 288 MiB of garbage. The pacer gives the headroom to the
+// rest of the heap only: it sets the GC percent so that the heap goal is
+// the filters plus twice the other live memory (with GOGC's percent, in
+// general), re-reading both every pace interval. Marking the filters costs
+// little (their memory holds no pointers), so the more frequent collections
+// are cheap; see `tandem bench dedup` for measured figures.
+
+// paceMinOther is the least heap headroom the pacer leaves besides the
+// filters (the Go runtime's own floor is 4 MiB).
+const paceMinOther = 16 << 20
+
+// paceInterval is how often the pacer re-reads the live heap and the
+// filters' size.
+const paceInterval = 500 * time.Millisecond
+
+var pacer struct {
+	mu    sync.Mutex
+	users int
+	stop  chan struct{}
+	done  chan struct{}
+}
+
+// PaceGC starts pacing the garbage collector around the dedup filters (see
+// above) until the returned function is called; nested calls share one
+// pacer. It does nothing when GOGC is set in the environment (the
+// operator's choice stands) or the collector is off. The stop function
+// restores the GC percent found at the first call.
+func PaceGC() (stop func()) {
+	if os.Getenv("GOGC") != "" {
+		return func() {}
+	}
+	pacer.mu.Lock()
+	defer pacer.mu.Unlock()
+	pacer.users++
+	if pacer.users == 1 {
+		base := debug.SetGCPercent(100)
+		debug.SetGCPercent(base)
+		if base <= 0 {
+			pacer.users--
+			return func() {}
+		}
+		pacer.stop, pacer.done = make(chan struct{}), make(chan struct{})
+		go pace(base, pacer.stop, pacer.done)
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			pacer.mu.Lock()
+			defer pacer.mu.Unlock()
+			pacer.users--
+			if pacer.users == 0 {
+				close(pacer.stop)
+				<-pacer.done
+			}
+		})
+	}
+}
+
+func pace(base int, stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	defer debug.SetGCPercent(base)
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	cur := base
+	t := time.NewTicker(paceInterval)
+	defer t.Stop()
+	for {
+		metrics.Read(sample)
+		var live int64
+		if sample[0].Value.Kind() == metrics.KindUint64 {
+			live = int64(sample[0].Value.Uint64())
+		}
+		if p := gcPercent(base, live, FilterBytes()); p != cur {
+			debug.SetGCPercent(p)
+			cur = p
+		}
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// gcPercent returns the GC percent that makes the heap goal
+// pinned + (1 + base/100) × other, where other is the live heap besides
+// pinned (at least paceMinOther): live × (1 + p/100) with
+// live = pinned + other.
+func gcPercent(base int, live, pinned int64) int {
+	if pinned <= 0 || live <= 0 {
+		return base
+	}
+	other := max(live-pinned, paceMinOther)
+	p := int(int64(base) * other / (pinned + other))
+	return max(p, 1)
+}
