@@ -89,7 +89,9 @@ func (t *threadScheduler) setBusy(b float64) {
 }
 
 // threadsFor is the threads a query starting now gets: the cores idle in
-// the process's last sample without queries, rounded, between 1 and max.
+// the process's last sample without queries, rounded up (a partly idle
+// core counts: light ingest, say half a core of two, leaves a query both),
+// between 1 and max.
 func (t *threadScheduler) threadsFor() int {
 	t.busyMu.Lock()
 	busy := t.busy
@@ -97,7 +99,7 @@ func (t *threadScheduler) threadsFor() int {
 	if math.IsNaN(busy) {
 		return t.max
 	}
-	n := int(math.Round(float64(t.cores) - busy))
+	n := int(math.Ceil(float64(t.cores) - busy - 0.05))
 	return min(max(n, 1), t.max)
 }
 

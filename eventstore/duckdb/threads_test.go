@@ -47,7 +47,7 @@ func TestQueryThreads(t *testing.T) {
 	for _, c := range []struct {
 		busy float64
 		want int
-	}{{0, 4}, {0.4, 4}, {1.6, 2}, {3.2, 1}, {3.9, 1}} {
+	}{{0, 4}, {0.4, 4}, {1.6, 3}, {2.5, 2}, {3.2, 1}, {3.9, 1}} {
 		useCores(s, 4, c.busy)
 		end := s.Begin(ctx)
 		if got := threadsNow(t, s); got != c.want {
