@@ -423,9 +423,10 @@ func generate(ctx context.Context, db *sql.DB, o funnelOptions, logf func(string
 // PlainFunnelSQL is the baseline: the fastest plain SQL found for a
 // funnel's per-step profile counts on data without equal times. For each
 // step-1 event it joins the earliest event of each next step after the
-// previous one and within the window of the start, then takes each
-// profile's deepest chain. It has no profile links, no property filters,
-// no medians, and does not handle equal times or repeated steps.
+// previous one and within the window of the start (inner joins: a chain
+// that stopped looks no further), then counts each step's distinct
+// profiles. It has no profile links, no property filters, no medians, and
+// does not handle equal times or repeated steps.
 func PlainFunnelSQL(steps []string, windowMicros int64, from, to time.Time) string {
 	var b strings.Builder
 	quoted := make([]string, len(steps))
@@ -437,22 +438,17 @@ func PlainFunnelSQL(steps []string, windowMicros int64, from, to time.Time) stri
 	fmt.Fprintf(&b, ",\nj1 AS (SELECT p, t AS t1 FROM ev WHERE name = %s)", quoted[0])
 	cols := "j.p, j.t1"
 	for k := 2; k <= len(steps); k++ {
-		fmt.Fprintf(&b, ",\nj%d AS (SELECT %s, min(x.t) AS t%d FROM j%d j LEFT JOIN (SELECT p, t FROM ev WHERE name = %s) x ON x.p = j.p AND x.t > j.t%d AND x.t <= j.t1 + %d GROUP BY ALL)",
+		fmt.Fprintf(&b, ",\nj%d AS (SELECT %s, min(x.t) AS t%d FROM j%d j JOIN (SELECT p, t FROM ev WHERE name = %s) x ON x.p = j.p AND x.t > j.t%d AND x.t <= j.t1 + %d GROUP BY ALL)",
 			k, cols, k, k-1, quoted[k-1], k-1, windowMicros)
 		cols += fmt.Sprintf(", j.t%d", k)
 	}
-	depth := "1"
-	for k := 2; k <= len(steps); k++ {
-		depth += fmt.Sprintf(" + (t%d IS NOT NULL)::INT", k)
-	}
-	fmt.Fprintf(&b, ",\nper AS (SELECT p, max(%s) AS d FROM j%d GROUP BY p)\nSELECT ", depth, len(steps))
+	b.WriteString("\nSELECT ")
 	for k := 1; k <= len(steps); k++ {
 		if k > 1 {
 			b.WriteString(", ")
 		}
-		fmt.Fprintf(&b, "count(*) FILTER (WHERE d >= %d)", k)
+		fmt.Fprintf(&b, "(SELECT count(DISTINCT p) FROM j%d)", k)
 	}
-	b.WriteString(" FROM per")
 	return b.String()
 }
 

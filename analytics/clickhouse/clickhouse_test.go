@@ -75,7 +75,7 @@ func TestFunnelCrossCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	backend := store.Analytics()
-	links := 0
+	links, inSQL := 0, 0
 	for i := range cases {
 		if i == len(cases)/2 {
 			// The second half with profile links present, so that scans
@@ -101,6 +101,9 @@ func TestFunnelCrossCheck(t *testing.T) {
 		}
 		want := reftest.Expected(c)
 		q := c.Query
+		if ach.FunnelInSQL(&q) {
+			inSQL++
+		}
 		got, err := backend.Funnel(ctx, &q)
 		if err != nil {
 			t.Fatalf("case %d: %v", i, err)
@@ -109,7 +112,10 @@ func TestFunnelCrossCheck(t *testing.T) {
 			t.Fatalf("case %d:\n%s\nquery %+v\nevents %+v", i, d, q, c.Events)
 		}
 	}
-	t.Logf("%d cases (%d events, %d relinked profiles): the ClickHouse backend's funnels equal the reference on all", len(cases), len(evs), links)
+	if inSQL < len(cases)/10 {
+		t.Fatalf("only %d of %d cases went through the funnel SQL", inSQL, len(cases))
+	}
+	t.Logf("%d cases (%d events, %d relinked profiles, %d answered in SQL, the rest by the Go engine): the ClickHouse backend's funnels equal the reference on all", len(cases), len(evs), links, inSQL)
 }
 
 // TestAgainstDuckDB stores the same random events and links in the

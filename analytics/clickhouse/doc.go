@@ -30,12 +30,22 @@
 // Journeys reduce in SQL: each profile's first time at each stage is a
 // minIf per stage, and the client adds those rows to an
 // [analytics.JourneyAgg], exactly the engine's rules. That query is not
-// bucketed: the server keeps a fixed-size state per profile. Funnels, paths and
+// bucketed: the server keeps a fixed-size state per profile. Funnels
+// without property filters, breakdowns or two steps naming one event are
+// one SQL query too (funnel.go): each profile's events as a sorted array
+// of keys (time and step), reduced with 18.16's array functions, and only
+// the counts and middle values come back. Other funnels, paths and
 // retention go through the embedded [analytics.Engine] over Scan.
-// ClickHouse's windowFunnel is not used: it agrees with tandem's funnels
-// only on data without equal times and without repeated steps (18.16
-// orders equal times by arrival and lets one event satisfy only its first
-// matching condition), it has no strict mode in 18.16 and no step times,
-// so answers would change with the data's shape. `tandem bench funnel
-// --events clickhouse://…` times it next to the backend as a baseline.
+//
+// ClickHouse's windowFunnel is not used. In 18.16 it differs from tandem's
+// funnel in exactly these ways: it takes DateTime or UInt32 times (whole
+// seconds: events in one second are ties, and the window's edge is at
+// seconds, not microseconds); it sorts events by time alone, keeping
+// arrival order among equal times (tandem takes them in step order); it
+// gives an event to the first condition it satisfies (so a step repeating
+// the previous step's event is never reached); it has no strict mode; and
+// it returns only the depth, no step times for the medians. Where none of
+// these apply it gives the same depths (TestFunnelAgainstClickHouse).
+// `tandem bench funnel --events clickhouse://…` times it next to the
+// backend as a baseline.
 package clickhouse

@@ -16,9 +16,12 @@ import (
 // they gain (see init). A query wants every core the node is not using.
 // So the store runs with one thread, and a query raises the setting, for
 // as long as it (and any query that joins it) runs, to the cores the
-// process left idle over the last second, at least one and at most
-// QueryThreads: an idle node gives a funnel every core, a node busy
-// ingesting keeps them for ingest.
+// process left idle in its last sample without queries, at least one and
+// at most QueryThreads: an idle node gives a funnel every core, a node
+// busy ingesting keeps them for ingest. Samples during which a query ran
+// are dropped: the queries' own CPU is not load they should yield to (it
+// gave a funnel run right after another query one thread on an idle
+// node).
 
 // sampleEvery is how often the store reads its process's CPU time.
 const sampleEvery = 500 * time.Millisecond
@@ -30,9 +33,10 @@ type threadScheduler struct {
 	cores   int                           // the machine's
 
 	mu      sync.Mutex
-	max     int // most threads a query gets
-	active  int // queries running
-	current int // the threads setting now
+	max     int  // most threads a query gets
+	active  int  // queries running
+	current int  // the threads setting now
+	queried bool // a query ran since the last sample
 
 	// busy is the cores the process used over the last sampleEvery; NaN
 	// while unknown (then a query gets max).
@@ -62,11 +66,17 @@ func (t *threadScheduler) sample() {
 			return
 		case now := <-tick.C:
 			cpu, err := t.cpuTime()
-			busy := math.NaN()
-			if err == nil && prevErr == nil {
-				busy = (cpu - prev).Seconds() / now.Sub(prevAt).Seconds()
+			t.mu.Lock()
+			queried := t.queried || t.active > 0
+			t.queried = false
+			t.mu.Unlock()
+			if !queried {
+				busy := math.NaN()
+				if err == nil && prevErr == nil {
+					busy = (cpu - prev).Seconds() / now.Sub(prevAt).Seconds()
+				}
+				t.setBusy(busy)
 			}
-			t.setBusy(busy)
 			prevAt, prev, prevErr = now, cpu, err
 		}
 	}
@@ -79,7 +89,9 @@ func (t *threadScheduler) setBusy(b float64) {
 }
 
 // threadsFor is the threads a query starting now gets: the cores idle in
-// the process's last sample, rounded, between 1 and max.
+// the process's last sample without queries, rounded up (a partly idle
+// core counts: light ingest, say half a core of two, leaves a query both),
+// between 1 and max.
 func (t *threadScheduler) threadsFor() int {
 	t.busyMu.Lock()
 	busy := t.busy
@@ -87,7 +99,7 @@ func (t *threadScheduler) threadsFor() int {
 	if math.IsNaN(busy) {
 		return t.max
 	}
-	n := int(math.Round(float64(t.cores) - busy))
+	n := int(math.Ceil(float64(t.cores) - busy - 0.05))
 	return min(max(n, 1), t.max)
 }
 
@@ -99,6 +111,7 @@ func (t *threadScheduler) begin(ctx context.Context) (end func()) {
 		t.set(ctx, t.threadsFor())
 	}
 	t.active++
+	t.queried = true
 	t.mu.Unlock()
 	return func() {
 		t.mu.Lock()

@@ -3,6 +3,7 @@ package duckdb
 import (
 	"context"
 	"math"
+	"sync"
 	"testing"
 	"time"
 
@@ -46,7 +47,7 @@ func TestQueryThreads(t *testing.T) {
 	for _, c := range []struct {
 		busy float64
 		want int
-	}{{0, 4}, {0.4, 4}, {1.6, 2}, {3.2, 1}, {3.9, 1}} {
+	}{{0, 4}, {0.4, 4}, {1.6, 3}, {2.5, 2}, {3.2, 1}, {3.9, 1}} {
 		useCores(s, 4, c.busy)
 		end := s.Begin(ctx)
 		if got := threadsNow(t, s); got != c.want {
@@ -161,4 +162,47 @@ func TestThreadSampler(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// Samples taken while a query ran are dropped: the query's own CPU is not
+// load the next query should yield to.
+func TestThreadSamplerSkipsQueries(t *testing.T) {
+	var mu sync.Mutex
+	var cpu time.Duration
+	rate := 0.2 // cores busy
+	last := time.Now()
+	sched := newThreadScheduler(nil, func() (time.Duration, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		now := time.Now()
+		cpu += time.Duration(rate * float64(now.Sub(last)))
+		last = now
+		return cpu, nil
+	})
+	defer sched.close()
+	sched.max = 1 // begin then never changes DuckDB's setting (no database here)
+	busy := func() float64 {
+		sched.busyMu.Lock()
+		defer sched.busyMu.Unlock()
+		return sched.busy
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for math.IsNaN(busy()) {
+		if time.Now().After(deadline) {
+			t.Fatal("no sample after 10 s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	end := sched.begin(context.Background())
+	mu.Lock()
+	rate = 1.9 // the query's own CPU
+	mu.Unlock()
+	time.Sleep(4 * sampleEvery)
+	if b := busy(); b > 0.5 {
+		t.Errorf("after a query's samples: %.2f cores busy, want the 0.2 sampled before it", b)
+	}
+	mu.Lock()
+	rate = 0.2
+	mu.Unlock()
+	end()
 }
