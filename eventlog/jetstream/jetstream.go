@@ -387,6 +387,15 @@ func open(nc *nats.Conn, so streamOptions, timeout time.Duration) (*Log, error) 
 	}
 	var stream jsapi.Stream
 	err = retry(context.Background(), timeout, func(ctx context.Context) (err error) {
+		defer func() {
+			// Nodes opening the log at once on a cluster: another node's
+			// create may be under way, so its stream can be "not found"
+			// to an update or an info between being named and being
+			// placed. The stream is being created: try again.
+			if errors.Is(err, jsapi.ErrStreamNotFound) {
+				stream, err = nil, fmt.Errorf("%w: %w", errNoLeader, err)
+			}
+		}()
 		if stream == nil {
 			c := cfg
 			cur, err := js.Stream(ctx, cfg.Name)
