@@ -60,7 +60,12 @@ func (s *Source) Query(ctx context.Context, spec attribution.ScanSpec) (string, 
 	join := ""
 	if n > 0 {
 		prof = "coalesce(l.profile_id, e.user_id, e.anonymous_id)"
-		join = " LEFT JOIN " + s.t.Links + " l ON l.key = (CASE WHEN e.user_id IS NOT NULL THEN 'user_id:' || e.user_id ELSE 'anonymous_id:' || e.anonymous_id END)"
+		// The links are split into (kind, id) once, so each event joins
+		// on its own columns rather than on a key string built per row
+		// (eventstore.ProfileKey: "user_id:" + userId, else
+		// "anonymous_id:" + anonymousId).
+		join = " LEFT JOIN (SELECT starts_with(key, 'user_id:') AS u, CASE WHEN starts_with(key, 'user_id:') THEN substr(key, 9) ELSE substr(key, 14) END AS id, profile_id FROM " +
+			s.t.Links + " WHERE starts_with(key, 'user_id:') OR starts_with(key, 'anonymous_id:')) l ON l.id = coalesce(e.user_id, e.anonymous_id) AND l.u = (e.user_id IS NOT NULL)"
 	}
 	rng := "timestamp >= " + tsLit(spec.From) + " AND timestamp < " + tsLit(spec.To)
 	name := lit(spec.Conversion)
