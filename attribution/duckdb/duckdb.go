@@ -1,6 +1,8 @@
 // Package duckdb streams attribution journeys ([attribution.Source])
 // from the embedded event store's DuckDB tables: one SQL query selects
-// the conversions in the range (their value read from their JSON) and
+// the conversions in the range (their value read from a value column the
+// store writes at append for the common value properties, else from
+// their JSON) and
 // the candidate touches (their [attribution.Mark] read from the narrow
 // touch columns the store writes at append, never their JSON), resolves
 // each event's profile through the profile links and keeps only the
@@ -26,6 +28,11 @@ import (
 type Tables struct {
 	Events string
 	Links  string
+	// ValueColumn, when set, names the column of Events holding the text
+	// of a conversion value property (json_extract_string of
+	// properties.<prop>, or any text that parses to the same number), ""
+	// for a property read from the JSON.
+	ValueColumn func(prop string) string
 }
 
 // Source is the DuckDB [attribution.Source].
@@ -72,6 +79,11 @@ func (s *Source) Query(ctx context.Context, spec attribution.ScanSpec) (string, 
 	value := "NULL::VARCHAR"
 	if spec.Value != "" {
 		value = "json_extract_string(raw, " + lit(`$.properties."`+spec.Value+`"`) + ")"
+		if s.t.ValueColumn != nil {
+			if c := s.t.ValueColumn(spec.Value); c != "" {
+				value = c
+			}
+		}
 	}
 	// Two scans: the conversions, filtered on their name, whose JSON is
 	// read for their value alone; the candidate touches, filtered on the
