@@ -85,29 +85,31 @@ func (s *Source) Query(ctx context.Context, spec attribution.ScanSpec) (string, 
 			}
 		}
 	}
-	// Two scans: the conversions, filtered on their name, whose JSON is
-	// read for their value alone; the candidate touches, filtered on the
-	// touch column, which read narrow columns only. Each filter is pushed
-	// into its scan, so the JSON of no other event is read.
+	// Two scans: the conversions, filtered on their name, whose value is
+	// read from its column (or their JSON); the candidate touches,
+	// filtered on the touch column, which read narrow columns only. Each
+	// filter is pushed into its scan, so the JSON of no other event is
+	// read. The conversions are read once: the converting profiles are
+	// taken from them.
 	var b strings.Builder
+	fmt.Fprintf(&b, "WITH conv AS MATERIALIZED (SELECT user_id, anonymous_id, timestamp, type, source_id, %s AS v FROM %s WHERE name = %s AND %s)", value, s.t.Events, name, rng)
 	if !spec.All {
-		// The converting profiles, from a scan of cheap columns.
-		fmt.Fprintf(&b, "WITH cp AS (SELECT DISTINCT %s AS p FROM %s e%s WHERE e.name = %s AND e.timestamp >= %s AND e.timestamp < %s)\n",
-			prof, s.t.Events, join, name, tsLit(spec.ConvFrom), tsLit(spec.To))
+		fmt.Fprintf(&b, ",\ncp AS (SELECT DISTINCT %s AS p FROM conv e%s WHERE e.timestamp >= %s)", prof, join, tsLit(spec.ConvFrom))
 	}
-	fmt.Fprintf(&b, `SELECT * FROM (SELECT %s AS p, epoch_us(e.timestamp) AS t, e.c, e.type, e.source_id, e.v,
+	fmt.Fprintf(&b, `
+SELECT * FROM (SELECT %s AS p, epoch_us(e.timestamp) AS t, e.c, e.type, e.source_id, e.v,
 	e.touch, e.touch_medium, e.touch_source, e.touch_campaign, e.touch_channel, e.touch_referrer, e.touch_page
 FROM (
-	SELECT user_id, anonymous_id, timestamp, true AS c, type, source_id, %s AS v,
+	SELECT user_id, anonymous_id, timestamp, true AS c, type, source_id, v,
 		NULL::UTINYINT AS touch, NULL::VARCHAR AS touch_medium, NULL::VARCHAR AS touch_source, NULL::VARCHAR AS touch_campaign,
 		NULL::VARCHAR AS touch_channel, NULL::VARCHAR AS touch_referrer, NULL::VARCHAR AS touch_page
-	FROM %s WHERE name = %s AND %s
+	FROM conv
 	UNION ALL
 	SELECT user_id, anonymous_id, timestamp, false, type, source_id, NULL,
 		touch, touch_medium, touch_source, touch_campaign, touch_channel, touch_referrer, touch_page
 	FROM %s WHERE touch > 0 AND %s AND name IS DISTINCT FROM %s
 ) e%s)
-`, prof, value, s.t.Events, name, rng, s.t.Events, rng, name, join)
+`, prof, s.t.Events, rng, name, join)
 	if !spec.All {
 		b.WriteString(" WHERE p IN (SELECT p FROM cp)")
 	}
