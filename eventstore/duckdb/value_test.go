@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"math"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -99,4 +100,37 @@ func TestValueColumns(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkValueColumns(t, s.db, 2*len(valueRaws))
+}
+
+// TestValueColumnsMigrated opens a database of schema version 3 (before
+// the value columns): Open adds them and fills them from the JSON.
+func TestValueColumnsMigrated(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.duckdb")
+	old, err := sql.Open("duckdb", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range append(migrations[:3:3],
+		`CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp)`,
+		`INSERT INTO schema_version (version) VALUES (1), (2), (3)`) {
+		if _, err := old.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ts := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i, raw := range valueRaws {
+		if _, err := old.Exec(`INSERT INTO events (source_id, message_id, type, name, user_id, timestamp, received_at, raw, key_hash, touch) VALUES ('web', ?, 'track', 'Order Completed', 'u1', ?, ?, ?, ?, 0)`,
+			fmt.Sprintf("m%02d", i), ts, ts, raw, uint64(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	checkValueColumns(t, s.db, len(valueRaws))
 }
