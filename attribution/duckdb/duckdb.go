@@ -1,6 +1,8 @@
 // Package duckdb streams attribution journeys ([attribution.Source])
 // from the embedded event store's DuckDB tables: one SQL query selects
-// the conversions in the range (their value read from their JSON) and
+// the conversions in the range (their value read from a value column the
+// store writes at append for the common value properties, else from
+// their JSON) and
 // the candidate touches (their [attribution.Mark] read from the narrow
 // touch columns the store writes at append, never their JSON), resolves
 // each event's profile through the profile links and keeps only the
@@ -26,6 +28,11 @@ import (
 type Tables struct {
 	Events string
 	Links  string
+	// ValueColumn, when set, names the column of Events holding the text
+	// of a conversion value property (json_extract_string of
+	// properties.<prop>, or any text that parses to the same number), ""
+	// for a property read from the JSON.
+	ValueColumn func(prop string) string
 }
 
 // Source is the DuckDB [attribution.Source].
@@ -60,37 +67,49 @@ func (s *Source) Query(ctx context.Context, spec attribution.ScanSpec) (string, 
 	join := ""
 	if n > 0 {
 		prof = "coalesce(l.profile_id, e.user_id, e.anonymous_id)"
-		join = " LEFT JOIN " + s.t.Links + " l ON l.key = (CASE WHEN e.user_id IS NOT NULL THEN 'user_id:' || e.user_id ELSE 'anonymous_id:' || e.anonymous_id END)"
+		// The links are split into (kind, id) once, so each event joins
+		// on its own columns rather than on a key string built per row
+		// (eventstore.ProfileKey: "user_id:" + userId, else
+		// "anonymous_id:" + anonymousId).
+		join = " LEFT JOIN (SELECT starts_with(key, 'user_id:') AS u, CASE WHEN starts_with(key, 'user_id:') THEN substr(key, 9) ELSE substr(key, 14) END AS id, profile_id FROM " +
+			s.t.Links + " WHERE starts_with(key, 'user_id:') OR starts_with(key, 'anonymous_id:')) l ON l.id = coalesce(e.user_id, e.anonymous_id) AND l.u = (e.user_id IS NOT NULL)"
 	}
 	rng := "timestamp >= " + tsLit(spec.From) + " AND timestamp < " + tsLit(spec.To)
 	name := lit(spec.Conversion)
 	value := "NULL::VARCHAR"
 	if spec.Value != "" {
 		value = "json_extract_string(raw, " + lit(`$.properties."`+spec.Value+`"`) + ")"
+		if s.t.ValueColumn != nil {
+			if c := s.t.ValueColumn(spec.Value); c != "" {
+				value = c
+			}
+		}
 	}
-	// Two scans: the conversions, filtered on their name, whose JSON is
-	// read for their value alone; the candidate touches, filtered on the
-	// touch column, which read narrow columns only. Each filter is pushed
-	// into its scan, so the JSON of no other event is read.
+	// Two scans: the conversions, filtered on their name, whose value is
+	// read from its column (or their JSON); the candidate touches,
+	// filtered on the touch column, which read narrow columns only. Each
+	// filter is pushed into its scan, so the JSON of no other event is
+	// read. The conversions are read once: the converting profiles are
+	// taken from them.
 	var b strings.Builder
+	fmt.Fprintf(&b, "WITH conv AS MATERIALIZED (SELECT user_id, anonymous_id, timestamp, type, source_id, %s AS v FROM %s WHERE name = %s AND %s)", value, s.t.Events, name, rng)
 	if !spec.All {
-		// The converting profiles, from a scan of cheap columns.
-		fmt.Fprintf(&b, "WITH cp AS (SELECT DISTINCT %s AS p FROM %s e%s WHERE e.name = %s AND e.timestamp >= %s AND e.timestamp < %s)\n",
-			prof, s.t.Events, join, name, tsLit(spec.ConvFrom), tsLit(spec.To))
+		fmt.Fprintf(&b, ",\ncp AS (SELECT DISTINCT %s AS p FROM conv e%s WHERE e.timestamp >= %s)", prof, join, tsLit(spec.ConvFrom))
 	}
-	fmt.Fprintf(&b, `SELECT * FROM (SELECT %s AS p, epoch_us(e.timestamp) AS t, e.c, e.type, e.source_id, e.v,
+	fmt.Fprintf(&b, `
+SELECT * FROM (SELECT %s AS p, epoch_us(e.timestamp) AS t, e.c, e.type, e.source_id, e.v,
 	e.touch, e.touch_medium, e.touch_source, e.touch_campaign, e.touch_channel, e.touch_referrer, e.touch_page
 FROM (
-	SELECT user_id, anonymous_id, timestamp, true AS c, type, source_id, %s AS v,
+	SELECT user_id, anonymous_id, timestamp, true AS c, type, source_id, v,
 		NULL::UTINYINT AS touch, NULL::VARCHAR AS touch_medium, NULL::VARCHAR AS touch_source, NULL::VARCHAR AS touch_campaign,
 		NULL::VARCHAR AS touch_channel, NULL::VARCHAR AS touch_referrer, NULL::VARCHAR AS touch_page
-	FROM %s WHERE name = %s AND %s
+	FROM conv
 	UNION ALL
 	SELECT user_id, anonymous_id, timestamp, false, type, source_id, NULL,
 		touch, touch_medium, touch_source, touch_campaign, touch_channel, touch_referrer, touch_page
 	FROM %s WHERE touch > 0 AND %s AND name IS DISTINCT FROM %s
 ) e%s)
-`, prof, value, s.t.Events, name, rng, s.t.Events, rng, name, join)
+`, prof, s.t.Events, rng, name, join)
 	if !spec.All {
 		b.WriteString(" WHERE p IN (SELECT p FROM cp)")
 	}

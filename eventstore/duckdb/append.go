@@ -25,7 +25,7 @@ var appendColumns = append([]string{
 	"source_id", "message_id", "type", "name", "user_id", "anonymous_id",
 	"group_id", "previous_id", "timestamp", "original_timestamp", "sent_at",
 	"received_at", "raw", "key_hash",
-}, touchColumns...)
+}, append(append([]string(nil), touchColumns...), valueColumns...)...)
 
 // pending is one event of a batch, prepared for storing.
 type pending struct {
@@ -239,7 +239,8 @@ func (s *Store) appendRows(ctx context.Context, dc driver.Conn, rows []*pending)
 		vals[11] = e.ReceivedAt
 		vals[12] = rawValue(e.Raw)
 		vals[13] = p.hash
-		touchValues(vals[14:], e)
+		touchValues(vals[14:14+len(touchColumns)], e)
+		valueValues(vals[14+len(touchColumns):], e.Raw)
 		if err := app.AppendRow(vals...); err != nil {
 			return errors.Join(fmt.Errorf("append row: %w", err), discard(app))
 		}

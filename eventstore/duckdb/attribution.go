@@ -9,7 +9,7 @@ import (
 // over its events and profile_links tables. It makes the Store an
 // attribution.Provider.
 func (s *Store) Attribution() attribution.Source {
-	return atdb.New(s.db, atdb.Tables{Events: "events", Links: "profile_links"})
+	return atdb.New(s.db, atdb.Tables{Events: "events", Links: "profile_links", ValueColumn: ValueColumn})
 }
 
 var _ attribution.Provider = (*Store)(nil)

@@ -59,6 +59,12 @@ var migrations = []string{
 	ALTER TABLE events ADD COLUMN touch_channel VARCHAR;
 	ALTER TABLE events ADD COLUMN touch_referrer VARCHAR;
 	ALTER TABLE events ADD COLUMN touch_page VARCHAR`,
+	// Version 4: the common conversion value properties, in narrow
+	// columns (see valueColumns), filled here for the rows stored before.
+	`ALTER TABLE events ADD COLUMN prop_revenue VARCHAR;
+	ALTER TABLE events ADD COLUMN prop_value VARCHAR;
+	UPDATE events SET prop_revenue = json_extract_string(raw, '$.properties."revenue"'), prop_value = json_extract_string(raw, '$.properties."value"')
+	WHERE contains(raw, '"revenue"') OR contains(raw, '"value"')`,
 }
 
 // migrate creates the schema_version table if needed and applies the

@@ -108,6 +108,10 @@ func (s *Store) fillTouches(ctx context.Context) (int64, error) {
 		cand += "contains(raw, " + quote(c) + ")"
 	}
 	cand += "))"
+	// The value columns of the same rows (written by SQL without them).
+	if _, err := s.db.ExecContext(ctx, fillValuesSQL()+"touch IS NULL"); err != nil {
+		return 0, err
+	}
 	res, err := s.db.ExecContext(ctx, `UPDATE events SET touch = 0 WHERE touch IS NULL AND NOT coalesce(`+cand+`, false)`)
 	if err != nil {
 		return 0, err

@@ -1,0 +1,87 @@
+package duckdb
+
+import (
+	"bytes"
+	"database/sql/driver"
+	"encoding/json"
+)
+
+// The value columns (schema version 4) hold the common conversion value
+// properties of each event, properties.revenue and properties.value, as
+// the text json_extract_string(raw, '$.properties."<name>"') gives for a
+// number or a string (NULL otherwise), so that attribution reads a
+// conversion's value from a narrow column instead of decompressing the
+// JSON of every row group the conversions are spread over. Another value
+// property is still read from the JSON. Append writes them (valueValues);
+// the migration fills them for the rows stored before, and FillTouches
+// for the rows inserted by SQL without them (as it does the touch
+// columns). Erasure, retention and compaction treat them as the rest of
+// the row.
+//
+// A number is kept as its JSON text, which parses to the same float as
+// DuckDB's rendering of it: attribution reads either with
+// strconv.ParseFloat.
+var valueProperties = []string{"revenue", "value"}
+
+// valueColumns are the columns of valueProperties, in order.
+var valueColumns = []string{"prop_revenue", "prop_value"}
+
+// ValueColumn is the column holding the conversion value property prop,
+// "" when there is none (read prop from the JSON).
+func ValueColumn(prop string) string {
+	for i, p := range valueProperties {
+		if p == prop {
+			return valueColumns[i]
+		}
+	}
+	return ""
+}
+
+// valueValues writes raw's value columns, in valueColumns order, to dst.
+func valueValues(dst []driver.Value, raw []byte) {
+	for i := range dst {
+		dst[i] = nil
+	}
+	if !bytes.Contains(raw, []byte(`"revenue"`)) && !bytes.Contains(raw, []byte(`"value"`)) {
+		return
+	}
+	var top map[string]json.RawMessage
+	if json.Unmarshal(raw, &top) != nil {
+		return
+	}
+	var props map[string]json.RawMessage
+	if json.Unmarshal(top["properties"], &props) != nil {
+		return
+	}
+	for i, p := range valueProperties {
+		v := bytes.TrimSpace(props[p])
+		switch {
+		case len(v) == 0:
+		case v[0] == '"':
+			var s string
+			if json.Unmarshal(v, &s) == nil {
+				dst[i] = validUTF8(s)
+			}
+		case v[0] == '-' || (v[0] >= '0' && v[0] <= '9'):
+			dst[i] = string(v)
+		}
+	}
+}
+
+// fillValuesSQL is the UPDATE filling the value columns from the JSON,
+// to be completed with a condition on the rows to fill. A value that is
+// no number or string gets its JSON text rather than NULL: neither parses
+// as a number, so both count as no value.
+func fillValuesSQL() string {
+	q := "UPDATE events SET "
+	cond := ""
+	for i, p := range valueProperties {
+		if i > 0 {
+			q += ", "
+			cond += " OR "
+		}
+		q += valueColumns[i] + " = json_extract_string(raw, " + quote(`$.properties."`+p+`"`) + ")"
+		cond += "contains(raw, " + quote(`"`+p+`"`) + ")"
+	}
+	return q + " WHERE (" + cond + ") AND "
+}
