@@ -311,6 +311,7 @@ func (c *NATSCluster) metaLeader(hc *http.Client) (string, error) {
 		var jsz struct {
 			Meta *struct {
 				Leader   string `json:"leader"`
+				Size     int    `json:"cluster_size"`
 				Replicas []struct {
 					Name    string `json:"name"`
 					Current bool   `json:"current"`
@@ -329,15 +330,26 @@ func (c *NATSCluster) metaLeader(hc *http.Client) (string, error) {
 			return "", fmt.Errorf("%s knows no meta leader", nd.name)
 		case leader != "" && jsz.Meta.Leader != leader:
 			return "", fmt.Errorf("nodes disagree on the meta leader: %s, %s", leader, jsz.Meta.Leader)
+		case jsz.Meta.Size < c.running():
+			// A node that has not yet learnt of every peer may still
+			// follow a leader elected without it.
+			return "", fmt.Errorf("%s knows %d of %d running nodes", nd.name, jsz.Meta.Size, c.running())
 		}
 		leader = jsz.Meta.Leader
 		if leader == nd.name {
 			// The leader places replicated streams on the peers it
 			// sees: every running one must be current.
+			current := 0
 			for _, p := range jsz.Meta.Replicas {
-				if i := c.NodeIndex(p.Name); i >= 0 && c.nodes[i].running() && (!p.Current || p.Offline) {
-					return "", fmt.Errorf("meta leader %s does not see %s as current", leader, p.Name)
+				if i := c.NodeIndex(p.Name); i >= 0 && c.nodes[i].running() {
+					if !p.Current || p.Offline {
+						return "", fmt.Errorf("meta leader %s does not see %s as current", leader, p.Name)
+					}
+					current++
 				}
+			}
+			if current < c.running()-1 {
+				return "", fmt.Errorf("meta leader %s sees %d of %d other running nodes", leader, current, c.running()-1)
 			}
 		}
 	}
@@ -345,6 +357,17 @@ func (c *NATSCluster) metaLeader(hc *http.Client) (string, error) {
 		return "", fmt.Errorf("meta leader %q is not running", leader)
 	}
 	return leader, nil
+}
+
+// running counts the nodes that run.
+func (c *NATSCluster) running() int {
+	n := 0
+	for _, nd := range c.nodes {
+		if nd.running() {
+			n++
+		}
+	}
+	return n
 }
 
 // waitListening waits until every node takes TCP connections on its
