@@ -3,7 +3,8 @@ package duckdb
 import (
 	"bytes"
 	"database/sql/driver"
-	"encoding/json"
+
+	"tandem/event"
 )
 
 // The value columns (schema version 4) hold the common conversion value
@@ -45,27 +46,42 @@ func valueValues(dst []driver.Value, raw []byte) {
 	if !bytes.Contains(raw, []byte(`"revenue"`)) && !bytes.Contains(raw, []byte(`"value"`)) {
 		return
 	}
-	var top map[string]json.RawMessage
-	if json.Unmarshal(raw, &top) != nil {
-		return
-	}
-	var props map[string]json.RawMessage
-	if json.Unmarshal(top["properties"], &props) != nil {
-		return
-	}
-	for i, p := range valueProperties {
-		v := bytes.TrimSpace(props[p])
-		switch {
-		case len(v) == 0:
-		case v[0] == '"':
-			var s string
-			if json.Unmarshal(v, &s) == nil {
-				dst[i] = validUTF8(s)
-			}
-		case v[0] == '-' || (v[0] >= '0' && v[0] <= '9'):
-			dst[i] = string(v)
+	// The members are read with the event scanner rather than decoded
+	// into maps: this runs for every appended event. A key written twice
+	// counts with its last value, as a decoder into a map would have it.
+	var props []byte
+	if !event.Members(raw, func(key, val []byte) {
+		if k, ok := event.String(key); ok && k == "properties" {
+			props = val
 		}
+	}) || len(props) == 0 || props[0] != '{' {
+		return
 	}
+	event.Members(props, func(key, val []byte) {
+		k, ok := event.String(key)
+		if !ok {
+			return
+		}
+		for i, p := range valueProperties {
+			if k != p {
+				continue
+			}
+			switch {
+			case len(val) == 0:
+				dst[i] = nil
+			case val[0] == '"':
+				if s, ok := event.String(val); ok {
+					dst[i] = validUTF8(s)
+				} else {
+					dst[i] = nil
+				}
+			case val[0] == '-' || (val[0] >= '0' && val[0] <= '9'):
+				dst[i] = string(val)
+			default:
+				dst[i] = nil
+			}
+		}
+	})
 }
 
 // fillValuesSQL is the UPDATE filling the value columns from the JSON,
