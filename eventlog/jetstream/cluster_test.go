@@ -400,3 +400,48 @@ func TestClusterQuorumLoss(t *testing.T) {
 		t.Fatalf("after recovery read %v, want %d and %d among them", ids, before, after)
 	}
 }
+
+// TestClusterSlowReaderKeepsRecords: a node still working on a record past
+// the ack wait keeps it: the other node reading the same consumer does not
+// get it a second time, and the slow node's ack then succeeds.
+func TestClusterSlowReaderKeepsRecords(t *testing.T) {
+	ctx := t.Context()
+	c := testserver.SharedNATSCluster(t)
+	const ackWait = 2 * time.Second
+	opts := jetstream.Options{Replicas: 3, AckWait: ackWait, Timeout: 2 * time.Second, Stream: "SLOWREADER", Subject: "t.slowreader"}
+	a := openCluster(t, c.URL(), opts)
+	defer a.Close()
+	b := openCluster(t, c.URL(), opts)
+	defer b.Close()
+	if _, err := a.Append(ctx, []byte("slow")); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := a.Consumer(ctx, "pipeline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb, err := b.Consumer(ctx, "pipeline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := ca.Fetch(ctx, 1, 5*time.Second)
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("a Fetch: %d records, %v", len(msgs), err)
+	}
+	// b polls for three ack waits while a "works".
+	for end := time.Now().Add(3 * ackWait); time.Now().Before(end); {
+		got, err := cb.Fetch(ctx, 1, 200*time.Millisecond)
+		if err != nil {
+			t.Fatalf("b Fetch: %v", err)
+		}
+		if len(got) > 0 {
+			t.Fatalf("record %d delivered to b while a still held it (%s after a fetched it)", got[0].Seq, time.Since(end.Add(-3*ackWait)).Round(time.Millisecond))
+		}
+	}
+	if err := ca.Ack(ctx, msgs...); err != nil {
+		t.Fatalf("a Ack after three ack waits: %v", err)
+	}
+	if n, err := cb.Pending(ctx); err != nil || n != 0 {
+		t.Fatalf("Pending after the ack: %d, %v", n, err)
+	}
+}

@@ -35,9 +35,21 @@ type consumer struct {
 	name string
 
 	mu     sync.Mutex
-	held   map[uint64]string // stream seq → ack subject of its latest delivery, until acked
+	held   map[uint64]heldRecord // by stream seq, until acked
 	closed bool
+	stop   chan struct{} // closed when the consumer closes: ends heartbeat
 }
+
+// heldRecord is a record this consumer fetched and has not acknowledged.
+type heldRecord struct {
+	reply string    // ack subject of its latest delivery
+	since time.Time // when this consumer first fetched it
+}
+
+// maxInProgress bounds, in ack waits, how long the heartbeat keeps a held
+// record from being delivered again: a reader that holds one longer has
+// stopped working on it, and the ack wait then brings it back.
+const maxInProgress = 10
 
 var _ eventlog.Consumer = (*consumer)(nil)
 
@@ -171,7 +183,12 @@ func (c *consumer) collect(msgs []eventlog.Message, batch jsapi.MessageBatch) ([
 		}
 		seq := md.Sequence.Stream
 		c.mu.Lock()
-		c.held[seq] = m.Reply()
+		h, ok := c.held[seq]
+		if !ok {
+			h.since = time.Now()
+		}
+		h.reply = m.Reply()
+		c.held[seq] = h
 		c.mu.Unlock()
 		msgs = append(msgs, eventlog.Message{Seq: seq, Data: m.Data()})
 	}
@@ -204,21 +221,24 @@ func (c *consumer) Ack(ctx context.Context, msgs ...eventlog.Message) error {
 	var unknown []uint64
 	c.mu.Lock()
 	for _, m := range msgs {
-		if r, ok := c.held[m.Seq]; ok {
-			replies = append(replies, r)
+		if h, ok := c.held[m.Seq]; ok {
+			replies = append(replies, h.reply)
 		} else {
 			unknown = append(unknown, m.Seq)
 		}
 	}
 	c.mu.Unlock()
-	if err := c.send(ctx, replies, ackBody); err != nil {
-		return c.mapErr(ctx, err)
-	}
+	err := c.send(ctx, replies, ackBody)
+	// Forgotten even when the ack failed: the heartbeat then stops keeping
+	// them, and the ack wait delivers them again if the ack was lost.
 	c.mu.Lock()
 	for _, m := range msgs {
 		delete(c.held, m.Seq)
 	}
 	c.mu.Unlock()
+	if err != nil {
+		return c.mapErr(ctx, err)
+	}
 	if len(unknown) > 0 {
 		return fmt.Errorf("eventlog/jetstream: consumer %s: ack of %d records it does not hold (acked already, or fetched by another consumer), first seq %d", c.name, len(unknown), unknown[0])
 	}
@@ -311,7 +331,10 @@ func (c *consumer) Close() error {
 	if c.log.closed.Load() {
 		// Log.Close has released what this consumer held.
 		c.mu.Lock()
-		c.closed = true
+		if !c.closed {
+			c.closed = true
+			close(c.stop)
+		}
 		c.mu.Unlock()
 		return nil
 	}
@@ -330,8 +353,8 @@ func (c *consumer) releaseLate(msgs []eventlog.Message) {
 	var replies []string
 	c.mu.Lock()
 	for _, m := range msgs {
-		if r, ok := c.held[m.Seq]; ok {
-			replies = append(replies, r)
+		if h, ok := c.held[m.Seq]; ok {
+			replies = append(replies, h.reply)
 			delete(c.held, m.Seq)
 		}
 	}
@@ -353,11 +376,12 @@ func (c *consumer) release(ctx context.Context) ([]uint64, error) {
 		return nil, nil
 	}
 	c.closed = true
+	close(c.stop)
 	// In stream order, so that they are delivered again in that order.
 	seqs := slices.Sorted(maps.Keys(c.held))
 	replies := make([]string, len(seqs))
 	for i, seq := range seqs {
-		replies[i] = c.held[seq]
+		replies[i] = c.held[seq].reply
 	}
 	clear(c.held)
 	c.mu.Unlock()
@@ -365,4 +389,43 @@ func (c *consumer) release(ctx context.Context) ([]uint64, error) {
 		return seqs, fmt.Errorf("eventlog/jetstream: consumer %s: release unacknowledged records: %w", c.name, err)
 	}
 	return seqs, nil
+}
+
+// inProgressBody tells the server a delivered record is still being worked
+// on: its ack wait starts again.
+var inProgressBody = []byte("+WPI")
+
+// heartbeat keeps the records this consumer holds from being delivered
+// again while its reader still works on them: a reader slowed down (a
+// loaded machine, a large batch) past the ack wait would otherwise get
+// them a second time and process them twice, which slows it further.
+// Every third of the ack wait it marks the records held longer than that
+// as in progress, up to maxInProgress ack waits.
+func (c *consumer) heartbeat(ackWait time.Duration) {
+	t := time.NewTicker(ackWait / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+		}
+		if c.log.closed.Load() {
+			return
+		}
+		now := time.Now()
+		var replies []string
+		c.mu.Lock()
+		for _, h := range c.held {
+			if age := now.Sub(h.since); age >= ackWait/3 && age < maxInProgress*ackWait {
+				replies = append(replies, h.reply)
+			}
+		}
+		c.mu.Unlock()
+		for _, r := range replies {
+			if c.log.nc.Publish(r, inProgressBody) != nil {
+				break // disconnected: the ack wait decides
+			}
+		}
+	}
 }

@@ -118,9 +118,9 @@ type Options struct {
 	// AckWait is how long a record fetched and not acknowledged waits
 	// before the server delivers it again, to any reader of the same
 	// consumer: how long the records held by a tandem node that died wait
-	// for another node to take them over. It must comfortably exceed the
-	// time a reader takes to process what it fetched, or records are
-	// processed twice. Every node sharing a consumer should use the same
+	// for another node to take them over. A live reader's records are
+	// marked in progress every third of it, for up to ten ack waits, so a
+	// reader slower than the ack wait does not get them twice. Every node sharing a consumer should use the same
 	// value: the last to open the consumer sets it. Zero means 30s.
 	AckWait time.Duration
 	// Name is the connection's name as the servers show it. Empty means
@@ -541,7 +541,7 @@ func (l *Log) Consumer(ctx context.Context, name string) (eventlog.Consumer, err
 		}
 		return nil, l.mapErr("consumer "+name, err)
 	}
-	c := &consumer{log: l, jc: jc, name: name, held: make(map[uint64]string)}
+	c := &consumer{log: l, jc: jc, name: name, held: make(map[uint64]heldRecord), stop: make(chan struct{})}
 	l.cmu.Lock()
 	defer l.cmu.Unlock()
 	if l.closed.Load() {
@@ -549,6 +549,7 @@ func (l *Log) Consumer(ctx context.Context, name string) (eventlog.Consumer, err
 	}
 	l.consumer[c] = struct{}{}
 	l.names[name] = struct{}{}
+	go c.heartbeat(l.ackWait)
 	return c, nil
 }
 
