@@ -142,7 +142,7 @@ func TestImportKilledServerResumes(t *testing.T) {
 	}
 
 	// Every row exactly once in the event store.
-	s.waitDrained(2 * time.Minute)
+	s.waitDrained(5 * time.Minute) // 300,000 events with identity; generous for a loaded machine
 	seen := map[string]bool{}
 	cursor := ""
 	for {
