@@ -250,7 +250,9 @@ func open(ctx context.Context, cfg config.Config, logger *slog.Logger, h hooks) 
 	s.instrument()
 	s.Lag = pipeline.NewMonitor(s.Log, "", s.Metrics)
 	if cfg.Pipeline {
-		s.Pipeline, err = pipeline.New(ctx, s.pipelineOptions(s.Metrics))
+		opts := s.pipelineOptions(s.Metrics)
+		opts.Defer = s.collectionFirst().Defer
+		s.Pipeline, err = pipeline.New(ctx, opts)
 		if err != nil {
 			return nil, err
 		}
