@@ -19,7 +19,7 @@ import (
 // load the node keeps up with holds (a request takes a few milliseconds
 // when the node is not saturated), about what clients that send as fast as
 // they are answered hold.
-const busyPerCore = 4
+const busyPerCore = 2
 
 // collectionFirstMaxAge is how old the oldest unprocessed event may get
 // while the pipeline waits for a burst of collection to end.
@@ -28,6 +28,9 @@ const collectionFirstMaxAge = 30 * time.Second
 // collectionFirst makes the rule for this node's pipeline.
 func (s *Server) collectionFirst() *pipeline.CollectionFirst {
 	maxAge := collectionFirstMaxAge
+	if s.hooks.collectionFirstMaxAge > 0 {
+		maxAge = s.hooks.collectionFirstMaxAge
+	}
 	if b := s.cfg.MaxPipelineLag; b > 0 {
 		maxAge = min(maxAge, b/2)
 	}
