@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -63,6 +64,9 @@ func startChild(name, addr, logPath string, env []string, args ...string) (*chil
 
 // startChildExe is startChild with another executable.
 func startChildExe(exe, name, addr, logPath string, env []string, args ...string) (*child, error) {
+	if profileDir != "" {
+		env = append(env[:len(env):len(env)], profileEnv+"="+filepath.Join(profileDir, strings.ReplaceAll(name, " ", "-")+".pprof"))
+	}
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, err

@@ -202,6 +202,7 @@ func ingestMain(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.SkipBaselines, "skip-baselines", false, "skip the sink and log baselines")
 	fs.BoolVar(&o.SkipDrain, "skip-drain", false, "skip the drain phase")
 	fs.BoolVar(&o.JSON, "json", false, "print the report as one JSON object")
+	fs.StringVar(&profileDir, "cpuprofile", "", "directory to write a CPU profile of each child process to (tandem-server.pprof, collection-only-server.pprof, sink.pprof), for go tool pprof")
 	if code, ok := parseFlags(fs, args, ingestUsage, stdout, stderr); !ok {
 		return code
 	}

@@ -170,6 +170,7 @@ func sinkMain(args []string, stdout, stderr io.Writer) int {
 	if *file == "" {
 		return usageErr(stderr, fs.Name(), "--file", "is required")
 	}
+	defer ChildProfile(os.Getenv, stderr)()
 	f, err := os.OpenFile(*file, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		fmt.Fprintf(stderr, "tandem bench sink: %v\n", err)

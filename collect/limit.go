@@ -82,6 +82,7 @@ type InflightLimit struct {
 	max      int64
 	n        atomic.Int64
 	rejected *metrics.Counter
+	occ      occupancy
 }
 
 // LimitInflight wraps next so that at most max requests run in it at once.
@@ -104,9 +105,20 @@ func (l *InflightLimit) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		refuse(w, r, &trackedBody{ReadCloser: r.Body}, ErrOverloaded)
 		return
 	}
-	defer l.n.Add(-1)
+	l.occ.change(1)
+	defer func() {
+		l.occ.change(-1)
+		l.n.Add(-1)
+	}()
 	l.next.ServeHTTP(w, r)
 }
 
 // InFlight is the number of requests in the handler now.
 func (l *InflightLimit) InFlight() int { return int(l.n.Load()) }
+
+// Occupancy is the integral over time of the number of requests in the
+// handler, in request-seconds, since l was made: its growth between two
+// readings divided by the time between them is the mean number of
+// requests served at once in that interval (how busy collection was).
+// Refused requests do not count.
+func (l *InflightLimit) Occupancy() float64 { return l.occ.read() }

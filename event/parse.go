@@ -6,7 +6,9 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
+	"unsafe"
 
 	"encoding/json"
 	"unicode/utf8"
@@ -204,6 +206,16 @@ func parseBatch(body []byte, receivedAt time.Time, ctxDefaults []byte, ipPolicy 
 	// One pass checks the whole body and lifts each event's top-level
 	// fields out as it goes: the events are not scanned again.
 	var top batchFields
+	if enc != nil {
+		// The items (offsets, no pointers) are used up before
+		// parseBatch returns, whatever it returns.
+		ip := itemPool.Get().(*[]batchItem)
+		top.events = (*ip)[:0]
+		defer func() {
+			*ip = top.events[:0]
+			itemPool.Put(ip)
+		}()
+	}
 	end, err := top.scan(body, i)
 	if err != nil || skipSpace(body, end) != len(body) {
 		return nil, &RequestError{Status: 400, Code: "invalid_json", Message: "body is not valid JSON"}
@@ -274,7 +286,7 @@ func parseBatch(body []byte, receivedAt time.Time, ctxDefaults []byte, ipPolicy 
 		// case checks once.
 		utf8Checked: utf8.Valid(body),
 		out:         out,
-		src:         body, srcStr: string(body),
+		src:         body, srcStr: bodyString(body, enc != nil),
 	}
 	for i := range items {
 		it := &items[i]
@@ -319,6 +331,22 @@ func parseBatch(body []byte, receivedAt time.Time, ctxDefaults []byte, ipPolicy 
 	}
 	return req, nil
 }
+
+// bodyString is body as a string for [parseContext.srcStr]: a copy, or
+// with shared the body's own bytes. EncodeBatch shares them: each event is
+// encoded before the next is read and none of its strings outlives its
+// entry (a problem keeps bytes of the body, as always, but none of these
+// strings), and the body is not changed while the parse runs (an edit
+// builds new bytes).
+func bodyString(body []byte, shared bool) string {
+	if shared && len(body) > 0 {
+		return unsafe.String(unsafe.SliceData(body), len(body))
+	}
+	return string(body)
+}
+
+// itemPool keeps [EncodeBatch]'s item lists between requests.
+var itemPool = sync.Pool{New: func() any { return new([]batchItem) }}
 
 // batchFields are the top-level members of a batch body that tandem reads.
 type batchFields struct {

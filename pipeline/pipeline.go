@@ -117,6 +117,9 @@ type Options struct {
 	// Suppress picks the events of erased people (package privacy): they
 	// are dropped before anything else sees them, and counted; nil: none.
 	Suppress Suppressor
+	// Defer, when set, is asked before Run gathers each batch; while it
+	// returns true Run waits (collection first during bursts, burst.go).
+	Defer func() bool
 }
 
 // Suppressor reports whether an event carries an identifier of a person
@@ -248,6 +251,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			p.measureLag()
 		default:
 		}
+		p.waitForCollection(ctx)
 		msgs, err := p.gather(ctx)
 		if err != nil {
 			if ctx.Err() != nil {

@@ -129,6 +129,9 @@ type Server struct {
 	Metrics    *metrics.Registry
 	// Lag measures the pipeline's backlog in the log (see backpressure.go).
 	Lag *pipeline.Monitor
+	// burst is the pipeline's collection-first rule (burst.go); nil
+	// without a pipeline.
+	burst *pipeline.CollectionFirst
 
 	// jsLog is the event log itself, under any test wrapper: erasures
 	// rewrite its records.
@@ -168,6 +171,9 @@ type hooks struct {
 	runPipeline func(context.Context) error
 	// beforeClose, when set, is called as the backends start closing.
 	beforeClose func()
+	// collectionFirstMaxAge, when set, replaces collectionFirstMaxAge
+	// (burst.go).
+	collectionFirstMaxAge time.Duration
 }
 
 func open(ctx context.Context, cfg config.Config, logger *slog.Logger, h hooks) (_ *Server, err error) {
@@ -250,7 +256,10 @@ func open(ctx context.Context, cfg config.Config, logger *slog.Logger, h hooks) 
 	s.instrument()
 	s.Lag = pipeline.NewMonitor(s.Log, "", s.Metrics)
 	if cfg.Pipeline {
-		s.Pipeline, err = pipeline.New(ctx, s.pipelineOptions(s.Metrics))
+		opts := s.pipelineOptions(s.Metrics)
+		s.burst = s.collectionFirst()
+		opts.Defer = s.burst.Defer
+		s.Pipeline, err = pipeline.New(ctx, opts)
 		if err != nil {
 			return nil, err
 		}

@@ -93,6 +93,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tandem serve: %v\n", err)
 		return 2
 	}
+	defer bench.ChildProfile(os.Getenv, stderr)() // tandem bench ingest --cpuprofile
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	logger := server.NewLogger(stderr, cfg.LogLevel)

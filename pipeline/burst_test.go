@@ -1,0 +1,101 @@
+package pipeline
+
+import (
+	"testing"
+	"time"
+
+	"tandem/metrics"
+)
+
+// TestCollectionFirst checks the rule's decisions on a clock of its own:
+// it waits while collection's mean load over a window reaches Busy and
+// the backlog is younger than MaxAge, and only then.
+func TestCollectionFirst(t *testing.T) {
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	var occ float64 // request-seconds
+	inflight := 0.0 // requests at once, from now on
+	age := time.Duration(0)
+	advance := func(d time.Duration) {
+		occ += inflight * d.Seconds()
+		now = now.Add(d)
+	}
+	m := metrics.NewRegistry()
+	c := NewCollectionFirst(CollectionFirstOptions{
+		Occupancy: func() float64 { return occ },
+		Busy:      8,
+		Age:       func() time.Duration { return age },
+		MaxAge:    30 * time.Second,
+		Window:    250 * time.Millisecond,
+		Metrics:   m,
+	})
+	c.now = func() time.Time { return now }
+
+	step := func(d time.Duration) bool {
+		advance(d)
+		return c.Defer()
+	}
+	if c.Defer() {
+		t.Fatal("defers before any load was measured")
+	}
+	// A light load: 2 requests at once.
+	inflight = 2
+	for range 8 {
+		if step(100 * time.Millisecond) {
+			t.Fatalf("defers under a load of 2 requests at once (mean %.1f)", c.Load())
+		}
+	}
+	// A burst: 16 at once. Within one window the rule sees it.
+	inflight = 16
+	deferred := false
+	for range 4 {
+		deferred = step(100 * time.Millisecond)
+	}
+	if !deferred {
+		t.Fatalf("does not defer under 16 requests at once (mean %.1f)", c.Load())
+	}
+	if got := c.deferrals.Value(); got != 1 {
+		t.Errorf("deferrals %d, want 1", got)
+	}
+	// It keeps deferring while the burst lasts and the backlog is young...
+	for range 10 {
+		if !step(100 * time.Millisecond) {
+			t.Fatal("stopped deferring during the burst")
+		}
+	}
+	// ...but not once the oldest unprocessed event reaches MaxAge: the
+	// pipeline then works, busy or not.
+	age = 30 * time.Second
+	if step(100 * time.Millisecond) {
+		t.Fatal("defers with the backlog at MaxAge")
+	}
+	age = 5 * time.Second
+	if !step(100 * time.Millisecond) {
+		t.Fatal("does not defer again once the backlog is young again during the burst")
+	}
+	if got := c.deferrals.Value(); got != 2 {
+		t.Errorf("deferrals %d, want 2", got)
+	}
+	// The burst ends: within a window or two the pipeline goes on.
+	inflight = 0
+	stillDeferring := 0
+	for range 6 {
+		if step(100 * time.Millisecond) {
+			stillDeferring++
+		}
+	}
+	if stillDeferring > 3 || c.Defer() {
+		t.Errorf("deferred %d of 6 steps after the burst ended, and still %v", stillDeferring, c.Defer())
+	}
+
+	// MaxAge 0: the rule is off.
+	off := NewCollectionFirst(CollectionFirstOptions{Occupancy: func() float64 { return occ }, Busy: 1,
+		Age: func() time.Duration { return 0 }})
+	off.now = func() time.Time { return now }
+	inflight = 100
+	for range 5 {
+		advance(100 * time.Millisecond)
+		if off.Defer() {
+			t.Fatal("defers with MaxAge 0")
+		}
+	}
+}
