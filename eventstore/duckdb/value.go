@@ -2,7 +2,6 @@ package duckdb
 
 import (
 	"bytes"
-	"database/sql/driver"
 
 	"tandem/event"
 )
@@ -13,7 +12,7 @@ import (
 // number or a string (NULL otherwise), so that attribution reads a
 // conversion's value from a narrow column instead of decompressing the
 // JSON of every row group the conversions are spread over. Another value
-// property is still read from the JSON. Append writes them (valueValues);
+// property is still read from the JSON. Append writes them (valuesOf);
 // the migration fills them for the rows stored before, and FillTouches
 // for the rows inserted by SQL without them (as it does the touch
 // columns). Erasure, retention and compaction treat them as the rest of
@@ -38,11 +37,15 @@ func ValueColumn(prop string) string {
 	return ""
 }
 
-// valueValues writes raw's value columns, in valueColumns order, to dst.
-func valueValues(dst []driver.Value, raw []byte) {
-	for i := range dst {
-		dst[i] = nil
-	}
+// optString is a string column's value; NULL if !ok.
+type optString struct {
+	s  string
+	ok bool
+}
+
+// valuesOf writes raw's value columns, in valueColumns order, to dst.
+func valuesOf(dst []optString, raw []byte) {
+	clear(dst)
 	if !bytes.Contains(raw, []byte(`"revenue"`)) && !bytes.Contains(raw, []byte(`"value"`)) {
 		return
 	}
@@ -68,17 +71,14 @@ func valueValues(dst []driver.Value, raw []byte) {
 			}
 			switch {
 			case len(val) == 0:
-				dst[i] = nil
+				dst[i] = optString{}
 			case val[0] == '"':
-				if s, ok := event.String(val); ok {
-					dst[i] = validUTF8(s)
-				} else {
-					dst[i] = nil
-				}
+				s, ok := event.String(val)
+				dst[i] = optString{validUTF8(s), ok}
 			case val[0] == '-' || (val[0] >= '0' && val[0] <= '9'):
-				dst[i] = string(val)
+				dst[i] = optString{string(val), true}
 			default:
-				dst[i] = nil
+				dst[i] = optString{}
 			}
 		}
 	})
