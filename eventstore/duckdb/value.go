@@ -54,19 +54,15 @@ func valuesOf(dst []optString, raw []byte) {
 	// counts with its last value, as a decoder into a map would have it.
 	var props []byte
 	if !event.Members(raw, func(key, val []byte) {
-		if k, ok := event.String(key); ok && k == "properties" {
+		if keyEquals(key, "properties") {
 			props = val
 		}
 	}) || len(props) == 0 || props[0] != '{' {
 		return
 	}
 	event.Members(props, func(key, val []byte) {
-		k, ok := event.String(key)
-		if !ok {
-			return
-		}
 		for i, p := range valueProperties {
-			if k != p {
+			if !keyEquals(key, p) {
 				continue
 			}
 			switch {
@@ -82,6 +78,19 @@ func valuesOf(dst []optString, raw []byte) {
 			}
 		}
 	})
+}
+
+// keyEquals reports whether the raw JSON key (quotes included) decodes
+// to name, without decoding the common key that has no escapes.
+func keyEquals(key []byte, name string) bool {
+	if len(key) == len(name)+2 && string(key[1:len(key)-1]) == name {
+		return true
+	}
+	if bytes.IndexByte(key, '\\') < 0 {
+		return false
+	}
+	k, ok := event.String(key)
+	return ok && k == name
 }
 
 // fillValuesSQL is the UPDATE filling the value columns from the JSON,
