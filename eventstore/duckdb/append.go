@@ -114,11 +114,13 @@ func (s *Store) Append(ctx context.Context, events []event.Event) (int, error) {
 // wins) and computes fingerprints.
 func prepare(events []event.Event) []*pending {
 	out := make([]*pending, 0, len(events))
+	all := make([]pending, len(events)) // one allocation, not one per event
 	seen := make(map[key]struct{}, len(events))
 	var buf []byte
 	for i := range events {
 		e := &events[i]
-		p := &pending{e: e, idx: i, src: validUTF8(e.SourceID), msg: validUTF8(e.MessageID)}
+		p := &all[i]
+		*p = pending{e: e, idx: i, src: validUTF8(e.SourceID), msg: validUTF8(e.MessageID)}
 		k := key{p.src, p.msg}
 		if _, dup := seen[k]; dup {
 			continue

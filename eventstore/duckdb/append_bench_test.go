@@ -107,19 +107,6 @@ func BenchmarkStageE2E(b *testing.B) {
 		if n, err := s.Count(ctx); err != nil || n != total {
 			b.Fatalf("Count = %d, %v", n, err)
 		}
-		if os.Getenv("TANDEM_BENCH_STAGE_STORAGE") != "" {
-			rows, err := s.db.Query(`SELECT column_name, compression, count(*) FROM pragma_storage_info('events') GROUP BY ALL ORDER BY ALL`)
-			if err != nil {
-				b.Fatal(err)
-			}
-			for rows.Next() {
-				var c, m string
-				var k int
-				rows.Scan(&c, &m, &k)
-				b.Logf("%s %s %d", c, m, k)
-			}
-			rows.Close()
-		}
 		s.Close()
 		if fi, err := os.Stat(s.file); err == nil {
 			b.ReportMetric(float64(fi.Size())/float64(total), "file-bytes/event")
