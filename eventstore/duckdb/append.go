@@ -11,15 +11,15 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	duckdbdriver "github.com/duckdb/duckdb-go/v2"
 
 	"tandem/event"
 )
 
-// appendColumns are the columns Append writes, in AppendRow order. Columns
+// appendColumns are the columns Append writes, in writeRow's order. Columns
 // added by later migrations get their DEFAULT (or NULL).
 var appendColumns = append([]string{
 	"source_id", "message_id", "type", "name", "user_id", "anonymous_id",
@@ -53,8 +53,9 @@ type key struct{ src, msg string }
 //     fingerprint collision, about n/2^48 per event) are checked exactly
 //     with one query on the full key_hash for the whole batch, then on
 //     (source_id, message_id);
-//  4. the new events, sorted by timestamp, go through DuckDB's Appender in
-//     one transaction: all of them are committed or none.
+//  4. the new events, sorted by timestamp, go through DuckDB's appender
+//     (as data chunks, see chunk.go) in one transaction: all of them are
+//     committed or none.
 //
 // So a batch of new events costs no reads of the table at all, and one of
 // duplicates (a redelivery after a crash) costs one scan of key_hash.
@@ -113,11 +114,13 @@ func (s *Store) Append(ctx context.Context, events []event.Event) (int, error) {
 // wins) and computes fingerprints.
 func prepare(events []event.Event) []*pending {
 	out := make([]*pending, 0, len(events))
+	all := make([]pending, len(events)) // one allocation, not one per event
 	seen := make(map[key]struct{}, len(events))
 	var buf []byte
 	for i := range events {
 		e := &events[i]
-		p := &pending{e: e, idx: i, src: validUTF8(e.SourceID), msg: validUTF8(e.MessageID)}
+		p := &all[i]
+		*p = pending{e: e, idx: i, src: validUTF8(e.SourceID), msg: validUTF8(e.MessageID)}
 		k := key{p.src, p.msg}
 		if _, dup := seen[k]; dup {
 			continue
@@ -211,41 +214,48 @@ func (s *Store) insert(ctx context.Context, dc driver.Conn, rows []*pending) err
 	return nil
 }
 
-// appendRows writes rows through an Appender in dc's open transaction.
+// appendKinds are the kinds of appendColumns' values.
+var appendKinds = func() []colKind {
+	k := []colKind{
+		colVarchar, colVarchar, colVarchar, colVarchar, colVarchar, colVarchar, colVarchar, colVarchar, // source_id ... previous_id
+		colTimestampTZ, colTimestampTZ, colTimestampTZ, colTimestampTZ, // timestamp ... received_at
+		colVarchar, colUBigint, // raw, key_hash
+		colUTinyint, // touch
+	}
+	for range touchColumns[1:] {
+		k = append(k, colVarchar)
+	}
+	for range valueColumns {
+		k = append(k, colVarchar)
+	}
+	return k
+}()
+
+// appendRows writes rows, through data chunks (chunk.go), in dc's open
+// transaction.
 func (s *Store) appendRows(ctx context.Context, dc driver.Conn, rows []*pending) error {
-	app, err := duckdbdriver.NewAppenderWithColumns(dc, "", "", "events", appendColumns)
+	a := arenas.Get().(*arena)
+	defer arenas.Put(a)
+	w, err := newChunkWriter(dc, "events", appendColumns, appendKinds, a)
 	if err != nil {
 		return fmt.Errorf("appender: %w", err)
 	}
-	vals := make([]driver.Value, len(appendColumns))
+	defer w.close()
+	vals := make([]optString, len(valueColumns))
 	for i, p := range rows {
 		if i%1024 == 0 {
 			if err := ctx.Err(); err != nil {
-				return errors.Join(err, discard(app))
+				return err
 			}
 		}
-		e := p.e
-		vals[0] = p.src
-		vals[1] = p.msg
-		vals[2] = validUTF8(e.Type)
-		vals[3] = nullString(e.Name)
-		vals[4] = nullString(e.UserID)
-		vals[5] = nullString(e.AnonymousID)
-		vals[6] = nullString(e.GroupID)
-		vals[7] = nullString(e.PreviousID)
-		vals[8] = e.Timestamp
-		vals[9] = nullTime(e.OriginalTimestamp)
-		vals[10] = nullTime(e.SentAt)
-		vals[11] = e.ReceivedAt
-		vals[12] = rawValue(e.Raw)
-		vals[13] = p.hash
-		touchValues(vals[14:14+len(touchColumns)], e)
-		valueValues(vals[14+len(touchColumns):], e.Raw)
-		if err := app.AppendRow(vals...); err != nil {
-			return errors.Join(fmt.Errorf("append row: %w", err), discard(app))
+		if err := writeRow(w, p, vals); err != nil {
+			return fmt.Errorf("append row: %w", err)
+		}
+		if err := w.endRow(); err != nil {
+			return fmt.Errorf("append rows: %w", err)
 		}
 	}
-	if err := app.CloseWithCancel(ctx); err != nil {
+	if err := w.flush(ctx); err != nil {
 		return fmt.Errorf("flush: %w", err)
 	}
 	// A flush that finished despite a cancelled ctx still must not commit:
@@ -253,9 +263,48 @@ func (s *Store) appendRows(ctx context.Context, dc driver.Conn, rows []*pending)
 	return ctx.Err()
 }
 
-// discard drops an appender's buffered rows without flushing them.
-func discard(app *duckdbdriver.Appender) error {
-	return errors.Join(app.Clear(), app.Close())
+// writeRow writes p's columns, in appendColumns order, to w's row; vals
+// is scratch space for the value columns.
+func writeRow(w *chunkWriter, p *pending, vals []optString) error {
+	e := p.e
+	w.str(0, p.src)
+	w.str(1, p.msg)
+	w.str(2, validUTF8(e.Type))
+	w.optStr(3, validUTF8(e.Name))
+	w.optStr(4, validUTF8(e.UserID))
+	w.optStr(5, validUTF8(e.AnonymousID))
+	w.optStr(6, validUTF8(e.GroupID))
+	w.optStr(7, validUTF8(e.PreviousID))
+	if err := w.ts(8, e.Timestamp); err != nil {
+		return err
+	}
+	if err := w.optTS(9, e.OriginalTimestamp); err != nil {
+		return err
+	}
+	if err := w.optTS(10, e.SentAt); err != nil {
+		return err
+	}
+	if err := w.ts(11, e.ReceivedAt); err != nil {
+		return err
+	}
+	w.str(12, rawString(e.Raw))
+	w.u64(13, p.hash)
+	const touchCol = 14
+	t := touchOf(e)
+	w.u8(touchCol, t.bits)
+	for j, v := range t.strs {
+		w.optStr(touchCol+1+j, v)
+	}
+	const valueCol = touchCol + 7
+	valuesOf(vals, e.Raw)
+	for j, v := range vals {
+		if v.ok {
+			w.str(valueCol+j, v.s)
+		} else {
+			w.nullStr(valueCol + j)
+		}
+	}
+	return nil
 }
 
 func validUTF8(s string) string {
@@ -265,25 +314,16 @@ func validUTF8(s string) string {
 	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
-func nullString(s string) driver.Value {
-	if s == "" {
-		return nil
-	}
-	return validUTF8(s)
-}
-
-func nullTime(t time.Time) driver.Value {
-	if t.IsZero() {
-		return nil
-	}
-	return t
-}
-
-// rawValue returns b for the appender, which copies it into DuckDB (so no
-// Go copy is needed), with invalid UTF-8 replaced.
-func rawValue(b []byte) []byte {
+// rawString returns b as a string, with invalid UTF-8 replaced: without
+// a copy when it is valid, for the chunk writer copies it.
+func rawString(b []byte) string {
 	if utf8.Valid(b) {
-		return b
+		return unsafe.String(unsafe.SliceData(b), len(b))
 	}
-	return []byte(strings.ToValidUTF8(string(b), "\uFFFD"))
+	return strings.ToValidUTF8(string(b), "\uFFFD")
+}
+
+// discard drops a driver appender's buffered rows without flushing them.
+func discard(app *duckdbdriver.Appender) error {
+	return errors.Join(app.Clear(), app.Close())
 }

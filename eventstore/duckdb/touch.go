@@ -2,7 +2,6 @@ package duckdb
 
 import (
 	"context"
-	"database/sql/driver"
 	"fmt"
 
 	"tandem/attribution"
@@ -12,7 +11,7 @@ import (
 // The touch columns (schema version 3) hold each event's attribution
 // touch facts ([attribution.Mark]) so that attribution reads a few narrow
 // columns instead of every event's JSON. They are written by Append
-// (touchValues) and, for rows written without them (stored before
+// (touchOf) and, for rows written without them (stored before
 // version 3, or inserted by SQL), by FillTouches, which Open runs. They
 // are facts about the event, not its channel: the configured taxonomy
 // is applied when attribution reads them, so a configuration change
@@ -38,23 +37,21 @@ const (
 	touchReferrer
 )
 
-// touchValues writes e's touch columns, in touchColumns order, to dst.
-func touchValues(dst []driver.Value, e *event.Event) {
+// touchRow is an event's touch columns: the touch bits, then the others
+// in touchColumns order, "" for NULL.
+type touchRow struct {
+	bits uint8
+	strs [6]string
+}
+
+// touchOf returns e's touch columns.
+func touchOf(e *event.Event) touchRow {
 	m, ok := attribution.MarkFromJSON(e.Type, e.SourceID, e.Raw)
 	if !ok {
-		dst[0] = uint8(0)
-		for i := 1; i < len(touchColumns); i++ {
-			dst[i] = nil
-		}
-		return
+		return touchRow{}
 	}
-	dst[0] = touchBits(&m)
-	dst[1] = nullString(m.Medium)
-	dst[2] = nullString(m.Source)
-	dst[3] = nullString(m.Campaign)
-	dst[4] = nullString(m.Channel)
-	dst[5] = nullString(m.Referrer)
-	dst[6] = nullString(m.Page)
+	return touchRow{bits: touchBits(&m), strs: [6]string{validUTF8(m.Medium), validUTF8(m.Source),
+		validUTF8(m.Campaign), validUTF8(m.Channel), validUTF8(m.Referrer), validUTF8(m.Page)}}
 }
 
 func touchBits(m *attribution.Mark) uint8 {
@@ -143,19 +140,17 @@ func (s *Store) fillRange(ctx context.Context, lo, hi int64) (int64, error) {
 		e    event.Event
 		raw  []byte
 		id   int64
-		vals = make([]driver.Value, len(touchColumns))
 	)
 	for rows.Next() {
 		if err := rows.Scan(&id, &e.Type, &e.SourceID, &raw); err != nil {
 			return 0, err
 		}
 		e.Raw = raw
-		touchValues(vals, &e)
+		t := touchOf(&e)
 		ids = append(ids, id)
-		bits = append(bits, int64(vals[0].(uint8)))
+		bits = append(bits, int64(t.bits))
 		for i := range cols {
-			v, _ := vals[i+1].(string)
-			cols[i] = append(cols[i], v)
+			cols[i] = append(cols[i], t.strs[i])
 		}
 	}
 	if err := rows.Err(); err != nil {

@@ -2,7 +2,6 @@ package duckdb
 
 import (
 	"bytes"
-	"database/sql/driver"
 
 	"tandem/event"
 )
@@ -13,7 +12,7 @@ import (
 // number or a string (NULL otherwise), so that attribution reads a
 // conversion's value from a narrow column instead of decompressing the
 // JSON of every row group the conversions are spread over. Another value
-// property is still read from the JSON. Append writes them (valueValues);
+// property is still read from the JSON. Append writes them (valuesOf);
 // the migration fills them for the rows stored before, and FillTouches
 // for the rows inserted by SQL without them (as it does the touch
 // columns). Erasure, retention and compaction treat them as the rest of
@@ -38,11 +37,15 @@ func ValueColumn(prop string) string {
 	return ""
 }
 
-// valueValues writes raw's value columns, in valueColumns order, to dst.
-func valueValues(dst []driver.Value, raw []byte) {
-	for i := range dst {
-		dst[i] = nil
-	}
+// optString is a string column's value; NULL if !ok.
+type optString struct {
+	s  string
+	ok bool
+}
+
+// valuesOf writes raw's value columns, in valueColumns order, to dst.
+func valuesOf(dst []optString, raw []byte) {
+	clear(dst)
 	if !bytes.Contains(raw, []byte(`"revenue"`)) && !bytes.Contains(raw, []byte(`"value"`)) {
 		return
 	}
@@ -51,37 +54,43 @@ func valueValues(dst []driver.Value, raw []byte) {
 	// counts with its last value, as a decoder into a map would have it.
 	var props []byte
 	if !event.Members(raw, func(key, val []byte) {
-		if k, ok := event.String(key); ok && k == "properties" {
+		if keyEquals(key, "properties") {
 			props = val
 		}
 	}) || len(props) == 0 || props[0] != '{' {
 		return
 	}
 	event.Members(props, func(key, val []byte) {
-		k, ok := event.String(key)
-		if !ok {
-			return
-		}
 		for i, p := range valueProperties {
-			if k != p {
+			if !keyEquals(key, p) {
 				continue
 			}
 			switch {
 			case len(val) == 0:
-				dst[i] = nil
+				dst[i] = optString{}
 			case val[0] == '"':
-				if s, ok := event.String(val); ok {
-					dst[i] = validUTF8(s)
-				} else {
-					dst[i] = nil
-				}
+				s, ok := event.String(val)
+				dst[i] = optString{validUTF8(s), ok}
 			case val[0] == '-' || (val[0] >= '0' && val[0] <= '9'):
-				dst[i] = string(val)
+				dst[i] = optString{string(val), true}
 			default:
-				dst[i] = nil
+				dst[i] = optString{}
 			}
 		}
 	})
+}
+
+// keyEquals reports whether the raw JSON key (quotes included) decodes
+// to name, without decoding the common key that has no escapes.
+func keyEquals(key []byte, name string) bool {
+	if len(key) == len(name)+2 && string(key[1:len(key)-1]) == name {
+		return true
+	}
+	if bytes.IndexByte(key, '\\') < 0 {
+		return false
+	}
+	k, ok := event.String(key)
+	return ok && k == name
 }
 
 // fillValuesSQL is the UPDATE filling the value columns from the JSON,
