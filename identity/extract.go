@@ -11,13 +11,12 @@ import (
 	"time"
 
 	"tandem/event"
-	"tandem/eventstore"
 )
 
 // observation is what one event tells identity resolution.
 type observation struct {
 	ids    []string // normalised, non-blocked identifiers, in priority order (see sortIdents)
-	key    string   // the event store's profile key of the event
+	key    string   // the event store's profile key of the event; set only when traits is not empty
 	at     time.Time
 	source string
 	msg    string
@@ -173,7 +172,47 @@ func mentionsTraits(raw []byte) bool {
 
 // observe extracts an event's identifiers and traits.
 func (c *compiled) observe(e *event.Event) observation {
-	o := observation{key: eventstore.ProfileKey(e.UserID, e.AnonymousID), at: e.Timestamp, source: e.SourceID, msg: e.MessageID}
+	ob := observer{c: c}
+	return ob.observe(e)
+}
+
+// observer extracts the identifiers and traits of the events of one
+// batch ([Store.Observe]) one after the other. It builds an event's
+// identifiers in buffers it reuses, and keeps one string of each
+// identifier the batch repeats (a visitor's anonymous id comes with each
+// of their events): an event costs no allocation for identifiers seen
+// before in the batch.
+type observer struct {
+	c *compiled
+	// interned holds the identifier strings made so far; nil: none kept.
+	interned map[string]string
+	ids      []string // the last event's identifiers
+	buf      []byte
+}
+
+func newObserver(c *compiled) *observer {
+	return &observer{c: c, interned: map[string]string{}}
+}
+
+// ident is Ident(typ, value), the string made before when there is one.
+func (ob *observer) ident(typ, value string) string {
+	ob.buf = append(append(append(ob.buf[:0], typ...), ':'), value...)
+	if s, ok := ob.interned[string(ob.buf)]; ok {
+		return s
+	}
+	s := string(ob.buf)
+	if ob.interned != nil {
+		ob.interned[s] = s
+	}
+	return s
+}
+
+// observe is [compiled.observe]; the identifiers it returns are valid
+// until its next call.
+func (ob *observer) observe(e *event.Event) observation {
+	c := ob.c
+	o := observation{at: e.Timestamp, source: e.SourceID, msg: e.MessageID}
+	ob.ids = ob.ids[:0]
 	add := func(typ, raw string) {
 		if _, known := c.rank[typ]; !known {
 			return
@@ -182,7 +221,7 @@ func (c *compiled) observe(e *event.Event) observation {
 		if !ok || c.isBlocked(raw, v) {
 			return
 		}
-		o.ids = append(o.ids, Ident(typ, v))
+		ob.ids = append(ob.ids, ob.ident(typ, v))
 	}
 	add(UserID, e.UserID)
 	add(AnonymousID, e.AnonymousID)
@@ -235,7 +274,17 @@ func (c *compiled) observe(e *event.Event) observation {
 		}{e.GroupID})
 		o.traits = map[string]json.RawMessage{"group": g}
 	}
-	o.ids = c.sortIdents(o.ids)
+	o.ids = c.sortIdents(ob.ids)
+	ob.ids = o.ids
+	if len(o.traits) > 0 {
+		// Ident of a user or anonymous id is its profile key
+		// ([eventstore.ProfileKey]), which the traits are stored under.
+		if e.UserID != "" {
+			o.key = ob.ident(UserID, e.UserID)
+		} else {
+			o.key = ob.ident(AnonymousID, e.AnonymousID)
+		}
+	}
 	return o
 }
 
