@@ -178,33 +178,20 @@ func (c *compiled) observe(e *event.Event) observation {
 
 // observer extracts the identifiers and traits of the events of one
 // batch ([Store.Observe]) one after the other. It builds an event's
-// identifiers in buffers it reuses, and keeps one string of each
-// identifier the batch repeats (a visitor's anonymous id comes with each
-// of their events): an event costs no allocation for identifiers seen
+// identifiers in a buffer it reuses, and remembers the identifier of each
+// user id and anonymous id it has read: a batch holds several events of
+// most people, and an event costs no allocation for identifiers read
 // before in the batch.
 type observer struct {
 	c *compiled
-	// interned holds the identifier strings made so far; nil: none kept.
-	interned map[string]string
-	ids      []string // the last event's identifiers
-	buf      []byte
+	// sent maps a user id (0) and an anonymous id (1) as sent to its
+	// identifier, "" when it is none (blocked); nil: not kept.
+	sent [2]map[string]string
+	ids  []string // the last event's identifiers
 }
 
 func newObserver(c *compiled) *observer {
-	return &observer{c: c, interned: map[string]string{}}
-}
-
-// ident is Ident(typ, value), the string made before when there is one.
-func (ob *observer) ident(typ, value string) string {
-	ob.buf = append(append(append(ob.buf[:0], typ...), ':'), value...)
-	if s, ok := ob.interned[string(ob.buf)]; ok {
-		return s
-	}
-	s := string(ob.buf)
-	if ob.interned != nil {
-		ob.interned[s] = s
-	}
-	return s
+	return &observer{c: c, sent: [2]map[string]string{{}, {}}}
 }
 
 // observe is [compiled.observe]; the identifiers it returns are valid
@@ -221,14 +208,37 @@ func (ob *observer) observe(e *event.Event) observation {
 		if !ok || c.isBlocked(raw, v) {
 			return
 		}
-		ob.ids = append(ob.ids, ob.ident(typ, v))
+		ob.ids = append(ob.ids, Ident(typ, v))
 	}
-	add(UserID, e.UserID)
-	add(AnonymousID, e.AnonymousID)
+	// addSent is add of a user id (which 0) or an anonymous id (1),
+	// remembered by its value as sent.
+	addSent := func(which int, typ, raw string) {
+		if raw == "" {
+			return // never an identifier
+		}
+		m := ob.sent[which]
+		if id, ok := m[raw]; ok {
+			if id != "" {
+				ob.ids = append(ob.ids, id)
+			}
+			return
+		}
+		n := len(ob.ids)
+		add(typ, raw)
+		if m != nil {
+			id := ""
+			if len(ob.ids) > n {
+				id = ob.ids[n]
+			}
+			m[raw] = id
+		}
+	}
+	addSent(0, UserID, e.UserID)
+	addSent(1, AnonymousID, e.AnonymousID)
 	if e.Type == "alias" {
 		// previousId is the id the person had before; most often the
 		// anonymous id of the visit before sign-up (see docs/identity.md).
-		add(AnonymousID, e.PreviousID)
+		addSent(1, AnonymousID, e.PreviousID)
 	}
 	raw := e.Raw
 	if mentionsTraits(raw) {
@@ -277,12 +287,17 @@ func (ob *observer) observe(e *event.Event) observation {
 	o.ids = c.sortIdents(ob.ids)
 	ob.ids = o.ids
 	if len(o.traits) > 0 {
-		// Ident of a user or anonymous id is its profile key
-		// ([eventstore.ProfileKey]), which the traits are stored under.
-		if e.UserID != "" {
-			o.key = ob.ident(UserID, e.UserID)
+		// The profile key the traits are stored under: the Ident of the
+		// user id or else the anonymous id as sent (eventstore.ProfileKey),
+		// the identifier made of it when that is the same string.
+		which, typ, raw := 0, UserID, e.UserID
+		if raw == "" {
+			which, typ, raw = 1, AnonymousID, e.AnonymousID
+		}
+		if id := ob.sent[which][raw]; len(id) == len(typ)+1+len(raw) && id[len(typ)+1:] == raw {
+			o.key = id
 		} else {
-			o.key = ob.ident(AnonymousID, e.AnonymousID)
+			o.key = Ident(typ, raw)
 		}
 	}
 	return o

@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -143,6 +144,11 @@ type Pipeline struct {
 	// asks the write stage to commit what it holds (Barrier).
 	oldestHeld atomic.Uint64
 	flush      atomic.Bool
+
+	// chunks holds event buffers of full chunks (capacity chunkCap or
+	// more), every entry zero, for decode to fill again: a buffer a batch had
+	// comes back once its events are in the event store.
+	chunks sync.Pool
 
 	stored      *metrics.Counter
 	duplicates  *metrics.Counter
@@ -441,8 +447,8 @@ func (p *Pipeline) process(ctx context.Context, msgs []eventlog.Message) error {
 // against the tracking plans, quarantines what failed (idempotent per
 // record) and splits the rest into chunks of at most MaxEvents.
 func (p *Pipeline) decode(ctx context.Context, b *batch) error {
-	b.chunks = b.chunks[:0]
-	left := 0 // record bytes not decoded yet, for a chunk's capacity
+	p.releaseChunks(b) // those of an attempt that failed
+	left := 0          // record bytes not decoded yet, for a chunk's capacity
 	for _, m := range b.msgs {
 		left += len(m.Data)
 	}
@@ -459,7 +465,7 @@ func (p *Pipeline) decode(ctx context.Context, b *batch) error {
 			// Each record is decoded straight into the chunk: room for
 			// what the records left may hold (an event entry takes well
 			// over 64 bytes), so the chunk is rarely copied to grow.
-			chunk = make([]event.Event, 0, min(left/64+1, p.opts.MaxEvents+p.opts.MaxEvents/8))
+			chunk = p.newChunk(min(left/64+1, p.chunkCap()))
 		}
 		left -= len(m.Data)
 		start := len(chunk)
@@ -544,8 +550,42 @@ func (p *Pipeline) write(ctx context.Context, b *batch) error {
 			return err
 		}
 	}
+	p.releaseChunks(b)
 	p.finish(ctx, b)
 	return nil
+}
+
+// chunkCap is the capacity of a full chunk: room for MaxEvents and the
+// record that ends it.
+func (p *Pipeline) chunkCap() int { return p.opts.MaxEvents + p.opts.MaxEvents/8 }
+
+// newChunk returns an empty event buffer of the capacity asked for (at
+// most chunkCap): a full one from the pool when there is one.
+func (p *Pipeline) newChunk(capacity int) []event.Event {
+	if capacity < p.chunkCap() {
+		return make([]event.Event, 0, capacity)
+	}
+	if c, ok := p.chunks.Get().(*[]event.Event); ok {
+		return (*c)[:0]
+	}
+	return make([]event.Event, 0, p.chunkCap())
+}
+
+// releaseChunks gives b's event buffers back for the batches after it,
+// cleared so that they keep nothing of b alive (its records, its
+// strings). The event store keeps nothing of the events it was given once
+// Append or Stage returned, and the earlier stages are done with them.
+func (p *Pipeline) releaseChunks(b *batch) {
+	for i, c := range b.chunks {
+		if cap(c) >= p.chunkCap() { // full, or grown by a long record
+			// decode leaves every entry past len zero.
+			clear(c)
+			c = c[:0]
+			p.chunks.Put(&c)
+		}
+		b.chunks[i] = nil
+	}
+	b.chunks = b.chunks[:0]
 }
 
 // finish acknowledges b's records once its events are stored.
