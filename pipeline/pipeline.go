@@ -145,10 +145,15 @@ type Pipeline struct {
 	oldestHeld atomic.Uint64
 	flush      atomic.Bool
 
-	// chunks holds event buffers of full chunks (capacity chunkCap or
-	// more), every entry zero, for decode to fill again: a buffer a batch had
-	// comes back once its events are in the event store.
-	chunks sync.Pool
+	// free holds up to maxFreeChunks event buffers of full chunks
+	// (capacity chunkCap or more), every entry zero, for decode to fill
+	// again: a buffer a batch had comes back once its events are in the
+	// event store. Not a sync.Pool: under load the collector runs more
+	// than once while a buffer goes from the write stage back to decode,
+	// and a pool would have dropped it. Emptied when the log has nothing
+	// to give.
+	freeMu sync.Mutex
+	free   [][]event.Event
 
 	stored      *metrics.Counter
 	duplicates  *metrics.Counter
@@ -266,6 +271,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		}
 		backoff = 100 * time.Millisecond
 		if len(msgs) == 0 {
+			p.dropFreeChunks()
 			continue
 		}
 		b := &batch{msgs: msgs, start: time.Now()}
@@ -565,10 +571,28 @@ func (p *Pipeline) newChunk(capacity int) []event.Event {
 	if capacity < p.chunkCap() {
 		return make([]event.Event, 0, capacity)
 	}
-	if c, ok := p.chunks.Get().(*[]event.Event); ok {
-		return (*c)[:0]
+	p.freeMu.Lock()
+	defer p.freeMu.Unlock()
+	if n := len(p.free); n > 0 {
+		c := p.free[n-1]
+		p.free[n-1] = nil
+		p.free = p.free[:n-1]
+		return c
 	}
 	return make([]event.Event, 0, p.chunkCap())
+}
+
+// maxFreeChunks bounds the buffers kept for reuse: the chunks of the
+// batches in flight, about one a stage.
+const maxFreeChunks = 4
+
+// dropFreeChunks lets the buffers kept for reuse go, when the pipeline is
+// idle.
+func (p *Pipeline) dropFreeChunks() {
+	p.freeMu.Lock()
+	defer p.freeMu.Unlock()
+	clear(p.free)
+	p.free = nil
 }
 
 // releaseChunks gives b's event buffers back for the batches after it,
@@ -580,8 +604,11 @@ func (p *Pipeline) releaseChunks(b *batch) {
 		if cap(c) >= p.chunkCap() { // full, or grown by a long record
 			// decode leaves every entry past len zero.
 			clear(c)
-			c = c[:0]
-			p.chunks.Put(&c)
+			p.freeMu.Lock()
+			if len(p.free) < maxFreeChunks {
+				p.free = append(p.free, c[:0])
+			}
+			p.freeMu.Unlock()
 		}
 		b.chunks[i] = nil
 	}
