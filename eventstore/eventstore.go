@@ -28,7 +28,8 @@ type Store interface {
 	// Append stores events atomically (all or none). An event whose
 	// (SourceID, MessageID) is already stored, or repeated within events,
 	// is stored once; the first one stored wins. It returns how many events
-	// were newly stored.
+	// were newly stored. It keeps no reference to events or their slice
+	// once it returns: the pipeline reuses their memory.
 	Append(ctx context.Context, events []event.Event) (int, error)
 	// Get returns the event with messageID; sourceID narrows it when not
 	// empty. Several sources may use the same messageId: then all match.

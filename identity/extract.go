@@ -11,13 +11,12 @@ import (
 	"time"
 
 	"tandem/event"
-	"tandem/eventstore"
 )
 
 // observation is what one event tells identity resolution.
 type observation struct {
 	ids    []string // normalised, non-blocked identifiers, in priority order (see sortIdents)
-	key    string   // the event store's profile key of the event
+	key    string   // the event store's profile key of the event; set only when traits is not empty
 	at     time.Time
 	source string
 	msg    string
@@ -173,7 +172,34 @@ func mentionsTraits(raw []byte) bool {
 
 // observe extracts an event's identifiers and traits.
 func (c *compiled) observe(e *event.Event) observation {
-	o := observation{key: eventstore.ProfileKey(e.UserID, e.AnonymousID), at: e.Timestamp, source: e.SourceID, msg: e.MessageID}
+	ob := observer{c: c}
+	return ob.observe(e)
+}
+
+// observer extracts the identifiers and traits of the events of one
+// batch ([Store.Observe]) one after the other. It builds an event's
+// identifiers in a buffer it reuses, and remembers the identifier of each
+// user id and anonymous id it has read: a batch holds several events of
+// most people, and an event costs no allocation for identifiers read
+// before in the batch.
+type observer struct {
+	c *compiled
+	// sent maps a user id (0) and an anonymous id (1) as sent to its
+	// identifier, "" when it is none (blocked); nil: not kept.
+	sent [2]map[string]string
+	ids  []string // the last event's identifiers
+}
+
+func newObserver(c *compiled) *observer {
+	return &observer{c: c, sent: [2]map[string]string{{}, {}}}
+}
+
+// observe is [compiled.observe]; the identifiers it returns are valid
+// until its next call.
+func (ob *observer) observe(e *event.Event) observation {
+	c := ob.c
+	o := observation{at: e.Timestamp, source: e.SourceID, msg: e.MessageID}
+	ob.ids = ob.ids[:0]
 	add := func(typ, raw string) {
 		if _, known := c.rank[typ]; !known {
 			return
@@ -182,14 +208,37 @@ func (c *compiled) observe(e *event.Event) observation {
 		if !ok || c.isBlocked(raw, v) {
 			return
 		}
-		o.ids = append(o.ids, Ident(typ, v))
+		ob.ids = append(ob.ids, Ident(typ, v))
 	}
-	add(UserID, e.UserID)
-	add(AnonymousID, e.AnonymousID)
+	// addSent is add of a user id (which 0) or an anonymous id (1),
+	// remembered by its value as sent.
+	addSent := func(which int, typ, raw string) {
+		if raw == "" {
+			return // never an identifier
+		}
+		m := ob.sent[which]
+		if id, ok := m[raw]; ok {
+			if id != "" {
+				ob.ids = append(ob.ids, id)
+			}
+			return
+		}
+		n := len(ob.ids)
+		add(typ, raw)
+		if m != nil {
+			id := ""
+			if len(ob.ids) > n {
+				id = ob.ids[n]
+			}
+			m[raw] = id
+		}
+	}
+	addSent(0, UserID, e.UserID)
+	addSent(1, AnonymousID, e.AnonymousID)
 	if e.Type == "alias" {
 		// previousId is the id the person had before; most often the
 		// anonymous id of the visit before sign-up (see docs/identity.md).
-		add(AnonymousID, e.PreviousID)
+		addSent(1, AnonymousID, e.PreviousID)
 	}
 	raw := e.Raw
 	if mentionsTraits(raw) {
@@ -235,7 +284,22 @@ func (c *compiled) observe(e *event.Event) observation {
 		}{e.GroupID})
 		o.traits = map[string]json.RawMessage{"group": g}
 	}
-	o.ids = c.sortIdents(o.ids)
+	o.ids = c.sortIdents(ob.ids)
+	ob.ids = o.ids
+	if len(o.traits) > 0 {
+		// The profile key the traits are stored under: the Ident of the
+		// user id or else the anonymous id as sent (eventstore.ProfileKey),
+		// the identifier made of it when that is the same string.
+		which, typ, raw := 0, UserID, e.UserID
+		if raw == "" {
+			which, typ, raw = 1, AnonymousID, e.AnonymousID
+		}
+		if id := ob.sent[which][raw]; len(id) == len(typ)+1+len(raw) && id[len(typ)+1:] == raw {
+			o.key = id
+		} else {
+			o.key = Ident(typ, raw)
+		}
+	}
 	return o
 }
 

@@ -3,11 +3,14 @@ package identity
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"tandem/event"
+	"tandem/eventstore"
 )
 
 // FuzzReadFields checks the scanner-based reading of an event's traits and
@@ -149,5 +152,88 @@ func TestMentionsTraits(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestObserveBatch: a batch's observation (one string per repeated
+// identifier, sets found by their identifiers) is what reading each event
+// on its own gives: the earliest event of each distinct set, the first
+// and last time of each identifier, the latest value of each trait of a
+// profile key.
+func TestObserveBatch(t *testing.T) {
+	c, err := compile(DefaultRules())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Store{}
+	s.rules.Store(c)
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	var events []event.Event
+	for i := range 300 {
+		p := i % 37 // people come back: their ids repeat across the batch
+		var raw string
+		switch i % 6 {
+		case 0, 1:
+			raw = fmt.Sprintf(`{"type":"page","anonymousId":"a%d"}`, p)
+		case 2:
+			raw = fmt.Sprintf(`{"type":"identify","anonymousId":"a%d","userId":"u%d","traits":{"email":"U%d@Example.com","plan":"p%d"}}`, p, p, p, i)
+		case 3:
+			raw = fmt.Sprintf(`{"type":"track","event":"x","anonymousId":"a%d","userId":"u%d","context":{"traits":{"plan":"c%d"}}}`, p, p, i)
+		case 4:
+			raw = fmt.Sprintf(`{"type":"alias","userId":"u%d","previousId":"a%d"}`, p, (p+1)%37)
+		case 5:
+			raw = fmt.Sprintf(`{"type":"identify","userId":" u%d ","traits":{"crm_id":%d}}`, p, p)
+		}
+		// Times go back and forth, and some repeat, so the earliest
+		// event of a set is not always the first one seen.
+		at := t0.Add(time.Duration((i*7919)%50) * time.Second).Format(time.RFC3339Nano)
+		raw = `{"timestamp":"` + at + `",` + raw[1:]
+		e, prob := event.ParseEvent("", []byte(raw), t0, fmt.Sprintf("m%03d", (i*31)%300))
+		if prob != nil {
+			t.Fatalf("%s: %+v", raw, prob)
+		}
+		e.SourceID = fmt.Sprint("src", i%2)
+		events = append(events, e)
+	}
+	got := s.Observe(events)
+
+	want := &Observed{sets: map[setKey]link{}, seen: map[string][2]int64{}, traits: map[traitKey]traitVal{}}
+	for i := range events {
+		e := &events[i]
+		o := c.observe(e)
+		at := o.at.UnixNano()
+		for k, v := range o.traits {
+			tk := traitKey{eventstore.ProfileKey(e.UserID, e.AnonymousID), k}
+			if old, ok := want.traits[tk]; !ok || at > old.at || (at == old.at && o.msg > old.msg) {
+				want.traits[tk] = traitVal{v, at, o.msg}
+			}
+		}
+		for _, id := range o.ids {
+			r, ok := want.seen[id]
+			if !ok {
+				r = [2]int64{at, at}
+			}
+			want.seen[id] = [2]int64{min(r[0], at), max(r[1], at)}
+		}
+		if len(o.ids) == 0 {
+			continue
+		}
+		l := link{ids: o.ids, at: o.at, source: o.source, msg: o.msg, typ: e.Type}
+		h := setHash(o.ids)
+		if old, ok := want.sets[h]; !ok || l.less(old) < 0 {
+			want.sets[h] = l
+		}
+	}
+	if len(want.sets) < 37*3 || len(want.traits) < 37*2 {
+		t.Fatalf("the events should make many sets and traits: %d sets, %d traits", len(want.sets), len(want.traits))
+	}
+	if !reflect.DeepEqual(got.sets, want.sets) {
+		t.Errorf("sets differ:\n got %v\nwant %v", got.sets, want.sets)
+	}
+	if !reflect.DeepEqual(got.seen, want.seen) {
+		t.Errorf("seen differ:\n got %v\nwant %v", got.seen, want.seen)
+	}
+	if !reflect.DeepEqual(got.traits, want.traits) {
+		t.Errorf("traits differ:\n got %v\nwant %v", got.traits, want.traits)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"database/sql"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -312,14 +313,19 @@ func (s *Store) pid(anchor string) string {
 type setKey [16]byte
 
 func setHash(ids []string) setKey {
-	h := sha256.New()
-	for _, id := range ids {
-		h.Write([]byte(id))
-		h.Write([]byte{0})
-	}
-	var k setKey
-	copy(k[:], h.Sum(nil))
+	k, _ := appendSetHash(nil, ids)
 	return k
+}
+
+// appendSetHash is setHash with a buffer to reuse: it returns the buffer
+// as grown.
+func appendSetHash(buf []byte, ids []string) (setKey, []byte) {
+	buf = buf[:0]
+	for _, id := range ids {
+		buf = append(append(buf, id...), 0)
+	}
+	sum := sha256.Sum256(buf)
+	return setKey(sum[:16]), buf
 }
 
 // chunk is how many rows or values one statement carries.
@@ -402,11 +408,17 @@ type Observed struct {
 
 // Observe reads a batch of events for [Store.ResolveObserved].
 func (s *Store) Observe(events []event.Event) *Observed {
-	sets := map[setKey]link{}
+	ob := newObserver(s.c())
+	// The batch's distinct sets of identifiers, each with its earliest
+	// event, found by the set's identifiers (length-prefixed) rather than
+	// by their hash: hashed once a set, not once an event.
+	var links []link
+	linkOf := map[string]int{}
+	var key []byte
 	seen := map[string][2]int64{}
 	traits := map[traitKey]traitVal{}
 	for i := range events {
-		o := s.c().observe(&events[i])
+		o := ob.observe(&events[i])
 		at := o.at.UnixNano()
 		for k, v := range o.traits {
 			tk := traitKey{o.key, k}
@@ -417,15 +429,30 @@ func (s *Store) Observe(events []event.Event) *Observed {
 		if len(o.ids) == 0 {
 			continue
 		}
+		key = key[:0]
 		for _, id := range o.ids {
-			if r, ok := seen[id]; ok {
-				seen[id] = [2]int64{min(r[0], at), max(r[1], at)}
-			} else {
+			if r, ok := seen[id]; !ok {
 				seen[id] = [2]int64{at, at}
+			} else if at < r[0] || at > r[1] {
+				seen[id] = [2]int64{min(r[0], at), max(r[1], at)}
 			}
+			key = binary.AppendUvarint(key, uint64(len(id)))
+			key = append(key, id...)
 		}
 		l := link{ids: o.ids, at: o.at, source: o.source, msg: o.msg, typ: events[i].Type}
-		h := setHash(o.ids)
+		if j, ok := linkOf[string(key)]; !ok {
+			l.ids = slices.Clone(o.ids) // o.ids is the observer's buffer
+			linkOf[string(key)] = len(links)
+			links = append(links, l)
+		} else if l.less(links[j]) < 0 {
+			l.ids = links[j].ids
+			links[j] = l
+		}
+	}
+	sets := make(map[setKey]link, len(links))
+	for _, l := range links {
+		var h setKey
+		h, key = appendSetHash(key, l.ids)
 		if old, ok := sets[h]; !ok || l.less(old) < 0 {
 			sets[h] = l
 		}

@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -147,6 +148,16 @@ type Pipeline struct {
 	oldestHeld atomic.Uint64
 	flush      atomic.Bool
 
+	// free holds up to maxFreeChunks event buffers of full chunks
+	// (capacity chunkCap or more), every entry zero, for decode to fill
+	// again: a buffer a batch had comes back once its events are in the
+	// event store. Not a sync.Pool: under load the collector runs more
+	// than once while a buffer goes from the write stage back to decode,
+	// and a pool would have dropped it. Emptied when the log has nothing
+	// to give.
+	freeMu sync.Mutex
+	free   [][]event.Event
+
 	stored      *metrics.Counter
 	duplicates  *metrics.Counter
 	quarantined *metrics.CounterVec
@@ -264,6 +275,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		}
 		backoff = 100 * time.Millisecond
 		if len(msgs) == 0 {
+			p.dropFreeChunks()
 			continue
 		}
 		b := &batch{msgs: msgs, start: time.Now()}
@@ -445,8 +457,8 @@ func (p *Pipeline) process(ctx context.Context, msgs []eventlog.Message) error {
 // against the tracking plans, quarantines what failed (idempotent per
 // record) and splits the rest into chunks of at most MaxEvents.
 func (p *Pipeline) decode(ctx context.Context, b *batch) error {
-	b.chunks = b.chunks[:0]
-	left := 0 // record bytes not decoded yet, for a chunk's capacity
+	p.releaseChunks(b) // those of an attempt that failed
+	left := 0          // record bytes not decoded yet, for a chunk's capacity
 	for _, m := range b.msgs {
 		left += len(m.Data)
 	}
@@ -463,7 +475,7 @@ func (p *Pipeline) decode(ctx context.Context, b *batch) error {
 			// Each record is decoded straight into the chunk: room for
 			// what the records left may hold (an event entry takes well
 			// over 64 bytes), so the chunk is rarely copied to grow.
-			chunk = make([]event.Event, 0, min(left/64+1, p.opts.MaxEvents+p.opts.MaxEvents/8))
+			chunk = p.newChunk(min(left/64+1, p.chunkCap()))
 		}
 		left -= len(m.Data)
 		start := len(chunk)
@@ -548,8 +560,63 @@ func (p *Pipeline) write(ctx context.Context, b *batch) error {
 			return err
 		}
 	}
+	p.releaseChunks(b)
 	p.finish(ctx, b)
 	return nil
+}
+
+// chunkCap is the capacity of a full chunk: room for MaxEvents and the
+// record that ends it.
+func (p *Pipeline) chunkCap() int { return p.opts.MaxEvents + p.opts.MaxEvents/8 }
+
+// newChunk returns an empty event buffer of the capacity asked for (at
+// most chunkCap): a full one from the pool when there is one.
+func (p *Pipeline) newChunk(capacity int) []event.Event {
+	if capacity < p.chunkCap() {
+		return make([]event.Event, 0, capacity)
+	}
+	p.freeMu.Lock()
+	defer p.freeMu.Unlock()
+	if n := len(p.free); n > 0 {
+		c := p.free[n-1]
+		p.free[n-1] = nil
+		p.free = p.free[:n-1]
+		return c
+	}
+	return make([]event.Event, 0, p.chunkCap())
+}
+
+// maxFreeChunks bounds the buffers kept for reuse: the chunks of the
+// batches in flight, about one a stage.
+const maxFreeChunks = 4
+
+// dropFreeChunks lets the buffers kept for reuse go, when the pipeline is
+// idle.
+func (p *Pipeline) dropFreeChunks() {
+	p.freeMu.Lock()
+	defer p.freeMu.Unlock()
+	clear(p.free)
+	p.free = nil
+}
+
+// releaseChunks gives b's event buffers back for the batches after it,
+// cleared so that they keep nothing of b alive (its records, its
+// strings). The event store keeps nothing of the events it was given once
+// Append or Stage returned, and the earlier stages are done with them.
+func (p *Pipeline) releaseChunks(b *batch) {
+	for i, c := range b.chunks {
+		if cap(c) >= p.chunkCap() { // full, or grown by a long record
+			// decode leaves every entry past len zero.
+			clear(c)
+			p.freeMu.Lock()
+			if len(p.free) < maxFreeChunks {
+				p.free = append(p.free, c[:0])
+			}
+			p.freeMu.Unlock()
+		}
+		b.chunks[i] = nil
+	}
+	b.chunks = b.chunks[:0]
 }
 
 // finish acknowledges b's records once its events are stored.

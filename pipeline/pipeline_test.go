@@ -9,6 +9,7 @@ import (
 
 	"tandem/event"
 	"tandem/eventlog/jetstream"
+	"tandem/eventstore"
 	"tandem/eventstore/duckdb"
 	"tandem/quarantine"
 	"tandem/statestore"
@@ -202,5 +203,103 @@ func TestTrackingPlanStep(t *testing.T) {
 	want := map[string]string{"missing_field": "batch[3].userId", trackingplan.CodeViolation: "properties", trackingplan.CodeUnplanned: "event"}
 	if len(entries) != 3 || fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("quarantine: %d entries %v, want %v", len(entries), got, want)
+	}
+}
+
+// checkingStore is an event store that checks, as each chunk arrives,
+// that its events are the ones the log holds (a chunk buffer reused too
+// early would show other events or cleared ones), and notes the buffers
+// it was given.
+type checkingStore struct {
+	eventstore.Store
+	t       *testing.T
+	want    map[string]string // messageId → Raw
+	buffers map[*event.Event]int
+	checked int
+}
+
+func (s *checkingStore) Append(ctx context.Context, events []event.Event) (int, error) {
+	s.buffers[&events[:1][0]]++
+	for _, e := range events {
+		if raw, ok := s.want[e.MessageID]; !ok || raw != string(e.Raw) || e.UserID != "u-"+e.MessageID {
+			s.t.Errorf("event %q (user %q) is not one appended to the log: %s", e.MessageID, e.UserID, e.Raw)
+		}
+		s.checked++
+	}
+	return s.Store.Append(ctx, events)
+}
+
+// The event buffers of full chunks are reused by the batches after: every
+// event still reaches the event store as the log holds it, through the
+// plain write and through staging.
+func TestChunksReused(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t, t.TempDir())
+	want := map[string]string{}
+	const records, perRecord = 60, 7
+	for i := range records {
+		var evs []event.Event
+		for j := range perRecord {
+			e := track(i*perRecord + j)
+			e.MessageID = fmt.Sprintf("m-%d-%d", i, j)
+			e.UserID = "u-" + e.MessageID
+			e.Raw = fmt.Appendf(nil, `{"type":"track","event":"e","userId":%q,"properties":{"n":%d}}`, e.UserID, i*perRecord+j)
+			want[e.MessageID] = string(e.Raw)
+			evs = append(evs, e)
+		}
+		if _, err := r.log.Append(ctx, event.EncodeRecord("s", evs, nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Drain: the plain write, records a few at a time.
+	cs := &checkingStore{Store: r.ev, t: t, want: want, buffers: map[*event.Event]int{}}
+	p, err := New(ctx, Options{Log: r.log, Events: cs, Quarantine: r.q, Consumer: "plain", MaxRecords: 5, MaxEvents: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if cs.checked != records*perRecord {
+		t.Errorf("the store was given %d events, want %d", cs.checked, records*perRecord)
+	}
+	reused := 0
+	for _, n := range cs.buffers {
+		reused += n - 1
+	}
+	if reused == 0 {
+		t.Errorf("no chunk buffer was used twice in %d appends", len(cs.buffers))
+	}
+
+	// Run with the embedded store, which stages: another consumer reads
+	// the same records into a fresh store.
+	ev2, err := duckdb.Open(filepath.Join(t.TempDir(), "events.duckdb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ev2.Close()
+	p2, err := New(ctx, Options{Log: r.log, Events: ev2, Quarantine: r.q, Consumer: "staged", MaxRecords: 5, MaxEvents: 8, Linger: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error)
+	go func() { done <- p2.Run(rctx) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for p2.stored.Value() < records*perRecord && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for id, raw := range want {
+		got, err := ev2.Get(ctx, "s", id)
+		if err != nil || len(got) != 1 {
+			t.Fatalf("event %s: %d found, %v", id, len(got), err)
+		}
+		if string(got[0].Raw) != raw || got[0].UserID != "u-"+id {
+			t.Errorf("event %s stored as user %q, %s; want %s", id, got[0].UserID, got[0].Raw, raw)
+		}
 	}
 }

@@ -61,6 +61,7 @@ func (p *Pipeline) writeStaged(ctx context.Context, b *batch) error {
 	h.end = p.stagedPos
 	// The events are in the store now: only the records are kept, to be
 	// acknowledged.
+	p.releaseChunks(b)
 	b.chunks, b.observed = nil, nil
 	p.held = append(p.held, h)
 	p.release(ctx)
