@@ -6,10 +6,12 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"database/sql"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"iter"
 	"maps"
 	"math"
@@ -126,6 +128,34 @@ CREATE TABLE identity_idents (
 	last_seen BIGINT NOT NULL
 );
 `
+	// Version 3 (SQLite only) stores the narrow tables the pipeline
+	// writes for each new person as WITHOUT ROWID tables: each row lives
+	// in its primary key's B-tree alone, instead of in a rowid table plus
+	// a separate index on the key (a new identifier was two B-tree
+	// inserts, now one). PostgreSQL has no rowid: nothing to do there.
+	without := func(table, cols, list string) string {
+		return `CREATE TABLE ` + table + `_v3 (` + cols + `) WITHOUT ROWID;
+INSERT INTO ` + table + `_v3 (` + list + `) SELECT ` + list + ` FROM ` + table + `;
+DROP TABLE ` + table + `;
+ALTER TABLE ` + table + `_v3 RENAME TO ` + table + `;
+`
+	}
+	v3 := without("identity_idents", `
+	ident TEXT PRIMARY KEY,
+	component TEXT NOT NULL,
+	first_seen BIGINT NOT NULL,
+	last_seen BIGINT NOT NULL
+`, "ident, component, first_seen, last_seen") + without("identity_profile_ids", `
+	profile_id TEXT PRIMARY KEY,
+	anchor TEXT NOT NULL
+`, "profile_id, anchor") + without("identity_traits", `
+	ekey TEXT NOT NULL,
+	name TEXT NOT NULL,
+	value TEXT NOT NULL,
+	event_time BIGINT NOT NULL,
+	message_id TEXT NOT NULL,
+	PRIMARY KEY (ekey, name)
+`, "ekey, name, value, event_time, message_id")
 	return []statestore.Migration{{Package: "identity", Version: 1, SQL: `
 CREATE TABLE identity_nodes (
 	ident TEXT PRIMARY KEY,
@@ -177,7 +207,8 @@ CREATE TABLE identity_settings (
 	value TEXT NOT NULL
 );
 `}, {Package: "identity", Version: 2, SQL: fmt.Sprintf(v2, "BLOB"),
-		DialectSQL: map[string]string{statestore.Postgres: fmt.Sprintf(v2, "BYTEA")}}}
+		DialectSQL: map[string]string{statestore.Postgres: fmt.Sprintf(v2, "BYTEA")}},
+		{Package: "identity", Version: 3, DialectSQL: map[string]string{statestore.SQLite: v3}}}
 }
 
 // upgrade moves a graph stored in the version 1 tables (a row per
@@ -309,16 +340,29 @@ func (s *Store) pid(anchor string) string {
 // setKey identifies a set of identifiers in memory (the caches, a
 // batch's sets): 128 bits of a hash, with no pointers for the garbage
 // collector to follow.
+// They are two 64-bit hashes under keys chosen at random per process (as
+// the seen cache's identifiers are): nobody can make two sets collide on
+// purpose, and by chance two among a million sets do with odds of about
+// 2^-88.
 type setKey [16]byte
 
+var setSeeds = [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}
+
 func setHash(ids []string) setKey {
-	h := sha256.New()
+	var h1, h2 maphash.Hash
+	h1.SetSeed(setSeeds[0])
+	h2.SetSeed(setSeeds[1])
+	var n [8]byte
 	for _, id := range ids {
-		h.Write([]byte(id))
-		h.Write([]byte{0})
+		binary.LittleEndian.PutUint64(n[:], uint64(len(id)))
+		h1.Write(n[:])
+		h1.WriteString(id)
+		h2.Write(n[:])
+		h2.WriteString(id)
 	}
 	var k setKey
-	copy(k[:], h.Sum(nil))
+	binary.LittleEndian.PutUint64(k[:8], h1.Sum64())
+	binary.LittleEndian.PutUint64(k[8:], h2.Sum64())
 	return k
 }
 
@@ -438,20 +482,8 @@ func (s *Store) Observe(events []event.Event) *Observed {
 func (s *Store) ResolveObserved(ctx context.Context, ob *Observed) error {
 	traits := ob.traits
 	// What the caches show stored already needs no write.
-	sets := make(map[setKey]link, len(ob.sets))
-	var pending []link
-	for h, l := range ob.sets {
-		if !s.cache.covers(h, l) {
-			sets[h] = l
-			pending = append(pending, l)
-		}
-	}
-	seen := make(map[string][2]int64, len(ob.seen))
-	for id, r := range ob.seen {
-		if !s.seen.covers(id, r) {
-			seen[id] = r
-		}
-	}
+	sets, pending := s.cache.uncovered(ob.sets)
+	seen := s.seen.uncovered(ob.seen)
 	slices.SortFunc(pending, link.less)
 	err := s.tx(ctx, func(tx *statestore.Tx) error {
 		seen := maps.Clone(seen) // integrate takes from it; a retry starts afresh
@@ -479,12 +511,8 @@ func (s *Store) ResolveObserved(ctx context.Context, ob *Observed) error {
 	if err != nil {
 		return err
 	}
-	for h, l := range sets {
-		s.cache.put(h, l)
-	}
-	for id, r := range seen {
-		s.seen.put(id, r)
-	}
+	s.cache.putAll(sets)
+	s.seen.putAll(seen)
 	return nil
 }
 
