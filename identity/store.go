@@ -385,8 +385,10 @@ func anys(ss []string) []any {
 }
 
 // errRetry asks for the transaction to run again: another node changed a
-// component between reading and locking it.
-var errRetry = errors.New("identity: component changed meanwhile")
+// component between reading and locking it. It matches
+// [statestore.ErrBusy], so that a [statestore.DB.Batch] the resolution
+// joined runs again too.
+var errRetry = fmt.Errorf("identity: component changed meanwhile: %w", statestore.ErrBusy)
 
 // txAttempts is how often tx tries a transaction that keeps losing races.
 const txAttempts = 8
@@ -397,8 +399,12 @@ const txAttempts = 8
 // ([statestore.ErrConflict]), or the database aborted the transaction or
 // had no room for it ([statestore.ErrBusy]: a PostgreSQL serialization
 // failure or deadlock, a SQLite lock not had in time). It gives up at once
-// when ctx ends, pauses included.
+// when ctx ends, pauses included. In a [statestore.DB.Batch] it runs fn
+// once, in the batch's transaction: the batch retries the whole of it.
 func (s *Store) tx(ctx context.Context, fn func(tx *statestore.Tx) error) error {
+	if s.db.InBatch(ctx) {
+		return s.db.Tx(ctx, fn)
+	}
 	var err error
 	for attempt := range txAttempts {
 		err = s.db.Tx(ctx, fn)
@@ -485,12 +491,12 @@ func (s *Store) ResolveObserved(ctx context.Context, ob *Observed) error {
 	sets, pending := s.cache.uncovered(ob.sets)
 	seen := s.seen.uncovered(ob.seen)
 	slices.SortFunc(pending, link.less)
-	err := s.tx(ctx, func(tx *statestore.Tx) error {
-		seen := maps.Clone(seen) // integrate takes from it; a retry starts afresh
+	return s.tx(ctx, func(tx *statestore.Tx) error {
+		widen := maps.Clone(seen) // integrate takes from it; a retry starts afresh
 		var plinks []eventstore.ProfileLink
 		if len(pending) > 0 {
 			var err error
-			if plinks, err = s.integrate(ctx, tx, pending, seen); err != nil {
+			if plinks, err = s.integrate(ctx, tx, pending, widen); err != nil {
 				return err
 			}
 		}
@@ -499,21 +505,23 @@ func (s *Store) ResolveObserved(ctx context.Context, ob *Observed) error {
 		// commits only if both succeed.
 		linked := make(chan error, 1)
 		go func() { linked <- s.link(ctx, plinks) }()
-		err := s.touch(ctx, tx, seen)
+		err := s.touch(ctx, tx, widen)
 		if err == nil {
 			err = s.storeTraits(ctx, tx, traits)
 		}
 		if lerr := <-linked; err == nil {
 			err = lerr
 		}
+		if err == nil {
+			// The caches learn what is stored once it is (in a batch,
+			// once the batch commits).
+			tx.AfterCommit(func() {
+				s.cache.putAll(sets)
+				s.seen.putAll(seen)
+			})
+		}
 		return err
 	})
-	if err != nil {
-		return err
-	}
-	s.cache.putAll(sets)
-	s.seen.putAll(seen)
-	return nil
 }
 
 // traitKey is a trait of an event key; traitVal its latest value.
