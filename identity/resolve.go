@@ -149,6 +149,50 @@ func (c *compiled) partition(links []link, decisions []Decision, pid func(string
 	return c.replay(links, decisions, pid, false)
 }
 
+// whole is partition's shortcut for a component without manual decisions
+// whose identifiers, all together, break no type's limit (most: a
+// person's devices, user id and address): no merge can then break a rule,
+// so the replay joins every identifier of the links into one profile,
+// started by the first identifier (in priority order) of the earliest
+// link. ok is false when the limits may bite: partition must replay.
+func (c *compiled) whole(links []link, pid func(string) string) (res resolution, ok bool) {
+	if len(links) == 0 {
+		return resolution{}, false
+	}
+	first := links[0]
+	n := 0
+	for _, l := range links {
+		if l.less(first) < 0 {
+			first = l
+		}
+		n += len(l.ids)
+	}
+	ids := make([]string, 0, n)
+	for _, l := range links {
+		ids = append(ids, l.ids...)
+	}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	p := &resolved{anchor: first.ids[0], counts: make([]int, len(c.rules.Types)), order: 1}
+	for _, id := range ids {
+		if k, ok := c.rankOf(id); ok {
+			p.counts[k]++
+		}
+	}
+	for k, t := range c.rules.Types {
+		if t.Limit > 0 && p.counts[k] > t.Limit {
+			return resolution{}, false
+		}
+	}
+	p.id = pid(p.anchor)
+	p.idents = ids
+	res = resolution{profiles: []*resolved{p}, of: make(map[string]*resolved, len(ids))}
+	for _, id := range ids {
+		res.of[id] = p
+	}
+	return res, true
+}
+
 func (c *compiled) replay(links []link, decisions []Decision, pid func(string) string, explain bool) resolution {
 	r := &resolver{c: c, pid: pid, res: resolution{of: make(map[string]*resolved, 2*len(links))}, explain: explain}
 	for _, d := range decisions {

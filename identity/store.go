@@ -787,19 +787,23 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 		roots = append(roots, r)
 	}
 	slices.Sort(roots)
-	var allIDs []string
-	for _, g := range graphs {
-		allIDs = append(allIDs, g.idents...)
-	}
-	for _, k := range uf.keys() {
-		if !isComp(k) {
-			allIDs = append(allIDs, k)
-		}
-	}
-	slices.Sort(allIDs)
-	decs, err := s.decisions(ctx, tx, allIDs)
-	if err != nil {
+	var decs []Decision
+	if some, err := s.anyDecisions(ctx, tx); err != nil {
 		return nil, err
+	} else if some {
+		var allIDs []string
+		for _, g := range graphs {
+			allIDs = append(allIDs, g.idents...)
+		}
+		for _, k := range uf.keys() {
+			if !isComp(k) {
+				allIDs = append(allIDs, k)
+			}
+		}
+		slices.Sort(allIDs)
+		if decs, err = s.decisions(ctx, tx, allIDs); err != nil {
+			return nil, err
+		}
 	}
 	var rewrites []rewrite
 	var absorbed []string
@@ -814,7 +818,7 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 		}
 		slices.Sort(comps)
 		slices.Sort(freshIDs)
-		w := rewrite{fresh: freshIDs, before: map[string]string{}}
+		w := rewrite{fresh: freshIDs, before: make(map[string]string, len(comps))}
 		if len(comps) == 0 {
 			w.comp = statestore.NewID("cmp")
 		} else {
@@ -829,7 +833,10 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 		}
 		// The component's links: stored ones, replaced by this batch's
 		// earlier events for the same sets.
-		byKey := map[string]link{}
+		var byKey map[string]link
+		if len(comps) > 0 {
+			byKey = map[string]link{}
+		}
 		var idents []string
 		for _, c := range comps {
 			g := graphs[c]
@@ -849,15 +856,21 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 				w.moved = append(w.moved, g.idents...)
 			}
 		}
-		for _, l := range todoOf[r] {
-			k := linkKey(l.ids)
-			if old, ok := byKey[k]; !ok || l.less(old) < 0 {
-				byKey[k] = l
+		var links []link
+		if byKey == nil {
+			// Only new identifiers: the batch's sets are distinct.
+			links = todoOf[r]
+		} else {
+			for _, l := range todoOf[r] {
+				k := linkKey(l.ids)
+				if old, ok := byKey[k]; !ok || l.less(old) < 0 {
+					byKey[k] = l
+				}
 			}
-		}
-		links := make([]link, 0, len(byKey))
-		for _, l := range byKey {
-			links = append(links, l)
+			links = make([]link, 0, len(byKey))
+			for _, l := range byKey {
+				links = append(links, l)
+			}
 		}
 		idents = append(idents, freshIDs...)
 		var mine []Decision
@@ -866,7 +879,11 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 				mine = append(mine, d)
 			}
 		}
-		w.res = s.c().partition(links, mine, s.pid)
+		if res, ok := s.c().whole(links, s.pid); ok && len(mine) == 0 {
+			w.res = res
+		} else {
+			w.res = s.c().partition(links, mine, s.pid)
+		}
 		w.g = newGraph(idents, links, w.res)
 		rewrites = append(rewrites, w)
 	}
@@ -1012,25 +1029,30 @@ type querier interface {
 	Parts(n, most int) iter.Seq2[int, int]
 }
 
+// anyDecisions reports whether any manual decision exists. Decisions are
+// rare: one cheap query usually spares the lookups. (Unmerge locks the
+// component it decides on, so a decision about a component locked here
+// is committed and seen by either query.)
+func (s *Store) anyDecisions(ctx context.Context, tx querier) (bool, error) {
+	rows, err := tx.Query(ctx, `SELECT id FROM identity_decisions LIMIT 1`)
+	if err != nil {
+		return false, fmt.Errorf("identity: read decisions: %w", err)
+	}
+	some := rows.Next()
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return false, fmt.Errorf("identity: read decisions: %w", err)
+	}
+	return some, nil
+}
+
 // decisions returns the manual decisions that name any of ids.
 func (s *Store) decisions(ctx context.Context, tx querier, ids []string) ([]Decision, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	// Decisions are rare: one cheap query usually spares the lookups.
-	// (Unmerge locks the component it decides on, so a decision about a
-	// component locked here is committed and seen by either query.)
-	rows, err := tx.Query(ctx, `SELECT id FROM identity_decisions LIMIT 1`)
-	if err != nil {
-		return nil, fmt.Errorf("identity: read decisions: %w", err)
-	}
-	some := rows.Next()
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("identity: read decisions: %w", err)
-	}
-	if !some {
-		return nil, nil
+	if some, err := s.anyDecisions(ctx, tx); err != nil || !some {
+		return nil, err
 	}
 	seen := map[string]bool{}
 	var out []Decision
