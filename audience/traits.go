@@ -141,42 +141,7 @@ CREATE TABLE audience_trait_point (
 	last_msg TEXT NOT NULL,
 	last_val TEXT NOT NULL,
 	PRIMARY KEY (trait_id, ekey)
-)`}, audienceMigration, stageMigration, stageWithoutRowid}
-}
-
-// stageWithoutRowid (SQLite only) makes the tables the pipeline writes per
-// event key WITHOUT ROWID tables: a row is one B-tree insert (in its
-// primary key's tree) instead of a row and an index entry. PostgreSQL
-// has no rowid: nothing to do there.
-var stageWithoutRowid = statestore.Migration{Package: "audience", Version: 4, DialectSQL: map[string]string{statestore.SQLite: withoutRowid("audience_stage", `
-	ekey TEXT NOT NULL,
-	stage TEXT NOT NULL,
-	last_at BIGINT NOT NULL,
-	last_msg TEXT NOT NULL,
-	PRIMARY KEY (ekey, stage)
-`, "ekey, stage, last_at, last_msg") + withoutRowid("audience_trait_seen", `
-	trait_id TEXT NOT NULL,
-	ekey TEXT NOT NULL,
-	msg TEXT NOT NULL,
-	PRIMARY KEY (trait_id, ekey, msg)
-`, "trait_id, ekey, msg") + withoutRowid("audience_trait_bucket", `
-	trait_id TEXT NOT NULL,
-	ekey TEXT NOT NULL,
-	day BIGINT NOT NULL,
-	val TEXT NOT NULL,
-	n BIGINT NOT NULL,
-	s DOUBLE PRECISION NOT NULL,
-	PRIMARY KEY (trait_id, ekey, day, val)
-`, "trait_id, ekey, day, val, n, s")}}
-
-// withoutRowid is the SQLite script that moves table's rows into a WITHOUT
-// ROWID table of the same name, columns (cols) and primary key.
-func withoutRowid(table, cols, list string) string {
-	return `CREATE TABLE ` + table + `_new (` + cols + `) WITHOUT ROWID;
-INSERT INTO ` + table + `_new (` + list + `) SELECT ` + list + ` FROM ` + table + `;
-DROP TABLE ` + table + `;
-ALTER TABLE ` + table + `_new RENAME TO ` + table + `;
-`
+)`}, audienceMigration, stageMigration}
 }
 
 var stageMigration = statestore.Migration{Package: "audience", Version: 3, SQL: `

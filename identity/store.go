@@ -11,12 +11,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"hash/maphash"
+	"io"
 	"iter"
 	"maps"
 	"math"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -52,6 +55,9 @@ type Store struct {
 	cache  *setCache
 	seen   *seenCache
 	pg     bool
+	// macs holds HMACs keyed with secret, for pid: a reset one starts
+	// from its saved keyed state instead of hashing the key again.
+	macs sync.Pool
 }
 
 // NewStore returns a Store over db, whose [Migrations] must be applied.
@@ -81,6 +87,7 @@ func NewStore(ctx context.Context, db *statestore.DB, opts Options) (*Store, err
 	if s.secret, err = hex.DecodeString(hx); err != nil {
 		return nil, fmt.Errorf("identity: profile id key: %w", err)
 	}
+	s.macs.New = func() any { return hmac.New(sha256.New, s.secret) }
 	s.rules.Store(c)
 	if err := s.upgrade(ctx); err != nil {
 		return nil, err
@@ -128,34 +135,6 @@ CREATE TABLE identity_idents (
 	last_seen BIGINT NOT NULL
 );
 `
-	// Version 3 (SQLite only) stores the narrow tables the pipeline
-	// writes for each new person as WITHOUT ROWID tables: each row lives
-	// in its primary key's B-tree alone, instead of in a rowid table plus
-	// a separate index on the key (a new identifier was two B-tree
-	// inserts, now one). PostgreSQL has no rowid: nothing to do there.
-	without := func(table, cols, list string) string {
-		return `CREATE TABLE ` + table + `_v3 (` + cols + `) WITHOUT ROWID;
-INSERT INTO ` + table + `_v3 (` + list + `) SELECT ` + list + ` FROM ` + table + `;
-DROP TABLE ` + table + `;
-ALTER TABLE ` + table + `_v3 RENAME TO ` + table + `;
-`
-	}
-	v3 := without("identity_idents", `
-	ident TEXT PRIMARY KEY,
-	component TEXT NOT NULL,
-	first_seen BIGINT NOT NULL,
-	last_seen BIGINT NOT NULL
-`, "ident, component, first_seen, last_seen") + without("identity_profile_ids", `
-	profile_id TEXT PRIMARY KEY,
-	anchor TEXT NOT NULL
-`, "profile_id, anchor") + without("identity_traits", `
-	ekey TEXT NOT NULL,
-	name TEXT NOT NULL,
-	value TEXT NOT NULL,
-	event_time BIGINT NOT NULL,
-	message_id TEXT NOT NULL,
-	PRIMARY KEY (ekey, name)
-`, "ekey, name, value, event_time, message_id")
 	return []statestore.Migration{{Package: "identity", Version: 1, SQL: `
 CREATE TABLE identity_nodes (
 	ident TEXT PRIMARY KEY,
@@ -207,8 +186,7 @@ CREATE TABLE identity_settings (
 	value TEXT NOT NULL
 );
 `}, {Package: "identity", Version: 2, SQL: fmt.Sprintf(v2, "BLOB"),
-		DialectSQL: map[string]string{statestore.Postgres: fmt.Sprintf(v2, "BYTEA")}},
-		{Package: "identity", Version: 3, DialectSQL: map[string]string{statestore.SQLite: v3}}}
+		DialectSQL: map[string]string{statestore.Postgres: fmt.Sprintf(v2, "BYTEA")}}}
 }
 
 // upgrade moves a graph stored in the version 1 tables (a row per
@@ -332,9 +310,16 @@ func (s *Store) upgradeComponents(ctx context.Context, tx *statestore.Tx, comps 
 
 // pid is the profile id of a profile started by anchor.
 func (s *Store) pid(anchor string) string {
-	m := hmac.New(sha256.New, s.secret)
-	m.Write([]byte(anchor))
-	return "prf_" + hex.EncodeToString(m.Sum(nil)[:12])
+	m := s.macs.Get().(hash.Hash)
+	m.Reset()
+	io.WriteString(m, anchor) //nolint:errcheck // a hash's Write does not fail
+	var sum [sha256.Size]byte
+	b := m.Sum(sum[:0])
+	s.macs.Put(m)
+	var out [4 + 24]byte
+	copy(out[:], "prf_")
+	hex.Encode(out[4:], b[:12])
+	return string(out[:])
 }
 
 // setKey identifies a set of identifiers in memory (the caches, a

@@ -1,7 +1,11 @@
 package identity
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"strings"
 	"slices"
 	"testing"
 	"time"
@@ -62,5 +66,24 @@ func TestWholeMatchesReplay(t *testing.T) {
 	})
 	if answered == 0 {
 		t.Fatal("whole never answered: the test checked nothing")
+	}
+}
+
+// TestPidIsKeyedHash checks that profile ids stay what they were (the
+// first 12 bytes of HMAC-SHA256 of the anchor, in hex), also from a
+// reused HMAC: every node, old or new, must give a profile the same id.
+func TestPidIsKeyedHash(t *testing.T) {
+	key := []byte("0123456789abcdef0123456789abcdef")
+	s := &Store{secret: key}
+	s.macs.New = func() any { return hmac.New(sha256.New, s.secret) }
+	for range 3 {
+		for _, anchor := range []string{"anonymous_id:a1", "email:x@example.com", "user_id:" + strings.Repeat("u", 300)} {
+			m := hmac.New(sha256.New, key)
+			m.Write([]byte(anchor))
+			want := "prf_" + hex.EncodeToString(m.Sum(nil)[:12])
+			if got := s.pid(anchor); got != want {
+				t.Fatalf("pid(%q) = %s, want %s", anchor, got, want)
+			}
+		}
 	}
 }
