@@ -6,13 +6,11 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"database/sql"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
-	"hash/maphash"
 	"io"
 	"iter"
 	"maps"
@@ -325,29 +323,16 @@ func (s *Store) pid(anchor string) string {
 // setKey identifies a set of identifiers in memory (the caches, a
 // batch's sets): 128 bits of a hash, with no pointers for the garbage
 // collector to follow.
-// They are two 64-bit hashes under keys chosen at random per process (as
-// the seen cache's identifiers are): nobody can make two sets collide on
-// purpose, and by chance two among a million sets do with odds of about
-// 2^-88.
 type setKey [16]byte
 
-var setSeeds = [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}
-
 func setHash(ids []string) setKey {
-	var h1, h2 maphash.Hash
-	h1.SetSeed(setSeeds[0])
-	h2.SetSeed(setSeeds[1])
-	var n [8]byte
+	h := sha256.New()
 	for _, id := range ids {
-		binary.LittleEndian.PutUint64(n[:], uint64(len(id)))
-		h1.Write(n[:])
-		h1.WriteString(id)
-		h2.Write(n[:])
-		h2.WriteString(id)
+		h.Write([]byte(id))
+		h.Write([]byte{0})
 	}
 	var k setKey
-	binary.LittleEndian.PutUint64(k[:8], h1.Sum64())
-	binary.LittleEndian.PutUint64(k[8:], h2.Sum64())
+	copy(k[:], h.Sum(nil))
 	return k
 }
 
