@@ -30,6 +30,32 @@ func newSetCache(size int) *setCache {
 	return &setCache{young: map[setKey]cachedLink{}, old: map[setKey]cachedLink{}, half: max(size/2, 1), seed: maphash.MakeSeed()}
 }
 
+// uncovered returns the sets of a batch the cache does not show stored
+// with an event no later than theirs, and the same links sorted (one lock
+// for the whole batch).
+func (c *setCache) uncovered(sets map[setKey]link) (map[setKey]link, []link) {
+	out := make(map[setKey]link, len(sets))
+	var pending []link
+	c.mu.Lock()
+	for h, l := range sets {
+		if !c.coversLocked(h, l) {
+			out[h] = l
+			pending = append(pending, l)
+		}
+	}
+	c.mu.Unlock()
+	return out, pending
+}
+
+// putAll is put of every set (after the commit that stored them).
+func (c *setCache) putAll(sets map[setKey]link) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for h, l := range sets {
+		c.putLocked(h, l)
+	}
+}
+
 func (c *setCache) eventHash(l link) uint64 {
 	var h maphash.Hash
 	h.SetSeed(c.seed)
@@ -39,11 +65,9 @@ func (c *setCache) eventHash(l link) uint64 {
 	return h.Sum64()
 }
 
-// covers reports whether the set h is known with an event no later than
-// l's, so that l changes nothing.
-func (c *setCache) covers(h setKey, l link) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+// coversLocked reports whether the set h is known with an event no later
+// than l's, so that l changes nothing.
+func (c *setCache) coversLocked(h setKey, l link) bool {
 	e, ok := c.young[h]
 	if !ok {
 		if e, ok = c.old[h]; !ok {
@@ -54,19 +78,20 @@ func (c *setCache) covers(h setKey, l link) bool {
 	return e.at < at || (e.at == at && e.event == c.eventHash(l))
 }
 
-// put records that set h's earliest event is no later than l. Calls are
-// made with stored facts only (after the commit).
-func (c *setCache) put(h setKey, l link) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+// putLocked records that set h's earliest event is no later than l. Calls
+// are made with stored facts only (after the commit).
+func (c *setCache) putLocked(h setKey, l link) {
 	at := l.at.UnixNano()
-	e := cachedLink{at: at, event: c.eventHash(l)}
+	var e cachedLink
 	if old, ok := c.young[h]; ok {
 		if old.at <= at {
 			return
 		}
+		e = cachedLink{at: at, event: c.eventHash(l)}
 	} else if old, ok := c.old[h]; ok && old.at <= at {
 		e = old
+	} else {
+		e = cachedLink{at: at, event: c.eventHash(l)}
 	}
 	if len(c.young) >= c.half {
 		c.old = c.young
@@ -114,21 +139,33 @@ func (c *seenCache) get(k identKey) ([2]int64, bool) {
 	return r, ok
 }
 
-// covers reports whether id's stored range is known to hold r.
-func (c *seenCache) covers(id string, r [2]int64) bool {
-	key := c.key(id)
+// uncovered returns the identifiers of seen whose ranges the cache does
+// not show stored (one lock for the whole batch).
+func (c *seenCache) uncovered(seen map[string][2]int64) map[string][2]int64 {
+	out := make(map[string][2]int64, len(seen))
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	k, ok := c.get(key)
-	return ok && k[0] <= r[0] && k[1] >= r[1]
+	for id, r := range seen {
+		if k, ok := c.get(c.key(id)); !ok || k[0] > r[0] || k[1] < r[1] {
+			out[id] = r
+		}
+	}
+	return out
 }
 
-// put records that id's stored range holds r (after the commit that
-// stored it).
-func (c *seenCache) put(id string, r [2]int64) {
-	key := c.key(id)
+// putAll is put of every identifier's range (after the commit that
+// stored them).
+func (c *seenCache) putAll(seen map[string][2]int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	for id, r := range seen {
+		c.putLocked(c.key(id), r)
+	}
+}
+
+// putLocked records that the stored range of the identifier of key holds
+// r (after the commit that stored it).
+func (c *seenCache) putLocked(key identKey, r [2]int64) {
 	if k, ok := c.get(key); ok {
 		r = [2]int64{min(k[0], r[0]), max(k[1], r[1])}
 	}

@@ -109,7 +109,7 @@ type resolved struct {
 	id     string
 	anchor string   // the identifier that started it
 	idents []string // in the order they joined
-	counts map[string]int
+	counts []int    // identifiers per type, by the type's rank (unknown types not counted)
 	steps  []Step
 	order  int
 }
@@ -149,27 +149,79 @@ func (c *compiled) partition(links []link, decisions []Decision, pid func(string
 	return c.replay(links, decisions, pid, false)
 }
 
+// whole is partition's shortcut for a component without manual decisions
+// whose identifiers, all together, break no type's limit (most: a
+// person's devices, user id and address): no merge can then break a rule,
+// so the replay joins every identifier of the links into one profile,
+// started by the first identifier (in priority order) of the earliest
+// link. ok is false when the limits may bite: partition must replay.
+func (c *compiled) whole(links []link, pid func(string) string) (res resolution, ok bool) {
+	if len(links) == 0 {
+		return resolution{}, false
+	}
+	first := links[0]
+	n := 0
+	for _, l := range links {
+		if l.less(first) < 0 {
+			first = l
+		}
+		n += len(l.ids)
+	}
+	ids := make([]string, 0, n)
+	for _, l := range links {
+		ids = append(ids, l.ids...)
+	}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	p := &resolved{anchor: first.ids[0], counts: make([]int, len(c.rules.Types)), order: 1}
+	for _, id := range ids {
+		if k, ok := c.rankOf(id); ok {
+			p.counts[k]++
+		}
+	}
+	for k, t := range c.rules.Types {
+		if t.Limit > 0 && p.counts[k] > t.Limit {
+			return resolution{}, false
+		}
+	}
+	p.id = pid(p.anchor)
+	p.idents = ids
+	res = resolution{profiles: []*resolved{p}, of: make(map[string]*resolved, len(ids))}
+	for _, id := range ids {
+		res.of[id] = p
+	}
+	return res, true
+}
+
 func (c *compiled) replay(links []link, decisions []Decision, pid func(string) string, explain bool) resolution {
-	r := &resolver{c: c, pid: pid, detach: map[string]Decision{}, res: resolution{of: map[string]*resolved{}}, explain: explain}
+	r := &resolver{c: c, pid: pid, res: resolution{of: make(map[string]*resolved, 2*len(links))}, explain: explain}
 	for _, d := range decisions {
 		switch d.Kind {
 		case KindApart:
 			r.apart = append(r.apart, d)
 		case KindDetach:
+			if r.detach == nil {
+				r.detach = map[string]Decision{}
+			}
 			r.detach[d.A] = d
 		}
 	}
 	slices.SortFunc(r.apart, func(a, b Decision) int { return cmp.Compare(a.ID, b.ID) })
-	links = slices.Clone(links)
-	slices.SortFunc(links, link.less)
+	if !slices.IsSortedFunc(links, link.less) {
+		links = slices.Clone(links)
+		slices.SortFunc(links, link.less)
+	}
 	for _, l := range links {
-		var ids []string
-		for _, id := range l.ids {
-			if d, ok := r.detach[id]; ok {
-				r.applyDetached(l, id, d)
-				continue
+		ids := l.ids
+		if r.detach != nil {
+			ids = nil
+			for _, id := range l.ids {
+				if d, ok := r.detach[id]; ok {
+					r.applyDetached(l, id, d)
+					continue
+				}
+				ids = append(ids, id)
 			}
-			ids = append(ids, id)
 		}
 		if len(ids) > 0 {
 			r.apply(l, ids)
@@ -198,16 +250,17 @@ func (r *resolver) step(p *resolved, s Step, l link) {
 
 func (r *resolver) create(l link, anchor string) *resolved {
 	r.order++
-	p := &resolved{id: r.pid(anchor), anchor: anchor, counts: map[string]int{}, order: r.order}
+	p := &resolved{id: r.pid(anchor), anchor: anchor, counts: make([]int, len(r.c.rules.Types)), order: r.order}
 	r.res.profiles = append(r.res.profiles, p)
 	r.add(p, anchor)
 	return p
 }
 
 func (r *resolver) add(p *resolved, id string) {
-	typ, _ := splitIdent(id)
+	if k, ok := r.c.rankOf(id); ok {
+		p.counts[k]++
+	}
 	p.idents = append(p.idents, id)
-	p.counts[typ]++
 	r.res.of[id] = p
 }
 
@@ -329,19 +382,26 @@ func (r *resolver) match(ids []string) (matched []*resolved, newIDs []string) {
 // violation says why putting matched and newIDs into one profile breaks
 // the rules, "" if it does not; dec is the manual decision involved.
 func (r *resolver) violation(matched []*resolved, newIDs []string) (reason, dec string) {
-	counts := map[string]int{}
+	var buf [8]int
+	counts := buf[:0]
+	if n := len(r.c.rules.Types); n <= len(buf) {
+		counts = buf[:n]
+	} else {
+		counts = make([]int, n)
+	}
 	for _, p := range matched {
-		for t, n := range p.counts {
-			counts[t] += n
+		for k, n := range p.counts {
+			counts[k] += n
 		}
 	}
 	for _, id := range newIDs {
-		t, _ := splitIdent(id)
-		counts[t]++
+		if k, ok := r.c.rankOf(id); ok {
+			counts[k]++
+		}
 	}
-	for _, t := range r.c.rules.Types {
-		if t.Limit > 0 && counts[t.Name] > t.Limit {
-			return fmt.Sprintf("a profile may have at most %d %s and the merge would give it %d", t.Limit, t.Name, counts[t.Name]), ""
+	for k, t := range r.c.rules.Types {
+		if t.Limit > 0 && counts[k] > t.Limit {
+			return fmt.Sprintf("a profile may have at most %d %s and the merge would give it %d", t.Limit, t.Name, counts[k]), ""
 		}
 	}
 	in := func(id string) bool {

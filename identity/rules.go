@@ -172,7 +172,11 @@ type compiled struct {
 	rank    map[string]int // type → position in priority order (0 highest)
 	limit   map[string]int
 	blocked map[string]bool
-	phones  *phoneCache
+	// blockedLens has bit n set when a blocked value is n bytes long
+	// (n < 64; bit 63 for any longer one): an ASCII value of another
+	// length (lower-casing keeps it) is not blocked, without a lookup.
+	blockedLens uint64
+	phones      *phoneCache
 }
 
 func compile(r Rules) (*compiled, error) {
@@ -185,7 +189,9 @@ func compile(r Rules) (*compiled, error) {
 		c.limit[t.Name] = t.Limit
 	}
 	for _, b := range r.Blocked {
-		c.blocked[strings.ToLower(strings.TrimSpace(b))] = true
+		v := strings.ToLower(strings.TrimSpace(b))
+		c.blocked[v] = true
+		c.blockedLens |= 1 << min(len(v), 63)
 	}
 	return c, nil
 }
@@ -274,6 +280,10 @@ func (c *phoneCache) normalize(v, region string) string {
 
 // isBlocked reports whether a value (raw or normalised) is blocked.
 func (c *compiled) isBlocked(raw, norm string) bool {
+	if !c.mayBeBlocked(strings.TrimSpace(raw)) && !c.mayBeBlocked(norm) &&
+		!(strings.HasPrefix(norm, "+") && c.mayBeBlocked(norm[1:])) {
+		return false
+	}
 	if c.blocked[strings.ToLower(strings.TrimSpace(raw))] {
 		return true
 	}
@@ -282,6 +292,29 @@ func (c *compiled) isBlocked(raw, norm string) bool {
 	}
 	// A phone number's blocked form may be written in digits only.
 	return strings.HasPrefix(norm, "+") && c.blocked[norm[1:]]
+}
+
+// mayBeBlocked reports whether v, lower-cased, may be a blocked value: an
+// ASCII value whose length no blocked value has is not (lower-casing
+// keeps an ASCII value's length).
+func (c *compiled) mayBeBlocked(v string) bool {
+	if c.blockedLens&(1<<min(len(v), 63)) != 0 {
+		return true
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] >= 0x80 {
+			return true
+		}
+	}
+	return false
+}
+
+// rankOf returns the rank of identifier id's type (its position in
+// priority order), false for a type the rules do not name.
+func (c *compiled) rankOf(id string) (int, bool) {
+	typ, _ := splitIdent(id)
+	k, ok := c.rank[typ]
+	return k, ok
 }
 
 // Ident is an identifier's stored form, "type:value"; for user_id and

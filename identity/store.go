@@ -11,11 +11,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
 	"iter"
 	"maps"
 	"math"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -51,6 +54,9 @@ type Store struct {
 	cache  *setCache
 	seen   *seenCache
 	pg     bool
+	// macs holds HMACs keyed with secret, for pid: a reset one starts
+	// from its saved keyed state instead of hashing the key again.
+	macs sync.Pool
 }
 
 // NewStore returns a Store over db, whose [Migrations] must be applied.
@@ -80,6 +86,7 @@ func NewStore(ctx context.Context, db *statestore.DB, opts Options) (*Store, err
 	if s.secret, err = hex.DecodeString(hx); err != nil {
 		return nil, fmt.Errorf("identity: profile id key: %w", err)
 	}
+	s.macs.New = func() any { return hmac.New(sha256.New, s.secret) }
 	s.rules.Store(c)
 	if err := s.upgrade(ctx); err != nil {
 		return nil, err
@@ -302,9 +309,16 @@ func (s *Store) upgradeComponents(ctx context.Context, tx *statestore.Tx, comps 
 
 // pid is the profile id of a profile started by anchor.
 func (s *Store) pid(anchor string) string {
-	m := hmac.New(sha256.New, s.secret)
-	m.Write([]byte(anchor))
-	return "prf_" + hex.EncodeToString(m.Sum(nil)[:12])
+	m := s.macs.Get().(hash.Hash)
+	m.Reset()
+	io.WriteString(m, anchor) //nolint:errcheck // a hash's Write does not fail
+	var sum [sha256.Size]byte
+	b := m.Sum(sum[:0])
+	s.macs.Put(m)
+	var out [4 + 24]byte
+	copy(out[:], "prf_")
+	hex.Encode(out[4:], b[:12])
+	return string(out[:])
 }
 
 // setKey identifies a set of identifiers in memory (the caches, a
@@ -347,8 +361,10 @@ func anys(ss []string) []any {
 }
 
 // errRetry asks for the transaction to run again: another node changed a
-// component between reading and locking it.
-var errRetry = errors.New("identity: component changed meanwhile")
+// component between reading and locking it. It matches
+// [statestore.ErrBusy], so that a [statestore.DB.Batch] the resolution
+// joined runs again too.
+var errRetry = fmt.Errorf("identity: component changed meanwhile: %w", statestore.ErrBusy)
 
 // txAttempts is how often tx tries a transaction that keeps losing races.
 const txAttempts = 8
@@ -359,8 +375,12 @@ const txAttempts = 8
 // ([statestore.ErrConflict]), or the database aborted the transaction or
 // had no room for it ([statestore.ErrBusy]: a PostgreSQL serialization
 // failure or deadlock, a SQLite lock not had in time). It gives up at once
-// when ctx ends, pauses included.
+// when ctx ends, pauses included. In a [statestore.DB.Batch] it runs fn
+// once, in the batch's transaction: the batch retries the whole of it.
 func (s *Store) tx(ctx context.Context, fn func(tx *statestore.Tx) error) error {
+	if s.db.InBatch(ctx) {
+		return s.db.Tx(ctx, fn)
+	}
 	var err error
 	for attempt := range txAttempts {
 		err = s.db.Tx(ctx, fn)
@@ -465,27 +485,15 @@ func (s *Store) Observe(events []event.Event) *Observed {
 func (s *Store) ResolveObserved(ctx context.Context, ob *Observed) error {
 	traits := ob.traits
 	// What the caches show stored already needs no write.
-	sets := make(map[setKey]link, len(ob.sets))
-	var pending []link
-	for h, l := range ob.sets {
-		if !s.cache.covers(h, l) {
-			sets[h] = l
-			pending = append(pending, l)
-		}
-	}
-	seen := make(map[string][2]int64, len(ob.seen))
-	for id, r := range ob.seen {
-		if !s.seen.covers(id, r) {
-			seen[id] = r
-		}
-	}
+	sets, pending := s.cache.uncovered(ob.sets)
+	seen := s.seen.uncovered(ob.seen)
 	slices.SortFunc(pending, link.less)
-	err := s.tx(ctx, func(tx *statestore.Tx) error {
-		seen := maps.Clone(seen) // integrate takes from it; a retry starts afresh
+	return s.tx(ctx, func(tx *statestore.Tx) error {
+		widen := maps.Clone(seen) // integrate takes from it; a retry starts afresh
 		var plinks []eventstore.ProfileLink
 		if len(pending) > 0 {
 			var err error
-			if plinks, err = s.integrate(ctx, tx, pending, seen); err != nil {
+			if plinks, err = s.integrate(ctx, tx, pending, widen); err != nil {
 				return err
 			}
 		}
@@ -494,25 +502,23 @@ func (s *Store) ResolveObserved(ctx context.Context, ob *Observed) error {
 		// commits only if both succeed.
 		linked := make(chan error, 1)
 		go func() { linked <- s.link(ctx, plinks) }()
-		err := s.touch(ctx, tx, seen)
+		err := s.touch(ctx, tx, widen)
 		if err == nil {
 			err = s.storeTraits(ctx, tx, traits)
 		}
 		if lerr := <-linked; err == nil {
 			err = lerr
 		}
+		if err == nil {
+			// The caches learn what is stored once it is (in a batch,
+			// once the batch commits).
+			tx.AfterCommit(func() {
+				s.cache.putAll(sets)
+				s.seen.putAll(seen)
+			})
+		}
 		return err
 	})
-	if err != nil {
-		return err
-	}
-	for h, l := range sets {
-		s.cache.put(h, l)
-	}
-	for id, r := range seen {
-		s.seen.put(id, r)
-	}
-	return nil
 }
 
 // traitKey is a trait of an event key; traitVal its latest value.
@@ -778,19 +784,23 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 		roots = append(roots, r)
 	}
 	slices.Sort(roots)
-	var allIDs []string
-	for _, g := range graphs {
-		allIDs = append(allIDs, g.idents...)
-	}
-	for _, k := range uf.keys() {
-		if !isComp(k) {
-			allIDs = append(allIDs, k)
-		}
-	}
-	slices.Sort(allIDs)
-	decs, err := s.decisions(ctx, tx, allIDs)
-	if err != nil {
+	var decs []Decision
+	if some, err := s.anyDecisions(ctx, tx); err != nil {
 		return nil, err
+	} else if some {
+		var allIDs []string
+		for _, g := range graphs {
+			allIDs = append(allIDs, g.idents...)
+		}
+		for _, k := range uf.keys() {
+			if !isComp(k) {
+				allIDs = append(allIDs, k)
+			}
+		}
+		slices.Sort(allIDs)
+		if decs, err = s.decisions(ctx, tx, allIDs); err != nil {
+			return nil, err
+		}
 	}
 	var rewrites []rewrite
 	var absorbed []string
@@ -805,7 +815,7 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 		}
 		slices.Sort(comps)
 		slices.Sort(freshIDs)
-		w := rewrite{fresh: freshIDs, before: map[string]string{}}
+		w := rewrite{fresh: freshIDs, before: make(map[string]string, len(comps))}
 		if len(comps) == 0 {
 			w.comp = statestore.NewID("cmp")
 		} else {
@@ -820,7 +830,10 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 		}
 		// The component's links: stored ones, replaced by this batch's
 		// earlier events for the same sets.
-		byKey := map[string]link{}
+		var byKey map[string]link
+		if len(comps) > 0 {
+			byKey = map[string]link{}
+		}
 		var idents []string
 		for _, c := range comps {
 			g := graphs[c]
@@ -840,15 +853,21 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 				w.moved = append(w.moved, g.idents...)
 			}
 		}
-		for _, l := range todoOf[r] {
-			k := linkKey(l.ids)
-			if old, ok := byKey[k]; !ok || l.less(old) < 0 {
-				byKey[k] = l
+		var links []link
+		if byKey == nil {
+			// Only new identifiers: the batch's sets are distinct.
+			links = todoOf[r]
+		} else {
+			for _, l := range todoOf[r] {
+				k := linkKey(l.ids)
+				if old, ok := byKey[k]; !ok || l.less(old) < 0 {
+					byKey[k] = l
+				}
 			}
-		}
-		links := make([]link, 0, len(byKey))
-		for _, l := range byKey {
-			links = append(links, l)
+			links = make([]link, 0, len(byKey))
+			for _, l := range byKey {
+				links = append(links, l)
+			}
 		}
 		idents = append(idents, freshIDs...)
 		var mine []Decision
@@ -857,7 +876,11 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 				mine = append(mine, d)
 			}
 		}
-		w.res = s.c().partition(links, mine, s.pid)
+		if res, ok := s.c().whole(links, s.pid); ok && len(mine) == 0 {
+			w.res = res
+		} else {
+			w.res = s.c().partition(links, mine, s.pid)
+		}
 		w.g = newGraph(idents, links, w.res)
 		rewrites = append(rewrites, w)
 	}
@@ -1003,25 +1026,30 @@ type querier interface {
 	Parts(n, most int) iter.Seq2[int, int]
 }
 
+// anyDecisions reports whether any manual decision exists. Decisions are
+// rare: one cheap query usually spares the lookups. (Unmerge locks the
+// component it decides on, so a decision about a component locked here
+// is committed and seen by either query.)
+func (s *Store) anyDecisions(ctx context.Context, tx querier) (bool, error) {
+	rows, err := tx.Query(ctx, `SELECT id FROM identity_decisions LIMIT 1`)
+	if err != nil {
+		return false, fmt.Errorf("identity: read decisions: %w", err)
+	}
+	some := rows.Next()
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return false, fmt.Errorf("identity: read decisions: %w", err)
+	}
+	return some, nil
+}
+
 // decisions returns the manual decisions that name any of ids.
 func (s *Store) decisions(ctx context.Context, tx querier, ids []string) ([]Decision, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	// Decisions are rare: one cheap query usually spares the lookups.
-	// (Unmerge locks the component it decides on, so a decision about a
-	// component locked here is committed and seen by either query.)
-	rows, err := tx.Query(ctx, `SELECT id FROM identity_decisions LIMIT 1`)
-	if err != nil {
-		return nil, fmt.Errorf("identity: read decisions: %w", err)
-	}
-	some := rows.Next()
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("identity: read decisions: %w", err)
-	}
-	if !some {
-		return nil, nil
+	if some, err := s.anyDecisions(ctx, tx); err != nil || !some {
+		return nil, err
 	}
 	seen := map[string]bool{}
 	var out []Decision

@@ -121,6 +121,11 @@ type Options struct {
 	// Defer, when set, is asked before Run gathers each batch; while it
 	// returns true Run waits (collection first during bursts, burst.go).
 	Defer func() bool
+	// StateBatch, when not nil, runs a chunk's identity, consent and
+	// computed-trait steps as one state-store transaction (the state
+	// store's statestore.DB.Batch): one commit instead of one per step.
+	// Audiences run after it commits, as they read what it wrote.
+	StateBatch func(ctx context.Context, fn func(ctx context.Context) error) error
 }
 
 // Suppressor reports whether an event carries an identifier of a person
@@ -651,6 +656,23 @@ func (p *Pipeline) suppress(events []event.Event, problems []event.Problem) ([]e
 // appended to the event store ([Pipeline.appendEvents]).
 // ob, if not nil, is the batch's identity observation.
 func (p *Pipeline) store(ctx context.Context, batch []event.Event, ob *identity.Observed) error {
+	if p.opts.StateBatch != nil {
+		if err := p.opts.StateBatch(ctx, func(ctx context.Context) error { return p.stateSteps(ctx, batch, ob) }); err != nil {
+			return err
+		}
+	} else if err := p.stateSteps(ctx, batch, ob); err != nil {
+		return err
+	}
+	if p.opts.Audiences != nil {
+		if err := p.opts.Audiences.Record(ctx, batch); err != nil {
+			return fmt.Errorf("pipeline: audiences: %w", err)
+		}
+	}
+	return nil
+}
+
+// stateSteps are the steps of [Pipeline.store] before the audiences.
+func (p *Pipeline) stateSteps(ctx context.Context, batch []event.Event, ob *identity.Observed) error {
 	if p.opts.Identity != nil {
 		// Before the events are stored, so that a stored event's key is
 		// already linked to its profile.
@@ -673,11 +695,6 @@ func (p *Pipeline) store(ctx context.Context, batch []event.Event, ob *identity.
 		// After identity, so that merges are known when values are read.
 		if err := p.opts.Traits.Record(ctx, batch); err != nil {
 			return fmt.Errorf("pipeline: computed traits: %w", err)
-		}
-	}
-	if p.opts.Audiences != nil {
-		if err := p.opts.Audiences.Record(ctx, batch); err != nil {
-			return fmt.Errorf("pipeline: audiences: %w", err)
 		}
 	}
 	return nil

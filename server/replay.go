@@ -21,6 +21,7 @@ func (s *Server) pipelineOptions(m *metrics.Registry) pipeline.Options {
 		Log: s.Log, Events: s.Events, Quarantine: s.Quarantine, Identity: s.Identity, Metrics: m, Logger: s.logger,
 		Consent: s.Consent, Plans: trackingplan.NewChecker(s.Plans, 0, m),
 		Traits: s.Traits, Audiences: s.Audiences, Suppress: s.Suppressions,
+		StateBatch: s.State.Batch,
 	}
 }
 

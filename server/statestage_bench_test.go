@@ -66,13 +66,17 @@ func BenchmarkStateStage(b *testing.B) {
 			ob := s.Identity.Observe(chunk)
 			b.StartTimer()
 			t0, cpu0 := time.Now(), processCPU()
-			if err := s.Identity.ResolveObserved(ctx, ob); err != nil {
-				b.Fatal(err)
-			}
-			if err := s.Consent.Record(ctx, chunk); err != nil {
-				b.Fatal(err)
-			}
-			if err := s.Traits.Record(ctx, chunk); err != nil {
+			// As the pipeline runs them (pipeline.Options.StateBatch):
+			// one state-store transaction, then the audiences.
+			if err := s.State.Batch(ctx, func(ctx context.Context) error {
+				if err := s.Identity.ResolveObserved(ctx, ob); err != nil {
+					return err
+				}
+				if err := s.Consent.Record(ctx, chunk); err != nil {
+					return err
+				}
+				return s.Traits.Record(ctx, chunk)
+			}); err != nil {
 				b.Fatal(err)
 			}
 			if err := s.Audiences.Record(ctx, chunk); err != nil {

@@ -22,6 +22,11 @@
 //     [WithSingleWriter]: every [DB.Exec] and [DB.Tx] then takes a write
 //     slot first, so concurrent writers queue in the process instead of
 //     failing with SQLITE_BUSY.
+//   - [DB.Batch] makes several steps, each written as its own [DB.Tx], one
+//     transaction: the pipeline's state-store stage commits a batch's
+//     identity resolution, consent and computed traits once. A step's
+//     [Tx.AfterCommit] hooks (caches of what is stored) run after that
+//     commit; a batch that loses a race runs again whole.
 //
 // # Migrations
 //

@@ -264,6 +264,9 @@ func (db *DB) releaseSlot() { <-db.writeSlot }
 // Exec runs a statement that changes the database. Its `?` placeholders are
 // rebound for the dialect. A constraint violation matches [ErrConflict].
 func (db *DB) Exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if tx := db.joined(ctx); tx != nil {
+		return tx.Exec(ctx, query, args...)
+	}
 	release, err := db.acquire(ctx)
 	if err != nil {
 		return nil, err
@@ -294,8 +297,16 @@ func (db *DB) QueryRow(ctx context.Context, query string, args ...any) *Row {
 // and rolls back when fn returns an error or panics (the panic then goes
 // on). On a single-writer DB the transaction holds the write slot
 // throughout, so fn must use tx, not db, for its queries: a db.Exec inside
-// fn would wait for the slot fn holds.
+// fn would wait for the slot fn holds (unless fn passes on a ctx made by
+// [Batch]).
+//
+// When ctx comes from [DB.Batch] on this DB, fn runs in the batch's
+// transaction instead of one of its own: fn's error is the batch's, and
+// the batch commits (or rolls back) everything at its end.
 func (db *DB) Tx(ctx context.Context, fn func(tx *Tx) error) error {
+	if tx := db.joined(ctx); tx != nil {
+		return fn(tx)
+	}
 	release, err := db.acquire(ctx)
 	if err != nil {
 		return err
@@ -324,13 +335,72 @@ func (db *DB) Tx(ctx context.Context, fn func(tx *Tx) error) error {
 	if db.afterWrite != nil {
 		db.afterWrite()
 	}
+	for _, f := range tx.afterCommit {
+		f()
+	}
 	return nil
 }
 
 // Tx is a transaction started by [DB.Tx].
 type Tx struct {
-	tx *sql.Tx
-	db *DB
+	tx          *sql.Tx
+	db          *DB
+	afterCommit []func()
+}
+
+// AfterCommit has fn called once the transaction commits (not if it rolls
+// back): for what may only be remembered of stored facts, such as caches.
+// In a [DB.Batch], that is when the whole batch commits.
+func (tx *Tx) AfterCommit(fn func()) { tx.afterCommit = append(tx.afterCommit, fn) }
+
+// batchKey is the context key under which [DB.Batch] passes its
+// transaction on; one per DB.
+type batchKey struct{ db *DB }
+
+// joined returns the transaction of the [DB.Batch] ctx comes from, if it
+// is one of db's.
+func (db *DB) joined(ctx context.Context) *Tx {
+	tx, _ := ctx.Value(batchKey{db}).(*Tx)
+	return tx
+}
+
+// InBatch reports whether ctx comes from a [DB.Batch] on db: its
+// transactions join the batch's, and a retry has to be the batch's.
+func (db *DB) InBatch(ctx context.Context) bool { return db.joined(ctx) != nil }
+
+// batchAttempts is how often Batch tries a transaction that keeps losing
+// races.
+const batchAttempts = 8
+
+// Batch runs fn as one transaction: every [DB.Tx] and [DB.Exec] made on db
+// with the ctx fn is given joins it, so that several steps (each written
+// as its own transaction, for use alone) commit together, once. fn must
+// be idempotent: when the transaction loses a race with a concurrent
+// writer ([ErrBusy], [ErrConflict]) Batch runs it again, after a pause
+// that grows with each attempt, up to 8 times; it gives up at once when
+// ctx ends. Reads made with [DB.Query] do not join: they see what is
+// committed.
+func (db *DB) Batch(ctx context.Context, fn func(ctx context.Context) error) error {
+	if db.joined(ctx) != nil {
+		return fn(ctx)
+	}
+	var err error
+	for attempt := range batchAttempts {
+		err = db.Tx(ctx, func(tx *Tx) error {
+			return fn(context.WithValue(ctx, batchKey{db}, tx))
+		})
+		if err == nil || !(errors.Is(err, ErrBusy) || errors.Is(err, ErrConflict)) || ctx.Err() != nil || attempt == batchAttempts-1 {
+			return err
+		}
+		t := time.NewTimer(time.Duration(attempt+1) * 5 * time.Millisecond)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w (while waiting to retry after: %w)", ctx.Err(), err)
+		}
+	}
+	return err
 }
 
 // Dialect returns the dialect of the transaction's database.

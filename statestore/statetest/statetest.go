@@ -46,6 +46,7 @@ func Run(t *testing.T, open func(t *testing.T) *statestore.DB) {
 	t.Run("Conflict", func(t *testing.T) { t.Parallel(); testConflict(t, open) })
 	t.Run("NotFound", func(t *testing.T) { t.Parallel(); testNotFound(t, open) })
 	t.Run("Tx", func(t *testing.T) { t.Parallel(); testTx(t, open) })
+	t.Run("Batch", func(t *testing.T) { t.Parallel(); testBatch(t, open) })
 	t.Run("ConcurrentWriters", func(t *testing.T) { t.Parallel(); testConcurrentWriters(t, open) })
 	t.Run("ReadDuringWrite", func(t *testing.T) { t.Parallel(); testReadDuringWrite(t, open) })
 	t.Run("Rebind", func(t *testing.T) { t.Parallel(); testRebind(t, open) })
@@ -396,6 +397,113 @@ func testTx(t *testing.T, open func(t *testing.T) *statestore.DB) {
 	ran := false
 	if err := db.Tx(cancelled, func(tx *statestore.Tx) error { ran = true; return nil }); err == nil || ran {
 		t.Fatalf("Tx with a cancelled context: err = %v, fn ran = %v", err, ran)
+	}
+}
+
+// testBatch checks DB.Batch: the transactions and statements made with
+// its ctx commit together or not at all, AfterCommit hooks run only after
+// that commit, and a batch that loses a race runs again.
+func testBatch(t *testing.T, open func(t *testing.T) *statestore.DB) {
+	db := setup(t, open)
+	insert := func(ctx context.Context, id string) error {
+		return db.Tx(ctx, func(tx *statestore.Tx) error {
+			_, err := tx.Exec(ctx, `INSERT INTO contract_items (id, name, n) VALUES (?, ?, ?)`, id, "name-"+id, 1)
+			return err
+		})
+	}
+	ctx := context.Background()
+	if db.InBatch(ctx) {
+		t.Fatal("InBatch outside a batch")
+	}
+	// Two steps, each a transaction of its own when alone, and a plain
+	// Exec: one commit.
+	var hooks []string
+	err := db.Batch(ctx, func(ctx context.Context) error {
+		if !db.InBatch(ctx) {
+			t.Error("InBatch false inside a batch")
+		}
+		if err := insert(ctx, "b-1"); err != nil {
+			return err
+		}
+		if err := db.Tx(ctx, func(tx *statestore.Tx) error {
+			tx.AfterCommit(func() { hooks = append(hooks, "second") })
+			_, err := tx.Exec(ctx, `INSERT INTO contract_items (id, name, n) VALUES (?, ?, ?)`, "b-2", "name-b-2", 1)
+			return err
+		}); err != nil {
+			return err
+		}
+		if _, err := db.Exec(ctx, `UPDATE contract_items SET n = 2 WHERE id = ?`, "b-1"); err != nil {
+			return err
+		}
+		// Not committed yet: a read outside the batch does not see it,
+		// and no hook ran.
+		if n := count(t, db, `SELECT COUNT(*) FROM contract_items WHERE id LIKE 'b-%'`); n != 0 {
+			t.Errorf("%d rows visible before the batch committed", n)
+		}
+		if len(hooks) != 0 {
+			t.Errorf("hooks ran before the commit: %v", hooks)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, db, `SELECT COUNT(*) FROM contract_items WHERE id LIKE 'b-%'`); n != 2 {
+		t.Errorf("%d rows after the batch, want 2", n)
+	}
+	if n := count(t, db, `SELECT n FROM contract_items WHERE id = 'b-1'`); n != 2 {
+		t.Errorf("n = %d after the batch's update, want 2", n)
+	}
+	if !slices.Equal(hooks, []string{"second"}) {
+		t.Errorf("hooks after the commit: %v", hooks)
+	}
+
+	// A step that fails rolls the steps before it back, and their hooks
+	// never run.
+	hooks = nil
+	errBoom := errors.New("boom")
+	err = db.Batch(ctx, func(ctx context.Context) error {
+		if err := db.Tx(ctx, func(tx *statestore.Tx) error {
+			tx.AfterCommit(func() { hooks = append(hooks, "rolled back") })
+			_, err := tx.Exec(ctx, `INSERT INTO contract_items (id, name, n) VALUES (?, ?, ?)`, "r-1", "name-r-1", 1)
+			return err
+		}); err != nil {
+			return err
+		}
+		return db.Tx(ctx, func(*statestore.Tx) error { return errBoom })
+	})
+	if !errors.Is(err, errBoom) {
+		t.Fatalf("batch error %v, want boom", err)
+	}
+	if n := count(t, db, `SELECT COUNT(*) FROM contract_items WHERE id = 'r-1'`); n != 0 {
+		t.Errorf("the failed batch left %d rows", n)
+	}
+	if len(hooks) != 0 {
+		t.Errorf("hooks of a rolled back batch ran: %v", hooks)
+	}
+
+	// A batch that loses a race (here: says so once) runs again, whole.
+	attempts := 0
+	err = db.Batch(ctx, func(ctx context.Context) error {
+		attempts++
+		if err := insert(ctx, fmt.Sprintf("again-%d", attempts)); err != nil {
+			return err
+		}
+		if attempts == 1 {
+			return fmt.Errorf("lost a race: %w", statestore.ErrBusy)
+		}
+		return nil
+	})
+	if err != nil || attempts != 2 {
+		t.Fatalf("retried batch: %v after %d attempts, want success after 2", err, attempts)
+	}
+	if n := count(t, db, `SELECT COUNT(*) FROM contract_items WHERE id LIKE 'again-%'`); n != 1 {
+		t.Errorf("%d rows after a retried batch, want the second attempt's 1", n)
+	}
+	// Other errors are not retried.
+	attempts = 0
+	if err := db.Batch(ctx, func(context.Context) error { attempts++; return errBoom }); !errors.Is(err, errBoom) || attempts != 1 {
+		t.Errorf("batch failing with boom: %v after %d attempts, want boom after 1", err, attempts)
 	}
 }
 
