@@ -144,11 +144,9 @@ func keyHash(buf []byte, src, msg string) (uint64, []byte) {
 
 // dropStored returns the events of batch not already stored.
 func (s *Store) dropStored(ctx context.Context, conn *sql.Conn, batch []*pending) ([]*pending, error) {
-	var maybe []uint64
-	for _, p := range batch {
-		if s.keys.mayContain(p.hash) {
-			maybe = append(maybe, p.hash)
-		}
+	maybe, err := s.maybeStored(batch)
+	if err != nil {
+		return nil, fmt.Errorf("check duplicates: %w", err)
 	}
 	if len(maybe) == 0 {
 		return batch, nil
@@ -201,8 +199,11 @@ func (s *Store) insert(ctx context.Context, dc driver.Conn, rows []*pending) err
 	// Record the fingerprints and sources before committing: if the commit
 	// fails after all, extra entries only cost a verification query, while
 	// a missing one would let a duplicate in, or hide an event from Get.
-	for _, p := range rows {
-		s.keys.add(p.hash)
+	if err := s.addKeys(rows); err != nil {
+		if rbErr := tx.Rollback(); rbErr != nil {
+			return errors.Join(err, fmt.Errorf("rollback: %w", rbErr))
+		}
+		return err
 	}
 	s.addSources(rows)
 	if err := tx.Commit(); err != nil {

@@ -13,20 +13,31 @@ import (
 )
 
 // Dedup stays exact when the in-memory filter is wrong most of the time:
-// with hashes masked to a few bits before the filter sees them, nearly every new key collides
-// with a stored one and must be told apart by the exact check. Batches mix
-// new keys, keys stored earlier, repeats within the batch and keys that
-// differ only in their source; the store is reopened (reloading the
-// filter from the table) at random points. No duplicate may be stored and
-// no unique event dropped, and the first stored copy must win.
+// with hashes masked to a few bits before the filter sees them, nearly
+// every new key collides with a stored one and must be told apart by the
+// exact index, and, when the index's hashes are masked too, by the check
+// against the table. Batches mix new keys, keys stored earlier, repeats
+// within the batch and keys that differ only in their source; they go
+// through Append or Stage (committed at once, later, or at the next
+// writer); the index writes runs of a few hashes and merges them in the
+// background; the store is reopened at random points (the index read back
+// from its files, merges cut short). No duplicate may be stored and no
+// unique event dropped, and the first stored copy must win.
 func TestDedupExactWithCollidingFingerprints(t *testing.T) {
 	dir := t.TempDir()
 	run := 0
 	rapid.Check(t, func(rt *rapid.T) {
 		run++
 		kept := rapid.UintRange(1, 10).Draw(rt, "keptBits")
-		// Load the filter in ranges of a few keys, as with many millions.
-		opts := openOptions{fpMask: ^uint64(0) << (64 - kept), loadChunk: int64(rapid.IntRange(1, 100).Draw(rt, "loadChunk"))}
+		mask := ^uint64(0) << (64 - kept)
+		opts := openOptions{fpMask: mask, indexMask: ^uint64(0),
+			loadChunk: int64(rapid.IntRange(1, 100).Draw(rt, "loadChunk")),
+			flushLen:  rapid.IntRange(1, 64).Draw(rt, "flushLen"),
+			groupRows: rapid.IntRange(1, 200).Draw(rt, "groupRows")}
+		indexMasked := rapid.Bool().Draw(rt, "indexMasked")
+		if indexMasked {
+			opts.indexMask = mask
+		}
 		path := filepath.Join(dir, fmt.Sprintf("r%d.duckdb", run))
 		s, err := open(path, opts)
 		if err != nil {
@@ -45,15 +56,23 @@ func TestDedupExactWithCollidingFingerprints(t *testing.T) {
 		})
 		batches := rapid.IntRange(1, 12).Draw(rt, "batches")
 		serial := 0
-		var checked int64 // ids the filter sent to the exact check, over all opens
+		var st DedupStats // summed over all opens
+		sum := func() {
+			d := s.DedupStats()
+			st.CheckedIDs += d.CheckedIDs
+			st.FilterHits += d.FilterHits
+		}
 		for b := range batches {
 			if b > 0 && rapid.IntRange(0, 4).Draw(rt, "reopen") == 0 {
-				checked += s.DedupStats().CheckedIDs
+				sum()
 				if err := s.Close(); err != nil {
 					rt.Fatal(err)
 				}
 				if s, err = open(path, opts); err != nil {
 					rt.Fatal(err)
+				}
+				if s.DedupStats().IndexRebuilt {
+					rt.Fatalf("the index was rebuilt at a reopen: it did not cover the table")
 				}
 			}
 			keys := rapid.SliceOfN(keyGen, 1, 120).Draw(rt, "batch")
@@ -71,13 +90,26 @@ func TestDedupExactWithCollidingFingerprints(t *testing.T) {
 					wantNew++
 				}
 			}
-			n, err := s.Append(ctx, evs)
+			var n int
+			switch rapid.IntRange(0, 2).Draw(rt, "write") {
+			case 0:
+				n, err = s.Append(ctx, evs)
+			case 1:
+				n, _, err = s.Stage(ctx, evs)
+			default:
+				if n, _, err = s.Stage(ctx, evs); err == nil {
+					err = s.Commit(ctx)
+				}
+			}
 			if err != nil {
 				rt.Fatal(err)
 			}
 			if n != wantNew {
-				rt.Fatalf("batch %d: Append stored %d, want %d new", b, n, wantNew)
+				rt.Fatalf("batch %d: stored %d, want %d new", b, n, wantNew)
 			}
+		}
+		if err := s.Commit(ctx); err != nil {
+			rt.Fatal(err)
 		}
 		count, err := s.Count(ctx)
 		if err != nil || count != int64(len(first)) {
@@ -89,16 +121,27 @@ func TestDedupExactWithCollidingFingerprints(t *testing.T) {
 				rt.Fatalf("Get(%q, %q) = %d events (%v), want the one named %s", k.src, k.msg, len(got), err, name)
 			}
 		}
-		if checked += s.DedupStats().CheckedIDs; len(first) > 50 && checked == 0 {
-			rt.Fatalf("no exact checks with %d-bit hashes: the test hook is not in effect", kept)
+		sum()
+		if len(first) > 50 && st.FilterHits == 0 {
+			rt.Fatalf("no filter hits with %d-bit hashes: the test hook is not in effect", kept)
+		}
+		if indexMasked && len(first) > 50 && st.CheckedIDs == 0 {
+			rt.Fatalf("no exact checks with %d-bit index hashes: the test hook is not in effect", kept)
 		}
 	})
 }
 
-// Open loads the filter in ranges of key_hash; keys at the edges of the
-// ranges, and at both ends of the hash space, are all loaded.
-func TestLoadKeysRanges(t *testing.T) {
-	s := openMem(t)
+// Open rebuilds the index from the table when it does not cover it (here:
+// rows written in SQL, as by an older build) and loads the filter from it
+// in chunks; keys at the edges of the chunks, and at both ends of the hash
+// space, are all found, and an index that covers the table is reused.
+func TestOpenRebuildsIndex(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "events.duckdb")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var hashes []uint64
 	for _, p := range []uint64{0, 1, 2, 7, 100, 2047, 2048, 4094, 4095} {
 		base := p << (64 - partBits)
@@ -112,22 +155,34 @@ func TestLoadKeysRanges(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
 	distinct := map[uint64]bool{}
 	for _, h := range hashes {
 		distinct[h>>(64-defaultWidth)] = true
 	}
-	for _, chunk := range []int64{1, 2, 3, 5, 1000} {
-		keys, err := loadKeys(context.Background(), s.db, defaultWidth, ^uint64(0), chunk)
+	for i, chunk := range []int64{1, 2, 3, 5, 1000} {
+		s, err := open(path, openOptions{loadChunk: chunk})
 		if err != nil {
 			t.Fatal(err)
 		}
+		if st := s.DedupStats(); st.IndexRebuilt != (i == 0) || st.IndexHashes != int64(len(hashes)) {
+			t.Errorf("chunk %d: rebuilt %v, %d hashes in the index; want rebuilt only at the first open, %d hashes", chunk, st.IndexRebuilt, st.IndexHashes, len(hashes))
+		}
 		for _, h := range hashes {
-			if !keys.mayContain(h) {
-				t.Errorf("chunk %d: hash %#x not loaded", chunk, h)
+			if !s.keys.mayContain(h) {
+				t.Errorf("chunk %d: hash %#x not in the filter", chunk, h)
+			}
+			if got, err := s.index.containsAny([]uint64{h}); err != nil || len(got) != 1 {
+				t.Errorf("chunk %d: hash %#x not in the index (%v)", chunk, h, err)
 			}
 		}
-		if keys.n != int64(len(distinct)) {
-			t.Errorf("chunk %d: %d fingerprints loaded, want %d", chunk, keys.n, len(distinct))
+		if s.keys.n != int64(len(distinct)) {
+			t.Errorf("chunk %d: %d fingerprints loaded, want %d", chunk, s.keys.n, len(distinct))
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
 		}
 	}
 }

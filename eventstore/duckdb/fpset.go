@@ -56,7 +56,7 @@ var heldBytes atomic.Int64
 // Go heap that grows with the stored events (about 3 bytes per event at
 // 100 million). A node paces its garbage collector with it (see
 // [PaceGC]).
-func FilterBytes() int64 { return heldBytes.Load() + fixedBytes.Load() }
+func FilterBytes() int64 { return heldBytes.Load() + fixedBytes.Load() + indexHeld.Load() }
 
 // fixedBytes is the partition state of the open filters.
 var fixedBytes atomic.Int64
@@ -79,7 +79,7 @@ const (
 	// blockLen is the number of entries per indexed block of a segment.
 	blockLen = 64
 	// defaultWidth is the fingerprint width of a Store's filter.
-	defaultWidth = 48
+	defaultWidth = 32
 )
 
 type fpPart struct {

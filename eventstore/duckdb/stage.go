@@ -94,8 +94,8 @@ func (s *Store) stage(ctx context.Context, events []event.Event, batch []*pendin
 		if err := st.conn.Raw(func(dc any) error { return s.appendRows(ctx, dc.(driver.Conn), part) }); err != nil {
 			return 0, 0, fmt.Errorf("append %d events: %w", len(part), err)
 		}
-		for _, p := range part {
-			s.keys.add(p.hash)
+		if err := s.addKeys(part); err != nil {
+			return 0, 0, err
 		}
 		s.addSources(part)
 		st.rows += len(part)
