@@ -2,7 +2,9 @@ package duckdb
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -183,6 +185,150 @@ func TestOpenRebuildsIndex(t *testing.T) {
 		}
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// copyStore copies a store's files (database, write-ahead log, key index)
+// while it is open: what a crash at this moment would leave on disk.
+func copyStore(t *testing.T, from, to string) {
+	t.Helper()
+	for _, suffix := range []string{"", ".wal"} {
+		b, err := os.ReadFile(from + suffix)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(to+suffix, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.CopyFS(indexDir(to), os.DirFS(indexDir(from))); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// After a crash the index and the table agree: a store reopened from the
+// files as they were while it ran (committed batches, a staged batch not
+// yet committed, runs written and merging) neither stores a committed
+// event again nor drops the staged events that never committed.
+func TestDedupAfterCrash(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "events.duckdb")
+	ctx := context.Background()
+	s, err := open(path, openOptions{flushLen: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	batch := func(from, n int) []event.Event {
+		evs := make([]event.Event, n)
+		for i := range evs {
+			evs[i] = testEvent("src", fmt.Sprint("m", from+i), base.Add(time.Duration(from+i)*time.Second))
+		}
+		return evs
+	}
+	for b := range 10 {
+		if n, err := s.Append(ctx, batch(b*100, 100)); err != nil || n != 100 {
+			t.Fatalf("Append = %d, %v", n, err)
+		}
+	}
+	// Staged, not committed: its keys are in the index's log already.
+	if n, left, err := s.Stage(ctx, batch(1000, 100)); err != nil || n != 100 || left != 100 {
+		t.Fatalf("Stage = %d, %d, %v; want 100 staged, 100 left", n, left, err)
+	}
+	crashed := filepath.Join(dir, "crashed.duckdb")
+	copyStore(t, path, crashed)
+
+	c, err := open(crashed, openOptions{flushLen: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if st := c.DedupStats(); st.IndexRebuilt {
+		t.Errorf("the index was rebuilt after the crash; it should have been read back")
+	}
+	if n, _ := c.Count(ctx); n != 1000 {
+		t.Fatalf("%d events after the crash, want the 1000 committed", n)
+	}
+	// Everything again: only the staged batch is new.
+	for b := range 11 {
+		n, err := c.Append(ctx, batch(b*100, 100))
+		want := 0
+		if b == 10 {
+			want = 100
+		}
+		if err != nil || n != want {
+			t.Fatalf("batch %d again after the crash: stored %d (%v), want %d", b, n, err, want)
+		}
+	}
+	if n, _ := c.Count(ctx); n != 1100 {
+		t.Fatalf("%d events, want 1100", n)
+	}
+	if st := c.DedupStats(); st.CheckedIDs < 1000 {
+		t.Errorf("%d ids checked against the table, want the 1000 committed ones at least", st.CheckedIDs)
+	}
+}
+
+// Erased and expired events leave the index consistent: their ids sent
+// again are stored again (once), before and after a reopen.
+func TestDedupAfterEraseAndExpire(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "events.duckdb")
+	ctx := context.Background()
+	s, err := open(path, openOptions{flushLen: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { s.Close() }()
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	batch := func(user string, from, n int) []event.Event {
+		evs := make([]event.Event, n)
+		for i := range evs {
+			evs[i] = testEvent("src", fmt.Sprint("m", from+i), base.Add(time.Duration(from+i)*time.Hour))
+			evs[i].UserID = user
+		}
+		return evs
+	}
+	appendWant := func(what string, evs []event.Event, want int) {
+		t.Helper()
+		if n, err := s.Append(ctx, evs); err != nil || n != want {
+			t.Fatalf("%s: stored %d (%v), want %d", what, n, err, want)
+		}
+	}
+	appendWant("u1", batch("u1", 0, 40), 40)
+	appendWant("u2", batch("u2", 40, 40), 40)
+	if n, err := s.Erase(ctx, []string{"user_id:u1"}); err != nil || n != 40 {
+		t.Fatalf("Erase = %d, %v", n, err)
+	}
+	// Events 40-59 are before 60 h: expired.
+	if n, err := s.Expire(ctx, "src", base.Add(60*time.Hour)); err != nil || n != 20 {
+		t.Fatalf("Expire = %d, %v", n, err)
+	}
+	for round := range 2 {
+		if round == 1 {
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if s, err = open(path, openOptions{flushLen: 30}); err != nil {
+				t.Fatal(err)
+			}
+			// Erased again: round 0 stored them back.
+			if _, err := s.Erase(ctx, []string{"user_id:u1"}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Expire(ctx, "src", base.Add(60*time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		appendWant("erased ids again", batch("u1", 0, 40), 40)
+		appendWant("expired and kept ids again", batch("u2", 40, 40), 20)
+		appendWant("all of them once more", append(batch("u1", 0, 40), batch("u2", 40, 40)...), 0)
+		if n, _ := s.Count(ctx); n != 80 {
+			t.Fatalf("round %d: %d events, want 80", round, n)
 		}
 	}
 }
