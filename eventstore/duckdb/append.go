@@ -199,7 +199,7 @@ func (s *Store) insert(ctx context.Context, dc driver.Conn, rows []*pending) err
 	// Record the fingerprints and sources before committing: if the commit
 	// fails after all, extra entries only cost a verification query, while
 	// a missing one would let a duplicate in, or hide an event from Get.
-	if err := s.addKeys(rows); err != nil {
+	if err := s.addKeys(rows, true); err != nil {
 		if rbErr := tx.Rollback(); rbErr != nil {
 			return errors.Join(err, fmt.Errorf("rollback: %w", rbErr))
 		}

@@ -134,7 +134,7 @@ func TestDedupExactWithCollidingFingerprints(t *testing.T) {
 }
 
 // Open rebuilds the index from the table when it does not cover it (here:
-// rows written in SQL, as by an older build) and loads the filter from it
+// rows written in SQL, as by an older build, or the index removed) and loads the filter from it
 // in chunks; keys at the edges of the chunks, and at both ends of the hash
 // space, are all found, and an index that covers the table is reused.
 func TestOpenRebuildsIndex(t *testing.T) {
@@ -165,12 +165,20 @@ func TestOpenRebuildsIndex(t *testing.T) {
 		distinct[h>>(64-defaultWidth)] = true
 	}
 	for i, chunk := range []int64{1, 2, 3, 5, 1000} {
-		s, err := open(path, openOptions{loadChunk: chunk})
+		// Rebuilt at the first open, and whenever its directory is gone,
+		// sorting the hashes in parts of chunk.
+		rebuild := i == 0 || i%2 == 0
+		if rebuild {
+			if err := os.RemoveAll(indexDir(path)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s, err := open(path, openOptions{loadChunk: chunk, rebuildChunk: int(chunk)})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st := s.DedupStats(); st.IndexRebuilt != (i == 0) || st.IndexHashes != int64(len(hashes)) {
-			t.Errorf("chunk %d: rebuilt %v, %d hashes in the index; want rebuilt only at the first open, %d hashes", chunk, st.IndexRebuilt, st.IndexHashes, len(hashes))
+		if st := s.DedupStats(); st.IndexRebuilt != rebuild || st.IndexHashes != int64(len(hashes)) {
+			t.Errorf("chunk %d: rebuilt %v, %d hashes in the index; want rebuilt %v, %d hashes", chunk, st.IndexRebuilt, st.IndexHashes, rebuild, len(hashes))
 		}
 		for _, h := range hashes {
 			if !s.keys.mayContain(h) {

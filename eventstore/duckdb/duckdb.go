@@ -162,13 +162,16 @@ func OpenWithMemoryLimit(path, limit string) (*Store, error) {
 
 // openOptions are test hooks of open; zero fields take the defaults.
 type openOptions struct {
-	fpWidth     uint
-	fpMask      uint64
-	indexMask   uint64 // applied to the key index's hashes; all ones but in tests
-	loadChunk   int64  // hashes handed to the filter at a time while loading
-	flushLen    int    // the key index's recent hashes held before a run is written
-	memoryLimit string
-	groupRows   int
+	fpWidth   uint
+	fpMask    uint64
+	indexMask uint64 // applied to the key index's hashes; all ones but in tests
+	loadChunk int64  // hashes handed to the filter at a time while loading
+	flushLen  int    // the key index's recent hashes held before a run is written
+	// rebuildChunk is how many hashes a rebuild of the key index sorts
+	// in memory at a time.
+	rebuildChunk int
+	memoryLimit  string
+	groupRows    int
 }
 
 func open(path string, o openOptions) (*Store, error) {
@@ -186,6 +189,9 @@ func open(path string, o openOptions) (*Store, error) {
 	}
 	if o.flushLen == 0 {
 		o.flushLen = defaultFlushLen
+	}
+	if o.rebuildChunk == 0 {
+		o.rebuildChunk = 4 << 20
 	}
 	if o.groupRows == 0 {
 		o.groupRows = rowGroupSize

@@ -26,8 +26,9 @@ import (
 // The index lives in the directory <database file>.keys:
 //
 //   - log-<seq>: the hashes added since the last flush, appended (8 bytes
-//     each, little endian) and synced before the batch that added them
-//     commits in DuckDB;
+//     each, little endian) as batches are appended or staged, and synced
+//     before the transaction that holds them commits in DuckDB (Append
+//     syncs at once, Stage at its commits, once a row group);
 //   - run-<lo>-<hi>: sorted, distinct hashes (8 bytes each, little
 //     endian) of the logs lo to hi; written to a temporary file, synced,
 //     renamed;
@@ -69,6 +70,7 @@ type keyIndex struct {
 	// log's.
 	recentLo, seq uint64
 	log           *os.File
+	dirty         bool // log written since its last sync
 
 	// The merger: wake signals a flush, stop asks it to end; done is
 	// closed when it has. mergeErr is the error of the last merge, kept
@@ -455,15 +457,25 @@ func (x *keyIndex) add(hs []uint64) error {
 		if _, err := x.log.Write(b); err != nil {
 			return fmt.Errorf("dedup index: write log: %w", err)
 		}
-		if err := x.log.Sync(); err != nil {
-			return fmt.Errorf("dedup index: sync log: %w", err)
-		}
+		x.dirty = true
 	}
 	slices.Sort(masked)
 	x.recent = mergeSorted(x.recent, masked)
 	if len(x.recent) >= x.flushLen {
 		return x.flush()
 	}
+	return nil
+}
+
+// sync makes the log durable. The caller holds wmu.
+func (x *keyIndex) sync() error {
+	if !x.dirty || x.log == nil {
+		return nil
+	}
+	if err := x.log.Sync(); err != nil {
+		return fmt.Errorf("dedup index: sync log: %w", err)
+	}
+	x.dirty = false
 	return nil
 }
 
@@ -508,7 +520,7 @@ func (x *keyIndex) flush() error {
 	}
 	if x.log != nil {
 		x.log.Close()
-		x.log = nil
+		x.log, x.dirty = nil, false
 		for s := lo; s <= hi; s++ {
 			if err := os.Remove(filepath.Join(x.dir, logPrefix+strconv.FormatUint(s, 10))); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return fmt.Errorf("dedup index: flush: %w", err)
