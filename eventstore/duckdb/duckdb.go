@@ -16,21 +16,36 @@
 //
 // An event is identified by (source_id, message_id). The table has no
 // unique index (DuckDB's ART index is slow to maintain at this scale, see
-// [Store.Append]); instead the store keeps in memory a compact filter of
-// the stored keys (fpSet): a 48-bit prefix of each key's 64-bit
-// fingerprint (key_hash), sorted and Golomb-Rice coded in 65,536
-// partitions, loaded on [Open]. A batch's events whose prefix is not in the
-// filter are new, for sure; the few whose prefix is there (redeliveries,
-// and prefix collisions: about n/2^48 per new event, 1 in 2.8 million at
-// 100 million stored) are checked exactly against the table with one query
-// per Append (a scan of key_hash: about 0.5 s at 20 million rows). The
-// filter costs about 3 to 4 bytes of memory per stored event at 10 to 100
-// million (see `tandem bench dedup`), against 25 with the exact 64-bit set
-// it replaces, plus 7 MiB of fixed partition state;
-// Open reads key_hash in ranges so that building it never holds more than
-// about 4 million uncompressed fingerprints. [FilterBytes] reports the
-// filters' memory; [PaceGC] keeps Go's garbage collector from giving them
-// headroom (doubling them) as it would any other live memory.
+// [Store.Append]); instead dedup has two parts, both built from each key's
+// 64-bit fingerprint, key_hash (dedup.go):
+//
+//   - in memory, a compact filter of the stored keys (fpSet): a 32-bit
+//     prefix of each key_hash, sorted and Golomb-Rice coded in 65,536
+//     partitions, about 1.2 to 1.5 bytes per stored event at 30 to 100
+//     million plus 7 MiB of fixed partition state. A batch's events whose
+//     prefix is not in it are new, for sure; the others (redeliveries, and
+//     prefix collisions: about n/2^32 per new event, 0.7% at 30 million
+//     stored, 2.3% at 100 million) go to
+//   - the exact key index (keyIndex, keyindex.go): every stored key_hash,
+//     in sorted runs in the directory events.duckdb.keys beside the file,
+//     merged in the background, the newest ones in memory; a lookup reads
+//     one 4 KiB block per run. Only the keys found there (true duplicates,
+//     keys of erased or expired events, 64-bit collisions) are checked
+//     against the table, with one query per Append (a scan of key_hash).
+//
+// The index holds a superset of the stored keys: a batch's hashes are
+// written to its log, and synced, before the batch commits, so no crash
+// can leave a stored event out of it; extra hashes (a batch that never
+// committed, erased events) cost an exact check, never an event. Open reads
+// the index from its files and builds the filter from it (sequential
+// reads, about 8 bytes per stored event); it rebuilds the index from the
+// table (one scan of key_hash, sorted in parts of 4 million) when the
+// index is missing, was made for another database (a token in the
+// dedup_index table), holds fewer hashes than the table has rows, or holds
+// more than twice as many (erased and expired keys). [FilterBytes] reports
+// the memory of the filter and the index; [PaceGC] keeps Go's garbage
+// collector from giving it headroom (doubling it) as it would any other
+// live memory.
 //
 // # Staged appends
 //
