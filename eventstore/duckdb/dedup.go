@@ -115,7 +115,7 @@ func (s *Store) openDedup(ctx context.Context, o openOptions) error {
 	}
 	if x == nil {
 		var err error
-		if x, err = rebuildKeyIndex(ctx, s, dir, o); err != nil {
+		if x, err = rebuildKeyIndex(ctx, s, dir, rows, o); err != nil {
 			return fmt.Errorf("dedup: rebuild index: %w", err)
 		}
 		s.indexRebuilt = true
@@ -160,10 +160,10 @@ func coversTable(n, rows int64, o openOptions) bool {
 }
 
 // rebuildKeyIndex replaces the index in dir by one run of the table's
-// key_hash (see writeTableKeys), records its token in dir and in the
+// key_hash, of which there are about rows (see writeTableKeys), records its token in dir and in the
 // database, and opens it. A crash before the database has the token leaves an index
 // that the next open rebuilds again.
-func rebuildKeyIndex(ctx context.Context, s *Store, dir string, o openOptions) (*keyIndex, error) {
+func rebuildKeyIndex(ctx context.Context, s *Store, dir string, rows int64, o openOptions) (*keyIndex, error) {
 	if dir != "" {
 		if err := os.RemoveAll(dir); err != nil {
 			return nil, err
@@ -176,7 +176,7 @@ func rebuildKeyIndex(ctx context.Context, s *Store, dir string, o openOptions) (
 	if err != nil {
 		return nil, err
 	}
-	if err := writeTableKeys(ctx, s, dir, o, w); err != nil {
+	if err := writeTableKeys(ctx, s, rows, o, w); err != nil {
 		w.abort()
 		return nil, err
 	}
@@ -221,139 +221,44 @@ func rebuildKeyIndex(ctx context.Context, s *Store, dir string, o openOptions) (
 	return openKeyIndex(dir, o.indexMask, o.flushLen)
 }
 
-// writeTableKeys writes the table's key_hash, masked, in order, to w: read
-// in one scan, sorted in Go in parts of o.rebuildChunk hashes, each kept
-// in a temporary file of dir (in memory without one), then merged. Sorting
-// in Go keeps DuckDB's memory at a scan's (an ORDER BY of 30 million
-// hashes left 150 MiB more resident after it than this does).
-func writeTableKeys(ctx context.Context, s *Store, dir string, o openOptions, w *runWriter) (err error) {
-	var parts []*keyRun
-	defer func() {
-		for _, p := range parts {
-			p.close()
-			if p.path != "" {
-				os.Remove(p.path)
-			}
-		}
-	}()
-	buf := make([]uint64, 0, o.rebuildChunk)
-	spill := func() error {
-		if len(buf) == 0 {
-			return nil
-		}
-		slices.Sort(buf)
-		pw, err := newRunWriter(dir, 0, 0, len(buf))
+// writeTableKeys writes the table's key_hash, masked, in order, to w. It
+// reads them in ranges of the top 16 bits of about o.rebuildChunk hashes,
+// one scan of the column each, and sorts each range in Go: DuckDB's
+// driver materializes a query's whole result, so one query of every
+// key_hash would hold them all in DuckDB's memory (800 MB at 100 million),
+// and an ORDER BY would add its sort's.
+func writeTableKeys(ctx context.Context, s *Store, rows int64, o openOptions, w *runWriter) error {
+	const nparts = 1 << partBits
+	ranges := min(max(1, (rows+int64(o.rebuildChunk)-1)/int64(o.rebuildChunk)), nparts)
+	buf := make([]uint64, 0, rows/ranges+rows/ranges/8+1024)
+	q := fmt.Sprintf(`SELECT key_hash FROM events WHERE (key_hash >> %d) >= ? AND (key_hash >> %d) < ?`, 64-partBits, 64-partBits)
+	for r := range ranges {
+		lo, hi := r*nparts/ranges, (r+1)*nparts/ranges
+		res, err := s.db.QueryContext(ctx, q, lo, hi)
 		if err != nil {
 			return err
 		}
-		if pw.f != nil {
-			// A part is a temporary file: removed at open after a crash.
-			pw.r.path = filepath.Join(dir, fmt.Sprintf("part-%d.tmp", len(parts)))
-			pw.f.Close()
-			os.Remove(pw.tmp)
-			pw.tmp = pw.r.path + ".w.tmp"
-			if pw.f, err = os.Create(pw.tmp); err != nil {
-				return err
-			}
-			pw.bw.Reset(pw.f)
-		}
-		for _, h := range buf {
-			if err := pw.put(h); err != nil {
-				pw.abort()
-				return err
-			}
-		}
-		p, err := pw.finish()
-		if err != nil {
-			return err
-		}
-		parts = append(parts, p)
 		buf = buf[:0]
-		return nil
-	}
-	rows, err := s.db.QueryContext(ctx, `SELECT key_hash FROM events`)
-	if err != nil {
-		return err
-	}
-	for rows.Next() {
-		var h uint64
-		if err := rows.Scan(&h); err != nil {
-			rows.Close()
+		for res.Next() {
+			var h uint64
+			if err := res.Scan(&h); err != nil {
+				res.Close()
+				return err
+			}
+			buf = append(buf, h&o.indexMask)
+		}
+		err = res.Err()
+		res.Close()
+		if err != nil {
 			return err
 		}
-		buf = append(buf, h&o.indexMask)
-		if len(buf) == cap(buf) {
-			if err := spill(); err != nil {
-				rows.Close()
+		// The mask keeps the top bits: the ranges stay in order.
+		slices.Sort(buf)
+		for _, h := range buf {
+			if err := w.put(h); err != nil {
 				return err
 			}
 		}
-	}
-	err = rows.Err()
-	rows.Close()
-	if err == nil {
-		err = spill()
-	}
-	if err != nil {
-		return err
-	}
-	buf = nil
-	return mergeRuns(parts, w)
-}
-
-// mergeRuns writes the union of the runs, in order, to w (which drops
-// repeats).
-func mergeRuns(runs []*keyRun, w *runWriter) error {
-	type cursor struct {
-		h    uint64
-		next func() (uint64, bool, error)
-	}
-	var heap []cursor // a min-heap on h
-	less := func(i, j int) bool { return heap[i].h < heap[j].h }
-	down := func(i int) {
-		for {
-			l, m := 2*i+1, i
-			if l < len(heap) && less(l, m) {
-				m = l
-			}
-			if r := l + 1; r < len(heap) && less(r, m) {
-				m = r
-			}
-			if m == i {
-				return
-			}
-			heap[i], heap[m] = heap[m], heap[i]
-			i = m
-		}
-	}
-	for _, r := range runs {
-		next := r.reader()
-		h, ok, err := next()
-		if err != nil {
-			return err
-		}
-		if ok {
-			heap = append(heap, cursor{h, next})
-		}
-	}
-	for i := len(heap)/2 - 1; i >= 0; i-- {
-		down(i)
-	}
-	for len(heap) > 0 {
-		if err := w.put(heap[0].h); err != nil {
-			return err
-		}
-		h, ok, err := heap[0].next()
-		if err != nil {
-			return err
-		}
-		if ok {
-			heap[0].h = h
-		} else {
-			heap[0] = heap[len(heap)-1]
-			heap = heap[:len(heap)-1]
-		}
-		down(0)
 	}
 	return nil
 }

@@ -39,7 +39,7 @@
 // committed, erased events) cost an exact check, never an event. Open reads
 // the index from its files and builds the filter from it (sequential
 // reads, about 8 bytes per stored event); it rebuilds the index from the
-// table (one scan of key_hash, sorted in parts of 4 million) when the
+// table (one scan of key_hash per 4 million rows) when the
 // index is missing, was made for another database (a token in the
 // dedup_index table), holds fewer hashes than the table has rows, or holds
 // more than twice as many (erased and expired keys). [FilterBytes] reports
