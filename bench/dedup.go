@@ -29,11 +29,13 @@ this process, on a temporary DuckDB file (set TMPDIR to choose its disk):
   fill      --window events written straight into the events table in SQL
             (INSERT … SELECT, with the real key_hash), not through Append,
             by a child process
-  open      open the store in this process: time to load the dedup filter, its size in
-            bytes per id, Go heap and process RSS
+  open      open the store in this process: time to load the dedup filter
+            (and, the first time, to build the exact key index from the
+            table), its size in bytes per id, Go heap and process RSS
   append    --append new events through Append in --batch-event batches:
-            events/s, and how many ids the filter sent to the exact check
-            (prefix collisions: every one of these events is new)
+            events/s, CPU per event, how many ids the filter sent to the
+            key index (prefix collisions: every one of these events is new),
+            the index blocks read, and the ids checked against the table
   redeliver append again --redeliver batches already stored (a pipeline
             replay after a crash): seconds per batch, all found duplicate
   baseline  the same append on an empty store, in the same run
