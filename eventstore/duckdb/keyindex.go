@@ -74,8 +74,8 @@ type keyIndex struct {
 
 	// The merger: wake signals a flush, stop asks it to end; done is
 	// closed when it has. mergeErr is the error of the last merge, kept
-	// for the next add (the index stays correct without the merge, but a
-	// disk that fails writes should be noticed).
+	// for the next add to report (the index stays correct without the
+	// merge, but a disk that fails writes should be noticed).
 	wake     chan struct{}
 	stop     chan struct{}
 	done     chan struct{}
@@ -439,9 +439,12 @@ func (x *keyIndex) add(hs []uint64) error {
 	if len(hs) == 0 {
 		return nil
 	}
-	x.mu.RLock()
+	// A failed merge is reported once (the index is correct without it;
+	// the next flush tries again).
+	x.mu.Lock()
 	mergeErr := x.mergeErr
-	x.mu.RUnlock()
+	x.mergeErr = nil
+	x.mu.Unlock()
 	if mergeErr != nil {
 		return fmt.Errorf("dedup index: merge: %w", mergeErr)
 	}
