@@ -48,10 +48,12 @@ type key struct{ src, msg string }
 //  1. duplicates within the batch are dropped in Go, first one wins;
 //  2. each event's fingerprint (a prefix of keyHash) is looked up in the
 //     in-memory filter of stored fingerprints (fpSet): absent means new,
-//     for sure;
-//  3. events whose fingerprint is present (true duplicates, or a
-//     fingerprint collision, about n/2^48 per event) are checked exactly
-//     with one query on the full key_hash for the whole batch, then on
+//     for sure; present (a fingerprint collision, about n/2^32 per event,
+//     or a true duplicate), its keyHash is looked up in the exact key
+//     index on disk (keyIndex): absent means new, for sure;
+//  3. events whose keyHash is in the index (true duplicates, erased keys,
+//     64-bit collisions) are checked exactly with one query on the full
+//     key_hash for the whole batch, then on
 //     (source_id, message_id);
 //  4. the new events, sorted by timestamp, go through DuckDB's Appender in
 //     one transaction: all of them are committed or none.
