@@ -29,11 +29,13 @@ this process, on a temporary DuckDB file (set TMPDIR to choose its disk):
   fill      --window events written straight into the events table in SQL
             (INSERT … SELECT, with the real key_hash), not through Append,
             by a child process
-  open      open the store in this process: time to load the dedup filter, its size in
-            bytes per id, Go heap and process RSS
+  open      open the store in this process: time to load the dedup filter
+            (and, the first time, to build the exact key index from the
+            table), its size in bytes per id, Go heap and process RSS
   append    --append new events through Append in --batch-event batches:
-            events/s, and how many ids the filter sent to the exact check
-            (prefix collisions: every one of these events is new)
+            events/s, CPU per event, how many ids the filter sent to the
+            key index (prefix collisions: every one of these events is new),
+            the index blocks read, and the ids checked against the table
   redeliver append again --redeliver batches already stored (a pipeline
             replay after a crash): seconds per batch, all found duplicate
   baseline  the same append on an empty store, in the same run
@@ -97,11 +99,18 @@ type DedupReport struct {
 	FingerprintBits int     `json:"fingerprintBits"`
 	FilterBytes     int64   `json:"filterBytes"`
 	BytesPerID      float64 `json:"bytesPerId"`
-	RSSBeforeMiB    float64 `json:"rssBeforeMiB"` // process RSS just before the open
-	HeapMiB         float64 `json:"heapMiB"`      // Go heap in use after open (GC'd)
-	RSSMiB          float64 `json:"rssMiB"`       // process RSS after open
-	RSSAfterMiB     float64 `json:"rssAfterMiB"`  // process RSS after the append phases
-	PeakRSSMiB      float64 `json:"peakRssMiB"`   // process peak RSS from the open on (load included)
+	// The exact key index (absent before it existed): hashes, runs on
+	// disk, its memory (part of FilterBytes), whether the open rebuilt
+	// it from the table.
+	IndexHashes  int64   `json:"indexHashes,omitempty"`
+	IndexRuns    int     `json:"indexRuns,omitempty"`
+	IndexBytes   int64   `json:"indexBytes,omitempty"`
+	IndexRebuilt bool    `json:"indexRebuilt,omitempty"`
+	RSSBeforeMiB float64 `json:"rssBeforeMiB"` // process RSS just before the open
+	HeapMiB      float64 `json:"heapMiB"`      // Go heap in use after open (GC'd)
+	RSSMiB       float64 `json:"rssMiB"`       // process RSS after open
+	RSSAfterMiB  float64 `json:"rssAfterMiB"`  // process RSS after the append phases
+	PeakRSSMiB   float64 `json:"peakRssMiB"`   // process peak RSS from the open on (load included)
 
 	Full     DedupAppend `json:"full"`  // append with the window full
 	Empty    DedupAppend `json:"empty"` // same append on an empty store
@@ -121,6 +130,12 @@ type DedupAppend struct {
 	PerSec       float64 `json:"eventsPerSec"`
 	CheckedIDs   int64   `json:"checkedIds"`
 	CheckQueries int64   `json:"checkQueries"`
+	// FilterHits are the ids the filter sent to the exact index,
+	// IndexReads the blocks of runs read for them.
+	FilterHits int64 `json:"filterHits"`
+	IndexReads int64 `json:"indexReads"`
+	// CPUMicros is this process's CPU time per appended event.
+	CPUMicros float64 `json:"cpuMicrosPerEvent"`
 }
 
 func dedupMain(args []string, stdout, stderr io.Writer) int {
@@ -277,6 +292,7 @@ func dedupStore(ctx context.Context, rep *DedupReport, path string, o dedupOptio
 	rep.OpenSeconds = time.Since(start).Seconds()
 	st := store.DedupStats()
 	rep.Fingerprints, rep.FingerprintBits, rep.FilterBytes = st.Fingerprints, st.FingerprintBits, st.Bytes
+	rep.IndexHashes, rep.IndexRuns, rep.IndexBytes, rep.IndexRebuilt = st.IndexHashes, st.IndexRuns, st.IndexBytes, st.IndexRebuilt
 	if st.Fingerprints > 0 {
 		rep.BytesPerID = float64(st.Bytes) / float64(st.Fingerprints)
 	}
@@ -314,6 +330,7 @@ func dedupStore(ctx context.Context, rep *DedupReport, path string, o dedupOptio
 func dedupAppend(ctx context.Context, s *duckdb.Store, o dedupOptions, prefix string) (DedupAppend, error) {
 	before := s.DedupStats()
 	ph := DedupAppend{Events: o.Append}
+	cpu0, _ := selfCPU()
 	start := time.Now()
 	for i := 0; i < o.Append; i += o.Batch {
 		n, err := s.Append(ctx, dedupBatch(min(o.Batch, o.Append-i), prefix, i))
@@ -327,6 +344,11 @@ func dedupAppend(ctx context.Context, s *duckdb.Store, o dedupOptions, prefix st
 	after := s.DedupStats()
 	ph.CheckedIDs = after.CheckedIDs - before.CheckedIDs
 	ph.CheckQueries = after.CheckQueries - before.CheckQueries
+	ph.FilterHits = after.FilterHits - before.FilterHits
+	ph.IndexReads = after.IndexReads - before.IndexReads
+	if ph.Stored > 0 {
+		ph.CPUMicros = float64(cpuNow(cpu0)) / float64(time.Microsecond) / float64(ph.Stored)
+	}
 	return ph, nil
 }
 
@@ -397,11 +419,19 @@ func writeDedupText(w io.Writer, r *DedupReport) {
 	if r.Flags.Store {
 		fmt.Fprintf(w, "dedup filter   %d fingerprints of %d bits, %.1f MiB, %.2f bytes/id; loaded in %.1fs\n",
 			r.Fingerprints, r.FingerprintBits, float64(r.FilterBytes)/(1<<20), r.BytesPerID, r.OpenSeconds)
+		if r.IndexHashes > 0 {
+			how := "read from its files"
+			if r.IndexRebuilt {
+				how = "rebuilt from the table at the open"
+			}
+			fmt.Fprintf(w, "key index      %d hashes in %d runs on disk, %.1f MiB in memory (in the filter's figure), %s\n",
+				r.IndexHashes, r.IndexRuns, float64(r.IndexBytes)/(1<<20), how)
+		}
 		fmt.Fprintf(w, "memory         process RSS %.0f MiB before the open (DuckDB library, baseline phase)\n", r.RSSBeforeMiB)
 		fmt.Fprintf(w, "               Go heap %.0f MiB, process RSS %.0f MiB after open, %.0f MiB after appends, peak %.0f MiB from the open on\n", r.HeapMiB, r.RSSMiB, r.RSSAfterMiB, r.PeakRSSMiB)
 		row := func(name string, a DedupAppend) {
-			fmt.Fprintf(w, "%-14s %9.0f events/s  (%d stored in %.1fs; %d ids checked exactly in %d queries)\n",
-				name, a.PerSec, a.Stored, a.Seconds, a.CheckedIDs, a.CheckQueries)
+			fmt.Fprintf(w, "%-14s %9.0f events/s, %.1f CPU µs/event  (%d stored in %.1fs; %d filter hits, %d index blocks read; %d ids checked against the table in %d queries)\n",
+				name, a.PerSec, a.CPUMicros, a.Stored, a.Seconds, a.FilterHits, a.IndexReads, a.CheckedIDs, a.CheckQueries)
 		}
 		row("append full", r.Full)
 		row("append empty", r.Empty)
@@ -415,4 +445,13 @@ func writeDedupText(w io.Writer, r *DedupReport) {
 	for _, f := range r.Failures {
 		fmt.Fprintf(w, "FAILED: %s\n", f)
 	}
+}
+
+// cpuNow returns this process's CPU time since cpu0 (0 if unknown).
+func cpuNow(cpu0 time.Duration) time.Duration {
+	c, err := selfCPU()
+	if err != nil || cpu0 == 0 {
+		return 0
+	}
+	return c - cpu0
 }

@@ -113,6 +113,22 @@ func runDedupNode(ctx context.Context, exe, window, workDir string, o dedupOptio
 			}
 		}
 	}
+	// The window's dedup key index, if an earlier phase left one beside
+	// it: linked too, so that the node reads it instead of rebuilding it
+	// (a build without the index ignores it).
+	if ents, err := os.ReadDir(window + ".keys"); err == nil {
+		keys := filepath.Join(dir, "events.duckdb.keys")
+		if err := os.Mkdir(keys, 0o755); err != nil {
+			r.Failure = err.Error()
+			return r
+		}
+		for _, e := range ents {
+			if err := os.Link(filepath.Join(window+".keys", e.Name()), filepath.Join(keys, e.Name())); err != nil {
+				r.Failure = fmt.Sprintf("link the window's key index into the node's data directory: %v", err)
+				return r
+			}
+		}
+	}
 	addr, err := freeAddr()
 	if err != nil {
 		r.Failure = err.Error()

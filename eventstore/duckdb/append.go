@@ -48,10 +48,12 @@ type key struct{ src, msg string }
 //  1. duplicates within the batch are dropped in Go, first one wins;
 //  2. each event's fingerprint (a prefix of keyHash) is looked up in the
 //     in-memory filter of stored fingerprints (fpSet): absent means new,
-//     for sure;
-//  3. events whose fingerprint is present (true duplicates, or a
-//     fingerprint collision, about n/2^48 per event) are checked exactly
-//     with one query on the full key_hash for the whole batch, then on
+//     for sure; present (a fingerprint collision, about n/2^32 per event,
+//     or a true duplicate), its keyHash is looked up in the exact key
+//     index on disk (keyIndex): absent means new, for sure;
+//  3. events whose keyHash is in the index (true duplicates, erased keys,
+//     64-bit collisions) are checked exactly with one query on the full
+//     key_hash for the whole batch, then on
 //     (source_id, message_id);
 //  4. the new events, sorted by timestamp, go through DuckDB's appender
 //     (as data chunks, see chunk.go) in one transaction: all of them are
@@ -147,11 +149,9 @@ func keyHash(buf []byte, src, msg string) (uint64, []byte) {
 
 // dropStored returns the events of batch not already stored.
 func (s *Store) dropStored(ctx context.Context, conn *sql.Conn, batch []*pending) ([]*pending, error) {
-	var maybe []uint64
-	for _, p := range batch {
-		if s.keys.mayContain(p.hash) {
-			maybe = append(maybe, p.hash)
-		}
+	maybe, err := s.maybeStored(batch)
+	if err != nil {
+		return nil, fmt.Errorf("check duplicates: %w", err)
 	}
 	if len(maybe) == 0 {
 		return batch, nil
@@ -204,8 +204,11 @@ func (s *Store) insert(ctx context.Context, dc driver.Conn, rows []*pending) err
 	// Record the fingerprints and sources before committing: if the commit
 	// fails after all, extra entries only cost a verification query, while
 	// a missing one would let a duplicate in, or hide an event from Get.
-	for _, p := range rows {
-		s.keys.add(p.hash)
+	if err := s.addKeys(rows, true); err != nil {
+		if rbErr := tx.Rollback(); rbErr != nil {
+			return errors.Join(err, fmt.Errorf("rollback: %w", rbErr))
+		}
+		return err
 	}
 	s.addSources(rows)
 	if err := tx.Commit(); err != nil {

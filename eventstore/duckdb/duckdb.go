@@ -16,21 +16,37 @@
 //
 // An event is identified by (source_id, message_id). The table has no
 // unique index (DuckDB's ART index is slow to maintain at this scale, see
-// [Store.Append]); instead the store keeps in memory a compact filter of
-// the stored keys (fpSet): a 48-bit prefix of each key's 64-bit
-// fingerprint (key_hash), sorted and Golomb-Rice coded in 65,536
-// partitions, loaded on [Open]. A batch's events whose prefix is not in the
-// filter are new, for sure; the few whose prefix is there (redeliveries,
-// and prefix collisions: about n/2^48 per new event, 1 in 2.8 million at
-// 100 million stored) are checked exactly against the table with one query
-// per Append (a scan of key_hash: about 0.5 s at 20 million rows). The
-// filter costs about 3 to 4 bytes of memory per stored event at 10 to 100
-// million (see `tandem bench dedup`), against 25 with the exact 64-bit set
-// it replaces, plus 7 MiB of fixed partition state;
-// Open reads key_hash in ranges so that building it never holds more than
-// about 4 million uncompressed fingerprints. [FilterBytes] reports the
-// filters' memory; [PaceGC] keeps Go's garbage collector from giving them
-// headroom (doubling them) as it would any other live memory.
+// [Store.Append]); instead dedup has two parts, both built from each key's
+// 64-bit fingerprint, key_hash (dedup.go):
+//
+//   - in memory, a compact filter of the stored keys (fpSet): a 32-bit
+//     prefix of each key_hash, sorted and Golomb-Rice coded in 65,536
+//     partitions: 2.1 bytes per stored event at 10 million, 1.5 at 30
+//     million (measured, 7 MiB of fixed partition state included), about
+//     1.1 to 1.2 at 100 million. A batch's events whose
+//     prefix is not in it are new, for sure; the others (redeliveries, and
+//     prefix collisions: about n/2^32 per new event, 0.7% at 30 million
+//     stored, 2.3% at 100 million) go to
+//   - the exact key index (keyIndex, keyindex.go): every stored key_hash,
+//     in sorted runs in the directory events.duckdb.keys beside the file,
+//     merged in the background, the newest ones in memory; a lookup reads
+//     one 4 KiB block per run. Only the keys found there (true duplicates,
+//     keys of erased or expired events, 64-bit collisions) are checked
+//     against the table, with one query per Append (a scan of key_hash).
+//
+// The index holds a superset of the stored keys: a batch's hashes are
+// written to its log, and synced, before the batch commits, so no crash
+// can leave a stored event out of it; extra hashes (a batch that never
+// committed, erased events) cost an exact check, never an event. Open reads
+// the index from its files and builds the filter from it (sequential
+// reads, about 8 bytes per stored event); it rebuilds the index from the
+// table (one scan of key_hash per 4 million rows) when the
+// index is missing, was made for another database (a token in the
+// dedup_index table), holds fewer hashes than the table has rows, or holds
+// more than twice as many (erased and expired keys). [FilterBytes] reports
+// the memory of the filter and the index; [PaceGC] keeps Go's garbage
+// collector from giving it headroom (doubling it) as it would any other
+// live memory.
 //
 // # Staged appends
 //
@@ -55,7 +71,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -109,10 +124,16 @@ type Store struct {
 	// a few bits to make fingerprint collisions frequent).
 	fpWidth uint
 	fpMask  uint64
-	// loadChunk is about how many fingerprints Open holds uncompressed
-	// while loading (tests shrink it to load in many ranges).
-	loadChunk int64
-	// dedup counts the exact checks; read by DedupStats.
+	// index is the exact on-disk index of the stored keys' hashes
+	// (keyindex.go, dedup.go); guarded by wmu. indexCounted is its memory
+	// as counted into FilterBytes; indexRebuilt tells whether Open
+	// rebuilt it from the table.
+	index        *keyIndex
+	indexCounted int64
+	indexRebuilt bool
+	// dedup counts the filter's hits, the index's block reads and the
+	// exact checks against the table; read by DedupStats.
+	filterHits, indexReads   atomic.Int64
 	checkedIDs, checkBatches atomic.Int64
 
 	// sources holds every stored source_id (a superset: it may hold a
@@ -157,11 +178,16 @@ func OpenWithMemoryLimit(path, limit string) (*Store, error) {
 
 // openOptions are test hooks of open; zero fields take the defaults.
 type openOptions struct {
-	fpWidth     uint
-	fpMask      uint64
-	loadChunk   int64
-	memoryLimit string
-	groupRows   int
+	fpWidth   uint
+	fpMask    uint64
+	indexMask uint64 // applied to the key index's hashes; all ones but in tests
+	loadChunk int64  // hashes handed to the filter at a time while loading
+	flushLen  int    // the key index's recent hashes held before a run is written
+	// rebuildChunk is how many hashes a rebuild of the key index sorts
+	// in memory at a time.
+	rebuildChunk int
+	memoryLimit  string
+	groupRows    int
 }
 
 func open(path string, o openOptions) (*Store, error) {
@@ -171,8 +197,17 @@ func open(path string, o openOptions) (*Store, error) {
 	if o.fpMask == 0 {
 		o.fpMask = ^uint64(0)
 	}
+	if o.indexMask == 0 {
+		o.indexMask = o.fpMask
+	}
 	if o.loadChunk == 0 {
-		o.loadChunk = 4 << 20
+		o.loadChunk = 1 << 20
+	}
+	if o.flushLen == 0 {
+		o.flushLen = defaultFlushLen
+	}
+	if o.rebuildChunk == 0 {
+		o.rebuildChunk = 4 << 20
 	}
 	if o.groupRows == 0 {
 		o.groupRows = rowGroupSize
@@ -226,8 +261,8 @@ func open(path string, o openOptions) (*Store, error) {
 			return nil, fmt.Errorf("eventstore/duckdb: open %q: set memory_limit: %w", path, err)
 		}
 	}
-	s := &Store{db: db, file: file, fpWidth: o.fpWidth, fpMask: o.fpMask, loadChunk: o.loadChunk, groupRows: o.groupRows}
-	if err := s.init(ctx); err != nil {
+	s := &Store{db: db, file: file, fpWidth: o.fpWidth, fpMask: o.fpMask, groupRows: o.groupRows}
+	if err := s.init(ctx, o); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("eventstore/duckdb: open %q: %w", path, err)
 	}
@@ -244,7 +279,7 @@ var (
 	openFiles   = map[string]bool{}
 )
 
-func (s *Store) init(ctx context.Context) error {
+func (s *Store) init(ctx context.Context, o openOptions) (err error) {
 	// One DuckDB worker thread (queries get more while they run, see
 	// threads.go): inside `tandem serve` the event store
 	// shares the machine with collection, and its extra threads cost more
@@ -272,11 +307,14 @@ func (s *Store) init(ctx context.Context) error {
 	if _, err := s.fillTouches(ctx); err != nil {
 		return fmt.Errorf("fill touches: %w", err)
 	}
-	keys, err := loadKeys(ctx, s.db, s.fpWidth, s.fpMask, s.loadChunk)
-	if err != nil {
+	if err := s.openDedup(ctx, o); err != nil {
 		return err
 	}
-	s.keys = keys
+	defer func() {
+		if err != nil {
+			s.closeDedup()
+		}
+	}()
 	if err := s.countRows(ctx); err != nil {
 		return err
 	}
@@ -341,87 +379,51 @@ func (s *Store) sourceList(max int) []string {
 	return out
 }
 
-// loadKeys builds the dedup filter from the key_hash of all stored events.
-// It reads them in ranges of key_hash (one scan of the column per range,
-// each range about loadChunk keys) so that only one range's fingerprints
-// are held uncompressed at a time.
-func loadKeys(ctx context.Context, db *sql.DB, width uint, mask uint64, loadChunk int64) (_ *fpSet, err error) {
-	keys := newFPSet(width)
-	defer func() {
-		if err != nil {
-			keys.release()
-		}
-	}()
-	keys.mask = mask
-	var n int64
-	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM events`).Scan(&n); err != nil {
-		return nil, fmt.Errorf("load dedup keys: %w", err)
-	}
-	ranges := max(1, (n+loadChunk-1)/loadChunk)
-	nparts := int64(len(keys.parts))
-	ranges = min(ranges, nparts)
-	buf := make([]uint64, 0, min(n/ranges+n/ranges/8+1024, 2*loadChunk))
-	for r := range ranges {
-		// Partitions [lo, hi) (database/sql takes no uint64 above
-		// 2^63, so the range is on the partition number).
-		lo, hi := r*nparts/ranges, (r+1)*nparts/ranges
-		q := fmt.Sprintf(`SELECT key_hash FROM events WHERE (key_hash >> %d) >= ? AND (key_hash >> %d) < ?`, 64-partBits, 64-partBits)
-		args := []any{lo, hi}
-		rows, err := db.QueryContext(ctx, q, args...)
-		if err != nil {
-			return nil, fmt.Errorf("load dedup keys: %w", err)
-		}
-		buf = buf[:0]
-		for rows.Next() {
-			var h uint64
-			if err := rows.Scan(&h); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("load dedup keys: %w", err)
-			}
-			buf = append(buf, h)
-		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
-			return nil, fmt.Errorf("load dedup keys: %w", err)
-		}
-		keys.load(buf)
-	}
-	if n > loadChunk {
-		// Give the load's garbage (the range buffer, the driver's rows)
-		// back to the system now rather than to the scavenger, over
-		// minutes: the node's resident memory is what operators watch.
-		buf = nil
-		debug.FreeOSMemory()
-	}
-	return keys, nil
-}
-
-// DedupStats describes the in-memory dedup filter.
+// DedupStats describes the dedup filter and index.
 type DedupStats struct {
 	// Fingerprints is the number of distinct fingerprints held (at most
 	// the number of stored events).
 	Fingerprints int64
-	// Bytes is the memory the filter holds.
+	// Bytes is the memory the filter and the index hold (the index: its
+	// recent hashes and its runs' fences).
 	Bytes int64
+	// IndexBytes is the index's part of Bytes.
+	IndexBytes int64
 	// FingerprintBits is the width of a fingerprint.
 	FingerprintBits int
-	// CheckedIDs counts the events of appended batches that the filter
-	// reported as maybe stored, each checked exactly against the table
-	// (true duplicates and fingerprint collisions); CheckQueries counts
-	// the queries that did (one per Append at most).
+	// IndexHashes counts the hashes in the exact index (a hash may count
+	// twice until its runs merge); IndexRuns its runs on disk;
+	// IndexRebuilt whether Open rebuilt it from the table.
+	IndexHashes  int64
+	IndexRuns    int
+	IndexRebuilt bool
+	// FilterHits counts the events of appended batches the filter
+	// reported as maybe stored, each looked up in the index;
+	// IndexReads the blocks of runs those lookups read.
+	FilterHits, IndexReads int64
+	// CheckedIDs counts the events the index reported as stored, each
+	// checked exactly against the table (true duplicates, keys erased or
+	// expired since, 64-bit collisions); CheckQueries counts the queries
+	// that did (one per Append at most).
 	CheckedIDs, CheckQueries int64
 }
 
-// DedupStats returns figures of the dedup filter.
+// DedupStats returns figures of the dedup filter and index.
 func (s *Store) DedupStats() DedupStats {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	st := DedupStats{FingerprintBits: int(s.fpWidth),
+	st := DedupStats{FingerprintBits: int(s.fpWidth), IndexRebuilt: s.indexRebuilt,
+		FilterHits: s.filterHits.Load(), IndexReads: s.indexReads.Load(),
 		CheckedIDs: s.checkedIDs.Load(), CheckQueries: s.checkBatches.Load()}
 	if s.keys != nil {
 		st.Fingerprints = s.keys.n
 		st.Bytes = s.keys.bytes()
+	}
+	if s.index != nil {
+		st.IndexBytes = s.index.bytes()
+		st.Bytes += st.IndexBytes
+		st.IndexHashes = s.index.count()
+		st.IndexRuns = s.index.runCount()
 	}
 	return st
 }
@@ -463,10 +465,7 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.flushStaged()
-	if s.keys != nil {
-		s.keys.release()
-	}
-	s.keys = nil
+	s.closeDedup()
 	s.threads.close()
 	err := s.db.Close()
 	if s.file != "" {

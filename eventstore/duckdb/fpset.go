@@ -8,7 +8,7 @@ import (
 
 // fpSet is the in-memory dedup filter: a compact set of fingerprint
 // prefixes of stored keys. It answers "certainly not stored" or "maybe
-// stored"; Append checks the maybes exactly against the key_hash column.
+// stored"; Append looks the maybes up in the exact key index (keyIndex).
 //
 // A key's fingerprint is the top width bits of its 64-bit key_hash. The
 // top partBits of those pick one of 65,536 partitions; the remaining bits
@@ -26,12 +26,12 @@ import (
 //     buffers of the 65,536 partitions take about 15 MiB at 100 million
 //     stored rather than the 24 MiB of buffers allocated at their limit.
 //
-// With width 48 and 100 million keys, a partition holds about 1,500
-// remainders of 32 bits: about 23 bits per entry in seg, 1 bit in its
+// With width 32 and 100 million keys, a partition holds about 1,500
+// remainders of 16 bits: about 7.4 bits per entry in seg, 1 bit in its
 // index, plus the buffers and 112 bytes per partition; a lookup of a new
-// key says "maybe" with probability n/2^48 (3.6e-7 at 100 million, so 0.7%
-// of 20,000-event batches pay the exact check, a scan of key_hash). See
-// `tandem bench dedup` for measured figures.
+// key says "maybe" with probability n/2^32 (2.3% at 100 million), and the
+// maybes are looked up in the exact key index (keyindex.go). See `tandem
+// bench dedup` for measured figures.
 //
 // An fpSet is not safe for concurrent use (the Store guards it with wmu).
 type fpSet struct {
@@ -53,10 +53,11 @@ var heldBytes atomic.Int64
 
 // FilterBytes returns the memory held by the dedup filters of the stores
 // open in this process, in bytes: long-lived, pointer-free memory of the
-// Go heap that grows with the stored events (about 3 bytes per event at
-// 100 million). A node paces its garbage collector with it (see
+// Go heap that grows with the stored events (about 1.2 bytes per event at
+// 100 million), and of their exact key indexes (the newest hashes and
+// the fences of the runs on disk: at most about 10 MiB). A node paces its garbage collector with it (see
 // [PaceGC]).
-func FilterBytes() int64 { return heldBytes.Load() + fixedBytes.Load() }
+func FilterBytes() int64 { return heldBytes.Load() + fixedBytes.Load() + indexHeld.Load() }
 
 // fixedBytes is the partition state of the open filters.
 var fixedBytes atomic.Int64
@@ -79,7 +80,7 @@ const (
 	// blockLen is the number of entries per indexed block of a segment.
 	blockLen = 64
 	// defaultWidth is the fingerprint width of a Store's filter.
-	defaultWidth = 48
+	defaultWidth = 32
 )
 
 type fpPart struct {

@@ -8,11 +8,11 @@ import (
 	"time"
 )
 
-// The dedup filters are long-lived memory on the Go heap (288 MiB at 100
-// million stored events). Go's collector, at its default GOGC=100, lets
+// The dedup filters are long-lived memory on the Go heap (about 120 MiB at
+// 100 million stored events). Go's collector, at its default GOGC=100, lets
 // the heap grow to twice what was live after the last collection before it
-// collects again, filters included: a node holding a 288 MiB filter would
-// also keep up to 288 MiB of garbage. The pacer gives the headroom to the
+// collects again, filters included: a node holding a 120 MiB filter would
+// also keep up to 120 MiB of garbage. The pacer gives the headroom to the
 // rest of the heap only: it sets the GC percent so that the heap goal is
 // the filters plus twice the other live memory (with GOGC's percent, in
 // general), re-reading both every pace interval. Marking the filters costs

@@ -65,6 +65,12 @@ var migrations = []string{
 	ALTER TABLE events ADD COLUMN prop_value VARCHAR;
 	UPDATE events SET prop_revenue = json_extract_string(raw, '$.properties."revenue"'), prop_value = json_extract_string(raw, '$.properties."value"')
 	WHERE contains(raw, '"revenue"') OR contains(raw, '"value"')`,
+	// Version 5: the token of the dedup key index that covers the events
+	// (dedup.go): an index directory with another token, or none, is
+	// rebuilt from the table at open. Being a migration, it also stops
+	// older builds, which would store events without indexing their keys,
+	// from opening the file.
+	`CREATE TABLE dedup_index (token VARCHAR NOT NULL)`,
 }
 
 // migrate creates the schema_version table if needed and applies the

@@ -94,8 +94,8 @@ func (s *Store) stage(ctx context.Context, events []event.Event, batch []*pendin
 		if err := st.conn.Raw(func(dc any) error { return s.appendRows(ctx, dc.(driver.Conn), part) }); err != nil {
 			return 0, 0, fmt.Errorf("append %d events: %w", len(part), err)
 		}
-		for _, p := range part {
-			s.keys.add(p.hash)
+		if err := s.addKeys(part, false); err != nil {
+			return 0, 0, err
 		}
 		s.addSources(part)
 		st.rows += len(part)
@@ -178,7 +178,13 @@ func (s *Store) commitStaged() error {
 		return nil
 	}
 	s.staged = nil
-	err := st.tx.Commit()
+	// The staged keys' hashes durable in the dedup index first.
+	err := s.syncKeys()
+	if err == nil {
+		err = st.tx.Commit()
+	} else {
+		_ = st.tx.Rollback()
+	}
 	if err != nil {
 		err = fmt.Errorf("commit staged events: %w", err)
 		st.conn.Raw(func(any) error { return driver.ErrBadConn }) //nolint:errcheck // always ErrBadConn

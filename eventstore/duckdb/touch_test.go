@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
@@ -148,18 +149,21 @@ func TestTouchColumnsMigrated(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkTouchRows(t, touchRows(t, s.db))
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
-		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+	err = filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		if bytes.Contains(b, []byte(secret)) {
 			t.Errorf("%s still holds the erased campaign", e.Name())
 		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	// Nothing left to fill.
 	if n, err := s.FillTouches(ctx); err != nil || n != 0 {
