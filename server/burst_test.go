@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"tandem/config"
 	"tandem/eventlog"
 )
 
@@ -44,7 +45,10 @@ func (c countingConsumer) Fetch(ctx context.Context, max int, wait time.Duration
 func startBurstNode(t *testing.T, maxAge time.Duration) (*node, *atomic.Int64) {
 	t.Helper()
 	fetched := new(atomic.Int64)
-	n := startNodeWith(t, "", nil, hooks{collectionFirstMaxAge: maxAge,
+	// No per-source rate limit: on a fast machine the burst's one source
+	// passes the default's 100,000 events/s and would get 429s.
+	noLimit := func(c *config.Config) { c.SourceRateLimit = 0 }
+	n := startNodeWith(t, "", noLimit, hooks{collectionFirstMaxAge: maxAge,
 		wrapLog: func(l eventlog.Log) eventlog.Log { return fetchCounting{Log: l, fetched: fetched} }},
 		func(err error) {
 			if err != nil {
