@@ -59,9 +59,12 @@ cores its process left idle, at most --threads); the plain-SQL baseline
 runs under the same scheduler.
 
 Each query runs once untimed first (the first read of the new database
-file fills DuckDB's buffers). It reports the best and median times, the funnel's answer (and whether the
-plain SQL gave the same counts), and the process's peak resident memory
-during each query. It never fails on the figures.
+file fills DuckDB's buffers). It reports the best and median times, the
+median CPU seconds of the process during each query (embedded store; all
+its threads, the appends' too: steadier than wall time on a shared
+machine), the funnel's answer (and whether the plain SQL gave the same
+counts), and the process's peak resident memory during each query. It
+never fails on the figures.
 
 Flags:
 `
