@@ -88,6 +88,24 @@ func (b *Backend) profileSource(linked bool) (profile, from string) {
 	return "coalesce(e.user_id, e.anonymous_id)", b.t.Events + " e"
 }
 
+// profileScan is a query of the events e matching where, each as its
+// profile p (see profileSource) and cols. Without links it is two
+// branches, the events with a user id (p is user_id) and those without (p
+// is anonymous_id), rather than one with coalesce(user_id,
+// anonymous_id): p is then a column as stored, which DuckDB carries into
+// joins and groupings as it is (with the statistics of the column: short
+// ids are compressed into integers), where the coalesce made a new
+// string for every event. A funnel over 10 M events took about 0.75× the
+// CPU time.
+func (b *Backend) profileScan(linked bool, cols, where string) string {
+	if linked {
+		prof, from := b.profileSource(true)
+		return "SELECT " + prof + " AS p, " + cols + " FROM " + from + " WHERE " + where
+	}
+	return "SELECT e.user_id AS p, " + cols + " FROM " + b.t.Events + " e WHERE " + where + " AND e.user_id IS NOT NULL" +
+		" UNION ALL SELECT e.anonymous_id AS p, " + cols + " FROM " + b.t.Events + " e WHERE " + where + " AND e.user_id IS NULL"
+}
+
 // maxConditions is the most conditions a scan takes: masks are BIGINT.
 const maxConditions = 62
 
@@ -427,7 +445,6 @@ func (be *Backend) funnelSQL(fq *analytics.FunnelQuery, linked bool) (string, []
 	byProp := fq.Breakdown != nil && fq.Breakdown.Property != ""
 	byTrait := fq.Breakdown != nil && fq.Breakdown.Trait != ""
 	var b strings.Builder
-	prof, from := be.profileSource(linked)
 	// Each step reads its own events straight from the table: a plain
 	// equality on the name is pushed into the scan, which then reads the
 	// other columns only for that name's rows. One scan of all the steps'
@@ -435,8 +452,7 @@ func (be *Backend) funnelSQL(fq *analytics.FunnelQuery, linked bool) (string, []
 	// columns) kept in a CTE for the steps cost a funnel over 10 M events
 	// about a fifth more.
 	scan := func(k int, extra string) string {
-		return fmt.Sprintf("SELECT %s AS p, epoch_us(e.timestamp) AS t%s FROM %s WHERE %s AND %s",
-			prof, extra, from, q.rangeSQL(fq.Range), q.condSQL(conds[k]))
+		return be.profileScan(linked, "epoch_us(e.timestamp) AS t"+extra, q.rangeSQL(fq.Range)+" AND "+q.condSQL(conds[k]))
 	}
 	if byProp {
 		// The property of step-1 events: the breakdown's value.
