@@ -56,12 +56,15 @@ store's Append, as the pipeline writes them; their times lie after the
 queried span, so the answers do not move): analytics while ingesting. The
 store then chooses each query's DuckDB threads as tandem serve does (the
 cores its process left idle, at most --threads); the plain-SQL baseline
-gets --threads.
+runs under the same scheduler.
 
 Each query runs once untimed first (the first read of the new database
-file fills DuckDB's buffers). It reports the best and median times, the funnel's answer (and whether the
-plain SQL gave the same counts), and the process's peak resident memory
-during each query. It never fails on the figures.
+file fills DuckDB's buffers). It reports the best and median times, the
+median CPU seconds of the process during each query (embedded store; all
+its threads, the appends' too: steadier than wall time on a shared
+machine), the funnel's answer (and whether the plain SQL gave the same
+counts), and the process's peak resident memory during each query. It
+never fails on the figures.
 
 Flags:
 `
@@ -98,23 +101,26 @@ var benchNames = []string{
 
 // FunnelReport is everything one `tandem bench funnel` measured.
 type FunnelReport struct {
-	Command      string          `json:"command"`
-	Flags        funnelOptions   `json:"flags"`
-	Window       string          `json:"window"`
-	GOMAXPROCS   int             `json:"gomaxprocs"`
-	NumCPU       int             `json:"numCpu"`
-	Go           string          `json:"go"`
-	DuckDB       string          `json:"duckdb"`
-	Dir          string          `json:"dir"`
-	LoadSeconds  float64         `json:"loadSeconds"`
-	Stored       int64           `json:"storedEvents"`
-	Queries      []*QueryTiming  `json:"queries"`
-	Funnel       []FunnelStepFig `json:"funnel"`
-	PlainSQL     []int64         `json:"plainSqlCounts"`
-	SameAnswer   bool            `json:"sameAnswer"`
-	Ratio        *float64        `json:"funnelOverPlainSql"` // best over best
-	MedianRatio  *float64        `json:"funnelOverPlainSqlMedian"`
-	PlainSQLText string          `json:"plainSql"`
+	Command     string          `json:"command"`
+	Flags       funnelOptions   `json:"flags"`
+	Window      string          `json:"window"`
+	GOMAXPROCS  int             `json:"gomaxprocs"`
+	NumCPU      int             `json:"numCpu"`
+	Go          string          `json:"go"`
+	DuckDB      string          `json:"duckdb"`
+	Dir         string          `json:"dir"`
+	LoadSeconds float64         `json:"loadSeconds"`
+	Stored      int64           `json:"storedEvents"`
+	Queries     []*QueryTiming  `json:"queries"`
+	Funnel      []FunnelStepFig `json:"funnel"`
+	PlainSQL    []int64         `json:"plainSqlCounts"`
+	SameAnswer  bool            `json:"sameAnswer"`
+	Ratio       *float64        `json:"funnelOverPlainSql"` // best over best
+	MedianRatio *float64        `json:"funnelOverPlainSqlMedian"`
+	// CPURatio is the funnel's median CPU seconds over the baseline's
+	// (embedded store: the process's; ClickHouse: unset).
+	CPURatio     *float64 `json:"funnelOverPlainSqlMedianCpu,omitempty"`
+	PlainSQLText string   `json:"plainSql"`
 	// Ingest is what the --ingest-rate appender did while queries ran.
 	Ingest   *IngestFig `json:"ingest,omitempty"`
 	Failures []string   `json:"failures,omitempty"`
@@ -134,10 +140,16 @@ type FunnelStepFig struct {
 
 // QueryTiming is one timed query.
 type QueryTiming struct {
-	Name      string    `json:"name"`
-	Seconds   []float64 `json:"seconds"`
-	Best      float64   `json:"bestSeconds"`
-	Median    float64   `json:"medianSeconds"`
+	Name    string    `json:"name"`
+	Seconds []float64 `json:"seconds"`
+	Best    float64   `json:"bestSeconds"`
+	Median  float64   `json:"medianSeconds"`
+	// CPU is the process's CPU seconds during each run (every thread:
+	// the query's and, with --ingest-rate, the appends'); steadier than
+	// wall time on a shared machine.
+	CPU       []float64 `json:"cpuSeconds,omitempty"`
+	BestCPU   float64   `json:"bestCpuSeconds,omitempty"`
+	MedianCPU float64   `json:"medianCpuSeconds,omitempty"`
 	PeakRSSMB *float64  `json:"peakRssMB"` // process peak RSS during the runs
 	Error     string    `json:"error,omitempty"`
 }
@@ -253,14 +265,13 @@ func runFunnelBench(ctx context.Context, o funnelOptions, progress io.Writer) *F
 	}
 	logf("loaded %d events in %.1fs", rep.Stored, rep.LoadSeconds)
 	// The store's queries get at most --threads (the store's scheduler
-	// sets them per query and puts back one after, as in tandem serve);
-	// the baseline gets --threads.
+	// sets them per query and puts back one after, as in tandem serve).
+	// The baseline runs under the same scheduler: it gets the threads a
+	// funnel would get then, and its own CPU is not taken for load that
+	// the next funnel should leave cores to (a baseline run outside the
+	// scheduler made the funnel after it run on one thread).
 	store.SetQueryThreads(o.Threads)
-	setThreads := func(ctx context.Context) error {
-		_, err := db.ExecContext(ctx, fmt.Sprintf("SET GLOBAL threads = %d", o.Threads))
-		return err
-	}
-	if err := setThreads(ctx); err != nil {
+	if _, err := db.ExecContext(ctx, "SET GLOBAL threads = 1"); err != nil {
 		return fail(err)
 	}
 
@@ -268,9 +279,7 @@ func runFunnelBench(ctx context.Context, o funnelOptions, progress io.Writer) *F
 		return PlainFunnelSQL(benchNames[:4], o.Window.Microseconds(), from, to)
 	}
 	run := func(ctx context.Context, q string) ([]int64, error) {
-		if err := setThreads(ctx); err != nil {
-			return nil, err
-		}
+		defer store.Begin(ctx)()
 		return runPlain(ctx, db, q)
 	}
 	var ing *ingester
@@ -356,6 +365,9 @@ func timeQueries(ctx context.Context, backend analytics.Backend, base baseline, 
 	if funnelT.Error == "" && baseT.Error == "" && baseT.Best > 0 {
 		rep.Ratio = ptr(funnelT.Best / baseT.Best)
 		rep.MedianRatio = ptr(funnelT.Median / baseT.Median)
+		if baseT.MedianCPU > 0 && rep.ClickHouse == "" {
+			rep.CPURatio = ptr(funnelT.MedianCPU / baseT.MedianCPU)
+		}
 	}
 
 	jq := &analytics.JourneyQuery{Within: analytics.Seconds(14 * 86400), Range: analytics.Range{From: analytics.At(from), To: analytics.At(to)}}
@@ -425,21 +437,25 @@ func generate(ctx context.Context, db *sql.DB, o funnelOptions, logf func(string
 // step-1 event it joins the earliest event of each next step after the
 // previous one and within the window of the start (inner joins: a chain
 // that stopped looks no further), then counts each step's distinct
-// profiles. It has no profile links, no property filters, no medians, and
-// does not handle equal times or repeated steps.
+// profiles. Each step's events are read by their own scan with an
+// equality on the name (pushed into the scan; one scan with an IN list of
+// the names was slower). It has no profile links, no property filters,
+// no medians, and does not handle equal times or repeated steps.
 func PlainFunnelSQL(steps []string, windowMicros int64, from, to time.Time) string {
 	var b strings.Builder
 	quoted := make([]string, len(steps))
 	for i, s := range steps {
 		quoted[i] = "'" + strings.ReplaceAll(s, "'", "''") + "'"
 	}
-	fmt.Fprintf(&b, "WITH ev AS (SELECT user_id AS p, epoch_us(timestamp) AS t, name FROM events WHERE timestamp >= '%s' AND timestamp < '%s' AND name IN (%s))",
-		from.Format(time.RFC3339Nano), to.Format(time.RFC3339Nano), strings.Join(quoted, ", "))
-	fmt.Fprintf(&b, ",\nj1 AS (SELECT p, t AS t1 FROM ev WHERE name = %s)", quoted[0])
+	scan := func(k int) string {
+		return fmt.Sprintf("SELECT user_id AS p, epoch_us(timestamp) AS t FROM events WHERE timestamp >= '%s' AND timestamp < '%s' AND name = %s",
+			from.Format(time.RFC3339Nano), to.Format(time.RFC3339Nano), quoted[k])
+	}
+	fmt.Fprintf(&b, "WITH j1 AS (SELECT p, t AS t1 FROM (%s))", scan(0))
 	cols := "j.p, j.t1"
 	for k := 2; k <= len(steps); k++ {
-		fmt.Fprintf(&b, ",\nj%d AS (SELECT %s, min(x.t) AS t%d FROM j%d j JOIN (SELECT p, t FROM ev WHERE name = %s) x ON x.p = j.p AND x.t > j.t%d AND x.t <= j.t1 + %d GROUP BY ALL)",
-			k, cols, k, k-1, quoted[k-1], k-1, windowMicros)
+		fmt.Fprintf(&b, ",\nj%d AS (SELECT %s, min(x.t) AS t%d FROM j%d j JOIN (%s) x ON x.p = j.p AND x.t > j.t%d AND x.t <= j.t1 + %d GROUP BY ALL)",
+			k, cols, k, k-1, scan(k-1), k-1, windowMicros)
 		cols += fmt.Sprintf(", j.t%d", k)
 	}
 	b.WriteString("\nSELECT ")
@@ -478,30 +494,41 @@ func timeOne(ctx context.Context, t *QueryTiming, f func() error) {
 		return
 	}
 	resetPeakRSS()
+	cpu0, cpuErr := selfCPU()
 	start := time.Now()
 	err := f()
 	d := time.Since(start)
+	cpu1, cpuErr1 := selfCPU()
 	if err != nil {
 		t.Error = err.Error()
 		return
 	}
 	t.Seconds = append(t.Seconds, d.Seconds())
+	if cpuErr == nil && cpuErr1 == nil {
+		t.CPU = append(t.CPU, (cpu1 - cpu0).Seconds())
+	}
 	if mb, ok := peakRSSMB(); ok && (t.PeakRSSMB == nil || mb > *t.PeakRSSMB) {
 		t.PeakRSSMB = &mb
 	}
 }
 
 func finish(t *QueryTiming) {
-	if len(t.Seconds) == 0 {
-		return
+	t.Best, t.Median = bestMedian(t.Seconds)
+	t.BestCPU, t.MedianCPU = bestMedian(t.CPU)
+}
+
+// bestMedian is the least and the median of xs (0, 0 for none).
+func bestMedian(xs []float64) (best, median float64) {
+	if len(xs) == 0 {
+		return 0, 0
 	}
-	s := slices.Clone(t.Seconds)
+	s := slices.Clone(xs)
 	slices.Sort(s)
-	t.Best = s[0]
-	t.Median = s[len(s)/2]
+	median = s[len(s)/2]
 	if len(s)%2 == 0 {
-		t.Median = (s[len(s)/2-1] + s[len(s)/2]) / 2
+		median = (s[len(s)/2-1] + s[len(s)/2]) / 2
 	}
+	return s[0], median
 }
 
 func last(xs []float64) float64 {
@@ -549,17 +576,21 @@ func writeFunnelText(w io.Writer, rep *FunnelReport) {
 	fmt.Fprintf(w, "GOMAXPROCS %d, NumCPU %d, %s, %s %s; loaded %d events in %.1fs (INSERT … SELECT, not the HTTP API)\n\n",
 		rep.GOMAXPROCS, rep.NumCPU, rep.Go, where, rep.Dir, rep.Stored, rep.LoadSeconds)
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.AlignRight|tabwriter.Debug)
-	fmt.Fprintln(tw, "query \t best s \t median s \t runs \t peak RSS MB \t")
+	fmt.Fprintln(tw, "query \t best s \t median s \t median CPU s \t runs \t peak RSS MB \t")
 	for _, q := range rep.Queries {
 		rss := "-"
 		if q.PeakRSSMB != nil {
 			rss = fmt.Sprintf("%.0f", *q.PeakRSSMB)
 		}
 		if q.Error != "" {
-			fmt.Fprintf(tw, "%s \t error: %s \t \t \t \t\n", q.Name, q.Error)
+			fmt.Fprintf(tw, "%s \t error: %s \t \t \t \t \t\n", q.Name, q.Error)
 			continue
 		}
-		fmt.Fprintf(tw, "%s \t %.3f \t %.3f \t %d \t %s \t\n", q.Name, q.Best, q.Median, len(q.Seconds), rss)
+		cpu := "-"
+		if len(q.CPU) > 0 && rep.ClickHouse == "" {
+			cpu = fmt.Sprintf("%.3f", q.MedianCPU)
+		}
+		fmt.Fprintf(tw, "%s \t %.3f \t %.3f \t %s \t %d \t %s \t\n", q.Name, q.Best, q.Median, cpu, len(q.Seconds), rss)
 	}
 	tw.Flush()
 	if ig := rep.Ingest; ig != nil {
@@ -571,7 +602,11 @@ func writeFunnelText(w io.Writer, rep *FunnelReport) {
 		fmt.Fprintln(w)
 	}
 	if rep.Ratio != nil {
-		fmt.Fprintf(w, "\nfunnel / %s: %.2f× (best), %.2f× (median); same counts: %v\n", baseline, *rep.Ratio, *rep.MedianRatio, rep.SameAnswer)
+		fmt.Fprintf(w, "\nfunnel / %s: %.2f× (best), %.2f× (median)", baseline, *rep.Ratio, *rep.MedianRatio)
+		if rep.CPURatio != nil {
+			fmt.Fprintf(w, ", %.2f× (median CPU)", *rep.CPURatio)
+		}
+		fmt.Fprintf(w, "; same counts: %v\n", rep.SameAnswer)
 	}
 	fmt.Fprintln(w, "\nfunnel answer:")
 	for _, s := range rep.Funnel {

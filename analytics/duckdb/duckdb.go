@@ -88,6 +88,24 @@ func (b *Backend) profileSource(linked bool) (profile, from string) {
 	return "coalesce(e.user_id, e.anonymous_id)", b.t.Events + " e"
 }
 
+// profileScan is a query of the events e matching where, each as its
+// profile p (see profileSource) and cols. Without links it is two
+// branches, the events with a user id (p is user_id) and those without (p
+// is anonymous_id), rather than one with coalesce(user_id,
+// anonymous_id): p is then a column as stored, which DuckDB carries into
+// joins and groupings as it is (with the statistics of the column: short
+// ids are compressed into integers), where the coalesce made a new
+// string for every event. A funnel over 10 M events took about 0.75× the
+// CPU time.
+func (b *Backend) profileScan(linked bool, cols, where string) string {
+	if linked {
+		prof, from := b.profileSource(true)
+		return "SELECT " + prof + " AS p, " + cols + " FROM " + from + " WHERE " + where
+	}
+	return "SELECT e.user_id AS p, " + cols + " FROM " + b.t.Events + " e WHERE " + where + " AND e.user_id IS NOT NULL" +
+		" UNION ALL SELECT e.anonymous_id AS p, " + cols + " FROM " + b.t.Events + " e WHERE " + where + " AND e.user_id IS NULL"
+}
+
 // maxConditions is the most conditions a scan takes: masks are BIGINT.
 const maxConditions = 62
 
@@ -427,41 +445,28 @@ func (be *Backend) funnelSQL(fq *analytics.FunnelQuery, linked bool) (string, []
 	byProp := fq.Breakdown != nil && fq.Breakdown.Property != ""
 	byTrait := fq.Breakdown != nil && fq.Breakdown.Trait != ""
 	var b strings.Builder
-	prof, from := be.profileSource(linked)
-	filtered := false
-	for _, c := range conds {
-		filtered = filtered || len(c.Where) > 0
+	// Each step reads its own events straight from the table: a plain
+	// equality on the name is pushed into the scan, which then reads the
+	// other columns only for that name's rows. One scan of all the steps'
+	// names (an IN list, which DuckDB evaluates after reading every row's
+	// columns) kept in a CTE for the steps cost a funnel over 10 M events
+	// about a fifth more.
+	scan := func(k int, extra string) string {
+		return be.profileScan(linked, "epoch_us(e.timestamp) AS t"+extra, q.rangeSQL(fq.Range)+" AND "+q.condSQL(conds[k]))
 	}
-	if !filtered && !byProp {
-		// Every event of the names satisfies some step: one level.
-		fmt.Fprintf(&b, "WITH ev AS (SELECT %s AS p, epoch_us(e.timestamp) AS t, %s AS m FROM %s WHERE %s AND %s),\n",
-			prof, q.maskSQL(conds), from, q.rangeSQL(fq.Range), q.namesSQL(conds))
-	} else {
-		raw := ""
-		if byProp {
-			raw = ", e.raw AS raw"
-		}
-		fmt.Fprintf(&b, "WITH ev0 AS (SELECT %s AS p, epoch_us(e.timestamp) AS t, %s AS m%s FROM %s WHERE %s AND %s),\n",
-			prof, q.maskSQL(conds), raw, from, q.rangeSQL(fq.Range), q.namesSQL(conds))
-		b.WriteString("ev AS (SELECT p, t, m")
-		if byProp {
-			// The property of step-1 events only: the breakdown's value.
-			b.WriteString(", CASE WHEN m & 1 <> 0 THEN json_extract_string(raw, " + q.param(propPath(fq.Breakdown.Property)) + ") END AS bv")
-		}
-		b.WriteString(" FROM ev0 WHERE m <> 0),\n")
-	}
-	bv := ""
 	if byProp {
-		bv = ", bv"
+		// The property of step-1 events: the breakdown's value.
+		fmt.Fprintf(&b, "WITH j1 AS (SELECT p, bv, t AS t1 FROM (%s))", scan(0, ", json_extract_string(e.raw, "+q.param(propPath(fq.Breakdown.Property))+") AS bv"))
+	} else {
+		fmt.Fprintf(&b, "WITH j1 AS (SELECT p, t AS t1 FROM (%s))", scan(0, ""))
 	}
-	b.WriteString("j1 AS (SELECT p" + bv + ", t AS t1 FROM ev WHERE m & 1 <> 0)")
 	for k := 2; k <= n; k++ {
 		prevCols := "j.p"
 		for i := 1; i < k; i++ {
 			prevCols += fmt.Sprintf(", j.t%d", i)
 		}
-		fmt.Fprintf(&b, ",\nj%d AS (SELECT %s, min(x.t) AS t%d FROM j%d j JOIN (SELECT p, t FROM ev WHERE m & %d <> 0) x ON x.p = j.p AND x.t %s j.t%d AND x.t <= j.t1 + %s GROUP BY ALL)",
-			k, prevCols, k, k-1, int64(1)<<(k-1), op, k-1, w)
+		fmt.Fprintf(&b, ",\nj%d AS (SELECT %s, min(x.t) AS t%d FROM j%d j JOIN (%s) x ON x.p = j.p AND x.t %s j.t%d AND x.t <= j.t1 + %s GROUP BY ALL)",
+			k, prevCols, k, k-1, scan(k-1, ""), op, k-1, w)
 	}
 	// deep: each profile past step 1, its deepest chain from the latest
 	// start reaching that depth.
