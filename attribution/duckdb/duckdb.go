@@ -142,6 +142,8 @@ func (s *Source) journeys(ctx context.Context, spec attribution.ScanSpec, fn fun
 	defer rows.Close()
 	var (
 		j    attribution.Journey
+		set  attribution.MarkSet
+		cur  string
 		open bool
 		p    string
 		t    int64
@@ -164,27 +166,28 @@ func (s *Source) journeys(ctx context.Context, spec attribution.ScanSpec, fn fun
 		if err := rows.Scan(dest...); err != nil {
 			return err
 		}
-		if groups == nil && open && p != j.Profile {
+		if groups == nil && open && p != cur {
+			j.Marks = set.List
 			if err := fn(&j); err != nil {
 				return err
 			}
 			open = false
 		}
 		if !open {
-			j = attribution.Journey{Profile: p, Events: j.Events[:0]}
-			open = true
+			j.Events = j.Events[:0]
+			cur, open = p, true
 		}
 		e := attribution.Event{T: t, Conversion: c}
 		if c {
 			if v.Valid {
-				x := v.String
-				e.Value = &x
+				e.Value = attribution.MinorUnits(v.String)
 			}
 		} else {
-			e.Mark = attribution.Mark{Type: ty, SourceID: src,
+			m := attribution.Mark{Type: ty, SourceID: src,
 				Medium: f[0].String, Source: f[1].String, Campaign: f[2].String, Channel: f[3].String,
 				Referrer: f[4].String, Page: f[5].String,
 				ClickID: bits.Int64&touchClickID != 0, HasReferrer: bits.Int64&touchReferrer != 0}
+			e.Mark = set.ID(&m)
 		}
 		if groups != nil {
 			groups[p] = append(groups[p], e)
@@ -196,13 +199,14 @@ func (s *Source) journeys(ctx context.Context, spec attribution.ScanSpec, fn fun
 		return err
 	}
 	for p, evs := range groups {
-		j = attribution.Journey{Profile: p, Events: evs}
+		j = attribution.Journey{Events: evs, Marks: set.List}
 		if err := fn(&j); err != nil {
 			return err
 		}
 		delete(groups, p)
 	}
 	if groups == nil && open {
+		j.Marks = set.List
 		return fn(&j)
 	}
 	return nil
