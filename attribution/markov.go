@@ -86,26 +86,41 @@ func (c *chain) removalEffects(names []string, other int32) (re []float64, ok []
 	c.fold(names, other)
 	n := len(c.keys)
 	re, ok = make([]float64, n), make([]bool, n)
+	// The matrix's rows are the states in the order of their keys' names
+	// (the start first), so that its rounding does not depend on the
+	// order the journeys came in.
+	order := make([]int32, n)
+	for i := range order {
+		order[i] = int32(i)
+	}
+	slices.SortFunc(order[1:], func(x, y int32) int { return cmp.Compare(names[c.keys[x]], names[c.keys[y]]) })
+	pos := make([]int32, n)
+	for i, s := range order {
+		pos[s] = int32(i)
+	}
 	// A = I - Q, b = the one-step conversion probabilities.
 	a := make([][]float64, n)
 	b := make([]float64, n)
 	for i := range n {
 		a[i] = make([]float64, n)
 		a[i][i] = 1
+	}
+	for s := range n {
+		i := pos[s]
 		var out int64
-		for _, v := range c.next[i] {
+		for _, v := range c.next[s] {
 			out += v
 		}
 		if out == 0 {
 			continue
 		}
-		for j, v := range c.next[i] {
+		for j, v := range c.next[s] {
 			p := float64(v) / float64(out)
 			switch {
 			case j == toConv:
 				b[i] += p
 			case j >= 0:
-				a[i][j] -= p
+				a[i][pos[j]] -= p
 			}
 		}
 	}
@@ -122,11 +137,12 @@ func (c *chain) removalEffects(names []string, other int32) (re []float64, ok []
 	if x[0] <= 0 {
 		return re, ok
 	}
-	for k := 1; k < n; k++ {
+	for s := 1; s < n; s++ {
+		k := pos[s]
 		if inv[k][k] == 0 {
 			continue
 		}
-		re[k], ok[k] = inv[0][k]/inv[k][k]*x[k]/x[0], true
+		re[s], ok[s] = inv[0][k]/inv[k][k]*x[k]/x[0], true
 	}
 	return re, ok
 }
