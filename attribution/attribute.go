@@ -10,13 +10,8 @@ import (
 // conversionUnits is one conversion in millionths.
 const conversionUnits = 1_000_000
 
-// touchAt is a classified touch at a time.
-type touchAt struct {
-	t int64
-	Touch
-}
-
-func (t *touchAt) key(by string) string {
+// keyOf is a touch's key in the dimension by.
+func keyOf(t *Touch, by string) string {
 	switch by {
 	case ByCampaign:
 		return t.Campaign
@@ -30,29 +25,87 @@ func (t *touchAt) key(by string) string {
 	return t.Channel
 }
 
-func compareTouch(a, b touchAt) int {
-	return cmp.Or(cmp.Compare(a.t, b.t), cmp.Compare(a.Channel, b.Channel), cmp.Compare(a.Campaign, b.Campaign),
-		cmp.Compare(a.Source, b.Source), cmp.Compare(a.Tool, b.Tool))
+// touchAt is a touch (its index in the scan's touches) at a time.
+type touchAt struct {
+	t     int64
+	touch int32
 }
 
-// sums are one model's totals per key.
-type sums map[string]*[2]int64 // conversions (millionths), value (hundredths)
+// scan is what one query learns of a source's Marks: each Mark
+// classified once, and the distinct touches and keys numbered, so that
+// the models work on small integers.
+type scan struct {
+	c         *Config
+	by        string
+	markTouch []int32 // per Mark index: its touch's index, -1 for no touch
+	touches   []Touch
+	touchKey  []int32 // per touch: its key's index
+	touchIdx  map[Touch]int32
+	keys      []string
+	keyIdx    map[string]int32
+}
 
-func (s sums) add(key string, conv, value int64) {
-	v := s[key]
-	if v == nil {
-		v = &[2]int64{}
-		s[key] = v
+func newScan(c *Config, by string) *scan {
+	return &scan{c: c, by: by, touchIdx: map[Touch]int32{}, keyIdx: map[string]int32{}}
+}
+
+// key is the index of the key k.
+func (s *scan) key(k string) int32 {
+	if i, ok := s.keyIdx[k]; ok {
+		return i
 	}
-	v[0] += conv
-	v[1] += value
+	i := int32(len(s.keys))
+	s.keyIdx[k] = i
+	s.keys = append(s.keys, k)
+	return i
 }
 
-// pending is a conversion kept for the Markov model, credited once the
-// chain is complete.
-type pending struct {
-	keys  []string // distinct keys of its touches, in order of first touch
-	value int64
+// classify classifies the marks not classified yet.
+func (s *scan) classify(marks []Mark) {
+	for i := len(s.markTouch); i < len(marks); i++ {
+		t, ok := s.c.ClassifyMark(&marks[i])
+		if !ok {
+			s.markTouch = append(s.markTouch, -1)
+			continue
+		}
+		id, hit := s.touchIdx[t]
+		if !hit {
+			id = int32(len(s.touches))
+			s.touchIdx[t] = id
+			s.touches = append(s.touches, t)
+			s.touchKey = append(s.touchKey, s.key(keyOf(&t, s.by)))
+		}
+		s.markTouch = append(s.markTouch, id)
+	}
+}
+
+// compare orders touches by time, then by channel, campaign, source and
+// tool.
+func (s *scan) compare(a, b touchAt) int {
+	if c := cmp.Compare(a.t, b.t); c != 0 || a.touch == b.touch {
+		return c
+	}
+	x, y := &s.touches[a.touch], &s.touches[b.touch]
+	return cmp.Or(cmp.Compare(x.Channel, y.Channel), cmp.Compare(x.Campaign, y.Campaign),
+		cmp.Compare(x.Source, y.Source), cmp.Compare(x.Tool, y.Tool))
+}
+
+// sums are one model's totals per key index.
+type sums []sum
+
+type sum struct {
+	conv, value int64 // conversions (millionths), value (hundredths)
+	set         bool
+}
+
+func (s *sums) add(key int32, conv, value int64) {
+	if int(key) >= len(*s) {
+		*s = append(*s, make([]sum, int(key)+1-len(*s))...)
+	}
+	v := &(*s)[key]
+	v.conv += conv
+	v.value += value
+	v.set = true
 }
 
 // Attribute answers q (validated) from the journeys of src.
@@ -62,56 +115,51 @@ func (c *Config) Attribute(ctx context.Context, src Source, q *Query) (*Result, 
 	markov := slices.Contains(q.Models, Markov)
 	spec := ScanSpec{From: from - lookback, To: to, ConvFrom: from, Conversion: q.Conversion.Event, Value: q.Conversion.Value, All: markov}
 	res := &Result{By: q.By, From: q.From.UTC(), To: q.To.UTC()}
+	sc := newScan(c, q.By)
+	none := sc.key(NoTouch)
 	per := make([]sums, len(q.Models))
-	for i := range per {
-		per[i] = sums{}
-	}
 	var (
-		ch      *chain
-		waiting []pending
+		ch *chain
+		// The Markov model's conversions, credited once the chain is
+		// complete: the distinct keys of each (in order of first touch)
+		// end at waitEnd in waitKeys.
+		waitKeys  []int32
+		waitEnd   []int
+		waitValue []int64
 	)
 	if markov {
-		ch = newChain()
+		ch = &chain{}
 		res.Journeys = &JourneyCounts{}
 	}
 	visit := c.Visit.Microseconds()
 	var (
+		sp      splitter
 		touches []touchAt
 		ts      []int64
-		keys    []string
+		keys    []int32
+		weights []uint64
 	)
-	// Marks repeat (a few campaigns, referrers and sources): each is
-	// classified once.
-	type classified struct {
-		t  Touch
-		ok bool
-	}
-	seen := map[Mark]classified{}
 	err := src.Journeys(ctx, spec, func(j *Journey) error {
+		if len(sc.markTouch) < len(j.Marks) {
+			sc.classify(j.Marks)
+		}
 		touches = touches[:0]
 		for i := range j.Events {
 			e := &j.Events[i]
 			if e.Conversion {
 				continue
 			}
-			k, hit := seen[e.Mark]
-			if !hit {
-				k.t, k.ok = c.ClassifyMark(&e.Mark)
-				if len(seen) < 1<<16 {
-					seen[e.Mark] = k
-				}
-			}
-			if k.ok {
-				touches = append(touches, touchAt{t: e.T, Touch: k.t})
+			if id := sc.markTouch[e.Mark]; id >= 0 {
+				touches = append(touches, touchAt{t: e.T, touch: id})
 			}
 		}
-		slices.SortFunc(touches, compareTouch)
+		slices.SortFunc(touches, sc.compare)
 		// A touch repeating the previous one within a visit is the same
 		// visit, not a new touch.
 		kept := touches[:0]
 		var last touchAt
 		for i, t := range touches {
-			if i > 0 && t.Touch == last.Touch && t.t-last.t <= visit {
+			if i > 0 && t.touch == last.touch && t.t-last.t <= visit {
 				last = t
 				continue
 			}
@@ -129,39 +177,47 @@ func (c *Config) Attribute(ctx context.Context, src Source, q *Query) (*Result, 
 			if e.T < from || e.T >= to {
 				continue
 			}
-			value := minorUnits(e.Value)
+			value := e.Value
 			res.Conversions++
 			res.Value += Money(value)
 			// Touches in [T-lookback, T].
-			lo, _ := slices.BinarySearchFunc(touches, e.T-lookback, func(t touchAt, x int64) int { return cmp.Compare(t.t, x) })
-			hi, _ := slices.BinarySearchFunc(touches, e.T+1, func(t touchAt, x int64) int { return cmp.Compare(t.t, x) })
+			lo := search(touches, e.T-lookback)
+			hi := search(touches, e.T+1)
 			win := touches[lo:hi]
 			ts, keys = ts[:0], keys[:0]
 			for _, t := range win {
 				ts = append(ts, t.t)
-				keys = append(keys, t.key(q.By))
+				keys = append(keys, sc.touchKey[t.touch])
 			}
 			if len(win) == 0 {
 				res.NoTouch++
-				ts, keys = append(ts, e.T), append(keys, NoTouch)
+				ts, keys = append(ts, e.T), append(keys, none)
 			}
 			for m, model := range q.Models {
 				if model == Markov {
 					continue
 				}
-				credit(per[m], keys, ruleWeights(model, ts, e.T, q.HalfLife.Micros), value)
+				weights = ruleWeights(weights, model, ts, e.T, q.HalfLife.Micros)
+				sp.credit(&per[m], keys, weights, value)
 			}
 			if markov {
 				ch.add(keys, true)
 				res.Journeys.Converting++
-				waiting = append(waiting, pending{keys: distinct(keys), value: value})
+				begin := len(waitKeys)
+				for _, k := range keys {
+					if !slices.Contains(waitKeys[begin:], k) {
+						waitKeys = append(waitKeys, k)
+					}
+				}
+				waitEnd = append(waitEnd, len(waitKeys))
+				waitValue = append(waitValue, value)
 			}
 		}
 		if markov {
 			keys = keys[:0]
 			for _, t := range touches {
 				if t.t >= from && t.t > lastConv {
-					keys = append(keys, t.key(q.By))
+					keys = append(keys, sc.touchKey[t.touch])
 				}
 			}
 			if len(keys) > 0 {
@@ -175,22 +231,35 @@ func (c *Config) Attribute(ctx context.Context, src Source, q *Query) (*Result, 
 		return nil, fmt.Errorf("attribution: %w", err)
 	}
 	if markov {
-		re := ch.removalEffects()
-		res.RemovalEffects = re
-		m := slices.Index(q.Models, Markov)
-		for _, p := range waiting {
-			ws := make([]float64, len(p.keys))
-			for i, k := range p.keys {
-				p.keys[i] = ch.keyOf(k)
-				ws[i] = re[p.keys[i]]
+		re, ok := ch.removalEffects(sc.keys, sc.key(OtherKey))
+		res.RemovalEffects = map[string]float64{}
+		for s, k := range ch.keys {
+			if ok[s] {
+				res.RemovalEffects[sc.keys[k]] = re[s]
 			}
-			credit(per[m], p.keys, scaled(ws), p.value)
+		}
+		m := slices.Index(q.Models, Markov)
+		var ws []float64
+		start := 0
+		for i, end := range waitEnd {
+			pk := waitKeys[start:end]
+			start = end
+			ws = ws[:0]
+			for x, k := range pk {
+				s := ch.state[k]
+				pk[x] = ch.keys[s]
+				ws = append(ws, re[s])
+			}
+			weights = scaled(weights, ws)
+			sp.credit(&per[m], pk, weights, waitValue[i])
 		}
 	}
 	for m, model := range q.Models {
 		mr := ModelResult{Model: model, Credits: []Credit{}}
 		for k, v := range per[m] {
-			mr.Credits = append(mr.Credits, Credit{Key: k, Conversions: Share(v[0]), Value: Money(v[1])})
+			if v.set {
+				mr.Credits = append(mr.Credits, Credit{Key: sc.keys[k], Conversions: Share(v.conv), Value: Money(v.value)})
+			}
 		}
 		slices.SortFunc(mr.Credits, func(a, b Credit) int {
 			return cmp.Or(cmp.Compare(b.Value, a.Value), cmp.Compare(b.Conversions, a.Conversions), cmp.Compare(a.Key, b.Key))
@@ -200,34 +269,16 @@ func (c *Config) Attribute(ctx context.Context, src Source, q *Query) (*Result, 
 	return res, nil
 }
 
-// credit splits one conversion (and its value) among keys by weights.
-func credit(s sums, keys []string, weights []uint64, value int64) {
-	conv := Split(conversionUnits, weights)
-	neg := value < 0
-	abs := value
-	if neg {
-		abs = -value
-	}
-	vals := Split(uint64(abs), weights)
-	for i, k := range keys {
-		v := int64(vals[i])
-		if neg {
-			v = -v
-		}
-		if conv[i] == 0 && v == 0 {
-			continue
-		}
-		s.add(k, int64(conv[i]), v)
-	}
-}
-
-// distinct is keys without repeats, in order of first appearance.
-func distinct(keys []string) []string {
-	var out []string
-	for _, k := range keys {
-		if !slices.Contains(out, k) {
-			out = append(out, k)
+// search is the index of the first touch at or after t.
+func search(touches []touchAt, t int64) int {
+	lo, hi := 0, len(touches)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if touches[m].t < t {
+			lo = m + 1
+		} else {
+			hi = m
 		}
 	}
-	return out
+	return lo
 }

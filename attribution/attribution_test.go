@@ -62,12 +62,17 @@ func TestSplitTies(t *testing.T) {
 	}
 }
 
-// memSource is a Source over journeys held in memory.
-type memSource []Journey
+// memSource is a Source over journeys held in memory, their Marks in
+// marks.
+type memSource struct {
+	journeys []Journey
+	marks    MarkSet
+}
 
-func (m memSource) Journeys(ctx context.Context, spec ScanSpec, fn func(*Journey) error) error {
-	for i := range m {
-		if err := fn(&m[i]); err != nil {
+func (m *memSource) Journeys(ctx context.Context, spec ScanSpec, fn func(*Journey) error) error {
+	for i := range m.journeys {
+		m.journeys[i].Marks = m.marks.List
+		if err := fn(&m.journeys[i]); err != nil {
 			return err
 		}
 	}
@@ -84,18 +89,18 @@ func TestAttributeExactSums(t *testing.T) {
 	base := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
 	mediums := []string{"cpc", "email", "display", "social", "affiliate", "weird"}
 	for c := range 300 {
-		var src memSource
+		src := &memSource{}
 		for p := range 1 + r.IntN(4) {
-			j := Journey{Profile: fmt.Sprint("p", p)}
+			var j Journey
 			for range r.IntN(8) {
-				j.Events = append(j.Events, Event{T: base.Add(time.Duration(r.IntN(20*24)) * time.Hour).UnixMicro(),
-					Mark: Mark{Type: "page", SourceID: "web", Medium: mediums[r.IntN(len(mediums))], Campaign: fmt.Sprint("c", r.IntN(3))}})
+				m := Mark{Type: "page", SourceID: "web", Medium: mediums[r.IntN(len(mediums))], Campaign: fmt.Sprint("c", r.IntN(3))}
+				j.Events = append(j.Events, Event{T: base.Add(time.Duration(r.IntN(20*24)) * time.Hour).UnixMicro(), Mark: src.marks.ID(&m)})
 			}
 			if p == 0 {
 				v := fmt.Sprintf("%d.%02d", r.IntN(100000), r.IntN(100))
-				j.Events = append(j.Events, Event{T: base.Add(20 * 24 * time.Hour).UnixMicro(), Conversion: true, Value: &v})
+				j.Events = append(j.Events, Event{T: base.Add(20 * 24 * time.Hour).UnixMicro(), Conversion: true, Value: MinorUnits(v)})
 			}
-			src = append(src, j)
+			src.journeys = append(src.journeys, j)
 		}
 		q := Query{Conversion: Conversion{Event: "Order Completed", Value: "revenue"}, By: []string{ByChannel, ByCampaign}[c%2],
 			Range: analytics.Range{From: analytics.At(base), To: analytics.At(base.Add(30 * 24 * time.Hour))}}
@@ -124,24 +129,29 @@ func TestAttributeExactSums(t *testing.T) {
 }
 
 func TestMarkovFold(t *testing.T) {
-	c := newChain()
-	for i := range MaxMarkovKeys + 10 {
-		keys := []string{fmt.Sprintf("k%04d", i)}
+	sc := newScan(nil, ByChannel)
+	c := &chain{}
+	hub := sc.key("hub")
+	// Keys added in an order other than their names'.
+	for i := MaxMarkovKeys + 9; i >= 0; i-- {
+		keys := []int32{sc.key(fmt.Sprintf("k%04d", i))}
 		for range i % 3 {
-			keys = append(keys, "hub")
+			keys = append(keys, hub)
 		}
 		c.add(keys, i%2 == 0)
 	}
-	re := c.removalEffects()
+	other := sc.key(OtherKey)
+	re, ok := c.removalEffects(sc.keys, other)
 	if len(c.keys)-1 != MaxMarkovKeys {
 		t.Fatalf("%d states after folding, want %d", len(c.keys)-1, MaxMarkovKeys)
 	}
-	if _, ok := re[OtherKey]; !ok || re["hub"] <= 0 {
-		t.Errorf("removal effects: other %v, hub %v", re[OtherKey], re["hub"])
+	if s := c.state[other]; !ok[s] || !ok[c.state[hub]] || re[c.state[hub]] <= 0 {
+		t.Errorf("removal effects: other %v %v, hub %v", ok[s], re[s], re[c.state[hub]])
 	}
 	// Kept: hub (most touches), then the keys by name; the last ones fold.
-	if c.keyOf("k0509") != OtherKey || c.keyOf("k0000") != "k0000" || c.keyOf("hub") != "hub" {
-		t.Errorf("keyOf: %q %q %q", c.keyOf("k0509"), c.keyOf("k0000"), c.keyOf("hub"))
+	keyOf := func(k string) string { return sc.keys[c.keys[c.state[sc.key(k)]]] }
+	if keyOf("k0509") != OtherKey || keyOf("k0000") != "k0000" || keyOf("hub") != "hub" {
+		t.Errorf("keyOf: %q %q %q", keyOf("k0509"), keyOf("k0000"), keyOf("hub"))
 	}
 }
 

@@ -13,31 +13,38 @@ const MaxMarkovKeys = 500
 // OtherKey is the Markov state of the keys beyond MaxMarkovKeys.
 const OtherKey = "(other)"
 
-// chain counts the transitions of a first-order Markov chain over keys:
-// state 0 is the start, 1..n the keys; conv and null absorb.
+// chain counts the transitions of a first-order Markov chain over keys
+// (their indexes in a scan): state 0 is the start, the others keys; conv
+// and null absorb.
 type chain struct {
-	index map[string]int
-	keys  []string
-	// next[i][j]: transitions from state i to state j (j < 0: -1 conv,
-	// -2 null).
-	next  []map[int]int64
-	touch []int64 // touches per key state, to fold rare keys
+	state []int32 // per key: its state (0: none)
+	keys  []int32 // per state: its key (-1 for the start)
+	// next[i][j]: transitions from state i to state j (j < 0: toConv,
+	// toNull).
+	next  []map[int32]int64
+	touch []int64 // touches per state, to fold rare keys
 }
 
-func newChain() *chain {
-	return &chain{index: map[string]int{}, keys: []string{""}, next: []map[int]int64{{}}, touch: []int64{0}}
-}
-
-func (c *chain) state(k string) int {
-	if i, ok := c.index[k]; ok {
-		return i
+func (c *chain) init() {
+	if len(c.keys) == 0 {
+		c.keys, c.next, c.touch = []int32{-1}, []map[int32]int64{{}}, []int64{0}
 	}
-	i := len(c.keys)
-	c.index[k] = i
+}
+
+// stateOf is key k's state, added when it has none.
+func (c *chain) stateOf(k int32) int32 {
+	if int(k) < len(c.state) && c.state[k] != 0 {
+		return c.state[k]
+	}
+	if int(k) >= len(c.state) {
+		c.state = append(c.state, make([]int32, int(k)+1-len(c.state))...)
+	}
+	s := int32(len(c.keys))
+	c.state[k] = s
 	c.keys = append(c.keys, k)
-	c.next = append(c.next, map[int]int64{})
+	c.next = append(c.next, map[int32]int64{})
 	c.touch = append(c.touch, 0)
-	return i
+	return s
 }
 
 const (
@@ -47,60 +54,79 @@ const (
 
 // add records one journey: its keys in order (repeats in a row are one
 // state: they change no absorption probability) and how it ended.
-func (c *chain) add(keys []string, converted bool) {
-	prev := 0
+func (c *chain) add(keys []int32, converted bool) {
+	c.init()
+	prev := int32(0)
 	for i, k := range keys {
 		if i > 0 && k == keys[i-1] {
 			continue
 		}
-		s := c.state(k)
+		s := c.stateOf(k)
 		c.touch[s]++
 		c.next[prev][s]++
 		prev = s
 	}
-	end := toNull
+	end := int32(toNull)
 	if converted {
 		end = toConv
 	}
 	c.next[prev][end]++
 }
 
-// removalEffects computes each key's removal effect: the share of the
-// chain's conversion probability lost when the key's state is removed
-// (its transitions go to null). With x the probability of reaching conv
-// from each state and N = (I-Q)^-1, the probability of reaching conv
-// from the start without passing state k is x_0 - (N_0k/N_kk)·x_k, so
-// one inverse gives every effect: RE_k = (N_0k/N_kk)·x_k / x_0.
-func (c *chain) removalEffects() map[string]float64 {
-	c.fold()
+// removalEffects folds the chain (names are the keys' names; other is
+// OtherKey's key) and computes each state's removal effect: the share of
+// the chain's conversion probability lost when the state is removed (its
+// transitions go to null); ok says which states have one. With x the
+// probability of reaching conv from each state and N = (I-Q)^-1, the
+// probability of reaching conv from the start without passing state k is
+// x_0 - (N_0k/N_kk)·x_k, so one inverse gives every effect: RE_k =
+// (N_0k/N_kk)·x_k / x_0.
+func (c *chain) removalEffects(names []string, other int32) (re []float64, ok []bool) {
+	c.init()
+	c.fold(names, other)
 	n := len(c.keys)
+	re, ok = make([]float64, n), make([]bool, n)
+	// The matrix's rows are the states in the order of their keys' names
+	// (the start first), so that its rounding does not depend on the
+	// order the journeys came in.
+	order := make([]int32, n)
+	for i := range order {
+		order[i] = int32(i)
+	}
+	slices.SortFunc(order[1:], func(x, y int32) int { return cmp.Compare(names[c.keys[x]], names[c.keys[y]]) })
+	pos := make([]int32, n)
+	for i, s := range order {
+		pos[s] = int32(i)
+	}
 	// A = I - Q, b = the one-step conversion probabilities.
 	a := make([][]float64, n)
 	b := make([]float64, n)
 	for i := range n {
 		a[i] = make([]float64, n)
 		a[i][i] = 1
+	}
+	for s := range n {
+		i := pos[s]
 		var out int64
-		for _, v := range c.next[i] {
+		for _, v := range c.next[s] {
 			out += v
 		}
 		if out == 0 {
 			continue
 		}
-		for j, v := range c.next[i] {
+		for j, v := range c.next[s] {
 			p := float64(v) / float64(out)
 			switch {
 			case j == toConv:
 				b[i] += p
 			case j >= 0:
-				a[i][j] -= p
+				a[i][pos[j]] -= p
 			}
 		}
 	}
-	inv, ok := invert(a)
-	res := map[string]float64{}
-	if !ok {
-		return res
+	inv, invertible := invert(a)
+	if !invertible {
+		return re, ok
 	}
 	x := make([]float64, n)
 	for i := range n {
@@ -109,42 +135,44 @@ func (c *chain) removalEffects() map[string]float64 {
 		}
 	}
 	if x[0] <= 0 {
-		return res
+		return re, ok
 	}
-	for k := 1; k < n; k++ {
+	for s := 1; s < n; s++ {
+		k := pos[s]
 		if inv[k][k] == 0 {
 			continue
 		}
-		res[c.keys[k]] = inv[0][k] / inv[k][k] * x[k] / x[0]
+		re[s], ok[s] = inv[0][k]/inv[k][k]*x[k]/x[0], true
 	}
-	return res
+	return re, ok
 }
 
-// fold merges the keys beyond MaxMarkovKeys (fewest touches first) into
-// OtherKey.
-func (c *chain) fold() {
+// fold merges the keys beyond MaxMarkovKeys (fewest touches first, then
+// by name) into one state, other's.
+func (c *chain) fold(names []string, other int32) {
 	if len(c.keys)-1 <= MaxMarkovKeys {
 		return
 	}
-	order := make([]int, 0, len(c.keys)-1)
+	order := make([]int32, 0, len(c.keys)-1)
 	for i := 1; i < len(c.keys); i++ {
-		order = append(order, i)
+		order = append(order, int32(i))
 	}
-	slices.SortFunc(order, func(x, y int) int {
+	slices.SortFunc(order, func(x, y int32) int {
 		if d := cmp.Compare(c.touch[y], c.touch[x]); d != 0 {
 			return d
 		}
-		return cmp.Compare(c.keys[x], c.keys[y])
+		return cmp.Compare(names[c.keys[x]], names[c.keys[y]])
 	})
 	keep := MaxMarkovKeys - 1
-	m := newChain()
-	to := make([]int, len(c.keys))
+	m := &chain{}
+	m.init()
+	to := make([]int32, len(c.keys))
 	for r, i := range order {
 		k := c.keys[i]
 		if r >= keep {
-			k = OtherKey
+			k = other
 		}
-		to[i] = m.state(k)
+		to[i] = m.stateOf(k)
 		m.touch[to[i]] += c.touch[i]
 	}
 	for i, nx := range c.next {
@@ -155,16 +183,15 @@ func (c *chain) fold() {
 			m.next[to[i]][j] += v
 		}
 	}
-	*c = *m
-}
-
-// keyOf is the Markov state's key a conversion's touch key maps to after
-// folding.
-func (c *chain) keyOf(k string) string {
-	if _, ok := c.index[k]; ok {
-		return k
+	if len(m.state) < len(c.state) {
+		m.state = append(m.state, make([]int32, len(c.state)-len(m.state))...)
 	}
-	return OtherKey
+	for k, s := range c.state {
+		if s != 0 {
+			m.state[k] = to[s]
+		}
+	}
+	*c = *m
 }
 
 // invert inverts a by Gauss-Jordan elimination with partial pivoting; ok

@@ -13,18 +13,45 @@ import (
 // Event is one event of a profile as a [Source] streams it: a conversion
 // or a candidate touch.
 type Event struct {
-	T          int64 // µs since the Unix epoch
+	T int64 // µs since the Unix epoch
+	// Value is a conversion's value in hundredths ([MinorUnits] of its
+	// value property's text; 0 when missing).
+	Value int64
+	// Mark is a candidate touch's: its index in the Journey's Marks (not
+	// read for conversions).
+	Mark       int32
 	Conversion bool
-	// Value is the conversion's value property as text (a JSON number or
-	// string), nil when missing.
-	Value *string
-	Mark  Mark // a candidate touch's (not read for conversions)
 }
 
-// Journey is one profile's events, in any order.
+// Journey is one profile's events, in any order, and the Marks its
+// touches index.
 type Journey struct {
-	Profile string
-	Events  []Event
+	Events []Event
+	// Marks are the distinct Marks the scan has read so far, shared by
+	// every journey of the scan: a Source only appends to it, so an
+	// index keeps naming the same Mark for the whole scan.
+	Marks []Mark
+}
+
+// MarkSet numbers distinct Marks for a Source that reads them per event:
+// ID gives each new Mark the next index of List.
+type MarkSet struct {
+	index map[Mark]int32
+	List  []Mark
+}
+
+// ID is m's index in s.List, appending it when it is new.
+func (s *MarkSet) ID(m *Mark) int32 {
+	if id, ok := s.index[*m]; ok {
+		return id
+	}
+	if s.index == nil {
+		s.index = map[Mark]int32{}
+	}
+	id := int32(len(s.List))
+	s.index[*m] = id
+	s.List = append(s.List, *m)
+	return id
 }
 
 // ScanSpec says what a Source streams: the events with From <= T < To
@@ -131,13 +158,11 @@ func ValueFromJSON(raw []byte, value string) *string {
 	return nil
 }
 
-// minorUnits is a conversion value in hundredths: a number, or a string
-// holding one; anything else is 0.
-func minorUnits(v *string) int64 {
-	if v == nil {
-		return 0
-	}
-	f, err := strconv.ParseFloat(strings.TrimSpace(*v), 64)
+// MinorUnits is a conversion value's text (a JSON number, or a string
+// holding one) in hundredths, rounded half away from zero; anything else
+// is 0, as is a value beyond ±10^13.
+func MinorUnits(v string) int64 {
+	f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || math.Abs(f) > 1e13 {
 		return 0
 	}

@@ -102,7 +102,9 @@ func (s *Source) journeys(ctx context.Context, spec attribution.ScanSpec, fn fun
 	defer rows.Close()
 	var (
 		j    attribution.Journey
+		set  attribution.MarkSet
 		open bool
+		cur  string
 		prof string
 		t    int64
 		c    uint8
@@ -120,32 +122,36 @@ func (s *Source) journeys(ctx context.Context, spec attribution.ScanSpec, fn fun
 		if err := rows.Scan(dest...); err != nil {
 			return err
 		}
-		if open && prof != j.Profile {
+		if open && prof != cur {
+			j.Marks = set.List
 			if err := fn(&j); err != nil {
 				return err
 			}
 			open = false
 		}
 		if !open {
-			j = attribution.Journey{Profile: prof, Events: j.Events[:0]}
-			open = true
+			j.Events = j.Events[:0]
+			cur, open = prof, true
 		}
 		e := attribution.Event{T: t, Conversion: c != 0}
 		switch {
 		case e.Conversion:
 			if spec.Value != "" {
-				e.Value = attribution.ValueFromJSON([]byte(raw), spec.Value)
+				if v := attribution.ValueFromJSON([]byte(raw), spec.Value); v != nil {
+					e.Value = attribution.MinorUnits(*v)
+				}
 			}
 		case bits == touchUnread:
 			m, ok := attribution.MarkFromJSON(ty, src, []byte(raw))
 			if !ok {
 				continue
 			}
-			e.Mark = m
+			e.Mark = set.ID(&m)
 		default:
-			e.Mark = attribution.Mark{Type: ty, SourceID: src,
+			m := attribution.Mark{Type: ty, SourceID: src,
 				Medium: f[0], Source: f[1], Campaign: f[2], Channel: f[3], Referrer: f[4], Page: f[5],
 				ClickID: bits&touchClickID != 0, HasReferrer: bits&touchReferrer != 0}
+			e.Mark = set.ID(&m)
 		}
 		j.Events = append(j.Events, e)
 	}
@@ -153,6 +159,7 @@ func (s *Source) journeys(ctx context.Context, spec attribution.ScanSpec, fn fun
 		return err
 	}
 	if open {
+		j.Marks = set.List
 		return fn(&j)
 	}
 	return nil
