@@ -381,21 +381,7 @@ func (s *Store) tx(ctx context.Context, fn func(tx *statestore.Tx) error) error 
 	if s.db.InBatch(ctx) {
 		return s.db.Tx(ctx, fn)
 	}
-	var err error
-	for attempt := range txAttempts {
-		err = s.db.Tx(ctx, fn)
-		if err == nil || !retryable(err) || ctx.Err() != nil || attempt == txAttempts-1 {
-			return err
-		}
-		t := time.NewTimer(time.Duration(attempt+1) * 5 * time.Millisecond)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("%w (while waiting to retry after: %w)", ctx.Err(), err)
-		}
-	}
-	return err
+	return s.db.TxRetry(ctx, txAttempts, retryable, fn)
 }
 
 // retryable reports whether a transaction that failed with err may pass

@@ -384,12 +384,21 @@ func (db *DB) Batch(ctx context.Context, fn func(ctx context.Context) error) err
 	if db.joined(ctx) != nil {
 		return fn(ctx)
 	}
+	return db.TxRetry(ctx, batchAttempts, func(err error) bool {
+		return errors.Is(err, ErrBusy) || errors.Is(err, ErrConflict)
+	}, func(tx *Tx) error {
+		return fn(context.WithValue(ctx, batchKey{db}, tx))
+	})
+}
+
+// TxRetry runs fn as [DB.Tx] does, up to attempts times while the error
+// is one retry accepts (a transaction that lost a race), after a pause
+// that grows with each attempt; it gives up at once when ctx ends.
+func (db *DB) TxRetry(ctx context.Context, attempts int, retry func(error) bool, fn func(tx *Tx) error) error {
 	var err error
-	for attempt := range batchAttempts {
-		err = db.Tx(ctx, func(tx *Tx) error {
-			return fn(context.WithValue(ctx, batchKey{db}, tx))
-		})
-		if err == nil || !(errors.Is(err, ErrBusy) || errors.Is(err, ErrConflict)) || ctx.Err() != nil || attempt == batchAttempts-1 {
+	for attempt := range attempts {
+		err = db.Tx(ctx, fn)
+		if err == nil || !retry(err) || ctx.Err() != nil || attempt == attempts-1 {
 			return err
 		}
 		t := time.NewTimer(time.Duration(attempt+1) * 5 * time.Millisecond)
