@@ -64,6 +64,11 @@ type Consumer interface {
 	Fetch(ctx context.Context, max int, wait time.Duration) ([]Message, error)
 	// Ack acknowledges records so they are not delivered again.
 	Ack(ctx context.Context, msgs ...Message) error
+	// Release gives fetched records back unacknowledged, for a reader
+	// that gave up on them: they are delivered again at once, before the
+	// records after them. A record neither acknowledged nor released is
+	// kept from other readers while its reader lives (see the ack wait).
+	Release(ctx context.Context, msgs ...Message) error
 	// Pending is the number of records appended but not yet acknowledged
 	// by this consumer: its lag.
 	Pending(ctx context.Context) (uint64, error)

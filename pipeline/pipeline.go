@@ -224,8 +224,8 @@ func (p *Pipeline) Lag() int64 { return p.lag.Load() }
 
 // Run processes records until ctx is done. A batch in progress is finished
 // before Run returns, so a stop loses nothing and repeats nothing.
-// retryInPlace is how long a failed batch is retried before it is left to
-// the log's redelivery; below the log's default AckWait (30 s).
+// retryInPlace is how long a failed batch is retried before it is given
+// back to the log (released), which delivers it again.
 const retryInPlace = 20 * time.Second
 
 func (p *Pipeline) Run(ctx context.Context) error {
@@ -244,6 +244,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			if p.retry(ctx, b, p.prepare) {
 				resolved <- b
 			} else {
+				p.giveBack(b)
 				p.ended.Add(1)
 			}
 		}
@@ -255,7 +256,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			if !ok {
 				break
 			}
-			p.retry(ctx, b, p.writeStaged)
+			if !p.retry(ctx, b, p.writeStaged) {
+				p.giveBack(b)
+			}
 			p.ended.Add(1)
 		}
 		p.commitHeld(context.WithoutCancel(ctx))
@@ -286,6 +289,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		b := &batch{msgs: msgs, start: time.Now()}
 		b.ord = p.begun.Add(1)
 		if !p.retry(ctx, b, p.decode) {
+			p.giveBack(b)
 			p.ended.Add(1)
 		} else {
 			// Not selecting on ctx: the later stages finish every batch
@@ -310,10 +314,21 @@ type batch struct {
 	ord      uint64 // its number in the order batches began (begun)
 }
 
+// giveBack gives a batch the pipeline gave up on back to the log, which
+// delivers it again (to this node or another); if that fails, the log's
+// ack wait does.
+func (p *Pipeline) giveBack(b *batch) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.consumer.Release(ctx, b.msgs...); err != nil {
+		p.opts.Logger.Warn("pipeline release failed; the log delivers the records again after its ack wait", "err", err.Error())
+	}
+}
+
 // retry runs one stage on b, again after a failure (a store restarting),
 // the batch's records still held, for up to retryInPlace; after that it
-// gives up and the batch is left unacked, for the log to deliver again (to
-// this node or another). It reports whether the stage succeeded. The stage
+// gives up and the caller releases the batch, for the log to deliver again
+// (to this node or another). It reports whether the stage succeeded. The stage
 // runs even if ctx ended meanwhile, so a batch in progress is finished.
 func (p *Pipeline) retry(ctx context.Context, b *batch, stage func(context.Context, *batch) error) bool {
 	start := time.Now()

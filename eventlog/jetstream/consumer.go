@@ -344,6 +344,26 @@ func (c *consumer) Close() error {
 	return err
 }
 
+// Release gives msgs back unacknowledged: the server delivers them again
+// at once.
+func (c *consumer) Release(ctx context.Context, msgs ...eventlog.Message) error {
+	if err := c.check(); err != nil {
+		return err
+	}
+	var replies []string
+	c.mu.Lock()
+	for _, m := range msgs {
+		if h, ok := c.held[m.Seq]; ok {
+			replies = append(replies, h.reply)
+			delete(c.held, m.Seq)
+		}
+	}
+	c.mu.Unlock()
+	// If this fails, the ack wait brings them back: they are no longer
+	// marked in progress.
+	return c.mapErr(ctx, c.send(ctx, replies, releaseBody))
+}
+
 // releaseLate releases records a Fetch received after its caller gave up,
 // so that they are delivered again at once, before any record after them.
 func (c *consumer) releaseLate(msgs []eventlog.Message) {

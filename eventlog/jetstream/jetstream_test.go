@@ -608,3 +608,34 @@ func TestFetchWaitEndsWithServer(t *testing.T) {
 		t.Fatalf("Fetch returned seq %d %q, want seq %d \"late\"", res.msgs[0].Seq, res.msgs[0].Data, seq)
 	}
 }
+
+// TestRelease: a released record comes again at once, to the next Fetch,
+// and can then be acknowledged.
+func TestRelease(t *testing.T) {
+	ctx := t.Context()
+	l := openEmbedded(t, jetstream.EmbeddedOptions{Dir: t.TempDir()})
+	if _, err := l.Append(ctx, []byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	c, err := l.Consumer(ctx, "reader")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := c.Fetch(ctx, 10, time.Second)
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("Fetch: %d records, %v", len(msgs), err)
+	}
+	if err := c.Release(ctx, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	again, err := c.Fetch(ctx, 10, 5*time.Second)
+	if err != nil || len(again) != 1 || again[0].Seq != msgs[0].Seq {
+		t.Fatalf("Fetch after Release: %v, %v; want record %d again", again, err, msgs[0].Seq)
+	}
+	if err := c.Ack(ctx, again...); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.Pending(ctx); err != nil || n != 0 {
+		t.Fatalf("Pending: %d, %v", n, err)
+	}
+}
