@@ -636,6 +636,25 @@ func (s *Service) importRows(ctx context.Context, ru *run, body io.Reader) (stri
 	completed := make(chan struct{})
 	go func() {
 		defer close(completed)
+		// Progress is saved by a goroutine of its own, so a state store
+		// busy with other writers (the pipeline's transactions on a loaded
+		// node) slows the saves, not the import. It saves snapshots in
+		// the order they were taken; one that finds the saver busy is
+		// skipped, and a later one carries its progress.
+		latest := make(chan record, 1)
+		saved := make(chan struct{})
+		go func() {
+			defer close(saved)
+			for snap := range latest {
+				if err := s.store.saveProgress(ctx, snap); err != nil {
+					s.opts.Logger.Warn("import progress not saved", "import", snap.ID, "err", err.Error())
+				}
+			}
+		}()
+		defer func() {
+			close(latest)
+			<-saved // before the final save, which must come last
+		}()
 		lastSave := time.Now()
 		for pc := range queue {
 			<-pc.done
@@ -663,9 +682,10 @@ func (s *Service) importRows(ctx context.Context, ru *run, body io.Reader) (stri
 			snap := ru.rec
 			ru.mu.Unlock()
 			if time.Since(lastSave) >= s.opts.SaveEvery {
-				lastSave = time.Now()
-				if err := s.store.saveProgress(ctx, snap); err != nil {
-					s.opts.Logger.Warn("import progress not saved", "import", snap.ID, "err", err.Error())
+				select {
+				case latest <- snap:
+					lastSave = time.Now()
+				default:
 				}
 			}
 		}
