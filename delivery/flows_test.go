@@ -35,9 +35,10 @@ func TestFlowsAndExpire(t *testing.T) {
 		}
 		// More later add up.
 		more := r.send(users[:1], 2)
-		waitFor(t, "more deliveries", 20*time.Second, func() bool {
-			fs, err := r.m.Flows(ctx, time.Now().Add(-time.Hour))
-			return err == nil && len(fs) == 1 && fs[0].Events30d == int64(len(ids)+len(more))
+		waitFor(t, "more deliveries and dead letters", 20*time.Second, func() bool {
+			dls, err := r.m.DeadLetters(ctx, bad.ID, 100, "")
+			fs, ferr := r.m.Flows(ctx, time.Now().Add(-time.Hour))
+			return err == nil && ferr == nil && len(dls) == len(ids)+len(more) && len(fs) == 1 && fs[0].Events30d == int64(len(ids)+len(more))
 		})
 
 		// Expire: another source's and newer ones stay.
