@@ -169,7 +169,24 @@ type Pipeline struct {
 	suppressed  *metrics.Counter
 	records     *metrics.Counter
 	batchSecs   *metrics.Histogram
+	stageSecs   *metrics.HistogramVec
 	failures    *metrics.Counter
+}
+
+// The stages as tandem_pipeline_stage_seconds names them.
+const (
+	stageRead   = "read"   // fetching a batch's records from the log
+	stageDecode = "decode" // decoding, plans, quarantine, observing identity
+	stageState  = "state"  // the state-store steps
+	stageWrite  = "write"  // the event-store append or staging, and acknowledgements
+	stageCommit = "commit" // committing staged events, and acknowledgements
+)
+
+// timed runs f and adds its time to the stage's.
+func (p *Pipeline) timed(stage string, f func()) {
+	start := time.Now()
+	f()
+	p.stageSecs.Observe(time.Since(start).Seconds(), stage)
 }
 
 // New prepares a pipeline; [Pipeline.Run] starts it.
@@ -215,6 +232,7 @@ func New(ctx context.Context, opts Options) (*Pipeline, error) {
 	p.records = m.NewCounter("tandem_pipeline_records_total", "Event log records processed.")
 	p.failures = m.NewCounter("tandem_pipeline_batch_failures_total", "Attempts at a batch of log records that failed (a store down or restarting); the records stay in the log, unacknowledged, and are tried again.")
 	p.batchSecs = m.NewHistogram("tandem_pipeline_batch_seconds", "Time to process one batch of log records.", metrics.DefBuckets)
+	p.stageSecs = m.NewHistogramVec("tandem_pipeline_stage_seconds", "Time one stage of the pipeline spent on one batch of log records (read, decode, state, write, commit): the stage with the largest sum is the one the others wait for.", metrics.DefBuckets, "stage")
 	// The lag gauges are the Monitor's (every node has one, pipeline or not).
 	return p, nil
 }
@@ -241,7 +259,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	go func() {
 		defer close(resolved)
 		for b := range decoded {
-			if p.retry(ctx, b, p.prepare) {
+			var ok bool
+			p.timed(stageState, func() { ok = p.retry(ctx, b, p.prepare) })
+			if ok {
 				resolved <- b
 			} else {
 				p.giveBack(b)
@@ -256,7 +276,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			if !ok {
 				break
 			}
-			if !p.retry(ctx, b, p.writeStaged) {
+			var ok2 bool
+			p.timed(stageWrite, func() { ok2 = p.retry(ctx, b, p.writeStaged) })
+			if !ok2 {
 				p.giveBack(b)
 			}
 			p.ended.Add(1)
@@ -271,6 +293,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		default:
 		}
 		p.waitForCollection(ctx)
+		read := time.Now()
 		msgs, err := p.gather(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -286,9 +309,12 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			p.dropFreeChunks()
 			continue
 		}
+		p.stageSecs.Observe(time.Since(read).Seconds(), stageRead)
 		b := &batch{msgs: msgs, start: time.Now()}
 		b.ord = p.begun.Add(1)
-		if !p.retry(ctx, b, p.decode) {
+		var ok bool
+		p.timed(stageDecode, func() { ok = p.retry(ctx, b, p.decode) })
+		if !ok {
 			p.giveBack(b)
 			p.ended.Add(1)
 		} else {

@@ -105,6 +105,8 @@ func (p *Pipeline) commitHeld(ctx context.Context) {
 	if !ok || len(p.held) == 0 {
 		return
 	}
+	start := time.Now()
+	defer func() { p.stageSecs.Observe(time.Since(start).Seconds(), stageCommit) }()
 	if err := st.Commit(ctx); err != nil {
 		p.dropHeld(err)
 		return
