@@ -145,9 +145,12 @@ type Pipeline struct {
 	// Staging state of Run's write stage (stage.go): the batches staged
 	// and not yet known committed, the events staged so far, and how many
 	// of them the store last said were pending.
-	held      []heldBatch
-	stagedPos uint64
-	pending   int
+	held []heldBatch
+	// recordSize is the mean size of the records fetched last (Run's
+	// reading), 0 before the first.
+	recordSize int
+	stagedPos  uint64
+	pending    int
 	// oldestHeld is the ord of the first held batch, 0 if none; flush
 	// asks the write stage to commit what it holds (Barrier).
 	oldestHeld atomic.Uint64
@@ -387,7 +390,7 @@ func (p *Pipeline) gather(ctx context.Context) ([]eventlog.Message, error) {
 	var msgs []eventlog.Message
 	for first := time.Now(); ; {
 		var err error
-		if msgs, err = p.consumer.Fetch(ctx, p.opts.MaxRecords, 0); err != nil || len(msgs) > 0 {
+		if msgs, err = p.fetch(ctx, 0); err != nil || len(msgs) > 0 {
 			return p.gatherMore(ctx, msgs, err)
 		}
 		if time.Since(first) >= p.opts.Wait || ctx.Err() != nil {
@@ -396,6 +399,32 @@ func (p *Pipeline) gather(ctx context.Context) ([]eventlog.Message, error) {
 		sleep(ctx, pollInterval)
 	}
 }
+
+// fetch takes what the log has now, as many records as should fill the
+// batch to MaxBytes when size bytes are gathered already (judged by the
+// size of the records fetched last), at most MaxRecords: a batch is one
+// or two fetches, and does not overshoot MaxBytes by much.
+func (p *Pipeline) fetch(ctx context.Context, size int) ([]eventlog.Message, error) {
+	n := p.opts.MaxRecords
+	if p.recordSize > 0 {
+		n = min(n, max(0, p.opts.MaxBytes-size)/p.recordSize+1)
+	} else {
+		n = min(n, firstFetch)
+	}
+	msgs, err := p.consumer.Fetch(ctx, n, 0)
+	if len(msgs) > 0 {
+		bytes := 0
+		for _, m := range msgs {
+			bytes += len(m.Data)
+		}
+		p.recordSize = max(1, bytes/len(msgs))
+	}
+	return msgs, err
+}
+
+// firstFetch is the records the pipeline asks for while it does not know
+// their size.
+const firstFetch = 16
 
 // pollInterval is the pause between fetches that found nothing.
 const pollInterval = 20 * time.Millisecond
@@ -414,7 +443,7 @@ func (p *Pipeline) gatherMore(ctx context.Context, msgs []eventlog.Message, err 
 		if wait <= 0 || ctx.Err() != nil {
 			break
 		}
-		more, err := p.consumer.Fetch(ctx, p.opts.MaxRecords, 0)
+		more, err := p.fetch(ctx, size)
 		if err != nil {
 			// What was fetched is processed; the error surfaces next time.
 			break
