@@ -178,7 +178,7 @@ type Pipeline struct {
 
 // The stages as tandem_pipeline_stage_seconds names them.
 const (
-	stageRead   = "read"   // fetching a batch's records from the log
+	stageRead   = "read"   // fetching a batch's records from the log, with the linger
 	stageDecode = "decode" // decoding, plans, quarantine, observing identity
 	stageState  = "state"  // the state-store steps
 	stageWrite  = "write"  // the event-store append or staging, and acknowledgements
