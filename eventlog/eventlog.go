@@ -62,7 +62,9 @@ type Consumer interface {
 	// Fetch returns up to max records, waiting up to wait for the first.
 	// It returns an empty slice and nil error when none arrived in time.
 	Fetch(ctx context.Context, max int, wait time.Duration) ([]Message, error)
-	// Ack acknowledges records so they are not delivered again.
+	// Ack acknowledges records so they are not delivered again. Ack and
+	// Release read only each Message's Seq: a reader may drop the bytes
+	// of records it holds.
 	Ack(ctx context.Context, msgs ...Message) error
 	// Release gives fetched records back unacknowledged, for a reader
 	// that gave up on them: they are delivered again at once, before the

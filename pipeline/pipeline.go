@@ -145,9 +145,12 @@ type Pipeline struct {
 	// Staging state of Run's write stage (stage.go): the batches staged
 	// and not yet known committed, the events staged so far, and how many
 	// of them the store last said were pending.
-	held      []heldBatch
-	stagedPos uint64
-	pending   int
+	held []heldBatch
+	// recordSize is the mean size of the records fetched last (Run's
+	// reading), 0 before the first.
+	recordSize int
+	stagedPos  uint64
+	pending    int
 	// oldestHeld is the ord of the first held batch, 0 if none; flush
 	// asks the write stage to commit what it holds (Barrier).
 	oldestHeld atomic.Uint64
@@ -169,7 +172,24 @@ type Pipeline struct {
 	suppressed  *metrics.Counter
 	records     *metrics.Counter
 	batchSecs   *metrics.Histogram
+	stageSecs   *metrics.HistogramVec
 	failures    *metrics.Counter
+}
+
+// The stages as tandem_pipeline_stage_seconds names them.
+const (
+	stageRead   = "read"   // fetching a batch's records from the log, with the linger
+	stageDecode = "decode" // decoding, plans, quarantine, observing identity
+	stageState  = "state"  // the state-store steps
+	stageWrite  = "write"  // the event-store append or staging, and acknowledgements
+	stageCommit = "commit" // committing staged events, and acknowledgements
+)
+
+// timed runs f and adds its time to the stage's.
+func (p *Pipeline) timed(stage string, f func()) {
+	start := time.Now()
+	f()
+	p.stageSecs.Observe(time.Since(start).Seconds(), stage)
 }
 
 // New prepares a pipeline; [Pipeline.Run] starts it.
@@ -215,6 +235,7 @@ func New(ctx context.Context, opts Options) (*Pipeline, error) {
 	p.records = m.NewCounter("tandem_pipeline_records_total", "Event log records processed.")
 	p.failures = m.NewCounter("tandem_pipeline_batch_failures_total", "Attempts at a batch of log records that failed (a store down or restarting); the records stay in the log, unacknowledged, and are tried again.")
 	p.batchSecs = m.NewHistogram("tandem_pipeline_batch_seconds", "Time to process one batch of log records.", metrics.DefBuckets)
+	p.stageSecs = m.NewHistogramVec("tandem_pipeline_stage_seconds", "Time one stage of the pipeline spent on one batch of log records (read, decode, state, write, commit): the stage with the largest sum is the one the others wait for.", metrics.DefBuckets, "stage")
 	// The lag gauges are the Monitor's (every node has one, pipeline or not).
 	return p, nil
 }
@@ -241,7 +262,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	go func() {
 		defer close(resolved)
 		for b := range decoded {
-			if p.retry(ctx, b, p.prepare) {
+			var ok bool
+			p.timed(stageState, func() { ok = p.retry(ctx, b, p.prepare) })
+			if ok {
 				resolved <- b
 			} else {
 				p.giveBack(b)
@@ -256,7 +279,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			if !ok {
 				break
 			}
-			if !p.retry(ctx, b, p.writeStaged) {
+			var ok2 bool
+			p.timed(stageWrite, func() { ok2 = p.retry(ctx, b, p.writeStaged) })
+			if !ok2 {
 				p.giveBack(b)
 			}
 			p.ended.Add(1)
@@ -271,6 +296,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		default:
 		}
 		p.waitForCollection(ctx)
+		read := time.Now()
 		msgs, err := p.gather(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -286,9 +312,12 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			p.dropFreeChunks()
 			continue
 		}
+		p.stageSecs.Observe(time.Since(read).Seconds(), stageRead)
 		b := &batch{msgs: msgs, start: time.Now()}
 		b.ord = p.begun.Add(1)
-		if !p.retry(ctx, b, p.decode) {
+		var ok bool
+		p.timed(stageDecode, func() { ok = p.retry(ctx, b, p.decode) })
+		if !ok {
 			p.giveBack(b)
 			p.ended.Add(1)
 		} else {
@@ -361,7 +390,7 @@ func (p *Pipeline) gather(ctx context.Context) ([]eventlog.Message, error) {
 	var msgs []eventlog.Message
 	for first := time.Now(); ; {
 		var err error
-		if msgs, err = p.consumer.Fetch(ctx, p.opts.MaxRecords, 0); err != nil || len(msgs) > 0 {
+		if msgs, err = p.fetch(ctx, 0); err != nil || len(msgs) > 0 {
 			return p.gatherMore(ctx, msgs, err)
 		}
 		if time.Since(first) >= p.opts.Wait || ctx.Err() != nil {
@@ -370,6 +399,32 @@ func (p *Pipeline) gather(ctx context.Context) ([]eventlog.Message, error) {
 		sleep(ctx, pollInterval)
 	}
 }
+
+// fetch takes what the log has now, as many records as should fill the
+// batch to MaxBytes when size bytes are gathered already (judged by the
+// size of the records fetched last), at most MaxRecords: a batch is one
+// or two fetches, and does not overshoot MaxBytes by much.
+func (p *Pipeline) fetch(ctx context.Context, size int) ([]eventlog.Message, error) {
+	n := p.opts.MaxRecords
+	if p.recordSize > 0 {
+		n = min(n, max(0, p.opts.MaxBytes-size)/p.recordSize+1)
+	} else {
+		n = min(n, firstFetch)
+	}
+	msgs, err := p.consumer.Fetch(ctx, n, 0)
+	if len(msgs) > 0 {
+		bytes := 0
+		for _, m := range msgs {
+			bytes += len(m.Data)
+		}
+		p.recordSize = max(1, bytes/len(msgs))
+	}
+	return msgs, err
+}
+
+// firstFetch is the records the pipeline asks for while it does not know
+// their size.
+const firstFetch = 16
 
 // pollInterval is the pause between fetches that found nothing.
 const pollInterval = 20 * time.Millisecond
@@ -388,7 +443,7 @@ func (p *Pipeline) gatherMore(ctx context.Context, msgs []eventlog.Message, err 
 		if wait <= 0 || ctx.Err() != nil {
 			break
 		}
-		more, err := p.consumer.Fetch(ctx, p.opts.MaxRecords, 0)
+		more, err := p.fetch(ctx, size)
 		if err != nil {
 			// What was fetched is processed; the error surfaces next time.
 			break

@@ -59,10 +59,14 @@ func (p *Pipeline) writeStaged(ctx context.Context, b *batch) error {
 		p.release(ctx)
 	}
 	h.end = p.stagedPos
-	// The events are in the store now: only the records are kept, to be
-	// acknowledged.
+	// The events are in the store now: only the records' sequence
+	// numbers are kept, to be acknowledged. Their bytes go: a row group's
+	// worth of held records would be tens of MB of heap.
 	p.releaseChunks(b)
 	b.chunks, b.observed = nil, nil
+	for i := range b.msgs {
+		b.msgs[i].Data = nil
+	}
 	p.held = append(p.held, h)
 	p.release(ctx)
 	p.setOldestHeld()
@@ -105,6 +109,8 @@ func (p *Pipeline) commitHeld(ctx context.Context) {
 	if !ok || len(p.held) == 0 {
 		return
 	}
+	start := time.Now()
+	defer func() { p.stageSecs.Observe(time.Since(start).Seconds(), stageCommit) }()
 	if err := st.Commit(ctx); err != nil {
 		p.dropHeld(err)
 		return

@@ -1,8 +1,10 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,6 +21,7 @@ type ackWatchLog struct {
 	check func(msgs []eventlog.Message) error
 	acked atomic.Int64
 	bad   atomic.Value // first error
+	data  sync.Map     // seq → the record's bytes, as fetched
 }
 
 func (l *ackWatchLog) Consumer(ctx context.Context, name string) (eventlog.Consumer, error) {
@@ -31,8 +34,25 @@ type ackWatchConsumer struct {
 	l *ackWatchLog
 }
 
+// Fetch remembers each record's bytes: the pipeline drops them from the
+// records it holds once their events are staged (Ack needs only Seq).
+func (c *ackWatchConsumer) Fetch(ctx context.Context, max int, wait time.Duration) ([]eventlog.Message, error) {
+	msgs, err := c.Consumer.Fetch(ctx, max, wait)
+	for _, m := range msgs {
+		c.l.data.Store(m.Seq, bytes.Clone(m.Data))
+	}
+	return msgs, err
+}
+
 func (c *ackWatchConsumer) Ack(ctx context.Context, msgs ...eventlog.Message) error {
-	if err := c.l.check(msgs); err != nil {
+	fetched := make([]eventlog.Message, len(msgs))
+	for i, m := range msgs {
+		fetched[i] = m
+		if d, ok := c.l.data.Load(m.Seq); ok {
+			fetched[i].Data = d.([]byte)
+		}
+	}
+	if err := c.l.check(fetched); err != nil {
 		c.l.bad.CompareAndSwap(nil, err)
 	}
 	c.l.acked.Add(int64(len(msgs)))

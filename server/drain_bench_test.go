@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -36,7 +37,13 @@ import (
 //
 //	go test -run '^$' -bench PipelineDrain -benchtime 3x ./server/
 //
-// TANDEM_BENCH_DRAIN_EVENTS changes the backlog's size (default 200,000).
+// TANDEM_BENCH_DRAIN_EVENTS changes the backlog's size (default 200,000);
+// TANDEM_BENCH_DRAIN_CPUPROFILE=file writes a CPU profile of the drain
+// alone (every goroutine's, the collector's and the embedded log's too),
+// without the filling and closing that -test.cpuprofile also holds; later
+// iterations write file.2, file.3 and so on (`go tool pprof` takes them
+// together); TANDEM_BENCH_DRAIN_HEAPPROFILE=file writes a heap profile
+// at the end of the first drain.
 // The figure to read is events/s; compare runs made back to back.
 func BenchmarkPipelineDrain(b *testing.B) {
 	n := 200_000
@@ -50,6 +57,12 @@ func BenchmarkPipelineDrain(b *testing.B) {
 	var total, cpu, closeCPU time.Duration
 	var allocs uint64
 	var ms runtime.MemStats
+	profiling := os.Getenv("TANDEM_BENCH_DRAIN_CPUPROFILE")
+	var stageSeconds map[string]float64
+	var heap, rss uint64
+	// The live heap (what the last collection kept), read while the drain
+	// runs: its largest value is what the drain holds at once.
+	live := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		s, cancel := openDrainNode(b, i)
@@ -58,6 +71,20 @@ func BenchmarkPipelineDrain(b *testing.B) {
 		done := make(chan error, 1)
 		runtime.ReadMemStats(&ms)
 		mallocs := ms.Mallocs
+		var profile *os.File
+		if profiling != "" {
+			name := profiling
+			if i > 0 {
+				name += "." + strconv.Itoa(i+1)
+			}
+			var err error
+			if profile, err = os.Create(name); err != nil {
+				b.Fatal(err)
+			}
+			if err := pprof.StartCPUProfile(profile); err != nil {
+				b.Fatal(err)
+			}
+		}
 		b.StartTimer()
 		start, cpu0 := time.Now(), processCPU()
 		// Labelled, so that a CPU profile of the benchmark can be narrowed
@@ -67,12 +94,25 @@ func BenchmarkPipelineDrain(b *testing.B) {
 		// store would take CPU from the drain it measures.
 		for storedCount(b, s) < float64(n) {
 			time.Sleep(20 * time.Millisecond)
+			metrics.Read(live)
+			heap = max(heap, live[0].Value.Uint64())
 		}
 		total += time.Since(start)
 		cpu += processCPU() - cpu0
 		b.StopTimer()
+		stageSeconds = stageSecondsOf(b, s)
+		if profile != nil {
+			pprof.StopCPUProfile()
+			if err := profile.Close(); err != nil {
+				b.Fatal(err)
+			}
+		}
 		runtime.ReadMemStats(&ms)
 		allocs += ms.Mallocs - mallocs
+		rss = max(rss, residentBytes())
+		if name := os.Getenv("TANDEM_BENCH_DRAIN_HEAPPROFILE"); name != "" && i == 0 {
+			writeHeapProfile(b, name)
+		}
 		stop()
 		if err := <-done; err != nil {
 			b.Fatal(err)
@@ -98,6 +138,73 @@ func BenchmarkPipelineDrain(b *testing.B) {
 	// Closing the node: mostly DuckDB's checkpoint of what its WAL holds,
 	// work the drain left for later.
 	b.ReportMetric(float64(closeCPU.Microseconds())/float64(n*b.N), "close-cpu-µs/event")
+	// Memory: the largest live Go heap during a drain, and the process's
+	// resident set at the end of one (DuckDB's and SQLite's caches
+	// included; the largest of the iterations).
+	b.ReportMetric(float64(heap)/(1<<20), "live-heap-MiB")
+	b.ReportMetric(float64(rss)/(1<<20), "rss-MiB")
+	// Where the wall time went, stage by stage (the last node's
+	// tandem_pipeline_stage_seconds, per event): the stage with the most
+	// is the one the others wait for.
+	for stage, secs := range stageSeconds {
+		b.ReportMetric(secs*1e6/float64(n), stage+"-µs/event")
+	}
+}
+
+// residentBytes is the process's resident set size now (0 where /proc
+// does not say).
+func residentBytes() uint64 {
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(status)) {
+		if kb, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			n, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(kb), " kB"), 10, 64)
+			return n << 10
+		}
+	}
+	return 0
+}
+
+// writeHeapProfile writes the heap profile as it is at the end of a drain
+// (TANDEM_BENCH_DRAIN_HEAPPROFILE): what the node holds, not what the
+// filling allocated.
+func writeHeapProfile(b *testing.B, name string) {
+	f, err := os.Create(name)
+	if err != nil {
+		b.Fatal(err)
+	}
+	runtime.GC()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// stageSecondsOf reads the sums of tandem_pipeline_stage_seconds by stage
+// (none on a build without it).
+func stageSecondsOf(b *testing.B, s *Server) map[string]float64 {
+	fams, err := s.Metrics.Gather()
+	if err != nil {
+		b.Fatal(err)
+	}
+	secs := map[string]float64{}
+	for _, f := range fams {
+		if f.GetName() != "tandem_pipeline_stage_seconds" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "stage" {
+					secs[l.GetValue()] = m.GetHistogram().GetSampleSum()
+				}
+			}
+		}
+	}
+	return secs
 }
 
 // storedCount reads tandem_pipeline_events_stored_total.

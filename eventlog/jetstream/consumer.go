@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -75,10 +76,10 @@ func (c *consumer) Fetch(ctx context.Context, max int, wait time.Duration) ([]ev
 	if max <= 0 {
 		return nil, nil
 	}
-	// One fetch is delivered in one go: at most fetchBudget bytes of
-	// full-size records, or the connection's outbound buffer overflows
-	// (a bulk import fills records to MaxRecordBytes).
-	max = min(max, maxAckPending, fetchBudget/c.log.maxRecord+1)
+	// One fetch is delivered in one go: at most fetchBytes of records
+	// (the server keeps to it), or the connection's outbound buffer
+	// overflows (a bulk import fills records to MaxRecordBytes).
+	max = min(max, maxAckPending)
 
 	// What is there already, in one round trip.
 	start := time.Now()
@@ -153,20 +154,155 @@ func (c *consumer) Fetch(ctx context.Context, max int, wait time.Duration) ([]ev
 // fetchNoWait appends to msgs the records available now, up to max. If it
 // has records to return it does not return an error: that error will show
 // again on the next call.
+//
+// It is one no-wait pull request bounded in bytes as well as in records
+// (the client library's no-wait fetch has no byte bound): the server
+// stops at fetchBytes, so a fetch of small records is not cut short by
+// counting each at the log's largest record size, and a fetch of large
+// ones still fits the connection's outbound buffer. One request brings
+// what the pipeline gathers for a batch, instead of a dozen.
 func (c *consumer) fetchNoWait(ctx context.Context, msgs []eventlog.Message, max int) ([]eventlog.Message, error) {
-	batch, err := c.jc.FetchNoWait(max)
-	if err != nil {
-		if len(msgs) > 0 {
-			return msgs, nil
-		}
-		return nil, c.mapErr(ctx, err)
-	}
 	n := len(msgs)
-	msgs, err = c.collect(msgs, batch)
-	if err != nil && len(msgs) == n {
-		return msgs, c.mapErr(ctx, err)
+	got, err := c.pull(ctx, msgs, max)
+	if len(got) > n {
+		return got, nil
 	}
+	return got, c.mapErr(ctx, err)
+}
+
+// fetchBytes is the byte bound of one fetch: fetchBudget, or one of the
+// log's largest records if that is more (the server sends nothing at all
+// to a request whose bound is smaller than the next record).
+func (c *consumer) fetchBytes() int {
+	return max(fetchBudget, c.log.maxRecord+headerRoom+1024)
+}
+
+// pull sends one no-wait pull request for up to max records and
+// fetchBytes bytes and appends what it brings to msgs.
+func (c *consumer) pull(ctx context.Context, msgs []eventlog.Message, max int) ([]eventlog.Message, error) {
+	nc := c.log.nc
+	inbox := nc.NewInbox()
+	// Room for every record and the status that ends the request: a
+	// channel subscription drops what does not fit.
+	ch := make(chan *nats.Msg, max+4)
+	sub, err := nc.ChanSubscribe(inbox, ch)
+	if err != nil {
+		return msgs, err
+	}
+	budget := c.fetchBytes()
+	req := fmt.Appendf(nil, `{"batch":%d,"max_bytes":%d,"no_wait":true}`, max, budget)
+	if err := nc.PublishRequest(c.log.nextSubject(c.name), inbox, req); err != nil {
+		_ = sub.Unsubscribe()
+		return msgs, err
+	}
+	timer := time.NewTimer(c.log.timeout)
+	defer timer.Stop()
+	var records, bytes int
+	for records < max && bytes < budget {
+		select {
+		case m := <-ch:
+			if len(m.Data) == 0 && m.Header.Get(statusHeader) != "" {
+				switch status := m.Header.Get(statusHeader); status {
+				case "100": // a heartbeat
+					continue
+				case "404": // nothing now
+					_ = sub.Unsubscribe()
+					return msgs, nil
+				case "408", "409":
+					// The request is over: nothing more now, the next
+					// record passes the byte bound, or the batch is
+					// complete. On a replicated consumer the records may
+					// come after this status: it says how many of the
+					// batch were not sent, so the rest are waited for.
+					if left, err := strconv.Atoi(m.Header.Get(pendingHeader)); err == nil && left >= 0 && records < max-left {
+						max -= left
+						continue
+					}
+					_ = sub.Unsubscribe()
+					return msgs, nil
+				case "503":
+					err = nats.ErrNoResponders
+				default:
+					err = fmt.Errorf("pull request: status %s %s", status, m.Header.Get(descriptionHeader))
+				}
+				_ = sub.Unsubscribe()
+				return msgs, err
+			}
+			records++
+			bytes += m.Size()
+			// One without metadata is not held: the server delivers it
+			// again after AckWait.
+			msgs, _ = c.hold(msgs, m)
+			continue
+		case <-timer.C:
+			err = nats.ErrTimeout
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		if err != nil {
+			// The request may still bring records: they are released as
+			// they come, so that they are delivered again at once.
+			go c.releaseRest(sub, ch, max-records)
+			return msgs, err
+		}
+	}
+	// The server ends a request that reached its bound without a status.
+	_ = sub.Unsubscribe()
 	return msgs, nil
+}
+
+// The headers of a JetStream status message.
+const (
+	statusHeader      = "Status"
+	descriptionHeader = "Description"
+	pendingHeader     = "Nats-Pending-Messages" // records of the batch not sent
+)
+
+// releaseRest takes what an abandoned pull request still brings, up to
+// left records or the end of the request, and releases it.
+func (c *consumer) releaseRest(sub *nats.Subscription, ch chan *nats.Msg, left int) {
+	defer func() { _ = sub.Unsubscribe() }()
+	var late []eventlog.Message
+	defer func() { c.releaseLate(late) }()
+	timer := time.NewTimer(c.log.timeout)
+	defer timer.Stop()
+	for left > 0 {
+		select {
+		case m := <-ch:
+			if len(m.Data) == 0 && m.Header.Get(statusHeader) != "" {
+				if m.Header.Get(statusHeader) == "100" {
+					continue
+				}
+				return
+			}
+			left--
+			late, _ = c.hold(late, m)
+		case <-timer.C:
+			return
+		}
+	}
+}
+
+// hold remembers how to ack a delivered record and appends it to msgs.
+func (c *consumer) hold(msgs []eventlog.Message, m *nats.Msg) ([]eventlog.Message, error) {
+	md, err := m.Metadata()
+	if err != nil {
+		return msgs, err
+	}
+	c.remember(md.Sequence.Stream, m.Reply)
+	return append(msgs, eventlog.Message{Seq: md.Sequence.Stream, Data: m.Data}), nil
+}
+
+// remember notes the ack subject of a record's latest delivery.
+func (c *consumer) remember(seq uint64, reply string) {
+	c.mu.Lock()
+	h, ok := c.held[seq]
+	if !ok {
+		h.since = time.Now()
+	}
+	h.reply = reply
+	c.held[seq] = h
+	c.mu.Unlock()
 }
 
 // collect appends the batch's records to msgs and remembers how to ack
@@ -182,14 +318,7 @@ func (c *consumer) collect(msgs []eventlog.Message, batch jsapi.MessageBatch) ([
 			continue // the server delivers it again after AckWait
 		}
 		seq := md.Sequence.Stream
-		c.mu.Lock()
-		h, ok := c.held[seq]
-		if !ok {
-			h.since = time.Now()
-		}
-		h.reply = m.Reply()
-		c.held[seq] = h
-		c.mu.Unlock()
+		c.remember(seq, m.Reply())
 		msgs = append(msgs, eventlog.Message{Seq: seq, Data: m.Data()})
 	}
 	if err == nil {
@@ -448,4 +577,10 @@ func (c *consumer) heartbeat(ackWait time.Duration) {
 			}
 		}
 	}
+}
+
+// nextSubject is the JetStream API subject of pull requests for the named
+// consumer of the log's stream.
+func (l *Log) nextSubject(consumer string) string {
+	return "$JS.API.CONSUMER.MSG.NEXT." + l.name + "." + consumer
 }

@@ -79,3 +79,69 @@ func TestReadConsumerState(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestFetchBoundedInBytes: one Fetch brings as many small records as
+// asked for (it used to count each at the largest record size: nine a
+// fetch), and records of the largest size up to fetchBytes, the rest on
+// the next fetches, in order, none lost.
+func TestFetchBoundedInBytes(t *testing.T) {
+	ctx := t.Context()
+	l, err := OpenEmbedded(EmbeddedOptions{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	small := make([]byte, 80<<10)
+	for range 100 {
+		if _, err := l.Append(ctx, small); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := l.Consumer(ctx, "reader")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := c.Fetch(ctx, 100, 0)
+	if err != nil || len(msgs) != 100 {
+		t.Fatalf("Fetch of 100 records of 80 kB: %d, %v; want all in one", len(msgs), err)
+	}
+	if err := c.Ack(ctx, msgs...); err != nil {
+		t.Fatal(err)
+	}
+
+	large := make([]byte, l.MaxRecordBytes())
+	const n = 12 // 48 MiB: more than one fetch may bring
+	for range n {
+		if _, err := l.Append(ctx, large); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := msgs[len(msgs)-1].Seq + 1
+	fetches := 0
+	for got := 0; got < n; {
+		msgs, err := c.Fetch(ctx, n, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fetches++
+		if bytes := len(msgs) * len(large); len(msgs) > 1 && bytes > c.(*consumer).fetchBytes() {
+			t.Fatalf("one fetch brought %d bytes, over the bound of %d", bytes, c.(*consumer).fetchBytes())
+		}
+		for _, m := range msgs {
+			if m.Seq != want || len(m.Data) != len(large) {
+				t.Fatalf("record seq %d (%d bytes), want seq %d", m.Seq, len(m.Data), want)
+			}
+			want++
+		}
+		if err := c.Ack(ctx, msgs...); err != nil {
+			t.Fatal(err)
+		}
+		got += len(msgs)
+		if fetches > n {
+			t.Fatalf("%d fetches for %d records", fetches, n)
+		}
+	}
+	if fetches < 2 {
+		t.Fatalf("%d records of %d bytes in one fetch", n, len(large))
+	}
+}
