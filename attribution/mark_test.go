@@ -1,6 +1,7 @@
 package attribution
 
 import (
+	"bytes"
 	"encoding/json"
 	"testing"
 )
@@ -104,4 +105,23 @@ func BenchmarkFieldsFromJSON(b *testing.B) {
 			fieldsStd(raw, "web")
 		}
 	})
+}
+
+// MayTouch's search for the Candidate strings finds them wherever they
+// are, as a search for each would.
+func TestMayTouchSearch(t *testing.T) {
+	parts := []string{"c", "ch", "channel", "campaign", "chann", "cam", "x", `"`, "campaig"}
+	for i := range 20000 {
+		var raw []byte
+		for n := i; n > 0; n /= len(parts) {
+			raw = append(raw, parts[n%len(parts)]...)
+		}
+		want := bytes.Contains(raw, []byte("channel")) || bytes.Contains(raw, []byte("campaign"))
+		if got := MayTouch("track", raw); got != want {
+			t.Fatalf("MayTouch(track, %q) = %v", raw, got)
+		}
+	}
+	if !MayTouch("page", nil) || MayTouch("identify", []byte(`{"channel":"email"}`)) {
+		t.Fatal("MayTouch by type")
+	}
 }

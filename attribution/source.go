@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"math"
-	"slices"
 	"strconv"
 	"strings"
 )
@@ -83,25 +82,50 @@ type Provider interface {
 // event's JSON may make it a touch (its own channel or a campaign; every
 // page event is a candidate): [MarkFromJSON] looks no further into the
 // JSON of other events.
-var Candidate = []string{"channel", "campaign"}
+var Candidate = []string{"channel", "campaign"} // each starting with 'c' (containsCandidate)
 
 // MarkFromJSON is the Mark of an event of type typ that came through
 // sourceID, read from its stored JSON, or ok false when it is no
 // candidate touch ([MarkOf]). Event stores call it at append and store
 // the Mark in narrow columns.
 func MarkFromJSON(typ, sourceID string, raw []byte) (Mark, bool) {
-	switch typ {
-	case "page":
-	case "screen", "track":
-		if !slices.ContainsFunc(Candidate, func(c string) bool { return bytes.Contains(raw, []byte(c)) }) {
-			return Mark{}, false
-		}
-	default:
+	if !MayTouch(typ, raw) {
 		return Mark{}, false
 	}
 	f := FieldsFromJSON(raw, sourceID)
 	f.Type = typ
 	return MarkOf(&f)
+}
+
+// MayTouch reports whether [MarkFromJSON] reads the JSON raw of an event
+// of type typ: every page event, and track and screen events whose JSON
+// holds one of the [Candidate] strings. For the others it is ok false
+// whatever raw holds.
+func MayTouch(typ string, raw []byte) bool {
+	switch typ {
+	case "page":
+		return true
+	case "screen", "track":
+		return containsCandidate(raw)
+	}
+	return false
+}
+
+// containsCandidate reports whether raw holds one of the Candidate
+// strings, in one pass over it.
+func containsCandidate(raw []byte) bool {
+	for i := 0; ; i++ {
+		j := bytes.IndexByte(raw[i:], 'c') // every Candidate starts with it
+		if j < 0 {
+			return false
+		}
+		i += j
+		for _, c := range Candidate {
+			if bytes.HasPrefix(raw[i:], []byte(c)) {
+				return true
+			}
+		}
+	}
 }
 
 // FieldsFromJSON reads an event's fields from its stored JSON (Type from
@@ -111,6 +135,11 @@ func FieldsFromJSON(raw []byte, sourceID string) Fields {
 	if !ok {
 		return Fields{SourceID: sourceID}
 	}
+	return fieldsOf(&e, sourceID)
+}
+
+// fieldsOf composes an event's fields from the texts of its JSON's paths.
+func fieldsOf(e *rawFields, sourceID string) Fields {
 	f := Fields{Type: e.typ, SourceID: sourceID, Medium: e.medium, CampaignSource: e.source, Campaign: e.name,
 		URL: e.url, Referrer: e.referrer, Channel: e.propChannel}
 	if f.Type == "page" {

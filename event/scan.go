@@ -3,6 +3,7 @@ package event
 import (
 	"encoding/binary"
 	"errors"
+	"math/bits"
 )
 
 // A small, allocation-free JSON scanner. Collection validates every byte of
@@ -110,21 +111,28 @@ const (
 	highs = 0x8080808080808080
 )
 
-// plain8 reports whether none of the 8 bytes in v ends a string or needs a
-// look: no quote, no backslash, no control character.
-func plain8(v uint64) bool {
-	// A byte b is zero iff (b - 1) & ^b has its high bit set, exactly when
-	// asked of the whole word as here; below 0x20 likewise with 0x20.
+// special8 has the high bit set of the first of the 8 bytes in v (little
+// endian) that ends a string or needs a look, a quote, a backslash or a
+// control character, and maybe of later bytes; it is 0 when there is none.
+func special8(v uint64) uint64 {
+	// A byte b is zero iff (b - 1) & ^b has its high bit set, exactly for
+	// the first such byte of the word (a borrow may mark later ones);
+	// below 0x20 likewise with 0x20.
 	quote := v ^ ('"' * ones)
 	slash := v ^ ('\\' * ones)
-	return ((quote-ones)&^quote|(slash-ones)&^slash|(v-0x20*ones)&^v)&highs == 0
+	return ((quote-ones)&^quote | (slash-ones)&^slash | (v-0x20*ones)&^v) & highs
 }
 
 // scanString checks the string starting at the quote b[i].
 func scanString(b []byte, i int) (int, error) {
 	i++
 	for {
-		for i+8 <= len(b) && plain8(binary.LittleEndian.Uint64(b[i:])) {
+		// 8 bytes at a time up to the first byte that needs a look.
+		for i+8 <= len(b) {
+			if m := special8(binary.LittleEndian.Uint64(b[i:])); m != 0 {
+				i += bits.TrailingZeros64(m) >> 3
+				break
+			}
 			i += 8
 		}
 		if i >= len(b) {

@@ -293,13 +293,12 @@ func writeRow(w *chunkWriter, p *pending, vals []optString) error {
 	w.str(12, rawString(e.Raw))
 	w.u64(13, p.hash)
 	const touchCol = 14
-	t := touchOf(e)
+	t := factsOf(e, vals)
 	w.u8(touchCol, t.bits)
 	for j, v := range t.strs {
 		w.optStr(touchCol+1+j, v)
 	}
 	const valueCol = touchCol + 7
-	valuesOf(vals, e.Raw)
 	for j, v := range vals {
 		if v.ok {
 			w.str(valueCol+j, v.s)

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 
-	duckdbdriver "github.com/duckdb/duckdb-go/v2"
-
 	"tandem/eventstore"
 )
 
@@ -23,7 +21,8 @@ import (
 // spends little on the rows and much on binding and planning many
 // parameters, so lists beat a placeholder per value 3-4x). Should a New
 // key have a link after all (the primary key refuses the append), the
-// whole batch is written again the second way. Measured with
+// whole batch is written again the second way. The appends go through
+// the chunk writer (chunk.go), as the events' do. Measured with
 // BenchmarkLinkProfilesNew (28,000 new keys a batch on 1M links), the
 // Appender costs about 3.8 µs of CPU a link against 8.7 for the DELETE +
 // INSERT (whose DELETE scans the table), most of it DuckDB's index insert.
@@ -120,19 +119,7 @@ func (w *linkWrite) write(ctx context.Context, dc driver.Conn) (err error) {
 		}
 	}
 	if len(w.newKeys) > 0 {
-		app, err := duckdbdriver.NewAppender(dc, "", "", "profile_links")
-		if err != nil {
-			return fmt.Errorf("appender: %w", err)
-		}
-		for i, k := range w.newKeys {
-			if err := app.AppendRow(k, w.newProfiles[i]); err != nil {
-				return errors.Join(fmt.Errorf("append link: %w", err), discard(app))
-			}
-		}
-		if err := app.CloseWithCancel(ctx); err != nil {
-			return fmt.Errorf("flush links: %w", err)
-		}
-		if err := ctx.Err(); err != nil {
+		if err := appendLinks(ctx, dc, w.newKeys, w.newProfiles); err != nil {
 			return err
 		}
 	}
@@ -140,6 +127,35 @@ func (w *linkWrite) write(ctx context.Context, dc driver.Conn) (err error) {
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
+}
+
+// linkColumns are the columns appendLinks writes, and their kinds.
+var (
+	linkColumns = []string{"key", "profile_id"}
+	linkKinds   = []colKind{colVarchar, colVarchar}
+)
+
+// appendLinks appends the links of keys to profiles (UTF-8-clean), through
+// data chunks (chunk.go), in dc's open transaction.
+func appendLinks(ctx context.Context, dc driver.Conn, keys, profiles []string) error {
+	a := arenas.Get().(*arena)
+	defer arenas.Put(a)
+	cw, err := newChunkWriter(dc, "profile_links", linkColumns, linkKinds, a)
+	if err != nil {
+		return fmt.Errorf("appender: %w", err)
+	}
+	defer cw.close()
+	for i, k := range keys {
+		cw.str(0, k)
+		cw.str(1, profiles[i])
+		if err := cw.endRow(); err != nil {
+			return fmt.Errorf("append links: %w", err)
+		}
+	}
+	if err := cw.flush(ctx); err != nil {
+		return fmt.Errorf("flush links: %w", err)
+	}
+	return ctx.Err()
 }
 
 // ProfileLinks returns the keys linked to profileID, sorted.

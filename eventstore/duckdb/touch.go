@@ -47,10 +47,15 @@ type touchRow struct {
 // touchOf returns e's touch columns.
 func touchOf(e *event.Event) touchRow {
 	m, ok := attribution.MarkFromJSON(e.Type, e.SourceID, e.Raw)
+	return touchRowOf(&m, ok)
+}
+
+// touchRowOf is the touch columns of a Mark; ok false for no candidate.
+func touchRowOf(m *attribution.Mark, ok bool) touchRow {
 	if !ok {
 		return touchRow{}
 	}
-	return touchRow{bits: touchBits(&m), strs: [6]string{validUTF8(m.Medium), validUTF8(m.Source),
+	return touchRow{bits: touchBits(m), strs: [6]string{validUTF8(m.Medium), validUTF8(m.Source),
 		validUTF8(m.Campaign), validUTF8(m.Channel), validUTF8(m.Referrer), validUTF8(m.Page)}}
 }
 

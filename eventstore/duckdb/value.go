@@ -46,7 +46,7 @@ type optString struct {
 // valuesOf writes raw's value columns, in valueColumns order, to dst.
 func valuesOf(dst []optString, raw []byte) {
 	clear(dst)
-	if !bytes.Contains(raw, []byte(`"revenue"`)) && !bytes.Contains(raw, []byte(`"value"`)) {
+	if !mayHaveValues(raw) {
 		return
 	}
 	// The members are read with the event scanner rather than decoded
@@ -57,7 +57,58 @@ func valuesOf(dst []optString, raw []byte) {
 		if keyEquals(key, "properties") {
 			props = val
 		}
-	}) || len(props) == 0 || props[0] != '{' {
+	}) {
+		return
+	}
+	propValues(dst, props)
+}
+
+// mayHaveValues reports whether raw holds a value property's name in
+// quotes, as the fill in SQL (fillValuesSQL) looks for it: without one,
+// the value columns are NULL whatever raw holds. One pass, from each 'v'
+// (rare in JSON; every name has one).
+func mayHaveValues(raw []byte) bool {
+	for i := 0; ; i++ {
+		j := bytes.IndexByte(raw[i:], 'v')
+		if j < 0 {
+			return false
+		}
+		i += j
+		for k, q := range quotedValueProperties {
+			if start := i - valueV[k]; start >= 0 && bytes.HasPrefix(raw[start:], q) {
+				return true
+			}
+		}
+	}
+}
+
+// quotedValueProperties are valueProperties in quotes.
+var quotedValueProperties = func() [][]byte {
+	var q [][]byte
+	for _, p := range valueProperties {
+		q = append(q, []byte(`"`+p+`"`))
+	}
+	return q
+}()
+
+// valueV is where the first 'v' is in each of quotedValueProperties.
+var valueV = func() []int {
+	var v []int
+	for _, q := range quotedValueProperties {
+		i := bytes.IndexByte(q, 'v')
+		if i < 0 {
+			panic("value property without a v: " + string(q))
+		}
+		v = append(v, i)
+	}
+	return v
+}()
+
+// propValues writes the value columns of the properties object props
+// (the value of an event's last "properties" member, or nil) to dst,
+// which is clear.
+func propValues(dst []optString, props []byte) {
+	if len(props) == 0 || props[0] != '{' {
 		return
 	}
 	event.Members(props, func(key, val []byte) {
