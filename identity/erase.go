@@ -56,7 +56,7 @@ func (s *Store) Erase(ctx context.Context, id string) (keys []string, err error)
 			part := all[start:min(start+chunk, len(all))]
 			in := inList(len(part))
 			for _, q := range []string{
-				`DELETE FROM identity_key_traits WHERE ekey IN ` + in,
+				`DELETE FROM identity_traits WHERE ekey IN ` + in,
 				`DELETE FROM identity_decisions WHERE a IN ` + in,
 				`DELETE FROM identity_decisions WHERE b IN ` + in,
 				`DELETE FROM identity_profile_ids WHERE anchor IN ` + in,

@@ -202,11 +202,35 @@ func (s *Store) Profile(ctx context.Context, id string) (Profile, error) {
 			keys = append(keys, id)
 		}
 	}
-	traits, err := s.profileTraits(ctx, keys)
-	if err != nil {
-		return Profile{}, err
+	type lww struct {
+		at  int64
+		msg string
 	}
-	p.Traits = traits
+	best := map[string]lww{}
+	for start := 0; start < len(keys); start += chunk {
+		part := keys[start:min(start+chunk, len(keys))]
+		rows, err := s.db.Query(ctx, `SELECT name, value, event_time, message_id FROM identity_traits WHERE ekey IN `+inList(len(part)), anys(part)...)
+		if err != nil {
+			return Profile{}, fmt.Errorf("identity: read traits: %w", err)
+		}
+		for rows.Next() {
+			var name, value, msg string
+			var at int64
+			if err := rows.Scan(&name, &value, &at, &msg); err != nil {
+				rows.Close()
+				return Profile{}, fmt.Errorf("identity: read traits: %w", err)
+			}
+			if b, ok := best[name]; ok && (at < b.at || (at == b.at && msg <= b.msg)) {
+				continue
+			}
+			best[name] = lww{at, msg}
+			p.Traits[name] = json.RawMessage(value)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return Profile{}, fmt.Errorf("identity: read traits: %w", err)
+		}
+	}
 	return p, nil
 }
 

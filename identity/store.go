@@ -91,9 +91,6 @@ func NewStore(ctx context.Context, db *statestore.DB, opts Options) (*Store, err
 	if err := s.upgrade(ctx); err != nil {
 		return nil, err
 	}
-	if err := s.upgradeTraits(ctx); err != nil {
-		return nil, err
-	}
 	return s, nil
 }
 
@@ -135,12 +132,6 @@ CREATE TABLE identity_idents (
 	component TEXT NOT NULL,
 	first_seen BIGINT NOT NULL,
 	last_seen BIGINT NOT NULL
-);
-`
-	v3 := `
-CREATE TABLE identity_key_traits (
-	ekey TEXT PRIMARY KEY,
-	data %s NOT NULL
 );
 `
 	return []statestore.Migration{{Package: "identity", Version: 1, SQL: `
@@ -194,9 +185,7 @@ CREATE TABLE identity_settings (
 	value TEXT NOT NULL
 );
 `}, {Package: "identity", Version: 2, SQL: fmt.Sprintf(v2, "BLOB"),
-		DialectSQL: map[string]string{statestore.Postgres: fmt.Sprintf(v2, "BYTEA")}},
-		{Package: "identity", Version: 3, SQL: fmt.Sprintf(v3, "BLOB"),
-			DialectSQL: map[string]string{statestore.Postgres: fmt.Sprintf(v3, "BYTEA")}}}
+		DialectSQL: map[string]string{statestore.Postgres: fmt.Sprintf(v2, "BYTEA")}}}
 }
 
 // upgrade moves a graph stored in the version 1 tables (a row per
@@ -525,6 +514,35 @@ type traitVal struct {
 	value json.RawMessage
 	at    int64
 	msg   string
+}
+
+// storeTraits writes traits whose value is later than the stored one.
+func (s *Store) storeTraits(ctx context.Context, tx *statestore.Tx, traits map[traitKey]traitVal) error {
+	tks := make([]traitKey, 0, len(traits))
+	for k := range traits {
+		tks = append(tks, k)
+	}
+	slices.SortFunc(tks, func(a, b traitKey) int {
+		if c := strings.Compare(a.ekey, b.ekey); c != 0 {
+			return c
+		}
+		return strings.Compare(a.name, b.name)
+	})
+	for start, end := range tx.Parts(len(tks), chunk) {
+		part := tks[start:end]
+		args := make([]any, 0, 5*len(part))
+		for _, k := range part {
+			v := traits[k]
+			args = append(args, k.ekey, k.name, string(v.value), v.at, v.msg)
+		}
+		if _, err := tx.ExecCached(ctx, `INSERT INTO identity_traits (ekey, name, value, event_time, message_id) VALUES `+placeholders(len(part), 5)+`
+			ON CONFLICT (ekey, name) DO UPDATE SET value = excluded.value, event_time = excluded.event_time, message_id = excluded.message_id
+			WHERE excluded.event_time > identity_traits.event_time
+			   OR (excluded.event_time = identity_traits.event_time AND excluded.message_id > identity_traits.message_id)`, args...); err != nil {
+			return fmt.Errorf("identity: store traits: %w", err)
+		}
+	}
+	return nil
 }
 
 func (s *Store) link(ctx context.Context, plinks []eventstore.ProfileLink) error {

@@ -775,7 +775,7 @@ func (s *Server) close() error {
 // person's requests are updated): PostgreSQL scrubs them afterwards.
 var erasedTables = []string{
 	"identity_components", "identity_idents", "identity_nodes", "identity_links", "identity_decisions",
-	"identity_traits", "identity_key_traits", "identity_profile_ids", "privacy_consent", "privacy_consent_history", "privacy_requests",
+	"identity_traits", "identity_profile_ids", "privacy_consent", "privacy_consent_history", "privacy_requests",
 	"quarantine_entries", "delivery_dead_letters", "audience_trait_bucket", "audience_trait_seen",
 	"audience_trait_point", "audience_stage", "audience_member",
 }
