@@ -33,6 +33,45 @@ func Run(t *testing.T, open func(t *testing.T) *statestore.DB) {
 	t.Run("Erase", func(t *testing.T) { t.Parallel(); testErase(t, open) })
 	t.Run("TraitsLatest", func(t *testing.T) { t.Parallel(); testTraitsLatest(t, open) })
 	t.Run("ConcurrentTraits", func(t *testing.T) { t.Parallel(); testConcurrentTraits(t, open) })
+	t.Run("SeenTimes", func(t *testing.T) { t.Parallel(); testSeenTimes(t, open) })
+}
+
+// testSeenTimes: a profile's first and last seen times widen with events
+// on either side of them, through stores with cold caches (restarts,
+// other nodes) too, and events inside them change nothing.
+func testSeenTimes(t *testing.T, open func(t *testing.T) *statestore.DB) {
+	ctx := context.Background()
+	db := open(t)
+	l := &links{m: map[string]string{}}
+	newStore(t, db, l)
+	for i, c := range []struct {
+		batch       []event.Event
+		first, last int
+	}{
+		{[]event.Event{ev("m1", 5, "identify", "u1", "a1", nil)}, 5, 5},
+		{[]event.Event{ev("m2", 9, "track", "", "a1", nil), ev("m3", 3, "track", "u1", "", nil)}, 3, 9},
+		{[]event.Event{ev("m4", 4, "track", "u1", "a1", nil)}, 3, 9},
+		{[]event.Event{ev("m5", 12, "track", "u1", "", nil), ev("m4", 4, "track", "u1", "a1", nil)}, 3, 12},
+	} {
+		// A new store each time: nothing remembered in memory.
+		s, err := identity.NewStore(ctx, db, identity.Options{Rules: identity.DefaultRules(), Links: l})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Resolve(ctx, c.batch); err != nil {
+			t.Fatal(err)
+		}
+		p, err := s.Lookup(ctx, identity.AnonymousID, "a1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := t0.Add(time.Duration(c.first) * time.Minute); !p.FirstSeen.Equal(want) {
+			t.Errorf("batch %d: first seen %v, want %v", i, p.FirstSeen, want)
+		}
+		if want := t0.Add(time.Duration(c.last) * time.Minute); !p.LastSeen.Equal(want) {
+			t.Errorf("batch %d: last seen %v, want %v", i, p.LastSeen, want)
+		}
+	}
 }
 
 // testUpgrade stores a graph the way schema version 1 did (a row per
