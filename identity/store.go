@@ -570,11 +570,15 @@ func (s *Store) touch(ctx context.Context, tx *statestore.Tx, seen map[string][2
 			args = append(args, id, "", r[0], r[1])
 		}
 		// Every identifier here was stored by this batch or an earlier
-		// one, so the insert never happens: this is a multi-row update.
+		// one, so the insert never happens: this is a multi-row update,
+		// of the rows whose range it widens only (what the seen cache
+		// did not know, after a restart, a replay or another node's
+		// write, is usually stored already: the row stays as it is).
 		if _, err := tx.ExecCached(ctx, `INSERT INTO identity_idents (ident, component, first_seen, last_seen) VALUES `+placeholders(len(part), 4)+`
 			ON CONFLICT (ident) DO UPDATE SET
 				first_seen = CASE WHEN excluded.first_seen < identity_idents.first_seen THEN excluded.first_seen ELSE identity_idents.first_seen END,
-				last_seen = CASE WHEN excluded.last_seen > identity_idents.last_seen THEN excluded.last_seen ELSE identity_idents.last_seen END`, args...); err != nil {
+				last_seen = CASE WHEN excluded.last_seen > identity_idents.last_seen THEN excluded.last_seen ELSE identity_idents.last_seen END
+			WHERE excluded.first_seen < identity_idents.first_seen OR excluded.last_seen > identity_idents.last_seen`, args...); err != nil {
 			return fmt.Errorf("identity: update seen times: %w", err)
 		}
 	}

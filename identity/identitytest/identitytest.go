@@ -31,6 +31,47 @@ func Run(t *testing.T, open func(t *testing.T) *statestore.DB) {
 	t.Run("ConcurrentResolvers", func(t *testing.T) { t.Parallel(); testConcurrent(t, open) })
 	t.Run("UpgradeFromVersion1", func(t *testing.T) { t.Parallel(); testUpgrade(t, open) })
 	t.Run("Erase", func(t *testing.T) { t.Parallel(); testErase(t, open) })
+	t.Run("TraitsLatest", func(t *testing.T) { t.Parallel(); testTraitsLatest(t, open) })
+	t.Run("ConcurrentTraits", func(t *testing.T) { t.Parallel(); testConcurrentTraits(t, open) })
+	t.Run("SeenTimes", func(t *testing.T) { t.Parallel(); testSeenTimes(t, open) })
+}
+
+// testSeenTimes: a profile's first and last seen times widen with events
+// on either side of them, through stores with cold caches (restarts,
+// other nodes) too, and events inside them change nothing.
+func testSeenTimes(t *testing.T, open func(t *testing.T) *statestore.DB) {
+	ctx := context.Background()
+	db := open(t)
+	l := &links{m: map[string]string{}}
+	newStore(t, db, l)
+	for i, c := range []struct {
+		batch       []event.Event
+		first, last int
+	}{
+		{[]event.Event{ev("m1", 5, "identify", "u1", "a1", nil)}, 5, 5},
+		{[]event.Event{ev("m2", 9, "track", "", "a1", nil), ev("m3", 3, "track", "u1", "", nil)}, 3, 9},
+		{[]event.Event{ev("m4", 4, "track", "u1", "a1", nil)}, 3, 9},
+		{[]event.Event{ev("m5", 12, "track", "u1", "", nil), ev("m4", 4, "track", "u1", "a1", nil)}, 3, 12},
+	} {
+		// A new store each time: nothing remembered in memory.
+		s, err := identity.NewStore(ctx, db, identity.Options{Rules: identity.DefaultRules(), Links: l})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Resolve(ctx, c.batch); err != nil {
+			t.Fatal(err)
+		}
+		p, err := s.Lookup(ctx, identity.AnonymousID, "a1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := t0.Add(time.Duration(c.first) * time.Minute); !p.FirstSeen.Equal(want) {
+			t.Errorf("batch %d: first seen %v, want %v", i, p.FirstSeen, want)
+		}
+		if want := t0.Add(time.Duration(c.last) * time.Minute); !p.LastSeen.Equal(want) {
+			t.Errorf("batch %d: last seen %v, want %v", i, p.LastSeen, want)
+		}
+	}
 }
 
 // testUpgrade stores a graph the way schema version 1 did (a row per
@@ -67,6 +108,9 @@ func testUpgrade(t *testing.T, open func(t *testing.T) *statestore.DB) {
 		{`INSERT INTO identity_profile_ids (profile_id, anchor) VALUES (?, ?), (?, ?)`,
 			[]any{p1, "anonymous_id:a1", p2, "email:x@example.com"}},
 		{`INSERT INTO identity_settings (name, value) VALUES ('profile_id_key', ?)`, []any{hex.EncodeToString(key)}},
+		// Traits a row per trait, as versions 1 and 2 stored them.
+		{`INSERT INTO identity_traits (ekey, name, value, event_time, message_id) VALUES (?, ?, ?, ?, ?), (?, ?, ?, ?, ?), (?, ?, ?, ?, ?)`,
+			[]any{"user_id:u1", "plan", `"pro"`, ms(1), "m1", "user_id:u1", "name", `"Ann"`, ms(1), "m1", "anonymous_id:a1", "plan", `"free"`, ms(0), "m0"}},
 	} {
 		if _, err := db.Exec(ctx, q.sql, q.args...); err != nil {
 			t.Fatal(err)
@@ -80,6 +124,9 @@ func testUpgrade(t *testing.T, open func(t *testing.T) *statestore.DB) {
 	}
 	if p.ID != p1 || len(p.Identifiers) != 2 || !p.FirstSeen.Equal(t0) || !p.LastSeen.Equal(t0.Add(9*time.Minute)) {
 		t.Fatalf("upgraded profile %+v", p)
+	}
+	if len(p.Traits) != 2 || string(p.Traits["plan"]) != `"pro"` || string(p.Traits["name"]) != `"Ann"` {
+		t.Fatalf("upgraded traits %s", p.Traits)
 	}
 	if q, err := s.Lookup(ctx, identity.Email, "x@example.com"); err != nil || q.ID != p2 {
 		t.Fatalf("upgraded profile %+v, %v", q, err)
@@ -107,6 +154,123 @@ func testUpgrade(t *testing.T, open func(t *testing.T) *statestore.DB) {
 	}
 	if q, err := s.Lookup(ctx, identity.Email, "x@example.com"); err != nil || q.ID != p1 {
 		t.Fatalf("after the merge the e-mail is in %+v (%v), want %s", q, err, p1)
+	}
+	// The upgraded traits take later values as before: the identify at
+	// minute 3 brought none for plan, an older event changes nothing.
+	if err := s.Resolve(ctx, []event.Event{ev("m4", 4, "identify", "u1", "", map[string]any{"name": "Ann B"}), ev("m5", 0, "identify", "u1", "", map[string]any{"plan": "old"})}); err != nil {
+		t.Fatal(err)
+	}
+	if q, err := s.Lookup(ctx, identity.UserID, "u1"); err != nil || string(q.Traits["name"]) != `"Ann B"` || string(q.Traits["plan"]) != `"pro"` {
+		t.Fatalf("traits after the upgrade: %+v, %v", q, err)
+	}
+}
+
+// testTraitsLatest: a profile's traits are the latest value of each by
+// event time, ties by messageId, whatever order batches arrive in and
+// however they are cut; stores without a cache (other nodes) agree.
+func testTraitsLatest(t *testing.T, open func(t *testing.T) *statestore.DB) {
+	ctx := context.Background()
+	db := open(t)
+	l := &links{m: map[string]string{}}
+	s := newStore(t, db, l)
+	batches := [][]event.Event{
+		{ev("m5", 5, "identify", "u1", "a1", map[string]any{"plan": "pro", "email": "a@x.org"})},
+		// Late and older: only the trait never set before is taken.
+		{ev("m1", 1, "identify", "u1", "", map[string]any{"plan": "free", "company": "Acme"})},
+		// Same time: the greater messageId wins, the smaller does not.
+		{ev("m6", 5, "identify", "u1", "", map[string]any{"plan": "team"}), ev("m4", 5, "identify", "u1", "", map[string]any{"email": "old@x.org"})},
+		// The anonymous key's later value wins across keys.
+		{ev("m7", 7, "identify", "", "a1", map[string]any{"company": "Beta"})},
+		// Redelivered through another store: nothing changes.
+		{ev("m1", 1, "identify", "u1", "", map[string]any{"plan": "free", "company": "Acme"})},
+	}
+	want := map[string]string{"plan": `"team"`, "email": `"a@x.org"`, "company": `"Beta"`}
+	for i, b := range batches {
+		st := s
+		if i == len(batches)-1 {
+			var err error
+			if st, err = identity.NewStore(ctx, db, identity.Options{Rules: identity.DefaultRules(), Links: l}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := st.Resolve(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, err := s.Lookup(ctx, identity.UserID, "u1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for k, v := range p.Traits {
+		got[k] = string(v)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("traits %v, want %v", got, want)
+	}
+	// The same events in one batch, in another order, give the same.
+	s2 := newStore(t, open(t), &links{m: map[string]string{}})
+	var all []event.Event
+	for i := len(batches) - 1; i >= 0; i-- {
+		all = append(all, batches[i]...)
+	}
+	if err := s2.Resolve(ctx, all); err != nil {
+		t.Fatal(err)
+	}
+	q, err := s2.Lookup(ctx, identity.UserID, "u1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = map[string]string{}
+	for k, v := range q.Traits {
+		got[k] = string(v)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("one batch: traits %v, want %v", got, want)
+	}
+}
+
+// testConcurrentTraits: stores (nodes) that write traits of the same new
+// event keys at once lose none of them.
+func testConcurrentTraits(t *testing.T, open func(t *testing.T) *statestore.DB) {
+	ctx := context.Background()
+	db := open(t)
+	l := &links{m: map[string]string{}}
+	newStore(t, db, l)
+	const writers, users = 4, 20
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		s, err := identity.NewStore(ctx, db, identity.Options{Rules: identity.DefaultRules(), Links: l})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for u := range users {
+				e := ev(fmt.Sprintf("w%d-%d", w, u), u, "identify", fmt.Sprintf("u%d", u), "", map[string]any{fmt.Sprintf("t%d", w): w})
+				if err := s.Resolve(ctx, []event.Event{e}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	s, _ := identity.NewStore(ctx, db, identity.Options{Rules: identity.DefaultRules(), Links: l})
+	for u := range users {
+		p, err := s.Lookup(ctx, identity.UserID, fmt.Sprintf("u%d", u))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p.Traits) != writers {
+			t.Errorf("u%d traits %s, want one from each of %d writers", u, p.Traits, writers)
+		}
 	}
 }
 
