@@ -55,7 +55,7 @@ var heldBytes atomic.Int64
 // open in this process, in bytes: long-lived, pointer-free memory of the
 // Go heap that grows with the stored events (about 1.2 bytes per event at
 // 100 million), and of their exact key indexes (the newest hashes and
-// the fences of the runs on disk: at most about 10 MiB). A node paces its garbage collector with it (see
+// the fences of the runs on disk: about 4 MiB at 100 million). A node paces its garbage collector with it (see
 // [PaceGC]).
 func FilterBytes() int64 { return heldBytes.Load() + fixedBytes.Load() + indexHeld.Load() }
 
