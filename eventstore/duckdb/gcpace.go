@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// The dedup filters are long-lived memory on the Go heap (about 120 MiB at
+// The dedup filters are long-lived memory on the Go heap (about 105 MiB at
 // 100 million stored events). Go's collector, at its default GOGC=100, lets
 // the heap grow to twice what was live after the last collection before it
 // collects again, filters included: a node holding a 120 MiB filter would
