@@ -146,6 +146,13 @@ func runDedupNode(ctx context.Context, exe, window, workDir string, o dedupOptio
 	defer func() {
 		if desc := c.stop(2 * time.Minute); desc != "exit 0" {
 			logf("node: %s", desc)
+			return
+		}
+		// The node's key index now covers the window with the node's
+		// appends: it replaces the window's, so that the next run reads
+		// it instead of building it again (minutes at 100 million).
+		if err := keepKeyIndex(filepath.Join(dir, "events.duckdb.keys"), window+".keys"); err != nil {
+			logf("node: keep the key index beside the window: %v", err)
 		}
 	}()
 	if err := c.waitReady(ctx, 30*time.Minute); err != nil {
@@ -220,6 +227,18 @@ func runDedupNode(ctx context.Context, exe, window, workDir string, o dedupOptio
 	r.After = srv.nodeMemory(ctx, hc)
 	r.PeakRSSMiB = procStatus(c.cmd.Process.Pid)["VmHWM"]
 	return r
+}
+
+// keepKeyIndex moves a node's dedup key index dir to dst, replacing what
+// is there; without one (a build without the index) it leaves dst alone.
+func keepKeyIndex(dir, dst string) error {
+	if _, err := os.Stat(dir); err != nil {
+		return nil
+	}
+	if err := os.RemoveAll(dst); err != nil {
+		return err
+	}
+	return os.Rename(dir, dst)
 }
 
 // waitMetric polls /metrics until name reaches at least want.

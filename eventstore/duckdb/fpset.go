@@ -53,9 +53,9 @@ var heldBytes atomic.Int64
 
 // FilterBytes returns the memory held by the dedup filters of the stores
 // open in this process, in bytes: long-lived, pointer-free memory of the
-// Go heap that grows with the stored events (about 1.2 bytes per event at
+// Go heap that grows with the stored events (about 1.1 bytes per event at
 // 100 million), and of their exact key indexes (the newest hashes and
-// the fences of the runs on disk: at most about 10 MiB). A node paces its garbage collector with it (see
+// the fences of the runs on disk: about 4 MiB at 100 million). A node paces its garbage collector with it (see
 // [PaceGC]).
 func FilterBytes() int64 { return heldBytes.Load() + fixedBytes.Load() + indexHeld.Load() }
 

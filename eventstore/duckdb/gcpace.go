@@ -8,14 +8,18 @@ import (
 	"time"
 )
 
-// The dedup filters are long-lived memory on the Go heap (about 120 MiB at
+// The dedup filters are long-lived memory on the Go heap (about 105 MiB at
 // 100 million stored events). Go's collector, at its default GOGC=100, lets
 // the heap grow to twice what was live after the last collection before it
 // collects again, filters included: a node holding a 120 MiB filter would
 // also keep up to 120 MiB of garbage. The pacer gives the headroom to the
 // rest of the heap only: it sets the GC percent so that the heap goal is
-// the filters plus twice the other live memory (with GOGC's percent, in
-// general), re-reading both every pace interval. Marking the filters costs
+// the filters plus 1.5 times the other live memory (half of GOGC's
+// percent of it, in general), re-reading both every pace interval. Half,
+// not all of it: under load most of the rest is short-lived (the
+// pipeline's batches, the event log's write buffers), so a full GOGC's
+// headroom on it is memory a node pays for at every peak, while the
+// extra collections cost little CPU. Marking the filters costs
 // little (their memory holds no pointers), so the more frequent collections
 // are cheap; see `tandem bench dedup` for measured figures.
 
@@ -54,7 +58,7 @@ func PaceGC() (stop func()) {
 			return func() {}
 		}
 		pacer.stop, pacer.done = make(chan struct{}), make(chan struct{})
-		go pace(base, pacer.stop, pacer.done)
+		go pace(base, max(base*paceRestPercent/100, 1), pacer.stop, pacer.done)
 	}
 	var once sync.Once
 	return func() {
@@ -70,11 +74,17 @@ func PaceGC() (stop func()) {
 	}
 }
 
-func pace(base int, stop <-chan struct{}, done chan<- struct{}) {
+// paceRestPercent is the share of the GC percent (GOGC) the pacer gives
+// the heap besides the filters, in percent.
+const paceRestPercent = 50
+
+// pace sets the GC percent so that the rest of the heap may grow by
+// rest percent; it restores base when stop is closed.
+func pace(base, rest int, stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
 	defer debug.SetGCPercent(base)
 	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
-	cur := base
+	cur := -1
 	t := time.NewTicker(paceInterval)
 	defer t.Stop()
 	for {
@@ -83,7 +93,7 @@ func pace(base int, stop <-chan struct{}, done chan<- struct{}) {
 		if sample[0].Value.Kind() == metrics.KindUint64 {
 			live = int64(sample[0].Value.Uint64())
 		}
-		if p := gcPercent(base, live, FilterBytes()); p != cur {
+		if p := gcPercent(rest, live, FilterBytes()); p != cur {
 			debug.SetGCPercent(p)
 			cur = p
 		}

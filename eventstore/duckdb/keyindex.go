@@ -100,8 +100,10 @@ const (
 	// reads one block (4 KiB).
 	runBlock = 512
 	// defaultFlushLen is how many recent hashes are held in memory before
-	// they are written as a run: 8 MiB.
-	defaultFlushLen = 1 << 20
+	// they are written as a run: 2 MiB (a quarter million hashes: at 100
+	// million stored, about 9 runs, so a lookup that misses reads about 9
+	// blocks; 8 MiB held would save one or two of them).
+	defaultFlushLen = 1 << 18
 	logPrefix       = "log-"
 	runPrefix       = "run-"
 )
