@@ -58,7 +58,7 @@ func PaceGC() (stop func()) {
 			return func() {}
 		}
 		pacer.stop, pacer.done = make(chan struct{}), make(chan struct{})
-		go pace(base, max(base*paceRestPercent/100, 1), pacer.stop, pacer.done)
+		go pace(base, pacer.stop, pacer.done)
 	}
 	var once sync.Once
 	return func() {
@@ -75,12 +75,28 @@ func PaceGC() (stop func()) {
 }
 
 // paceRestPercent is the share of the GC percent (GOGC) the pacer gives
-// the heap besides the filters, in percent.
-const paceRestPercent = 50
+// the heap besides the filters, in percent, once the filters hold
+// paceTightBytes or more. Below that (every node short of tens of millions
+// of events in its window) the rest keeps GOGC's whole headroom, and the
+// collector's CPU stays what it was: the memory is only worth the extra
+// collections where the filters make the node large.
+const (
+	paceRestPercent = 50
+	paceTightBytes  = 64 << 20
+)
+
+// restPercent is the GC percent the pacer gives the heap besides filters
+// of the given size.
+func restPercent(base int, filters int64) int {
+	if filters < paceTightBytes {
+		return base
+	}
+	return max(base*paceRestPercent/100, 1)
+}
 
 // pace sets the GC percent so that the rest of the heap may grow by
-// rest percent; it restores base when stop is closed.
-func pace(base, rest int, stop <-chan struct{}, done chan<- struct{}) {
+// restPercent; it restores base when stop is closed.
+func pace(base int, stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
 	defer debug.SetGCPercent(base)
 	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
@@ -93,7 +109,8 @@ func pace(base, rest int, stop <-chan struct{}, done chan<- struct{}) {
 		if sample[0].Value.Kind() == metrics.KindUint64 {
 			live = int64(sample[0].Value.Uint64())
 		}
-		if p := gcPercent(rest, live, FilterBytes()); p != cur {
+		filters := FilterBytes()
+		if p := gcPercent(restPercent(base, filters), live, filters); p != cur {
 			debug.SetGCPercent(p)
 			cur = p
 		}

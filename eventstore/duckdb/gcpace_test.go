@@ -39,6 +39,17 @@ func TestGCPercent(t *testing.T) {
 	if p := gcPercent(100, 500*mib, 0); p != 100 {
 		t.Errorf("without filters the percent is %d, want the base 100", p)
 	}
+	// The rest of the heap keeps GOGC's headroom while the filters are
+	// small, and gets half of it once they are large.
+	for _, c := range []struct {
+		base    int
+		filters int64
+		want    int
+	}{{100, 0, 100}, {100, paceTightBytes - 1, 100}, {100, paceTightBytes, 50}, {100, 300 * mib, 50}, {1, 300 * mib, 1}} {
+		if got := restPercent(c.base, c.filters); got != c.want {
+			t.Errorf("restPercent(%d, %d MiB) = %d, want %d", c.base, c.filters/mib, got, c.want)
+		}
+	}
 }
 
 // A store's filter is counted in FilterBytes while it is open, as it
