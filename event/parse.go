@@ -285,8 +285,11 @@ func parseBatch(body []byte, receivedAt time.Time, ctxDefaults []byte, ipPolicy 
 		// Valid UTF-8 as a whole means valid in every event: the common
 		// case checks once.
 		utf8Checked: utf8.Valid(body),
-		out:         out,
-		src:         body, srcStr: bodyString(body, enc != nil),
+		// Likewise a body without a backslash has no string to unescape:
+		// one search of it instead of one of each field.
+		noEscapes: bytes.IndexByte(body, '\\') < 0,
+		out:       out,
+		src:       body, srcStr: bodyString(body, enc != nil),
 	}
 	for i := range items {
 		it := &items[i]
@@ -577,6 +580,7 @@ type parseContext struct {
 	ctxDefaults *defaultMembers // context members added where an event lacks them; nil for none
 	index       int             // the event's position in a batch, -1 outside one
 	utf8Checked bool            // the bytes are known to be valid UTF-8
+	noEscapes   bool            // src has no backslash: no string needs unescaping
 	out         *arena          // where events that change are rewritten; nil: allocate each
 	// src is the body the events' fields were scanned from and srcStr its
 	// copy as a string: a field without escapes is a substring of it, so
@@ -588,7 +592,7 @@ type parseContext struct {
 // str decodes the JSON string field r, a subslice of pc.src; absent or
 // null gives "", true.
 func (pc *parseContext) str(r rawField) (string, bool) {
-	if pc.srcStr == "" || isAbsent(r) || r[0] != '"' || bytes.IndexByte(r[1:len(r)-1], '\\') >= 0 {
+	if pc.srcStr == "" || isAbsent(r) || r[0] != '"' || (!pc.noEscapes && bytes.IndexByte(r[1:len(r)-1], '\\') >= 0) {
 		return jsonString(r)
 	}
 	off := offset(pc.src, r)
