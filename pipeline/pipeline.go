@@ -120,6 +120,8 @@ type Options struct {
 	Suppress Suppressor
 	// Defer, when set, is asked before Run gathers each batch; while it
 	// returns true Run waits (collection first during bursts, burst.go).
+	// It is asked too while a batch is gathered: the batch then stops
+	// growing.
 	Defer func() bool
 	// StateBatch, when not nil, runs a chunk's identity, consent and
 	// computed-trait steps as one state-store transaction (the state
@@ -386,6 +388,11 @@ func (p *Pipeline) gatherMore(ctx context.Context, msgs []eventlog.Message, err 
 	for size < p.opts.MaxBytes && len(msgs) < 16*p.opts.MaxRecords {
 		wait := time.Until(deadline)
 		if wait <= 0 || ctx.Err() != nil {
+			break
+		}
+		if p.opts.Defer != nil && p.opts.Defer() {
+			// A burst of collection began while the batch was
+			// gathered: what was fetched is processed, the rest waits.
 			break
 		}
 		more, err := p.consumer.Fetch(ctx, p.opts.MaxRecords, 0)
