@@ -3,7 +3,6 @@ package event
 import (
 	"encoding/binary"
 	"errors"
-	"math/bits"
 )
 
 // A small, allocation-free JSON scanner. Collection validates every byte of
@@ -111,31 +110,21 @@ const (
 	highs = 0x8080808080808080
 )
 
-// special8 marks the bytes of v that end a string or need a look (a
-// quote, a backslash, a control character) with their high bit; its
-// lowest set bit is exactly the first such byte (v read little-endian),
-// and it is zero when there is none.
-func special8(v uint64) uint64 {
-	// A byte b is zero iff (b - 1) & ^b has its high bit set; a borrow
-	// runs only out of a byte that is zero, so marks above the first true
-	// one may be false but the first is exact. Below 0x20 likewise with
-	// 0x20.
+// plain8 reports whether none of the 8 bytes in v ends a string or needs a
+// look: no quote, no backslash, no control character.
+func plain8(v uint64) bool {
+	// A byte b is zero iff (b - 1) & ^b has its high bit set, exactly when
+	// asked of the whole word as here; below 0x20 likewise with 0x20.
 	quote := v ^ ('"' * ones)
 	slash := v ^ ('\\' * ones)
-	return ((quote-ones)&^quote | (slash-ones)&^slash | (v-0x20*ones)&^v) & highs
+	return ((quote-ones)&^quote|(slash-ones)&^slash|(v-0x20*ones)&^v)&highs == 0
 }
 
 // scanString checks the string starting at the quote b[i].
 func scanString(b []byte, i int) (int, error) {
 	i++
 	for {
-		// 8 bytes a step; at a word with a byte to look at, straight to
-		// that byte.
-		for i+8 <= len(b) {
-			if m := special8(binary.LittleEndian.Uint64(b[i:])); m != 0 {
-				i += bits.TrailingZeros64(m) >> 3
-				break
-			}
+		for i+8 <= len(b) && plain8(binary.LittleEndian.Uint64(b[i:])) {
 			i += 8
 		}
 		if i >= len(b) {

@@ -385,14 +385,11 @@ func (p *Pipeline) gatherMore(ctx context.Context, msgs []eventlog.Message, err 
 		size += len(m.Data)
 	}
 	deadline := time.Now().Add(p.opts.Linger)
-	for size < p.opts.MaxBytes && len(msgs) < 16*p.opts.MaxRecords {
+	// When a burst of collection begins while the batch is gathered, what
+	// was fetched is processed and the rest waits (Options.Defer).
+	for size < p.opts.MaxBytes && len(msgs) < 16*p.opts.MaxRecords && (p.opts.Defer == nil || !p.opts.Defer()) {
 		wait := time.Until(deadline)
 		if wait <= 0 || ctx.Err() != nil {
-			break
-		}
-		if p.opts.Defer != nil && p.opts.Defer() {
-			// A burst of collection began while the batch was
-			// gathered: what was fetched is processed, the rest waits.
 			break
 		}
 		more, err := p.consumer.Fetch(ctx, p.opts.MaxRecords, 0)
