@@ -110,6 +110,20 @@ func (c *CollectionFirst) measureLocked(now time.Time) {
 	}
 }
 
+// startingLocked reports whether the window being measured, once an
+// eighth of a window long, already averages Busy: a burst is seen within
+// tens of milliseconds of its start, before the pipeline gathers a batch
+// of its first records (at 100,000 events/s a whole window's worth is
+// 25,000 events, each costing the pipeline several times what collecting
+// it did). Its end is still seen over whole windows.
+func (c *CollectionFirst) startingLocked(now time.Time) bool {
+	d := now.Sub(c.t0)
+	if c.t0.IsZero() || d < c.opts.Window/8 {
+		return false
+	}
+	return (c.opts.Occupancy()-c.a0)/d.Seconds() >= c.opts.Busy
+}
+
 // Defer reports whether the pipeline should wait before its next batch.
 func (c *CollectionFirst) Defer() bool {
 	if c.opts.MaxAge <= 0 || c.opts.Occupancy == nil || c.opts.Age == nil {
@@ -117,8 +131,9 @@ func (c *CollectionFirst) Defer() bool {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.measureLocked(c.now())
-	d := c.mean >= c.opts.Busy && c.opts.Age() < c.opts.MaxAge
+	now := c.now()
+	c.measureLocked(now)
+	d := (c.mean >= c.opts.Busy || c.startingLocked(now)) && c.opts.Age() < c.opts.MaxAge
 	if d && !c.deferring && c.deferrals != nil {
 		c.deferrals.Add(1)
 	}

@@ -99,3 +99,51 @@ func TestCollectionFirst(t *testing.T) {
 		}
 	}
 }
+
+// TestCollectionFirstSeesBurstStart checks that a burst after a quiet
+// spell is seen within an eighth of a window, not at the end of the
+// window it began in (where the pipeline would have gathered a batch of
+// its first records meanwhile), and that a light load is not taken for
+// one however early it is asked.
+func TestCollectionFirstSeesBurstStart(t *testing.T) {
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	var occ, inflight float64
+	advance := func(d time.Duration) {
+		occ += inflight * d.Seconds()
+		now = now.Add(d)
+	}
+	c := NewCollectionFirst(CollectionFirstOptions{
+		Occupancy: func() float64 { return occ },
+		Busy:      4,
+		Age:       func() time.Duration { return 0 },
+		MaxAge:    30 * time.Second,
+		Window:    400 * time.Millisecond,
+	})
+	c.now = func() time.Time { return now }
+	c.Defer()
+	// Quiet, then a light load, asked every 10 ms: never a burst.
+	inflight = 1
+	for range 100 {
+		advance(10 * time.Millisecond)
+		if c.Defer() {
+			t.Fatalf("defers under 1 request at once (mean %.1f)", c.Load())
+		}
+	}
+	// Close a window so the next starts with the burst.
+	for t0 := c.t0; c.t0 == t0; {
+		advance(10 * time.Millisecond)
+		c.Defer()
+	}
+	inflight = 16
+	advance(c.opts.Window/8 - time.Millisecond)
+	if c.Defer() {
+		t.Fatal("defers before an eighth of a window of the burst was measured")
+	}
+	advance(time.Millisecond)
+	if !c.Defer() {
+		t.Fatalf("does not defer an eighth of a window into a burst of 16 requests at once (last window's mean %.1f)", c.Load())
+	}
+	if c.Load() >= 4 {
+		t.Fatalf("the last whole window's mean is %.1f: the burst was seen through it, not early", c.Load())
+	}
+}

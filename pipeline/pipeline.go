@@ -120,6 +120,8 @@ type Options struct {
 	Suppress Suppressor
 	// Defer, when set, is asked before Run gathers each batch; while it
 	// returns true Run waits (collection first during bursts, burst.go).
+	// It is asked too while a batch is gathered: the batch then stops
+	// growing.
 	Defer func() bool
 	// StateBatch, when not nil, runs a chunk's identity, consent and
 	// computed-trait steps as one state-store transaction (the state
@@ -438,7 +440,9 @@ func (p *Pipeline) gatherMore(ctx context.Context, msgs []eventlog.Message, err 
 		size += len(m.Data)
 	}
 	deadline := time.Now().Add(p.opts.Linger)
-	for size < p.opts.MaxBytes && len(msgs) < 16*p.opts.MaxRecords {
+	// When a burst of collection begins while the batch is gathered, what
+	// was fetched is processed and the rest waits (Options.Defer).
+	for size < p.opts.MaxBytes && len(msgs) < 16*p.opts.MaxRecords && (p.opts.Defer == nil || !p.opts.Defer()) {
 		wait := time.Until(deadline)
 		if wait <= 0 || ctx.Err() != nil {
 			break

@@ -39,6 +39,15 @@ type consumer struct {
 	held   map[uint64]heldRecord // by stream seq, until acked
 	closed bool
 	stop   chan struct{} // closed when the consumer closes: ends heartbeat
+
+	// oldest is the record Backlog last read the append time of: while
+	// the consumer's ack floor stays (a burst the pipeline waits out, a
+	// node that only collects), every reading asks for the same record,
+	// and reading it loads its whole block from disk. Guarded by mu.
+	oldest struct {
+		seq uint64
+		at  time.Time
+	}
 }
 
 // heldRecord is a record this consumer fetched and has not acknowledged.
@@ -433,6 +442,16 @@ func (c *consumer) Backlog(ctx context.Context) (eventlog.Backlog, error) {
 		return b, nil
 	}
 	seq := info.AckFloor.Stream + 1
+	c.mu.Lock()
+	cached, at := c.oldest.seq == seq, c.oldest.at
+	c.mu.Unlock()
+	if cached {
+		// A record's append time never changes. (Were the record removed
+		// by retention since, the reading would stay this one, older than
+		// the stream's first, until the consumer acknowledges anything.)
+		b.Oldest = at
+		return b, nil
+	}
 	msg, err := c.log.stream.GetMsg(cctx, seq)
 	if errors.Is(err, jsapi.ErrMsgNotFound) {
 		var si *jsapi.StreamInfo
@@ -449,6 +468,11 @@ func (c *consumer) Backlog(ctx context.Context) (eventlog.Backlog, error) {
 		return eventlog.Backlog{}, c.mapErr(ctx, cause(ctx, cctx, err))
 	}
 	b.Oldest = msg.Time.UTC()
+	if msg.Sequence == seq {
+		c.mu.Lock()
+		c.oldest.seq, c.oldest.at = seq, b.Oldest
+		c.mu.Unlock()
+	}
 	return b, nil
 }
 
