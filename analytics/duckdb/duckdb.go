@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"tandem/analytics"
@@ -348,7 +349,22 @@ func (b *Backend) Funnel(ctx context.Context, fq *analytics.FunnelQuery) (*analy
 	if !ok {
 		return b.Engine.Funnel(ctx, fq)
 	}
-	rows, err := b.db.QueryContext(ctx, s, args...)
+	conn, err := b.db.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("analytics/duckdb: funnel: %w", err)
+	}
+	defer conn.Close()
+	var stmt *sql.Stmt
+	if fq.Breakdown == nil || fq.Breakdown.Trait == "" {
+		stmt, err = prepareAsWritten(ctx, conn, s)
+	} else {
+		stmt, err = conn.PrepareContext(ctx, s)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("analytics/duckdb: funnel: %w", err)
+	}
+	defer stmt.Close()
+	rows, err := stmt.QueryContext(ctx, args...)
 	if err != nil {
 		return nil, fmt.Errorf("analytics/duckdb: funnel: %w", err)
 	}
@@ -465,8 +481,14 @@ func (be *Backend) funnelSQL(fq *analytics.FunnelQuery, linked bool) (string, []
 		for i := 1; i < k; i++ {
 			prevCols += fmt.Sprintf(", j.t%d", i)
 		}
-		fmt.Fprintf(&b, ",\nj%d AS (SELECT %s, min(x.t) AS t%d FROM j%d j JOIN (%s) x ON x.p = j.p AND x.t %s j.t%d AND x.t <= j.t1 + %s GROUP BY ALL)",
-			k, prevCols, k, k-1, scan(k-1, ""), op, k-1, w)
+		// The chain side is written second, the side DuckDB builds its
+		// hash table on (see prepareAsWritten), past step 2.
+		join := fmt.Sprintf("j%d j JOIN (%s) x", k-1, scan(k-1, ""))
+		if k > 2 {
+			join = fmt.Sprintf("(%s) x JOIN j%d j", scan(k-1, ""), k-1)
+		}
+		fmt.Fprintf(&b, ",\nj%d AS (SELECT %s, min(x.t) AS t%d FROM %s ON x.p = j.p AND x.t %s j.t%d AND x.t <= j.t1 + %s GROUP BY ALL)",
+			k, prevCols, k, join, op, k-1, w)
 	}
 	// deep: each profile past step 1, its deepest chain from the latest
 	// start reaching that depth.
@@ -530,6 +552,50 @@ func (be *Backend) funnelSQL(fq *analytics.FunnelQuery, linked bool) (string, []
 	}
 	b.WriteString(" FROM per GROUP BY GROUPING SETS ((), (g))")
 	return b.String(), q.args, true
+}
+
+// planMu serializes prepareAsWritten's changes of a global setting.
+var planMu sync.Mutex
+
+// prepareAsWritten prepares (plans) the query s on conn with DuckDB's
+// build_side_probe_side optimizer off, so that each join builds its hash
+// table on the side the SQL writes second. The funnel writes its chains
+// there: past step 2 they are a few percent of a step's events (most
+// chains stop at step 1), but DuckDB estimates each chain join from the
+// one before without its time conditions (tens of millions of rows over
+// 10 M events) and built on the step's events instead: a hash table of
+// every "Checkout Started" event, probed by the 85,000 chains that reached
+// step 2. Built on the chains, the joins of steps 3 and 4 took about a
+// quarter of their time and the funnel over 10 M events about 0.8× its
+// CPU (docs/benchmarks.md, funnel-ingest2). The setting is global, so it
+// is set only while the statement is planned (preparing plans it; running
+// it does not plan again), under planMu; a query planned by another
+// connection in that moment keeps its joins as written, which changes its
+// speed, never its answer.
+func prepareAsWritten(ctx context.Context, conn *sql.Conn, s string) (*sql.Stmt, error) {
+	planMu.Lock()
+	defer planMu.Unlock()
+	var prev string
+	if err := conn.QueryRowContext(ctx, "SELECT current_setting('disabled_optimizers')").Scan(&prev); err != nil {
+		return nil, err
+	}
+	off := "build_side_probe_side"
+	if prev != "" {
+		off = prev + "," + off
+	}
+	var q query
+	if _, err := conn.ExecContext(ctx, "SET GLOBAL disabled_optimizers = "+q.param(off)); err != nil {
+		return nil, err
+	}
+	stmt, perr := conn.PrepareContext(ctx, s)
+	// Put the setting back even when ctx is done.
+	if _, err := conn.ExecContext(context.Background(), "SET GLOBAL disabled_optimizers = "+q.param(prev)); err != nil {
+		if stmt != nil {
+			stmt.Close()
+		}
+		return nil, err
+	}
+	return stmt, perr
 }
 
 // Journey answers in one SQL query: each profile's first time at each

@@ -150,3 +150,12 @@ func (s *Store) SetQueryThreads(n int) {
 	s.threads.max = max(n, 1)
 	s.threads.mu.Unlock()
 }
+
+// QueryThreads is the DuckDB threads a query starting now would get: the
+// cores the process left idle in its last sample without queries (see
+// threads.go), at most SetQueryThreads'.
+func (s *Store) QueryThreads() int {
+	s.threads.mu.Lock()
+	defer s.threads.mu.Unlock()
+	return s.threads.threadsFor()
+}
