@@ -213,8 +213,21 @@ func copyStore(t *testing.T, from, to string) {
 			t.Fatal(err)
 		}
 	}
-	if err := os.CopyFS(indexDir(to), os.DirFS(indexDir(from))); err != nil {
-		t.Fatal(err)
+	// The background merger may remove a run between the listing of the
+	// index's directory and its copy: a copy that finds a file gone is
+	// made again (one that finds every file listed is a state a crash
+	// could leave: runs are written whole before older ones are removed).
+	for try := 1; ; try++ {
+		if err := os.RemoveAll(indexDir(to)); err != nil {
+			t.Fatal(err)
+		}
+		err := os.CopyFS(indexDir(to), os.DirFS(indexDir(from)))
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, os.ErrNotExist) || try == 20 {
+			t.Fatal(err)
+		}
 	}
 }
 
