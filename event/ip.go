@@ -104,14 +104,24 @@ func minimal(raw []byte, policy string) bool {
 	if bytes.IndexByte(raw, '\\') >= 0 {
 		return false
 	}
-	for _, spelling := range ipSpellings {
+	return minimalClean(raw, policy)
+}
+
+// minimalClean is [minimal] for raw known to hold no backslash (a part of
+// a body that has none). Every spelling of "ip" ends in p" or P": two
+// searches find them all, each checked for the "i or "I before it.
+func minimalClean(raw []byte, policy string) bool {
+	for _, tail := range ipTails {
 		for i := 0; ; {
-			j := bytes.Index(raw[i:], spelling)
+			j := bytes.Index(raw[i:], tail)
 			if j < 0 {
 				break
 			}
 			j += i
-			i = j + len(spelling)
+			i = j + len(tail)
+			if j < 2 || raw[j-2] != '"' || raw[j-1]|0x20 != 'i' {
+				continue // not the string "ip" in any case
+			}
 			k := skipSpace(raw, i)
 			if k >= len(raw) || raw[k] != ':' {
 				continue // a value "ip"
@@ -135,7 +145,7 @@ func minimal(raw []byte, policy string) bool {
 	return true
 }
 
-var ipSpellings = [][]byte{[]byte(`"ip"`), []byte(`"IP"`), []byte(`"Ip"`), []byte(`"iP"`)}
+var ipTails = [][]byte{[]byte(`p"`), []byte(`P"`)}
 
 // isTruncated reports whether s is an address written as [TruncateIP]
 // writes its own truncation, without allocating.

@@ -146,9 +146,10 @@ func newDefaultMembers(raw []byte) *defaultMembers {
 
 // addDefaults adds to obj's member name (an object, null or absent) the
 // members of d it lacks, for a caller that has scanned obj already: cur is
-// obj's member as found (nil when absent). When nothing is missing, obj
-// itself is returned, not a copy.
-func addDefaults(a *arena, obj, cur []byte, name string, d *defaultMembers) []byte {
+// obj's member as found (nil when absent); escapes is false when obj is
+// known to hold no backslash. When nothing is missing, obj itself is
+// returned, not a copy.
+func addDefaults(a *arena, obj, cur []byte, name string, d *defaultMembers, escapes bool) []byte {
 	if cur == nil {
 		// Insert the member first: {"name":defaults, …rest}.
 		out := a.take(len(obj) + len(name) + len(d.raw) + 4)
@@ -172,7 +173,7 @@ func addDefaults(a *arena, obj, cur []byte, name string, d *defaultMembers) []by
 	// from it: most contexts hold none of the defaults, and a search of
 	// the bytes spares them a walk of the whole object. A key written
 	// with escapes ("\u0069p") is compared decoded.
-	escaped := bytes.IndexByte(cur, '\\') >= 0
+	escaped := escapes && bytes.IndexByte(cur, '\\') >= 0
 	for _, k := range d.keys {
 		if escaped || bytes.Contains(cur, k) {
 			_, _ = scanObject(cur, 0, 1, func(key, _ []byte) {

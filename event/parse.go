@@ -276,8 +276,16 @@ func parseBatch(body []byte, receivedAt time.Time, ctxDefaults []byte, ipPolicy 
 		req.Events = make([]Event, 0, len(items))
 		out = newArena(len(body) + len(items)*(len(ctxDefaults)+len(bctx)+len(bintegrations)+32))
 	} else {
-		// Each event is encoded before the next is rewritten.
-		out = newArena(4096)
+		// Each event is encoded before the next is rewritten, and none
+		// of the arena's bytes outlives its entry (a problem keeps the
+		// body's own bytes): the arena goes back to the pool.
+		out = arenaPool.Get().(*arena)
+		defer func() {
+			if cap(out.buf) <= maxPooledArena {
+				out.buf = out.buf[:0]
+				arenaPool.Put(out)
+			}
+		}()
 	}
 	pc := &parseContext{
 		batchSentAt: batchSentAt, receivedAt: receivedAt, ids: newIDSource(len(items)),
@@ -320,7 +328,7 @@ func parseBatch(body []byte, receivedAt time.Time, ctxDefaults []byte, ipPolicy 
 			// "context" member, none in another case or with escapes):
 			// when that needs no edit either, the event needs none.
 			own := w[fContext]
-			if minimiseAll || it.otherContext || (!isAbsent(own) && !minimal(own, ipPolicy)) {
+			if minimiseAll || it.otherContext || (!isAbsent(own) && !pc.minimal(own, ipPolicy)) {
 				ev.Raw = MinimiseEvent(ev.Raw, ipPolicy)
 			}
 		}
@@ -350,6 +358,14 @@ func bodyString(body []byte, shared bool) string {
 
 // itemPool keeps [EncodeBatch]'s item lists between requests.
 var itemPool = sync.Pool{New: func() any { return new([]batchItem) }}
+
+// arenaPool keeps [EncodeBatch]'s arenas, where the events rewritten with
+// the defaults are built one at a time, between requests; an arena grown
+// past maxPooledArena by an unusually large event is left to the
+// collector.
+var arenaPool = sync.Pool{New: func() any { return newArena(4096) }}
+
+const maxPooledArena = 64 << 10
 
 // batchFields are the top-level members of a batch body that tandem reads.
 type batchFields struct {
@@ -589,6 +605,14 @@ type parseContext struct {
 	srcStr string
 }
 
+// minimal is [minimal] for r, a subslice of pc.src.
+func (pc *parseContext) minimal(r []byte, policy string) bool {
+	if pc.noEscapes {
+		return minimalClean(r, policy)
+	}
+	return minimal(r, policy)
+}
+
 // str decodes the JSON string field r, a subslice of pc.src; absent or
 // null gives "", true.
 func (pc *parseContext) str(r rawField) (string, bool) {
@@ -768,7 +792,7 @@ func (pc *parseContext) event(raw []byte, w *wireEvent) (Event, *Problem) {
 		ev.MessageID = pc.ids.next()
 	}
 	if pc.ctxDefaults != nil {
-		ev.Raw = addDefaults(pc.out, raw, w[fContext], "context", pc.ctxDefaults)
+		ev.Raw = addDefaults(pc.out, raw, w[fContext], "context", pc.ctxDefaults, !pc.noEscapes)
 	}
 	return ev, nil
 }
