@@ -1,7 +1,10 @@
 package event
 
 import (
+	"bytes"
 	"encoding/json"
+	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 )
@@ -120,4 +123,79 @@ func FuzzMinimiseEvent(f *testing.F) {
 			}
 		}
 	})
+}
+
+// minimalBySpellings is minimal as it was written first: a search for
+// each spelling of "ip", the reference for minimalClean.
+func minimalBySpellings(raw []byte, policy string) bool {
+	for _, spelling := range []string{`"ip"`, `"IP"`, `"Ip"`, `"iP"`} {
+		for i := 0; ; {
+			j := bytes.Index(raw[i:], []byte(spelling))
+			if j < 0 {
+				break
+			}
+			j += i
+			i = j + len(spelling)
+			k := skipSpace(raw, i)
+			if k >= len(raw) || raw[k] != ':' {
+				continue
+			}
+			if policy == IPDrop {
+				return false
+			}
+			v := skipSpace(raw, k+1)
+			if v >= len(raw) || raw[v] != '"' {
+				return false
+			}
+			end := bytes.IndexByte(raw[v+1:], '"')
+			if end < 0 || !isTruncated(raw[v+1:v+1+end]) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// TestMinimalClean checks the one-search IP check against a search for
+// each spelling, on contexts built from pieces that put a p or P at every
+// position of the words the search reads.
+func TestMinimalClean(t *testing.T) {
+	pieces := []string{`"ip":"198.51.100.0"`, `"IP":"198.51.100.77"`, `"iP":"2001:db8::"`, `"Ip" : 5`,
+		`"ip":null`, `"page":{"path":"/p"}`, `"app":"P"`, `"x":"ip"`, `"tip":"1.2.3.4"`, `"ipx":"1.2.3.4"`,
+		`"P":"p"`, `"a":["ip","p"]`, `"ip":"1.2.3.4"`, `"xx":"pP"`}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for n := 0; n < 20000; n++ {
+		var b strings.Builder
+		b.WriteString(strings.Repeat(" ", rng.IntN(9)) + "{")
+		for k := rng.IntN(4); k >= 0; k-- {
+			if b.Len() > 0 && !strings.HasSuffix(b.String(), "{") {
+				b.WriteByte(',')
+			}
+			b.WriteString(pieces[rng.IntN(len(pieces))])
+		}
+		b.WriteString("}")
+		raw := []byte(b.String())
+		for _, policy := range []string{IPTruncate, IPDrop} {
+			if got, want := minimalClean(raw, policy), minimalBySpellings(raw, policy); got != want {
+				t.Fatalf("%s %s: minimalClean %v, by spellings %v", policy, raw, got, want)
+			}
+		}
+	}
+	for n := 0; n <= 24; n++ {
+		for at := 0; at < n; at++ {
+			b := bytes.Repeat([]byte("a"), n)
+			for _, c := range []byte("pP") {
+				b[at] = c
+				for from := 0; from <= n; from++ {
+					want := -1
+					if from <= at {
+						want = at
+					}
+					if got := indexP(b, from); got != want {
+						t.Fatalf("indexP(%q, %d) = %d, want %d", b, from, got, want)
+					}
+				}
+			}
+		}
+	}
 }
