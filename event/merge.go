@@ -1,6 +1,9 @@
 package event
 
-import "bytes"
+import (
+	"bytes"
+	"encoding/binary"
+)
 
 // mergeMember returns a copy of the JSON object obj whose member name holds
 // the members of the object defaults, except those obj's own member name
@@ -150,25 +153,60 @@ func newDefaultMembers(raw []byte) *defaultMembers {
 // known to hold no backslash. When nothing is missing, obj itself is
 // returned, not a copy.
 func addDefaults(a *arena, obj, cur []byte, name string, d *defaultMembers, escapes bool) []byte {
-	if cur == nil {
-		// Insert the member first: {"name":defaults, …rest}.
-		out := a.take(len(obj) + len(name) + len(d.raw) + 4)
-		out = append(out, '{', '"')
-		out = append(out, name...)
-		out = append(out, '"', ':')
-		out = append(out, d.raw...)
-		if !isEmptyObject(obj) {
-			out = append(out, ',')
-		}
-		return a.keep(append(out, obj[skipSpace(obj, 0)+1:]...))
-	}
-	if isAbsent(cur) { // null
+	e, ok := planDefaults(obj, cur, name, d, escapes)
+	if !ok { // null
 		return mergeMember(a, obj, name, d.raw)
 	}
-	if cur[0] != '{' || len(d.keys) > 64 {
+	if e.n == 0 {
 		return obj
 	}
-	var present uint64
+	return a.keep(e.appendTo(a.take(e.n)))
+}
+
+// appendWithDefaults appends to dst, as [appendBytes] would, the bytes
+// addDefaults returns for obj, without building them elsewhere first:
+// the entry of an event takes its context defaults on the way into the
+// log chunk. a is for the rare case that needs a copy anyway.
+func appendWithDefaults(dst []byte, a *arena, obj, cur []byte, name string, d *defaultMembers, escapes bool) []byte {
+	e, ok := planDefaults(obj, cur, name, d, escapes)
+	switch {
+	case !ok:
+		return appendBytes(dst, mergeMember(a, obj, name, d.raw))
+	case e.n == 0:
+		return appendBytes(dst, obj)
+	}
+	dst = binary.AppendUvarint(dst, uint64(e.n))
+	return e.appendTo(dst)
+}
+
+// A defaultsEdit is how addDefaults changes an object: the length of the
+// result (0 for no change) and what goes where.
+type defaultsEdit struct {
+	obj, cur []byte
+	name     string
+	d        *defaultMembers
+	present  uint64 // the members of d that cur has already, by index
+	n        int
+}
+
+// planDefaults works out addDefaults's edit; ok is false for a member
+// that is null, which takes [mergeMember].
+func planDefaults(obj, cur []byte, name string, d *defaultMembers, escapes bool) (defaultsEdit, bool) {
+	e := defaultsEdit{obj: obj, cur: cur, name: name, d: d}
+	if cur == nil {
+		// Insert the member first: {"name":defaults, …rest}.
+		e.n = 1 + len(name) + 3 + len(d.raw) + len(obj) - (skipSpace(obj, 0) + 1)
+		if !isEmptyObject(obj) {
+			e.n++
+		}
+		return e, true
+	}
+	if isAbsent(cur) { // null
+		return e, false
+	}
+	if cur[0] != '{' || len(d.keys) > 64 {
+		return e, true
+	}
 	// A key whose quoted form occurs nowhere in the context is missing
 	// from it: most contexts hold none of the defaults, and a search of
 	// the bytes spares them a walk of the whole object. A key written
@@ -179,25 +217,52 @@ func addDefaults(a *arena, obj, cur []byte, name string, d *defaultMembers, esca
 			_, _ = scanObject(cur, 0, 1, func(key, _ []byte) {
 				for i, k := range d.keys {
 					if bytes.Equal(k, key) || (escaped && sameKey(k, key)) {
-						present |= 1 << i
+						e.present |= 1 << i
 					}
 				}
 			})
 			break
 		}
 	}
-	if present == 1<<len(d.keys)-1 {
-		return obj
+	if e.present == 1<<len(d.keys)-1 {
+		return e, true
+	}
+	e.n = len(obj) - len(cur) + len(trimSpace(cur)) // the braces stay
+	first := isEmptyObject(cur)
+	for i, k := range d.keys {
+		if e.present&(1<<i) != 0 {
+			continue
+		}
+		if !first {
+			e.n++
+		}
+		first = false
+		e.n += len(k) + 1 + len(d.vals[i])
+	}
+	return e, true
+}
+
+// appendTo appends the edited object, e.n bytes, to out.
+func (e *defaultsEdit) appendTo(out []byte) []byte {
+	obj, cur, d := e.obj, e.cur, e.d
+	if cur == nil {
+		out = append(out, '{', '"')
+		out = append(out, e.name...)
+		out = append(out, '"', ':')
+		out = append(out, d.raw...)
+		if !isEmptyObject(obj) {
+			out = append(out, ',')
+		}
+		return append(out, obj[skipSpace(obj, 0)+1:]...)
 	}
 	start := offset(obj, cur)
 	inner := trimSpace(cur)
 	inner = inner[:len(inner)-1] // without its closing brace
 	first := isEmptyObject(cur)
-	out := a.take(len(obj) + len(d.raw) + 1)
 	out = append(out, obj[:start]...)
 	out = append(out, inner...)
 	for i, k := range d.keys {
-		if present&(1<<i) != 0 {
+		if e.present&(1<<i) != 0 {
 			continue
 		}
 		if !first {
@@ -209,5 +274,5 @@ func addDefaults(a *arena, obj, cur []byte, name string, d *defaultMembers, esca
 		out = append(out, d.vals[i]...)
 	}
 	out = append(out, '}')
-	return a.keep(append(out, obj[start+len(cur):]...))
+	return append(out, obj[start+len(cur):]...)
 }

@@ -298,6 +298,9 @@ func parseBatch(body []byte, receivedAt time.Time, ctxDefaults []byte, ipPolicy 
 		noEscapes: bytes.IndexByte(body, '\\') < 0,
 		out:       out,
 		src:       body, srcStr: bodyString(body, enc != nil),
+		// An encoded event whose only edit is the defaults takes them
+		// on its way into its entry.
+		deferDefaults: enc != nil && evDefaults != nil,
 	}
 	for i := range items {
 		it := &items[i]
@@ -320,20 +323,32 @@ func parseBatch(body []byte, receivedAt time.Time, ctxDefaults []byte, ipPolicy 
 		if bctx != nil {
 			ev.Raw = mergeMember(pc.out, ev.Raw, "context", bctx)
 		}
+		// The event's own context is the only one it has (no second
+		// "context" member, none in another case or with escapes): when
+		// that needs no edit either, the event needs none.
+		own := w[fContext]
+		minimise := ipPolicy != "" && ipPolicy != IPKeep &&
+			(minimiseAll || it.otherContext || (!isAbsent(own) && !pc.minimal(own, ipPolicy)))
+		deferred := pc.deferDefaults
+		if deferred && (bintegrations != nil || minimise) {
+			// Edits follow: the defaults go in first, as in pc.event.
+			ev.Raw = addDefaults(pc.out, ev.Raw, own, "context", pc.ctxDefaults, !pc.noEscapes)
+			deferred = false
+		}
 		if bintegrations != nil {
 			ev.Raw = mergeMember(pc.out, ev.Raw, "integrations", bintegrations)
 		}
-		if ipPolicy != "" && ipPolicy != IPKeep {
-			// The event's own context is the only one it has (no second
-			// "context" member, none in another case or with escapes):
-			// when that needs no edit either, the event needs none.
-			own := w[fContext]
-			if minimiseAll || it.otherContext || (!isAbsent(own) && !pc.minimal(own, ipPolicy)) {
-				ev.Raw = MinimiseEvent(ev.Raw, ipPolicy)
-			}
+		if minimise {
+			ev.Raw = MinimiseEvent(ev.Raw, ipPolicy)
 		}
 		if enc != nil {
-			enc.dst = appendEvent(enc.dst, enc.source, &ev)
+			if deferred {
+				// Straight into the entry, not rewritten first.
+				enc.dst = appendEventHead(enc.dst, enc.source, &ev)
+				enc.dst = appendWithDefaults(enc.dst, pc.out, ev.Raw, own, "context", pc.ctxDefaults, !pc.noEscapes)
+			} else {
+				enc.dst = appendEvent(enc.dst, enc.source, &ev)
+			}
 			req.Encoded++
 			out.buf = out.buf[:0]
 			continue
@@ -597,7 +612,10 @@ type parseContext struct {
 	index       int             // the event's position in a batch, -1 outside one
 	utf8Checked bool            // the bytes are known to be valid UTF-8
 	noEscapes   bool            // src has no backslash: no string needs unescaping
-	out         *arena          // where events that change are rewritten; nil: allocate each
+	// deferDefaults: event leaves ctxDefaults out, for its caller to
+	// add (EncodeBatch, as it encodes the entry).
+	deferDefaults bool
+	out           *arena // where events that change are rewritten; nil: allocate each
 	// src is the body the events' fields were scanned from and srcStr its
 	// copy as a string: a field without escapes is a substring of it, so
 	// the events of a request share one allocation for their strings.
@@ -791,7 +809,7 @@ func (pc *parseContext) event(raw []byte, w *wireEvent) (Event, *Problem) {
 	if ev.MessageID == "" {
 		ev.MessageID = pc.ids.next()
 	}
-	if pc.ctxDefaults != nil {
+	if pc.ctxDefaults != nil && !pc.deferDefaults {
 		ev.Raw = addDefaults(pc.out, raw, w[fContext], "context", pc.ctxDefaults, !pc.noEscapes)
 	}
 	return ev, nil

@@ -58,6 +58,11 @@ func AppendEntries(buf []byte, sourceID string, events []Event, problems []Probl
 
 // appendEvent appends e's entry, with sourceID.
 func appendEvent(buf []byte, sourceID string, e *Event) []byte {
+	return appendBytes(appendEventHead(buf, sourceID, e), e.Raw)
+}
+
+// appendEventHead appends e's entry up to its raw bytes, which come last.
+func appendEventHead(buf []byte, sourceID string, e *Event) []byte {
 	buf = append(buf, kindEvent)
 	buf = appendString(buf, sourceID)
 	buf = appendString(buf, e.MessageID)
@@ -70,8 +75,7 @@ func appendEvent(buf []byte, sourceID string, e *Event) []byte {
 	buf = appendTime(buf, e.Timestamp)
 	buf = appendTime(buf, e.OriginalTimestamp)
 	buf = appendTime(buf, e.SentAt)
-	buf = appendTime(buf, e.ReceivedAt)
-	return appendBytes(buf, e.Raw)
+	return appendTime(buf, e.ReceivedAt)
 }
 
 // EncodeRecord returns a complete record holding events and problems.
