@@ -108,6 +108,12 @@ func FuzzParseBatchContext(f *testing.F) {
 	f.Add([]byte(`{"batch":[{"type":"identify","userId":"u","context":[]},{"type":"identify","userId":"u","context":"x"}]}`), "\u2028")
 	f.Add([]byte(`{"batch":[{"type":"page","anonymousId":"a","context":{"ip":"10.1.2.0"},"Context":{"IP":"10.1.2.3"}},{"type":"page","anonymousId":"a","context":{"ip":"10.1.2.0"},"context":{"ip":"::1"}},{"type":"page","anonymousId":"a","c\u006fntext":{"ip":"10.1.2.3"}},{"type":"page","anonymousId":"a","context":{"\u0069p":"10.1.2.3"}}]}`), "ua")
 	f.Add([]byte(`{"context":{"ip":"10.0.0.9"},"batch":[{"type":"track","userId":"u","event":"e","context":{"ip":"10.0.0.0"}}]}`), "ua")
+	// Events that take the defaults straight into their entries (no
+	// batch context) beside ones with more edits: integrations, an
+	// address to minimise, a null or absent context, one that has a
+	// default already.
+	f.Add([]byte(`{"batch":[{"type":"track","userId":"u","event":"e","context":{"ip":"10.0.0.9"}},{"type":"track","userId":"u","event":"e","context":null},{"type":"track","userId":"u","event":"e"},{"type":"track","userId":"u","event":"e","context":{"userAgent":"own","library":{"name":"x"}}},{"type":"track","userId":"u","event":"e","context":{}}]}`), "ua")
+	f.Add([]byte(`{"integrations":{"All":false},"batch":[{"type":"track","userId":"u","event":"e","context":{"ip":"10.0.0.9"}},{"type":"track","userId":"u","event":"e","context":{ }},{"type":"track","userId":"u","event":"e"}]}`), "ua")
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	f.Fuzz(func(t *testing.T, body []byte, ua string) {
 		defaults, _ := json.Marshal(map[string]string{"ip": "192.0.2.1", "userAgent": ua})
