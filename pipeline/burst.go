@@ -26,7 +26,19 @@ import (
 //     once on average ([CollectionFirstOptions.Busy]); a steady load the
 //     node can sustain keeps few requests in flight, and as soon as the
 //     pipeline waits, collection's answers get quicker and fewer requests
-//     are in flight.
+//     are in flight;
+//   - and only while it brings more than the pipeline gets through
+//     ([CollectionFirstOptions.Capacity], the pipeline's own measure of
+//     its pace, times [burstOverCapacity]): that is what tells a burst
+//     from sustained load. A steady load at a high rate keeps many
+//     requests in flight too (each waits for its fsync), but if the
+//     pipeline keeps up with it, waiting would only let the lag grow to
+//     MaxAge and stay there; a burst brings more than the pipeline can
+//     take, so its lag grows whatever the pipeline does, and waiting
+//     costs nothing but gives collection the cores. While the capacity is
+//     unknown (no large batch processed yet), no load counts as a burst:
+//     the pipeline measures itself on the first large batches (a second
+//     or so of a burst) and waits from then on.
 //
 // The lag stays visible as always (tandem_pipeline_lag_seconds, /readyz);
 // tandem_pipeline_deferring says when the pipeline waits for collection.
@@ -48,6 +60,15 @@ type CollectionFirstOptions struct {
 	// Window is how long collection's load is averaged over; default
 	// 250ms.
 	Window time.Duration
+	// Arrivals is how many bytes collection has appended to the event log
+	// so far; it must not decrease. Nil: collection's rate is not
+	// compared with the pipeline's (every busy spell counts as a burst).
+	Arrivals func() float64
+	// Capacity is the pipeline's pace in the same bytes per second
+	// ([Pipeline.Capacity]), 0 while unknown. Collection is busy only
+	// while it appends more than burstOverCapacity times that (never
+	// while it is unknown). Nil: not compared.
+	Capacity func() float64
 	// Metrics, when set, gets tandem_pipeline_deferring and
 	// tandem_pipeline_deferrals_total.
 	Metrics *metrics.Registry
@@ -62,7 +83,9 @@ type CollectionFirst struct {
 	mu        sync.Mutex
 	t0        time.Time // start of the window being measured
 	a0        float64   // Occupancy at t0
+	r0        float64   // Arrivals at t0
 	mean      float64   // mean requests at once over the last whole window
+	rate      float64   // Arrivals per second over the last whole window
 	deferring bool
 
 	deferrals *metrics.Counter
@@ -97,16 +120,44 @@ func (c *CollectionFirst) Load() float64 {
 	return c.mean
 }
 
+// burstOverCapacity is how far collection's rate must pass the
+// pipeline's capacity for a busy spell to count as a burst: a margin for
+// the noise of both figures, so that a load the pipeline keeps up with is
+// not taken for one. Between 1 and this, the lag grows with or without
+// the rule.
+const burstOverCapacity = 1.25
+
+// arrivals reads Arrivals, 0 without it.
+func (c *CollectionFirst) arrivals() float64 {
+	if c.opts.Arrivals == nil {
+		return 0
+	}
+	return c.opts.Arrivals()
+}
+
+// overCapacity reports whether collection's rate (bytes a second) is
+// more than the pipeline gets through: never while the capacity is
+// unknown, always when the two are not compared (no Arrivals or
+// Capacity).
+func (c *CollectionFirst) overCapacity(rate float64) bool {
+	if c.opts.Arrivals == nil || c.opts.Capacity == nil {
+		return true
+	}
+	capacity := c.opts.Capacity()
+	return capacity > 0 && rate > burstOverCapacity*capacity
+}
+
 // measureLocked closes the window being measured if it is long enough.
 func (c *CollectionFirst) measureLocked(now time.Time) {
-	a := c.opts.Occupancy()
+	a, r := c.opts.Occupancy(), c.arrivals()
 	if c.t0.IsZero() {
-		c.t0, c.a0 = now, a
+		c.t0, c.a0, c.r0 = now, a, r
 		return
 	}
 	if d := now.Sub(c.t0); d >= c.opts.Window {
 		c.mean = (a - c.a0) / d.Seconds()
-		c.t0, c.a0 = now, a
+		c.rate = (r - c.r0) / d.Seconds()
+		c.t0, c.a0, c.r0 = now, a, r
 	}
 }
 
@@ -121,7 +172,7 @@ func (c *CollectionFirst) startingLocked(now time.Time) bool {
 	if c.t0.IsZero() || d < c.opts.Window/8 {
 		return false
 	}
-	return (c.opts.Occupancy()-c.a0)/d.Seconds() >= c.opts.Busy
+	return (c.opts.Occupancy()-c.a0)/d.Seconds() >= c.opts.Busy && c.overCapacity((c.arrivals()-c.r0)/d.Seconds())
 }
 
 // Defer reports whether the pipeline should wait before its next batch.
@@ -133,7 +184,8 @@ func (c *CollectionFirst) Defer() bool {
 	defer c.mu.Unlock()
 	now := c.now()
 	c.measureLocked(now)
-	d := (c.mean >= c.opts.Busy || c.startingLocked(now)) && c.opts.Age() < c.opts.MaxAge
+	busy := c.mean >= c.opts.Busy && c.overCapacity(c.rate)
+	d := (busy || c.startingLocked(now)) && c.opts.Age() < c.opts.MaxAge
 	if d && !c.deferring && c.deferrals != nil {
 		c.deferrals.Add(1)
 	}

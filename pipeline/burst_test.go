@@ -147,3 +147,88 @@ func TestCollectionFirstSeesBurstStart(t *testing.T) {
 		t.Fatalf("the last whole window's mean is %.1f: the burst was seen through it, not early", c.Load())
 	}
 }
+
+// TestCollectionFirstTellsSustainedLoad checks the comparison with the
+// pipeline's capacity: busy collection that brings less than the pipeline
+// gets through is sustained load, and the pipeline does not wait for it;
+// the same busy collection bringing more than that is a burst; and while
+// the capacity is unknown nothing counts as one.
+func TestCollectionFirstTellsSustainedLoad(t *testing.T) {
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	var occ, arrived float64
+	inflight, rate := 0.0, 0.0 // requests at once, bytes a second
+	capacity := 0.0
+	advance := func(d time.Duration) {
+		occ += inflight * d.Seconds()
+		arrived += rate * d.Seconds()
+		now = now.Add(d)
+	}
+	c := NewCollectionFirst(CollectionFirstOptions{
+		Occupancy: func() float64 { return occ },
+		Busy:      4,
+		Age:       func() time.Duration { return time.Second },
+		MaxAge:    30 * time.Second,
+		Window:    250 * time.Millisecond,
+		Arrivals:  func() float64 { return arrived },
+		Capacity:  func() float64 { return capacity },
+	})
+	c.now = func() time.Time { return now }
+	c.Defer()
+	// defers reports how many of n steps of 50 ms the rule deferred.
+	defers := func(n int) int {
+		k := 0
+		for range n {
+			advance(50 * time.Millisecond)
+			if c.Defer() {
+				k++
+			}
+		}
+		return k
+	}
+	// Busy collection (8 requests at once) at 40 MB/s before the pipeline
+	// measured itself: not a burst.
+	inflight, rate = 8, 40e6
+	if k := defers(20); k > 0 {
+		t.Fatalf("deferred %d of 20 steps with the capacity unknown", k)
+	}
+	// The pipeline gets through 60 MB/s: the same load is sustained load.
+	capacity = 60e6
+	if k := defers(20); k > 0 {
+		t.Fatalf("deferred %d of 20 steps under busy collection at 40 MB/s with a capacity of 60 MB/s", k)
+	}
+	// Within the margin above the capacity (45 MB/s against 40): still not.
+	capacity, rate = 40e6, 45e6
+	if k := defers(20); k > 0 {
+		t.Fatalf("deferred %d of 20 steps at 45 MB/s with a capacity of 40 MB/s", k)
+	}
+	// Twice the capacity: a burst, deferred within a window.
+	rate = 80e6
+	if k := defers(20); k < 17 {
+		t.Fatalf("deferred %d of 20 steps at 80 MB/s with a capacity of 40 MB/s, want all but the first window's", k)
+	}
+	// Fast but not busy (few requests at once): never a burst.
+	inflight = 1
+	defers(10)
+	if k := defers(20); k > 0 {
+		t.Fatalf("deferred %d of 20 steps with 1 request at once", k)
+	}
+	// A burst's start is seen early only when it passes the capacity too.
+	inflight, rate = 16, 30e6
+	for t0 := c.t0; c.t0 == t0; {
+		advance(10 * time.Millisecond)
+		c.Defer()
+	}
+	advance(c.opts.Window / 4)
+	if c.Defer() {
+		t.Fatal("took the start of busy collection below the capacity for a burst")
+	}
+	rate = 100e6
+	for t0 := c.t0; c.t0 == t0; {
+		advance(10 * time.Millisecond)
+		c.Defer()
+	}
+	advance(c.opts.Window / 4)
+	if !c.Defer() {
+		t.Fatal("did not see the start of a burst above the capacity")
+	}
+}
