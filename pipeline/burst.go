@@ -46,7 +46,10 @@ import (
 //     windows on and again at each ask: a jump, the wait goes on;
 //     none, the load is sustained, the pipeline goes back to work and
 //     does not wait again for a while (sustainedHold, doubling up to
-//     sustainedHoldMax while the load stays sustained). While the capacity
+//     sustainedHoldMax while the load stays sustained). A wait that ends
+//     before it showed a burst (collection no longer busy) holds off the
+//     next the same way: steady load near the busy mark would otherwise
+//     start one every few windows. While the capacity
 //     is unknown (no large batch processed yet), nothing counts as a
 //     burst: the pipeline measures itself on the first large batches (a
 //     second or so of a burst) and waits from then on.
@@ -121,6 +124,7 @@ type CollectionFirst struct {
 	since     time.Time // when the current wait began
 	settled   time.Time // a window after since: its rate is measured from here
 	settledR  float64   // Arrivals at settled
+	shown     bool      // the current wait showed a burst
 	holdUntil time.Time // no wait before this (sustained load seen)
 	hold      time.Duration
 
@@ -228,6 +232,7 @@ func (c *CollectionFirst) Defer() bool {
 			rate := (c.opts.Arrivals() - c.settledR) / now.Sub(c.settled).Seconds()
 			if rate > burstOver*capacity || (c.base > 0 && rate > burstOver*c.base) {
 				c.hold = sustainedHold
+				c.shown = true
 			} else {
 				d = false
 				c.holdUntil = now.Add(c.hold)
@@ -235,8 +240,16 @@ func (c *CollectionFirst) Defer() bool {
 			}
 		}
 	}
+	if !d && c.deferring && c.comparing() && !c.shown && !now.Before(c.holdUntil) {
+		// A wait that ended before it showed a burst (collection
+		// stopped being busy within it) is no reason to wait again
+		// soon either: steady load near the busy mark would start one
+		// every few windows, each adding to the lag.
+		c.holdUntil = now.Add(c.hold)
+		c.hold = min(2*c.hold, sustainedHoldMax)
+	}
 	if d && !c.deferring {
-		c.since, c.base, c.settled = now, median(c.before), time.Time{}
+		c.since, c.base, c.settled, c.shown = now, median(c.before), time.Time{}, false
 		if c.deferrals != nil {
 			c.deferrals.Add(1)
 		}
