@@ -44,10 +44,16 @@ identity resolution, event store) keeps its pipeline lag flat.
   markers    during the measured interval a marker event (a track with a
              unique userId and event "E2E Marker") is sent every
              --marker-interval; after its 200 the bench polls
-             GET /api/v1/profiles/lookup for its userId and POST
-             /api/v1/analytics/funnel (broken down by marker) every 100 ms
-             until both show it. The delay is from the 200 to the answer that
-             showed it in both (so up to a poll interval late).
+             GET /api/v1/profiles/lookup for its userId every 100 ms, and
+             runs POST /api/v1/analytics/funnel (broken down by marker)
+             whenever the node's stored counter
+             (tandem_pipeline_events_stored_total, counted right after each
+             event-store commit), looked at every 100 ms, moved since the
+             last funnel (and at least every 5 s), until both show it: an
+             event reaches a funnel only by a commit, and the funnel costs
+             the node far more than the counter. The delay is from the 200
+             to the answer that showed it in both (so up to a poll
+             interval late).
 
 The load (--identifiers, --events-per-profile): web visitors who arrive
 anonymous (page views with an anonymousId), identify (anonymousId + userId,
@@ -116,6 +122,7 @@ func e2eMain(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.MarkerInterval, "marker-interval", 500*time.Millisecond, "time between marker events during the measured interval")
 	fs.BoolVar(&o.SkipBaselines, "skip-baselines", false, "skip the collect-only and log baselines (then --max-rate is the ceiling)")
 	fs.BoolVar(&o.JSON, "json", false, "print the report as one JSON object")
+	fs.StringVar(&profileDir, "cpuprofile", "", "directory to write a CPU profile of each child process to (collection-only-server.pprof, tandem-server-step-N.pprof for step N's whole run), for go tool pprof")
 	if code, ok := parseFlags(fs, args, e2eUsage, stdout, stderr); !ok {
 		return code
 	}
@@ -384,7 +391,7 @@ func (e *e2eBencher) step(ctx context.Context, n int, rate float64) (*E2EStep, e
 	}
 	defer os.RemoveAll(dir)
 	e.logf("%s: starting the server; offering %s events/s for %s + %s", name, group(rate), o.Warmup, o.Duration)
-	srv, err := startServer(ctx, "tandem server", filepath.Join(dir, "data"), filepath.Join(dir, "server.log"), newToken())
+	srv, err := startServer(ctx, fmt.Sprintf("tandem server step %d", n), filepath.Join(dir, "data"), filepath.Join(dir, "server.log"), newToken())
 	if err != nil {
 		return nil, err
 	}

@@ -21,6 +21,10 @@ const markerEvent = "E2E Marker"
 // pollEvery is how often the marker tracker asks the node.
 const pollEvery = 100 * time.Millisecond
 
+// funnelAtLeastEvery is how often the tracker runs the funnel while a
+// marker is pending even if the node's stored counter did not move.
+const funnelAtLeastEvery = 5 * time.Second
+
 // lookupsPerPoll caps the profile lookups of one poll (oldest markers
 // first), so that polling stays a small load next to the events.
 const lookupsPerPoll = 8
@@ -144,10 +148,20 @@ func (mt *markerTracker) pending() (profile, funnel []*marker) {
 	return profile, funnel
 }
 
+// poll looks for the pending markers every pollEvery: each in a profile
+// lookup, and all at once in a funnel. An event can show in a funnel only
+// once the event store has committed it, and the node counts its events
+// stored (tandem_pipeline_events_stored_total) right after each commit:
+// so the funnel, which scans the stored events and their profile links
+// and costs the node far more than the counter, runs only when the
+// counter moved since the last funnel (or funnelAtLeastEvery passed).
+// A marker is still seen at the first poll after its commit.
 func (mt *markerTracker) poll(ctx context.Context, hc *http.Client) {
 	defer close(mt.pollDone)
 	t := time.NewTicker(pollEvery)
 	defer t.Stop()
+	lastStored := -1.0
+	var lastFunnel time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -158,6 +172,14 @@ func (mt *markerTracker) poll(ctx context.Context, hc *http.Client) {
 		}
 		profile, funnel := mt.pending()
 		if len(funnel) > 0 {
+			stored, err := mt.stored(ctx, hc)
+			if err == nil && stored == lastStored && time.Since(lastFunnel) < funnelAtLeastEvery {
+				funnel = nil // nothing committed since the last funnel
+			}
+			lastStored = stored
+		}
+		if len(funnel) > 0 {
+			lastFunnel = time.Now()
 			seen, err := mt.funnelKeys(ctx, hc)
 			now := time.Now()
 			if err != nil {
@@ -188,6 +210,20 @@ func (mt *markerTracker) poll(ctx context.Context, hc *http.Client) {
 			}
 		}
 	}
+}
+
+// stored reads the node's count of events stored; -1 and the error when
+// it cannot.
+func (mt *markerTracker) stored(ctx context.Context, hc *http.Client) (float64, error) {
+	m, err := mt.srv.metrics(ctx, hc)
+	if err != nil {
+		return -1, err
+	}
+	v, ok := promSum(m, metricStored)
+	if !ok {
+		return -1, fmt.Errorf("/metrics has no %s", metricStored)
+	}
+	return v, nil
 }
 
 // lookup asks GET /api/v1/profiles/lookup for a user id: true on 200,

@@ -147,3 +147,122 @@ func TestCollectionFirstSeesBurstStart(t *testing.T) {
 		t.Fatalf("the last whole window's mean is %.1f: the burst was seen through it, not early", c.Load())
 	}
 }
+
+// TestCollectionFirstTellsSustainedLoad checks how a wait tells a burst
+// from sustained load: busy collection that, while the pipeline waits,
+// brings no more than the pipeline gets through is sustained load (the
+// wait ends within a few windows and none begins for a while, longer each
+// time); one that brings far more is a burst (the wait goes on); and
+// while the pipeline's pace is unknown nothing counts as a burst.
+func TestCollectionFirstTellsSustainedLoad(t *testing.T) {
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	var occ, arrived float64
+	inflight, rate := 0.0, 0.0 // requests at once, bytes a second
+	capacity := 0.0
+	advance := func(d time.Duration) {
+		occ += inflight * d.Seconds()
+		arrived += rate * d.Seconds()
+		now = now.Add(d)
+	}
+	m := metrics.NewRegistry()
+	c := NewCollectionFirst(CollectionFirstOptions{
+		Occupancy: func() float64 { return occ },
+		Busy:      4,
+		Age:       func() time.Duration { return time.Second },
+		MaxAge:    30 * time.Second,
+		Window:    250 * time.Millisecond,
+		Arrivals:  func() float64 { return arrived },
+		Capacity:  func() float64 { return capacity },
+		Metrics:   m,
+	})
+	c.now = func() time.Time { return now }
+	c.Defer()
+	// run asks every 25 ms (as a waiting pipeline does) for d and returns
+	// how long the rule deferred.
+	run := func(d time.Duration) time.Duration {
+		var waited time.Duration
+		for end := now.Add(d); now.Before(end); {
+			advance(25 * time.Millisecond)
+			if c.Defer() {
+				waited += 25 * time.Millisecond
+			}
+		}
+		return waited
+	}
+	// Busy collection (8 requests at once) at 40 MB/s before the pipeline
+	// measured itself: not a burst.
+	inflight, rate = 8, 40e6
+	if w := run(2 * time.Second); w > 0 {
+		t.Fatalf("deferred %v of 2s with the pipeline's pace unknown", w)
+	}
+	// The pipeline gets through 60 MB/s: a wait shows the load is
+	// sustained and ends within a few windows; none begins for 5 s.
+	capacity = 60e6
+	if w := run(time.Second); w == 0 || w > time.Second {
+		t.Fatalf("deferred %v of 1s under sustained load, want one short wait (at most 1s)", w)
+	}
+	if w := run(4 * time.Second); w > 0 {
+		t.Fatalf("deferred %v in the 4 s after a wait showed sustained load", w)
+	}
+	// The next wait shows the same: then 10 s without one.
+	run(2 * time.Second)
+	if w := run(9 * time.Second); w > 0 {
+		t.Fatalf("deferred %v in the 9 s after a second wait showed sustained load", w)
+	}
+	if got := c.deferrals.Value(); got != 2 {
+		t.Errorf("deferrals %d, want 2 (one a wait)", got)
+	}
+	// A burst: with the pipeline waiting, collection brings twice its
+	// pace. Once the hold (now 20 s) is over the wait begins and goes on.
+	rate = 2 * capacity
+	run(12 * time.Second)
+	if w := run(3 * time.Second); w != 3*time.Second {
+		t.Fatalf("deferred %v of 3 s during a burst at twice the pipeline's pace, want all", w)
+	}
+	// Within the margin above the pace and collection's rate before the
+	// wait (1.2× both), a wait ends: sustained.
+	inflight, rate = 1, 1.2*capacity
+	run(3 * time.Second)
+	inflight = 8
+	if w := run(5 * time.Second); w == 0 || w > time.Second {
+		t.Fatalf("deferred %v of 5 s at 1.2× the pipeline's pace and the rate before, want one short wait", w)
+	}
+	// Clients that send as fast as they are answered, on cores shared
+	// with other work: while the pipeline works they bring 20 MB/s, when
+	// it waits 40, both well under its pace of 60: the jump shows a
+	// burst.
+	capacity = 60e6
+	waitingRate, workingRate := 40e6, 20e6
+	inflight, rate = 1, workingRate
+	run(time.Minute) // past any hold, and the rate before is the working one
+	inflight = 8
+	waited := time.Duration(0)
+	for end := now.Add(3 * time.Second); now.Before(end); {
+		advance(25 * time.Millisecond)
+		if c.Defer() {
+			waited += 25 * time.Millisecond
+			rate = waitingRate
+		} else {
+			rate = workingRate
+		}
+	}
+	if waited < 2*time.Second {
+		t.Fatalf("deferred %v of 3 s while waiting doubled collection's rate, want nearly all", waited)
+	}
+	// Without Arrivals the rule is as it was: busy collection is a burst.
+	old := NewCollectionFirst(CollectionFirstOptions{Occupancy: func() float64 { return occ }, Busy: 4,
+		Age: func() time.Duration { return time.Second }, MaxAge: 30 * time.Second, Capacity: func() float64 { return capacity }})
+	old.now = func() time.Time { return now }
+	old.Defer()
+	rate = 0.5 * capacity
+	deferred := 0
+	for range 40 {
+		advance(25 * time.Millisecond)
+		if old.Defer() {
+			deferred++
+		}
+	}
+	if deferred < 30 {
+		t.Fatalf("without Arrivals the rule deferred %d of 40 steps under busy collection, want nearly all", deferred)
+	}
+}

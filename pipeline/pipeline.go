@@ -176,6 +176,9 @@ type Pipeline struct {
 	batchSecs   *metrics.Histogram
 	stageSecs   *metrics.HistogramVec
 	failures    *metrics.Counter
+
+	// capacity is the pipeline's measure of its own pace (capacity.go).
+	capacity capacityMeter
 }
 
 // The stages as tandem_pipeline_stage_seconds names them.
@@ -187,11 +190,13 @@ const (
 	stageCommit = "commit" // committing staged events, and acknowledgements
 )
 
-// timed runs f and adds its time to the stage's.
-func (p *Pipeline) timed(stage string, f func()) {
+// timed runs f, adds its time to the stage's and returns it.
+func (p *Pipeline) timed(stage string, f func()) time.Duration {
 	start := time.Now()
 	f()
-	p.stageSecs.Observe(time.Since(start).Seconds(), stage)
+	d := time.Since(start)
+	p.stageSecs.Observe(d.Seconds(), stage)
+	return d
 }
 
 // New prepares a pipeline; [Pipeline.Run] starts it.
@@ -238,6 +243,7 @@ func New(ctx context.Context, opts Options) (*Pipeline, error) {
 	p.failures = m.NewCounter("tandem_pipeline_batch_failures_total", "Attempts at a batch of log records that failed (a store down or restarting); the records stay in the log, unacknowledged, and are tried again.")
 	p.batchSecs = m.NewHistogram("tandem_pipeline_batch_seconds", "Time to process one batch of log records.", metrics.DefBuckets)
 	p.stageSecs = m.NewHistogramVec("tandem_pipeline_stage_seconds", "Time one stage of the pipeline spent on one batch of log records (read, decode, state, write, commit): the stage with the largest sum is the one the others wait for.", metrics.DefBuckets, "stage")
+	m.NewGaugeFunc("tandem_pipeline_capacity_bytes_per_second", "The pipeline's pace by its own measure: bytes of event log records a second its slowest stage gets through while it works, over the last few batches of at least 1 MiB; 0 until one was processed. Collection counts as a burst only above it (docs/operations.md#collection-first-during-bursts).", p.Capacity)
 	// The lag gauges are the Monitor's (every node has one, pipeline or not).
 	return p, nil
 }
@@ -265,8 +271,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		defer close(resolved)
 		for b := range decoded {
 			var ok bool
-			p.timed(stageState, func() { ok = p.retry(ctx, b, p.prepare) })
+			d := p.timed(stageState, func() { ok = p.retry(ctx, b, p.prepare) })
 			if ok {
+				p.capacity.batch(capState, b.bytes, d)
 				resolved <- b
 			} else {
 				p.giveBack(b)
@@ -282,8 +289,10 @@ func (p *Pipeline) Run(ctx context.Context) error {
 				break
 			}
 			var ok2 bool
-			p.timed(stageWrite, func() { ok2 = p.retry(ctx, b, p.writeStaged) })
-			if !ok2 {
+			d := p.timed(stageWrite, func() { ok2 = p.retry(ctx, b, p.writeStaged) })
+			if ok2 {
+				p.capacity.batch(capWrite, b.bytes, d)
+			} else {
 				p.giveBack(b)
 			}
 			p.ended.Add(1)
@@ -316,9 +325,15 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		}
 		p.stageSecs.Observe(time.Since(read).Seconds(), stageRead)
 		b := &batch{msgs: msgs, start: time.Now()}
+		for _, m := range msgs {
+			b.bytes += len(m.Data)
+		}
 		b.ord = p.begun.Add(1)
 		var ok bool
-		p.timed(stageDecode, func() { ok = p.retry(ctx, b, p.decode) })
+		d := p.timed(stageDecode, func() { ok = p.retry(ctx, b, p.decode) })
+		if ok {
+			p.capacity.batch(capDecode, b.bytes, d)
+		}
 		if !ok {
 			p.giveBack(b)
 			p.ended.Add(1)
@@ -343,6 +358,7 @@ type batch struct {
 	observed []*identity.Observed
 	start    time.Time
 	ord      uint64 // its number in the order batches began (begun)
+	bytes    int    // of its records, as fetched
 }
 
 // giveBack gives a batch the pipeline gave up on back to the log, which

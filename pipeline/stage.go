@@ -103,21 +103,23 @@ func (p *Pipeline) release(ctx context.Context) {
 	}
 }
 
-// commitHeld commits the staged events and finishes the held batches.
-func (p *Pipeline) commitHeld(ctx context.Context) {
+// commitHeld commits the staged events and finishes the held batches; it
+// returns the time that took.
+func (p *Pipeline) commitHeld(ctx context.Context) time.Duration {
 	st, ok := p.stager()
 	if !ok || len(p.held) == 0 {
-		return
+		return 0
 	}
 	start := time.Now()
 	defer func() { p.stageSecs.Observe(time.Since(start).Seconds(), stageCommit) }()
 	if err := st.Commit(ctx); err != nil {
 		p.dropHeld(err)
-		return
+		return time.Since(start)
 	}
 	p.pending = 0
 	p.release(ctx)
 	p.setOldestHeld()
+	return time.Since(start)
 }
 
 // dropHeld gives the held batches up after the store lost their staged
@@ -147,7 +149,12 @@ func (p *Pipeline) nextWrite(ctx context.Context, resolved <-chan *batch) (*batc
 	for len(p.held) > 0 {
 		wait := time.Until(p.held[0].at.Add(p.opts.CommitWait))
 		if wait <= 0 || p.flush.Swap(false) || (len(resolved) == 0 && p.begun.Load() == p.ended.Load()) {
-			p.commitHeld(context.WithoutCancel(ctx))
+			d := p.commitHeld(context.WithoutCancel(ctx))
+			if wait <= 0 {
+				// A commit the backlog waited for is part of the
+				// write stage's pace; one made while idle is not.
+				p.capacity.extra(capWrite, d)
+			}
 			break
 		}
 		t := time.NewTimer(min(wait, idleCheck))

@@ -41,9 +41,18 @@ func (s *Server) collectionFirst() *pipeline.CollectionFirst {
 			}
 			return s.inflight.Occupancy()
 		},
-		Busy:    float64(busyPerCore * runtime.GOMAXPROCS(0)),
-		Age:     func() time.Duration { return s.Lag.Backlog().Age(time.Now()) },
-		MaxAge:  maxAge,
+		Busy:   float64(busyPerCore * runtime.GOMAXPROCS(0)),
+		Age:    func() time.Duration { return s.Lag.Backlog().Age(time.Now()) },
+		MaxAge: maxAge,
+		// Collection's rate against the pipeline's own pace: a load the
+		// pipeline keeps up with is not a burst to wait out.
+		Arrivals: func() float64 { return float64(s.Committer.Stats().Bytes) },
+		Capacity: func() float64 {
+			if s.Pipeline == nil { // before the pipeline is made
+				return 0
+			}
+			return s.Pipeline.Capacity()
+		},
 		Metrics: s.Metrics,
 	})
 }
