@@ -476,24 +476,15 @@ func (s *Store) ResolveObserved(ctx context.Context, ob *Observed) error {
 	slices.SortFunc(pending, link.less)
 	return s.tx(ctx, func(tx *statestore.Tx) error {
 		widen := maps.Clone(seen) // integrate takes from it; a retry starts afresh
-		var plinks []eventstore.ProfileLink
 		if len(pending) > 0 {
-			var err error
-			if plinks, err = s.integrate(ctx, tx, pending, widen); err != nil {
+			err := s.integrate(ctx, tx, pending, widen)
+			if err != nil {
 				return err
 			}
 		}
-		// The event store links profile keys on the other core while
-		// the state store writes seen times and traits; the transaction
-		// commits only if both succeed.
-		linked := make(chan error, 1)
-		go func() { linked <- s.link(ctx, plinks) }()
 		err := s.touch(ctx, tx, widen)
 		if err == nil {
 			err = s.storeTraits(ctx, tx, traits)
-		}
-		if lerr := <-linked; err == nil {
-			err = lerr
 		}
 		if err == nil {
 			// The caches learn what is stored once it is (in a batch,
@@ -545,14 +536,29 @@ func (s *Store) storeTraits(ctx context.Context, tx *statestore.Tx, traits map[t
 	return nil
 }
 
-func (s *Store) link(ctx context.Context, plinks []eventstore.ProfileLink) error {
+// linkBeside tells the Linker the event-key links of tx's changes: the
+// event store links them on another core while the state store goes on
+// with tx (and, in a [statestore.DB.Batch], with the batch's later steps:
+// consent, computed traits); tx commits only once the links are written,
+// and fails if they fail. A tx that fails after its links were written
+// leaves them as the resolution it did not store decided; the events are
+// resolved again (the pipeline retries them, or the log delivers them
+// again) and their keys, new to the graph again, are linked again (a
+// store keeps one link per key, the last).
+func (s *Store) linkBeside(ctx context.Context, tx *statestore.Tx, plinks []eventstore.ProfileLink) {
 	if s.links == nil || len(plinks) == 0 {
+		return
+	}
+	linked := make(chan error, 1)
+	go func() {
+		linked <- s.links.LinkProfiles(ctx, plinks)
+	}()
+	tx.Await(func() error {
+		if err := <-linked; err != nil {
+			return fmt.Errorf("identity: link event keys: %w", err)
+		}
 		return nil
-	}
-	if err := s.links.LinkProfiles(ctx, plinks); err != nil {
-		return fmt.Errorf("identity: link event keys: %w", err)
-	}
-	return nil
+	})
 }
 
 // touch widens the first/last-seen times of identifiers (all exist).
@@ -715,9 +721,9 @@ type rewrite struct {
 
 // integrate adds new links (sets not stored, or stored with a later
 // event, sorted): merges the components they connect, resolves each
-// resulting component again and stores it. It returns the event-key links
-// that changed.
-func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, seen map[string][2]int64) ([]eventstore.ProfileLink, error) {
+// resulting component again and stores it, with the event-key links that
+// changed.
+func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, seen map[string][2]int64) error {
 	var ids []string
 	for _, l := range todo {
 		ids = append(ids, l.ids...)
@@ -726,7 +732,7 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 	ids = slices.Compact(ids)
 	compOf, graphs, err := s.lockedGraphs(ctx, tx, ids)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	// Links whose set is stored with an event no later change nothing.
 	todo = slices.DeleteFunc(slices.Clone(todo), func(l link) bool {
@@ -738,7 +744,7 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 		return ok && old.less(l) <= 0
 	})
 	if len(todo) == 0 {
-		return nil, nil
+		return nil
 	}
 	// Union the components (and new identifiers) each link connects.
 	uf := newUnionFind()
@@ -776,7 +782,7 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 	slices.Sort(roots)
 	var decs []Decision
 	if some, err := s.anyDecisions(ctx, tx); err != nil {
-		return nil, err
+		return err
 	} else if some {
 		var allIDs []string
 		for _, g := range graphs {
@@ -789,7 +795,7 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 		}
 		slices.Sort(allIDs)
 		if decs, err = s.decisions(ctx, tx, allIDs); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	var rewrites []rewrite
@@ -874,21 +880,15 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 		w.g = newGraph(idents, links, w.res)
 		rewrites = append(rewrites, w)
 	}
-	out, err := s.store(ctx, tx, rewrites, seen)
-	if err != nil {
-		return nil, err
-	}
-	if err := s.dropComponents(ctx, tx, absorbed); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return s.store(ctx, tx, rewrites, absorbed, seen)
 }
 
 // store writes rewritten components: their rows, the component of every
-// identifier that is new or moved, the ids of new profiles. It returns
-// the event-key links that changed. seen gives new identifiers their
-// first seen times (and loses them: touch need not widen them again).
-func (s *Store) store(ctx context.Context, tx *statestore.Tx, rewrites []rewrite, seen map[string][2]int64) ([]eventstore.ProfileLink, error) {
+// identifier that is new or moved, the ids of new profiles; it deletes
+// the components absorbed. The event-key links that changed go to the
+// Linker beside tx (linkBeside). seen gives new identifiers their first
+// seen times (and loses them: touch need not widen them again).
+func (s *Store) store(ctx context.Context, tx *statestore.Tx, rewrites []rewrite, absorbed []string, seen map[string][2]int64) error {
 	type identRow struct {
 		id, comp string
 		r        [2]int64
@@ -937,11 +937,20 @@ func (s *Store) store(ctx context.Context, tx *statestore.Tx, rewrites []rewrite
 			}
 		}
 	}
+	// When the links start: on SQLite no other writer runs until tx
+	// ends, so they start now, beside the writes. On PostgreSQL another
+	// node's transaction can make this one fail and run again with what
+	// that node stored; a link this one wrote could then stay wrong (the
+	// next run would not see it change). So they start only once tx has
+	// written, and so locked, every row it changes.
+	if !s.pg {
+		s.linkBeside(ctx, tx, out)
+	}
 	const graphsPerStatement = 100 // each row may be kilobytes
 	for start, end := range tx.Parts(len(comps)/2, graphsPerStatement) {
 		if _, err := tx.ExecCached(ctx, `INSERT INTO identity_components (component, data) VALUES `+placeholders(end-start, 2)+`
 			ON CONFLICT (component) DO UPDATE SET data = excluded.data`, comps[2*start:2*end]...); err != nil {
-			return nil, fmt.Errorf("identity: store components: %w", err)
+			return fmt.Errorf("identity: store components: %w", err)
 		}
 	}
 	slices.SortFunc(fresh, func(a, b identRow) int { return strings.Compare(a.id, b.id) })
@@ -952,16 +961,22 @@ func (s *Store) store(ctx context.Context, tx *statestore.Tx, rewrites []rewrite
 			args = append(args, f.id, f.comp, f.r[0], f.r[1])
 		}
 		if _, err := tx.ExecCached(ctx, `INSERT INTO identity_idents (ident, component, first_seen, last_seen) VALUES `+placeholders(len(part), 4), args...); err != nil {
-			return nil, fmt.Errorf("identity: new identifiers: %w", err)
+			return fmt.Errorf("identity: new identifiers: %w", err)
 		}
 	}
 	if err := s.move(ctx, tx, moved); err != nil {
-		return nil, err
+		return err
 	}
 	if err := s.storeProfileIDs(ctx, tx, profiles); err != nil {
-		return nil, err
+		return err
 	}
-	return out, nil
+	if err := s.dropComponents(ctx, tx, absorbed); err != nil {
+		return err
+	}
+	if s.pg {
+		s.linkBeside(ctx, tx, out)
+	}
+	return nil
 }
 
 // move sets the component of identifiers whose component was absorbed: a
@@ -1073,11 +1088,11 @@ func (s *Store) decisions(ctx context.Context, tx querier, ids []string) ([]Deci
 }
 
 // reresolve resolves a component (locked by the caller) again and stores
-// it, returning the event-key links that changed.
-func (s *Store) reresolve(ctx context.Context, tx *statestore.Tx, comp string, g *graph) ([]eventstore.ProfileLink, error) {
+// it, with the event-key links that changed.
+func (s *Store) reresolve(ctx context.Context, tx *statestore.Tx, comp string, g *graph) error {
 	decs, err := s.decisions(ctx, tx, g.idents)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	w := rewrite{comp: comp, before: map[string]string{}}
 	for i, id := range g.idents {
@@ -1088,7 +1103,7 @@ func (s *Store) reresolve(ctx context.Context, tx *statestore.Tx, comp string, g
 	}
 	w.res = s.c().partition(g.links, decs, s.pid)
 	w.g = newGraph(g.idents, g.links, w.res)
-	return s.store(ctx, tx, []rewrite{w}, nil)
+	return s.store(ctx, tx, []rewrite{w}, nil, nil)
 }
 
 // unionFind is a small disjoint-set over strings.
