@@ -471,9 +471,11 @@ func (s *Store) Observe(events []event.Event) *Observed {
 func (s *Store) ResolveObserved(ctx context.Context, ob *Observed) error {
 	traits := ob.traits
 	// What the caches show stored already needs no write.
+	// pending is in no particular order: nothing integrate stores
+	// depends on it (each component's links are sorted where that
+	// matters, newGraph and partition).
 	sets, pending := s.cache.uncovered(ob.sets)
 	seen := s.seen.uncovered(ob.seen)
-	slices.SortFunc(pending, link.less)
 	return s.tx(ctx, func(tx *statestore.Tx) error {
 		widen := maps.Clone(seen) // integrate takes from it; a retry starts afresh
 		if len(pending) > 0 {
@@ -720,7 +722,7 @@ type rewrite struct {
 }
 
 // integrate adds new links (sets not stored, or stored with a later
-// event, sorted): merges the components they connect, resolves each
+// event, in any order): merges the components they connect, resolves each
 // resulting component again and stores it, with the event-key links that
 // changed.
 func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, seen map[string][2]int64) error {
@@ -811,7 +813,10 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 		}
 		slices.Sort(comps)
 		slices.Sort(freshIDs)
-		w := rewrite{fresh: freshIDs, before: make(map[string]string, len(comps))}
+		w := rewrite{fresh: freshIDs}
+		if len(comps) > 0 {
+			w.before = make(map[string]string)
+		}
 		if len(comps) == 0 {
 			w.comp = statestore.NewID("cmp")
 		} else {
@@ -908,7 +913,10 @@ func (s *Store) store(ctx context.Context, tx *statestore.Tx, rewrites []rewrite
 			fresh = append(fresh, identRow{id, w.comp, r})
 			delete(seen, id)
 		}
-		known := map[string]bool{}
+		var known map[string]bool // profile ids held before (only stored components had any)
+		if len(w.before) > 0 {
+			known = make(map[string]bool)
+		}
 		for i, id := range w.g.idents {
 			now := ""
 			if k := w.g.profile[i]; k >= 0 {
