@@ -748,40 +748,60 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 	if len(todo) == 0 {
 		return nil
 	}
-	// Union the components (and new identifiers) each link connects.
-	uf := newUnionFind()
-	// A key is a stored component's id or a new identifier: the two
-	// never meet, as every identifier holds a colon (type:value) and no
-	// component id does.
-	keyOf := func(id string) string {
+	// Union the components (and new identifiers) each link connects,
+	// over numbers: the new identifier ids[i] is node i, the stored
+	// component stored[j] node len(ids)+j.
+	stored := make([]string, 0, len(graphs))
+	for c := range graphs {
+		stored = append(stored, c)
+	}
+	slices.Sort(stored)
+	nodeOf := make(map[string]int32, len(ids))
+	for i, id := range ids {
 		if c, ok := compOf[id]; ok {
-			return c
+			j, _ := slices.BinarySearch(stored, c)
+			nodeOf[id] = int32(len(ids) + j)
+		} else {
+			nodeOf[id] = int32(i)
 		}
-		return id
 	}
-	isComp := func(k string) bool { return !strings.Contains(k, ":") }
-	todoOf := map[string][]link{}
+	uf := newUnionFind(len(ids) + len(stored))
 	for _, l := range todo {
-		first := keyOf(l.ids[0])
-		uf.add(first)
+		first := nodeOf[l.ids[0]]
+		uf.use(first)
 		for _, id := range l.ids[1:] {
-			uf.union(first, keyOf(id))
+			uf.union(first, nodeOf[id])
+		}
+	}
+	// The groups, in the order of their smallest node; each with its
+	// new identifiers and stored components (sorted, as the nodes are)
+	// and its links.
+	type group struct {
+		fresh, comps []string
+		links        []link
+	}
+	var groups []group
+	groupOf := make([]int32, len(ids)+len(stored))
+	for k := range uf.parent {
+		if !uf.used[k] {
+			continue
+		}
+		r := uf.find(int32(k))
+		if r == int32(k) {
+			groupOf[k] = int32(len(groups))
+			groups = append(groups, group{})
+		}
+		g := &groups[groupOf[r]]
+		if k < len(ids) {
+			g.fresh = append(g.fresh, ids[k])
+		} else {
+			g.comps = append(g.comps, stored[k-len(ids)])
 		}
 	}
 	for _, l := range todo {
-		r := uf.find(keyOf(l.ids[0]))
-		todoOf[r] = append(todoOf[r], l)
+		g := &groups[groupOf[uf.find(nodeOf[l.ids[0]])]]
+		g.links = append(g.links, l)
 	}
-	groups := map[string][]string{}
-	for _, k := range uf.keys() {
-		r := uf.find(k)
-		groups[r] = append(groups[r], k)
-	}
-	roots := make([]string, 0, len(groups))
-	for r := range groups {
-		roots = append(roots, r)
-	}
-	slices.Sort(roots)
 	var decs []Decision
 	if some, err := s.anyDecisions(ctx, tx); err != nil {
 		return err
@@ -790,10 +810,8 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 		for _, g := range graphs {
 			allIDs = append(allIDs, g.idents...)
 		}
-		for _, k := range uf.keys() {
-			if !isComp(k) {
-				allIDs = append(allIDs, k)
-			}
+		for _, g := range groups {
+			allIDs = append(allIDs, g.fresh...)
 		}
 		slices.Sort(allIDs)
 		if decs, err = s.decisions(ctx, tx, allIDs); err != nil {
@@ -802,17 +820,8 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 	}
 	var rewrites []rewrite
 	var absorbed []string
-	for _, r := range roots {
-		var comps, freshIDs []string
-		for _, k := range groups[r] {
-			if isComp(k) {
-				comps = append(comps, k)
-			} else {
-				freshIDs = append(freshIDs, k)
-			}
-		}
-		slices.Sort(comps)
-		slices.Sort(freshIDs)
+	for _, gr := range groups {
+		comps, freshIDs := gr.comps, gr.fresh
 		w := rewrite{fresh: freshIDs}
 		if len(comps) > 0 {
 			w.before = make(map[string]string)
@@ -857,9 +866,9 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 		var links []link
 		if byKey == nil {
 			// Only new identifiers: the batch's sets are distinct.
-			links = todoOf[r]
+			links = gr.links
 		} else {
-			for _, l := range todoOf[r] {
+			for _, l := range gr.links {
 				k := linkKey(l.ids)
 				if old, ok := byKey[k]; !ok || l.less(old) < 0 {
 					byKey[k] = l
@@ -1114,23 +1123,24 @@ func (s *Store) reresolve(ctx context.Context, tx *statestore.Tx, comp string, g
 	return s.store(ctx, tx, []rewrite{w}, nil, nil)
 }
 
-// unionFind is a small disjoint-set over strings.
+// unionFind is a disjoint-set over the numbers 0…n-1; a union keeps the
+// smaller root, so that a set's root is its smallest number.
 type unionFind struct {
-	parent map[string]string
-	order  []string
+	parent []int32
+	used   []bool // numbers a union or use named
 }
 
-func newUnionFind() *unionFind { return &unionFind{parent: map[string]string{}} }
-
-func (u *unionFind) add(k string) {
-	if _, ok := u.parent[k]; !ok {
-		u.parent[k] = k
-		u.order = append(u.order, k)
+func newUnionFind(n int) *unionFind {
+	u := &unionFind{parent: make([]int32, n), used: make([]bool, n)}
+	for i := range u.parent {
+		u.parent[i] = int32(i)
 	}
+	return u
 }
 
-func (u *unionFind) find(k string) string {
-	u.add(k)
+func (u *unionFind) use(k int32) { u.used[k] = true }
+
+func (u *unionFind) find(k int32) int32 {
 	for u.parent[k] != k {
 		u.parent[k] = u.parent[u.parent[k]]
 		k = u.parent[k]
@@ -1138,7 +1148,8 @@ func (u *unionFind) find(k string) string {
 	return k
 }
 
-func (u *unionFind) union(a, b string) {
+func (u *unionFind) union(a, b int32) {
+	u.used[a], u.used[b] = true, true
 	ra, rb := u.find(a), u.find(b)
 	if ra == rb {
 		return
@@ -1148,5 +1159,3 @@ func (u *unionFind) union(a, b string) {
 	}
 	u.parent[rb] = ra
 }
-
-func (u *unionFind) keys() []string { return u.order }
