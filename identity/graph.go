@@ -28,19 +28,37 @@ func newGraph(idents []string, links []link, res resolution) *graph {
 	slices.Sort(g.idents)
 	g.idents = slices.Compact(g.idents)
 	slices.SortFunc(g.links, link.less)
-	index := map[string]int32{}
+	// A profile's index in pids: found by a look along pids while they
+	// are few (most components have one profile), through a map after.
+	var index map[string]int32
 	g.profile = make([]int32, len(g.idents))
 	for i, id := range g.idents {
 		g.profile[i] = -1
-		if p := res.of[id]; p != nil {
-			k, ok := index[p.id]
-			if !ok {
-				k = int32(len(g.pids))
-				index[p.id] = k
-				g.pids = append(g.pids, p.id)
-			}
-			g.profile[i] = k
+		p := res.profileOf(id)
+		if p == nil {
+			continue
 		}
+		k := int32(-1)
+		if index != nil {
+			if j, ok := index[p.id]; ok {
+				k = j
+			}
+		} else if j := slices.Index(g.pids, p.id); j >= 0 {
+			k = int32(j)
+		}
+		if k < 0 {
+			k = int32(len(g.pids))
+			g.pids = append(g.pids, p.id)
+			if index != nil {
+				index[p.id] = k
+			} else if len(g.pids) > 8 {
+				index = make(map[string]int32, 2*len(g.pids))
+				for j, q := range g.pids {
+					index[q] = int32(j)
+				}
+			}
+		}
+		g.profile[i] = k
 	}
 	return g
 }

@@ -396,11 +396,7 @@ func (s *Store) Unmerge(ctx context.Context, id string, u Unmerge) (UnmergeResul
 			d.ID, d.Kind, d.A, d.B, d.By, d.Reason, statestore.TimeToDB(d.CreatedAt)); err != nil {
 			return fmt.Errorf("identity: record decision: %w", err)
 		}
-		plinks, err := s.reresolve(ctx, tx, comp, g)
-		if err != nil {
-			return err
-		}
-		return s.link(ctx, plinks)
+		return s.reresolve(ctx, tx, comp, g)
 	})
 	if err != nil {
 		return UnmergeResult{}, err

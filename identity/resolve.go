@@ -118,6 +118,21 @@ type resolved struct {
 type resolution struct {
 	profiles []*resolved // alive, in creation order
 	of       map[string]*resolved
+	// whole: the one profile holds every identifier (its idents,
+	// sorted) and of is nil, as compiled.whole makes it.
+	whole bool
+}
+
+// profileOf returns the profile holding id, nil if none does.
+func (r *resolution) profileOf(id string) *resolved {
+	if r.whole {
+		p := r.profiles[0]
+		if _, ok := slices.BinarySearch(p.idents, id); ok {
+			return p
+		}
+		return nil
+	}
+	return r.of[id]
 }
 
 // resolver replays a component's links.
@@ -186,11 +201,7 @@ func (c *compiled) whole(links []link, pid func(string) string) (res resolution,
 	}
 	p.id = pid(p.anchor)
 	p.idents = ids
-	res = resolution{profiles: []*resolved{p}, of: make(map[string]*resolved, len(ids))}
-	for _, id := range ids {
-		res.of[id] = p
-	}
-	return res, true
+	return resolution{profiles: []*resolved{p}, whole: true}, true
 }
 
 func (c *compiled) replay(links []link, decisions []Decision, pid func(string) string, explain bool) resolution {

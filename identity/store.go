@@ -471,29 +471,22 @@ func (s *Store) Observe(events []event.Event) *Observed {
 func (s *Store) ResolveObserved(ctx context.Context, ob *Observed) error {
 	traits := ob.traits
 	// What the caches show stored already needs no write.
+	// pending is in no particular order: nothing integrate stores
+	// depends on it (each component's links are sorted where that
+	// matters, newGraph and partition).
 	sets, pending := s.cache.uncovered(ob.sets)
 	seen := s.seen.uncovered(ob.seen)
-	slices.SortFunc(pending, link.less)
 	return s.tx(ctx, func(tx *statestore.Tx) error {
 		widen := maps.Clone(seen) // integrate takes from it; a retry starts afresh
-		var plinks []eventstore.ProfileLink
 		if len(pending) > 0 {
-			var err error
-			if plinks, err = s.integrate(ctx, tx, pending, widen); err != nil {
+			err := s.integrate(ctx, tx, pending, widen)
+			if err != nil {
 				return err
 			}
 		}
-		// The event store links profile keys on the other core while
-		// the state store writes seen times and traits; the transaction
-		// commits only if both succeed.
-		linked := make(chan error, 1)
-		go func() { linked <- s.link(ctx, plinks) }()
 		err := s.touch(ctx, tx, widen)
 		if err == nil {
 			err = s.storeTraits(ctx, tx, traits)
-		}
-		if lerr := <-linked; err == nil {
-			err = lerr
 		}
 		if err == nil {
 			// The caches learn what is stored once it is (in a batch,
@@ -545,14 +538,29 @@ func (s *Store) storeTraits(ctx context.Context, tx *statestore.Tx, traits map[t
 	return nil
 }
 
-func (s *Store) link(ctx context.Context, plinks []eventstore.ProfileLink) error {
+// linkBeside tells the Linker the event-key links of tx's changes: the
+// event store links them on another core while the state store goes on
+// with tx (and, in a [statestore.DB.Batch], with the batch's later steps:
+// consent, computed traits); tx commits only once the links are written,
+// and fails if they fail. A tx that fails after its links were written
+// leaves them as the resolution it did not store decided; the events are
+// resolved again (the pipeline retries them, or the log delivers them
+// again) and their keys, new to the graph again, are linked again (a
+// store keeps one link per key, the last).
+func (s *Store) linkBeside(ctx context.Context, tx *statestore.Tx, plinks []eventstore.ProfileLink) {
 	if s.links == nil || len(plinks) == 0 {
+		return
+	}
+	linked := make(chan error, 1)
+	go func() {
+		linked <- s.links.LinkProfiles(ctx, plinks)
+	}()
+	tx.Await(func() error {
+		if err := <-linked; err != nil {
+			return fmt.Errorf("identity: link event keys: %w", err)
+		}
 		return nil
-	}
-	if err := s.links.LinkProfiles(ctx, plinks); err != nil {
-		return fmt.Errorf("identity: link event keys: %w", err)
-	}
-	return nil
+	})
 }
 
 // touch widens the first/last-seen times of identifiers (all exist).
@@ -714,10 +722,10 @@ type rewrite struct {
 }
 
 // integrate adds new links (sets not stored, or stored with a later
-// event, sorted): merges the components they connect, resolves each
-// resulting component again and stores it. It returns the event-key links
-// that changed.
-func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, seen map[string][2]int64) ([]eventstore.ProfileLink, error) {
+// event, in any order): merges the components they connect, resolves each
+// resulting component again and stores it, with the event-key links that
+// changed.
+func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, seen map[string][2]int64) error {
 	var ids []string
 	for _, l := range todo {
 		ids = append(ids, l.ids...)
@@ -726,7 +734,7 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 	ids = slices.Compact(ids)
 	compOf, graphs, err := s.lockedGraphs(ctx, tx, ids)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	// Links whose set is stored with an event no later change nothing.
 	todo = slices.DeleteFunc(slices.Clone(todo), func(l link) bool {
@@ -738,74 +746,86 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 		return ok && old.less(l) <= 0
 	})
 	if len(todo) == 0 {
-		return nil, nil
+		return nil
 	}
-	// Union the components (and new identifiers) each link connects.
-	uf := newUnionFind()
-	// A key is a stored component's id or a new identifier: the two
-	// never meet, as every identifier holds a colon (type:value) and no
-	// component id does.
-	keyOf := func(id string) string {
+	// Union the components (and new identifiers) each link connects,
+	// over numbers: the new identifier ids[i] is node i, the stored
+	// component stored[j] node len(ids)+j.
+	stored := make([]string, 0, len(graphs))
+	for c := range graphs {
+		stored = append(stored, c)
+	}
+	slices.Sort(stored)
+	nodeOf := make(map[string]int32, len(ids))
+	for i, id := range ids {
 		if c, ok := compOf[id]; ok {
-			return c
+			j, _ := slices.BinarySearch(stored, c)
+			nodeOf[id] = int32(len(ids) + j)
+		} else {
+			nodeOf[id] = int32(i)
 		}
-		return id
 	}
-	isComp := func(k string) bool { return !strings.Contains(k, ":") }
-	todoOf := map[string][]link{}
+	uf := newUnionFind(len(ids) + len(stored))
 	for _, l := range todo {
-		first := keyOf(l.ids[0])
-		uf.add(first)
+		first := nodeOf[l.ids[0]]
+		uf.use(first)
 		for _, id := range l.ids[1:] {
-			uf.union(first, keyOf(id))
+			uf.union(first, nodeOf[id])
+		}
+	}
+	// The groups, in the order of their smallest node; each with its
+	// new identifiers and stored components (sorted, as the nodes are)
+	// and its links.
+	type group struct {
+		fresh, comps []string
+		links        []link
+	}
+	var groups []group
+	groupOf := make([]int32, len(ids)+len(stored))
+	for k := range uf.parent {
+		if !uf.used[k] {
+			continue
+		}
+		r := uf.find(int32(k))
+		if r == int32(k) {
+			groupOf[k] = int32(len(groups))
+			groups = append(groups, group{})
+		}
+		g := &groups[groupOf[r]]
+		if k < len(ids) {
+			g.fresh = append(g.fresh, ids[k])
+		} else {
+			g.comps = append(g.comps, stored[k-len(ids)])
 		}
 	}
 	for _, l := range todo {
-		r := uf.find(keyOf(l.ids[0]))
-		todoOf[r] = append(todoOf[r], l)
+		g := &groups[groupOf[uf.find(nodeOf[l.ids[0]])]]
+		g.links = append(g.links, l)
 	}
-	groups := map[string][]string{}
-	for _, k := range uf.keys() {
-		r := uf.find(k)
-		groups[r] = append(groups[r], k)
-	}
-	roots := make([]string, 0, len(groups))
-	for r := range groups {
-		roots = append(roots, r)
-	}
-	slices.Sort(roots)
 	var decs []Decision
 	if some, err := s.anyDecisions(ctx, tx); err != nil {
-		return nil, err
+		return err
 	} else if some {
 		var allIDs []string
 		for _, g := range graphs {
 			allIDs = append(allIDs, g.idents...)
 		}
-		for _, k := range uf.keys() {
-			if !isComp(k) {
-				allIDs = append(allIDs, k)
-			}
+		for _, g := range groups {
+			allIDs = append(allIDs, g.fresh...)
 		}
 		slices.Sort(allIDs)
 		if decs, err = s.decisions(ctx, tx, allIDs); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	var rewrites []rewrite
 	var absorbed []string
-	for _, r := range roots {
-		var comps, freshIDs []string
-		for _, k := range groups[r] {
-			if isComp(k) {
-				comps = append(comps, k)
-			} else {
-				freshIDs = append(freshIDs, k)
-			}
+	for _, gr := range groups {
+		comps, freshIDs := gr.comps, gr.fresh
+		w := rewrite{fresh: freshIDs}
+		if len(comps) > 0 {
+			w.before = make(map[string]string)
 		}
-		slices.Sort(comps)
-		slices.Sort(freshIDs)
-		w := rewrite{fresh: freshIDs, before: make(map[string]string, len(comps))}
 		if len(comps) == 0 {
 			w.comp = statestore.NewID("cmp")
 		} else {
@@ -846,9 +866,9 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 		var links []link
 		if byKey == nil {
 			// Only new identifiers: the batch's sets are distinct.
-			links = todoOf[r]
+			links = gr.links
 		} else {
-			for _, l := range todoOf[r] {
+			for _, l := range gr.links {
 				k := linkKey(l.ids)
 				if old, ok := byKey[k]; !ok || l.less(old) < 0 {
 					byKey[k] = l
@@ -874,21 +894,15 @@ func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, s
 		w.g = newGraph(idents, links, w.res)
 		rewrites = append(rewrites, w)
 	}
-	out, err := s.store(ctx, tx, rewrites, seen)
-	if err != nil {
-		return nil, err
-	}
-	if err := s.dropComponents(ctx, tx, absorbed); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return s.store(ctx, tx, rewrites, absorbed, seen)
 }
 
 // store writes rewritten components: their rows, the component of every
-// identifier that is new or moved, the ids of new profiles. It returns
-// the event-key links that changed. seen gives new identifiers their
-// first seen times (and loses them: touch need not widen them again).
-func (s *Store) store(ctx context.Context, tx *statestore.Tx, rewrites []rewrite, seen map[string][2]int64) ([]eventstore.ProfileLink, error) {
+// identifier that is new or moved, the ids of new profiles; it deletes
+// the components absorbed. The event-key links that changed go to the
+// Linker beside tx (linkBeside). seen gives new identifiers their first
+// seen times (and loses them: touch need not widen them again).
+func (s *Store) store(ctx context.Context, tx *statestore.Tx, rewrites []rewrite, absorbed []string, seen map[string][2]int64) error {
 	type identRow struct {
 		id, comp string
 		r        [2]int64
@@ -908,7 +922,10 @@ func (s *Store) store(ctx context.Context, tx *statestore.Tx, rewrites []rewrite
 			fresh = append(fresh, identRow{id, w.comp, r})
 			delete(seen, id)
 		}
-		known := map[string]bool{}
+		var known map[string]bool // profile ids held before (only stored components had any)
+		if len(w.before) > 0 {
+			known = make(map[string]bool)
+		}
 		for i, id := range w.g.idents {
 			now := ""
 			if k := w.g.profile[i]; k >= 0 {
@@ -937,11 +954,20 @@ func (s *Store) store(ctx context.Context, tx *statestore.Tx, rewrites []rewrite
 			}
 		}
 	}
+	// When the links start: on SQLite no other writer runs until tx
+	// ends, so they start now, beside the writes. On PostgreSQL another
+	// node's transaction can make this one fail and run again with what
+	// that node stored; a link this one wrote could then stay wrong (the
+	// next run would not see it change). So they start only once tx has
+	// written, and so locked, every row it changes.
+	if !s.pg {
+		s.linkBeside(ctx, tx, out)
+	}
 	const graphsPerStatement = 100 // each row may be kilobytes
 	for start, end := range tx.Parts(len(comps)/2, graphsPerStatement) {
 		if _, err := tx.ExecCached(ctx, `INSERT INTO identity_components (component, data) VALUES `+placeholders(end-start, 2)+`
 			ON CONFLICT (component) DO UPDATE SET data = excluded.data`, comps[2*start:2*end]...); err != nil {
-			return nil, fmt.Errorf("identity: store components: %w", err)
+			return fmt.Errorf("identity: store components: %w", err)
 		}
 	}
 	slices.SortFunc(fresh, func(a, b identRow) int { return strings.Compare(a.id, b.id) })
@@ -952,16 +978,22 @@ func (s *Store) store(ctx context.Context, tx *statestore.Tx, rewrites []rewrite
 			args = append(args, f.id, f.comp, f.r[0], f.r[1])
 		}
 		if _, err := tx.ExecCached(ctx, `INSERT INTO identity_idents (ident, component, first_seen, last_seen) VALUES `+placeholders(len(part), 4), args...); err != nil {
-			return nil, fmt.Errorf("identity: new identifiers: %w", err)
+			return fmt.Errorf("identity: new identifiers: %w", err)
 		}
 	}
 	if err := s.move(ctx, tx, moved); err != nil {
-		return nil, err
+		return err
 	}
 	if err := s.storeProfileIDs(ctx, tx, profiles); err != nil {
-		return nil, err
+		return err
 	}
-	return out, nil
+	if err := s.dropComponents(ctx, tx, absorbed); err != nil {
+		return err
+	}
+	if s.pg {
+		s.linkBeside(ctx, tx, out)
+	}
+	return nil
 }
 
 // move sets the component of identifiers whose component was absorbed: a
@@ -1073,11 +1105,11 @@ func (s *Store) decisions(ctx context.Context, tx querier, ids []string) ([]Deci
 }
 
 // reresolve resolves a component (locked by the caller) again and stores
-// it, returning the event-key links that changed.
-func (s *Store) reresolve(ctx context.Context, tx *statestore.Tx, comp string, g *graph) ([]eventstore.ProfileLink, error) {
+// it, with the event-key links that changed.
+func (s *Store) reresolve(ctx context.Context, tx *statestore.Tx, comp string, g *graph) error {
 	decs, err := s.decisions(ctx, tx, g.idents)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	w := rewrite{comp: comp, before: map[string]string{}}
 	for i, id := range g.idents {
@@ -1088,26 +1120,27 @@ func (s *Store) reresolve(ctx context.Context, tx *statestore.Tx, comp string, g
 	}
 	w.res = s.c().partition(g.links, decs, s.pid)
 	w.g = newGraph(g.idents, g.links, w.res)
-	return s.store(ctx, tx, []rewrite{w}, nil)
+	return s.store(ctx, tx, []rewrite{w}, nil, nil)
 }
 
-// unionFind is a small disjoint-set over strings.
+// unionFind is a disjoint-set over the numbers 0…n-1; a union keeps the
+// smaller root, so that a set's root is its smallest number.
 type unionFind struct {
-	parent map[string]string
-	order  []string
+	parent []int32
+	used   []bool // numbers a union or use named
 }
 
-func newUnionFind() *unionFind { return &unionFind{parent: map[string]string{}} }
-
-func (u *unionFind) add(k string) {
-	if _, ok := u.parent[k]; !ok {
-		u.parent[k] = k
-		u.order = append(u.order, k)
+func newUnionFind(n int) *unionFind {
+	u := &unionFind{parent: make([]int32, n), used: make([]bool, n)}
+	for i := range u.parent {
+		u.parent[i] = int32(i)
 	}
+	return u
 }
 
-func (u *unionFind) find(k string) string {
-	u.add(k)
+func (u *unionFind) use(k int32) { u.used[k] = true }
+
+func (u *unionFind) find(k int32) int32 {
 	for u.parent[k] != k {
 		u.parent[k] = u.parent[u.parent[k]]
 		k = u.parent[k]
@@ -1115,7 +1148,8 @@ func (u *unionFind) find(k string) string {
 	return k
 }
 
-func (u *unionFind) union(a, b string) {
+func (u *unionFind) union(a, b int32) {
+	u.used[a], u.used[b] = true, true
 	ra, rb := u.find(a), u.find(b)
 	if ra == rb {
 		return
@@ -1125,5 +1159,3 @@ func (u *unionFind) union(a, b string) {
 	}
 	u.parent[rb] = ra
 }
-
-func (u *unionFind) keys() []string { return u.order }

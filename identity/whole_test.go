@@ -59,8 +59,8 @@ func TestWholeMatchesReplay(t *testing.T) {
 			rt.Fatalf("whole: %s %v, replay: %s %v", got.profiles[0].id, got.profiles[0].idents, want.profiles[0].id, want.profiles[0].idents)
 		}
 		for id, p := range want.of {
-			if got.of[id] == nil || got.of[id].id != p.id {
-				rt.Fatalf("%s: whole puts it in %v, replay in %s", id, got.of[id], p.id)
+			if q := got.profileOf(id); q == nil || q.id != p.id {
+				rt.Fatalf("%s: whole puts it in %v, replay in %s", id, q, p.id)
 			}
 		}
 	})

@@ -26,7 +26,11 @@
 //     transaction: the pipeline's state-store stage commits a batch's
 //     identity resolution, consent and computed traits once. A step's
 //     [Tx.AfterCommit] hooks (caches of what is stored) run after that
-//     commit; a batch that loses a race runs again whole.
+//     commit; its [Tx.Await] functions (work beside the transaction, such
+//     as identity's profile links into the event store) are waited for
+//     before it, at the end of the whole batch, so that the work beside
+//     overlaps every later step; a batch that loses a race runs again
+//     whole.
 //
 // # Migrations
 //

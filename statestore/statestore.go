@@ -325,7 +325,11 @@ func (db *DB) Tx(ctx context.Context, fn func(tx *Tx) error) error {
 			_ = sqlTx.Rollback()
 		}
 	}()
-	if err := fn(tx); err != nil {
+	err = fn(tx)
+	if werr := tx.await(); err == nil {
+		err = werr
+	}
+	if err != nil {
 		return err
 	}
 	committed = true
@@ -346,6 +350,28 @@ type Tx struct {
 	tx          *sql.Tx
 	db          *DB
 	afterCommit []func()
+	awaits      []func() error
+}
+
+// Await has wait called when the transaction's own work is done (fn
+// returned, or in a [DB.Batch] the whole batch's), before it commits or
+// rolls back: for work that runs beside the transaction, such as a write
+// to another store that must succeed for the transaction to commit. If
+// wait returns an error the transaction rolls back and fails with it. It
+// is called whether or not the transaction failed otherwise, so that the
+// work beside it has ended when [DB.Tx] returns (not after a panic).
+func (tx *Tx) Await(wait func() error) { tx.awaits = append(tx.awaits, wait) }
+
+// await calls the Await functions, in order, and returns the first error.
+func (tx *Tx) await() error {
+	var first error
+	for _, w := range tx.awaits {
+		if err := w(); err != nil && first == nil {
+			first = err
+		}
+	}
+	tx.awaits = nil
+	return first
 }
 
 // AfterCommit has fn called once the transaction commits (not if it rolls

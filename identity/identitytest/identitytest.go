@@ -28,6 +28,7 @@ import (
 func Run(t *testing.T, open func(t *testing.T) *statestore.DB) {
 	t.Run("ResolveExplainUnmerge", func(t *testing.T) { t.Parallel(); testRoundTrip(t, open) })
 	t.Run("Redelivery", func(t *testing.T) { t.Parallel(); testRedelivery(t, open) })
+	t.Run("LinkFailure", func(t *testing.T) { t.Parallel(); testLinkFailure(t, open) })
 	t.Run("ConcurrentResolvers", func(t *testing.T) { t.Parallel(); testConcurrent(t, open) })
 	t.Run("UpgradeFromVersion1", func(t *testing.T) { t.Parallel(); testUpgrade(t, open) })
 	t.Run("Erase", func(t *testing.T) { t.Parallel(); testErase(t, open) })
@@ -383,6 +384,89 @@ func testRedelivery(t *testing.T, open func(t *testing.T) *statestore.DB) {
 	p2, _ := s.Lookup(ctx, identity.UserID, "u1")
 	if !slices.EqualFunc(before, after, slices.Equal) || p1.ID != p2.ID || !p1.FirstSeen.Equal(p2.FirstSeen) || !p1.LastSeen.Equal(p2.LastSeen) {
 		t.Fatalf("redelivery changed things: %v %v / %+v %+v", before, after, p1, p2)
+	}
+}
+
+// failingLinks records links like links, but fails the calls it is told
+// to (after recording them: an event store that wrote and then lost its
+// answer).
+type failingLinks struct {
+	links
+	fail int // calls left to fail
+}
+
+var errLinkFailed = errors.New("event store unavailable")
+
+func (l *failingLinks) LinkProfiles(ctx context.Context, ls []eventstore.ProfileLink) error {
+	if err := l.links.LinkProfiles(ctx, ls); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.fail > 0 {
+		l.fail--
+		return errLinkFailed
+	}
+	return nil
+}
+
+// testLinkFailure: when the event store fails to link a batch's keys
+// (links are written beside the resolution's transaction), nothing of the
+// batch is stored, in a state-store batch with later steps neither, and
+// resolving the same events again stores them and links every key to its
+// profile.
+func testLinkFailure(t *testing.T, open func(t *testing.T) *statestore.DB) {
+	ctx := context.Background()
+	l := &failingLinks{links: links{m: map[string]string{}}, fail: 1}
+	db := open(t)
+	newStore(t, db, &l.links) // migrates
+	s, err := identity.NewStore(ctx, db, identity.Options{Rules: identity.DefaultRules(), Links: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := []event.Event{ev("m1", 0, "page", "", "a1", nil), ev("m2", 1, "identify", "u1", "a1", map[string]any{"plan": "pro"})}
+	if err := s.Resolve(ctx, evs); !errors.Is(err, errLinkFailed) {
+		t.Fatalf("resolve with the links failing: %v, want %v", err, errLinkFailed)
+	}
+	if _, err := s.Lookup(ctx, identity.UserID, "u1"); !errors.Is(err, identity.ErrNotFound) {
+		t.Fatalf("after the failed batch, lookup u1: %v, want not found", err)
+	}
+	// Two more people in one state-store batch, the first's links
+	// failing: the second, resolved after it, is rolled back too.
+	l.mu.Lock()
+	l.fail = 1
+	l.mu.Unlock()
+	more := [][]event.Event{{ev("m3", 2, "identify", "u2", "a2", nil)}, {ev("m4", 3, "identify", "u3", "a3", nil)}}
+	err = db.Batch(ctx, func(ctx context.Context) error {
+		for _, b := range more {
+			if err := s.Resolve(ctx, b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if !errors.Is(err, errLinkFailed) {
+		t.Fatalf("batch with the first links failing: %v, want %v", err, errLinkFailed)
+	}
+	for _, u := range []string{"u2", "u3"} {
+		if _, err := s.Lookup(ctx, identity.UserID, u); !errors.Is(err, identity.ErrNotFound) {
+			t.Fatalf("after the failed batch, lookup %s: %v, want not found", u, err)
+		}
+	}
+	// Again, the event store working: everything is stored and linked.
+	if err := s.Resolve(ctx, append(evs, append(more[0], more[1]...)...)); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ user, anon string }{{"u1", "a1"}, {"u2", "a2"}, {"u3", "a3"}} {
+		p, err := s.Lookup(ctx, identity.UserID, c.user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, key := range []string{identity.Ident(identity.UserID, c.user), identity.Ident(identity.AnonymousID, c.anon)} {
+			if got := l.m[key]; got != p.ID {
+				t.Errorf("%s linked to %q, want %s", key, got, p.ID)
+			}
+		}
 	}
 }
 

@@ -11,12 +11,17 @@
 //
 // A commit only appends to the write-ahead log (and fsyncs it): copying
 // the log into the database file (a checkpoint) happens after each write
-// in a goroutine that takes the write slot like a writer, instead of
-// inside the commit that happened to fill the log (SQLite's automatic
-// checkpoint, turned off here). The caller gets its answer sooner and the
-// copy overlaps with whatever it does next; readers are never blocked;
-// the next writer waits for the copy, so the log starts again from its
-// beginning and stays small. The log is fsync'd before each commit
+// in a goroutine, instead of inside the commit that happened to fill the
+// log (SQLite's automatic checkpoint, turned off here). The caller gets
+// its answer sooner, and the copy and the database file's fsync overlap
+// with whatever it does next, the next transaction included: the
+// checkpoint copies what was committed before it began while the next
+// writer appends after it. A writer that finds the whole log copied
+// starts it again from its beginning, which keeps it small; should
+// writers keep that from happening until the log holds restartFrames
+// pages, the next checkpoint takes the write slot like a writer, so that
+// it copies everything and the writer after it starts the log again.
+// Readers are never blocked. The log is fsync'd before each commit
 // returns either way, so a commit is as durable as before.
 package sqlite
 
@@ -214,21 +219,41 @@ type checkpointer struct {
 
 func (c *checkpointer) run(db *statestore.DB) {
 	defer close(c.done)
+	ctx := context.Background()
 	for {
 		select {
 		case <-c.quit:
 			return
 		case <-c.kicks:
 		}
-		// Through the write slot, so that no writer appends to the log
-		// while it is copied. A failure (the database closing, a full
-		// disk) leaves the log to the next kick; writes report their
-		// own errors.
+		// Beside the writers: a passive checkpoint copies the frames
+		// committed before it began while the next transaction appends
+		// after them, so a writer waits neither for the copy nor for the
+		// database file's fsync. A failure (the database closing, a full
+		// disk) leaves the log to the next kick; writes report their own
+		// errors.
+		var busy, frames, copied int
+		err := db.SQL().QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &frames, &copied)
+		if err != nil || int64(frames) < restartFrames.Load() {
+			continue
+		}
+		// The log starts again from its beginning only when a writer
+		// finds all of it copied, which writers appending beside the
+		// copies can keep from happening: past restartFrames, copy what
+		// is left through the write slot, with no writer appending, so
+		// that the next writer starts the log again.
 		c.busy.Store(true)
-		_, _ = db.Exec(context.Background(), "PRAGMA wal_checkpoint(PASSIVE)")
+		_, _ = db.Exec(ctx, "PRAGMA wal_checkpoint(PASSIVE)")
 		c.busy.Store(false)
 	}
 }
+
+// restartFrames is how many frames (pages) the write-ahead log may hold
+// before the checkpointer copies it through the write slot (see run):
+// 8 MiB of 4 KiB pages, several of the pipeline's batches.
+var restartFrames atomic.Int64
+
+func init() { restartFrames.Store(2048) }
 
 func (c *checkpointer) kick() {
 	if c.busy.Load() {

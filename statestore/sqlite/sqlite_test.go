@@ -173,8 +173,12 @@ func fileContains(t *testing.T, path, s string) bool {
 
 // TestBackgroundCheckpoint: commits append to the write-ahead log only;
 // the log reaches the database file in the background while the database
-// stays open, and the log does not grow without bound.
+// stays open, and the log does not grow without bound: back-to-back
+// commits, which keep a checkpoint beside them from ever finding the log
+// all copied, are held to the bound (here 2 MiB, a quarter of what is
+// written) by a checkpoint through the write slot.
 func TestBackgroundCheckpoint(t *testing.T) {
+	defer sqlite.SetRestartFrames(512)()
 	path := filepath.Join(t.TempDir(), "state.db")
 	db, err := sqlite.Open(path)
 	if err != nil {
@@ -213,8 +217,9 @@ func TestBackgroundCheckpoint(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if maxWAL > 6<<20 {
-		t.Errorf("the log grew to %d bytes: checkpoints did not keep up with 4 kB commits", maxWAL)
+	// The bound, and what commits add while the last copy runs.
+	if maxWAL > 3<<20 {
+		t.Errorf("the log grew to %d bytes: checkpoints did not keep it near 512 pages (2 MiB) under 4 kB commits", maxWAL)
 	}
 }
 

@@ -47,6 +47,7 @@ func Run(t *testing.T, open func(t *testing.T) *statestore.DB) {
 	t.Run("NotFound", func(t *testing.T) { t.Parallel(); testNotFound(t, open) })
 	t.Run("Tx", func(t *testing.T) { t.Parallel(); testTx(t, open) })
 	t.Run("Batch", func(t *testing.T) { t.Parallel(); testBatch(t, open) })
+	t.Run("Await", func(t *testing.T) { t.Parallel(); testAwait(t, open) })
 	t.Run("ConcurrentWriters", func(t *testing.T) { t.Parallel(); testConcurrentWriters(t, open) })
 	t.Run("ReadDuringWrite", func(t *testing.T) { t.Parallel(); testReadDuringWrite(t, open) })
 	t.Run("Rebind", func(t *testing.T) { t.Parallel(); testRebind(t, open) })
@@ -504,6 +505,104 @@ func testBatch(t *testing.T, open func(t *testing.T) *statestore.DB) {
 	attempts = 0
 	if err := db.Batch(ctx, func(context.Context) error { attempts++; return errBoom }); !errors.Is(err, errBoom) || attempts != 1 {
 		t.Errorf("batch failing with boom: %v after %d attempts, want boom after 1", err, attempts)
+	}
+}
+
+// testAwait checks Tx.Await: the work beside a transaction is waited for
+// before it commits (in a batch, after the batch's last step), its failure
+// rolls the transaction back, and it is waited for when the transaction
+// fails otherwise too.
+func testAwait(t *testing.T, open func(t *testing.T) *statestore.DB) {
+	db := setup(t, open)
+	ctx := context.Background()
+	errBeside := errors.New("beside failed")
+	insert := func(ctx context.Context, id string, beside func() error) error {
+		return db.Tx(ctx, func(tx *statestore.Tx) error {
+			if beside != nil {
+				tx.Await(beside)
+			}
+			_, err := tx.Exec(ctx, `INSERT INTO contract_items (id, name, n) VALUES (?, ?, ?)`, id, "name-"+id, 1)
+			return err
+		})
+	}
+
+	// Alone: waited for after fn, before the commit.
+	var order []string
+	err := db.Tx(ctx, func(tx *statestore.Tx) error {
+		tx.Await(func() error {
+			if n := count(t, db, `SELECT COUNT(*) FROM contract_items WHERE id = 'a-1'`); n != 0 {
+				t.Errorf("the row is visible before the wait: %d", n)
+			}
+			order = append(order, "wait")
+			return nil
+		})
+		tx.AfterCommit(func() { order = append(order, "after commit") })
+		_, err := tx.Exec(ctx, `INSERT INTO contract_items (id, name, n) VALUES (?, ?, ?)`, "a-1", "name-a-1", 1)
+		order = append(order, "fn")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(order, []string{"fn", "wait", "after commit"}) {
+		t.Errorf("order %v, want fn, wait, after commit", order)
+	}
+	if n := count(t, db, `SELECT COUNT(*) FROM contract_items WHERE id = 'a-1'`); n != 1 {
+		t.Errorf("%d rows after the commit, want 1", n)
+	}
+
+	// The work beside fails: the transaction rolls back with its error.
+	if err := insert(ctx, "a-2", func() error { return errBeside }); !errors.Is(err, errBeside) {
+		t.Errorf("Tx with failing work beside: %v, want %v", err, errBeside)
+	}
+	if n := count(t, db, `SELECT COUNT(*) FROM contract_items WHERE id = 'a-2'`); n != 0 {
+		t.Errorf("the failed transaction left %d rows", n)
+	}
+
+	// fn fails: the work beside is waited for all the same, and fn's
+	// error is the one returned.
+	errBoom := errors.New("boom")
+	waited := false
+	err = db.Tx(ctx, func(tx *statestore.Tx) error {
+		tx.Await(func() error { waited = true; return errBeside })
+		return errBoom
+	})
+	if !errors.Is(err, errBoom) || !waited {
+		t.Errorf("failing fn: %v (waited %v), want boom, waited", err, waited)
+	}
+
+	// In a batch: waited for after the batch's last step, and a failure
+	// rolls every step back.
+	order = nil
+	err = db.Batch(ctx, func(ctx context.Context) error {
+		if err := insert(ctx, "a-3", func() error { order = append(order, "wait"); return nil }); err != nil {
+			return err
+		}
+		order = append(order, "first step done")
+		err := insert(ctx, "a-4", nil)
+		order = append(order, "second step done")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(order, []string{"first step done", "second step done", "wait"}) {
+		t.Errorf("batch order %v, want the wait after both steps", order)
+	}
+	if n := count(t, db, `SELECT COUNT(*) FROM contract_items WHERE id IN ('a-3', 'a-4')`); n != 2 {
+		t.Errorf("%d rows after the batch, want 2", n)
+	}
+	err = db.Batch(ctx, func(ctx context.Context) error {
+		if err := insert(ctx, "a-5", func() error { return errBeside }); err != nil {
+			return err
+		}
+		return insert(ctx, "a-6", nil)
+	})
+	if !errors.Is(err, errBeside) {
+		t.Errorf("batch with failing work beside: %v, want %v", err, errBeside)
+	}
+	if n := count(t, db, `SELECT COUNT(*) FROM contract_items WHERE id IN ('a-5', 'a-6')`); n != 0 {
+		t.Errorf("the failed batch left %d rows", n)
 	}
 }
 
