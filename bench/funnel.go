@@ -60,6 +60,11 @@ runs under the same scheduler. Before the timed queries it waits 1.5 s,
 so that the scheduler samples the process without queries (idle after
 the load, or appending), and it reports the threads a query then gets.
 
+With --dir D --keep the generated database stays in D; a later run with
+--dir D --reuse and the same --events, --profiles, --names and --days
+queries it instead of generating it again (the events an earlier
+--ingest-rate appended stay too: they lie after the queried span).
+
 Each query runs once untimed first (the first read of the new database
 file fills DuckDB's buffers). It reports the best and median times, the
 median CPU seconds of the process during each query (embedded store; all
@@ -88,7 +93,10 @@ type funnelOptions struct {
 	EventsURL       string `json:"eventsUrl,omitempty"`
 	CompareEmbedded bool   `json:"compareEmbedded,omitempty"`
 	Keep            bool   `json:"keep"`
-	JSON            bool   `json:"json"`
+	// Reuse opens the database --dir holds from an earlier --keep run
+	// with the same generation flags instead of generating it again.
+	Reuse bool `json:"reuse,omitempty"`
+	JSON  bool `json:"json"`
 }
 
 // benchNames are the generated events' names; the funnel takes the first
@@ -175,6 +183,7 @@ func funnelMain(args []string, stdout, stderr io.Writer) int {
 	fs.Float64Var(&o.IngestRate, "ingest-rate", 0, "events/s appended into the store while the queries are timed (embedded store; 0: none)")
 	fs.StringVar(&o.Dir, "dir", "", "directory for the database (default: a new temporary directory)")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the database afterwards")
+	fs.BoolVar(&o.Reuse, "reuse", false, "with --dir: query the database an earlier run with --keep and the same --events, --profiles, --names and --days left there instead of generating one (embedded store)")
 	fs.BoolVar(&o.JSON, "json", false, "print the report as one JSON object")
 	if code, ok := parseFlags(fs, args, funnelUsage, stdout, stderr); !ok {
 		return code
@@ -196,6 +205,8 @@ func funnelMain(args []string, stdout, stderr io.Writer) int {
 		return usageErr(stderr, cmd, "--threads", "must be positive")
 	case o.IngestRate < 0:
 		return usageErr(stderr, cmd, "--ingest-rate", "must not be negative")
+	case o.Reuse && o.Dir == "":
+		return usageErr(stderr, cmd, "--reuse", "needs --dir")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -246,8 +257,25 @@ func runFunnelBench(ctx context.Context, o funnelOptions, progress io.Writer) *F
 	}
 	rep.Dir = dir
 	path := filepath.Join(dir, "events.duckdb")
-	_ = os.Remove(path)
-	_ = os.Remove(path + ".wal")
+	gen := filepath.Join(dir, "generated.json")
+	want, _ := json.Marshal(generation{o.Events, o.Profiles, o.Names, o.Days})
+	reuse := false
+	if o.Reuse {
+		had, err := os.ReadFile(gen)
+		switch {
+		case err == nil && string(had) == string(want):
+			reuse = true
+		case err == nil:
+			return fail(fmt.Errorf("--reuse: %s holds data generated with %s, not %s", dir, had, want))
+		case !os.IsNotExist(err):
+			return fail(err)
+		}
+	}
+	if !reuse {
+		_ = os.Remove(gen)
+		_ = os.Remove(path)
+		_ = os.Remove(path + ".wal")
+	}
 	store, err := duckdb.Open(path)
 	if err != nil {
 		return fail(err)
@@ -256,19 +284,28 @@ func runFunnelBench(ctx context.Context, o funnelOptions, progress io.Writer) *F
 	db := store.DB()
 	_ = db.QueryRowContext(ctx, "SELECT version()").Scan(&rep.DuckDB)
 
-	// Load: more threads than queries get, to be quick about it.
-	if _, err := db.ExecContext(ctx, fmt.Sprintf("SET GLOBAL threads = %d", runtime.NumCPU())); err != nil {
-		return fail(err)
+	if !reuse {
+		// Load: more threads than queries get, to be quick about it.
+		if _, err := db.ExecContext(ctx, fmt.Sprintf("SET GLOBAL threads = %d", runtime.NumCPU())); err != nil {
+			return fail(err)
+		}
+		start := time.Now()
+		if err := generate(ctx, db, o, logf); err != nil {
+			return fail(fmt.Errorf("generate: %w", err))
+		}
+		rep.LoadSeconds = time.Since(start).Seconds()
+		if err := os.WriteFile(gen, want, 0o600); err != nil {
+			return fail(err)
+		}
 	}
-	start := time.Now()
-	if err := generate(ctx, db, o, logf); err != nil {
-		return fail(fmt.Errorf("generate: %w", err))
-	}
-	rep.LoadSeconds = time.Since(start).Seconds()
 	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM events").Scan(&rep.Stored); err != nil {
 		return fail(err)
 	}
-	logf("loaded %d events in %.1fs", rep.Stored, rep.LoadSeconds)
+	if reuse {
+		logf("reusing %d stored events (%s)", rep.Stored, path)
+	} else {
+		logf("loaded %d events in %.1fs", rep.Stored, rep.LoadSeconds)
+	}
 	// The store's queries get at most --threads (the store's scheduler
 	// sets them per query and puts back one after, as in tandem serve).
 	// The baseline runs under the same scheduler: it gets the threads a
@@ -309,6 +346,12 @@ func runFunnelBench(ctx context.Context, o funnelOptions, progress io.Writer) *F
 		return fail(err)
 	}
 	return rep
+}
+
+// generation is what a kept database was generated with (--reuse).
+type generation struct {
+	Events, Profiles int64
+	Names, Days      int
 }
 
 // settle is how long the benchmark lets the store's thread scheduler
