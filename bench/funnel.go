@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -60,6 +61,12 @@ runs under the same scheduler. Before the timed queries it waits 1.5 s,
 so that the scheduler samples the process without queries (idle after
 the load, or appending), and it reports the threads a query then gets.
 
+With --links S a share S of the profiles have their user id key linked to
+a profile id of their own, as identity resolution links keys: the queries
+then resolve each event's profile through the links, as on a node with
+identity resolution, and (the links being one to one) still give the
+plain SQL's answers. The links are written at each run, --reuse or not.
+
 With --dir D --keep the generated database stays in D; a later run with
 --dir D --reuse and the same --events, --profiles, --names and --days
 queries it instead of generating it again (the events an earlier
@@ -83,8 +90,11 @@ type funnelOptions struct {
 	Names    int           `json:"names"`
 	Days     int           `json:"days"`
 	Window   time.Duration `json:"-"`
-	Runs     int           `json:"runs"`
-	Threads  int           `json:"threads"`
+	// Links is the share of profiles whose user id is linked to a profile
+	// id of its own, as identity resolution links keys.
+	Links   float64 `json:"links,omitempty"`
+	Runs    int     `json:"runs"`
+	Threads int     `json:"threads"`
 	// IngestRate, when > 0, is the events/s appended while the queries
 	// are timed (embedded store only).
 	IngestRate float64 `json:"ingestRate,omitempty"`
@@ -121,6 +131,7 @@ type FunnelReport struct {
 	Dir         string          `json:"dir"`
 	LoadSeconds float64         `json:"loadSeconds"`
 	Stored      int64           `json:"storedEvents"`
+	Links       int64           `json:"profileLinks"`
 	Queries     []*QueryTiming  `json:"queries"`
 	Funnel      []FunnelStepFig `json:"funnel"`
 	PlainSQL    []int64         `json:"plainSqlCounts"`
@@ -179,6 +190,7 @@ func funnelMain(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.Days, "days", 90, "days the events span")
 	fs.DurationVar(&o.Window, "window", 7*24*time.Hour, "the funnel's conversion window")
 	fs.IntVar(&o.Runs, "runs", 5, "timed runs of each query")
+	fs.Float64Var(&o.Links, "links", 0, "share of the profiles (0 to 1) whose user id key is linked to a profile id of its own, so that queries resolve profiles through the links as on a node with identity resolution (embedded store; one to one: the answers stay those of the plain SQL)")
 	fs.IntVar(&o.Threads, "threads", runtime.NumCPU(), "DuckDB worker threads for the queries (tandem serve runs its store with 1)")
 	fs.Float64Var(&o.IngestRate, "ingest-rate", 0, "events/s appended into the store while the queries are timed (embedded store; 0: none)")
 	fs.StringVar(&o.Dir, "dir", "", "directory for the database (default: a new temporary directory)")
@@ -205,6 +217,8 @@ func funnelMain(args []string, stdout, stderr io.Writer) int {
 		return usageErr(stderr, cmd, "--threads", "must be positive")
 	case o.IngestRate < 0:
 		return usageErr(stderr, cmd, "--ingest-rate", "must not be negative")
+	case o.Links < 0 || o.Links > 1:
+		return usageErr(stderr, cmd, "--links", "must be between 0 and 1")
 	case o.Reuse && o.Dir == "":
 		return usageErr(stderr, cmd, "--reuse", "needs --dir")
 	}
@@ -301,6 +315,9 @@ func runFunnelBench(ctx context.Context, o funnelOptions, progress io.Writer) *F
 	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM events").Scan(&rep.Stored); err != nil {
 		return fail(err)
 	}
+	if rep.Links, err = setLinks(ctx, db, o); err != nil {
+		return fail(fmt.Errorf("links: %w", err))
+	}
 	if reuse {
 		logf("reusing %d stored events (%s)", rep.Stored, path)
 	} else {
@@ -346,6 +363,25 @@ func runFunnelBench(ctx context.Context, o funnelOptions, progress io.Writer) *F
 		return fail(err)
 	}
 	return rep
+}
+
+// setLinks replaces the store's profile links by --links of the
+// profiles' user id keys, each linked to a profile id of its own
+// ("user_id:u7" to "p7"), and returns how many there are.
+func setLinks(ctx context.Context, db *sql.DB, o funnelOptions) (int64, error) {
+	if _, err := db.ExecContext(ctx, "DELETE FROM profile_links"); err != nil {
+		return 0, err
+	}
+	per := int64(math.Round(o.Links * 1000))
+	if per > 0 {
+		q := fmt.Sprintf(`INSERT INTO profile_links SELECT 'user_id:u' || i, 'p' || i FROM range(%d) t(i) WHERE (hash(i * 41 + 7) %% 1000) < %d`, o.Profiles, per)
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			return 0, err
+		}
+	}
+	var n int64
+	err := db.QueryRowContext(ctx, "SELECT count(*) FROM profile_links").Scan(&n)
+	return n, err
 }
 
 // generation is what a kept database was generated with (--reuse).
@@ -637,6 +673,9 @@ func writeFunnelText(w io.Writer, rep *FunnelReport) {
 	}
 	fmt.Fprintf(w, "GOMAXPROCS %d, NumCPU %d, %s, %s %s; loaded %d events in %.1fs (INSERT … SELECT, not the HTTP API)\n",
 		rep.GOMAXPROCS, rep.NumCPU, rep.Go, where, rep.Dir, rep.Stored, rep.LoadSeconds)
+	if rep.Links > 0 {
+		fmt.Fprintf(w, "%d profile links (--links %g): profiles resolved through them\n", rep.Links, o.Links)
+	}
 	if rep.QueryThreads > 0 {
 		fmt.Fprintf(w, "queries started with %d DuckDB threads (the cores the process left idle)\n", rep.QueryThreads)
 	}
