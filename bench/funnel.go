@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -60,6 +61,17 @@ runs under the same scheduler. Before the timed queries it waits 1.5 s,
 so that the scheduler samples the process without queries (idle after
 the load, or appending), and it reports the threads a query then gets.
 
+With --links S a share S of the profiles have their user id key linked to
+a profile id of their own, as identity resolution links keys: the queries
+then resolve each event's profile through the links, as on a node with
+identity resolution, and (the links being one to one) still give the
+plain SQL's answers. The links are written at each run, --reuse or not.
+
+With --dir D --keep the generated database stays in D; a later run with
+--dir D --reuse and the same --events, --profiles, --names and --days
+queries it instead of generating it again (the events an earlier
+--ingest-rate appended stay too: they lie after the queried span).
+
 Each query runs once untimed first (the first read of the new database
 file fills DuckDB's buffers). It reports the best and median times, the
 median CPU seconds of the process during each query (embedded store; all
@@ -78,8 +90,11 @@ type funnelOptions struct {
 	Names    int           `json:"names"`
 	Days     int           `json:"days"`
 	Window   time.Duration `json:"-"`
-	Runs     int           `json:"runs"`
-	Threads  int           `json:"threads"`
+	// Links is the share of profiles whose user id is linked to a profile
+	// id of its own, as identity resolution links keys.
+	Links   float64 `json:"links,omitempty"`
+	Runs    int     `json:"runs"`
+	Threads int     `json:"threads"`
 	// IngestRate, when > 0, is the events/s appended while the queries
 	// are timed (embedded store only).
 	IngestRate float64 `json:"ingestRate,omitempty"`
@@ -88,7 +103,10 @@ type funnelOptions struct {
 	EventsURL       string `json:"eventsUrl,omitempty"`
 	CompareEmbedded bool   `json:"compareEmbedded,omitempty"`
 	Keep            bool   `json:"keep"`
-	JSON            bool   `json:"json"`
+	// Reuse opens the database --dir holds from an earlier --keep run
+	// with the same generation flags instead of generating it again.
+	Reuse bool `json:"reuse,omitempty"`
+	JSON  bool `json:"json"`
 }
 
 // benchNames are the generated events' names; the funnel takes the first
@@ -113,6 +131,7 @@ type FunnelReport struct {
 	Dir         string          `json:"dir"`
 	LoadSeconds float64         `json:"loadSeconds"`
 	Stored      int64           `json:"storedEvents"`
+	Links       int64           `json:"profileLinks"`
 	Queries     []*QueryTiming  `json:"queries"`
 	Funnel      []FunnelStepFig `json:"funnel"`
 	PlainSQL    []int64         `json:"plainSqlCounts"`
@@ -171,10 +190,12 @@ func funnelMain(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.Days, "days", 90, "days the events span")
 	fs.DurationVar(&o.Window, "window", 7*24*time.Hour, "the funnel's conversion window")
 	fs.IntVar(&o.Runs, "runs", 5, "timed runs of each query")
+	fs.Float64Var(&o.Links, "links", 0, "share of the profiles (0 to 1) whose user id key is linked to a profile id of its own, so that queries resolve profiles through the links as on a node with identity resolution (embedded store; one to one: the answers stay those of the plain SQL)")
 	fs.IntVar(&o.Threads, "threads", runtime.NumCPU(), "DuckDB worker threads for the queries (tandem serve runs its store with 1)")
 	fs.Float64Var(&o.IngestRate, "ingest-rate", 0, "events/s appended into the store while the queries are timed (embedded store; 0: none)")
 	fs.StringVar(&o.Dir, "dir", "", "directory for the database (default: a new temporary directory)")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the database afterwards")
+	fs.BoolVar(&o.Reuse, "reuse", false, "with --dir: query the database an earlier run with --keep and the same --events, --profiles, --names and --days left there instead of generating one (embedded store)")
 	fs.BoolVar(&o.JSON, "json", false, "print the report as one JSON object")
 	if code, ok := parseFlags(fs, args, funnelUsage, stdout, stderr); !ok {
 		return code
@@ -196,6 +217,10 @@ func funnelMain(args []string, stdout, stderr io.Writer) int {
 		return usageErr(stderr, cmd, "--threads", "must be positive")
 	case o.IngestRate < 0:
 		return usageErr(stderr, cmd, "--ingest-rate", "must not be negative")
+	case o.Links < 0 || o.Links > 1:
+		return usageErr(stderr, cmd, "--links", "must be between 0 and 1")
+	case o.Reuse && o.Dir == "":
+		return usageErr(stderr, cmd, "--reuse", "needs --dir")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -246,8 +271,25 @@ func runFunnelBench(ctx context.Context, o funnelOptions, progress io.Writer) *F
 	}
 	rep.Dir = dir
 	path := filepath.Join(dir, "events.duckdb")
-	_ = os.Remove(path)
-	_ = os.Remove(path + ".wal")
+	gen := filepath.Join(dir, "generated.json")
+	want, _ := json.Marshal(generation{o.Events, o.Profiles, o.Names, o.Days})
+	reuse := false
+	if o.Reuse {
+		had, err := os.ReadFile(gen)
+		switch {
+		case err == nil && string(had) == string(want):
+			reuse = true
+		case err == nil:
+			return fail(fmt.Errorf("--reuse: %s holds data generated with %s, not %s", dir, had, want))
+		case !os.IsNotExist(err):
+			return fail(err)
+		}
+	}
+	if !reuse {
+		_ = os.Remove(gen)
+		_ = os.Remove(path)
+		_ = os.Remove(path + ".wal")
+	}
 	store, err := duckdb.Open(path)
 	if err != nil {
 		return fail(err)
@@ -256,19 +298,31 @@ func runFunnelBench(ctx context.Context, o funnelOptions, progress io.Writer) *F
 	db := store.DB()
 	_ = db.QueryRowContext(ctx, "SELECT version()").Scan(&rep.DuckDB)
 
-	// Load: more threads than queries get, to be quick about it.
-	if _, err := db.ExecContext(ctx, fmt.Sprintf("SET GLOBAL threads = %d", runtime.NumCPU())); err != nil {
-		return fail(err)
+	if !reuse {
+		// Load: more threads than queries get, to be quick about it.
+		if _, err := db.ExecContext(ctx, fmt.Sprintf("SET GLOBAL threads = %d", runtime.NumCPU())); err != nil {
+			return fail(err)
+		}
+		start := time.Now()
+		if err := generate(ctx, db, o, logf); err != nil {
+			return fail(fmt.Errorf("generate: %w", err))
+		}
+		rep.LoadSeconds = time.Since(start).Seconds()
+		if err := os.WriteFile(gen, want, 0o600); err != nil {
+			return fail(err)
+		}
 	}
-	start := time.Now()
-	if err := generate(ctx, db, o, logf); err != nil {
-		return fail(fmt.Errorf("generate: %w", err))
-	}
-	rep.LoadSeconds = time.Since(start).Seconds()
 	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM events").Scan(&rep.Stored); err != nil {
 		return fail(err)
 	}
-	logf("loaded %d events in %.1fs", rep.Stored, rep.LoadSeconds)
+	if rep.Links, err = setLinks(ctx, db, o); err != nil {
+		return fail(fmt.Errorf("links: %w", err))
+	}
+	if reuse {
+		logf("reusing %d stored events (%s)", rep.Stored, path)
+	} else {
+		logf("loaded %d events in %.1fs", rep.Stored, rep.LoadSeconds)
+	}
 	// The store's queries get at most --threads (the store's scheduler
 	// sets them per query and puts back one after, as in tandem serve).
 	// The baseline runs under the same scheduler: it gets the threads a
@@ -309,6 +363,31 @@ func runFunnelBench(ctx context.Context, o funnelOptions, progress io.Writer) *F
 		return fail(err)
 	}
 	return rep
+}
+
+// setLinks replaces the store's profile links by --links of the
+// profiles' user id keys, each linked to a profile id of its own
+// ("user_id:u7" to "p7"), and returns how many there are.
+func setLinks(ctx context.Context, db *sql.DB, o funnelOptions) (int64, error) {
+	if _, err := db.ExecContext(ctx, "DELETE FROM profile_links"); err != nil {
+		return 0, err
+	}
+	per := int64(math.Round(o.Links * 1000))
+	if per > 0 {
+		q := fmt.Sprintf(`INSERT INTO profile_links SELECT 'user_id:u' || i, 'p' || i FROM range(%d) t(i) WHERE (hash(i * 41 + 7) %% 1000) < %d`, o.Profiles, per)
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			return 0, err
+		}
+	}
+	var n int64
+	err := db.QueryRowContext(ctx, "SELECT count(*) FROM profile_links").Scan(&n)
+	return n, err
+}
+
+// generation is what a kept database was generated with (--reuse).
+type generation struct {
+	Events, Profiles int64
+	Names, Days      int
 }
 
 // settle is how long the benchmark lets the store's thread scheduler
@@ -594,6 +673,9 @@ func writeFunnelText(w io.Writer, rep *FunnelReport) {
 	}
 	fmt.Fprintf(w, "GOMAXPROCS %d, NumCPU %d, %s, %s %s; loaded %d events in %.1fs (INSERT … SELECT, not the HTTP API)\n",
 		rep.GOMAXPROCS, rep.NumCPU, rep.Go, where, rep.Dir, rep.Stored, rep.LoadSeconds)
+	if rep.Links > 0 {
+		fmt.Fprintf(w, "%d profile links (--links %g): profiles resolved through them\n", rep.Links, o.Links)
+	}
 	if rep.QueryThreads > 0 {
 		fmt.Fprintf(w, "queries started with %d DuckDB threads (the cores the process left idle)\n", rep.QueryThreads)
 	}

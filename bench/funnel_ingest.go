@@ -51,6 +51,9 @@ func startIngest(ctx context.Context, store *duckdb.Store, o funnelOptions, logf
 		defer tick.Stop()
 		var owed float64
 		var seq int64
+		// Message ids new to a database kept from an earlier run
+		// (--reuse), which the store would drop as duplicates.
+		run := in.start.UnixNano()
 		for {
 			select {
 			case <-ctx.Done():
@@ -70,7 +73,7 @@ func startIngest(ctx context.Context, store *duckdb.Store, o funnelOptions, logf
 				uid := fmt.Sprintf("u%d", rand.Int64N(o.Profiles))
 				name := benchNames[rand.IntN(o.Names)]
 				ts := after.Add(time.Duration(seq) * time.Millisecond)
-				batch[i] = event.Event{SourceID: "bench", MessageID: fmt.Sprintf("ingest-%d", seq), Type: "track", Name: name,
+				batch[i] = event.Event{SourceID: "bench", MessageID: fmt.Sprintf("ingest-%d-%d", run, seq), Type: "track", Name: name,
 					UserID: uid, Timestamp: ts, ReceivedAt: now,
 					Raw: fmt.Appendf(nil, `{"type":"track","event":%q,"userId":%q,"properties":{"plan":"p%d"}}`, name, uid, seq%3)}
 			}

@@ -90,21 +90,41 @@ func (b *Backend) profileSource(linked bool) (profile, from string) {
 }
 
 // profileScan is a query of the events e matching where, each as its
-// profile p (see profileSource) and cols. Without links it is two
-// branches, the events with a user id (p is user_id) and those without (p
-// is anonymous_id), rather than one with coalesce(user_id,
-// anonymous_id): p is then a column as stored, which DuckDB carries into
-// joins and groupings as it is (with the statistics of the column: short
-// ids are compressed into integers), where the coalesce made a new
-// string for every event. A funnel over 10 M events took about 0.75× the
-// CPU time.
+// profile p (see profileSource) and cols. It is two branches, the events
+// with a user id (p is user_id) and those without (p is anonymous_id),
+// rather than one with coalesce(user_id, anonymous_id): p is then a
+// column as stored, which DuckDB carries into joins and groupings as it is
+// (with the statistics of the column: short ids are compressed into
+// integers), where the coalesce made a new string for every event. A
+// funnel over 10 M events took about 0.75× the CPU time.
+//
+// With links, each branch's events are selected first and then looked up
+// in the links of their kind of key (linkedKeys): the hash join is built
+// on the selected events, which the SQL writes second (the funnel plans
+// its joins as written, see prepareAsWritten), and probed by the links.
+// It used to join every event to profile_links on its key written out
+// ('user_id:' || user_id), building a hash table of every link for each
+// step: a funnel over 10 M events with 333,000 links took about 0.6× the
+// CPU time this way (docs/benchmarks.md, funnel-sel), and a node polling
+// a selective funnel no longer hashes its whole links table each time.
 func (b *Backend) profileScan(linked bool, cols, where string) string {
-	if linked {
-		prof, from := b.profileSource(true)
-		return "SELECT " + prof + " AS p, " + cols + " FROM " + from + " WHERE " + where
+	branch := func(col, other string) string {
+		sel := "SELECT e." + col + " AS p, " + cols + " FROM " + b.t.Events + " e WHERE " + where + " AND e.user_id " + other
+		if !linked {
+			return sel
+		}
+		return "SELECT coalesce(l.profile_id, x.p) AS p, x.* EXCLUDE (p) FROM " + b.linkedKeys(col) + " l RIGHT JOIN (" + sel + ") x ON l.k = x.p"
 	}
-	return "SELECT e.user_id AS p, " + cols + " FROM " + b.t.Events + " e WHERE " + where + " AND e.user_id IS NOT NULL" +
-		" UNION ALL SELECT e.anonymous_id AS p, " + cols + " FROM " + b.t.Events + " e WHERE " + where + " AND e.user_id IS NULL"
+	return branch("user_id", "IS NOT NULL") + " UNION ALL " + branch("anonymous_id", "IS NULL")
+}
+
+// linkedKeys is a query of (k, profile_id): the links whose key is of kind
+// col (user_id or anonymous_id), k the id without the key's prefix (see
+// eventstore.ProfileKey), so that events join on the column as stored.
+func (b *Backend) linkedKeys(col string) string {
+	prefix := col + ":"
+	return "(SELECT substr(key, " + strconv.Itoa(len(prefix)+1) + ") AS k, profile_id FROM " + b.t.Links +
+		" WHERE starts_with(key, '" + prefix + "'))"
 }
 
 // maxConditions is the most conditions a scan takes: masks are BIGINT.
