@@ -32,7 +32,9 @@
 //     merged in the background, the newest ones in memory; a lookup reads
 //     one 4 KiB block per run. Only the keys found there (true duplicates,
 //     keys of erased or expired events, 64-bit collisions) are checked
-//     against the table, with one query per Append (a scan of key_hash).
+//     against the table, with a query per Append on the newest million
+//     rows' key_hash, and another on the rest of the column for the keys
+//     not found there (duplicates of older events).
 //
 // The index holds a superset of the stored keys: a batch's hashes are
 // written to its log, and synced, before the batch commits, so no crash
@@ -124,6 +126,9 @@ type Store struct {
 	// a few bits to make fingerprint collisions frequent).
 	fpWidth uint
 	fpMask  uint64
+	// recentRows is how many of the newest rows the exact dedup check
+	// reads first (storedKeys): recentRows, but in tests.
+	recentRows int64
 	// index is the exact on-disk index of the stored keys' hashes
 	// (keyindex.go, dedup.go); guarded by wmu. indexCounted is its memory
 	// as counted into FilterBytes; indexRebuilt tells whether Open
@@ -137,8 +142,10 @@ type Store struct {
 	checkedIDs, checkBatches atomic.Int64
 
 	// sources holds every stored source_id (a superset: it may hold a
-	// source whose batch failed), so that Get without a source can look
-	// events up by key_hash.
+	// source whose batch failed, or whose events were erased), so that
+	// Get without a source can look events up by key_hash. The table
+	// event_sources holds the same list durably: a new source is written
+	// there before its first rows commit (addKeys), and Open reads it.
 	srcMu   sync.RWMutex
 	sources map[string]struct{}
 
@@ -188,6 +195,7 @@ type openOptions struct {
 	rebuildChunk int
 	memoryLimit  string
 	groupRows    int
+	recentRows   int64
 }
 
 func open(path string, o openOptions) (*Store, error) {
@@ -211,6 +219,9 @@ func open(path string, o openOptions) (*Store, error) {
 	}
 	if o.groupRows == 0 {
 		o.groupRows = rowGroupSize
+	}
+	if o.recentRows == 0 {
+		o.recentRows = recentRows
 	}
 	ctx := context.Background()
 	if strings.Contains(path, "?") {
@@ -261,7 +272,7 @@ func open(path string, o openOptions) (*Store, error) {
 			return nil, fmt.Errorf("eventstore/duckdb: open %q: set memory_limit: %w", path, err)
 		}
 	}
-	s := &Store{db: db, file: file, fpWidth: o.fpWidth, fpMask: o.fpMask, groupRows: o.groupRows}
+	s := &Store{db: db, file: file, fpWidth: o.fpWidth, fpMask: o.fpMask, groupRows: o.groupRows, recentRows: o.recentRows}
 	if err := s.init(ctx, o); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("eventstore/duckdb: open %q: %w", path, err)
@@ -318,8 +329,22 @@ func (s *Store) init(ctx context.Context, o openOptions) (err error) {
 	if err := s.countRows(ctx); err != nil {
 		return err
 	}
+	return s.loadSources(ctx)
+}
+
+// loadSources reads the list of sources from event_sources. After a
+// rebuild of the key index, which means rows were written to the table
+// other than by this package (in SQL, by a tool filling a store), it
+// first adds the table's sources to the list: one scan of source_id, at
+// an open that scanned key_hash already. The caller is init.
+func (s *Store) loadSources(ctx context.Context) error {
+	if s.indexRebuilt {
+		if _, err := s.db.ExecContext(ctx, `INSERT OR IGNORE INTO event_sources SELECT DISTINCT source_id FROM events`); err != nil {
+			return fmt.Errorf("load sources: %w", err)
+		}
+	}
 	s.sources = make(map[string]struct{})
-	rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT source_id FROM events`)
+	rows, err := s.db.QueryContext(ctx, `SELECT source_id FROM event_sources`)
 	if err != nil {
 		return fmt.Errorf("load sources: %w", err)
 	}
@@ -345,8 +370,10 @@ func (s *Store) countRows(ctx context.Context) error {
 	return nil
 }
 
-// addSources records the sources of rows.
-func (s *Store) addSources(rows []*pending) {
+// addSources records the sources of rows not known yet, durably (in
+// event_sources, each in its own transaction), before the rows commit. After an error the rows must not be
+// committed. The caller holds wmu.
+func (s *Store) addSources(rows []*pending) error {
 	s.srcMu.RLock()
 	var missing []string
 	for _, p := range rows {
@@ -355,14 +382,17 @@ func (s *Store) addSources(rows []*pending) {
 		}
 	}
 	s.srcMu.RUnlock()
-	if len(missing) == 0 {
-		return
-	}
-	s.srcMu.Lock()
 	for _, src := range missing {
+		// Not the rows' transaction: the row is tiny, and a source whose
+		// rows do not commit after all only costs a hash in Get.
+		if _, err := s.db.ExecContext(context.Background(), `INSERT OR IGNORE INTO event_sources VALUES (?)`, src); err != nil {
+			return fmt.Errorf("record source: %w", err)
+		}
+		s.srcMu.Lock()
 		s.sources[src] = struct{}{}
+		s.srcMu.Unlock()
 	}
-	s.srcMu.Unlock()
+	return nil
 }
 
 // sourceList returns the known sources, or nil if there are more than max.
@@ -404,7 +434,8 @@ type DedupStats struct {
 	// CheckedIDs counts the events the index reported as stored, each
 	// checked exactly against the table (true duplicates, keys erased or
 	// expired since, 64-bit collisions); CheckQueries counts the queries
-	// that did (one per Append at most).
+	// that did (at most two per Append: among the newest rows, then
+	// among the older ones for the keys not found there).
 	CheckedIDs, CheckQueries int64
 }
 
