@@ -303,6 +303,18 @@ func (s *Store) init(ctx context.Context, o openOptions) (err error) {
 	if _, err := s.db.ExecContext(ctx, "SET GLOBAL checkpoint_threshold = '"+checkpointThreshold+"'"); err != nil {
 		return fmt.Errorf("set checkpoint_threshold: %w", err)
 	}
+	// DuckDB's allocator keeps what a task freed for reuse until the
+	// task's peak passes allocator_flush_threshold (128 MiB by default, as
+	// large as a node's whole buffer pool), and returns free pages only
+	// when it allocates again: a node's appends left 20-25 MiB more
+	// resident at 100 million events (`tandem bench dedup --node`,
+	// 2026-12-03). A lower threshold and the allocator's background
+	// threads return it.
+	for _, q := range []string{"SET GLOBAL allocator_flush_threshold = '8MiB'", "SET GLOBAL allocator_background_threads = true"} {
+		if _, err := s.db.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("%s: %w", q, err)
+		}
+	}
 	if s.file != "" {
 		// Where a query larger than memory spills: beside the file, as
 		// for a database opened as the main one (the main database is
