@@ -73,6 +73,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -510,6 +511,12 @@ func (s *Store) Close() error {
 	s.flushStaged()
 	s.closeDedup()
 	s.threads.close()
+	if s.file != "" {
+		// DuckDB's final checkpoint allocates tens of MiB (outside Go):
+		// give it the filter just released and Go's garbage first, so that
+		// the stop is not the node's peak.
+		debug.FreeOSMemory()
+	}
 	err := s.db.Close()
 	if s.file != "" {
 		openFilesMu.Lock()
