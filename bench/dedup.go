@@ -44,8 +44,9 @@ this process, on a temporary DuckDB file (set TMPDIR to choose its disk):
             file): time until ready, its memory after the open and after
             --append events sent through /v1/batch by --clients clients
             (RSS, anonymous and file-backed; Go heap; the dedup filter;
-            what is neither, mostly DuckDB), its peak RSS, the rate from the
-            first request until all were stored, CPU per event, and
+            what is neither, mostly DuckDB), its peak RSS (after the
+            redelivery, and over its whole life with the stop), the rate
+            from the first request until all were stored, CPU per event, and
             --redeliver × --batch of them sent again (all must be counted
             duplicate). --node-binary runs the same phase first with
             another build (e.g. main's) as the same-run baseline;

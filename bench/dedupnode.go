@@ -24,8 +24,12 @@ type DedupNode struct {
 	// After the open (ready), and after the appends and the redelivery.
 	Open  NodeMemory `json:"open"`
 	After NodeMemory `json:"after"`
-	// PeakRSSMiB is the child's VmHWM at the end: the open included.
-	PeakRSSMiB float64 `json:"peakRssMiB"`
+	// PeakRSSMiB is the child's VmHWM after the redelivery: the open
+	// included. StopPeakRSSMiB is its largest RSS over its whole life,
+	// the stop included (the event store's final checkpoint, say); 0
+	// where unknown.
+	PeakRSSMiB     float64 `json:"peakRssMiB"`
+	StopPeakRSSMiB float64 `json:"stopPeakRssMiB"`
 
 	Events       int64   `json:"events"`       // appended through /v1/batch
 	Seconds      float64 `json:"seconds"`      // from the first request until all were stored
@@ -97,8 +101,8 @@ func (s *server) nodeMemory(ctx context.Context, hc *http.Client) NodeMemory {
 // the window, and what it appends stays in the file for the next run),
 // appends o.Append new events through /v1/batch, sends o.Redeliver × o.Batch
 // of them again, and samples its memory.
-func runDedupNode(ctx context.Context, exe, window, workDir string, o dedupOptions, logf func(string, ...any)) DedupNode {
-	r := DedupNode{Binary: exe, LoadAverages: loadAverage()}
+func runDedupNode(ctx context.Context, exe, window, workDir string, o dedupOptions, logf func(string, ...any)) (r DedupNode) {
+	r = DedupNode{Binary: exe, LoadAverages: loadAverage()}
 	dir, err := os.MkdirTemp(workDir, "node-")
 	if err != nil {
 		r.Failure = err.Error()
@@ -144,7 +148,9 @@ func runDedupNode(ctx context.Context, exe, window, workDir string, o dedupOptio
 		return r
 	}
 	defer func() {
-		if desc := c.stop(2 * time.Minute); desc != "exit 0" {
+		desc := c.stop(2 * time.Minute)
+		r.StopPeakRSSMiB = exitPeakRSSMiB(c.cmd.ProcessState)
+		if desc != "exit 0" {
 			logf("node: %s", desc)
 			return
 		}
@@ -268,7 +274,7 @@ func writeDedupNode(w io.Writer, n DedupNode) {
 	if n.Failure != "" {
 		fmt.Fprintf(w, "  FAILED: %s\n", n.Failure)
 	}
-	fmt.Fprintf(w, "  ready in %.1fs, filter %.1f MiB, peak RSS %.0f MiB (open included)\n", n.OpenSeconds, n.FilterMiB, n.PeakRSSMiB)
+	fmt.Fprintf(w, "  ready in %.1fs, filter %.1f MiB, peak RSS %.0f MiB (open included), %.0f MiB with the stop\n", n.OpenSeconds, n.FilterMiB, n.PeakRSSMiB, n.StopPeakRSSMiB)
 	mem := func(name string, m NodeMemory) {
 		fmt.Fprintf(w, "  %-13s RSS %4.0f MiB = anon %4.0f + file %3.0f; Go heap %4.0f MiB, Go sys %4.0f, Go free-not-released %3.0f; non-Go anon (DuckDB, SQLite) %4.0f\n",
 			name, m.RSSMiB, m.AnonMiB, m.FileMiB, m.GoHeapMiB, m.GoSysMiB, m.GoFreeMiB, m.NotGoMiB)

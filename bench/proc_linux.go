@@ -46,3 +46,16 @@ func tempDirWarning(dir string) string {
 	}
 	return ""
 }
+
+// exitPeakRSSMiB returns the largest resident set of an exited child
+// (its VmHWM at the end, whatever it did while stopping), in MiB.
+func exitPeakRSSMiB(ps *os.ProcessState) float64 {
+	if ps == nil {
+		return 0
+	}
+	ru, ok := ps.SysUsage().(*syscall.Rusage)
+	if !ok {
+		return 0
+	}
+	return float64(ru.Maxrss) / 1024 // kilobytes on Linux
+}

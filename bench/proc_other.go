@@ -4,6 +4,7 @@ package bench
 
 import (
 	"errors"
+	"os"
 	"os/exec"
 	"time"
 )
@@ -17,3 +18,5 @@ func selfCPU() (time.Duration, error) { return 0, errNoCPU }
 func dieWithParent(cmd *exec.Cmd) {}
 
 func tempDirWarning(dir string) string { return "" }
+
+func exitPeakRSSMiB(ps *os.ProcessState) float64 { return 0 }

@@ -52,15 +52,18 @@ type key struct{ src, msg string }
 //     or a true duplicate), its keyHash is looked up in the exact key
 //     index on disk (keyIndex): absent means new, for sure;
 //  3. events whose keyHash is in the index (true duplicates, erased keys,
-//     64-bit collisions) are checked exactly with one query on the full
-//     key_hash for the whole batch, then on
-//     (source_id, message_id);
+//     64-bit collisions) are checked exactly with a query on the full
+//     key_hash for the whole batch, then on (source_id, message_id): in
+//     the newest rows first, in the rest only for those not found there
+//     (see storedKeys);
 //  4. the new events, sorted by timestamp, go through DuckDB's appender
 //     (as data chunks, see chunk.go) in one transaction: all of them are
 //     committed or none.
 //
 // So a batch of new events costs no reads of the table at all, and one of
-// duplicates (a redelivery after a crash) costs one scan of key_hash.
+// duplicates of recent events (a redelivery after a crash, a client's
+// retry) a scan of the newest rows' key_hash; duplicates of older events
+// a scan of the whole column.
 func (s *Store) Append(ctx context.Context, events []event.Event) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("eventstore/duckdb: append: %w", err)
@@ -157,22 +160,8 @@ func (s *Store) dropStored(ctx context.Context, conn *sql.Conn, batch []*pending
 		return batch, nil
 	}
 	s.checkedIDs.Add(int64(len(maybe)))
-	s.checkBatches.Add(1)
-	rows, err := conn.QueryContext(ctx,
-		`SELECT source_id, message_id FROM events WHERE key_hash IN (SELECT unnest(?::UBIGINT[]))`, maybe)
+	stored, err := s.storedKeys(ctx, conn, batch, maybe)
 	if err != nil {
-		return nil, fmt.Errorf("check duplicates: %w", err)
-	}
-	defer rows.Close()
-	stored := make(map[key]struct{}, len(maybe))
-	for rows.Next() {
-		var k key
-		if err := rows.Scan(&k.src, &k.msg); err != nil {
-			return nil, fmt.Errorf("check duplicates: %w", err)
-		}
-		stored[k] = struct{}{}
-	}
-	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("check duplicates: %w", err)
 	}
 	fresh := batch[:0:0]
@@ -210,7 +199,12 @@ func (s *Store) insert(ctx context.Context, dc driver.Conn, rows []*pending) err
 		}
 		return err
 	}
-	s.addSources(rows)
+	if err := s.addSources(rows); err != nil {
+		if rbErr := tx.Rollback(); rbErr != nil {
+			return errors.Join(err, fmt.Errorf("rollback: %w", rbErr))
+		}
+		return err
+	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}

@@ -35,7 +35,10 @@ func TestDedupExactWithCollidingFingerprints(t *testing.T) {
 		opts := openOptions{fpMask: mask, indexMask: ^uint64(0),
 			loadChunk: int64(rapid.IntRange(1, 100).Draw(rt, "loadChunk")),
 			flushLen:  rapid.IntRange(1, 64).Draw(rt, "flushLen"),
-			groupRows: rapid.IntRange(1, 200).Draw(rt, "groupRows")}
+			groupRows: rapid.IntRange(1, 200).Draw(rt, "groupRows"),
+			// The exact check's first query reads this many of the
+			// newest rows, the second the rest.
+			recentRows: int64(rapid.IntRange(1, 300).Draw(rt, "recentRows"))}
 		indexMasked := rapid.Bool().Draw(rt, "indexMasked")
 		if indexMasked {
 			opts.indexMask = mask

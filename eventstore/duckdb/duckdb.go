@@ -32,7 +32,9 @@
 //     merged in the background, the newest ones in memory; a lookup reads
 //     one 4 KiB block per run. Only the keys found there (true duplicates,
 //     keys of erased or expired events, 64-bit collisions) are checked
-//     against the table, with one query per Append (a scan of key_hash).
+//     against the table, with a query per Append on the newest million
+//     rows' key_hash, and another on the rest of the column for the keys
+//     not found there (duplicates of older events).
 //
 // The index holds a superset of the stored keys: a batch's hashes are
 // written to its log, and synced, before the batch commits, so no crash
@@ -71,6 +73,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -124,6 +127,9 @@ type Store struct {
 	// a few bits to make fingerprint collisions frequent).
 	fpWidth uint
 	fpMask  uint64
+	// recentRows is how many of the newest rows the exact dedup check
+	// reads first (storedKeys): recentRows, but in tests.
+	recentRows int64
 	// index is the exact on-disk index of the stored keys' hashes
 	// (keyindex.go, dedup.go); guarded by wmu. indexCounted is its memory
 	// as counted into FilterBytes; indexRebuilt tells whether Open
@@ -137,8 +143,10 @@ type Store struct {
 	checkedIDs, checkBatches atomic.Int64
 
 	// sources holds every stored source_id (a superset: it may hold a
-	// source whose batch failed), so that Get without a source can look
-	// events up by key_hash.
+	// source whose batch failed, or whose events were erased), so that
+	// Get without a source can look events up by key_hash. The table
+	// event_sources holds the same list durably: a new source is written
+	// there before its first rows commit (addKeys), and Open reads it.
 	srcMu   sync.RWMutex
 	sources map[string]struct{}
 
@@ -188,6 +196,7 @@ type openOptions struct {
 	rebuildChunk int
 	memoryLimit  string
 	groupRows    int
+	recentRows   int64
 }
 
 func open(path string, o openOptions) (*Store, error) {
@@ -211,6 +220,9 @@ func open(path string, o openOptions) (*Store, error) {
 	}
 	if o.groupRows == 0 {
 		o.groupRows = rowGroupSize
+	}
+	if o.recentRows == 0 {
+		o.recentRows = recentRows
 	}
 	ctx := context.Background()
 	if strings.Contains(path, "?") {
@@ -261,7 +273,7 @@ func open(path string, o openOptions) (*Store, error) {
 			return nil, fmt.Errorf("eventstore/duckdb: open %q: set memory_limit: %w", path, err)
 		}
 	}
-	s := &Store{db: db, file: file, fpWidth: o.fpWidth, fpMask: o.fpMask, groupRows: o.groupRows}
+	s := &Store{db: db, file: file, fpWidth: o.fpWidth, fpMask: o.fpMask, groupRows: o.groupRows, recentRows: o.recentRows}
 	if err := s.init(ctx, o); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("eventstore/duckdb: open %q: %w", path, err)
@@ -292,6 +304,18 @@ func (s *Store) init(ctx context.Context, o openOptions) (err error) {
 	if _, err := s.db.ExecContext(ctx, "SET GLOBAL checkpoint_threshold = '"+checkpointThreshold+"'"); err != nil {
 		return fmt.Errorf("set checkpoint_threshold: %w", err)
 	}
+	// DuckDB's allocator keeps what a task freed for reuse until the
+	// task's peak passes allocator_flush_threshold (128 MiB by default, as
+	// large as a node's whole buffer pool), and returns free pages only
+	// when it allocates again: a node's appends left 20-25 MiB more
+	// resident at 100 million events (`tandem bench dedup --node`,
+	// 2026-12-03). A lower threshold and the allocator's background
+	// threads return it.
+	for _, q := range []string{"SET GLOBAL allocator_flush_threshold = '8MiB'", "SET GLOBAL allocator_background_threads = true"} {
+		if _, err := s.db.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("%s: %w", q, err)
+		}
+	}
 	if s.file != "" {
 		// Where a query larger than memory spills: beside the file, as
 		// for a database opened as the main one (the main database is
@@ -318,8 +342,22 @@ func (s *Store) init(ctx context.Context, o openOptions) (err error) {
 	if err := s.countRows(ctx); err != nil {
 		return err
 	}
+	return s.loadSources(ctx)
+}
+
+// loadSources reads the list of sources from event_sources. After a
+// rebuild of the key index, which means rows were written to the table
+// other than by this package (in SQL, by a tool filling a store), it
+// first adds the table's sources to the list: one scan of source_id, at
+// an open that scanned key_hash already. The caller is init.
+func (s *Store) loadSources(ctx context.Context) error {
+	if s.indexRebuilt {
+		if _, err := s.db.ExecContext(ctx, `INSERT OR IGNORE INTO event_sources SELECT DISTINCT source_id FROM events`); err != nil {
+			return fmt.Errorf("load sources: %w", err)
+		}
+	}
 	s.sources = make(map[string]struct{})
-	rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT source_id FROM events`)
+	rows, err := s.db.QueryContext(ctx, `SELECT source_id FROM event_sources`)
 	if err != nil {
 		return fmt.Errorf("load sources: %w", err)
 	}
@@ -345,8 +383,10 @@ func (s *Store) countRows(ctx context.Context) error {
 	return nil
 }
 
-// addSources records the sources of rows.
-func (s *Store) addSources(rows []*pending) {
+// addSources records the sources of rows not known yet, durably (in
+// event_sources, each in its own transaction), before the rows commit. After an error the rows must not be
+// committed. The caller holds wmu.
+func (s *Store) addSources(rows []*pending) error {
 	s.srcMu.RLock()
 	var missing []string
 	for _, p := range rows {
@@ -355,14 +395,17 @@ func (s *Store) addSources(rows []*pending) {
 		}
 	}
 	s.srcMu.RUnlock()
-	if len(missing) == 0 {
-		return
-	}
-	s.srcMu.Lock()
 	for _, src := range missing {
+		// Not the rows' transaction: the row is tiny, and a source whose
+		// rows do not commit after all only costs a hash in Get.
+		if _, err := s.db.ExecContext(context.Background(), `INSERT OR IGNORE INTO event_sources VALUES (?)`, src); err != nil {
+			return fmt.Errorf("record source: %w", err)
+		}
+		s.srcMu.Lock()
 		s.sources[src] = struct{}{}
+		s.srcMu.Unlock()
 	}
-	s.srcMu.Unlock()
+	return nil
 }
 
 // sourceList returns the known sources, or nil if there are more than max.
@@ -404,7 +447,8 @@ type DedupStats struct {
 	// CheckedIDs counts the events the index reported as stored, each
 	// checked exactly against the table (true duplicates, keys erased or
 	// expired since, 64-bit collisions); CheckQueries counts the queries
-	// that did (one per Append at most).
+	// that did (at most two per Append: among the newest rows, then
+	// among the older ones for the keys not found there).
 	CheckedIDs, CheckQueries int64
 }
 
@@ -467,6 +511,12 @@ func (s *Store) Close() error {
 	s.flushStaged()
 	s.closeDedup()
 	s.threads.close()
+	if s.file != "" {
+		// DuckDB's final checkpoint allocates tens of MiB (outside Go):
+		// give it the filter just released and Go's garbage first, so that
+		// the stop is not the node's peak.
+		debug.FreeOSMemory()
+	}
 	err := s.db.Close()
 	if s.file != "" {
 		openFilesMu.Lock()

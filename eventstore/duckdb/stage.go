@@ -97,7 +97,9 @@ func (s *Store) stage(ctx context.Context, events []event.Event, batch []*pendin
 		if err := s.addKeys(part, false); err != nil {
 			return 0, 0, err
 		}
-		s.addSources(part)
+		if err := s.addSources(part); err != nil {
+			return 0, 0, err
+		}
 		st.rows += len(part)
 		n += len(part)
 		if len(part) == room {
