@@ -9,10 +9,10 @@
 // position). Later stages (identity, profiles, audiences, destinations) slot
 // in as further steps of [Pipeline.store] under the same rule.
 //
-// [Pipeline.Run] works on three batches at once, each in its own goroutine:
+// [Pipeline.Run] works on four batches at once, each in its own goroutine:
 // while one batch is appended to the event store and acknowledged, the next
-// goes through identity resolution and the other state-store steps, and the
-// one after that is fetched and decoded. Each batch passes the steps in the
+// goes through identity resolution and the other state-store steps, the
+// one after that is decoded, and the next one is fetched. Each batch passes the steps in the
 // same order as before (a stored event's key is linked to its profile
 // before the event is stored) and batches pass each step in log order; a
 // batch is acknowledged only after its last step. The state store and the
@@ -151,7 +151,11 @@ type Pipeline struct {
 	// recordSize is the mean size of the records fetched last (Run's
 	// reading), 0 before the first.
 	recordSize int
-	stagedPos  uint64
+	// limit is the record bytes that end the gathering of the next
+	// batch: MaxBytes once the pipeline is busy, less for the first
+	// batches after it was idle (see gather).
+	limit     int
+	stagedPos uint64
 	pending    int
 	// oldestHeld is the ord of the first held batch, 0 if none; flush
 	// asks the write stage to commit what it holds (Barrier).
@@ -262,11 +266,30 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	lagTick := time.NewTicker(time.Second)
 	defer lagTick.Stop()
 	p.measureLag()
-	// One batch waits between stages at most: memory stays bounded at a
+	// One batch waits between stages at most, and the reader holds the
+	// one it gathered until decode takes it: memory stays bounded at a
 	// few batches of MaxBytes.
+	fetched := make(chan *batch)
 	decoded := make(chan *batch, 1)
 	resolved := make(chan *batch, 1)
 	done := make(chan struct{})
+	go func() {
+		defer close(decoded)
+		for b := range fetched {
+			var ok bool
+			d := p.timed(stageDecode, func() { ok = p.retry(ctx, b, p.decode) })
+			if ok {
+				p.capacity.batch(capDecode, b.bytes, d)
+				// Not selecting on ctx: the later stages finish every
+				// batch handed to them, so a stop loses nothing and
+				// repeats nothing.
+				decoded <- b
+			} else {
+				p.giveBack(b)
+				p.ended.Add(1)
+			}
+		}
+	}()
 	go func() {
 		defer close(resolved)
 		for b := range decoded {
@@ -299,6 +322,8 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		}
 		p.commitHeld(context.WithoutCancel(ctx))
 	}()
+	// The read stage, here: it gathers the next batch while decode works
+	// on the one before.
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		select {
@@ -328,22 +353,13 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		for _, m := range msgs {
 			b.bytes += len(m.Data)
 		}
+		// Begun once gathered, before decode reads the suppression list
+		// (Barrier); and a gathered batch keeps the write stage from
+		// taking the pipeline for idle.
 		b.ord = p.begun.Add(1)
-		var ok bool
-		d := p.timed(stageDecode, func() { ok = p.retry(ctx, b, p.decode) })
-		if ok {
-			p.capacity.batch(capDecode, b.bytes, d)
-		}
-		if !ok {
-			p.giveBack(b)
-			p.ended.Add(1)
-		} else {
-			// Not selecting on ctx: the later stages finish every batch
-			// handed to them, so a stop loses nothing and repeats nothing.
-			decoded <- b
-		}
+		fetched <- b
 	}
-	close(decoded)
+	close(fetched)
 	<-done
 	p.measureLag()
 	return nil
@@ -404,19 +420,38 @@ func (p *Pipeline) retry(ctx context.Context, b *batch, stage func(context.Conte
 // log's ack wait (30 s) delivers it again, and on a busy machine, with a
 // fetch always under way beside the other stages, that happened often
 // enough to hold the pipeline's lag at tens of seconds.
+//
+// The first batch after the pipeline was idle is an eighth of MaxBytes,
+// and each batch after it twice the one before, up to MaxBytes: the later
+// stages start on a backlog after a short read and decode rather than
+// wait for a full batch, and each batch is read and decoded while the
+// state stage works on the one before, half its size (the state stage
+// takes about twice the read's or decode's time an event).
 func (p *Pipeline) gather(ctx context.Context) ([]eventlog.Message, error) {
 	var msgs []eventlog.Message
+	if p.limit <= 0 {
+		p.limit = max(1, p.opts.MaxBytes/rampBatches)
+	}
 	for first := time.Now(); ; {
 		var err error
 		if msgs, err = p.fetch(ctx, 0); err != nil || len(msgs) > 0 {
-			return p.gatherMore(ctx, msgs, err)
+			msgs, err = p.gatherMore(ctx, msgs, err)
+			if len(msgs) > 0 {
+				p.limit = min(2*p.limit, p.opts.MaxBytes)
+			}
+			return msgs, err
 		}
 		if time.Since(first) >= p.opts.Wait || ctx.Err() != nil {
+			p.limit = 0 // idle: the next batch starts small again
 			return nil, nil
 		}
 		sleep(ctx, pollInterval)
 	}
 }
+
+// rampBatches is how much smaller than MaxBytes the first batch after an
+// idle spell is.
+const rampBatches = 8
 
 // fetch takes what the log has now, as many records as should fill the
 // batch to MaxBytes when size bytes are gathered already (judged by the
@@ -425,7 +460,7 @@ func (p *Pipeline) gather(ctx context.Context) ([]eventlog.Message, error) {
 func (p *Pipeline) fetch(ctx context.Context, size int) ([]eventlog.Message, error) {
 	n := p.opts.MaxRecords
 	if p.recordSize > 0 {
-		n = min(n, max(0, p.opts.MaxBytes-size)/p.recordSize+1)
+		n = min(n, max(0, p.limit-size)/p.recordSize+1)
 	} else {
 		n = min(n, firstFetch)
 	}
@@ -458,7 +493,7 @@ func (p *Pipeline) gatherMore(ctx context.Context, msgs []eventlog.Message, err 
 	deadline := time.Now().Add(p.opts.Linger)
 	// When a burst of collection begins while the batch is gathered, what
 	// was fetched is processed and the rest waits (Options.Defer).
-	for size < p.opts.MaxBytes && len(msgs) < 16*p.opts.MaxRecords && (p.opts.Defer == nil || !p.opts.Defer()) {
+	for size < p.limit && len(msgs) < 16*p.opts.MaxRecords && (p.opts.Defer == nil || !p.opts.Defer()) {
 		wait := time.Until(deadline)
 		if wait <= 0 || ctx.Err() != nil {
 			break
@@ -517,7 +552,7 @@ func (p *Pipeline) measureLag() {
 // see what was true when Barrier was called (an erasure calls it after
 // adding to the suppression list, so that no batch that missed the list
 // writes after the erasure's deletions). With the stages overlapping, up
-// to three batches may be in flight.
+// to six batches may be in flight (one a stage, one between each two).
 func (p *Pipeline) Barrier(ctx context.Context) error {
 	target := p.begun.Load()
 	for p.ended.Load() < target || p.holds(target) {
