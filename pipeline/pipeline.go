@@ -156,7 +156,7 @@ type Pipeline struct {
 	// batches after it was idle (see gather).
 	limit     int
 	stagedPos uint64
-	pending    int
+	pending   int
 	// oldestHeld is the ord of the first held batch, 0 if none; flush
 	// asks the write stage to commit what it holds (Barrier).
 	oldestHeld atomic.Uint64
