@@ -91,6 +91,27 @@ type Stager interface {
 	Commit(ctx context.Context) error
 }
 
+// Preparer is implemented by a Stager that can do the work of staging
+// that depends on the events alone (for DuckDB: cleaning strings,
+// fingerprinting keys, reading each event's facts from its JSON) ahead of
+// Stage and outside its lock: the pipeline prepares a batch in its decode
+// stage, on another goroutine than the write stage's.
+type Preparer interface {
+	Stager
+	// Prepare does the event-only work of staging events, which must
+	// not change until StagePrepared has returned.
+	Prepare(events []event.Event) Prepared
+	// StagePrepared is Stage of the events prepared.
+	StagePrepared(ctx context.Context, p Prepared) (n, pending int, err error)
+}
+
+// Prepared is the result of [Preparer.Prepare], for the same store's
+// StagePrepared.
+type Prepared interface {
+	// Events returns the events prepared.
+	Events() []event.Event
+}
+
 // Query filters List. Zero fields do not filter.
 type Query struct {
 	SourceID string

@@ -372,6 +372,9 @@ type batch struct {
 	// observed holds each chunk's observation when the resolver is an
 	// ObservingResolver.
 	observed []*identity.Observed
+	// prepared holds each chunk prepared for staging when the event
+	// store is an [eventstore.Preparer] (see writeStaged).
+	prepared []eventstore.Prepared
 	start    time.Time
 	ord      uint64 // its number in the order batches began (begun)
 	bytes    int    // of its records, as fetched
@@ -665,6 +668,14 @@ func (p *Pipeline) decode(ctx context.Context, b *batch) error {
 			b.observed = append(b.observed, o.Observe(c))
 		}
 	}
+	// The event store's own work on each event, here rather than in the
+	// write stage: the later stages do not change the events.
+	b.prepared = b.prepared[:0]
+	if pr, ok := p.opts.Events.(eventstore.Preparer); ok {
+		for _, c := range b.chunks {
+			b.prepared = append(b.prepared, pr.Prepare(c))
+		}
+	}
 	return nil
 }
 
@@ -747,6 +758,8 @@ func (p *Pipeline) releaseChunks(b *batch) {
 		b.chunks[i] = nil
 	}
 	b.chunks = b.chunks[:0]
+	clear(b.prepared)
+	b.prepared = b.prepared[:0]
 }
 
 // finish acknowledges b's records once its events are stored.

@@ -43,8 +43,17 @@ func (p *Pipeline) writeStaged(ctx context.Context, b *batch) error {
 		return p.write(ctx, b)
 	}
 	h := heldBatch{b: b, at: time.Now()}
-	for _, c := range b.chunks {
-		n, pending, err := st.Stage(ctx, c)
+	pr, _ := st.(eventstore.Preparer)
+	for i, c := range b.chunks {
+		var n, pending int
+		var err error
+		if pr != nil && i < len(b.prepared) && b.prepared[i] != nil {
+			// Prepared in the decode stage.
+			n, pending, err = pr.StagePrepared(ctx, b.prepared[i])
+			b.prepared[i] = nil
+		} else {
+			n, pending, err = st.Stage(ctx, c)
+		}
 		if err != nil {
 			// The store dropped what was staged and not committed: the
 			// held batches stay unacknowledged, for the log to deliver
@@ -63,7 +72,7 @@ func (p *Pipeline) writeStaged(ctx context.Context, b *batch) error {
 	// numbers are kept, to be acknowledged. Their bytes go: a row group's
 	// worth of held records would be tens of MB of heap.
 	p.releaseChunks(b)
-	b.chunks, b.observed = nil, nil
+	b.chunks, b.observed, b.prepared = nil, nil, nil
 	for i := range b.msgs {
 		b.msgs[i].Data = nil
 	}

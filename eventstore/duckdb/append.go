@@ -27,12 +27,18 @@ var appendColumns = append([]string{
 	"received_at", "raw", "key_hash",
 }, append(append([]string(nil), touchColumns...), valueColumns...)...)
 
-// pending is one event of a batch, prepared for storing.
+// pending is one event of a batch, prepared for storing: what its row
+// needs that takes work (UTF-8 checks, the JSON read of its facts, its
+// key's SHA-256) is done in prepare, which [Store.Prepare] lets a caller
+// run ahead of Stage, outside wmu.
 type pending struct {
 	e        *event.Event
 	idx      int    // e's index in the events given
 	src, msg string // UTF-8-clean SourceID and MessageID
 	hash     uint64 // keyHash(src, msg)
+	raw      string // e.Raw, UTF-8-clean (rawString)
+	touch    touchRow
+	vals     []optString // the value columns (factsOf)
 }
 
 type key struct{ src, msg string }
@@ -116,10 +122,14 @@ func (s *Store) Append(ctx context.Context, events []event.Event) (int, error) {
 }
 
 // prepare cleans the key strings, drops repeats within events (the first
-// wins) and computes fingerprints.
+// wins), computes fingerprints and reads each remaining event's facts
+// (factsOf) and raw JSON for its row. It depends on events alone, and
+// takes no lock.
 func prepare(events []event.Event) []*pending {
 	out := make([]*pending, 0, len(events))
 	all := make([]pending, len(events)) // one allocation, not one per event
+	nv := len(valueColumns)
+	vals := make([]optString, len(events)*nv)
 	seen := make(map[key]struct{}, len(events))
 	var buf []byte
 	for i := range events {
@@ -132,6 +142,9 @@ func prepare(events []event.Event) []*pending {
 		}
 		seen[k] = struct{}{}
 		p.hash, buf = keyHash(buf, p.src, p.msg)
+		p.raw = rawString(e.Raw)
+		p.vals = vals[i*nv : (i+1)*nv : (i+1)*nv]
+		p.touch = factsOf(e, p.vals)
 		out = append(out, p)
 	}
 	return out
@@ -238,14 +251,13 @@ func (s *Store) appendRows(ctx context.Context, dc driver.Conn, rows []*pending)
 		return fmt.Errorf("appender: %w", err)
 	}
 	defer w.close()
-	vals := make([]optString, len(valueColumns))
 	for i, p := range rows {
 		if i%1024 == 0 {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
 		}
-		if err := writeRow(w, p, vals); err != nil {
+		if err := writeRow(w, p); err != nil {
 			return fmt.Errorf("append row: %w", err)
 		}
 		if err := w.endRow(); err != nil {
@@ -260,9 +272,8 @@ func (s *Store) appendRows(ctx context.Context, dc driver.Conn, rows []*pending)
 	return ctx.Err()
 }
 
-// writeRow writes p's columns, in appendColumns order, to w's row; vals
-// is scratch space for the value columns.
-func writeRow(w *chunkWriter, p *pending, vals []optString) error {
+// writeRow writes p's columns, in appendColumns order, to w's row.
+func writeRow(w *chunkWriter, p *pending) error {
 	e := p.e
 	w.str(0, p.src)
 	w.str(1, p.msg)
@@ -284,16 +295,15 @@ func writeRow(w *chunkWriter, p *pending, vals []optString) error {
 	if err := w.ts(11, e.ReceivedAt); err != nil {
 		return err
 	}
-	w.str(12, rawString(e.Raw))
+	w.str(12, p.raw)
 	w.u64(13, p.hash)
 	const touchCol = 14
-	t := factsOf(e, vals)
-	w.u8(touchCol, t.bits)
-	for j, v := range t.strs {
+	w.u8(touchCol, p.touch.bits)
+	for j, v := range p.touch.strs {
 		w.optStr(touchCol+1+j, v)
 	}
 	const valueCol = touchCol + 7
-	for j, v := range vals {
+	for j, v := range p.vals {
 		if v.ok {
 			w.str(valueCol+j, v.s)
 		} else {

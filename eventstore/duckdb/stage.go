@@ -26,7 +26,7 @@ import (
 // measured), so Stage commits at the row-group boundaries of the table.
 const rowGroupSize = 122_880
 
-var _ eventstore.Stager = (*Store)(nil)
+var _ eventstore.Preparer = (*Store)(nil)
 
 // stagedTx is the transaction Stage keeps open across calls; guarded by
 // wmu.
@@ -46,8 +46,37 @@ type stagedTx struct {
 // to Stage, the last ones, are not committed yet. After an error nothing
 // staged since the last commit is stored. See [eventstore.Stager].
 func (s *Store) Stage(ctx context.Context, events []event.Event) (n, left int, err error) {
-	batch := prepare(events)
+	return s.stagePrepared(ctx, events, prepare(events))
+}
 
+// prepared is a batch of [Store.Prepare].
+type prepared struct {
+	events []event.Event
+	batch  []*pending
+	used   bool // stage reorders batch: a second use prepares again
+}
+
+func (p *prepared) Events() []event.Event { return p.events }
+
+// Prepare does the work of staging events that depends on them alone
+// (prepare: the key strings and their fingerprints, repeats within
+// events, each event's facts); see [eventstore.Preparer].
+func (s *Store) Prepare(events []event.Event) eventstore.Prepared {
+	return &prepared{events: events, batch: prepare(events)}
+}
+
+// StagePrepared is [Store.Stage] of the events of p, which Prepare
+// returned; see [eventstore.Preparer].
+func (s *Store) StagePrepared(ctx context.Context, p eventstore.Prepared) (n, left int, err error) {
+	pp, ok := p.(*prepared)
+	if !ok || pp.used {
+		return s.Stage(ctx, p.Events())
+	}
+	pp.used = true
+	return s.stagePrepared(ctx, pp.events, pp.batch)
+}
+
+func (s *Store) stagePrepared(ctx context.Context, events []event.Event, batch []*pending) (n, left int, err error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if s.closed.Load() {

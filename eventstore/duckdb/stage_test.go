@@ -214,3 +214,67 @@ func TestStageWritesRowGroupsPastTheWAL(t *testing.T) {
 		t.Fatalf("WAL holds %d bytes after a row group's commit; want the rows in the file, not the WAL", fi.Size())
 	}
 }
+
+// A batch prepared ahead (Prepare, as the pipeline's decode stage does)
+// is stored exactly as Stage stores it: the same rows, facts and all;
+// repeats within it and a second staging of it are dropped.
+func TestStagePreparedStoresWhatStageStores(t *testing.T) {
+	ctx := context.Background()
+	at := time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC)
+	evs := e2eEvents("prep", 200, at)
+	// A page view from a campaign (touch columns), an event whose JSON is
+	// not valid UTF-8, and a repeat of a key within the batch.
+	evs[0].Raw = []byte(`{"type":"page","name":"Home","context":{"page":{"url":"https://shop.example/?utm_source=news&utm_medium=email&utm_campaign=dec","referrer":"https://mail.example/"}}}`)
+	evs[1].Raw = []byte("{\"type\":\"page\",\"name\":\"bad \xff\"}")
+	dup := evs[7]
+	dup.Name = "a later copy"
+	evs = append(evs, dup)
+	const digest = `SELECT count(*), md5(string_agg(e::VARCHAR, chr(10) ORDER BY message_id)) FROM events AS e`
+	stored := func(stage func(s *Store) error) (int, string) {
+		s, err := Open(filepath.Join(t.TempDir(), "e.duckdb"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if err := stage(s); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		var d string
+		if err := s.db.QueryRowContext(ctx, digest).Scan(&n, &d); err != nil {
+			t.Fatal(err)
+		}
+		return n, d
+	}
+	n0, d0 := stored(func(s *Store) error {
+		n, _, err := s.Stage(ctx, evs)
+		if err == nil && n != len(evs)-1 {
+			err = fmt.Errorf("Stage = %d new, want %d", n, len(evs)-1)
+		}
+		return err
+	})
+	n1, d1 := stored(func(s *Store) error {
+		p := s.Prepare(evs)
+		if len(p.Events()) != len(evs) {
+			return fmt.Errorf("prepared %d events, want %d", len(p.Events()), len(evs))
+		}
+		n, _, err := s.StagePrepared(ctx, p)
+		if err == nil && n != len(evs)-1 {
+			err = fmt.Errorf("StagePrepared = %d new, want %d", n, len(evs)-1)
+		}
+		if err != nil {
+			return err
+		}
+		// Staged again (a retry): all of them duplicates now.
+		if n, _, err = s.StagePrepared(ctx, p); err == nil && n != 0 {
+			err = fmt.Errorf("StagePrepared again = %d new, want 0", n)
+		}
+		return err
+	})
+	if n0 != len(evs)-1 || n1 != n0 || d1 != d0 {
+		t.Fatalf("prepared: %d rows, digest %s; Stage: %d rows, digest %s", n1, d1, n0, d0)
+	}
+}
