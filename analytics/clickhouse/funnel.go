@@ -92,7 +92,7 @@ func (b *Backend) funnel(ctx context.Context, fq *analytics.FunnelQuery, q strin
 // of its own, so that the chain arrays, which cost per row in 18.16 more
 // than per key, are computed for the few candidates only (about one
 // profile in four in the benchmark's data, where this took the funnel's
-// query CPU from 1.8× windowFunnel's to about 1.4×; see
+// query CPU from 1.83× windowFunnel's to 1.45× (medians); see
 // docs/benchmarks.md#ch-funnel2). The second GROUP BY keys the
 // candidates by profile, never by a hash, so it stays exact.
 //
