@@ -90,11 +90,11 @@ func (b *Backend) funnel(ctx context.Context, fq *analytics.FunnelQuery, q strin
 // BY folds all those into one row (_n, their count, and the keys of any
 // one of them, whose depth is 1) and keeps each other profile as a row
 // of its own, so that the chain arrays, which cost per row in 18.16 more
-// than per key, are computed for the few candidates only (about one
-// profile in four in the benchmark's data, where this took the funnel's
-// query CPU from 1.83× windowFunnel's to 1.45× (medians); see
-// docs/benchmarks.md#ch-funnel2). The second GROUP BY keys the
-// candidates by profile, never by a hash, so it stays exact.
+// than per key, are computed for the candidates only: about one profile
+// in four in the benchmark's data, where this took the funnel's query CPU
+// from 1.83× windowFunnel's to 1.45× (medians, docs/benchmarks.md
+// #ch-funnel2). The second GROUP BY keys the candidates by profile,
+// never by a hash, so it stays exact.
 //
 // It returns the profiles per step, then per step after the first the
 // upper and the negated lower middle of the times from the previous step
