@@ -33,8 +33,9 @@
 // bucketed: the server keeps a fixed-size state per profile. Funnels
 // without property filters, breakdowns or two steps naming one event are
 // one SQL query too (funnel.go): each profile's events as a sorted array
-// of keys (time and step), reduced with 18.16's array functions, and only
-// the counts and middle values come back. Other funnels, paths and
+// of keys (time and step), reduced with 18.16's array functions (only for
+// the profiles that may pass step 1; the rest are counted in one row),
+// and only the counts and middle values come back. Other funnels, paths and
 // retention go through the embedded [analytics.Engine] over Scan.
 //
 // ClickHouse's windowFunnel is not used. In 18.16 it differs from tandem's
