@@ -271,3 +271,50 @@ func TestBusyMatchesErrBusy(t *testing.T) {
 		t.Fatalf("busy error also matches ErrConflict: %v", err)
 	}
 }
+
+// TestWritesOnOneConnection checks that every write runs on the same
+// pooled connection, whatever the readers and the checkpointer take
+// meanwhile: SQLite keeps a connection's page cache only while no other
+// connection writes, so writes spread over the pool each began cold. A
+// TEMP table exists on the connection that made it alone.
+func TestWritesOnOneConnection(t *testing.T) {
+	db := sqlitetest.Open(t)
+	ctx := context.Background()
+	if err := db.Tx(ctx, func(tx *statestore.Tx) error {
+		_, err := tx.Exec(ctx, `CREATE TEMP TABLE writer_mark (n INTEGER)`)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		// A reader holds the connection the write just gave back, as
+		// the checkpointer does after each commit.
+		held, err := db.SQL().Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Tx(ctx, func(tx *statestore.Tx) error {
+			_, err := tx.Exec(ctx, `INSERT INTO writer_mark (n) VALUES (?)`, i)
+			return err
+		}); err != nil {
+			t.Fatalf("write %d did not run on the first write's connection: %v", i, err)
+		}
+		if _, err := db.Exec(ctx, `INSERT INTO writer_mark (n) VALUES (?)`, 100+i); err != nil {
+			t.Fatalf("Exec %d did not run on the first write's connection: %v", i, err)
+		}
+		held.Close()
+	}
+	// A failed write leaves the connection usable for the next.
+	if err := db.Tx(ctx, func(tx *statestore.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO no_such_table (n) VALUES (1)`)
+		return err
+	}); err == nil {
+		t.Fatal("insert into a missing table succeeded")
+	}
+	var n int
+	if err := db.Tx(ctx, func(tx *statestore.Tx) error {
+		return tx.QueryRow(ctx, `SELECT COUNT(*) FROM writer_mark`).Scan(&n)
+	}); err != nil || n != 10 {
+		t.Fatalf("writer_mark has %d rows (%v), want 10", n, err)
+	}
+}
