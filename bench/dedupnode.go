@@ -3,8 +3,10 @@ package bench
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -160,6 +162,13 @@ func runDedupNode(ctx context.Context, exe, window, workDir string, o dedupOptio
 		if err := keepKeyIndex(filepath.Join(dir, "events.duckdb.keys"), window+".keys"); err != nil {
 			logf("node: keep the key index beside the window: %v", err)
 		}
+		// The same for the write-ahead log: a window left with one (its
+		// fill interrupted) was linked in, replayed and checkpointed into
+		// the shared file by the node, which then removed its own link;
+		// the window's would be replayed again by the next run and fail.
+		if err := keepWAL(filepath.Join(dir, "events.duckdb.wal"), window+".wal"); err != nil {
+			logf("node: keep the write-ahead log beside the window: %v", err)
+		}
 	}()
 	if err := c.waitReady(ctx, 30*time.Minute); err != nil {
 		r.Failure = err.Error()
@@ -233,6 +242,18 @@ func runDedupNode(ctx context.Context, exe, window, workDir string, o dedupOptio
 	r.After = srv.nodeMemory(ctx, hc)
 	r.PeakRSSMiB = procStatus(c.cmd.Process.Pid)["VmHWM"]
 	return r
+}
+
+// keepWAL makes dst what the node left at wal: the same file (a hard
+// link) if the node stopped with a write-ahead log, none if it did not.
+func keepWAL(wal, dst string) error {
+	if err := os.Remove(dst); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if _, err := os.Stat(wal); err != nil {
+		return nil
+	}
+	return os.Link(wal, dst)
 }
 
 // keepKeyIndex moves a node's dedup key index dir to dst, replacing what
