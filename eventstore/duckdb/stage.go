@@ -48,6 +48,7 @@ type stagedTx struct {
 func (s *Store) Stage(ctx context.Context, events []event.Event) (n, left int, err error) {
 	batch := prepare(events)
 
+	s.threads.yield(ctx) // reader priority (threads.go)
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if s.closed.Load() {
