@@ -324,7 +324,7 @@ func TestAppendYieldsToQueries(t *testing.T) {
 		}
 	}
 
-	wait(appended("0"), "no query") // the first Append sets the store up
+	wait(appended("0"), "no query")    // the first Append sets the store up
 	s.SetWriteHold(0, time.Hour, 0.25) // held until the query ends
 	end := s.Begin(ctx)
 	done := appended("1")
