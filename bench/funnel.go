@@ -100,6 +100,8 @@ type funnelOptions struct {
 	IngestRate float64 `json:"ingestRate,omitempty"`
 	// Gap is a pause before each timed funnel and baseline run.
 	Gap time.Duration `json:"gap,omitempty"`
+	// FunnelOnly leaves out the journey and retention timings.
+	FunnelOnly bool `json:"funnelOnly,omitempty"`
 	Dir string        `json:"dir,omitempty"`
 	// EventsURL is the ClickHouse database to bench, "" for DuckDB.
 	EventsURL       string `json:"eventsUrl,omitempty"`
@@ -196,6 +198,7 @@ func funnelMain(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.Threads, "threads", runtime.NumCPU(), "DuckDB worker threads for the queries (tandem serve runs its store with 1)")
 	fs.Float64Var(&o.IngestRate, "ingest-rate", 0, "events/s appended into the store while the queries are timed (embedded store; 0: none)")
 	fs.DurationVar(&o.Gap, "gap", 0, "pause before each timed funnel and plain-SQL run: queries arriving apart, as an analyst's do, rather than back to back (the store's scheduler samples the process and refills its write-hold budget in between)")
+	fs.BoolVar(&o.FunnelOnly, "funnel-only", false, "time only the funnel and its plain-SQL baseline (not the journey and retention)")
 	fs.StringVar(&o.Dir, "dir", "", "directory for the database (default: a new temporary directory)")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the database afterwards")
 	fs.BoolVar(&o.Reuse, "reuse", false, "with --dir: query the database an earlier run with --keep and the same --events, --profiles, --names and --days left there instead of generating one (embedded store)")
@@ -475,6 +478,15 @@ func timeQueries(ctx context.Context, backend analytics.Backend, base baseline, 
 		}
 	}
 
+	if o.FunnelOnly {
+		rep.Queries = []*QueryTiming{funnelT, baseT}
+		for _, q := range rep.Queries {
+			if q.Error != "" {
+				rep.Failures = append(rep.Failures, q.Name+": "+q.Error)
+			}
+		}
+		return nil
+	}
 	jq := &analytics.JourneyQuery{Within: analytics.Seconds(14 * 86400), Range: analytics.Range{From: analytics.At(from), To: analytics.At(to)}}
 	if err := jq.Validate(time.Now(), config.DefaultStages()); err != nil {
 		return err
