@@ -101,8 +101,8 @@ type funnelOptions struct {
 	// Gap is a pause before each timed funnel and baseline run.
 	Gap time.Duration `json:"gap,omitempty"`
 	// FunnelOnly leaves out the journey and retention timings.
-	FunnelOnly bool `json:"funnelOnly,omitempty"`
-	Dir string        `json:"dir,omitempty"`
+	FunnelOnly bool   `json:"funnelOnly,omitempty"`
+	Dir        string `json:"dir,omitempty"`
 	// EventsURL is the ClickHouse database to bench, "" for DuckDB.
 	EventsURL       string `json:"eventsUrl,omitempty"`
 	CompareEmbedded bool   `json:"compareEmbedded,omitempty"`
