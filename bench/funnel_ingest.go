@@ -64,6 +64,13 @@ func startIngest(ctx context.Context, store *duckdb.Store, o funnelOptions, logf
 			case <-tick.C:
 			}
 			n := int(int64(o.IngestRate*time.Since(in.start).Seconds()) - due)
+			// At most a second's worth at once: an appender that cannot
+			// keep up falls behind the offered rate (as reported) rather
+			// than sending ever larger batches.
+			if most := int(o.IngestRate); n > most {
+				due += int64(n - most)
+				n = most
+			}
 			due += int64(n)
 			if n <= 0 {
 				continue
