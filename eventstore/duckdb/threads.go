@@ -182,8 +182,9 @@ func (s *Store) QueryThreads() int {
 // The budget holds at most holdRule.most and refills at holdRule.share of
 // wall time, so writes are held at most that share of the time however
 // many queries run, and never longer than holdRule.most at once: ingest
-// slows down, it does not starve. Short queries (a node's own polling, a
-// profile lookup) end before holdRule.after and never hold a write.
+// slows down, it does not starve. Short queries (a profile lookup, a
+// funnel over little data) end before holdRule.after and never hold a
+// write. Profile links are not held.
 
 // holdRule is the reader-priority rule's bounds.
 type holdRule struct {
