@@ -43,7 +43,8 @@ type threadScheduler struct {
 	busyMu sync.Mutex
 	busy   float64
 
-	// The reader-priority rule (writeHold below); guarded by mu.
+	// The reader-priority rule (see "Reader priority" below); guarded
+	// by mu.
 	hold     holdRule
 	since    time.Time     // when the running queries' first began
 	released chan struct{} // closed when the last running query ends
