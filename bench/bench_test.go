@@ -510,6 +510,7 @@ func TestMainUsage(t *testing.T) {
 	}{
 		{nil, 2, "", "Usage"},
 		{[]string{"funnel", "--runs", "0"}, 2, "", "--runs"},
+		{[]string{"funnel", "--gap", "-1s"}, 2, "", "--gap"},
 		{[]string{"identity", "--help"}, 0, "-person-every", ""},
 		{[]string{"identity", "--events", "0"}, 2, "", "--events"},
 		{[]string{"identity", "--person-every", "0"}, 2, "", "--person-every"},
@@ -604,6 +605,27 @@ func TestBenchFunnelSmall(t *testing.T) {
 	}
 	if rep.Stored != 30000 || !rep.SameAnswer || len(rep.Funnel) != 4 || rep.Funnel[0].Profiles == 0 || rep.Ratio == nil || len(rep.Queries) != 4 {
 		t.Errorf("report: %s", out.Bytes())
+	}
+}
+
+// With --funnel-only only the funnel and its baseline are timed; the
+// appender appends while they run (a batch at least every 100 ms, apart
+// by --gap).
+func TestBenchFunnelOnlyWhileIngesting(t *testing.T) {
+	var out, errb bytes.Buffer
+	code := Main([]string{"funnel", "--events", "30000", "--profiles", "3000", "--runs", "2", "--ingest-rate", "2000", "--gap", "200ms", "--funnel-only", "--json"}, &out, &errb)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	var rep FunnelReport
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if !rep.SameAnswer || len(rep.Queries) != 2 || rep.Queries[0].Name != "funnel" || rep.Queries[1].Name != "plain-sql" {
+		t.Errorf("report: %s", out.Bytes())
+	}
+	if rep.Ingest == nil || rep.Ingest.Events == 0 || rep.Ingest.Error != "" {
+		t.Errorf("ingest while querying: %+v", rep.Ingest)
 	}
 }
 

@@ -98,7 +98,11 @@ type funnelOptions struct {
 	// IngestRate, when > 0, is the events/s appended while the queries
 	// are timed (embedded store only).
 	IngestRate float64 `json:"ingestRate,omitempty"`
-	Dir        string  `json:"dir,omitempty"`
+	// Gap is a pause before each timed funnel and baseline run.
+	Gap time.Duration `json:"gap,omitempty"`
+	// FunnelOnly leaves out the journey and retention timings.
+	FunnelOnly bool   `json:"funnelOnly,omitempty"`
+	Dir        string `json:"dir,omitempty"`
 	// EventsURL is the ClickHouse database to bench, "" for DuckDB.
 	EventsURL       string `json:"eventsUrl,omitempty"`
 	CompareEmbedded bool   `json:"compareEmbedded,omitempty"`
@@ -193,6 +197,8 @@ func funnelMain(args []string, stdout, stderr io.Writer) int {
 	fs.Float64Var(&o.Links, "links", 0, "share of the profiles (0 to 1) whose user id key is linked to a profile id of its own, so that queries resolve profiles through the links as on a node with identity resolution (embedded store; one to one: the answers stay those of the plain SQL)")
 	fs.IntVar(&o.Threads, "threads", runtime.NumCPU(), "DuckDB worker threads for the queries (tandem serve runs its store with 1)")
 	fs.Float64Var(&o.IngestRate, "ingest-rate", 0, "events/s appended into the store while the queries are timed (embedded store; 0: none)")
+	fs.DurationVar(&o.Gap, "gap", 0, "pause before each timed funnel and plain-SQL run: queries arriving apart, as an analyst's do, rather than back to back (the store's scheduler samples the process and refills its write-hold budget in between)")
+	fs.BoolVar(&o.FunnelOnly, "funnel-only", false, "time only the funnel and its plain-SQL baseline (not the journey and retention)")
 	fs.StringVar(&o.Dir, "dir", "", "directory for the database (default: a new temporary directory)")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the database afterwards")
 	fs.BoolVar(&o.Reuse, "reuse", false, "with --dir: query the database an earlier run with --keep and the same --events, --profiles, --names and --days left there instead of generating one (embedded store)")
@@ -213,6 +219,8 @@ func funnelMain(args []string, stdout, stderr io.Writer) int {
 		return usageErr(stderr, cmd, "--window", "must not be negative")
 	case o.Runs < 1:
 		return usageErr(stderr, cmd, "--runs", "must be positive")
+	case o.Gap < 0:
+		return usageErr(stderr, cmd, "--gap", "must not be negative")
 	case o.Threads < 1:
 		return usageErr(stderr, cmd, "--threads", "must be positive")
 	case o.IngestRate < 0:
@@ -437,11 +445,13 @@ func timeQueries(ctx context.Context, backend analytics.Backend, base baseline, 
 	}
 	for i := 0; i < o.Runs; i++ {
 		// Alternate, so that both see the same machine conditions.
+		pause(ctx, o.Gap)
 		timeOne(ctx, funnelT, func() error {
 			r, err := backend.Funnel(ctx, fq)
 			fres = r
 			return err
 		})
+		pause(ctx, o.Gap)
 		timeOne(ctx, baseT, func() error {
 			counts, err := base.run(ctx, baseSQL)
 			rep.PlainSQL = counts
@@ -468,6 +478,15 @@ func timeQueries(ctx context.Context, backend analytics.Backend, base baseline, 
 		}
 	}
 
+	if o.FunnelOnly {
+		rep.Queries = []*QueryTiming{funnelT, baseT}
+		for _, q := range rep.Queries {
+			if q.Error != "" {
+				rep.Failures = append(rep.Failures, q.Name+": "+q.Error)
+			}
+		}
+		return nil
+	}
 	jq := &analytics.JourneyQuery{Within: analytics.Seconds(14 * 86400), Range: analytics.Range{From: analytics.At(from), To: analytics.At(to)}}
 	if err := jq.Validate(time.Now(), config.DefaultStages()); err != nil {
 		return err
@@ -584,6 +603,17 @@ func runPlain(ctx context.Context, db *sql.DB, q string) ([]int64, error) {
 		}
 	}
 	return counts, rows.Err()
+}
+
+// pause waits d or until ctx is done.
+func pause(ctx context.Context, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
 }
 
 // timeOne runs f once, adding its time and the process's peak RSS.

@@ -49,7 +49,10 @@ func startIngest(ctx context.Context, store *duckdb.Store, o funnelOptions, logf
 		defer in.wg.Done()
 		tick := time.NewTicker(ingestTick)
 		defer tick.Stop()
-		var owed float64
+		// What is owed follows the clock, not the ticks: a ticker drops
+		// the ticks of a slow Append (one the store held back while a
+		// query ran), and the next batch makes up for them.
+		var due int64
 		var seq int64
 		// Message ids new to a database kept from an earlier run
 		// (--reuse), which the store would drop as duplicates.
@@ -60,10 +63,16 @@ func startIngest(ctx context.Context, store *duckdb.Store, o funnelOptions, logf
 				return
 			case <-tick.C:
 			}
-			owed += o.IngestRate * ingestTick.Seconds()
-			n := int(owed)
-			owed -= float64(n)
-			if n == 0 {
+			n := int(int64(o.IngestRate*time.Since(in.start).Seconds()) - due)
+			// At most a second's worth at once: an appender that cannot
+			// keep up falls behind the offered rate (as reported) rather
+			// than sending ever larger batches.
+			if most := int(o.IngestRate); n > most {
+				due += int64(n - most)
+				n = most
+			}
+			due += int64(n)
+			if n <= 0 {
 				continue
 			}
 			batch := make([]event.Event, n)

@@ -79,6 +79,7 @@ func (s *Store) Append(ctx context.Context, events []event.Event) (int, error) {
 	}
 	batch := prepare(events)
 
+	s.threads.yield(ctx) // reader priority (threads.go)
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if s.closed.Load() {

@@ -77,6 +77,7 @@ func (s *Store) StagePrepared(ctx context.Context, p eventstore.Prepared) (n, le
 }
 
 func (s *Store) stagePrepared(ctx context.Context, events []event.Event, batch []*pending) (n, left int, err error) {
+	s.threads.yield(ctx) // reader priority (threads.go)
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if s.closed.Load() {

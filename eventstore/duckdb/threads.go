@@ -43,13 +43,24 @@ type threadScheduler struct {
 	busyMu sync.Mutex
 	busy   float64
 
+	// The reader-priority rule (see "Reader priority" below); guarded
+	// by mu.
+	hold     holdRule
+	since    time.Time     // when the running queries' first began
+	released chan struct{} // closed when the last running query ends
+	budget   time.Duration // writes may still be held this long
+	filledAt time.Time     // budget was last refilled then
+	now      func() time.Time
+
 	stop chan struct{}
 	done chan struct{}
 }
 
 func newThreadScheduler(db *sql.DB, cpuTime func() (time.Duration, error)) *threadScheduler {
 	t := &threadScheduler{db: db, cpuTime: cpuTime, cores: runtime.NumCPU(), max: runtime.NumCPU(), current: 1,
-		busy: math.NaN(), stop: make(chan struct{}), done: make(chan struct{})}
+		busy: math.NaN(), stop: make(chan struct{}), done: make(chan struct{}),
+		hold: defaultHold, budget: defaultHold.most, now: time.Now}
+	t.filledAt = t.now()
 	go t.sample()
 	return t
 }
@@ -109,6 +120,8 @@ func (t *threadScheduler) begin(ctx context.Context) (end func()) {
 	t.mu.Lock()
 	if t.active == 0 {
 		t.set(ctx, t.threadsFor())
+		t.since = t.now()
+		t.released = make(chan struct{})
 	}
 	t.active++
 	t.queried = true
@@ -118,6 +131,8 @@ func (t *threadScheduler) begin(ctx context.Context) (end func()) {
 		t.active--
 		if t.active == 0 {
 			t.set(context.Background(), 1)
+			close(t.released)
+			t.released = nil
 		}
 		t.mu.Unlock()
 	}
@@ -158,4 +173,87 @@ func (s *Store) QueryThreads() int {
 	s.threads.mu.Lock()
 	defer s.threads.mu.Unlock()
 	return s.threads.threadsFor()
+}
+
+// Reader priority. Ingest is durable in the log before the store sees it,
+// so its writes into DuckDB can wait a moment, and a query an analyst
+// waits for is faster with the whole machine: a writer of events (Append,
+// Stage) that arrives while a query has run for at least holdRule.after
+// waits until the queries end, at most as long as the hold budget allows.
+// The budget holds at most holdRule.most and refills at holdRule.share of
+// wall time, so writes are held at most that share of the time however
+// many queries run, and never longer than holdRule.most at once: ingest
+// slows down, it does not starve. Short queries (a profile lookup, a
+// funnel over little data) end before holdRule.after and never hold a
+// write. Profile links are not held.
+
+// holdRule is the reader-priority rule's bounds.
+type holdRule struct {
+	after time.Duration // a query holds writes once it has run this long
+	most  time.Duration // the budget's capacity: the longest hold
+	share float64       // the budget's refill per second of wall time
+}
+
+// defaultHold: a funnel over 10 M events (about 0.5-1 s on two cores)
+// runs with writes held for all but its first 50 ms, about one such
+// query every two seconds with a full hold; writes are held at most a
+// quarter of the time.
+var defaultHold = holdRule{after: 50 * time.Millisecond, most: 500 * time.Millisecond, share: 0.25}
+
+// refill adds the budget earned since filledAt; the caller holds mu.
+func (t *threadScheduler) refill(now time.Time) {
+	if d := now.Sub(t.filledAt); d > 0 {
+		t.budget = min(t.budget+time.Duration(float64(d)*t.hold.share), t.hold.most)
+	}
+	t.filledAt = now
+}
+
+// holdWrite is what a writer arriving now waits for: ch, closed when the
+// running queries end, for at most wait; wait 0 when it need not wait.
+func (t *threadScheduler) holdWrite() (ch <-chan struct{}, wait time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.now()
+	t.refill(now)
+	if t.active == 0 || t.hold.most <= 0 || now.Sub(t.since) < t.hold.after || t.budget <= 0 {
+		return nil, 0
+	}
+	return t.released, t.budget
+}
+
+// charge takes a hold of d from the budget.
+func (t *threadScheduler) charge(d time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.refill(t.now())
+	t.budget = max(t.budget-d, 0)
+}
+
+// yield is called by a writer of events before it writes: it returns when
+// no query that has run for holdRule.after is running, when the hold
+// budget is spent, or when ctx is done.
+func (t *threadScheduler) yield(ctx context.Context) {
+	ch, wait := t.holdWrite()
+	if wait <= 0 {
+		return
+	}
+	start := t.now()
+	timer := time.NewTimer(wait)
+	select {
+	case <-ch:
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	timer.Stop()
+	t.charge(t.now().Sub(start))
+}
+
+// SetWriteHold sets the reader-priority rule (see threads.go): writes of
+// events wait for a query that has run after, at most most at once and
+// share of the time; most 0 turns it off (writes never wait for queries).
+func (s *Store) SetWriteHold(after, most time.Duration, share float64) {
+	s.threads.mu.Lock()
+	defer s.threads.mu.Unlock()
+	s.threads.hold = holdRule{after: after, most: most, share: share}
+	s.threads.budget = min(s.threads.budget, most)
 }

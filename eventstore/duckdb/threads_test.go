@@ -206,3 +206,144 @@ func TestThreadSamplerSkipsQueries(t *testing.T) {
 	mu.Unlock()
 	end()
 }
+
+// clock is a fake time for the write-hold rule.
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time      { return c.t }
+func (c *clock) add(d time.Duration) { c.t = c.t.Add(d) }
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// Reader priority: a writer waits for a query that has run holdRule.after,
+// until it ends, at most the budget; short queries hold nobody; the
+// budget caps a hold and refills at holdRule.share, so back-to-back
+// queries hold writes at most that share of the time.
+func TestWriteHoldRule(t *testing.T) {
+	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	sched := newThreadScheduler(nil, func() (time.Duration, error) { return 0, nil })
+	defer sched.close()
+	sched.max = 1 // begin then never changes DuckDB's setting (no database here)
+	sched.mu.Lock()
+	sched.now, sched.filledAt = c.now, c.t
+	sched.mu.Unlock()
+	r := defaultHold
+
+	if _, wait := sched.holdWrite(); wait != 0 {
+		t.Fatalf("no query running: writer waits %v", wait)
+	}
+	end := sched.begin(context.Background())
+	c.add(r.after / 2)
+	if _, wait := sched.holdWrite(); wait != 0 {
+		t.Errorf("query running for %v: writer waits %v, want 0 (short queries hold nobody)", r.after/2, wait)
+	}
+	c.add(r.after)
+	ch, wait := sched.holdWrite()
+	if wait != r.most || ch == nil || isClosed(ch) {
+		t.Fatalf("query running for %v: writer waits %v, want %v until it ends", r.after*3/2, wait, r.most)
+	}
+	end()
+	if !isClosed(ch) {
+		t.Fatal("the query ended: the waiting writer is not released")
+	}
+	sched.charge(r.most / 5)
+
+	// A query that never ends: the writer is held for the budget, then
+	// for what refills; over a long time, about share of it.
+	end = sched.begin(context.Background())
+	c.add(r.after)
+	var held time.Duration
+	span := 100 * time.Second
+	for start := c.t; c.t.Sub(start) < span; {
+		_, wait := sched.holdWrite()
+		if wait > r.most {
+			t.Fatalf("writer waits %v, more than the %v a hold may last", wait, r.most)
+		}
+		c.add(wait)
+		sched.charge(wait)
+		held += wait
+		c.add(100 * time.Millisecond) // the write, then the next one arrives
+	}
+	end()
+	if most := time.Duration(float64(span)*r.share) + r.most; held > most {
+		t.Errorf("writes held %v of %v with queries back to back, want at most %v", held, span, most)
+	}
+	if held < time.Duration(float64(span)*r.share)/2 {
+		t.Errorf("writes held only %v of %v: the budget does not refill", held, span)
+	}
+
+	// Off.
+	sched.mu.Lock()
+	sched.hold = holdRule{}
+	sched.mu.Unlock()
+	end = sched.begin(context.Background())
+	c.add(time.Second)
+	if _, wait := sched.holdWrite(); wait != 0 {
+		t.Errorf("hold turned off: writer waits %v", wait)
+	}
+	end()
+}
+
+// An Append that arrives during a long query waits for it to end, and a
+// query that never ends holds it only as long as the budget allows.
+func TestAppendYieldsToQueries(t *testing.T) {
+	s, err := Open(":memory:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	ev := func(id string) []event.Event {
+		return []event.Event{{SourceID: "s", MessageID: id, Type: "track", Name: "A", UserID: "u",
+			Timestamp: now, ReceivedAt: now, Raw: []byte(`{}`)}}
+	}
+	appended := func(id string) chan error {
+		done := make(chan error, 1)
+		go func() {
+			_, err := s.Append(ctx, ev(id))
+			done <- err
+		}()
+		return done
+	}
+	wait := func(done chan error, what string) {
+		t.Helper()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s: the Append never returned", what)
+		}
+	}
+
+	wait(appended("0"), "no query")    // the first Append sets the store up
+	s.SetWriteHold(0, time.Hour, 0.25) // held until the query ends
+	end := s.Begin(ctx)
+	done := appended("1")
+	time.Sleep(200 * time.Millisecond)
+	select {
+	case <-done:
+		t.Fatal("an Append during a query did not wait for it")
+	default:
+	}
+	end()
+	wait(done, "query ended")
+
+	s.SetWriteHold(0, 100*time.Millisecond, 0.25)
+	end = s.Begin(ctx) // never ends while the Appends run
+	for _, id := range []string{"2", "3", "4"} {
+		wait(appended(id), "query running, budget 100 ms")
+	}
+	end()
+	if n, err := s.Count(ctx); err != nil || n != 5 {
+		t.Fatalf("stored %d events (%v), want 5", n, err)
+	}
+}
