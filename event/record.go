@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 	"unsafe"
 )
@@ -286,73 +287,76 @@ func (d *decoder) compact(e *Event) {
 		return
 	}
 	raw := d.bytes()
+	if d.err != nil {
+		return
+	}
+	b := d.b
+	pos := 0
 	var pieces [compactFields][]byte
 	total := 0
 	for i := range pieces {
-		tag := d.uvarint()
-		if d.err != nil {
+		tag, w := binary.Uvarint(b[pos:])
+		if w <= 0 {
+			d.err = fmt.Errorf("%w: bad length", ErrCorrupt)
 			return
 		}
+		pos += w
 		n := tag >> 1
 		if tag&1 == 1 {
-			off := d.uvarint()
-			if d.err != nil {
+			off, w := binary.Uvarint(b[pos:])
+			if w <= 0 {
+				d.err = fmt.Errorf("%w: bad offset", ErrCorrupt)
 				return
 			}
+			pos += w
 			if off > uint64(len(raw)) || n > uint64(len(raw))-off {
 				d.err = fmt.Errorf("%w: reference outside the event", ErrCorrupt)
 				return
 			}
 			pieces[i] = raw[off : off+n]
 		} else {
-			if n > uint64(len(d.b)) {
+			if n > uint64(len(b)-pos) {
 				d.err = fmt.Errorf("%w: field overruns record", ErrCorrupt)
 				return
 			}
-			pieces[i] = d.b[:n]
-			d.b = d.b[n:]
+			pieces[i] = b[pos : pos+int(n)]
+			pos += int(n)
 		}
 		total += int(n)
 	}
-	if len(d.b) == 0 {
-		d.err = fmt.Errorf("%w: missing times", ErrCorrupt)
-		return
-	}
-	set := d.b[0]
-	d.b = d.b[1:]
-	if set > 0xf {
+	if pos >= len(b) || b[pos] > 0xf {
 		d.err = fmt.Errorf("%w: bad times", ErrCorrupt)
 		return
 	}
-	var times [4]time.Time
+	set := b[pos]
+	pos++
+	var times [4]int64
 	var base int64
-	first := true
 	for i := range times {
 		if set&(1<<i) == 0 {
 			continue
 		}
-		v, n := binary.Varint(d.b)
-		if n <= 0 {
+		v, w := binary.Varint(b[pos:])
+		if w <= 0 {
 			d.err = fmt.Errorf("%w: bad time", ErrCorrupt)
 			return
 		}
-		d.b = d.b[n:]
-		if first {
-			base, first = v, false
-		} else {
+		pos += w
+		if set&(1<<i-1) != 0 { // not the first set: a difference from it
 			v += base
+		} else {
+			base = v
 		}
-		times[i] = time.Unix(0, v).UTC()
+		times[i] = v
 	}
-	var all string
-	if total > 0 {
-		b := make([]byte, 0, total)
-		for _, p := range pieces {
-			b = append(b, p...)
-		}
-		all = unsafe.String(unsafe.SliceData(b), len(b))
+	d.b = b[pos:]
+	var sb strings.Builder
+	sb.Grow(total)
+	for _, p := range pieces {
+		sb.Write(p)
 	}
-	var at int
+	all := sb.String()
+	at := 0
 	field := func(i int) string {
 		s := all[at : at+len(pieces[i])]
 		at += len(pieces[i])
@@ -372,7 +376,16 @@ func (d *decoder) compact(e *Event) {
 	e.AnonymousID = field(4)
 	e.GroupID = field(5)
 	e.PreviousID = field(6)
-	e.ReceivedAt, e.SentAt, e.OriginalTimestamp, e.Timestamp = times[0], times[1], times[2], times[3]
+	at4 := func(i int) time.Time {
+		if set&(1<<i) == 0 {
+			return time.Time{}
+		}
+		return time.Unix(0, times[i]).UTC()
+	}
+	e.ReceivedAt = at4(0)
+	e.SentAt = at4(1)
+	e.OriginalTimestamp = at4(2)
+	e.Timestamp = at4(3)
 	e.Raw = raw
 }
 

@@ -2,7 +2,6 @@ package event
 
 import (
 	"bytes"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -163,44 +162,5 @@ func TestRedactSources(t *testing.T) {
 	bad := append(append([]byte(nil), RecordHeader...), rec[len(RecordHeader)+2+len("src-a"):]...)
 	if _, _, err := DecodeRecord(bad); err == nil {
 		t.Error("an event without its source decoded")
-	}
-}
-
-// BenchmarkDecodeRecord decodes a record of a bench-ingest request's 100
-// events (the pipeline's read of the log) in each version.
-//
-//	go test -run '^$' -bench DecodeRecord -benchmem ./event/
-func BenchmarkDecodeRecord(b *testing.B) {
-	var body bytes.Buffer
-	body.WriteString(`{"batch":[`)
-	for e := range 100 {
-		if e > 0 {
-			body.WriteByte(',')
-		}
-		fmt.Fprintf(&body, `{"type":"track","event":"Order Completed","userId":"user-01-%06d","messageId":"9ce8753b-01-000000000001-%06d","timestamp":"2026-12-03T08:00:00Z",`+
-			`"properties":{"orderId":"o-%d","revenue":%d.5,"currency":"EUR","plan":"pro"},"context":{"library":{"name":"tandem-bench","version":"1"}}}`, e, e, e, 10+e%90)
-	}
-	body.WriteString(`],"sentAt":"2026-12-03T08:00:00Z"}`)
-	_, chunk, err := EncodeBatch(nil, "src_0123456789abcdef", body.Bytes(), time.Now(), []byte(`{"ip":"127.0.0.1","userAgent":"Go-http-client/1.1"}`), "")
-	if err != nil {
-		b.Fatal(err)
-	}
-	v2 := append(append([]byte(nil), RecordHeader...), chunk...)
-	evs, _, _ := DecodeRecord(v2)
-	v1 := encodeRecordV1("src_0123456789abcdef", evs, nil)
-	for _, c := range []struct {
-		name string
-		rec  []byte
-	}{{"v1", v1}, {"v2", v2}} {
-		b.Run(c.name, func(b *testing.B) {
-			b.SetBytes(int64(len(c.rec)))
-			var evs []Event
-			for b.Loop() {
-				var err error
-				if evs, _, _, err = AppendRecord(evs[:0], nil, c.rec); err != nil || len(evs) != 100 {
-					b.Fatal(err)
-				}
-			}
-		})
 	}
 }
