@@ -75,8 +75,29 @@ func FuzzParseBatch(f *testing.F) {
 func FuzzDecodeRecord(f *testing.F) {
 	f.Add(EncodeRecord("s", []Event{{MessageID: "m", Type: "track", Raw: []byte("{}")}}, nil))
 	f.Add([]byte("TRC\x01\x01\xff\xff\xff\xff\x0f"))
+	f.Add(encodeRecordV1("s", []Event{{MessageID: "m", Type: "track", Raw: []byte("{}")}}, nil))
+	if _, chunk, err := EncodeBatch(nil, "s", []byte(`{"batch":[{"type":"track","event":"Order","userId":"user-1","messageId":"msg-1"}]}`), time.Unix(0, 0), nil, ""); err == nil {
+		f.Add(append(append([]byte(nil), RecordHeader...), chunk...))
+	}
 	f.Fuzz(func(t *testing.T, rec []byte) {
-		_, _, _ = DecodeRecord(rec)
+		evs, _, err := DecodeRecord(rec)
+		if err != nil {
+			return
+		}
+		// What decodes encodes again to a record that decodes the same.
+		again, _, err := DecodeRecord(EncodeRecord("", evs, nil))
+		if err != nil || len(again) != len(evs) {
+			t.Fatalf("re-encoded: %v, %d of %d events", err, len(again), len(evs))
+		}
+		for i := range evs {
+			if evs[i].SourceID == "" {
+				continue
+			}
+			again[i].SourceID = evs[i].SourceID
+			if !equalEvent(again[i], evs[i]) {
+				t.Fatalf("re-encoded %+v, decoded %+v", again[i], evs[i])
+			}
+		}
 	})
 }
 

@@ -194,8 +194,19 @@ func EncodeBatch(dst []byte, sourceID string, body []byte, receivedAt time.Time,
 
 // encoding is where [EncodeBatch] puts the entries of a batch's events.
 type encoding struct {
-	dst    []byte
-	source string
+	dst     []byte
+	source  string
+	sourced bool // the source entry is in dst
+}
+
+// start appends the kind of an event's compact entry to dst, after the
+// source entry for the first.
+func (enc *encoding) start(dst []byte) []byte {
+	if !enc.sourced {
+		dst = appendSource(dst, enc.source)
+		enc.sourced = true
+	}
+	return append(dst, kindCompact)
 }
 
 func parseBatch(body []byte, receivedAt time.Time, ctxDefaults []byte, ipPolicy string, enc *encoding) (*Request, error) {
@@ -344,10 +355,15 @@ func parseBatch(body []byte, receivedAt time.Time, ctxDefaults []byte, ipPolicy 
 		if enc != nil {
 			if deferred {
 				// Straight into the entry, not rewritten first.
-				enc.dst = appendEventHead(enc.dst, enc.source, &ev)
+				enc.dst = enc.start(enc.dst)
+				at := len(enc.dst)
 				enc.dst = appendWithDefaults(enc.dst, pc.out, ev.Raw, own, "context", pc.ctxDefaults, !pc.noEscapes)
+				enc.dst = appendEventTail(enc.dst, rawAt(enc.dst, at), &ev)
 			} else {
-				enc.dst = appendEvent(enc.dst, enc.source, &ev)
+				enc.dst = enc.start(enc.dst)
+				at := len(enc.dst)
+				enc.dst = appendBytes(enc.dst, ev.Raw)
+				enc.dst = appendEventTail(enc.dst, rawAt(enc.dst, at), &ev)
 			}
 			req.Encoded++
 			out.buf = out.buf[:0]

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"time"
+	"unsafe"
 )
 
 // A Record is the unit written to the event log: the events of one or more
@@ -17,18 +19,48 @@ import (
 //
 // The format is versioned by its header so that a later version (for
 // example one whose personal fields are encrypted per subject for
-// crypto-shredding) can be read beside this one.
+// crypto-shredding) can be read beside this one. Version 1 records hold
+// event entries that copy every lifted field (source, messageId, type,
+// name, the ids) ahead of the event's JSON. Version 2 records, written
+// since 2026-12-04, name the source once per chunk in a source entry and
+// hold compact event entries: the event's JSON first, then each lifted
+// field either as a reference (offset and length) into that JSON, where
+// the JSON holds the value's bytes as they are, or as a copy; the times
+// after the first as differences from it. Both are read.
 
 // RecordHeader starts every record written by this version.
-var RecordHeader = []byte{'T', 'R', 'C', 1}
+var RecordHeader = []byte{'T', 'R', 'C', 2}
+
+// recordHeaderV1 starts the records written before the compact entries.
+var recordHeaderV1 = []byte{'T', 'R', 'C', 1}
 
 const (
-	kindEvent   byte = 1
+	kindEvent   byte = 1 // version 1: every field copied
 	kindProblem byte = 2
 	// kindDone names the log consumers that have already processed a
 	// record's entries: see [Redact].
 	kindDone byte = 3
+	// kindSource (version 2) sets the source of the compact event
+	// entries that follow it.
+	kindSource byte = 4
+	// kindCompact (version 2) is an event whose lifted fields refer into
+	// its JSON where they can.
+	kindCompact byte = 5
 )
+
+// recordVersion returns rec's format version and its entries, or an error
+// for a record without a known header.
+func recordVersion(rec []byte) (int, []byte, error) {
+	if len(rec) >= len(RecordHeader) {
+		switch string(rec[:len(RecordHeader)]) {
+		case string(RecordHeader):
+			return 2, rec[len(RecordHeader):], nil
+		case string(recordHeaderV1):
+			return 1, rec[len(recordHeaderV1):], nil
+		}
+	}
+	return 0, nil, fmt.Errorf("%w: bad header", ErrCorrupt)
+}
 
 // ErrCorrupt is returned for a record that cannot be decoded.
 var ErrCorrupt = errors.New("event: corrupt record")
@@ -37,8 +69,15 @@ var ErrCorrupt = errors.New("event: corrupt record")
 // sourceID, to buf. The result is not a record on its own: prefix it with
 // [RecordHeader].
 func AppendEntries(buf []byte, sourceID string, events []Event, problems []Problem) []byte {
+	if len(events) > 0 {
+		buf = appendSource(buf, sourceID)
+	}
 	for i := range events {
-		buf = appendEvent(buf, sourceID, &events[i])
+		e := &events[i]
+		buf = append(buf, kindCompact)
+		start := len(buf)
+		buf = appendBytes(buf, e.Raw)
+		buf = appendEventTail(buf, rawAt(buf, start), e)
 	}
 	for i := range problems {
 		p := &problems[i]
@@ -56,13 +95,95 @@ func AppendEntries(buf []byte, sourceID string, events []Event, problems []Probl
 	return buf
 }
 
-// appendEvent appends e's entry, with sourceID.
-func appendEvent(buf []byte, sourceID string, e *Event) []byte {
-	return appendBytes(appendEventHead(buf, sourceID, e), e.Raw)
+// appendSource appends a source entry: the compact events after it, up to
+// the next one, are sourceID's.
+func appendSource(buf []byte, sourceID string) []byte {
+	return appendString(append(buf, kindSource), sourceID)
 }
 
-// appendEventHead appends e's entry up to its raw bytes, which come last.
-func appendEventHead(buf []byte, sourceID string, e *Event) []byte {
+// rawAt returns the bytes appendBytes wrote at buf[start:].
+func rawAt(buf []byte, start int) []byte {
+	n, w := binary.Uvarint(buf[start:])
+	return buf[start+w : start+w+int(n) : start+w+int(n)]
+}
+
+// minRef is the shortest field a compact entry refers to rather than
+// copies: a reference takes two to four bytes.
+const minRef = 4
+
+// appendEventTail appends what follows a compact entry's JSON: e's lifted
+// fields and times. raw is the JSON as the entry holds it (e.Raw, or e.Raw
+// with the context defaults added); a field whose bytes e.Raw holds
+// (the parser's strings point into the body) is written as a reference
+// when raw holds the same bytes at its offset in e.Raw, or after the
+// bytes added (an insertion before it), else copied.
+func appendEventTail(buf []byte, raw []byte, e *Event) []byte {
+	for _, s := range [...]string{e.MessageID, e.Type, e.Name, e.UserID, e.AnonymousID, e.GroupID, e.PreviousID} {
+		if off, ok := refIn(raw, e.Raw, s); ok {
+			buf = binary.AppendUvarint(buf, uint64(len(s))<<1|1)
+			buf = binary.AppendUvarint(buf, uint64(off))
+			continue
+		}
+		buf = binary.AppendUvarint(buf, uint64(len(s))<<1)
+		buf = append(buf, s...)
+	}
+	// Which times are set, then the first set one in full and the others
+	// as differences from it (in two's complement: exact for any pair).
+	times := [...]time.Time{e.ReceivedAt, e.SentAt, e.OriginalTimestamp, e.Timestamp}
+	var set byte
+	for i, t := range times {
+		if !t.IsZero() {
+			set |= 1 << i
+		}
+	}
+	buf = append(buf, set)
+	var base int64
+	first := true
+	for _, t := range times {
+		if t.IsZero() {
+			continue
+		}
+		v := t.UnixNano()
+		if first {
+			buf = binary.AppendVarint(buf, v)
+			base, first = v, false
+			continue
+		}
+		buf = binary.AppendVarint(buf, v-base)
+	}
+	return buf
+}
+
+// refIn returns where raw holds s's bytes, when s's bytes lie in orig (the
+// event's JSON before its defaults were added) and raw has them at the
+// same offset or at that offset moved by the bytes added.
+func refIn(raw, orig []byte, s string) (int, bool) {
+	if len(s) < minRef || len(orig) < len(s) {
+		return 0, false
+	}
+	o := uintptr(unsafe.Pointer(unsafe.StringData(s))) - uintptr(unsafe.Pointer(unsafe.SliceData(orig)))
+	if o > uintptr(len(orig)-len(s)) {
+		return 0, false
+	}
+	off := int(o)
+	if off+len(s) <= len(raw) && string(raw[off:off+len(s)]) == s {
+		return off, true
+	}
+	if off += len(raw) - len(orig); off >= 0 && off+len(s) <= len(raw) && string(raw[off:off+len(s)]) == s {
+		return off, true
+	}
+	return 0, false
+}
+
+// appendEventV1 appends e's version 1 entry, with sourceID: what records
+// held before version 2, for the tests that read those.
+func appendEventV1(buf []byte, sourceID string, e *Event) []byte {
+	return appendBytes(appendEventHeadV1(buf, sourceID, e), e.Raw)
+}
+
+// appendEventHeadV1 appends e's version 1 entry up to its raw bytes, which
+// come last.
+func appendEventHeadV1(buf []byte, sourceID string, e *Event) []byte {
 	buf = append(buf, kindEvent)
 	buf = appendString(buf, sourceID)
 	buf = appendString(buf, e.MessageID)
@@ -107,25 +228,31 @@ func DecodeRecordDone(rec []byte) ([]Event, []Problem, []string, error) {
 // type is one of [Types]): a long-lived copy of one of them keeps the
 // others' bytes, about a hundred, alive with it.
 func AppendRecord(events []Event, problems []Problem, rec []byte) ([]Event, []Problem, []string, error) {
-	if len(rec) < len(RecordHeader) || string(rec[:len(RecordHeader)]) != string(RecordHeader) {
-		return events, problems, nil, fmt.Errorf("%w: bad header", ErrCorrupt)
+	v, body, err := recordVersion(rec)
+	if err != nil {
+		return events, problems, nil, err
 	}
-	d := decoder{b: rec[len(RecordHeader):]}
+	d := decoder{b: body, v2: v == 2}
 	ne, np := len(events), len(problems)
 	var done []string
 	var prevSource string
 	for len(d.b) > 0 && d.err == nil {
 		kind := d.b[0]
 		d.b = d.b[1:]
-		switch kind {
-		case kindEvent:
+		switch {
+		case kind == kindEvent:
 			events = append(events, Event{})
 			e := &events[len(events)-1]
 			d.event(e, prevSource)
 			prevSource = e.SourceID
-		case kindProblem:
+		case kind == kindCompact && d.v2:
+			events = append(events, Event{})
+			d.compact(&events[len(events)-1])
+		case kind == kindSource && d.v2:
+			d.setSource()
+		case kind == kindProblem:
 			problems = append(problems, d.problem())
-		case kindDone:
+		case kind == kindDone:
 			done = append(done, d.done()...)
 		default:
 			d.err = fmt.Errorf("%w: unknown entry kind %d", ErrCorrupt, kind)
@@ -137,6 +264,129 @@ func AppendRecord(events []Event, problems []Problem, rec []byte) ([]Event, []Pr
 		return events[:ne], problems[:np], nil, d.err
 	}
 	return events, problems, done, nil
+}
+
+// setSource decodes a source entry (after its kind byte).
+func (d *decoder) setSource() {
+	src := d.bytes()
+	if d.err == nil && string(src) != d.source {
+		d.source = string(src)
+	}
+	d.sourced = d.err == nil
+}
+
+// compactFields is how many lifted strings a compact entry has after its
+// JSON: messageId, type, name, userId, anonymousId, groupId, previousId.
+const compactFields = 7
+
+// compact decodes a compact event entry (after its kind byte) into e. Its
+// strings share one allocation, as version 1's do.
+func (d *decoder) compact(e *Event) {
+	if !d.sourced {
+		d.err = fmt.Errorf("%w: event before its source", ErrCorrupt)
+		return
+	}
+	raw := d.bytes()
+	if d.err != nil {
+		return
+	}
+	b := d.b
+	pos := 0
+	var pieces [compactFields][]byte
+	total := 0
+	for i := range pieces {
+		tag, w := binary.Uvarint(b[pos:])
+		if w <= 0 {
+			d.err = fmt.Errorf("%w: bad length", ErrCorrupt)
+			return
+		}
+		pos += w
+		n := tag >> 1
+		if tag&1 == 1 {
+			off, w := binary.Uvarint(b[pos:])
+			if w <= 0 {
+				d.err = fmt.Errorf("%w: bad offset", ErrCorrupt)
+				return
+			}
+			pos += w
+			if off > uint64(len(raw)) || n > uint64(len(raw))-off {
+				d.err = fmt.Errorf("%w: reference outside the event", ErrCorrupt)
+				return
+			}
+			pieces[i] = raw[off : off+n]
+		} else {
+			if n > uint64(len(b)-pos) {
+				d.err = fmt.Errorf("%w: field overruns record", ErrCorrupt)
+				return
+			}
+			pieces[i] = b[pos : pos+int(n)]
+			pos += int(n)
+		}
+		total += int(n)
+	}
+	if pos >= len(b) || b[pos] > 0xf {
+		d.err = fmt.Errorf("%w: bad times", ErrCorrupt)
+		return
+	}
+	set := b[pos]
+	pos++
+	var times [4]int64
+	var base int64
+	for i := range times {
+		if set&(1<<i) == 0 {
+			continue
+		}
+		v, w := binary.Varint(b[pos:])
+		if w <= 0 {
+			d.err = fmt.Errorf("%w: bad time", ErrCorrupt)
+			return
+		}
+		pos += w
+		if set&(1<<i-1) != 0 { // not the first set: a difference from it
+			v += base
+		} else {
+			base = v
+		}
+		times[i] = v
+	}
+	d.b = b[pos:]
+	var sb strings.Builder
+	sb.Grow(total)
+	for _, p := range pieces {
+		sb.Write(p)
+	}
+	all := sb.String()
+	at := 0
+	field := func(i int) string {
+		s := all[at : at+len(pieces[i])]
+		at += len(pieces[i])
+		return s
+	}
+	e.SourceID = d.source
+	e.MessageID = field(0)
+	if ty := field(1); ty != "" {
+		if t, ok := knownType(ty); ok {
+			e.Type = t
+		} else {
+			e.Type = ty
+		}
+	}
+	e.Name = field(2)
+	e.UserID = field(3)
+	e.AnonymousID = field(4)
+	e.GroupID = field(5)
+	e.PreviousID = field(6)
+	at4 := func(i int) time.Time {
+		if set&(1<<i) == 0 {
+			return time.Time{}
+		}
+		return time.Unix(0, times[i]).UTC()
+	}
+	e.ReceivedAt = at4(0)
+	e.SentAt = at4(1)
+	e.OriginalTimestamp = at4(2)
+	e.Timestamp = at4(3)
+	e.Raw = raw
 }
 
 // eventStrings is how many length-prefixed strings an event entry starts
@@ -232,6 +482,18 @@ func (d *decoder) entry() (kind byte, e Event, p Problem, done []string) {
 		p = d.problem()
 	case kindDone:
 		done = d.done()
+	case kindSource:
+		if d.v2 {
+			d.setSource()
+			return
+		}
+		d.err = fmt.Errorf("%w: unknown entry kind %d", ErrCorrupt, kind)
+	case kindCompact:
+		if d.v2 {
+			d.compact(&e)
+			return
+		}
+		d.err = fmt.Errorf("%w: unknown entry kind %d", ErrCorrupt, kind)
 	default:
 		d.err = fmt.Errorf("%w: unknown entry kind %d", ErrCorrupt, kind)
 	}
@@ -260,6 +522,11 @@ func appendTime(buf []byte, t time.Time) []byte {
 type decoder struct {
 	b   []byte
 	err error
+	v2  bool // a version 2 record: source and compact entries may follow
+	// source is the source entry's before the compact entries, once
+	// sourced.
+	source  string
+	sourced bool
 }
 
 func (d *decoder) uvarint() uint64 {

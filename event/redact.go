@@ -2,7 +2,6 @@ package event
 
 import (
 	"encoding/binary"
-	"fmt"
 	"slices"
 )
 
@@ -25,11 +24,13 @@ type Entry struct {
 // is 0, out is nil. When every entry is dropped, out is nil too: nothing
 // is left to keep.
 func Redact(rec []byte, drop func(Entry) bool, done []string) (out []byte, dropped int, err error) {
-	if len(rec) < len(RecordHeader) || string(rec[:len(RecordHeader)]) != string(RecordHeader) {
-		return nil, 0, fmt.Errorf("%w: bad header", ErrCorrupt)
+	v, body, err := recordVersion(rec)
+	if err != nil {
+		return nil, 0, err
 	}
-	d := decoder{b: rec[len(RecordHeader):]}
-	kept := append([]byte(nil), RecordHeader...)
+	d := decoder{b: body, v2: v == 2}
+	// The rewritten record keeps rec's version: its entries are rec's.
+	kept := append([]byte(nil), rec[:len(rec)-len(body)]...)
 	var prior []string
 	entries := 0
 	for len(d.b) > 0 && d.err == nil {
@@ -45,7 +46,12 @@ func Redact(rec []byte, drop func(Entry) bool, done []string) (out []byte, dropp
 			// A record rewritten before: its consumers stay done.
 			prior = append(prior, names...)
 			continue
-		case kindEvent:
+		case kindSource:
+			// Kept whatever follows: the compact entries after it are
+			// its source's.
+			kept = append(kept, span...)
+			continue
+		case kindEvent, kindCompact:
 			en = Entry{SourceID: e.SourceID, MessageID: e.MessageID, UserID: e.UserID, AnonymousID: e.AnonymousID, Raw: e.Raw}
 		case kindProblem:
 			en = Entry{SourceID: p.SourceID, MessageID: p.MessageID, Raw: p.Raw, Problem: true}
@@ -79,10 +85,11 @@ func Redact(rec []byte, drop func(Entry) bool, done []string) (out []byte, dropp
 // rewritten or one it cannot read. A consumer named there acknowledges
 // the record without processing it.
 func DoneBy(rec []byte) []string {
-	if len(rec) < len(RecordHeader) || string(rec[:len(RecordHeader)]) != string(RecordHeader) {
+	v, body, err := recordVersion(rec)
+	if err != nil {
 		return nil
 	}
-	d := decoder{b: rec[len(RecordHeader):]}
+	d := decoder{b: body, v2: v == 2}
 	var out []string
 	for len(d.b) > 0 && d.err == nil {
 		kind, _, _, names := d.entry()

@@ -58,6 +58,7 @@ func FuzzRedact(f *testing.F) {
 	f.Add(EncodeRecord("s", []Event{{MessageID: "m1", UserID: "ann", Timestamp: ts, Raw: []byte("{}")}, {MessageID: "m2", UserID: "bob", Raw: []byte("{}")}},
 		[]Problem{{MessageID: "m3", Raw: []byte(`{"userId":"ann"}`)}}))
 	f.Add([]byte("TRC\x01\x03\x02\x01a\x01b"))
+	f.Add(encodeRecordV1("s", []Event{{MessageID: "m1", UserID: "ann", Raw: []byte("{}")}, {MessageID: "m2", UserID: "bob", Raw: []byte("{}")}}, nil))
 	f.Fuzz(func(t *testing.T, rec []byte) {
 		drop := func(e Entry) bool { return e.UserID == "ann" || e.MessageID == "m3" }
 		out, n, err := Redact(rec, drop, []string{"pipeline"})
