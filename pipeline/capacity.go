@@ -30,7 +30,7 @@ const capacityDecay = 0.7
 
 // The stages the capacity is measured over, in Run's goroutines.
 const (
-	capDecode = iota // decode (Run's own goroutine, after the read)
+	capDecode = iota // decode (its own goroutine, after the read)
 	capState         // the state-store steps
 	capWrite         // the event-store write, and commits made under a backlog
 	capStages

@@ -195,6 +195,26 @@ const (
 )
 
 // timed runs f, adds its time to the stage's and returns it.
+// runStage runs one middle stage of Run: each batch from in through f,
+// in order, then on to out; a batch f gives up on goes back to the log
+// (redelivered) and counts as ended. It closes out when in is closed.
+func (p *Pipeline) runStage(ctx context.Context, in <-chan *batch, out chan<- *batch, name string, c int, f func(context.Context, *batch) error) {
+	defer close(out)
+	for b := range in {
+		var ok bool
+		d := p.timed(name, func() { ok = p.retry(ctx, b, f) })
+		if !ok {
+			p.giveBack(b)
+			p.ended.Add(1)
+			continue
+		}
+		p.capacity.batch(c, b.bytes, d)
+		// Not selecting on ctx: the later stages finish every batch
+		// handed to them, so a stop loses nothing and repeats nothing.
+		out <- b
+	}
+}
+
 func (p *Pipeline) timed(stage string, f func()) time.Duration {
 	start := time.Now()
 	f()
@@ -273,37 +293,8 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	decoded := make(chan *batch, 1)
 	resolved := make(chan *batch, 1)
 	done := make(chan struct{})
-	go func() {
-		defer close(decoded)
-		for b := range fetched {
-			var ok bool
-			d := p.timed(stageDecode, func() { ok = p.retry(ctx, b, p.decode) })
-			if ok {
-				p.capacity.batch(capDecode, b.bytes, d)
-				// Not selecting on ctx: the later stages finish every
-				// batch handed to them, so a stop loses nothing and
-				// repeats nothing.
-				decoded <- b
-			} else {
-				p.giveBack(b)
-				p.ended.Add(1)
-			}
-		}
-	}()
-	go func() {
-		defer close(resolved)
-		for b := range decoded {
-			var ok bool
-			d := p.timed(stageState, func() { ok = p.retry(ctx, b, p.prepare) })
-			if ok {
-				p.capacity.batch(capState, b.bytes, d)
-				resolved <- b
-			} else {
-				p.giveBack(b)
-				p.ended.Add(1)
-			}
-		}
-	}()
+	go p.runStage(ctx, fetched, decoded, stageDecode, capDecode, p.decode)
+	go p.runStage(ctx, decoded, resolved, stageState, capState, p.prepare)
 	go func() {
 		defer close(done)
 		for {
