@@ -21,9 +21,7 @@
 //   - Backends that allow a single writer (SQLite) are opened with
 //     [WithSingleWriter]: every [DB.Exec] and [DB.Tx] then takes a write
 //     slot first, so concurrent writers queue in the process instead of
-//     failing with SQLITE_BUSY; and they all run on one connection, kept
-//     for writes, whose page cache stays warm from one write to the next
-//     (SQLite drops a connection's cache when another one wrote).
+//     failing with SQLITE_BUSY.
 //   - [DB.Batch] makes several steps, each written as its own [DB.Tx], one
 //     transaction: the pipeline's state-store stage commits a batch's
 //     identity resolution, consent and computed traits once. A step's

@@ -3,7 +3,6 @@ package statestore
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"iter"
@@ -92,17 +91,8 @@ type DB struct {
 	// writeSlot, when not nil, serializes writers (see WithSingleWriter).
 	writeSlot    chan struct{}
 	writeTimeout time.Duration
-	// writer is the connection every write of a single-writer DB runs
-	// on, taken from the pool at the first write and kept (writerMu
-	// guards the field; only the holder of the write slot uses it).
-	// SQLite drops a connection's page cache when another connection
-	// wrote since its last transaction: with writes spread over the
-	// pool, each transaction began with a cold cache and read the
-	// pages of its tables' indexes again.
-	writerMu   sync.Mutex
-	writer     *sql.Conn
-	afterWrite func()
-	closer     func()
+	afterWrite   func()
+	closer       func()
 	// stmts caches prepared statements by query text, when not nil (see
 	// WithStatementCache); stmtMu guards it.
 	stmtMu sync.Mutex
@@ -131,9 +121,7 @@ type Option func(*DB)
 // for backends such as SQLite that allow a single writer, so that
 // concurrent writers queue in the process, in order, instead of spinning on
 // the database's lock. Reads ([DB.Query], [DB.QueryRow]) are not
-// serialized. Writes run on one connection of the pool, kept for them, so
-// that what the database caches per connection (SQLite's page cache)
-// stays warm from one write to the next.
+// serialized.
 func WithSingleWriter(timeout time.Duration) Option {
 	return func(db *DB) {
 		db.writeSlot = make(chan struct{}, 1)
@@ -211,12 +199,6 @@ func (db *DB) Close() error {
 		delete(db.stmts, q)
 	}
 	db.stmtMu.Unlock()
-	db.writerMu.Lock()
-	if db.writer != nil {
-		_ = db.writer.Close() // back to the pool, which closes it
-		db.writer = nil
-	}
-	db.writerMu.Unlock()
 	return db.db.Close()
 }
 
@@ -279,42 +261,6 @@ func (db *DB) acquire(ctx context.Context) (release func(), err error) {
 
 func (db *DB) releaseSlot() { <-db.writeSlot }
 
-// writeConn returns the connection writes run on, nil when the DB has no
-// write slot (any pooled connection will do). The caller holds the slot.
-func (db *DB) writeConn(ctx context.Context) (*sql.Conn, error) {
-	if db.writeSlot == nil {
-		return nil, nil
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err // as the pool would say
-	}
-	db.writerMu.Lock()
-	defer db.writerMu.Unlock()
-	if db.writer == nil {
-		c, err := db.db.Conn(ctx)
-		if err != nil {
-			return nil, err
-		}
-		db.writer = c
-	}
-	return db.writer, nil
-}
-
-// writeFailed lets the write connection go when err says it is broken,
-// so that the next write takes another from the pool.
-func (db *DB) writeFailed(c *sql.Conn, err error) {
-	if c == nil || !(errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone)) {
-		return
-	}
-	db.writerMu.Lock()
-	if db.writer == c {
-		db.writer = nil
-	}
-	db.writerMu.Unlock()
-	_ = c.Raw(func(any) error { return driver.ErrBadConn }) // the pool discards it
-	_ = c.Close()
-}
-
 // Exec runs a statement that changes the database. Its `?` placeholders are
 // rebound for the dialect. A constraint violation matches [ErrConflict].
 func (db *DB) Exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
@@ -325,16 +271,7 @@ func (db *DB) Exec(ctx context.Context, query string, args ...any) (sql.Result, 
 	if err != nil {
 		return nil, err
 	}
-	var res sql.Result
-	c, err := db.writeConn(ctx)
-	if err == nil {
-		if c != nil {
-			res, err = c.ExecContext(ctx, db.dialect.Rebind(query), args...)
-			db.writeFailed(c, err)
-		} else {
-			res, err = db.db.ExecContext(ctx, db.dialect.Rebind(query), args...)
-		}
-	}
+	res, err := db.db.ExecContext(ctx, db.dialect.Rebind(query), args...)
 	release()
 	if err == nil && db.afterWrite != nil {
 		db.afterWrite()
@@ -375,17 +312,7 @@ func (db *DB) Tx(ctx context.Context, fn func(tx *Tx) error) error {
 		return err
 	}
 	defer release()
-	c, err := db.writeConn(ctx)
-	if err != nil {
-		return fmt.Errorf("statestore: begin: %w", db.mapErr(err))
-	}
-	var sqlTx *sql.Tx
-	if c != nil {
-		sqlTx, err = c.BeginTx(ctx, nil)
-		db.writeFailed(c, err)
-	} else {
-		sqlTx, err = db.db.BeginTx(ctx, nil)
-	}
+	sqlTx, err := db.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("statestore: begin: %w", db.mapErr(err))
 	}
@@ -407,7 +334,6 @@ func (db *DB) Tx(ctx context.Context, fn func(tx *Tx) error) error {
 	}
 	committed = true
 	if err := sqlTx.Commit(); err != nil {
-		db.writeFailed(c, err)
 		return fmt.Errorf("statestore: commit: %w", db.mapErr(err))
 	}
 	if db.afterWrite != nil {
