@@ -197,6 +197,13 @@ func newObserver(c *compiled) *observer {
 // observe is [compiled.observe]; the identifiers it returns are valid
 // until its next call.
 func (ob *observer) observe(e *event.Event) observation {
+	return ob.observeAs(e, mentionsTraits(e.Raw))
+}
+
+// observeAs is observe of an event whose raw JSON mentions traits (or
+// external ids) as [mentionsTraits] tells: false, and its identifiers are
+// only those of its user id, anonymous id and (alias) previous id.
+func (ob *observer) observeAs(e *event.Event, mentions bool) observation {
 	c := ob.c
 	o := observation{at: e.Timestamp, source: e.SourceID, msg: e.MessageID}
 	ob.ids = ob.ids[:0]
@@ -241,7 +248,7 @@ func (ob *observer) observe(e *event.Event) observation {
 		addSent(1, AnonymousID, e.PreviousID)
 	}
 	raw := e.Raw
-	if mentionsTraits(raw) {
+	if mentions {
 		if f, ok := readFields(raw); ok {
 			c.fromTraits(f.ctxTraits, add)
 			for _, x := range f.externalIDs {

@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -413,57 +414,165 @@ type Observed struct {
 }
 
 // Observe reads a batch of events for [Store.ResolveObserved].
+//
+// Most events carry no traits: their identifiers follow from their user
+// id, anonymous id and (alias) previous id alone, so such an event is
+// matched to its set of identifiers by those ids as sent, with one map
+// lookup (none when it is the same person's as the event before), and
+// its JSON is not read. The identifiers' seen times are kept per set and
+// spread over the identifiers once a set at the end.
 func (s *Store) Observe(events []event.Event) *Observed {
-	ob := newObserver(s.c())
-	// The batch's distinct sets of identifiers, each with its earliest
-	// event, found by the set's identifiers (length-prefixed) rather than
-	// by their hash: hashed once a set, not once an event.
-	var links []link
-	linkOf := map[string]int{}
-	var key []byte
-	seen := map[string][2]int64{}
-	traits := map[traitKey]traitVal{}
-	for i := range events {
-		o := ob.observe(&events[i])
-		at := o.at.UnixNano()
-		for k, v := range o.traits {
-			tk := traitKey{o.key, k}
-			if old, ok := traits[tk]; !ok || at > old.at || (at == old.at && o.msg > old.msg) {
-				traits[tk] = traitVal{v, at, o.msg}
-			}
+	sc, _ := observeScratches.Get().(*observeScratch)
+	if sc == nil {
+		sc = &observeScratch{
+			ob:     observer{sent: [2]map[string]string{{}, {}}},
+			linkOf: map[string]int32{},
+			plain:  map[sentIDs]int32{},
 		}
-		if len(o.ids) == 0 {
-			continue
+	}
+	defer sc.release()
+	ob := &sc.ob
+	ob.c = s.c()
+	// The batch's distinct sets of identifiers, each with its earliest
+	// event and its events' time range, found by the set's identifiers
+	// (length-prefixed) rather than by their hash: hashed once a set, not
+	// once an event.
+	links, linkOf, key := sc.links[:0], sc.linkOf, sc.key
+	// setOf finds (or adds) the set ids, a sorted observation's.
+	setOf := func(ids []string, e *event.Event) int32 {
+		if len(ids) == 0 {
+			return -1
 		}
 		key = key[:0]
-		for _, id := range o.ids {
-			if r, ok := seen[id]; !ok {
-				seen[id] = [2]int64{at, at}
-			} else if at < r[0] || at > r[1] {
-				seen[id] = [2]int64{min(r[0], at), max(r[1], at)}
-			}
+		for _, id := range ids {
 			key = binary.AppendUvarint(key, uint64(len(id)))
 			key = append(key, id...)
 		}
-		l := link{ids: o.ids, at: o.at, source: o.source, msg: o.msg, typ: events[i].Type}
-		if j, ok := linkOf[string(key)]; !ok {
-			l.ids = slices.Clone(o.ids) // o.ids is the observer's buffer
-			linkOf[string(key)] = len(links)
-			links = append(links, l)
-		} else if l.less(links[j]) < 0 {
-			l.ids = links[j].ids
-			links[j] = l
+		if j, ok := linkOf[string(key)]; ok {
+			return j
+		}
+		j := int32(len(links))
+		linkOf[string(key)] = j
+		at := e.Timestamp.UnixNano()
+		// ids is the observer's buffer.
+		links = append(links, batchLink{link: link{ids: slices.Clone(ids), at: e.Timestamp, source: e.SourceID, msg: e.MessageID, typ: e.Type}, lo: at, hi: at})
+		return j
+	}
+	// The set of each traitless event's ids as sent, -1 for none.
+	plain := sc.plain
+	last, lastSet := sentIDs{}, int32(-2) // -2: no event before
+	traits := map[traitKey]traitVal{}
+	for i := range events {
+		e := &events[i]
+		var set int32
+		if mentions := mentionsTraits(e.Raw); mentions || e.Type == "group" {
+			o := ob.observeAs(e, mentions)
+			at := o.at.UnixNano()
+			for k, v := range o.traits {
+				tk := traitKey{o.key, k}
+				if old, ok := traits[tk]; !ok || at > old.at || (at == old.at && o.msg > old.msg) {
+					traits[tk] = traitVal{v, at, o.msg}
+				}
+			}
+			set = setOf(o.ids, e)
+		} else {
+			k := sentIDs{e.UserID, e.AnonymousID, ""}
+			if e.Type == "alias" {
+				k.prev = e.PreviousID
+			}
+			if k == last && lastSet != -2 {
+				set = lastSet
+			} else if j, ok := plain[k]; ok {
+				set = j
+			} else {
+				set = setOf(ob.observeAs(e, false).ids, e)
+				plain[k] = set
+			}
+			last, lastSet = k, set
+		}
+		if set >= 0 {
+			links[set].add(e)
 		}
 	}
+	seen := make(map[string][2]int64, len(links))
 	sets := make(map[setKey]link, len(links))
-	for _, l := range links {
+	for i := range links {
+		l := &links[i]
+		for _, id := range l.ids {
+			if r, ok := seen[id]; !ok {
+				seen[id] = [2]int64{l.lo, l.hi}
+			} else if l.lo < r[0] || l.hi > r[1] {
+				seen[id] = [2]int64{min(r[0], l.lo), max(r[1], l.hi)}
+			}
+		}
 		var h setKey
 		h, key = appendSetHash(key, l.ids)
 		if old, ok := sets[h]; !ok || l.less(old) < 0 {
-			sets[h] = l
+			sets[h] = l.link
 		}
 	}
+	sc.links, sc.key = links, key
 	return &Observed{sets: sets, seen: seen, traits: traits}
+}
+
+// observeScratch is the working memory of [Store.Observe], kept for the
+// next batch: maps that grow to a batch's size cost more to grow again
+// each batch than to clear.
+type observeScratch struct {
+	ob     observer
+	linkOf map[string]int32
+	plain  map[sentIDs]int32
+	links  []batchLink
+	key    []byte
+}
+
+var observeScratches sync.Pool
+
+// maxScratch is the most entries a kept scratch map may hold: one grown
+// by an unusually large batch is let go.
+const maxScratch = 1 << 16
+
+// release clears sc, which then refers to no event, and keeps it for
+// the next batch unless a map grew beyond maxScratch.
+func (sc *observeScratch) release() {
+	if len(sc.linkOf) > maxScratch || len(sc.plain) > maxScratch || len(sc.ob.sent[0]) > maxScratch || len(sc.ob.sent[1]) > maxScratch {
+		return
+	}
+	clear(sc.linkOf)
+	clear(sc.plain)
+	clear(sc.ob.sent[0])
+	clear(sc.ob.sent[1])
+	clear(sc.links[:cap(sc.links)])
+	sc.ob.c, sc.ob.ids = nil, sc.ob.ids[:0]
+	clear(sc.ob.ids[:cap(sc.ob.ids)])
+	observeScratches.Put(sc)
+}
+
+// sentIDs are an event's user id, anonymous id and (alias) previous id as
+// sent: all its identifiers come from them when it carries no traits.
+type sentIDs struct{ user, anon, prev string }
+
+// batchLink is a set of identifiers of a batch ([Store.Observe]) with its
+// earliest event and the time range of its events (Unix nanoseconds).
+type batchLink struct {
+	link
+	lo, hi int64
+}
+
+// add counts e, an event of l's set, in.
+func (l *batchLink) add(e *event.Event) {
+	at := e.Timestamp.UnixNano()
+	l.lo, l.hi = min(l.lo, at), max(l.hi, at)
+	// As link.less: the ids are the same.
+	c := e.Timestamp.Compare(l.at)
+	if c == 0 {
+		if c = cmp.Compare(e.SourceID, l.source); c == 0 {
+			c = cmp.Compare(e.MessageID, l.msg)
+		}
+	}
+	if c < 0 {
+		l.at, l.source, l.msg, l.typ = e.Timestamp, e.SourceID, e.MessageID, e.Type
+	}
 }
 
 // ResolveObserved is [Store.Resolve] of the events ob was observed from.
