@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"reflect"
 	"strings"
 	"testing"
@@ -235,5 +236,27 @@ func TestObserveBatch(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got.traits, want.traits) {
 		t.Errorf("traits differ:\n got %v\nwant %v", got.traits, want.traits)
+	}
+}
+
+// TestMentionsTraitsRandom compares mentionsTraits with bytes.Contains on
+// short random texts made of the letters that matter, with either string
+// placed at every offset (a pair s" split between the scanner's words
+// among them).
+func TestMentionsTraitsRandom(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	alpha := []byte(`"s traitsexternalIds{}:`)
+	for range 100000 {
+		b := make([]byte, r.IntN(48))
+		for i := range b {
+			b[i] = alpha[r.IntN(len(alpha))]
+		}
+		if len(b) > 13 && r.IntN(3) == 0 {
+			copy(b[r.IntN(len(b)-12):], []string{`"traits"`, `"externalIds"`}[r.IntN(2)])
+		}
+		want := bytes.Contains(b, []byte(`"traits"`)) || bytes.Contains(b, []byte(`"externalIds"`))
+		if got := mentionsTraits(b); got != want {
+			t.Fatalf("mentionsTraits(%q) = %v, want %v", b, got, want)
+		}
 	}
 }
