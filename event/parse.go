@@ -837,7 +837,7 @@ func (pc *parseContext) fill(ev *Event, raw []byte, w *wireEvent) *Problem {
 	case !ev.SentAt.IsZero():
 		// The client's clock may be off; sentAt and receivedAt are the same
 		// instant on two clocks, so shift the event time by their difference.
-		ev.Timestamp = pc.receivedAt.Add(-ev.SentAt.Sub(client))
+		ev.Timestamp = skewed(pc.receivedAt, ev.SentAt, client)
 	default:
 		ev.Timestamp = client
 	}
@@ -848,6 +848,21 @@ func (pc *parseContext) fill(ev *Event, raw []byte, w *wireEvent) *Problem {
 		ev.Raw = addDefaults(pc.out, raw, w[fContext], "context", pc.ctxDefaults, !pc.noEscapes)
 	}
 	return nil
+}
+
+// skewed is received.Add(-sent.Sub(client)), the client's time moved by
+// the skew between its clock (sent) and the server's (received), without
+// Sub's overflow check (an Add and an Equal) when sent and client are
+// within 2^33 seconds (some 272 years) of each other, where the
+// difference cannot overflow a Duration. The times carry no monotonic
+// reading (parsed, or the server's clock in UTC).
+func skewed(received, sent, client time.Time) time.Time {
+	ds := sent.Unix() - client.Unix()
+	if ds <= -1<<33 || ds >= 1<<33 {
+		return received.Add(-sent.Sub(client))
+	}
+	d := time.Duration(ds)*time.Second + time.Duration(sent.Nanosecond()-client.Nanosecond())
+	return received.Add(-d)
 }
 
 // notKind reports whether r is present (not absent or null) and does not
