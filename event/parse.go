@@ -313,16 +313,18 @@ func parseBatch(body []byte, receivedAt time.Time, ctxDefaults []byte, ipPolicy 
 		// on its way into its entry.
 		deferDefaults: enc != nil && evDefaults != nil,
 	}
+	// One Event and one field table for all the items: filled in place
+	// rather than returned (and zeroed) per event.
+	var ev Event
+	var w wireEvent
 	for i := range items {
 		it := &items[i]
 		pc.index = i
 		raw := it.raw.in(body)
 		p := pc.precheck(raw)
-		var ev Event
-		var w wireEvent
 		if p == nil {
 			w = it.fields.resolve(body)
-			ev, p = pc.event(raw, &w)
+			p = pc.fill(&ev, raw, &w)
 		}
 		if p != nil {
 			p.Index = i
@@ -692,10 +694,25 @@ func (pc *parseContext) precheck(raw []byte) *Problem {
 // raw, a JSON object that passed [parseContext.precheck]. It returns either
 // a valid event or a problem, never both.
 func (pc *parseContext) event(raw []byte, w *wireEvent) (Event, *Problem) {
-	ev := Event{ReceivedAt: pc.receivedAt, Raw: raw}
+	var ev Event
+	if p := pc.fill(&ev, raw, w); p != nil {
+		return Event{}, p
+	}
+	return ev, nil
+}
+
+// fill is [parseContext.event] into ev, which a batch reuses from one
+// event to the next: an Event is some 250 bytes, copied on each return
+// otherwise. On a problem ev holds no valid event.
+func (pc *parseContext) fill(ev *Event, raw []byte, w *wireEvent) *Problem {
+	*ev = Event{ReceivedAt: pc.receivedAt, Raw: raw}
 	var ok bool
-	// strField decodes a string field (its pointer does not escape, so ev
-	// stays on the stack).
+	// problem is pc.fail's problem alone.
+	problem := func(code, name, msg string) *Problem {
+		_, p := pc.fail(raw, code, name, msg)
+		return p
+	}
+	// strField decodes a string field into dst.
 	strField := func(r rawField, name string, dst *string) *Problem {
 		s, good := pc.str(r)
 		if !good {
@@ -709,99 +726,101 @@ func (pc *parseContext) event(raw []byte, w *wireEvent) (Event, *Problem) {
 		ev.Type = pc.forcedType
 	} else {
 		if isAbsent(w[fType]) {
-			return pc.fail(raw, "missing_field", "type", "type is required")
+			return problem("missing_field", "type", "type is required")
 		}
 		var typ string
 		if p := strField(w[fType], "type", &typ); p != nil {
-			return Event{}, p
+			return p
 		}
 		t, known := knownType(typ)
 		if !known {
-			return pc.fail(raw, "unknown_type", "type", fmt.Sprintf("unknown type %q: want identify, track, page, screen, group or alias", truncate(typ, 40)))
+			return problem("unknown_type", "type", fmt.Sprintf("unknown type %q: want identify, track, page, screen, group or alias", truncate(typ, 40)))
 		}
 		ev.Type = t
 	}
-	var userID, anonymousID, messageID, groupID, previousID, writeKey string
-	if p := strField(w[fUserID], "userId", &userID); p != nil {
-		return Event{}, p
+	if p := strField(w[fUserID], "userId", &ev.UserID); p != nil {
+		return p
 	}
-	if p := strField(w[fAnonymousID], "anonymousId", &anonymousID); p != nil {
-		return Event{}, p
+	if p := strField(w[fAnonymousID], "anonymousId", &ev.AnonymousID); p != nil {
+		return p
 	}
-	if p := strField(w[fMessageID], "messageId", &messageID); p != nil {
-		return Event{}, p
+	if p := strField(w[fMessageID], "messageId", &ev.MessageID); p != nil {
+		return p
 	}
-	if p := strField(w[fGroupID], "groupId", &groupID); p != nil {
-		return Event{}, p
+	if p := strField(w[fGroupID], "groupId", &ev.GroupID); p != nil {
+		return p
 	}
-	if p := strField(w[fPreviousID], "previousId", &previousID); p != nil {
-		return Event{}, p
+	if p := strField(w[fPreviousID], "previousId", &ev.PreviousID); p != nil {
+		return p
 	}
+	var writeKey string
 	if p := strField(w[fWriteKey], "writeKey", &writeKey); p != nil {
-		return Event{}, p
+		return p
 	}
-	ev.UserID, ev.AnonymousID, ev.MessageID, ev.GroupID, ev.PreviousID = userID, anonymousID, messageID, groupID, previousID
 	switch ev.Type {
 	case "track":
-		var name string
-		if p := strField(w[fEvent], "event", &name); p != nil {
-			return Event{}, p
+		if p := strField(w[fEvent], "event", &ev.Name); p != nil {
+			return p
 		}
-		ev.Name = name
 		if ev.Name == "" {
-			return pc.fail(raw, "missing_field", "event", "track needs a non-empty event name")
+			return problem("missing_field", "event", "track needs a non-empty event name")
 		}
 	case "page", "screen":
-		var name string
-		if p := strField(w[fName], "name", &name); p != nil {
-			return Event{}, p
+		if p := strField(w[fName], "name", &ev.Name); p != nil {
+			return p
 		}
-		ev.Name = name
 	case "group":
 		if ev.GroupID == "" {
-			return pc.fail(raw, "missing_field", "groupId", "group needs a groupId")
+			return problem("missing_field", "groupId", "group needs a groupId")
 		}
 	case "alias":
 		if ev.PreviousID == "" {
-			return pc.fail(raw, "missing_field", "previousId", "alias needs a previousId")
+			return problem("missing_field", "previousId", "alias needs a previousId")
 		}
 	}
 	if ev.UserID == "" && ev.AnonymousID == "" {
-		return pc.fail(raw, "missing_field", "userId", "userId or anonymousId is required")
+		return problem("missing_field", "userId", "userId or anonymousId is required")
 	}
-	for _, f := range [...]struct {
-		raw  rawField
-		name string
-	}{{w[fProperties], "properties"}, {w[fTraits], "traits"}, {w[fContext], "context"}, {w[fIntegrations], "integrations"}} {
-		if !isAbsent(f.raw) && f.raw[0] != '{' {
-			return pc.fail(raw, "invalid_type", f.name, "must be a JSON object")
-		}
+	// The object and time fields' kinds, in this order (the first wrong
+	// one is the problem), without a table built per event.
+	if notKind(w[fProperties], '{') {
+		return problem("invalid_type", "properties", "must be a JSON object")
+	}
+	if notKind(w[fTraits], '{') {
+		return problem("invalid_type", "traits", "must be a JSON object")
+	}
+	if notKind(w[fContext], '{') {
+		return problem("invalid_type", "context", "must be a JSON object")
+	}
+	if notKind(w[fIntegrations], '{') {
+		return problem("invalid_type", "integrations", "must be a JSON object")
 	}
 	if len(ev.MessageID) > 256 {
-		return pc.fail(raw, "invalid_field", "messageId", "longer than 256 characters")
+		return problem("invalid_field", "messageId", "longer than 256 characters")
 	}
 	var ts, ots time.Time
-	for _, f := range [...]struct {
-		raw  rawField
-		name string
-	}{{w[fTimestamp], "timestamp"}, {w[fOriginalTimestamp], "originalTimestamp"}, {w[fSentAt], "sentAt"}} {
-		if !isAbsent(f.raw) && f.raw[0] != '"' {
-			return pc.fail(raw, "invalid_type", f.name, "must be an RFC 3339 time string")
-		}
+	if notKind(w[fTimestamp], '"') {
+		return problem("invalid_type", "timestamp", "must be an RFC 3339 time string")
+	}
+	if notKind(w[fOriginalTimestamp], '"') {
+		return problem("invalid_type", "originalTimestamp", "must be an RFC 3339 time string")
+	}
+	if notKind(w[fSentAt], '"') {
+		return problem("invalid_type", "sentAt", "must be an RFC 3339 time string")
 	}
 	if !isAbsent(w[fTimestamp]) {
 		if ts, ok = pc.time(w[fTimestamp]); !ok {
-			return pc.fail(raw, "invalid_timestamp", "timestamp", "not an RFC 3339 time string")
+			return problem("invalid_timestamp", "timestamp", "not an RFC 3339 time string")
 		}
 	}
 	if !isAbsent(w[fOriginalTimestamp]) {
 		if ots, ok = pc.time(w[fOriginalTimestamp]); !ok {
-			return pc.fail(raw, "invalid_timestamp", "originalTimestamp", "not an RFC 3339 time string")
+			return problem("invalid_timestamp", "originalTimestamp", "not an RFC 3339 time string")
 		}
 	}
 	if !isAbsent(w[fSentAt]) {
 		if ev.SentAt, ok = pc.time(w[fSentAt]); !ok {
-			return pc.fail(raw, "invalid_timestamp", "sentAt", "not an RFC 3339 time string")
+			return problem("invalid_timestamp", "sentAt", "not an RFC 3339 time string")
 		}
 	} else {
 		ev.SentAt = pc.batchSentAt
@@ -818,7 +837,7 @@ func (pc *parseContext) event(raw []byte, w *wireEvent) (Event, *Problem) {
 	case !ev.SentAt.IsZero():
 		// The client's clock may be off; sentAt and receivedAt are the same
 		// instant on two clocks, so shift the event time by their difference.
-		ev.Timestamp = pc.receivedAt.Add(-ev.SentAt.Sub(client))
+		ev.Timestamp = skewed(pc.receivedAt, ev.SentAt, client)
 	default:
 		ev.Timestamp = client
 	}
@@ -828,7 +847,28 @@ func (pc *parseContext) event(raw []byte, w *wireEvent) (Event, *Problem) {
 	if pc.ctxDefaults != nil && !pc.deferDefaults {
 		ev.Raw = addDefaults(pc.out, raw, w[fContext], "context", pc.ctxDefaults, !pc.noEscapes)
 	}
-	return ev, nil
+	return nil
+}
+
+// skewed is received.Add(-sent.Sub(client)), the client's time moved by
+// the skew between its clock (sent) and the server's (received), without
+// Sub's overflow check (an Add and an Equal) when sent and client are
+// within 2^33 seconds (some 272 years) of each other, where the
+// difference cannot overflow a Duration. The times carry no monotonic
+// reading (parsed, or the server's clock in UTC).
+func skewed(received, sent, client time.Time) time.Time {
+	ds := sent.Unix() - client.Unix()
+	if ds <= -1<<33 || ds >= 1<<33 {
+		return received.Add(-sent.Sub(client))
+	}
+	d := time.Duration(ds)*time.Second + time.Duration(sent.Nanosecond()-client.Nanosecond())
+	return received.Add(-d)
+}
+
+// notKind reports whether r is present (not absent or null) and does not
+// start with c: an object's '{', a string's '"'.
+func notKind(r rawField, c byte) bool {
+	return !isAbsent(r) && r[0] != c
 }
 
 // knownType returns t as one of [Types] (so that events share the

@@ -118,29 +118,35 @@ const minRef = 4
 // when raw holds the same bytes at its offset in e.Raw, or after the
 // bytes added (an insertion before it), else copied.
 func appendEventTail(buf []byte, raw []byte, e *Event) []byte {
-	for _, s := range [...]string{e.MessageID, e.Type, e.Name, e.UserID, e.AnonymousID, e.GroupID, e.PreviousID} {
-		if off, ok := refIn(raw, e.Raw, s); ok {
-			buf = binary.AppendUvarint(buf, uint64(len(s))<<1|1)
-			buf = binary.AppendUvarint(buf, uint64(off))
-			continue
-		}
-		buf = binary.AppendUvarint(buf, uint64(len(s))<<1)
-		buf = append(buf, s...)
-	}
+	// Field by field rather than over a table of the seven: the table
+	// cost more than the fields' own work.
+	buf = appendField(buf, raw, e.Raw, e.MessageID)
+	buf = appendField(buf, raw, e.Raw, e.Type)
+	buf = appendField(buf, raw, e.Raw, e.Name)
+	buf = appendField(buf, raw, e.Raw, e.UserID)
+	buf = appendField(buf, raw, e.Raw, e.AnonymousID)
+	buf = appendField(buf, raw, e.Raw, e.GroupID)
+	buf = appendField(buf, raw, e.Raw, e.PreviousID)
 	// Which times are set, then the first set one in full and the others
 	// as differences from it (in two's complement: exact for any pair).
-	times := [...]time.Time{e.ReceivedAt, e.SentAt, e.OriginalTimestamp, e.Timestamp}
 	var set byte
-	for i, t := range times {
-		if !t.IsZero() {
-			set |= 1 << i
-		}
+	if !e.ReceivedAt.IsZero() {
+		set |= 1
+	}
+	if !e.SentAt.IsZero() {
+		set |= 2
+	}
+	if !e.OriginalTimestamp.IsZero() {
+		set |= 4
+	}
+	if !e.Timestamp.IsZero() {
+		set |= 8
 	}
 	buf = append(buf, set)
 	var base int64
 	first := true
-	for _, t := range times {
-		if t.IsZero() {
+	for i, t := range [...]*time.Time{&e.ReceivedAt, &e.SentAt, &e.OriginalTimestamp, &e.Timestamp} {
+		if set&(1<<i) == 0 {
 			continue
 		}
 		v := t.UnixNano()
@@ -152,6 +158,17 @@ func appendEventTail(buf []byte, raw []byte, e *Event) []byte {
 		buf = binary.AppendVarint(buf, v-base)
 	}
 	return buf
+}
+
+// appendField appends one lifted field of a compact entry: a reference
+// into raw when [refIn] finds one, else a copy.
+func appendField(buf, raw, orig []byte, s string) []byte {
+	if off, ok := refIn(raw, orig, s); ok {
+		buf = binary.AppendUvarint(buf, uint64(len(s))<<1|1)
+		return binary.AppendUvarint(buf, uint64(off))
+	}
+	buf = binary.AppendUvarint(buf, uint64(len(s))<<1)
+	return append(buf, s...)
 }
 
 // refIn returns where raw holds s's bytes, when s's bytes lie in orig (the

@@ -1,6 +1,7 @@
 package event
 
 import (
+	"math/rand/v2"
 	"testing"
 	"time"
 )
@@ -97,4 +98,32 @@ func BenchmarkParseTime(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestSkewed checks the skew correction's shortcut against what it
+// replaces, received.Add(-sent.Sub(client)), near and across its bound
+// (2^33 seconds between sent and client) and where Sub saturates.
+func TestSkewed(t *testing.T) {
+	recv := time.Date(2026, 12, 4, 19, 0, 0, 123456789, time.UTC)
+	base := time.Date(2026, 12, 4, 18, 59, 58, 999999999, time.UTC)
+	var secs []int64
+	for _, s := range []int64{0, 1, 59, 3600, 86400, 1 << 32, 1<<33 - 2, 1<<33 - 1, 1 << 33, 1<<33 + 1, 1 << 34, 1 << 40, 1 << 62} {
+		secs = append(secs, s, -s)
+	}
+	rng := rand.New(rand.NewPCG(15, 5))
+	for range 2000 {
+		secs = append(secs, rng.Int64N(1<<36)-1<<35, rng.Int64N(1<<20)-1<<19)
+	}
+	nanos := []int64{0, 1, 999999999, 500000000}
+	for _, s := range secs {
+		for _, n := range nanos {
+			sent := time.Unix(base.Unix()+s, n).UTC()
+			for _, client := range []time.Time{base, base.Add(-time.Nanosecond), time.Unix(base.Unix()-s/3, 999999999-n).UTC()} {
+				want := recv.Add(-sent.Sub(client))
+				if got := skewed(recv, sent, client); got != want {
+					t.Fatalf("skewed(%v, %v, %v) = %#v, want %#v", recv, sent, client, got, want)
+				}
+			}
+		}
+	}
 }
