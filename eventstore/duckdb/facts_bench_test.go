@@ -32,3 +32,27 @@ func BenchmarkFacts(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPrepare measures prepare, what Store.Prepare does for a
+// pipeline chunk (20,000 events of the e2e load's shape: key cleaning,
+// repeats, fingerprints, facts), against the code before it was made
+// cheaper (oracle, prepare_oracle_test.go), alternately. cpu-ns/event is
+// the process's CPU per event.
+//
+//	go test ./eventstore/duckdb -run '^$' -bench Prepare -count 4
+func BenchmarkPrepare(b *testing.B) {
+	evs := e2eEvents("p", 20_000, time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC))
+	for _, c := range []struct {
+		name string
+		fn   func([]event.Event) []*pending
+	}{{"oracle", oraclePrepare}, {"new", prepare}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			c0 := cpuTime()
+			for i := 0; i < b.N; i++ {
+				c.fn(evs)
+			}
+			b.ReportMetric(float64((cpuTime()-c0).Nanoseconds())/float64(b.N*len(evs)), "cpu-ns/event")
+		})
+	}
+}
