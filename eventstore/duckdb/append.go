@@ -131,18 +131,32 @@ func prepare(events []event.Event) []*pending {
 	all := make([]pending, len(events)) // one allocation, not one per event
 	nv := len(valueColumns)
 	vals := make([]optString, len(events)*nv)
-	seen := make(map[key]struct{}, len(events))
+	// Repeats are found by the keys' hashes, which the rows need anyway
+	// (a map of uint64 is cheaper than one of string pairs): seen holds
+	// the index of the first event of each hash, others the keys of later
+	// events whose hash is another key's (a 64-bit collision).
+	seen := make(map[uint64]int32, len(events))
+	var others map[key]struct{}
 	var buf []byte
 	for i := range events {
 		e := &events[i]
 		p := &all[i]
 		*p = pending{e: e, idx: i, src: validUTF8(e.SourceID), msg: validUTF8(e.MessageID)}
-		k := key{p.src, p.msg}
-		if _, dup := seen[k]; dup {
-			continue
-		}
-		seen[k] = struct{}{}
 		p.hash, buf = keyHash(buf, p.src, p.msg)
+		if j, ok := seen[p.hash]; !ok {
+			seen[p.hash] = int32(i)
+		} else if q := &all[j]; q.src == p.src && q.msg == p.msg {
+			continue // a repeat
+		} else {
+			k := key{p.src, p.msg}
+			if _, dup := others[k]; dup {
+				continue
+			}
+			if others == nil {
+				others = make(map[key]struct{})
+			}
+			others[k] = struct{}{}
+		}
 		p.raw = rawString(e.Raw)
 		p.vals = vals[i*nv : (i+1)*nv : (i+1)*nv]
 		p.touch = factsOf(e, p.vals)
