@@ -1,6 +1,7 @@
 package attribution
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -125,9 +126,13 @@ func MayTouch(typ string, raw []byte) bool {
 func containsCandidate(raw []byte) bool {
 	i := 0
 	for ; i+9 <= len(raw); i += 8 {
-		v := binary.LittleEndian.Uint64(raw[i:])
-		w := binary.LittleEndian.Uint64(raw[i+1:]) // the byte after each of v's
-		m := zero8(v^'c'*ones) & (zero8(w^'h'*ones) | zero8(w^'a'*ones))
+		b := raw[i : i+9 : i+9]
+		m := zero8(binary.LittleEndian.Uint64(b) ^ 'c'*ones)
+		if m == 0 {
+			continue
+		}
+		w := binary.LittleEndian.Uint64(b[1:]) // the byte after each
+		m &= zero8(w^'h'*ones) | zero8(w^'a'*ones)
 		for ; m != 0; m &= m - 1 {
 			if isCandidateAt(raw, i+bits.TrailingZeros64(m)>>3) {
 				return true
@@ -173,13 +178,21 @@ var fieldKeys = []string{"channel", "campaign", "url", "referrer"}
 // reads a field from: one of fieldKeys in quotes, or a backslash (an
 // escaped key may decode to one). False means FieldsFromJSON(raw) has
 // only Type and SourceID set. 8 bytes at a time, looking closer only at
-// a quote followed by the first letter of one of fieldKeys.
+// a quote followed by the first letter of one of fieldKeys (most words
+// of JSON hold a quote, few such a pair).
 func mayHaveFields(raw []byte) bool {
+	if bytes.IndexByte(raw, '\\') >= 0 {
+		return true
+	}
 	i := 0
 	for ; i+9 <= len(raw); i += 8 {
-		v := binary.LittleEndian.Uint64(raw[i:])
-		w := binary.LittleEndian.Uint64(raw[i+1:])
-		m := zero8(v^'"'*ones)&(zero8(w^'c'*ones)|zero8(w^'u'*ones)|zero8(w^'r'*ones)) | zero8(v^'\\'*ones)
+		b := raw[i : i+9 : i+9]
+		m := zero8(binary.LittleEndian.Uint64(b) ^ '"'*ones)
+		if m == 0 {
+			continue
+		}
+		w := binary.LittleEndian.Uint64(b[1:])
+		m &= zero8(w^'c'*ones) | zero8(w^'u'*ones) | zero8(w^'r'*ones)
 		for ; m != 0; m &= m - 1 {
 			if isFieldKeyAt(raw, i+bits.TrailingZeros64(m)>>3) {
 				return true
@@ -187,19 +200,16 @@ func mayHaveFields(raw []byte) bool {
 		}
 	}
 	for ; i < len(raw); i++ {
-		if (raw[i] == '"' || raw[i] == '\\') && isFieldKeyAt(raw, i) {
+		if raw[i] == '"' && isFieldKeyAt(raw, i) {
 			return true
 		}
 	}
 	return false
 }
 
-// isFieldKeyAt reports whether raw[i] is a backslash, or the quote
-// opening one of fieldKeys in quotes.
+// isFieldKeyAt reports whether raw[i] is the quote opening one of
+// fieldKeys in quotes.
 func isFieldKeyAt(raw []byte, i int) bool {
-	if raw[i] == '\\' {
-		return true
-	}
 	if raw[i] != '"' {
 		return false
 	}
