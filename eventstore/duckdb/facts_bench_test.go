@@ -9,7 +9,9 @@ import (
 
 // BenchmarkFacts measures reading the touch and value columns of events of
 // the e2e load's shape from their JSON, as the append does for each row:
-// readers is touchOf then valuesOf, one is factsOf. cpu-ns/event is the
+// readers is touchOf then valuesOf, one is factsOf, oracle factsOf as it
+// was before it skipped reading JSON without a touch field's key
+// (prepare_oracle_test.go). cpu-ns/event is the
 // process's CPU per event.
 //
 //	go test ./eventstore/duckdb -run '^$' -bench Facts
@@ -22,6 +24,7 @@ func BenchmarkFacts(b *testing.B) {
 	}{
 		{"readers", func(e *event.Event) { touchOf(e); valuesOf(vals, e.Raw) }},
 		{"one", func(e *event.Event) { factsOf(e, vals) }},
+		{"oracle", func(e *event.Event) { oracleFactsOf(e, vals) }}, // factsOf before 2026-12-04
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			c0 := cpuTime()
