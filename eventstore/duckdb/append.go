@@ -131,31 +131,15 @@ func prepare(events []event.Event) []*pending {
 	all := make([]pending, len(events)) // one allocation, not one per event
 	nv := len(valueColumns)
 	vals := make([]optString, len(events)*nv)
-	// Repeats are found by the keys' hashes, which the rows need anyway
-	// (a map of uint64 is cheaper than one of string pairs): seen holds
-	// the index of the first event of each hash, others the keys of later
-	// events whose hash is another key's (a 64-bit collision).
-	seen := make(map[uint64]int32, len(events))
-	var others map[key]struct{}
+	rep := repeats{first: make(map[uint64]int32, len(events))}
 	var buf []byte
 	for i := range events {
 		e := &events[i]
 		p := &all[i]
 		*p = pending{e: e, idx: i, src: validUTF8(e.SourceID), msg: validUTF8(e.MessageID)}
 		p.hash, buf = keyHash(buf, p.src, p.msg)
-		if j, ok := seen[p.hash]; !ok {
-			seen[p.hash] = int32(i)
-		} else if q := &all[j]; q.src == p.src && q.msg == p.msg {
-			continue // a repeat
-		} else {
-			k := key{p.src, p.msg}
-			if _, dup := others[k]; dup {
-				continue
-			}
-			if others == nil {
-				others = make(map[key]struct{})
-			}
-			others[k] = struct{}{}
+		if rep.repeat(all, i) {
+			continue
 		}
 		p.raw = rawString(e.Raw)
 		p.vals = vals[i*nv : (i+1)*nv : (i+1)*nv]
@@ -163,6 +147,39 @@ func prepare(events []event.Event) []*pending {
 		out = append(out, p)
 	}
 	return out
+}
+
+// repeats finds the events of a batch whose key an earlier event of it
+// has, by the keys' hashes, which the rows need anyway (a map of uint64
+// is cheaper than one of string pairs): first holds the index of the
+// first event of each hash, others the keys of later events whose hash
+// is another key's (a 64-bit collision), so that it stays exact.
+type repeats struct {
+	first  map[uint64]int32
+	others map[key]struct{}
+}
+
+// repeat reports whether all[i] (its key and hash set) repeats the key
+// of one of all[:i] (each passed to repeat before), recording it if not.
+func (r *repeats) repeat(all []pending, i int) bool {
+	p := &all[i]
+	j, ok := r.first[p.hash]
+	if !ok {
+		r.first[p.hash] = int32(i)
+		return false
+	}
+	if q := &all[j]; q.src == p.src && q.msg == p.msg {
+		return true
+	}
+	k := key{p.src, p.msg}
+	if _, dup := r.others[k]; dup {
+		return true
+	}
+	if r.others == nil {
+		r.others = make(map[key]struct{})
+	}
+	r.others[k] = struct{}{}
+	return false
 }
 
 // keyHash returns the dedup fingerprint of a key: the first 8 bytes, big

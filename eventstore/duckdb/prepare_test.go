@@ -110,3 +110,24 @@ func FuzzPrepare(f *testing.F) {
 		}
 	})
 }
+
+// repeats tells a repeated key from another key of the same hash (a
+// 64-bit collision, which SHA-256 does not give a test): with every key
+// of one hash, and of two.
+func TestRepeatsCollision(t *testing.T) {
+	keys := []key{{"a", "1"}, {"b", "1"}, {"a", "1"}, {"a", "2"}, {"b", "1"}, {"a", "2"}, {"cc", "3"}, {"a", "1"}}
+	want := []bool{false, false, true, false, true, true, false, true}
+	for _, hash := range []func(key) uint64{
+		func(key) uint64 { return 7 },
+		func(k key) uint64 { return uint64(len(k.src)) },
+	} {
+		all := make([]pending, len(keys))
+		r := repeats{first: map[uint64]int32{}}
+		for i, k := range keys {
+			all[i] = pending{src: k.src, msg: k.msg, hash: hash(k)}
+			if got := r.repeat(all, i); got != want[i] {
+				t.Fatalf("repeat(%v) #%d = %v, want %v", k, i, got, want[i])
+			}
+		}
+	}
+}
