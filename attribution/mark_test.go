@@ -88,6 +88,19 @@ func FuzzFieldsFromJSON(f *testing.F) {
 		if got := FieldsFromJSON(raw, "src"); got != want {
 			t.Fatalf("%q:\n got %+v\nwant %+v", raw, got, want)
 		}
+		// MarkFromJSON, which skips the reading when mayHaveFields
+		// finds no field's key, is the Mark of what it reads.
+		for _, typ := range []string{"page", "track"} {
+			f := want
+			f.Type = typ
+			wantM, wantOK := MarkOf(&f)
+			if !MayTouch(typ, raw) {
+				wantM, wantOK = Mark{}, false
+			}
+			if m, ok := MarkFromJSON(typ, "src", raw); m != wantM || ok != wantOK {
+				t.Fatalf("MarkFromJSON(%s, %q) = %+v %v, want %+v %v", typ, raw, m, ok, wantM, wantOK)
+			}
+		}
 	})
 }
 
@@ -123,5 +136,38 @@ func TestMayTouchSearch(t *testing.T) {
 	}
 	if !MayTouch("page", nil) || MayTouch("identify", []byte(`{"channel":"email"}`)) {
 		t.Fatal("MayTouch by type")
+	}
+}
+
+// mayHaveFields finds a field's key in quotes, or a backslash, wherever
+// it is, as a search for each would; and where it finds none, MarkFromJSON
+// (which then reads nothing) gives what reading the JSON gives.
+func TestMayHaveFields(t *testing.T) {
+	parts := []string{`"`, "u", "url", `"url"`, `"referrer"`, `"channel"`, `"campaign"`, `\`, "c", "r", `"r`, "x", "{", `:1}`, `"type":"page"`, `"ur`}
+	for i := range 40000 {
+		var raw []byte
+		for n := i; n > 0; n /= len(parts) {
+			raw = append(raw, parts[n%len(parts)]...)
+		}
+		want := bytes.IndexByte(raw, '\\') >= 0
+		for _, k := range fieldKeys {
+			want = want || bytes.Contains(raw, []byte(`"`+k+`"`))
+		}
+		if got := mayHaveFields(raw); got != want {
+			t.Fatalf("mayHaveFields(%q) = %v", raw, got)
+		}
+	}
+	for _, s := range append(fieldSeeds, `{"type":"page","properties":{"path":"/"}}`, `{"type":"page","x":"u\"rl"}`, `{"type":"page"`) {
+		for _, typ := range []string{"page", "track", "screen"} {
+			f := FieldsFromJSON([]byte(s), "src")
+			f.Type = typ
+			wantM, wantOK := MarkOf(&f)
+			if !MayTouch(typ, []byte(s)) {
+				wantM, wantOK = Mark{}, false
+			}
+			if m, ok := MarkFromJSON(typ, "src", []byte(s)); m != wantM || ok != wantOK {
+				t.Errorf("MarkFromJSON(%s, %s) = %+v %v, want %+v %v", typ, s, m, ok, wantM, wantOK)
+			}
+		}
 	}
 }

@@ -3,8 +3,10 @@ package attribution
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"math"
+	"math/bits"
 	"strconv"
 	"strings"
 )
@@ -92,6 +94,12 @@ func MarkFromJSON(typ, sourceID string, raw []byte) (Mark, bool) {
 	if !MayTouch(typ, raw) {
 		return Mark{}, false
 	}
+	if !mayHaveFields(raw) {
+		// No member FieldsFromJSON reads a field from: the fields are
+		// empty, valid JSON or not (most page views of a server-side
+		// source), found without walking the JSON.
+		return MarkOf(&Fields{Type: typ, SourceID: sourceID})
+	}
 	f := FieldsFromJSON(raw, sourceID)
 	f.Type = typ
 	return MarkOf(&f)
@@ -112,18 +120,112 @@ func MayTouch(typ string, raw []byte) bool {
 }
 
 // containsCandidate reports whether raw holds one of the Candidate
-// strings, in one pass over it.
+// strings, in one pass over it: 8 bytes at a time, looking closer only
+// where a 'c' is followed by an 'h' or an 'a' (every Candidate starts
+// with "ch" or "ca"; checked in init).
 func containsCandidate(raw []byte) bool {
-	for i := 0; ; i++ {
-		j := bytes.IndexByte(raw[i:], 'c') // every Candidate starts with it
-		if j < 0 {
-			return false
+	i := 0
+	for ; i+9 <= len(raw); i += 8 {
+		b := raw[i : i+9 : i+9]
+		m := zero8(binary.LittleEndian.Uint64(b) ^ 'c'*ones)
+		if m == 0 {
+			continue
 		}
-		i += j
-		for _, c := range Candidate {
-			if bytes.HasPrefix(raw[i:], []byte(c)) {
+		w := binary.LittleEndian.Uint64(b[1:]) // the byte after each
+		m &= zero8(w^'h'*ones) | zero8(w^'a'*ones)
+		for ; m != 0; m &= m - 1 {
+			if isCandidateAt(raw, i+bits.TrailingZeros64(m)>>3) {
 				return true
 			}
+		}
+	}
+	for ; i < len(raw); i++ {
+		if raw[i] == 'c' && isCandidateAt(raw, i) {
+			return true
+		}
+	}
+	return false
+}
+
+func isCandidateAt(raw []byte, i int) bool {
+	for _, c := range Candidate {
+		if len(raw)-i >= len(c) && string(raw[i:i+len(c)]) == c {
+			return true
+		}
+	}
+	return false
+}
+
+func init() {
+	for _, c := range Candidate {
+		if !strings.HasPrefix(c, "ch") && !strings.HasPrefix(c, "ca") {
+			panic("attribution: containsCandidate does not find " + c)
+		}
+	}
+}
+
+// zero8 has the high bit set of each zero byte of v, and maybe of a byte
+// 1 after a zero byte (a borrow): never 0 when v has a zero byte, so a
+// search with it looks at every match and maybe a few more.
+func zero8(v uint64) uint64 { return (v - ones) &^ v & highs }
+
+// fieldKeys are the member names FieldsFromJSON reads a field's text
+// from (see FieldsReader.member): without one of them as a key, every
+// field is empty. "type" only decides which of those texts count.
+var fieldKeys = []string{"channel", "campaign", "url", "referrer"}
+
+// mayHaveFields reports whether raw may hold a member FieldsFromJSON
+// reads a field from: one of fieldKeys in quotes, or a backslash (an
+// escaped key may decode to one). False means FieldsFromJSON(raw) has
+// only Type and SourceID set. 8 bytes at a time, looking closer only at
+// a quote followed by the first letter of one of fieldKeys (most words
+// of JSON hold a quote, few such a pair).
+func mayHaveFields(raw []byte) bool {
+	if bytes.IndexByte(raw, '\\') >= 0 {
+		return true
+	}
+	i := 0
+	for ; i+9 <= len(raw); i += 8 {
+		b := raw[i : i+9 : i+9]
+		m := zero8(binary.LittleEndian.Uint64(b) ^ '"'*ones)
+		if m == 0 {
+			continue
+		}
+		w := binary.LittleEndian.Uint64(b[1:])
+		m &= zero8(w^'c'*ones) | zero8(w^'u'*ones) | zero8(w^'r'*ones)
+		for ; m != 0; m &= m - 1 {
+			if isFieldKeyAt(raw, i+bits.TrailingZeros64(m)>>3) {
+				return true
+			}
+		}
+	}
+	for ; i < len(raw); i++ {
+		if raw[i] == '"' && isFieldKeyAt(raw, i) {
+			return true
+		}
+	}
+	return false
+}
+
+// isFieldKeyAt reports whether raw[i] is the quote opening one of
+// fieldKeys in quotes.
+func isFieldKeyAt(raw []byte, i int) bool {
+	if raw[i] != '"' {
+		return false
+	}
+	rest := raw[i+1:]
+	for _, k := range fieldKeys {
+		if len(rest) > len(k) && string(rest[:len(k)]) == k && rest[len(k)] == '"' {
+			return true
+		}
+	}
+	return false
+}
+
+func init() {
+	for _, k := range fieldKeys {
+		if k[0] != 'c' && k[0] != 'u' && k[0] != 'r' {
+			panic("attribution: mayHaveFields does not find " + k)
 		}
 	}
 }

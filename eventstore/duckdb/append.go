@@ -131,24 +131,55 @@ func prepare(events []event.Event) []*pending {
 	all := make([]pending, len(events)) // one allocation, not one per event
 	nv := len(valueColumns)
 	vals := make([]optString, len(events)*nv)
-	seen := make(map[key]struct{}, len(events))
+	rep := repeats{first: make(map[uint64]int32, len(events))}
 	var buf []byte
 	for i := range events {
 		e := &events[i]
 		p := &all[i]
 		*p = pending{e: e, idx: i, src: validUTF8(e.SourceID), msg: validUTF8(e.MessageID)}
-		k := key{p.src, p.msg}
-		if _, dup := seen[k]; dup {
+		p.hash, buf = keyHash(buf, p.src, p.msg)
+		if rep.repeat(all, i) {
 			continue
 		}
-		seen[k] = struct{}{}
-		p.hash, buf = keyHash(buf, p.src, p.msg)
 		p.raw = rawString(e.Raw)
 		p.vals = vals[i*nv : (i+1)*nv : (i+1)*nv]
 		p.touch = factsOf(e, p.vals)
 		out = append(out, p)
 	}
 	return out
+}
+
+// repeats finds the events of a batch whose key an earlier event of it
+// has, by the keys' hashes, which the rows need anyway (a map of uint64
+// is cheaper than one of string pairs): first holds the index of the
+// first event of each hash, others the keys of later events whose hash
+// is another key's (a 64-bit collision), so that it stays exact.
+type repeats struct {
+	first  map[uint64]int32
+	others map[key]struct{}
+}
+
+// repeat reports whether all[i] (its key and hash set) repeats the key
+// of one of all[:i] (each passed to repeat before), recording it if not.
+func (r *repeats) repeat(all []pending, i int) bool {
+	p := &all[i]
+	j, ok := r.first[p.hash]
+	if !ok {
+		r.first[p.hash] = int32(i)
+		return false
+	}
+	if q := &all[j]; q.src == p.src && q.msg == p.msg {
+		return true
+	}
+	k := key{p.src, p.msg}
+	if _, dup := r.others[k]; dup {
+		return true
+	}
+	if r.others == nil {
+		r.others = make(map[key]struct{})
+	}
+	r.others[k] = struct{}{}
+	return false
 }
 
 // keyHash returns the dedup fingerprint of a key: the first 8 bytes, big

@@ -2,6 +2,7 @@ package duckdb
 
 import (
 	"bytes"
+	"unsafe"
 
 	"tandem/event"
 )
@@ -123,7 +124,10 @@ func propValues(dst []optString, props []byte) {
 				s, ok := event.String(val)
 				dst[i] = optString{validUTF8(s), ok}
 			case val[0] == '-' || (val[0] >= '0' && val[0] <= '9'):
-				dst[i] = optString{string(val), true}
+				// The number's text in the event's JSON, not a copy:
+				// the row's raw column holds the JSON the same way
+				// (rawString), and the chunk writer copies both.
+				dst[i] = optString{unsafe.String(&val[0], len(val)), true}
 			default:
 				dst[i] = optString{}
 			}
