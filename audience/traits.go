@@ -326,7 +326,8 @@ func (s *Store) recordStages(ctx context.Context, events []event.Event) error {
 	}
 	type hitKey struct{ ekey, stage string }
 	// A hit is its event; the message text the row keeps is made for
-	// the latest hit of each key and stage only (and to break a tie).
+	// the latest hit of each key and stage only (and to break a tie),
+	// the key once an event.
 	type hit struct {
 		at int64
 		e  *event.Event
@@ -370,15 +371,14 @@ func (s *Store) recordStages(ctx context.Context, events []event.Event) error {
 		return strings.Compare(a.stage, b.stage)
 	})
 	const stageChunk = 400
+	one := "(?, ?, ?, ?)"
 	return s.db.Tx(ctx, func(tx *statestore.Tx) error {
-		t := tx.TextParam()
-		one := "(" + t + ", " + t + ", ?, " + t + ")"
 		for start, end := range tx.Parts(len(keys), stageChunk) {
 			part := keys[start:end]
 			args := make([]any, 0, 4*len(part))
 			for _, k := range part {
 				h := hits[k]
-				args = append(args, tx.Text(k.ekey), tx.Text(k.stage), h.at, tx.Text(msgOf(h.e)))
+				args = append(args, k.ekey, k.stage, h.at, msgOf(h.e))
 			}
 			if _, err := tx.ExecCached(ctx, `INSERT INTO audience_stage (ekey, stage, last_at, last_msg) VALUES `+strings.Repeat(one+", ", len(part)-1)+one+`
 ON CONFLICT (ekey, stage) DO UPDATE SET

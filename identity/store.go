@@ -350,11 +350,6 @@ func placeholders(n, per int) string {
 	return strings.Repeat(one+", ", n-1) + one
 }
 
-// rows is a multi-row VALUES list of n copies of row, such as "(?, ?)".
-func rows(n int, row string) string {
-	return strings.Repeat(row+", ", n-1) + row
-}
-
 func inList(n int) string { return "(" + strings.Repeat("?, ", n-1) + "?)" }
 
 func anys(ss []string) []any {
@@ -505,34 +500,6 @@ func (s *Store) ResolveObserved(ctx context.Context, ob *Observed) error {
 	})
 }
 
-// identValues is the VALUES row of identity_idents: ident and component as
-// [statestore.Tx.Text], the seen times.
-func identValues(tx *statestore.Tx) string {
-	t := tx.TextParam()
-	return "(" + t + ", " + t + ", ?, ?)"
-}
-
-// traitRow is the VALUES row of identity_traits: ekey, name, value (as
-// traitValue) and message id as [statestore.Tx.Text], the event time.
-func traitRow(tx *statestore.Tx) string {
-	t := tx.TextParam()
-	return "(" + t + ", " + t + ", " + t + ", ?, " + t + ")"
-}
-
-// traitValue is a trait's JSON value as the argument for a
-// [statestore.Tx.TextParam]: its bytes as they are where the dialect
-// takes text as bytes (the batch does not change them until it is
-// stored), else a string.
-func traitValue(tx *statestore.Tx, v json.RawMessage) any {
-	if tx.TextParam() == "?" {
-		return string(v)
-	}
-	if v == nil {
-		return []byte{}
-	}
-	return []byte(v)
-}
-
 // traitKey is a trait of an event key; traitVal its latest value.
 type traitKey struct{ ekey, name string }
 
@@ -559,9 +526,9 @@ func (s *Store) storeTraits(ctx context.Context, tx *statestore.Tx, traits map[t
 		args := make([]any, 0, 5*len(part))
 		for _, k := range part {
 			v := traits[k]
-			args = append(args, tx.Text(k.ekey), tx.Text(k.name), traitValue(tx, v.value), v.at, tx.Text(v.msg))
+			args = append(args, k.ekey, k.name, string(v.value), v.at, v.msg)
 		}
-		if _, err := tx.ExecCached(ctx, `INSERT INTO identity_traits (ekey, name, value, event_time, message_id) VALUES `+rows(len(part), traitRow(tx))+`
+		if _, err := tx.ExecCached(ctx, `INSERT INTO identity_traits (ekey, name, value, event_time, message_id) VALUES `+placeholders(len(part), 5)+`
 			ON CONFLICT (ekey, name) DO UPDATE SET value = excluded.value, event_time = excluded.event_time, message_id = excluded.message_id
 			WHERE excluded.event_time > identity_traits.event_time
 			   OR (excluded.event_time = identity_traits.event_time AND excluded.message_id > identity_traits.message_id)`, args...); err != nil {
@@ -608,14 +575,14 @@ func (s *Store) touch(ctx context.Context, tx *statestore.Tx, seen map[string][2
 		args := make([]any, 0, 4*len(part))
 		for _, id := range part {
 			r := seen[id]
-			args = append(args, tx.Text(id), tx.Text(""), r[0], r[1])
+			args = append(args, id, "", r[0], r[1])
 		}
 		// Every identifier here was stored by this batch or an earlier
 		// one, so the insert never happens: this is a multi-row update,
 		// of the rows whose range it widens only (what the seen cache
 		// did not know, after a restart, a replay or another node's
 		// write, is usually stored already: the row stays as it is).
-		if _, err := tx.ExecCached(ctx, `INSERT INTO identity_idents (ident, component, first_seen, last_seen) VALUES `+rows(len(part), identValues(tx))+`
+		if _, err := tx.ExecCached(ctx, `INSERT INTO identity_idents (ident, component, first_seen, last_seen) VALUES `+placeholders(len(part), 4)+`
 			ON CONFLICT (ident) DO UPDATE SET
 				first_seen = CASE WHEN excluded.first_seen < identity_idents.first_seen THEN excluded.first_seen ELSE identity_idents.first_seen END,
 				last_seen = CASE WHEN excluded.last_seen > identity_idents.last_seen THEN excluded.last_seen ELSE identity_idents.last_seen END
@@ -950,7 +917,7 @@ func (s *Store) store(ctx context.Context, tx *statestore.Tx, rewrites []rewrite
 	var out []eventstore.ProfileLink
 	comps := make([]any, 0, 2*len(rewrites))
 	for _, w := range rewrites {
-		comps = append(comps, tx.Text(w.comp), w.g.encode())
+		comps = append(comps, w.comp, w.g.encode())
 		for _, id := range w.fresh {
 			r, ok := seen[id]
 			if !ok {
@@ -1002,7 +969,7 @@ func (s *Store) store(ctx context.Context, tx *statestore.Tx, rewrites []rewrite
 	}
 	const graphsPerStatement = 100 // each row may be kilobytes
 	for start, end := range tx.Parts(len(comps)/2, graphsPerStatement) {
-		if _, err := tx.ExecCached(ctx, `INSERT INTO identity_components (component, data) VALUES `+rows(end-start, "("+tx.TextParam()+", ?)")+`
+		if _, err := tx.ExecCached(ctx, `INSERT INTO identity_components (component, data) VALUES `+placeholders(end-start, 2)+`
 			ON CONFLICT (component) DO UPDATE SET data = excluded.data`, comps[2*start:2*end]...); err != nil {
 			return fmt.Errorf("identity: store components: %w", err)
 		}
@@ -1012,9 +979,9 @@ func (s *Store) store(ctx context.Context, tx *statestore.Tx, rewrites []rewrite
 		part := fresh[start:end]
 		args := make([]any, 0, 4*len(part))
 		for _, f := range part {
-			args = append(args, tx.Text(f.id), tx.Text(f.comp), f.r[0], f.r[1])
+			args = append(args, f.id, f.comp, f.r[0], f.r[1])
 		}
-		if _, err := tx.ExecCached(ctx, `INSERT INTO identity_idents (ident, component, first_seen, last_seen) VALUES `+rows(len(part), identValues(tx)), args...); err != nil {
+		if _, err := tx.ExecCached(ctx, `INSERT INTO identity_idents (ident, component, first_seen, last_seen) VALUES `+placeholders(len(part), 4), args...); err != nil {
 			return fmt.Errorf("identity: new identifiers: %w", err)
 		}
 	}
@@ -1041,9 +1008,9 @@ func (s *Store) move(ctx context.Context, tx *statestore.Tx, moved [][2]string) 
 		part := moved[start:end]
 		args := make([]any, 0, 4*len(part))
 		for _, m := range part {
-			args = append(args, tx.Text(m[0]), tx.Text(m[1]), 0, 0)
+			args = append(args, m[0], m[1], 0, 0)
 		}
-		if _, err := tx.ExecCached(ctx, `INSERT INTO identity_idents (ident, component, first_seen, last_seen) VALUES `+rows(len(part), identValues(tx))+`
+		if _, err := tx.ExecCached(ctx, `INSERT INTO identity_idents (ident, component, first_seen, last_seen) VALUES `+placeholders(len(part), 4)+`
 			ON CONFLICT (ident) DO UPDATE SET component = excluded.component`, args...); err != nil {
 			return fmt.Errorf("identity: merge components: %w", err)
 		}
@@ -1070,10 +1037,9 @@ func (s *Store) storeProfileIDs(ctx context.Context, tx *statestore.Tx, profiles
 		part := profiles[start:end]
 		args := make([]any, 0, 2*len(part))
 		for _, p := range part {
-			args = append(args, tx.Text(p[0]), tx.Text(p[1]))
+			args = append(args, p[0], p[1])
 		}
-		t := tx.TextParam()
-		if _, err := tx.ExecCached(ctx, `INSERT INTO identity_profile_ids (profile_id, anchor) VALUES `+rows(len(part), "("+t+", "+t+")")+` ON CONFLICT (profile_id) DO NOTHING`, args...); err != nil {
+		if _, err := tx.ExecCached(ctx, `INSERT INTO identity_profile_ids (profile_id, anchor) VALUES `+placeholders(len(part), 2)+` ON CONFLICT (profile_id) DO NOTHING`, args...); err != nil {
 			return fmt.Errorf("identity: store profile ids: %w", err)
 		}
 	}

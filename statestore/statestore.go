@@ -9,7 +9,6 @@ import (
 	"math/bits"
 	"sync"
 	"time"
-	"unsafe"
 )
 
 // ErrNotFound is matched (with [errors.Is]) by errors for a row that does
@@ -441,46 +440,6 @@ func (db *DB) TxRetry(ctx context.Context, attempts int, retry func(error) bool,
 
 // Dialect returns the dialect of the transaction's database.
 func (tx *Tx) Dialect() Dialect { return tx.db.dialect }
-
-// TextDialect is implemented by a [Dialect] whose driver copies each
-// string argument before the database copies it again (go-sqlite3: a Go
-// allocation per bound text value, about a tenth of the CPU of a bulk
-// insert), and whose database can instead take the text's bytes and cast
-// them back to text in the statement: see [Tx.Text].
-type TextDialect interface {
-	Dialect
-	// TextParam is the placeholder for a text value passed as bytes:
-	// an expression of one `?` that makes it text again, such as
-	// SQLite's `CAST(? AS TEXT)`.
-	TextParam() string
-}
-
-// TextParam returns the placeholder for a value of a text column passed
-// as [Tx.Text]: the dialect's [TextDialect.TextParam], or `?`. Use the
-// two together, for values that are inserted or compared as text (not
-// in `IN` lists of index lookups, where a plain `?` is as cheap).
-func (tx *Tx) TextParam() string {
-	if d, ok := tx.db.dialect.(TextDialect); ok {
-		return d.TextParam()
-	}
-	return "?"
-}
-
-// Text returns s as the argument for a [Tx.TextParam] placeholder: on a
-// [TextDialect], its bytes, shared with s and not copied (the driver
-// copies them into the database's own buffer while binding, and neither
-// writes to them); elsewhere s itself. The value stored is the text s
-// either way.
-func (tx *Tx) Text(s string) any {
-	if _, ok := tx.db.dialect.(TextDialect); !ok {
-		return s
-	}
-	if s == "" {
-		// A nil slice would be bound as NULL.
-		return []byte{}
-	}
-	return unsafe.Slice(unsafe.StringData(s), len(s))
-}
 
 // Exec runs a statement in the transaction, rebinding its placeholders.
 func (tx *Tx) Exec(ctx context.Context, query string, args ...any) (sql.Result, error) {

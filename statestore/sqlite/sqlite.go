@@ -56,13 +56,6 @@ type Dialect struct{}
 // Name returns [statestore.SQLite].
 func (Dialect) Name() string { return statestore.SQLite }
 
-// TextParam casts a value bound as bytes back to text: go-sqlite3 copies
-// a string argument into a new byte slice before SQLite copies it again,
-// a byte slice it passes as it is ([statestore.Tx.Text]). SQLite's cast
-// of a BLOB to TEXT keeps its bytes, so the value stored is the same
-// text.
-func (Dialect) TextParam() string { return "CAST(? AS TEXT)" }
-
 // Rebind returns query unchanged: SQLite takes `?` placeholders.
 func (Dialect) Rebind(query string) string { return query }
 

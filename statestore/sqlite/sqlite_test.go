@@ -271,37 +271,3 @@ func TestBusyMatchesErrBusy(t *testing.T) {
 		t.Fatalf("busy error also matches ErrConflict: %v", err)
 	}
 }
-
-// TestTextIsText: values bound as statestore.Tx.Text (bytes, cast back in
-// the statement) are stored as TEXT with their bytes as they are, NUL
-// bytes and bytes that are not UTF-8 included, exactly as strings bound
-// as strings are.
-func TestTextIsText(t *testing.T) {
-	db := sqlitetest.Open(t)
-	ctx := context.Background()
-	if _, err := db.Exec(ctx, `CREATE TABLE tt (k INTEGER PRIMARY KEY, via_text TEXT, via_string TEXT)`); err != nil {
-		t.Fatal(err)
-	}
-	values := []string{"", "a", "nul\x00inside", "\xff\xfe not utf-8", "é✓"}
-	err := db.Tx(ctx, func(tx *statestore.Tx) error {
-		for i, v := range values {
-			if _, err := tx.ExecCached(ctx, `INSERT INTO tt (k, via_text, via_string) VALUES (?, `+tx.TextParam()+`, ?)`, i, tx.Text(v), v); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, v := range values {
-		var typ, got string
-		var same bool
-		if err := db.QueryRow(ctx, `SELECT typeof(via_text), via_text, via_text = via_string FROM tt WHERE k = ?`, i).Scan(&typ, &got, &same); err != nil {
-			t.Fatal(err)
-		}
-		if typ != "text" || got != v || !same {
-			t.Errorf("%q stored as %s %q (equal to the string-bound value: %v), want text %q", v, typ, got, same, v)
-		}
-	}
-}

@@ -53,7 +53,6 @@ func Run(t *testing.T, open func(t *testing.T) *statestore.DB) {
 	t.Run("Rebind", func(t *testing.T) { t.Parallel(); testRebind(t, open) })
 	t.Run("Bytes", func(t *testing.T) { t.Parallel(); testBytes(t, open) })
 	t.Run("Cached", func(t *testing.T) { t.Parallel(); testCached(t, open) })
-	t.Run("Text", func(t *testing.T) { t.Parallel(); testText(t, open) })
 }
 
 func count(t *testing.T, db *statestore.DB, query string, args ...any) int {
@@ -811,62 +810,3 @@ func testCached(t *testing.T, open func(t *testing.T) *statestore.DB) {
 }
 
 var errRollback = errors.New("roll back")
-
-// testText: a value written as [statestore.Tx.Text] into a
-// [statestore.Tx.TextParam] placeholder is the same text as one written
-// as a string: read back equal, found by a string key, ordered and
-// compared as text, and the same key for a conflict (an upsert by either
-// way updates the row the other wrote).
-func testText(t *testing.T, open func(t *testing.T) *statestore.DB) {
-	db := setup(t, open)
-	ctx := context.Background()
-	values := []string{"", "plain", "with 'quote' and ?", "é ünïcode ✓", strings.Repeat("long ", 100)}
-	err := db.Tx(ctx, func(tx *statestore.Tx) error {
-		p := tx.TextParam()
-		one := "(" + p + ", " + p + ", ?)"
-		args := make([]any, 0, 3*len(values))
-		for i, v := range values {
-			args = append(args, tx.Text("t-"+v), tx.Text(v), i)
-		}
-		_, err := tx.ExecCached(ctx, `INSERT INTO contract_items (id, name, n) VALUES `+strings.Repeat(one+", ", len(values)-1)+one, args...)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("insert as Text: %v", err)
-	}
-	for i, v := range values {
-		var name string
-		var n int
-		if err := db.QueryRow(ctx, `SELECT name, n FROM contract_items WHERE id = ?`, "t-"+v).Scan(&name, &n); err != nil {
-			t.Fatalf("read %q by a string key: %v", v, err)
-		}
-		if name != v || n != i {
-			t.Errorf("read back (%q, %d), want (%q, %d)", name, n, v, i)
-		}
-		if c := count(t, db, `SELECT count(*) FROM contract_items WHERE name = ? AND name >= ? AND length(name) = ?`, v, "", len([]rune(v))); c != 1 {
-			t.Errorf("%q: %d rows compare equal to it as text, want 1", v, c)
-		}
-	}
-	// Ordered as text: the empty name first.
-	var first string
-	if err := db.QueryRow(ctx, `SELECT name FROM contract_items ORDER BY name LIMIT 1`).Scan(&first); err != nil || first != "" {
-		t.Errorf("first name in order: %q, %v; want the empty one", first, err)
-	}
-	// A key written as a string conflicts with the same key written as
-	// Text, and the other way round.
-	mustExec(t, db, `INSERT INTO contract_items (id, name, n) VALUES (?, ?, ?)`, "s-key", "s-name", 0)
-	err = db.Tx(ctx, func(tx *statestore.Tx) error {
-		p := tx.TextParam()
-		_, err := tx.ExecCached(ctx, `INSERT INTO contract_items (id, name, n) VALUES (`+p+`, `+p+`, ?) ON CONFLICT (id) DO UPDATE SET n = excluded.n`, tx.Text("s-key"), tx.Text("s-name"), 42)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("upsert as Text: %v", err)
-	}
-	if c := count(t, db, `SELECT count(*) FROM contract_items WHERE id = ? AND n = 42`, "s-key"); c != 1 {
-		t.Errorf("upsert as Text of a key written as a string: %d rows updated, want 1", c)
-	}
-	if _, err := db.Exec(ctx, `INSERT INTO contract_items (id, name, n) VALUES (?, ?, ?)`, "t-plain", "other", 0); !errors.Is(err, statestore.ErrConflict) {
-		t.Errorf("string key equal to one written as Text: %v, want ErrConflict", err)
-	}
-}
