@@ -325,9 +325,15 @@ func (s *Store) recordStages(ctx context.Context, events []event.Event) error {
 		return nil
 	}
 	type hitKey struct{ ekey, stage string }
+	// A hit is its event; the message text the row keeps is made for
+	// the latest hit of each key and stage only (and to break a tie),
+	// the key once an event.
 	type hit struct {
-		at  int64
-		msg string
+		at int64
+		e  *event.Event
+	}
+	msgOf := func(e *event.Event) string {
+		return strconv.Itoa(len(e.SourceID)) + ":" + e.SourceID + e.MessageID
 	}
 	hits := map[hitKey]hit{}
 	for i := range events {
@@ -335,13 +341,17 @@ func (s *Store) recordStages(ctx context.Context, events []event.Event) error {
 		if e.Type != "track" || (e.UserID == "" && e.AnonymousID == "") {
 			continue
 		}
+		ekey := ""
 		for _, st := range stages {
 			if !slices.Contains(st.Events, e.Name) {
 				continue
 			}
-			k := hitKey{eventstore.ProfileKey(e.UserID, e.AnonymousID), st.Name}
-			h := hit{e.Timestamp.UnixNano(), strconv.Itoa(len(e.SourceID)) + ":" + e.SourceID + e.MessageID}
-			if old, ok := hits[k]; !ok || h.at > old.at || (h.at == old.at && h.msg > old.msg) {
+			if ekey == "" {
+				ekey = eventstore.ProfileKey(e.UserID, e.AnonymousID)
+			}
+			k := hitKey{ekey, st.Name}
+			h := hit{e.Timestamp.UnixNano(), e}
+			if old, ok := hits[k]; !ok || h.at > old.at || (h.at == old.at && msgOf(e) > msgOf(old.e)) {
 				hits[k] = h
 			}
 		}
@@ -368,7 +378,7 @@ func (s *Store) recordStages(ctx context.Context, events []event.Event) error {
 			args := make([]any, 0, 4*len(part))
 			for _, k := range part {
 				h := hits[k]
-				args = append(args, k.ekey, k.stage, h.at, h.msg)
+				args = append(args, k.ekey, k.stage, h.at, msgOf(h.e))
 			}
 			if _, err := tx.ExecCached(ctx, `INSERT INTO audience_stage (ekey, stage, last_at, last_msg) VALUES `+strings.Repeat(one+", ", len(part)-1)+one+`
 ON CONFLICT (ekey, stage) DO UPDATE SET

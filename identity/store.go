@@ -835,7 +835,11 @@ type rewrite struct {
 // resulting component again and stores it, with the event-key links that
 // changed.
 func (s *Store) integrate(ctx context.Context, tx *statestore.Tx, todo []link, seen map[string][2]int64) error {
-	var ids []string
+	n := 0
+	for _, l := range todo {
+		n += len(l.ids)
+	}
+	ids := make([]string, 0, n)
 	for _, l := range todo {
 		ids = append(ids, l.ids...)
 	}
