@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"tandem/eventstore/duckdb"
@@ -53,31 +54,32 @@ type eventsLimiter struct {
 	db         *sql.DB
 	configured int64
 	filter     func() int64 // the filter's bytes (duckdb.FilterBytes)
-	cur        int64        // the limit last set
+	cur        atomic.Int64 // the limit last set, bytes
 }
 
 // apply sets the limit the rule gives now, if it changed.
 func (l *eventsLimiter) apply(ctx context.Context) error {
 	limit := eventsMemoryLimit(l.configured, l.filter())
-	if limit == 0 || limit == l.cur {
+	if limit == 0 || limit == l.cur.Load() {
 		return nil
 	}
 	if _, err := l.db.ExecContext(ctx, fmt.Sprintf("SET GLOBAL memory_limit = '%dMiB'", limit>>20)); err != nil {
 		return fmt.Errorf("set the event store's memory limit: %w", err)
 	}
-	l.cur = limit
+	l.cur.Store(limit)
 	return nil
 }
 
 // startEventsLimiter applies the rule once (an error ends the open) and
-// then every eventsLimitEvery until the returned function is called.
-func startEventsLimiter(db *duckdb.Store, configured int64) (stop func(), err error) {
+// then every eventsLimitEvery until the returned function is called; limit
+// returns the limit in force, in bytes (0: DuckDB's default).
+func startEventsLimiter(db *duckdb.Store, configured int64) (limit func() int64, stop func(), err error) {
 	l := &eventsLimiter{db: db.DB(), configured: configured, filter: duckdb.FilterBytes}
 	if configured <= 0 {
-		return func() {}, nil
+		return l.cur.Load, func() {}, nil
 	}
 	if err := l.apply(context.Background()); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -97,5 +99,5 @@ func startEventsLimiter(db *duckdb.Store, configured int64) (stop func(), err er
 			}
 		}
 	}()
-	return func() { cancel(); wg.Wait() }, nil
+	return l.cur.Load, func() { cancel(); wg.Wait() }, nil
 }
