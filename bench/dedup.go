@@ -28,7 +28,9 @@ this process, on a temporary DuckDB file (set TMPDIR to choose its disk):
 
   fill      --window events written straight into the events table in SQL
             (INSERT … SELECT, with the real key_hash), not through Append,
-            by a child process
+            by a child process, which then writes the key index in one
+            pass from the known messageIds (what the first open would
+            otherwise rebuild from the table: ten minutes at 100 million)
   open      open the store in this process: time to load the dedup filter
             (and, the first time, to build the exact key index from the
             table), its size in bytes per id, Go heap and process RSS
