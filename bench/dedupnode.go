@@ -48,16 +48,19 @@ type DedupNode struct {
 // NodeMemory is the child's memory at one moment: /proc/PID/status and
 // smaps_rollup, and the Go runtime's figures from /metrics.
 type NodeMemory struct {
-	RSSMiB     float64 `json:"rssMiB"`
-	AnonMiB    float64 `json:"anonMiB"` // RssAnon: heaps (Go's and C's), stacks
-	FileMiB    float64 `json:"fileMiB"` // RssFile: the executable's and libraries' pages
-	GoHeapMiB  float64 `json:"goHeapMiB"`
-	GoSysMiB   float64 `json:"goSysMiB"`   // all memory the Go runtime obtained
-	GoFreeMiB  float64 `json:"goFreeMiB"`  // heap idle, not returned to the OS
-	NotGoMiB   float64 `json:"notGoMiB"`   // RssAnon minus what Go holds: DuckDB, SQLite, cgo
-	FilterMiB  float64 `json:"filterMiB"`  // tandem_events_dedup_filter_bytes
-	GCPercent  float64 `json:"gcPercent"`  // not exported: 0
-	StoredRows float64 `json:"storedRows"` // tandem_pipeline_events_stored_total
+	RSSMiB    float64 `json:"rssMiB"`
+	AnonMiB   float64 `json:"anonMiB"` // RssAnon: heaps (Go's and C's), stacks
+	FileMiB   float64 `json:"fileMiB"` // RssFile: the executable's and libraries' pages
+	GoHeapMiB float64 `json:"goHeapMiB"`
+	GoSysMiB  float64 `json:"goSysMiB"`  // all memory the Go runtime obtained
+	GoFreeMiB float64 `json:"goFreeMiB"` // heap idle, not returned to the OS
+	NotGoMiB  float64 `json:"notGoMiB"`  // RssAnon minus what Go holds: DuckDB, SQLite, cgo
+	FilterMiB float64 `json:"filterMiB"` // tandem_events_dedup_filter_bytes
+	// DuckLimitMiB is tandem_events_memory_limit_bytes (absent before it
+	// existed: 0).
+	DuckLimitMiB float64 `json:"duckLimitMiB,omitempty"`
+	GCPercent    float64 `json:"gcPercent"`  // not exported: 0
+	StoredRows   float64 `json:"storedRows"` // tandem_pipeline_events_stored_total
 }
 
 // procStatus reads fields of /proc/pid/status in MiB.
@@ -91,6 +94,7 @@ func (s *server) nodeMemory(ctx context.Context, hc *http.Client) NodeMemory {
 		m.GoSysMiB = mt["go_memstats_sys_bytes"] / mib
 		m.GoFreeMiB = (mt["go_memstats_heap_idle_bytes"] - mt["go_memstats_heap_released_bytes"]) / mib
 		m.FilterMiB = mt["tandem_events_dedup_filter_bytes"] / mib
+		m.DuckLimitMiB = mt["tandem_events_memory_limit_bytes"] / mib
 		m.StoredRows = mt["tandem_pipeline_events_stored_total"]
 		// What Go holds resident is at most its sys minus what it released.
 		m.NotGoMiB = m.AnonMiB - (mt["go_memstats_sys_bytes"]-mt["go_memstats_heap_released_bytes"])/mib
@@ -297,8 +301,12 @@ func writeDedupNode(w io.Writer, n DedupNode) {
 	}
 	fmt.Fprintf(w, "  ready in %.1fs, filter %.1f MiB, peak RSS %.0f MiB (open included), %.0f MiB with the stop\n", n.OpenSeconds, n.FilterMiB, n.PeakRSSMiB, n.StopPeakRSSMiB)
 	mem := func(name string, m NodeMemory) {
-		fmt.Fprintf(w, "  %-13s RSS %4.0f MiB = anon %4.0f + file %3.0f; Go heap %4.0f MiB, Go sys %4.0f, Go free-not-released %3.0f; non-Go anon (DuckDB, SQLite) %4.0f\n",
+		fmt.Fprintf(w, "  %-13s RSS %4.0f MiB = anon %4.0f + file %3.0f; Go heap %4.0f MiB, Go sys %4.0f, Go free-not-released %3.0f; non-Go anon (DuckDB, SQLite) %4.0f",
 			name, m.RSSMiB, m.AnonMiB, m.FileMiB, m.GoHeapMiB, m.GoSysMiB, m.GoFreeMiB, m.NotGoMiB)
+		if m.DuckLimitMiB > 0 {
+			fmt.Fprintf(w, "; DuckDB limit %.0f MiB", m.DuckLimitMiB)
+		}
+		fmt.Fprintln(w)
 	}
 	mem("after open", n.Open)
 	mem("after appends", n.After)

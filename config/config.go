@@ -46,6 +46,8 @@ type Config struct {
 	// EventsMemoryLimit caps the memory of the embedded event store's
 	// DuckDB (its buffer pool: cached column data and query state, which
 	// spills to disk beyond it); 0 leaves DuckDB's default, 80% of RAM.
+	// The node gives DuckDB this less what the dedup filter holds beyond
+	// 32 MiB, at least 64 MiB (server/eventsmem.go).
 	EventsMemoryLimit int64 `yaml:"events_memory_limit"`
 
 	LogSync     string        `yaml:"log_sync"`      // only "always": acknowledge after fsync

@@ -27,7 +27,7 @@ func (c *Config) flagSet() *flag.FlagSet {
 	fs.StringVar(&c.State, "state", c.State, "state store: empty for the embedded SQLite, or a postgres:// `URL`")
 	fs.StringVar(&c.Events, "events", c.Events, "event store: empty for the embedded DuckDB, or a clickhouse:// `URL`")
 
-	fs.Var((*sizeValue)(&c.EventsMemoryLimit), "events-memory-limit", "most memory the embedded event store's DuckDB may use (its buffer pool; queries spill to disk beyond it), at least 32MiB; 0: DuckDB's default, 80% of RAM")
+	fs.Var((*sizeValue)(&c.EventsMemoryLimit), "events-memory-limit", "most memory the embedded event store's DuckDB may use (its buffer pool; queries spill to disk beyond it), less what its dedup filter holds beyond 32MiB, down to 64MiB; at least 32MiB; 0: DuckDB's default, 80% of RAM")
 
 	fs.StringVar(&c.LogSync, "log-sync", c.LogSync, "when the event log acknowledges (`MODE`): only always, after fsync, is accepted")
 	fs.Var((*sizeValue)(&c.LogMaxBytes), "log-max-bytes", "cap on the event log's size; when it is full, collection answers 503; 0: only the disk")

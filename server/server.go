@@ -149,6 +149,9 @@ type Server struct {
 	// stopPacer ends the garbage collector's pacing around the embedded
 	// event store's dedup filter (duckdb.PaceGC); nil without it.
 	stopPacer func()
+	// stopEventsLimit ends the updates of the embedded event store's
+	// memory limit as its dedup filter grows (eventsmem.go); nil without.
+	stopEventsLimit func()
 	// lastAppendFailure is when the last log append failed (Unix ns), 0
 	// after a success: a log that just refused a write is not ready even
 	// if its own health check passes (e.g. full for records of this size).
@@ -347,9 +350,17 @@ func (s *Server) openEvents(ctx context.Context) error {
 			limit = fmt.Sprintf("%dKiB", (s.cfg.EventsMemoryLimit+1023)>>10)
 		}
 		if db, err = duckdb.OpenWithMemoryLimit(filepath.Join(s.cfg.DataDir, "events.duckdb"), limit); err == nil {
+			var limit func() int64
+			if limit, s.stopEventsLimit, err = startEventsLimiter(db, s.cfg.EventsMemoryLimit); err != nil {
+				db.Close()
+				return fmt.Errorf("event store: %w", err)
+			}
 			store = db
 			s.Metrics.NewGaugeFunc("tandem_events_dedup_filter_bytes", "Memory held by the embedded event store's messageId dedup filter and its key index's in-memory part, in bytes (about 1.1 per stored event at 100 million).", func() float64 {
 				return float64(duckdb.FilterBytes())
+			})
+			s.Metrics.NewGaugeFunc("tandem_events_memory_limit_bytes", "The embedded event store's DuckDB memory limit in force: --events-memory-limit less what the dedup filter holds beyond 32 MiB, at least 64 MiB (0: DuckDB's default).", func() float64 {
+				return float64(limit())
 			})
 		}
 	case strings.HasPrefix(s.cfg.Events, "clickhouse://"):
@@ -741,6 +752,10 @@ func (s *Server) close() error {
 			errs = append(errs, fmt.Errorf("event log: %w", err))
 		}
 		s.Committer = nil
+	}
+	if s.stopEventsLimit != nil {
+		s.stopEventsLimit()
+		s.stopEventsLimit = nil
 	}
 	if s.Events != nil {
 		if err := s.Events.Close(); err != nil {
