@@ -47,6 +47,11 @@
 // the previous step's event is never reached); it has no strict mode; and
 // it returns only the depth, no step times for the medians. Where none of
 // these apply it gives the same depths (TestFunnelAgainstClickHouse).
+// Fed whole seconds × steps + the step's code as its UInt32 time, two
+// windowFunnels bound the depth from both sides (docs/benchmarks.md
+// #ch-funnel3), but that query alone costs more CPU than the funnel's
+// 1.2× target, and the medians need every profile's keys past step 1
+// anyway, so the funnel SQL does not use them.
 // `tandem bench funnel --events clickhouse://…` times it next to the
 // backend as a baseline.
 package clickhouse
