@@ -697,6 +697,24 @@ func dayOf(t time.Time) int64 {
 // property is the compact JSON of properties.PATH of a raw event (PATH
 // dotted), nil when absent or null.
 func property(raw []byte, path string) json.RawMessage {
+	cur, ok := findProperty(raw, path)
+	if !ok {
+		return propertyDecoded(raw, path)
+	}
+	if cur == nil {
+		return nil
+	}
+	var v any
+	if json.Unmarshal(cur, &v) != nil || v == nil {
+		return nil
+	}
+	b, _ := json.Marshal(v)
+	return b
+}
+
+// propertyDecoded is property by decoding the event's JSON: the
+// definition findProperty follows.
+func propertyDecoded(raw []byte, path string) json.RawMessage {
 	var ev struct {
 		Properties json.RawMessage `json:"properties"`
 	}
@@ -720,6 +738,156 @@ func property(raw []byte, path string) json.RawMessage {
 	}
 	b, _ := json.Marshal(v)
 	return b
+}
+
+// findProperty finds the bytes of properties.PATH in raw (a valid JSON
+// object, as the pipeline's events are) without decoding the event: the
+// value the decoding in propertyDecoded finds, nil when it finds none.
+// It declines (ok false) where the two could differ: raw not an object,
+// a key with an escape or a non-ASCII byte (the decoder unescapes keys
+// and folds "properties" by Unicode rules), a value not shaped as
+// expected.
+func findProperty(raw []byte, path string) (val []byte, ok bool) {
+	// The decoder matches the field "properties" exactly or without
+	// regard to case, and the last of several such keys wins.
+	cur, found, ok := lastMember(raw, func(k []byte) bool { return strings.EqualFold(string(k), "properties") })
+	if !ok {
+		return nil, false
+	}
+	if !found {
+		return nil, true
+	}
+	for part := range strings.SplitSeq(path, ".") {
+		if len(cur) == 0 || cur[0] != '{' {
+			if len(cur) > 0 && cur[0] == 'n' {
+				return nil, true // null decodes as an empty map
+			}
+			return nil, false // not an object: leave it to the decoder
+		}
+		cur, found, ok = lastMember(cur, func(k []byte) bool { return string(k) == part })
+		if !ok {
+			return nil, false
+		}
+		if !found {
+			return nil, true
+		}
+	}
+	return cur, true
+}
+
+// lastMember returns the value of the last member of the JSON object obj
+// whose key match accepts, trimmed of space. ok is false when obj is not
+// an object this scanner reads with certainty (see findProperty).
+func lastMember(obj []byte, match func(key []byte) bool) (val []byte, found, ok bool) {
+	i := skipSpace(obj, 0)
+	if i >= len(obj) || obj[i] != '{' {
+		return nil, false, false
+	}
+	i = skipSpace(obj, i+1)
+	if i < len(obj) && obj[i] == '}' {
+		return nil, false, true
+	}
+	for {
+		if i >= len(obj) || obj[i] != '"' {
+			return nil, false, false
+		}
+		start := i + 1
+		end := start
+		for end < len(obj) && obj[end] != '"' {
+			if c := obj[end]; c == '\\' || c >= 0x80 || c < 0x20 {
+				return nil, false, false
+			}
+			end++
+		}
+		if end >= len(obj) {
+			return nil, false, false
+		}
+		key := obj[start:end]
+		i = skipSpace(obj, end+1)
+		if i >= len(obj) || obj[i] != ':' {
+			return nil, false, false
+		}
+		vs := skipSpace(obj, i+1)
+		ve, vok := skipValue(obj, vs)
+		if !vok {
+			return nil, false, false
+		}
+		if match(key) {
+			val, found = obj[vs:ve], true
+		}
+		i = skipSpace(obj, ve)
+		if i >= len(obj) {
+			return nil, false, false
+		}
+		switch obj[i] {
+		case ',':
+			i = skipSpace(obj, i+1)
+		case '}':
+			return val, found, true
+		default:
+			return nil, false, false
+		}
+	}
+}
+
+// skipValue returns the end of the JSON value at i (valid JSON assumed;
+// false for what it cannot read).
+func skipValue(b []byte, i int) (int, bool) {
+	if i >= len(b) {
+		return i, false
+	}
+	switch b[i] {
+	case '"':
+		for j := i + 1; j < len(b); j++ {
+			switch b[j] {
+			case '\\':
+				j++
+			case '"':
+				return j + 1, true
+			}
+		}
+		return len(b), false
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(b); j++ {
+			switch b[j] {
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1, true
+				}
+			case '"':
+				e, ok := skipValue(b, j)
+				if !ok {
+					return e, false
+				}
+				j = e - 1
+			}
+		}
+		return len(b), false
+	default:
+		j := i
+		for j < len(b) {
+			switch b[j] {
+			case ',', '}', ']', ' ', '\t', '\n', '\r':
+				if j == i {
+					return j, false
+				}
+				return j, true
+			}
+			j++
+		}
+		return j, j > i
+	}
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
 }
 
 // Values returns the computed traits of a profile by name: those with no
