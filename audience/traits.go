@@ -435,6 +435,7 @@ func (s *Store) StagesOfKeys(ctx context.Context, keys []string) (reached []stri
 	return reached, current, nil
 }
 
+// record takes events into the state of traits, in one transaction.
 func (s *Store) record(ctx context.Context, traits []Trait, events []event.Event) error {
 	w := traitWrites{points: map[pointKey]*point{}, seen: map[seenKey]int{}}
 	for i := range events {
@@ -495,7 +496,8 @@ type countHit struct {
 	sum bool // Sum: num is added; its additions keep their order
 }
 
-// add takes one event of one trait in, as apply would record it.
+// add takes one event of one trait in (an event lacking the property,
+// or a sum's event whose property is not a number, is not counted).
 func (w *traitWrites) add(t *Trait, e *event.Event, key, msg string) {
 	var val json.RawMessage
 	if t.Property != "" {
