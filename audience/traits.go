@@ -1,6 +1,7 @@
 package audience
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -434,45 +435,75 @@ func (s *Store) StagesOfKeys(ctx context.Context, keys []string) (reached []stri
 	return reached, current, nil
 }
 
+// record takes events into the state of traits, in one transaction.
 func (s *Store) record(ctx context.Context, traits []Trait, events []event.Event) error {
-	type hit struct {
-		t *Trait
-		e *event.Event
-	}
-	var hits []hit
+	w := traitWrites{points: map[pointKey]*point{}, seen: map[seenKey]int{}}
 	for i := range events {
 		e := &events[i]
 		if e.Type != "track" || (e.UserID == "" && e.AnonymousID == "") {
 			continue
 		}
+		key, msg := "", ""
 		for j := range traits {
-			if traits[j].Event == e.Name {
-				hits = append(hits, hit{&traits[j], e})
+			if t := &traits[j]; t.Event == e.Name {
+				if key == "" {
+					key = eventstore.ProfileKey(e.UserID, e.AnonymousID)
+					msg = strconv.Itoa(len(e.SourceID)) + ":" + e.SourceID + e.MessageID // unambiguous
+				}
+				w.add(t, e, key, msg)
 			}
 		}
 	}
-	if len(hits) == 0 {
+	if len(w.points) == 0 && len(w.counted) == 0 {
 		return nil
 	}
-	return s.db.Tx(ctx, func(tx *statestore.Tx) error {
-		for _, h := range hits {
-			if err := apply(ctx, tx, h.t, h.e); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	return s.db.Tx(ctx, func(tx *statestore.Tx) error { return w.write(ctx, tx) })
 }
 
-// apply records one event into one trait's state.
-func apply(ctx context.Context, tx *statestore.Tx, t *Trait, e *event.Event) error {
-	key := eventstore.ProfileKey(e.UserID, e.AnonymousID)
-	msg := strconv.Itoa(len(e.SourceID)) + ":" + e.SourceID + e.MessageID // unambiguous
+// traitWrites is what a batch of events changes in the computed traits'
+// state, collapsed in memory so that each table takes multi-row
+// statements (one row per key per statement) instead of a statement per
+// event: the same state as applying the events one at a time, in order.
+type traitWrites struct {
+	// points: the earliest and latest event of each (trait, key), for
+	// First, Last and DaysSince.
+	points map[pointKey]*point
+	// counted: the events of Count, Sum and MostFrequent, in event
+	// order, each (trait, key, message) once (the first); seen indexes
+	// them.
+	counted []countHit
+	seen    map[seenKey]int
+}
+
+type pointKey struct{ trait, ekey string }
+
+// point is a (trait, key)'s earliest and latest event: time, message,
+// value.
+type point struct {
+	firstAt, lastAt   int64
+	firstMsg, lastMsg string
+	firstVal, lastVal string
+}
+
+type seenKey struct{ trait, ekey, msg string }
+
+// countHit is an event to count into a day's bucket (and value).
+type countHit struct {
+	seenKey
+	day int64
+	val string
+	num float64
+	sum bool // Sum: num is added; its additions keep their order
+}
+
+// add takes one event of one trait in (an event lacking the property,
+// or a sum's event whose property is not a number, is not counted).
+func (w *traitWrites) add(t *Trait, e *event.Event, key, msg string) {
 	var val json.RawMessage
 	if t.Property != "" {
 		val = property(e.Raw, t.Property)
 		if val == nil {
-			return nil // the event lacks the property: not counted
+			return // the event lacks the property: not counted
 		}
 	}
 	switch t.Kind {
@@ -483,41 +514,176 @@ func apply(ctx context.Context, tx *statestore.Tx, t *Trait, e *event.Event) err
 			v = strconv.Quote(e.Timestamp.UTC().Format(time.RFC3339Nano))
 		}
 		// The earliest event (ties: smallest message) is first; the
-		// latest (ties: largest message) is last. Idempotent.
-		_, err := tx.Exec(ctx, `INSERT INTO audience_trait_point (trait_id, ekey, first_at, first_msg, first_val, last_at, last_msg, last_val)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+		// latest (ties: largest message) is last; a tie with what is
+		// held already keeps it, as the upsert does.
+		k := pointKey{t.ID, key}
+		p, ok := w.points[k]
+		if !ok {
+			w.points[k] = &point{at, at, msg, msg, v, v}
+			return
+		}
+		if at < p.firstAt || (at == p.firstAt && msg < p.firstMsg) {
+			p.firstAt, p.firstMsg, p.firstVal = at, msg, v
+		}
+		if at > p.lastAt || (at == p.lastAt && msg > p.lastMsg) {
+			p.lastAt, p.lastMsg, p.lastVal = at, msg, v
+		}
+		return
+	}
+	h := countHit{seenKey: seenKey{t.ID, key, msg}, day: dayOf(e.Timestamp)}
+	switch t.Kind {
+	case Sum:
+		if json.Unmarshal(val, &h.num) != nil || math.IsInf(h.num, 0) || math.IsNaN(h.num) {
+			return // not a number: not summed
+		}
+		h.sum = true
+	case MostFrequent:
+		h.val = string(val)
+	}
+	if _, ok := w.seen[h.seenKey]; ok {
+		return // the same event again: counted once
+	}
+	w.seen[h.seenKey] = len(w.counted)
+	w.counted = append(w.counted, h)
+}
+
+// Rows per statement: a point row binds 8 values, a seen row 3, a bucket
+// row 6.
+const traitChunk = 400
+
+// write stores w in tx. Rows go in key order, so that concurrent writers
+// on PostgreSQL lock them alike.
+func (w *traitWrites) write(ctx context.Context, tx *statestore.Tx) error {
+	pks := make([]pointKey, 0, len(w.points))
+	for k := range w.points {
+		pks = append(pks, k)
+	}
+	slices.SortFunc(pks, func(a, b pointKey) int {
+		return cmp.Or(strings.Compare(a.trait, b.trait), strings.Compare(a.ekey, b.ekey))
+	})
+	for start, end := range tx.Parts(len(pks), traitChunk) {
+		part := pks[start:end]
+		args := make([]any, 0, 8*len(part))
+		for _, k := range part {
+			p := w.points[k]
+			args = append(args, k.trait, k.ekey, p.firstAt, p.firstMsg, p.firstVal, p.lastAt, p.lastMsg, p.lastVal)
+		}
+		if _, err := tx.ExecCached(ctx, `INSERT INTO audience_trait_point (trait_id, ekey, first_at, first_msg, first_val, last_at, last_msg, last_val)
+VALUES `+rows(len(part), 8)+`
 ON CONFLICT (trait_id, ekey) DO UPDATE SET
 	first_val = CASE WHEN excluded.first_at < audience_trait_point.first_at OR (excluded.first_at = audience_trait_point.first_at AND excluded.first_msg < audience_trait_point.first_msg) THEN excluded.first_val ELSE audience_trait_point.first_val END,
 	first_msg = CASE WHEN excluded.first_at < audience_trait_point.first_at OR (excluded.first_at = audience_trait_point.first_at AND excluded.first_msg < audience_trait_point.first_msg) THEN excluded.first_msg ELSE audience_trait_point.first_msg END,
 	first_at = CASE WHEN excluded.first_at < audience_trait_point.first_at THEN excluded.first_at ELSE audience_trait_point.first_at END,
 	last_val = CASE WHEN excluded.last_at > audience_trait_point.last_at OR (excluded.last_at = audience_trait_point.last_at AND excluded.last_msg > audience_trait_point.last_msg) THEN excluded.last_val ELSE audience_trait_point.last_val END,
 	last_msg = CASE WHEN excluded.last_at > audience_trait_point.last_at OR (excluded.last_at = audience_trait_point.last_at AND excluded.last_msg > audience_trait_point.last_msg) THEN excluded.last_msg ELSE audience_trait_point.last_msg END,
-	last_at = CASE WHEN excluded.last_at > audience_trait_point.last_at THEN excluded.last_at ELSE audience_trait_point.last_at END`,
-			t.ID, key, at, msg, v, at, msg, v)
-		return err
-	}
-	// Count, Sum, MostFrequent: a bucket per day (and value), each event once.
-	var num float64
-	bucketVal := ""
-	switch t.Kind {
-	case Sum:
-		if json.Unmarshal(val, &num) != nil || math.IsInf(num, 0) || math.IsNaN(num) {
-			return nil // not a number: not summed
+	last_at = CASE WHEN excluded.last_at > audience_trait_point.last_at THEN excluded.last_at ELSE audience_trait_point.last_at END`, args...); err != nil {
+			return err
 		}
-	case MostFrequent:
-		bucketVal = string(val)
 	}
-	r, err := tx.Exec(ctx, `INSERT INTO audience_trait_seen (trait_id, ekey, msg) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`, t.ID, key, msg)
-	if err != nil {
-		return err
+	if len(w.counted) == 0 {
+		return nil
 	}
-	if n, _ := r.RowsAffected(); n == 0 {
-		return nil // counted before
+	// Which events are new to the seen table: only those count.
+	order := make([]int, len(w.counted))
+	for i := range order {
+		order[i] = i
 	}
-	_, err = tx.Exec(ctx, `INSERT INTO audience_trait_bucket (trait_id, ekey, day, val, n, s) VALUES (?, ?, ?, ?, 1, ?)
-ON CONFLICT (trait_id, ekey, day, val) DO UPDATE SET n = audience_trait_bucket.n + 1, s = audience_trait_bucket.s + excluded.s`,
-		t.ID, key, dayOf(e.Timestamp), bucketVal, num)
-	return err
+	slices.SortFunc(order, func(a, b int) int { return compareSeen(w.counted[a].seenKey, w.counted[b].seenKey) })
+	fresh := make([]bool, len(w.counted))
+	for start, end := range tx.Parts(len(order), traitChunk) {
+		part := order[start:end]
+		args := make([]any, 0, 3*len(part))
+		for _, i := range part {
+			k := w.counted[i].seenKey
+			args = append(args, k.trait, k.ekey, k.msg)
+		}
+		r, err := tx.QueryCached(ctx, `INSERT INTO audience_trait_seen (trait_id, ekey, msg) VALUES `+rows(len(part), 3)+` ON CONFLICT DO NOTHING RETURNING trait_id, ekey, msg`, args...)
+		if err != nil {
+			return err
+		}
+		for r.Next() {
+			var k seenKey
+			if err := r.Scan(&k.trait, &k.ekey, &k.msg); err != nil {
+				r.Close()
+				return err
+			}
+			if i, ok := w.seen[k]; ok {
+				fresh[i] = true
+			}
+		}
+		r.Close()
+		if err := r.Err(); err != nil {
+			return err
+		}
+	}
+	// The buckets' additions, by bucket, in event order: a count adds
+	// its events at once; a sum adds each event's number on its own, in
+	// order, one statement (round) after another, so that the floating
+	// point sum is the one the events added one at a time make.
+	type bucketKey struct {
+		trait, ekey string
+		day         int64
+		val         string
+	}
+	type bucket struct {
+		n    int64
+		nums []float64 // a sum's additions, in order
+	}
+	buckets := map[bucketKey]*bucket{}
+	var keys []bucketKey
+	rounds := 0
+	for i, h := range w.counted {
+		if !fresh[i] {
+			continue
+		}
+		k := bucketKey{h.trait, h.ekey, h.day, h.val}
+		b, ok := buckets[k]
+		if !ok {
+			b = &bucket{}
+			buckets[k] = b
+			keys = append(keys, k)
+		}
+		if h.sum {
+			b.nums = append(b.nums, h.num)
+			rounds = max(rounds, len(b.nums))
+		} else {
+			b.n++
+			rounds = max(rounds, 1)
+		}
+	}
+	slices.SortFunc(keys, func(a, b bucketKey) int {
+		return cmp.Or(strings.Compare(a.trait, b.trait), strings.Compare(a.ekey, b.ekey), cmp.Compare(a.day, b.day), strings.Compare(a.val, b.val))
+	})
+	for round := range rounds {
+		var args []any
+		for _, k := range keys {
+			b := buckets[k]
+			switch {
+			case round < len(b.nums):
+				args = append(args, k.trait, k.ekey, k.day, k.val, int64(1), b.nums[round])
+			case round == 0 && b.n > 0:
+				args = append(args, k.trait, k.ekey, k.day, k.val, b.n, float64(0))
+			}
+		}
+		n := len(args) / 6
+		for start, end := range tx.Parts(n, traitChunk) {
+			if _, err := tx.ExecCached(ctx, `INSERT INTO audience_trait_bucket (trait_id, ekey, day, val, n, s) VALUES `+rows(end-start, 6)+`
+ON CONFLICT (trait_id, ekey, day, val) DO UPDATE SET n = audience_trait_bucket.n + excluded.n, s = audience_trait_bucket.s + excluded.s`, args[6*start:6*end]...); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func compareSeen(a, b seenKey) int {
+	return cmp.Or(strings.Compare(a.trait, b.trait), strings.Compare(a.ekey, b.ekey), strings.Compare(a.msg, b.msg))
+}
+
+// rows is the VALUES list of n rows of per placeholders each.
+func rows(n, per int) string {
+	one := "(" + strings.Repeat("?, ", per-1) + "?)"
+	return strings.Repeat(one+", ", n-1) + one
 }
 
 // dayOf is t's UTC day number.
@@ -533,6 +699,24 @@ func dayOf(t time.Time) int64 {
 // property is the compact JSON of properties.PATH of a raw event (PATH
 // dotted), nil when absent or null.
 func property(raw []byte, path string) json.RawMessage {
+	cur, ok := findProperty(raw, path)
+	if !ok {
+		return propertyDecoded(raw, path)
+	}
+	if cur == nil {
+		return nil
+	}
+	var v any
+	if json.Unmarshal(cur, &v) != nil || v == nil {
+		return nil
+	}
+	b, _ := json.Marshal(v)
+	return b
+}
+
+// propertyDecoded is property by decoding the event's JSON: the
+// definition findProperty follows.
+func propertyDecoded(raw []byte, path string) json.RawMessage {
 	var ev struct {
 		Properties json.RawMessage `json:"properties"`
 	}
@@ -556,6 +740,156 @@ func property(raw []byte, path string) json.RawMessage {
 	}
 	b, _ := json.Marshal(v)
 	return b
+}
+
+// findProperty finds the bytes of properties.PATH in raw (a valid JSON
+// object, as the pipeline's events are) without decoding the event: the
+// value the decoding in propertyDecoded finds, nil when it finds none.
+// It declines (ok false) where the two could differ: raw not an object,
+// a key with an escape or a non-ASCII byte (the decoder unescapes keys
+// and folds "properties" by Unicode rules), a value not shaped as
+// expected.
+func findProperty(raw []byte, path string) (val []byte, ok bool) {
+	// The decoder matches the field "properties" exactly or without
+	// regard to case, and the last of several such keys wins.
+	cur, found, ok := lastMember(raw, func(k []byte) bool { return strings.EqualFold(string(k), "properties") })
+	if !ok {
+		return nil, false
+	}
+	if !found {
+		return nil, true
+	}
+	for part := range strings.SplitSeq(path, ".") {
+		if len(cur) == 0 || cur[0] != '{' {
+			if len(cur) > 0 && cur[0] == 'n' {
+				return nil, true // null decodes as an empty map
+			}
+			return nil, false // not an object: leave it to the decoder
+		}
+		cur, found, ok = lastMember(cur, func(k []byte) bool { return string(k) == part })
+		if !ok {
+			return nil, false
+		}
+		if !found {
+			return nil, true
+		}
+	}
+	return cur, true
+}
+
+// lastMember returns the value of the last member of the JSON object obj
+// whose key match accepts, trimmed of space. ok is false when obj is not
+// an object this scanner reads with certainty (see findProperty).
+func lastMember(obj []byte, match func(key []byte) bool) (val []byte, found, ok bool) {
+	i := skipSpace(obj, 0)
+	if i >= len(obj) || obj[i] != '{' {
+		return nil, false, false
+	}
+	i = skipSpace(obj, i+1)
+	if i < len(obj) && obj[i] == '}' {
+		return nil, false, true
+	}
+	for {
+		if i >= len(obj) || obj[i] != '"' {
+			return nil, false, false
+		}
+		start := i + 1
+		end := start
+		for end < len(obj) && obj[end] != '"' {
+			if c := obj[end]; c == '\\' || c >= 0x80 || c < 0x20 {
+				return nil, false, false
+			}
+			end++
+		}
+		if end >= len(obj) {
+			return nil, false, false
+		}
+		key := obj[start:end]
+		i = skipSpace(obj, end+1)
+		if i >= len(obj) || obj[i] != ':' {
+			return nil, false, false
+		}
+		vs := skipSpace(obj, i+1)
+		ve, vok := skipValue(obj, vs)
+		if !vok {
+			return nil, false, false
+		}
+		if match(key) {
+			val, found = obj[vs:ve], true
+		}
+		i = skipSpace(obj, ve)
+		if i >= len(obj) {
+			return nil, false, false
+		}
+		switch obj[i] {
+		case ',':
+			i = skipSpace(obj, i+1)
+		case '}':
+			return val, found, true
+		default:
+			return nil, false, false
+		}
+	}
+}
+
+// skipValue returns the end of the JSON value at i (valid JSON assumed;
+// false for what it cannot read).
+func skipValue(b []byte, i int) (int, bool) {
+	if i >= len(b) {
+		return i, false
+	}
+	switch b[i] {
+	case '"':
+		for j := i + 1; j < len(b); j++ {
+			switch b[j] {
+			case '\\':
+				j++
+			case '"':
+				return j + 1, true
+			}
+		}
+		return len(b), false
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(b); j++ {
+			switch b[j] {
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1, true
+				}
+			case '"':
+				e, ok := skipValue(b, j)
+				if !ok {
+					return e, false
+				}
+				j = e - 1
+			}
+		}
+		return len(b), false
+	default:
+		j := i
+		for j < len(b) {
+			switch b[j] {
+			case ',', '}', ']', ' ', '\t', '\n', '\r':
+				if j == i {
+					return j, false
+				}
+				return j, true
+			}
+			j++
+		}
+		return j, j > i
+	}
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
 }
 
 // Values returns the computed traits of a profile by name: those with no
