@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -149,5 +150,46 @@ func TestJudgeStep(t *testing.T) {
 	st := &E2EStep{OfferedPerSec: 1000}
 	if err := judgeStep(st, mk(1000, 1000, func(int) float64 { return 0 })[:1], t0, t0.Add(10*time.Second), time.Second); err == nil {
 		t.Error("one sample judged")
+	}
+}
+
+// TestE2EShape: the pipeline's shape over a step comes from the
+// differences of its counters between the interval's first and last
+// scrape, the waiting share from every scrape.
+func TestE2EShape(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	scrape := func(i int, batches, records, stored, commits, deferrals, deferring, stateSecs float64) sample {
+		return sample{At: t0.Add(time.Duration(i) * time.Second), Stored: stored, All: map[string]float64{
+			`tandem_pipeline_stage_seconds_count{stage="write"}`:  batches,
+			"tandem_pipeline_records_total":                       records,
+			`tandem_pipeline_stage_seconds_count{stage="commit"}`: commits,
+			"tandem_pipeline_deferrals_total":                     deferrals,
+			"tandem_pipeline_deferring":                           deferring,
+			`tandem_pipeline_stage_seconds_sum{stage="state"}`:    stateSecs,
+		}}
+	}
+	in := []sample{
+		scrape(0, 10, 100, 50_000, 2, 1, 0, 1),
+		scrape(1, 15, 150, 70_000, 2, 2, 1, 1.5),
+		scrape(2, 20, 200, 90_000, 3, 2, 1, 2),
+		scrape(3, 30, 300, 150_000, 4, 2, 0, 3),
+	}
+	sh := e2eShape(in)
+	if sh == nil {
+		t.Fatal("no shape")
+	}
+	want := E2EShape{Batches: 20, RecordsPerBatch: 10, EventsPerBatch: 5000, EventsPerRecord: 500,
+		Commits: 2, EventsPerCommit: 50_000, Deferrals: 1, DeferringShare: 0.5}
+	got := *sh
+	got.StageMicros = nil
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("shape %+v, want %+v", got, want)
+	}
+	if v := sh.StageMicros["state"]; v < 19.99 || v > 20.01 {
+		t.Errorf("state %v µs an event, want 20 (2 s over 100,000 events)", v)
+	}
+	// A node without the pipeline's counters has no shape.
+	if e2eShape([]sample{{At: t0, All: map[string]float64{}}, {At: t0.Add(time.Second), All: map[string]float64{}}}) != nil {
+		t.Error("shape without counters")
 	}
 }
