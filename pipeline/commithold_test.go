@@ -22,6 +22,7 @@ func TestHoldIdleCommit(t *testing.T) {
 			p.staging.add(at, p.stagedPos)
 		}
 		p.held = []heldBatch{{b: &batch{}, at: t0.Add(-heldFor)}}
+		p.lastFetch.Store(t0.UnixNano()) // records still arriving
 		return p
 	}
 	on := Options{CommitRows: 120_000, CommitHold: 3 * time.Second}
@@ -32,18 +33,25 @@ func TestHoldIdleCommit(t *testing.T) {
 		pending int
 		heldFor time.Duration
 		at      time.Duration // after t0
+		quiet   bool          // no fetch found records for 200 ms
 		hold    bool
 	}{
-		{"fast: fills in 2 s", on, 50_000, 20_000, 0, 0, true},
-		{"fast, held 1 s: fills in 2 s, 2 s left", on, 50_000, 20_000, time.Second, 0, true},
-		{"fast, held 2 s: 1 s left", on, 50_000, 20_000, 2 * time.Second, 0, false},
-		{"slow: fills in 10 s", on, 10_000, 20_000, 0, 0, false},
-		{"fast but stopped: 2 s without a batch", on, 50_000, 20_000, 0, 2 * time.Second, false},
-		{"past the hold", on, 100_000, 100_000, 3 * time.Second, 0, false},
-		{"no row group size", Options{CommitHold: 3 * time.Second}, 50_000, 20_000, 0, 0, false},
-		{"no hold", Options{CommitRows: 120_000}, 50_000, 20_000, 0, 0, false},
+		{"fast: fills in 2 s", on, 50_000, 20_000, 0, 0, false, true},
+		{"fast, held 1 s: fills in 2 s, 2 s left", on, 50_000, 20_000, time.Second, 0, false, true},
+		{"fast, held 2 s: 1 s left", on, 50_000, 20_000, 2 * time.Second, 0, false, false},
+		{"slow: fills in 10 s", on, 10_000, 20_000, 0, 0, false, false},
+		{"fast but stopped: 2 s without a batch", on, 50_000, 20_000, 0, 2 * time.Second, false, false},
+		// The end of a backlog or a burst: staged fast, nothing more in
+		// the log.
+		{"fast, nothing arriving", on, 50_000, 20_000, 0, 0, true, false},
+		{"past the hold", on, 100_000, 100_000, 3 * time.Second, 0, false, false},
+		{"no row group size", Options{CommitHold: 3 * time.Second}, 50_000, 20_000, 0, 0, false, false},
+		{"no hold", Options{CommitRows: 120_000}, 50_000, 20_000, 0, 0, false, false},
 	} {
 		p := mk(tc.opts, tc.perSec, tc.pending, tc.heldFor)
+		if tc.quiet {
+			p.lastFetch.Store(t0.Add(tc.at - 200*time.Millisecond).UnixNano())
+		}
 		if got := p.holdIdle(t0.Add(tc.at)); got != tc.hold {
 			t.Errorf("%s: hold %v, want %v (rate %.0f/s)", tc.name, got, tc.hold, p.staging.perSecond(t0.Add(tc.at)))
 		}

@@ -163,6 +163,9 @@ type Pipeline struct {
 	limit     int
 	stagedPos uint64
 	staging   stagingRate // of the write stage (stage.go)
+	// lastFetch is when a fetch last found records (unix ns): records
+	// still arriving, for the write stage's hold (stage.go).
+	lastFetch atomic.Int64
 	pending   int
 	// oldestHeld is the ord of the first held batch, 0 if none; flush
 	// asks the write stage to commit what it holds (Barrier).
@@ -467,6 +470,7 @@ func (p *Pipeline) fetch(ctx context.Context, size int) ([]eventlog.Message, err
 	}
 	msgs, err := p.consumer.Fetch(ctx, n, 0)
 	if len(msgs) > 0 {
+		p.lastFetch.Store(time.Now().UnixNano())
 		bytes := 0
 		for _, m := range msgs {
 			bytes += len(m.Data)

@@ -197,8 +197,14 @@ const idleCheck = 5 * time.Millisecond
 // the least to spare. So when idle, the write stage waits for the store
 // to commit the row group itself while the events arriving would fill it
 // within CommitHold of the oldest held batch's staging; at lower rates,
-// where the extra cost does not matter, it commits at once as before.
-// Barrier's flush and CommitWait still commit regardless.
+// where the extra cost does not matter, or when the read stage has found
+// nothing for a few polls (a backlog or a burst ended: nothing fills the
+// row group), it commits at once as before. Barrier's flush and
+// CommitWait still commit regardless.
+
+// arrivingWithin is how recently the read stage must have found records
+// for the write stage to hold an idle commit: a few of its polls.
+const arrivingWithin = 5 * pollInterval
 
 // stagingWindow is how far back the write stage's staging rate looks.
 const stagingWindow = 2 * time.Second
@@ -242,6 +248,11 @@ func (r *stagingRate) perSecond(now time.Time) float64 {
 // waits for the store's row-group commit instead of committing now.
 func (p *Pipeline) holdIdle(now time.Time) bool {
 	if p.opts.CommitRows <= 0 || p.opts.CommitHold <= 0 || len(p.held) == 0 {
+		return false
+	}
+	if now.Sub(time.Unix(0, p.lastFetch.Load())) > arrivingWithin {
+		// Nothing came in lately (the end of a burst or of a backlog):
+		// no row group is filling.
 		return false
 	}
 	left := p.opts.CommitHold - now.Sub(p.held[0].at)
