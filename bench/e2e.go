@@ -34,8 +34,12 @@ identity resolution, event store) keeps its pipeline lag flat.
              --warmup and then --duration, the measured interval. The step
              is sustained ("flat") when at least 95% of the offered events
              were accepted and the pipeline's lag (tandem_pipeline_lag_seconds,
-             mean of the samples in the first and in the last 3 s of the
-             measured interval) grew by at most --lag-slack. The search starts
+             sampled every second) grew by at most --lag-slack over the
+             measured interval, by the least-squares line through all its
+             samples (the lag saw-tooths by seconds as row groups of
+             staged events commit; the line follows its trend, where the
+             first and last seconds would catch a tooth's top or bottom).
+             The search starts
              at a quarter of the ceiling (collect-only's rate, or --max-rate
              if lower) and bisects geometrically between the highest flat
              and the lowest unflat rate; after an unflat step it tries 95% of
@@ -223,14 +227,19 @@ type E2EStep struct {
 	P50Ms          float64 `json:"requestP50Ms"`         // /v1/batch latency, whole step
 	P99Ms          float64 `json:"requestP99Ms"`
 	// Lag: mean of the samples in the first and last 3 s of the measured
-	// interval, and the highest sample in it.
+	// interval (shown; flat is judged on LagGrowthSeconds), and the
+	// highest sample in it.
 	LagStartSeconds float64 `json:"lagStartSeconds"`
 	LagEndSeconds   float64 `json:"lagEndSeconds"`
 	LagMaxSeconds   float64 `json:"lagMaxSeconds"`
-	LagStartRecords float64 `json:"lagStartRecords"`
-	LagEndRecords   float64 `json:"lagEndRecords"`
-	Flat            bool    `json:"flat"`
-	Verdict         string  `json:"verdict"`
+	// LagGrowthSeconds is how much the lag grew over the measured
+	// interval by the least-squares line through all its samples: what
+	// "flat" is judged on.
+	LagGrowthSeconds float64 `json:"lagGrowthSeconds"`
+	LagStartRecords  float64 `json:"lagStartRecords"`
+	LagEndRecords    float64 `json:"lagEndRecords"`
+	Flat             bool    `json:"flat"`
+	Verdict          string  `json:"verdict"`
 	// Markers: sent (acknowledged), seen in both a profile and a funnel,
 	// and the delay from the 200 to that, over the visible ones.
 	Markers        int              `json:"markers"`
@@ -246,6 +255,34 @@ type E2EStep struct {
 	Errors         map[string]int64 `json:"errors,omitempty"`
 	FirstError     string           `json:"firstError,omitempty"`
 	ServerExit     string           `json:"serverExit,omitempty"`
+	// Shape is what the pipeline did over the measured interval, from
+	// the child's /metrics; nil when the figures were missing.
+	Shape *E2EShape `json:"pipeline,omitempty"`
+	// CPU an accepted event over the measured interval: the node's and
+	// the load generator's (this process, sharing the machine).
+	ServerCPUMicros  *float64 `json:"serverCpuMicrosPerEvent"`
+	LoadgenCPUMicros *float64 `json:"loadgenCpuMicrosPerEvent"`
+}
+
+// E2EShape is how the pipeline worked through a step's measured
+// interval: the size of its batches, how often it committed on its own
+// (beside the event store's row-group commits), how long it waited for
+// collection, and each stage's wall time per event stored.
+type E2EShape struct {
+	Batches         float64 `json:"batches"`         // batches through the write stage
+	RecordsPerBatch float64 `json:"recordsPerBatch"` // log records acknowledged per batch
+	EventsPerBatch  float64 `json:"eventsPerBatch"`  // events stored per batch
+	EventsPerRecord float64 `json:"eventsPerRecord"` // events stored per record acknowledged
+	// Commits are the write stage's own commits of staged events (when
+	// idle, or at CommitWait); EventsPerCommit is stored events over
+	// them (row-group commits inside staging included in the events).
+	Commits         float64 `json:"commits"`
+	EventsPerCommit float64 `json:"eventsPerCommit,omitempty"`
+	Deferrals       float64 `json:"deferrals"`      // waits for collection begun
+	DeferringShare  float64 `json:"deferringShare"` // of the samples that found it waiting, -1 unknown
+	// StageMicros is each stage's wall time (tandem_pipeline_stage_seconds)
+	// per stored event, in µs.
+	StageMicros map[string]float64 `json:"stageMicrosPerEvent"`
 }
 
 type e2eBencher struct {
@@ -463,6 +500,14 @@ progress:
 		mt.stop()
 		return st, srv.proc.failure(err)
 	}
+	if st.AcceptedPerSec > 0 {
+		if st.ServerCPUCores != nil {
+			st.ServerCPUMicros = ptr(*st.ServerCPUCores / st.AcceptedPerSec * 1e6)
+		}
+		if st.LoadgenCPU != nil {
+			st.LoadgenCPUMicros = ptr(*st.LoadgenCPU / st.AcceptedPerSec * 1e6)
+		}
+	}
 
 	// A sustained step's markers get time to show up; an unflat step's
 	// would only measure the backlog.
@@ -471,8 +516,8 @@ progress:
 	}
 	mt.stop()
 	mt.fill(st)
-	e.logf("%s @ %s/s: %s — accepted %s/s, stored %s/s, lag %s → %s s; markers %d/%d visible, delay p50 %s ms, p99 %s ms; server %s CPU cores, RSS %s MiB",
-		name, group(rate), st.Verdict, group(st.AcceptedPerSec), group(st.StoredPerSec), secs(st.LagStartSeconds), secs(st.LagEndSeconds),
+	e.logf("%s @ %s/s: %s — accepted %s/s, stored %s/s, lag %s → %s s (grew %+.1f s by the line); markers %d/%d visible, delay p50 %s ms, p99 %s ms; server %s CPU cores, RSS %s MiB",
+		name, group(rate), st.Verdict, group(st.AcceptedPerSec), group(st.StoredPerSec), secs(st.LagStartSeconds), secs(st.LagEndSeconds), st.LagGrowthSeconds,
 		st.MarkersVisible, st.Markers, optMs(st.DelayP50Ms), optMs(st.DelayP99Ms), cores(st.ServerCPUCores), optMs(st.RSSMiB))
 	st.ServerExit = srv.proc.stop(stopTimeout)
 	return st, nil
@@ -514,12 +559,21 @@ func judgeStep(st *E2EStep, samples []sample, from, to time.Time, slack time.Dur
 	}
 	st.LagStartSeconds, st.LagEndSeconds = mean(startS), mean(endS)
 	st.LagStartRecords, st.LagEndRecords = mean(startR), mean(endR)
+	st.Shape = e2eShape(in)
 	if last.RSS >= 0 {
 		st.RSSMiB = ptr(last.RSS / (1 << 20))
 		st.RSSMaxMiB = ptr(rssMax / (1 << 20))
 	}
 	kept := st.AcceptedPerSec >= 0.95*st.OfferedPerSec
-	grew := st.LagEndSeconds - st.LagStartSeconds
+	// The growth is the least-squares line's over every sample, not the
+	// difference of the two edges: a pipeline that keeps up holds its
+	// staged events until a row group fills (up to 122,880 events, or
+	// CommitWait), so its lag saw-tooths by seconds with that period,
+	// and the edges' means differ by up to a tooth by where in it the
+	// interval happened to start and end. The line follows a lag that
+	// grows, tooth or not.
+	grew := lagGrowth(in)
+	st.LagGrowthSeconds = grew
 	st.Flat = kept && grew <= slack.Seconds()
 	switch {
 	case st.Flat:
@@ -530,6 +584,77 @@ func judgeStep(st *E2EStep, samples []sample, from, to time.Time, slack time.Dur
 		st.Verdict = fmt.Sprintf("lag grew %.1f s", grew)
 	}
 	return nil
+}
+
+// lagGrowth is the slope of the least-squares line through the samples'
+// lag (seconds) times the time they span: how much the lag grew over
+// them, saw-tooth aside.
+func lagGrowth(in []sample) float64 {
+	if len(in) < 2 {
+		return 0
+	}
+	t0 := in[0].At
+	var n, sx, sy, sxx, sxy float64
+	for _, s := range in {
+		x := s.At.Sub(t0).Seconds()
+		n++
+		sx += x
+		sy += s.LagSeconds
+		sxx += x * x
+		sxy += x * s.LagSeconds
+	}
+	den := n*sxx - sx*sx
+	if den <= 0 {
+		return 0
+	}
+	slope := (n*sxy - sx*sy) / den
+	return slope * in[len(in)-1].At.Sub(t0).Seconds()
+}
+
+// e2eShape is the pipeline's shape over the samples of a measured
+// interval (at least two), nil when they lack the figures.
+func e2eShape(in []sample) *E2EShape {
+	first, last := in[0], in[len(in)-1]
+	d := func(name string) (float64, bool) {
+		a, ok1 := first.All[name]
+		b, ok2 := last.All[name]
+		return b - a, ok1 && ok2
+	}
+	batches, ok1 := d(`tandem_pipeline_stage_seconds_count{stage="write"}`)
+	records, ok2 := d("tandem_pipeline_records_total")
+	if !ok1 || !ok2 {
+		return nil
+	}
+	stored := last.Stored - first.Stored
+	sh := &E2EShape{Batches: batches, DeferringShare: -1, StageMicros: map[string]float64{}}
+	if batches > 0 {
+		sh.RecordsPerBatch = records / batches
+		sh.EventsPerBatch = stored / batches
+	}
+	if records > 0 {
+		sh.EventsPerRecord = stored / records
+	}
+	sh.Commits, _ = d(`tandem_pipeline_stage_seconds_count{stage="commit"}`)
+	if sh.Commits > 0 {
+		sh.EventsPerCommit = stored / sh.Commits
+	}
+	sh.Deferrals, _ = d("tandem_pipeline_deferrals_total")
+	// The share of samples (a second apart) that found it waiting.
+	var waiting []float64
+	for _, s := range in {
+		if v, ok := s.All["tandem_pipeline_deferring"]; ok {
+			waiting = append(waiting, v)
+		}
+	}
+	if len(waiting) > 0 {
+		sh.DeferringShare = mean(waiting)
+	}
+	for _, stage := range []string{"read", "decode", "state", "write", "commit"} {
+		if v, ok := d(`tandem_pipeline_stage_seconds_sum{stage="` + stage + `"}`); ok && stored > 0 {
+			sh.StageMicros[stage] = v / stored * 1e6
+		}
+	}
+	return sh
 }
 
 // loadAverage returns the 1, 5 and 15 minute load averages, or "" where
@@ -555,6 +680,13 @@ func mean(v []float64) float64 {
 		s += x
 	}
 	return s / float64(len(v))
+}
+
+func optMicros(v *float64) string {
+	if v == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f", *v)
 }
 
 func secs(v float64) string {
@@ -598,12 +730,31 @@ func writeE2EText(w io.Writer, rep *E2EReport) {
 	if len(rep.Steps) > 0 {
 		fmt.Fprintf(w, "steps (open-loop; ceiling %s events/s):\n", group(rep.Ceiling))
 		tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.AlignRight|tabwriter.Debug)
-		fmt.Fprintln(tw, "step \t offered/s \t accepted/s \t stored/s \t lag s start → end (max) \t lag records end \t delay p50 / p99 ms \t markers \t server CPU \t RSS MiB \t verdict \t")
+		fmt.Fprintln(tw, "step \t offered/s \t accepted/s \t stored/s \t lag s start → end (max) \t lag growth s \t lag records end \t delay p50 / p99 ms \t markers \t server CPU \t RSS MiB \t verdict \t")
 		for _, s := range rep.Steps {
-			fmt.Fprintf(tw, "%d \t %s \t %s \t %s \t %s → %s (%s) \t %s \t %s / %s \t %d/%d \t %s \t %s \t %s \t\n", s.N,
+			fmt.Fprintf(tw, "%d \t %s \t %s \t %s \t %s → %s (%s) \t %+.1f \t %s \t %s / %s \t %d/%d \t %s \t %s \t %s \t\n", s.N,
 				group(s.OfferedPerSec), group(s.AcceptedPerSec), group(s.StoredPerSec),
-				secs(s.LagStartSeconds), secs(s.LagEndSeconds), secs(s.LagMaxSeconds), lag(s.LagEndRecords),
+				secs(s.LagStartSeconds), secs(s.LagEndSeconds), secs(s.LagMaxSeconds), s.LagGrowthSeconds, lag(s.LagEndRecords),
 				optMs(s.DelayP50Ms), optMs(s.DelayP99Ms), s.MarkersVisible, s.Markers, cores(s.ServerCPUCores), optMs(s.RSSMiB), s.Verdict)
+		}
+		tw.Flush()
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "the pipeline in each step's measured interval (stage wall µs per stored event; CPU µs per accepted event):")
+		tw = tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.AlignRight|tabwriter.Debug)
+		fmt.Fprintln(tw, "step \t batches \t records/batch \t events/batch \t events/record \t own commits \t deferrals (share) \t read / decode / state / write / commit µs \t server CPU µs \t load gen CPU µs \t")
+		for _, s := range rep.Steps {
+			sh := s.Shape
+			if sh == nil {
+				continue
+			}
+			share := "-"
+			if sh.DeferringShare >= 0 {
+				share = fmt.Sprintf("%.0f%%", 100*sh.DeferringShare)
+			}
+			m := sh.StageMicros
+			fmt.Fprintf(tw, "%d \t %.0f \t %.1f \t %s \t %.0f \t %.0f \t %.0f (%s) \t %.1f / %.1f / %.1f / %.1f / %.1f \t %s \t %s \t\n", s.N,
+				sh.Batches, sh.RecordsPerBatch, group(sh.EventsPerBatch), sh.EventsPerRecord, sh.Commits, sh.Deferrals, share,
+				m["read"], m["decode"], m["state"], m["write"], m["commit"], optMicros(s.ServerCPUMicros), optMicros(s.LoadgenCPUMicros))
 		}
 		tw.Flush()
 		fmt.Fprintln(w)
@@ -624,7 +775,7 @@ func writeE2EText(w io.Writer, rep *E2EReport) {
 	} else if len(rep.Steps) > 0 {
 		fmt.Fprintln(w, "sustained end to end: no step kept the lag flat")
 	}
-	fmt.Fprintf(w, "flat: ≥ 95%% of the offered events accepted and the lag (mean of the first and last 3 s) grew ≤ %s over the measured interval\n", o.LagSlack)
+	fmt.Fprintf(w, "flat: ≥ 95%% of the offered events accepted and the lag grew ≤ %s over the measured interval (least-squares line through its samples)\n", o.LagSlack)
 	for _, s := range rep.Steps {
 		if s.MarkerError != "" {
 			fmt.Fprintf(w, "step %d: markers: %s\n", s.N, s.MarkerError)

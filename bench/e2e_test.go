@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -92,15 +93,18 @@ func TestE2ETemplateLogChunk(t *testing.T) {
 
 func TestJudgeStep(t *testing.T) {
 	t0 := time.Unix(1_800_000_000, 0)
-	// samples: 11 readings a second apart, accepting 1000/s and storing
-	// stored/s, lag seconds from lagAt.
-	mk := func(accepted, stored float64, lagAt func(i int) float64) []sample {
+	// samples: 11 (mkN: secs+1) readings a second apart, accepting
+	// accepted/s and storing stored/s, lag seconds from lagAt.
+	mkN := func(secs int, accepted, stored float64, lagAt func(i int) float64) []sample {
 		var s []sample
-		for i := 0; i <= 10; i++ {
+		for i := 0; i <= secs; i++ {
 			s = append(s, sample{At: t0.Add(time.Duration(i) * time.Second), Accepted: accepted * float64(i), Stored: stored * float64(i),
 				LagSeconds: lagAt(i), Lag: 10 * lagAt(i), RSS: float64(100+i) * (1 << 20)})
 		}
 		return s
+	}
+	mk := func(accepted, stored float64, lagAt func(i int) float64) []sample {
+		return mkN(10, accepted, stored, lagAt)
 	}
 	for _, tc := range []struct {
 		name     string
@@ -115,9 +119,18 @@ func TestJudgeStep(t *testing.T) {
 		{"jitter within slack", 1000, mk(1000, 990, func(i int) float64 { return 0.2 * float64(i%3) }), true, "flat", 0.15, 0.2},
 		{"growing", 1000, mk(1000, 700, func(i int) float64 { return 0.3 * float64(i) }), false, "lag grew", 0.45, 2.55},
 		{"collection short", 1000, mk(900, 900, func(int) float64 { return 0 }), false, "collection fell short: 90%", 0, 0},
+		// A pipeline that keeps up, committing a row group every 6 s:
+		// the lag climbs a second a second and drops back, over 30 s.
+		// The edges catch a tooth's bottom (0, 1, 2, 3) and its top
+		// (3, 4, 5, 0), more than the slack apart; the line sees no
+		// trend to speak of.
+		{"saw-tooth", 1000, mkN(30, 1000, 1000, func(i int) float64 { return float64(i % 6) }), true, "flat", 1.5, 3},
+		// The same tooth on a lag that grows 0.1 s a second.
+		{"saw-tooth growing", 1000, mkN(30, 1000, 900, func(i int) float64 { return float64(i%6) + 0.1*float64(i) }), false, "lag grew 3.6", 1.65, 5.85},
 	} {
 		st := &E2EStep{OfferedPerSec: tc.offered}
-		if err := judgeStep(st, tc.samples, t0, t0.Add(10*time.Second), time.Second); err != nil {
+		end := tc.samples[len(tc.samples)-1].At
+		if err := judgeStep(st, tc.samples, t0, end, time.Second); err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
 		if st.Flat != tc.flat || !strings.HasPrefix(st.Verdict, tc.verdict) {
@@ -129,7 +142,7 @@ func TestJudgeStep(t *testing.T) {
 		if d := st.LagEndSeconds - tc.lagEnd; d > 1e-9 || d < -1e-9 {
 			t.Errorf("%s: lag end %v, want %v", tc.name, st.LagEndSeconds, tc.lagEnd)
 		}
-		if st.RSSMiB == nil || *st.RSSMiB != 110 || *st.RSSMaxMiB != 110 {
+		if rss := float64(100 + len(tc.samples) - 1); st.RSSMiB == nil || *st.RSSMiB != rss || *st.RSSMaxMiB != rss {
 			t.Errorf("%s: RSS %v max %v", tc.name, st.RSSMiB, st.RSSMaxMiB)
 		}
 	}
@@ -137,5 +150,46 @@ func TestJudgeStep(t *testing.T) {
 	st := &E2EStep{OfferedPerSec: 1000}
 	if err := judgeStep(st, mk(1000, 1000, func(int) float64 { return 0 })[:1], t0, t0.Add(10*time.Second), time.Second); err == nil {
 		t.Error("one sample judged")
+	}
+}
+
+// TestE2EShape: the pipeline's shape over a step comes from the
+// differences of its counters between the interval's first and last
+// scrape, the waiting share from every scrape.
+func TestE2EShape(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	scrape := func(i int, batches, records, stored, commits, deferrals, deferring, stateSecs float64) sample {
+		return sample{At: t0.Add(time.Duration(i) * time.Second), Stored: stored, All: map[string]float64{
+			`tandem_pipeline_stage_seconds_count{stage="write"}`:  batches,
+			"tandem_pipeline_records_total":                       records,
+			`tandem_pipeline_stage_seconds_count{stage="commit"}`: commits,
+			"tandem_pipeline_deferrals_total":                     deferrals,
+			"tandem_pipeline_deferring":                           deferring,
+			`tandem_pipeline_stage_seconds_sum{stage="state"}`:    stateSecs,
+		}}
+	}
+	in := []sample{
+		scrape(0, 10, 100, 50_000, 2, 1, 0, 1),
+		scrape(1, 15, 150, 70_000, 2, 2, 1, 1.5),
+		scrape(2, 20, 200, 90_000, 3, 2, 1, 2),
+		scrape(3, 30, 300, 150_000, 4, 2, 0, 3),
+	}
+	sh := e2eShape(in)
+	if sh == nil {
+		t.Fatal("no shape")
+	}
+	want := E2EShape{Batches: 20, RecordsPerBatch: 10, EventsPerBatch: 5000, EventsPerRecord: 500,
+		Commits: 2, EventsPerCommit: 50_000, Deferrals: 1, DeferringShare: 0.5}
+	got := *sh
+	got.StageMicros = nil
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("shape %+v, want %+v", got, want)
+	}
+	if v := sh.StageMicros["state"]; v < 19.99 || v > 20.01 {
+		t.Errorf("state %v µs an event, want 20 (2 s over 100,000 events)", v)
+	}
+	// A node without the pipeline's counters has no shape.
+	if e2eShape([]sample{{At: t0, All: map[string]float64{}}, {At: t0.Add(time.Second), All: map[string]float64{}}}) != nil {
+		t.Error("shape without counters")
 	}
 }

@@ -102,6 +102,9 @@ type sample struct {
 	LagSeconds float64
 	Accepted   float64 // events made durable in the log, all sources
 	RSS        float64 // bytes
+	// All is every series of the scrape, for the pipeline's shape over
+	// a step (e2eShape).
+	All map[string]float64
 }
 
 // scrapePipeline reads the pipeline's stored counter and lag gauge.
@@ -116,7 +119,7 @@ func scrapePipeline(ctx context.Context, s *server, hc *http.Client) (sample, er
 	if !ok1 || !ok2 {
 		return sample{}, fmt.Errorf("/metrics has no %s or %s", metricStored, metricLag)
 	}
-	smp := sample{At: at, Stored: stored, Lag: lag, LagSeconds: -1, Accepted: -1, RSS: -1}
+	smp := sample{At: at, Stored: stored, Lag: lag, LagSeconds: -1, Accepted: -1, RSS: -1, All: m}
 	if v, ok := promSum(m, metricLagSeconds); ok {
 		smp.LagSeconds = v
 	}

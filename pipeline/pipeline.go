@@ -101,6 +101,12 @@ type Options struct {
 	// [eventstore.Stager] (see stage.go); default 10s, well below the
 	// log's ack wait (30 s), after which it would deliver them again.
 	CommitWait time.Duration
+	// CommitRows and CommitHold: when idle, Run's write stage holds its
+	// staged events for the store's own commit of CommitRows (its row
+	// group) while the events arriving would fill that within CommitHold
+	// of the oldest's staging (see stage.go). Zero: it commits at once.
+	CommitRows int
+	CommitHold time.Duration
 	Metrics    *metrics.Registry
 	Logger     *slog.Logger
 
@@ -156,6 +162,10 @@ type Pipeline struct {
 	// batches after it was idle (see gather).
 	limit     int
 	stagedPos uint64
+	staging   stagingRate // of the write stage (stage.go)
+	// lastFetch is when a fetch last found records (unix ns): records
+	// still arriving, for the write stage's hold (stage.go).
+	lastFetch atomic.Int64
 	pending   int
 	// oldestHeld is the ord of the first held batch, 0 if none; flush
 	// asks the write stage to commit what it holds (Barrier).
@@ -460,6 +470,7 @@ func (p *Pipeline) fetch(ctx context.Context, size int) ([]eventlog.Message, err
 	}
 	msgs, err := p.consumer.Fetch(ctx, n, 0)
 	if len(msgs) > 0 {
+		p.lastFetch.Store(time.Now().UnixNano())
 		bytes := 0
 		for _, m := range msgs {
 			bytes += len(m.Data)

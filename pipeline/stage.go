@@ -68,6 +68,7 @@ func (p *Pipeline) writeStaged(ctx context.Context, b *batch) error {
 		p.release(ctx)
 	}
 	h.end = p.stagedPos
+	p.staging.add(time.Now(), p.stagedPos)
 	// The events are in the store now: only the records' sequence
 	// numbers are kept, to be acknowledged. Their bytes go: a row group's
 	// worth of held records would be tens of MB of heap.
@@ -157,7 +158,8 @@ func (p *Pipeline) dropHeld(err error) {
 func (p *Pipeline) nextWrite(ctx context.Context, resolved <-chan *batch) (*batch, bool) {
 	for len(p.held) > 0 {
 		wait := time.Until(p.held[0].at.Add(p.opts.CommitWait))
-		if wait <= 0 || p.flush.Swap(false) || (len(resolved) == 0 && p.begun.Load() == p.ended.Load()) {
+		idle := len(resolved) == 0 && p.begun.Load() == p.ended.Load()
+		if wait <= 0 || p.flush.Swap(false) || (idle && !p.holdIdle(time.Now())) {
 			d := p.commitHeld(context.WithoutCancel(ctx))
 			if wait <= 0 {
 				// A commit the backlog waited for is part of the
@@ -181,3 +183,83 @@ func (p *Pipeline) nextWrite(ctx context.Context, resolved <-chan *batch) (*batc
 // idleCheck is how often a write stage holding batches looks whether the
 // pipeline went idle.
 const idleCheck = 5 * time.Millisecond
+
+// Holding an idle commit for the row group.
+//
+// A commit of fewer events than a row group goes through DuckDB's
+// write-ahead log and is written again at the next checkpoint, which
+// costs several µs an event more than a whole row group written straight
+// to the file (docs/benchmarks.md#row-group-commits) and stalls the
+// commit that runs the checkpoint. A pipeline with a backlog commits
+// whole row groups; one that keeps up with a high rate went idle between
+// batches (the read stage gathering the next one) and committed each
+// batch through the WAL: its cost per event was highest just when it had
+// the least to spare. So when idle, the write stage waits for the store
+// to commit the row group itself while the events arriving would fill it
+// within CommitHold of the oldest held batch's staging; at lower rates,
+// where the extra cost does not matter, or when the read stage has found
+// nothing for a few polls (a backlog or a burst ended: nothing fills the
+// row group), it commits at once as before. Barrier's flush and
+// CommitWait still commit regardless.
+
+// arrivingWithin is how recently the read stage must have found records
+// for the write stage to hold an idle commit: a few of its polls.
+const arrivingWithin = 5 * pollInterval
+
+// stagingWindow is how far back the write stage's staging rate looks.
+const stagingWindow = 2 * time.Second
+
+// stagingRate keeps when the write stage staged how many events in all,
+// over the last stagingWindow and one reading before it.
+type stagingRate struct {
+	at  []time.Time
+	pos []uint64
+}
+
+// add records that pos events in all were staged by t.
+func (r *stagingRate) add(t time.Time, pos uint64) {
+	r.at = append(r.at, t)
+	r.pos = append(r.pos, pos)
+	// Keep one reading older than the window.
+	drop := 0
+	for drop+1 < len(r.at) && t.Sub(r.at[drop+1]) >= stagingWindow {
+		drop++
+	}
+	if drop > 0 {
+		r.at = append(r.at[:0], r.at[drop:]...)
+		r.pos = append(r.pos[:0], r.pos[drop:]...)
+	}
+}
+
+// perSecond is the events staged a second from the oldest reading kept
+// to now (a pause since the last batch lowers it), 0 while unknown.
+func (r *stagingRate) perSecond(now time.Time) float64 {
+	if len(r.at) < 2 {
+		return 0
+	}
+	d := now.Sub(r.at[0]).Seconds()
+	if d <= 0 {
+		return 0
+	}
+	return float64(r.pos[len(r.pos)-1]-r.pos[0]) / d
+}
+
+// holdIdle reports whether the write stage, idle with batches held,
+// waits for the store's row-group commit instead of committing now.
+func (p *Pipeline) holdIdle(now time.Time) bool {
+	if p.opts.CommitRows <= 0 || p.opts.CommitHold <= 0 || len(p.held) == 0 {
+		return false
+	}
+	if now.Sub(time.Unix(0, p.lastFetch.Load())) > arrivingWithin {
+		// Nothing came in lately (the end of a burst or of a backlog):
+		// no row group is filling.
+		return false
+	}
+	left := p.opts.CommitHold - now.Sub(p.held[0].at)
+	room := p.opts.CommitRows - p.pending
+	rate := p.staging.perSecond(now)
+	if left <= 0 || room <= 0 || rate <= 0 {
+		return false
+	}
+	return float64(room)/rate <= left.Seconds()
+}
