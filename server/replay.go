@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"tandem/eventlog"
+	"tandem/eventstore/duckdb"
 	"tandem/metrics"
 	"tandem/pipeline"
 	"tandem/trackingplan"
@@ -25,14 +26,9 @@ func (s *Server) pipelineOptions(m *metrics.Registry) pipeline.Options {
 		// The embedded store commits whole row groups itself; a node
 		// that keeps up with a high rate waits for that rather than
 		// commit each batch through DuckDB's WAL (pipeline/stage.go).
-		CommitRows: duckRowGroup, CommitHold: commitHold,
+		CommitRows: duckdb.RowGroupRows, CommitHold: commitHold,
 	}
 }
-
-// duckRowGroup is the embedded event store's row group, the events it
-// commits at once by itself while the pipeline stages them (DuckDB's
-// default row group size, eventstore/duckdb's rowGroupSize).
-const duckRowGroup = 122_880
 
 // commitHold is how long the pipeline holds staged events for the row
 // group when it is idle: at rates from about 41,000 events/s up, where

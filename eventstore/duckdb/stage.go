@@ -26,6 +26,11 @@ import (
 // measured), so Stage commits at the row-group boundaries of the table.
 const rowGroupSize = 122_880
 
+// RowGroupRows is the row group the store commits by itself while events
+// are staged (see rowGroupSize): what a caller holding staged events for
+// a cheaper commit waits to fill.
+const RowGroupRows = rowGroupSize
+
 var _ eventstore.Preparer = (*Store)(nil)
 
 // stagedTx is the transaction Stage keeps open across calls; guarded by
