@@ -368,12 +368,13 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	lagTick := time.NewTicker(time.Second)
 	defer lagTick.Stop()
 	p.measureLag()
-	// One batch waits between stages at most, and the reader holds the
+	// One batch waits between stages at most (after the state stage, the
+	// group it hands on at once: see runState), and the reader holds the
 	// one it gathered until decode takes it: memory stays bounded at a
 	// few batches of MaxBytes.
 	fetched := make(chan *batch)
 	decoded := make(chan *batch, 1)
-	resolved := make(chan *batch, 1)
+	resolved := make(chan *batch, stateGroup)
 	done := make(chan struct{})
 	go p.runStage(ctx, fetched, decoded, stageDecode, capDecode, p.decode)
 	go p.runState(ctx, decoded, resolved)
