@@ -16,7 +16,9 @@
 // same order as before (a stored event's key is linked to its profile
 // before the event is stored) and batches pass each step in log order; a
 // batch is acknowledged only after its last step. The state store and the
-// event store then work at the same time, on the two batches.
+// event store then work at the same time, on the two batches. Under a
+// backlog the state stage takes two waiting batches at once, in one
+// state-store transaction, and hands them on once it committed.
 package pipeline
 
 import (
@@ -629,7 +631,8 @@ func (p *Pipeline) measureLag() {
 // see what was true when Barrier was called (an erasure calls it after
 // adding to the suppression list, so that no batch that missed the list
 // writes after the erasure's deletions). With the stages overlapping, up
-// to six batches may be in flight (one a stage, one between each two).
+// to eight batches may be in flight (one a stage, one between each two,
+// and a second in and after the state stage: see runState).
 func (p *Pipeline) Barrier(ctx context.Context) error {
 	target := p.begun.Load()
 	for p.ended.Load() < target || p.holds(target) {
