@@ -16,7 +16,9 @@
 // same order as before (a stored event's key is linked to its profile
 // before the event is stored) and batches pass each step in log order; a
 // batch is acknowledged only after its last step. The state store and the
-// event store then work at the same time, on the two batches.
+// event store then work at the same time, on the two batches. Under a
+// backlog the state stage takes two waiting batches at once, in one
+// state-store transaction, and hands them on once it committed.
 package pipeline
 
 import (
@@ -129,10 +131,11 @@ type Options struct {
 	// It is asked too while a batch is gathered: the batch then stops
 	// growing.
 	Defer func() bool
-	// StateBatch, when not nil, runs a chunk's identity, consent and
-	// computed-trait steps as one state-store transaction (the state
-	// store's statestore.DB.Batch): one commit instead of one per step.
-	// Audiences run after it commits, as they read what it wrote.
+	// StateBatch, when not nil, runs a batch's identity, consent and
+	// computed-trait steps, of all its chunks, as one state-store
+	// transaction (the state store's statestore.DB.Batch): one commit
+	// instead of one per step and chunk. Audiences run after it commits,
+	// as they read what it wrote.
 	StateBatch func(ctx context.Context, fn func(ctx context.Context) error) error
 }
 
@@ -225,6 +228,87 @@ func (p *Pipeline) runStage(ctx context.Context, in <-chan *batch, out chan<- *b
 	}
 }
 
+// runState is Run's state stage: runStage with p.prepare, except that
+// when more batches wait for it (a backlog) it takes up to stateGroup of
+// them at once and runs their state-store steps in one transaction
+// (prepareGroup). Each batch is handed on only after that transaction
+// committed, and in order.
+func (p *Pipeline) runState(ctx context.Context, in <-chan *batch, out chan<- *batch) {
+	defer close(out)
+	group := make([]*batch, 0, stateGroup)
+	for b := range in {
+		group = append(group[:0], b)
+		more := true
+		for more && len(group) < stateGroup && p.opts.StateBatch != nil {
+			select {
+			case nb, ok := <-in:
+				if !ok {
+					more = false
+					break
+				}
+				group = append(group, nb)
+			default:
+				more = false
+			}
+		}
+		if len(group) > 1 {
+			var err error
+			d := p.timed(stageState, func() { err = p.prepareGroup(ctx, group) })
+			if err == nil {
+				bytes := 0
+				for _, b := range group {
+					bytes += b.bytes
+				}
+				p.capacity.batch(capState, bytes, d)
+				for _, b := range group {
+					out <- b
+				}
+				clear(group)
+				continue
+			}
+			// Each batch again on its own, with the retries of any
+			// other stage: one that fails keeps failing alone.
+			p.failures.Add(1)
+			p.opts.Logger.Warn("pipeline state batches failed together; trying them one by one", "batches", len(group), "err", err.Error())
+		}
+		for _, b := range group {
+			var ok bool
+			d := p.timed(stageState, func() { ok = p.retry(ctx, b, p.prepare) })
+			if !ok {
+				p.giveBack(b)
+				p.ended.Add(1)
+				continue
+			}
+			p.capacity.batch(capState, b.bytes, d)
+			out <- b
+		}
+		clear(group)
+	}
+}
+
+// stateGroup is how many waiting batches the state stage takes into one
+// state-store transaction at most.
+const stateGroup = 2
+
+// prepareGroup runs the state-store steps of several batches, in order,
+// in one state-store transaction (Options.StateBatch): one commit, and one
+// wait for the identity links written beside it, for all of them.
+func (p *Pipeline) prepareGroup(ctx context.Context, group []*batch) error {
+	var chunks [][]event.Event
+	var obs []*identity.Observed
+	for _, b := range group {
+		for i, c := range b.chunks {
+			chunks = append(chunks, c)
+			var ob *identity.Observed
+			if i < len(b.observed) {
+				ob = b.observed[i]
+			}
+			obs = append(obs, ob)
+		}
+	}
+	return p.store(context.WithoutCancel(ctx), chunks, obs)
+}
+
 func (p *Pipeline) timed(stage string, f func()) time.Duration {
 	start := time.Now()
 	f()
@@ -296,15 +380,16 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	lagTick := time.NewTicker(time.Second)
 	defer lagTick.Stop()
 	p.measureLag()
-	// One batch waits between stages at most, and the reader holds the
+	// One batch waits between stages at most (after the state stage, the
+	// group it hands on at once: see runState), and the reader holds the
 	// one it gathered until decode takes it: memory stays bounded at a
 	// few batches of MaxBytes.
 	fetched := make(chan *batch)
 	decoded := make(chan *batch, 1)
-	resolved := make(chan *batch, 1)
+	resolved := make(chan *batch, stateGroup)
 	done := make(chan struct{})
 	go p.runStage(ctx, fetched, decoded, stageDecode, capDecode, p.decode)
-	go p.runStage(ctx, decoded, resolved, stageState, capState, p.prepare)
+	go p.runState(ctx, decoded, resolved)
 	go func() {
 		defer close(done)
 		for {
@@ -557,7 +642,8 @@ func (p *Pipeline) measureLag() {
 // see what was true when Barrier was called (an erasure calls it after
 // adding to the suppression list, so that no batch that missed the list
 // writes after the erasure's deletions). With the stages overlapping, up
-// to six batches may be in flight (one a stage, one between each two).
+// to eight batches may be in flight (one a stage, one between each two,
+// and a second in and after the state stage: see runState).
 func (p *Pipeline) Barrier(ctx context.Context) error {
 	target := p.begun.Load()
 	for p.ended.Load() < target || p.holds(target) {
@@ -681,18 +767,10 @@ func (p *Pipeline) decode(ctx context.Context, b *batch) error {
 	return nil
 }
 
-// prepare is the second stage: every state-store step of each chunk.
+// prepare is the second stage: every state-store step of the batch's
+// chunks, in one state-store transaction (see store).
 func (p *Pipeline) prepare(ctx context.Context, b *batch) error {
-	for i, c := range b.chunks {
-		var ob *identity.Observed
-		if i < len(b.observed) {
-			ob = b.observed[i]
-		}
-		if err := p.store(ctx, c, ob); err != nil {
-			return err
-		}
-	}
-	return nil
+	return p.store(ctx, b.chunks, b.observed)
 }
 
 // write is the last stage: it appends each chunk to the event store, then
@@ -792,20 +870,43 @@ func (p *Pipeline) suppress(events []event.Event, problems []event.Problem) ([]e
 	return events, problems
 }
 
-// store runs the state-store steps on a chunk of events, before they are
-// appended to the event store ([Pipeline.appendEvents]).
-// ob, if not nil, is the batch's identity observation.
-func (p *Pipeline) store(ctx context.Context, batch []event.Event, ob *identity.Observed) error {
+// store runs the state-store steps on a batch's chunks of events, before
+// they are appended to the event store ([Pipeline.appendEvents]); obs, if
+// not nil, holds each chunk's identity observation.
+//
+// With Options.StateBatch the steps of every chunk run in one state-store
+// transaction: a batch pays one commit (its fsync, and the write of every
+// index page it dirtied, which costs about as much for the 1,200 events
+// a full batch has past MaxEvents as for the 20,000 before them) and one
+// wait for the identity links written beside it, not one per chunk. If a
+// step fails, nothing of the batch's steps is committed and the batch is
+// tried again whole. The audiences run after the commit, as they read
+// what it wrote.
+func (p *Pipeline) store(ctx context.Context, chunks [][]event.Event, obs []*identity.Observed) error {
+	steps := func(ctx context.Context) error {
+		for i, c := range chunks {
+			var ob *identity.Observed
+			if i < len(obs) {
+				ob = obs[i]
+			}
+			if err := p.stateSteps(ctx, c, ob); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	if p.opts.StateBatch != nil {
-		if err := p.opts.StateBatch(ctx, func(ctx context.Context) error { return p.stateSteps(ctx, batch, ob) }); err != nil {
+		if err := p.opts.StateBatch(ctx, steps); err != nil {
 			return err
 		}
-	} else if err := p.stateSteps(ctx, batch, ob); err != nil {
+	} else if err := steps(ctx); err != nil {
 		return err
 	}
 	if p.opts.Audiences != nil {
-		if err := p.opts.Audiences.Record(ctx, batch); err != nil {
-			return fmt.Errorf("pipeline: audiences: %w", err)
+		for _, c := range chunks {
+			if err := p.opts.Audiences.Record(ctx, c); err != nil {
+				return fmt.Errorf("pipeline: audiences: %w", err)
+			}
 		}
 	}
 	return nil

@@ -65,7 +65,7 @@ func TestStateBatchJoinsSteps(t *testing.T) {
 		t.Fatal(err)
 	}
 	batch := []event.Event{track(1)}
-	if err := p.store(ctx, batch, nil); !errors.Is(err, errBoom) {
+	if err := p.store(ctx, [][]event.Event{batch}, nil); !errors.Is(err, errBoom) {
 		t.Fatalf("store with failing traits: %v, want boom", err)
 	}
 	if n := rows(); n != 0 {
@@ -75,7 +75,7 @@ func TestStateBatchJoinsSteps(t *testing.T) {
 		t.Errorf("audiences ran for a batch whose steps failed")
 	}
 	failTraits = false
-	if err := p.store(ctx, batch, nil); err != nil {
+	if err := p.store(ctx, [][]event.Event{batch}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if n := rows(); n != 3 {
