@@ -35,10 +35,11 @@ identity resolution, event store) keeps its pipeline lag flat.
              is sustained ("flat") when at least 95% of the offered events
              were accepted and the pipeline's lag (tandem_pipeline_lag_seconds,
              sampled every second) grew by at most --lag-slack over the
-             measured interval, by the least-squares line through all its
-             samples (the lag saw-tooths by seconds as row groups of
-             staged events commit; the line follows its trend, where the
-             first and last seconds would catch a tooth's top or bottom).
+             measured interval, by the least-squares line through its
+             floor (its minimum over 12-s windows: the lag saw-tooths by
+             seconds as row groups of staged events commit, and the
+             teeth's bottoms are the backlog; a line through every sample,
+             or the first and last seconds, would follow the teeth).
              The search starts
              at a quarter of the ceiling (collect-only's rate, or --max-rate
              if lower) and bisects geometrically between the highest flat
@@ -233,8 +234,8 @@ type E2EStep struct {
 	LagEndSeconds   float64 `json:"lagEndSeconds"`
 	LagMaxSeconds   float64 `json:"lagMaxSeconds"`
 	// LagGrowthSeconds is how much the lag grew over the measured
-	// interval by the least-squares line through all its samples: what
-	// "flat" is judged on.
+	// interval by the least-squares line through its floor (see
+	// lagGrowth): what "flat" is judged on.
 	LagGrowthSeconds float64 `json:"lagGrowthSeconds"`
 	LagStartRecords  float64 `json:"lagStartRecords"`
 	LagEndRecords    float64 `json:"lagEndRecords"`
@@ -565,13 +566,12 @@ func judgeStep(st *E2EStep, samples []sample, from, to time.Time, slack time.Dur
 		st.RSSMaxMiB = ptr(rssMax / (1 << 20))
 	}
 	kept := st.AcceptedPerSec >= 0.95*st.OfferedPerSec
-	// The growth is the least-squares line's over every sample, not the
-	// difference of the two edges: a pipeline that keeps up holds its
-	// staged events until a row group fills (up to 122,880 events, or
-	// CommitWait), so its lag saw-tooths by seconds with that period,
-	// and the edges' means differ by up to a tooth by where in it the
-	// interval happened to start and end. The line follows a lag that
-	// grows, tooth or not.
+	// The growth is the lag floor's (see lagGrowth), not the difference
+	// of the two edges: a pipeline that keeps up holds its staged events
+	// until a row group fills (up to 122,880 events, or CommitWait), so
+	// its lag saw-tooths by seconds with that period, and the edges'
+	// means differ by up to a tooth by where in it the interval happened
+	// to start and end. The floor follows a lag that grows, tooth or not.
 	grew := lagGrowth(in)
 	st.LagGrowthSeconds = grew
 	st.Flat = kept && grew <= slack.Seconds()
@@ -586,13 +586,49 @@ func judgeStep(st *E2EStep, samples []sample, from, to time.Time, slack time.Dur
 	return nil
 }
 
-// lagGrowth is the slope of the least-squares line through the samples'
-// lag (seconds) times the time they span: how much the lag grew over
-// them, saw-tooth aside.
+// floorWindow is how long a window lagGrowth takes the lag's floor over:
+// longer than a tooth of the lag's saw-tooth, which a pipeline that keeps
+// up draws by holding staged events until its row group commits, at most
+// its CommitWait (10 s) apart.
+const floorWindow = 12 * time.Second
+
+// lagGrowth is how much the lag's floor grew over the samples: the slope
+// of the least-squares line through the lag's minimum over a window of
+// floorWindow (centred, where the window fits; half the span when that is
+// shorter), times the span. The teeth's bottoms are the pipeline's real
+// backlog, and a window longer than a tooth holds one, so the floor
+// follows a lag that grows and ignores the teeth. A line through the raw
+// samples is pulled by where in a tooth the interval starts and ends, by
+// up to a tooth's height either way.
 func lagGrowth(in []sample) float64 {
 	if len(in) < 2 {
 		return 0
 	}
+	t0, t1 := in[0].At, in[len(in)-1].At
+	span := t1.Sub(t0)
+	half := min(floorWindow, span/2) / 2
+	var floor []sample
+	for _, s := range in {
+		if s.At.Sub(t0) < half || t1.Sub(s.At) < half {
+			continue
+		}
+		m := s.LagSeconds
+		for _, o := range in {
+			if d := o.At.Sub(s.At); d >= -half && d <= half {
+				m = min(m, o.LagSeconds)
+			}
+		}
+		floor = append(floor, sample{At: s.At, LagSeconds: m})
+	}
+	if len(floor) < 2 {
+		floor = in
+	}
+	return lagSlope(floor) * span.Seconds()
+}
+
+// lagSlope is the slope of the least-squares line through the samples'
+// lag, in seconds a second; 0 when it has none.
+func lagSlope(in []sample) float64 {
 	t0 := in[0].At
 	var n, sx, sy, sxx, sxy float64
 	for _, s := range in {
@@ -607,8 +643,7 @@ func lagGrowth(in []sample) float64 {
 	if den <= 0 {
 		return 0
 	}
-	slope := (n*sxy - sx*sy) / den
-	return slope * in[len(in)-1].At.Sub(t0).Seconds()
+	return (n*sxy - sx*sy) / den
 }
 
 // e2eShape is the pipeline's shape over the samples of a measured
@@ -775,7 +810,7 @@ func writeE2EText(w io.Writer, rep *E2EReport) {
 	} else if len(rep.Steps) > 0 {
 		fmt.Fprintln(w, "sustained end to end: no step kept the lag flat")
 	}
-	fmt.Fprintf(w, "flat: ≥ 95%% of the offered events accepted and the lag grew ≤ %s over the measured interval (least-squares line through its samples)\n", o.LagSlack)
+	fmt.Fprintf(w, "flat: ≥ 95%% of the offered events accepted and the lag's floor grew ≤ %s over the measured interval (least-squares line through its minimum over %s windows)\n", o.LagSlack, floorWindow)
 	for _, s := range rep.Steps {
 		if s.MarkerError != "" {
 			fmt.Fprintf(w, "step %d: markers: %s\n", s.N, s.MarkerError)

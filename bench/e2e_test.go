@@ -126,7 +126,15 @@ func TestJudgeStep(t *testing.T) {
 		// trend to speak of.
 		{"saw-tooth", 1000, mkN(30, 1000, 1000, func(i int) float64 { return float64(i % 6) }), true, "flat", 1.5, 3},
 		// The same tooth on a lag that grows 0.1 s a second.
-		{"saw-tooth growing", 1000, mkN(30, 1000, 900, func(i int) float64 { return float64(i%6) + 0.1*float64(i) }), false, "lag grew 3.6", 1.65, 5.85},
+		// The floor's line sees 2.8 of the 3 s (a line through the raw
+		// samples saw 3.6: the last tooth's top pulled it up).
+		{"saw-tooth growing", 1000, mkN(30, 1000, 900, func(i int) float64 { return float64(i%6) + 0.1*float64(i) }), false, "lag grew 2.8", 1.65, 5.85},
+		// Teeth of 10 s and 9 s high over a minute that ends at the top
+		// of one: a line through the raw samples grows by more than the
+		// slack (1.6 s: the tooth at the end pulls it up); the floor stays 0.
+		{"saw-tooth ending on a top", 1000, mkN(59, 1000, 1000, func(i int) float64 { return float64(i % 10) }), true, "flat", 1.5, 7.5},
+		// A lag whose floor climbs 0.05 s a second under 5-s teeth.
+		{"slow climb under teeth", 1000, mkN(60, 1000, 950, func(i int) float64 { return float64(i%5) + 0.05*float64(i) }), false, "lag grew 3.0", 1.575, 5.175},
 	} {
 		st := &E2EStep{OfferedPerSec: tc.offered}
 		end := tc.samples[len(tc.samples)-1].At
