@@ -706,12 +706,7 @@ func property(raw []byte, path string) json.RawMessage {
 	if cur == nil {
 		return nil
 	}
-	var v any
-	if json.Unmarshal(cur, &v) != nil || v == nil {
-		return nil
-	}
-	b, _ := json.Marshal(v)
-	return b
+	return compactValue(cur)
 }
 
 // propertyDecoded is property by decoding the event's JSON: the
@@ -734,6 +729,12 @@ func propertyDecoded(raw []byte, path string) json.RawMessage {
 			return nil
 		}
 	}
+	return compactValue(cur)
+}
+
+// compactValue is a JSON value re-encoded compactly (object keys sorted),
+// nil when it is null or not valid JSON.
+func compactValue(cur json.RawMessage) json.RawMessage {
 	var v any
 	if json.Unmarshal(cur, &v) != nil || v == nil {
 		return nil
